@@ -1,0 +1,208 @@
+/**
+ * The one runner for external commands. Everything boma-it runs (virsh, qemu-img, ssh,
+ * ansible-playbook, pulumi, ...) goes through {@link Runner.run}, which records the argv, exit
+ * code, duration and the tail of the output, so that a failure can always say what was run and
+ * what it printed last, and a run dir can keep the whole command log.
+ */
+import { access, constants } from "node:fs/promises";
+import { delimiter, join } from "node:path";
+import { execa } from "execa";
+
+/** How many trailing lines of output a record keeps. */
+const TAIL_LINES = 20;
+
+/** What one finished command did. Results and failures share this shape (as in execa). */
+export interface CommandRecord {
+  /** Program and arguments, exactly as run (secrets already redacted). */
+  argv: string[];
+  /** Exit code, or undefined when the command was killed by a signal or never started. */
+  exitCode: number | undefined;
+  /** Signal that ended it, if any. */
+  signal: string | undefined;
+  /** Wall time in milliseconds. */
+  durationMs: number;
+  /** Whether the command ran past its timeout and was killed. */
+  timedOut: boolean;
+  /** Whether the command was cancelled through an AbortSignal. */
+  canceled: boolean;
+  /** Last lines of stdout and stderr interleaved by stream (stderr last). */
+  tail: string;
+  /** ISO time at which it started. */
+  startedAt: string;
+}
+
+/** A finished command with its full output. */
+export interface CommandResult extends CommandRecord {
+  stdout: string;
+  stderr: string;
+  /** True when the exit code was not 0 (or the command timed out, was cancelled or never ran). */
+  failed: boolean;
+}
+
+/** Options of one command. */
+export interface RunOptions {
+  /** Bytes or text fed on stdin. */
+  input?: string | Uint8Array;
+  /** Kill the command after this many milliseconds. */
+  timeoutMs?: number;
+  cwd?: string;
+  /** Extra environment variables (merged over the runner's environment). */
+  env?: Record<string, string | undefined>;
+  /** Cancels the command (SIGTERM, then SIGKILL after 5 s). */
+  signal?: AbortSignal;
+  /** Throw {@link CommandFailedError} on failure (default true). */
+  check?: boolean;
+  /** Called for every output line as it arrives (for live progress). */
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
+}
+
+/** A command that failed when the caller asked for success. */
+export class CommandFailedError extends Error {
+  readonly result: CommandResult;
+  constructor(result: CommandResult) {
+    super(describeFailure(result));
+    this.name = "CommandFailedError";
+    this.result = result;
+  }
+}
+
+/** One line that says what failed and how, followed by the output tail. */
+export function describeFailure(result: CommandRecord): string {
+  const command = result.argv.map(quoteArg).join(" ");
+  let how: string;
+  if (result.timedOut) how = `timed out after ${(result.durationMs / 1000).toFixed(1)} s`;
+  else if (result.canceled) how = "was cancelled";
+  else if (result.signal) how = `was killed by ${result.signal}`;
+  else if (result.exitCode === undefined) how = "could not be started";
+  else how = `exited with ${result.exitCode}`;
+  const tail = result.tail.trim();
+  return `\`${command}\` ${how}${tail ? `; last output:\n${indent(tail)}` : ""}`;
+}
+
+function indent(text: string): string {
+  return text
+    .split("\n")
+    .map((line) => `    ${line}`)
+    .join("\n");
+}
+
+/** Quotes an argument for display the way a shell would need it. */
+export function quoteArg(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+function lastLines(text: string, count: number): string {
+  const lines = text.replace(/\n+$/, "").split("\n");
+  return lines.slice(-count).join("\n");
+}
+
+/** Options of a {@link Runner}. */
+export interface RunnerOptions {
+  /** Environment the commands get (default: this process's). */
+  env?: Record<string, string | undefined>;
+  /** Receives every finished command (for the run dir's command log). */
+  onRecord?: (record: CommandRecord) => void;
+  /** Replaces secrets in argv, output and tails before anything is recorded or thrown. */
+  redact?: (text: string) => string;
+}
+
+/** Runs external commands and records each one. */
+export class Runner {
+  readonly #env: Record<string, string | undefined>;
+  readonly #onRecord: ((record: CommandRecord) => void) | undefined;
+  readonly #redact: (text: string) => string;
+  /** Every command this runner finished, in order. */
+  readonly history: CommandRecord[] = [];
+
+  constructor(options: RunnerOptions = {}) {
+    this.#env = options.env ?? process.env;
+    this.#onRecord = options.onRecord;
+    this.#redact = options.redact ?? ((text) => text);
+  }
+
+  /** The environment commands of this runner get. */
+  get env(): Record<string, string | undefined> {
+    return this.#env;
+  }
+
+  /** Runs `file args...`; throws {@link CommandFailedError} unless `check: false`. */
+  async run(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<CommandResult> {
+    const startedAt = new Date();
+    const onLine = options.onLine;
+    const lineHook = (stream: "stdout" | "stderr") =>
+      onLine
+        ? function* (line: unknown) {
+            onLine(String(line), stream);
+            yield line;
+          }
+        : "pipe";
+    const subprocess = execa(file, [...args], {
+      input: options.input,
+      timeout: options.timeoutMs,
+      cwd: options.cwd,
+      env: { ...this.#env, ...options.env },
+      extendEnv: false,
+      cancelSignal: options.signal,
+      forceKillAfterDelay: 5000,
+      reject: false,
+      stripFinalNewline: false,
+      stdout: lineHook("stdout"),
+      stderr: lineHook("stderr"),
+      encoding: "utf8",
+    });
+    const outcome = await subprocess;
+    const stdout = this.#redact(String(outcome.stdout ?? ""));
+    const stderr = this.#redact(String(outcome.stderr ?? ""));
+    const started = outcome.exitCode !== undefined || outcome.signal !== undefined;
+    const spawnError = !started && outcome.failed ? String(outcome.originalMessage ?? outcome.message) : "";
+    const tail = [lastLines(stdout, TAIL_LINES), lastLines(stderr, TAIL_LINES), this.#redact(spawnError)]
+      .filter((part) => part.trim() !== "")
+      .join("\n");
+    const result: CommandResult = {
+      argv: [file, ...args].map((arg) => this.#redact(arg)),
+      exitCode: outcome.exitCode,
+      signal: outcome.signal ?? undefined,
+      durationMs: Math.round(outcome.durationMs),
+      timedOut: outcome.timedOut,
+      canceled: outcome.isCanceled,
+      tail,
+      startedAt: startedAt.toISOString(),
+      stdout,
+      stderr,
+      failed: outcome.failed,
+    };
+    const { stdout: _out, stderr: _err, failed: _failed, ...record } = result;
+    this.history.push(record);
+    this.#onRecord?.(record);
+    if (result.failed && options.check !== false) throw new CommandFailedError(result);
+    return result;
+  }
+
+  /** Runs a command and returns its stdout, throwing on failure. */
+  async output(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<string> {
+    return (await this.run(file, args, { ...options, check: true })).stdout;
+  }
+
+  /** Whether `file` is an executable on this runner's PATH; returns its path or undefined. */
+  async which(file: string): Promise<string | undefined> {
+    if (file.includes("/")) {
+      try {
+        await access(file, constants.X_OK);
+        return file;
+      } catch {
+        return undefined;
+      }
+    }
+    for (const dir of (this.#env.PATH ?? "").split(delimiter)) {
+      if (!dir) continue;
+      const candidate = join(dir, file);
+      try {
+        await access(candidate, constants.X_OK);
+        return candidate;
+      } catch {
+        // not here; keep looking
+      }
+    }
+    return undefined;
+  }
+}

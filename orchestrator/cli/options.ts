@@ -1,0 +1,124 @@
+/**
+ * Command-line options of the contract, parsed with `node:util.parseArgs` and validated at the
+ * edge: every bad value names the option, what was expected and what was found (exit 2).
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { BadInputError } from "../errors.ts";
+import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
+
+type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
+
+/** Options every command takes. */
+export const COMMON_OPTIONS = {
+  json: { type: "boolean", default: false },
+  "runs-dir": { type: "string" },
+  engine: { type: "string", default: "auto" },
+  accel: { type: "string", default: "auto" },
+  help: { type: "boolean", short: "h", default: false },
+} as const satisfies OptionSpec;
+
+/** Options of `run` and `up`. */
+export const RUN_OPTIONS = {
+  scenario: { type: "string" },
+  certs: { type: "string" },
+  keep: { type: "string", default: "on-failure" },
+  "no-egress": { type: "boolean", default: false },
+  "min-free-ram": { type: "string" },
+} as const satisfies OptionSpec;
+
+/** Options of `reap`. */
+export const REAP_OPTIONS = {
+  "dry-run": { type: "boolean", default: false },
+  "older-than": { type: "string" },
+} as const satisfies OptionSpec;
+
+export const ENGINES = ["auto", "pulumi", "direct"] as const;
+export type EngineChoice = (typeof ENGINES)[number];
+export const ACCELS = ["auto", "kvm", "tcg"] as const;
+export type AccelChoice = (typeof ACCELS)[number];
+export const SCENARIOS = ["red-green", "green", "red"] as const;
+export type ScenarioChoice = (typeof SCENARIOS)[number];
+export const KEEP_POLICIES = ["on-failure", "always", "never"] as const;
+export type KeepPolicy = (typeof KEEP_POLICIES)[number];
+
+/** The raw result of parsing: option values by name, positionals, and what came after `--`. */
+export interface ParsedArgs {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  /** Arguments after a literal `--` (for `ssh <run> -- cmd`). */
+  rest: string[];
+}
+
+/** Parses a command's arguments strictly; unknown options are bad input. */
+export function parseCommandArgs(command: string, args: readonly string[], options: OptionSpec): ParsedArgs {
+  const separator = args.indexOf("--");
+  const head = separator === -1 ? [...args] : args.slice(0, separator);
+  const rest = separator === -1 ? [] : args.slice(separator + 1);
+  try {
+    const parsed = parseArgs({ args: head, options, allowPositionals: true, strict: true });
+    return { values: parsed.values as ParsedArgs["values"], positionals: parsed.positionals, rest };
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const message = (error as Error).message;
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      const option = /'([^']+)'/.exec(message)?.[1] ?? message;
+      throw new BadInputError({
+        message: `unknown option ${option} for \`boma-it ${command}\`; expected one of ${Object.keys(options)
+          .map((name) => `--${name}`)
+          .join(", ")} (see \`boma-it ${command} --help\`)`,
+      });
+    }
+    if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      throw new BadInputError({ message: `${message.split("\n")[0]} (see \`boma-it ${command} --help\`)` });
+    }
+    throw new BadInputError({ message: `${message} (see \`boma-it ${command} --help\`)` });
+  }
+}
+
+/** Checks that an option's value is one of the allowed words. */
+export function oneOf<const T extends readonly string[]>(option: string, value: unknown, allowed: T): T[number] {
+  if (typeof value === "string" && (allowed as readonly string[]).includes(value)) return value;
+  throw new BadInputError({
+    message: `--${option}: expected one of ${allowed.join(", ")}, found ${JSON.stringify(value ?? "nothing")}`,
+  });
+}
+
+/** The cert tier from the command line, if given. */
+export function certTier(value: unknown): CertTier | undefined {
+  return value === undefined ? undefined : oneOf("certs", value, CERT_TIERS);
+}
+
+/** A positive whole number option such as `--min-free-ram 4096`. */
+export function positiveInteger(option: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "string" && /^\d+$/.test(value) && Number(value) > 0) return Number(value);
+  throw new BadInputError({ message: `--${option}: expected a positive whole number, found ${JSON.stringify(value)}` });
+}
+
+/** A duration such as `90s`, `30m`, `2h` or `1d`, in seconds. */
+export function duration(option: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const match = typeof value === "string" ? /^(\d+)([smhd])$/.exec(value) : null;
+  if (!match) {
+    throw new BadInputError({
+      message: `--${option}: expected a duration like 90s, 30m, 2h or 1d, found ${JSON.stringify(value)}`,
+    });
+  }
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[match[2] as "s" | "m" | "h" | "d"];
+  return Number(match[1]) * unit;
+}
+
+/** Checks the number of positionals a command got. */
+export function expectPositionals(command: string, positionals: readonly string[], min: number, max: number, what: string): void {
+  if (positionals.length < min) {
+    throw new BadInputError({ message: `\`boma-it ${command}\` needs ${what}; found nothing (see \`boma-it ${command} --help\`)` });
+  }
+  if (positionals.length > max) {
+    throw new BadInputError({
+      message: `\`boma-it ${command}\` takes ${what}; found extra argument${positionals.length - max > 1 ? "s" : ""} ${positionals
+        .slice(max)
+        .map((arg) => JSON.stringify(arg))
+        .join(", ")}`,
+    });
+  }
+}

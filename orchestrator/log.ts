@@ -1,0 +1,98 @@
+/**
+ * The terminal side of a run: a tree of timed steps and progress lines for long waits, written
+ * to stderr (stdout is kept for the command's result, and for the one JSON document of --json).
+ * Lower layers never print; they take callbacks, and the CLI hands them this log.
+ */
+import type { Writable } from "node:stream";
+
+/** A finished step: its name, duration and outcome, children included. */
+export interface StepRecord {
+  name: string;
+  seconds: number;
+  ok: boolean;
+  children: StepRecord[];
+}
+
+/** Where a {@link Log} writes and how it reads the clock (a fake clock in tests). */
+export interface LogOptions {
+  stream: Writable;
+  /** Milliseconds since some fixed point (default: `performance.now()`). */
+  now?: () => number;
+  /** Whether to print at all (false in --quiet tests). */
+  enabled?: boolean;
+}
+
+/** Nested, timed log steps (NixOS test driver style). */
+export class Log {
+  readonly #stream: Writable;
+  readonly #now: () => number;
+  readonly #enabled: boolean;
+  #depth = 0;
+  readonly #stack: StepRecord[][] = [[]];
+
+  constructor(options: LogOptions) {
+    this.#stream = options.stream;
+    this.#now = options.now ?? (() => performance.now());
+    this.#enabled = options.enabled ?? true;
+  }
+
+  /** The top-level steps finished so far. */
+  get steps(): readonly StepRecord[] {
+    return this.#stack[0]!;
+  }
+
+  /** Prints a line at the current depth. */
+  info(message: string): void {
+    this.#write(message);
+  }
+
+  /** Prints a warning line. */
+  warn(message: string): void {
+    this.#write(`warning: ${message}`);
+  }
+
+  /** Runs `body` as a named step: prints its start, its end with the duration, and records it. */
+  async step<T>(name: string, body: () => Promise<T>): Promise<T> {
+    this.#write(`▸ ${name}`);
+    const started = this.#now();
+    this.#depth += 1;
+    this.#stack.push([]);
+    let ok = false;
+    try {
+      const value = await body();
+      ok = true;
+      return value;
+    } finally {
+      const children = this.#stack.pop()!;
+      this.#depth -= 1;
+      const seconds = Math.round((this.#now() - started) / 100) / 10;
+      this.#stack.at(-1)!.push({ name, seconds, ok, children });
+      this.#write(`${ok ? "✓" : "✗"} ${name} (${seconds.toFixed(1)} s)`);
+    }
+  }
+
+  /**
+   * A progress reporter for a wait: call it with what was last seen as often as you like; it
+   * prints at most every `everyMs` (and whenever what was seen changes), with elapsed and limit.
+   */
+  progress(what: string, timeoutMs: number, everyMs = 10_000): (lastSeen?: string) => void {
+    const started = this.#now();
+    let lastPrinted = started;
+    let lastSeen: string | undefined;
+    this.#write(`… waiting for ${what} (up to ${Math.round(timeoutMs / 1000)} s)`);
+    return (seen?: string) => {
+      const now = this.#now();
+      if (now - lastPrinted < everyMs && seen === lastSeen) return;
+      lastPrinted = now;
+      lastSeen = seen;
+      const elapsed = Math.round((now - started) / 1000);
+      this.#write(`… ${what}: ${elapsed} s of ${Math.round(timeoutMs / 1000)} s${seen ? `; last seen: ${seen}` : ""}`);
+    };
+  }
+
+  #write(line: string): void {
+    if (!this.#enabled) return;
+    const pad = "  ".repeat(this.#depth);
+    this.#stream.write(`${pad}${line}\n`);
+  }
+}

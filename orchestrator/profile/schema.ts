@@ -1,0 +1,110 @@
+/**
+ * The zod schemas of the profile and overlay contracts (design.md, "Profile"). This is the only
+ * place that knows their shape; everything inward uses the inferred types. Unknown keys are
+ * errors everywhere, so a typo is caught instead of silently ignored.
+ */
+import { z } from "zod";
+
+/** The cert tiers of ADR-025 §5. */
+export const CERT_TIERS = ["internal", "le-staging", "le-prod-wildcard"] as const;
+export type CertTier = (typeof CERT_TIERS)[number];
+
+/** Golden images a profile can name without a path. */
+export const NAMED_IMAGES = ["debian-13-genericcloud", "debian-13-local"] as const;
+
+const port = z.number().int().min(1).max(65535);
+const vars = z.record(z.string(), z.unknown());
+
+const httpProbe = z.strictObject({
+  port,
+  path: z.string().startsWith("/").default("/"),
+  status: z.number().int().min(100).max(599).default(200),
+});
+const tcpProbe = z.strictObject({ port });
+const listenProbe = z.strictObject({ port });
+
+/** The probe kinds a check may carry; exactly one per check. */
+export const PROBE_KINDS = ["http", "tcp", "unit", "listen", "run"] as const;
+export type ProbeKind = (typeof PROBE_KINDS)[number];
+
+const checkSchema = z
+  .strictObject({
+    name: z.string().min(1),
+    http: httpProbe.optional(),
+    tcp: tcpProbe.optional(),
+    unit: z.string().min(1).optional(),
+    listen: listenProbe.optional(),
+    run: z.string().min(1).optional(),
+  })
+  .superRefine((check, ctx) => {
+    const present = PROBE_KINDS.filter((kind) => check[kind] !== undefined);
+    if (present.length !== 1) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected exactly one probe (one of ${PROBE_KINDS.join(", ")}), found ${
+          present.length === 0 ? "none" : present.join(" and ")
+        }`,
+      });
+    }
+  });
+
+const scenarioSchema = z.strictObject({ vars: vars.default({}) });
+
+/** Image name: a named golden image or `file:/absolute/path.qcow2`. */
+const imageSchema = z.string().refine(
+  (image) => (NAMED_IMAGES as readonly string[]).includes(image) || /^file:\/.+/.test(image),
+  { error: `expected one of ${NAMED_IMAGES.join(", ")} or file:/absolute/path.qcow2` },
+);
+
+/** The profile as written in YAML (before paths are resolved). */
+export const profileSchema = z.strictObject({
+  host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+    error: "expected an inventory hostname (letters, digits, '.', '_', '-')",
+  }),
+  repo: z.string().min(1),
+  inventory: z.string().min(1),
+  playbook: z.string().min(1),
+  overrides: z.string().min(1).optional(),
+  vm: z
+    .strictObject({
+      vcpus: z.number().int().min(1).max(64).default(2),
+      memoryMiB: z.number().int().min(512).max(262144).default(3072),
+      diskGiB: z.number().int().min(4).max(2048).default(20),
+    })
+    .default({ vcpus: 2, memoryMiB: 3072, diskGiB: 20 }),
+  image: imageSchema.default("debian-13-genericcloud"),
+  certs: z
+    .enum(CERT_TIERS)
+    .refine((tier) => tier !== "le-prod-wildcard", {
+      error:
+        "le-prod-wildcard is refused as a profile default: it is only used when asked for on the command line (--certs le-prod-wildcard), see ADR-025 §5",
+    })
+    .default("internal"),
+  checks: z.array(checkSchema).min(1, { error: "expected at least one check, found none" }),
+  scenarios: z
+    .strictObject({
+      red: scenarioSchema.optional(),
+      green: scenarioSchema.optional(),
+    })
+    .optional(),
+});
+
+/** A profile as validated (defaults applied, paths still as written). */
+export type ProfileDocument = z.infer<typeof profileSchema>;
+/** One check of a profile. */
+export type Check = z.infer<typeof checkSchema>;
+
+/** The per-host overlay of stubs (`overrides/<host>.yml`). */
+export const overlaySchema = z.strictObject({
+  vars: vars.default({}),
+  certs: z
+    .strictObject({
+      internal: z.strictObject({ vars: vars.default({}) }).optional(),
+      "le-staging": z.strictObject({ vars: vars.default({}) }).optional(),
+      "le-prod-wildcard": z.strictObject({ vars: vars.default({}) }).optional(),
+    })
+    .default({}),
+});
+
+/** An overlay as validated. */
+export type OverlayDocument = z.infer<typeof overlaySchema>;
