@@ -54,6 +54,8 @@ export interface RunOptions {
   check?: boolean;
   /** Called for every output line as it arrives (for live progress). */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  /** Give the command this process's terminal (an interactive shell); nothing is captured. */
+  interactive?: boolean;
 }
 
 /** A command that failed when the caller asked for success. */
@@ -146,8 +148,14 @@ export class Runner {
       forceKillAfterDelay: 5000,
       reject: false,
       stripFinalNewline: false,
-      stdout: lineHook("stdout"),
-      stderr: lineHook("stderr"),
+      ...(options.interactive
+        ? { stdin: "inherit" as const, stdout: "inherit" as const, stderr: "inherit" as const }
+        : {
+            // Without input, stdin is closed: a command that reads it must not wait forever.
+            ...(options.input === undefined ? { stdin: "ignore" as const } : {}),
+            stdout: lineHook("stdout"),
+            stderr: lineHook("stderr"),
+          }),
       encoding: "utf8",
     });
     const outcome = await subprocess;

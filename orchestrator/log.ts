@@ -73,18 +73,16 @@ export class Log {
 
   /**
    * A progress reporter for a wait: call it with what was last seen as often as you like; it
-   * prints at most every `everyMs` (and whenever what was seen changes), with elapsed and limit.
+   * prints at most every `everyMs`, with elapsed time, the limit and what was last seen.
    */
-  progress(what: string, timeoutMs: number, everyMs = 10_000): (lastSeen?: string) => void {
+  progress(what: string, timeoutMs: number, everyMs = 5_000): (lastSeen?: string) => void {
     const started = this.#now();
     let lastPrinted = started;
-    let lastSeen: string | undefined;
     this.#write(`… waiting for ${what} (up to ${Math.round(timeoutMs / 1000)} s)`);
     return (seen?: string) => {
       const now = this.#now();
-      if (now - lastPrinted < everyMs && seen === lastSeen) return;
+      if (now - lastPrinted < everyMs) return;
       lastPrinted = now;
-      lastSeen = seen;
       const elapsed = Math.round((now - started) / 1000);
       this.#write(`… ${what}: ${elapsed} s of ${Math.round(timeoutMs / 1000)} s${seen ? `; last seen: ${seen}` : ""}`);
     };

@@ -26,7 +26,8 @@ export interface CommandContext {
 
 /** What a command returns for the CLI to print. */
 export interface CommandOutcome {
-  exitCode: ExitCode;
+  /** One of the contract's codes; `ssh` passes the remote command's own code through. */
+  exitCode: ExitCode | number;
   /** The JSON document printed with --json. */
   json: unknown;
   /** The human-readable result printed on stdout otherwise. */

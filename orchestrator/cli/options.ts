@@ -122,3 +122,35 @@ export function expectPositionals(command: string, positionals: readonly string[
     });
   }
 }
+
+/** Help text of the options of `run` and `up`. */
+export const RUN_OPTIONS_HELP = `Options:
+  --scenario red-green|green|red   which scenarios (default: red-green when the profile has scenarios.red)
+  --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
+  --keep on-failure|always|never   keep the VM after the run (default on-failure)
+  --no-egress                      a network with no forwarding at all (forces --certs internal)
+  --min-free-ram MiB               refuse to start below this much free RAM`;
+
+/** The checked options of `run` and `up`. */
+export interface RunCommandOptions {
+  scenario: ScenarioChoice | undefined;
+  certs: CertTier | undefined;
+  keep: KeepPolicy;
+  noEgress: boolean;
+  minFreeRamMiB: number | undefined;
+  engine: EngineChoice;
+  accel: AccelChoice;
+}
+
+/** Checks the options of `run` and `up`. */
+export function runCommandOptions(values: ParsedArgs["values"]): RunCommandOptions {
+  return {
+    scenario: values.scenario === undefined ? undefined : oneOf("scenario", values.scenario, SCENARIOS),
+    certs: certTier(values.certs),
+    keep: oneOf("keep", values.keep, KEEP_POLICIES),
+    noEgress: values["no-egress"] === true,
+    minFreeRamMiB: positiveInteger("min-free-ram", values["min-free-ram"]),
+    engine: oneOf("engine", values.engine, ENGINES),
+    accel: oneOf("accel", values.accel, ACCELS),
+  };
+}

@@ -1,10 +1,22 @@
 /** The commands of the contract, in the order `--help` lists them. */
 import type { CommandDefinition } from "../cli/command.ts";
-import { pendingCommands } from "./pending.ts";
+import { doctorCommand } from "./doctor.ts";
+import { downCommand } from "./down.ts";
+import { imageCommand } from "./image.ts";
+import { reapCommand, runCommand } from "./pending.ts";
+import { sshCommand } from "./ssh.ts";
+import { statusCommand } from "./status.ts";
+import { upCommand } from "./up.ts";
 import { validateCommand } from "./validate.ts";
 
 export const COMMANDS: readonly CommandDefinition[] = [
-  ...pendingCommands.filter((command) => ["run", "up", "down", "ssh", "status", "reap"].includes(command.name)),
+  runCommand,
+  upCommand,
+  downCommand,
+  sshCommand,
+  statusCommand,
+  reapCommand,
   validateCommand,
-  ...pendingCommands.filter((command) => ["image", "doctor"].includes(command.name)),
+  imageCommand,
+  doctorCommand,
 ];

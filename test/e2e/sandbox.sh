@@ -51,10 +51,11 @@ pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
 if [ "$image" != none ]; then
   node_bin="$root/node_modules/.bin/node"
   [ -x "$node_bin" ] || die "run npm ci first (Node 24 comes from the node@24 devDependency)"
-  if ! "$node_bin" "$root/orchestrator/cli.ts" image ls --json | grep -q "\"name\": \"$image\".*\"present\": true"; then
-    say "golden image $image is missing: building it (offline, a few minutes)"
-    "$node_bin" "$root/orchestrator/cli.ts" image build "$image"
-  fi
+  # Idempotent: returns at once when the image is in the cache, builds or pulls it otherwise.
+  case "$image" in
+    debian-13-local) "$node_bin" "$root/orchestrator/cli.ts" image build "$image" >&2 ;;
+    *) "$node_bin" "$root/orchestrator/cli.ts" image pull "$image" >&2 ;;
+  esac
 fi
 
 exec ip netns exec "$netns" "$@"

@@ -1,0 +1,211 @@
+/**
+ * Golden images: the cache, the download of Debian's genericcloud image with its SHA512SUMS
+ * check, and the offline build of `debian-13-local` from Debian packages (mmdebstrap, no loop
+ * devices). A golden file is written once, made read-only, and only ever used as the backing
+ * file of a run's overlay (ADR-025 invariant 5).
+ */
+import { createHash } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath } from "node:url";
+import type { Runner } from "../runner.ts";
+
+/** Named golden images. */
+export const IMAGE_NAMES = ["debian-13-genericcloud", "debian-13-local"] as const;
+export type ImageName = (typeof IMAGE_NAMES)[number];
+
+/** What is known of one image in the cache. */
+export interface ImageInfo {
+  name: string;
+  path: string;
+  present: boolean;
+  sizeBytes?: number;
+  createdAt?: string;
+  /** How it came to be: `pull <url>` or `build (mmdebstrap trixie)`. */
+  source?: string;
+  sha512?: string;
+}
+
+/** The checksum of a download did not match; the file was not kept. */
+export class ChecksumMismatchError extends Error {
+  constructor(file: string, expected: string, found: string) {
+    super(`checksum mismatch for ${file}: SHA512SUMS says ${expected.slice(0, 16)}…, the download is ${found.slice(0, 16)}…; the file was not kept`);
+    this.name = "ChecksumMismatchError";
+  }
+}
+
+/** Hooks of the long image operations (they never print). */
+export interface ImageHooks {
+  onStep?: (step: string) => void;
+  onProgress?: (detail: string) => void;
+  signal?: AbortSignal;
+}
+
+/** The path of a named image in a cache dir, or the path of a `file:` image. */
+export function imagePath(cacheDir: string, image: string): string {
+  return image.startsWith("file:") ? image.slice("file:".length) : join(cacheDir, `${image}.qcow2`);
+}
+
+/** Lists the named images of a cache dir. */
+export async function listImages(cacheDir: string): Promise<ImageInfo[]> {
+  return Promise.all(IMAGE_NAMES.map((name) => imageInfo(cacheDir, name)));
+}
+
+/** What the cache knows of one image. */
+export async function imageInfo(cacheDir: string, name: string): Promise<ImageInfo> {
+  const path = imagePath(cacheDir, name);
+  try {
+    const stats = await stat(path);
+    let meta: Partial<ImageInfo> = {};
+    try {
+      meta = JSON.parse(await readFile(`${path}.json`, "utf8")) as Partial<ImageInfo>;
+    } catch {
+      // no sidecar: a file placed by hand
+    }
+    return { ...meta, name, path, present: true, sizeBytes: stats.size, createdAt: meta.createdAt ?? stats.mtime.toISOString() };
+  } catch {
+    return { name, path, present: false };
+  }
+}
+
+/** Where the genericcloud image and its SHA512SUMS come from (`$BOMA_IT_DEBIAN_CLOUD_URL`). */
+export const DEFAULT_CLOUD_URL = "https://cloud.debian.org/images/cloud/trixie/latest/";
+const CLOUD_FILE = "debian-13-genericcloud-amd64.qcow2";
+
+/** Downloads the genericcloud image, checks it against SHA512SUMS, and installs it read-only. */
+export async function pullGenericCloud(cacheDir: string, baseUrl: string, hooks: ImageHooks = {}): Promise<ImageInfo> {
+  const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+  await mkdir(cacheDir, { recursive: true, mode: 0o755 });
+  hooks.onStep?.(`fetching ${base}SHA512SUMS`);
+  const sums = await fetchText(`${base}SHA512SUMS`, hooks.signal);
+  const expected = sums
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .find(([, file]) => file === CLOUD_FILE || file === `*${CLOUD_FILE}`)?.[0];
+  if (!expected) throw new Error(`${base}SHA512SUMS has no line for ${CLOUD_FILE}`);
+
+  const target = imagePath(cacheDir, "debian-13-genericcloud");
+  const partial = `${target}.part-${process.pid}`;
+  hooks.onStep?.(`downloading ${base}${CLOUD_FILE}`);
+  try {
+    const response = await fetch(`${base}${CLOUD_FILE}`, hooks.signal ? { signal: hooks.signal } : {});
+    if (!response.ok || !response.body) throw new Error(`GET ${base}${CLOUD_FILE}: HTTP ${response.status}`);
+    const total = Number(response.headers.get("content-length") ?? 0);
+    const hash = createHash("sha512");
+    let received = 0;
+    let lastReport = 0;
+    const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream<Uint8Array>);
+    body.on("data", (chunk: Buffer) => {
+      hash.update(chunk);
+      received += chunk.length;
+      if (received - lastReport > 32 * 1024 * 1024) {
+        lastReport = received;
+        hooks.onProgress?.(`${mib(received)}${total ? ` of ${mib(total)}` : ""}`);
+      }
+    });
+    await pipeline(body, createWriteStream(partial, { mode: 0o644 }));
+    const found = hash.digest("hex");
+    if (found !== expected) throw new ChecksumMismatchError(`${base}${CLOUD_FILE}`, expected, found);
+    await installReadOnly(partial, target, { source: `pull ${base}${CLOUD_FILE}`, sha512: found });
+  } finally {
+    await rm(partial, { force: true });
+  }
+  return imageInfo(cacheDir, "debian-13-genericcloud");
+}
+
+async function fetchText(url: string, signal?: AbortSignal): Promise<string> {
+  const response = await fetch(url, signal ? { signal } : {});
+  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  return response.text();
+}
+
+function mib(bytes: number): string {
+  return `${Math.round(bytes / 1024 / 1024)} MiB`;
+}
+
+/** Packages baked into debian-13-local: what the example roles and the harness need offline. */
+export const LOCAL_IMAGE_PACKAGES = [
+  "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools", "openssh-server",
+  "cloud-init", "cloud-guest-utils", "netplan.io", "systemd-resolved", "sudo", "python3",
+  "python3-apt", "nftables", "docker.io", "docker-cli", "iproute2", "ca-certificates",
+  "busybox-static", "procps", "e2fsprogs", "iputils-ping", "netcat-openbsd",
+] as const;
+
+/** Where the customize hook and GRUB config live. */
+const IMAGE_ASSETS = dirname(fileURLToPath(import.meta.url));
+
+/** Root file system size of the built image; the guest grows it to the profile's disk size. */
+const ROOT_MIB = 3072;
+const ESP_MIB = 64;
+
+/** Builds debian-13-local offline from Debian packages, without loop devices. Needs root. */
+export async function buildLocalImage(
+  cacheDir: string,
+  runner: Runner,
+  options: ImageHooks & { mirror: string; suite?: string },
+): Promise<ImageInfo> {
+  const suite = options.suite ?? "trixie";
+  await mkdir(cacheDir, { recursive: true, mode: 0o755 });
+  const work = join(cacheDir, `.build-${process.pid}`);
+  const target = imagePath(cacheDir, "debian-13-local");
+  const signal = options.signal ? { signal: options.signal } : {};
+  const step = async (what: string, file: string, args: string[], extra: { input?: string } = {}) => {
+    options.onStep?.(what);
+    await runner.run(file, args, { ...signal, ...extra, onLine: (line) => options.onProgress?.(line) });
+  };
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  try {
+    const rootDir = join(work, "root");
+    await step(`mmdebstrap ${suite} with ${LOCAL_IMAGE_PACKAGES.length} packages`, "mmdebstrap", [
+      "--variant=apt",
+      `--include=${LOCAL_IMAGE_PACKAGES.join(",")}`,
+      "--dpkgopt=path-exclude=/usr/share/doc/*",
+      "--dpkgopt=path-exclude=/usr/share/man/*",
+      "--dpkgopt=path-exclude=/usr/share/locale/*",
+      `--customize-hook=sh ${join(IMAGE_ASSETS, "customize.sh")} "$1"`,
+      suite,
+      rootDir,
+      options.mirror,
+    ]);
+    const rootImg = join(work, "root.img");
+    await step("root file system (mkfs.ext4 -d)", "mkfs.ext4", ["-q", "-L", "boma-root", "-d", rootDir, rootImg, `${ROOT_MIB}M`]);
+    await rm(rootDir, { recursive: true, force: true });
+
+    const efi = join(work, "BOOTX64.EFI");
+    await step("standalone GRUB EFI", "grub-mkstandalone", [
+      "-O", "x86_64-efi", "-o", efi,
+      "--modules=part_gpt ext2 search_label linux normal",
+      `boot/grub/grub.cfg=${join(IMAGE_ASSETS, "grub.cfg")}`,
+    ]);
+    const esp = join(work, "esp.img");
+    await step("EFI system partition (FAT)", "mkfs.vfat", ["-C", "-n", "BOMA-ESP", esp, String(ESP_MIB * 1024)]);
+    await runner.run("mmd", ["-i", esp, "::/EFI", "::/EFI/BOOT"]);
+    await runner.run("mcopy", ["-i", esp, efi, "::/EFI/BOOT/BOOTX64.EFI"]);
+
+    const raw = join(work, "disk.raw");
+    await step("GPT disk", "truncate", ["-s", `${1 + ESP_MIB + ROOT_MIB + 1}M`, raw]);
+    await runner.run("sfdisk", ["--quiet", raw], {
+      input: `label: gpt\nstart=1MiB, size=${ESP_MIB}MiB, type=uefi, name=esp\nstart=${1 + ESP_MIB}MiB, size=${ROOT_MIB}MiB, type=linux, name=root\n`,
+    });
+    await runner.run("dd", [`if=${esp}`, `of=${raw}`, "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"]);
+    await runner.run("dd", [`if=${rootImg}`, `of=${raw}`, "bs=1M", `seek=${1 + ESP_MIB}`, "conv=notrunc,sparse", "status=none"]);
+    const qcow = join(work, "disk.qcow2");
+    await step("qcow2 (qemu-img convert)", "qemu-img", ["convert", "-O", "qcow2", raw, qcow]);
+    await installReadOnly(qcow, target, { source: `build (mmdebstrap ${suite} from ${options.mirror})` });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  return imageInfo(cacheDir, "debian-13-local");
+}
+
+/** Moves a finished image into place, read-only, with a sidecar describing it. */
+async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string }): Promise<void> {
+  await rm(to, { force: true });
+  await rename(from, to);
+  await chmod(to, 0o444);
+  await writeFile(`${to}.json`, `${JSON.stringify({ ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`, { mode: 0o644 });
+}

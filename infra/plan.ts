@@ -1,0 +1,205 @@
+/**
+ * The plan: a run's stack as data. An ordered list of resources, each with the commands that
+ * create it, the commands that delete it (run in reverse on teardown) and its dependencies.
+ * Both engines carry out the same plan: the direct engine in order with a ledger, the pulumi
+ * engine as `@pulumi/command` resources. Declarative: no waiting, no SSH here.
+ */
+import { join } from "node:path";
+import { seedFiles, type SeedKeys } from "./seed.ts";
+import type { StackSpec } from "./spec.ts";
+import { domainXml, networkXml, overlayVolumeXml } from "./xml.ts";
+
+/** One command of a resource. */
+export interface PlanCommand {
+  argv: string[];
+  /** Text fed on stdin (XML, seed data). */
+  stdin?: string;
+  /** The stdin holds a secret: never recorded in a ledger, log or state unencrypted. */
+  secretStdin?: boolean;
+  /** A delete that may fail without harm (e.g. `virsh destroy` of a domain that is off). */
+  mayFail?: boolean;
+  /** A delete whose "not found" failure means the object is already gone. */
+  ignoreAbsent?: boolean;
+}
+
+/** The kinds of object a plan creates. */
+export type ResourceKind = "network" | "pool" | "volume" | "seed" | "domain";
+
+/** One resource: what it is, how to create and delete it, what it needs first. */
+export interface PlanResource {
+  /** Logical name, unique in the plan (`network`, `pool`, ...). */
+  name: string;
+  kind: ResourceKind;
+  /** The libvirt name or path of the object. */
+  id: string;
+  create: PlanCommand[];
+  delete: PlanCommand[];
+  dependsOn: string[];
+}
+
+/** What a person (and `status`, `ssh`) needs to reach a live run. */
+export interface StackOutputs {
+  runId: string;
+  host: string;
+  ip: string;
+  user: string;
+  /** The command that opens a shell in the VM. */
+  ssh: string;
+  runDir: string;
+  consoleLog: string;
+  keyFile: string;
+  knownHostsFile: string;
+  network: string;
+  /** The VM's MAC on that network. */
+  mac: string;
+  domain: string;
+  accel: string;
+  createdAt: string;
+  ownerPid: number;
+}
+
+/** A whole stack. */
+export interface Plan {
+  stack: string;
+  resources: PlanResource[];
+  outputs: StackOutputs;
+}
+
+/** Files of a run that the plan reads or writes, inside the run dir. */
+export function runFiles(runDir: string) {
+  return {
+    keyFile: join(runDir, "keys", "id_ed25519"),
+    hostKeyFile: join(runDir, "keys", "ssh_host_ed25519_key"),
+    knownHostsFile: join(runDir, "keys", "known_hosts"),
+    seedDir: join(runDir, ".seed"),
+    seedIso: join(runDir, ".seed.iso"),
+  };
+}
+
+/** Libvirt URI the plan's virsh commands use. */
+export const DEFAULT_LIBVIRT_URI = "qemu:///system";
+
+/**
+ * argv that gives `argv` a real pipe as stdin. virsh reads XML from `/dev/stdin` by opening it,
+ * and Node (libuv) hands children a socket, which cannot be opened ("No such device or
+ * address"); a shell pipeline makes a real pipe.
+ */
+export function withPipedStdin(argv: readonly string[]): string[] {
+  return ["sh", "-c", 'cat | "$@"', "piped-stdin", ...argv];
+}
+
+/** Builds the plan of a stack. */
+export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT_URI): Plan {
+  const virsh = (...args: string[]) => ["virsh", "-q", "-c", uri, ...args];
+  const files = runFiles(spec.runDir);
+  const seed = seedFiles(spec, keys);
+  const name = spec.identity.runId;
+
+  const resources: PlanResource[] = [
+    {
+      name: "network",
+      kind: "network",
+      id: spec.network.name,
+      // A transient network: it exists while started and disappears when destroyed.
+      create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: networkXml(spec) }],
+      delete: [{ argv: virsh("net-destroy", spec.network.name), ignoreAbsent: true }],
+      dependsOn: [],
+    },
+    {
+      name: "pool",
+      kind: "pool",
+      id: spec.pool.name,
+      create: [
+        { argv: virsh("pool-define-as", spec.pool.name, "dir", "--target", spec.pool.dir) },
+        { argv: virsh("pool-build", spec.pool.name) },
+        { argv: virsh("pool-start", spec.pool.name) },
+      ],
+      delete: [
+        { argv: virsh("pool-destroy", spec.pool.name), mayFail: true },
+        { argv: virsh("pool-delete", spec.pool.name), mayFail: true },
+        { argv: virsh("pool-undefine", spec.pool.name), ignoreAbsent: true },
+      ],
+      dependsOn: [],
+    },
+    {
+      name: "overlay",
+      kind: "volume",
+      id: spec.volumes.overlay,
+      create: [{ argv: withPipedStdin(virsh("vol-create", spec.pool.name, "/dev/stdin")), stdin: overlayVolumeXml(spec) }],
+      delete: [{ argv: virsh("vol-delete", spec.volumes.overlay, "--pool", spec.pool.name), ignoreAbsent: true }],
+      dependsOn: ["pool"],
+    },
+    {
+      name: "seed",
+      kind: "seed",
+      id: spec.volumes.seed,
+      create: [
+        {
+          // user-data carries the VM's private host key: it comes on stdin and lives on disk
+          // only until it is packed and uploaded.
+          argv: [
+            "sh",
+            "-c",
+            'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/meta-data" && printf %s "$3" > "$1/network-config" && cat > "$1/user-data"',
+            "write-seed",
+            files.seedDir,
+            seed.metaData,
+            seed.networkConfig,
+          ],
+          stdin: seed.userData,
+          secretStdin: true,
+        },
+        {
+          argv: [
+            "genisoimage", "-quiet", "-output", files.seedIso, "-volid", "cidata", "-joliet", "-rock",
+            join(files.seedDir, "user-data"), join(files.seedDir, "meta-data"), join(files.seedDir, "network-config"),
+          ],
+        },
+        { argv: virsh("vol-create-as", spec.pool.name, spec.volumes.seed, String(spec.seedCapacityBytes), "--format", "raw") },
+        { argv: virsh("vol-upload", spec.volumes.seed, files.seedIso, "--pool", spec.pool.name) },
+        { argv: ["rm", "-rf", files.seedDir, files.seedIso] },
+      ],
+      delete: [
+        { argv: virsh("vol-delete", spec.volumes.seed, "--pool", spec.pool.name), ignoreAbsent: true },
+        { argv: ["rm", "-rf", files.seedDir, files.seedIso] },
+      ],
+      dependsOn: ["pool"],
+    },
+    {
+      name: "domain",
+      kind: "domain",
+      id: name,
+      create: [
+        { argv: withPipedStdin(virsh("define", "/dev/stdin")), stdin: domainXml(spec) },
+        { argv: virsh("start", name) },
+      ],
+      delete: [
+        { argv: virsh("destroy", name), mayFail: true },
+        { argv: virsh("undefine", name, "--nvram"), ignoreAbsent: true },
+      ],
+      dependsOn: ["network", "overlay", "seed"],
+    },
+  ];
+
+  return {
+    stack: name,
+    resources,
+    outputs: {
+      runId: name,
+      host: spec.identity.host,
+      ip: spec.network.subnet.guestIp,
+      user: spec.guestUser,
+      ssh: `npm run boma-it -- ssh ${name}`,
+      runDir: spec.runDir,
+      consoleLog: spec.consoleLog,
+      keyFile: files.keyFile,
+      knownHostsFile: files.knownHostsFile,
+      network: spec.network.name,
+      mac: spec.network.mac,
+      domain: name,
+      accel: spec.accel,
+      createdAt: spec.identity.createdAt.toISOString(),
+      ownerPid: spec.ownerPid,
+    },
+  };
+}

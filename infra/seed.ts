@@ -1,0 +1,63 @@
+/**
+ * The cloud-init NoCloud seed of a run: hostname = the impersonated host, the harness's per-run
+ * public key, and per-run SSH host keys so the harness pins the host key (no
+ * StrictHostKeyChecking=no anywhere). Pure rendering; the plan writes and packs the files.
+ */
+import { stringify } from "yaml";
+import type { StackSpec } from "./spec.ts";
+
+/** Per-run keys the seed carries. */
+export interface SeedKeys {
+  /** The harness's public key (`ssh-ed25519 AAAA... comment`). */
+  clientPublicKey: string;
+  /** The VM's SSH host key pair (OpenSSH private key text and its public line). */
+  hostPrivateKey: string;
+  hostPublicKey: string;
+}
+
+/** The three NoCloud files. `userData` holds a private host key: treat it as a secret. */
+export interface SeedFiles {
+  metaData: string;
+  userData: string;
+  networkConfig: string;
+}
+
+/** Renders the NoCloud files of a run. */
+export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
+  const metaData = stringify({ "instance-id": spec.identity.runId, "local-hostname": spec.identity.host });
+  const userData = `#cloud-config\n${stringify({
+    hostname: spec.identity.host,
+    manage_etc_hosts: true,
+    users: [
+      {
+        name: spec.guestUser,
+        gecos: "boma-it harness",
+        sudo: "ALL=(ALL) NOPASSWD:ALL",
+        shell: "/bin/bash",
+        lock_passwd: true,
+        ssh_authorized_keys: [keys.clientPublicKey.trim()],
+      },
+    ],
+    disable_root: true,
+    // No ssh_pwauth: setting it makes cloud-init restart sshd in the middle of boot, just when
+    // the harness gets in. The account has no password anyway; the profile's roles harden sshd.
+    // The host key comes from the harness, so it can be pinned before the first connection;
+    // generating other key types would only cost boot time under emulation.
+    ssh_deletekeys: true,
+    ssh_genkeytypes: ["ed25519"],
+    ssh_keys: { ed25519_private: keys.hostPrivateKey, ed25519_public: keys.hostPublicKey.trim() },
+    package_update: false,
+    package_upgrade: false,
+  })}`;
+  const networkConfig = stringify({
+    version: 2,
+    ethernets: {
+      primary: {
+        match: { macaddress: spec.network.mac },
+        "set-name": "eth0",
+        dhcp4: true,
+      },
+    },
+  });
+  return { metaData, userData, networkConfig };
+}

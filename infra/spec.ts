@@ -1,0 +1,171 @@
+/**
+ * The typed description of one throwaway stack: names, network, disk, seed and domain. Built
+ * from a run's identity and its profile's VM settings; rendered to libvirt XML and to a plan.
+ * Everything named here starts with the `boma-it-` prefix so the reaper can find it.
+ */
+import { createHash } from "node:crypto";
+
+/** The prefix of every libvirt object and file of a run (ADR-025 invariant 4). */
+export const PREFIX = "boma-it-";
+
+/** Hardware virtualisation (KVM) or software emulation (TCG). */
+export type Accel = "kvm" | "tcg";
+
+/** Who a run is: its stack name, host and time stamp. */
+export interface RunIdentity {
+  /** Stack and libvirt name: `boma-it-<host>-<yyyymmdd-hhmmss>`. */
+  runId: string;
+  host: string;
+  /** `yyyymmdd-hhmmss` in UTC. */
+  stamp: string;
+  createdAt: Date;
+}
+
+/** Makes the identity of a new run of `host` at `now`. */
+export function newRunIdentity(host: string, now: Date = new Date()): RunIdentity {
+  const iso = now.toISOString();
+  const stamp = `${iso.slice(0, 10).replaceAll("-", "")}-${iso.slice(11, 19).replaceAll(":", "")}`;
+  return { runId: `${PREFIX}${host}-${stamp}`, host, stamp, createdAt: now };
+}
+
+/** The run dir name of the contract: `<yyyymmdd-hhmmss>-<host>`. */
+export function runDirName(identity: RunIdentity): string {
+  return `${identity.stamp}-${identity.host}`;
+}
+
+/** An IPv4 /24 for one run's network. */
+export interface Subnet {
+  /** e.g. `10.234.7.0/24` */
+  cidr: string;
+  gateway: string;
+  /** The address the VM always gets (a DHCP host entry for its MAC). */
+  guestIp: string;
+  dhcpStart: string;
+  dhcpEnd: string;
+}
+
+/** Range the harness picks run subnets from (10.234.0.0/16): away from common LAN ranges. */
+const SUBNET_BASE = [10, 234] as const;
+
+/**
+ * Picks a free /24 in 10.234.0.0/16: the first not overlapping any `used` CIDR, starting at a
+ * place derived from `seed` so concurrent machines rarely collide.
+ */
+export function pickSubnet(used: readonly string[], seed: string): Subnet {
+  const taken = used.map(parseCidr).filter((range): range is [number, number] => range !== undefined);
+  const start = hashBytes(seed)[0]! % 254;
+  for (let offset = 0; offset < 254; offset += 1) {
+    const third = ((start + offset) % 254) + 1;
+    const low = ipToNumber(`${SUBNET_BASE[0]}.${SUBNET_BASE[1]}.${third}.0`);
+    const high = low + 255;
+    if (taken.some(([from, to]) => from <= high && low <= to)) continue;
+    const prefix = `${SUBNET_BASE[0]}.${SUBNET_BASE[1]}.${third}`;
+    return {
+      cidr: `${prefix}.0/24`,
+      gateway: `${prefix}.1`,
+      guestIp: `${prefix}.10`,
+      dhcpStart: `${prefix}.100`,
+      dhcpEnd: `${prefix}.199`,
+    };
+  }
+  throw new Error(`no free /24 left in ${SUBNET_BASE.join(".")}.0.0/16`);
+}
+
+function parseCidr(cidr: string): [number, number] | undefined {
+  const match = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(cidr.trim());
+  if (!match) return undefined;
+  const bits = Number(match[2]);
+  const size = 2 ** (32 - bits);
+  const base = Math.floor(ipToNumber(match[1]!) / size) * size;
+  return [base, base + size - 1];
+}
+
+function ipToNumber(ip: string): number {
+  return ip.split(".").reduce((sum, part) => sum * 256 + Number(part), 0);
+}
+
+function hashBytes(text: string): Buffer {
+  return createHash("sha256").update(text).digest();
+}
+
+/** A locally administered MAC in QEMU's 52:54:00 range, stable for a run id. */
+export function macFor(runId: string): string {
+  const bytes = hashBytes(`mac:${runId}`);
+  return ["52", "54", "00", ...[0, 1, 2].map((index) => bytes[index]!.toString(16).padStart(2, "0"))].join(":");
+}
+
+/** A bridge name (at most 15 characters) with the prefix, stable for a run id. */
+export function bridgeFor(runId: string): string {
+  return `${PREFIX}${hashBytes(`bridge:${runId}`).toString("hex").slice(0, 6)}`;
+}
+
+/** Everything needed to declare one run's libvirt objects. */
+export interface StackSpec {
+  identity: RunIdentity;
+  accel: Accel;
+  vm: { vcpus: number; memoryMiB: number; diskGiB: number };
+  network: {
+    name: string;
+    bridge: string;
+    subnet: Subnet;
+    mac: string;
+    /** False for --no-egress: an isolated network without any forwarding. */
+    egress: boolean;
+  };
+  /** A libvirt dir pool that holds the run's overlay and seed volumes. */
+  pool: { name: string; dir: string };
+  /** The golden image the overlay is backed by (never written). */
+  goldenImage: string;
+  /** Volume names inside the pool. */
+  volumes: { overlay: string; seed: string };
+  /** Capacity of the seed volume in bytes (the ISO is a few hundred KiB). */
+  seedCapacityBytes: number;
+  /** The run dir (console log, seed ISO, keys). */
+  runDir: string;
+  /** Serial console log, written by virtlogd. */
+  consoleLog: string;
+  /** Where libvirt keeps the per-run UEFI variables. */
+  nvram: string;
+  /** The guest account the harness logs in as. */
+  guestUser: string;
+  /** Pid of the harness process that owns the run (recorded so the reaper can tell it died). */
+  ownerPid: number;
+}
+
+/** Inputs of {@link stackSpec} that are not derived from the identity. */
+export interface StackSpecInput {
+  identity: RunIdentity;
+  accel: Accel;
+  vm: StackSpec["vm"];
+  subnet: Subnet;
+  egress: boolean;
+  goldenImage: string;
+  runDir: string;
+  ownerPid: number;
+  /** Root of libvirt's image dirs (default /var/lib/libvirt/images). */
+  libvirtImagesDir?: string;
+  /** Where libvirt keeps NVRAM files (default /var/lib/libvirt/qemu/nvram). */
+  libvirtNvramDir?: string;
+}
+
+/** Derives the whole stack spec of a run. */
+export function stackSpec(input: StackSpecInput): StackSpec {
+  const name = input.identity.runId;
+  const imagesDir = input.libvirtImagesDir ?? "/var/lib/libvirt/images";
+  const nvramDir = input.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram";
+  return {
+    identity: input.identity,
+    accel: input.accel,
+    vm: input.vm,
+    network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress },
+    pool: { name, dir: `${imagesDir}/${name}` },
+    goldenImage: input.goldenImage,
+    volumes: { overlay: `${name}-overlay.qcow2`, seed: `${name}-seed.iso` },
+    seedCapacityBytes: 4 * 1024 * 1024,
+    runDir: input.runDir,
+    consoleLog: `${input.runDir}/console.log`,
+    nvram: `${nvramDir}/${name}_VARS.fd`,
+    guestUser: "boma",
+    ownerPid: input.ownerPid,
+  };
+}

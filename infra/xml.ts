@@ -1,0 +1,133 @@
+/**
+ * libvirt XML for one run: the isolated NAT network, the overlay volume and the UEFI domain.
+ * Pure functions of a {@link StackSpec}; golden-file tested.
+ */
+import { XMLBuilder } from "fast-xml-parser";
+import type { StackSpec } from "./spec.ts";
+
+/** XML namespace of the metadata boma-it puts on its domains. */
+export const METADATA_NAMESPACE = "https://boma-it.invalid/run/1";
+
+const builder = new XMLBuilder({
+  ignoreAttributes: false,
+  attributeNamePrefix: "@",
+  format: true,
+  indentBy: "  ",
+  suppressEmptyNode: true,
+});
+
+function render(document: Record<string, unknown>): string {
+  return builder.build(document) as string;
+}
+
+/**
+ * The run's network: NAT (outbound only) or, without egress, isolated with no forwarding at all.
+ * The VM's MAC gets a fixed address so the harness knows where to look before the lease.
+ */
+export function networkXml(spec: StackSpec): string {
+  const { network } = spec;
+  const netmask = "255.255.255.0";
+  return render({
+    network: {
+      name: network.name,
+      ...(network.egress ? { forward: { "@mode": "nat" } } : {}),
+      bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
+      dns: { "@enable": "yes" },
+      ip: {
+        "@address": network.subnet.gateway,
+        "@netmask": netmask,
+        dhcp: {
+          range: { "@start": network.subnet.dhcpStart, "@end": network.subnet.dhcpEnd },
+          host: { "@mac": network.mac, "@name": spec.identity.host, "@ip": network.subnet.guestIp },
+        },
+      },
+    },
+  });
+}
+
+/** The qcow2 overlay backed by the golden image: every write of the run lands here. */
+export function overlayVolumeXml(spec: StackSpec): string {
+  return render({
+    volume: {
+      name: spec.volumes.overlay,
+      capacity: { "@unit": "GiB", "#text": String(spec.vm.diskGiB) },
+      target: { format: { "@type": "qcow2" } },
+      backingStore: { path: spec.goldenImage, format: { "@type": "qcow2" } },
+    },
+  });
+}
+
+/** The UEFI q35 domain: virtio disk and NIC, NoCloud seed as CD-ROM, serial console to a file. */
+export function domainXml(spec: StackSpec): string {
+  const kvm = spec.accel === "kvm";
+  return render({
+    domain: {
+      "@type": kvm ? "kvm" : "qemu",
+      name: spec.identity.runId,
+      metadata: {
+        "boma:run": {
+          "@xmlns:boma": METADATA_NAMESPACE,
+          "@host": spec.identity.host,
+          "@created": spec.identity.createdAt.toISOString(),
+          "@pid": String(spec.ownerPid),
+          "@runDir": spec.runDir,
+        },
+      },
+      memory: { "@unit": "MiB", "#text": String(spec.vm.memoryMiB) },
+      vcpu: String(spec.vm.vcpus),
+      os: {
+        "@firmware": "efi",
+        type: { "@arch": "x86_64", "@machine": "q35", "#text": "hvm" },
+        firmware: {
+          feature: [
+            { "@enabled": "no", "@name": "secure-boot" },
+            { "@enabled": "no", "@name": "enrolled-keys" },
+          ],
+        },
+        nvram: spec.nvram,
+        boot: { "@dev": "hd" },
+      },
+      features: { acpi: "", apic: "" },
+      // TCG emulates the most capable CPU it can; KVM passes the host's through.
+      cpu: kvm ? { "@mode": "host-passthrough", "@check": "none" } : { "@mode": "maximum", "@check": "none" },
+      clock: { "@offset": "utc" },
+      on_poweroff: "destroy",
+      on_reboot: "restart",
+      on_crash: "destroy",
+      devices: {
+        disk: [
+          {
+            "@type": "volume",
+            "@device": "disk",
+            driver: { "@name": "qemu", "@type": "qcow2", "@discard": "unmap" },
+            source: { "@pool": spec.pool.name, "@volume": spec.volumes.overlay },
+            target: { "@dev": "vda", "@bus": "virtio" },
+          },
+          {
+            "@type": "volume",
+            "@device": "cdrom",
+            driver: { "@name": "qemu", "@type": "raw" },
+            source: { "@pool": spec.pool.name, "@volume": spec.volumes.seed },
+            target: { "@dev": "sda", "@bus": "sata" },
+            readonly: "",
+          },
+        ],
+        interface: {
+          "@type": "network",
+          source: { "@network": spec.network.name },
+          mac: { "@address": spec.network.mac },
+          model: { "@type": "virtio" },
+        },
+        // virtlogd writes the console to the run dir, across reboots (append).
+        serial: {
+          "@type": "pty",
+          log: { "@file": spec.consoleLog, "@append": "on" },
+          target: { "@port": "0" },
+        },
+        console: { "@type": "pty", target: { "@type": "serial", "@port": "0" } },
+        rng: { "@model": "virtio", backend: { "@model": "random", "#text": "/dev/urandom" } },
+        memballoon: { "@model": "none" },
+      },
+    },
+  });
+}

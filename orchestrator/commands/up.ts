@@ -1,0 +1,74 @@
+/** `boma-it up <profile>`: provision and boot a VM that impersonates the host; keep it. */
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
+import type { CommandDefinition } from "../cli/command.ts";
+import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { chooseEngine } from "../engine-choice.ts";
+import { ExitCode } from "../errors.ts";
+import { Libvirt } from "../libvirt.ts";
+import { imageDir, stacksDir } from "../paths.ts";
+import { loadProfile } from "../profile/load.ts";
+import { prepareRun, provision } from "../provision.ts";
+import { asBomaError, teardown } from "../runs.ts";
+
+export const upCommand: CommandDefinition = {
+  name: "up",
+  summary: "provision, boot and apply; keep the VM and print how to reach it",
+  usage: "up <profile> [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [--json]",
+  details: `${RUN_OPTIONS_HELP}
+On success the VM stays up: reach it with \`boma-it ssh <run>\`, remove it with \`boma-it down <run>\`.
+If it fails to come up, what was created is removed again (unless --keep always); the serial
+console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
+  options: RUN_OPTIONS,
+  async run({ args, log, runner, env, locations, runsDir, signal }) {
+    expectPositionals("up", args.positionals, 1, 1, "one <profile>");
+    const options = runCommandOptions(args.values);
+    const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    await libvirt.ensureReachable();
+    const accel = decideAccel(options.accel, await probeAccel());
+    log.info(`accel: ${accel.accel} (${accel.reason})`);
+    const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));
+    log.info(reason);
+    const run = await prepareRun(profile, runsDir);
+    log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
+    try {
+      const live = await provision(
+        { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal },
+        run,
+      );
+      log.warn("applying the profile's playbook is not built yet (issue 4): the VM runs the golden image as booted");
+      const summary = {
+        runId: live.outputs.runId,
+        host: live.outputs.host,
+        ip: live.outputs.ip,
+        ssh: live.outputs.ssh,
+        runDir: live.outputs.runDir,
+      };
+      await writeFile(
+        join(run.runDir, "up.json"),
+        `${JSON.stringify({ ...summary, engine: engine.name, accel: accel.accel, phases: live.phases, readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null), bootIds: live.boots.map((boot) => boot.bootId) }, null, 2)}\n`,
+      );
+      const text = [
+        `${live.outputs.host} is up as ${live.outputs.runId} at ${live.outputs.ip}`,
+        `  shell:    ${live.outputs.ssh}`,
+        `  console:  ${live.outputs.consoleLog}`,
+        `  remove:   npm run boma-it -- down ${live.outputs.runId}`,
+      ].join("\n");
+      return { exitCode: ExitCode.pass, json: summary, text };
+    } catch (error) {
+      if (options.keep === "always") {
+        log.warn(`keeping what was created (--keep always); remove it with: npm run boma-it -- down ${run.identity.runId}`);
+      } else if ((await engine.list()).some((stack) => stack.stack === run.identity.runId)) {
+        try {
+          await teardown(engine, run.identity.runId, run.runDir, log);
+        } catch (teardownError) {
+          log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+        }
+      }
+      throw asBomaError(error, signal);
+    }
+  },
+};

@@ -1,0 +1,237 @@
+/**
+ * The guest as the harness sees it: a `Machine` with a small vocabulary of verbs (after the
+ * NixOS test driver): `execute`, `succeed`, `fail`, `waitUntilSucceeds`, `waitForUnit`,
+ * `waitForOpenPort`, `waitForSsh` and `reboot`, which proves itself by a changed boot id.
+ * Commands run as root (through the harness account's sudo) over SSH with the pinned host key.
+ */
+import { readFile } from "node:fs/promises";
+import { quoteArg, type Runner } from "../infra/runner.ts";
+import { HarnessError, SystemUnderTestError } from "./errors.ts";
+import { realClock, retry, WaitError, type Clock } from "./retry.ts";
+import { sshCommandArgs, type SshTarget } from "./ssh.ts";
+
+/** What a command on the machine did. */
+export interface MachineResult {
+  exitCode: number | undefined;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+/** What the harness saw when SSH first answered after a boot. */
+export interface SshReady {
+  bootId: string;
+  /** Guest uptime at the first successful command minus the monotonic time sshd became active. */
+  readyLagSeconds: number | undefined;
+  /** Guest uptime (s) when the harness got in. */
+  uptimeSeconds: number;
+  /** Harness-side seconds from the start of the wait until SSH answered. */
+  waitedSeconds: number;
+}
+
+/** A proven reboot. */
+export interface RebootProof {
+  bootIdBefore: string;
+  bootIdAfter: string;
+  /** From the reboot command to SSH answering with the new boot id. */
+  seconds: number;
+  ready: SshReady;
+}
+
+/** How the machine reports progress (the CLI's Log implements it). */
+export interface MachineLog {
+  info(message: string): void;
+  progress(what: string, timeoutMs: number): (lastSeen?: string) => void;
+}
+
+/** Settings of a {@link Machine}. */
+export interface MachineOptions {
+  /** Name for messages: the impersonated host. */
+  name: string;
+  target: SshTarget;
+  runner: Runner;
+  log: MachineLog;
+  /** Serial console log of the VM (for "last seen" and for failure messages). */
+  consoleLog: string;
+  /** The domain's state as libvirt reports it ("running", "shut off", ...). */
+  domainState: () => Promise<string>;
+  clock?: Clock;
+  signal?: AbortSignal;
+}
+
+/** The SSH exit status meaning "could not connect", not "the command failed". */
+const SSH_CONNECTION_FAILED = 255;
+
+/** The guest under test. */
+export class Machine {
+  readonly name: string;
+  readonly #options: MachineOptions;
+  readonly #clock: Clock;
+
+  constructor(options: MachineOptions) {
+    this.name = options.name;
+    this.#options = options;
+    this.#clock = options.clock ?? realClock;
+  }
+
+  /** Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed). */
+  async execute(command: string, options: { timeoutMs?: number; asUser?: boolean } = {}): Promise<MachineResult> {
+    const remote = options.asUser ? command : `sudo -n -- sh -c ${quoteArg(command)}`;
+    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote), {
+      check: false,
+      timeoutMs: options.timeoutMs ?? 120_000,
+      ...(this.#options.signal ? { signal: this.#options.signal } : {}),
+    });
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, durationMs: result.durationMs };
+  }
+
+  /** Runs a command that must succeed; returns its stdout. */
+  async succeed(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode === 0) return result.stdout;
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
+      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
+    }
+    throw new SystemUnderTestError(`${this.name}: \`${command}\` failed with exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}`);
+  }
+
+  /** Runs a command that must fail; returns its output. */
+  async fail(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
+      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
+    }
+    if (result.exitCode === 0) throw new SystemUnderTestError(`${this.name}: \`${command}\` succeeded but was expected to fail`);
+    return `${result.stdout}${result.stderr}`;
+  }
+
+  /** Retries a command until it exits 0. */
+  async waitUntilSucceeds(command: string, timeoutMs: number): Promise<string> {
+    return this.#wait(`\`${command}\` to succeed`, timeoutMs, async () => {
+      const result = await this.execute(command, { timeoutMs: Math.min(timeoutMs, 60_000) });
+      return result.exitCode === 0
+        ? { done: true, value: result.stdout }
+        : { done: false, seen: `exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}` };
+    });
+  }
+
+  /** Waits until a systemd unit is active; fails at once when it has failed. */
+  async waitForUnit(unit: string, timeoutMs: number): Promise<void> {
+    await this.#wait(`unit ${unit} to be active`, timeoutMs, async () => {
+      const result = await this.execute(`systemctl is-active ${quoteArg(unit)}`, { timeoutMs: 30_000 });
+      const state = result.stdout.trim() || lastLine(result.stderr);
+      if (state === "active") return { done: true, value: undefined };
+      if (state === "failed") throw new SystemUnderTestError(`${this.name}: unit ${unit} failed`);
+      return { done: false, seen: `${unit} is ${state}` };
+    });
+  }
+
+  /** Waits until something inside the VM listens on a TCP port. */
+  async waitForOpenPort(port: number, timeoutMs: number): Promise<void> {
+    await this.waitUntilSucceeds(`ss -Htln 'sport = :${port}' | grep -q .`, timeoutMs);
+  }
+
+  /** The current boot id. */
+  async bootId(): Promise<string> {
+    return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
+  }
+
+  /**
+   * Waits until SSH answers with the pinned key, polling tightly so readiness is noticed soon
+   * after sshd starts; fails fast when the domain is off and on timeout shows the console tail.
+   */
+  async waitForSsh(timeoutMs: number, options: { notBootId?: string } = {}): Promise<SshReady> {
+    const started = this.#clock.now();
+    const probe =
+      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
+    return this.#wait(
+      `SSH on ${this.#options.target.ip}${options.notBootId ? " after the reboot" : ""}`,
+      timeoutMs,
+      async () => {
+        const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
+        if (result.exitCode !== 0) {
+          return { done: false, seen: (await this.consoleTail(1))[0] ?? lastLine(result.stderr) };
+        }
+        const [uptimeLine = "", sshdActive = "", bootId = ""] = result.stdout.trim().split("\n");
+        if (options.notBootId && bootId.trim() === options.notBootId) {
+          return { done: false, seen: "still the old boot (reboot not started yet)" };
+        }
+        const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
+        const activeMicros = Number(sshdActive.trim());
+        const readyLagSeconds =
+          Number.isFinite(activeMicros) && activeMicros > 0 ? round1(uptimeSeconds - activeMicros / 1e6) : undefined;
+        return {
+          done: true,
+          value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((this.#clock.now() - started) / 1000) },
+        };
+      },
+      { intervalMs: 200, maxIntervalMs: 500, withConsole: true },
+    );
+  }
+
+  /** Reboots and proves it: the boot id changes and SSH answers again. */
+  async reboot(timeoutMs: number): Promise<RebootProof> {
+    const bootIdBefore = await this.bootId();
+    const started = this.#clock.now();
+    this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
+    // The connection may drop before ssh returns: any outcome of the command itself is fine.
+    await this.execute("systemctl reboot", { timeoutMs: 30_000 });
+    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore });
+    return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+  }
+
+  /** The last lines of the serial console (empty when there is none yet). */
+  async consoleTail(lines = 20): Promise<string[]> {
+    try {
+      const text = await readFile(this.#options.consoleLog, "utf8");
+      return text
+        // eslint-disable-next-line no-control-regex
+        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
+        .split(/\r?\n/)
+        .map((line) => line.trimEnd())
+        .filter((line) => line.trim() !== "")
+        .slice(-lines);
+    } catch {
+      return [];
+    }
+  }
+
+  async #wait<T>(
+    what: string,
+    timeoutMs: number,
+    attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>,
+    options: { intervalMs?: number; maxIntervalMs?: number; withConsole?: boolean } = {},
+  ): Promise<T> {
+    const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
+    try {
+      return await retry(attempt, {
+        what: `${this.name}: ${what}`,
+        timeoutMs,
+        clock: this.#clock,
+        onAttempt: progress,
+        ...(options.intervalMs ? { intervalMs: options.intervalMs } : {}),
+        ...(options.maxIntervalMs ? { maxIntervalMs: options.maxIntervalMs } : {}),
+        ...(this.#options.signal ? { signal: this.#options.signal } : {}),
+        failFast: async () => {
+          const state = await this.#options.domainState();
+          return state === "running" || state === "" ? undefined : `the VM is ${state}`;
+        },
+      });
+    } catch (error) {
+      if (!(error instanceof WaitError) || !options.withConsole) throw error;
+      const tail = await this.consoleTail(15);
+      throw new HarnessError(
+        `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${this.#options.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : ""}`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+function lastLine(text: string): string {
+  return text.trim().split("\n").at(-1) ?? "";
+}
+
+function round1(value: number): number {
+  return Math.round(value * 10) / 10;
+}

@@ -1,0 +1,24 @@
+/** A fixed stack spec and keys for rendering tests. */
+import type { SeedKeys } from "../../infra/seed.ts";
+import { newRunIdentity, pickSubnet, stackSpec, type StackSpec } from "../../infra/spec.ts";
+
+export const FIXED_IDENTITY = newRunIdentity("askari", new Date("2026-11-22T03:40:00Z"));
+
+export function fixedSpec(overrides: { egress?: boolean; accel?: "kvm" | "tcg"; runDir?: string } = {}): StackSpec {
+  return stackSpec({
+    identity: FIXED_IDENTITY,
+    accel: overrides.accel ?? "tcg",
+    vm: { vcpus: 2, memoryMiB: 3072, diskGiB: 20 },
+    subnet: pickSubnet([], FIXED_IDENTITY.runId),
+    egress: overrides.egress ?? true,
+    goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
+    runDir: overrides.runDir ?? "/home/op/integration-runs/20261122-034000-askari",
+    ownerPid: 4242,
+  });
+}
+
+export const FIXED_KEYS: SeedKeys = {
+  clientPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClient boma-it harness\n",
+  hostPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n",
+  hostPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost boma-it host\n",
+};
