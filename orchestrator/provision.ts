@@ -20,11 +20,18 @@ import { retry, WaitError } from "./retry.ts";
 import { knownHostsLine } from "./ssh.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
-export const TIMEOUTS = {
-  leaseMs: 6 * 60_000,
-  sshMs: 8 * 60_000,
-  cloudInitMs: 10 * 60_000,
-};
+export interface BootTimeouts {
+  leaseMs: number;
+  sshMs: number;
+  cloudInitMs: number;
+}
+
+/** The default limits, or `$BOMA_IT_BOOT_TIMEOUT_S` for the lease and SSH waits each. */
+export function bootTimeouts(env: NodeJS.ProcessEnv): BootTimeouts {
+  const override = Number(env.BOMA_IT_BOOT_TIMEOUT_S);
+  const bootMs = Number.isFinite(override) && override > 0 ? override * 1000 : undefined;
+  return { leaseMs: bootMs ?? 6 * 60_000, sshMs: bootMs ?? 8 * 60_000, cloudInitMs: 10 * 60_000 };
+}
 
 /** One named phase and how long it took (for the report). */
 export interface Phase {
@@ -44,8 +51,7 @@ export interface ProvisionOptions {
   imageDir: string;
   egress: boolean;
   signal: AbortSignal;
-  /** Fixed identity (tests); default: a new one now. */
-  identity?: RunIdentity;
+  timeouts: BootTimeouts;
 }
 
 /** A run whose VM is up and ready. */
@@ -86,7 +92,7 @@ async function makeKeys(runner: Runner, runDir: string, runId: string) {
 
 /** Creates the stack and waits until the VM is ready. Throws with the stack possibly half made. */
 export async function provision(options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }): Promise<LiveRun> {
-  const { profile, log, runner, libvirt, signal } = options;
+  const { profile, log, runner, libvirt, signal, timeouts } = options;
   const phases: Phase[] = [];
   const timed = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
     const started = performance.now();
@@ -147,7 +153,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   });
 
   await timed("DHCP lease", async () => {
-    const progress = log.progress(`a DHCP lease for ${outputs.ip} on ${outputs.network}`, TIMEOUTS.leaseMs);
+    const progress = log.progress(`a DHCP lease for ${outputs.ip} on ${outputs.network}`, timeouts.leaseMs);
     try {
       const ip = await retry(
         async () => {
@@ -156,7 +162,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
         },
         {
           what: `a DHCP lease on ${outputs.network}`,
-          timeoutMs: TIMEOUTS.leaseMs,
+          timeoutMs: timeouts.leaseMs,
           intervalMs: 500,
           maxIntervalMs: 1000,
           signal,
@@ -177,19 +183,19 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     }
   });
 
-  const ready = await timed("SSH", () => machine.waitForSsh(TIMEOUTS.sshMs));
+  const ready = await timed("SSH", () => machine.waitForSsh(timeouts.sshMs));
   log.info(`SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`);
 
-  await timed("cloud-init", () => waitForCloudInit(machine, log));
+  await timed("cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
 
   return { outputs, machine, phases, boots: [ready] };
 }
 
 /** Waits for cloud-init to finish; SSH dropping meanwhile (a service restart) is waited out. */
-async function waitForCloudInit(machine: Machine, log: Log): Promise<void> {
-  const deadline = performance.now() + TIMEOUTS.cloudInitMs;
+async function waitForCloudInit(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const result = await machine.execute("cloud-init status --wait", { timeoutMs: TIMEOUTS.cloudInitMs });
+    const result = await machine.execute("cloud-init status --wait", { timeoutMs });
     if (result.exitCode === 0) return;
     // 2 = done with recoverable errors: worth a warning, not a failed run.
     if (result.exitCode === 2) {

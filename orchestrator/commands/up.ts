@@ -10,7 +10,7 @@ import { ExitCode } from "../errors.ts";
 import { Libvirt } from "../libvirt.ts";
 import { imageDir, stacksDir } from "../paths.ts";
 import { loadProfile } from "../profile/load.ts";
-import { prepareRun, provision } from "../provision.ts";
+import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
 
 export const upCommand: CommandDefinition = {
@@ -36,7 +36,7 @@ console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
     try {
       const live = await provision(
-        { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal },
+        { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
         run,
       );
       log.warn("applying the profile's playbook is not built yet (issue 4): the VM runs the golden image as booted");

@@ -58,4 +58,5 @@ if [ "$image" != none ]; then
   esac
 fi
 
+export BOMA_IT_SANDBOX="$netns"
 exec ip netns exec "$netns" "$@"

@@ -1,0 +1,115 @@
+/**
+ * Helpers of the e2e suite: it runs inside test/e2e/sandbox.sh (a network namespace with its
+ * own libvirtd), drives the real CLI, and checks that nothing with the boma-it- prefix is left.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmod, mkdtemp, readdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { PROJECT_ROOT } from "../../orchestrator/paths.ts";
+
+/** Fails at once, with the way to run it, when the suite is not inside the sandbox. */
+export function requireSandbox(): void {
+  assert.ok(
+    process.env.BOMA_IT_SANDBOX,
+    "the e2e suite needs real libvirt inside its network namespace: run it with `npm run test:e2e` (as root)",
+  );
+}
+
+/** A fresh runs dir and stacks dir for one test file. */
+export async function e2eDirs(): Promise<{ runsDir: string; stacksDir: string; env: Record<string, string> }> {
+  const base = await mkdtemp(join(tmpdir(), "boma-it-e2e-"));
+  // libvirt's QEMU user must reach images a test puts here (a blank disk, say).
+  await chmod(base, 0o755);
+  const runsDir = join(base, "runs");
+  const stacksDir = join(base, "stacks");
+  return { runsDir, stacksDir, env: { BOMA_IT_RUNS_DIR: runsDir, BOMA_IT_STACKS_DIR: stacksDir } };
+}
+
+/** A finished CLI process. */
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A running CLI process: wait for a line on stderr, send signals, await the end. */
+export interface CliProcess {
+  result: Promise<CliResult>;
+  waitForStderr(pattern: RegExp, timeoutMs: number): Promise<void>;
+  kill(signal: NodeJS.Signals): void;
+  pid: number;
+}
+
+/** Starts `boma-it ...args`; its stderr is echoed (prefixed) so CI logs show progress. */
+export function startCli(args: readonly string[], env: Record<string, string>): CliProcess {
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli.ts"), ...args], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => {
+    const text = chunk.toString();
+    stderr += text;
+    for (const line of text.split("\n")) if (line.trim()) process.stderr.write(`    | ${line}\n`);
+    for (const waiter of [...waiters]) {
+      if (waiter.pattern.test(stderr)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  });
+  const result = new Promise<CliResult>((resolve) => {
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return {
+    result,
+    pid: child.pid!,
+    kill: (signal) => child.kill(signal),
+    waitForStderr: (pattern, timeoutMs) =>
+      new Promise<void>((resolve, reject) => {
+        if (pattern.test(stderr)) return resolve();
+        const timer = setTimeout(() => reject(new Error(`no ${pattern} on stderr within ${timeoutMs} ms:\n${stderr.slice(-2000)}`)), timeoutMs);
+        waiters.push({ pattern, resolve: () => (clearTimeout(timer), resolve()) });
+      }),
+  };
+}
+
+/** Runs `boma-it ...args` to the end. */
+export function cli(args: readonly string[], env: Record<string, string>): Promise<CliResult> {
+  return startCli(args, env).result;
+}
+
+function virshNames(args: string[]): string[] {
+  return execFileSync("virsh", ["-q", "-c", "qemu:///system", ...args], { encoding: "utf8" })
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line.startsWith("boma-it-"));
+}
+
+async function prefixedFiles(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((entry) => entry.startsWith("boma-it-")).map((entry) => join(dir, entry));
+  } catch {
+    return [];
+  }
+}
+
+/** Everything with the boma-it- prefix that exists: domains, networks, pools, volumes, NVRAM, ledgers. */
+export async function leftovers(stacksDir: string): Promise<string[]> {
+  return [
+    ...virshNames(["list", "--all", "--name"]).map((name) => `domain ${name}`),
+    ...virshNames(["net-list", "--all", "--name"]).map((name) => `network ${name}`),
+    ...virshNames(["pool-list", "--all", "--name"]).map((name) => `pool ${name}`),
+    ...(await prefixedFiles("/var/lib/libvirt/images")).map((path) => `file ${path}`),
+    ...(await prefixedFiles("/var/lib/libvirt/qemu/nvram")).map((path) => `file ${path}`),
+    ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),
+  ];
+}

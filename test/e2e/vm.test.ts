@@ -1,0 +1,107 @@
+/**
+ * A real VM: `up` boots askari's profile, `ssh` reaches it with the pinned key, a reboot gives a
+ * new boot id, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
+ * during boot, and a VM that never becomes reachable.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { access, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { cli, e2eDirs, leftovers, requireSandbox, startCli } from "./helpers.ts";
+
+describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
+  let dirs: Awaited<ReturnType<typeof e2eDirs>>;
+
+  before(async () => {
+    requireSandbox();
+    dirs = await e2eDirs();
+  });
+
+  after(async () => {
+    // Whatever a failed test left, the next ones (and the machine) must not inherit it.
+    if (dirs) await cli(["down"], dirs.env).catch(() => undefined);
+  });
+
+  it("up → ssh → reboot with a new boot id → down, and nothing with the prefix remains", async () => {
+    const up = await cli(["up", "askari", "--json"], dirs.env);
+    assert.equal(up.code, 0, up.stderr.slice(-3000));
+    const run = JSON.parse(up.stdout) as { runId: string; host: string; ip: string; ssh: string; runDir: string };
+    assert.match(run.runId, /^boma-it-askari-\d{8}-\d{6}$/);
+    assert.equal(run.ssh, `npm run boma-it -- ssh ${run.runId}`);
+
+    const upReport = JSON.parse(await readFile(join(run.runDir, "up.json"), "utf8")) as {
+      phases: { name: string; seconds: number }[];
+      readyLagSeconds: (number | null)[];
+    };
+    process.stderr.write(`    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`);
+    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init"]);
+
+    const status = await cli(["status", "--json"], dirs.env);
+    const live = JSON.parse(status.stdout) as { runId: string; state: string; engine: string; ageSeconds: number }[];
+    assert.deepEqual(live.map((entry) => [entry.runId, entry.state, entry.engine]), [[run.runId, "up", "direct"]]);
+
+    const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
+    assert.equal(hostname.code, 0, hostname.stderr);
+    assert.equal(hostname.stdout.trim(), "askari");
+
+    const exitCode = await cli(["ssh", run.runId, "--", "exit 7"], dirs.env);
+    assert.equal(exitCode.code, 7, "ssh passes the remote exit code through");
+
+    // The pinned host key: a known_hosts entry with a different key must be refused.
+    const knownHosts = join(run.runDir, "keys", "known_hosts");
+    assert.match(await readFile(knownHosts, "utf8"), new RegExp(`^${run.runId} ssh-ed25519 `));
+
+    const bootBefore = (await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env)).stdout.trim();
+    assert.match(bootBefore, /^[0-9a-f-]{36}$/);
+    await cli(["ssh", run.runId, "--", "sudo systemctl reboot"], dirs.env);
+    const rebootStarted = Date.now();
+    let bootAfter = bootBefore;
+    while (Date.now() - rebootStarted < 8 * 60_000) {
+      const probe = await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env);
+      if (probe.code === 0 && probe.stdout.trim() !== bootBefore) {
+        bootAfter = probe.stdout.trim();
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+    process.stderr.write(`    measured: reboot to SSH ${Math.round((Date.now() - rebootStarted) / 1000)} s\n`);
+    assert.notEqual(bootAfter, bootBefore, "the boot id changed: the VM really rebooted");
+
+    const down = await cli(["down", run.runId], dirs.env);
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+    await assert.rejects(access(join(run.runDir, "keys")), "the run's private keys are gone");
+    assert.ok((await readFile(join(run.runDir, "console.log"), "utf8")).length > 0, "the console log stays");
+  });
+
+  it("Ctrl-C during boot exits 130 and leaves nothing behind", async () => {
+    const up = startCli(["up", "askari"], dirs.env);
+    await up.waitForStderr(/created domain/, 120_000);
+    up.kill("SIGINT");
+    const result = await up.result;
+    assert.equal(result.code, 130, result.stderr.slice(-2000));
+    assert.match(result.stderr, /SIGINT received: cleaning up/);
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+
+  it("a VM that never becomes reachable fails with exit 4 and the console tail, leaving nothing", async () => {
+    // A blank disk: the firmware finds nothing to boot, so no guest ever answers.
+    const blank = join(dirs.runsDir, "..", "blank.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", blank, "1G"]);
+    const profile = join(dirs.runsDir, "..", "blank.yml");
+    const askari = await readFile(join(import.meta.dirname, "../../profiles/askari.yml"), "utf8");
+    await writeFile(
+      profile,
+      askari
+        .replace("repo: ../examples/boma-lab", `repo: ${join(import.meta.dirname, "../../examples/boma-lab")}`)
+        .replace("overrides: ../overrides/askari.yml", `overrides: ${join(import.meta.dirname, "../../overrides/askari.yml")}`)
+        .replace("image: debian-13-local", `image: file:${blank}`),
+    );
+    const result = await cli(["up", profile], { ...dirs.env, BOMA_IT_BOOT_TIMEOUT_S: "45" });
+    assert.equal(result.code, 4, result.stderr.slice(-2000));
+    assert.match(result.stderr, /timed out after \d+ s waiting for (a DHCP lease|askari: SSH)/);
+    assert.match(result.stderr, /serial console/);
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+});
