@@ -52,6 +52,8 @@ export interface StackOutputs {
   network: string;
   /** The VM's MAC on that network. */
   mac: string;
+  /** The network's subnet (CIDR): the only addresses a run's inventory may point at. */
+  subnet: string;
   domain: string;
   accel: string;
   createdAt: string;
@@ -196,6 +198,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       knownHostsFile: files.knownHostsFile,
       network: spec.network.name,
       mac: spec.network.mac,
+      subnet: spec.network.subnet.cidr,
       domain: name,
       accel: spec.accel,
       createdAt: spec.identity.createdAt.toISOString(),

@@ -22,8 +22,12 @@ export function sshTargetOf(outputs: StackOutputs): SshTarget {
 
 /** ssh options shared by every connection to a run's VM. */
 export function sshOptions(target: SshTarget, connectTimeoutSeconds = 5): string[] {
+  return ["-i", target.keyFile, ...pinnedHostKeyOptions(target, connectTimeoutSeconds)];
+}
+
+/** The `-o` options that pin the host key and bound the connection (also given to Ansible). */
+export function pinnedHostKeyOptions(target: SshTarget, connectTimeoutSeconds = 5): string[] {
   return [
-    "-i", target.keyFile,
     "-o", "IdentitiesOnly=yes",
     "-o", `UserKnownHostsFile=${target.knownHostsFile}`,
     "-o", "GlobalKnownHostsFile=/dev/null",

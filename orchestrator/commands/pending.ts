@@ -3,21 +3,8 @@
  * its arguments like the real one will, then says plainly what is not built yet (exit 4).
  */
 import type { CommandDefinition } from "../cli/command.ts";
-import { duration, expectPositionals, REAP_OPTIONS, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { duration, expectPositionals, REAP_OPTIONS } from "../cli/options.ts";
 import { NotBuiltError } from "../errors.ts";
-
-export const runCommand: CommandDefinition = {
-  name: "run",
-  summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN",
-  usage: "run <profile> [--scenario S] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [--json]",
-  details: RUN_OPTIONS_HELP,
-  options: RUN_OPTIONS,
-  async run({ args }) {
-    expectPositionals("run", args.positionals, 1, 1, "one <profile>");
-    runCommandOptions(args.values);
-    throw new NotBuiltError("`run` (apply → reboot → assert, RED→GREEN)", "issue 4; `boma-it up` boots the VM today");
-  },
-};
 
 export const reapCommand: CommandDefinition = {
   name: "reap",

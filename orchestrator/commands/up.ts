@@ -6,21 +6,23 @@ import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
 import { chooseEngine } from "../engine-choice.ts";
-import { ExitCode } from "../errors.ts";
+import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
 import { Libvirt } from "../libvirt.ts";
 import { imageDir, stacksDir } from "../paths.ts";
 import { loadProfile } from "../profile/load.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
+import { applyScenario } from "../sequence.ts";
 
 export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
-  usage: "up <profile> [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [--json]",
+  usage: "up <profile> [--scenario green|red] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [--json]",
   details: `${RUN_OPTIONS_HELP}
+Applies the profile's playbook with the GREEN scenario's vars (or RED's with --scenario red).
 On success the VM stays up: reach it with \`boma-it ssh <run>\`, remove it with \`boma-it down <run>\`.
-If it fails to come up, what was created is removed again (unless --keep always); the serial
-console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
+If it fails to come up or to apply, what was created is removed again (unless --keep always;
+--keep on-failure keeps it when the apply itself failed); the serial console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: RUN_OPTIONS,
   async run({ args, log, runner, env, locations, runsDir, signal }) {
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
@@ -39,7 +41,16 @@ console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
         { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
         run,
       );
-      log.warn("applying the profile's playbook is not built yet (issue 4): the VM runs the golden image as booted");
+      const scenarioName = options.scenario === "red" ? "red" : "green";
+      const declared = profile.document.scenarios?.[scenarioName];
+      if (options.scenario === "red" && !declared) {
+        throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
+      }
+      const certs = options.certs ?? profile.document.certs;
+      const applied = await log.step(`apply (${scenarioName} vars)`, () =>
+        applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
+      );
+      live.phases.push({ name: "apply", seconds: applied.seconds });
       const summary = {
         runId: live.outputs.runId,
         host: live.outputs.host,
@@ -59,8 +70,10 @@ console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
       ].join("\n");
       return { exitCode: ExitCode.pass, json: summary, text };
     } catch (error) {
-      if (options.keep === "always") {
-        log.warn(`keeping what was created (--keep always); remove it with: npm run boma-it -- down ${run.identity.runId}`);
+      const mapped = asBomaError(error, signal);
+      const keepFailedApply = options.keep === "on-failure" && mapped instanceof SystemUnderTestError;
+      if (options.keep === "always" || keepFailedApply) {
+        log.warn(`keeping the VM (--keep ${options.keep}): get in with \`npm run boma-it -- ssh ${run.identity.runId}\`, remove it with \`npm run boma-it -- down ${run.identity.runId}\``);
       } else if ((await engine.list()).some((stack) => stack.stack === run.identity.runId)) {
         try {
           await teardown(engine, run.identity.runId, run.runDir, log);
@@ -68,7 +81,7 @@ console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
           log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
         }
       }
-      throw asBomaError(error, signal);
+      throw mapped;
     }
   },
 };

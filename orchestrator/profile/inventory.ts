@@ -19,11 +19,22 @@ export interface InventoryHost {
 export interface Inventory {
   file: string;
   hosts: Map<string, InventoryHost>;
+  /** The group tree as written (groups, their children, inline vars and inline host vars). */
+  groups: Map<string, GroupNode>;
 }
 
-interface GroupNode {
+/** One group of the inventory as written. */
+export interface GroupNode {
   hosts: Set<string>;
   children: Set<string>;
+  /** The group's inline `vars:`. */
+  vars: Record<string, unknown>;
+  /** Vars written inline under each host of this group. */
+  hostVars: Map<string, Record<string, unknown>>;
+}
+
+function emptyGroup(): GroupNode {
+  return { hosts: new Set<string>(), children: new Set<string>(), vars: {}, hostVars: new Map() };
 }
 
 /** Reads an inventory file. */
@@ -42,7 +53,7 @@ function groupsOfYaml(data: unknown, file: string): Map<string, GroupNode> {
   }
   const groups = new Map<string, GroupNode>();
   const visit = (name: string, body: unknown, path: string): void => {
-    const node = groups.get(name) ?? { hosts: new Set<string>(), children: new Set<string>() };
+    const node = groups.get(name) ?? emptyGroup();
     groups.set(name, node);
     if (body === null || body === undefined) return;
     if (!isMapping(body)) {
@@ -51,8 +62,12 @@ function groupsOfYaml(data: unknown, file: string): Map<string, GroupNode> {
     const hosts = body.hosts;
     if (hosts !== undefined && hosts !== null) {
       if (!isMapping(hosts)) throw new BadInputError({ file, path: `${path}.hosts`, message: "expected a mapping of host names" });
-      for (const host of Object.keys(hosts)) node.hosts.add(host);
+      for (const [host, hostVars] of Object.entries(hosts)) {
+        node.hosts.add(host);
+        if (isMapping(hostVars)) node.hostVars.set(host, { ...(node.hostVars.get(host) ?? {}), ...hostVars });
+      }
     }
+    if (isMapping(body.vars)) node.vars = { ...node.vars, ...body.vars };
     const children = body.children;
     if (children !== undefined && children !== null) {
       if (!isMapping(children)) throw new BadInputError({ file, path: `${path}.children`, message: "expected a mapping of group names" });
@@ -75,7 +90,7 @@ async function groupsOfAnsibleInventory(file: string, runner: Runner): Promise<M
   const groups = new Map<string, GroupNode>();
   for (const [name, body] of Object.entries(listing)) {
     if (name === "_meta") continue;
-    groups.set(name, { hosts: new Set(body.hosts ?? []), children: new Set(body.children ?? []) });
+    groups.set(name, { ...emptyGroup(), hosts: new Set(body.hosts ?? []), children: new Set(body.children ?? []) });
   }
   return groups;
 }
@@ -104,7 +119,7 @@ function fromGroups(file: string, groups: Map<string, GroupNode>): Inventory {
     }
   }
   for (const entry of hosts.values()) entry.groups.sort((a, b) => (a === "all" ? -1 : b === "all" ? 1 : a.localeCompare(b)));
-  return { file, hosts };
+  return { file, hosts, groups };
 }
 
 function isMapping(value: unknown): value is Record<string, unknown> {

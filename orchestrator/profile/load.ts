@@ -6,7 +6,7 @@ import { stat, readdir } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
-import { readInventory, type InventoryHost } from "./inventory.ts";
+import { readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
 import { overlaySchema, profileSchema, type OverlayDocument, type ProfileDocument } from "./schema.ts";
 import { readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
@@ -24,6 +24,8 @@ export interface LoadedProfile {
   overlay: { file: string | undefined; document: OverlayDocument };
   /** The impersonated host as the real inventory defines it. */
   inventoryHost: InventoryHost;
+  /** The real inventory (read, never written). */
+  inventory: Inventory;
 }
 
 /** Where to look for profiles and default overlays. */
@@ -111,6 +113,7 @@ export async function loadProfile(reference: string, locations: ProfileLocations
     playbookFile,
     overlay,
     inventoryHost,
+    inventory,
   };
 }
 

@@ -1,0 +1,221 @@
+/**
+ * Applying the impersonated host's configuration to the test VM (ADR-025 §7): a transient
+ * inventory that holds only the VM, under the host's name and groups, with the real inventory's
+ * group_vars/host_vars in effect; stubs from the overlay, the cert tier's vars and the
+ * scenario's vars as extra vars; connection details forced to the VM. It is checked with
+ * Ansible itself before anything is applied. The real inventory is never written.
+ */
+import { mkdir, stat, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { stringify } from "yaml";
+import type { StackOutputs } from "../infra/plan.ts";
+import type { Runner } from "../infra/runner.ts";
+import { HarnessError, RefusedError, SystemUnderTestError } from "./errors.ts";
+import type { Log } from "./log.ts";
+import type { LoadedProfile } from "./profile/load.ts";
+import type { CertTier } from "./profile/schema.ts";
+import { pinnedHostKeyOptions, sshTargetOf } from "./ssh.ts";
+
+/** Inline host vars that say how to reach the real host: never carried into the test. */
+const CONNECTION_VAR = /^ansible_(host|port|user|connection|ssh_.*|password|private_key_file|become_pass(word)?|sudo_pass(word)?)$/;
+
+/** What one apply needs. */
+export interface ApplyInput {
+  profile: LoadedProfile;
+  outputs: StackOutputs;
+  scenario: { name: string; vars: Record<string, unknown> };
+  certs: CertTier;
+  /** Folder for this apply's inventory, extra vars and log. */
+  dir: string;
+  runner: Runner;
+  log: Log;
+  signal: AbortSignal;
+}
+
+/** Files of a transient inventory. */
+export interface TransientInventory {
+  inventoryFile: string;
+  extraVarsFile: string;
+}
+
+/** Writes the transient inventory and the extra vars of one scenario. */
+export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
+  const { profile, outputs } = input;
+  const host = profile.document.host;
+  const inventoryDir = join(input.dir, "inventory");
+  await mkdir(inventoryDir, { recursive: true });
+
+  const wanted = new Set(profile.inventoryHost.groups);
+  const groupBody = (name: string): Record<string, unknown> => {
+    const node = profile.inventory.groups.get(name);
+    const body: Record<string, unknown> = {};
+    if (node && Object.keys(node.vars).length > 0) body.vars = node.vars;
+    if (node?.hosts.has(host)) {
+      const inline = Object.fromEntries(Object.entries(node.hostVars.get(host) ?? {}).filter(([key]) => !CONNECTION_VAR.test(key)));
+      body.hosts = { [host]: Object.keys(inline).length > 0 ? inline : null };
+    }
+    const children = [...(node?.children ?? [])].filter((child) => wanted.has(child) && child !== "all");
+    if (children.length > 0) body.children = Object.fromEntries(children.map((child) => [child, {}]));
+    return body;
+  };
+  const all = groupBody("all");
+  // Every group of the host, each defined once under all (Ansible merges groups by name);
+  // each keeps only those of its children that lead to the host.
+  const children: Record<string, unknown> = {};
+  for (const group of profile.inventoryHost.groups) if (group !== "all") children[group] = groupBody(group);
+  const inventory = { all: { ...all, children } };
+  const inventoryFile = join(inventoryDir, "hosts.yml");
+  await writeFile(
+    inventoryFile,
+    `# Transient inventory of ${outputs.runId}: only the test VM, as ${host}. Made by boma-it; never edit.\n${stringify(inventory)}`,
+  );
+  // The real group_vars/host_vars, in effect as they are (read through links, never written).
+  const realDir = dirname(profile.inventoryFile);
+  for (const folder of ["group_vars", "host_vars"]) {
+    const real = join(realDir, folder);
+    if (await isDirectory(real)) await symlink(real, join(inventoryDir, folder));
+  }
+
+  const tierVars = profile.overlay.document.certs[input.certs]?.vars ?? {};
+  const target = sshTargetOf(outputs);
+  // Extra vars have the highest precedence: nothing in the real vars can point Ansible elsewhere.
+  const connection = {
+    ansible_host: outputs.ip,
+    ansible_port: 22,
+    ansible_user: outputs.user,
+    ansible_connection: "ssh",
+    ansible_ssh_private_key_file: outputs.keyFile,
+    ansible_ssh_common_args: pinnedHostKeyOptions(target).join(" "),
+    ansible_python_interpreter: "/usr/bin/python3",
+  };
+  const extraVars = { ...profile.overlay.document.vars, ...tierVars, ...input.scenario.vars, ...connection };
+  const extraVarsFile = join(input.dir, "extra-vars.json");
+  await writeFile(extraVarsFile, `${JSON.stringify(extraVars, null, 2)}\n`, { mode: 0o600 });
+  return { inventoryFile, extraVarsFile };
+}
+
+/** Ansible's environment for a run: pipelining on, host keys checked, logs in the run dir. */
+function ansibleEnv(dir: string): Record<string, string> {
+  return {
+    ANSIBLE_PIPELINING: "True",
+    ANSIBLE_HOST_KEY_CHECKING: "True",
+    ANSIBLE_RETRY_FILES_ENABLED: "False",
+    ANSIBLE_NOCOLOR: "True",
+    ANSIBLE_FORCE_COLOR: "False",
+    ANSIBLE_LOG_PATH: join(dir, "ansible.log"),
+    ANSIBLE_LOCAL_TEMP: join(dir, ".ansible-tmp"),
+    ANSIBLE_INVENTORY_UNPARSED_FAILED: "True",
+    ANSIBLE_DEPRECATION_WARNINGS: "False",
+  };
+}
+
+/**
+ * Checks the transient inventory with Ansible before apply (safety invariant 1): exactly one
+ * host, the impersonated one, and the address Ansible will connect to is inside the test subnet.
+ */
+export async function checkTransientInventory(input: ApplyInput, files: TransientInventory): Promise<void> {
+  const host = input.profile.document.host;
+  const listing = await input.runner.run("ansible-inventory", ["-i", files.inventoryFile, "--list"], {
+    env: ansibleEnv(input.dir),
+    cwd: input.profile.repoDir,
+    check: false,
+  });
+  if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
+  const parsed = JSON.parse(listing.stdout) as Record<string, { hosts?: string[] }>;
+  const hosts = new Set<string>();
+  for (const [group, body] of Object.entries(parsed)) if (group !== "_meta") for (const name of body.hosts ?? []) hosts.add(name);
+  if (hosts.size !== 1 || !hosts.has(host)) {
+    throw new RefusedError(
+      `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
+      "this is a bug of boma-it; nothing was applied",
+    );
+  }
+  const address = await input.runner.run(
+    "ansible",
+    ["-i", files.inventoryFile, host, "-e", `@${files.extraVarsFile}`, "-m", "ansible.builtin.debug", "-a", "var=ansible_host", "-o"],
+    { env: ansibleEnv(input.dir), cwd: input.profile.repoDir, check: false },
+  );
+  const effective = /"ansible_host":\s*"([^"]+)"/.exec(address.stdout)?.[1];
+  if (!effective || !inSubnet(effective, input.outputs.subnet)) {
+    throw new RefusedError(
+      `Ansible would connect ${host} to ${effective ?? "an unknown address"}, outside the test subnet ${input.outputs.subnet}: refusing to apply`,
+      "this is a bug of boma-it; nothing was applied",
+    );
+  }
+}
+
+/** What an apply did. */
+export interface ApplyResult {
+  ok: boolean;
+  seconds: number;
+  logFile: string;
+  /** The PLAY RECAP line of the host. */
+  recap: string;
+  /** Seconds per task, in order (Ansible's own time, for the benchmark's overhead figure). */
+  tasks: { name: string; seconds: number }[];
+}
+
+/** Runs the playbook against the VM with `--limit <host>`; fails as the system under test. */
+export async function applyPlaybook(input: ApplyInput, files: TransientInventory): Promise<ApplyResult> {
+  const host = input.profile.document.host;
+  const logFile = join(input.dir, "ansible.log");
+  const tasks: { name: string; seconds: number }[] = [];
+  let current: { name: string; started: number } | undefined;
+  let lastFatal = "";
+  const finishTask = () => {
+    if (current) tasks.push({ name: current.name, seconds: Math.round((performance.now() - current.started) / 100) / 10 });
+    current = undefined;
+  };
+  const started = performance.now();
+  const result = await input.runner.run(
+    "ansible-playbook",
+    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, input.profile.playbookFile],
+    {
+      env: ansibleEnv(input.dir),
+      cwd: input.profile.repoDir,
+      check: false,
+      signal: input.signal,
+      timeoutMs: 60 * 60_000,
+      onLine: (line) => {
+        const task = /^TASK \[(.+)\] \*+$/.exec(line);
+        if (task) {
+          finishTask();
+          current = { name: task[1]!, started: performance.now() };
+          input.log.info(`task ${task[1]}`);
+        } else if (/^PLAY RECAP/.test(line)) finishTask();
+        else if (/^(fatal|failed):/.test(line)) {
+          lastFatal = line;
+          input.log.warn(line.slice(0, 400));
+        }
+      },
+    },
+  );
+  finishTask();
+  const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";
+  const seconds = Math.round((performance.now() - started) / 100) / 10;
+  if (input.signal.aborted) return { ok: false, seconds, logFile, recap, tasks };
+  if (result.failed) {
+    if (/unreachable=[1-9]/.test(recap) || /UNREACHABLE!/.test(result.stdout)) {
+      throw new HarnessError(`Ansible could not reach the VM: ${lastFatal || result.tail.split("\n").at(-1)}; log: ${logFile}`);
+    }
+    throw new SystemUnderTestError(`applying ${input.profile.playbookFile} to ${host} failed: ${lastFatal || result.tail.split("\n").at(-1)}\n  recap: ${recap}\n  log: ${logFile}`);
+  }
+  return { ok: true, seconds, logFile, recap, tasks };
+}
+
+/** Whether an IPv4 address is inside a CIDR. */
+export function inSubnet(ip: string, cidr: string): boolean {
+  const [base, bits] = cidr.split("/");
+  const toNumber = (address: string) => address.split(".").reduce((sum, part) => sum * 256 + Number(part), 0);
+  if (!base || !bits || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return false;
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(toNumber(ip) / size) === Math.floor(toNumber(base) / size);
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,115 @@
+/** `boma-it run <profile>`: the whole sequence; RED→GREEN when the profile has scenarios.red. */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
+import { newRunIdentity, runDirName } from "../../infra/spec.ts";
+import type { CommandDefinition } from "../cli/command.ts";
+import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { chooseEngine } from "../engine-choice.ts";
+import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
+import { Libvirt } from "../libvirt.ts";
+import { imageDir, stacksDir } from "../paths.ts";
+import { loadProfile } from "../profile/load.ts";
+import { bootTimeouts } from "../provision.ts";
+import { writeReport, type RunReport } from "../report.ts";
+import { runScenario, type ScenarioSpec } from "../sequence.ts";
+
+export const runCommand: CommandDefinition = {
+  name: "run",
+  summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN",
+  usage: "run <profile> [--scenario S] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [--json]",
+  details: `${RUN_OPTIONS_HELP}
+Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
+(proven by a new boot id), checks again. GREEN passes when every check passes before and after
+the reboot. RED (the control) must pass before and fail after the reboot; otherwise the harness
+is not faithful (exit 1). A failing scenario keeps its VM (unless --keep never) and writes
+diagnostics/. The run dir gets report.json and junit.xml; --json prints the report.`,
+  options: RUN_OPTIONS,
+  async run({ args, log, runner, env, locations, runsDir, signal }) {
+    expectPositionals("run", args.positionals, 1, 1, "one <profile>");
+    const options = runCommandOptions(args.values);
+    const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const declared = profile.document.scenarios;
+    const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
+    if ((choice === "red" || choice === "red-green") && !declared?.red) {
+      throw new BadInputError({ file: profile.file, path: "scenarios.red", message: `--scenario ${choice} needs a RED scenario; found none in the profile` });
+    }
+    const scenarios: ScenarioSpec[] = [];
+    if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {} });
+    if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
+    const certs = options.certs ?? profile.document.certs;
+
+    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    await libvirt.ensureReachable();
+    const accel = decideAccel(options.accel, await probeAccel());
+    log.info(`accel: ${accel.accel} (${accel.reason})`);
+    const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));
+    log.info(reason);
+
+    const identity = newRunIdentity(profile.document.host);
+    const runDir = join(runsDir, runDirName(identity));
+    await mkdir(runDir, { recursive: true });
+    log.info(`run ${identity.runId}: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}; run dir ${runDir}`);
+    const started = Date.now();
+    const report: RunReport = {
+      runId: identity.runId,
+      profile: profile.name,
+      host: profile.document.host,
+      engine: engine.name,
+      accel: accel.accel,
+      certs,
+      verdict: "error",
+      exitCode: ExitCode.harnessFault,
+      message: "",
+      scenarios: [],
+      readyLagSeconds: [],
+      diagnostics: null,
+      kept: null,
+      startedAt: new Date(started).toISOString(),
+      finishedAt: "",
+      wallSeconds: 0,
+      runDir,
+    };
+
+    let thrown: unknown;
+    try {
+      for (const scenario of scenarios) {
+        const outcome = await log.step(`${scenario.name.toUpperCase()} (expect: ${scenario.expect} after the reboot)`.replace("expect: pass after the reboot", "expect: pass before and after the reboot"), () =>
+          runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
+        );
+        report.scenarios.push(outcome.report);
+        report.readyLagSeconds.push(...outcome.report.readyLagSeconds);
+        if (outcome.report.diagnostics) report.diagnostics = outcome.report.diagnostics;
+        if (outcome.kept) report.kept = { run: outcome.kept.runId, ssh: outcome.kept.ssh, reap: `npm run boma-it -- down ${outcome.kept.runId}   # or: npm run reap` };
+        if (outcome.error !== undefined) throw outcome.error;
+        // RED that is not faithful makes GREEN meaningless: stop here.
+        if (!outcome.report.ok) break;
+      }
+      const failed = report.scenarios.filter((scenario) => !scenario.ok);
+      report.verdict = failed.length === 0 ? "pass" : "fail";
+      report.exitCode = failed.length === 0 ? ExitCode.pass : ExitCode.systemUnderTestFailed;
+      report.message = failed.length === 0 ? report.scenarios.map((scenario) => scenario.outcome).join("; ") : failed.map((scenario) => scenario.outcome).join("; ");
+    } catch (error) {
+      thrown = error;
+      report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+      report.verdict = "error";
+      report.message = error instanceof Error ? error.message : String(error);
+      if (error instanceof InterruptedError) report.message = "interrupted";
+    } finally {
+      report.finishedAt = new Date().toISOString();
+      report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
+      await writeReport(report);
+    }
+    if (thrown !== undefined) throw thrown;
+
+    const lines = [
+      `${report.verdict.toUpperCase()}: ${profile.name} (${report.wallSeconds} s)`,
+      ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}: ${scenario.outcome}`),
+      `  report: ${join(runDir, "report.json")}`,
+    ];
+    if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
+    if (report.kept) lines.push(`  the VM is kept: get in with \`${report.kept.ssh}\``, `  clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
+    return { exitCode: report.exitCode, json: report, text: lines.join("\n") };
+  },
+};

@@ -1,0 +1,93 @@
+/**
+ * report.json and junit.xml of a run (the command contract). The report is written on every
+ * exit path, with whatever was learnt by then.
+ */
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { XMLBuilder } from "fast-xml-parser";
+import type { CheckResult } from "./checks.ts";
+import type { Phase } from "./provision.ts";
+import type { SnapshotDiff } from "./snapshot.ts";
+
+/** One scenario of a run. */
+export interface ScenarioReport {
+  name: "red" | "green";
+  expect: "fail" | "pass";
+  /** RED only: it passed before the reboot and failed after it, as the incident did. */
+  faithful?: boolean;
+  /** Whether the scenario met its expectation. */
+  ok: boolean;
+  /** One sentence: what happened. */
+  outcome: string;
+  stack: string;
+  bootIds: [string, string] | [];
+  checks: CheckResult[];
+  phases: Phase[];
+  readyLagSeconds: (number | null)[];
+  apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;
+  snapshotDiff: Record<string, SnapshotDiff> | null;
+  diagnostics: string | null;
+}
+
+/** A whole run (report.json). */
+export interface RunReport {
+  runId: string;
+  profile: string;
+  host: string;
+  engine: string;
+  accel: string;
+  certs: string;
+  verdict: "pass" | "fail" | "error";
+  exitCode: number;
+  message: string;
+  scenarios: ScenarioReport[];
+  readyLagSeconds: (number | null)[];
+  diagnostics: string | null;
+  kept: { run: string; ssh: string; reap: string } | null;
+  startedAt: string;
+  finishedAt: string;
+  wallSeconds: number;
+  runDir: string;
+}
+
+/** Writes report.json and junit.xml into the run dir. */
+export async function writeReport(report: RunReport): Promise<void> {
+  await writeFile(join(report.runDir, "report.json"), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(join(report.runDir, "junit.xml"), junitXml(report));
+}
+
+/** JUnit XML: a suite per scenario, a case per check and stage, plus the reboot proof. */
+export function junitXml(report: RunReport): string {
+  const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", format: true, indentBy: "  " });
+  const suites = report.scenarios.map((scenario) => {
+    const cases: Record<string, unknown>[] = scenario.checks.map((check) => {
+      // RED expects its checks to fail after the reboot: a failure there is the expected outcome.
+      const expectedFailure = scenario.expect === "fail" && check.stage === "post-reboot";
+      const testcase: Record<string, unknown> = {
+        "@classname": `${report.host}.${scenario.name}.${check.stage}`,
+        "@name": check.name,
+        "@time": check.seconds.toFixed(1),
+      };
+      if (!check.ok && !expectedFailure) testcase.failure = { "@message": check.detail, "#text": check.detail };
+      if (check.ok && expectedFailure) testcase["system-out"] = `passed after the reboot although RED expects a failure: ${check.detail}`;
+      return testcase;
+    });
+    cases.push({
+      "@classname": `${report.host}.${scenario.name}`,
+      "@name": scenario.expect === "fail" ? "RED is faithful (passes before, fails after the reboot)" : "survives the reboot",
+      "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
+      ...(scenario.ok ? {} : { failure: { "@message": scenario.outcome, "#text": scenario.outcome } }),
+    });
+    return {
+      "@name": `${report.profile}.${scenario.name}`,
+      "@tests": String(cases.length),
+      "@failures": String(cases.filter((testcase) => testcase.failure).length),
+      "@errors": "0",
+      "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
+      testcase: cases,
+    };
+  });
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${builder.build({
+    testsuites: { "@name": `boma-it ${report.profile}`, "@time": report.wallSeconds.toFixed(1), testsuite: suites },
+  }) as string}`;
+}

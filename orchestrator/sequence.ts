@@ -1,0 +1,216 @@
+/**
+ * The imperative sequence of one scenario, read top to bottom: provision → ready → apply →
+ * check → reboot (proven by boot id) → check → verdict → diagnostics/teardown. RED→GREEN runs
+ * it once per scenario, each on a fresh VM from the golden image.
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { AccelDecision } from "../infra/accel.ts";
+import type { Engine } from "../infra/engines/engine.ts";
+import type { StackOutputs } from "../infra/plan.ts";
+import type { Runner } from "../infra/runner.ts";
+import { newRunIdentity, type RunIdentity } from "../infra/spec.ts";
+import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "./apply.ts";
+import { runChecks, type CheckResult } from "./checks.ts";
+import { collectDiagnostics } from "./diagnostics.ts";
+import { HarnessError, SystemUnderTestError } from "./errors.ts";
+import type { KeepPolicy } from "./cli/options.ts";
+import type { Libvirt } from "./libvirt.ts";
+import type { Log } from "./log.ts";
+import type { Machine } from "./machine.ts";
+import type { LoadedProfile } from "./profile/load.ts";
+import type { CertTier } from "./profile/schema.ts";
+import { provision, type BootTimeouts, type LiveRun } from "./provision.ts";
+import type { ScenarioReport } from "./report.ts";
+import { asBomaError, teardown } from "./runs.ts";
+import { diffSnapshots, takeSnapshot } from "./snapshot.ts";
+
+/** How long checks may take to pass after apply and after the reboot (slow services under TCG). */
+export const SETTLE_MS = { preReboot: 60_000, postReboot: 60_000, systemRunning: 5 * 60_000, reboot: 10 * 60_000 };
+
+/** One scenario to run. */
+export interface ScenarioSpec {
+  name: "red" | "green";
+  expect: "fail" | "pass";
+  vars: Record<string, unknown>;
+}
+
+/** Everything a scenario needs from the command. */
+export interface SequenceContext {
+  profile: LoadedProfile;
+  accel: AccelDecision;
+  engine: Engine;
+  runner: Runner;
+  libvirt: Libvirt;
+  log: Log;
+  imageDir: string;
+  egress: boolean;
+  certs: CertTier;
+  keep: KeepPolicy;
+  signal: AbortSignal;
+  timeouts: BootTimeouts;
+}
+
+/** The result of one scenario, plus the live VM when it is kept. */
+export interface ScenarioOutcome {
+  report: ScenarioReport;
+  /** Set when the VM was kept (failure with --keep on-failure, or --keep always). */
+  kept?: { runId: string; ssh: string };
+  /** A harness error that ended the scenario (exit 4 or 130), after cleanup. */
+  error?: unknown;
+}
+
+/** Runs one scenario on a fresh VM and cleans up after it as the keep policy says. */
+export async function runScenario(context: SequenceContext, scenario: ScenarioSpec, runDir: string): Promise<ScenarioOutcome> {
+  const { log, profile } = context;
+  const scenarioDir = join(runDir, scenario.name);
+  await mkdir(scenarioDir, { recursive: true });
+  const identity: RunIdentity = newRunIdentity(profile.document.host);
+  const report: ScenarioReport = {
+    name: scenario.name,
+    expect: scenario.expect,
+    ...(scenario.name === "red" ? { faithful: false } : {}),
+    ok: false,
+    outcome: "did not finish",
+    stack: identity.runId,
+    bootIds: [],
+    checks: [],
+    phases: [],
+    readyLagSeconds: [],
+    apply: null,
+    snapshotDiff: null,
+    diagnostics: null,
+  };
+  const timed = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      return await log.step(name, body);
+    } finally {
+      report.phases.push({ name, seconds: round1((performance.now() - started) / 1000) });
+    }
+  };
+
+  let live: LiveRun | undefined;
+  let failure: "sut" | "harness" | undefined;
+  let error: unknown;
+  try {
+    live = await provision({ ...context, runsDir: runDir }, { identity, runDir: scenarioDir });
+    report.phases.push(...live.phases);
+    report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
+    const machine = live.machine;
+    const outputs = live.outputs;
+
+    const applied = await timed("apply", () => applyScenario(context, outputs, scenario, scenarioDir));
+    report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+
+    const pre = await timed("checks before the reboot", () => checkStage(context, machine, outputs.ip, "pre-reboot", SETTLE_MS.preReboot));
+    report.checks.push(...pre);
+    const before = await takeSnapshot(machine);
+
+    let post: CheckResult[];
+    try {
+      const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
+      report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+      report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
+      log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
+      await timed("system settled", () => waitSettled(machine, log));
+      post = await timed("checks after the reboot", () => checkStage(context, machine, outputs.ip, "post-reboot", SETTLE_MS.postReboot));
+      report.snapshotDiff = diffSnapshots(before, await takeSnapshot(machine));
+    } catch (rebootError) {
+      if (!(rebootError instanceof HarnessError) || context.signal.aborted) throw rebootError;
+      // The VM did not come back: every check fails after the reboot, and that is the finding.
+      log.warn(`the VM did not come back after the reboot: ${rebootError.message.split("\n")[0]}`);
+      post = profile.document.checks.map((check) => ({ name: check.name, stage: "post-reboot" as const, ok: false, detail: "the VM did not come back after the reboot", seconds: 0 }));
+    }
+    report.checks.push(...post);
+
+    const preOk = pre.every((check) => check.ok);
+    const postOk = post.every((check) => check.ok);
+    if (scenario.expect === "fail") {
+      report.faithful = preOk && !postOk;
+      report.ok = report.faithful;
+      report.outcome = !preOk
+        ? `RED failed before the reboot (${failedNames(pre)}): this is not a reboot bug, so RED proves nothing`
+        : postOk
+          ? "RED passed after the reboot: the harness is not faithful (it does not reproduce the incident)"
+          : `RED is faithful: it passed before the reboot and broke after it (${failedNames(post)})`;
+    } else {
+      report.ok = preOk && postOk;
+      report.outcome = report.ok
+        ? "GREEN survived the reboot: every check passed before and after"
+        : !preOk
+          ? `GREEN failed before the reboot: ${failedNames(pre)}`
+          : `GREEN broke after the reboot: ${failedNames(post)}`;
+    }
+    if (!report.ok) failure = "sut";
+  } catch (caught) {
+    error = asBomaError(caught, context.signal);
+    failure = error instanceof SystemUnderTestError ? "sut" : "harness";
+    report.outcome = error instanceof Error ? error.message.split("\n")[0]! : String(error);
+    if (error instanceof SystemUnderTestError) error = undefined;
+  }
+  log.info(`${scenario.name}: ${report.outcome}`);
+
+  // Diagnostics for every failure of the system under test; never masking the failure itself.
+  if (failure === "sut" && live) {
+    const dir = join(scenarioDir, "diagnostics");
+    await timed("diagnostics", async () => {
+      const items = await collectDiagnostics({ dir, machine: live!.machine, outputs: live!.outputs, runner: context.runner, libvirt: context.libvirt, reason: report.outcome });
+      log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${dir}`);
+    });
+    report.diagnostics = dir;
+  }
+
+  const stackExists = (await context.engine.list()).some((stack) => stack.stack === identity.runId);
+  const keep = stackExists && !context.signal.aborted && (context.keep === "always" || (context.keep === "on-failure" && failure === "sut"));
+  if (stackExists && !keep) {
+    try {
+      await teardown(context.engine, identity.runId, scenarioDir, log);
+    } catch (teardownError) {
+      log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+      error ??= asBomaError(teardownError, context.signal);
+    }
+  }
+  return {
+    report,
+    ...(keep ? { kept: { runId: identity.runId, ssh: `npm run boma-it -- ssh ${identity.runId}` } } : {}),
+    ...(error !== undefined && failure === "harness" ? { error } : {}),
+  };
+}
+
+/** Applies the profile's playbook with a scenario's vars, after checking the transient inventory. */
+export async function applyScenario(
+  context: Pick<SequenceContext, "profile" | "certs" | "runner" | "log" | "signal">,
+  outputs: StackOutputs,
+  scenario: Pick<ScenarioSpec, "name" | "vars">,
+  scenarioDir: string,
+): Promise<ApplyResult> {
+  const input = { profile: context.profile, outputs, scenario, certs: context.certs, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
+  await mkdir(input.dir, { recursive: true });
+  const files = await writeTransientInventory(input);
+  await checkTransientInventory(input, files);
+  return applyPlaybook(input, files);
+}
+
+async function checkStage(context: SequenceContext, machine: Machine, ip: string, stage: "pre-reboot" | "post-reboot", settleMs: number): Promise<CheckResult[]> {
+  return runChecks(context.profile.document.checks, machine, ip, stage, {
+    settleMs,
+    signal: context.signal,
+    onResult: (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
+  });
+}
+
+/** Waits until systemd has finished starting up (running or degraded), so checks see the booted system. */
+async function waitSettled(machine: Machine, log: Log): Promise<void> {
+  const result = await machine.execute(`timeout ${Math.round(SETTLE_MS.systemRunning / 1000)} systemctl is-system-running --wait`, { timeoutMs: SETTLE_MS.systemRunning + 30_000 });
+  const state = result.stdout.trim() || result.stderr.trim();
+  log.info(`system is ${state || `unknown (exit ${result.exitCode})`}`);
+}
+
+function failedNames(checks: readonly CheckResult[]): string {
+  return checks.filter((check) => !check.ok).map((check) => check.name).join(", ");
+}
+
+function round1(value: number): number {
+  return Math.round(value * 10) / 10;
+}
