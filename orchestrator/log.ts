@@ -51,8 +51,11 @@ export class Log {
     this.#write(`warning: ${message}`);
   }
 
-  /** Runs `body` as a named step: prints its start, its end with the duration, and records it. */
-  async step<T>(name: string, body: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `body` as a named step: prints its start, its end with the duration, and records it.
+   * The step counts as failed when `body` throws or `isOk` says so of its value.
+   */
+  async step<T>(name: string, body: () => Promise<T>, isOk: (value: T) => boolean = () => true): Promise<T> {
     this.#write(`▸ ${name}`);
     const started = this.#now();
     this.#depth += 1;
@@ -60,7 +63,7 @@ export class Log {
     let ok = false;
     try {
       const value = await body();
-      ok = true;
+      ok = isOk(value);
       return value;
     } finally {
       const children = this.#stack.pop()!;

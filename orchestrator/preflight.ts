@@ -2,11 +2,11 @@
  * Prerequisites of the harness, each with the fix: the tools it runs, the UEFI firmware,
  * libvirt, disk space, the accel and the golden images. `doctor` shows them all.
  */
-import { access } from "node:fs/promises";
-import { statfs } from "node:fs/promises";
+import { access, readFile, statfs } from "node:fs/promises";
 import { decideAccel, probeAccel } from "../infra/accel.ts";
 import { listImages } from "../infra/image/images.ts";
 import type { Runner } from "../infra/runner.ts";
+import { RefusedError } from "./errors.ts";
 import { Libvirt } from "./libvirt.ts";
 
 /** One prerequisite and what to do about it. */
@@ -138,5 +138,43 @@ async function freeGiB(path: string): Promise<number | undefined> {
       if (parent === current) return undefined;
       current = parent;
     }
+  }
+}
+
+/** Free RAM in MiB as the kernel estimates it for new work (MemAvailable). */
+export async function availableRamMiB(meminfo = "/proc/meminfo"): Promise<number> {
+  const match = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile(meminfo, "utf8"));
+  if (!match) throw new Error(`${meminfo} has no MemAvailable line`);
+  return Math.floor(Number(match[1]) / 1024);
+}
+
+/** Headroom above the VM's own memory that the host keeps (QEMU overhead, page cache). */
+export const RAM_MARGIN_MIB = 1024;
+
+/**
+ * The resource guard before provisioning (ADR-025): one test VM at a time, and enough free RAM
+ * (the VM's memory plus a margin, or `--min-free-ram`). Each refusal says what is in the way.
+ */
+export async function guardResources(
+  libvirt: Libvirt,
+  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; meminfo?: string },
+): Promise<void> {
+  const running = [];
+  for (const name of await libvirt.names("domain")) {
+    if (name.startsWith("boma-it-") && (await libvirt.domainState(name)) === "running") running.push(name);
+  }
+  if (running.length > 0) {
+    throw new RefusedError(
+      `another test VM is running (${running.join(", ")}): boma-it runs one at a time`,
+      "see `npm run boma-it -- status`; remove it with `npm run boma-it -- down <run>`",
+    );
+  }
+  const needed = options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB;
+  const available = await availableRamMiB(options.meminfo);
+  if (available < needed) {
+    throw new RefusedError(
+      `only ${available} MiB of RAM is free; this run needs ${needed} MiB (${options.minFreeRamMiB ? "--min-free-ram" : `the VM's ${options.vmMemoryMiB} MiB + ${RAM_MARGIN_MIB} MiB`})`,
+      "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB in the profile",
+    );
   }
 }

@@ -105,43 +105,16 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
 
     const pre = await timed("checks before the reboot", () => checkStage(context, machine, outputs.ip, "pre-reboot", SETTLE_MS.preReboot));
     report.checks.push(...pre);
-    const before = await takeSnapshot(machine);
-
-    let post: CheckResult[];
-    try {
-      const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
-      report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
-      report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
-      log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
-      await timed("system settled", () => waitSettled(machine, log));
-      post = await timed("checks after the reboot", () => checkStage(context, machine, outputs.ip, "post-reboot", SETTLE_MS.postReboot));
-      report.snapshotDiff = diffSnapshots(before, await takeSnapshot(machine));
-    } catch (rebootError) {
-      if (!(rebootError instanceof HarnessError) || context.signal.aborted) throw rebootError;
-      // The VM did not come back: every check fails after the reboot, and that is the finding.
-      log.warn(`the VM did not come back after the reboot: ${rebootError.message.split("\n")[0]}`);
-      post = profile.document.checks.map((check) => ({ name: check.name, stage: "post-reboot" as const, ok: false, detail: "the VM did not come back after the reboot", seconds: 0 }));
-    }
+    let post: CheckResult[] = [];
+    if (pre.every((check) => check.ok)) post = await rebootAndRecheck(context, machine, outputs.ip, report, timed);
+    // Otherwise it is decided before the reboot (GREEN failed, or RED proves nothing).
+    else log.info("skipping the reboot: the scenario failed before it");
     report.checks.push(...post);
 
-    const preOk = pre.every((check) => check.ok);
-    const postOk = post.every((check) => check.ok);
-    if (scenario.expect === "fail") {
-      report.faithful = preOk && !postOk;
-      report.ok = report.faithful;
-      report.outcome = !preOk
-        ? `RED failed before the reboot (${failedNames(pre)}): this is not a reboot bug, so RED proves nothing`
-        : postOk
-          ? "RED passed after the reboot: the harness is not faithful (it does not reproduce the incident)"
-          : `RED is faithful: it passed before the reboot and broke after it (${failedNames(post)})`;
-    } else {
-      report.ok = preOk && postOk;
-      report.outcome = report.ok
-        ? "GREEN survived the reboot: every check passed before and after"
-        : !preOk
-          ? `GREEN failed before the reboot: ${failedNames(pre)}`
-          : `GREEN broke after the reboot: ${failedNames(post)}`;
-    }
+    const verdict = judge(scenario.expect, pre, post);
+    report.ok = verdict.ok;
+    report.outcome = verdict.outcome;
+    if (scenario.expect === "fail") report.faithful = verdict.ok;
     if (!report.ok) failure = "sut";
   } catch (caught) {
     error = asBomaError(caught, context.signal);
@@ -176,6 +149,55 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     ...(keep ? { kept: { runId: identity.runId, ssh: `npm run boma-it -- ssh ${identity.runId}` } } : {}),
     ...(error !== undefined && failure === "harness" ? { error } : {}),
   };
+}
+
+/** A scenario's verdict from its checks before and after the reboot (design.md, RED→GREEN). */
+export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post: readonly CheckResult[]): { ok: boolean; outcome: string } {
+  const preOk = pre.every((check) => check.ok);
+  const postOk = post.length > 0 && post.every((check) => check.ok);
+  if (expect === "fail") {
+    if (!preOk) return { ok: false, outcome: `RED failed before the reboot (${failedNames(pre)}): this is not a reboot bug, so RED proves nothing` };
+    if (postOk) return { ok: false, outcome: "RED passed after the reboot: the harness is not faithful (it does not reproduce the incident)" };
+    return { ok: true, outcome: `RED is faithful: it passed before the reboot and broke after it (${failedNames(post)})` };
+  }
+  if (!preOk) return { ok: false, outcome: `GREEN failed before the reboot: ${failedNames(pre)}` };
+  if (!postOk) return { ok: false, outcome: `GREEN broke after the reboot: ${failedNames(post)}` };
+  return { ok: true, outcome: "GREEN survived the reboot: every check passed before and after" };
+}
+
+/**
+ * Reboots (proven by a new boot id), waits until systemd has settled and runs the checks again,
+ * with a before/after snapshot. A VM that does not come back fails every check: that is the
+ * finding, not a harness fault.
+ */
+async function rebootAndRecheck(
+  context: SequenceContext,
+  machine: Machine,
+  ip: string,
+  report: ScenarioReport,
+  timed: <T>(name: string, body: () => Promise<T>) => Promise<T>,
+): Promise<CheckResult[]> {
+  const before = await takeSnapshot(machine);
+  try {
+    const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
+    report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+    report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
+    context.log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
+    await timed("system settled", () => waitSettled(machine, context.log));
+    const post = await timed("checks after the reboot", () => checkStage(context, machine, ip, "post-reboot", SETTLE_MS.postReboot));
+    report.snapshotDiff = diffSnapshots(before, await takeSnapshot(machine));
+    return post;
+  } catch (error) {
+    if (!(error instanceof HarnessError) || context.signal.aborted) throw error;
+    context.log.warn(`the VM did not come back after the reboot: ${error.message.split("\n")[0]}`);
+    return context.profile.document.checks.map((check) => ({
+      name: check.name,
+      stage: "post-reboot" as const,
+      ok: false,
+      detail: "the VM did not come back after the reboot",
+      seconds: 0,
+    }));
+  }
 }
 
 /** Applies the profile's playbook with a scenario's vars, after checking the transient inventory. */

@@ -10,6 +10,7 @@ import { chooseEngine } from "../engine-choice.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
 import { Libvirt } from "../libvirt.ts";
 import { imageDir, stacksDir } from "../paths.ts";
+import { guardResources } from "../preflight.ts";
 import { loadProfile } from "../profile/load.ts";
 import { bootTimeouts } from "../provision.ts";
 import { writeReport, type RunReport } from "../report.ts";
@@ -42,6 +43,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
 
     const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
     await libvirt.ensureReachable();
+    await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
     const accel = decideAccel(options.accel, await probeAccel());
     log.info(`accel: ${accel.accel} (${accel.reason})`);
     const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));
@@ -75,8 +77,11 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     let thrown: unknown;
     try {
       for (const scenario of scenarios) {
-        const outcome = await log.step(`${scenario.name.toUpperCase()} (expect: ${scenario.expect} after the reboot)`.replace("expect: pass after the reboot", "expect: pass before and after the reboot"), () =>
-          runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
+        const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
+        const outcome = await log.step(
+          title,
+          () => runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
+          (result) => result.report.ok && result.error === undefined,
         );
         report.scenarios.push(outcome.report);
         report.readyLagSeconds.push(...outcome.report.readyLagSeconds);

@@ -9,6 +9,7 @@ import { chooseEngine } from "../engine-choice.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
 import { Libvirt } from "../libvirt.ts";
 import { imageDir, stacksDir } from "../paths.ts";
+import { guardResources } from "../preflight.ts";
 import { loadProfile } from "../profile/load.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
@@ -30,6 +31,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
     const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
     await libvirt.ensureReachable();
+    await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
     const accel = decideAccel(options.accel, await probeAccel());
     log.info(`accel: ${accel.accel} (${accel.reason})`);
     const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));

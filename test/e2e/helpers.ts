@@ -113,3 +113,15 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
     ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),
   ];
 }
+
+/** Writes a variant of profiles/<name>.yml into `dir` (paths made absolute), changed by `edit`. */
+export async function profileVariant(dir: string, name: string, file: string, edit: (yaml: string) => string): Promise<string> {
+  const { readFile, writeFile } = await import("node:fs/promises");
+  const original = await readFile(join(PROJECT_ROOT, "profiles", `${name}.yml`), "utf8");
+  const absolute = original
+    .replace(/^repo: (.+)$/m, (_line, path: string) => `repo: ${join(PROJECT_ROOT, "profiles", path.trim())}`)
+    .replace(/^overrides: (.+)$/m, (_line, path: string) => `overrides: ${join(PROJECT_ROOT, "profiles", path.trim())}`);
+  const target = join(dir, file);
+  await writeFile(target, edit(absolute));
+  return target;
+}

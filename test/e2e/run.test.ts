@@ -1,0 +1,89 @@
+/**
+ * ADR-025 §4, the acceptance, for real: `npm run it -- askari` reproduces the 2026-06-17
+ * incident (RED breaks after the reboot) and shows the fix surviving it (GREEN), exit 0. Then a
+ * scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, and `down`.
+ */
+import assert from "node:assert/strict";
+import { access, readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { RunReport } from "../../orchestrator/report.ts";
+import { cli, e2eDirs, leftovers, profileVariant, requireSandbox } from "./helpers.ts";
+
+describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
+  let dirs: Awaited<ReturnType<typeof e2eDirs>>;
+
+  before(async () => {
+    requireSandbox();
+    dirs = await e2eDirs();
+  });
+
+  after(async () => {
+    if (dirs) await cli(["down"], dirs.env).catch(() => undefined);
+  });
+
+  it("askari: RED is faithful, GREEN survives the reboot, exit 0, nothing left", async () => {
+    const result = await cli(["run", "askari", "--json"], dirs.env);
+    assert.equal(result.code, 0, result.stderr.slice(-4000));
+    const report = JSON.parse(result.stdout) as RunReport;
+    assert.equal(report.verdict, "pass");
+    assert.equal(report.exitCode, 0);
+    assert.deepEqual(report.scenarios.map((scenario) => [scenario.name, scenario.expect, scenario.ok]), [["red", "fail", true], ["green", "pass", true]]);
+
+    const [red, green] = report.scenarios;
+    assert.equal(red!.faithful, true);
+    assert.ok(red!.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok), "RED passes before the reboot");
+    const redBroken = red!.checks.filter((check) => check.stage === "post-reboot" && !check.ok).map((check) => check.name);
+    assert.ok(redBroken.includes("web through the published port"), `RED breaks the published port after the reboot (broken: ${redBroken})`);
+    assert.ok(!redBroken.includes("docker active"), "Docker itself is up: only a reboot shows the outage");
+    for (const scenario of [red!, green!]) {
+      assert.equal(scenario.bootIds.length, 2);
+      assert.notEqual(scenario.bootIds[0], scenario.bootIds[1], "a real reboot: the boot id changed");
+      assert.ok(scenario.snapshotDiff, "a before/after snapshot diff");
+    }
+    assert.ok(green!.checks.every((check) => check.ok), "GREEN passes every check before and after");
+    assert.equal(green!.checks.length, 12);
+    // The reboot lost the live accept in RED: the ruleset diff shows it.
+    assert.ok(red!.snapshotDiff!["nft ruleset"]!.removed.some((line) => /iifname "docker0" accept/.test(line)), JSON.stringify(red!.snapshotDiff));
+
+    assert.equal(report.kept, null);
+    assert.equal(report.diagnostics, null);
+    const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
+    assert.match(junit, /<testsuite name="askari.red" tests="\d+" failures="0"/);
+    assert.match(junit, /<testsuite name="askari.green" tests="13" failures="0"/);
+    process.stderr.write(
+      `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}; readyLag ${report.readyLagSeconds.join(", ")}\n`,
+    );
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+
+  it("a scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, then down", async () => {
+    // GREEN without the fix is the 2026-06-17 deploy: it must break after the reboot.
+    const profile = await profileVariant(dirs.runsDir, "askari", "askari-unfixed.yml", (yaml) =>
+      yaml.replace("green: { vars: { docker_host_forward_dropin: true } }", "green: { vars: { docker_host_forward_dropin: false } }"),
+    );
+    const result = await cli(["run", profile, "--scenario", "green", "--json"], dirs.env);
+    assert.equal(result.code, 1, result.stderr.slice(-4000));
+    const report = JSON.parse(result.stdout) as RunReport;
+    assert.equal(report.verdict, "fail");
+    assert.match(report.scenarios[0]!.outcome, /^GREEN broke after the reboot: .*web through the published port/);
+    assert.ok(report.kept, "the VM is kept");
+    assert.match(result.stderr, new RegExp(`npm run boma-it -- ssh ${report.kept!.run}`));
+
+    const bundle = report.diagnostics!;
+    const files = await readdir(bundle);
+    for (const expected of ["nft-ruleset.txt", "docker-ps.txt", "ss-tlnp.txt", "journal.txt", "critical-chain.txt", "cloud-init.log", "domain.xml", "console.log", "INDEX.txt"]) {
+      assert.ok(files.includes(expected), `diagnostics has ${expected} (has: ${files.join(", ")})`);
+    }
+    assert.doesNotMatch(await readFile(join(bundle, "INDEX.txt"), "utf8"), /MISSED/);
+    assert.match(await readFile(join(bundle, "nft-ruleset.txt"), "utf8"), /policy drop/);
+    assert.match(await readFile(join(bundle, "docker-ps.txt"), "utf8"), /web/);
+
+    const kept = await cli(["ssh", report.kept!.run, "--", "systemctl is-active docker"], dirs.env);
+    assert.equal(kept.stdout.trim(), "active", "the kept VM can be reached");
+    const down = await cli(["down", report.kept!.run], dirs.env);
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+    await access(join(report.runDir, "report.json"));
+  });
+});
