@@ -74,6 +74,16 @@ export class Log {
     }
   }
 
+  /** Like {@link step}, and appends `{name, seconds}` to `phases` whatever the outcome (for reports). */
+  async timed<T>(phases: { name: string; seconds: number }[], name: string, body: () => Promise<T>): Promise<T> {
+    const started = this.#now();
+    try {
+      return await this.step(name, body);
+    } finally {
+      phases.push({ name, seconds: Math.round((this.#now() - started) / 100) / 10 });
+    }
+  }
+
   /**
    * A progress reporter for a wait: call it with what was last seen as often as you like; it
    * prints at most every `everyMs`, with elapsed time, the limit and what was last seen.

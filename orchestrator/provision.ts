@@ -94,14 +94,7 @@ async function makeKeys(runner: Runner, runDir: string, runId: string) {
 export async function provision(options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }): Promise<LiveRun> {
   const { profile, log, runner, libvirt, signal, timeouts } = options;
   const phases: Phase[] = [];
-  const timed = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
-    const started = performance.now();
-    try {
-      return await log.step(name, body);
-    } finally {
-      phases.push({ name, seconds: Math.round((performance.now() - started) / 100) / 10 });
-    }
-  };
+  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
 
   const image = profile.document.image;
   const golden = imagePath(options.imageDir, image);

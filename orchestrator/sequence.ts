@@ -81,14 +81,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     snapshotDiff: null,
     diagnostics: null,
   };
-  const timed = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
-    const started = performance.now();
-    try {
-      return await log.step(name, body);
-    } finally {
-      report.phases.push({ name, seconds: round1((performance.now() - started) / 1000) });
-    }
-  };
+  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(report.phases, name, body);
 
   let live: LiveRun | undefined;
   let failure: "sut" | "harness" | undefined;
@@ -231,8 +224,4 @@ async function waitSettled(machine: Machine, log: Log): Promise<void> {
 
 function failedNames(checks: readonly CheckResult[]): string {
   return checks.filter((check) => !check.ok).map((check) => check.name).join(", ");
-}
-
-function round1(value: number): number {
-  return Math.round(value * 10) / 10;
 }

@@ -1,16 +1,12 @@
 /** `boma-it run <profile>`: the whole sequence; RED→GREEN when the profile has scenarios.red. */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { decideAccel, probeAccel } from "../../infra/accel.ts";
-import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import { newRunIdentity, runDirName } from "../../infra/spec.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
-import { chooseEngine } from "../engine-choice.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
-import { Libvirt } from "../libvirt.ts";
-import { imageDir, stacksDir } from "../paths.ts";
-import { guardResources } from "../preflight.ts";
+import { imageDir } from "../paths.ts";
+import { preflightRun } from "../preflight-run.ts";
 import { loadProfile } from "../profile/load.ts";
 import { bootTimeouts } from "../provision.ts";
 import { writeReport, type RunReport } from "../report.ts";
@@ -41,13 +37,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
     const certs = options.certs ?? profile.document.certs;
 
-    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
-    await libvirt.ensureReachable();
-    await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
-    const accel = decideAccel(options.accel, await probeAccel());
-    log.info(`accel: ${accel.accel} (${accel.reason})`);
-    const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));
-    log.info(reason);
+    const { libvirt, accel, engine } = await preflightRun(profile, options, { runner, env, log });
 
     const identity = newRunIdentity(profile.document.host);
     const runDir = join(runsDir, runDirName(identity));

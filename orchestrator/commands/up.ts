@@ -1,15 +1,11 @@
 /** `boma-it up <profile>`: provision and boot a VM that impersonates the host; keep it. */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { decideAccel, probeAccel } from "../../infra/accel.ts";
-import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
-import { chooseEngine } from "../engine-choice.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
-import { Libvirt } from "../libvirt.ts";
-import { imageDir, stacksDir } from "../paths.ts";
-import { guardResources } from "../preflight.ts";
+import { imageDir } from "../paths.ts";
+import { preflightRun } from "../preflight-run.ts";
 import { loadProfile } from "../profile/load.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
@@ -29,13 +25,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
-    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
-    await libvirt.ensureReachable();
-    await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
-    const accel = decideAccel(options.accel, await probeAccel());
-    log.info(`accel: ${accel.accel} (${accel.reason})`);
-    const { engine, reason } = await chooseEngine(options.engine, runner, stacksDir(env));
-    log.info(reason);
+    const { libvirt, accel, engine } = await preflightRun(profile, options, { runner, env, log });
     const run = await prepareRun(profile, runsDir);
     log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
     try {

@@ -1,0 +1,35 @@
+/** What `run` and `up` settle before creating anything: libvirt, the guard, accel and engine. */
+import { decideAccel, probeAccel, type AccelDecision } from "../infra/accel.ts";
+import type { Engine } from "../infra/engines/engine.ts";
+import { DEFAULT_LIBVIRT_URI } from "../infra/plan.ts";
+import type { Runner } from "../infra/runner.ts";
+import type { RunCommandOptions } from "./cli/options.ts";
+import { chooseEngine } from "./engine-choice.ts";
+import { Libvirt } from "./libvirt.ts";
+import type { Log } from "./log.ts";
+import { stacksDir } from "./paths.ts";
+import { guardResources } from "./preflight.ts";
+import type { LoadedProfile } from "./profile/load.ts";
+
+/** The machinery a run uses, decided once. */
+export interface RunMachinery {
+  libvirt: Libvirt;
+  accel: AccelDecision;
+  engine: Engine;
+}
+
+/** Refuses early (exit 3) when libvirt is unreachable or resources are short; picks accel and engine. */
+export async function preflightRun(
+  profile: LoadedProfile,
+  options: RunCommandOptions,
+  context: { runner: Runner; env: NodeJS.ProcessEnv; log: Log },
+): Promise<RunMachinery> {
+  const libvirt = new Libvirt(context.runner, context.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+  await libvirt.ensureReachable();
+  await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
+  const accel = decideAccel(options.accel, await probeAccel());
+  context.log.info(`accel: ${accel.accel} (${accel.reason})`);
+  const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
+  context.log.info(reason);
+  return { libvirt, accel, engine };
+}
