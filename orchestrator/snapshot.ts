@@ -6,7 +6,8 @@ import type { Machine } from "./machine.ts";
 
 /** What a snapshot holds, by name. */
 export const SNAPSHOT_COMMANDS = {
-  "nft ruleset": "nft list ruleset",
+  // Counters change all the time; without them the diff shows only what the reboot changed.
+  "nft ruleset": "nft list ruleset | sed -E 's/ ?counter packets [0-9]+ bytes [0-9]+//'",
   "listening sockets": "ss -Htln | awk '{print $4}' | sort -u",
   containers: "docker ps -a --format '{{.Names}} {{.Image}} {{.Status}}' 2>/dev/null | sed -E 's/ (Up|Exited \\([0-9]+\\)|Created|Restarting).*/ \\1/' | sort",
   "failed units": "systemctl list-units --failed --plain --no-legend --no-pager | awk '{print $1}'",
