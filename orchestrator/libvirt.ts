@@ -5,6 +5,7 @@
  */
 import { XMLParser } from "fast-xml-parser";
 import type { Runner } from "../infra/runner.ts";
+import { METADATA_NAMESPACE } from "../infra/xml.ts";
 import { RefusedError } from "./errors.ts";
 
 /** A libvirt connection through virsh. */
@@ -56,6 +57,26 @@ export class Libvirt {
       .split("\n")
       .map((line) => line.trim())
       .filter((line) => line !== "");
+  }
+
+  /** Volume names in a pool. */
+  async volumes(pool: string): Promise<string[]> {
+    const result = await this.#virsh(["vol-list", pool], { check: false });
+    if (result.failed) {
+      // An inactive pool lists nothing; that is fine for the sweep.
+      return [];
+    }
+    return result.stdout
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/)[0] ?? "")
+      .filter((name) => name !== "");
+  }
+
+  /** The owner pid boma-it wrote into a domain's metadata, if any. */
+  async domainOwnerPid(name: string): Promise<number | undefined> {
+    const result = await this.#virsh(["metadata", name, METADATA_NAMESPACE], { check: false });
+    const pid = /\bpid="(\d+)"/.exec(result.stdout)?.[1];
+    return pid === undefined ? undefined : Number(pid);
   }
 
   /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */

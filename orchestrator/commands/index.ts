@@ -3,7 +3,7 @@ import type { CommandDefinition } from "../cli/command.ts";
 import { doctorCommand } from "./doctor.ts";
 import { downCommand } from "./down.ts";
 import { imageCommand } from "./image.ts";
-import { reapCommand } from "./pending.ts";
+import { reapCommand } from "./reap.ts";
 import { runCommand } from "./run.ts";
 import { sshCommand } from "./ssh.ts";
 import { statusCommand } from "./status.ts";

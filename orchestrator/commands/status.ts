@@ -4,6 +4,7 @@ import { expectPositionals } from "../cli/options.ts";
 import { allEngines } from "../engine-choice.ts";
 import { ExitCode } from "../errors.ts";
 import { stacksDir } from "../paths.ts";
+import { processAlive } from "../reap.ts";
 import { liveStacks } from "../runs.ts";
 
 export const statusCommand: CommandDefinition = {
@@ -37,16 +38,6 @@ export const statusCommand: CommandDefinition = {
     return { exitCode: ExitCode.pass, json: runs, text };
   },
 };
-
-/** Whether a process of this pid exists. */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 function formatAge(seconds: number): string {
   if (seconds < 120) return `${seconds}s`;

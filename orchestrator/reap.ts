@@ -1,0 +1,171 @@
+/**
+ * The reaper: destroys stale stacks of every engine, then sweeps libvirt and the disk for
+ * anything with the `boma-it-` prefix that no living run owns. Whatever happened to a harness
+ * process (SIGKILL, a crash, a power cut), `npm run reap` finds what it left. Objects without the
+ * prefix are never touched, whatever their names look like. Each item has its own try.
+ */
+import { readdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Engine } from "../infra/engines/engine.ts";
+import type { Runner } from "../infra/runner.ts";
+import { PREFIX } from "../infra/spec.ts";
+import type { Libvirt } from "./libvirt.ts";
+import type { Log } from "./log.ts";
+import { liveStacks } from "./runs.ts";
+
+/** One thing the reaper found and what it did with it. */
+export interface ReapItem {
+  kind: "stack" | "domain" | "network" | "pool" | "volume" | "file" | "keys";
+  name: string;
+  action: "destroyed" | "would destroy" | "spared" | "failed";
+  detail: string;
+}
+
+/** Settings of a reap. */
+export interface ReapOptions {
+  engines: readonly Engine[];
+  libvirt: Libvirt;
+  runner: Runner;
+  log: Log;
+  runsDir: string;
+  dryRun: boolean;
+  /** Spare runs younger than this many seconds. */
+  olderThanSeconds: number | undefined;
+  /** Folders where libvirt keeps images and NVRAM (tests point them elsewhere). */
+  libvirtImagesDir?: string;
+  libvirtNvramDir?: string;
+  now?: Date;
+  /** Whether a pid is a living process (replaceable in tests). */
+  isAlive?: (pid: number) => boolean;
+}
+
+/** The creation time in a run id (`boma-it-<host>-<yyyymmdd-hhmmss>`), if it has one. */
+export function createdAtOf(name: string): Date | undefined {
+  const match = /(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})/.exec(name);
+  if (!match) return undefined;
+  const [, y, mo, d, h, mi, s] = match;
+  return new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`);
+}
+
+/** Whether a process of this pid exists. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Reaps; returns every item found, with what was done. */
+export async function reap(options: ReapOptions): Promise<ReapItem[]> {
+  const { libvirt, runner, log } = options;
+  const now = options.now ?? new Date();
+  const isAlive = options.isAlive ?? processAlive;
+  const items: ReapItem[] = [];
+  const tooYoung = (name: string): boolean => {
+    if (options.olderThanSeconds === undefined) return false;
+    const created = createdAtOf(name);
+    return created !== undefined && (now.getTime() - created.getTime()) / 1000 < options.olderThanSeconds;
+  };
+  const act = async (kind: ReapItem["kind"], name: string, body: () => Promise<void>) => {
+    if (options.dryRun) {
+      items.push({ kind, name, action: "would destroy", detail: "" });
+      return;
+    }
+    try {
+      await body();
+      items.push({ kind, name, action: "destroyed", detail: "" });
+      log.info(`reaped ${kind} ${name}`);
+    } catch (error) {
+      items.push({ kind, name, action: "failed", detail: (error as Error).message.split("\n")[0] ?? "" });
+      log.warn(`could not reap ${kind} ${name}: ${(error as Error).message.split("\n")[0]}`);
+    }
+  };
+
+  // 1. Stacks the engines know: a living owner's run is never reaped.
+  const protectedNames = new Set<string>();
+  for (const { summary, engine } of await liveStacks(options.engines)) {
+    // A living owner is still working on it (`run` mid-scenario, `up` mid-boot). A kept VM's
+    // owner has exited: that run is reapable.
+    const owned = isAlive(summary.outputs.ownerPid);
+    if (owned || tooYoung(summary.stack)) {
+      protectedNames.add(summary.stack);
+      items.push({ kind: "stack", name: summary.stack, action: "spared", detail: owned ? `its harness (pid ${summary.outputs.ownerPid}) is still working on it` : "younger than --older-than" });
+      continue;
+    }
+    await act("stack", summary.stack, () => engine.destroy(summary.stack));
+  }
+  const spared = (name: string) => [...protectedNames].some((stack) => name === stack || name.startsWith(`${stack}-`));
+
+  // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
+  for (const name of await libvirt.names("domain")) {
+    if (!name.startsWith(PREFIX) || spared(name)) continue;
+    const owner = await libvirt.domainOwnerPid(name);
+    if (owner !== undefined && isAlive(owner)) {
+      // A run of a living process that has not written its ledger yet, or owns it through another engine.
+      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner}) is alive` });
+      protectedNames.add(name);
+      continue;
+    }
+    if (tooYoung(name)) continue;
+    await act("domain", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "destroy", name], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "undefine", name, "--nvram"]);
+    });
+  }
+  for (const name of await libvirt.names("network")) {
+    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    await act("network", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-destroy", name], { check: false });
+      // A transient network is gone once destroyed; a persistent one needs undefining too.
+      const still = await libvirt.names("network");
+      if (still.includes(name)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-undefine", name]);
+    });
+  }
+  for (const pool of await libvirt.names("pool")) {
+    const prefixed = pool.startsWith(PREFIX);
+    if (prefixed && (spared(pool) || tooYoung(pool))) continue;
+    // Prefixed volumes may also sit in other pools (the default pool, say).
+    for (const volume of await libvirt.volumes(pool)) {
+      if (!volume.startsWith(PREFIX) || spared(volume) || tooYoung(volume)) continue;
+      await act("volume", `${pool}/${volume}`, async () => {
+        await runner.run("virsh", ["-q", "-c", libvirt.uri, "vol-delete", volume, "--pool", pool]);
+      });
+    }
+    if (!prefixed) continue;
+    await act("pool", pool, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-destroy", pool], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-delete", pool], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-undefine", pool]);
+    });
+  }
+
+  // 3. Files with the prefix that libvirt no longer knows: overlay dirs, NVRAM.
+  for (const dir of [options.libvirtImagesDir ?? "/var/lib/libvirt/images", options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram"]) {
+    for (const entry of await readdir(dir).catch(() => [] as string[])) {
+      if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+      await act("file", join(dir, entry), () => rm(join(dir, entry), { recursive: true, force: true }));
+    }
+  }
+
+  // 4. Run-scoped private keys of runs that are not live any more.
+  const liveRunDirs = new Set((await liveStacks(options.engines)).map(({ summary }) => summary.outputs.runDir));
+  for (const keysDir of await runKeyDirs(options.runsDir)) {
+    const runDir = keysDir.slice(0, -"/keys".length);
+    if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
+    await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
+  }
+  return items;
+}
+
+/** `keys/` folders of runs in a runs dir (`<run>/keys` and `<run>/<scenario>/keys`). */
+async function runKeyDirs(runsDir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const run of await readdir(runsDir).catch(() => [] as string[])) {
+    for (const candidate of [join(runsDir, run, "keys"), ...["red", "green"].map((scenario) => join(runsDir, run, scenario, "keys"))]) {
+      if (await stat(candidate).then((stats) => stats.isDirectory(), () => false)) found.push(candidate);
+    }
+  }
+  return found;
+}

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { describe, it } from "node:test";
+import { DirectEngine } from "../../../infra/engines/direct.ts";
+import { Runner } from "../../../infra/runner.ts";
+import { Libvirt } from "../../../orchestrator/libvirt.ts";
+import { Log } from "../../../orchestrator/log.ts";
+import { createdAtOf, reap } from "../../../orchestrator/reap.ts";
+import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
+import { tempTree } from "../../helpers/tmp.ts";
+
+/** A virsh that lists what $FAKE_* say and accepts every change. */
+const FAKE_VIRSH = `
+args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
+case "\${args[0]}" in
+  list) tr ' ' '\\n' <<< "$FAKE_DOMAINS" ;;
+  net-list) tr ' ' '\\n' <<< "$FAKE_NETWORKS" ;;
+  pool-list) tr ' ' '\\n' <<< "$FAKE_POOLS" ;;
+  vol-list) for v in $FAKE_VOLS; do [ "\${v%%:*}" = "\${args[1]}" ] && echo "\${v#*:} /somewhere/\${v#*:}"; done ;;
+  metadata) for m in $FAKE_META; do [ "\${m%%=*}" = "\${args[1]}" ] && echo "<run pid=\\"\${m#*=}\\"/>"; done ;;
+  domstate) echo running ;;
+esac
+exit 0
+`;
+
+const silent = new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false });
+
+async function setup(env: Record<string, string>) {
+  const tree = await tempTree();
+  const bin = join(tree.dir, "bin");
+  await writeFake(bin, "virsh", FAKE_VIRSH);
+  const log = join(tree.dir, "calls.log");
+  const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log, ...env } });
+  const images = join(tree.dir, "images");
+  const nvram = join(tree.dir, "nvram");
+  await mkdir(images);
+  await mkdir(nvram);
+  return { tree, runner, images, nvram, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
+}
+
+const OLD = "boma-it-askari-20200101-000000";
+const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
+
+function changes(calls: string[][]): string[] {
+  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "metadata", "domstate", "version"]);
+  return calls
+    .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)))
+    .filter((call) => !readOnly.has(call[0]!))
+    .map((call) => call.join(" "));
+}
+
+describe("reap", () => {
+  it("destroys prefixed objects nobody owns and never touches others", async () => {
+    const env = {
+      FAKE_DOMAINS: `${OLD} ${DECOYS}`,
+      FAKE_NETWORKS: `${OLD} ${DECOYS}`,
+      FAKE_POOLS: `${OLD} default`,
+      FAKE_VOLS: `default:${OLD}-overlay.qcow2 default:precious.qcow2 default:my-boma-it-disk.qcow2`,
+      FAKE_META: `${OLD}=999999`,
+    };
+    const { tree, runner, images, nvram, libvirt, calls } = await setup(env);
+    try {
+      await mkdir(join(images, OLD));
+      await mkdir(join(images, "not-ours"));
+      await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
+      await writeFile(join(nvram, "other_VARS.fd"), "");
+      const runs = join(tree.dir, "runs");
+      await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
+      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), [
+        `destroy ${OLD}`,
+        `undefine ${OLD} --nvram`,
+        `net-destroy ${OLD}`,
+        `net-undefine ${OLD}`,
+        `pool-destroy ${OLD}`,
+        `pool-delete ${OLD}`,
+        `pool-undefine ${OLD}`,
+        `vol-delete ${OLD}-overlay.qcow2 --pool default`,
+      ]);
+      assert.deepEqual(await readdir(images), ["not-ours"]);
+      assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
+      assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
+      assert.ok(items.every((item) => item.action === "destroyed"));
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("lists without touching anything in a dry run", async () => {
+    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    try {
+      await mkdir(join(images, OLD));
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), []);
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file"]);
+      assert.deepEqual(await readdir(images), [OLD]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("spares runs of a living harness and runs younger than --older-than", async () => {
+    const young = "boma-it-askari-20991231-235959";
+    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242` });
+    try {
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: (pid) => pid === 4242 });
+      assert.deepEqual(changes(await calls()), []);
+      assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("reads the creation time from a run id", () => {
+    assert.equal(createdAtOf("boma-it-askari-20261122-034000")?.toISOString(), "2026-11-22T03:40:00.000Z");
+    assert.equal(createdAtOf("boma-it-weird"), undefined);
+  });
+});
