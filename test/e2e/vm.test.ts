@@ -41,6 +41,13 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     const live = JSON.parse(status.stdout) as { runId: string; state: string; engine: string; ageSeconds: number }[];
     assert.deepEqual(live.map((entry) => [entry.runId, entry.state, entry.engine]), [[run.runId, "up", "direct"]]);
 
+    // One test VM at a time: a second `up` is refused before it creates anything.
+    const second = await cli(["up", "askari"], dirs.env);
+    assert.equal(second.code, 3, second.stderr.slice(-2000));
+    assert.match(second.stderr, new RegExp(`another test VM is running \\(${run.runId}\\)`));
+    const after = JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; state: string }[];
+    assert.deepEqual(after.map((entry) => [entry.runId, entry.state]), [[run.runId, "up"]], "the first run is untouched");
+
     const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
     assert.equal(hostname.code, 0, hostname.stderr);
     assert.equal(hostname.stdout.trim(), "askari");
@@ -73,6 +80,41 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     assert.deepEqual(await leftovers(dirs.stacksDir), []);
     await assert.rejects(access(join(run.runDir, "keys")), "the run's private keys are gone");
     assert.ok((await readFile(join(run.runDir, "console.log"), "utf8")).length > 0, "the console log stays");
+  });
+
+  it("refuses --min-free-ram above what is free with exit 3, creating nothing", async () => {
+    const result = await cli(["up", "askari", "--min-free-ram", "99999999"], dirs.env);
+    assert.equal(result.code, 3, result.stderr.slice(-2000));
+    assert.match(result.stderr, /this run needs 99999999 MiB \(--min-free-ram\)/);
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+
+  it("a harness killed with SIGKILL once its VM runs: reap leaves nothing, and never touches a decoy", async () => {
+    // A decoy without the prefix (its name merely contains it): defined, never started.
+    const decoy = "decoy-boma-it-net";
+    execFileSync("sh", ["-c", `virsh -q -c qemu:///system net-define /dev/stdin <<'EOF'
+<network><name>${decoy}</name><bridge name="decoy0"/></network>
+EOF`]);
+    try {
+      const up = startCli(["up", "askari"], dirs.env);
+      await up.waitForStderr(/created domain/, 120_000);
+      up.kill("SIGKILL");
+      await up.result;
+      assert.notDeepEqual(await leftovers(dirs.stacksDir), [], "the killed harness left its VM behind");
+      const dry = await cli(["reap", "--dry-run"], dirs.env);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, /would destroy +stack +boma-it-askari-/);
+      assert.notDeepEqual(await leftovers(dirs.stacksDir), [], "a dry run touches nothing");
+
+      const reaped = await cli(["reap"], dirs.env);
+      assert.equal(reaped.code, 0, reaped.stderr.slice(-2000));
+      assert.match(reaped.stdout, /reaped \d+, spared 0, failed 0/);
+      assert.deepEqual(await leftovers(dirs.stacksDir), []);
+      const networks = execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-list", "--all", "--name"], { encoding: "utf8" });
+      assert.match(networks, new RegExp(`^${decoy}$`, "m"), "the decoy is untouched");
+    } finally {
+      execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-undefine", decoy]);
+    }
   });
 
   it("Ctrl-C during boot exits 130 and leaves nothing behind", async () => {
