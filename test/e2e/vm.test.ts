@@ -1,6 +1,6 @@
 /**
- * A real VM: `up` boots askari's profile, `ssh` reaches it with the pinned key, a reboot gives a
- * new boot id, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
+ * A real VM: `up` boots askari's profile and applies it, `ssh` reaches it with the pinned key, a
+ * reboot gives a new boot id, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
  * during boot, and a VM that never becomes reachable.
  */
 import assert from "node:assert/strict";
@@ -35,7 +35,7 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
       readyLagSeconds: (number | null)[];
     };
     process.stderr.write(`    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`);
-    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init"]);
+    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init", "apply"]);
 
     const status = await cli(["status", "--json"], dirs.env);
     const live = JSON.parse(status.stdout) as { runId: string; state: string; engine: string; ageSeconds: number }[];
