@@ -5,22 +5,17 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { AccelDecision } from "../infra/accel.ts";
-import type { Engine } from "../infra/engines/engine.ts";
 import type { StackOutputs } from "../infra/plan.ts";
-import type { Runner } from "../infra/runner.ts";
 import { newRunIdentity, type RunIdentity } from "../infra/spec.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "./apply.ts";
 import { runChecks, type CheckResult } from "./checks.ts";
 import { collectDiagnostics } from "./diagnostics.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import type { KeepPolicy } from "./cli/options.ts";
-import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import type { Machine } from "./machine.ts";
-import type { LoadedProfile } from "./profile/load.ts";
 import type { CertTier } from "./profile/schema.ts";
-import { provision, type BootTimeouts, type LiveRun } from "./provision.ts";
+import { provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import type { ScenarioReport } from "./report.ts";
 import { asBomaError, teardown } from "./runs.ts";
 import { diffSnapshots, takeSnapshot } from "./snapshot.ts";
@@ -35,20 +30,10 @@ export interface ScenarioSpec {
   vars: Record<string, unknown>;
 }
 
-/** Everything a scenario needs from the command. */
-export interface SequenceContext {
-  profile: LoadedProfile;
-  accel: AccelDecision;
-  engine: Engine;
-  runner: Runner;
-  libvirt: Libvirt;
-  log: Log;
-  imageDir: string;
-  egress: boolean;
+/** Everything a scenario needs from the command: what provisioning needs, the tier and the keep policy. */
+export interface SequenceContext extends Omit<ProvisionOptions, "runsDir"> {
   certs: CertTier;
   keep: KeepPolicy;
-  signal: AbortSignal;
-  timeouts: BootTimeouts;
 }
 
 /** The result of one scenario, plus the live VM when it is kept. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { join } from "node:path";
 import { Runner } from "../../../infra/runner.ts";
 import { BadInputError } from "../../../orchestrator/errors.ts";
