@@ -8,6 +8,7 @@ import { chmod, mkdtemp, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
+import { after, before } from "node:test";
 import { PROJECT_ROOT } from "../../orchestrator/paths.ts";
 
 /** Fails at once, with the way to run it, when the suite is not inside the sandbox. */
@@ -18,14 +19,35 @@ export function requireSandbox(): void {
   );
 }
 
+/** A suite's own runs dir and stacks dir, and the environment that points the CLI at them. */
+export interface E2eDirs {
+  runsDir: string;
+  stacksDir: string;
+  env: Record<string, string>;
+}
+
 /** A fresh runs dir and stacks dir for one test file. */
-export async function e2eDirs(): Promise<{ runsDir: string; stacksDir: string; env: Record<string, string> }> {
+export async function e2eDirs(): Promise<E2eDirs> {
   const base = await mkdtemp(join(tmpdir(), "boma-it-e2e-"));
   // libvirt's QEMU user must reach images a test puts here (a blank disk, say).
   await chmod(base, 0o755);
   const runsDir = join(base, "runs");
   const stacksDir = join(base, "stacks");
   return { runsDir, stacksDir, env: { BOMA_IT_RUNS_DIR: runsDir, BOMA_IT_STACKS_DIR: stacksDir } };
+}
+
+/** The dirs of an e2e suite: filled in before its tests; whatever they left is reaped after them. */
+export function suiteDirs(): E2eDirs {
+  const dirs: E2eDirs = { runsDir: "", stacksDir: "", env: {} };
+  before(async () => {
+    requireSandbox();
+    Object.assign(dirs, await e2eDirs());
+  });
+  after(async () => {
+    // Whatever a failed test left, the next suites (and the machine) must not inherit it.
+    if (dirs.stacksDir) await cli(["reap"], dirs.env).catch(() => undefined);
+  });
+  return dirs;
 }
 
 /** A finished CLI process. */

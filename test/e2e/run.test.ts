@@ -6,21 +6,12 @@
 import assert from "node:assert/strict";
 import { access, readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/report.ts";
-import { cli, e2eDirs, leftovers, profileVariant, requireSandbox } from "./helpers.ts";
+import { cli, leftovers, profileVariant, suiteDirs } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
-  let dirs: Awaited<ReturnType<typeof e2eDirs>>;
-
-  before(async () => {
-    requireSandbox();
-    dirs = await e2eDirs();
-  });
-
-  after(async () => {
-    if (dirs) await cli(["down"], dirs.env).catch(() => undefined);
-  });
+  const dirs = suiteDirs();
 
   it("askari: RED is faithful, GREEN survives the reboot, exit 0, nothing left", async () => {
     const result = await cli(["run", "askari", "--json"], dirs.env);

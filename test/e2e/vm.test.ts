@@ -7,21 +7,11 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { access, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
-import { cli, e2eDirs, leftovers, requireSandbox, startCli } from "./helpers.ts";
+import { describe, it } from "node:test";
+import { cli, leftovers, startCli, suiteDirs } from "./helpers.ts";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
-  let dirs: Awaited<ReturnType<typeof e2eDirs>>;
-
-  before(async () => {
-    requireSandbox();
-    dirs = await e2eDirs();
-  });
-
-  after(async () => {
-    // Whatever a failed test left, the next ones (and the machine) must not inherit it.
-    if (dirs) await cli(["down"], dirs.env).catch(() => undefined);
-  });
+  const dirs = suiteDirs();
 
   it("up → ssh → reboot with a new boot id → down, and nothing with the prefix remains", async () => {
     const up = await cli(["up", "askari", "--json"], dirs.env);
