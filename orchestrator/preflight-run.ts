@@ -8,17 +8,23 @@ import { chooseEngine } from "./engine-choice.ts";
 import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { stacksDir } from "./paths.ts";
+import { acquireRunLock } from "./lock.ts";
 import { guardResources } from "./preflight.ts";
 import type { LoadedProfile } from "./profile/load.ts";
 
-/** The machinery a run uses, decided once. */
+/** The machinery a run uses, decided once, and the run lock it holds. */
 export interface RunMachinery {
   libvirt: Libvirt;
   accel: AccelDecision;
   engine: Engine;
+  /** Releases the run lock; call it on every exit path. */
+  release: () => Promise<void>;
 }
 
-/** Refuses early (exit 3) when libvirt is unreachable or resources are short; picks accel and engine. */
+/**
+ * Refuses early (exit 3) when libvirt is unreachable, another run holds the lock, a test VM runs
+ * or resources are short; takes the run lock; picks accel and engine.
+ */
 export async function preflightRun(
   profile: LoadedProfile,
   options: RunCommandOptions,
@@ -26,10 +32,16 @@ export async function preflightRun(
 ): Promise<RunMachinery> {
   const libvirt = new Libvirt(context.runner, context.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
   await libvirt.ensureReachable();
-  await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
-  const accel = decideAccel(options.accel, await probeAccel());
-  context.log.info(`accel: ${accel.accel} (${accel.reason})`);
-  const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
-  context.log.info(reason);
-  return { libvirt, accel, engine };
+  const release = await acquireRunLock(stacksDir(context.env));
+  try {
+    await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
+    const accel = decideAccel(options.accel, await probeAccel());
+    context.log.info(`accel: ${accel.accel} (${accel.reason})`);
+    const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
+    context.log.info(reason);
+    return { libvirt, accel, engine, release };
+  } catch (error) {
+    await release();
+    throw error;
+  }
 }

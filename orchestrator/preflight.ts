@@ -157,7 +157,7 @@ export const RAM_MARGIN_MIB = 1024;
  */
 export async function guardResources(
   libvirt: Libvirt,
-  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; meminfo?: string },
+  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; meminfo?: string; overlayDir?: string },
 ): Promise<void> {
   const running = [];
   for (const name of await libvirt.names("domain")) {
@@ -177,4 +177,15 @@ export async function guardResources(
       "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB in the profile",
     );
   }
+  const overlayDir = options.overlayDir ?? "/var/lib/libvirt/images";
+  const freeDisk = await freeGiB(overlayDir);
+  if (freeDisk !== undefined && freeDisk < MIN_FREE_DISK_GIB) {
+    throw new RefusedError(
+      `only ${freeDisk.toFixed(1)} GiB of disk is free at ${overlayDir}; a run needs ${MIN_FREE_DISK_GIB} GiB for its overlay`,
+      "free space there, or remove leftovers with `npm run reap`",
+    );
+  }
 }
+
+/** Disk a run's overlay may grow into (an apply with Docker images writes a few GiB). */
+export const MIN_FREE_DISK_GIB = 5;

@@ -11,6 +11,7 @@ import type { Runner } from "../infra/runner.ts";
 import { PREFIX } from "../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
+import { lockPath, removeStaleLock } from "./lock.ts";
 import { liveStacks } from "./runs.ts";
 
 /** One thing the reaper found and what it did with it. */
@@ -28,6 +29,8 @@ export interface ReapOptions {
   runner: Runner;
   log: Log;
   runsDir: string;
+  /** Where the run lock lives (its stale lock is removed). */
+  stacksDir?: string;
   dryRun: boolean;
   /** Spare runs younger than this many seconds. */
   olderThanSeconds: number | undefined;
@@ -149,7 +152,12 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
   }
 
-  // 4. Run-scoped private keys of runs that are not live any more.
+  // 4. A run lock whose owner died.
+  if (options.stacksDir && !options.dryRun && (await removeStaleLock(options.stacksDir, isAlive))) {
+    items.push({ kind: "file", name: lockPath(options.stacksDir), action: "destroyed", detail: "stale run lock" });
+  }
+
+  // 5. Run-scoped private keys of runs that are not live any more.
   const liveRunDirs = new Set((await liveStacks(options.engines)).map(({ summary }) => summary.outputs.runDir));
   for (const keysDir of await runKeyDirs(options.runsDir)) {
     const runDir = keysDir.slice(0, -"/keys".length);

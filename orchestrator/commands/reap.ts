@@ -32,6 +32,7 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
       runner,
       log,
       runsDir,
+      stacksDir: stacksDir(env),
       dryRun: args.values["dry-run"] === true,
       olderThanSeconds,
     });

@@ -37,74 +37,78 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
     const certs = options.certs ?? profile.document.certs;
 
-    const { libvirt, accel, engine } = await preflightRun(profile, options, { runner, env, log });
-
-    const identity = newRunIdentity(profile.document.host);
-    const runDir = join(runsDir, runDirName(identity));
-    await mkdir(runDir, { recursive: true });
-    log.info(`run ${identity.runId}: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}; run dir ${runDir}`);
-    const started = Date.now();
-    const report: RunReport = {
-      runId: identity.runId,
-      profile: profile.name,
-      host: profile.document.host,
-      engine: engine.name,
-      accel: accel.accel,
-      certs,
-      verdict: "error",
-      exitCode: ExitCode.harnessFault,
-      message: "",
-      scenarios: [],
-      readyLagSeconds: [],
-      diagnostics: null,
-      kept: null,
-      startedAt: new Date(started).toISOString(),
-      finishedAt: "",
-      wallSeconds: 0,
-      runDir,
-    };
-
-    let thrown: unknown;
+    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
-      for (const scenario of scenarios) {
-        const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
-        const outcome = await log.step(
-          title,
-          () => runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
-          (result) => result.report.ok && result.error === undefined,
-        );
-        report.scenarios.push(outcome.report);
-        report.readyLagSeconds.push(...outcome.report.readyLagSeconds);
-        if (outcome.report.diagnostics) report.diagnostics = outcome.report.diagnostics;
-        if (outcome.kept) report.kept = { run: outcome.kept.runId, ssh: outcome.kept.ssh, reap: `npm run boma-it -- down ${outcome.kept.runId}   # or: npm run reap` };
-        if (outcome.error !== undefined) throw outcome.error;
-        // RED that is not faithful makes GREEN meaningless: stop here.
-        if (!outcome.report.ok) break;
-      }
-      const failed = report.scenarios.filter((scenario) => !scenario.ok);
-      report.verdict = failed.length === 0 ? "pass" : "fail";
-      report.exitCode = failed.length === 0 ? ExitCode.pass : ExitCode.systemUnderTestFailed;
-      report.message = failed.length === 0 ? report.scenarios.map((scenario) => scenario.outcome).join("; ") : failed.map((scenario) => scenario.outcome).join("; ");
-    } catch (error) {
-      thrown = error;
-      report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
-      report.verdict = "error";
-      report.message = error instanceof Error ? error.message : String(error);
-      if (error instanceof InterruptedError) report.message = "interrupted";
-    } finally {
-      report.finishedAt = new Date().toISOString();
-      report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
-      await writeReport(report);
-    }
-    if (thrown !== undefined) throw thrown;
 
-    const lines = [
-      `${report.verdict.toUpperCase()}: ${profile.name} (${report.wallSeconds} s)`,
-      ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}: ${scenario.outcome}`),
-      `  report: ${join(runDir, "report.json")}`,
-    ];
-    if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
-    if (report.kept) lines.push(`  the VM is kept: get in with \`${report.kept.ssh}\``, `  clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
-    return { exitCode: report.exitCode, json: report, text: lines.join("\n") };
+      const identity = newRunIdentity(profile.document.host);
+      const runDir = join(runsDir, runDirName(identity));
+      await mkdir(runDir, { recursive: true });
+      log.info(`run ${identity.runId}: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}; run dir ${runDir}`);
+      const started = Date.now();
+      const report: RunReport = {
+        runId: identity.runId,
+        profile: profile.name,
+        host: profile.document.host,
+        engine: engine.name,
+        accel: accel.accel,
+        certs,
+        verdict: "error",
+        exitCode: ExitCode.harnessFault,
+        message: "",
+        scenarios: [],
+        readyLagSeconds: [],
+        diagnostics: null,
+        kept: null,
+        startedAt: new Date(started).toISOString(),
+        finishedAt: "",
+        wallSeconds: 0,
+        runDir,
+      };
+
+      let thrown: unknown;
+      try {
+        for (const scenario of scenarios) {
+          const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
+          const outcome = await log.step(
+            title,
+            () => runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
+            (result) => result.report.ok && result.error === undefined,
+          );
+          report.scenarios.push(outcome.report);
+          report.readyLagSeconds.push(...outcome.report.readyLagSeconds);
+          if (outcome.report.diagnostics) report.diagnostics = outcome.report.diagnostics;
+          if (outcome.kept) report.kept = { run: outcome.kept.runId, ssh: outcome.kept.ssh, reap: `npm run boma-it -- down ${outcome.kept.runId}   # or: npm run reap` };
+          if (outcome.error !== undefined) throw outcome.error;
+          // RED that is not faithful makes GREEN meaningless: stop here.
+          if (!outcome.report.ok) break;
+        }
+        const failed = report.scenarios.filter((scenario) => !scenario.ok);
+        report.verdict = failed.length === 0 ? "pass" : "fail";
+        report.exitCode = failed.length === 0 ? ExitCode.pass : ExitCode.systemUnderTestFailed;
+        report.message = failed.length === 0 ? report.scenarios.map((scenario) => scenario.outcome).join("; ") : failed.map((scenario) => scenario.outcome).join("; ");
+      } catch (error) {
+        thrown = error;
+        report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+        report.verdict = "error";
+        report.message = error instanceof Error ? error.message : String(error);
+        if (error instanceof InterruptedError) report.message = "interrupted";
+      } finally {
+        report.finishedAt = new Date().toISOString();
+        report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
+        await writeReport(report);
+      }
+      if (thrown !== undefined) throw thrown;
+
+      const lines = [
+        `${report.verdict.toUpperCase()}: ${profile.name} (${report.wallSeconds} s)`,
+        ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}: ${scenario.outcome}`),
+        `  report: ${join(runDir, "report.json")}`,
+      ];
+      if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
+      if (report.kept) lines.push(`  the VM is kept: get in with \`${report.kept.ssh}\``, `  clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
+      return { exitCode: report.exitCode, json: report, text: lines.join("\n") };
+    } finally {
+      await release();
+    }
   },
 };

@@ -25,55 +25,59 @@ If it fails to come up or to apply, what was created is removed again (unless --
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
-    const { libvirt, accel, engine } = await preflightRun(profile, options, { runner, env, log });
-    const run = await prepareRun(profile, runsDir);
-    log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
+    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
-      const live = await provision(
-        { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
-        run,
-      );
-      const scenarioName = options.scenario === "red" ? "red" : "green";
-      const declared = profile.document.scenarios?.[scenarioName];
-      if (options.scenario === "red" && !declared) {
-        throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
-      }
-      const certs = options.certs ?? profile.document.certs;
-      const applied = await log.step(`apply (${scenarioName} vars)`, () =>
-        applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
-      );
-      live.phases.push({ name: "apply", seconds: applied.seconds });
-      const summary = {
-        runId: live.outputs.runId,
-        host: live.outputs.host,
-        ip: live.outputs.ip,
-        ssh: live.outputs.ssh,
-        runDir: live.outputs.runDir,
-      };
-      await writeFile(
-        join(run.runDir, "up.json"),
-        `${JSON.stringify({ ...summary, engine: engine.name, accel: accel.accel, phases: live.phases, readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null), bootIds: live.boots.map((boot) => boot.bootId) }, null, 2)}\n`,
-      );
-      const text = [
-        `${live.outputs.host} is up as ${live.outputs.runId} at ${live.outputs.ip}`,
-        `  shell:    ${live.outputs.ssh}`,
-        `  console:  ${live.outputs.consoleLog}`,
-        `  remove:   npm run boma-it -- down ${live.outputs.runId}`,
-      ].join("\n");
-      return { exitCode: ExitCode.pass, json: summary, text };
-    } catch (error) {
-      const mapped = asBomaError(error, signal);
-      const keepFailedApply = options.keep === "on-failure" && mapped instanceof SystemUnderTestError;
-      if (options.keep === "always" || keepFailedApply) {
-        log.warn(`keeping the VM (--keep ${options.keep}): get in with \`npm run boma-it -- ssh ${run.identity.runId}\`, remove it with \`npm run boma-it -- down ${run.identity.runId}\``);
-      } else if ((await engine.list()).some((stack) => stack.stack === run.identity.runId)) {
-        try {
-          await teardown(engine, run.identity.runId, run.runDir, log);
-        } catch (teardownError) {
-          log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+      const run = await prepareRun(profile, runsDir);
+      log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
+      try {
+        const live = await provision(
+          { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
+          run,
+        );
+        const scenarioName = options.scenario === "red" ? "red" : "green";
+        const declared = profile.document.scenarios?.[scenarioName];
+        if (options.scenario === "red" && !declared) {
+          throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
         }
+        const certs = options.certs ?? profile.document.certs;
+        const applied = await log.step(`apply (${scenarioName} vars)`, () =>
+          applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
+        );
+        live.phases.push({ name: "apply", seconds: applied.seconds });
+        const summary = {
+          runId: live.outputs.runId,
+          host: live.outputs.host,
+          ip: live.outputs.ip,
+          ssh: live.outputs.ssh,
+          runDir: live.outputs.runDir,
+        };
+        await writeFile(
+          join(run.runDir, "up.json"),
+          `${JSON.stringify({ ...summary, engine: engine.name, accel: accel.accel, phases: live.phases, readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null), bootIds: live.boots.map((boot) => boot.bootId) }, null, 2)}\n`,
+        );
+        const text = [
+          `${live.outputs.host} is up as ${live.outputs.runId} at ${live.outputs.ip}`,
+          `  shell:    ${live.outputs.ssh}`,
+          `  console:  ${live.outputs.consoleLog}`,
+          `  remove:   npm run boma-it -- down ${live.outputs.runId}`,
+        ].join("\n");
+        return { exitCode: ExitCode.pass, json: summary, text };
+      } catch (error) {
+        const mapped = asBomaError(error, signal);
+        const keepFailedApply = options.keep === "on-failure" && mapped instanceof SystemUnderTestError;
+        if (options.keep === "always" || keepFailedApply) {
+          log.warn(`keeping the VM (--keep ${options.keep}): get in with \`npm run boma-it -- ssh ${run.identity.runId}\`, remove it with \`npm run boma-it -- down ${run.identity.runId}\``);
+        } else if ((await engine.list()).some((stack) => stack.stack === run.identity.runId)) {
+          try {
+            await teardown(engine, run.identity.runId, run.runDir, log);
+          } catch (teardownError) {
+            log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+          }
+        }
+        throw mapped;
       }
-      throw mapped;
+    } finally {
+      await release();
     }
   },
 };
