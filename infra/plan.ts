@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { seedFiles, type SeedKeys } from "./seed.ts";
 import type { StackSpec } from "./spec.ts";
-import { domainXml, networkXml, overlayVolumeXml } from "./xml.ts";
+import { domainXml, isolationFilterXml, networkXml, overlayVolumeXml } from "./xml.ts";
 
 /** One command of a resource. */
 export interface PlanCommand {
@@ -23,7 +23,7 @@ export interface PlanCommand {
 }
 
 /** The kinds of object a plan creates. */
-export type ResourceKind = "network" | "pool" | "volume" | "seed" | "domain";
+export type ResourceKind = "network" | "nwfilter" | "pool" | "volume" | "seed" | "domain";
 
 /** One resource: what it is, how to create and delete it, what it needs first. */
 export interface PlanResource {
@@ -108,6 +108,14 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       dependsOn: [],
     },
     {
+      name: "isolation",
+      kind: "nwfilter",
+      id: spec.isolationFilter,
+      create: [{ argv: withPipedStdin(virsh("nwfilter-define", "/dev/stdin")), stdin: isolationFilterXml(spec) }],
+      delete: [{ argv: virsh("nwfilter-undefine", spec.isolationFilter), ignoreAbsent: true }],
+      dependsOn: [],
+    },
+    {
       name: "pool",
       kind: "pool",
       id: spec.pool.name,
@@ -179,7 +187,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
         { argv: virsh("destroy", name), mayFail: true },
         { argv: virsh("undefine", name, "--nvram"), ignoreAbsent: true },
       ],
-      dependsOn: ["network", "overlay", "seed"],
+      dependsOn: ["network", "isolation", "overlay", "seed"],
     },
   ];
 

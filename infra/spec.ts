@@ -112,6 +112,8 @@ export interface StackSpec {
     /** False for --no-egress: an isolated network without any forwarding. */
     egress: boolean;
   };
+  /** The libvirt network filter that keeps the VM off the LAN and the mesh. */
+  isolationFilter: string;
   /** A libvirt dir pool that holds the run's overlay and seed volumes. */
   pool: { name: string; dir: string };
   /** The golden image the overlay is backed by (never written). */
@@ -158,6 +160,7 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     accel: input.accel,
     vm: input.vm,
     network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress },
+    isolationFilter: `${name}-isolation`,
     pool: { name, dir: `${imagesDir}/${name}` },
     goldenImage: input.goldenImage,
     volumes: { overlay: `${name}-overlay.qcow2`, seed: `${name}-seed.iso` },

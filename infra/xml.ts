@@ -45,6 +45,41 @@ export function networkXml(spec: StackSpec): string {
   });
 }
 
+/** Address ranges a test VM must never reach outside its own subnet: RFC 1918, CGNAT (the mesh), link-local. */
+export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
+  ["10.0.0.0", "255.0.0.0"],
+  ["172.16.0.0", "255.240.0.0"],
+  ["192.168.0.0", "255.255.0.0"],
+  ["100.64.0.0", "255.192.0.0"],
+  ["169.254.0.0", "255.255.0.0"],
+];
+
+/**
+ * The run's network filter (ADR-025 invariant 3): from the VM, its own subnet (gateway, DNS) is
+ * allowed, every private, CGNAT and link-local range beyond it is dropped; the rest (the
+ * internet, through NAT) passes. libvirt applies it on the VM's port of the bridge, so it lives
+ * and dies with the run.
+ */
+export function isolationFilterXml(spec: StackSpec): string {
+  const own = spec.network.subnet.cidr.split("/")[0]!;
+  return render({
+    filter: {
+      "@name": spec.isolationFilter,
+      "@chain": "ipv4",
+      "@priority": "-700",
+      rule: [
+        { "@action": "accept", "@direction": "out", "@priority": "100", ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } },
+        ...FORBIDDEN_RANGES.map(([address, mask]) => ({
+          "@action": "drop",
+          "@direction": "out",
+          "@priority": "200",
+          ip: { "@dstipaddr": address, "@dstipmask": mask },
+        })),
+      ],
+    },
+  });
+}
+
 /** The qcow2 overlay backed by the golden image: every write of the run lands here. */
 export function overlayVolumeXml(spec: StackSpec): string {
   return render({
@@ -121,6 +156,7 @@ export function domainXml(spec: StackSpec): string {
           source: { "@network": spec.network.name },
           mac: { "@address": spec.network.mac },
           model: { "@type": "virtio" },
+          filterref: { "@filter": spec.isolationFilter },
         },
         // virtlogd writes the console to the run dir, across reboots (append).
         serial: {

@@ -50,12 +50,18 @@ export class Libvirt {
   }
 
   /** Names of libvirt objects of a kind. */
-  async names(kind: "domain" | "network" | "pool"): Promise<string[]> {
-    const command = { domain: ["list", "--all", "--name"], network: ["net-list", "--all", "--name"], pool: ["pool-list", "--all", "--name"] }[kind];
+  async names(kind: "domain" | "network" | "pool" | "nwfilter"): Promise<string[]> {
+    const command = {
+      domain: ["list", "--all", "--name"],
+      network: ["net-list", "--all", "--name"],
+      pool: ["pool-list", "--all", "--name"],
+      // nwfilter-list has no --name: its lines are "<uuid> <name>".
+      nwfilter: ["nwfilter-list"],
+    }[kind];
     const result = await this.#virsh(command, { check: false });
     return result.stdout
       .split("\n")
-      .map((line) => line.trim())
+      .map((line) => (kind === "nwfilter" ? (line.trim().split(/\s+/)[1] ?? "") : line.trim()))
       .filter((line) => line !== "");
   }
 

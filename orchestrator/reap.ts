@@ -16,7 +16,7 @@ import { liveStacks } from "./runs.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
-  kind: "stack" | "domain" | "network" | "pool" | "volume" | "file" | "keys";
+  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys";
   name: string;
   action: "destroyed" | "would destroy" | "spared" | "failed";
   detail: string;
@@ -141,6 +141,13 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-destroy", pool], { check: false });
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-delete", pool], { check: false });
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-undefine", pool]);
+    });
+  }
+
+  for (const name of await libvirt.names("nwfilter")) {
+    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    await act("nwfilter", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "nwfilter-undefine", name]);
     });
   }
 

@@ -130,6 +130,11 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
     ...virshNames(["list", "--all", "--name"]).map((name) => `domain ${name}`),
     ...virshNames(["net-list", "--all", "--name"]).map((name) => `network ${name}`),
     ...virshNames(["pool-list", "--all", "--name"]).map((name) => `pool ${name}`),
+    ...execFileSync("virsh", ["-q", "-c", "qemu:///system", "nwfilter-list"], { encoding: "utf8" })
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/)[1] ?? "")
+      .filter((name) => name.startsWith("boma-it-"))
+      .map((name) => `nwfilter ${name}`),
     ...(await prefixedFiles("/var/lib/libvirt/images")).map((path) => `file ${path}`),
     ...(await prefixedFiles("/var/lib/libvirt/qemu/nvram")).map((path) => `file ${path}`),
     ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),

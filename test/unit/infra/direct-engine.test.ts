@@ -43,12 +43,12 @@ describe("DirectEngine", () => {
       const outputs = await engine.up(plan);
       assert.equal(outputs.runId, plan.stack);
       assert.deepEqual(subcommands(await calls()), [
-        "net-create", "pool-define-as", "pool-build", "pool-start", "vol-create", "vol-create-as", "vol-upload", "define", "start",
+        "net-create", "nwfilter-define", "pool-define-as", "pool-build", "pool-start", "vol-create", "vol-create-as", "vol-upload", "define", "start",
       ]);
       const ledger = await engine.read(plan.stack);
       assert.equal(ledger?.state, "up");
       assert.deepEqual(ledger?.resources.map((resource) => `${resource.name}:${resource.state}`), [
-        "network:created", "pool:created", "overlay:created", "seed:created", "domain:created",
+        "network:created", "isolation:created", "pool:created", "overlay:created", "seed:created", "domain:created",
       ]);
       assert.doesNotMatch(JSON.stringify(ledger), /SECRET-HOST-KEY/, "the ledger never holds stdin");
       assert.deepEqual((await engine.list()).map((stack) => stack.stack), [plan.stack]);
@@ -56,7 +56,7 @@ describe("DirectEngine", () => {
       const before = (await calls()).length;
       await engine.destroy(plan.stack);
       assert.deepEqual(subcommands((await calls()).slice(before)), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
       ]);
       assert.equal(await engine.read(plan.stack), undefined, "the ledger is gone");
       assert.deepEqual(await engine.list(), []);
@@ -76,7 +76,7 @@ describe("DirectEngine", () => {
       });
       const virsh = subcommands(await calls());
       assert.deepEqual(virsh.slice(virsh.indexOf("start") + 1), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
       ]);
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {

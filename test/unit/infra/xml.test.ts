@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { join } from "node:path";
-import { domainXml, networkXml, overlayVolumeXml } from "../../../infra/xml.ts";
+import { domainXml, isolationFilterXml, networkXml, overlayVolumeXml } from "../../../infra/xml.ts";
 import { fixedSpec } from "../../helpers/fixtures.ts";
 
 const GOLDEN = join(import.meta.dirname, "golden");
@@ -23,6 +23,10 @@ describe("libvirt XML", () => {
     const xml = networkXml(fixedSpec({ egress: false }));
     assert.doesNotMatch(xml, /<forward/);
     await assertGolden("network-no-egress.xml", xml);
+  });
+
+  it("renders the isolation filter: own subnet allowed, private, CGNAT and link-local ranges dropped", async () => {
+    await assertGolden("isolation-filter.xml", isolationFilterXml(fixedSpec()));
   });
 
   it("renders the overlay volume backed by the golden image", async () => {

@@ -18,6 +18,7 @@ case "\${args[0]}" in
   list) tr ' ' '\\n' <<< "$FAKE_DOMAINS" ;;
   net-list) tr ' ' '\\n' <<< "$FAKE_NETWORKS" ;;
   pool-list) tr ' ' '\\n' <<< "$FAKE_POOLS" ;;
+  nwfilter-list) for f in \${FAKE_FILTERS:-}; do echo "0000-uuid $f"; done ;;
   vol-list) for v in $FAKE_VOLS; do [ "\${v%%:*}" = "\${args[1]}" ] && echo "\${v#*:} /somewhere/\${v#*:}"; done ;;
   metadata) for m in $FAKE_META; do [ "\${m%%=*}" = "\${args[1]}" ] && echo "<run pid=\\"\${m#*=}\\"/>"; done ;;
   domstate) echo running ;;
@@ -44,7 +45,7 @@ const OLD = "boma-it-askari-20200101-000000";
 const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
 
 function changes(calls: string[][]): string[] {
-  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "metadata", "domstate", "version"]);
+  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version"]);
   return calls
     .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)))
     .filter((call) => !readOnly.has(call[0]!))
@@ -59,6 +60,7 @@ describe("reap", () => {
       FAKE_POOLS: `${OLD} default`,
       FAKE_VOLS: `default:${OLD}-overlay.qcow2 default:precious.qcow2 default:my-boma-it-disk.qcow2`,
       FAKE_META: `${OLD}=999999`,
+      FAKE_FILTERS: `${OLD}-isolation clean-traffic boma-it`,
     };
     const { tree, runner, images, nvram, libvirt, calls } = await setup(env);
     try {
@@ -78,6 +80,7 @@ describe("reap", () => {
         `pool-delete ${OLD}`,
         `pool-undefine ${OLD}`,
         `vol-delete ${OLD}-overlay.qcow2 --pool default`,
+        `nwfilter-undefine ${OLD}-isolation`,
       ]);
       assert.deepEqual(await readdir(images), ["not-ours"]);
       assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
