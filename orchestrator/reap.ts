@@ -99,7 +99,9 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
     await act("stack", summary.stack, () => engine.destroy(summary.stack));
   }
-  const spared = (name: string) => [...protectedNames].some((stack) => name === stack || name.startsWith(`${stack}-`));
+  // A spared run's objects: the stack name itself, or it followed by a separator
+  // (`<stack>-overlay.qcow2`, `<stack>-isolation`, `<stack>_VARS.fd`).
+  const spared = (name: string) => [...protectedNames].some((stack) => name === stack || (name.startsWith(stack) && /^[-_.]/.test(name.slice(stack.length))));
 
   // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
   for (const name of await libvirt.names("domain")) {

@@ -106,11 +106,16 @@ describe("reap", () => {
 
   it("spares runs of a living harness and runs younger than --older-than", async () => {
     const young = "boma-it-askari-20991231-235959";
-    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242` });
+    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242`, FAKE_FILTERS: `${OLD}-isolation` });
     try {
+      // The living run's files: its NVRAM and its pool dir must survive.
+      await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
+      await mkdir(join(images, OLD));
       const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: (pid) => pid === 4242 });
       assert.deepEqual(changes(await calls()), []);
       assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
+      assert.deepEqual(await readdir(nvram), [`${OLD}_VARS.fd`]);
+      assert.deepEqual(await readdir(images), [OLD]);
     } finally {
       await tree.remove();
     }
