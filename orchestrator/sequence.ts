@@ -113,7 +113,8 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
   }
 
   const stackExists = (await context.engine.list()).some((stack) => stack.stack === identity.runId);
-  const keep = stackExists && !context.signal.aborted && (context.keep === "always" || (context.keep === "on-failure" && failure === "sut"));
+  // --keep always keeps the VM whatever happened, Ctrl-C included; on-failure keeps a failed system under test.
+  const keep = stackExists && (context.keep === "always" || (context.keep === "on-failure" && failure === "sut" && !context.signal.aborted));
   if (stackExists && !keep) {
     try {
       await teardown(context.engine, identity.runId, scenarioDir, log);
