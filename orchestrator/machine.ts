@@ -107,7 +107,7 @@ export class Machine {
 
   /** Retries a command until it exits 0. */
   async waitUntilSucceeds(command: string, timeoutMs: number): Promise<string> {
-    return this.#wait(`\`${command}\` to succeed`, timeoutMs, async () => {
+    return this.waitFor(`\`${command}\` to succeed`, timeoutMs, async () => {
       const result = await this.execute(command, { timeoutMs: Math.min(timeoutMs, 60_000) });
       return result.exitCode === 0
         ? { done: true, value: result.stdout }
@@ -117,7 +117,7 @@ export class Machine {
 
   /** Waits until a systemd unit is active; fails at once when it has failed. */
   async waitForUnit(unit: string, timeoutMs: number): Promise<void> {
-    await this.#wait(`unit ${unit} to be active`, timeoutMs, async () => {
+    await this.waitFor(`unit ${unit} to be active`, timeoutMs, async () => {
       const result = await this.execute(`systemctl is-active ${quoteArg(unit)}`, { timeoutMs: 30_000 });
       const state = result.stdout.trim() || lastLine(result.stderr);
       if (state === "active") return { done: true, value: undefined };
@@ -144,7 +144,7 @@ export class Machine {
     const started = this.#clock.now();
     const probe =
       "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
-    return this.#wait(
+    return this.waitFor(
       `SSH on ${this.#options.target.ip}${options.notBootId ? " after the reboot" : ""}`,
       timeoutMs,
       async () => {
@@ -196,7 +196,11 @@ export class Machine {
     }
   }
 
-  async #wait<T>(
+  /**
+   * The machine's one way of waiting: retries `attempt` with progress lines, gives up at once when
+   * the VM is no longer running, and (withConsole) puts the serial console's tail into the error.
+   */
+  async waitFor<T>(
     what: string,
     timeoutMs: number,
     attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>,

@@ -16,7 +16,6 @@ import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { Machine, type SshReady } from "./machine.ts";
 import type { LoadedProfile } from "./profile/load.ts";
-import { retry, WaitError } from "./retry.ts";
 import { knownHostsLine } from "./ssh.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
@@ -146,34 +145,16 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   });
 
   await timed("DHCP lease", async () => {
-    const progress = log.progress(`a DHCP lease for ${outputs.ip} on ${outputs.network}`, timeouts.leaseMs);
-    try {
-      const ip = await retry(
-        async () => {
-          const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
-          return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
-        },
-        {
-          what: `a DHCP lease on ${outputs.network}`,
-          timeoutMs: timeouts.leaseMs,
-          intervalMs: 500,
-          maxIntervalMs: 1000,
-          signal,
-          onAttempt: progress,
-          failFast: async () => {
-            const state = await libvirt.domainState(outputs.domain);
-            return state === "running" || state === "" ? undefined : `the VM is ${state}`;
-          },
-        },
-      );
-      if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
-    } catch (error) {
-      if (!(error instanceof WaitError)) throw error;
-      const tail = await machine.consoleTail(15);
-      throw new HarnessError(
-        `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${outputs.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : `\nthe serial console (${outputs.consoleLog}) is empty`}`,
-      );
-    }
+    const ip = await machine.waitFor(
+      `a DHCP lease for ${outputs.ip} on ${outputs.network}`,
+      timeouts.leaseMs,
+      async () => {
+        const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
+        return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
+      },
+      { intervalMs: 500, maxIntervalMs: 1000, withConsole: true },
+    );
+    if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
   });
 
   const ready = await timed("SSH", () => machine.waitForSsh(timeouts.sshMs));
