@@ -8,10 +8,11 @@ import { join } from "node:path";
 import { ProvisionError, StackNotFoundError, TeardownError } from "../errors.ts";
 import type { Plan, PlanCommand, PlanResource, StackOutputs } from "../plan.ts";
 import { CommandFailedError, describeFailure, type Runner } from "../runner.ts";
+import { ABSENT_PATTERN } from "../shell.ts";
 import type { Engine, EngineOptions, StackSummary } from "./engine.ts";
 
 /** Output of libvirt (and rm) that means the object to delete is already gone. */
-const ABSENT = /not found|no (domain|network|storage pool|storage vol|nwfilter) with matching|failed to get|does not exist|No such file/i;
+const ABSENT = new RegExp(ABSENT_PATTERN, "i");
 
 /** A delete command as a ledger keeps it (stdin never recorded). */
 type LedgerCommand = Pick<PlanCommand, "argv" | "mayFail" | "ignoreAbsent">;
