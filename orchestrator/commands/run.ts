@@ -3,7 +3,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { newRunIdentity, runDirName } from "../../infra/spec.ts";
 import type { CommandDefinition } from "../cli/command.ts";
-import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { effectiveCertTier, expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
 import { imageDir } from "../paths.ts";
 import { preflightRun } from "../preflight-run.ts";
@@ -35,8 +35,9 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     const scenarios: ScenarioSpec[] = [];
     if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {} });
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
-    const certs = options.certs ?? profile.document.certs;
 
+    const { tier: certs, note: certsNote } = effectiveCertTier(options, profile.document.certs);
+    if (certsNote) log.info(certsNote);
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
 

@@ -2,7 +2,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandDefinition } from "../cli/command.ts";
-import { expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { effectiveCertTier, expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
 import { imageDir } from "../paths.ts";
 import { preflightRun } from "../preflight-run.ts";
@@ -25,6 +25,8 @@ If it fails to come up or to apply, what was created is removed again (unless --
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const { tier: certs, note: certsNote } = effectiveCertTier(options, profile.document.certs);
+    if (certsNote) log.info(certsNote);
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
       const run = await prepareRun(profile, runsDir);
@@ -39,7 +41,6 @@ If it fails to come up or to apply, what was created is removed again (unless --
         if (options.scenario === "red" && !declared) {
           throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
         }
-        const certs = options.certs ?? profile.document.certs;
         const applied = await log.step(`apply (${scenarioName} vars)`, () =>
           applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
         );
