@@ -25,6 +25,14 @@ If it fails to come up or to apply, what was created is removed again (unless --
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    if (options.scenario === "red-green") {
+      throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
+    }
+    const scenarioName = options.scenario === "red" ? "red" : "green";
+    const declared = profile.document.scenarios?.[scenarioName];
+    if (scenarioName === "red" && !declared) {
+      throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
+    }
     const { tier: certs, note: certsNote } = effectiveCertTier(options, profile.document.certs);
     if (certsNote) log.info(certsNote);
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
@@ -36,11 +44,6 @@ If it fails to come up or to apply, what was created is removed again (unless --
           { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
           run,
         );
-        const scenarioName = options.scenario === "red" ? "red" : "green";
-        const declared = profile.document.scenarios?.[scenarioName];
-        if (options.scenario === "red" && !declared) {
-          throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
-        }
         const applied = await log.step(`apply (${scenarioName} vars)`, () =>
           applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
         );
