@@ -106,7 +106,11 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         `  report: ${join(runDir, "report.json")}`,
       ];
       if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
-      if (report.kept) lines.push(`  the VM is kept: get in with \`${report.kept.ssh}\``, `  clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
+      // The way in and the way out are the last lines, on stderr, with or without --json.
+      if (report.kept) {
+        log.info(`the VM is kept: get in with \`${report.kept.ssh}\``);
+        log.info(`clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
+      }
       return { exitCode: report.exitCode, json: report, text: lines.join("\n") };
     } finally {
       await release();
