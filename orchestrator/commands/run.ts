@@ -23,7 +23,7 @@ the reboot. RED (the control) must pass before and fail after the reboot; otherw
 is not faithful (exit 1). A failing scenario keeps its VM (unless --keep never) and writes
 diagnostics/. The run dir gets report.json and junit.xml; --json prints the report.`,
   options: RUN_OPTIONS,
-  async run({ args, log, runner, env, locations, runsDir, signal }) {
+  async run({ args, json, log, runner, env, locations, runsDir, signal }) {
     expectPositionals("run", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
     const profile = await loadProfile(args.positionals[0]!, locations, runner);
@@ -106,10 +106,11 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         `  report: ${join(runDir, "report.json")}`,
       ];
       if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
-      // The way in and the way out are the last lines, on stderr, with or without --json.
+      // The way in and the way out are the last lines: of the result, or of the log with --json.
       if (report.kept) {
-        log.info(`the VM is kept: get in with \`${report.kept.ssh}\``);
-        log.info(`clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`);
+        const keptLines = [`the VM is kept: get in with \`${report.kept.ssh}\``, `clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`];
+        if (json) keptLines.forEach((line) => log.info(line));
+        else lines.push(...keptLines.map((line) => `  ${line}`));
       }
       return { exitCode: report.exitCode, json: report, text: lines.join("\n") };
     } finally {
