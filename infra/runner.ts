@@ -122,6 +122,17 @@ export class Runner {
     this.#redact = options.redact ?? ((text) => text);
   }
 
+  /** A runner like this one that also redacts with `redact` (secrets learnt later, per run). */
+  withRedaction(redact: (text: string) => string): Runner {
+    const mine = this.#redact;
+    const runner = new Runner({
+      env: this.#env,
+      ...(this.#onRecord ? { onRecord: this.#onRecord } : {}),
+      redact: (text) => redact(mine(text)),
+    });
+    return runner;
+  }
+
   /** The environment commands of this runner get. */
   get env(): Record<string, string | undefined> {
     return this.#env;

@@ -5,7 +5,8 @@
  * scenario's vars as extra vars; connection details forced to the VM. It is checked with
  * Ansible itself before anything is applied. The real inventory is never written.
  */
-import { mkdir, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { stringify } from "yaml";
 import type { StackOutputs } from "../infra/plan.ts";
@@ -14,6 +15,7 @@ import { HarnessError, RefusedError, SystemUnderTestError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import type { LoadedProfile } from "./profile/load.ts";
 import type { CertTier } from "./profile/schema.ts";
+import type { RunSecrets } from "./secrets.ts";
 import { pinnedHostKeyOptions, sshTargetOf } from "./ssh.ts";
 
 /** Inline host vars that say how to reach the real host: never carried into the test. */
@@ -25,6 +27,8 @@ export interface ApplyInput {
   outputs: StackOutputs;
   scenario: { name: string; vars: Record<string, unknown> };
   certs: CertTier;
+  /** The run's secrets: passed to Ansible, never written into the run dir. */
+  secrets: RunSecrets;
   /** Folder for this apply's inventory, extra vars and log. */
   dir: string;
   runner: Runner;
@@ -88,10 +92,26 @@ export async function writeTransientInventory(input: ApplyInput): Promise<Transi
     ansible_ssh_common_args: pinnedHostKeyOptions(target).join(" "),
     ansible_python_interpreter: "/usr/bin/python3",
   };
-  const extraVars = { ...profile.overlay.document.vars, ...tierVars, ...input.scenario.vars, ...connection };
+  // Secret overlay vars stay out of the run dir: they go to Ansible from a private temp file.
+  const plainVars = Object.fromEntries(Object.entries(profile.overlay.document.vars).filter(([name]) => !(name in input.secrets.secretVars)));
+  const extraVars = { ...plainVars, ...tierVars, ...input.scenario.vars, ...connection };
   const extraVarsFile = join(input.dir, "extra-vars.json");
   await writeFile(extraVarsFile, `${JSON.stringify(extraVars, null, 2)}\n`, { mode: 0o600 });
   return { inventoryFile, extraVarsFile };
+}
+
+/** `-e` arguments for the secrets (vault file, secret vars in a temp file); `cleanup` removes the file. */
+async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; cleanup: () => Promise<void> }> {
+  const args: string[] = [];
+  let folder: string | undefined;
+  if (Object.keys(secrets.secretVars).length > 0) {
+    folder = await mkdtemp(join(tmpdir(), "boma-it-secrets-"));
+    const file = join(folder, "secret-vars.json");
+    await writeFile(file, JSON.stringify(secrets.secretVars), { mode: 0o600 });
+    args.push("-e", `@${file}`);
+  }
+  if (secrets.vaultFile) args.push("-e", `@${secrets.vaultFile}`);
+  return { args, cleanup: async () => (folder ? rm(folder, { recursive: true, force: true }) : undefined) };
 }
 
 /** Ansible's environment for a run: pipelining on, host keys checked, logs in the run dir. */
@@ -167,9 +187,10 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     current = undefined;
   };
   const started = performance.now();
+  const secret = await secretExtraVars(input.secrets);
   const result = await input.runner.run(
     "ansible-playbook",
-    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, input.profile.playbookFile],
+    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, input.profile.playbookFile],
     {
       env: ansibleEnv(input.dir),
       cwd: input.profile.repoDir,
@@ -189,7 +210,7 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
         }
       },
     },
-  );
+  ).finally(secret.cleanup);
   finishTask();
   const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";
   const seconds = Math.round((performance.now() - started) / 100) / 10;

@@ -28,12 +28,18 @@ export class Log {
   readonly #now: () => number;
   readonly #enabled: boolean;
   #depth = 0;
+  #redact: (text: string) => string = (text) => text;
   readonly #stack: StepRecord[][] = [[]];
 
   constructor(options: LogOptions) {
     this.#stream = options.stream;
     this.#now = options.now ?? (() => performance.now());
     this.#enabled = options.enabled ?? true;
+  }
+
+  /** Redacts every line written from now on (a run's secrets, once they are known). */
+  redactWith(redact: (text: string) => string): void {
+    this.#redact = redact;
   }
 
   /** The top-level steps finished so far. */
@@ -104,6 +110,6 @@ export class Log {
   #write(line: string): void {
     if (!this.#enabled) return;
     const pad = "  ".repeat(this.#depth);
-    this.#stream.write(`${pad}${line}\n`);
+    this.#stream.write(`${pad}${this.#redact(line)}\n`);
   }
 }

@@ -15,6 +15,7 @@ import type { KeepPolicy } from "./cli/options.ts";
 import type { Log } from "./log.ts";
 import type { Machine } from "./machine.ts";
 import type { CertTier } from "./profile/schema.ts";
+import type { RunSecrets } from "./secrets.ts";
 import { provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import type { ScenarioReport } from "./report.ts";
 import { asBomaError, teardown } from "./runs.ts";
@@ -34,6 +35,7 @@ export interface ScenarioSpec {
 export interface SequenceContext extends Omit<ProvisionOptions, "runsDir"> {
   certs: CertTier;
   keep: KeepPolicy;
+  secrets: RunSecrets;
 }
 
 /** The result of one scenario, plus the live VM when it is kept. */
@@ -181,12 +183,12 @@ async function rebootAndRecheck(
 
 /** Applies the profile's playbook with a scenario's vars, after checking the transient inventory. */
 export async function applyScenario(
-  context: Pick<SequenceContext, "profile" | "certs" | "runner" | "log" | "signal">,
+  context: Pick<SequenceContext, "profile" | "certs" | "runner" | "log" | "signal" | "secrets">,
   outputs: StackOutputs,
   scenario: Pick<ScenarioSpec, "name" | "vars">,
   scenarioDir: string,
 ): Promise<ApplyResult> {
-  const input = { profile: context.profile, outputs, scenario, certs: context.certs, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
+  const input = { profile: context.profile, outputs, scenario, certs: context.certs, secrets: context.secrets, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
   await mkdir(input.dir, { recursive: true });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);

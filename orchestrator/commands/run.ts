@@ -8,6 +8,7 @@ import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.
 import { imageDir } from "../paths.ts";
 import { preflightRun } from "../preflight-run.ts";
 import { loadProfile } from "../profile/load.ts";
+import { loadSecrets, scrubDir } from "../secrets.ts";
 import { bootTimeouts } from "../provision.ts";
 import { writeReport, type RunReport } from "../report.ts";
 import { runScenario, type ScenarioSpec } from "../sequence.ts";
@@ -23,10 +24,14 @@ the reboot. RED (the control) must pass before and fail after the reboot; otherw
 is not faithful (exit 1). A failing scenario keeps its VM (unless --keep never) and writes
 diagnostics/. The run dir gets report.json and junit.xml; --json prints the report.`,
   options: RUN_OPTIONS,
-  async run({ args, json, log, runner, env, locations, runsDir, signal }) {
+  async run({ args, json, log, runner: plainRunner, env, locations, runsDir, signal }) {
     expectPositionals("run", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
-    const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const profile = await loadProfile(args.positionals[0]!, locations, plainRunner);
+    // From here on every command record and log line is redacted of the run's secrets.
+    const secrets = await loadSecrets(profile, plainRunner);
+    const runner = plainRunner.withRedaction(secrets.redact);
+    log.redactWith(secrets.redact);
     const declared = profile.document.scenarios;
     const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
     if ((choice === "red" || choice === "red-green") && !declared?.red) {
@@ -72,7 +77,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
           const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
           const outcome = await log.step(
             title,
-            () => runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
+            () => runScenario({ profile, accel, engine, runner, libvirt, log, imageDir: imageDir(env), egress: !options.noEgress, certs, keep: options.keep, secrets, signal, timeouts: bootTimeouts(env) }, scenario, runDir),
             (result) => result.report.ok && result.error === undefined,
           );
           report.scenarios.push(outcome.report);
@@ -97,6 +102,9 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         report.finishedAt = new Date().toISOString();
         report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
         await writeReport(report);
+        // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
+        const scrubbed = await scrubDir(runDir, secrets);
+        if (scrubbed.length > 0) log.info(`redacted secrets in ${scrubbed.length} file(s) of the run dir`);
       }
       if (thrown !== undefined) throw thrown;
 

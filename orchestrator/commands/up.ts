@@ -7,6 +7,7 @@ import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
 import { imageDir } from "../paths.ts";
 import { preflightRun } from "../preflight-run.ts";
 import { loadProfile } from "../profile/load.ts";
+import { loadSecrets, scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
 import { applyScenario } from "../sequence.ts";
@@ -21,10 +22,14 @@ On success the VM stays up: reach it with \`boma-it ssh <run>\`, remove it with 
 If it fails to come up or to apply, what was created is removed again (unless --keep always;
 --keep on-failure keeps it when the apply itself failed); the serial console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: RUN_OPTIONS,
-  async run({ args, log, runner, env, locations, runsDir, signal }) {
+  async run({ args, log, runner: plainRunner, env, locations, runsDir, signal }) {
     expectPositionals("up", args.positionals, 1, 1, "one <profile>");
     const options = runCommandOptions(args.values);
-    const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const profile = await loadProfile(args.positionals[0]!, locations, plainRunner);
+    // From here on every command record and log line is redacted of the run's secrets.
+    const secrets = await loadSecrets(profile, plainRunner);
+    const runner = plainRunner.withRedaction(secrets.redact);
+    log.redactWith(secrets.redact);
     if (options.scenario === "red-green") {
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
     }
@@ -45,7 +50,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
           run,
         );
         const applied = await log.step(`apply (${scenarioName} vars)`, () =>
-          applyScenario({ profile, certs, runner, log, signal }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
+          applyScenario({ profile, certs, runner, log, signal, secrets }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
         );
         live.phases.push({ name: "apply", seconds: applied.seconds });
         const summary = {
@@ -79,6 +84,9 @@ If it fails to come up or to apply, what was created is removed again (unless --
           }
         }
         throw mapped;
+      } finally {
+        // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
+        await scrubDir(run.runDir, secrets);
       }
     } finally {
       await release();

@@ -97,6 +97,10 @@ export type Check = z.infer<typeof checkSchema>;
 /** The per-host overlay of stubs (`overrides/<host>.yml`). */
 export const overlaySchema = z.strictObject({
   vars: vars.default({}),
+  /** Names of `vars` whose values are secret: kept out of the run dir and redacted everywhere. */
+  secretVars: z.array(z.string().min(1)).default([]),
+  /** An Ansible-vault-encrypted vars file (relative to the overlay); every value in it is secret. */
+  vault: z.string().min(1).optional(),
   certs: z
     .strictObject({
       internal: z.strictObject({ vars: vars.default({}) }).optional(),
@@ -104,6 +108,12 @@ export const overlaySchema = z.strictObject({
       "le-prod-wildcard": z.strictObject({ vars: vars.default({}) }).optional(),
     })
     .default({}),
+}).superRefine((overlay, ctx) => {
+  overlay.secretVars.forEach((name, index) => {
+    if (!(name in overlay.vars)) {
+      ctx.addIssue({ code: "custom", path: ["secretVars", index], message: `expected the name of one of vars (${Object.keys(overlay.vars).join(", ") || "none"}), found ${JSON.stringify(name)}` });
+    }
+  });
 });
 
 /** An overlay as validated. */

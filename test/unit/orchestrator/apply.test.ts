@@ -8,6 +8,7 @@ import { Runner } from "../../../infra/runner.ts";
 import { inSubnet, writeTransientInventory } from "../../../orchestrator/apply.ts";
 import { Log } from "../../../orchestrator/log.ts";
 import { loadProfile } from "../../../orchestrator/profile/load.ts";
+import { secretsOf } from "../../../orchestrator/secrets.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 import { Writable } from "node:stream";
 
@@ -51,7 +52,7 @@ describe("transient inventory", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const dir = join(tree.dir, "run", "ansible");
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, scenario: { name: "red", vars: { fix: false } }, certs: "internal", dir, runner,
+        profile, outputs: OUTPUTS, scenario: { name: "red", vars: { fix: false } }, certs: "internal", dir, runner, secrets: secretsOf([]),
         log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
       });
       const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as Record<string, any>;
