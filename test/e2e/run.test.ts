@@ -4,7 +4,8 @@
  * scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, and `down`.
  */
 import assert from "node:assert/strict";
-import { access, readFile, readdir } from "node:fs/promises";
+import { execFileSync, spawnSync } from "node:child_process";
+import { access, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/report.ts";
@@ -49,11 +50,26 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
   });
 
   it("a scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, then down", async () => {
+    // A sentinel secret in the overlay's vault (a role writes it on the VM and a check prints it)
+    // and one in a secret overlay var (passed as an extra var): neither may appear in the run dir.
+    const sentinel = "boma-sentinel-7f3a9c2e";
+    const secretVar = "boma-secret-var-41d8e0";
+    const vaultFile = join(dirs.runsDir, "..", "askari.vault.yml");
+    const passwordFile = join(dirs.runsDir, "..", "vault-password");
+    await writeFile(passwordFile, "e2e-vault-password\n", { mode: 0o600 });
+    await writeFile(vaultFile, `mesh_setup_key: ${sentinel}\n`);
+    execFileSync("ansible-vault", ["encrypt", "--vault-password-file", passwordFile, vaultFile], { stdio: "ignore" });
+    const overlay = join(dirs.runsDir, "..", "askari-overlay.yml");
+    await writeFile(overlay, `${await readFile(join(import.meta.dirname, "../../overrides/askari.yml"), "utf8")}\nsecretVars: [api_token]\nvault: ${vaultFile}\n`.replace("vars:\n", `vars:\n  api_token: ${secretVar}\n`));
+
     // GREEN without the fix is the 2026-06-17 deploy: it must break after the reboot.
     const profile = await profileVariant(dirs.runsDir, "askari", "askari-unfixed.yml", (yaml) =>
-      yaml.replace("green: { vars: { docker_host_forward_dropin: true } }", "green: { vars: { docker_host_forward_dropin: false } }"),
+      yaml
+        .replace("green: { vars: { docker_host_forward_dropin: true } }", "green: { vars: { docker_host_forward_dropin: false } }")
+        .replace(/^overrides: .+$/m, `overrides: ${overlay}`)
+        .replace("checks:\n", `checks:\n  - { name: the setup key arrived, run: "cat /etc/boma-lab/mesh-setup-key" }\n`),
     );
-    const result = await cli(["run", profile, "--scenario", "green", "--json"], dirs.env);
+    const result = await cli(["run", profile, "--scenario", "green", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
     assert.equal(result.code, 1, result.stderr.slice(-4000));
     const report = JSON.parse(result.stdout) as RunReport;
     assert.equal(report.verdict, "fail");
@@ -69,6 +85,15 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.doesNotMatch(await readFile(join(bundle, "INDEX.txt"), "utf8"), /MISSED/);
     assert.match(await readFile(join(bundle, "nft-ruleset.txt"), "utf8"), /policy drop/);
     assert.match(await readFile(join(bundle, "docker-ps.txt"), "utf8"), /web/);
+
+    const setupKey = report.scenarios[0]!.checks.find((check) => check.name === "the setup key arrived")!;
+    assert.equal(setupKey.ok, true, "the vault's secret reached the VM");
+    assert.match(setupKey.detail, /\[redacted\]/);
+    for (const secret of [sentinel, secretVar]) {
+      const found = spawnSync("grep", ["-r", "-l", "-F", secret, report.runDir], { encoding: "utf8" });
+      assert.equal(found.status, 1, `${secret} appears in: ${found.stdout}`);
+      assert.doesNotMatch(result.stdout + result.stderr, new RegExp(secret));
+    }
 
     const kept = await cli(["ssh", report.kept!.run, "--", "systemctl is-active docker"], dirs.env);
     assert.equal(kept.stdout.trim(), "active", "the kept VM can be reached");
