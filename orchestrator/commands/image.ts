@@ -40,6 +40,9 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     if (existing.present && !args.values.force) {
       return { exitCode: ExitCode.pass, json: existing, text: `${name} is already in ${dir} (use --force to make it again)` };
     }
+    if (action === "build" && process.getuid?.() !== 0) {
+      throw new RefusedError("image build needs root (mmdebstrap builds a root file system)", "sudo npm run boma-it -- image build");
+    }
     const hooks = {
       signal,
       onStep: (step: string) => log.info(step),
