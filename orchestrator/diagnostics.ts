@@ -4,7 +4,7 @@
  * never masks the failure that called it. When the VM does not answer, it still gets the serial
  * console and the journal read from the VM's disk.
  */
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StackOutputs } from "../infra/plan.ts";
 import type { Runner } from "../infra/runner.ts";
@@ -70,10 +70,7 @@ export async function collectDiagnostics(input: DiagnosticsInput): Promise<Diagn
     await attempt("journal-from-disk.txt", () => journalFromDisk(input));
   }
   await attempt("domain.xml", async () => (await input.runner.run("virsh", ["-q", "-c", input.libvirt.uri, "dumpxml", input.outputs.domain])).stdout);
-  await attempt("console.log", async () => {
-    await copyFile(input.outputs.consoleLog, join(input.dir, "console.log"));
-    return readFile(input.outputs.consoleLog, "utf8");
-  });
+  await attempt("console.log", () => readFile(input.outputs.consoleLog, "utf8"));
 
   const index = [
     `diagnostics of ${input.outputs.runId} (${input.outputs.host} at ${input.outputs.ip})`,
