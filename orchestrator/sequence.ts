@@ -122,13 +122,14 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
       await teardown(context.engine, identity.runId, scenarioDir, log);
     } catch (teardownError) {
       log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+      // A leak is a harness fault even when the scenario itself passed.
       error ??= asBomaError(teardownError, context.signal);
     }
   }
   return {
     report,
     ...(keep ? { kept: { runId: identity.runId, ssh: `npm run boma-it -- ssh ${identity.runId}` } } : {}),
-    ...(error !== undefined && failure === "harness" ? { error } : {}),
+    ...(error !== undefined ? { error } : {}),
   };
 }
 
