@@ -3,14 +3,16 @@ import { decideAccel, probeAccel, type AccelDecision } from "../infra/accel.ts";
 import type { Engine } from "../infra/engines/engine.ts";
 import { DEFAULT_LIBVIRT_URI } from "../infra/plan.ts";
 import type { Runner } from "../infra/runner.ts";
-import type { RunCommandOptions } from "./cli/options.ts";
+import type { CommandContext } from "./cli/command.ts";
+import { expectPositionals, runCommandOptions, type RunCommandOptions } from "./cli/options.ts";
 import { chooseEngine } from "./engine-choice.ts";
 import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { stacksDir } from "./paths.ts";
 import { acquireRunLock } from "./lock.ts";
 import { guardResources } from "./preflight.ts";
-import type { LoadedProfile } from "./profile/load.ts";
+import { loadProfile, type LoadedProfile } from "./profile/load.ts";
+import { loadSecrets, type RunSecrets } from "./secrets.ts";
 
 /** The machinery a run uses, decided once, and the run lock it holds. */
 export interface RunMachinery {
@@ -44,4 +46,26 @@ export async function preflightRun(
     await release();
     throw error;
   }
+}
+
+/** What `run` and `up` read before anything else: options, profile and the run's secrets. */
+export interface RunInputs {
+  options: RunCommandOptions;
+  profile: LoadedProfile;
+  secrets: RunSecrets;
+  /** The command's runner, redacting the run's secrets from every record. */
+  runner: Runner;
+}
+
+/** Checks the options, loads the profile and its secrets; the log redacts them from then on. */
+export async function loadRunInputs(
+  command: string,
+  context: Pick<CommandContext, "args" | "log" | "runner" | "locations">,
+): Promise<RunInputs> {
+  expectPositionals(command, context.args.positionals, 1, 1, "one <profile>");
+  const options = runCommandOptions(context.args.values);
+  const profile = await loadProfile(context.args.positionals[0]!, context.locations, context.runner);
+  const secrets = await loadSecrets(profile, context.runner);
+  context.log.redactWith(secrets.redact);
+  return { options, profile, secrets, runner: context.runner.withRedaction(secrets.redact) };
 }

@@ -3,12 +3,11 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { newRunIdentity, runDirName } from "../../infra/spec.ts";
 import type { CommandDefinition } from "../cli/command.ts";
-import { effectiveCertTier, expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { effectiveCertTier, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
 import { imageDir } from "../paths.ts";
-import { preflightRun } from "../preflight-run.ts";
-import { loadProfile } from "../profile/load.ts";
-import { loadSecrets, scrubDir } from "../secrets.ts";
+import { loadRunInputs, preflightRun } from "../preflight-run.ts";
+import { scrubDir } from "../secrets.ts";
 import { bootTimeouts } from "../provision.ts";
 import { writeReport, type RunReport } from "../report.ts";
 import { runScenario, type ScenarioSpec } from "../sequence.ts";
@@ -25,13 +24,8 @@ is not faithful (exit 1). A failing scenario keeps its VM (unless --keep never) 
 diagnostics/. The run dir gets report.json and junit.xml; --json prints the report.`,
   options: RUN_OPTIONS,
   async run({ args, json, log, runner: plainRunner, env, locations, runsDir, signal }) {
-    expectPositionals("run", args.positionals, 1, 1, "one <profile>");
-    const options = runCommandOptions(args.values);
-    const profile = await loadProfile(args.positionals[0]!, locations, plainRunner);
     // From here on every command record and log line is redacted of the run's secrets.
-    const secrets = await loadSecrets(profile, plainRunner);
-    const runner = plainRunner.withRedaction(secrets.redact);
-    log.redactWith(secrets.redact);
+    const { options, profile, secrets, runner } = await loadRunInputs("run", { args, log, runner: plainRunner, locations });
     const declared = profile.document.scenarios;
     const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
     if ((choice === "red" || choice === "red-green") && !declared?.red) {

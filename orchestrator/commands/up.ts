@@ -2,12 +2,11 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandDefinition } from "../cli/command.ts";
-import { effectiveCertTier, expectPositionals, RUN_OPTIONS, RUN_OPTIONS_HELP, runCommandOptions } from "../cli/options.ts";
+import { effectiveCertTier, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
 import { imageDir } from "../paths.ts";
-import { preflightRun } from "../preflight-run.ts";
-import { loadProfile } from "../profile/load.ts";
-import { loadSecrets, scrubDir } from "../secrets.ts";
+import { loadRunInputs, preflightRun } from "../preflight-run.ts";
+import { scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
 import { applyScenario } from "../sequence.ts";
@@ -23,13 +22,8 @@ If it fails to come up or to apply, what was created is removed again (unless --
 --keep on-failure keeps it when the apply itself failed); the serial console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: RUN_OPTIONS,
   async run({ args, log, runner: plainRunner, env, locations, runsDir, signal }) {
-    expectPositionals("up", args.positionals, 1, 1, "one <profile>");
-    const options = runCommandOptions(args.values);
-    const profile = await loadProfile(args.positionals[0]!, locations, plainRunner);
     // From here on every command record and log line is redacted of the run's secrets.
-    const secrets = await loadSecrets(profile, plainRunner);
-    const runner = plainRunner.withRedaction(secrets.redact);
-    log.redactWith(secrets.redact);
+    const { options, profile, secrets, runner } = await loadRunInputs("up", { args, log, runner: plainRunner, locations });
     if (options.scenario === "red-green") {
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
     }
