@@ -24,50 +24,48 @@ async function mirror(sums: string): Promise<{ server: Server; url: string }> {
 }
 
 const goodSum = createHash("sha512").update(IMAGE).digest("hex");
+const badSums = `${"ab".repeat(64)}  debian-13-genericcloud-amd64.qcow2\n`;
+
+/** Runs `body` with an empty cache dir and a mirror serving `sums`; both go away afterwards. */
+async function withMirror(sums: string, body: (cacheDir: string, url: string) => Promise<void>): Promise<void> {
+  const tree = await tempTree();
+  const { server, url } = await mirror(sums);
+  try {
+    await body(tree.dir, url);
+  } finally {
+    server.close();
+    await tree.remove();
+  }
+}
 
 describe("image pull", () => {
   it("installs a verified image read-only with a sidecar", async () => {
-    const tree = await tempTree();
-    const { server, url } = await mirror(`${"0".repeat(128)}  other.qcow2\n${goodSum}  debian-13-genericcloud-amd64.qcow2\n`);
-    try {
-      const info = await pullGenericCloud(tree.dir, url);
+    await withMirror(`${"0".repeat(128)}  other.qcow2\n${goodSum}  debian-13-genericcloud-amd64.qcow2\n`, async (cacheDir, url) => {
+      const info = await pullGenericCloud(cacheDir, url);
       assert.equal(info.present, true);
       assert.equal(info.sha512, goodSum);
-      assert.equal((await stat(imagePath(tree.dir, "debian-13-genericcloud"))).mode & 0o777, 0o444);
-      const listed = await listImages(tree.dir);
+      assert.equal((await stat(imagePath(cacheDir, "debian-13-genericcloud"))).mode & 0o777, 0o444);
+      const listed = await listImages(cacheDir);
       assert.deepEqual(listed.map((image) => [image.name, image.present]), [["debian-13-genericcloud", true], ["debian-13-local", false]]);
-    } finally {
-      server.close();
-      await tree.remove();
-    }
+    });
   });
 
   it("refuses a checksum mismatch and keeps no file", async () => {
-    const tree = await tempTree();
-    const { server, url } = await mirror(`${"ab".repeat(64)}  debian-13-genericcloud-amd64.qcow2\n`);
-    try {
-      await assert.rejects(pullGenericCloud(tree.dir, url), (error: unknown) => {
+    await withMirror(badSums, async (cacheDir, url) => {
+      await assert.rejects(pullGenericCloud(cacheDir, url), (error: unknown) => {
         assert.ok(error instanceof ChecksumMismatchError);
         assert.match(error.message, /checksum mismatch .*SHA512SUMS says abababab.*the file was not kept/);
         return true;
       });
-      assert.deepEqual(await readdir(tree.dir), []);
-    } finally {
-      server.close();
-      await tree.remove();
-    }
+      assert.deepEqual(await readdir(cacheDir), []);
+    });
   });
 
   it("exits 3 from the CLI on a mismatch", async () => {
-    const tree = await tempTree();
-    const { server, url } = await mirror(`${"ab".repeat(64)}  debian-13-genericcloud-amd64.qcow2\n`);
-    try {
-      const result = await runCli(["image", "pull"], { BOMA_IT_IMAGE_DIR: tree.dir, BOMA_IT_DEBIAN_CLOUD_URL: url });
+    await withMirror(badSums, async (cacheDir, url) => {
+      const result = await runCli(["image", "pull"], { BOMA_IT_IMAGE_DIR: cacheDir, BOMA_IT_DEBIAN_CLOUD_URL: url });
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, /checksum mismatch/);
-    } finally {
-      server.close();
-      await tree.remove();
-    }
+    });
   });
 });
