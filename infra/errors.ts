@@ -34,3 +34,8 @@ export class StackNotFoundError extends Error {
     this.name = "StackNotFoundError";
   }
 }
+
+/** The message of anything thrown. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -197,6 +197,47 @@ export class Runner {
     return result;
   }
 
+  /**
+   * Records a command that a library runs itself (the Pulumi Automation API spawns the `pulumi`
+   * CLI): `operation` gets a line sink for its output; argv, duration, exit status and output
+   * tail go into the same history as {@link run}'s. The operation's error is rethrown unchanged.
+   */
+  async track<T>(argv: readonly string[], operation: (onLine: (line: string) => void) => Promise<T>): Promise<T> {
+    const startedAt = new Date();
+    const started = performance.now();
+    const lines: string[] = [];
+    const onLine = (line: string) => {
+      lines.push(line);
+      if (lines.length > TAIL_LINES * 4) lines.splice(0, lines.length - TAIL_LINES);
+    };
+    const finish = (exitCode: number | undefined, extra: string) => {
+      const tail = lastLines(this.#redact([...lines, extra].filter((part) => part.trim() !== "").join("\n")), TAIL_LINES);
+      const record: CommandRecord = {
+        argv: argv.map((arg) => this.#redact(arg)),
+        exitCode,
+        signal: undefined,
+        durationMs: Math.round(performance.now() - started),
+        timedOut: false,
+        canceled: false,
+        tail,
+        startedAt: startedAt.toISOString(),
+      };
+      this.history.push(record);
+      this.#onRecord?.(record);
+    };
+    try {
+      const value = await operation(onLine);
+      finish(0, "");
+      return value;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      // The Automation API's errors carry the CLI's exit code only inside their message.
+      const exitCode = /exit code (\d+)/.exec(message)?.[1];
+      finish(exitCode === undefined ? undefined : Number(exitCode), message);
+      throw error;
+    }
+  }
+
   /** Runs a command and returns its stdout, throwing on failure. */
   async output(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<string> {
     return (await this.run(file, args, { ...options, check: true })).stdout;

@@ -1,9 +1,10 @@
 /** `--engine auto|pulumi|direct`: which engine carries out the plan, and why, in one line. */
 import { DirectEngine } from "../infra/engines/direct.ts";
 import type { Engine } from "../infra/engines/engine.ts";
+import { PulumiEngine, pulumiInstallHint } from "../infra/engines/pulumi.ts";
 import type { Runner } from "../infra/runner.ts";
 import type { EngineChoice } from "./cli/options.ts";
-import { NotBuiltError } from "./errors.ts";
+import { RefusedError } from "./errors.ts";
 
 /** The engine chosen and the reason. */
 export interface EngineDecision {
@@ -13,19 +14,23 @@ export interface EngineDecision {
 
 /** Picks the engine: pulumi when asked or when its CLI is on PATH (auto), else direct. */
 export async function chooseEngine(choice: EngineChoice, runner: Runner, stacksDir: string): Promise<EngineDecision> {
-  if (choice === "pulumi") throw new NotBuiltError("the pulumi engine", "issue 6; use --engine direct");
-  const direct = new DirectEngine(runner, stacksDir);
-  if (choice === "direct") return { engine: direct, reason: "engine: direct (asked for with --engine direct)" };
-  const pulumi = await runner.which("pulumi");
-  return {
-    engine: direct,
-    reason: pulumi
-      ? `engine: direct (a pulumi CLI is at ${pulumi}, but the pulumi engine is not built yet: issue 6)`
-      : "engine: direct (no pulumi CLI on PATH)",
-  };
+  if (choice === "direct") return { engine: new DirectEngine(runner, stacksDir), reason: "engine: direct (asked for with --engine direct)" };
+  const cli = await runner.which("pulumi");
+  if (cli) {
+    const why = choice === "pulumi" ? "asked for with --engine pulumi" : "auto: a pulumi CLI is on PATH";
+    return { engine: new PulumiEngine({ runner, stacksDir, cli }), reason: `engine: pulumi (${why}: ${cli})` };
+  }
+  if (choice === "pulumi") throw new RefusedError("--engine pulumi: no pulumi CLI on PATH", pulumiInstallHint(stacksDir));
+  return { engine: new DirectEngine(runner, stacksDir), reason: "engine: direct (auto: no pulumi CLI on PATH)" };
 }
 
-/** Every engine that may hold stacks (for status, down and reap). */
-export function allEngines(runner: Runner, stacksDir: string): Engine[] {
-  return [new DirectEngine(runner, stacksDir)];
+/**
+ * Every engine that may hold stacks (for status, ssh, down and reap): the direct engine always,
+ * the pulumi engine when a CLI can read its backend.
+ */
+export async function allEngines(runner: Runner, stacksDir: string): Promise<Engine[]> {
+  const engines: Engine[] = [new DirectEngine(runner, stacksDir)];
+  const cli = await runner.which("pulumi");
+  if (cli) engines.push(new PulumiEngine({ runner, stacksDir, cli }));
+  return engines;
 }

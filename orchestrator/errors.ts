@@ -89,14 +89,6 @@ export class HarnessError extends BomaError {
   }
 }
 
-/** A part of the contract that is not built yet (exit 4, said plainly). */
-export class NotBuiltError extends HarnessError {
-  constructor(what: string, issue: string) {
-    super(`${what} is not built yet (${issue}).`);
-    this.name = "NotBuiltError";
-  }
-}
-
 /** The user interrupted the run (Ctrl-C or SIGTERM), exit 130. */
 export class InterruptedError extends BomaError {
   readonly exitCode = ExitCode.interrupted;

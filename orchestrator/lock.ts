@@ -5,7 +5,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { RefusedError } from "./errors.ts";
-import { processAlive } from "./reap.ts";
+import { processAlive } from "../infra/process.ts";
 
 /** The lock file under the stacks dir. */
 export function lockPath(stacksDir: string): string {

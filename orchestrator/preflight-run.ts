@@ -25,13 +25,15 @@ export interface RunMachinery {
 
 /**
  * Refuses early (exit 3) when libvirt is unreachable, another run holds the lock, a test VM runs
- * or resources are short; takes the run lock; picks accel and engine.
+ * or resources are short, or the engine asked for cannot run; takes the run lock; picks accel and engine.
  */
 export async function preflightRun(
   profile: LoadedProfile,
   options: RunCommandOptions,
   context: { runner: Runner; env: NodeJS.ProcessEnv; log: Log },
 ): Promise<RunMachinery> {
+  // First: asking for an engine that cannot run is refused before anything else is touched.
+  const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
   const libvirt = new Libvirt(context.runner, context.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
   await libvirt.ensureReachable();
   const release = await acquireRunLock(stacksDir(context.env));
@@ -39,7 +41,6 @@ export async function preflightRun(
     await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
     const accel = decideAccel(options.accel, await probeAccel());
     context.log.info(`accel: ${accel.accel} (${accel.reason})`);
-    const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
     context.log.info(reason);
     return { libvirt, accel, engine, release };
   } catch (error) {

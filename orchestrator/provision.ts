@@ -129,6 +129,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
         if (event.state === "done") log.info(`${event.action}d ${event.resource} (${event.seconds?.toFixed(1)} s)`);
         if (event.state === "failed") log.warn(`${event.action} ${event.resource} failed`);
       },
+      onOutput: (line) => log.info(`  pulumi │ ${line}`),
     });
     await writeFile(join(run.runDir, "run.json"), `${JSON.stringify({ ...made, engine: options.engine.name }, null, 2)}\n`);
     return made;

@@ -7,6 +7,8 @@
 import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine } from "../infra/engines/engine.ts";
+import { messageOf } from "../infra/errors.ts";
+import { processAlive } from "../infra/process.ts";
 import type { Runner } from "../infra/runner.ts";
 import { PREFIX } from "../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
@@ -50,16 +52,6 @@ export function createdAtOf(name: string): Date | undefined {
   return new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`);
 }
 
-/** Whether a process of this pid exists. */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** Reaps; returns every item found, with what was done. */
 export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   const { libvirt, runner, log } = options;
@@ -88,7 +80,14 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
 
   // 1. Stacks the engines know: a living owner's run is never reaped.
   const protectedNames = new Set<string>();
-  for (const { summary, engine } of await liveStacks(options.engines)) {
+  let listingFailed = false;
+  const stacks = await liveStacks(options.engines, (engine, error) => {
+    listingFailed = true;
+    const detail = messageOf(error).split("\n")[0] ?? "";
+    items.push({ kind: "stack", name: `(${engine.name} engine)`, action: "failed", detail: `could not list its stacks: ${detail}` });
+    log.warn(`could not list the ${engine.name} engine's stacks (${detail}); sweeping libvirt by prefix anyway`);
+  });
+  for (const { summary, engine } of stacks) {
     // A living owner is still working on it (`run` mid-scenario, `up` mid-boot). A kept VM's
     // owner has exited: that run is reapable.
     const owned = isAlive(summary.outputs.ownerPid);
@@ -167,8 +166,9 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   }
 
   // 5. Run-scoped private keys of runs that are not live any more.
-  const liveRunDirs = new Set((await liveStacks(options.engines)).map(({ summary }) => summary.outputs.runDir));
-  for (const keysDir of await runKeyDirs(options.runsDir)) {
+  // An engine that could not be listed may hold live runs: their keys stay.
+  const liveRunDirs = new Set((await liveStacks(options.engines, () => undefined)).map(({ summary }) => summary.outputs.runDir));
+  for (const keysDir of listingFailed ? [] : await runKeyDirs(options.runsDir)) {
     const runDir = keysDir.slice(0, -"/keys".length);
     if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
     await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));

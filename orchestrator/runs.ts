@@ -5,9 +5,10 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine, StackSummary } from "../infra/engines/engine.ts";
+import { PulumiUnavailableError } from "../infra/engines/pulumi.ts";
 import { ProvisionError, TeardownError } from "../infra/errors.ts";
 import { CommandFailedError } from "../infra/runner.ts";
-import { BadInputError, BomaError, HarnessError, InterruptedError } from "./errors.ts";
+import { BadInputError, BomaError, HarnessError, InterruptedError, RefusedError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { WaitError } from "./retry.ts";
 
@@ -18,10 +19,19 @@ export interface LiveStack {
 }
 
 /** Every stack of every engine. */
-export async function liveStacks(engines: readonly Engine[]): Promise<LiveStack[]> {
+export async function liveStacks(engines: readonly Engine[], onListError?: (engine: Engine, error: unknown) => void): Promise<LiveStack[]> {
   const found: LiveStack[] = [];
   for (const engine of engines) {
-    for (const summary of await engine.list()) found.push({ summary, engine });
+    let summaries: StackSummary[];
+    try {
+      summaries = await engine.list();
+    } catch (error) {
+      // Without a handler a listing failure is the caller's failure; reap goes on with its sweep.
+      if (!onListError) throw error;
+      onListError(engine, error);
+      continue;
+    }
+    for (const summary of summaries) found.push({ summary, engine });
   }
   return found.sort((a, b) => a.summary.stack.localeCompare(b.summary.stack));
 }
@@ -59,8 +69,9 @@ export async function teardown(engine: Engine, stack: string, runDir: string | u
     await engine.destroy(stack, {
       onEvent: (event) => {
         if (event.state === "done") log.info(`deleted ${event.resource} (${event.seconds?.toFixed(1)} s)`);
-        if (event.state === "failed") log.warn(`deleting ${event.resource} failed: ${event.detail}`);
+        if (event.state === "failed") log.warn(`deleting ${event.resource} failed${event.detail ? `: ${event.detail}` : ""}`);
       },
+      onOutput: (line) => log.info(`  pulumi │ ${line}`),
     });
     // The private keys only ever served this VM; the logs stay for reading.
     if (runDir) await rm(join(runDir, "keys"), { recursive: true, force: true });
@@ -71,6 +82,7 @@ export async function teardown(engine: Engine, stack: string, runDir: string | u
 export function asBomaError(error: unknown, signal: AbortSignal): unknown {
   if (error instanceof BomaError) return error;
   if (signal.aborted) return signal.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
+  if (error instanceof PulumiUnavailableError) return new RefusedError(error.message, error.remedy);
   if (error instanceof ProvisionError) return new HarnessError(`provisioning failed: ${error.message}`, { cause: error });
   if (error instanceof TeardownError) return new HarnessError(`${error.message}\nrun \`npm run reap\` to remove what is left`, { cause: error });
   if (error instanceof CommandFailedError) return new HarnessError(error.message, { cause: error });

@@ -5,9 +5,9 @@
  */
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ProvisionError, StackNotFoundError, TeardownError } from "../errors.ts";
+import { messageOf, ProvisionError, StackNotFoundError, TeardownError } from "../errors.ts";
 import type { Plan, PlanCommand, PlanResource, StackOutputs } from "../plan.ts";
-import { CommandFailedError, describeFailure, type Runner } from "../runner.ts";
+import { describeFailure, type Runner } from "../runner.ts";
 import { ABSENT_PATTERN } from "../shell.ts";
 import type { Engine, EngineOptions, StackSummary } from "./engine.ts";
 
@@ -180,9 +180,4 @@ export class DirectEngine implements Engine {
 
 function seconds(started: number): number {
   return Math.round((performance.now() - started) / 100) / 10;
-}
-
-function messageOf(error: unknown): string {
-  if (error instanceof CommandFailedError) return error.message;
-  return error instanceof Error ? error.message : String(error);
 }

@@ -16,7 +16,7 @@ the run dir keeps its logs. Exit 4 when something could not be deleted (then: np
   options: {},
   async run({ args, log, runner, env, signal }) {
     expectPositionals("down", args.positionals, 0, 1, "at most one <run>");
-    const stacks = await liveStacks(allEngines(runner, stacksDir(env)));
+    const stacks = await liveStacks(await allEngines(runner, stacksDir(env)));
     const { summary, engine } = resolveRun(stacks, args.positionals[0], "take down");
     try {
       await teardown(engine, summary.stack, summary.outputs.runDir, log);

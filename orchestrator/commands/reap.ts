@@ -27,7 +27,7 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
     const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
     await libvirt.ensureReachable();
     const items = await reap({
-      engines: allEngines(runner, stacksDir(env)),
+      engines: await allEngines(runner, stacksDir(env)),
       libvirt,
       runner,
       log,

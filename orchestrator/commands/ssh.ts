@@ -17,7 +17,7 @@ pinned when the run was made, so a different key is refused. The exit code is th
   options: {},
   async run({ args, runner, env }) {
     expectPositionals("ssh", args.positionals, 1, 1, "one <run>");
-    const { summary } = resolveRun(await liveStacks(allEngines(runner, stacksDir(env))), args.positionals[0], "reach");
+    const { summary } = resolveRun(await liveStacks(await allEngines(runner, stacksDir(env))), args.positionals[0], "reach");
     if (summary.state !== "up") {
       throw new HarnessError(`${summary.stack} is ${summary.state}, not up; see \`boma-it status\``);
     }

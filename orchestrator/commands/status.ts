@@ -4,7 +4,7 @@ import { expectPositionals } from "../cli/options.ts";
 import { allEngines } from "../engine-choice.ts";
 import { ExitCode } from "../errors.ts";
 import { stacksDir } from "../paths.ts";
-import { processAlive } from "../reap.ts";
+import { processAlive } from "../../infra/process.ts";
 import { liveStacks } from "../runs.ts";
 
 export const statusCommand: CommandDefinition = {
@@ -18,7 +18,7 @@ export const statusCommand: CommandDefinition = {
   async run({ args, runner, env }) {
     expectPositionals("status", args.positionals, 0, 0, "no arguments");
     const now = Date.now();
-    const runs = (await liveStacks(allEngines(runner, stacksDir(env)))).map(({ summary }) => ({
+    const runs = (await liveStacks(await allEngines(runner, stacksDir(env)))).map(({ summary }) => ({
       runId: summary.stack,
       host: summary.outputs.host,
       ip: summary.outputs.ip,

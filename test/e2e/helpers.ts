@@ -124,7 +124,7 @@ async function prefixedFiles(dir: string): Promise<string[]> {
   }
 }
 
-/** Everything with the boma-it- prefix that exists: domains, networks, pools, volumes, NVRAM, ledgers. */
+/** Everything with the boma-it- prefix that exists: domains, networks, pools, volumes, NVRAM, ledgers, pulumi stacks. */
 export async function leftovers(stacksDir: string): Promise<string[]> {
   return [
     ...virshNames(["list", "--all", "--name"]).map((name) => `domain ${name}`),
@@ -138,6 +138,9 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
     ...(await prefixedFiles("/var/lib/libvirt/images")).map((path) => `file ${path}`),
     ...(await prefixedFiles("/var/lib/libvirt/qemu/nvram")).map((path) => `file ${path}`),
     ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),
+    ...(await readdir(join(stacksDir, "pulumi", ".pulumi", "stacks", "boma-it")).catch(() => [] as string[]))
+      .filter((file) => file.endsWith(".json"))
+      .map((file) => `pulumi stack ${file}`),
   ];
 }
 
