@@ -306,3 +306,14 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     assert.equal(typeof seen[1]!.seconds, "number");
   });
 });
+
+describe("pulumi engine versions", () => {
+  it("the plugin it requires is the version of the pinned @pulumi/command SDK the program uses", async () => {
+    const { COMMAND_PLUGIN } = await import("../../../infra/engines/pulumi.ts");
+    const sdk = JSON.parse(await readFile(new URL("../../../node_modules/@pulumi/command/package.json", import.meta.url), "utf8")) as { version: string };
+    const manifest = JSON.parse(await readFile(new URL("../../../package.json", import.meta.url), "utf8")) as { dependencies: Record<string, string> };
+    // The SDK's package.json says "v4.5.0"; the resources it registers ask the engine for that plugin.
+    assert.equal(`v${COMMAND_PLUGIN.version}`, sdk.version);
+    assert.equal(`v${manifest.dependencies["@pulumi/command"]}`, sdk.version, "pinned exactly");
+  });
+});
