@@ -1,10 +1,12 @@
 /**
  * Prerequisites of the harness, each with the fix: the tools it runs, the UEFI firmware,
- * libvirt, disk space, the accel and the golden images. `doctor` shows them all.
+ * libvirt, disk space, the pulumi engine, the accel and the golden images. `doctor` shows them all.
  */
 import { access, readFile, statfs } from "node:fs/promises";
 import { decideAccel, probeAccel } from "../infra/accel.ts";
 import { listImages } from "../infra/image/images.ts";
+import { PulumiEngine } from "../infra/engines/pulumi.ts";
+import { messageOf } from "../infra/errors.ts";
 import type { Runner } from "../infra/runner.ts";
 import { RefusedError } from "./errors.ts";
 import { Libvirt } from "./libvirt.ts";
@@ -47,7 +49,7 @@ export function ovmfCandidates(env: NodeJS.ProcessEnv): string[] {
 export async function checkPrerequisites(
   runner: Runner,
   env: NodeJS.ProcessEnv,
-  places: { imageDir: string; runsDir: string; libvirtUri: string },
+  places: { imageDir: string; runsDir: string; libvirtUri: string; stacksDir: string },
 ): Promise<PrerequisiteCheck[]> {
   const checks: PrerequisiteCheck[] = [];
   for (const tool of TOOLS) {
@@ -102,6 +104,8 @@ export async function checkPrerequisites(
     });
   }
 
+  checks.push(await pulumiEngineCheck(runner, places.stacksDir));
+
   const accel = decideAccel("auto", await probeAccel());
   checks.push({ name: "accel", ok: true, required: false, detail: `${accel.accel}: ${accel.reason}` });
 
@@ -115,6 +119,19 @@ export async function checkPrerequisites(
     });
   }
   return checks;
+}
+
+/** The pulumi engine is optional: without it runs use the direct engine. */
+async function pulumiEngineCheck(runner: Runner, stacksDir: string): Promise<PrerequisiteCheck> {
+  const cli = await runner.which("pulumi");
+  const name = "pulumi engine";
+  const fix = 'install the CLI and its command plugin: README, "The pulumi engine"';
+  if (!cli) return { name, ok: false, required: false, detail: "no pulumi CLI on PATH: runs use the direct engine", fix };
+  try {
+    return { name, ok: true, required: false, detail: await new PulumiEngine({ runner, stacksDir, cli }).ensureUsable() };
+  } catch (error) {
+    return { name, ok: false, required: false, detail: `${messageOf(error).split("\n")[0]} (--engine auto would fail: use --engine direct)`, fix };
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -167,6 +167,13 @@ export class PulumiEngine implements Engine {
     return summaries;
   }
 
+  /** Whether this engine can run here: the CLI's path and version, and the plugin; throws {@link PulumiUnavailableError}. */
+  async ensureUsable(): Promise<string> {
+    const command = await this.#pulumiCommand();
+    await this.#requirePlugin(await this.#workspace(emptyProgram));
+    return `${command.command} ${command.version?.version ?? "(version unknown)"}, command plugin ${COMMAND_PLUGIN.version} in ${this.#paths.home}`;
+  }
+
   /** The run outputs a stack was created with (its settings file), or undefined. */
   async #recordedOutputs(workspace: LocalWorkspace, stack: string): Promise<StackOutputs | undefined> {
     try {

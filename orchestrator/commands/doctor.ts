@@ -3,7 +3,7 @@ import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { expectPositionals } from "../cli/options.ts";
 import { ExitCode } from "../errors.ts";
-import { imageDir } from "../paths.ts";
+import { imageDir, stacksDir } from "../paths.ts";
 import { checkPrerequisites } from "../preflight.ts";
 
 export const doctorCommand: CommandDefinition = {
@@ -20,6 +20,7 @@ space, the accel (KVM or TCG) and the golden images. Exit 0 when every required 
       imageDir: imageDir(env),
       runsDir,
       libvirtUri: env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI,
+      stacksDir: stacksDir(env),
     });
     const missing = checks.filter((check) => check.required && !check.ok);
     const width = Math.max(...checks.map((check) => check.name.length));
