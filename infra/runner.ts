@@ -56,6 +56,11 @@ export interface RunOptions {
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   /** Give the command this process's terminal (an interactive shell); nothing is captured. */
   interactive?: boolean;
+  /**
+   * The output holds a secret the caller needs (a private key, a token): it is returned, but the
+   * record's tail (command log, failure messages) says it was withheld instead of showing it.
+   */
+  secretOutput?: boolean;
 }
 
 /** A command that failed when the caller asked for success. */
@@ -174,9 +179,9 @@ export class Runner {
     const stderr = this.#redact(String(outcome.stderr ?? ""));
     const started = outcome.exitCode !== undefined || outcome.signal !== undefined;
     const spawnError = !started && outcome.failed ? String(outcome.originalMessage ?? outcome.message) : "";
-    const tail = [lastLines(stdout, TAIL_LINES), lastLines(stderr, TAIL_LINES), this.#redact(spawnError)]
-      .filter((part) => part.trim() !== "")
-      .join("\n");
+    const tail = options.secretOutput
+      ? `(output withheld: it holds a secret; ${stdout.length} bytes on stdout, ${stderr.length} on stderr)`
+      : [lastLines(stdout, TAIL_LINES), lastLines(stderr, TAIL_LINES), this.#redact(spawnError)].filter((part) => part.trim() !== "").join("\n");
     const result: CommandResult = {
       argv: [file, ...args].map((arg) => this.#redact(arg)),
       exitCode: outcome.exitCode,

@@ -11,10 +11,10 @@ import { dirname, join } from "node:path";
 import { stringify } from "yaml";
 import type { StackOutputs } from "../infra/plan.ts";
 import type { Runner } from "../infra/runner.ts";
-import { HarnessError, RefusedError, SystemUnderTestError } from "./errors.ts";
+import { BadInputError, HarnessError, RefusedError, SystemUnderTestError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import type { LoadedProfile } from "./profile/load.ts";
-import type { CertTier } from "./profile/schema.ts";
+import { needsEgress, withheldVars, type CertPlan } from "./certs.ts";
 import type { RunSecrets } from "./secrets.ts";
 import { pinnedHostKeyOptions, sshTargetOf } from "./ssh.ts";
 
@@ -26,7 +26,7 @@ export interface ApplyInput {
   profile: LoadedProfile;
   outputs: StackOutputs;
   scenario: { name: string; vars: Record<string, unknown> };
-  certs: CertTier;
+  certs: CertPlan;
   /** The run's secrets: passed to Ansible, never written into the run dir. */
   secrets: RunSecrets;
   /** Folder for this apply's inventory, extra vars and log. */
@@ -80,7 +80,7 @@ export async function writeTransientInventory(input: ApplyInput): Promise<Transi
     if (await isDirectory(real)) await symlink(real, join(inventoryDir, folder));
   }
 
-  const tierVars = profile.overlay.document.certs[input.certs]?.vars ?? {};
+  const tierVars = input.certs.vars;
   const target = sshTargetOf(outputs);
   // Extra vars have the highest precedence: nothing in the real vars can point Ansible elsewhere.
   const connection = {
@@ -112,6 +112,15 @@ async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; c
   }
   if (secrets.vaultFile) args.push("-e", `@${secrets.vaultFile}`);
   return { args, cleanup: async () => (folder ? rm(folder, { recursive: true, force: true }) : undefined) };
+}
+
+/**
+ * The last `-e` of every Ansible call: later extra vars win, so a DNS token withheld for the
+ * internal tier stays withheld even if the overlay's vault or the repo's vars define it.
+ */
+function lastWordVars(certs: CertPlan): string[] {
+  const vars = withheldVars(certs.tier, certs.dnsTokenVar);
+  return Object.keys(vars).length > 0 ? ["-e", JSON.stringify(vars)] : [];
 }
 
 /** Ansible's environment for a run: pipelining on, host keys checked, logs in the run dir. */
@@ -162,6 +171,36 @@ export async function checkTransientInventory(input: ApplyInput, files: Transien
       "this is a bug of boma-it; nothing was applied",
     );
   }
+  if (needsEgress(input.certs.tier) && input.certs.dnsTokenVar) await learnDnsToken(input, files, input.certs.dnsTokenVar);
+}
+
+/**
+ * For the le tiers: the DNS token var must be defined for the host (in the overlay's vault or
+ * the repo's). Its value is learnt here, with the output kept out of every record, so that it is
+ * redacted from then on wherever it came from.
+ */
+async function learnDnsToken(input: ApplyInput, files: TransientInventory, tokenVar: string): Promise<void> {
+  const host = input.profile.document.host;
+  const secret = await secretExtraVars(input.secrets);
+  try {
+    const result = await input.runner.run(
+      "ansible",
+      ["-i", files.inventoryFile, host, "-e", `@${files.extraVarsFile}`, ...secret.args, "-m", "ansible.builtin.debug", "-a", `var=${tokenVar}`, "-o"],
+      { env: ansibleEnv(input.dir), cwd: input.profile.repoDir, check: false, secretOutput: true },
+    );
+    const match = new RegExp(`"${tokenVar}":\\s*"((?:[^"\\\\]|\\\\.)*)"`).exec(result.stdout);
+    const value = match ? (JSON.parse(`"${match[1]}"`) as string) : undefined;
+    if (result.failed || value === undefined || value === "" || value.startsWith("VARIABLE IS NOT DEFINED")) {
+      throw new BadInputError({
+        ...(input.profile.overlay.file ? { file: input.profile.overlay.file } : {}),
+        path: "certs.dnsTokenVar",
+        message: `--certs ${input.certs.tier} needs the DNS provider token in ${tokenVar}, and it is not defined for ${host} (expected it in the overlay's vault or the infrastructure repo's vault; found ${result.failed ? "an Ansible error" : "nothing"})`,
+      });
+    }
+    input.secrets.add(value);
+  } finally {
+    await secret.cleanup();
+  }
 }
 
 /** What an apply did. */
@@ -190,7 +229,7 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   const secret = await secretExtraVars(input.secrets);
   const result = await input.runner.run(
     "ansible-playbook",
-    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, input.profile.playbookFile],
+    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, ...lastWordVars(input.certs), input.profile.playbookFile],
     {
       env: ansibleEnv(input.dir),
       cwd: input.profile.repoDir,

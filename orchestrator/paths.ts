@@ -26,3 +26,11 @@ export function stacksDir(env: NodeJS.ProcessEnv = process.env): string {
 export function imageDir(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.BOMA_IT_IMAGE_DIR ?? "/var/cache/boma-it/images");
 }
+
+/**
+ * The cache of issued wildcard certificates (private keys: kept 0700): `$BOMA_IT_CERT_CACHE`,
+ * else `$XDG_CACHE_HOME/boma-it/certs`, else `~/.cache/boma-it/certs`.
+ */
+export function certCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BOMA_IT_CERT_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "boma-it", "certs"));
+}

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { XMLBuilder } from "fast-xml-parser";
 import type { CheckResult } from "./checks.ts";
 import type { Phase } from "./provision.ts";
+import type { CertificateOutcome } from "./certs.ts";
 import type { SnapshotDiff } from "./snapshot.ts";
 
 /** One scenario of a run. */
@@ -25,6 +26,8 @@ export interface ScenarioReport {
   phases: Phase[];
   readyLagSeconds: (number | null)[];
   apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;
+  /** le-prod-wildcard only: whether the certificate was reused from the cache or issued (and cached). */
+  certificate: CertificateOutcome | null;
   snapshotDiff: Record<string, SnapshotDiff> | null;
   diagnostics: string | null;
 }

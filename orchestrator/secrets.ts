@@ -26,6 +26,8 @@ export interface RunSecrets {
   /** The overlay vars that are secret, by name (passed to Ansible outside the run dir). */
   secretVars: Record<string, unknown>;
   redact(text: string): string;
+  /** Adds a secret learnt during the run (a DNS token read from the repo's vault); redacted from then on. */
+  add(value: string): void;
 }
 
 /** Collects a profile's secrets; decrypts the overlay's vault with Ansible's own password settings. */
@@ -55,7 +57,13 @@ export function secretsOf(values: readonly string[], vaultFile?: string, secretV
     values: sorted,
     vaultFile,
     secretVars,
+    // Reads `sorted` at each call: runners and logs built on this see secrets added later.
     redact: (text) => sorted.reduce((result, secret) => result.split(secret).join(REDACTED), text),
+    add: (value) => {
+      if (value.length < MIN_SECRET_LENGTH || sorted.includes(value)) return;
+      sorted.push(value);
+      sorted.sort((a, b) => b.length - a.length);
+    },
   };
 }
 

@@ -14,9 +14,10 @@ import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import type { KeepPolicy } from "./cli/options.ts";
 import type { Log } from "./log.ts";
 import type { Machine } from "./machine.ts";
-import type { CertTier } from "./profile/schema.ts";
 import type { RunSecrets } from "./secrets.ts";
+import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
 import { provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
+import { sshTargetOf } from "./ssh.ts";
 import type { ScenarioReport } from "./report.ts";
 import { asBomaError, teardown } from "./runs.ts";
 import { diffSnapshots, takeSnapshot } from "./snapshot.ts";
@@ -33,7 +34,7 @@ export interface ScenarioSpec {
 
 /** Everything a scenario needs from the command: what provisioning needs, the tier and the keep policy. */
 export interface SequenceContext extends Omit<ProvisionOptions, "runsDir"> {
-  certs: CertTier;
+  certs: CertPlan;
   keep: KeepPolicy;
   secrets: RunSecrets;
 }
@@ -65,6 +66,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     phases: [],
     readyLagSeconds: [],
     apply: null,
+    certificate: null,
     snapshotDiff: null,
     diagnostics: null,
   };
@@ -82,6 +84,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
 
     const applied = await timed("apply", () => applyScenario(context, outputs, scenario, scenarioDir));
     report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+    report.certificate = applied.certificate;
 
     const pre = await timed("checks before the reboot", () => checkStage(context, machine, outputs.ip, "pre-reboot", SETTLE_MS.preReboot));
     report.checks.push(...pre);
@@ -182,18 +185,32 @@ async function rebootAndRecheck(
   }
 }
 
-/** Applies the profile's playbook with a scenario's vars, after checking the transient inventory. */
+/**
+ * Applies the profile's playbook with a scenario's vars, after checking the transient inventory.
+ * For le-prod-wildcard, a cached certificate goes onto the VM first, or the one the VM issued is
+ * cached afterwards.
+ */
 export async function applyScenario(
   context: Pick<SequenceContext, "profile" | "certs" | "runner" | "log" | "signal" | "secrets">,
   outputs: StackOutputs,
   scenario: Pick<ScenarioSpec, "name" | "vars">,
   scenarioDir: string,
-): Promise<ApplyResult> {
-  const input = { profile: context.profile, outputs, scenario, certs: context.certs, secrets: context.secrets, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
+): Promise<ApplyResult & { certificate: CertificateOutcome | null }> {
+  const wildcard = context.certs.wildcard
+    ? { ...context.certs.wildcard, runner: context.runner, target: sshTargetOf(outputs), secrets: context.secrets, log: context.log }
+    : undefined;
+  const before = wildcard ? await wildcardBeforeApply(wildcard) : undefined;
+  const vars = { ...scenario.vars, ...before?.vars };
+  const input = { profile: context.profile, outputs, scenario: { name: scenario.name, vars }, certs: context.certs, secrets: context.secrets, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
   await mkdir(input.dir, { recursive: true });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);
-  return applyPlaybook(input, files);
+  const result = await applyPlaybook(input, files);
+  let certificate: CertificateOutcome | null = null;
+  if (wildcard && before?.reused) {
+    certificate = { tier: "le-prod-wildcard", domain: wildcard.settings.domain, source: "reused", notAfter: before.reused.notAfter.toISOString(), detail: `from ${wildcard.cache.dir}` };
+  } else if (wildcard && result.ok) certificate = await wildcardAfterApply(wildcard);
+  return { ...result, certificate };
 }
 
 async function checkStage(context: SequenceContext, machine: Machine, ip: string, stage: "pre-reboot" | "post-reboot", settleMs: number): Promise<CheckResult[]> {

@@ -3,7 +3,7 @@
  * edge: every bad value names the option, what was expected and what was found (exit 2).
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { BadInputError, RefusedError } from "../errors.ts";
+import { BadInputError } from "../errors.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 
 type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
@@ -153,20 +153,4 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunCommandOptio
     engine: oneOf("engine", values.engine, ENGINES),
     accel: oneOf("accel", values.accel, ACCELS),
   };
-}
-
-/**
- * The cert tier of a run: the command line's, else the profile's. `--no-egress` forces
- * `internal` (ACME needs egress) and refuses an le tier asked for on the command line (exit 3)
- * instead of letting it fail deep inside Ansible.
- */
-export function effectiveCertTier(options: Pick<RunCommandOptions, "certs" | "noEgress">, profileTier: CertTier): { tier: CertTier; note?: string } {
-  if (!options.noEgress) return { tier: options.certs ?? profileTier };
-  if (options.certs !== undefined && options.certs !== "internal") {
-    throw new RefusedError(
-      `--certs ${options.certs} needs egress (ACME DNS-01 reaches Let's Encrypt and the DNS provider), but --no-egress builds a network without any`,
-      "drop --no-egress, or use --certs internal",
-    );
-  }
-  return profileTier === "internal" ? { tier: "internal" } : { tier: "internal", note: `--no-egress forces --certs internal (the profile's default is ${profileTier})` };
 }

@@ -3,9 +3,10 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { newRunIdentity, runDirName } from "../../infra/spec.ts";
 import type { CommandDefinition } from "../cli/command.ts";
-import { effectiveCertTier, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
+import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
+import { planCerts } from "../certs.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
-import { imageDir } from "../paths.ts";
+import { certCacheDir, imageDir } from "../paths.ts";
 import { loadRunInputs, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts } from "../provision.ts";
@@ -35,8 +36,8 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {} });
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
 
-    const { tier: certs, note: certsNote } = effectiveCertTier(options, profile.document.certs);
-    if (certsNote) log.info(certsNote);
+    const certs = await planCerts(profile, options, certCacheDir(env));
+    log.info(certs.reason);
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
 
@@ -51,7 +52,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         host: profile.document.host,
         engine: engine.name,
         accel: accel.accel,
-        certs,
+        certs: certs.tier,
         verdict: "error",
         exitCode: ExitCode.harnessFault,
         message: "",

@@ -2,9 +2,10 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandDefinition } from "../cli/command.ts";
-import { effectiveCertTier, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
+import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
+import { planCerts } from "../certs.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
-import { imageDir } from "../paths.ts";
+import { certCacheDir, imageDir } from "../paths.ts";
 import { loadRunInputs, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
@@ -32,8 +33,8 @@ If it fails to come up or to apply, what was created is removed again (unless --
     if (scenarioName === "red" && !declared) {
       throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
     }
-    const { tier: certs, note: certsNote } = effectiveCertTier(options, profile.document.certs);
-    if (certsNote) log.info(certsNote);
+    const certs = await planCerts(profile, options, certCacheDir(env));
+    log.info(certs.reason);
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
       const run = await prepareRun(profile, runsDir);

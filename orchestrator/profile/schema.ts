@@ -94,6 +94,16 @@ export type ProfileDocument = z.infer<typeof profileSchema>;
 /** One check of a profile. */
 export type Check = z.infer<typeof checkSchema>;
 
+const ansibleVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: "expected an Ansible variable name" });
+const absolutePath = z.string().regex(/^\/[^\0]*[^/]$/, { error: "expected an absolute file path" });
+/** host:port the harness must reach before an le tier may start (its egress preflight). */
+const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, { error: "expected host:port" });
+const leTierSchema = z.strictObject({
+  vars: vars.default({}),
+  /** What must be reachable from here (default: the tier's Let's Encrypt directory host on 443). */
+  egressCheck: z.array(hostPort).min(1).optional(),
+});
+
 /** The per-host overlay of stubs (`overrides/<host>.yml`). */
 export const overlaySchema = z.strictObject({
   vars: vars.default({}),
@@ -103,9 +113,27 @@ export const overlaySchema = z.strictObject({
   vault: z.string().min(1).optional(),
   certs: z
     .strictObject({
+      /**
+       * The Ansible var holding the DNS provider's token (in this overlay's vault or the
+       * infrastructure repo's). Given to the VM only for the le tiers; withheld otherwise.
+       */
+      dnsTokenVar: ansibleVarName.optional(),
       internal: z.strictObject({ vars: vars.default({}) }).optional(),
-      "le-staging": z.strictObject({ vars: vars.default({}) }).optional(),
-      "le-prod-wildcard": z.strictObject({ vars: vars.default({}) }).optional(),
+      "le-staging": leTierSchema.optional(),
+      "le-prod-wildcard": leTierSchema
+        .extend({
+          /** The wildcard certificate the VM issues, cached on this host and reused while valid. */
+          wildcard: z.strictObject({
+            domain: z.string().regex(/^\*\.[a-z0-9-]+(\.[a-z0-9-]+)+$/, { error: "expected a wildcard domain such as *.test.example.org" }),
+            /** Where the playbook leaves the issued certificate (PEM, with chain) on the VM, and where a reused one goes. */
+            certPath: absolutePath,
+            /** Where the playbook leaves its private key on the VM. */
+            keyPath: absolutePath,
+            /** Reuse a cached certificate only while it stays valid this many days or more. */
+            minValidDays: z.number().int().min(1).max(365).default(30),
+          }),
+        })
+        .optional(),
     })
     .default({}),
 }).superRefine((overlay, ctx) => {

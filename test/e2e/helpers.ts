@@ -155,3 +155,58 @@ export async function profileVariant(dir: string, name: string, file: string, ed
   await writeFile(target, edit(absolute));
   return target;
 }
+
+/** A host outside the VM's network: its own namespace behind a veth, serving HTTP on port 80. */
+export interface OutsideHost {
+  /** Namespace name (also names the veth pair). */
+  name: string;
+  /** The host's address and the sandbox's end of the link, in one /24. */
+  address: string;
+  sandboxAddress: string;
+}
+
+/**
+ * Runs `body` while an outside host exists and answers the sandbox (proven first, so a VM that
+ * cannot reach it proves something). Allowed here: it is a test host in a namespace of our own.
+ */
+export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
+  const sh = (script: string) => execFileSync("sh", ["-c", script], { encoding: "utf8" });
+  const link = host.name.replace(/^boma-it-e2e-/, "b").slice(0, 10);
+  sh(`ip netns add ${host.name}
+ip link add ${link}0 type veth peer name ${link}1 netns ${host.name}
+ip addr add ${host.sandboxAddress}/24 dev ${link}0 && ip link set ${link}0 up
+ip netns exec ${host.name} sh -c 'ip link set lo up; ip addr add ${host.address}/24 dev ${link}1; ip link set ${link}1 up; ip route add default via ${host.sandboxAddress}'`);
+  const listener = spawn("ip", ["netns", "exec", host.name, "python3", "-m", "http.server", "80", "--bind", host.address], { stdio: "ignore" });
+  try {
+    let status = 0;
+    for (let attempt = 0; attempt < 20 && status !== 200; attempt += 1) {
+      status = await fetch(`http://${host.address}/`, { signal: AbortSignal.timeout(2000) }).then((response) => response.status, () => 0);
+      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    assert.equal(status, 200, `${host.name} (${host.address}) answers the sandbox: the test is sound`);
+    return await body();
+  } finally {
+    listener.kill();
+    sh(`ip link del ${link}0 2>/dev/null; ip netns del ${host.name}`);
+  }
+}
+
+/** A LAN host (RFC 1918, like the real 10.20.x LAN) and an "internet" host (TEST-NET-2, not private). */
+export const LAN_HOST: OutsideHost = { name: "boma-it-e2e-lan", address: "10.20.0.1", sandboxAddress: "10.20.0.254" };
+export const INTERNET_HOST: OutsideHost = { name: "boma-it-e2e-wan", address: "198.51.100.1", sandboxAddress: "198.51.100.254" };
+
+/** Whether the VM of a run opens a TCP connection to address:port ("reached" or "blocked"). */
+export async function vmReaches(runId: string, address: string, port: number, env: Record<string, string>): Promise<string> {
+  const probe = `timeout 8 bash -c '</dev/tcp/${address}/${port}' && echo reached || echo blocked`;
+  return (await cli(["ssh", runId, "--", probe], env)).stdout.trim();
+}
+
+/** Whether the VM gets an answer to a DNS query over UDP from its gateway's dnsmasq. */
+export async function vmGetsDnsAnswer(runId: string, gateway: string, env: Record<string, string>): Promise<string> {
+  const query =
+    "python3 -c \"import socket;q=bytes.fromhex('1234010000010000000000000661736b6172690000010001');s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(5);s.sendto(q,('" +
+    gateway +
+    "',53));r=s.recv(512);print('dns-answer' if r[:2]==q[:2] else 'dns-garbled')\"";
+  const result = await cli(["ssh", runId, "--", query], env);
+  return result.stdout.trim() || result.stderr.trim();
+}

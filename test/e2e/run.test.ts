@@ -9,7 +9,8 @@ import { access, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/report.ts";
-import { cli, leftovers, profileVariant, suiteDirs } from "./helpers.ts";
+import { WITHHELD_TOKEN } from "../../orchestrator/certs.ts";
+import { cli, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -20,6 +21,10 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const report = JSON.parse(result.stdout) as RunReport;
     assert.equal(report.verdict, "pass");
     assert.equal(report.exitCode, 0);
+    // The profile's tier, said in one line and recorded; internal needs nothing outside.
+    assert.equal(report.certs, "internal");
+    assert.match(result.stderr, /certs: internal \(the profile's default\)/);
+    assert.deepEqual(report.scenarios.map((scenario) => scenario.certificate), [null, null]);
     assert.deepEqual(report.scenarios.map((scenario) => [scenario.name, scenario.expect, scenario.ok]), [["red", "fail", true], ["green", "pass", true]]);
 
     const [red, green] = report.scenarios;
@@ -49,7 +54,7 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.deepEqual(await leftovers(dirs.stacksDir), []);
   });
 
-  it("a scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, then down", async () => {
+  it("a scenario that must fail, without egress: exit 1, certs forced internal, the VM kept and cut off, a complete diagnostics bundle, then down", async () => {
     // A sentinel secret in the overlay's vault (a role writes it on the VM and a check prints it)
     // and one in a secret overlay var (passed as an extra var): neither may appear in the run dir.
     const sentinel = "boma-sentinel-7f3a9c2e";
@@ -57,7 +62,9 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const vaultFile = join(dirs.runsDir, "..", "askari.vault.yml");
     const passwordFile = join(dirs.runsDir, "..", "vault-password");
     await writeFile(passwordFile, "e2e-vault-password\n", { mode: 0o600 });
-    await writeFile(vaultFile, `mesh_setup_key: ${sentinel}\n`);
+    // The DNS provider's token is in the vault too; with --certs internal it must never reach the VM.
+    const dnsToken = "boma-dns-token-5b1e77c0";
+    await writeFile(vaultFile, `mesh_setup_key: ${sentinel}\ndns_provider_token: ${dnsToken}\n`);
     execFileSync("ansible-vault", ["encrypt", "--vault-password-file", passwordFile, vaultFile], { stdio: "ignore" });
     const overlay = join(dirs.runsDir, "..", "askari-overlay.yml");
     await writeFile(overlay, `${await readFile(join(import.meta.dirname, "../../overrides/askari.yml"), "utf8")}\nsecretVars: [api_token]\nvault: ${vaultFile}\n`.replace("vars:\n", `vars:\n  api_token: ${secretVar}\n`));
@@ -67,10 +74,16 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
       yaml
         .replace("green: { vars: { docker_host_forward_dropin: true } }", "green: { vars: { docker_host_forward_dropin: false } }")
         .replace(/^overrides: .+$/m, `overrides: ${overlay}`)
-        .replace("checks:\n", `checks:\n  - { name: the setup key arrived, run: "cat /etc/boma-lab/mesh-setup-key" }\n`),
+        .replace(
+          "checks:\n",
+          `checks:\n  - { name: the setup key arrived, run: "cat /etc/boma-lab/mesh-setup-key" }\n  - { name: the DNS token is withheld, run: "cat /etc/boma-lab/dns-provider-token" }\n`,
+        ),
     );
-    const result = await cli(["run", profile, "--scenario", "green", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
+    // ADR-025's deliberate no-egress scenario: the same must-fail run on a network without forwarding.
+    const result = await cli(["run", profile, "--scenario", "green", "--no-egress", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
     assert.equal(result.code, 1, result.stderr.slice(-4000));
+    assert.match(result.stderr, /certs: internal \(forced by --no-egress: ACME needs egress\)/);
+    assert.match(result.stderr, /\(no egress\)/, "the network was built without forwarding");
     const report = JSON.parse(result.stdout) as RunReport;
     assert.equal(report.verdict, "fail");
     assert.match(report.scenarios[0]!.outcome, /^GREEN broke after the reboot: .*web through the published port/);
@@ -89,7 +102,10 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const setupKey = report.scenarios[0]!.checks.find((check) => check.name === "the setup key arrived")!;
     assert.equal(setupKey.ok, true, "the vault's secret reached the VM");
     assert.match(setupKey.detail, /\[redacted\]/);
-    for (const secret of [sentinel, secretVar]) {
+    const token = report.scenarios[0]!.checks.find((check) => check.name === "the DNS token is withheld" && check.stage === "pre-reboot")!;
+    assert.match(token.detail, new RegExp(WITHHELD_TOKEN), "the VM got the placeholder, not the token");
+    assert.equal(report.certs, "internal");
+    for (const secret of [sentinel, secretVar, dnsToken]) {
       const found = spawnSync("grep", ["-r", "-l", "-F", secret, report.runDir], { encoding: "utf8" });
       assert.equal(found.status, 1, `${secret} appears in: ${found.stdout}`);
       assert.doesNotMatch(result.stdout + result.stderr, new RegExp(secret));
@@ -97,6 +113,13 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     const kept = await cli(["ssh", report.kept!.run, "--", "systemctl is-active docker"], dirs.env);
     assert.equal(kept.stdout.trim(), "active", "the kept VM can be reached");
+    // No egress: a host outside that answers the sandbox (and a NAT VM, see vm.test.ts) is out of
+    // the VM's reach; the VM still has its own network's gateway and DNS.
+    const ip = (JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; ip: string }[]).find((run) => run.runId === report.kept!.run)!.ip;
+    await withOutsideHost(INTERNET_HOST, async () => {
+      assert.equal(await vmReaches(report.kept!.run, INTERNET_HOST.address, 80, dirs.env), "blocked", "the VM cannot reach anything outside its network");
+    });
+    assert.equal(await vmGetsDnsAnswer(report.kept!.run, ip.replace(/\.\d+$/, ".1"), dirs.env), "dns-answer", "its own network still works");
     const down = await cli(["down", report.kept!.run], dirs.env);
     assert.equal(down.code, 0, down.stderr);
     assert.deepEqual(await leftovers(dirs.stacksDir), []);

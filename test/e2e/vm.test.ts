@@ -4,11 +4,11 @@
  * during boot, and a VM that never becomes reachable.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { access, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { cli, leftovers, startCli, suiteDirs } from "./helpers.ts";
+import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -143,38 +143,17 @@ EOF`]);
 /**
  * ADR-025 invariant 3: a "LAN host" (10.20.0.1, in a namespace of its own, routed through the
  * sandbox namespace by a veth pair) answers the sandbox, so the route is sound; the VM cannot
- * reach it, yet still reaches its gateway and DNS.
+ * reach it, yet still reaches an "internet" host (198.51.100.1) through NAT, its gateway and DNS.
  */
 async function assertIsolated(runId: string, ip: string, env: Record<string, string>): Promise<void> {
-  const lan = "boma-it-e2e-lan";
-  const sh = (script: string) => execFileSync("sh", ["-c", script], { encoding: "utf8" });
-  sh(`ip netns add ${lan}
-ip link add bomalan0 type veth peer name bomalan1 netns ${lan}
-ip addr add 10.20.0.254/24 dev bomalan0 && ip link set bomalan0 up
-ip netns exec ${lan} sh -c 'ip link set lo up; ip addr add 10.20.0.1/24 dev bomalan1; ip link set bomalan1 up; ip route add default via 10.20.0.254'`);
-  const listener = spawn("ip", ["netns", "exec", lan, "python3", "-m", "http.server", "80", "--bind", "10.20.0.1"], { stdio: "ignore" });
-  try {
-    let fromSandbox = 0;
-    for (let attempt = 0; attempt < 20 && fromSandbox !== 200; attempt += 1) {
-      fromSandbox = await fetch("http://10.20.0.1/", { signal: AbortSignal.timeout(2000) }).then((response) => response.status, () => 0);
-      if (fromSandbox !== 200) await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-    assert.equal(fromSandbox, 200, "the LAN host answers the sandbox: the test is sound");
-    const gateway = ip.replace(/\.\d+$/, ".1");
-    const probe = (address: string, port: number) => `timeout 8 bash -c '</dev/tcp/${address}/${port}' && echo reached || echo blocked`;
-    const toLan = await cli(["ssh", runId, "--", probe("10.20.0.1", 80)], env);
-    assert.equal(toLan.stdout.trim(), "blocked", "the VM cannot reach the LAN host");
-    const toDns = await cli(["ssh", runId, "--", probe(gateway, 53)], env);
-    assert.equal(toDns.stdout.trim(), "reached", "the VM reaches its gateway's DNS");
-    // A real DNS query over UDP to the gateway's dnsmasq: any answer proves DNS is reachable.
-    const query =
-      "python3 -c \"import socket;q=bytes.fromhex('1234010000010000000000000661736b6172690000010001');s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(5);s.sendto(q,('" +
-      gateway +
-      "',53));r=s.recv(512);print('dns-answer' if r[:2]==q[:2] else 'dns-garbled')\"";
-    const dns = await cli(["ssh", runId, "--", query], env);
-    assert.equal(dns.stdout.trim(), "dns-answer", `the VM gets DNS answers from its gateway: ${dns.stderr}`);
-  } finally {
-    listener.kill();
-    sh(`ip link del bomalan0 2>/dev/null; ip netns del ${lan}`);
-  }
+  const gateway = ip.replace(/\.\d+$/, ".1");
+  await withOutsideHost(LAN_HOST, async () => {
+    assert.equal(await vmReaches(runId, LAN_HOST.address, 80, env), "blocked", "the VM cannot reach the LAN host");
+  });
+  // Egress through NAT works (the le tiers need it): the positive control of the --no-egress test.
+  await withOutsideHost(INTERNET_HOST, async () => {
+    assert.equal(await vmReaches(runId, INTERNET_HOST.address, 80, env), "reached", "the VM reaches a host outside through NAT");
+  });
+  assert.equal(await vmReaches(runId, gateway, 53, env), "reached", "the VM reaches its gateway's DNS");
+  assert.equal(await vmGetsDnsAnswer(runId, gateway, env), "dns-answer", "the VM gets DNS answers from its gateway");
 }

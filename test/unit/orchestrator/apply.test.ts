@@ -4,11 +4,13 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
 import type { StackOutputs } from "../../../infra/plan.ts";
+import { planCerts, WITHHELD_TOKEN } from "../../../orchestrator/certs.ts";
 import { Runner } from "../../../infra/runner.ts";
-import { inSubnet, writeTransientInventory } from "../../../orchestrator/apply.ts";
+import { applyPlaybook, inSubnet, writeTransientInventory } from "../../../orchestrator/apply.ts";
 import { Log } from "../../../orchestrator/log.ts";
 import { loadProfile } from "../../../orchestrator/profile/load.ts";
 import { secretsOf } from "../../../orchestrator/secrets.ts";
+import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 import { Writable } from "node:stream";
 
@@ -52,7 +54,7 @@ describe("transient inventory", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const dir = join(tree.dir, "run", "ansible");
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, scenario: { name: "red", vars: { fix: false } }, certs: "internal", dir, runner, secrets: secretsOf([]),
+        profile, outputs: OUTPUTS, scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
         log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
       });
       const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as Record<string, any>;
@@ -84,5 +86,36 @@ describe("transient inventory", () => {
     assert.equal(inSubnet("10.234.7.10", "10.234.7.0/24"), true);
     assert.equal(inSubnet("10.20.0.11", "10.234.7.0/24"), false);
     assert.equal(inSubnet("askari.lan", "10.234.7.0/24"), false);
+  });
+});
+
+describe("apply with a DNS token in the vault", () => {
+  it("--certs internal: the token var is overridden last, after the vault, so the VM never gets it", async () => {
+    const tree = await tempTree({
+      "repo/inventory/hosts.yml": INVENTORY,
+      "repo/site.yml": "- hosts: all\n",
+      "overrides/askari.yml": "certs:\n  dnsTokenVar: dns_provider_token\n",
+      "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\noverrides: overrides/askari.yml\nchecks: [{ name: x, unit: y }]\n",
+    });
+    try {
+      const bin = join(tree.dir, "bin");
+      await writeFake(bin, "ansible-playbook", 'echo "PLAY RECAP"; echo "askari : ok=1 changed=0 unreachable=0 failed=0"');
+      const log = join(tree.dir, "calls.log");
+      const runner = new Runner({ env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: log } });
+      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
+      const certs = await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache"));
+      const input = {
+        profile, outputs: OUTPUTS, scenario: { name: "green", vars: {} }, certs, dir: join(tree.dir, "run", "ansible"), runner,
+        secrets: secretsOf(["vault-token-value"], join(tree.dir, "vault.yml")),
+        log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
+      };
+      const files = await writeTransientInventory(input);
+      await applyPlaybook(input, files);
+      const [argv] = await fakeCalls(log);
+      const extra = argv!.flatMap((arg, index) => (argv![index - 1] === "-e" ? [arg] : []));
+      assert.deepEqual(extra.slice(-2), [`@${join(tree.dir, "vault.yml")}`, JSON.stringify({ dns_provider_token: WITHHELD_TOKEN })], "the placeholder comes after the vault");
+    } finally {
+      await tree.remove();
+    }
   });
 });

@@ -39,8 +39,8 @@ describe("junit.xml", () => {
       verdict: "pass", exitCode: 0, message: "", readyLagSeconds: [], diagnostics: null, kept: null,
       startedAt: "", finishedAt: "", wallSeconds: 600, runDir: "/r",
       scenarios: [
-        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], apply: null, snapshotDiff: null, diagnostics: null },
-        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], apply: null, snapshotDiff: null, diagnostics: null },
+        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
       ],
     };
     const xml = junitXml(report);
