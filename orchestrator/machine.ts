@@ -169,6 +169,15 @@ export class Machine {
     );
   }
 
+  /**
+   * What the guest needed to boot, from `systemd-analyze time` ("Startup finished in ... =
+   * 43.2s"); undefined while the boot has not finished or when it says nothing parseable.
+   */
+  async guestBootSeconds(): Promise<number | null> {
+    const result = await this.execute("systemd-analyze time", { timeoutMs: 30_000 });
+    return parseStartupFinished(result.stdout);
+  }
+
   /** Reboots and proves it: the boot id changes and SSH answers again. */
   async reboot(timeoutMs: number): Promise<RebootProof> {
     const bootIdBefore = await this.bootId();
@@ -238,4 +247,14 @@ function lastLine(text: string): string {
 
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
+}
+
+/** The total of systemd-analyze's "Startup finished in ... = 1min 2.345s" line, in seconds. */
+export function parseStartupFinished(text: string): number | null {
+  const total = /Startup finished in .*= ((?:\d+min )?[\d.]+(?:ms|s))\s*$/m.exec(text)?.[1];
+  if (!total) return null;
+  const minutes = Number(/(\d+)min/.exec(total)?.[1] ?? 0);
+  const rest = /([\d.]+)(ms|s)$/.exec(total)!;
+  const seconds = Number(rest[1]) / (rest[2] === "ms" ? 1000 : 1);
+  return round1(minutes * 60 + seconds);
 }

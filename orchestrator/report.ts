@@ -25,6 +25,8 @@ export interface ScenarioReport {
   checks: CheckResult[];
   phases: Phase[];
   readyLagSeconds: (number | null)[];
+  /** Per boot, what the guest itself needed to boot (`systemd-analyze time`), when it said. */
+  guestBootSeconds: (number | null)[];
   apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;
   /** le-prod-wildcard only: whether the certificate was reused from the cache or issued (and cached). */
   certificate: CertificateOutcome | null;
@@ -46,11 +48,19 @@ export interface RunReport {
   scenarios: ScenarioReport[];
   readyLagSeconds: (number | null)[];
   diagnostics: string | null;
+  /** The harness process itself (not its children): peak resident memory. */
+  harness: { peakRssMiB: number };
   kept: { run: string; ssh: string; reap: string } | null;
   startedAt: string;
   finishedAt: string;
   wallSeconds: number;
   runDir: string;
+}
+
+/** The harness process's peak resident memory so far, in MiB. */
+export function harnessPeakRssMiB(): number {
+  // maxRSS is in KiB.
+  return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
 }
 
 /** Writes report.json and junit.xml into the run dir. */

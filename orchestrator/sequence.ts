@@ -65,6 +65,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     checks: [],
     phases: [],
     readyLagSeconds: [],
+    guestBootSeconds: [],
     apply: null,
     certificate: null,
     snapshotDiff: null,
@@ -84,6 +85,8 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
 
     const applied = await timed("apply", () => applyScenario(context, outputs, scenario, scenarioDir));
     report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+    // The first boot has long finished by now (the apply took minutes): its time is final.
+    report.guestBootSeconds.push(await machine.guestBootSeconds());
     report.certificate = applied.certificate;
 
     const pre = await timed("checks before the reboot", () => checkStage(context, machine, outputs.ip, "pre-reboot", SETTLE_MS.preReboot));
@@ -122,7 +125,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
   const keep = stackExists && (context.keep === "always" || (context.keep === "on-failure" && failure === "sut" && !context.signal.aborted));
   if (stackExists && !keep) {
     try {
-      await teardown(context.engine, identity.runId, scenarioDir, log);
+      await timed("teardown", () => teardown(context.engine, identity.runId, scenarioDir, log));
     } catch (teardownError) {
       log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
       // A leak is a harness fault even when the scenario itself passed.
@@ -169,6 +172,7 @@ async function rebootAndRecheck(
     report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
     context.log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
     await timed("system settled", () => waitSettled(machine, context.log));
+    report.guestBootSeconds.push(await machine.guestBootSeconds());
     const post = await timed("checks after the reboot", () => checkStage(context, machine, ip, "post-reboot", SETTLE_MS.postReboot));
     report.snapshotDiff = diffSnapshots(before, await takeSnapshot(machine));
     return post;

@@ -10,7 +10,7 @@ import { certCacheDir, imageDir } from "../paths.ts";
 import { loadRunInputs, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts } from "../provision.ts";
-import { writeReport, type RunReport } from "../report.ts";
+import { harnessPeakRssMiB, writeReport, type RunReport } from "../report.ts";
 import { runScenario, type ScenarioSpec } from "../sequence.ts";
 
 export const runCommand: CommandDefinition = {
@@ -59,6 +59,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         scenarios: [],
         readyLagSeconds: [],
         diagnostics: null,
+        harness: { peakRssMiB: 0 },
         kept: null,
         startedAt: new Date(started).toISOString(),
         finishedAt: "",
@@ -96,6 +97,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
       } finally {
         report.finishedAt = new Date().toISOString();
         report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
+        report.harness = { peakRssMiB: harnessPeakRssMiB() };
         await writeReport(report);
         // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
         const scrubbed = await scrubDir(runDir, secrets);

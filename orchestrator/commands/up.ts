@@ -10,6 +10,7 @@ import { loadRunInputs, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
+import { harnessPeakRssMiB } from "../report.ts";
 import { applyScenario } from "../sequence.ts";
 
 export const upCommand: CommandDefinition = {
@@ -57,7 +58,22 @@ If it fails to come up or to apply, what was created is removed again (unless --
         };
         await writeFile(
           join(run.runDir, "up.json"),
-          `${JSON.stringify({ ...summary, engine: engine.name, accel: accel.accel, phases: live.phases, readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null), bootIds: live.boots.map((boot) => boot.bootId) }, null, 2)}\n`,
+          `${JSON.stringify(
+            {
+              ...summary,
+              engine: engine.name,
+              accel: accel.accel,
+              certs: certs.tier,
+              phases: live.phases,
+              readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null),
+              bootIds: live.boots.map((boot) => boot.bootId),
+              guestBootSeconds: [await live.machine.guestBootSeconds()],
+              apply: { seconds: applied.seconds, tasks: applied.tasks },
+              harness: { peakRssMiB: harnessPeakRssMiB() },
+            },
+            null,
+            2,
+          )}\n`,
         );
         const text = [
           `${live.outputs.host} is up as ${live.outputs.runId} at ${live.outputs.ip}`,

@@ -1,0 +1,133 @@
+/**
+ * The benchmark's arithmetic, kept pure so it is unit tested: which report phases make up each
+ * benchmark phase, median/min/max over the samples, and the harness overhead of an acceptance
+ * run (wall time minus what the guest and Ansible themselves needed).
+ */
+
+/** The phases the benchmark reports, each the sum of these report phases. */
+export const BENCH_PHASES: readonly { name: string; from: readonly string[] }[] = [
+  { name: "provision", from: ["provision"] },
+  { name: "first boot to SSH", from: ["DHCP lease", "SSH"] },
+  { name: "cloud-init done", from: ["cloud-init"] },
+  { name: "apply", from: ["apply"] },
+  { name: "pre-checks", from: ["checks before the reboot"] },
+  { name: "reboot to SSH", from: ["reboot"] },
+  { name: "system settled", from: ["system settled"] },
+  { name: "post-checks", from: ["checks after the reboot"] },
+  { name: "diagnostics", from: ["diagnostics"] },
+  { name: "teardown", from: ["teardown"] },
+];
+
+/** One VM's life as a report has it (a scenario of `run`, or `up`). */
+export interface VmSample {
+  phases: readonly { name: string; seconds: number }[];
+  readyLagSeconds: readonly (number | null)[];
+  guestBootSeconds: readonly (number | null)[];
+  ansibleTaskSeconds: number;
+}
+
+/** One acceptance run (`run askari`). */
+export interface AcceptanceSample {
+  wallSeconds: number;
+  vms: readonly VmSample[];
+  peakRssMiB: number;
+  verdict: string;
+}
+
+/** median, min, max of some numbers. */
+export interface Stats {
+  n: number;
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function stats(values: readonly number[]): Stats | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  // Two decimals: readiness lags are fractions of a second.
+  const round2 = (value: number) => Math.round(value * 100) / 100;
+  return { n: sorted.length, median: round2(median), min: round2(sorted[0]!), max: round2(sorted.at(-1)!) };
+}
+
+/** Seconds of one benchmark phase in one VM's life, or null when it did not happen. */
+export function phaseSeconds(sample: VmSample, phase: (typeof BENCH_PHASES)[number]): number | null {
+  const parts = sample.phases.filter((entry) => phase.from.includes(entry.name));
+  return parts.length === 0 ? null : round1(parts.reduce((sum, entry) => sum + entry.seconds, 0));
+}
+
+/**
+ * An acceptance run's overhead: wall time minus the guest's own boot times and Ansible's own task
+ * times. What remains is the harness (provisioning, readiness polling, checks and their settle
+ * waits, teardown) plus what the guest did that systemd-analyze does not count (firmware,
+ * shutdown before a reboot).
+ */
+export function overhead(sample: AcceptanceSample): { seconds: number; ratio: number; guestBootSeconds: number; ansibleSeconds: number } {
+  const guestBootSeconds = sample.vms.flatMap((vm) => vm.guestBootSeconds).reduce<number>((sum, value) => sum + (value ?? 0), 0);
+  const ansibleSeconds = sample.vms.reduce((sum, vm) => sum + vm.ansibleTaskSeconds, 0);
+  const seconds = sample.wallSeconds - guestBootSeconds - ansibleSeconds;
+  return { seconds: round1(seconds), ratio: Math.round((seconds / sample.wallSeconds) * 1000) / 1000, guestBootSeconds: round1(guestBootSeconds), ansibleSeconds: round1(ansibleSeconds) };
+}
+
+/** Everything the benchmark reports. */
+export interface BenchSummary {
+  phases: Record<string, Stats | null>;
+  acceptanceWallSeconds: Stats | null;
+  readyLagSeconds: Stats | null;
+  overheadRatio: Stats | null;
+  overheadSeconds: Stats | null;
+  peakRssMiB: Stats | null;
+  downSeconds: Stats | null;
+  reapSeconds: Stats | null;
+}
+
+/** Summarises the samples: every VM of every run and every `up` counts for the per-phase figures. */
+export function summarize(acceptance: readonly AcceptanceSample[], ups: readonly VmSample[], downs: readonly number[], reaps: readonly number[], upRssMiB: readonly number[] = []): BenchSummary {
+  const vms = [...acceptance.flatMap((run) => run.vms), ...ups];
+  const phases: Record<string, Stats | null> = {};
+  for (const phase of BENCH_PHASES) phases[phase.name] = stats(vms.map((vm) => phaseSeconds(vm, phase)).filter((value) => value !== null));
+  const overheads = acceptance.map(overhead);
+  return {
+    phases,
+    acceptanceWallSeconds: stats(acceptance.map((run) => run.wallSeconds)),
+    readyLagSeconds: stats(vms.flatMap((vm) => vm.readyLagSeconds).filter((value) => value !== null)),
+    overheadRatio: stats(overheads.map((entry) => entry.ratio)),
+    overheadSeconds: stats(overheads.map((entry) => entry.seconds)),
+    peakRssMiB: stats([...acceptance.map((run) => run.peakRssMiB), ...upRssMiB]),
+    downSeconds: stats(downs),
+    reapSeconds: stats(reaps),
+  };
+}
+
+/** The short table printed at the end. */
+export function table(summary: BenchSummary): string {
+  const rows: [string, Stats | null, string][] = [
+    ...BENCH_PHASES.map((phase) => [phase.name, summary.phases[phase.name] ?? null, "s"] as [string, Stats | null, string]),
+    ["down (a kept run)", summary.downSeconds, "s"],
+    ["reap (nothing left)", summary.reapSeconds, "s"],
+    ["readyLag", summary.readyLagSeconds, "s"],
+    ["askari RED→GREEN wall", summary.acceptanceWallSeconds, "s"],
+    ["harness overhead", summary.overheadSeconds, "s"],
+    ["harness overhead ratio", summary.overheadRatio, ""],
+    ["harness peak RSS (MiB)", summary.peakRssMiB, "MiB"],
+  ];
+  const lines = [`${"seconds unless noted".padEnd(24)}${"n".padStart(3)}${"median".padStart(9)}${"min".padStart(9)}${"max".padStart(9)}`];
+  for (const [name, value, unit] of rows) {
+    if (!value) {
+      lines.push(`${name.padEnd(24)}${"-".padStart(3)}`);
+      continue;
+    }
+    lines.push(`${name.padEnd(24)}${String(value.n).padStart(3)}${format(value.median, unit)}${format(value.min, unit)}${format(value.max, unit)}`);
+  }
+  return lines.join("\n");
+}
+
+function format(value: number, unit: string): string {
+  return (unit === "" ? value.toFixed(3) : value.toFixed(2)).padStart(9);
+}
+
+function round1(value: number): number {
+  return Math.round(value * 10) / 10;
+}

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseStartupFinished } from "../../../orchestrator/machine.ts";
+import { overhead, stats, summarize, table, type AcceptanceSample, type VmSample } from "../../bench/summary.ts";
+
+const vm = (overrides: Partial<VmSample> = {}): VmSample => ({
+  phases: [
+    { name: "provision", seconds: 2 },
+    { name: "DHCP lease", seconds: 44 },
+    { name: "SSH", seconds: 11 },
+    { name: "cloud-init", seconds: 12 },
+    { name: "apply", seconds: 90 },
+    { name: "checks before the reboot", seconds: 5 },
+    { name: "reboot", seconds: 70 },
+    { name: "system settled", seconds: 20 },
+    { name: "checks after the reboot", seconds: 5 },
+    { name: "teardown", seconds: 2.5 },
+  ],
+  readyLagSeconds: [0.4, 0.3],
+  guestBootSeconds: [45, 48],
+  ansibleTaskSeconds: 80,
+  ...overrides,
+});
+
+describe("benchmark summary", () => {
+  it("median, min and max", () => {
+    assert.deepEqual(stats([3, 1, 2]), { n: 3, median: 2, min: 1, max: 3 });
+    assert.deepEqual(stats([4, 1, 2, 3]), { n: 4, median: 2.5, min: 1, max: 4 });
+    assert.equal(stats([]), null);
+  });
+
+  it("overhead is wall time minus the guest's boots and Ansible's tasks", () => {
+    const run: AcceptanceSample = { wallSeconds: 540, vms: [vm(), vm({ guestBootSeconds: [44, null] })], peakRssMiB: 120, verdict: "pass" };
+    assert.deepEqual(overhead(run), { seconds: 540 - (45 + 48 + 44) - 160, ratio: Math.round(((540 - 137 - 160) / 540) * 1000) / 1000, guestBootSeconds: 137, ansibleSeconds: 160 });
+  });
+
+  it("adds report phases into bench phases, over every VM of every run and every up", () => {
+    const run: AcceptanceSample = { wallSeconds: 540, vms: [vm(), vm()], peakRssMiB: 120, verdict: "pass" };
+    const summary = summarize([run], [vm({ phases: [{ name: "DHCP lease", seconds: 50 }, { name: "SSH", seconds: 12 }] })], [2.4], [0.9], [95]);
+    assert.deepEqual(summary.phases["first boot to SSH"], { n: 3, median: 55, min: 55, max: 62 });
+    assert.deepEqual(summary.phases["reboot to SSH"], { n: 2, median: 70, min: 70, max: 70 });
+    assert.equal(summary.phases.diagnostics, null, "a phase that never happened has no figures");
+    assert.deepEqual(summary.readyLagSeconds, { n: 6, median: 0.35, min: 0.3, max: 0.4 });
+    assert.deepEqual(summary.peakRssMiB, { n: 2, median: 107.5, min: 95, max: 120 });
+    assert.match(table(summary), /^first boot to SSH\s+3\s+55\.00\s+55\.00\s+62\.00$/m);
+    assert.match(table(summary), /^diagnostics\s+-$/m);
+  });
+
+  it("reads the guest's boot time from systemd-analyze", () => {
+    assert.equal(parseStartupFinished("Startup finished in 3.120s (kernel) + 41.034s (userspace) = 44.154s\ngraphical.target reached after 40.9s in userspace.\n"), 44.2);
+    assert.equal(parseStartupFinished("Startup finished in 5.1s (kernel) + 1min 2.345s (userspace) = 1min 7.445s\n"), 67.4);
+    assert.equal(parseStartupFinished("Startup finished in 812ms (kernel) + 2.1s (userspace) = 2.912s"), 2.9);
+    assert.equal(parseStartupFinished("Bootup is not yet finished (org.freedesktop.systemd1.Manager.FinishTimestampMonotonic=0).\n"), null);
+  });
+});
