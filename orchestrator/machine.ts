@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { quoteArg, type Runner } from "../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
-import { sshCommandArgs, type SshTarget } from "./ssh.ts";
+import { sshBanner, sshCommandArgs, type SshTarget } from "./ssh.ts";
 
 /** What a command on the machine did. */
 export interface MachineResult {
@@ -21,7 +21,7 @@ export interface MachineResult {
 /** What the harness saw when SSH first answered after a boot. */
 export interface SshReady {
   bootId: string;
-  /** Guest uptime at the first successful command minus the monotonic time sshd became active. */
+  /** Guest uptime when the harness first saw sshd's banner minus the monotonic time sshd became active. */
   readyLagSeconds: number | undefined;
   /** Guest uptime (s) when the harness got in. */
   uptimeSeconds: number;
@@ -57,6 +57,8 @@ export interface MachineOptions {
   domainState: () => Promise<string>;
   clock?: Clock;
   signal?: AbortSignal;
+  /** Whether sshd's banner is there (default: {@link sshBanner} on port 22; tests fake it). */
+  banner?: (ip: string) => Promise<boolean>;
 }
 
 /** The SSH exit status meaning "could not connect", not "the command failed". */
@@ -137,36 +139,62 @@ export class Machine {
   }
 
   /**
-   * Waits until SSH answers with the pinned key, polling tightly so readiness is noticed soon
-   * after sshd starts; fails fast when the domain is off and on timeout shows the console tail.
+   * Waits until SSH answers with the pinned key. sshd's banner is polled tightly (a TCP connect,
+   * no login) so its start is noticed within a few hundred milliseconds; then one login reads the
+   * guest's uptime, and the uptime at the moment the banner arrived is that minus the harness-side
+   * time since (the login's own cost is not counted as lag). Fails fast when the domain is off
+   * and on timeout shows the console tail.
    */
   async waitForSsh(timeoutMs: number, options: { notBootId?: string } = {}): Promise<SshReady> {
     const started = this.#clock.now();
     const probe =
       "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
+    let bannerAt: number | undefined;
+    const console = this.#throttledConsoleLine();
     return this.waitFor(
       `SSH on ${this.#options.target.ip}${options.notBootId ? " after the reboot" : ""}`,
       timeoutMs,
       async () => {
+        if (bannerAt === undefined) {
+          if (!(await (this.#options.banner ?? sshBanner)(this.#options.target.ip))) return { done: false, seen: await console() };
+          bannerAt = this.#clock.now();
+        }
         const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
+        const answeredAt = this.#clock.now();
         if (result.exitCode !== 0) {
-          return { done: false, seen: (await this.consoleTail(1))[0] ?? lastLine(result.stderr) };
+          bannerAt = undefined;
+          return { done: false, seen: lastLine(result.stderr) || (await console()) };
         }
         const [uptimeLine = "", sshdActive = "", bootId = ""] = result.stdout.trim().split("\n");
         if (options.notBootId && bootId.trim() === options.notBootId) {
+          // The old boot's sshd, still up while the reboot begins: its banner does not count.
+          bannerAt = undefined;
           return { done: false, seen: "still the old boot (reboot not started yet)" };
         }
-        const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
+        const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
         const activeMicros = Number(sshdActive.trim());
         const readyLagSeconds =
-          Number.isFinite(activeMicros) && activeMicros > 0 ? round1(uptimeSeconds - activeMicros / 1e6) : undefined;
+          Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
         return {
           done: true,
-          value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((this.#clock.now() - started) / 1000) },
+          value: { bootId: bootId.trim(), uptimeSeconds: Number(uptimeLine.split(" ")[0]), readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000) },
         };
       },
-      { intervalMs: 200, maxIntervalMs: 500, withConsole: true },
+      { intervalMs: 100, maxIntervalMs: 200, withConsole: true },
     );
+  }
+
+  /** The console's last line, read at most every 2 s (polling runs 5-10 times a second). */
+  #throttledConsoleLine(): () => Promise<string> {
+    let line = "";
+    let readAt = -Infinity;
+    return async () => {
+      if (this.#clock.now() - readAt >= 2000) {
+        line = (await this.consoleTail(1))[0] ?? "";
+        readAt = this.#clock.now();
+      }
+      return line;
+    };
   }
 
   /**
@@ -243,6 +271,10 @@ export class Machine {
 
 function lastLine(text: string): string {
   return text.trim().split("\n").at(-1) ?? "";
+}
+
+function round2(value: number): number {
+  return Math.round(value * 100) / 100;
 }
 
 function round1(value: number): number {
