@@ -25,5 +25,11 @@ for unit in apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.tim
 done
 ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
+# Work systemd would do on the first boot of every VM (ConditionNeedsUpdate: ldconfig, the
+# journal catalog, systemd-update-done), done once here instead.
+chroot "$root" ldconfig
+chroot "$root" journalctl --update-catalog
+touch "$root/etc/.updated" "$root/var/.updated"
+
 # Identify the image inside the guest.
 printf 'boma-it golden image debian-13-local\n' > "$root/etc/boma-it-image"

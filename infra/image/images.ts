@@ -27,6 +27,8 @@ export interface ImageInfo {
   /** How it came to be: `pull <url>` or `build (mmdebstrap trixie)`. */
   source?: string;
   sha512?: string;
+  /** For a built image: the fingerprint of the recipe it was built from (see {@link localImageRecipe}). */
+  recipe?: string;
 }
 
 /** The checksum of a download did not match; the file was not kept. */
@@ -141,6 +143,18 @@ const IMAGE_ASSETS = dirname(fileURLToPath(import.meta.url));
 const ROOT_MIB = 3072;
 const ESP_MIB = 64;
 
+/**
+ * The fingerprint of how debian-13-local is made (customize hook, GRUB config, packages, sizes,
+ * suite). An image in the cache built from another recipe is stale: `image build` makes it again,
+ * so a machine that caches the image still gets what the code now expects.
+ */
+export async function localImageRecipe(suite = "trixie"): Promise<string> {
+  const hash = createHash("sha256");
+  for (const file of ["customize.sh", "grub.cfg"]) hash.update(await readFile(join(IMAGE_ASSETS, file)));
+  hash.update(JSON.stringify({ packages: LOCAL_IMAGE_PACKAGES, suite, rootMiB: ROOT_MIB, espMiB: ESP_MIB }));
+  return hash.digest("hex").slice(0, 16);
+}
+
 /** Builds debian-13-local offline from Debian packages, without loop devices. Needs root. */
 export async function buildLocalImage(
   cacheDir: string,
@@ -195,7 +209,7 @@ export async function buildLocalImage(
     await runner.run("dd", [`if=${rootImg}`, `of=${raw}`, "bs=1M", `seek=${1 + ESP_MIB}`, "conv=notrunc,sparse", "status=none"]);
     const qcow = join(work, "disk.qcow2");
     await step("qcow2 (qemu-img convert)", "qemu-img", ["convert", "-O", "qcow2", raw, qcow]);
-    await installReadOnly(qcow, target, { source: `build (mmdebstrap ${suite} from ${options.mirror})` });
+    await installReadOnly(qcow, target, { source: `build (mmdebstrap ${suite} from ${options.mirror})`, recipe: await localImageRecipe(suite) });
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -203,7 +217,7 @@ export async function buildLocalImage(
 }
 
 /** Moves a finished image into place, read-only, with a sidecar describing it. */
-async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string }): Promise<void> {
+async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string; recipe?: string }): Promise<void> {
   await rm(to, { force: true });
   await rename(from, to);
   await chmod(to, 0o444);

@@ -1,5 +1,5 @@
 /** `boma-it image pull|build|ls`: golden images (download + verify, offline build, list). */
-import { DEFAULT_CLOUD_URL, buildLocalImage, ChecksumMismatchError, imageInfo, listImages, pullGenericCloud } from "../../infra/image/images.ts";
+import { DEFAULT_CLOUD_URL, buildLocalImage, ChecksumMismatchError, imageInfo, listImages, localImageRecipe, pullGenericCloud } from "../../infra/image/images.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { expectPositionals, oneOf } from "../cli/options.ts";
 import { ExitCode, RefusedError } from "../errors.ts";
@@ -37,9 +37,12 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     const expected = action === "pull" ? "debian-13-genericcloud" : "debian-13-local";
     oneOf(`image ${action}`, name, [expected] as const);
     const existing = await imageInfo(dir, name);
-    if (existing.present && !args.values.force) {
+    // A built image from an older recipe is made again; one placed by hand (no sidecar) is kept.
+    const stale = action === "build" && existing.present && existing.source?.startsWith("build") === true && existing.recipe !== (await localImageRecipe());
+    if (existing.present && !args.values.force && !stale) {
       return { exitCode: ExitCode.pass, json: existing, text: `${name} is already in ${dir} (use --force to make it again)` };
     }
+    if (stale) log.info(`${name} in ${dir} was built from another recipe (${existing.recipe ?? "none recorded"}, now ${await localImageRecipe()}): building it again`);
     if (action === "build" && process.getuid?.() !== 0) {
       throw new RefusedError("image build needs root (mmdebstrap builds a root file system)", "sudo npm run boma-it -- image build");
     }

@@ -69,3 +69,33 @@ describe("image pull", () => {
     });
   });
 });
+
+describe("image build of a cached image", () => {
+  it("keeps one built from the current recipe, builds again one from an older recipe", async () => {
+    const { localImageRecipe } = await import("../../../infra/image/images.ts");
+    const { writeFile } = await import("node:fs/promises");
+    const { join } = await import("node:path");
+    const { writeFake } = await import("../../helpers/fakes.ts");
+    const tree = await tempTree();
+    try {
+      const image = join(tree.dir, "debian-13-local.qcow2");
+      await writeFile(image, IMAGE);
+      const sidecar = (recipe: string) => writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe }));
+      // A build that would start fails at once here: mmdebstrap is a fake that refuses.
+      await writeFake(join(tree.dir, "bin"), "mmdebstrap", "echo 'fake mmdebstrap: not building in a unit test' >&2; exit 1");
+      const env = { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log") };
+
+      await sidecar(await localImageRecipe());
+      const current = await runCli(["image", "build"], env);
+      assert.equal(current.code, 0, current.stderr);
+      assert.match(current.stdout, /debian-13-local is already in/);
+
+      await sidecar("0123456789abcdef");
+      const stale = await runCli(["image", "build"], env);
+      assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, now ${await localImageRecipe()}\\): building it again`));
+      assert.match(stale.stderr, /fake mmdebstrap: not building/, "it did start building");
+    } finally {
+      await tree.remove();
+    }
+  });
+});
