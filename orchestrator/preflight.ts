@@ -5,9 +5,9 @@
 import { access, readFile, statfs } from "node:fs/promises";
 import { decideAccel, probeAccel } from "../infra/accel.ts";
 import { listImages } from "../infra/image/images.ts";
-import { PulumiEngine } from "../infra/engines/pulumi.ts";
 import { messageOf } from "../infra/errors.ts";
 import type { Runner } from "../infra/runner.ts";
+import { pulumiEngine } from "./engine-choice.ts";
 import { RefusedError } from "./errors.ts";
 import { Libvirt } from "./libvirt.ts";
 
@@ -128,7 +128,7 @@ async function pulumiEngineCheck(runner: Runner, stacksDir: string): Promise<Pre
   const fix = 'install the CLI and its command plugin: README, "The pulumi engine"';
   if (!cli) return { name, ok: false, required: false, detail: "no pulumi CLI on PATH: runs use the direct engine", fix };
   try {
-    return { name, ok: true, required: false, detail: await new PulumiEngine({ runner, stacksDir, cli }).ensureUsable() };
+    return { name, ok: true, required: false, detail: await (await pulumiEngine(runner, stacksDir, cli)).ensureUsable() };
   } catch (error) {
     return { name, ok: false, required: false, detail: `${messageOf(error).split("\n")[0]} (--engine auto would fail: use --engine direct)`, fix };
   }

@@ -5,7 +5,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine, StackSummary } from "../infra/engines/engine.ts";
-import { PulumiUnavailableError } from "../infra/engines/pulumi.ts";
+import { PulumiUnavailableError } from "../infra/engines/pulumi-setup.ts";
 import { ProvisionError, TeardownError } from "../infra/errors.ts";
 import { CommandFailedError } from "../infra/runner.ts";
 import { BadInputError, BomaError, HarnessError, InterruptedError, RefusedError } from "./errors.ts";

@@ -10,7 +10,7 @@ import { access, mkdir, symlink } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
-import { COMMAND_PLUGIN, pulumiPaths } from "../../infra/engines/pulumi.ts";
+import { COMMAND_PLUGIN, pulumiPaths } from "../../infra/engines/pulumi-setup.ts";
 import { cli, leftovers, startCli, suiteDirs } from "./helpers.ts";
 
 const pulumiCli = (() => {

@@ -13,7 +13,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { PulumiEngine, PulumiUnavailableError, pulumiPaths, resourceEventForwarder, TAGS } from "../../../infra/engines/pulumi.ts";
+import { PulumiEngine, resourceEventForwarder } from "../../../infra/engines/pulumi.ts";
+import { PulumiUnavailableError, pulumiPaths, TAGS } from "../../../infra/engines/pulumi-setup.ts";
 import type { ResourceEvent } from "../../../infra/engines/engine.ts";
 import { ProvisionError, StackNotFoundError } from "../../../infra/errors.ts";
 import { planStack } from "../../../infra/plan.ts";
@@ -309,7 +310,7 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
 
 describe("pulumi engine versions", () => {
   it("the plugin it requires is the version of the pinned @pulumi/command SDK the program uses", async () => {
-    const { COMMAND_PLUGIN } = await import("../../../infra/engines/pulumi.ts");
+    const { COMMAND_PLUGIN } = await import("../../../infra/engines/pulumi-setup.ts");
     const sdk = JSON.parse(await readFile(new URL("../../../node_modules/@pulumi/command/package.json", import.meta.url), "utf8")) as { version: string };
     const manifest = JSON.parse(await readFile(new URL("../../../package.json", import.meta.url), "utf8")) as { dependencies: Record<string, string> };
     // The SDK's package.json says "v4.5.0"; the resources it registers ask the engine for that plugin.
