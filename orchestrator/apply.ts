@@ -237,11 +237,13 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
       signal: input.signal,
       timeoutMs: 60 * 60_000,
       onLine: (line) => {
-        const task = /^TASK \[(.+)\] \*+$/.exec(line);
+        // Handlers run at the end of a play: timed on their own, not added to the play's last task.
+        const task = /^(TASK|RUNNING HANDLER) \[(.+)\] \*+$/.exec(line);
         if (task) {
           finishTask();
-          current = { name: task[1]!, started: performance.now() };
-          input.log.info(`task ${task[1]}`);
+          const name = task[1] === "TASK" ? task[2]! : `handler ${task[2]!}`;
+          current = { name, started: performance.now() };
+          input.log.info(`${task[1] === "TASK" ? "task" : "running"} ${name}`);
         } else if (/^PLAY RECAP/.test(line)) finishTask();
         else if (/^(fatal|failed):/.test(line)) {
           lastFatal = line;

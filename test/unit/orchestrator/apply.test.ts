@@ -99,7 +99,11 @@ describe("apply with a DNS token in the vault", () => {
     });
     try {
       const bin = join(tree.dir, "bin");
-      await writeFake(bin, "ansible-playbook", 'echo "PLAY RECAP"; echo "askari : ok=1 changed=0 unreachable=0 failed=0"');
+      await writeFake(
+        bin,
+        "ansible-playbook",
+        'printf "TASK [base : Harden sshd] ***\\nRUNNING HANDLER [base : restart ssh] ***\\nTASK [Gathering Facts] ***\\nPLAY RECAP ***\\naskari : ok=3 changed=1 unreachable=0 failed=0\\n"',
+      );
       const log = join(tree.dir, "calls.log");
       const runner = new Runner({ env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: log } });
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
@@ -110,7 +114,9 @@ describe("apply with a DNS token in the vault", () => {
         log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
       };
       const files = await writeTransientInventory(input);
-      await applyPlaybook(input, files);
+      const applied = await applyPlaybook(input, files);
+      // A handler is timed on its own, not added to the task before it.
+      assert.deepEqual(applied.tasks.map((task) => task.name), ["base : Harden sshd", "handler base : restart ssh", "Gathering Facts"]);
       const [argv] = await fakeCalls(log);
       const extra = argv!.flatMap((arg, index) => (argv![index - 1] === "-e" ? [arg] : []));
       assert.deepEqual(extra.slice(-2), [`@${join(tree.dir, "vault.yml")}`, JSON.stringify({ dns_provider_token: WITHHELD_TOKEN })], "the placeholder comes after the vault");
