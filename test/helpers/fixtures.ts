@@ -1,5 +1,7 @@
-/** A fixed stack spec and keys for rendering tests. */
+/** Fixtures of unit tests: a fixed stack spec and keys, and a silent log. */
+import { Writable } from "node:stream";
 import type { SeedKeys } from "../../infra/seed.ts";
+import { Log } from "../../orchestrator/log.ts";
 import { newRunIdentity, pickSubnet, stackSpec, type StackSpec } from "../../infra/spec.ts";
 
 export const FIXED_IDENTITY = newRunIdentity("askari", new Date("2026-11-22T03:40:00Z"));
@@ -22,3 +24,8 @@ export const FIXED_KEYS: SeedKeys = {
   hostPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n",
   hostPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost boma-it host\n",
 };
+
+/** A Log that prints nothing (for code under test that logs progress). */
+export function silentLog(): Log {
+  return new Log({ stream: new Writable({ write: (_chunk, _encoding, done) => done() }), enabled: false });
+}

@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { chmod, copyFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { PulumiEngine, resourceEventForwarder } from "../../../infra/engines/pulumi.ts";
 import { PulumiUnavailableError, pulumiPaths, TAGS } from "../../../infra/engines/pulumi-setup.ts";
@@ -20,10 +19,9 @@ import { ProvisionError, StackNotFoundError } from "../../../infra/errors.ts";
 import { planStack } from "../../../infra/plan.ts";
 import { Runner } from "../../../infra/runner.ts";
 import { Libvirt } from "../../../orchestrator/libvirt.ts";
-import { Log } from "../../../orchestrator/log.ts";
 import { reap } from "../../../orchestrator/reap.ts";
 import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
-import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
+import { FIXED_KEYS, fixedSpec, silentLog } from "../../helpers/fixtures.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
 interface PulumiCall {
@@ -63,6 +61,16 @@ function shape(call: PulumiCall): string {
   }
   return kept.join(" ");
 }
+
+/** The CLI calls of destroying a healthy stack (after `stack ls` has found it). */
+const DESTROY_CALLS = [
+  `stack select --stack ${STACK}`,
+  `stack tag set ${TAGS.state} destroying --stack ${STACK}`,
+  `stack export --show-secrets --stack ${STACK}`,
+  `destroy --yes --skip-preview --exec-kind auto.inline --stack ${STACK}`,
+  `stack history --json --show-secrets --page-size 1 --page 1 --stack ${STACK}`,
+  `stack rm --yes ${STACK}`,
+];
 
 function installPlugin(): Promise<unknown> {
   return mkdir(join(pulumiPaths(stacksDir).home, "plugins", "resource-command-v4.5.0"), { recursive: true });
@@ -126,12 +134,7 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
       `stack tag ls --json --stack ${STACK}`,
       // destroy
       "stack ls --json",
-      `stack select --stack ${STACK}`,
-      `stack tag set ${TAGS.state} destroying --stack ${STACK}`,
-      `stack export --show-secrets --stack ${STACK}`,
-      `destroy --yes --skip-preview --exec-kind auto.inline --stack ${STACK}`,
-      `stack history --json --show-secrets --page-size 1 --page 1 --stack ${STACK}`,
-      `stack rm --yes ${STACK}`,
+      ...DESTROY_CALLS,
       "stack ls --json",
     ]);
     const paths = pulumiPaths(stacksDir);
@@ -255,7 +258,7 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     await engine.up(stale);
     await engine.up(live);
     const before = (await calls()).length;
-    const log = new Log({ stream: new Writable({ write: (_chunk, _encoding, done) => done() }), enabled: false });
+    const log = silentLog();
     const items = await reap({
       engines: [engine],
       libvirt: new Libvirt(runner, "qemu:///system"),
@@ -278,12 +281,7 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
       `stack tag ls --json --stack ${STACK}`,
       `stack tag ls --json --stack ${live.stack}`,
       "stack ls --json",
-      `stack select --stack ${STACK}`,
-      `stack tag set ${TAGS.state} destroying --stack ${STACK}`,
-      `stack export --show-secrets --stack ${STACK}`,
-      `destroy --yes --skip-preview --exec-kind auto.inline --stack ${STACK}`,
-      `stack history --json --show-secrets --page-size 1 --page 1 --stack ${STACK}`,
-      `stack rm --yes ${STACK}`,
+      ...DESTROY_CALLS,
       // the run keys sweep lists the engines again
       "stack ls --json",
       `stack tag ls --json --stack ${live.stack}`,

@@ -7,12 +7,11 @@ import type { StackOutputs } from "../../../infra/plan.ts";
 import { planCerts, WITHHELD_TOKEN } from "../../../orchestrator/certs.ts";
 import { Runner } from "../../../infra/runner.ts";
 import { applyPlaybook, inSubnet, writeTransientInventory } from "../../../orchestrator/apply.ts";
-import { Log } from "../../../orchestrator/log.ts";
 import { loadProfile } from "../../../orchestrator/profile/load.ts";
 import { secretsOf } from "../../../orchestrator/secrets.ts";
 import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
+import { silentLog } from "../../helpers/fixtures.ts";
 import { tempTree } from "../../helpers/tmp.ts";
-import { Writable } from "node:stream";
 
 const INVENTORY = `all:
   vars: { fleet: boma }
@@ -55,7 +54,7 @@ describe("transient inventory", () => {
       const dir = join(tree.dir, "run", "ansible");
       const files = await writeTransientInventory({
         profile, outputs: OUTPUTS, scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
-        log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
+        log: silentLog(), signal: new AbortController().signal,
       });
       const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as Record<string, any>;
       const text = JSON.stringify(inventory);
@@ -111,7 +110,7 @@ describe("apply with a DNS token in the vault", () => {
       const input = {
         profile, outputs: OUTPUTS, scenario: { name: "green", vars: {} }, certs, dir: join(tree.dir, "run", "ansible"), runner,
         secrets: secretsOf(["vault-token-value"], join(tree.dir, "vault.yml")),
-        log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }), signal: new AbortController().signal,
+        log: silentLog(), signal: new AbortController().signal,
       };
       const files = await writeTransientInventory(input);
       const applied = await applyPlaybook(input, files);

@@ -6,14 +6,13 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { Runner } from "../../../infra/runner.ts";
-import { Log } from "../../../orchestrator/log.ts";
 import { Machine } from "../../../orchestrator/machine.ts";
 import type { Clock } from "../../../orchestrator/retry.ts";
 import { sshBanner } from "../../../orchestrator/ssh.ts";
 import { writeFake } from "../../helpers/fakes.ts";
+import { silentLog } from "../../helpers/fixtures.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
 async function listen(onConnection: (socket: import("node:net").Socket) => void): Promise<{ server: Server; port: number }> {
@@ -49,7 +48,7 @@ describe("SSH readiness", () => {
         name: "askari",
         target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "boma-it-askari" },
         runner: new Runner({ env: { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text),
-        log: new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false }),
+        log: silentLog(),
         consoleLog: join(tree.dir, "console.log"),
         domainState: async () => "running",
         clock,

@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { DirectEngine } from "../../../infra/engines/direct.ts";
 import { Runner } from "../../../infra/runner.ts";
 import { Libvirt } from "../../../orchestrator/libvirt.ts";
-import { Log } from "../../../orchestrator/log.ts";
 import { createdAtOf, reap } from "../../../orchestrator/reap.ts";
 import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
+import { silentLog } from "../../helpers/fixtures.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
 /** A virsh that lists what $FAKE_* say and accepts every change. */
@@ -26,7 +25,7 @@ esac
 exit 0
 `;
 
-const silent = new Log({ stream: new Writable({ write: (_c, _e, done) => done() }), enabled: false });
+const silent = silentLog();
 
 async function setup(env: Record<string, string>) {
   const tree = await tempTree();
