@@ -103,7 +103,7 @@ export async function planCerts(
   if (tier !== "internal") await requireEgress(tier, certs[tier]?.egressCheck ?? [ACME_DIRECTORY_HOSTS[tier]], probe);
   const wildcard = settings ? { settings, cache: new WildcardCache(cacheDir) } : undefined;
   // The cache must be usable (0700) before a VM issues a certificate it could not keep.
-  if (wildcard) await wildcard.cache.lookup(settings!.domain, settings!.minValidDays);
+  if (wildcard) await wildcard.cache.ensureDir();
   return { tier, reason, vars: certs[tier]?.vars ?? {}, dnsTokenVar: certs.dnsTokenVar, wildcard };
 }
 
@@ -191,7 +191,7 @@ export class WildcardCache {
 
   /** The cached certificate of `domain` if it stays valid at least `minValidDays`; else why not. */
   async lookup(domain: string, minValidDays: number, now = new Date()): Promise<CacheLookup> {
-    await this.#ensureDir();
+    await this.ensureDir();
     const folder = this.#folder(domain);
     let certificatePem: string;
     let keyPem: string;
@@ -215,7 +215,7 @@ export class WildcardCache {
   /** Checks and stores a newly issued certificate (files 0600, replaced atomically). */
   async store(domain: string, certificatePem: string, keyPem: string, now = new Date()): Promise<CertificateFacts> {
     const facts = inspectCertificate(certificatePem, keyPem, domain, now);
-    await this.#ensureDir();
+    await this.ensureDir();
     const folder = this.#folder(domain);
     await mkdir(folder, { recursive: true, mode: 0o700 });
     for (const [name, content] of [["key.pem", keyPem], ["cert.pem", certificatePem]] as const) {
@@ -235,7 +235,8 @@ export class WildcardCache {
     return join(this.dir, domain.replace(/^\*\./, "wildcard."));
   }
 
-  async #ensureDir(): Promise<void> {
+  /** Makes the cache folder, or refuses (exit 3) one that others can read: it holds private keys. */
+  async ensureDir(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const mode = (await stat(this.dir)).mode & 0o777;
     if ((mode & 0o077) !== 0) {
