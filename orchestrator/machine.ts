@@ -4,7 +4,7 @@
  * `waitForOpenPort`, `waitForSsh` and `reboot`, which proves itself by a changed boot id.
  * Commands run as root (through the harness account's sudo) over SSH with the pinned host key.
  */
-import { readFile } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
@@ -69,6 +69,8 @@ export class Machine {
   readonly name: string;
   readonly #options: MachineOptions;
   readonly #clock: Clock;
+  /** Where the current boot's output begins in the console log (moved forward by {@link reboot}). */
+  #bootConsoleStart = 0;
 
   constructor(options: MachineOptions) {
     this.name = options.name;
@@ -211,6 +213,8 @@ export class Machine {
     const bootIdBefore = await this.bootId();
     const started = this.#clock.now();
     this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
+    // A panic of the boot before must not fail the wait for this one.
+    this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
     // The connection may drop before ssh returns: any outcome of the command itself is fine.
     await this.execute("systemctl reboot", { timeoutMs: 30_000 });
     const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore });
@@ -221,11 +225,7 @@ export class Machine {
   async consoleTail(lines = 20): Promise<string[]> {
     try {
       const text = await readFile(this.#options.consoleLog, "utf8");
-      return text
-        // eslint-disable-next-line no-control-regex
-        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
-        .split(/\r?\n/)
-        .map((line) => line.trimEnd())
+      return consoleLines(text)
         .filter((line) => line.trim() !== "")
         .slice(-lines);
     } catch {
@@ -234,8 +234,42 @@ export class Machine {
   }
 
   /**
+   * The panic of the current boot as the serial console shows it (see {@link findKernelPanic}),
+   * read at most every 2 s: a panicked guest stays "running" for libvirt, so without this a wait
+   * would sit out its whole timeout.
+   */
+  #throttledPanicCheck(): () => Promise<string | undefined> {
+    let readAt = -Infinity;
+    return async () => {
+      if (this.#clock.now() - readAt < 2000) return undefined;
+      readAt = this.#clock.now();
+      return findKernelPanic(await this.#consoleSince(this.#bootConsoleStart));
+    };
+  }
+
+  /** The console log from a byte offset on (all of it when the log is shorter: rotated). */
+  async #consoleSince(offset: number): Promise<string> {
+    let file;
+    try {
+      file = await open(this.#options.consoleLog, "r");
+    } catch {
+      return "";
+    }
+    try {
+      const { size } = await file.stat();
+      const from = offset <= size ? offset : 0;
+      const buffer = Buffer.alloc(size - from);
+      await file.read(buffer, 0, buffer.length, from);
+      return buffer.toString("utf8");
+    } finally {
+      await file.close();
+    }
+  }
+
+  /**
    * The machine's one way of waiting: retries `attempt` with progress lines, gives up at once when
-   * the VM is no longer running, and (withConsole) puts the serial console's tail into the error.
+   * the VM is no longer running or its kernel panicked, and (withConsole) puts the serial console's
+   * tail into the error.
    */
   async waitFor<T>(
     what: string,
@@ -244,6 +278,7 @@ export class Machine {
     options: { intervalMs?: number; maxIntervalMs?: number; withConsole?: boolean } = {},
   ): Promise<T> {
     const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
+    const panicked = this.#throttledPanicCheck();
     try {
       return await retry(attempt, {
         what: `${this.name}: ${what}`,
@@ -255,7 +290,9 @@ export class Machine {
         ...(this.#options.signal ? { signal: this.#options.signal } : {}),
         failFast: async () => {
           const state = await this.#options.domainState();
-          return state === "running" || state === "" ? undefined : `the VM is ${state}`;
+          if (state !== "running" && state !== "") return `the VM is ${state}`;
+          const panic = await panicked();
+          return panic ? `the guest kernel panicked: ${panic}` : undefined;
         },
       });
     } catch (error) {
@@ -269,6 +306,15 @@ export class Machine {
   }
 }
 
+/** Serial console text as lines, without terminal escapes and trailing blanks. */
+function consoleLines(text: string): string[] {
+  return text
+    // eslint-disable-next-line no-control-regex
+    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
+    .split(/\r?\n/)
+    .map((line) => line.trimEnd());
+}
+
 function lastLine(text: string): string {
   return text.trim().split("\n").at(-1) ?? "";
 }
@@ -279,6 +325,19 @@ function round2(value: number): number {
 
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
+}
+
+/**
+ * The kernel panic in a stretch of serial console output, if there is one: the panic line, after
+ * the first oops line when there is one (it says what went wrong: "Oops: int3: 0000 [#1] ... →
+ * Kernel panic - not syncing: Fatal exception in interrupt"). Timestamps and escapes are dropped.
+ */
+export function findKernelPanic(consoleText: string): string | undefined {
+  const lines = consoleLines(consoleText).map((line) => line.replace(/^\[\s*\d+\.\d+\]\s*/, "").trim());
+  const panic = lines.find((line) => line.startsWith("Kernel panic - not syncing"));
+  if (!panic) return undefined;
+  const oops = lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line));
+  return oops ? `${oops} → ${panic}` : panic;
 }
 
 /** The total of systemd-analyze's "Startup finished in ... = 1min 2.345s" line, in seconds. */

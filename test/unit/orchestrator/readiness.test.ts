@@ -4,11 +4,13 @@
  * systemd says sshd became active. Timing is driven by a fake clock, so nothing here is timed.
  */
 import assert from "node:assert/strict";
+import { appendFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../infra/runner.ts";
-import { Machine } from "../../../orchestrator/machine.ts";
+import { HarnessError } from "../../../orchestrator/errors.ts";
+import { findKernelPanic, Machine } from "../../../orchestrator/machine.ts";
 import type { Clock } from "../../../orchestrator/retry.ts";
 import { sshBanner } from "../../../orchestrator/ssh.ts";
 import { writeFake } from "../../helpers/fakes.ts";
@@ -39,30 +41,16 @@ describe("SSH readiness", () => {
   it("lag = uptime at the banner minus sshd's activation: the login's own time does not count", async () => {
     const tree = await tempTree();
     try {
-      // The guest: up 101.0 s, sshd active since 99.0 s (monotonic µs), a boot id.
-      await writeFake(join(tree.dir, "bin"), "ssh", 'printf "101.00 180.00\\n99000000\\n0f1e2d3c-aaaa-bbbb-cccc-000000000001\\n"');
-      let now = 0;
-      const clock: Clock = { now: () => now, sleep: async (ms) => void (now += ms) };
       let probes = 0;
-      const machine = new Machine({
-        name: "askari",
-        target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "boma-it-askari" },
-        runner: new Runner({ env: { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text),
-        log: silentLog(),
-        consoleLog: join(tree.dir, "console.log"),
-        domainState: async () => "running",
-        clock,
-        // No banner for three polls, then sshd answers; the login that follows takes 1.5 s.
-        banner: async () => {
-          probes += 1;
-          if (probes < 4) return false;
-          return true;
-        },
+      // No banner for three polls, then sshd answers; the login that follows takes 1.5 s.
+      const { machine, clock } = await fakeGuest(tree.dir, async () => {
+        probes += 1;
+        return probes >= 4;
       });
       const runner = (machine as unknown as { execute: Machine["execute"] }).execute.bind(machine);
       (machine as unknown as { execute: Machine["execute"] }).execute = async (command, options) => {
         const result = await runner(command, options);
-        now += 1500;
+        clock.advance(1500);
         return result;
       };
       const ready = await machine.waitForSsh(60_000);
@@ -75,3 +63,90 @@ describe("SSH readiness", () => {
     }
   });
 });
+
+/** The tail of a real serial console of a guest that panicked 3 s into boot under TCG (CI, 2026-11-22). */
+const PANICKED_BOOT = [
+  "[    2.634922] clocksource: Switched to clocksource tsc",
+  "[    2.840010] sched_clock: Marking stable (2800069033, 37211961)->(2889610973, -52329979)",
+  "[    2.842217] Oops: int3: 0000 [#1] PREEMPT SMP PTI",
+  "[    2.842509] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.107+deb13-amd64 #1  Debian 6.12.107-1",
+  "[    2.842677] RIP: 0010:sched_clock_cpu+0x9/0x1d0",
+  "[    2.844449] Kernel panic - not syncing: Fatal exception in interrupt",
+  "[    2.858578] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---",
+  "",
+].join("\r\n");
+
+describe("a guest kernel that panics", () => {
+  it("is found in the console with the oops that caused it; a healthy boot log has none", () => {
+    assert.equal(findKernelPanic(PANICKED_BOOT), "Oops: int3: 0000 [#1] PREEMPT SMP PTI → Kernel panic - not syncing: Fatal exception in interrupt");
+    assert.equal(findKernelPanic("\x1b[0m[    9.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n"), "Kernel panic - not syncing: VFS: Unable to mount root fs");
+    const healthy = "[    0.159342] Kernel command line: BOOT_IMAGE=/vmlinuz ro panic=0 console=ttyS0\n[    3.1] Run /init as init process\nDebian GNU/Linux 13 askari ttyS0\n";
+    assert.equal(findKernelPanic(healthy), undefined);
+  });
+
+  it("ends the wait for SSH at once instead of sitting out its timeout, with the console tail", async () => {
+    const tree = await tempTree();
+    try {
+      const { machine, clock, consoleLog } = await fakeGuest(tree.dir, async () => false);
+      await writeFile(consoleLog, PANICKED_BOOT);
+      await assert.rejects(machine.waitForSsh(360_000), (error: Error) => {
+        assert.ok(error instanceof HarnessError);
+        assert.match(error.message, /gave up waiting for askari: SSH on 10\.234\.7\.10: the guest kernel panicked: Oops: int3/);
+        assert.match(error.message, /last lines of the serial console/);
+        return true;
+      });
+      assert.ok(clock.now() < 10_000, `gave up after ${clock.now()} ms of a 360 s wait`);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("after a reboot, only a panic of the new boot counts", async () => {
+    const tree = await tempTree();
+    try {
+      let polls = 0;
+      let newBootPanics = false;
+      const { machine, consoleLog } = await fakeGuest(tree.dir, async () => {
+        polls += 1;
+        if (newBootPanics && polls === 2) await appendFile(consoleLog, PANICKED_BOOT);
+        return !newBootPanics && polls >= 6;
+      });
+      // The boot before panicked (an earlier run of this console): the reboot still succeeds.
+      await writeFile(consoleLog, PANICKED_BOOT);
+      const proof = await machine.reboot(360_000);
+      assert.equal(proof.bootIdAfter, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
+      assert.equal(polls, 6, "the wait went on past the console check of its first failed poll");
+
+      polls = 0;
+      newBootPanics = true;
+      await assert.rejects(machine.reboot(360_000), /after the reboot: the guest kernel panicked: Oops: int3/);
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+/**
+ * A Machine whose `ssh` is a fake guest (up 101.0 s, sshd active since 99.0 s, one boot id),
+ * whose banner probe is `banner`, on a fake clock that sleeping advances.
+ */
+async function fakeGuest(
+  dir: string,
+  banner: () => Promise<boolean>,
+): Promise<{ machine: Machine; clock: Clock & { advance(ms: number): void }; consoleLog: string }> {
+  await writeFake(join(dir, "bin"), "ssh", 'printf "101.00 180.00\\n99000000\\n0f1e2d3c-aaaa-bbbb-cccc-000000000001\\n"');
+  let now = 0;
+  const clock = { now: () => now, sleep: async (ms: number) => void (now += ms), advance: (ms: number) => void (now += ms) };
+  const consoleLog = join(dir, "console.log");
+  const machine = new Machine({
+    name: "askari",
+    target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "boma-it-askari" },
+    runner: new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } }).withRedaction((text) => text),
+    log: silentLog(),
+    consoleLog,
+    domainState: async () => "running",
+    clock,
+    banner,
+  });
+  return { machine, clock, consoleLog };
+}
