@@ -1,8 +1,8 @@
 /**
  * The profile's checks, run before and after the reboot: `http` and `tcp` from the harness host
  * through the test network (as a client on the LAN would), `unit`, `listen` and `run` inside the
- * VM. All checks of a stage run side by side, each retried until it passes or the stage's
- * settle time is up, so a slow service gets its chance but a broken one fails for sure.
+ * VM. All checks of a stage run side by side, each retried until it passes or its `within` time
+ * is up, so a slow service gets its chance but a broken one fails for sure.
  */
 import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -71,13 +71,13 @@ function tcpProbe(ip: string, port: number): Promise<ProbeOutcome> {
   });
 }
 
-/** Runs every check of a stage side by side; each retried until it passes or `settleMs` is up. */
+/** Runs every check of a stage side by side; each retried until it passes or its `within` is up. */
 export async function runChecks(
   checks: readonly Check[],
   machine: Machine,
   ip: string,
   stage: CheckStage,
-  options: { settleMs: number; signal?: AbortSignal; onResult?: (result: CheckResult) => void },
+  options: { signal?: AbortSignal; onResult?: (result: CheckResult) => void },
 ): Promise<CheckResult[]> {
   return Promise.all(
     checks.map(async (check) => {
@@ -85,13 +85,15 @@ export async function runChecks(
       for (;;) {
         options.signal?.throwIfAborted();
         const outcome = await probeOnce(check, machine, ip);
-        const seconds = Math.round((performance.now() - started) / 100) / 10;
-        if (outcome.ok || performance.now() - started >= options.settleMs) {
-          const result = { name: check.name, stage, ok: outcome.ok, detail: outcome.detail, seconds };
+        const elapsedMs = performance.now() - started;
+        const leftMs = check.within * 1000 - elapsedMs;
+        if (outcome.ok || leftMs <= 0) {
+          const result = { name: check.name, stage, ok: outcome.ok, detail: outcome.detail, seconds: Math.round(elapsedMs / 100) / 10 };
           options.onResult?.(result);
           return result;
         }
-        await sleep(3000, undefined, options.signal ? { signal: options.signal } : undefined);
+        // The last try comes when `within` is up, not up to 3 s after it.
+        await sleep(Math.min(3000, leftMs), undefined, options.signal ? { signal: options.signal } : undefined);
       }
     }),
   );

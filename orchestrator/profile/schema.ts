@@ -27,6 +27,9 @@ const listenProbe = z.strictObject({ port });
 export const PROBE_KINDS = ["http", "tcp", "unit", "listen", "run"] as const;
 export type ProbeKind = (typeof PROBE_KINDS)[number];
 
+/** How long a check may take to pass in a stage when the profile does not say (seconds). */
+export const DEFAULT_CHECK_WITHIN_SECONDS = 60;
+
 const checkSchema = z
   .strictObject({
     name: z.string().min(1),
@@ -35,6 +38,10 @@ const checkSchema = z
     unit: z.string().min(1).optional(),
     listen: listenProbe.optional(),
     run: z.string().min(1).optional(),
+    // Seconds the check is retried before it counts as failed. A failing check always waits this
+    // long, so it is the price of every finding: long for slow services, short where the subject
+    // is ready once systemd says the system is running.
+    within: z.number().int().min(1).max(3600).default(DEFAULT_CHECK_WITHIN_SECONDS),
   })
   .superRefine((check, ctx) => {
     const present = PROBE_KINDS.filter((kind) => check[kind] !== undefined);

@@ -43,6 +43,16 @@ describe("loadProfile", () => {
     assert.deepEqual(profile.document.vm, { vcpus: 2, memoryMiB: 3072, diskGiB: 20 });
     assert.equal(profile.document.certs, "internal");
     assert.equal(profile.overlay.file, undefined);
+    assert.equal(profile.document.checks[0]?.within, 60, "a check may take a minute unless the profile says otherwise");
+  });
+
+  it("takes a check's own `within` and refuses one outside 1..3600 s", async () => {
+    const tree = await tempTree({ ...REPO, "p.yml": GOOD.replace("unit: docker.service", "unit: docker.service, within: 15") });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.equal(profile.document.checks[0]?.within, 15);
+    const { error } = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, within: 0"));
+    assert.match(error.message, /p\.yml:6:\d+: checks\[0\]\.within: expected a number at least 1, found 0$/);
   });
 
   it("names file, line, path, expected and found for a missing required field", async () => {
