@@ -27,6 +27,12 @@ export interface SshReady {
   uptimeSeconds: number;
   /** Harness-side seconds from the start of the wait until SSH answered. */
   waitedSeconds: number;
+  /**
+   * Seconds from power-on or the reboot command until the guest kernel started: shutdown,
+   * firmware and boot loader, which `systemd-analyze` does not see (only when the wait was told
+   * when that began).
+   */
+  beforeKernelSeconds: number | undefined;
 }
 
 /** A proven reboot. */
@@ -135,6 +141,11 @@ export class Machine {
     await this.waitUntilSucceeds(`ss -Htln 'sport = :${port}' | grep -q .`, timeoutMs);
   }
 
+  /** Now, on the clock this machine's waits use (for {@link waitForSsh}'s `bootBeganAt`). */
+  now(): number {
+    return this.#clock.now();
+  }
+
   /** The current boot id. */
   async bootId(): Promise<string> {
     return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
@@ -145,9 +156,10 @@ export class Machine {
    * no login) so its start is noticed within a few hundred milliseconds; then one login reads the
    * guest's uptime, and the uptime at the moment the banner arrived is that minus the harness-side
    * time since (the login's own cost is not counted as lag). Fails fast when the domain is off
-   * and on timeout shows the console tail.
+   * and on timeout shows the console tail. `bootBeganAt` (this machine's clock) is when the VM was
+   * powered on or told to reboot.
    */
-  async waitForSsh(timeoutMs: number, options: { notBootId?: string } = {}): Promise<SshReady> {
+  async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number } = {}): Promise<SshReady> {
     const started = this.#clock.now();
     const probe =
       "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
@@ -177,9 +189,11 @@ export class Machine {
         const activeMicros = Number(sshdActive.trim());
         const readyLagSeconds =
           Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
+        const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
+        const beforeKernelSeconds = options.bootBeganAt === undefined ? undefined : Math.max(0, round1((answeredAt - options.bootBeganAt) / 1000 - uptimeSeconds));
         return {
           done: true,
-          value: { bootId: bootId.trim(), uptimeSeconds: Number(uptimeLine.split(" ")[0]), readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000) },
+          value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000), beforeKernelSeconds },
         };
       },
       { intervalMs: 100, maxIntervalMs: 200, withConsole: true },
@@ -217,7 +231,7 @@ export class Machine {
     this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
     // The connection may drop before ssh returns: any outcome of the command itself is fine.
     await this.execute("systemctl reboot", { timeoutMs: 30_000 });
-    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore });
+    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: started });
     return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
   }
 

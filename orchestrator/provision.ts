@@ -145,6 +145,8 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     signal,
   });
 
+  // The domain was started at the end of provisioning.
+  const poweredOnAt = machine.now();
   await timed("DHCP lease", async () => {
     const ip = await machine.waitFor(
       `a DHCP lease for ${outputs.ip} on ${outputs.network}`,
@@ -158,7 +160,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
   });
 
-  const ready = await timed("SSH", () => machine.waitForSsh(timeouts.sshMs));
+  const ready = await timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt: poweredOnAt }));
   log.info(`SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`);
 
   await timed("cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));

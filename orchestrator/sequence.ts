@@ -66,6 +66,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     phases: [],
     readyLagSeconds: [],
     guestBootSeconds: [],
+    beforeKernelSeconds: [],
     apply: null,
     certificate: null,
     snapshotDiff: null,
@@ -80,6 +81,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     live = await provision({ ...context, runsDir: runDir }, { identity, runDir: scenarioDir });
     report.phases.push(...live.phases);
     report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
+    report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
     const machine = live.machine;
     const outputs = live.outputs;
 
@@ -170,6 +172,7 @@ async function rebootAndRecheck(
     const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
     report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
     report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
+    report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
     context.log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
     await timed("system settled", () => waitSettled(machine, context.log));
     report.guestBootSeconds.push(await machine.guestBootSeconds());

@@ -68,6 +68,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
               readyLagSeconds: live.boots.map((boot) => boot.readyLagSeconds ?? null),
               bootIds: live.boots.map((boot) => boot.bootId),
               guestBootSeconds: [await live.machine.guestBootSeconds()],
+              beforeKernelSeconds: live.boots.map((boot) => boot.beforeKernelSeconds ?? null),
               apply: { seconds: applied.seconds, tasks: applied.tasks },
               certificate: applied.certificate,
               harness: { peakRssMiB: harnessPeakRssMiB() },

@@ -55,11 +55,18 @@ function cli(args: readonly string[]): Promise<{ code: number | null; stdout: st
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, seconds: Math.round((performance.now() - started) / 100) / 10 })));
 }
 
-function vmSample(report: { phases: { name: string; seconds: number }[]; readyLagSeconds: (number | null)[]; guestBootSeconds?: (number | null)[]; apply?: { tasks: { seconds: number }[] } | null }): VmSample {
+function vmSample(report: {
+  phases: { name: string; seconds: number }[];
+  readyLagSeconds: (number | null)[];
+  guestBootSeconds?: (number | null)[];
+  beforeKernelSeconds?: (number | null)[];
+  apply?: { tasks: { seconds: number }[] } | null;
+}): VmSample {
   return {
     phases: report.phases,
     readyLagSeconds: report.readyLagSeconds,
     guestBootSeconds: report.guestBootSeconds ?? [],
+    beforeKernelSeconds: report.beforeKernelSeconds ?? [],
     ansibleTaskSeconds: (report.apply?.tasks ?? []).reduce((sum, task) => sum + task.seconds, 0),
   };
 }

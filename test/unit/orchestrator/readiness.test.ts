@@ -58,6 +58,25 @@ describe("SSH readiness", () => {
       assert.equal(ready.bootId, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
       // Uptime 101.0 at the answer, 1.5 s after the banner: 99.5 at the banner, 0.5 after sshd.
       assert.equal(ready.readyLagSeconds, 0.5);
+      assert.equal(ready.beforeKernelSeconds, undefined, "not told when the boot began");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("the time before the kernel (firmware, boot loader) is the wait since power-on minus the guest's uptime", async () => {
+    const tree = await tempTree();
+    try {
+      let probes = 0;
+      // Three silent polls 40 s apart, then sshd; the guest says it has been up 101.0 s.
+      const { machine, clock } = await fakeGuest(tree.dir, async () => {
+        probes += 1;
+        if (probes < 4) clock.advance(40_000);
+        return probes >= 4;
+      });
+      const ready = await machine.waitForSsh(360_000, { bootBeganAt: 0 });
+      // Answered at 120.5 s (3 × 40 s + the polls' 0.5 s of sleep): the kernel started at 19.5 s.
+      assert.equal(ready.beforeKernelSeconds, 19.5);
     } finally {
       await tree.remove();
     }
