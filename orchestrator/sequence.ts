@@ -167,7 +167,7 @@ async function rebootAndRecheck(
   report: ScenarioReport,
   timed: <T>(name: string, body: () => Promise<T>) => Promise<T>,
 ): Promise<CheckResult[]> {
-  const before = await takeSnapshot(machine);
+  const before = await timed("snapshot before the reboot", () => takeSnapshot(machine));
   try {
     const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
     report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
@@ -177,7 +177,7 @@ async function rebootAndRecheck(
     await timed("system settled", () => waitSettled(machine, context.log));
     report.guestBootSeconds.push(await machine.guestBootSeconds());
     const post = await timed("checks after the reboot", () => checkStage(context, machine, ip, "post-reboot"));
-    report.snapshotDiff = diffSnapshots(before, await takeSnapshot(machine));
+    report.snapshotDiff = diffSnapshots(before, await timed("snapshot after the reboot", () => takeSnapshot(machine)));
     return post;
   } catch (error) {
     if (!(error instanceof HarnessError) || context.signal.aborted) throw error;

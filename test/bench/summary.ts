@@ -14,6 +14,7 @@ export const BENCH_PHASES: readonly { name: string; from: readonly string[] }[] 
   { name: "reboot to SSH", from: ["reboot"] },
   { name: "system settled", from: ["system settled"] },
   { name: "post-checks", from: ["checks after the reboot"] },
+  { name: "snapshots", from: ["snapshot before the reboot", "snapshot after the reboot"] },
   { name: "diagnostics", from: ["diagnostics"] },
   { name: "teardown", from: ["teardown"] },
 ];
