@@ -146,6 +146,14 @@ export class Machine {
     return this.#clock.now();
   }
 
+  /**
+   * Says that a new boot begins now (a reboot or a reset): from here on, waits look for a kernel
+   * panic only in the console output that follows, so a panic of the boot before does not count.
+   */
+  async markNewBoot(): Promise<void> {
+    this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
+  }
+
   /** The current boot id. */
   async bootId(): Promise<string> {
     return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
@@ -227,8 +235,7 @@ export class Machine {
     const bootIdBefore = await this.bootId();
     const started = this.#clock.now();
     this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
-    // A panic of the boot before must not fail the wait for this one.
-    this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
+    await this.markNewBoot();
     // The connection may drop before ssh returns: any outcome of the command itself is fine.
     await this.execute("systemctl reboot", { timeoutMs: 30_000 });
     const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: started });
@@ -252,7 +259,7 @@ export class Machine {
    * read at most every 2 s: a panicked guest stays "running" for libvirt, so without this a wait
    * would sit out its whole timeout.
    */
-  #throttledPanicCheck(): () => Promise<string | undefined> {
+  #throttledPanicCheck(): () => Promise<KernelPanic | undefined> {
     let readAt = -Infinity;
     return async () => {
       if (this.#clock.now() - readAt < 2000) return undefined;
@@ -293,6 +300,7 @@ export class Machine {
   ): Promise<T> {
     const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
     const panicked = this.#throttledPanicCheck();
+    let panic: KernelPanic | undefined;
     try {
       return await retry(attempt, {
         what: `${this.name}: ${what}`,
@@ -305,17 +313,17 @@ export class Machine {
         failFast: async () => {
           const state = await this.#options.domainState();
           if (state !== "running" && state !== "") return `the VM is ${state}`;
-          const panic = await panicked();
-          return panic ? `the guest kernel panicked: ${panic}` : undefined;
+          panic = await panicked();
+          return panic ? `the guest kernel panicked: ${describePanic(panic)}` : undefined;
         },
       });
     } catch (error) {
-      if (!(error instanceof WaitError) || !options.withConsole) throw error;
-      const tail = await this.consoleTail(15);
-      throw new HarnessError(
-        `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${this.#options.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : ""}`,
-        { cause: error },
-      );
+      if (!(error instanceof WaitError)) throw error;
+      const tail = options.withConsole || panic ? await this.consoleTail(15) : [];
+      const message = `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${this.#options.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : ""}`;
+      if (panic) throw new GuestPanicError(message, panic, { cause: error });
+      if (!options.withConsole) throw error;
+      throw new HarnessError(message, { cause: error });
     }
   }
 }
@@ -341,17 +349,51 @@ function round1(value: number): number {
   return Math.round(value * 10) / 10;
 }
 
-/**
- * The kernel panic in a stretch of serial console output, if there is one: the panic line, after
- * the first oops line when there is one (it says what went wrong: "Oops: int3: 0000 [#1] ... →
- * Kernel panic - not syncing: Fatal exception in interrupt"). Timestamps and escapes are dropped.
- */
-export function findKernelPanic(consoleText: string): string | undefined {
+/** A guest kernel panic as the serial console shows it (timestamps and escapes dropped). */
+export interface KernelPanic {
+  /** "Kernel panic - not syncing: Fatal exception in interrupt" */
+  panic: string;
+  /** The first oops line before it, which says what went wrong ("Oops: int3: 0000 [#1] ..."). */
+  oops: string | undefined;
+}
+
+/** The kernel panic in a stretch of serial console output, if there is one. */
+export function findKernelPanic(consoleText: string): KernelPanic | undefined {
   const lines = consoleLines(consoleText).map((line) => line.replace(/^\[\s*\d+\.\d+\]\s*/, "").trim());
   const panic = lines.find((line) => line.startsWith("Kernel panic - not syncing"));
   if (!panic) return undefined;
-  const oops = lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line));
-  return oops ? `${oops} → ${panic}` : panic;
+  return { panic, oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)) };
+}
+
+/** One line: the oops, then the panic. */
+export function describePanic(panic: KernelPanic): string {
+  return panic.oops ? `${panic.oops} → ${panic.panic}` : panic.panic;
+}
+
+/**
+ * Whether a panic is QEMU TCG's text-patching race rather than anything the guest did: the kernel
+ * patches code through int3 breakpoints (static keys, alternatives) and QEMU 7.2's multi-threaded
+ * TCG now and then runs a stale translation that still holds the int3 after the patch is done; the
+ * kernel, no longer expecting it, dies with "Oops: int3" in kernel code (seen at
+ * `sched_clock_cpu`, 3 s into boot). Only meaningful under TCG.
+ */
+export function isTcgTextPatchRace(panic: KernelPanic): boolean {
+  return panic.oops?.startsWith("Oops: int3") ?? false;
+}
+
+/** The panic, when `error` is QEMU TCG's text-patching race in a guest that runs under TCG. */
+export function tcgRaceOf(error: unknown, accel: string): KernelPanic | undefined {
+  return error instanceof GuestPanicError && accel === "tcg" && isTcgTextPatchRace(error.panic) ? error.panic : undefined;
+}
+
+/** A wait ended because the guest kernel panicked (exit 4 unless the caller decides otherwise). */
+export class GuestPanicError extends HarnessError {
+  readonly panic: KernelPanic;
+  constructor(message: string, panic: KernelPanic, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = "GuestPanicError";
+    this.panic = panic;
+  }
 }
 
 /** The total of systemd-analyze's "Startup finished in ... = 1min 2.345s" line, in seconds. */

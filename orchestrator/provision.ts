@@ -14,7 +14,7 @@ import type { AccelDecision } from "../infra/accel.ts";
 import { BadInputError, HarnessError, RefusedError } from "./errors.ts";
 import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
-import { Machine, type SshReady } from "./machine.ts";
+import { describePanic, Machine, tcgRaceOf, type SshReady } from "./machine.ts";
 import type { LoadedProfile } from "./profile/load.ts";
 import { knownHostsLine } from "./ssh.ts";
 
@@ -60,6 +60,8 @@ export interface LiveRun {
   phases: Phase[];
   /** Readiness of each boot so far (the first one here). */
   boots: SshReady[];
+  /** Why the first boot was reset, if it was (QEMU TCG's text-patching race; at most once). */
+  resets: string[];
 }
 
 /** The run's identity and directory, made before anything else so failures have a place to land. */
@@ -146,26 +148,58 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   });
 
   // The domain was started at the end of provisioning.
-  const poweredOnAt = machine.now();
-  await timed("DHCP lease", async () => {
-    const ip = await machine.waitFor(
-      `a DHCP lease for ${outputs.ip} on ${outputs.network}`,
-      timeouts.leaseMs,
-      async () => {
-        const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
-        return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
-      },
-      { intervalMs: 500, maxIntervalMs: 1000, withConsole: true },
-    );
-    if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
+  let bootBeganAt = machine.now();
+  const firstBoot = async (): Promise<SshReady> => {
+    await timed("DHCP lease", async () => {
+      const ip = await machine.waitFor(
+        `a DHCP lease for ${outputs.ip} on ${outputs.network}`,
+        timeouts.leaseMs,
+        async () => {
+          const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
+          return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
+        },
+        { intervalMs: 500, maxIntervalMs: 1000, withConsole: true },
+      );
+      if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
+    });
+    return timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt }));
+  };
+  const { value: ready, resets } = await withOneResetOnTcgRace(firstBoot, {
+    accel: options.accel.accel,
+    log,
+    reset: async () => {
+      await machine.markNewBoot();
+      await libvirt.resetDomain(outputs.domain);
+      bootBeganAt = machine.now();
+    },
   });
-
-  const ready = await timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt: poweredOnAt }));
   log.info(`SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`);
 
   await timed("cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
 
-  return { outputs, machine, phases, boots: [ready] };
+  return { outputs, machine, phases, boots: [ready], resets };
+}
+
+/**
+ * Runs the first boot; when its kernel panics with QEMU TCG's text-patching race (see
+ * `isTcgTextPatchRace` in machine.ts), resets the VM and runs it once more. This is the golden image's
+ * first boot, before anything of the profile ran, so the race says nothing about the system under
+ * test; a second panic, any other panic and any panic under KVM end the run. Returns why it reset.
+ */
+export async function withOneResetOnTcgRace<T>(
+  boot: () => Promise<T>,
+  options: { accel: string; reset: () => Promise<void>; log: Pick<Log, "warn"> },
+): Promise<{ value: T; resets: string[] }> {
+  try {
+    return { value: await boot(), resets: [] };
+  } catch (error) {
+    const race = tcgRaceOf(error, options.accel);
+    if (!race) throw error;
+    const reason = `the first boot panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    options.log.warn(reason);
+    await options.reset();
+    return { value: await boot(), resets: [reason] };
+  }
 }
 
 /** Waits for cloud-init to finish; SSH dropping meanwhile (a service restart) is waited out. */

@@ -27,6 +27,8 @@ export interface ScenarioReport {
   readyLagSeconds: (number | null)[];
   /** Per boot, what the guest itself needed to boot (`systemd-analyze time`), when it said. */
   guestBootSeconds: (number | null)[];
+  /** Why the first boot was reset (QEMU TCG's text-patching race), if it was: at most once. */
+  bootResets: string[];
   /** Per boot, shutdown + firmware + boot loader: power-on or reboot command until the kernel started. */
   beforeKernelSeconds: (number | null)[];
   apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;

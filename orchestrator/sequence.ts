@@ -13,7 +13,7 @@ import { collectDiagnostics } from "./diagnostics.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import type { KeepPolicy } from "./cli/options.ts";
 import type { Log } from "./log.ts";
-import type { Machine } from "./machine.ts";
+import { describePanic, tcgRaceOf, type Machine } from "./machine.ts";
 import type { RunSecrets } from "./secrets.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
 import { provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
@@ -67,6 +67,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     readyLagSeconds: [],
     guestBootSeconds: [],
     beforeKernelSeconds: [],
+    bootResets: [],
     apply: null,
     certificate: null,
     snapshotDiff: null,
@@ -80,6 +81,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
   try {
     live = await provision({ ...context, runsDir: runDir }, { identity, runDir: scenarioDir });
     report.phases.push(...live.phases);
+    report.bootResets.push(...live.resets);
     report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
     report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
     const machine = live.machine;
@@ -181,6 +183,15 @@ async function rebootAndRecheck(
     return post;
   } catch (error) {
     if (!(error instanceof HarnessError) || context.signal.aborted) throw error;
+    const race = tcgRaceOf(error, context.accel.accel);
+    if (race) {
+      // Not the finding: QEMU ran a stale kernel patch. Judging it would make RED "faithful" and
+      // GREEN "broken" for nothing, so the scenario ends as an infrastructure fault.
+      throw new HarnessError(
+        `after the reboot the guest kernel hit QEMU TCG's text-patching race (${describePanic(race)}): that says nothing about the change under test; run it again`,
+        { cause: error },
+      );
+    }
     context.log.warn(`the VM did not come back after the reboot: ${error.message.split("\n")[0]}`);
     return context.profile.document.checks.map((check) => ({
       name: check.name,

@@ -69,6 +69,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
               bootIds: live.boots.map((boot) => boot.bootId),
               guestBootSeconds: [await live.machine.guestBootSeconds()],
               beforeKernelSeconds: live.boots.map((boot) => boot.beforeKernelSeconds ?? null),
+              bootResets: live.resets,
               apply: { seconds: applied.seconds, tasks: applied.tasks },
               certificate: applied.certificate,
               harness: { peakRssMiB: harnessPeakRssMiB() },

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../infra/runner.ts";
 import { HarnessError } from "../../../orchestrator/errors.ts";
-import { findKernelPanic, Machine } from "../../../orchestrator/machine.ts";
+import { withOneResetOnTcgRace } from "../../../orchestrator/provision.ts";
+import { describePanic, findKernelPanic, GuestPanicError, isTcgTextPatchRace, Machine } from "../../../orchestrator/machine.ts";
 import type { Clock } from "../../../orchestrator/retry.ts";
 import { sshBanner } from "../../../orchestrator/ssh.ts";
 import { writeFake } from "../../helpers/fakes.ts";
@@ -97,8 +98,14 @@ const PANICKED_BOOT = [
 
 describe("a guest kernel that panics", () => {
   it("is found in the console with the oops that caused it; a healthy boot log has none", () => {
-    assert.equal(findKernelPanic(PANICKED_BOOT), "Oops: int3: 0000 [#1] PREEMPT SMP PTI → Kernel panic - not syncing: Fatal exception in interrupt");
-    assert.equal(findKernelPanic("\x1b[0m[    9.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n"), "Kernel panic - not syncing: VFS: Unable to mount root fs");
+    const race = findKernelPanic(PANICKED_BOOT)!;
+    assert.equal(describePanic(race), "Oops: int3: 0000 [#1] PREEMPT SMP PTI → Kernel panic - not syncing: Fatal exception in interrupt");
+    assert.equal(isTcgTextPatchRace(race), true, "a kernel int3 nobody expects: TCG ran a stale patch");
+    const noRoot = findKernelPanic("\x1b[0m[    9.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n")!;
+    assert.equal(describePanic(noRoot), "Kernel panic - not syncing: VFS: Unable to mount root fs");
+    assert.equal(isTcgTextPatchRace(noRoot), false, "a root fs that does not mount is the guest's own failure");
+    const nullDeref = findKernelPanic("[ 5.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n[ 5.1] Kernel panic - not syncing: Fatal exception\n")!;
+    assert.equal(isTcgTextPatchRace(nullDeref), false);
     const healthy = "[    0.159342] Kernel command line: BOOT_IMAGE=/vmlinuz ro panic=0 console=ttyS0\n[    3.1] Run /init as init process\nDebian GNU/Linux 13 askari ttyS0\n";
     assert.equal(findKernelPanic(healthy), undefined);
   });
@@ -109,7 +116,8 @@ describe("a guest kernel that panics", () => {
       const { machine, clock, consoleLog } = await fakeGuest(tree.dir, async () => false);
       await writeFile(consoleLog, PANICKED_BOOT);
       await assert.rejects(machine.waitForSsh(360_000), (error: Error) => {
-        assert.ok(error instanceof HarnessError);
+        assert.ok(error instanceof HarnessError, "exit 4: infrastructure, unless the caller knows better");
+        assert.ok(error instanceof GuestPanicError && error.panic.oops?.startsWith("Oops: int3"), "the panic travels with the error");
         assert.match(error.message, /gave up waiting for askari: SSH on 10\.234\.7\.10: the guest kernel panicked: Oops: int3/);
         assert.match(error.message, /last lines of the serial console/);
         return true;
@@ -142,6 +150,55 @@ describe("a guest kernel that panics", () => {
     } finally {
       await tree.remove();
     }
+  });
+});
+
+describe("the first boot under QEMU's text-patching race", () => {
+  const racePanic = () => new GuestPanicError("gave up waiting: the guest kernel panicked", findKernelPanic(PANICKED_BOOT)!);
+
+  /** A first boot that panics `panics` times before it comes up, counting boots and resets. */
+  function flakyBoot(panics: number, panic: () => Error = racePanic) {
+    const seen = { boots: 0, resets: 0, warnings: [] as string[] };
+    const boot = async () => {
+      seen.boots += 1;
+      if (seen.boots <= panics) throw panic();
+      return "ready";
+    };
+    const options = (accel: string) => ({ accel, reset: async () => void (seen.resets += 1), log: { warn: (message: string) => void seen.warnings.push(message) } });
+    return { seen, boot, options };
+  }
+
+  it("resets the VM once under TCG, says why, and records it", async () => {
+    const flaky = flakyBoot(1);
+    const result = await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg"));
+    assert.equal(result.value, "ready");
+    assert.deepEqual([flaky.seen.boots, flaky.seen.resets], [2, 1]);
+    assert.equal(result.resets.length, 1);
+    assert.match(result.resets[0]!, /first boot panicked under TCG \(Oops: int3: .* → Kernel panic - not syncing: Fatal exception in interrupt\): QEMU's text-patching race/);
+    assert.deepEqual(flaky.seen.warnings, result.resets);
+  });
+
+  it("a boot that comes up has no resets", async () => {
+    const flaky = flakyBoot(0);
+    assert.deepEqual(await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg")), { value: "ready", resets: [] });
+  });
+
+  it("never twice, never under KVM, never for another panic or failure", async () => {
+    const twice = flakyBoot(2);
+    await assert.rejects(withOneResetOnTcgRace(twice.boot, twice.options("tcg")), GuestPanicError);
+    assert.equal(twice.seen.resets, 1);
+
+    const kvm = flakyBoot(1);
+    await assert.rejects(withOneResetOnTcgRace(kvm.boot, kvm.options("kvm")), GuestPanicError);
+    assert.equal(kvm.seen.resets, 0, "under KVM an int3 oops is a real kernel bug");
+
+    const noRoot = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs")!));
+    await assert.rejects(withOneResetOnTcgRace(noRoot.boot, noRoot.options("tcg")), /panicked/);
+    assert.equal(noRoot.seen.resets, 0);
+
+    const timeout = flakyBoot(1, () => new HarnessError("timed out after 360 s waiting for a DHCP lease"));
+    await assert.rejects(withOneResetOnTcgRace(timeout.boot, timeout.options("tcg")), /timed out/);
+    assert.equal(timeout.seen.resets, 0);
   });
 });
 

@@ -39,8 +39,8 @@ describe("junit.xml", () => {
       verdict: "pass", exitCode: 0, message: "", readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null,
       startedAt: "", finishedAt: "", wallSeconds: 600, runDir: "/r",
       scenarios: [
-        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
-        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
       ],
     };
     const xml = junitXml(report);
