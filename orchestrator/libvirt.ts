@@ -47,7 +47,7 @@ export class Libvirt {
     await this.#virsh(["reset", name], { timeoutMs: 30_000 });
   }
 
-    /** The IPv4 address a MAC holds in a network's DHCP leases, if any. */
+  /** The IPv4 address a MAC holds in a network's DHCP leases, if any. */
   async leaseOf(network: string, mac: string): Promise<string | undefined> {
     const result = await this.#virsh(["net-dhcp-leases", network, "--mac", mac], { check: false, timeoutMs: 20_000 });
     const match = /\b(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(result.stdout);

@@ -75,7 +75,7 @@ export class Machine {
   readonly name: string;
   readonly #options: MachineOptions;
   readonly #clock: Clock;
-  /** Where the current boot's output begins in the console log (moved forward by {@link reboot}). */
+  /** Where the current boot's output begins in the console log (moved by {@link markNewBoot}). */
   #bootConsoleStart = 0;
 
   constructor(options: MachineOptions) {
