@@ -150,7 +150,7 @@ export class PulumiEngine implements Engine {
    */
   async #teardown(stack: Stack, options: EngineOptions): Promise<void> {
     await this.#setTags(stack, { [TAGS.state]: "destroying" }).catch(() => undefined);
-    const failures = await this.#withStaleLockCleared(stack, () => this.#clearPendingOperations(stack));
+    const failures = await this.#clearPendingOperations(stack);
     try {
       await this.#withStaleLockCleared(stack, () =>
         this.#cliCall(["destroy", "--remove", "--stack", stack.name], (onLine) =>
@@ -184,7 +184,9 @@ export class PulumiEngine implements Engine {
       if (result.failed) failures.push(`${resourceName(operation.resource?.urn)} (pending ${operation.type}): its delete script failed: ${result.tail}`);
     }
     delete (deployment as { pending_operations?: unknown }).pending_operations;
-    await this.#importState(stack.name, state);
+    // Only the import takes the stack's lock: a dead pulumi's lock is cancelled and the import
+    // retried, without running the delete scripts a second time.
+    await this.#withStaleLockCleared(stack, () => this.#importState(stack.name, state));
     return failures;
   }
 
