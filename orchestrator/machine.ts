@@ -2,13 +2,16 @@
  * The guest as the harness sees it: a `Machine` with a small vocabulary of verbs (after the
  * NixOS test driver): `execute`, `succeed`, `fail`, `waitUntilSucceeds`, `waitForUnit`,
  * `waitForOpenPort`, `waitForSsh` and `reboot`, which proves itself by a changed boot id.
- * Commands run as root (through the harness account's sudo) over SSH with the pinned host key.
+ * Commands run as root (through the harness account's sudo) over SSH with the pinned host key,
+ * sharing one master connection per boot when the target has a control path: the machine owns
+ * that connection and {@link Machine.closeConnection} ends it (before a reboot; its owner calls
+ * it when done with the VM).
  */
-import { open, readFile, stat } from "node:fs/promises";
+import { open, readFile, rm, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
-import { sshBanner, sshCommandArgs, type SshTarget } from "./ssh.ts";
+import { sshBanner, sshCommandArgs, sshMasterExitArgs, type SshTarget } from "./ssh.ts";
 
 /** What a command on the machine did. */
 export interface MachineResult {
@@ -84,10 +87,13 @@ export class Machine {
     this.#clock = options.clock ?? realClock;
   }
 
-  /** Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed). */
-  async execute(command: string, options: { timeoutMs?: number; asUser?: boolean } = {}): Promise<MachineResult> {
+  /**
+   * Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed).
+   * `multiplex: false` makes a connection of its own (for a command that ends the boot).
+   */
+  async execute(command: string, options: { timeoutMs?: number; asUser?: boolean; multiplex?: boolean } = {}): Promise<MachineResult> {
     const remote = options.asUser ? command : `sudo -n -- sh -c ${quoteArg(command)}`;
-    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote), {
+    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote, { multiplex: options.multiplex ?? true }), {
       check: false,
       timeoutMs: options.timeoutMs ?? 120_000,
       ...(this.#options.signal ? { signal: this.#options.signal } : {}),
@@ -154,6 +160,17 @@ export class Machine {
     this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
   }
 
+  /**
+   * Ends the master connection, if one is open (idempotent). A socket no master answers on any
+   * more (its ssh was killed) is removed, so the next command starts a new one.
+   */
+  async closeConnection(): Promise<void> {
+    const controlPath = this.#options.target.controlPath;
+    if (controlPath === undefined || !(await stat(controlPath).then(() => true, () => false))) return;
+    const result = await this.#options.runner.run("ssh", sshMasterExitArgs(controlPath), { check: false, timeoutMs: 10_000 });
+    if (result.exitCode !== 0) await rm(controlPath, { force: true });
+  }
+
   /** The current boot id. */
   async bootId(): Promise<string> {
     return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
@@ -181,16 +198,20 @@ export class Machine {
           if (!(await (this.#options.banner ?? sshBanner)(this.#options.target.ip))) return { done: false, seen: await console() };
           bannerAt = this.#clock.now();
         }
+        // This login starts the boot's master connection, which the commands after it share.
         const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
         const answeredAt = this.#clock.now();
         if (result.exitCode !== 0) {
           bannerAt = undefined;
+          await this.closeConnection();
           return { done: false, seen: lastLine(result.stderr) || (await console()) };
         }
         const [uptimeLine = "", sshdActive = "", bootId = ""] = result.stdout.trim().split("\n");
         if (options.notBootId && bootId.trim() === options.notBootId) {
-          // The old boot's sshd, still up while the reboot begins: its banner does not count.
+          // The old boot's sshd, still up while the reboot begins: its banner does not count, and
+          // the master connection this login started dies with that boot.
           bannerAt = undefined;
+          await this.closeConnection();
           return { done: false, seen: "still the old boot (reboot not started yet)" };
         }
         const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
@@ -236,8 +257,10 @@ export class Machine {
     const started = this.#clock.now();
     this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
     await this.markNewBoot();
+    // The master connection would hang on the dead boot until ServerAlive gives up (15 s).
+    await this.closeConnection();
     // The connection may drop before ssh returns: any outcome of the command itself is fine.
-    await this.execute("systemctl reboot", { timeoutMs: 30_000 });
+    await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
     const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: started });
     return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
   }

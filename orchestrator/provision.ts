@@ -16,7 +16,7 @@ import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { describePanic, Machine, tcgRaceOf, type SshReady } from "./machine.ts";
 import type { LoadedProfile } from "./profile/load.ts";
-import { knownHostsLine } from "./ssh.ts";
+import { controlPathFor, knownHostsLine, prepareControlSocketDir } from "./ssh.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
 export interface BootTimeouts {
@@ -93,7 +93,7 @@ async function makeKeys(runner: Runner, runDir: string, runId: string) {
 
 /** Creates the stack and waits until the VM is ready. Throws with the stack possibly half made. */
 export async function provision(options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }): Promise<LiveRun> {
-  const { profile, log, runner, libvirt, signal, timeouts } = options;
+  const { profile, log, runner, libvirt, signal } = options;
   const phases: Phase[] = [];
   const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
 
@@ -137,9 +137,11 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     return made;
   });
 
+  const controlPath = (await prepareControlSocketDir()) ? controlPathFor(outputs.runId) : undefined;
+  if (controlPath === undefined) log.info("SSH commands go without a shared connection (no safe, short enough socket path): each pays a login");
   const machine = new Machine({
     name: profile.document.host,
-    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId },
+    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, ...(controlPath ? { controlPath } : {}) },
     runner,
     log,
     consoleLog: outputs.consoleLog,
@@ -147,6 +149,19 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     signal,
   });
 
+  try {
+    return await bootAndWait(machine, { ...options, outputs, phases });
+  } catch (error) {
+    // The caller tears the stack down; the master connection is this function's to end.
+    await machine.closeConnection();
+    throw error;
+  }
+}
+
+/** The first boot up to cloud-init done (with one reset for QEMU's TCG race). */
+async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<LiveRun> {
+  const { outputs, phases, log, libvirt, timeouts } = options;
+  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
   // The domain was started at the end of provisioning.
   let bootBeganAt = machine.now();
   const firstBoot = async (): Promise<SshReady> => {

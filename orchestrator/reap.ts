@@ -15,10 +15,11 @@ import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { lockPath, removeStaleLock } from "./lock.ts";
 import { liveStacks } from "./runs.ts";
+import { controlSocketDir, sshMasterExitArgs } from "./ssh.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
-  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys";
+  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys" | "ssh";
   name: string;
   action: "destroyed" | "would destroy" | "spared" | "failed";
   detail: string;
@@ -39,6 +40,8 @@ export interface ReapOptions {
   /** Folders where libvirt keeps images and NVRAM (tests point them elsewhere). */
   libvirtImagesDir?: string;
   libvirtNvramDir?: string;
+  /** Where runs' SSH master connections listen (default: {@link controlSocketDir}). */
+  controlSocketDir?: string;
   now?: Date;
   /** Whether a pid is a living process (replaceable in tests). */
   isAlive?: (pid: number) => boolean;
@@ -160,12 +163,23 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
   }
 
-  // 4. A run lock whose owner died.
+  // 4. SSH master connections of runs nobody works on: a killed harness leaves its master to live
+  // until it idles out or its VM is gone; the socket (named by the run id) says whose it is.
+  const sockets = options.controlSocketDir ?? controlSocketDir();
+  for (const entry of await readdir(sockets).catch(() => [] as string[])) {
+    if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+    await act("ssh", join(sockets, entry), async () => {
+      await runner.run("ssh", sshMasterExitArgs(join(sockets, entry)), { check: false, timeoutMs: 10_000 });
+      await rm(join(sockets, entry), { force: true });
+    });
+  }
+
+  // 5. A run lock whose owner died.
   if (options.stacksDir && !options.dryRun && (await removeStaleLock(options.stacksDir, isAlive))) {
     items.push({ kind: "file", name: lockPath(options.stacksDir), action: "destroyed", detail: "stale run lock" });
   }
 
-  // 5. Run-scoped private keys of runs that are not live any more.
+  // 6. Run-scoped private keys of runs that are not live any more.
   // An engine that could not be listed may hold live runs: their keys stay.
   const liveRunDirs = new Set((await liveStacks(options.engines, () => undefined)).map(({ summary }) => summary.outputs.runDir));
   for (const keysDir of listingFailed ? [] : await runKeyDirs(options.runsDir)) {

@@ -124,6 +124,8 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     report.diagnostics = dir;
   }
 
+  // Kept or not, the harness is done with the VM: its SSH master connection goes now.
+  await live?.machine.closeConnection();
   const stackExists = (await context.engine.list()).some((stack) => stack.stack === identity.runId);
   // --keep always keeps the VM whatever happened, Ctrl-C included; on-failure keeps a failed system under test.
   const keep = stackExists && (context.keep === "always" || (context.keep === "on-failure" && failure === "sut" && !context.signal.aborted));

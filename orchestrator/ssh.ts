@@ -3,7 +3,10 @@
  * the key the seed gave the VM, under an alias (the run id), so the first connection is already
  * verified and StrictHostKeyChecking stays on.
  */
+import { lstat, mkdir } from "node:fs/promises";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { StackOutputs } from "../infra/plan.ts";
 
 /** Everything needed to reach a VM. */
@@ -14,6 +17,11 @@ export interface SshTarget {
   knownHostsFile: string;
   /** Host key alias in known_hosts (the run id). */
   alias: string;
+  /**
+   * Socket of the run's SSH master connection (see {@link controlPathFor}): when set, commands
+   * share one connection instead of paying a login each (~0.8 s under TCG).
+   */
+  controlPath?: string;
 }
 
 /** The target of a run from its stack outputs. */
@@ -41,9 +49,58 @@ export function pinnedHostKeyOptions(target: SshTarget, connectTimeoutSeconds = 
   ];
 }
 
-/** argv (without the program) for running `command` on the VM, non-interactively. */
-export function sshCommandArgs(target: SshTarget, command: string, connectTimeoutSeconds = 5): string[] {
-  return [...sshOptions(target, connectTimeoutSeconds), "-o", "BatchMode=yes", "-T", `${target.user}@${target.ip}`, "--", command];
+/**
+ * How long an idle master connection lives on its own. Its owner closes it long before (before a
+ * reboot, at teardown); this bounds a master whose harness was killed while the VM lives on.
+ */
+export const MASTER_IDLE_SECONDS = 300;
+
+/**
+ * argv (without the program) for running `command` on the VM, non-interactively. With the
+ * target's `controlPath` (and `multiplex` not false) the command goes through the run's master
+ * connection, which the first such command starts (ControlMaster=auto: when two race, the loser
+ * simply connects on its own); otherwise it makes a connection of its own, whatever the user's
+ * ssh_config says about multiplexing.
+ */
+export function sshCommandArgs(target: SshTarget, command: string, options: { connectTimeoutSeconds?: number; multiplex?: boolean } = {}): string[] {
+  const multiplexing =
+    target.controlPath !== undefined && options.multiplex !== false
+      ? ["-o", "ControlMaster=auto", "-o", `ControlPath=${target.controlPath}`, "-o", `ControlPersist=${MASTER_IDLE_SECONDS}`]
+      : ["-o", "ControlMaster=no", "-o", "ControlPath=none"];
+  return [...sshOptions(target, options.connectTimeoutSeconds), ...multiplexing, "-o", "BatchMode=yes", "-T", `${target.user}@${target.ip}`, "--", command];
+}
+
+/** argv (without the program) that tells the master connection at `controlPath` to exit. */
+export function sshMasterExitArgs(controlPath: string): string[] {
+  // ssh wants a destination even for -O; the master behind the socket is the one that answers.
+  return ["-o", `ControlPath=${controlPath}`, "-O", "exit", "boma-it-master"];
+}
+
+/**
+ * The folder of this user's master-connection sockets: short, because a Unix socket path holds
+ * at most 108 bytes and ssh binds a temporary name 17 characters longer than the ControlPath.
+ */
+export function controlSocketDir(uid: number = process.getuid?.() ?? 0): string {
+  return join(tmpdir(), `boma-it-ssh-${uid}`);
+}
+
+/**
+ * The master connection's socket of a run: `<dir>/<run id>`, so the reaper can tell whose it is;
+ * undefined when that path would be too long for a socket (the run then goes without).
+ */
+export function controlPathFor(runId: string, dir: string = controlSocketDir()): string | undefined {
+  const path = join(dir, runId);
+  return Buffer.byteLength(path) <= 90 ? path : undefined;
+}
+
+/**
+ * Makes the socket folder (mode 0700) and says whether it is safe to use: a folder in /tmp that
+ * another user made, or that others may write to, could hand our commands to their socket.
+ */
+export async function prepareControlSocketDir(dir: string = controlSocketDir()): Promise<boolean> {
+  await mkdir(dir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+  const stats = await lstat(dir).catch(() => undefined);
+  return stats !== undefined && stats.isDirectory() && stats.uid === (process.getuid?.() ?? 0) && (stats.mode & 0o077) === 0;
 }
 
 /** argv for an interactive session (a TTY when there is one), or a command with the user's stdio. */

@@ -14,8 +14,9 @@ export const reapCommand: CommandDefinition = {
   usage: "reap [--dry-run] [--older-than 2h] [--json]",
   details: `Destroys every stack whose harness process is gone (kept VMs included), then sweeps libvirt
 for domains (with NVRAM), networks, pools and volumes named boma-it-*, the files they leave in
-/var/lib/libvirt, and the private keys of runs that are not live. A run whose harness is still
-alive is never reaped; anything without the boma-it- prefix is never touched.
+/var/lib/libvirt, and the private keys and SSH master connections of runs that are not live.
+A run whose harness is still alive is never reaped; anything without the boma-it- prefix is
+never touched.
 Options:
   --dry-run          list what would be destroyed, touch nothing
   --older-than AGE   spare runs younger than AGE (90s, 30m, 2h, 1d)

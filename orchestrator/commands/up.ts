@@ -10,6 +10,7 @@ import { loadRunInputs, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
+import type { Machine } from "../machine.ts";
 import { harnessPeakRssMiB } from "../report.ts";
 import { applyScenario } from "../sequence.ts";
 
@@ -40,11 +41,14 @@ If it fails to come up or to apply, what was created is removed again (unless --
     try {
       const run = await prepareRun(profile, runsDir);
       log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);
+      // Whose SSH master connection to end, once the VM is up.
+      let machine: Machine | undefined;
       try {
         const live = await provision(
           { profile, accel, engine, runner, libvirt, log, runsDir, imageDir: imageDir(env), egress: !options.noEgress, signal, timeouts: bootTimeouts(env) },
           run,
         );
+        machine = live.machine;
         const applied = await log.step(`apply (${scenarioName} vars)`, () =>
           applyScenario({ profile, certs, runner, log, signal, secrets }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
         );
@@ -99,6 +103,8 @@ If it fails to come up or to apply, what was created is removed again (unless --
         }
         throw mapped;
       } finally {
+        // The VM stays up (or was torn down); the harness's SSH master connection ends with it.
+        await machine?.closeConnection();
         // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
         await scrubDir(run.runDir, secrets);
       }

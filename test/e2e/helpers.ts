@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { after, before } from "node:test";
 import { PROJECT_ROOT } from "../../orchestrator/paths.ts";
+import { controlSocketDir } from "../../orchestrator/ssh.ts";
 
 /** Fails at once, with the way to run it, when the suite is not inside the sandbox. */
 export function requireSandbox(): void {
@@ -124,7 +125,20 @@ async function prefixedFiles(dir: string): Promise<string[]> {
   }
 }
 
-/** Everything with the boma-it- prefix that exists: domains, networks, pools, volumes, NVRAM, ledgers, pulumi stacks. */
+/** SSH master connections of runs (pid and argv), alive whether or not their socket is still there. */
+function sshMasters(): string[] {
+  try {
+    const listing = execFileSync("pgrep", ["-a", "-f", `ControlPath=${controlSocketDir()}/boma-it-`], { encoding: "utf8" });
+    return listing.split("\n").filter((line) => line.includes("ControlMaster=auto"));
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+/**
+ * Everything with the boma-it- prefix that exists: domains, networks, pools, volumes, NVRAM,
+ * SSH master connections, ledgers, pulumi stacks.
+ */
 export async function leftovers(stacksDir: string): Promise<string[]> {
   return [
     ...virshNames(["list", "--all", "--name"]).map((name) => `domain ${name}`),
@@ -137,6 +151,8 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
       .map((name) => `nwfilter ${name}`),
     ...(await prefixedFiles("/var/lib/libvirt/images")).map((path) => `file ${path}`),
     ...(await prefixedFiles("/var/lib/libvirt/qemu/nvram")).map((path) => `file ${path}`),
+    ...(await prefixedFiles(controlSocketDir())).map((path) => `ssh socket ${path}`),
+    ...sshMasters().map((master) => `ssh master ${master}`),
     ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),
     ...(await readdir(join(stacksDir, "pulumi", ".pulumi", "stacks", "boma-it")).catch(() => [] as string[]))
       .filter((file) => file.endsWith(".json"))

@@ -31,13 +31,17 @@ async function setup(env: Record<string, string>) {
   const tree = await tempTree();
   const bin = join(tree.dir, "bin");
   await writeFake(bin, "virsh", FAKE_VIRSH);
+  // A master that answers `-O exit` by going away with its socket.
+  await writeFake(bin, "ssh", `rm -f "$(printf '%s\\n' "$@" | sed -n 's/^ControlPath=//p')"`);
   const log = join(tree.dir, "calls.log");
   const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log, ...env } });
   const images = join(tree.dir, "images");
   const nvram = join(tree.dir, "nvram");
+  const sockets = join(tree.dir, "sockets");
   await mkdir(images);
   await mkdir(nvram);
-  return { tree, runner, images, nvram, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
+  await mkdir(sockets);
+  return { tree, runner, images, nvram, sockets, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
 }
 
 const OLD = "boma-it-askari-20200101-000000";
@@ -46,7 +50,7 @@ const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
 function changes(calls: string[][]): string[] {
   const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version"]);
   return calls
-    .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)))
+    .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)).map((arg) => arg.replace(/^ControlPath=.*\//, "ControlPath=…/")))
     .filter((call) => !readOnly.has(call[0]!))
     .map((call) => call.join(" "));
 }
@@ -61,15 +65,17 @@ describe("reap", () => {
       FAKE_META: `${OLD}=999999`,
       FAKE_FILTERS: `${OLD}-isolation clean-traffic boma-it`,
     };
-    const { tree, runner, images, nvram, libvirt, calls } = await setup(env);
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup(env);
     try {
+      await writeFile(join(sockets, OLD), "");
+      await writeFile(join(sockets, "someone-elses"), "");
       await mkdir(join(images, OLD));
       await mkdir(join(images, "not-ours"));
       await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
       await writeFile(join(nvram, "other_VARS.fd"), "");
       const runs = join(tree.dir, "runs");
       await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
-      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: () => false });
+      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
       assert.deepEqual(changes(await calls()), [
         `destroy ${OLD}`,
         `undefine ${OLD} --nvram`,
@@ -80,7 +86,9 @@ describe("reap", () => {
         `pool-undefine ${OLD}`,
         `vol-delete ${OLD}-overlay.qcow2 --pool default`,
         `nwfilter-undefine ${OLD}-isolation`,
+        `ssh -o ControlPath=…/${OLD} -O exit boma-it-master`,
       ]);
+      assert.deepEqual(await readdir(sockets), ["someone-elses"], "the dead run's SSH master is ended, nothing else");
       assert.deepEqual(await readdir(images), ["not-ours"]);
       assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
       assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
@@ -91,12 +99,13 @@ describe("reap", () => {
   });
 
   it("lists without touching anything in a dry run", async () => {
-    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
     try {
       await mkdir(join(images, OLD));
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: () => false });
+      await writeFile(join(sockets, OLD), "");
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
       assert.deepEqual(changes(await calls()), []);
-      assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file"]);
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file", "would destroy ssh"]);
       assert.deepEqual(await readdir(images), [OLD]);
     } finally {
       await tree.remove();
@@ -105,16 +114,19 @@ describe("reap", () => {
 
   it("spares runs of a living harness and runs younger than --older-than", async () => {
     const young = "boma-it-askari-20991231-235959";
-    const { tree, runner, images, nvram, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242`, FAKE_FILTERS: `${OLD}-isolation` });
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242`, FAKE_FILTERS: `${OLD}-isolation` });
     try {
       // The living run's files: its NVRAM and its pool dir must survive.
       await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
       await mkdir(join(images, OLD));
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, isAlive: (pid) => pid === 4242 });
+      await writeFile(join(sockets, OLD), "");
+      await writeFile(join(sockets, young), "");
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: (pid) => pid === 4242 });
       assert.deepEqual(changes(await calls()), []);
       assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
       assert.deepEqual(await readdir(nvram), [`${OLD}_VARS.fd`]);
       assert.deepEqual(await readdir(images), [OLD]);
+      assert.deepEqual((await readdir(sockets)).sort(), [OLD, young].sort(), "their SSH masters too");
     } finally {
       await tree.remove();
     }
