@@ -1,6 +1,6 @@
 /**
  * A real VM: `up` boots askari's profile and applies it, `ssh` reaches it with the pinned key, a
- * reboot gives a new boot id, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
+ * reboot gives a new boot id, a kernel panic ends a wait at once, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
  * during boot, and a VM that never becomes reachable.
  */
 import assert from "node:assert/strict";
@@ -8,12 +8,18 @@ import { execFileSync } from "node:child_process";
 import { access, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { StackOutputs } from "../../infra/plan.ts";
+import { Runner } from "../../infra/runner.ts";
+import { Libvirt } from "../../orchestrator/libvirt.ts";
+import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/machine.ts";
+import { sshTargetOf } from "../../orchestrator/ssh.ts";
+import { silentLog } from "../helpers/fixtures.ts";
 import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   const dirs = suiteDirs();
 
-  it("up → ssh → reboot with a new boot id → down, and nothing with the prefix remains", async () => {
+  it("up → ssh → reboot with a new boot id → a kernel panic noticed at once → down, and nothing with the prefix remains", async () => {
     const up = await cli(["up", "askari", "--json"], dirs.env);
     assert.equal(up.code, 0, up.stderr.slice(-3000));
     const run = JSON.parse(up.stdout) as { runId: string; host: string; ip: string; ssh: string; runDir: string };
@@ -26,6 +32,7 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     };
     process.stderr.write(`    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`);
     assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init", "apply"]);
+    assert.deepEqual((await leftovers(dirs.stacksDir)).filter((item) => item.startsWith("ssh ")), [], "up ended its SSH master connection; the VM lives on");
 
     const status = await cli(["status", "--json"], dirs.env);
     const live = JSON.parse(status.stdout) as { runId: string; state: string; engine: string; ageSeconds: number }[];
@@ -66,6 +73,27 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     }
     process.stderr.write(`    measured: reboot to SSH ${Math.round((Date.now() - rebootStarted) / 1000)} s\n`);
     assert.notEqual(bootAfter, bootBefore, "the boot id changed: the VM really rebooted");
+
+    // A guest kernel panic ends the harness's wait at once, named from the serial console
+    // (a panicked guest stays "running" for libvirt: without this, the wait sat out its timeout).
+    // It is the last thing this VM does before `down`.
+    const outputs = JSON.parse(await readFile(join(run.runDir, "run.json"), "utf8")) as StackOutputs;
+    const runner = new Runner();
+    const machine = new Machine({
+      name: "askari",
+      target: sshTargetOf(outputs),
+      runner,
+      log: silentLog(),
+      consoleLog: outputs.consoleLog,
+      domainState: () => new Libvirt(runner, "qemu:///system").domainState(outputs.domain),
+    });
+    await machine.markNewBoot();
+    await machine.execute("echo c > /proc/sysrq-trigger", { timeoutMs: 60_000 });
+    const panicked: unknown = await machine.waitForSsh(10 * 60_000, { notBootId: bootAfter }).then(() => "SSH answered", (error: unknown) => error);
+    assert.ok(panicked instanceof GuestPanicError, `expected the wait to end on the panic, found: ${String(panicked)}`);
+    assert.match(panicked.panic.panic, /^Kernel panic - not syncing: sysrq triggered crash/);
+    assert.equal(isTcgTextPatchRace(panicked.panic), false, "not mistaken for QEMU's TCG race (which alone earns a reset)");
+    assert.match(panicked.message, /the guest kernel panicked/);
 
     const down = await cli(["down", run.runId], dirs.env);
     assert.equal(down.code, 0, down.stderr);
