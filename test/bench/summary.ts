@@ -73,10 +73,35 @@ export interface Overhead {
    */
   harnessSeconds: number;
   harnessRatio: number;
+  /** Where the harness's seconds went (see {@link HarnessParts}). */
+  harnessParts: HarnessParts;
   guestBootSeconds: number;
   beforeKernelSeconds: number;
   ansibleSeconds: number;
 }
+
+/**
+ * The harness's seconds of an acceptance run by where they went: its own phases, the time
+ * between phases, and the rest (what the readiness waits take beyond the guest's own boot, and
+ * Ansible's start), which is the harness figure minus the others.
+ */
+export interface HarnessParts {
+  /** Every check stage; a failing check waits out its whole `within` (RED's finding). */
+  checks: number;
+  snapshots: number;
+  /** Provisioning, teardown and diagnostics of every VM. */
+  provisionAndTeardown: number;
+  /** Wall time outside every phase: the run's start and end, `systemd-analyze` after each boot. */
+  betweenPhases: number;
+  rest: number;
+}
+
+/** The parts of {@link HarnessParts}, each the report phases it sums (the rest is computed). */
+const HARNESS_PHASES = {
+  checks: ["checks before the reboot", "checks after the reboot"],
+  snapshots: ["snapshot before the reboot", "snapshot after the reboot"],
+  provisionAndTeardown: ["provision", "teardown", "diagnostics"],
+} as const;
 
 /** An acceptance run's overhead (see {@link Overhead}). */
 export function overhead(sample: AcceptanceSample): Overhead {
@@ -87,11 +112,24 @@ export function overhead(sample: AcceptanceSample): Overhead {
   const seconds = sample.wallSeconds - guestBootSeconds - ansibleSeconds;
   const harnessSeconds = seconds - beforeKernelSeconds;
   const ratio = (part: number) => Math.round((part / sample.wallSeconds) * 1000) / 1000;
+  const phaseTotal = (names: readonly string[]) =>
+    sample.vms.reduce((total, vm) => total + vm.phases.filter((phase) => names.includes(phase.name)).reduce((part, phase) => part + phase.seconds, 0), 0);
+  const checks = phaseTotal(HARNESS_PHASES.checks);
+  const snapshots = phaseTotal(HARNESS_PHASES.snapshots);
+  const provisionAndTeardown = phaseTotal(HARNESS_PHASES.provisionAndTeardown);
+  const betweenPhases = sample.wallSeconds - sample.vms.reduce((total, vm) => total + vm.phases.reduce((part, phase) => part + phase.seconds, 0), 0);
   return {
     seconds: round1(seconds),
     ratio: ratio(seconds),
     harnessSeconds: round1(harnessSeconds),
     harnessRatio: ratio(harnessSeconds),
+    harnessParts: {
+      checks: round1(checks),
+      snapshots: round1(snapshots),
+      provisionAndTeardown: round1(provisionAndTeardown),
+      betweenPhases: round1(betweenPhases),
+      rest: round1(harnessSeconds - checks - snapshots - provisionAndTeardown - betweenPhases),
+    },
     guestBootSeconds: round1(guestBootSeconds),
     beforeKernelSeconds: round1(beforeKernelSeconds),
     ansibleSeconds: round1(ansibleSeconds),
@@ -108,6 +146,7 @@ export interface BenchSummary {
   beforeKernelSeconds: Stats | null;
   harnessSeconds: Stats | null;
   harnessRatio: Stats | null;
+  harnessParts: Record<keyof HarnessParts, Stats | null>;
   peakRssMiB: Stats | null;
   downSeconds: Stats | null;
   reapSeconds: Stats | null;
@@ -128,6 +167,13 @@ export function summarize(acceptance: readonly AcceptanceSample[], ups: readonly
     beforeKernelSeconds: stats(vms.flatMap((vm) => vm.beforeKernelSeconds).filter((value) => value !== null)),
     harnessSeconds: stats(overheads.map((entry) => entry.harnessSeconds)),
     harnessRatio: stats(overheads.map((entry) => entry.harnessRatio)),
+    harnessParts: {
+      checks: stats(overheads.map((entry) => entry.harnessParts.checks)),
+      snapshots: stats(overheads.map((entry) => entry.harnessParts.snapshots)),
+      provisionAndTeardown: stats(overheads.map((entry) => entry.harnessParts.provisionAndTeardown)),
+      betweenPhases: stats(overheads.map((entry) => entry.harnessParts.betweenPhases)),
+      rest: stats(overheads.map((entry) => entry.harnessParts.rest)),
+    },
     peakRssMiB: stats([...acceptance.map((run) => run.peakRssMiB), ...upRssMiB]),
     downSeconds: stats(downs),
     reapSeconds: stats(reaps),
@@ -147,6 +193,11 @@ export function table(summary: BenchSummary): string {
     ["overhead ratio", summary.overheadRatio, ""],
     ["harness alone", summary.harnessSeconds, "s"],
     ["harness alone ratio", summary.harnessRatio, ""],
+    ["  of it: checks", summary.harnessParts.checks, "s"],
+    ["  snapshots", summary.harnessParts.snapshots, "s"],
+    ["  provision, teardown", summary.harnessParts.provisionAndTeardown, "s"],
+    ["  between phases", summary.harnessParts.betweenPhases, "s"],
+    ["  waits' slack, Ansible", summary.harnessParts.rest, "s"],
     ["harness peak RSS (MiB)", summary.peakRssMiB, "MiB"],
   ];
   const lines = [`${"seconds unless noted".padEnd(24)}${"n".padStart(3)}${"median".padStart(9)}${"min".padStart(9)}${"max".padStart(9)}`];

@@ -38,6 +38,8 @@ describe("benchmark summary", () => {
       ratio: Math.round((seconds / 540) * 1000) / 1000,
       harnessSeconds: seconds - (6 + 22 + 5),
       harnessRatio: Math.round(((seconds - 33) / 540) * 1000) / 1000,
+      // Each VM: checks 5 + 5, provision 2 + teardown 2.5, no snapshots; phases 261.5 of the wall.
+      harnessParts: { checks: 20, snapshots: 0, provisionAndTeardown: 9, betweenPhases: 540 - 2 * 261.5, rest: seconds - 33 - 20 - 9 - 17 },
       guestBootSeconds: 137,
       beforeKernelSeconds: 33,
       ansibleSeconds: 160,
@@ -55,6 +57,8 @@ describe("benchmark summary", () => {
     assert.deepEqual(summary.peakRssMiB, { n: 2, median: 107.5, min: 95, max: 120 });
     assert.match(table(summary), /^first boot to SSH\s+3\s+55\.00\s+55\.00\s+62\.00$/m);
     assert.match(table(summary), /^diagnostics\s+-$/m);
+    assert.deepEqual(summary.harnessParts.checks, { n: 1, median: 20, min: 20, max: 20 });
+    assert.match(table(summary), /^ {2}of it: checks\s+1\s+20\.00/m);
   });
 
   it("reads the guest's boot time from systemd-analyze", () => {
