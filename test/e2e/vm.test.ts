@@ -1,7 +1,8 @@
 /**
  * A real VM: `up` boots askari's profile and applies it, `ssh` reaches it with the pinned key, a
- * reboot gives a new boot id, a kernel panic ends a wait at once, `down` leaves nothing behind. Then the failure paths that must not leak: Ctrl-C
- * during boot, and a VM that never becomes reachable.
+ * reboot gives a new boot id, a kernel panic ends a wait at once, `down` leaves nothing behind.
+ * Then the failure paths that must not leak: Ctrl-C during boot, and a VM that never becomes
+ * reachable.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
