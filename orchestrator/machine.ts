@@ -7,11 +7,11 @@
  * that connection and {@link Machine.closeConnection} ends it (before a reboot; its owner calls
  * it when done with the VM).
  */
-import { open, readFile, rm, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
-import { sshBanner, sshCommandArgs, sshMasterExitArgs, type SshTarget } from "./ssh.ts";
+import { endMaster, sshBanner, sshCommandArgs, type SshTarget } from "./ssh.ts";
 
 /** What a command on the machine did. */
 export interface MachineResult {
@@ -160,15 +160,9 @@ export class Machine {
     this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
   }
 
-  /**
-   * Ends the master connection, if one is open (idempotent). A socket no master answers on any
-   * more (its ssh was killed) is removed, so the next command starts a new one.
-   */
+  /** Ends the master connection, if one is open (idempotent; see {@link endMaster}). */
   async closeConnection(): Promise<void> {
-    const controlPath = this.#options.target.controlPath;
-    if (controlPath === undefined || !(await stat(controlPath).then(() => true, () => false))) return;
-    const result = await this.#options.runner.run("ssh", sshMasterExitArgs(controlPath), { check: false, timeoutMs: 10_000 });
-    if (result.exitCode !== 0) await rm(controlPath, { force: true });
+    if (this.#options.target.controlPath !== undefined) await endMaster(this.#options.runner, this.#options.target.controlPath);
   }
 
   /** The current boot id. */

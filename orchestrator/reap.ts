@@ -15,7 +15,7 @@ import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
 import { lockPath, removeStaleLock } from "./lock.ts";
 import { liveStacks } from "./runs.ts";
-import { controlSocketDir, sshMasterExitArgs } from "./ssh.ts";
+import { controlSocketDir, endMaster } from "./ssh.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
@@ -168,10 +168,7 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   const sockets = options.controlSocketDir ?? controlSocketDir();
   for (const entry of await readdir(sockets).catch(() => [] as string[])) {
     if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
-    await act("ssh", join(sockets, entry), async () => {
-      await runner.run("ssh", sshMasterExitArgs(join(sockets, entry)), { check: false, timeoutMs: 10_000 });
-      await rm(join(sockets, entry), { force: true });
-    });
+    await act("ssh", join(sockets, entry), () => endMaster(runner, join(sockets, entry)));
   }
 
   // 5. A run lock whose owner died.

@@ -3,11 +3,12 @@
  * the key the seed gave the VM, under an alias (the run id), so the first connection is already
  * verified and StrictHostKeyChecking stays on.
  */
-import { lstat, mkdir } from "node:fs/promises";
+import { lstat, mkdir, rm, stat } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { StackOutputs } from "../infra/plan.ts";
+import type { Runner } from "../infra/runner.ts";
 
 /** Everything needed to reach a VM. */
 export interface SshTarget {
@@ -70,10 +71,16 @@ export function sshCommandArgs(target: SshTarget, command: string, options: { co
   return [...sshOptions(target, options.connectTimeoutSeconds), ...multiplexing, "-o", "BatchMode=yes", "-T", `${target.user}@${target.ip}`, "--", command];
 }
 
-/** argv (without the program) that tells the master connection at `controlPath` to exit. */
-export function sshMasterExitArgs(controlPath: string): string[] {
+/**
+ * Tells the master connection at `controlPath` to exit (it removes its socket as it goes). A
+ * socket no master answers on any more (its ssh was killed) is removed here, so the next
+ * command starts a new master. Nothing there: nothing run.
+ */
+export async function endMaster(runner: Runner, controlPath: string): Promise<void> {
+  if (!(await stat(controlPath).then(() => true, () => false))) return;
   // ssh wants a destination even for -O; the master behind the socket is the one that answers.
-  return ["-o", `ControlPath=${controlPath}`, "-O", "exit", "boma-it-master"];
+  const result = await runner.run("ssh", ["-o", `ControlPath=${controlPath}`, "-O", "exit", "boma-it-master"], { check: false, timeoutMs: 10_000 });
+  if (result.exitCode !== 0) await rm(controlPath, { force: true });
 }
 
 /**
