@@ -96,12 +96,15 @@ export interface HarnessParts {
   rest: number;
 }
 
-/** The parts of {@link HarnessParts}, each the report phases it sums (the rest is computed). */
-const HARNESS_PHASES = {
-  checks: ["checks before the reboot", "checks after the reboot"],
-  snapshots: ["snapshot before the reboot", "snapshot after the reboot"],
-  provisionAndTeardown: ["provision", "teardown", "diagnostics"],
+/** The measured parts of {@link HarnessParts}, each the bench phases it sums (the rest is computed). */
+const HARNESS_PARTS = {
+  checks: ["pre-checks", "post-checks"],
+  snapshots: ["snapshots"],
+  provisionAndTeardown: ["provision", "diagnostics", "teardown"],
 } as const;
+
+/** The keys of {@link HarnessParts}, in the order the table shows them. */
+const HARNESS_PART_KEYS = ["checks", "snapshots", "provisionAndTeardown", "betweenPhases", "rest"] as const;
 
 /** An acceptance run's overhead (see {@link Overhead}). */
 export function overhead(sample: AcceptanceSample): Overhead {
@@ -112,11 +115,11 @@ export function overhead(sample: AcceptanceSample): Overhead {
   const seconds = sample.wallSeconds - guestBootSeconds - ansibleSeconds;
   const harnessSeconds = seconds - beforeKernelSeconds;
   const ratio = (part: number) => Math.round((part / sample.wallSeconds) * 1000) / 1000;
-  const phaseTotal = (names: readonly string[]) =>
-    sample.vms.reduce((total, vm) => total + vm.phases.filter((phase) => names.includes(phase.name)).reduce((part, phase) => part + phase.seconds, 0), 0);
-  const checks = phaseTotal(HARNESS_PHASES.checks);
-  const snapshots = phaseTotal(HARNESS_PHASES.snapshots);
-  const provisionAndTeardown = phaseTotal(HARNESS_PHASES.provisionAndTeardown);
+  const benchTotal = (names: readonly string[]) =>
+    sum(sample.vms.flatMap((vm) => BENCH_PHASES.filter((phase) => names.includes(phase.name)).map((phase) => phaseSeconds(vm, phase))));
+  const checks = benchTotal(HARNESS_PARTS.checks);
+  const snapshots = benchTotal(HARNESS_PARTS.snapshots);
+  const provisionAndTeardown = benchTotal(HARNESS_PARTS.provisionAndTeardown);
   const betweenPhases = sample.wallSeconds - sample.vms.reduce((total, vm) => total + vm.phases.reduce((part, phase) => part + phase.seconds, 0), 0);
   return {
     seconds: round1(seconds),
@@ -167,13 +170,7 @@ export function summarize(acceptance: readonly AcceptanceSample[], ups: readonly
     beforeKernelSeconds: stats(vms.flatMap((vm) => vm.beforeKernelSeconds).filter((value) => value !== null)),
     harnessSeconds: stats(overheads.map((entry) => entry.harnessSeconds)),
     harnessRatio: stats(overheads.map((entry) => entry.harnessRatio)),
-    harnessParts: {
-      checks: stats(overheads.map((entry) => entry.harnessParts.checks)),
-      snapshots: stats(overheads.map((entry) => entry.harnessParts.snapshots)),
-      provisionAndTeardown: stats(overheads.map((entry) => entry.harnessParts.provisionAndTeardown)),
-      betweenPhases: stats(overheads.map((entry) => entry.harnessParts.betweenPhases)),
-      rest: stats(overheads.map((entry) => entry.harnessParts.rest)),
-    },
+    harnessParts: Object.fromEntries(HARNESS_PART_KEYS.map((key) => [key, stats(overheads.map((entry) => entry.harnessParts[key]))])) as BenchSummary["harnessParts"],
     peakRssMiB: stats([...acceptance.map((run) => run.peakRssMiB), ...upRssMiB]),
     downSeconds: stats(downs),
     reapSeconds: stats(reaps),
