@@ -246,8 +246,8 @@ export class Machine {
   }
 
   /** Reboots and proves it: the boot id changes and SSH answers again. */
-  async reboot(timeoutMs: number): Promise<RebootProof> {
-    const bootIdBefore = await this.bootId();
+  async reboot(timeoutMs: number, options: { bootIdBefore?: string } = {}): Promise<RebootProof> {
+    const bootIdBefore = options.bootIdBefore ?? (await this.bootId());
     const started = this.#clock.now();
     this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
     await this.markNewBoot();
@@ -372,14 +372,23 @@ export interface KernelPanic {
   panic: string;
   /** The first oops line before it, which says what went wrong ("Oops: int3: 0000 [#1] ..."). */
   oops: string | undefined;
+  /**
+   * Whether it came before the kernel ran init ("Run /init as init process"): nothing of the
+   * boot had touched the disk yet, so booting again is the same boot.
+   */
+  beforeUserspace: boolean;
 }
 
 /** The kernel panic in a stretch of serial console output, if there is one. */
 export function findKernelPanic(consoleText: string): KernelPanic | undefined {
   const lines = consoleLines(consoleText).map((line) => line.replace(/^\[\s*\d+\.\d+\]\s*/, "").trim());
-  const panic = lines.find((line) => line.startsWith("Kernel panic - not syncing"));
-  if (!panic) return undefined;
-  return { panic, oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)) };
+  const at = lines.findIndex((line) => line.startsWith("Kernel panic - not syncing"));
+  if (at < 0) return undefined;
+  return {
+    panic: lines[at]!,
+    oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)),
+    beforeUserspace: !lines.slice(0, at).some((line) => /^Run \S+ as init process/.test(line)),
+  };
 }
 
 /** One line: the oops, then the panic. */

@@ -180,6 +180,7 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
     return timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt }));
   };
   const { value: ready, resets } = await withOneResetOnTcgRace(firstBoot, {
+    what: "the first boot",
     accel: options.accel.accel,
     log,
     reset: async () => {
@@ -196,21 +197,23 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
 }
 
 /**
- * Runs the first boot; when its kernel panics with QEMU TCG's text-patching race (see
- * `isTcgTextPatchRace` in machine.ts), resets the VM and runs it once more. This is the golden image's
- * first boot, before anything of the profile ran, so the race says nothing about the system under
- * test; a second panic, any other panic and any panic under KVM end the run. Returns why it reset.
+ * Runs a boot; when its kernel panics with QEMU TCG's text-patching race (see `isTcgTextPatchRace`
+ * in machine.ts), resets the VM and waits once more (`boot` is called again). For the golden
+ * image's first boot, before anything of the profile ran, the race says nothing about the system
+ * under test; after the reboot only a panic before the kernel ran init is reset (`onlyBeforeUserspace`):
+ * the new boot had not touched the disk, so booting again is the same boot. A second panic, any
+ * other panic and any panic under KVM go to the caller. Returns why it reset.
  */
 export async function withOneResetOnTcgRace<T>(
   boot: () => Promise<T>,
-  options: { accel: string; reset: () => Promise<void>; log: Pick<Log, "warn"> },
+  options: { what: string; accel: string; reset: () => Promise<void>; log: Pick<Log, "warn">; onlyBeforeUserspace?: boolean },
 ): Promise<{ value: T; resets: string[] }> {
   try {
     return { value: await boot(), resets: [] };
   } catch (error) {
     const race = tcgRaceOf(error, options.accel);
-    if (!race) throw error;
-    const reason = `the first boot panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    if (!race || (options.onlyBeforeUserspace && !race.beforeUserspace)) throw error;
+    const reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
     options.log.warn(reason);
     await options.reset();
     return { value: await boot(), resets: [reason] };

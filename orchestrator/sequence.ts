@@ -13,10 +13,10 @@ import { collectDiagnostics } from "./diagnostics.ts";
 import { HarnessError, SystemUnderTestError } from "./errors.ts";
 import type { KeepPolicy } from "./cli/options.ts";
 import type { Log } from "./log.ts";
-import { describePanic, tcgRaceOf, type Machine } from "./machine.ts";
+import { describePanic, tcgRaceOf, type Machine, type RebootProof } from "./machine.ts";
 import type { RunSecrets } from "./secrets.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
-import { provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
+import { provision, withOneResetOnTcgRace, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { sshTargetOf } from "./ssh.ts";
 import type { ScenarioReport } from "./report.ts";
 import { asBomaError, teardown } from "./runs.ts";
@@ -96,7 +96,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     const pre = await timed("checks before the reboot", () => checkStage(context, machine, outputs.ip, "pre-reboot"));
     report.checks.push(...pre);
     let post: CheckResult[] = [];
-    if (pre.every((check) => check.ok)) post = await rebootAndRecheck(context, machine, outputs.ip, report, timed);
+    if (pre.every((check) => check.ok)) post = await rebootAndRecheck(context, machine, outputs, report, timed);
     // Otherwise it is decided before the reboot (GREEN failed, or RED proves nothing).
     else log.info("skipping the reboot: the scenario failed before it");
     report.checks.push(...post);
@@ -167,13 +167,13 @@ export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post
 async function rebootAndRecheck(
   context: SequenceContext,
   machine: Machine,
-  ip: string,
+  { ip, domain }: Pick<StackOutputs, "ip" | "domain">,
   report: ScenarioReport,
   timed: <T>(name: string, body: () => Promise<T>) => Promise<T>,
 ): Promise<CheckResult[]> {
   const before = await timed("snapshot before the reboot", () => takeSnapshot(machine));
   try {
-    const proof = await timed("reboot", () => machine.reboot(context.timeouts.sshMs));
+    const proof = await timed("reboot", () => rebootWithOneResetOnTcgRace(context, machine, domain, report));
     report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
     report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
     report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
@@ -203,6 +203,33 @@ async function rebootAndRecheck(
       seconds: 0,
     }));
   }
+}
+
+/**
+ * The reboot; when the new boot's kernel hits QEMU TCG's race before it ran init, the VM is reset
+ * once and the same boot is waited for again (recorded in `bootResets`).
+ */
+async function rebootWithOneResetOnTcgRace(context: SequenceContext, machine: Machine, domain: string, report: ScenarioReport): Promise<RebootProof> {
+  const bootIdBefore = await machine.bootId();
+  const started = machine.now();
+  let attempt = () => machine.reboot(context.timeouts.sshMs, { bootIdBefore });
+  const { value, resets } = await withOneResetOnTcgRace(() => attempt(), {
+    what: "the boot after the reboot",
+    accel: context.accel.accel,
+    log: context.log,
+    onlyBeforeUserspace: true,
+    reset: async () => {
+      await machine.markNewBoot();
+      await context.libvirt.resetDomain(domain);
+      const resetAt = machine.now();
+      attempt = async () => {
+        const ready = await machine.waitForSsh(context.timeouts.sshMs, { notBootId: bootIdBefore, bootBeganAt: resetAt });
+        return { bootIdBefore, bootIdAfter: ready.bootId, seconds: Math.round((machine.now() - started) / 100) / 10, ready };
+      };
+    },
+  });
+  report.bootResets.push(...resets);
+  return value;
 }
 
 /**

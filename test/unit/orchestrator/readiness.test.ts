@@ -110,6 +110,12 @@ describe("a guest kernel that panics", () => {
     assert.equal(findKernelPanic(healthy), undefined);
   });
 
+  it("says whether it came before the kernel ran init (nothing of that boot touched the disk)", () => {
+    assert.equal(findKernelPanic(PANICKED_BOOT)!.beforeUserspace, true);
+    const late = `[    3.1] Run /init as init process\n[   40.2] Oops: int3: 0000 [#1] PREEMPT SMP PTI\n[   40.3] Kernel panic - not syncing: Fatal exception in interrupt\n`;
+    assert.equal(findKernelPanic(late)!.beforeUserspace, false);
+  });
+
   it("ends the wait for SSH at once instead of sitting out its timeout, with the console tail", async () => {
     const tree = await tempTree();
     try {
@@ -164,7 +170,7 @@ describe("the first boot under QEMU's text-patching race", () => {
       if (seen.boots <= panics) throw panic();
       return "ready";
     };
-    const options = (accel: string) => ({ accel, reset: async () => void (seen.resets += 1), log: { warn: (message: string) => void seen.warnings.push(message) } });
+    const options = (accel: string, onlyBeforeUserspace = false) => ({ what: "the first boot", accel, onlyBeforeUserspace, reset: async () => void (seen.resets += 1), log: { warn: (message: string) => void seen.warnings.push(message) } });
     return { seen, boot, options };
   }
 
@@ -199,6 +205,17 @@ describe("the first boot under QEMU's text-patching race", () => {
     const timeout = flakyBoot(1, () => new HarnessError("timed out after 360 s waiting for a DHCP lease"));
     await assert.rejects(withOneResetOnTcgRace(timeout.boot, timeout.options("tcg")), /timed out/);
     assert.equal(timeout.seen.resets, 0);
+  });
+
+  it("after the reboot, only a race before the kernel ran init is reset: a later one is exit 4 for the caller", async () => {
+    const early = flakyBoot(1);
+    assert.equal((await withOneResetOnTcgRace(early.boot, early.options("tcg", true))).value, "ready");
+    assert.equal(early.seen.resets, 1);
+
+    const lateRace = `[ 3.1] Run /init as init process\n[ 40.2] Oops: int3: 0000 [#1] PREEMPT SMP PTI\n[ 40.3] Kernel panic - not syncing: Fatal exception in interrupt\n`;
+    const late = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic(lateRace)!));
+    await assert.rejects(withOneResetOnTcgRace(late.boot, late.options("tcg", true)), GuestPanicError);
+    assert.equal(late.seen.resets, 0, "the boot had run init: a reset would not be the same boot");
   });
 });
 
