@@ -45,8 +45,30 @@ export interface TransientInventory {
 /** Writes the transient inventory and the extra vars of one scenario. */
 export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
   const { profile, outputs } = input;
+  const inventoryFile = await writeHostInventory(profile, input.dir, `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`);
+  const target = sshTargetOf(outputs);
+  // Extra vars have the highest precedence: nothing in the real vars can point Ansible elsewhere.
+  const connection = {
+    ansible_host: outputs.ip,
+    ansible_port: 22,
+    ansible_user: outputs.user,
+    ansible_connection: "ssh",
+    ansible_ssh_private_key_file: outputs.keyFile,
+    ansible_ssh_common_args: pinnedHostKeyOptions(target).join(" "),
+    ansible_python_interpreter: "/usr/bin/python3",
+  };
+  const extraVarsFile = await writeExtraVars(input.dir, { ...plainOverlayVars(input), ...input.certs.vars, ...input.scenario.vars, ...connection });
+  return { inventoryFile, extraVarsFile };
+}
+
+/**
+ * An inventory of the impersonated host alone, under its name and groups, with the real
+ * inventory's group vars and its inline host vars less those that say how to reach the real
+ * host; the real group_vars/host_vars linked in as they are (read through links, never written).
+ */
+async function writeHostInventory(profile: LoadedProfile, dir: string, title: string): Promise<string> {
   const host = profile.document.host;
-  const inventoryDir = join(input.dir, "inventory");
+  const inventoryDir = join(dir, "inventory");
   await mkdir(inventoryDir, { recursive: true });
 
   const wanted = new Set(profile.inventoryHost.groups);
@@ -69,35 +91,24 @@ export async function writeTransientInventory(input: ApplyInput): Promise<Transi
   for (const group of profile.inventoryHost.groups) if (group !== "all") children[group] = groupBody(group);
   const inventory = { all: { ...all, children } };
   const inventoryFile = join(inventoryDir, "hosts.yml");
-  await writeFile(
-    inventoryFile,
-    `# Transient inventory of ${outputs.runId}: only the test VM, as ${host}. Made by boma-it; never edit.\n${stringify(inventory)}`,
-  );
-  // The real group_vars/host_vars, in effect as they are (read through links, never written).
+  await writeFile(inventoryFile, `# ${title} Made by boma-it; never edit.\n${stringify(inventory)}`);
   const realDir = dirname(profile.inventoryFile);
   for (const folder of ["group_vars", "host_vars"]) {
     const real = join(realDir, folder);
     if (await isDirectory(real)) await symlink(real, join(inventoryDir, folder));
   }
+  return inventoryFile;
+}
 
-  const tierVars = input.certs.vars;
-  const target = sshTargetOf(outputs);
-  // Extra vars have the highest precedence: nothing in the real vars can point Ansible elsewhere.
-  const connection = {
-    ansible_host: outputs.ip,
-    ansible_port: 22,
-    ansible_user: outputs.user,
-    ansible_connection: "ssh",
-    ansible_ssh_private_key_file: outputs.keyFile,
-    ansible_ssh_common_args: pinnedHostKeyOptions(target).join(" "),
-    ansible_python_interpreter: "/usr/bin/python3",
-  };
-  // Secret overlay vars stay out of the run dir: they go to Ansible from a private temp file.
-  const plainVars = Object.fromEntries(Object.entries(profile.overlay.document.vars).filter(([name]) => !(name in input.secrets.secretVars)));
-  const extraVars = { ...plainVars, ...tierVars, ...input.scenario.vars, ...connection };
-  const extraVarsFile = join(input.dir, "extra-vars.json");
-  await writeFile(extraVarsFile, `${JSON.stringify(extraVars, null, 2)}\n`, { mode: 0o600 });
-  return { inventoryFile, extraVarsFile };
+/** The overlay's vars less the secret ones: those go to Ansible from a private temp file, never the run dir. */
+function plainOverlayVars({ profile, secrets }: Pick<ApplyInput, "profile" | "secrets">): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(profile.overlay.document.vars).filter(([name]) => !(name in secrets.secretVars)));
+}
+
+async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promise<string> {
+  const extraVarsFile = join(dir, "extra-vars.json");
+  await writeFile(extraVarsFile, `${JSON.stringify(vars, null, 2)}\n`, { mode: 0o600 });
+  return extraVarsFile;
 }
 
 /** `-e` arguments for the secrets (vault file, secret vars in a temp file); `cleanup` removes the file. */
@@ -171,22 +182,30 @@ export async function checkTransientInventory(input: ApplyInput, files: Transien
       "this is a bug of boma-it; nothing was applied",
     );
   }
-  if (needsEgress(input.certs.tier) && input.certs.dnsTokenVar) await learnDnsToken(input, files, input.certs.dnsTokenVar);
 }
 
 /**
- * For the le tiers: the DNS token var must be defined for the host (in the overlay's vault or
- * the repo's). Its value is learnt here, with the output kept out of every record, so that it is
- * redacted from then on wherever it came from.
+ * For the le tiers, before anything is created: the DNS token var must be defined for the host
+ * (in the overlay's vault or the repo's), or the run is refused (exit 2) instead of failing after
+ * minutes of boot. Ansible resolves it as it will for the apply (the host's inventory, the real
+ * group_vars/host_vars, the overlay's vars and vault; `debug` runs on this host and reaches no
+ * one). The value is learnt with the output kept out of every record and Ansible's log off, so
+ * that it is redacted from then on wherever it came from. The folder is temporary.
  */
-async function learnDnsToken(input: ApplyInput, files: TransientInventory, tokenVar: string): Promise<void> {
+export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" | "secrets" | "runner" | "log">): Promise<void> {
+  const tokenVar = input.certs.dnsTokenVar;
+  if (!needsEgress(input.certs.tier) || !tokenVar) return;
   const host = input.profile.document.host;
+  const dir = await mkdtemp(join(tmpdir(), "boma-it-token-"));
   const secret = await secretExtraVars(input.secrets);
   try {
+    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for the DNS token check before a run.`);
+    const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.certs.vars });
     const result = await input.runner.run(
       "ansible",
-      ["-i", files.inventoryFile, host, "-e", `@${files.extraVarsFile}`, ...secret.args, "-m", "ansible.builtin.debug", "-a", `var=${tokenVar}`, "-o"],
-      { env: ansibleEnv(input.dir), cwd: input.profile.repoDir, check: false, secretOutput: true },
+      ["-i", inventoryFile, host, "-e", `@${extraVarsFile}`, ...secret.args, "-m", "ansible.builtin.debug", "-a", `var=${tokenVar}`, "-o"],
+      // Ansible's own log would hold the value: it goes nowhere.
+      { env: { ...ansibleEnv(dir), ANSIBLE_LOG_PATH: "/dev/null" }, cwd: input.profile.repoDir, check: false, secretOutput: true },
     );
     const match = new RegExp(`"${tokenVar}":\\s*"((?:[^"\\\\]|\\\\.)*)"`).exec(result.stdout);
     const value = match ? (JSON.parse(`"${match[1]}"`) as string) : undefined;
@@ -198,8 +217,10 @@ async function learnDnsToken(input: ApplyInput, files: TransientInventory, token
       });
     }
     input.secrets.add(value);
+    input.log.info(`DNS token: ${tokenVar} is defined for ${host} (redacted from here on)`);
   } finally {
     await secret.cleanup();
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

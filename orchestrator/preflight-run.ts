@@ -1,6 +1,8 @@
 /** What `run` and `up` settle before creating anything: libvirt, the guard, accel and engine. */
 import { decideAccel, probeAccel, type AccelDecision } from "../infra/accel.ts";
 import type { Engine } from "../infra/engines/engine.ts";
+import { learnDnsToken } from "./apply.ts";
+import { planCerts, type CertPlan } from "./certs.ts";
 import { DEFAULT_LIBVIRT_URI } from "../infra/plan.ts";
 import type { Runner } from "../infra/runner.ts";
 import type { CommandContext } from "./cli/command.ts";
@@ -8,7 +10,7 @@ import { expectPositionals, runCommandOptions, type RunCommandOptions } from "./
 import { chooseEngine } from "./engine-choice.ts";
 import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
-import { stacksDir } from "./paths.ts";
+import { certCacheDir, stacksDir } from "./paths.ts";
 import { acquireRunLock } from "./lock.ts";
 import { guardResources } from "./preflight.ts";
 import { loadProfile, type LoadedProfile } from "./profile/load.ts";
@@ -69,4 +71,16 @@ export async function loadRunInputs(
   const secrets = await loadSecrets(profile, context.runner);
   context.log.redactWith(secrets.redact);
   return { options, profile, secrets, runner: context.runner.withRedaction(secrets.redact) };
+}
+
+/**
+ * The run's cert tier and what it needs, refused before anything is created: the overlay's
+ * fields and egress (see {@link planCerts}) and, for the le tiers, the DNS token (see
+ * {@link learnDnsToken}; redacted from then on).
+ */
+export async function planRunCerts(inputs: RunInputs, context: { env: NodeJS.ProcessEnv; log: Log }): Promise<CertPlan> {
+  const certs = await planCerts(inputs.profile, inputs.options, certCacheDir(context.env));
+  context.log.info(certs.reason);
+  await learnDnsToken({ ...inputs, certs, log: context.log });
+  return certs;
 }

@@ -4,10 +4,9 @@ import { join } from "node:path";
 import { newRunIdentity, runDirName } from "../../infra/spec.ts";
 import type { CommandDefinition } from "../cli/command.ts";
 import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
-import { planCerts } from "../certs.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../errors.ts";
-import { certCacheDir, imageDir } from "../paths.ts";
-import { loadRunInputs, preflightRun } from "../preflight-run.ts";
+import { imageDir } from "../paths.ts";
+import { loadRunInputs, planRunCerts, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts } from "../provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport } from "../report.ts";
@@ -26,7 +25,8 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
   options: RUN_OPTIONS,
   async run({ args, json, log, runner: plainRunner, env, locations, runsDir, signal }) {
     // From here on every command record and log line is redacted of the run's secrets.
-    const { options, profile, secrets, runner } = await loadRunInputs("run", { args, log, runner: plainRunner, locations });
+    const inputs = await loadRunInputs("run", { args, log, runner: plainRunner, locations });
+    const { options, profile, secrets, runner } = inputs;
     const declared = profile.document.scenarios;
     const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
     if ((choice === "red" || choice === "red-green") && !declared?.red) {
@@ -36,8 +36,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {} });
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
 
-    const certs = await planCerts(profile, options, certCacheDir(env));
-    log.info(certs.reason);
+    const certs = await planRunCerts(inputs, { env, log });
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
 

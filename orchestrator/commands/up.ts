@@ -3,10 +3,9 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandDefinition } from "../cli/command.ts";
 import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../cli/options.ts";
-import { planCerts } from "../certs.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../errors.ts";
-import { certCacheDir, imageDir } from "../paths.ts";
-import { loadRunInputs, preflightRun } from "../preflight-run.ts";
+import { imageDir } from "../paths.ts";
+import { loadRunInputs, planRunCerts, preflightRun } from "../preflight-run.ts";
 import { scrubDir } from "../secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../provision.ts";
 import { asBomaError, teardown } from "../runs.ts";
@@ -26,7 +25,8 @@ If it fails to come up or to apply, what was created is removed again (unless --
   options: RUN_OPTIONS,
   async run({ args, log, runner: plainRunner, env, locations, runsDir, signal }) {
     // From here on every command record and log line is redacted of the run's secrets.
-    const { options, profile, secrets, runner } = await loadRunInputs("up", { args, log, runner: plainRunner, locations });
+    const inputs = await loadRunInputs("up", { args, log, runner: plainRunner, locations });
+    const { options, profile, secrets, runner } = inputs;
     if (options.scenario === "red-green") {
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
     }
@@ -35,8 +35,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
     if (scenarioName === "red" && !declared) {
       throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
     }
-    const certs = await planCerts(profile, options, certCacheDir(env));
-    log.info(certs.reason);
+    const certs = await planRunCerts(inputs, { env, log });
     const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
     try {
       const run = await prepareRun(profile, runsDir);

@@ -118,6 +118,51 @@ describe("cert tier selection", () => {
   });
 });
 
+describe("the DNS token of the le tiers, before anything is created", () => {
+  /** `run askari --certs le-staging` with this overlay, egress to a port here that listens, and no libvirt. */
+  async function runLeStaging(overlayBody: (egress: string) => string) {
+    const server = createServer((socket) => socket.end()).listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    const egress = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const tree = await tempTree();
+    try {
+      const overlay = join(tree.dir, "askari-overlay.yml");
+      await writeFile(overlay, overlayBody(egress));
+      const profile = (await readFile(new URL("../../../profiles/askari.yml", import.meta.url), "utf8"))
+        .replace(/^repo: .*$/m, `repo: ${new URL("../../../examples/boma-lab", import.meta.url).pathname}`)
+        .replace(/^overrides: .*$/m, `overrides: ${overlay}`);
+      await writeFile(join(tree.dir, "askari.yml"), profile);
+      const result = await runCli(["run", join(tree.dir, "askari.yml"), "--certs", "le-staging"], { LIBVIRT_DEFAULT_URI: "test:///nonexistent", TMPDIR: tree.dir });
+      return { ...result, overlay, leftInTmp: execFileSync("find", [tree.dir, "-mindepth", "1", "-name", "boma-it-*"], { encoding: "utf8" }).trim() };
+    } finally {
+      server.close();
+      await tree.remove();
+    }
+  }
+
+  it("a token the host's vars do not define is refused (exit 2, naming the overlay's field) before libvirt is touched", async () => {
+    const result = await runLeStaging((egress) => `certs:\n  dnsTokenVar: dns_provider_token\n  le-staging: { egressCheck: ["${egress}"] }\n`);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, new RegExp(`${result.overlay.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: certs\\.dnsTokenVar`));
+    assert.match(result.stderr, /--certs le-staging needs the DNS provider token in dns_provider_token, and it is not defined for askari/);
+    assert.doesNotMatch(result.stderr, /libvirt/i, "refused before libvirt");
+    assert.equal(result.leftInTmp, "", "the check's temp folders are gone");
+  });
+
+  it("a defined token is learnt and redacted from then on; Ansible gets it from a private file that is gone after", async () => {
+    const token = "tok-dns-0123456789abcdef";
+    const result = await runLeStaging(
+      (egress) => `vars: { dns_provider_token: "${token}" }\nsecretVars: [dns_provider_token]\ncerts:\n  dnsTokenVar: dns_provider_token\n  le-staging: { egressCheck: ["${egress}"] }\n`,
+    );
+    // Past the token, the run goes on to libvirt, which is not there.
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stderr, /DNS token: dns_provider_token is defined for askari \(redacted from here on\)/);
+    assert.match(result.stderr, /libvirt/i);
+    assert.doesNotMatch(result.stdout + result.stderr, new RegExp(token));
+    assert.equal(result.leftInTmp, "", "the check's temp folders and the secret vars file are gone");
+  });
+});
+
 describe("egress probe", () => {
   it("reaches a listening port and reports one that refuses", async () => {
     const server = createServer((socket) => socket.end()).listen(0, "127.0.0.1");
