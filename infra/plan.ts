@@ -58,6 +58,8 @@ export interface StackOutputs {
   accel: string;
   createdAt: string;
   ownerPid: number;
+  /** When the owner started (see `processStart`); absent in stacks made before it was recorded. */
+  ownerStart?: string;
 }
 
 /** A whole stack. */
@@ -211,6 +213,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       accel: spec.accel,
       createdAt: spec.identity.createdAt.toISOString(),
       ownerPid: spec.ownerPid,
+      ...(spec.ownerStart !== undefined ? { ownerStart: spec.ownerStart } : {}),
     },
   };
 }

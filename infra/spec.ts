@@ -132,6 +132,8 @@ export interface StackSpec {
   guestUser: string;
   /** Pid of the harness process that owns the run (recorded so the reaper can tell it died). */
   ownerPid: number;
+  /** When that process started (`processStart`), so a later process with the same pid is not taken for it. */
+  ownerStart?: string;
 }
 
 /** Inputs of {@link stackSpec} that are not derived from the identity. */
@@ -144,6 +146,7 @@ export interface StackSpecInput {
   goldenImage: string;
   runDir: string;
   ownerPid: number;
+  ownerStart?: string;
   /** Root of libvirt's image dirs (default /var/lib/libvirt/images). */
   libvirtImagesDir?: string;
   /** Where libvirt keeps NVRAM files (default /var/lib/libvirt/qemu/nvram). */
@@ -170,5 +173,6 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     nvram: `${nvramDir}/${name}_VARS.fd`,
     guestUser: "boma",
     ownerPid: input.ownerPid,
+    ...(input.ownerStart !== undefined ? { ownerStart: input.ownerStart } : {}),
   };
 }

@@ -105,6 +105,7 @@ export function domainXml(spec: StackSpec): string {
           "@host": spec.identity.host,
           "@created": spec.identity.createdAt.toISOString(),
           "@pid": String(spec.ownerPid),
+          ...(spec.ownerStart !== undefined ? { "@pidStart": spec.ownerStart } : {}),
           "@runDir": spec.runDir,
         },
       },

@@ -83,11 +83,12 @@ export class Libvirt {
       .filter((name) => name !== "");
   }
 
-  /** The owner pid boma-it wrote into a domain's metadata, if any. */
-  async domainOwnerPid(name: string): Promise<number | undefined> {
+  /** The owner boma-it wrote into a domain's metadata (pid, and its start when recorded), if any. */
+  async domainOwner(name: string): Promise<{ pid: number; start?: string } | undefined> {
     const result = await this.#virsh(["metadata", name, METADATA_NAMESPACE], { check: false });
     const pid = /\bpid="(\d+)"/.exec(result.stdout)?.[1];
-    return pid === undefined ? undefined : Number(pid);
+    const start = /\bpidStart="([^"]+)"/.exec(result.stdout)?.[1];
+    return pid === undefined ? undefined : { pid: Number(pid), ...(start !== undefined ? { start } : {}) };
   }
 
   /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */

@@ -11,6 +11,7 @@ import { planStack, runFiles, type StackOutputs } from "../infra/plan.ts";
 import type { Runner } from "../infra/runner.ts";
 import { newRunIdentity, pickSubnet, runDirName, stackSpec, type RunIdentity } from "../infra/spec.ts";
 import type { AccelDecision } from "../infra/accel.ts";
+import { processStart } from "../infra/process.ts";
 import { BadInputError, HarnessError, RefusedError } from "./errors.ts";
 import { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
@@ -113,6 +114,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   const outputs = await timed("provision", async () => {
     const keys = await makeKeys(runner, run.runDir, run.identity.runId);
     const subnet = pickSubnet(await libvirt.usedSubnets(), run.identity.runId);
+    const ownerStart = processStart();
     const spec = stackSpec({
       identity: run.identity,
       accel: options.accel.accel,
@@ -122,6 +124,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       goldenImage: golden,
       runDir: run.runDir,
       ownerPid: process.pid,
+      ...(ownerStart !== undefined ? { ownerStart } : {}),
     });
     const plan = planStack(spec, keys, libvirt.uri);
     log.info(`stack ${plan.stack}: network ${spec.network.subnet.cidr}${spec.network.egress ? " (NAT)" : " (no egress)"}, ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`);

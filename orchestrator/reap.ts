@@ -8,7 +8,7 @@ import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine } from "../infra/engines/engine.ts";
 import { messageOf } from "../infra/errors.ts";
-import { processAlive } from "../infra/process.ts";
+import { ownerAlive, type OwnerCheck } from "../infra/process.ts";
 import type { Runner } from "../infra/runner.ts";
 import { PREFIX } from "../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
@@ -43,8 +43,8 @@ export interface ReapOptions {
   /** Where runs' SSH master connections listen (default: {@link controlSocketDir}). */
   controlSocketDir?: string;
   now?: Date;
-  /** Whether a pid is a living process (replaceable in tests). */
-  isAlive?: (pid: number) => boolean;
+  /** Whether a run's owner lives (pid and, when recorded, its start; replaceable in tests). */
+  isAlive?: OwnerCheck;
 }
 
 /** The creation time in a run id (`boma-it-<host>-<yyyymmdd-hhmmss>`), if it has one. */
@@ -59,7 +59,7 @@ export function createdAtOf(name: string): Date | undefined {
 export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   const { libvirt, runner, log } = options;
   const now = options.now ?? new Date();
-  const isAlive = options.isAlive ?? processAlive;
+  const isAlive = options.isAlive ?? ownerAlive;
   const items: ReapItem[] = [];
   const tooYoung = (name: string): boolean => {
     if (options.olderThanSeconds === undefined) return false;
@@ -93,7 +93,7 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   for (const { summary, engine } of stacks) {
     // A living owner is still working on it (`run` mid-scenario, `up` mid-boot). A kept VM's
     // owner has exited: that run is reapable.
-    const owned = isAlive(summary.outputs.ownerPid);
+    const owned = isAlive(summary.outputs.ownerPid, summary.outputs.ownerStart);
     if (owned || tooYoung(summary.stack)) {
       protectedNames.add(summary.stack);
       items.push({ kind: "stack", name: summary.stack, action: "spared", detail: owned ? `its harness (pid ${summary.outputs.ownerPid}) is still working on it` : "younger than --older-than" });
@@ -108,10 +108,10 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
   for (const name of await libvirt.names("domain")) {
     if (!name.startsWith(PREFIX) || spared(name)) continue;
-    const owner = await libvirt.domainOwnerPid(name);
-    if (owner !== undefined && isAlive(owner)) {
+    const owner = await libvirt.domainOwner(name);
+    if (owner !== undefined && isAlive(owner.pid, owner.start)) {
       // A run of a living process that has not written its ledger yet, or owns it through another engine.
-      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner}) is alive` });
+      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner.pid}) is alive` });
       protectedNames.add(name);
       continue;
     }

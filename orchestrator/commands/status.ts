@@ -4,7 +4,7 @@ import { expectPositionals } from "../cli/options.ts";
 import { allEngines } from "../engine-choice.ts";
 import { ExitCode } from "../errors.ts";
 import { stacksDir } from "../paths.ts";
-import { processAlive } from "../../infra/process.ts";
+import { ownerAlive } from "../../infra/process.ts";
 import { liveStacks } from "../runs.ts";
 
 export const statusCommand: CommandDefinition = {
@@ -27,7 +27,7 @@ export const statusCommand: CommandDefinition = {
       engine: summary.engine,
       ageSeconds: Math.max(0, Math.round((now - Date.parse(summary.outputs.createdAt)) / 1000)),
       state: summary.state,
-      ownerAlive: processAlive(summary.outputs.ownerPid),
+      ownerAlive: ownerAlive(summary.outputs.ownerPid, summary.outputs.ownerStart),
     }));
     const text =
       runs.length === 0

@@ -119,6 +119,11 @@ EOF`]);
     try {
       const up = startCli(["up", "askari"], dirs.env);
       await up.waitForStderr(/created domain/, 120_000);
+      // While the harness lives, its run is its own: the pid and the start it recorded match.
+      const living = await cli(["reap", "--dry-run"], dirs.env);
+      assert.equal(living.code, 0, living.stderr);
+      assert.match(living.stdout, /spared +stack +boma-it-askari-\S+ +\(its harness \(pid \d+\) is still working on it\)/);
+      assert.doesNotMatch(living.stdout, /would destroy +(stack|domain|network|nwfilter|pool|volume|ssh) /);
       up.kill("SIGKILL");
       await up.result;
       assert.notDeepEqual(await leftovers(dirs.stacksDir), [], "the killed harness left its VM behind");

@@ -16,6 +16,7 @@ export function fixedSpec(overrides: { egress?: boolean; accel?: "kvm" | "tcg"; 
     goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
     runDir: overrides.runDir ?? "/home/op/integration-runs/20261122-034000-askari",
     ownerPid: 4242,
+    ownerStart: "4c1f7d2e-0b6a-4f3e-9d8c-2a5b6e7f8091/123456",
   });
 }
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
+import { processStart } from "../../../infra/process.ts";
 import { acquireRunLock, lockPath, removeStaleLock } from "../../../orchestrator/lock.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
@@ -9,7 +11,7 @@ describe("run lock", () => {
     const tree = await tempTree();
     try {
       const release = await acquireRunLock(tree.dir);
-      assert.equal((await readFile(lockPath(tree.dir), "utf8")).trim(), String(process.pid));
+      assert.equal((await readFile(lockPath(tree.dir), "utf8")), `${process.pid}\n${processStart()}\n`, "its pid and when it started");
       await writeFile(lockPath(tree.dir), "4242\n");
       await assert.rejects(acquireRunLock(tree.dir, (pid) => pid === 4242), /another boma-it run \(pid 4242\) is provisioning a test VM: boma-it runs one at a time/);
       await release();
@@ -29,6 +31,29 @@ describe("run lock", () => {
       await writeFile(lockPath(tree.dir), "4242\n");
       assert.equal(await removeStaleLock(tree.dir, () => false), true);
     } finally {
+      await tree.remove();
+    }
+  });
+
+  it("a lock left by a crash before the host rebooted is stale even when its pid now belongs to another process", async () => {
+    const tree = await tempTree();
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      // The same living process: refused (the real check, no fake).
+      await writeFile(lockPath(tree.dir), `${child.pid}\n${processStart(child.pid!)}\n`);
+      await assert.rejects(acquireRunLock(tree.dir), new RegExp(`another boma-it run \\(pid ${child.pid}\\)`));
+      assert.equal(await removeStaleLock(tree.dir), false);
+      // Written in another boot: whoever holds that pid now is not its owner.
+      await writeFile(lockPath(tree.dir), `${child.pid}\n00000000-0000-0000-0000-000000000000/1\n`);
+      assert.equal(await removeStaleLock(tree.dir), true);
+      await writeFile(lockPath(tree.dir), `${child.pid}\n00000000-0000-0000-0000-000000000000/1\n`);
+      const release = await acquireRunLock(tree.dir);
+      await release();
+      // A lock of an older harness (no start line) trusts the pid as before.
+      await writeFile(lockPath(tree.dir), `${child.pid}\n`);
+      assert.equal(await removeStaleLock(tree.dir), false);
+    } finally {
+      child.kill();
       await tree.remove();
     }
   });

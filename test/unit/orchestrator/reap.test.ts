@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { DirectEngine } from "../../../infra/engines/direct.ts";
+import { processStart } from "../../../infra/process.ts";
 import { Runner } from "../../../infra/runner.ts";
 import { Libvirt } from "../../../orchestrator/libvirt.ts";
 import { createdAtOf, reap } from "../../../orchestrator/reap.ts";
@@ -19,7 +21,13 @@ case "\${args[0]}" in
   pool-list) tr ' ' '\\n' <<< "$FAKE_POOLS" ;;
   nwfilter-list) for f in \${FAKE_FILTERS:-}; do echo "0000-uuid $f"; done ;;
   vol-list) for v in $FAKE_VOLS; do [ "\${v%%:*}" = "\${args[1]}" ] && echo "\${v#*:} /somewhere/\${v#*:}"; done ;;
-  metadata) for m in $FAKE_META; do [ "\${m%%=*}" = "\${args[1]}" ] && echo "<run pid=\\"\${m#*=}\\"/>"; done ;;
+  # FAKE_META: name=pid or name=pid@start (the owner's start, recorded since pid reuse mattered).
+  metadata) for m in $FAKE_META; do
+      [ "\${m%%=*}" = "\${args[1]}" ] || continue
+      owner="\${m#*=}"; pid="\${owner%%@*}"; start=""
+      [ "$owner" != "$pid" ] && start=" pidStart=\\"\${owner#*@}\\""
+      echo "<run pid=\\"$pid\\"$start/>"
+    done ;;
   domstate) echo running ;;
 esac
 exit 0
@@ -129,6 +137,29 @@ describe("reap", () => {
       assert.deepEqual((await readdir(sockets)).sort(), [OLD, young].sort(), "their SSH masters too");
     } finally {
       await tree.remove();
+    }
+  });
+
+  it("takes a recorded owner whose pid another process now holds (the host rebooted, pids wrapped) for dead", async () => {
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    const reused = "boma-it-askari-20200101-000001";
+    try {
+      const start = processStart(child.pid!);
+      assert.match(start ?? "", /^[0-9a-f-]{36}\/\d+$/);
+      const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({
+        FAKE_DOMAINS: `${OLD} ${reused}`, FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "",
+        FAKE_META: `${OLD}=${child.pid}@${start} ${reused}=${child.pid}@00000000-0000-0000-0000-000000000000/1`,
+      });
+      try {
+        // No isAlive given: the real check, against a real process.
+        const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+        assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`spared domain ${OLD}`, `destroyed domain ${reused}`]);
+        assert.deepEqual(changes(await calls()), [`destroy ${reused}`, `undefine ${reused} --nvram`]);
+      } finally {
+        await tree.remove();
+      }
+    } finally {
+      child.kill();
     }
   });
 
