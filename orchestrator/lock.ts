@@ -4,7 +4,7 @@
  * removed by reap). The start matters after a crash of the host: the lock file outlives it, and
  * the pid may then belong to any process of the next boot.
  */
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { RefusedError } from "./errors.ts";
 import { ownerAlive, processStart, type OwnerCheck } from "../infra/process.ts";
@@ -48,6 +48,14 @@ export async function removeStaleLock(stacksDir: string, isAlive: OwnerCheck = o
   if (owner === undefined || isAlive(owner.pid, owner.start)) return false;
   await rm(path, { force: true });
   return true;
+}
+
+/** Since when (ms since the epoch) a living harness holds the run lock; undefined when none does. */
+export async function lockHeldSince(stacksDir: string, isAlive: OwnerCheck = ownerAlive): Promise<number | undefined> {
+  const path = lockPath(stacksDir);
+  const owner = await readOwner(path);
+  if (owner === undefined || !isAlive(owner.pid, owner.start)) return undefined;
+  return (await stat(path).catch(() => undefined))?.mtimeMs;
 }
 
 /** The lock's owner: its pid and, when recorded (a second line; older locks have none), its start. */

@@ -13,7 +13,7 @@ import type { Runner } from "../infra/runner.ts";
 import { PREFIX } from "../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "./log.ts";
-import { lockPath, removeStaleLock } from "./lock.ts";
+import { lockHeldSince, lockPath, removeStaleLock } from "./lock.ts";
 import { liveStacks } from "./runs.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 
@@ -177,11 +177,15 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   }
 
   // 6. Run-scoped private keys of runs that are not live any more.
-  // An engine that could not be listed may hold live runs: their keys stay.
+  // An engine that could not be listed may hold live runs: their keys stay. A living harness that
+  // holds the run lock makes a run's keys before its stack is recorded: keys made since it took
+  // the lock stay too (a second of slack for coarse file times).
   const liveRunDirs = new Set((await liveStacks(options.engines, () => undefined)).map(({ summary }) => summary.outputs.runDir));
+  const busySince = options.stacksDir ? await lockHeldSince(options.stacksDir, isAlive) : undefined;
   for (const keysDir of listingFailed ? [] : await runKeyDirs(options.runsDir)) {
     const runDir = keysDir.slice(0, -"/keys".length);
     if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
+    if (busySince !== undefined && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= busySince - 1000) continue;
     await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
   }
   return items;

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { DirectEngine } from "../../../infra/engines/direct.ts";
 import { processStart } from "../../../infra/process.ts";
 import { Runner } from "../../../infra/runner.ts";
 import { Libvirt } from "../../../orchestrator/libvirt.ts";
+import { lockPath } from "../../../orchestrator/lock.ts";
 import { createdAtOf, reap } from "../../../orchestrator/reap.ts";
 import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
 import { silentLog } from "../../helpers/fixtures.ts";
@@ -160,6 +161,31 @@ describe("reap", () => {
       }
     } finally {
       child.kill();
+    }
+  });
+
+  it("spares keys a living harness that holds the run lock made before its stack was recorded", async () => {
+    const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    try {
+      const runs = join(tree.dir, "runs");
+      const stacks = join(tree.dir, "stacks");
+      const dead = join(runs, "20200101-000000-askari", "keys");
+      const starting = join(runs, "20991231-235959-askari", "green", "keys");
+      await mkdir(dead, { recursive: true });
+      await mkdir(stacks);
+      await writeFile(lockPath(stacks), "4242\n");
+      await mkdir(starting, { recursive: true });
+      // The dead run's keys were made long before the lock was taken.
+      await utimes(dead, new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
+      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, stacksDir: stacks };
+      const items = await reap({ ...options, isAlive: (pid) => pid === 4242 });
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${dead}`]);
+      assert.deepEqual(await readdir(join(runs, "20991231-235959-askari", "green")), ["keys"], "the starting run keeps its keys");
+      // Once the lock's owner is gone, they are a dead run's keys like any other (and the lock goes).
+      const after = await reap({ ...options, isAlive: () => false });
+      assert.deepEqual(after.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed file ${lockPath(stacks)}`, `destroyed keys ${starting}`]);
+    } finally {
+      await tree.remove();
     }
   });
 
