@@ -2,8 +2,9 @@
  * The cloud-init NoCloud seed of a run: hostname = the impersonated host, the harness's per-run
  * public key, and per-run SSH host keys so the harness pins the host key (no
  * StrictHostKeyChecking=no anywhere). Pure rendering; the plan writes and packs the files.
+ * cloud-init reads YAML 1.1: the files are written for it (a MAC of digits only must stay a string).
  */
-import { stringify } from "yaml";
+import { stringifyForPython as stringify } from "./pyyaml.ts";
 import type { StackSpec } from "./spec.ts";
 
 /** Per-run keys the seed carries. */

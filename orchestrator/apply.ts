@@ -8,8 +8,8 @@
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { stringify } from "yaml";
 import type { StackOutputs } from "../infra/plan.ts";
+import { stringifyForPython } from "../infra/pyyaml.ts";
 import type { Runner } from "../infra/runner.ts";
 import { BadInputError, HarnessError, RefusedError, SystemUnderTestError } from "./errors.ts";
 import type { Log } from "./log.ts";
@@ -91,7 +91,8 @@ async function writeHostInventory(profile: LoadedProfile, dir: string, title: st
   for (const group of profile.inventoryHost.groups) if (group !== "all") children[group] = groupBody(group);
   const inventory = { all: { ...all, children } };
   const inventoryFile = join(inventoryDir, "hosts.yml");
-  await writeFile(inventoryFile, `# ${title} Made by boma-it; never edit.\n${stringify(inventory)}`);
+  // Read as Ansible reads it (YAML 1.1), written so that Ansible reads back the same values.
+  await writeFile(inventoryFile, `# ${title} Made by boma-it; never edit.\n${stringifyForPython(inventory)}`);
   const realDir = dirname(profile.inventoryFile);
   for (const folder of ["group_vars", "host_vars"]) {
     const real = join(realDir, folder);

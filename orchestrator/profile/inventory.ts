@@ -6,6 +6,7 @@
 import { extname } from "node:path";
 import { BadInputError } from "../errors.ts";
 import type { Runner } from "../../infra/runner.ts";
+import { PYTHON_YAML } from "../../infra/pyyaml.ts";
 import { readYamlFile } from "./yaml.ts";
 
 /** A host as the real inventory defines it. */
@@ -41,7 +42,8 @@ function emptyGroup(): GroupNode {
 export async function readInventory(file: string, runner: Runner): Promise<Inventory> {
   const extension = extname(file);
   if (extension === ".yml" || extension === ".yaml") {
-    const yaml = await readYamlFile(file, "inventory");
+    // Values as Ansible sees them (YAML 1.1: `yes` is true, `1:20` is 80), to be written back for it.
+    const yaml = await readYamlFile(file, "inventory", PYTHON_YAML);
     return fromGroups(file, groupsOfYaml(yaml.data, file));
   }
   return fromGroups(file, await groupsOfAnsibleInventory(file, runner));

@@ -18,7 +18,7 @@ export interface YamlFile {
 }
 
 /** Reads and parses a YAML file; syntax errors become bad input with line and column. */
-export async function readYamlFile(file: string, what: string): Promise<YamlFile> {
+export async function readYamlFile(file: string, what: string, options: YamlOptions = {}): Promise<YamlFile> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -29,13 +29,18 @@ export async function readYamlFile(file: string, what: string): Promise<YamlFile
       message: code === "ENOENT" ? `${what} not found (expected a YAML file at this path)` : `cannot read ${what}: ${code}`,
     });
   }
-  return parseYamlText(text, file);
+  return parseYamlText(text, file, options);
+}
+
+/** How to read a file: our own files are YAML 1.2; Ansible's are read as Ansible does (1.1, see infra/pyyaml.ts). */
+export interface YamlOptions {
+  version?: "1.1" | "1.2";
 }
 
 /** Parses YAML text that came from `file`. */
-export function parseYamlText(text: string, file: string): YamlFile {
+export function parseYamlText(text: string, file: string, options: YamlOptions = {}): YamlFile {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, ...(options.version ? { version: options.version } : {}) });
   if (document.errors.length > 0) {
     throw new BadInputError(
       document.errors.map((error) => {

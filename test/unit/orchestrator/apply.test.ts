@@ -11,6 +11,7 @@ import { loadProfile } from "../../../orchestrator/profile/load.ts";
 import { secretsOf } from "../../../orchestrator/secrets.ts";
 import { fakeCalls, writeFake } from "../../helpers/fakes.ts";
 import { silentLog } from "../../helpers/fixtures.ts";
+import { pyyamlLoad } from "../../helpers/pyyaml.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
 const INVENTORY = `all:
@@ -76,6 +77,38 @@ describe("transient inventory", () => {
       assert.match(String(extra.ansible_ssh_common_args), /StrictHostKeyChecking=yes/);
       assert.match(String(extra.ansible_ssh_common_args), /HostKeyAlias=boma-it-askari-20261122-034000/);
       assert.equal((await lstat(files.extraVarsFile)).mode & 0o777, 0o600);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("Ansible reads the same values from it as from the real inventory, YAML 1.1 quirks included", async () => {
+    const real = `all:
+  vars: { flag: yes, span: 1:20, mac: "52:54:00:24:49:56", mode: 010, word: "yes", day: 2026-01-01, none: ~ }
+  children:
+    docker_hosts:
+      hosts:
+        askari: { ansible_host: 10.20.0.11, on_call: on, version: "1.10", digits_mac: "52:54:00:12:34:56" }
+`;
+    const tree = await tempTree({
+      "repo/inventory/hosts.yml": real,
+      "repo/site.yml": "- hosts: all\n",
+      "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\n",
+    });
+    try {
+      const runner = new Runner();
+      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
+      const files = await writeTransientInventory({
+        profile, outputs: OUTPUTS, scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
+        dir: join(tree.dir, "run", "ansible"), runner, secrets: secretsOf([]), log: silentLog(), signal: new AbortController().signal,
+      });
+      const asAnsible = pyyamlLoad(real) as Record<string, any>;
+      const transient = pyyamlLoad(await readFile(files.inventoryFile, "utf8")) as Record<string, any>;
+      assert.deepEqual(transient.all.vars, asAnsible.all.vars);
+      assert.deepEqual(transient.all.vars.mac, "52:54:00:24:49:56", "a MAC of digits stays a string");
+      assert.equal(transient.all.vars.flag, true, "yes is a boolean to Ansible, in both");
+      const { ansible_host: _address, ...hostVars } = asAnsible.all.children.docker_hosts.hosts.askari;
+      assert.deepEqual(transient.all.children.docker_hosts.hosts.askari, hostVars);
     } finally {
       await tree.remove();
     }

@@ -1,0 +1,35 @@
+/**
+ * The NoCloud seed as cloud-init reads it: with PyYAML (YAML 1.1), the parser cloud-init uses,
+ * not with the `yaml` package that wrote it.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { seedFiles } from "../../../infra/seed.ts";
+import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
+import { pyyamlLoad } from "../../helpers/pyyaml.ts";
+
+describe("cloud-init seed", () => {
+  it("a MAC of digits only stays a string (YAML 1.1 read it as a base-60 number and the VM never got DHCP)", () => {
+    // 52:54:00:24:49:56 came out of a real run id: PyYAML made it 41135129396, cloud-init failed
+    // "Not all expected physical devices present" and the run timed out waiting for a lease.
+    const spec = fixedSpec();
+    const files = seedFiles({ ...spec, network: { ...spec.network, mac: "52:54:00:24:49:56" } }, FIXED_KEYS);
+    assert.deepEqual(pyyamlLoad(files.networkConfig), {
+      version: 2,
+      ethernets: { primary: { match: { macaddress: "52:54:00:24:49:56" }, "set-name": "eth0", dhcp4: true } },
+    });
+  });
+
+  it("meta-data and user-data read back as written: hostname, the harness key, the pinned host key", () => {
+    const spec = fixedSpec();
+    const files = seedFiles(spec, FIXED_KEYS);
+    assert.deepEqual(pyyamlLoad(files.metaData), { "instance-id": spec.identity.runId, "local-hostname": "askari" });
+    assert.match(files.userData, /^#cloud-config\n/);
+    const user = pyyamlLoad(files.userData) as Record<string, any>;
+    assert.equal(user.hostname, "askari");
+    assert.deepEqual(user.users[0].ssh_authorized_keys, [FIXED_KEYS.clientPublicKey.trim()]);
+    assert.equal(user.ssh_keys.ed25519_private, FIXED_KEYS.hostPrivateKey);
+    assert.equal(user.ssh_keys.ed25519_public, FIXED_KEYS.hostPublicKey.trim());
+    assert.equal(user.disable_root, true);
+  });
+});
