@@ -11,8 +11,8 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { PROJECT_ROOT, runsDir } from "../../orchestrator/paths.ts";
-import type { RunReport } from "../../orchestrator/report.ts";
+import { PROJECT_ROOT, runsDir } from "../../orchestrator/host/paths.ts";
+import type { RunReport } from "../../orchestrator/run/report.ts";
 import { summarize, table, type AcceptanceSample, type VmSample } from "./summary.ts";
 
 const { values } = parseArgs({
@@ -46,7 +46,7 @@ await mkdir(env.BOMA_IT_RUNS_DIR, { recursive: true });
 /** Runs the CLI; its stderr goes to ours, prefixed, so a long bench shows progress. */
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; seconds: number }> {
   const started = performance.now();
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli.ts"), ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on("data", (chunk: Buffer) => {

@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { probeEgress } from "../../orchestrator/certs.ts";
-import type { RunReport } from "../../orchestrator/report.ts";
+import { probeEgress } from "../../orchestrator/run/certs.ts";
+import type { RunReport } from "../../orchestrator/run/report.ts";
 import { cli, leftovers, suiteDirs } from "./helpers.ts";
 
 const profile = process.env.BOMA_IT_E2E_LE_PROFILE;

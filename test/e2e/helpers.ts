@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { after, before } from "node:test";
-import { PROJECT_ROOT } from "../../orchestrator/paths.ts";
-import { controlSocketDir } from "../../orchestrator/ssh.ts";
+import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
+import { controlSocketDir } from "../../orchestrator/host/ssh.ts";
 
 /** Fails at once, with the way to run it, when the suite is not inside the sandbox. */
 export function requireSandbox(): void {
@@ -69,7 +69,7 @@ export interface CliProcess {
 
 /** Starts `boma-it ...args`; its stderr is echoed (prefixed) so CI logs show progress. */
 export function startCli(args: readonly string[], env: Record<string, string>): CliProcess {
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli.ts"), ...args], {
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -8,8 +8,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { access, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import type { RunReport } from "../../orchestrator/report.ts";
-import { WITHHELD_TOKEN } from "../../orchestrator/certs.ts";
+import type { RunReport } from "../../orchestrator/run/report.ts";
+import { WITHHELD_TOKEN } from "../../orchestrator/run/certs.ts";
 import { cli, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {

@@ -53,8 +53,8 @@ if [ "$image" != none ]; then
   [ -x "$node_bin" ] || die "run npm ci first (Node 24 comes from the node@24 devDependency)"
   # Idempotent: returns at once when the image is in the cache, builds or pulls it otherwise.
   case "$image" in
-    debian-13-local) "$node_bin" "$root/orchestrator/cli.ts" image build "$image" >&2 ;;
-    *) "$node_bin" "$root/orchestrator/cli.ts" image pull "$image" >&2 ;;
+    debian-13-local) "$node_bin" "$root/orchestrator/cli/main.ts" image build "$image" >&2 ;;
+    *) "$node_bin" "$root/orchestrator/cli/main.ts" image pull "$image" >&2 ;;
   esac
 fi
 

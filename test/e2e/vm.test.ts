@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../infra/plan.ts";
 import { Runner } from "../../infra/runner.ts";
-import { Libvirt } from "../../orchestrator/libvirt.ts";
-import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/machine.ts";
-import { sshTargetOf } from "../../orchestrator/ssh.ts";
+import { Libvirt } from "../../orchestrator/host/libvirt.ts";
+import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/guest/machine.ts";
+import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
 import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
 

@@ -1,7 +1,7 @@
 /** Runs the real CLI as a child process (Node 24, type stripping) and returns what it did. */
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { PROJECT_ROOT } from "../../orchestrator/paths.ts";
+import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
 
 export interface CliRun {
   code: number;
@@ -14,7 +14,7 @@ export function runCli(args: readonly string[], env: Record<string, string> = {}
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(PROJECT_ROOT, "orchestrator/cli.ts"), ...args],
+      [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args],
       { cwd, env: { ...process.env, ...env }, timeout: 60_000 },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;

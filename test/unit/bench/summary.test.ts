@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseStartupFinished } from "../../../orchestrator/machine.ts";
+import { parseStartupFinished } from "../../../orchestrator/guest/machine.ts";
 import { overhead, stats, summarize, table, type AcceptanceSample, type VmSample } from "../../bench/summary.ts";
 
 const vm = (overrides: Partial<VmSample> = {}): VmSample => ({

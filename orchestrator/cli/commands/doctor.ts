@@ -1,0 +1,36 @@
+/** `boma-it doctor`: every prerequisite, each with the fix. */
+import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
+import type { CommandDefinition } from "../command.ts";
+import { expectPositionals } from "../options.ts";
+import { ExitCode } from "../../errors.ts";
+import { imageDir, stacksDir } from "../../host/paths.ts";
+import { checkPrerequisites } from "../../host/prerequisites.ts";
+
+export const doctorCommand: CommandDefinition = {
+  name: "doctor",
+  summary: "check prerequisites, each with the fix",
+  usage: "doctor [--json]",
+  details: `Checks the programs the harness runs, the OVMF UEFI firmware, that libvirtd answers, disk
+space, the accel (KVM or TCG) and the golden images. Exit 0 when every required one is there,
+3 otherwise; each missing one names the Debian package or command that fixes it.`,
+  options: {},
+  async run({ args, runner, env, runsDir }) {
+    expectPositionals("doctor", args.positionals, 0, 0, "no arguments");
+    const checks = await checkPrerequisites(runner, env, {
+      imageDir: imageDir(env),
+      runsDir,
+      libvirtUri: env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI,
+      stacksDir: stacksDir(env),
+    });
+    const missing = checks.filter((check) => check.required && !check.ok);
+    const width = Math.max(...checks.map((check) => check.name.length));
+    const text = [
+      ...checks.map(
+        (check) =>
+          `${check.ok ? "ok  " : check.required ? "MISS" : "opt "} ${check.name.padEnd(width)}  ${check.detail}${check.fix ? `\n     ${" ".repeat(width)}  fix: ${check.fix}` : ""}`,
+      ),
+      missing.length === 0 ? "all required prerequisites are there" : `${missing.length} required prerequisite(s) missing`,
+    ].join("\n");
+    return { exitCode: missing.length === 0 ? ExitCode.pass : ExitCode.refused, json: { ok: missing.length === 0, checks }, text };
+  },
+};

@@ -1,0 +1,23 @@
+/** The commands of the contract, in the order `--help` lists them. */
+import type { CommandDefinition } from "../command.ts";
+import { doctorCommand } from "./doctor.ts";
+import { downCommand } from "./down.ts";
+import { imageCommand } from "./image.ts";
+import { reapCommand } from "./reap.ts";
+import { runCommand } from "./run.ts";
+import { sshCommand } from "./ssh.ts";
+import { statusCommand } from "./status.ts";
+import { upCommand } from "./up.ts";
+import { validateCommand } from "./validate.ts";
+
+export const COMMANDS: readonly CommandDefinition[] = [
+  runCommand,
+  upCommand,
+  downCommand,
+  sshCommand,
+  statusCommand,
+  reapCommand,
+  validateCommand,
+  imageCommand,
+  doctorCommand,
+];

@@ -1,0 +1,48 @@
+/** `boma-it reap`: destroy stale stacks and sweep every boma-it- libvirt object and file. */
+import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
+import type { CommandDefinition } from "../command.ts";
+import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
+import { allEngines } from "../../run/engine-choice.ts";
+import { ExitCode } from "../../errors.ts";
+import { Libvirt } from "../../host/libvirt.ts";
+import { stacksDir } from "../../host/paths.ts";
+import { reap } from "../../host/reap.ts";
+
+export const reapCommand: CommandDefinition = {
+  name: "reap",
+  summary: "destroy stale stacks and sweep every boma-it- libvirt object and file",
+  usage: "reap [--dry-run] [--older-than 2h] [--json]",
+  details: `Destroys every stack whose harness process is gone (kept VMs included), then sweeps libvirt
+for domains (with NVRAM), networks, pools and volumes named boma-it-*, the files they leave in
+/var/lib/libvirt, and the private keys and SSH master connections of runs that are not live.
+A run whose harness is still alive is never reaped; anything without the boma-it- prefix is
+never touched.
+Options:
+  --dry-run          list what would be destroyed, touch nothing
+  --older-than AGE   spare runs younger than AGE (90s, 30m, 2h, 1d)
+Exit 0 when everything found was reaped, 4 when something could not be (each item says why).`,
+  options: REAP_OPTIONS,
+  async run({ args, log, runner, env, runsDir }) {
+    expectPositionals("reap", args.positionals, 0, 0, "no arguments");
+    const olderThanSeconds = duration("older-than", args.values["older-than"]);
+    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    await libvirt.ensureReachable();
+    const items = await reap({
+      engines: await allEngines(runner, stacksDir(env)),
+      libvirt,
+      runner,
+      log,
+      runsDir,
+      stacksDir: stacksDir(env),
+      dryRun: args.values["dry-run"] === true,
+      olderThanSeconds,
+    });
+    const count = (action: string) => items.filter((item) => item.action === action).length;
+    const failed = count("failed");
+    const summary = args.values["dry-run"]
+      ? `dry run: ${count("would destroy")} to destroy, ${count("spared")} spared`
+      : `reaped ${count("destroyed")}, spared ${count("spared")}, failed ${failed}`;
+    const text = [...items.map((item) => `${item.action.padEnd(13)} ${item.kind.padEnd(7)} ${item.name}${item.detail ? `  (${item.detail})` : ""}`), summary].join("\n");
+    return { exitCode: failed > 0 ? ExitCode.harnessFault : ExitCode.pass, json: { items, summary }, text };
+  },
+};

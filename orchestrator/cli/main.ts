@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+/**
+ * The `boma-it` command line: parses the command, runs it, prints its result (text, or one JSON
+ * document with --json) and maps every failure to the contract's exit codes in one place.
+ */
+import { join } from "node:path";
+import type { Writable } from "node:stream";
+import { Runner } from "../../infra/runner.ts";
+import type { CommandDefinition, CommandOutcome } from "./command.ts";
+import { COMMON_OPTIONS, ENGINES, ACCELS, oneOf, parseCommandArgs } from "./options.ts";
+import { COMMANDS } from "./commands/index.ts";
+import { BadInputError, BomaError, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
+import { Log } from "../log.ts";
+import { PROJECT_ROOT, runsDir } from "../host/paths.ts";
+
+/** Streams and environment the CLI works with (replaced in tests). */
+export interface CliIo {
+  stdout: Writable;
+  stderr: Writable;
+  env: NodeJS.ProcessEnv;
+  /** Aborted on the first Ctrl-C/SIGTERM. */
+  signal: AbortSignal;
+}
+
+const PROGRAM = "boma-it";
+
+/** The top-level help. */
+export function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((command) => command.name.length));
+  return `${PROGRAM}: prove an infrastructure change survives a real reboot, in a throwaway VM.
+
+Usage: ${PROGRAM} <command> [options]     (npm run boma-it -- <command> ...)
+
+Commands:
+${COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`).join("\n")}
+
+Common options:
+  --json                one JSON document on stdout; logs stay on stderr
+  --runs-dir DIR        where runs are written (default ~/integration-runs, env BOMA_IT_RUNS_DIR)
+  --engine auto|pulumi|direct   who creates and destroys the stack (auto: pulumi if its CLI is found)
+  --accel auto|kvm|tcg  hardware virtualisation or software emulation (auto detects)
+  -h, --help            help for a command: ${PROGRAM} <command> --help
+
+Exit codes: 0 pass; 1 the system under test failed; 2 bad input; 3 refused by preflight;
+4 harness or infrastructure error; 130 interrupted.`;
+}
+
+/** The help of one command. */
+export function commandHelp(command: CommandDefinition): string {
+  const own = Object.entries(command.options);
+  return `Usage: ${PROGRAM} ${command.usage}
+
+${command.summary[0]!.toUpperCase()}${command.summary.slice(1)}.
+
+${command.details}${own.length > 0 ? `\n\nOptions: ${own.map(([name]) => `--${name}`).join(", ")}` : ""}
+Common options: --json, --runs-dir DIR, --engine auto|pulumi|direct, --accel auto|kvm|tcg, --help`;
+}
+
+/** Runs the CLI with `argv` (without node and script); returns the exit code. */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  const wantsJson = argv.includes("--json");
+  const log = new Log({ stream: io.stderr });
+  try {
+    const [name, ...rest] = argv;
+    if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+      const topic = name === "help" ? rest[0] : undefined;
+      const command = COMMANDS.find((candidate) => candidate.name === topic);
+      io.stdout.write(`${command ? commandHelp(command) : mainHelp()}\n`);
+      return name === undefined ? ExitCode.badInput : ExitCode.pass;
+    }
+    const command = COMMANDS.find((candidate) => candidate.name === name);
+    if (!command) {
+      throw new BadInputError({
+        message: `unknown command ${JSON.stringify(name)}; expected one of ${COMMANDS.map((candidate) => candidate.name).join(", ")} (see \`${PROGRAM} --help\`)`,
+      });
+    }
+    const args = parseCommandArgs(command.name, rest, { ...COMMON_OPTIONS, ...command.options });
+    if (args.values.help) {
+      io.stdout.write(`${commandHelp(command)}\n`);
+      return ExitCode.pass;
+    }
+    oneOf("engine", args.values.engine, ENGINES);
+    oneOf("accel", args.values.accel, ACCELS);
+    const outcome: CommandOutcome = await command.run({
+      args,
+      json: Boolean(args.values.json),
+      log,
+      runner: new Runner({ env: io.env }),
+      env: io.env,
+      locations: { profilesDir: join(PROJECT_ROOT, "profiles"), overridesDir: join(PROJECT_ROOT, "overrides") },
+      runsDir: runsDir(args.values["runs-dir"] as string | undefined, io.env),
+      signal: io.signal,
+    });
+    io.stdout.write(wantsJson ? `${JSON.stringify(outcome.json, null, 2)}\n` : outcome.text ? `${outcome.text}\n` : "");
+    return outcome.exitCode;
+  } catch (error) {
+    const exitCode = exitCodeOf(io.signal.aborted && !(error instanceof BomaError) ? new InterruptedError() : error);
+    reportError(error, exitCode, io, wantsJson);
+    return exitCode;
+  }
+}
+
+function reportError(error: unknown, exitCode: number, io: CliIo, json: boolean): void {
+  const known = error instanceof BomaError;
+  const message = error instanceof Error ? error.message : String(error);
+  const trace = !known || error.showTrace;
+  io.stderr.write(`${PROGRAM}: ${message}\n`);
+  if (trace && error instanceof Error && error.stack) {
+    io.stderr.write(`${error.stack.split("\n").slice(1).join("\n")}\n`);
+    if (error.cause instanceof Error) io.stderr.write(`caused by: ${error.cause.stack ?? error.cause.message}\n`);
+  }
+  if (json) {
+    const problems = error instanceof BadInputError ? error.problems : undefined;
+    const document = { error: { kind: known ? error.name : "Error", message, exitCode, ...(problems ? { problems } : {}) } };
+    io.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
+  }
+}
+
+/** Wires the process to {@link main}: signals, streams, exit code. */
+async function runAsProgram(): Promise<void> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupts += 1;
+    if (interrupts === 1) {
+      process.stderr.write(`\n${PROGRAM}: ${signal} received: cleaning up (press Ctrl-C again to stop at once)\n`);
+      controller.abort(new InterruptedError(`interrupted by ${signal}`));
+      return;
+    }
+    process.stderr.write(`${PROGRAM}: stopped at once; what is left behind is removed by: npm run reap\n`);
+    process.exit(ExitCode.interrupted);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const code = await main(process.argv.slice(2), {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    signal: controller.signal,
+  });
+  process.exitCode = controller.signal.aborted && code === ExitCode.pass ? ExitCode.interrupted : code;
+}
+
+if (import.meta.main) await runAsProgram();

@@ -1,0 +1,433 @@
+/**
+ * The guest as the harness sees it: a `Machine` with a small vocabulary of verbs (after the
+ * NixOS test driver): `execute`, `succeed`, `fail`, `waitUntilSucceeds`, `waitForUnit`,
+ * `waitForOpenPort`, `waitForSsh` and `reboot`, which proves itself by a changed boot id.
+ * Commands run as root (through the harness account's sudo) over SSH with the pinned host key,
+ * sharing one master connection per boot when the target has a control path: the machine owns
+ * that connection and {@link Machine.closeConnection} ends it (before a reboot; its owner calls
+ * it when done with the VM).
+ */
+import { open, readFile, stat } from "node:fs/promises";
+import { quoteArg, type Runner } from "../../infra/runner.ts";
+import { HarnessError, SystemUnderTestError } from "../errors.ts";
+import { realClock, retry, WaitError, type Clock } from "./retry.ts";
+import { endMaster, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
+
+/** What a command on the machine did. */
+export interface MachineResult {
+  exitCode: number | undefined;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+/** What the harness saw when SSH first answered after a boot. */
+export interface SshReady {
+  bootId: string;
+  /** Guest uptime when the harness first saw sshd's banner minus the monotonic time sshd became active. */
+  readyLagSeconds: number | undefined;
+  /** Guest uptime (s) when the harness got in. */
+  uptimeSeconds: number;
+  /** Harness-side seconds from the start of the wait until SSH answered. */
+  waitedSeconds: number;
+  /**
+   * Seconds from power-on or the reboot command until the guest kernel started: shutdown,
+   * firmware and boot loader, which `systemd-analyze` does not see (only when the wait was told
+   * when that began).
+   */
+  beforeKernelSeconds: number | undefined;
+}
+
+/** A proven reboot. */
+export interface RebootProof {
+  bootIdBefore: string;
+  bootIdAfter: string;
+  /** From the reboot command to SSH answering with the new boot id. */
+  seconds: number;
+  ready: SshReady;
+}
+
+/** How the machine reports progress (the CLI's Log implements it). */
+export interface MachineLog {
+  info(message: string): void;
+  progress(what: string, timeoutMs: number): (lastSeen?: string) => void;
+}
+
+/** Settings of a {@link Machine}. */
+export interface MachineOptions {
+  /** Name for messages: the impersonated host. */
+  name: string;
+  target: SshTarget;
+  runner: Runner;
+  log: MachineLog;
+  /** Serial console log of the VM (for "last seen" and for failure messages). */
+  consoleLog: string;
+  /** The domain's state as libvirt reports it ("running", "shut off", ...). */
+  domainState: () => Promise<string>;
+  clock?: Clock;
+  signal?: AbortSignal;
+  /** Whether sshd's banner is there (default: {@link sshBanner} on port 22; tests fake it). */
+  banner?: (ip: string) => Promise<boolean>;
+}
+
+/** The SSH exit status meaning "could not connect", not "the command failed". */
+const SSH_CONNECTION_FAILED = 255;
+
+/** The guest under test. */
+export class Machine {
+  readonly name: string;
+  readonly #options: MachineOptions;
+  readonly #clock: Clock;
+  /** Where the current boot's output begins in the console log (moved by {@link markNewBoot}). */
+  #bootConsoleStart = 0;
+
+  constructor(options: MachineOptions) {
+    this.name = options.name;
+    this.#options = options;
+    this.#clock = options.clock ?? realClock;
+  }
+
+  /**
+   * Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed).
+   * `multiplex: false` makes a connection of its own (for a command that ends the boot).
+   */
+  async execute(command: string, options: { timeoutMs?: number; asUser?: boolean; multiplex?: boolean } = {}): Promise<MachineResult> {
+    const remote = options.asUser ? command : `sudo -n -- sh -c ${quoteArg(command)}`;
+    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote, { multiplex: options.multiplex ?? true }), {
+      check: false,
+      timeoutMs: options.timeoutMs ?? 120_000,
+      ...(this.#options.signal ? { signal: this.#options.signal } : {}),
+    });
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, durationMs: result.durationMs };
+  }
+
+  /** Runs a command that must succeed; returns its stdout. */
+  async succeed(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode === 0) return result.stdout;
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
+      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
+    }
+    throw new SystemUnderTestError(`${this.name}: \`${command}\` failed with exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}`);
+  }
+
+  /** Runs a command that must fail; returns its output. */
+  async fail(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
+      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
+    }
+    if (result.exitCode === 0) throw new SystemUnderTestError(`${this.name}: \`${command}\` succeeded but was expected to fail`);
+    return `${result.stdout}${result.stderr}`;
+  }
+
+  /** Retries a command until it exits 0. */
+  async waitUntilSucceeds(command: string, timeoutMs: number): Promise<string> {
+    return this.waitFor(`\`${command}\` to succeed`, timeoutMs, async () => {
+      const result = await this.execute(command, { timeoutMs: Math.min(timeoutMs, 60_000) });
+      return result.exitCode === 0
+        ? { done: true, value: result.stdout }
+        : { done: false, seen: `exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}` };
+    });
+  }
+
+  /** Waits until a systemd unit is active; fails at once when it has failed. */
+  async waitForUnit(unit: string, timeoutMs: number): Promise<void> {
+    await this.waitFor(`unit ${unit} to be active`, timeoutMs, async () => {
+      const result = await this.execute(`systemctl is-active ${quoteArg(unit)}`, { timeoutMs: 30_000 });
+      const state = result.stdout.trim() || lastLine(result.stderr);
+      if (state === "active") return { done: true, value: undefined };
+      if (state === "failed") throw new SystemUnderTestError(`${this.name}: unit ${unit} failed`);
+      return { done: false, seen: `${unit} is ${state}` };
+    });
+  }
+
+  /** Waits until something inside the VM listens on a TCP port. */
+  async waitForOpenPort(port: number, timeoutMs: number): Promise<void> {
+    await this.waitUntilSucceeds(`ss -Htln 'sport = :${port}' | grep -q .`, timeoutMs);
+  }
+
+  /** Now, on the clock this machine's waits use (for {@link waitForSsh}'s `bootBeganAt`). */
+  now(): number {
+    return this.#clock.now();
+  }
+
+  /**
+   * Says that a new boot begins now (a reboot or a reset): from here on, waits look for a kernel
+   * panic only in the console output that follows, so a panic of the boot before does not count.
+   */
+  async markNewBoot(): Promise<void> {
+    this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
+  }
+
+  /** Ends the master connection, if one is open (idempotent; see {@link endMaster}). */
+  async closeConnection(): Promise<void> {
+    if (this.#options.target.controlPath !== undefined) await endMaster(this.#options.runner, this.#options.target.controlPath);
+  }
+
+  /** The current boot id. */
+  async bootId(): Promise<string> {
+    return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
+  }
+
+  /**
+   * Waits until SSH answers with the pinned key. sshd's banner is polled tightly (a TCP connect,
+   * no login) so its start is noticed within a few hundred milliseconds; then one login reads the
+   * guest's uptime, and the uptime at the moment the banner arrived is that minus the harness-side
+   * time since (the login's own cost is not counted as lag). Fails fast when the domain is off
+   * and on timeout shows the console tail. `bootBeganAt` (this machine's clock) is when the VM was
+   * powered on or told to reboot.
+   */
+  async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number } = {}): Promise<SshReady> {
+    const started = this.#clock.now();
+    const probe =
+      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
+    let bannerAt: number | undefined;
+    const console = this.#throttledConsoleLine();
+    return this.waitFor(
+      `SSH on ${this.#options.target.ip}${options.notBootId ? " after the reboot" : ""}`,
+      timeoutMs,
+      async () => {
+        if (bannerAt === undefined) {
+          if (!(await (this.#options.banner ?? sshBanner)(this.#options.target.ip))) return { done: false, seen: await console() };
+          bannerAt = this.#clock.now();
+        }
+        // This login starts the boot's master connection, which the commands after it share.
+        const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
+        const answeredAt = this.#clock.now();
+        if (result.exitCode !== 0) {
+          bannerAt = undefined;
+          await this.closeConnection();
+          return { done: false, seen: lastLine(result.stderr) || (await console()) };
+        }
+        const [uptimeLine = "", sshdActive = "", bootId = ""] = result.stdout.trim().split("\n");
+        if (options.notBootId && bootId.trim() === options.notBootId) {
+          // The old boot's sshd, still up while the reboot begins: its banner does not count, and
+          // the master connection this login started dies with that boot.
+          bannerAt = undefined;
+          await this.closeConnection();
+          return { done: false, seen: "still the old boot (reboot not started yet)" };
+        }
+        const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
+        const activeMicros = Number(sshdActive.trim());
+        const readyLagSeconds =
+          Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
+        const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
+        const beforeKernelSeconds = options.bootBeganAt === undefined ? undefined : Math.max(0, round1((answeredAt - options.bootBeganAt) / 1000 - uptimeSeconds));
+        return {
+          done: true,
+          value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000), beforeKernelSeconds },
+        };
+      },
+      { intervalMs: 100, maxIntervalMs: 200, withConsole: true },
+    );
+  }
+
+  /** The console's last line, read at most every 2 s (polling runs 5-10 times a second). */
+  #throttledConsoleLine(): () => Promise<string> {
+    let line = "";
+    let readAt = -Infinity;
+    return async () => {
+      if (this.#clock.now() - readAt >= 2000) {
+        line = (await this.consoleTail(1))[0] ?? "";
+        readAt = this.#clock.now();
+      }
+      return line;
+    };
+  }
+
+  /**
+   * What the guest needed to boot, from `systemd-analyze time` ("Startup finished in ... =
+   * 43.2s"); undefined while the boot has not finished or when it says nothing parseable.
+   */
+  async guestBootSeconds(): Promise<number | null> {
+    const result = await this.execute("systemd-analyze time", { timeoutMs: 30_000 });
+    return parseStartupFinished(result.stdout);
+  }
+
+  /** Reboots and proves it: the boot id changes and SSH answers again. */
+  async reboot(timeoutMs: number, options: { bootIdBefore?: string } = {}): Promise<RebootProof> {
+    const bootIdBefore = options.bootIdBefore ?? (await this.bootId());
+    const started = this.#clock.now();
+    this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
+    await this.markNewBoot();
+    // The master connection would hang on the dead boot until ServerAlive gives up (15 s).
+    await this.closeConnection();
+    // The connection may drop before ssh returns: any outcome of the command itself is fine.
+    await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
+    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: started });
+    return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+  }
+
+  /** The last lines of the serial console (empty when there is none yet). */
+  async consoleTail(lines = 20): Promise<string[]> {
+    try {
+      const text = await readFile(this.#options.consoleLog, "utf8");
+      return consoleLines(text)
+        .filter((line) => line.trim() !== "")
+        .slice(-lines);
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * The panic of the current boot as the serial console shows it (see {@link findKernelPanic}),
+   * read at most every 2 s: a panicked guest stays "running" for libvirt, so without this a wait
+   * would sit out its whole timeout.
+   */
+  #throttledPanicCheck(): () => Promise<KernelPanic | undefined> {
+    let readAt = -Infinity;
+    return async () => {
+      if (this.#clock.now() - readAt < 2000) return undefined;
+      readAt = this.#clock.now();
+      return findKernelPanic(await this.#consoleSince(this.#bootConsoleStart));
+    };
+  }
+
+  /** The console log from a byte offset on (all of it when the log is shorter: rotated). */
+  async #consoleSince(offset: number): Promise<string> {
+    let file;
+    try {
+      file = await open(this.#options.consoleLog, "r");
+    } catch {
+      return "";
+    }
+    try {
+      const { size } = await file.stat();
+      const from = offset <= size ? offset : 0;
+      const buffer = Buffer.alloc(size - from);
+      await file.read(buffer, 0, buffer.length, from);
+      return buffer.toString("utf8");
+    } finally {
+      await file.close();
+    }
+  }
+
+  /**
+   * The machine's one way of waiting: retries `attempt` with progress lines, gives up at once when
+   * the VM is no longer running or its kernel panicked, and (withConsole) puts the serial console's
+   * tail into the error.
+   */
+  async waitFor<T>(
+    what: string,
+    timeoutMs: number,
+    attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>,
+    options: { intervalMs?: number; maxIntervalMs?: number; withConsole?: boolean } = {},
+  ): Promise<T> {
+    const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
+    const panicked = this.#throttledPanicCheck();
+    let panic: KernelPanic | undefined;
+    try {
+      return await retry(attempt, {
+        what: `${this.name}: ${what}`,
+        timeoutMs,
+        clock: this.#clock,
+        onAttempt: progress,
+        ...(options.intervalMs ? { intervalMs: options.intervalMs } : {}),
+        ...(options.maxIntervalMs ? { maxIntervalMs: options.maxIntervalMs } : {}),
+        ...(this.#options.signal ? { signal: this.#options.signal } : {}),
+        failFast: async () => {
+          const state = await this.#options.domainState();
+          if (state !== "running" && state !== "") return `the VM is ${state}`;
+          panic = await panicked();
+          return panic ? `the guest kernel panicked: ${describePanic(panic)}` : undefined;
+        },
+      });
+    } catch (error) {
+      if (!(error instanceof WaitError)) throw error;
+      const tail = options.withConsole || panic ? await this.consoleTail(15) : [];
+      const message = `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${this.#options.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : ""}`;
+      if (panic) throw new GuestPanicError(message, panic, { cause: error });
+      if (!options.withConsole) throw error;
+      throw new HarnessError(message, { cause: error });
+    }
+  }
+}
+
+/** Serial console text as lines, without terminal escapes and trailing blanks. */
+function consoleLines(text: string): string[] {
+  return text
+    // eslint-disable-next-line no-control-regex
+    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
+    .split(/\r?\n/)
+    .map((line) => line.trimEnd());
+}
+
+function lastLine(text: string): string {
+  return text.trim().split("\n").at(-1) ?? "";
+}
+
+function round2(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+function round1(value: number): number {
+  return Math.round(value * 10) / 10;
+}
+
+/** A guest kernel panic as the serial console shows it (timestamps and escapes dropped). */
+export interface KernelPanic {
+  /** "Kernel panic - not syncing: Fatal exception in interrupt" */
+  panic: string;
+  /** The first oops line before it, which says what went wrong ("Oops: int3: 0000 [#1] ..."). */
+  oops: string | undefined;
+  /**
+   * Whether it came before the kernel ran init ("Run /init as init process"): nothing of the
+   * boot had touched the disk yet, so booting again is the same boot.
+   */
+  beforeUserspace: boolean;
+}
+
+/** The kernel panic in a stretch of serial console output, if there is one. */
+export function findKernelPanic(consoleText: string): KernelPanic | undefined {
+  const lines = consoleLines(consoleText).map((line) => line.replace(/^\[\s*\d+\.\d+\]\s*/, "").trim());
+  const at = lines.findIndex((line) => line.startsWith("Kernel panic - not syncing"));
+  if (at < 0) return undefined;
+  return {
+    panic: lines[at]!,
+    oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)),
+    beforeUserspace: !lines.slice(0, at).some((line) => /^Run \S+ as init process/.test(line)),
+  };
+}
+
+/** One line: the oops, then the panic. */
+export function describePanic(panic: KernelPanic): string {
+  return panic.oops ? `${panic.oops} → ${panic.panic}` : panic.panic;
+}
+
+/**
+ * Whether a panic is QEMU TCG's text-patching race rather than anything the guest did: the kernel
+ * patches code through int3 breakpoints (static keys, alternatives) and QEMU 7.2's multi-threaded
+ * TCG now and then runs a stale translation that still holds the int3 after the patch is done; the
+ * kernel, no longer expecting it, dies with "Oops: int3" in kernel code (seen at
+ * `sched_clock_cpu`, 3 s into boot). Only meaningful under TCG.
+ */
+export function isTcgTextPatchRace(panic: KernelPanic): boolean {
+  return panic.oops?.startsWith("Oops: int3") ?? false;
+}
+
+/** The panic, when `error` is QEMU TCG's text-patching race in a guest that runs under TCG. */
+export function tcgRaceOf(error: unknown, accel: string): KernelPanic | undefined {
+  return error instanceof GuestPanicError && accel === "tcg" && isTcgTextPatchRace(error.panic) ? error.panic : undefined;
+}
+
+/** A wait ended because the guest kernel panicked (exit 4 unless the caller decides otherwise). */
+export class GuestPanicError extends HarnessError {
+  readonly panic: KernelPanic;
+  constructor(message: string, panic: KernelPanic, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = "GuestPanicError";
+    this.panic = panic;
+  }
+}
+
+/** The total of systemd-analyze's "Startup finished in ... = 1min 2.345s" line, in seconds. */
+export function parseStartupFinished(text: string): number | null {
+  const total = /Startup finished in .*= ((?:\d+min )?[\d.]+(?:ms|s))\s*$/m.exec(text)?.[1];
+  if (!total) return null;
+  const minutes = Number(/(\d+)min/.exec(total)?.[1] ?? 0);
+  const rest = /([\d.]+)(ms|s)$/.exec(total)!;
+  const seconds = Number(rest[1]) / (rest[2] === "ms" ? 1000 : 1);
+  return round1(minutes * 60 + seconds);
+}

@@ -1,0 +1,130 @@
+/**
+ * Questions the orchestrator asks libvirt at run time (the plan's commands live in infra/):
+ * is it reachable, what state is a domain in, which lease does a MAC hold, which subnets are
+ * taken. All through the one runner.
+ */
+import { XMLParser } from "fast-xml-parser";
+import type { Runner } from "../../infra/runner.ts";
+import { METADATA_NAMESPACE } from "../../infra/xml.ts";
+import { RefusedError } from "../errors.ts";
+
+/** A libvirt connection through virsh. */
+export class Libvirt {
+  readonly uri: string;
+  readonly #runner: Runner;
+
+  constructor(runner: Runner, uri: string) {
+    this.#runner = runner;
+    this.uri = uri;
+  }
+
+  #virsh(args: string[], options: { check?: boolean; timeoutMs?: number } = {}) {
+    return this.#runner.run("virsh", ["-q", "-c", this.uri, ...args], { timeoutMs: 60_000, ...options });
+  }
+
+  /** Refuses (exit 3) unless libvirt answers, saying how to start it. */
+  async ensureReachable(): Promise<void> {
+    const result = await this.#virsh(["version"], { check: false, timeoutMs: 20_000 });
+    if (!result.failed) return;
+    if (result.exitCode === undefined && !result.timedOut) {
+      throw new RefusedError("virsh is not installed", "apt-get install libvirt-clients libvirt-daemon-system");
+    }
+    throw new RefusedError(
+      `libvirt is unreachable at ${this.uri}: ${result.tail.split("\n").at(-1) ?? "no answer"}`,
+      "start it (sudo systemctl start libvirtd, or libvirtd -d where systemd does not run) and make sure your user is in the libvirt group (sudo adduser $USER libvirt, then log in again)",
+    );
+  }
+
+  /** The domain's state ("running", "shut off", ...) or "gone" when it does not exist. */
+  async domainState(name: string): Promise<string> {
+    const result = await this.#virsh(["domstate", name], { check: false, timeoutMs: 20_000 });
+    if (result.failed) return /not found|failed to get domain/i.test(result.stderr) ? "gone" : "";
+    return result.stdout.trim();
+  }
+
+  /** Resets a running domain at once, as the reset button would (no shutdown: the guest is dead). */
+  async resetDomain(name: string): Promise<void> {
+    await this.#virsh(["reset", name], { timeoutMs: 30_000 });
+  }
+
+  /** The IPv4 address a MAC holds in a network's DHCP leases, if any. */
+  async leaseOf(network: string, mac: string): Promise<string | undefined> {
+    const result = await this.#virsh(["net-dhcp-leases", network, "--mac", mac], { check: false, timeoutMs: 20_000 });
+    const match = /\b(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(result.stdout);
+    return match?.[1];
+  }
+
+  /** Names of libvirt objects of a kind. */
+  async names(kind: "domain" | "network" | "pool" | "nwfilter"): Promise<string[]> {
+    const command = {
+      domain: ["list", "--all", "--name"],
+      network: ["net-list", "--all", "--name"],
+      pool: ["pool-list", "--all", "--name"],
+      // nwfilter-list has no --name: its lines are "<uuid> <name>".
+      nwfilter: ["nwfilter-list"],
+    }[kind];
+    const result = await this.#virsh(command, { check: false });
+    return result.stdout
+      .split("\n")
+      .map((line) => (kind === "nwfilter" ? (line.trim().split(/\s+/)[1] ?? "") : line.trim()))
+      .filter((line) => line !== "");
+  }
+
+  /** Volume names in a pool. */
+  async volumes(pool: string): Promise<string[]> {
+    const result = await this.#virsh(["vol-list", pool], { check: false });
+    if (result.failed) {
+      // An inactive pool lists nothing; that is fine for the sweep.
+      return [];
+    }
+    return result.stdout
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/)[0] ?? "")
+      .filter((name) => name !== "");
+  }
+
+  /** The owner boma-it wrote into a domain's metadata (pid, and its start when recorded), if any. */
+  async domainOwner(name: string): Promise<{ pid: number; start?: string } | undefined> {
+    const result = await this.#virsh(["metadata", name, METADATA_NAMESPACE], { check: false });
+    const pid = /\bpid="(\d+)"/.exec(result.stdout)?.[1];
+    const start = /\bpidStart="([^"]+)"/.exec(result.stdout)?.[1];
+    return pid === undefined ? undefined : { pid: Number(pid), ...(start !== undefined ? { start } : {}) };
+  }
+
+  /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */
+  async usedSubnets(): Promise<string[]> {
+    const used: string[] = [];
+    const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@" });
+    for (const network of await this.names("network")) {
+      const xml = await this.#virsh(["net-dumpxml", network], { check: false });
+      if (xml.failed) continue;
+      const parsed = parser.parse(xml.stdout) as { network?: { ip?: unknown } };
+      const ips = [parsed.network?.ip].flat().filter(Boolean) as { "@address"?: string; "@netmask"?: string; "@prefix"?: string }[];
+      for (const ip of ips) {
+        if (!ip["@address"] || ip["@address"].includes(":")) continue;
+        const prefix = ip["@prefix"] ?? (ip["@netmask"] ? String(netmaskBits(ip["@netmask"])) : "24");
+        used.push(`${ip["@address"]}/${prefix}`);
+      }
+    }
+    const addresses = await this.#runner.run("ip", ["-j", "-4", "addr"], { check: false });
+    if (!addresses.failed) {
+      for (const link of JSON.parse(addresses.stdout || "[]") as { addr_info?: { local: string; prefixlen: number }[] }[]) {
+        for (const info of link.addr_info ?? []) used.push(`${info.local}/${info.prefixlen}`);
+      }
+    }
+    const routes = await this.#runner.run("ip", ["-j", "-4", "route"], { check: false });
+    if (!routes.failed) {
+      for (const route of JSON.parse(routes.stdout || "[]") as { dst?: string }[]) {
+        if (route.dst && route.dst !== "default") used.push(route.dst.includes("/") ? route.dst : `${route.dst}/32`);
+      }
+    }
+    return used;
+  }
+}
+
+function netmaskBits(netmask: string): number {
+  return netmask
+    .split(".")
+    .map((part) => Number(part).toString(2).split("1").length - 1)
+    .reduce((sum, bits) => sum + bits, 0);
+}

@@ -1,0 +1,36 @@
+/**
+ * Where boma-it keeps things: the project root (profiles, overrides, stacks), the runs dir and
+ * the image cache. One place, so that tests can point each of them elsewhere.
+ */
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The root of this project (the folder holding package.json). */
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The name prefix of every libvirt object and file a run creates (ADR-025 invariant 4). */
+export const NAME_PREFIX = "boma-it-";
+
+/** The runs dir: `--runs-dir`, else `$BOMA_IT_RUNS_DIR`, else `~/integration-runs`. */
+export function runsDir(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(option ?? env.BOMA_IT_RUNS_DIR ?? join(homedir(), "integration-runs"));
+}
+
+/** Local state: Pulumi file backend, direct-engine ledgers, locks (`$BOMA_IT_STACKS_DIR` for tests). */
+export function stacksDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BOMA_IT_STACKS_DIR ?? join(PROJECT_ROOT, "stacks"));
+}
+
+/** The golden image cache, readable by libvirt's QEMU user (`$BOMA_IT_IMAGE_DIR`). */
+export function imageDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BOMA_IT_IMAGE_DIR ?? "/var/cache/boma-it/images");
+}
+
+/**
+ * The cache of issued wildcard certificates (private keys: kept 0700): `$BOMA_IT_CERT_CACHE`,
+ * else `$XDG_CACHE_HOME/boma-it/certs`, else `~/.cache/boma-it/certs`.
+ */
+export function certCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BOMA_IT_CERT_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "boma-it", "certs"));
+}

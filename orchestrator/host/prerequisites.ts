@@ -1,0 +1,208 @@
+/**
+ * Prerequisites of the harness, each with the fix: the tools it runs, the UEFI firmware,
+ * libvirt, disk space, the pulumi engine, the accel and the golden images. `doctor` shows them all.
+ */
+import { access, readFile, statfs } from "node:fs/promises";
+import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import { listImages } from "../../infra/image/images.ts";
+import { messageOf } from "../../infra/errors.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { pulumiEngine } from "../run/engine-choice.ts";
+import { RefusedError } from "../errors.ts";
+import { Libvirt } from "./libvirt.ts";
+
+/** One prerequisite and what to do about it. */
+export interface PrerequisiteCheck {
+  name: string;
+  ok: boolean;
+  /** A missing required prerequisite stops runs; an optional one only some commands. */
+  required: boolean;
+  detail: string;
+  /** The Debian package or command that fixes it. */
+  fix?: string;
+}
+
+/** Programs the harness runs, the Debian package that brings each, and whether every run needs it. */
+export const TOOLS: readonly { program: string; pkg: string; required: boolean; for: string }[] = [
+  { program: "virsh", pkg: "libvirt-clients", required: true, for: "libvirt" },
+  { program: "qemu-system-x86_64", pkg: "qemu-system-x86", required: true, for: "running VMs" },
+  { program: "qemu-img", pkg: "qemu-utils", required: true, for: "disk images" },
+  { program: "genisoimage", pkg: "genisoimage", required: true, for: "the cloud-init seed ISO" },
+  { program: "ssh", pkg: "openssh-client", required: true, for: "reaching the VM" },
+  { program: "ssh-keygen", pkg: "openssh-client", required: true, for: "per-run keys" },
+  { program: "ip", pkg: "iproute2", required: true, for: "picking a free subnet" },
+  { program: "ansible-playbook", pkg: "ansible-core", required: true, for: "applying the profile" },
+  { program: "mmdebstrap", pkg: "mmdebstrap", required: false, for: "image build" },
+  { program: "mkfs.ext4", pkg: "e2fsprogs", required: false, for: "image build" },
+  { program: "grub-mkstandalone", pkg: "grub-efi-amd64-bin", required: false, for: "image build" },
+  { program: "mkfs.vfat", pkg: "dosfstools", required: false, for: "image build" },
+  { program: "mcopy", pkg: "mtools", required: false, for: "image build" },
+  { program: "sfdisk", pkg: "fdisk", required: false, for: "image build" },
+];
+
+/** UEFI firmware files libvirt can use (Debian's ovmf package). `$BOMA_IT_OVMF_FILES` overrides. */
+export function ovmfCandidates(env: NodeJS.ProcessEnv): string[] {
+  return (env.BOMA_IT_OVMF_FILES ?? "/usr/share/OVMF/OVMF_CODE_4M.fd:/usr/share/OVMF/OVMF_CODE.fd").split(":").filter(Boolean);
+}
+
+/** Checks every prerequisite. */
+export async function checkPrerequisites(
+  runner: Runner,
+  env: NodeJS.ProcessEnv,
+  places: { imageDir: string; runsDir: string; libvirtUri: string; stacksDir: string },
+): Promise<PrerequisiteCheck[]> {
+  const checks: PrerequisiteCheck[] = [];
+  for (const tool of TOOLS) {
+    const path = await runner.which(tool.program);
+    checks.push({
+      name: tool.program,
+      ok: path !== undefined,
+      required: tool.required,
+      detail: path ?? `not found on PATH (needed for ${tool.for})`,
+      ...(path ? {} : { fix: `apt-get install ${tool.pkg}` }),
+    });
+  }
+
+  let firmware: string | undefined;
+  for (const candidate of ovmfCandidates(env)) {
+    if (await exists(candidate)) {
+      firmware = candidate;
+      break;
+    }
+  }
+  checks.push({
+    name: "OVMF UEFI firmware",
+    ok: firmware !== undefined,
+    required: true,
+    detail: firmware ?? `none of ${ovmfCandidates(env).join(", ")} exists (Debian 13 cloud images do not boot with BIOS)`,
+    ...(firmware ? {} : { fix: "apt-get install ovmf" }),
+  });
+
+  if (await runner.which("virsh")) {
+    const libvirt = new Libvirt(runner, places.libvirtUri);
+    try {
+      await libvirt.ensureReachable();
+      checks.push({ name: "libvirtd", ok: true, required: true, detail: `answers at ${places.libvirtUri}` });
+    } catch (error) {
+      const [message, fix] = (error as Error).message.split("\n  fix: ");
+      checks.push({ name: "libvirtd", ok: false, required: true, detail: message ?? "", ...(fix ? { fix } : {}) });
+    }
+  }
+
+  for (const [name, path, needGiB] of [
+    ["disk space for golden images", places.imageDir, 5],
+    ["disk space for runs", places.runsDir, 1],
+    ["disk space for VM overlays", "/var/lib/libvirt/images", 5],
+  ] as const) {
+    const free = await freeGiB(path);
+    checks.push({
+      name,
+      ok: free === undefined || free >= needGiB,
+      required: true,
+      detail: free === undefined ? `${path} does not exist yet` : `${free.toFixed(1)} GiB free at ${path} (want ${needGiB})`,
+      ...(free !== undefined && free < needGiB ? { fix: `free space on the file system of ${path}` } : {}),
+    });
+  }
+
+  checks.push(await pulumiEngineCheck(runner, places.stacksDir));
+
+  const accel = decideAccel("auto", await probeAccel());
+  checks.push({ name: "accel", ok: true, required: false, detail: `${accel.accel}: ${accel.reason}` });
+
+  for (const image of await listImages(places.imageDir)) {
+    checks.push({
+      name: `golden image ${image.name}`,
+      ok: image.present,
+      required: false,
+      detail: image.present ? image.path : "not built or pulled yet (made on first use of `image build`/`image pull`)",
+      ...(image.present ? {} : { fix: image.name === "debian-13-local" ? "sudo npm run boma-it -- image build" : "npm run boma-it -- image pull" }),
+    });
+  }
+  return checks;
+}
+
+/** The pulumi engine is optional: without it runs use the direct engine. */
+async function pulumiEngineCheck(runner: Runner, stacksDir: string): Promise<PrerequisiteCheck> {
+  const cli = await runner.which("pulumi");
+  const name = "pulumi engine";
+  const fix = 'install the CLI and its command plugin: README, "The pulumi engine"';
+  if (!cli) return { name, ok: false, required: false, detail: "no pulumi CLI on PATH: runs use the direct engine", fix };
+  try {
+    return { name, ok: true, required: false, detail: await (await pulumiEngine(runner, stacksDir, cli)).ensureUsable() };
+  } catch (error) {
+    return { name, ok: false, required: false, detail: `${messageOf(error).split("\n")[0]} (--engine auto would fail: use --engine direct)`, fix };
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function freeGiB(path: string): Promise<number | undefined> {
+  let current = path;
+  // The nearest existing ancestor tells which file system the path will live on.
+  for (;;) {
+    try {
+      const stats = await statfs(current);
+      return (stats.bavail * stats.bsize) / 1024 ** 3;
+    } catch {
+      const parent = current.replace(/\/[^/]*$/, "") || "/";
+      if (parent === current) return undefined;
+      current = parent;
+    }
+  }
+}
+
+/** Free RAM in MiB as the kernel estimates it for new work (MemAvailable). */
+export async function availableRamMiB(meminfo = "/proc/meminfo"): Promise<number> {
+  const match = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile(meminfo, "utf8"));
+  if (!match) throw new Error(`${meminfo} has no MemAvailable line`);
+  return Math.floor(Number(match[1]) / 1024);
+}
+
+/** Headroom above the VM's own memory that the host keeps (QEMU overhead, page cache). */
+export const RAM_MARGIN_MIB = 1024;
+
+/**
+ * The resource guard before provisioning (ADR-025): one test VM at a time, and enough free RAM
+ * (the VM's memory plus a margin, or `--min-free-ram`). Each refusal says what is in the way.
+ */
+export async function guardResources(
+  libvirt: Libvirt,
+  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; meminfo?: string; overlayDir?: string },
+): Promise<void> {
+  const running = [];
+  for (const name of await libvirt.names("domain")) {
+    if (name.startsWith("boma-it-") && (await libvirt.domainState(name)) === "running") running.push(name);
+  }
+  if (running.length > 0) {
+    throw new RefusedError(
+      `another test VM is running (${running.join(", ")}): boma-it runs one at a time`,
+      "see `npm run boma-it -- status`; remove it with `npm run boma-it -- down <run>`",
+    );
+  }
+  const needed = options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB;
+  const available = await availableRamMiB(options.meminfo);
+  if (available < needed) {
+    throw new RefusedError(
+      `only ${available} MiB of RAM is free; this run needs ${needed} MiB (${options.minFreeRamMiB ? "--min-free-ram" : `the VM's ${options.vmMemoryMiB} MiB + ${RAM_MARGIN_MIB} MiB`})`,
+      "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB in the profile",
+    );
+  }
+  const overlayDir = options.overlayDir ?? "/var/lib/libvirt/images";
+  const freeDisk = await freeGiB(overlayDir);
+  if (freeDisk !== undefined && freeDisk < MIN_FREE_DISK_GIB) {
+    throw new RefusedError(
+      `only ${freeDisk.toFixed(1)} GiB of disk is free at ${overlayDir}; a run needs ${MIN_FREE_DISK_GIB} GiB for its overlay`,
+      "free space there, or remove leftovers with `npm run reap`",
+    );
+  }
+}
+
+/** Disk a run's overlay may grow into (an apply with Docker images writes a few GiB). */
+export const MIN_FREE_DISK_GIB = 5;

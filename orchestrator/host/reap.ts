@@ -1,0 +1,203 @@
+/**
+ * The reaper: destroys stale stacks of every engine, then sweeps libvirt and the disk for
+ * anything with the `boma-it-` prefix that no living run owns. Whatever happened to a harness
+ * process (SIGKILL, a crash, a power cut), `npm run reap` finds what it left. Objects without the
+ * prefix are never touched, whatever their names look like. Each item has its own try.
+ */
+import { readdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Engine } from "../../infra/engines/engine.ts";
+import { messageOf } from "../../infra/errors.ts";
+import { ownerAlive, type OwnerCheck } from "../../infra/process.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { PREFIX } from "../../infra/spec.ts";
+import type { Libvirt } from "./libvirt.ts";
+import type { Log } from "../log.ts";
+import { lockHeldSince, lockPath, removeStaleLock } from "./lock.ts";
+import { liveStacks } from "../run/stacks.ts";
+import { controlSocketDir, endMaster } from "./ssh.ts";
+
+/** One thing the reaper found and what it did with it. */
+export interface ReapItem {
+  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys" | "ssh";
+  name: string;
+  action: "destroyed" | "would destroy" | "spared" | "failed";
+  detail: string;
+}
+
+/** Settings of a reap. */
+export interface ReapOptions {
+  engines: readonly Engine[];
+  libvirt: Libvirt;
+  runner: Runner;
+  log: Log;
+  runsDir: string;
+  /** Where the run lock lives (its stale lock is removed). */
+  stacksDir?: string;
+  dryRun: boolean;
+  /** Spare runs younger than this many seconds. */
+  olderThanSeconds: number | undefined;
+  /** Folders where libvirt keeps images and NVRAM (tests point them elsewhere). */
+  libvirtImagesDir?: string;
+  libvirtNvramDir?: string;
+  /** Where runs' SSH master connections listen (default: {@link controlSocketDir}). */
+  controlSocketDir?: string;
+  now?: Date;
+  /** Whether a run's owner lives (pid and, when recorded, its start; replaceable in tests). */
+  isAlive?: OwnerCheck;
+}
+
+/** The creation time in a run id (`boma-it-<host>-<yyyymmdd-hhmmss>`), if it has one. */
+export function createdAtOf(name: string): Date | undefined {
+  const match = /(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})/.exec(name);
+  if (!match) return undefined;
+  const [, y, mo, d, h, mi, s] = match;
+  return new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`);
+}
+
+/** Reaps; returns every item found, with what was done. */
+export async function reap(options: ReapOptions): Promise<ReapItem[]> {
+  const { libvirt, runner, log } = options;
+  const now = options.now ?? new Date();
+  const isAlive = options.isAlive ?? ownerAlive;
+  const items: ReapItem[] = [];
+  const tooYoung = (name: string): boolean => {
+    if (options.olderThanSeconds === undefined) return false;
+    const created = createdAtOf(name);
+    return created !== undefined && (now.getTime() - created.getTime()) / 1000 < options.olderThanSeconds;
+  };
+  const act = async (kind: ReapItem["kind"], name: string, body: () => Promise<void>) => {
+    if (options.dryRun) {
+      items.push({ kind, name, action: "would destroy", detail: "" });
+      return;
+    }
+    try {
+      await body();
+      items.push({ kind, name, action: "destroyed", detail: "" });
+      log.info(`reaped ${kind} ${name}`);
+    } catch (error) {
+      items.push({ kind, name, action: "failed", detail: (error as Error).message.split("\n")[0] ?? "" });
+      log.warn(`could not reap ${kind} ${name}: ${(error as Error).message.split("\n")[0]}`);
+    }
+  };
+
+  // 1. Stacks the engines know: a living owner's run is never reaped.
+  const protectedNames = new Set<string>();
+  let listingFailed = false;
+  const stacks = await liveStacks(options.engines, (engine, error) => {
+    listingFailed = true;
+    const detail = messageOf(error).split("\n")[0] ?? "";
+    items.push({ kind: "stack", name: `(${engine.name} engine)`, action: "failed", detail: `could not list its stacks: ${detail}` });
+    log.warn(`could not list the ${engine.name} engine's stacks (${detail}); sweeping libvirt by prefix anyway`);
+  });
+  for (const { summary, engine } of stacks) {
+    // A living owner is still working on it (`run` mid-scenario, `up` mid-boot). A kept VM's
+    // owner has exited: that run is reapable.
+    const owned = isAlive(summary.outputs.ownerPid, summary.outputs.ownerStart);
+    if (owned || tooYoung(summary.stack)) {
+      protectedNames.add(summary.stack);
+      items.push({ kind: "stack", name: summary.stack, action: "spared", detail: owned ? `its harness (pid ${summary.outputs.ownerPid}) is still working on it` : "younger than --older-than" });
+      continue;
+    }
+    await act("stack", summary.stack, () => engine.destroy(summary.stack));
+  }
+  // A spared run's objects: the stack name itself, or it followed by a separator
+  // (`<stack>-overlay.qcow2`, `<stack>-isolation`, `<stack>_VARS.fd`).
+  const spared = (name: string) => [...protectedNames].some((stack) => name === stack || (name.startsWith(stack) && /^[-_.]/.test(name.slice(stack.length))));
+
+  // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
+  for (const name of await libvirt.names("domain")) {
+    if (!name.startsWith(PREFIX) || spared(name)) continue;
+    const owner = await libvirt.domainOwner(name);
+    if (owner !== undefined && isAlive(owner.pid, owner.start)) {
+      // A run of a living process that has not written its ledger yet, or owns it through another engine.
+      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner.pid}) is alive` });
+      protectedNames.add(name);
+      continue;
+    }
+    if (tooYoung(name)) continue;
+    await act("domain", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "destroy", name], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "undefine", name, "--nvram"]);
+    });
+  }
+  for (const name of await libvirt.names("network")) {
+    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    await act("network", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-destroy", name], { check: false });
+      // A transient network is gone once destroyed; a persistent one needs undefining too.
+      const still = await libvirt.names("network");
+      if (still.includes(name)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-undefine", name]);
+    });
+  }
+  for (const pool of await libvirt.names("pool")) {
+    const prefixed = pool.startsWith(PREFIX);
+    if (prefixed && (spared(pool) || tooYoung(pool))) continue;
+    // Prefixed volumes may also sit in other pools (the default pool, say).
+    for (const volume of await libvirt.volumes(pool)) {
+      if (!volume.startsWith(PREFIX) || spared(volume) || tooYoung(volume)) continue;
+      await act("volume", `${pool}/${volume}`, async () => {
+        await runner.run("virsh", ["-q", "-c", libvirt.uri, "vol-delete", volume, "--pool", pool]);
+      });
+    }
+    if (!prefixed) continue;
+    await act("pool", pool, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-destroy", pool], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-delete", pool], { check: false });
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-undefine", pool]);
+    });
+  }
+
+  for (const name of await libvirt.names("nwfilter")) {
+    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    await act("nwfilter", name, async () => {
+      await runner.run("virsh", ["-q", "-c", libvirt.uri, "nwfilter-undefine", name]);
+    });
+  }
+
+  // 3. Files with the prefix that libvirt no longer knows: overlay dirs, NVRAM.
+  for (const dir of [options.libvirtImagesDir ?? "/var/lib/libvirt/images", options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram"]) {
+    for (const entry of await readdir(dir).catch(() => [] as string[])) {
+      if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+      await act("file", join(dir, entry), () => rm(join(dir, entry), { recursive: true, force: true }));
+    }
+  }
+
+  // 4. SSH master connections of runs nobody works on: a killed harness leaves its master to live
+  // until it idles out or its VM is gone; the socket (named by the run id) says whose it is.
+  const sockets = options.controlSocketDir ?? controlSocketDir();
+  for (const entry of await readdir(sockets).catch(() => [] as string[])) {
+    if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+    await act("ssh", join(sockets, entry), () => endMaster(runner, join(sockets, entry)));
+  }
+
+  // 5. A run lock whose owner died.
+  if (options.stacksDir && !options.dryRun && (await removeStaleLock(options.stacksDir, isAlive))) {
+    items.push({ kind: "file", name: lockPath(options.stacksDir), action: "destroyed", detail: "stale run lock" });
+  }
+
+  // 6. Run-scoped private keys of runs that are not live any more.
+  // An engine that could not be listed may hold live runs: their keys stay. A living harness that
+  // holds the run lock makes a run's keys before its stack is recorded: keys made since it took
+  // the lock stay too (a second of slack for coarse file times).
+  const liveRunDirs = new Set((await liveStacks(options.engines, () => undefined)).map(({ summary }) => summary.outputs.runDir));
+  const busySince = options.stacksDir ? await lockHeldSince(options.stacksDir, isAlive) : undefined;
+  for (const keysDir of listingFailed ? [] : await runKeyDirs(options.runsDir)) {
+    const runDir = keysDir.slice(0, -"/keys".length);
+    if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
+    if (busySince !== undefined && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= busySince - 1000) continue;
+    await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
+  }
+  return items;
+}
+
+/** `keys/` folders of runs in a runs dir (`<run>/keys` and `<run>/<scenario>/keys`). */
+async function runKeyDirs(runsDir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const run of await readdir(runsDir).catch(() => [] as string[])) {
+    for (const candidate of [join(runsDir, run, "keys"), ...["red", "green"].map((scenario) => join(runsDir, run, scenario, "keys"))]) {
+      if (await stat(candidate).then((stats) => stats.isDirectory(), () => false)) found.push(candidate);
+    }
+  }
+  return found;
+}

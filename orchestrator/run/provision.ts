@@ -1,0 +1,247 @@
+/**
+ * Bringing a VM up: prepare the run dir and its keys, make sure the golden image exists, plan
+ * the stack, let the engine create it, and wait until the guest is ready (DHCP lease → SSH with
+ * the pinned key → cloud-init done). Tearing it down is the caller's job, on every exit path.
+ */
+import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Engine } from "../../infra/engines/engine.ts";
+import { imageInfo, imagePath } from "../../infra/image/images.ts";
+import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { newRunIdentity, pickSubnet, runDirName, stackSpec, type RunIdentity } from "../../infra/spec.ts";
+import type { AccelDecision } from "../../infra/accel.ts";
+import { processStart } from "../../infra/process.ts";
+import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
+import { Libvirt } from "../host/libvirt.ts";
+import type { Log } from "../log.ts";
+import { describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
+import type { LoadedProfile } from "../profile/load.ts";
+import { controlPathFor, knownHostsLine, prepareControlSocketDir } from "../host/ssh.ts";
+
+/** Limits of the readiness waits (generous: TCG boots take minutes). */
+export interface BootTimeouts {
+  leaseMs: number;
+  sshMs: number;
+  cloudInitMs: number;
+}
+
+/** The default limits, or `$BOMA_IT_BOOT_TIMEOUT_S` for the lease and SSH waits each. */
+export function bootTimeouts(env: NodeJS.ProcessEnv): BootTimeouts {
+  const override = Number(env.BOMA_IT_BOOT_TIMEOUT_S);
+  const bootMs = Number.isFinite(override) && override > 0 ? override * 1000 : undefined;
+  return { leaseMs: bootMs ?? 6 * 60_000, sshMs: bootMs ?? 8 * 60_000, cloudInitMs: 10 * 60_000 };
+}
+
+/** One named phase and how long it took (for the report). */
+export interface Phase {
+  name: string;
+  seconds: number;
+}
+
+/** What provisioning needs. */
+export interface ProvisionOptions {
+  profile: LoadedProfile;
+  accel: AccelDecision;
+  engine: Engine;
+  runner: Runner;
+  libvirt: Libvirt;
+  log: Log;
+  runsDir: string;
+  imageDir: string;
+  egress: boolean;
+  signal: AbortSignal;
+  timeouts: BootTimeouts;
+}
+
+/** A run whose VM is up and ready. */
+export interface LiveRun {
+  outputs: StackOutputs;
+  machine: Machine;
+  phases: Phase[];
+  /** Readiness of each boot so far (the first one here). */
+  boots: SshReady[];
+  /** Why the first boot was reset, if it was (QEMU TCG's text-patching race; at most once). */
+  resets: string[];
+}
+
+/** The run's identity and directory, made before anything else so failures have a place to land. */
+export async function prepareRun(profile: LoadedProfile, runsDir: string, identity = newRunIdentity(profile.document.host)) {
+  const runDir = join(runsDir, runDirName(identity));
+  await mkdir(runDir, { recursive: true });
+  return { identity, runDir };
+}
+
+/** Generates the run's client key and VM host key and pins the host key. */
+async function makeKeys(runner: Runner, runDir: string, runId: string) {
+  const files = runFiles(runDir);
+  await mkdir(join(runDir, "keys"), { recursive: true, mode: 0o700 });
+  await chmod(join(runDir, "keys"), 0o700);
+  for (const [file, comment] of [
+    [files.keyFile, `boma-it harness ${runId}`],
+    [files.hostKeyFile, `boma-it host ${runId}`],
+  ] as const) {
+    await runner.run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
+  }
+  const hostPublicKey = await readFile(`${files.hostKeyFile}.pub`, "utf8");
+  await writeFile(files.knownHostsFile, knownHostsLine(runId, hostPublicKey), { mode: 0o600 });
+  return {
+    clientPublicKey: await readFile(`${files.keyFile}.pub`, "utf8"),
+    hostPrivateKey: await readFile(files.hostKeyFile, "utf8"),
+    hostPublicKey,
+  };
+}
+
+/** Creates the stack and waits until the VM is ready. Throws with the stack possibly half made. */
+export async function provision(options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }): Promise<LiveRun> {
+  const { profile, log, runner, libvirt, signal } = options;
+  const phases: Phase[] = [];
+  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
+
+  const image = profile.document.image;
+  const golden = imagePath(options.imageDir, image);
+  const info = image.startsWith("file:") ? undefined : await imageInfo(options.imageDir, image);
+  if (info && !info.present) {
+    throw new RefusedError(
+      `golden image ${image} is not in ${options.imageDir}`,
+      image === "debian-13-local" ? "build it offline: sudo npm run boma-it -- image build" : "download it: npm run boma-it -- image pull",
+    );
+  }
+  if (image.startsWith("file:") && !(await stat(golden).then((stats) => stats.isFile(), () => false))) {
+    throw new BadInputError({ file: profile.file, path: "image", message: `expected a qcow2 file, found nothing at ${golden}` });
+  }
+
+  const outputs = await timed("provision", async () => {
+    const keys = await makeKeys(runner, run.runDir, run.identity.runId);
+    const subnet = pickSubnet(await libvirt.usedSubnets(), run.identity.runId);
+    const ownerStart = processStart();
+    const spec = stackSpec({
+      identity: run.identity,
+      accel: options.accel.accel,
+      vm: profile.document.vm,
+      subnet,
+      egress: options.egress,
+      goldenImage: golden,
+      runDir: run.runDir,
+      ownerPid: process.pid,
+      ...(ownerStart !== undefined ? { ownerStart } : {}),
+    });
+    const plan = planStack(spec, keys, libvirt.uri);
+    log.info(`stack ${plan.stack}: network ${spec.network.subnet.cidr}${spec.network.egress ? " (NAT)" : " (no egress)"}, ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`);
+    const made = await options.engine.up(plan, {
+      signal,
+      onEvent: (event) => {
+        if (event.state === "done") log.info(`${event.action}d ${event.resource} (${event.seconds?.toFixed(1)} s)`);
+        if (event.state === "failed") log.warn(`${event.action} ${event.resource} failed`);
+      },
+      onOutput: (line) => log.info(`  pulumi │ ${line}`),
+    });
+    await writeFile(join(run.runDir, "run.json"), `${JSON.stringify({ ...made, engine: options.engine.name }, null, 2)}\n`);
+    return made;
+  });
+
+  const controlPath = (await prepareControlSocketDir()) ? controlPathFor(outputs.runId) : undefined;
+  if (controlPath === undefined) log.info("SSH commands go without a shared connection (no safe, short enough socket path): each pays a login");
+  const machine = new Machine({
+    name: profile.document.host,
+    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, ...(controlPath ? { controlPath } : {}) },
+    runner,
+    log,
+    consoleLog: outputs.consoleLog,
+    domainState: () => libvirt.domainState(outputs.domain),
+    signal,
+  });
+
+  try {
+    return await bootAndWait(machine, { ...options, outputs, phases });
+  } catch (error) {
+    // The caller tears the stack down; the master connection is this function's to end.
+    await machine.closeConnection();
+    throw error;
+  }
+}
+
+/** The first boot up to cloud-init done (with one reset for QEMU's TCG race). */
+async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<LiveRun> {
+  const { outputs, phases, log, libvirt, timeouts } = options;
+  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
+  // The domain was started at the end of provisioning.
+  let bootBeganAt = machine.now();
+  const firstBoot = async (): Promise<SshReady> => {
+    await timed("DHCP lease", async () => {
+      const ip = await machine.waitFor(
+        `a DHCP lease for ${outputs.ip} on ${outputs.network}`,
+        timeouts.leaseMs,
+        async () => {
+          const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
+          return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
+        },
+        { intervalMs: 500, maxIntervalMs: 1000, withConsole: true },
+      );
+      if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
+    });
+    return timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt }));
+  };
+  const { value: ready, resets } = await withOneResetOnTcgRace(firstBoot, {
+    what: "the first boot",
+    accel: options.accel.accel,
+    log,
+    reset: async () => {
+      await machine.markNewBoot();
+      await libvirt.resetDomain(outputs.domain);
+      bootBeganAt = machine.now();
+    },
+  });
+  log.info(`SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`);
+
+  await timed("cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
+
+  return { outputs, machine, phases, boots: [ready], resets };
+}
+
+/**
+ * Runs a boot; when its kernel panics with QEMU TCG's text-patching race (see `isTcgTextPatchRace`
+ * in machine.ts), resets the VM and waits once more (`boot` is called again). For the golden
+ * image's first boot, before anything of the profile ran, the race says nothing about the system
+ * under test; after the reboot only a panic before the kernel ran init is reset (`onlyBeforeUserspace`):
+ * the new boot had not touched the disk, so booting again is the same boot. A second panic, any
+ * other panic and any panic under KVM go to the caller. Returns why it reset.
+ */
+export async function withOneResetOnTcgRace<T>(
+  boot: () => Promise<T>,
+  options: { what: string; accel: string; reset: () => Promise<void>; log: Pick<Log, "warn">; onlyBeforeUserspace?: boolean },
+): Promise<{ value: T; resets: string[] }> {
+  try {
+    return { value: await boot(), resets: [] };
+  } catch (error) {
+    const race = tcgRaceOf(error, options.accel);
+    if (!race || (options.onlyBeforeUserspace && !race.beforeUserspace)) throw error;
+    const reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    options.log.warn(reason);
+    await options.reset();
+    return { value: await boot(), resets: [reason] };
+  }
+}
+
+/** Waits for cloud-init to finish; SSH dropping meanwhile (a service restart) is waited out. */
+async function waitForCloudInit(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const result = await machine.execute("cloud-init status --wait", { timeoutMs });
+    if (result.exitCode === 0) return;
+    // 2 = done with recoverable errors: worth a warning, not a failed run.
+    if (result.exitCode === 2) {
+      log.warn(`cloud-init finished with recoverable errors: ${result.stdout.trim().split("\n").at(-1)}`);
+      return;
+    }
+    const remainingMs = deadline - performance.now();
+    if (result.exitCode === 255 && remainingMs > 0) {
+      log.info(`SSH dropped while waiting for cloud-init (${result.stderr.trim().split("\n").at(-1)}); reconnecting`);
+      await machine.waitForSsh(remainingMs);
+      continue;
+    }
+    throw new HarnessError(
+      `cloud-init failed in the VM (exit ${result.exitCode}): ${(result.stdout + result.stderr).trim().split("\n").slice(-5).join("\n")}`,
+    );
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * report.json and junit.xml of a run (the command contract). The report is written on every
+ * exit path, with whatever was learnt by then.
+ */
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { XMLBuilder } from "fast-xml-parser";
+import type { CheckResult } from "../guest/checks.ts";
+import type { Phase } from "./provision.ts";
+import type { CertificateOutcome } from "./certs.ts";
+import type { SnapshotDiff } from "../guest/snapshot.ts";
+
+/** One scenario of a run. */
+export interface ScenarioReport {
+  name: "red" | "green";
+  expect: "fail" | "pass";
+  /** RED only: it passed before the reboot and failed after it, as the incident did. */
+  faithful?: boolean;
+  /** Whether the scenario met its expectation. */
+  ok: boolean;
+  /** One sentence: what happened. */
+  outcome: string;
+  stack: string;
+  bootIds: [string, string] | [];
+  checks: CheckResult[];
+  phases: Phase[];
+  readyLagSeconds: (number | null)[];
+  /** Per boot, what the guest itself needed to boot (`systemd-analyze time`), when it said. */
+  guestBootSeconds: (number | null)[];
+  /** Why the first boot was reset (QEMU TCG's text-patching race), if it was: at most once. */
+  bootResets: string[];
+  /** Per boot, shutdown + firmware + boot loader: power-on or reboot command until the kernel started. */
+  beforeKernelSeconds: (number | null)[];
+  apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;
+  /** le-prod-wildcard only: whether the certificate was reused from the cache or issued (and cached). */
+  certificate: CertificateOutcome | null;
+  snapshotDiff: Record<string, SnapshotDiff> | null;
+  diagnostics: string | null;
+}
+
+/** A whole run (report.json). */
+export interface RunReport {
+  runId: string;
+  profile: string;
+  host: string;
+  engine: string;
+  accel: string;
+  certs: string;
+  verdict: "pass" | "fail" | "error";
+  exitCode: number;
+  message: string;
+  scenarios: ScenarioReport[];
+  readyLagSeconds: (number | null)[];
+  diagnostics: string | null;
+  /** The harness process itself (not its children): peak resident memory. */
+  harness: { peakRssMiB: number };
+  kept: { run: string; ssh: string; reap: string } | null;
+  startedAt: string;
+  finishedAt: string;
+  wallSeconds: number;
+  runDir: string;
+}
+
+/** The harness process's peak resident memory so far, in MiB. */
+export function harnessPeakRssMiB(): number {
+  // maxRSS is in KiB.
+  return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
+}
+
+/** Writes report.json and junit.xml into the run dir. */
+export async function writeReport(report: RunReport): Promise<void> {
+  await writeFile(join(report.runDir, "report.json"), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(join(report.runDir, "junit.xml"), junitXml(report));
+}
+
+/** JUnit XML: a suite per scenario, a case per check and stage, plus the reboot proof. */
+export function junitXml(report: RunReport): string {
+  const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", format: true, indentBy: "  " });
+  const suites = report.scenarios.map((scenario) => {
+    const cases: Record<string, unknown>[] = scenario.checks.map((check) => {
+      // RED expects its checks to fail after the reboot: a failure there is the expected outcome.
+      const expectedFailure = scenario.expect === "fail" && check.stage === "post-reboot";
+      const testcase: Record<string, unknown> = {
+        "@classname": `${report.host}.${scenario.name}.${check.stage}`,
+        "@name": check.name,
+        "@time": check.seconds.toFixed(1),
+      };
+      if (!check.ok && !expectedFailure) testcase.failure = { "@message": check.detail, "#text": check.detail };
+      if (check.ok && expectedFailure) testcase["system-out"] = `passed after the reboot although RED expects a failure: ${check.detail}`;
+      return testcase;
+    });
+    cases.push({
+      "@classname": `${report.host}.${scenario.name}`,
+      "@name": scenario.expect === "fail" ? "RED is faithful (passes before, fails after the reboot)" : "survives the reboot",
+      "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
+      ...(scenario.ok ? {} : { failure: { "@message": scenario.outcome, "#text": scenario.outcome } }),
+    });
+    return {
+      "@name": `${report.profile}.${scenario.name}`,
+      "@tests": String(cases.length),
+      "@failures": String(cases.filter((testcase) => testcase.failure).length),
+      "@errors": "0",
+      "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
+      testcase: cases,
+    };
+  });
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${builder.build({
+    testsuites: { "@name": `boma-it ${report.profile}`, "@time": report.wallSeconds.toFixed(1), testsuite: suites },
+  }) as string}`;
+}

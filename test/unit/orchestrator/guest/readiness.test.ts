@@ -1,0 +1,245 @@
+/**
+ * Readiness by banner: sshd's banner is polled without logging in, and the lag is the guest's
+ * uptime at the banner (from one login's uptime minus the harness time since) minus the moment
+ * systemd says sshd became active. Timing is driven by a fake clock, so nothing here is timed.
+ */
+import assert from "node:assert/strict";
+import { appendFile, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Runner } from "../../../../infra/runner.ts";
+import { HarnessError } from "../../../../orchestrator/errors.ts";
+import { withOneResetOnTcgRace } from "../../../../orchestrator/run/provision.ts";
+import { describePanic, findKernelPanic, GuestPanicError, isTcgTextPatchRace, Machine } from "../../../../orchestrator/guest/machine.ts";
+import type { Clock } from "../../../../orchestrator/guest/retry.ts";
+import { sshBanner } from "../../../../orchestrator/host/ssh.ts";
+import { writeFake } from "../../../helpers/fakes.ts";
+import { silentLog } from "../../../helpers/fixtures.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+async function listen(onConnection: (socket: import("node:net").Socket) => void): Promise<{ server: Server; port: number }> {
+  const server = createServer(onConnection).listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+describe("SSH readiness", () => {
+  it("the banner probe tells sshd from anything else, without logging in", async () => {
+    const sshd = await listen((socket) => socket.end("SSH-2.0-OpenSSH_10.0p2 Debian-7\r\n"));
+    const web = await listen((socket) => socket.end("HTTP/1.1 400 Bad Request\r\n\r\n"));
+    const silent = await listen(() => undefined);
+    try {
+      assert.equal(await sshBanner("127.0.0.1", sshd.port), true);
+      assert.equal(await sshBanner("127.0.0.1", web.port), false);
+      assert.equal(await sshBanner("127.0.0.1", silent.port, 300), false, "no banner within the timeout");
+      assert.equal(await sshBanner("127.0.0.1", 1), false, "nothing listens");
+    } finally {
+      for (const { server } of [sshd, web, silent]) server.close();
+    }
+  });
+
+  it("lag = uptime at the banner minus sshd's activation: the login's own time does not count", async () => {
+    const tree = await tempTree();
+    try {
+      let probes = 0;
+      // No banner for three polls, then sshd answers; the login that follows takes 1.5 s.
+      const { machine, clock } = await fakeGuest(tree.dir, async () => {
+        probes += 1;
+        return probes >= 4;
+      });
+      const runner = (machine as unknown as { execute: Machine["execute"] }).execute.bind(machine);
+      (machine as unknown as { execute: Machine["execute"] }).execute = async (command, options) => {
+        const result = await runner(command, options);
+        clock.advance(1500);
+        return result;
+      };
+      const ready = await machine.waitForSsh(60_000);
+      assert.equal(probes, 4);
+      assert.equal(ready.bootId, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
+      // Uptime 101.0 at the answer, 1.5 s after the banner: 99.5 at the banner, 0.5 after sshd.
+      assert.equal(ready.readyLagSeconds, 0.5);
+      assert.equal(ready.beforeKernelSeconds, undefined, "not told when the boot began");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("the time before the kernel (firmware, boot loader) is the wait since power-on minus the guest's uptime", async () => {
+    const tree = await tempTree();
+    try {
+      let probes = 0;
+      // Three silent polls 40 s apart, then sshd; the guest says it has been up 101.0 s.
+      const { machine, clock } = await fakeGuest(tree.dir, async () => {
+        probes += 1;
+        if (probes < 4) clock.advance(40_000);
+        return probes >= 4;
+      });
+      const ready = await machine.waitForSsh(360_000, { bootBeganAt: 0 });
+      // Answered at 120.5 s (3 × 40 s + the polls' 0.5 s of sleep): the kernel started at 19.5 s.
+      assert.equal(ready.beforeKernelSeconds, 19.5);
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+/** The tail of a real serial console of a guest that panicked 3 s into boot under TCG (CI, 2026-11-22). */
+const PANICKED_BOOT = [
+  "[    2.634922] clocksource: Switched to clocksource tsc",
+  "[    2.840010] sched_clock: Marking stable (2800069033, 37211961)->(2889610973, -52329979)",
+  "[    2.842217] Oops: int3: 0000 [#1] PREEMPT SMP PTI",
+  "[    2.842509] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.107+deb13-amd64 #1  Debian 6.12.107-1",
+  "[    2.842677] RIP: 0010:sched_clock_cpu+0x9/0x1d0",
+  "[    2.844449] Kernel panic - not syncing: Fatal exception in interrupt",
+  "[    2.858578] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---",
+  "",
+].join("\r\n");
+
+describe("a guest kernel that panics", () => {
+  it("is found in the console with the oops that caused it; a healthy boot log has none", () => {
+    const race = findKernelPanic(PANICKED_BOOT)!;
+    assert.equal(describePanic(race), "Oops: int3: 0000 [#1] PREEMPT SMP PTI → Kernel panic - not syncing: Fatal exception in interrupt");
+    assert.equal(isTcgTextPatchRace(race), true, "a kernel int3 nobody expects: TCG ran a stale patch");
+    const noRoot = findKernelPanic("\x1b[0m[    9.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n")!;
+    assert.equal(describePanic(noRoot), "Kernel panic - not syncing: VFS: Unable to mount root fs");
+    assert.equal(isTcgTextPatchRace(noRoot), false, "a root fs that does not mount is the guest's own failure");
+    const nullDeref = findKernelPanic("[ 5.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n[ 5.1] Kernel panic - not syncing: Fatal exception\n")!;
+    assert.equal(isTcgTextPatchRace(nullDeref), false);
+    const healthy = "[    0.159342] Kernel command line: BOOT_IMAGE=/vmlinuz ro panic=0 console=ttyS0\n[    3.1] Run /init as init process\nDebian GNU/Linux 13 askari ttyS0\n";
+    assert.equal(findKernelPanic(healthy), undefined);
+  });
+
+  it("says whether it came before the kernel ran init (nothing of that boot touched the disk)", () => {
+    assert.equal(findKernelPanic(PANICKED_BOOT)!.beforeUserspace, true);
+    const late = `[    3.1] Run /init as init process\n[   40.2] Oops: int3: 0000 [#1] PREEMPT SMP PTI\n[   40.3] Kernel panic - not syncing: Fatal exception in interrupt\n`;
+    assert.equal(findKernelPanic(late)!.beforeUserspace, false);
+  });
+
+  it("ends the wait for SSH at once instead of sitting out its timeout, with the console tail", async () => {
+    const tree = await tempTree();
+    try {
+      const { machine, clock, consoleLog } = await fakeGuest(tree.dir, async () => false);
+      await writeFile(consoleLog, PANICKED_BOOT);
+      await assert.rejects(machine.waitForSsh(360_000), (error: Error) => {
+        assert.ok(error instanceof HarnessError, "exit 4: infrastructure, unless the caller knows better");
+        assert.ok(error instanceof GuestPanicError && error.panic.oops?.startsWith("Oops: int3"), "the panic travels with the error");
+        assert.match(error.message, /gave up waiting for askari: SSH on 10\.234\.7\.10: the guest kernel panicked: Oops: int3/);
+        assert.match(error.message, /last lines of the serial console/);
+        return true;
+      });
+      assert.ok(clock.now() < 10_000, `gave up after ${clock.now()} ms of a 360 s wait`);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("after a reboot, only a panic of the new boot counts", async () => {
+    const tree = await tempTree();
+    try {
+      let polls = 0;
+      let newBootPanics = false;
+      const { machine, consoleLog } = await fakeGuest(tree.dir, async () => {
+        polls += 1;
+        if (newBootPanics && polls === 2) await appendFile(consoleLog, PANICKED_BOOT);
+        return !newBootPanics && polls >= 6;
+      });
+      // The boot before panicked (an earlier run of this console): the reboot still succeeds.
+      await writeFile(consoleLog, PANICKED_BOOT);
+      const proof = await machine.reboot(360_000);
+      assert.equal(proof.bootIdAfter, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
+      assert.equal(polls, 6, "the wait went on past the console check of its first failed poll");
+
+      polls = 0;
+      newBootPanics = true;
+      await assert.rejects(machine.reboot(360_000), /after the reboot: the guest kernel panicked: Oops: int3/);
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+describe("the first boot under QEMU's text-patching race", () => {
+  const racePanic = () => new GuestPanicError("gave up waiting: the guest kernel panicked", findKernelPanic(PANICKED_BOOT)!);
+
+  /** A first boot that panics `panics` times before it comes up, counting boots and resets. */
+  function flakyBoot(panics: number, panic: () => Error = racePanic) {
+    const seen = { boots: 0, resets: 0, warnings: [] as string[] };
+    const boot = async () => {
+      seen.boots += 1;
+      if (seen.boots <= panics) throw panic();
+      return "ready";
+    };
+    const options = (accel: string, onlyBeforeUserspace = false) => ({ what: "the first boot", accel, onlyBeforeUserspace, reset: async () => void (seen.resets += 1), log: { warn: (message: string) => void seen.warnings.push(message) } });
+    return { seen, boot, options };
+  }
+
+  it("resets the VM once under TCG, says why, and records it", async () => {
+    const flaky = flakyBoot(1);
+    const result = await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg"));
+    assert.equal(result.value, "ready");
+    assert.deepEqual([flaky.seen.boots, flaky.seen.resets], [2, 1]);
+    assert.equal(result.resets.length, 1);
+    assert.match(result.resets[0]!, /first boot panicked under TCG \(Oops: int3: .* → Kernel panic - not syncing: Fatal exception in interrupt\): QEMU's text-patching race/);
+    assert.deepEqual(flaky.seen.warnings, result.resets);
+  });
+
+  it("a boot that comes up has no resets", async () => {
+    const flaky = flakyBoot(0);
+    assert.deepEqual(await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg")), { value: "ready", resets: [] });
+  });
+
+  it("never twice, never under KVM, never for another panic or failure", async () => {
+    const twice = flakyBoot(2);
+    await assert.rejects(withOneResetOnTcgRace(twice.boot, twice.options("tcg")), GuestPanicError);
+    assert.equal(twice.seen.resets, 1);
+
+    const kvm = flakyBoot(1);
+    await assert.rejects(withOneResetOnTcgRace(kvm.boot, kvm.options("kvm")), GuestPanicError);
+    assert.equal(kvm.seen.resets, 0, "under KVM an int3 oops is a real kernel bug");
+
+    const noRoot = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs")!));
+    await assert.rejects(withOneResetOnTcgRace(noRoot.boot, noRoot.options("tcg")), /panicked/);
+    assert.equal(noRoot.seen.resets, 0);
+
+    const timeout = flakyBoot(1, () => new HarnessError("timed out after 360 s waiting for a DHCP lease"));
+    await assert.rejects(withOneResetOnTcgRace(timeout.boot, timeout.options("tcg")), /timed out/);
+    assert.equal(timeout.seen.resets, 0);
+  });
+
+  it("after the reboot, only a race before the kernel ran init is reset: a later one is exit 4 for the caller", async () => {
+    const early = flakyBoot(1);
+    assert.equal((await withOneResetOnTcgRace(early.boot, early.options("tcg", true))).value, "ready");
+    assert.equal(early.seen.resets, 1);
+
+    const lateRace = `[ 3.1] Run /init as init process\n[ 40.2] Oops: int3: 0000 [#1] PREEMPT SMP PTI\n[ 40.3] Kernel panic - not syncing: Fatal exception in interrupt\n`;
+    const late = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic(lateRace)!));
+    await assert.rejects(withOneResetOnTcgRace(late.boot, late.options("tcg", true)), GuestPanicError);
+    assert.equal(late.seen.resets, 0, "the boot had run init: a reset would not be the same boot");
+  });
+});
+
+/**
+ * A Machine whose `ssh` is a fake guest (up 101.0 s, sshd active since 99.0 s, one boot id),
+ * whose banner probe is `banner`, on a fake clock that sleeping advances.
+ */
+async function fakeGuest(
+  dir: string,
+  banner: () => Promise<boolean>,
+): Promise<{ machine: Machine; clock: Clock & { advance(ms: number): void }; consoleLog: string }> {
+  await writeFake(join(dir, "bin"), "ssh", 'printf "101.00 180.00\\n99000000\\n0f1e2d3c-aaaa-bbbb-cccc-000000000001\\n"');
+  let now = 0;
+  const clock = { now: () => now, sleep: async (ms: number) => void (now += ms), advance: (ms: number) => void (now += ms) };
+  const consoleLog = join(dir, "console.log");
+  const machine = new Machine({
+    name: "askari",
+    target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "boma-it-askari" },
+    runner: new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } }).withRedaction((text) => text),
+    log: silentLog(),
+    consoleLog,
+    domainState: async () => "running",
+    clock,
+    banner,
+  });
+  return { machine, clock, consoleLog };
+}

@@ -1,0 +1,196 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdir, readdir, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { DirectEngine } from "../../../../infra/engines/direct.ts";
+import { processStart } from "../../../../infra/process.ts";
+import { Runner } from "../../../../infra/runner.ts";
+import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { lockPath } from "../../../../orchestrator/host/lock.ts";
+import { createdAtOf, reap } from "../../../../orchestrator/host/reap.ts";
+import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { silentLog } from "../../../helpers/fixtures.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+/** A virsh that lists what $FAKE_* say and accepts every change. */
+const FAKE_VIRSH = `
+args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
+case "\${args[0]}" in
+  list) tr ' ' '\\n' <<< "$FAKE_DOMAINS" ;;
+  net-list) tr ' ' '\\n' <<< "$FAKE_NETWORKS" ;;
+  pool-list) tr ' ' '\\n' <<< "$FAKE_POOLS" ;;
+  nwfilter-list) for f in \${FAKE_FILTERS:-}; do echo "0000-uuid $f"; done ;;
+  vol-list) for v in $FAKE_VOLS; do [ "\${v%%:*}" = "\${args[1]}" ] && echo "\${v#*:} /somewhere/\${v#*:}"; done ;;
+  # FAKE_META: name=pid or name=pid@start (the owner's start, recorded since pid reuse mattered).
+  metadata) for m in $FAKE_META; do
+      [ "\${m%%=*}" = "\${args[1]}" ] || continue
+      owner="\${m#*=}"; pid="\${owner%%@*}"; start=""
+      [ "$owner" != "$pid" ] && start=" pidStart=\\"\${owner#*@}\\""
+      echo "<run pid=\\"$pid\\"$start/>"
+    done ;;
+  domstate) echo running ;;
+esac
+exit 0
+`;
+
+const silent = silentLog();
+
+async function setup(env: Record<string, string>) {
+  const tree = await tempTree();
+  const bin = join(tree.dir, "bin");
+  await writeFake(bin, "virsh", FAKE_VIRSH);
+  // A master that answers `-O exit` by going away with its socket.
+  await writeFake(bin, "ssh", `rm -f "$(printf '%s\\n' "$@" | sed -n 's/^ControlPath=//p')"`);
+  const log = join(tree.dir, "calls.log");
+  const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log, ...env } });
+  const images = join(tree.dir, "images");
+  const nvram = join(tree.dir, "nvram");
+  const sockets = join(tree.dir, "sockets");
+  await mkdir(images);
+  await mkdir(nvram);
+  await mkdir(sockets);
+  return { tree, runner, images, nvram, sockets, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
+}
+
+const OLD = "boma-it-askari-20200101-000000";
+const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
+
+function changes(calls: string[][]): string[] {
+  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version"]);
+  return calls
+    .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)).map((arg) => arg.replace(/^ControlPath=.*\//, "ControlPath=…/")))
+    .filter((call) => !readOnly.has(call[0]!))
+    .map((call) => call.join(" "));
+}
+
+describe("reap", () => {
+  it("destroys prefixed objects nobody owns and never touches others", async () => {
+    const env = {
+      FAKE_DOMAINS: `${OLD} ${DECOYS}`,
+      FAKE_NETWORKS: `${OLD} ${DECOYS}`,
+      FAKE_POOLS: `${OLD} default`,
+      FAKE_VOLS: `default:${OLD}-overlay.qcow2 default:precious.qcow2 default:my-boma-it-disk.qcow2`,
+      FAKE_META: `${OLD}=999999`,
+      FAKE_FILTERS: `${OLD}-isolation clean-traffic boma-it`,
+    };
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup(env);
+    try {
+      await writeFile(join(sockets, OLD), "");
+      await writeFile(join(sockets, "someone-elses"), "");
+      await mkdir(join(images, OLD));
+      await mkdir(join(images, "not-ours"));
+      await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
+      await writeFile(join(nvram, "other_VARS.fd"), "");
+      const runs = join(tree.dir, "runs");
+      await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
+      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), [
+        `destroy ${OLD}`,
+        `undefine ${OLD} --nvram`,
+        `net-destroy ${OLD}`,
+        `net-undefine ${OLD}`,
+        `pool-destroy ${OLD}`,
+        `pool-delete ${OLD}`,
+        `pool-undefine ${OLD}`,
+        `vol-delete ${OLD}-overlay.qcow2 --pool default`,
+        `nwfilter-undefine ${OLD}-isolation`,
+        `ssh -o ControlPath=…/${OLD} -O exit boma-it-master`,
+      ]);
+      assert.deepEqual(await readdir(sockets), ["someone-elses"], "the dead run's SSH master is ended, nothing else");
+      assert.deepEqual(await readdir(images), ["not-ours"]);
+      assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
+      assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
+      assert.ok(items.every((item) => item.action === "destroyed"));
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("lists without touching anything in a dry run", async () => {
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    try {
+      await mkdir(join(images, OLD));
+      await writeFile(join(sockets, OLD), "");
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), []);
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file", "would destroy ssh"]);
+      assert.deepEqual(await readdir(images), [OLD]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("spares runs of a living harness and runs younger than --older-than", async () => {
+    const young = "boma-it-askari-20991231-235959";
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242`, FAKE_FILTERS: `${OLD}-isolation` });
+    try {
+      // The living run's files: its NVRAM and its pool dir must survive.
+      await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
+      await mkdir(join(images, OLD));
+      await writeFile(join(sockets, OLD), "");
+      await writeFile(join(sockets, young), "");
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: (pid) => pid === 4242 });
+      assert.deepEqual(changes(await calls()), []);
+      assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
+      assert.deepEqual(await readdir(nvram), [`${OLD}_VARS.fd`]);
+      assert.deepEqual(await readdir(images), [OLD]);
+      assert.deepEqual((await readdir(sockets)).sort(), [OLD, young].sort(), "their SSH masters too");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("takes a recorded owner whose pid another process now holds (the host rebooted, pids wrapped) for dead", async () => {
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    const reused = "boma-it-askari-20200101-000001";
+    try {
+      const start = processStart(child.pid!);
+      assert.match(start ?? "", /^[0-9a-f-]{36}\/\d+$/);
+      const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({
+        FAKE_DOMAINS: `${OLD} ${reused}`, FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "",
+        FAKE_META: `${OLD}=${child.pid}@${start} ${reused}=${child.pid}@00000000-0000-0000-0000-000000000000/1`,
+      });
+      try {
+        // No isAlive given: the real check, against a real process.
+        const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+        assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`spared domain ${OLD}`, `destroyed domain ${reused}`]);
+        assert.deepEqual(changes(await calls()), [`destroy ${reused}`, `undefine ${reused} --nvram`]);
+      } finally {
+        await tree.remove();
+      }
+    } finally {
+      child.kill();
+    }
+  });
+
+  it("spares keys a living harness that holds the run lock made before its stack was recorded", async () => {
+    const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    try {
+      const runs = join(tree.dir, "runs");
+      const stacks = join(tree.dir, "stacks");
+      const dead = join(runs, "20200101-000000-askari", "keys");
+      const starting = join(runs, "20991231-235959-askari", "green", "keys");
+      await mkdir(dead, { recursive: true });
+      await mkdir(stacks);
+      await writeFile(lockPath(stacks), "4242\n");
+      await mkdir(starting, { recursive: true });
+      // The dead run's keys were made long before the lock was taken.
+      await utimes(dead, new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
+      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, stacksDir: stacks };
+      const items = await reap({ ...options, isAlive: (pid) => pid === 4242 });
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${dead}`]);
+      assert.deepEqual(await readdir(join(runs, "20991231-235959-askari", "green")), ["keys"], "the starting run keeps its keys");
+      // Once the lock's owner is gone, they are a dead run's keys like any other (and the lock goes).
+      const after = await reap({ ...options, isAlive: () => false });
+      assert.deepEqual(after.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed file ${lockPath(stacks)}`, `destroyed keys ${starting}`]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("reads the creation time from a run id", () => {
+    assert.equal(createdAtOf("boma-it-askari-20261122-034000")?.toISOString(), "2026-11-22T03:40:00.000Z");
+    assert.equal(createdAtOf("boma-it-weird"), undefined);
+  });
+});

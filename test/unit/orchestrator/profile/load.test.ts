@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { join } from "node:path";
+import { Runner } from "../../../../infra/runner.ts";
+import { BadInputError } from "../../../../orchestrator/errors.ts";
+import { loadProfile } from "../../../../orchestrator/profile/load.ts";
+import { PROJECT_ROOT } from "../../../../orchestrator/host/paths.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+const GOOD = `host: askari
+repo: repo
+inventory: inventory/hosts.yml
+playbook: site.yml
+checks:
+  - { name: docker active, unit: docker.service }
+`;
+
+const REPO = {
+  "repo/inventory/hosts.yml": "all:\n  children:\n    docker_hosts:\n      hosts:\n        askari:\n          ansible_host: 10.0.0.1\n",
+  "repo/site.yml": "- hosts: all\n  tasks: []\n",
+};
+
+async function problemsFor(profile: string, extra: Record<string, string> = {}): Promise<{ error: BadInputError; dir: string }> {
+  const tree = await tempTree({ ...REPO, "p.yml": profile, ...extra });
+  try {
+    await loadProfile(join(tree.dir, "p.yml"), { profilesDir: join(tree.dir, "profiles"), overridesDir: join(tree.dir, "overrides") }, new Runner());
+  } catch (error) {
+    assert.ok(error instanceof BadInputError, `expected BadInputError, got ${String(error)}`);
+    return { error, dir: tree.dir };
+  } finally {
+    await tree.remove();
+  }
+  assert.fail("the profile was accepted");
+}
+
+describe("loadProfile", () => {
+  it("accepts a good profile and finds the host's groups", async () => {
+    const tree = await tempTree({ ...REPO, "p.yml": GOOD });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.equal(profile.document.host, "askari");
+    assert.deepEqual(profile.inventoryHost.groups, ["all", "docker_hosts"]);
+    assert.deepEqual(profile.document.vm, { vcpus: 2, memoryMiB: 3072, diskGiB: 20 });
+    assert.equal(profile.document.certs, "internal");
+    assert.equal(profile.overlay.file, undefined);
+    assert.equal(profile.document.checks[0]?.within, 60, "a check may take a minute unless the profile says otherwise");
+  });
+
+  it("takes a check's own `within` and refuses one outside 1..3600 s", async () => {
+    const tree = await tempTree({ ...REPO, "p.yml": GOOD.replace("unit: docker.service", "unit: docker.service, within: 15") });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.equal(profile.document.checks[0]?.within, 15);
+    const { error } = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, within: 0"));
+    assert.match(error.message, /p\.yml:6:\d+: checks\[0\]\.within: expected a number at least 1, found 0$/);
+  });
+
+  it("names file, line, path, expected and found for a missing required field", async () => {
+    const { error, dir } = await problemsFor(GOOD.replace("playbook: site.yml\n", ""));
+    assert.equal(error.problems.length, 1);
+    assert.equal(error.message, `${join(dir, "p.yml")}:1:1: playbook: missing required field; expected a string`);
+  });
+
+  it("reports a wrong type with what was found", async () => {
+    const { error } = await problemsFor(GOOD.replace("unit: docker.service", "tcp: { port: http }"));
+    assert.match(error.message, /p\.yml:6:\d+: checks\[0\]\.tcp\.port: expected a number, found "http"/);
+  });
+
+  it("rejects an unknown key and suggests the likely meaning", async () => {
+    const { error } = await problemsFor(`${GOOD}scenaros: {}\n`);
+    assert.match(error.message, /p\.yml:7:1: scenaros: unknown key "scenaros"; expected one of host, repo, .* \(did you mean "scenarios"\?\)/);
+  });
+
+  it("rejects an unknown key inside a check", async () => {
+    const { error } = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, tiemout: 3"));
+    assert.match(error.message, /checks\[0\]\.tiemout: unknown key "tiemout"; expected one of name, http, tcp, unit, listen, run/);
+  });
+
+  it("reports invalid YAML with line and column", async () => {
+    const { error } = await problemsFor("host: askari\nrepo: [unclosed\n");
+    assert.equal(error.problems.length >= 1, true);
+    assert.match(error.message, /p\.yml:\d+:\d+: invalid YAML: /);
+  });
+
+  it("refuses a host that is not in the inventory, listing the hosts it has", async () => {
+    const { error } = await problemsFor(GOOD.replace("host: askari", "host: simba"));
+    assert.match(error.message, /p\.yml:1:7: host: host "simba" is not in the inventory .*hosts\.yml; expected one of askari/);
+  });
+
+  it("refuses a missing repo, inventory or playbook path", async () => {
+    const repo = await problemsFor(GOOD.replace("repo: repo", "repo: nowhere"));
+    assert.match(repo.error.message, /p\.yml:2:7: repo: expected a directory \(the infrastructure repo\), found nothing at .*nowhere/);
+    const both = await problemsFor(GOOD.replace("inventory/hosts.yml", "inventory/none.yml").replace("site.yml", "none.yml"));
+    assert.equal(both.error.problems.length, 2);
+    assert.match(both.error.message, /inventory: expected an inventory file inside repo, found nothing at .*none\.yml/);
+    assert.match(both.error.message, /playbook: expected a playbook file inside repo, found nothing at .*none\.yml/);
+  });
+
+  it("refuses an overlay that is not a mapping", async () => {
+    const { error } = await problemsFor(`${GOOD}overrides: o.yml\n`, { "o.yml": "- just\n- a list\n" });
+    assert.match(error.message, /o\.yml:1:1: expected a mapping, found a list of 2/);
+  });
+
+  it("refuses a missing explicit overlay", async () => {
+    const { error } = await problemsFor(`${GOOD}overrides: missing.yml\n`);
+    assert.match(error.message, /overrides: expected an overlay YAML file, found nothing at .*missing\.yml/);
+  });
+
+  it("refuses le-prod-wildcard as a profile default", async () => {
+    const { error } = await problemsFor(`${GOOD}certs: le-prod-wildcard\n`);
+    assert.match(error.message, /p\.yml:7:8: certs: le-prod-wildcard is refused as a profile default: it is only used when asked for on the command line/);
+  });
+
+  it("requires exactly one probe per check", async () => {
+    const none = await problemsFor(GOOD.replace(", unit: docker.service", ""));
+    assert.match(none.error.message, /checks\[0\]: expected exactly one probe \(one of http, tcp, unit, listen, run\), found none/);
+    const two = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, run: \"true\""));
+    assert.match(two.error.message, /found unit and run/);
+  });
+
+  it("requires at least one check", async () => {
+    const { error } = await problemsFor(GOOD.replace(/checks:\n.*\n/, "checks: []\n"));
+    assert.match(error.message, /checks: expected at least one check, found none/);
+  });
+
+  it("refuses an enum value it does not know", async () => {
+    const { error } = await problemsFor(`${GOOD}image: ubuntu\n`);
+    assert.match(error.message, /image: expected one of debian-13-genericcloud, debian-13-local or file:\/absolute\/path\.qcow2/);
+  });
+
+  it("names a profile it cannot find, listing those it has", async () => {
+    await assert.rejects(
+      loadProfile("simba", { profilesDir: join(PROJECT_ROOT, "profiles"), overridesDir: join(PROJECT_ROOT, "overrides") }, new Runner()),
+      /no profile named "simba" in .*profiles; expected one of askari/,
+    );
+  });
+});

@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { CheckResult } from "../../../../orchestrator/guest/checks.ts";
+import { junitXml, type RunReport } from "../../../../orchestrator/run/report.ts";
+import { judge } from "../../../../orchestrator/run/scenario.ts";
+
+const pass = (name: string, stage: CheckResult["stage"]): CheckResult => ({ name, stage, ok: true, detail: "ok", seconds: 1 });
+const fail = (name: string, stage: CheckResult["stage"]): CheckResult => ({ name, stage, ok: false, detail: "HTTP timeout", seconds: 60 });
+
+describe("RED→GREEN verdicts", () => {
+  it("RED is faithful when it passes before and fails after the reboot", () => {
+    const verdict = judge("fail", [pass("web", "pre-reboot")], [fail("web", "post-reboot")]);
+    assert.deepEqual(verdict, { ok: true, outcome: "RED is faithful: it passed before the reboot and broke after it (web)" });
+  });
+
+  it("RED that passes after the reboot means the harness is not faithful", () => {
+    const verdict = judge("fail", [pass("web", "pre-reboot")], [pass("web", "post-reboot")]);
+    assert.equal(verdict.ok, false);
+    assert.match(verdict.outcome, /not faithful/);
+  });
+
+  it("RED that fails before the reboot proves nothing about reboots", () => {
+    const verdict = judge("fail", [fail("web", "pre-reboot")], []);
+    assert.equal(verdict.ok, false);
+    assert.match(verdict.outcome, /failed before the reboot \(web\): this is not a reboot bug/);
+  });
+
+  it("GREEN passes only when every check passes before and after", () => {
+    assert.equal(judge("pass", [pass("a", "pre-reboot")], [pass("a", "post-reboot")]).ok, true);
+    assert.deepEqual(judge("pass", [pass("a", "pre-reboot")], [fail("a", "post-reboot")]), { ok: false, outcome: "GREEN broke after the reboot: a" });
+    assert.deepEqual(judge("pass", [fail("a", "pre-reboot")], []), { ok: false, outcome: "GREEN failed before the reboot: a" });
+  });
+});
+
+describe("junit.xml", () => {
+  it("does not count RED's expected failures after the reboot as failures", () => {
+    const report: RunReport = {
+      runId: "boma-it-askari-20261122-034000", profile: "askari", host: "askari", engine: "direct", accel: "tcg", certs: "internal",
+      verdict: "pass", exitCode: 0, message: "", readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null,
+      startedAt: "", finishedAt: "", wallSeconds: 600, runDir: "/r",
+      scenarios: [
+        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+      ],
+    };
+    const xml = junitXml(report);
+    assert.match(xml, /<testsuite name="askari.red" tests="3" failures="0"/);
+    assert.match(xml, /<testsuite name="askari.green" tests="3" failures="2"/);
+    assert.match(xml, /<failure message="GREEN broke after the reboot: web">/);
+  });
+});
