@@ -52,8 +52,10 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Throw {@link CommandFailedError} on failure (default true). */
   check?: boolean;
-  /** Called for every output line as it arrives (for live progress). */
+  /** Called for every output line as it arrives (for live progress), redacted like the record. */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  /** Kill the command once its output passes this many bytes (default: execa's 100 MB). */
+  maxBufferBytes?: number;
   /** Give the command this process's terminal (an interactive shell); nothing is captured. */
   interactive?: boolean;
   /**
@@ -147,10 +149,11 @@ export class Runner {
   async run(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<CommandResult> {
     const startedAt = new Date();
     const onLine = options.onLine;
+    const redact = this.#redact;
     const lineHook = (stream: "stdout" | "stderr") =>
       onLine
         ? function* (line: unknown) {
-            onLine(String(line), stream);
+            onLine(redact(String(line)), stream);
             yield line;
           }
         : "pipe";
@@ -161,6 +164,7 @@ export class Runner {
       env: { ...this.#env, ...options.env },
       extendEnv: false,
       cancelSignal: options.signal,
+      ...(options.maxBufferBytes !== undefined ? { maxBuffer: options.maxBufferBytes } : {}),
       forceKillAfterDelay: 5000,
       reject: false,
       stripFinalNewline: false,

@@ -20,6 +20,8 @@ export interface LogOptions {
   now?: () => number;
   /** Whether to print at all (false in --quiet tests). */
   enabled?: boolean;
+  /** Applied to every line before it is written (the run's secrets; see run/secrets.ts). */
+  redact?: (text: string) => string;
 }
 
 /** Nested, timed log steps (NixOS test driver style). */
@@ -35,11 +37,7 @@ export class Log {
     this.#stream = options.stream;
     this.#now = options.now ?? (() => performance.now());
     this.#enabled = options.enabled ?? true;
-  }
-
-  /** Redacts every line written from now on (a run's secrets, once they are known). */
-  redactWith(redact: (text: string) => string): void {
-    this.#redact = redact;
+    if (options.redact) this.#redact = options.redact;
   }
 
   /** The top-level steps finished so far. */

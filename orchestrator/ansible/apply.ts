@@ -2,12 +2,13 @@
  * Applying the impersonated host's configuration to the test VM (ADR-025 §7): a transient
  * inventory that holds only the VM, under the host's name and groups, with the real inventory's
  * group_vars/host_vars in effect; stubs from the overlay, the cert tier's vars and the
- * scenario's vars as extra vars; connection details forced to the VM. It is checked with
- * Ansible itself before anything is applied. The real inventory is never written.
+ * scenario's vars as extra vars; every connection confined to the VM (confine.ts). It is checked
+ * with Ansible itself before anything is applied. The real inventory is never written.
  */
+import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
 import { stringifyForPython } from "../../infra/pyyaml.ts";
 import type { Runner } from "../../infra/runner.ts";
@@ -16,15 +17,15 @@ import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "../run/certs.ts";
 import type { RunSecrets } from "../run/secrets.ts";
-import { pinnedHostKeyOptions, sshTargetOf } from "../host/ssh.ts";
-
-/** Inline host vars that say how to reach the real host: never carried into the test. */
-const CONNECTION_VAR = /^ansible_(host|port|user|connection|ssh_.*|password|private_key_file|become_pass(word)?|sudo_pass(word)?)$/;
+import type { SshTarget } from "../host/ssh.ts";
+import { prepareConfinement, type Confinement } from "./confine.ts";
 
 /** What one apply needs. */
 export interface ApplyInput {
   profile: LoadedProfile;
   outputs: StackOutputs;
+  /** How to reach the VM (the machine's target: its pinned key and master connection). */
+  target: SshTarget;
   scenario: { name: string; vars: Record<string, unknown> };
   certs: CertPlan;
   /** The run's secrets: passed to Ansible, never written into the run dir. */
@@ -34,52 +35,48 @@ export interface ApplyInput {
   runner: Runner;
   log: Log;
   signal: AbortSignal;
+  /** More arguments for ansible-playbook (`--tags`, `--skip-tags`, `-e`, `--diff`, `-v`), after the harness's. */
+  playbookArgs?: readonly string[];
 }
 
-/** Files of a transient inventory. */
+/** Files of a transient inventory, and the confinement of the apply that uses it. */
 export interface TransientInventory {
   inventoryFile: string;
   extraVarsFile: string;
+  confinement: Confinement;
 }
 
-/** Writes the transient inventory and the extra vars of one scenario. */
+/** Writes the transient inventory, the extra vars of one scenario and the apply's confinement. */
 export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
   const { profile, outputs } = input;
-  const inventoryFile = await writeHostInventory(profile, input.dir, `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`);
-  const target = sshTargetOf(outputs);
-  // Extra vars have the highest precedence: nothing in the real vars can point Ansible elsewhere.
-  const connection = {
-    ansible_host: outputs.ip,
-    ansible_port: 22,
-    ansible_user: outputs.user,
-    ansible_connection: "ssh",
-    ansible_ssh_private_key_file: outputs.keyFile,
-    ansible_ssh_common_args: pinnedHostKeyOptions(target).join(" "),
-    ansible_python_interpreter: "/usr/bin/python3",
-  };
-  const extraVarsFile = await writeExtraVars(input.dir, { ...plainOverlayVars(input), ...input.certs.vars, ...input.scenario.vars, ...connection });
-  return { inventoryFile, extraVarsFile };
+  const confinement = await prepareConfinement(join(input.dir, "confine"), input.target, input.runner);
+  const inventoryFile = await writeHostInventory(profile, input.dir, `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`, new Set(Object.keys(confinement.extraVars)));
+  // Extra vars have the highest precedence, and the confinement's come last: nothing in the real
+  // vars, the overlay or a scenario can point Ansible elsewhere.
+  const extraVarsFile = await writeExtraVars(input.dir, { ...plainOverlayVars(input), ...input.certs.vars, ...input.scenario.vars, ...confinement.extraVars });
+  return { inventoryFile, extraVarsFile, confinement };
 }
 
 /**
  * An inventory of the impersonated host alone, under its name and groups, with the real
- * inventory's group vars and its inline host vars less those that say how to reach the real
- * host; the real group_vars/host_vars linked in as they are (read through links, never written).
+ * inventory's inline group vars and host vars as Ansible read them (vaulted and unsafe values
+ * kept as such), less the connection variables the confinement sets anyway (so the file shows
+ * no real address); the real group_vars/host_vars linked in as they are (read, never written).
  */
-async function writeHostInventory(profile: LoadedProfile, dir: string, title: string): Promise<string> {
+async function writeHostInventory(profile: LoadedProfile, dir: string, title: string, forcedVars: ReadonlySet<string>): Promise<string> {
   const host = profile.document.host;
   const inventoryDir = join(dir, "inventory");
   await mkdir(inventoryDir, { recursive: true });
 
   const wanted = new Set(profile.inventoryHost.groups);
+  const inline = Object.fromEntries(Object.entries(profile.inventory.hostVars.get(host) ?? {}).filter(([key]) => !forcedVars.has(key) && key !== "ansible_connection"));
+  // The host's inline vars are written once, under the first of its groups that lists it.
+  const listing = [...profile.inventoryHost.groups].find((group) => profile.inventory.groups.get(group)?.hosts.has(host));
   const groupBody = (name: string): Record<string, unknown> => {
     const node = profile.inventory.groups.get(name);
     const body: Record<string, unknown> = {};
     if (node && Object.keys(node.vars).length > 0) body.vars = node.vars;
-    if (node?.hosts.has(host)) {
-      const inline = Object.fromEntries(Object.entries(node.hostVars.get(host) ?? {}).filter(([key]) => !CONNECTION_VAR.test(key)));
-      body.hosts = { [host]: Object.keys(inline).length > 0 ? inline : null };
-    }
+    if (node?.hosts.has(host)) body.hosts = { [host]: name === listing && Object.keys(inline).length > 0 ? inline : null };
     const children = [...(node?.children ?? [])].filter((child) => wanted.has(child) && child !== "all");
     if (children.length > 0) body.children = Object.fromEntries(children.map((child) => [child, {}]));
     return body;
@@ -92,10 +89,9 @@ async function writeHostInventory(profile: LoadedProfile, dir: string, title: st
   const inventory = { all: { ...all, children } };
   const inventoryFile = join(inventoryDir, "hosts.yml");
   // Read as Ansible reads it (YAML 1.1), written so that Ansible reads back the same values.
-  await writeFile(inventoryFile, `# ${title} Made by boma-it; never edit.\n${stringifyForPython(inventory)}`);
-  const realDir = dirname(profile.inventoryFile);
+  await writeFile(inventoryFile, `# ${title} Made by boma-it; never edit.\n${stringifyForPython(inventory)}`, { mode: 0o600 });
   for (const folder of ["group_vars", "host_vars"]) {
-    const real = join(realDir, folder);
+    const real = join(profile.inventory.varsDir, folder);
     if (await isDirectory(real)) await symlink(real, join(inventoryDir, folder));
   }
   return inventoryFile;
@@ -127,61 +123,62 @@ async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; c
 }
 
 /**
- * The last `-e` of every Ansible call: later extra vars win, so a DNS token withheld for the
- * internal tier stays withheld even if the overlay's vault or the repo's vars define it.
+ * The last `-e` of every apply: later extra vars win, so a DNS token withheld for the internal
+ * tier stays withheld even if the overlay's vault or the repo's vars define it, and the VM stays
+ * the only destination whatever a user's `-e` says.
  */
-function lastWordVars(certs: CertPlan): string[] {
-  const vars = withheldVars(certs.tier, certs.dnsTokenVar);
-  return Object.keys(vars).length > 0 ? ["-e", JSON.stringify(vars)] : [];
+function lastWordVars(certs: CertPlan, confinement: Confinement): string[] {
+  const vars = { ...withheldVars(certs.tier, certs.dnsTokenVar), ...confinement.extraVars };
+  return ["-e", JSON.stringify(vars)];
 }
 
-/** Ansible's environment for a run: pipelining on, host keys checked, logs in the run dir. */
-function ansibleEnv(dir: string): Record<string, string> {
+/**
+ * Ansible's environment for a run: pipelining on, host keys checked, its own log off (the harness
+ * writes the apply's log itself, redacted, from the output it reads: Ansible's log_path, the
+ * repo's ansible.cfg's included, would hold every secret a task prints), the default output the
+ * harness reads, temp files outside the run dir.
+ */
+function ansibleEnv(localTemp: string, confinement?: Confinement): Record<string, string> {
   return {
     ANSIBLE_PIPELINING: "True",
     ANSIBLE_HOST_KEY_CHECKING: "True",
     ANSIBLE_RETRY_FILES_ENABLED: "False",
     ANSIBLE_NOCOLOR: "True",
     ANSIBLE_FORCE_COLOR: "False",
-    ANSIBLE_LOG_PATH: join(dir, "ansible.log"),
-    ANSIBLE_LOCAL_TEMP: join(dir, ".ansible-tmp"),
+    ANSIBLE_LOG_PATH: "/dev/null",
+    ANSIBLE_STDOUT_CALLBACK: "ansible.builtin.default",
+    ANSIBLE_LOCAL_TEMP: localTemp,
     ANSIBLE_INVENTORY_UNPARSED_FAILED: "True",
     ANSIBLE_DEPRECATION_WARNINGS: "False",
+    ...(confinement?.env ?? {}),
   };
 }
 
 /**
- * Checks the transient inventory with Ansible before apply (safety invariant 1): exactly one
- * host, the impersonated one, and the address Ansible will connect to is inside the test subnet.
+ * Checks the transient inventory with Ansible before apply (safety invariant 1): it holds
+ * exactly one host, the impersonated one. (Where that host's connections go is the confined
+ * ssh's to decide, on every connection.)
  */
-export async function checkTransientInventory(input: ApplyInput, files: TransientInventory): Promise<void> {
+export async function checkTransientInventory(input: ApplyInput, files: Pick<TransientInventory, "inventoryFile">): Promise<void> {
   const host = input.profile.document.host;
-  const listing = await input.runner.run("ansible-inventory", ["-i", files.inventoryFile, "--list"], {
-    env: ansibleEnv(input.dir),
-    cwd: input.profile.repoDir,
-    check: false,
-  });
-  if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
-  const parsed = JSON.parse(listing.stdout) as Record<string, { hosts?: string[] }>;
-  const hosts = new Set<string>();
-  for (const [group, body] of Object.entries(parsed)) if (group !== "_meta") for (const name of body.hosts ?? []) hosts.add(name);
-  if (hosts.size !== 1 || !hosts.has(host)) {
-    throw new RefusedError(
-      `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
-      "this is a bug of boma-it; nothing was applied",
-    );
-  }
-  const address = await input.runner.run(
-    "ansible",
-    ["-i", files.inventoryFile, host, "-e", `@${files.extraVarsFile}`, "-m", "ansible.builtin.debug", "-a", "var=ansible_host", "-o"],
-    { env: ansibleEnv(input.dir), cwd: input.profile.repoDir, check: false },
-  );
-  const effective = /"ansible_host":\s*"([^"]+)"/.exec(address.stdout)?.[1];
-  if (!effective || !inSubnet(effective, input.outputs.subnet)) {
-    throw new RefusedError(
-      `Ansible would connect ${host} to ${effective ?? "an unknown address"}, outside the test subnet ${input.outputs.subnet}: refusing to apply`,
-      "this is a bug of boma-it; nothing was applied",
-    );
+  const temp = await mkdtemp(join(tmpdir(), "boma-it-ansible-"));
+  try {
+    // --graph: the hosts and groups, never a value (a listing with vars holds the decrypted vault).
+    const listing = await input.runner.run("ansible-inventory", ["-i", files.inventoryFile, "--graph"], {
+      env: ansibleEnv(temp),
+      cwd: input.profile.repoDir,
+      check: false,
+    });
+    if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
+    const hosts = new Set(listing.stdout.split("\n").map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim()).filter((name): name is string => name !== undefined));
+    if (hosts.size !== 1 || !hosts.has(host)) {
+      throw new RefusedError(
+        `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
+        "this is a bug of boma-it; nothing was applied",
+      );
+    }
+  } finally {
+    await rm(temp, { recursive: true, force: true });
   }
 }
 
@@ -200,13 +197,14 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
   const dir = await mkdtemp(join(tmpdir(), "boma-it-token-"));
   const secret = await secretExtraVars(input.secrets);
   try {
-    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for the DNS token check before a run.`);
+    // `debug` runs on this host: no connection is made, so nothing needs confining here.
+    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for the DNS token check before a run.`, new Set());
     const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.certs.vars });
     const result = await input.runner.run(
       "ansible",
       ["-i", inventoryFile, host, "-e", `@${extraVarsFile}`, ...secret.args, "-m", "ansible.builtin.debug", "-a", `var=${tokenVar}`, "-o"],
-      // Ansible's own log would hold the value: it goes nowhere.
-      { env: { ...ansibleEnv(dir), ANSIBLE_LOG_PATH: "/dev/null" }, cwd: input.profile.repoDir, check: false, secretOutput: true },
+      // Ansible's own log would hold the value: it is off (see ansibleEnv).
+      { env: ansibleEnv(dir), cwd: input.profile.repoDir, check: false, secretOutput: true },
     );
     const match = new RegExp(`"${tokenVar}":\\s*"((?:[^"\\\\]|\\\\.)*)"`).exec(result.stdout);
     const value = match ? (JSON.parse(`"${match[1]}"`) as string) : undefined;
@@ -236,7 +234,12 @@ export interface ApplyResult {
   tasks: { name: string; seconds: number }[];
 }
 
-/** Runs the playbook against the VM with `--limit <host>`; fails as the system under test. */
+/**
+ * Runs the playbook against the VM with `--limit <host>`; fails as the system under test. The
+ * apply's log (ansible.log) is what Ansible printed, redacted, line by line as it came. A
+ * connection the confinement refused fails the apply (exit 1) naming what the repo asked for,
+ * even when a play ignored the failure.
+ */
 export async function applyPlaybook(input: ApplyInput, files: TransientInventory): Promise<ApplyResult> {
   const host = input.profile.document.host;
   const logFile = join(input.dir, "ansible.log");
@@ -249,34 +252,52 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   };
   const started = performance.now();
   const secret = await secretExtraVars(input.secrets);
-  const result = await input.runner.run(
-    "ansible-playbook",
-    ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, ...lastWordVars(input.certs), input.profile.playbookFile],
-    {
-      env: ansibleEnv(input.dir),
-      cwd: input.profile.repoDir,
-      check: false,
-      signal: input.signal,
-      timeoutMs: 60 * 60_000,
-      onLine: (line) => {
-        // Handlers run at the end of a play: timed on their own, not added to the play's last task.
-        const task = /^(TASK|RUNNING HANDLER) \[(.+)\] \*+$/.exec(line);
-        if (task) {
-          finishTask();
-          const name = task[1] === "TASK" ? task[2]! : `handler ${task[2]!}`;
-          current = { name, started: performance.now() };
-          input.log.info(`${task[1] === "TASK" ? "task" : "running"} ${name}`);
-        } else if (/^PLAY RECAP/.test(line)) finishTask();
-        else if (/^(fatal|failed):/.test(line)) {
-          lastFatal = line;
-          input.log.warn(line.slice(0, 400));
-        }
+  const localTemp = await mkdtemp(join(tmpdir(), "boma-it-ansible-"));
+  const log = createWriteStream(logFile, { flags: "a", mode: 0o600 });
+  const result = await input.runner
+    .run(
+      "ansible-playbook",
+      ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, ...(input.playbookArgs ?? []), ...lastWordVars(input.certs, files.confinement), input.profile.playbookFile],
+      {
+        env: ansibleEnv(localTemp, files.confinement),
+        cwd: input.profile.repoDir,
+        check: false,
+        signal: input.signal,
+        timeoutMs: 60 * 60_000,
+        // Lines come redacted from the runner.
+        onLine: (line) => {
+          log.write(`${new Date().toISOString()} | ${line}\n`);
+          // Handlers run at the end of a play: timed on their own, not added to the play's last task.
+          const task = /^(TASK|RUNNING HANDLER) \[(.+)\] \*+$/.exec(line);
+          if (task) {
+            finishTask();
+            const name = task[1] === "TASK" ? task[2]! : `handler ${task[2]!}`;
+            current = { name, started: performance.now() };
+            input.log.info(`${task[1] === "TASK" ? "task" : "running"} ${name}`);
+          } else if (/^PLAY RECAP/.test(line)) finishTask();
+          else if (/^(fatal|failed):/.test(line)) {
+            lastFatal = line;
+            input.log.warn(line.slice(0, 400));
+          }
+        },
       },
-    },
-  ).finally(secret.cleanup);
+    )
+    .finally(async () => {
+      await secret.cleanup();
+      await rm(localTemp, { recursive: true, force: true });
+      await new Promise<void>((resolve) => log.end(resolve));
+    });
   finishTask();
   const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";
   const seconds = Math.round((performance.now() - started) / 100) / 10;
+  for (const note of await files.confinement.notes()) input.log.warn(`the repo's ssh settings ask for ${note}`);
+  const refused = await files.confinement.refusals();
+  if (refused.length > 0) {
+    const first = refused[0]!;
+    throw new SystemUnderTestError(
+      `the infrastructure repo's configuration sends Ansible elsewhere than the VM: the confinement refused ${first.what} (${first.detail})${refused.length > 1 ? `, and ${refused.length - 1} more connection(s)` : ""}; nothing reached any other host\n  log: ${logFile}`,
+    );
+  }
   if (input.signal.aborted) return { ok: false, seconds, logFile, recap, tasks };
   if (result.failed) {
     if (/unreachable=[1-9]/.test(recap) || /UNREACHABLE!/.test(result.stdout)) {
@@ -285,15 +306,6 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     throw new SystemUnderTestError(`applying ${input.profile.playbookFile} to ${host} failed: ${lastFatal || result.tail.split("\n").at(-1)}\n  recap: ${recap}\n  log: ${logFile}`);
   }
   return { ok: true, seconds, logFile, recap, tasks };
-}
-
-/** Whether an IPv4 address is inside a CIDR. */
-export function inSubnet(ip: string, cidr: string): boolean {
-  const [base, bits] = cidr.split("/");
-  const toNumber = (address: string) => address.split(".").reduce((sum, part) => sum * 256 + Number(part), 0);
-  if (!base || !bits || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return false;
-  const size = 2 ** (32 - Number(bits));
-  return Math.floor(toNumber(ip) / size) === Math.floor(toNumber(base) / size);
 }
 
 async function isDirectory(path: string): Promise<boolean> {

@@ -7,6 +7,7 @@ import type { Runner } from "../../infra/runner.ts";
 import type { ExitCode } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { ProfileLocations } from "../profile/load.ts";
+import type { Redactor } from "../run/secrets.ts";
 import type { ParsedArgs } from "./options.ts";
 
 /** Everything a command gets from the CLI. */
@@ -22,6 +23,11 @@ export interface CommandContext {
   runsDir: string;
   /** Aborted on the first Ctrl-C/SIGTERM. */
   signal: AbortSignal;
+  /**
+   * The invocation's secrets: the log, the runner and everything the CLI prints (results and
+   * errors) redact through it, so a secret a command learns is hidden from then on.
+   */
+  redactor: Redactor;
 }
 
 /** What a command returns for the CLI to print. */

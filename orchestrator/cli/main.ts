@@ -11,6 +11,7 @@ import { COMMON_OPTIONS, ENGINES, ACCELS, oneOf, parseCommandArgs } from "./opti
 import { COMMANDS } from "./commands/index.ts";
 import { BadInputError, BomaError, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
 import { Log } from "../log.ts";
+import { Redactor } from "../run/secrets.ts";
 import { PROJECT_ROOT, runsDir } from "../host/paths.ts";
 
 /** Streams and environment the CLI works with (replaced in tests). */
@@ -59,7 +60,8 @@ Common options: --json, --runs-dir DIR, --engine auto|pulumi|direct, --accel aut
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
   const wantsJson = argv.includes("--json");
-  const log = new Log({ stream: io.stderr });
+  const redactor = new Redactor();
+  const log = new Log({ stream: io.stderr, redact: redactor.redact });
   try {
     const [name, ...rest] = argv;
     if (name === undefined || name === "--help" || name === "-h" || name === "help") {
@@ -85,22 +87,28 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       args,
       json: Boolean(args.values.json),
       log,
-      runner: new Runner({ env: io.env }),
+      runner: new Runner({ env: io.env, redact: redactor.redact }),
       env: io.env,
       locations: { profilesDir: join(PROJECT_ROOT, "profiles"), overridesDir: join(PROJECT_ROOT, "overrides") },
       runsDir: runsDir(args.values["runs-dir"] as string | undefined, io.env),
       signal: io.signal,
+      redactor,
     });
-    io.stdout.write(wantsJson ? `${JSON.stringify(outcome.json, null, 2)}\n` : outcome.text ? `${outcome.text}\n` : "");
+    io.stdout.write(redactor.redact(wantsJson ? `${JSON.stringify(outcome.json, null, 2)}\n` : outcome.text ? `${outcome.text}\n` : ""));
     return outcome.exitCode;
   } catch (error) {
     const exitCode = exitCodeOf(io.signal.aborted && !(error instanceof BomaError) ? new InterruptedError() : error);
-    reportError(error, exitCode, io, wantsJson);
+    reportError(error, exitCode, { stdout: redactingStream(io.stdout, redactor), stderr: redactingStream(io.stderr, redactor) }, wantsJson);
     return exitCode;
   }
 }
 
-function reportError(error: unknown, exitCode: number, io: CliIo, json: boolean): void {
+/** A stream whose writes are redacted of the invocation's secrets (error messages and their causes may quote them). */
+function redactingStream(stream: Writable, redactor: Redactor): Pick<Writable, "write"> {
+  return { write: (chunk: string) => stream.write(redactor.redact(chunk)) } as Pick<Writable, "write">;
+}
+
+function reportError(error: unknown, exitCode: number, io: { stdout: Pick<Writable, "write">; stderr: Pick<Writable, "write"> }, json: boolean): void {
   const known = error instanceof BomaError;
   const message = error instanceof Error ? error.message : String(error);
   const trace = !known || error.showTrace;

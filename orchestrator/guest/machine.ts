@@ -87,6 +87,11 @@ export class Machine {
     this.#clock = options.clock ?? realClock;
   }
 
+  /** How the machine is reached: its address, pinned key and master connection. */
+  get target(): SshTarget {
+    return this.#options.target;
+  }
+
   /**
    * Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed).
    * `multiplex: false` makes a connection of its own (for a command that ends the boot).

@@ -30,23 +30,70 @@ export function sshTargetOf(outputs: StackOutputs): SshTarget {
   return { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId };
 }
 
-/** ssh options shared by every connection to a run's VM. */
+/** ssh options shared by every connection to a run's VM (the harness's, Ansible's, `boma-it ssh`). */
 export function sshOptions(target: SshTarget, connectTimeoutSeconds = 5): string[] {
-  return ["-i", target.keyFile, ...pinnedHostKeyOptions(target, connectTimeoutSeconds)];
+  return confinedSshOptions(target, { connectTimeoutSeconds, multiplex: false });
 }
 
-/** The `-o` options that pin the host key and bound the connection (also given to Ansible). */
-export function pinnedHostKeyOptions(target: SshTarget, connectTimeoutSeconds = 5): string[] {
+/**
+ * The options that make a connection the run's and nothing else, first on every ssh command line
+ * (OpenSSH keeps the first value of an option, so nothing after them changes these): no config
+ * file but these (`-F /dev/null`: the user's `Host *`, ProxyJump or ControlPath never apply), the
+ * VM's address, port and user, the run's key alone (no agent, no default keys, no certificate),
+ * the host key pinned under the run's alias, no jump host, no forwarding, no local command, no
+ * password prompt. With the target's control path (and `multiplex`), commands share the run's
+ * master connection (ControlMaster=auto: the first starts it); otherwise each connects on its own.
+ */
+export function confinedSshOptions(target: SshTarget, options: { connectTimeoutSeconds?: number; multiplex?: boolean } = {}): string[] {
+  const multiplexing =
+    target.controlPath !== undefined && options.multiplex !== false
+      ? ["ControlMaster=auto", `ControlPath=${target.controlPath}`, `ControlPersist=${MASTER_IDLE_SECONDS}`]
+      : ["ControlMaster=no", "ControlPath=none"];
   return [
-    "-o", "IdentitiesOnly=yes",
-    "-o", `UserKnownHostsFile=${target.knownHostsFile}`,
-    "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", `HostKeyAlias=${target.alias}`,
-    "-o", "StrictHostKeyChecking=yes",
-    "-o", `ConnectTimeout=${connectTimeoutSeconds}`,
-    "-o", "ServerAliveInterval=5",
-    "-o", "ServerAliveCountMax=3",
-    "-o", "LogLevel=ERROR",
+    "-F", "/dev/null",
+    ...[
+      `HostName=${target.ip}`,
+      "Port=22",
+      `User=${target.user}`,
+      `IdentityFile=${target.keyFile}`,
+      ...pinnedHostKeySettings(target, options.connectTimeoutSeconds ?? 5),
+      ...multiplexing,
+    ].flatMap((setting) => ["-o", setting]),
+  ];
+}
+
+/** The `-o` options that pin the host key and bound the connection. */
+export function pinnedHostKeyOptions(target: SshTarget, connectTimeoutSeconds = 5): string[] {
+  return pinnedHostKeySettings(target, connectTimeoutSeconds).flatMap((setting) => ["-o", setting]);
+}
+
+function pinnedHostKeySettings(target: SshTarget, connectTimeoutSeconds: number): string[] {
+  return [
+    "IdentitiesOnly=yes",
+    "IdentityAgent=none",
+    "PKCS11Provider=none",
+    `UserKnownHostsFile=${target.knownHostsFile}`,
+    "GlobalKnownHostsFile=/dev/null",
+    `HostKeyAlias=${target.alias}`,
+    "StrictHostKeyChecking=yes",
+    "UpdateHostKeys=no",
+    "CheckHostIP=no",
+    "KnownHostsCommand=none",
+    "ProxyJump=none",
+    "ProxyCommand=none",
+    "ClearAllForwardings=yes",
+    "ForwardAgent=no",
+    "ForwardX11=no",
+    "PermitLocalCommand=no",
+    "Tunnel=no",
+    "PasswordAuthentication=no",
+    "KbdInteractiveAuthentication=no",
+    "PreferredAuthentications=publickey",
+    "BatchMode=yes",
+    `ConnectTimeout=${connectTimeoutSeconds}`,
+    "ServerAliveInterval=5",
+    "ServerAliveCountMax=3",
+    "LogLevel=ERROR",
   ];
 }
 
@@ -64,11 +111,7 @@ export const MASTER_IDLE_SECONDS = 300;
  * ssh_config says about multiplexing.
  */
 export function sshCommandArgs(target: SshTarget, command: string, options: { connectTimeoutSeconds?: number; multiplex?: boolean } = {}): string[] {
-  const multiplexing =
-    target.controlPath !== undefined && options.multiplex !== false
-      ? ["-o", "ControlMaster=auto", "-o", `ControlPath=${target.controlPath}`, "-o", `ControlPersist=${MASTER_IDLE_SECONDS}`]
-      : ["-o", "ControlMaster=no", "-o", "ControlPath=none"];
-  return [...sshOptions(target, options.connectTimeoutSeconds), ...multiplexing, "-o", "BatchMode=yes", "-T", `${target.user}@${target.ip}`, "--", command];
+  return [...confinedSshOptions(target, options), "-T", `${target.user}@${target.ip}`, "--", command];
 }
 
 /**
@@ -112,6 +155,7 @@ export async function prepareControlSocketDir(dir: string = controlSocketDir()):
 
 /** argv for an interactive session (a TTY when there is one), or a command with the user's stdio. */
 export function sshInteractiveArgs(target: SshTarget, command: readonly string[]): string[] {
+  // An interactive shell may ask nothing (BatchMode) and has no master to share.
   return [...sshOptions(target), ...(command.length === 0 ? ["-t"] : []), `${target.user}@${target.ip}`, ...(command.length > 0 ? ["--", ...command] : [])];
 }
 

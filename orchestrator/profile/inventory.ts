@@ -1,13 +1,15 @@
 /**
- * Reading the real Ansible inventory (never writing it): which hosts it has and which groups
- * each belongs to. YAML inventories are read directly; any other format is listed through
- * `ansible-inventory --list`, which Ansible itself uses to resolve them.
+ * Reading the real Ansible inventory (never writing it): which hosts it has, which groups each
+ * belongs to, and the vars written inline in it. Ansible reads it (`ansible-inventory --list
+ * --export`, in the repo so its ansible.cfg's inventory settings apply), so whatever Ansible
+ * accepts works here (YAML, INI, host ranges, plugins, scripts, folders) and whatever it refuses
+ * is refused with Ansible's own message. Vars plugins are off for this listing: the vars of
+ * group_vars/ and host_vars/ stay where they are, and the transient inventory links them in.
  */
-import { extname } from "node:path";
-import { BadInputError } from "../errors.ts";
+import { access, constants, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
-import { PYTHON_YAML } from "../../infra/pyyaml.ts";
-import { readYamlFile } from "./yaml.ts";
+import { BadInputError } from "../errors.ts";
 
 /** A host as the real inventory defines it. */
 export interface InventoryHost {
@@ -18,86 +20,87 @@ export interface InventoryHost {
 
 /** The hosts of an inventory with their groups. */
 export interface Inventory {
+  /** The inventory source as the profile names it (a file or a folder). */
   file: string;
+  /** Where Ansible looks for this inventory's group_vars/ and host_vars/. */
+  varsDir: string;
   hosts: Map<string, InventoryHost>;
-  /** The group tree as written (groups, their children, inline vars and inline host vars). */
+  /** The group tree (groups, their children and hosts, inline group vars). */
   groups: Map<string, GroupNode>;
+  /**
+   * Vars written inline for each host (not those of host_vars/). Values Ansible marks keep their
+   * marks: `{__ansible_vault: ciphertext}`, `{__ansible_unsafe: text}` (see infra/pyyaml.ts).
+   */
+  hostVars: Map<string, Record<string, unknown>>;
 }
 
-/** One group of the inventory as written. */
+/** One group of the inventory. */
 export interface GroupNode {
   hosts: Set<string>;
   children: Set<string>;
   /** The group's inline `vars:`. */
   vars: Record<string, unknown>;
-  /** Vars written inline under each host of this group. */
-  hostVars: Map<string, Record<string, unknown>>;
 }
 
-function emptyGroup(): GroupNode {
-  return { hosts: new Set<string>(), children: new Set<string>(), vars: {}, hostVars: new Map() };
+/** How long Ansible may take to read an inventory (a plugin may ask a cloud API). */
+const INVENTORY_TIMEOUT_MS = 120_000;
+
+/** Output larger than this is not an inventory of a small fleet but an expanding alias bomb. */
+const MAX_LISTING_BYTES = 64 * 1024 * 1024;
+
+/** Whether Ansible would run the inventory as a script (an executable file) rather than read it. */
+export async function isInventoryScript(file: string): Promise<boolean> {
+  const stats = await stat(file).catch(() => undefined);
+  if (!stats?.isFile()) return false;
+  return access(file, constants.X_OK).then(() => true, () => false);
 }
 
-/** Reads an inventory file. */
-export async function readInventory(file: string, runner: Runner): Promise<Inventory> {
-  const extension = extname(file);
-  if (extension === ".yml" || extension === ".yaml") {
-    // Values as Ansible sees them (YAML 1.1: `yes` is true, `1:20` is 80), to be written back for it.
-    const yaml = await readYamlFile(file, "inventory", PYTHON_YAML);
-    return fromGroups(file, groupsOfYaml(yaml.data, file));
+/** Reads an inventory with Ansible, in `repoDir`. */
+export async function readInventory(file: string, runner: Runner, repoDir: string): Promise<Inventory> {
+  const result = await runner.run("ansible-inventory", ["-i", file, "--list", "--export"], {
+    cwd: repoDir,
+    env: {
+      // Inline vars only: group_vars/ and host_vars/ are linked into the transient inventory as they are.
+      ANSIBLE_VARS_ENABLED: "",
+      ANSIBLE_INVENTORY_UNPARSED_FAILED: "True",
+      ANSIBLE_LOG_PATH: "/dev/null",
+      ANSIBLE_NOCOLOR: "True",
+      ANSIBLE_DEPRECATION_WARNINGS: "False",
+    },
+    check: false,
+    timeoutMs: INVENTORY_TIMEOUT_MS,
+    maxBufferBytes: MAX_LISTING_BYTES,
+  });
+  if (result.timedOut) {
+    throw new BadInputError({ file, message: `expected an inventory Ansible reads within ${INVENTORY_TIMEOUT_MS / 1000} s; ansible-inventory was still reading it` });
   }
-  return fromGroups(file, await groupsOfAnsibleInventory(file, runner));
-}
-
-function groupsOfYaml(data: unknown, file: string): Map<string, GroupNode> {
-  if (!isMapping(data)) {
-    throw new BadInputError({ file, message: `expected a YAML inventory (a mapping of groups such as all:), found ${data === null ? "an empty file" : "something else"}` });
-  }
-  const groups = new Map<string, GroupNode>();
-  const visit = (name: string, body: unknown, path: string): void => {
-    const node = groups.get(name) ?? emptyGroup();
-    groups.set(name, node);
-    if (body === null || body === undefined) return;
-    if (!isMapping(body)) {
-      throw new BadInputError({ file, path, message: "expected a group (a mapping with hosts, children or vars)" });
-    }
-    const hosts = body.hosts;
-    if (hosts !== undefined && hosts !== null) {
-      if (!isMapping(hosts)) throw new BadInputError({ file, path: `${path}.hosts`, message: "expected a mapping of host names" });
-      for (const [host, hostVars] of Object.entries(hosts)) {
-        node.hosts.add(host);
-        if (isMapping(hostVars)) node.hostVars.set(host, { ...(node.hostVars.get(host) ?? {}), ...hostVars });
-      }
-    }
-    if (isMapping(body.vars)) node.vars = { ...node.vars, ...body.vars };
-    const children = body.children;
-    if (children !== undefined && children !== null) {
-      if (!isMapping(children)) throw new BadInputError({ file, path: `${path}.children`, message: "expected a mapping of group names" });
-      for (const [child, childBody] of Object.entries(children)) {
-        node.children.add(child);
-        visit(child, childBody, `${path}.children.${child}`);
-      }
-    }
-  };
-  for (const [name, body] of Object.entries(data)) visit(name, body, name);
-  return groups;
-}
-
-async function groupsOfAnsibleInventory(file: string, runner: Runner): Promise<Map<string, GroupNode>> {
-  const result = await runner.run("ansible-inventory", ["-i", file, "--list"], { check: false });
   if (result.failed) {
-    throw new BadInputError({ file, message: `ansible-inventory could not read this inventory: ${result.tail.split("\n").at(-1) ?? ""}` });
+    throw new BadInputError({ file, message: `Ansible cannot read this inventory: ${ansibleComplaint(result.stderr) || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`}` });
   }
-  const listing = JSON.parse(result.stdout) as Record<string, { hosts?: string[]; children?: string[] }>;
+  let listing: Record<string, { hosts?: string[]; children?: string[]; vars?: Record<string, unknown>; hostvars?: Record<string, Record<string, unknown>> }>;
+  try {
+    listing = JSON.parse(result.stdout) as typeof listing;
+  } catch {
+    throw new BadInputError({ file, message: "expected ansible-inventory to list this inventory as JSON; it printed something else" });
+  }
   const groups = new Map<string, GroupNode>();
   for (const [name, body] of Object.entries(listing)) {
     if (name === "_meta") continue;
-    groups.set(name, { ...emptyGroup(), hosts: new Set(body.hosts ?? []), children: new Set(body.children ?? []) });
+    groups.set(name, { hosts: new Set(body.hosts ?? []), children: new Set(body.children ?? []), vars: body.vars ?? {} });
   }
-  return groups;
+  const hostVars = new Map(Object.entries(listing._meta?.hostvars ?? {}));
+  const varsDir = (await stat(file).catch(() => undefined))?.isDirectory() ? file : dirname(file);
+  return { file, varsDir, ...hostsOf(groups, hostVars), groups, hostVars };
 }
 
-function fromGroups(file: string, groups: Map<string, GroupNode>): Inventory {
+/** The lines of Ansible's stderr that say what is wrong (its errors and parse warnings). */
+function ansibleComplaint(stderr: string): string {
+  const lines = stderr.split("\n").map((line) => line.trim()).filter(Boolean);
+  const wanted = lines.filter((line) => /^(ERROR!|\[WARNING\]: \* Failed to parse|\[WARNING\]:  \* Failed)/.test(line) || /^(ERROR|Error)/.test(line));
+  return (wanted.length > 0 ? wanted : lines.slice(-2)).slice(0, 4).join(" ").slice(0, 600);
+}
+
+function hostsOf(groups: Map<string, GroupNode>, hostVars: Map<string, Record<string, unknown>>): { hosts: Map<string, InventoryHost> } {
   const parents = new Map<string, Set<string>>();
   for (const [name, node] of groups) {
     for (const child of node.children) {
@@ -120,10 +123,8 @@ function fromGroups(file: string, groups: Map<string, GroupNode>): Inventory {
       hosts.set(host, entry);
     }
   }
+  // A host Ansible knows only through its vars (a plugin's): it is in `all`.
+  for (const host of hostVars.keys()) if (!hosts.has(host)) hosts.set(host, { name: host, groups: ["all"] });
   for (const entry of hosts.values()) entry.groups.sort((a, b) => (a === "all" ? -1 : b === "all" ? 1 : a.localeCompare(b)));
-  return { file, hosts, groups };
-}
-
-function isMapping(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
+  return { hosts };
 }

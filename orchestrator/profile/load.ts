@@ -2,13 +2,13 @@
  * Loading a profile: find it by name or path, validate it and its overlay, resolve its paths
  * and check them against the real inventory. Runs no VM and writes nothing.
  */
-import { stat, readdir } from "node:fs/promises";
-import { basename, dirname, extname, join, resolve } from "node:path";
+import { readdir, realpath, stat } from "node:fs/promises";
+import { basename, dirname, extname, join, resolve, sep } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
-import { readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
+import { isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
 import { overlaySchema, profileSchema, type OverlayDocument, type ProfileDocument } from "./schema.ts";
-import { readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
+import { closest, kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
 /** A profile ready to run: validated, paths resolved and checked, inventory host found. */
 export interface LoadedProfile {
@@ -64,61 +64,97 @@ export async function listProfiles(profilesDir: string): Promise<string[]> {
   }
 }
 
+/** What loading may say before it does something a user should know of (an inventory script runs). */
+export interface LoadOptions {
+  say?: (line: string) => void;
+}
+
 /** Loads and checks a profile, its overlay and its inventory host. */
-export async function loadProfile(reference: string, locations: ProfileLocations, runner: Runner): Promise<LoadedProfile> {
+export async function loadProfile(reference: string, locations: ProfileLocations, runner: Runner, options: LoadOptions = {}): Promise<LoadedProfile> {
   const file = await findProfileFile(reference, locations);
   const yaml = await readYamlFile(file, "profile");
   const document = validateYaml(yaml, profileSchema);
-  const profileDir = dirname(file);
+  return resolveProfile(document, { name: basename(file).replace(/\.ya?ml$/, ""), file, dir: dirname(file), yaml, overridesDir: locations.overridesDir }, runner, options);
+}
 
+/** Where a profile document came from: its file (absent when synthesized) and the folder its paths are relative to. */
+export interface ProfileSource {
+  name: string;
+  file: string;
+  dir: string;
+  /** The parsed file, for positions in messages (absent when synthesized). */
+  yaml?: YamlFile;
+  overridesDir: string;
+}
+
+/**
+ * Resolves and checks a profile document: the repo a directory (not `/`), the inventory and the
+ * playbook inside it (symlinks resolved: the contract keeps them there), the overlay and its
+ * vault regular files, a `file:` image present, and the host in the inventory as Ansible reads it.
+ */
+export async function resolveProfile(document: ProfileDocument, source: ProfileSource, runner: Runner, options: LoadOptions = {}): Promise<LoadedProfile> {
+  const where = (field: string) => (source.yaml ? positionOfField(source.yaml, field) : { file: source.file });
   const problems: InputProblem[] = [];
-  const repoDir = resolve(profileDir, document.repo);
-  if (!(await isDirectory(repoDir))) problems.push(missing(yaml, "repo", repoDir, "a directory (the infrastructure repo)"));
-  const inventoryFile = resolve(repoDir, document.inventory);
-  const playbookFile = resolve(repoDir, document.playbook);
-  if (problems.length === 0) {
-    if (!(await isFile(inventoryFile))) problems.push(missing(yaml, "inventory", inventoryFile, "an inventory file inside repo"));
-    if (!(await isFile(playbookFile))) problems.push(missing(yaml, "playbook", playbookFile, "a playbook file inside repo"));
+  const given = resolve(source.dir, document.repo);
+  const repoDir = await realpath(given).catch(() => undefined);
+  if (!repoDir || !(await isDirectory(repoDir))) {
+    throw new BadInputError({ ...where("repo"), path: "repo", message: `expected a directory (the infrastructure repo), found ${repoDir ? "a file" : "nothing"} at ${given}` });
   }
-  const overlayFile = document.overrides
-    ? resolve(profileDir, document.overrides)
-    : join(locations.overridesDir, `${document.host}.yml`);
-  const overlayExists = await isFile(overlayFile);
-  if (document.overrides && !overlayExists) problems.push(missing(yaml, "overrides", overlayFile, "an overlay YAML file"));
+  if (repoDir === "/") throw new BadInputError({ ...where("repo"), path: "repo", message: `expected the infrastructure repo, found the root of the file system (${given} leads to /)` });
+
+  const inside = async (field: "inventory" | "playbook", relative: string, kind: "inventory" | "file") => {
+    const path = resolve(repoDir, relative);
+    const real = await realpath(path).catch(() => undefined);
+    const stats = real ? await stat(real).catch(() => undefined) : undefined;
+    const expected = field === "inventory" ? "an inventory (a file or a folder) inside repo" : "a playbook file inside repo";
+    if (!real || !stats) problems.push({ ...where(field), path: field, message: `expected ${expected}, found nothing at ${path}` });
+    else if (real !== repoDir && !real.startsWith(`${repoDir}${sep}`)) problems.push({ ...where(field), path: field, message: `expected ${expected} (${repoDir}), found ${real}, outside it` });
+    else if (kind === "file" && !stats.isFile()) problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
+    else if (kind === "inventory" && !stats.isFile() && !stats.isDirectory()) problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
+    return real ?? path;
+  };
+  const inventoryFile = await inside("inventory", document.inventory, "inventory");
+  const playbookFile = await inside("playbook", document.playbook, "file");
+
+  const overlayFile = document.overrides ? resolve(source.dir, document.overrides) : join(source.overridesDir, `${document.host}.yml`);
+  const overlayStats = await stat(overlayFile).catch(() => undefined);
+  if (document.overrides && !overlayStats) problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found nothing at ${overlayFile}` });
+  else if (overlayStats && !overlayStats.isFile()) problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found ${kindOf(overlayStats)} at ${overlayFile}` });
+
+  if (document.image.startsWith("file:")) {
+    const image = document.image.slice("file:".length);
+    const stats = await stat(image).catch(() => undefined);
+    if (!stats?.isFile()) problems.push({ ...where("image"), path: "image", message: `expected a qcow2 file, found ${stats ? kindOf(stats) : "nothing"} at ${image}` });
+  }
   if (problems.length > 0) throw new BadInputError(problems);
 
-  const overlay = overlayExists
+  const overlay = overlayStats
     ? { file: overlayFile, document: validateYaml(await readYamlFile(overlayFile, "overlay"), overlaySchema) }
     : { file: undefined, document: overlaySchema.parse({}) };
+  if (overlay.document.vault) {
+    const vault = resolve(dirname(overlayFile), overlay.document.vault);
+    const stats = await stat(vault).catch(() => undefined);
+    if (!stats?.isFile()) throw new BadInputError({ file: overlayFile, path: "vault", message: `expected an Ansible vault file, found ${stats ? kindOf(stats) : "nothing"} at ${vault}` });
+  }
 
-  const inventory = await readInventory(inventoryFile, runner);
+  if (await isInventoryScript(inventoryFile)) {
+    options.say?.(`the inventory ${inventoryFile} is executable: Ansible runs it as an inventory script to list the hosts (as every ansible-playbook of this repo does)`);
+  }
+  const inventory = await readInventory(inventoryFile, runner, repoDir);
   const inventoryHost = inventory.hosts.get(document.host);
   if (!inventoryHost) {
     const known = [...inventory.hosts.keys()].sort();
+    const hint = closest(document.host, known);
     throw new BadInputError({
-      ...positionOfField(yaml, "host"),
+      ...where("host"),
       path: "host",
       message: `host ${JSON.stringify(document.host)} is not in the inventory ${inventoryFile}; expected one of ${
         known.length > 0 ? known.join(", ") : "(it has no hosts)"
-      }`,
+      }${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
     });
   }
 
-  return {
-    name: basename(file).replace(/\.ya?ml$/, ""),
-    file,
-    document,
-    repoDir,
-    inventoryFile,
-    playbookFile,
-    overlay,
-    inventoryHost,
-    inventory,
-  };
-}
-
-function missing(yaml: YamlFile, field: string, path: string, expected: string): InputProblem {
-  return { ...positionOfField(yaml, field), path: field, message: `expected ${expected}, found nothing at ${path}` };
+  return { name: source.name, file: source.file, document, repoDir, inventoryFile, playbookFile, overlay, inventoryHost, inventory };
 }
 
 function positionOfField(yaml: YamlFile, field: string): Pick<InputProblem, "file" | "line" | "column"> {

@@ -3,8 +3,8 @@
  * problem into a {@link InputProblem} that names the file, the line and column, the YAML path,
  * what was expected and what was found.
  */
-import { readFile } from "node:fs/promises";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from "yaml";
+import { readFile, stat } from "node:fs/promises";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair } from "yaml";
 import type { z } from "zod";
 import { BadInputError, type InputProblem } from "../errors.ts";
 
@@ -17,19 +17,42 @@ export interface YamlFile {
   data: unknown;
 }
 
-/** Reads and parses a YAML file; syntax errors become bad input with line and column. */
+/** Profiles and overlays are small: a file larger than this is a mistake, or an attack. */
+export const MAX_YAML_BYTES = 1024 * 1024;
+
+/** How deep a YAML document may nest (a profile nests four or five levels). */
+const MAX_YAML_DEPTH = 64;
+
+/**
+ * Reads and parses a YAML file. Only a regular file of at most {@link MAX_YAML_BYTES} is read (a
+ * FIFO would block forever, a device never end); syntax errors, duplicate keys, aliases that
+ * expand into a bomb, recursive aliases and runaway nesting become bad input with line and column.
+ */
 export async function readYamlFile(file: string, what: string, options: YamlOptions = {}): Promise<YamlFile> {
+  const stats = await stat(file).catch((error: NodeJS.ErrnoException) => error);
+  if (stats instanceof Error) {
+    throw new BadInputError({ file, message: stats.code === "ENOENT" ? `${what} not found (expected a YAML file at this path)` : `cannot read ${what}: ${stats.code ?? stats.message}` });
+  }
+  if (!stats.isFile()) throw new BadInputError({ file, message: `expected ${what} as a YAML file, found ${kindOf(stats)}` });
+  if (stats.size > MAX_YAML_BYTES) {
+    throw new BadInputError({ file, message: `expected ${what} of at most ${MAX_YAML_BYTES / 1024} KiB, found ${Math.round(stats.size / 1024)} KiB` });
+  }
   let text: string;
   try {
     text = await readFile(file, "utf8");
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new BadInputError({
-      file,
-      message: code === "ENOENT" ? `${what} not found (expected a YAML file at this path)` : `cannot read ${what}: ${code}`,
-    });
+    throw new BadInputError({ file, message: `cannot read ${what}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` });
   }
   return parseYamlText(text, file, options);
+}
+
+/** What a path is, in words, for "expected a file, found ...". */
+export function kindOf(stats: import("node:fs").Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isFIFO()) return "a named pipe";
+  if (stats.isCharacterDevice() || stats.isBlockDevice()) return "a device";
+  if (stats.isSocket()) return "a socket";
+  return "something that is not a regular file";
 }
 
 /** How to read a file: our own files are YAML 1.2; Ansible's are read as Ansible does (1.1, see infra/pyyaml.ts). */
@@ -40,21 +63,57 @@ export interface YamlOptions {
 /** Parses YAML text that came from `file`. */
 export function parseYamlText(text: string, file: string, options: YamlOptions = {}): YamlFile {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, ...(options.version ? { version: options.version } : {}) });
+  // Keys are checked for uniqueness below, in one pass: the parser's own check compares each key
+  // with every other (a profile of 40k keys took 14 s).
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false, ...(options.version ? { version: options.version } : {}) });
+  const at = (offset: number) => {
+    const position = lineCounter.linePos(offset);
+    return { file, line: position.line, column: position.col };
+  };
   if (document.errors.length > 0) {
-    throw new BadInputError(
-      document.errors.map((error) => {
-        const position = lineCounter.linePos(error.pos[0]);
-        return {
-          file,
-          line: position.line,
-          column: position.col,
-          message: `invalid YAML: ${firstLine(error.message)}`,
-        };
-      }),
-    );
+    throw new BadInputError(document.errors.map((error) => ({ ...at(error.pos[0]), message: `invalid YAML: ${firstLine(error.message)}` })));
   }
-  return { file, document, lineCounter, data: document.toJS() };
+  const duplicates: InputProblem[] = [];
+  visit(document, {
+    Map(_key, map) {
+      const seen = new Set<string>();
+      for (const pair of map.items) {
+        const key = isScalar(pair.key) ? String(pair.key.value) : undefined;
+        if (key === undefined) continue;
+        if (seen.has(key)) duplicates.push({ ...at((pair.key as Node).range?.[0] ?? 0), message: `duplicate key ${JSON.stringify(key)} (expected each key once in a mapping)` });
+        seen.add(key);
+      }
+    },
+  });
+  if (duplicates.length > 0) throw new BadInputError(duplicates.slice(0, 10));
+  let data: unknown;
+  try {
+    data = document.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    throw new BadInputError({ file, message: `expected YAML whose aliases expand to a reasonable size; found an alias bomb (${firstLine((error as Error).message)})` });
+  }
+  const shape = shapeProblem(data);
+  if (shape) throw new BadInputError({ file, ...(shape.path ? { path: shape.path } : {}), message: shape.message });
+  return { file, document, lineCounter, data };
+}
+
+/** A recursive alias (a value that contains itself) or nesting deeper than {@link MAX_YAML_DEPTH}. */
+function shapeProblem(data: unknown): { path: string; message: string } | undefined {
+  const ancestors = new Set<unknown>();
+  const walk = (value: unknown, path: PropertyKey[]): { path: string; message: string } | undefined => {
+    if (typeof value !== "object" || value === null) return undefined;
+    if (ancestors.has(value)) return { path: formatPath(path), message: "expected data, found a recursive alias (a value that contains itself)" };
+    if (path.length > MAX_YAML_DEPTH) return { path: formatPath(path), message: `expected at most ${MAX_YAML_DEPTH} levels of nesting, found more` };
+    ancestors.add(value);
+    const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((item, index) => [index, item]) : Object.entries(value as Record<string, unknown>);
+    for (const [key, item] of entries) {
+      const problem = walk(item, [...path, key]);
+      if (problem) return problem;
+    }
+    ancestors.delete(value);
+    return undefined;
+  };
+  return walk(data, []);
 }
 
 function firstLine(text: string): string {

@@ -63,14 +63,14 @@ export interface RunInputs {
 /** Checks the options, loads the profile and its secrets; the log redacts them from then on. */
 export async function loadRunInputs(
   command: string,
-  context: Pick<CommandContext, "args" | "log" | "runner" | "locations">,
+  context: Pick<CommandContext, "args" | "log" | "runner" | "locations" | "redactor">,
 ): Promise<RunInputs> {
   expectPositionals(command, context.args.positionals, 1, 1, "one <profile>");
   const options = runCommandOptions(context.args.values);
-  const profile = await loadProfile(context.args.positionals[0]!, context.locations, context.runner);
-  const secrets = await loadSecrets(profile, context.runner);
-  context.log.redactWith(secrets.redact);
-  return { options, profile, secrets, runner: context.runner.withRedaction(secrets.redact) };
+  const profile = await loadProfile(context.args.positionals[0]!, context.locations, context.runner, { say: (line) => context.log.info(line) });
+  // The log and the runner redact through the invocation's redactor: from here on they hide these.
+  const secrets = await loadSecrets(profile, context.runner, context.redactor);
+  return { options, profile, secrets, runner: context.runner };
 }
 
 /**

@@ -67,10 +67,13 @@ export function harnessPeakRssMiB(): number {
   return Math.round(process.resourceUsage().maxRSS / 102.4) / 10;
 }
 
-/** Writes report.json and junit.xml into the run dir. */
-export async function writeReport(report: RunReport): Promise<void> {
-  await writeFile(join(report.runDir, "report.json"), `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(join(report.runDir, "junit.xml"), junitXml(report));
+/**
+ * Writes report.json and junit.xml into the run dir (0600), redacted of the run's secrets in
+ * every form (a check's detail or an apply's failure may quote one).
+ */
+export async function writeReport(report: RunReport, redact: (text: string) => string = (text) => text): Promise<void> {
+  await writeFile(join(report.runDir, "report.json"), redact(`${JSON.stringify(report, null, 2)}\n`), { mode: 0o600 });
+  await writeFile(join(report.runDir, "junit.xml"), redact(junitXml(report)), { mode: 0o600 });
 }
 
 /** JUnit XML: a suite per scenario, a case per check and stage, plus the reboot proof. */

@@ -87,7 +87,7 @@ export async function runScenario(context: SequenceContext, scenario: ScenarioSp
     const machine = live.machine;
     const outputs = live.outputs;
 
-    const applied = await timed("apply", () => applyScenario(context, outputs, scenario, scenarioDir));
+    const applied = await timed("apply", () => applyScenario(context, { outputs, machine }, scenario, scenarioDir));
     report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
     // The first boot has long finished by now (the apply took minutes): its time is final.
     report.guestBootSeconds.push(await machine.guestBootSeconds());
@@ -239,7 +239,7 @@ async function rebootWithOneResetOnTcgRace(context: SequenceContext, machine: Ma
  */
 export async function applyScenario(
   context: Pick<SequenceContext, "profile" | "certs" | "runner" | "log" | "signal" | "secrets">,
-  outputs: StackOutputs,
+  { outputs, machine }: { outputs: StackOutputs; machine: Machine },
   scenario: Pick<ScenarioSpec, "name" | "vars">,
   scenarioDir: string,
 ): Promise<ApplyResult & { certificate: CertificateOutcome | null }> {
@@ -248,7 +248,7 @@ export async function applyScenario(
     : undefined;
   const before = wildcard ? await wildcardBeforeApply(wildcard) : undefined;
   const vars = { ...scenario.vars, ...before?.vars };
-  const input = { profile: context.profile, outputs, scenario: { name: scenario.name, vars }, certs: context.certs, secrets: context.secrets, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
+  const input = { profile: context.profile, outputs, target: machine.target, scenario: { name: scenario.name, vars }, certs: context.certs, secrets: context.secrets, dir: join(scenarioDir, "ansible"), runner: context.runner, log: context.log, signal: context.signal };
   await mkdir(input.dir, { recursive: true });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);

@@ -1,14 +1,17 @@
 /**
- * Secrets of a run (ADR-025 invariant 6): the overlay's `secretVars` and every value of its
- * Ansible vault. They reach the VM through Ansible and nowhere else: they are kept out of the
- * run dir's files, redacted from every command record and log line, and a final scrub replaces
- * any that still slipped into a file of the run dir (an Ansible log, a journal, a console log).
+ * Secrets of a run (ADR-025 invariant 6): the overlay's `secretVars`, every value of its vault,
+ * and every value the infrastructure repo keeps vaulted for the impersonated host (vault-encrypted
+ * files and inline `!vault` strings), learnt before anything runs. They reach the VM through
+ * Ansible and nowhere else: kept out of the run dir's files, redacted from every sink in every
+ * form a sink shows them (raw, JSON-escaped, Python-quoted, each line of a multi-line value), and
+ * a final scrub replaces any that still slipped into a file of the run dir (an Ansible log, a
+ * journal, a console log).
  */
-import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, lstat, readdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { parse } from "yaml";
 import type { Runner } from "../../infra/runner.ts";
-import { RefusedError } from "../errors.ts";
+import { hostVaultFiles, readVaultedValues } from "../ansible/vault.ts";
+import { BadInputError, RefusedError } from "../errors.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 
 /** What replaces a secret. */
@@ -17,10 +20,71 @@ export const REDACTED = "[redacted]";
 /** Values shorter than this are not redacted: "true" or "22" would shred every log. */
 const MIN_SECRET_LENGTH = 6;
 
+/**
+ * The forms a secret value takes where boma-it's sinks show it: as is; inside a JSON string
+ * (Ansible's callbacks and our reports, with and without `\u` escapes for non-ASCII); inside a
+ * Python string literal (Ansible's error messages quote dicts with repr); and, for a multi-line
+ * value, each of its lines in each of those forms.
+ */
+export function secretForms(value: string): string[] {
+  const pieces = [value, ...(value.includes("\n") ? value.split(/\r?\n/) : [])];
+  const forms = new Set<string>();
+  for (const piece of pieces) {
+    forms.add(piece);
+    const json = JSON.stringify(piece).slice(1, -1);
+    forms.add(json);
+    forms.add(json.replace(/[\u0080-\uffff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`));
+    forms.add(piece.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t"));
+  }
+  return [...forms].filter((form) => form.length >= MIN_SECRET_LENGTH);
+}
+
+/**
+ * A growing set of secrets and the redaction of all their forms. One CLI invocation has one: its
+ * log, its runner, what it prints and what it writes all redact through it, so a secret learnt
+ * at any point (a DNS token, a certificate key) is hidden everywhere from then on.
+ */
+export class Redactor {
+  readonly #values: string[] = [];
+  /** Every form of every value, longest first (so a longer secret is not half-replaced by a shorter one). */
+  #forms: string[] = [];
+
+  /** The secret values (not their forms). */
+  get values(): readonly string[] {
+    return this.#values;
+  }
+
+  /** Every form that is redacted, longest first. */
+  get forms(): readonly string[] {
+    return this.#forms;
+  }
+
+  /** Adds secret values; too short ones (see {@link MIN_SECRET_LENGTH}) are ignored. */
+  add(...values: readonly string[]): void {
+    let changed = false;
+    for (const value of values) {
+      if (value.length < MIN_SECRET_LENGTH || this.#values.includes(value)) continue;
+      this.#values.push(value);
+      changed = true;
+    }
+    if (changed) this.#forms = [...new Set(this.#values.flatMap(secretForms))].sort((a, b) => b.length - a.length);
+  }
+
+  /** `text` with every form of every secret replaced by {@link REDACTED}. */
+  readonly redact = (text: string): string => replaceForms(text, this.#forms);
+}
+
+/** `text` with each of `forms` (longest first) replaced by {@link REDACTED}. */
+function replaceForms(text: string, forms: readonly string[]): string {
+  let result = text;
+  for (const form of forms) if (result.includes(form)) result = result.split(form).join(REDACTED);
+  return result;
+}
+
 /** The secrets of a run and how to hide them. */
 export interface RunSecrets {
   /** The secret values, longest first. */
-  values: string[];
+  readonly values: readonly string[];
   /** The overlay's vault file, given to Ansible as extra vars (it decrypts it itself). */
   vaultFile: string | undefined;
   /** The overlay vars that are secret, by name (passed to Ansible outside the run dir). */
@@ -28,42 +92,72 @@ export interface RunSecrets {
   redact(text: string): string;
   /** Adds a secret learnt during the run (a DNS token read from the repo's vault); redacted from then on. */
   add(value: string): void;
+  /** The redaction every sink shares. */
+  readonly redactor: Redactor;
 }
 
-/** Collects a profile's secrets; decrypts the overlay's vault with Ansible's own password settings. */
-export async function loadSecrets(profile: LoadedProfile, runner: Runner): Promise<RunSecrets> {
+/**
+ * Collects a profile's secrets into `redactor`: the overlay's secretVars, its vault, and every
+ * vaulted value of the repo's inventory vars for the host (and, best effort, the repo's other
+ * vaulted files), all decrypted once with Ansible's own loader and password settings. A vault
+ * Ansible cannot decrypt for the host is refused (exit 3, how to give it the password); one it
+ * cannot read is bad input (exit 2, naming the file and never its content).
+ */
+export async function loadSecrets(profile: LoadedProfile, runner: Runner, redactor: Redactor = new Redactor()): Promise<RunSecrets> {
   const overlay = profile.overlay.document;
   const secretVars = Object.fromEntries(overlay.secretVars.map((name) => [name, overlay.vars[name]]));
-  const values: string[] = leaves(secretVars);
-  let vaultFile: string | undefined;
-  if (overlay.vault) {
-    vaultFile = resolve(dirname(profile.overlay.file!), overlay.vault);
-    const view = await runner.run("ansible-vault", ["view", vaultFile], { check: false });
-    if (view.failed) {
+  redactor.add(...leaves(secretVars));
+  const vaultFile = overlay.vault ? resolve(dirname(profile.overlay.file!), overlay.vault) : undefined;
+  const repo = await hostVaultFiles(profile);
+  const required = [...(vaultFile ? [vaultFile] : []), ...repo.host];
+  const read = await readVaultedValues([...required, ...repo.elsewhere], { runner, cwd: profile.repoDir });
+  if (read.passwordProblem && required.length > 0) {
+    throw new RefusedError(
+      `cannot decrypt ${describeVaults(vaultFile, repo.host)}: ${read.passwordProblem}`,
+      "give Ansible the vault password as usual: ANSIBLE_VAULT_PASSWORD_FILE=/path/to/file (a file, or an executable that prints it), or vault_password_file in the repo's ansible.cfg",
+    );
+  }
+  for (const file of required) {
+    const outcome = read.files.get(file);
+    if (!outcome) continue;
+    if ("values" in outcome) {
+      redactor.add(...outcome.values);
+      continue;
+    }
+    const what = file === vaultFile ? `the overlay's vault ${file}` : `${file} (vaulted vars of ${profile.document.host} in the infrastructure repo)`;
+    if (/no vault secrets|Decryption failed|vault password/i.test(outcome.error)) {
       throw new RefusedError(
-        `cannot decrypt the overlay's vault ${vaultFile}: ${view.stderr.trim().split("\n").at(-1) ?? `exit ${view.exitCode}`}`,
+        `cannot decrypt ${what}: ${outcome.error}`,
         "give Ansible the vault password as usual: ANSIBLE_VAULT_PASSWORD_FILE=/path/to/file (a file, or an executable that prints it)",
       );
     }
-    values.push(...leaves(parse(view.stdout) as unknown));
+    throw new BadInputError({ file, message: `Ansible cannot read this vaulted file (expected YAML it can load, found: ${outcome.error})` });
   }
-  return secretsOf(values, vaultFile, secretVars);
+  // The repo's other vaulted files (roles' vars, other hosts' vars): whatever decrypts is secret too.
+  for (const file of repo.elsewhere) {
+    const outcome = read.files.get(file);
+    if (outcome && "values" in outcome) redactor.add(...outcome.values);
+  }
+  return secretsOf([], vaultFile, secretVars, redactor);
 }
 
-/** Builds the redaction of a set of secret values. */
-export function secretsOf(values: readonly string[], vaultFile?: string, secretVars: Record<string, unknown> = {}): RunSecrets {
-  const sorted = [...new Set(values.filter((value) => value.length >= MIN_SECRET_LENGTH))].sort((a, b) => b.length - a.length);
+function describeVaults(vaultFile: string | undefined, repoFiles: readonly string[]): string {
+  const parts = [...(vaultFile ? [`the overlay's vault ${vaultFile}`] : []), ...(repoFiles.length > 0 ? [`the repo's vaulted vars (${repoFiles.join(", ")})`] : [])];
+  return parts.join(" and ");
+}
+
+/** The secrets of a set of values (tests, and the runs that learn theirs through {@link loadSecrets}). */
+export function secretsOf(values: readonly string[], vaultFile?: string, secretVars: Record<string, unknown> = {}, redactor: Redactor = new Redactor()): RunSecrets {
+  redactor.add(...values);
   return {
-    values: sorted,
+    get values() {
+      return [...redactor.values].sort((a, b) => b.length - a.length);
+    },
     vaultFile,
     secretVars,
-    // Reads `sorted` at each call: runners and logs built on this see secrets added later.
-    redact: (text) => sorted.reduce((result, secret) => result.split(secret).join(REDACTED), text),
-    add: (value) => {
-      if (value.length < MIN_SECRET_LENGTH || sorted.includes(value)) return;
-      sorted.push(value);
-      sorted.sort((a, b) => b.length - a.length);
-    },
+    redact: redactor.redact,
+    add: (value) => redactor.add(value),
+    redactor,
   };
 }
 
@@ -76,17 +170,20 @@ function leaves(value: unknown): string[] {
   return [];
 }
 
-/** Rewrites every file under `dir` that holds a secret; returns the files it changed. */
-export async function scrubDir(dir: string, secrets: RunSecrets): Promise<string[]> {
-  if (secrets.values.length === 0) return [];
+/** Rewrites every file under `dir` that holds a secret in any of its forms; returns the files it changed. */
+export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor">): Promise<string[]> {
+  if (secrets.redactor.forms.length === 0) return [];
+  // Files are read as bytes (latin1): a console log need not be UTF-8; the forms are matched as their UTF-8 bytes.
+  const forms = secrets.redactor.forms.map((form) => Buffer.from(form, "utf8").toString("latin1")).sort((a, b) => b.length - a.length);
   const changed: string[] = [];
   const walk = async (folder: string): Promise<void> => {
     for (const entry of await readdir(folder, { withFileTypes: true }).catch(() => [])) {
       const path = join(folder, entry.name);
+      // Links lead out of the run dir (the real repo's group_vars): never followed, never written.
       if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile() && (await stat(path)).size < 256 * 1024 * 1024) {
+      else if (entry.isFile() && (await lstat(path)).size < 256 * 1024 * 1024) {
         const text = await readFile(path, "latin1");
-        const scrubbed = secretsOf(secrets.values.map((value) => Buffer.from(value, "utf8").toString("latin1"))).redact(text);
+        const scrubbed = replaceForms(text, forms);
         if (scrubbed !== text) {
           await writeFile(path, scrubbed, "latin1");
           changed.push(path);
@@ -96,4 +193,17 @@ export async function scrubDir(dir: string, secrets: RunSecrets): Promise<string
   };
   await walk(dir);
   return changed;
+}
+
+/**
+ * Makes a run dir private: the dir and every folder in it 0700, every file 0600 (what the
+ * harness, Ansible and virtlogd wrote alike). Links are left alone: they point out of the run dir.
+ */
+export async function makePrivate(dir: string): Promise<void> {
+  await chmod(dir, 0o700).catch(() => undefined);
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) await makePrivate(path);
+    else if (entry.isFile()) await chmod(path, 0o600).catch(() => undefined);
+  }
 }

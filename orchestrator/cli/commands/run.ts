@@ -7,7 +7,7 @@ import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
 import { BadInputError, BomaError, ExitCode, InterruptedError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
 import { loadRunInputs, planRunCerts, preflightRun } from "../../run/preflight.ts";
-import { scrubDir } from "../../run/secrets.ts";
+import { makePrivate, scrubDir } from "../../run/secrets.ts";
 import { bootTimeouts } from "../../run/provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport } from "../../run/report.ts";
 import { runScenario, type ScenarioSpec } from "../../run/scenario.ts";
@@ -23,9 +23,9 @@ the reboot. RED (the control) must pass before and fail after the reboot; otherw
 is not faithful (exit 1). A failing scenario keeps its VM (unless --keep never) and writes
 diagnostics/. The run dir gets report.json and junit.xml; --json prints the report.`,
   options: RUN_OPTIONS,
-  async run({ args, json, log, runner: plainRunner, env, locations, runsDir, signal }) {
+  async run({ args, json, log, runner: plainRunner, env, locations, runsDir, signal, redactor }) {
     // From here on every command record and log line is redacted of the run's secrets.
-    const inputs = await loadRunInputs("run", { args, log, runner: plainRunner, locations });
+    const inputs = await loadRunInputs("run", { args, log, runner: plainRunner, locations, redactor });
     const { options, profile, secrets, runner } = inputs;
     const declared = profile.document.scenarios;
     const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
@@ -97,10 +97,11 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
         report.finishedAt = new Date().toISOString();
         report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
         report.harness = { peakRssMiB: harnessPeakRssMiB() };
-        await writeReport(report);
+        await writeReport(report, secrets.redact);
         // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
         const scrubbed = await scrubDir(runDir, secrets);
         if (scrubbed.length > 0) log.info(`redacted secrets in ${scrubbed.length} file(s) of the run dir`);
+        await makePrivate(runDir);
       }
       if (thrown !== undefined) throw thrown;
 

@@ -6,7 +6,7 @@ import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
 import { loadRunInputs, planRunCerts, preflightRun } from "../../run/preflight.ts";
-import { scrubDir } from "../../run/secrets.ts";
+import { makePrivate, scrubDir } from "../../run/secrets.ts";
 import { bootTimeouts, prepareRun, provision } from "../../run/provision.ts";
 import { asBomaError, teardown } from "../../run/stacks.ts";
 import type { Machine } from "../../guest/machine.ts";
@@ -23,9 +23,9 @@ On success the VM stays up: reach it with \`boma-it ssh <run>\`, remove it with 
 If it fails to come up or to apply, what was created is removed again (unless --keep always;
 --keep on-failure keeps it when the apply itself failed); the serial console stays in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: RUN_OPTIONS,
-  async run({ args, log, runner: plainRunner, env, locations, runsDir, signal }) {
+  async run({ args, log, runner: plainRunner, env, locations, runsDir, signal, redactor }) {
     // From here on every command record and log line is redacted of the run's secrets.
-    const inputs = await loadRunInputs("up", { args, log, runner: plainRunner, locations });
+    const inputs = await loadRunInputs("up", { args, log, runner: plainRunner, locations, redactor });
     const { options, profile, secrets, runner } = inputs;
     if (options.scenario === "red-green") {
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
@@ -49,7 +49,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
         );
         machine = live.machine;
         const applied = await log.step(`apply (${scenarioName} vars)`, () =>
-          applyScenario({ profile, certs, runner, log, signal, secrets }, live.outputs, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
+          applyScenario({ profile, certs, runner, log, signal, secrets }, live, { name: scenarioName, vars: declared?.vars ?? {} }, run.runDir),
         );
         live.phases.push({ name: "apply", seconds: applied.seconds });
         const summary = {
@@ -106,6 +106,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
         await machine?.closeConnection();
         // Anything secret that reached a file of the run dir (a log, a journal) is replaced.
         await scrubDir(run.runDir, secrets);
+        await makePrivate(run.runDir);
       }
     } finally {
       await release();

@@ -92,7 +92,7 @@ describe("loadProfile", () => {
     assert.match(repo.error.message, /p\.yml:2:7: repo: expected a directory \(the infrastructure repo\), found nothing at .*nowhere/);
     const both = await problemsFor(GOOD.replace("inventory/hosts.yml", "inventory/none.yml").replace("site.yml", "none.yml"));
     assert.equal(both.error.problems.length, 2);
-    assert.match(both.error.message, /inventory: expected an inventory file inside repo, found nothing at .*none\.yml/);
+    assert.match(both.error.message, /inventory: expected an inventory \(a file or a folder\) inside repo, found nothing at .*none\.yml/);
     assert.match(both.error.message, /playbook: expected a playbook file inside repo, found nothing at .*none\.yml/);
   });
 

@@ -1,0 +1,173 @@
+/**
+ * Confinement of an apply (ADR-025 invariant 1): Ansible's only destination is the test VM with
+ * its pinned host key, whatever the infrastructure repo holds. Two layers:
+ *
+ * - A guard that configuration cannot switch off: every connection Ansible makes goes through a
+ *   harness-owned ssh program (confined_ssh.py) that refuses any other destination, port, user,
+ *   identity or config file before anything connects, and forces the pin (host key, the run's
+ *   key alone, no agent, no jump host, the user's ssh config left out). sftp and scp are refused
+ *   outright: files go over that ssh (`ssh_transfer_method: piped`).
+ * - So that a repo written for the real fleet still applies to the VM, every variable of
+ *   Ansible's ssh connection that says where and how to connect (every name Ansible's own
+ *   documentation gives it, `ansible_ssh_host` as well as `ansible_host`) is set for the VM as an
+ *   extra var, which wins over every inventory, group_vars/host_vars and play source.
+ *
+ * What Ansible runs on the controller itself (lookups, the repo's own plugins) cannot be confined
+ * this way: docs/runbooks/integration-testing.md says so.
+ */
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { quoteArg, type Runner } from "../../infra/runner.ts";
+import { HarnessError } from "../errors.ts";
+import { confinedSshOptions, type SshTarget } from "../host/ssh.ts";
+import { ansiblePython } from "./vault.ts";
+
+/** What confines one apply: its programs, the extra vars and environment that route Ansible through them. */
+export interface Confinement {
+  /** The ssh Ansible runs. */
+  sshProgram: string;
+  /** What Ansible runs for sftp and scp: a refusal. */
+  transferProgram: string;
+  /** Extra vars that point every connection variable at the VM (the last word over the repo's). */
+  extraVars: Record<string, unknown>;
+  /** Environment for Ansible's processes. */
+  env: Record<string, string>;
+  /** Connections the guard refused, in order. */
+  refusals(): Promise<Refusal[]>;
+  /** What the guard overrode in Ansible's ssh arguments (a jump host, host key checking off), once each. */
+  notes(): Promise<string[]>;
+}
+
+/** A connection the guard refused. */
+export interface Refusal {
+  what: string;
+  detail: string;
+}
+
+/**
+ * The value each ssh connection option gets for the VM, by the option's name in Ansible's ssh
+ * plugin. Empty strings switch an option off: no ssh_args of the repo's, no password (sshpass).
+ */
+function forcedOptionValues(target: SshTarget, programs: { ssh: string; transfer: string }): Record<string, unknown> {
+  return {
+    host: target.ip,
+    port: 22,
+    remote_user: target.user,
+    private_key_file: target.keyFile,
+    password: "",
+    sshpass_prompt: "",
+    pkcs11_provider: "",
+    ssh_executable: programs.ssh,
+    sftp_executable: programs.transfer,
+    scp_executable: programs.transfer,
+    ssh_args: "",
+    ssh_common_args: "",
+    ssh_extra_args: "",
+    scp_extra_args: "",
+    sftp_extra_args: "",
+    ssh_transfer_method: "piped",
+    host_key_checking: true,
+  };
+}
+
+/**
+ * The variables of each option of Ansible's ssh connection plugin in ansible-core 2.14 (from its
+ * documentation). Used when `ansible-doc` cannot say; otherwise what it says is added to these.
+ */
+const KNOWN_OPTION_VARS: Readonly<Record<string, readonly string[]>> = {
+  host: ["ansible_host", "ansible_ssh_host"],
+  port: ["ansible_port", "ansible_ssh_port"],
+  remote_user: ["ansible_user", "ansible_ssh_user"],
+  private_key_file: ["ansible_private_key_file", "ansible_ssh_private_key_file"],
+  password: ["ansible_password", "ansible_ssh_pass", "ansible_ssh_password"],
+  sshpass_prompt: ["ansible_sshpass_prompt"],
+  pkcs11_provider: ["ansible_ssh_pkcs11_provider"],
+  ssh_executable: ["ansible_ssh_executable"],
+  sftp_executable: ["ansible_sftp_executable"],
+  scp_executable: ["ansible_scp_executable"],
+  ssh_args: ["ansible_ssh_args"],
+  ssh_common_args: ["ansible_ssh_common_args"],
+  ssh_extra_args: ["ansible_ssh_extra_args"],
+  scp_extra_args: ["ansible_scp_extra_args"],
+  sftp_extra_args: ["ansible_sftp_extra_args"],
+  ssh_transfer_method: ["ansible_ssh_transfer_method"],
+  host_key_checking: ["ansible_host_key_checking", "ansible_ssh_host_key_checking"],
+};
+
+let documentedVars: Promise<Record<string, string[]>> | undefined;
+
+/** The variables of each ssh connection option, as the installed Ansible documents them. */
+function optionVars(runner: Runner): Promise<Record<string, string[]>> {
+  documentedVars ??= (async () => {
+    const merged: Record<string, string[]> = Object.fromEntries(Object.entries(KNOWN_OPTION_VARS).map(([option, names]) => [option, [...names]]));
+    const doc = await runner.run("ansible-doc", ["-t", "connection", "ansible.builtin.ssh", "--json"], { check: false, timeoutMs: 60_000, env: { ANSIBLE_LOG_PATH: "/dev/null" } });
+    if (doc.failed) return merged;
+    try {
+      const options = (JSON.parse(doc.stdout) as Record<string, { doc?: { options?: Record<string, { vars?: { name: string }[] }> } }>)["ansible.builtin.ssh"]?.doc?.options ?? {};
+      for (const [option, spec] of Object.entries(options)) {
+        if (!(option in merged)) continue;
+        // Only plain variable names: `inventory_hostname` and `delegated_vars[...]` are not set by a repo.
+        for (const { name } of spec.vars ?? []) if (/^ansible_\w+$/.test(name) && !merged[option]!.includes(name)) merged[option]!.push(name);
+      }
+    } catch {
+      // An Ansible that documents nothing parseable: the known names stand.
+    }
+    return merged;
+  })();
+  return documentedVars;
+}
+
+/** Writes the apply's confined ssh (and the sftp/scp refusal) into `dir` and says how to route Ansible through it. */
+export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner): Promise<Confinement> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  const realSsh = await runner.which("ssh");
+  if (!realSsh) throw new HarnessError("ssh is not on PATH (apt-get install openssh-client): Ansible cannot reach the VM");
+  const refusalsFile = join(dir, "refusals.jsonl");
+  const notesFile = join(dir, "notes.jsonl");
+  const settingsFile = join(dir, "settings.json");
+  // Ansible's connections share the run's master connection (its socket is the harness's, 0700).
+  const forcedOptions = confinedSshOptions(target, { connectTimeoutSeconds: 10 });
+  await writeFile(
+    settingsFile,
+    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, forcedOptions, refusals: refusalsFile, notes: notesFile }, null, 2)}\n`,
+    { mode: 0o600 },
+  );
+  const python = await ansiblePython(runner);
+  const sshProgram = join(dir, "ssh");
+  await writeFile(sshProgram, `#!/bin/sh\n# boma-it: the only ssh of this apply (see orchestrator/ansible/confine.ts)\nexec ${quoteArg(python)} ${quoteArg(join(import.meta.dirname, "confined_ssh.py"))} ${quoteArg(settingsFile)} "$@"\n`, { mode: 0o700 });
+  const transferProgram = join(dir, "no-file-transfer");
+  const refusal = JSON.stringify({ what: "a file transfer by sftp or scp", detail: "boma-it sends files over its confined ssh (ssh_transfer_method piped)" });
+  await writeFile(
+    transferProgram,
+    `#!/bin/sh\n# boma-it: sftp and scp would bypass the confined ssh\nprintf '%s\\n' ${quoteArg(refusal)} >> ${quoteArg(refusalsFile)}\necho 'boma-it confinement: refused a file transfer by sftp or scp (files go over the confined ssh)' >&2\nexit 255\n`,
+    { mode: 0o700 },
+  );
+
+  const values = forcedOptionValues(target, { ssh: sshProgram, transfer: transferProgram });
+  const extraVars: Record<string, unknown> = {};
+  for (const [option, names] of Object.entries(await optionVars(runner))) for (const name of names) extraVars[name] = values[option];
+  // The builtin plugin by its full name: a repo's connection_plugins/ssh.py cannot stand in for it.
+  extraVars.ansible_connection = "ansible.builtin.ssh";
+  extraVars.ansible_python_interpreter = "/usr/bin/python3";
+
+  const readLines = async (file: string): Promise<Record<string, string>[]> =>
+    (await readFile(file, "utf8").catch(() => ""))
+      .split("\n")
+      .filter(Boolean)
+      .flatMap((line) => {
+        try {
+          return [JSON.parse(line) as Record<string, string>];
+        } catch {
+          return [];
+        }
+      });
+  return {
+    sshProgram,
+    transferProgram,
+    extraVars,
+    env: { ANSIBLE_SSH_EXECUTABLE: sshProgram, ANSIBLE_SSH_TRANSFER_METHOD: "piped" },
+    refusals: async () => (await readLines(refusalsFile)).map((entry) => ({ what: entry.what ?? "a connection", detail: entry.detail ?? "" })),
+    notes: async () => [...new Set((await readLines(notesFile)).map((entry) => entry.note ?? "").filter(Boolean))],
+  };
+}

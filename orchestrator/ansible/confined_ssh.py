@@ -1,0 +1,166 @@
+"""The only ssh Ansible runs during a boma-it apply: it reaches the test VM, or nothing.
+
+confine.ts writes a small program per apply that runs this file with the apply's settings (a
+JSON file: the real ssh, the VM's address, port and user, the run's key, the pinning options).
+Ansible's argv (its ssh_args, the repo's ansible.cfg, ANSIBLE_SSH_ARGS, connection variables)
+is judged as OpenSSH itself reads it (`ssh -G`, the user's ssh config left out):
+
+- a destination, port or user other than the VM's, a config file (-F), a control socket (-S), a
+  stdio forward (-W) or another identity: refused before anything connects (exit 255, a line on
+  stderr, and a record in the refusals file the harness reads after Ansible ends);
+- host key pinning, the run's key only, no agent, no jump host, no forwarding: forced, whatever
+  the argv says (OpenSSH keeps the first value of an option, and these come first); what was
+  overridden is noted for the run's log.
+
+Then the real ssh runs with the forced options in front of Ansible's own.
+"""
+import json
+import os
+import subprocess
+import sys
+
+# ssh(1)'s options, as its getopt string has them (those followed by ':' take a value).
+SSH_GETOPT = "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy"
+WITH_VALUE = {SSH_GETOPT[i] for i in range(len(SSH_GETOPT) - 1) if SSH_GETOPT[i + 1] == ":"}
+
+# Flags that would take a connection out of the harness's hands, whatever else is forced.
+REFUSED_FLAGS = {
+    "F": "a config file of its own (-F)",
+    "S": "a control socket of its own (-S)",
+    "W": "a stdio forward (-W)",
+    "w": "a tunnel device (-w)",
+    "G": "printing its configuration (-G)",
+    "Q": "a query (-Q)",
+}
+
+
+def options_of(argv):
+    """(flag, value) pairs of an ssh argv; ssh reads options before and after the destination."""
+    pairs, index, positionals = [], 0, []
+    while index < len(argv):
+        arg = argv[index]
+        if positionals and len(positionals) >= 1 and not arg.startswith("-"):
+            break  # the remote command
+        if arg == "--":
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            letters = arg[1:]
+            position = 0
+            while position < len(letters):
+                flag = letters[position]
+                if flag in WITH_VALUE:
+                    value = letters[position + 1 :]
+                    if value == "":
+                        index += 1
+                        value = argv[index] if index < len(argv) else ""
+                    pairs.append((flag, value))
+                    break
+                pairs.append((flag, ""))
+                position += 1
+        else:
+            positionals.append(arg)
+        index += 1
+    return pairs, positionals
+
+
+def effective(real_ssh, args):
+    """OpenSSH's own reading of an argv (`ssh -G`; the user's and the system's config left out)."""
+    result = subprocess.run([real_ssh, "-G", "-F", "/dev/null", *args], capture_output=True, text=True, check=False)
+    config = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        config.setdefault(key.lower(), []).append(value)
+    return config, result
+
+
+def first(config, key):
+    values = config.get(key, [])
+    return values[0] if values else ""
+
+
+def record(path, entry):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def refuse(settings, what, detail):
+    message = f"boma-it confinement: refused {what}: {detail}; only the test VM ({settings['ip']}:{settings['port']} as {settings['user']}) is reachable from a boma-it apply"
+    record(settings["refusals"], {"what": what, "detail": detail})
+    sys.stderr.write(message + "\n")
+    sys.exit(255)
+
+
+def setting_source(pairs, keyword, flag):
+    """The argv option that set `keyword` (for messages): `-o Port=2222` or `-p 2222`."""
+    for option, value in pairs:
+        if option == flag:
+            return f"-{flag} {value}"
+        if option == "o" and value.lower().replace(" ", "=").split("=", 1)[0] == keyword:
+            return f"-o {value}"
+    return None
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        settings = json.load(handle)
+    args = sys.argv[2:]
+    real_ssh = settings["realSsh"]
+    pairs, positionals = options_of(args)
+    for flag, _value in pairs:
+        if flag in REFUSED_FLAGS:
+            refuse(settings, f"ssh with {REFUSED_FLAGS[flag]}", f"Ansible's ssh arguments hold -{flag}")
+    if not positionals:
+        # No destination, no connection: Ansible probing what ssh supports (`ssh -o ControlPersist`).
+        os.execv(real_ssh, [real_ssh, *args])
+
+    # What the argv asks for on its own: a different destination is refused, not redirected.
+    asked, probe = effective(real_ssh, args)
+    if probe.returncode != 0:
+        refuse(settings, "ssh arguments OpenSSH cannot read", (probe.stderr.strip().splitlines() or ["ssh -G failed"])[-1][:300])
+    host, port, user = first(asked, "hostname"), first(asked, "port"), first(asked, "user")
+    wrong = []
+    if host != settings["ip"]:
+        wrong.append(("hostname", "", f"host {host}"))
+    if port != str(settings["port"]):
+        wrong.append(("port", "p", f"port {port}"))
+    if user != settings["user"]:
+        wrong.append(("user", "l", f"user {user}"))
+    if wrong:
+        sources = [setting_source(pairs, keyword, flag) for keyword, flag, _ in wrong]
+        named = "; set by " + ", ".join(source for source in sources if source) if any(sources) else "; the destination Ansible was given"
+        refuse(settings, f"ssh to {host}:{port} as {user}", ", ".join(text for _, _, text in wrong) + named + " (a connection variable, ssh_args in ansible.cfg, or ANSIBLE_SSH_ARGS)")
+    notes = []
+    for keyword in ("proxyjump", "proxycommand"):
+        value = first(asked, keyword)
+        if value and value != "none":
+            notes.append(f"{keyword} {value} (ignored: the VM is reached directly)")
+    if first(asked, "stricthostkeychecking") in ("false", "no", "off", "accept-new"):
+        notes.append("StrictHostKeyChecking off (ignored: the VM's host key is pinned)")
+    for note in notes:
+        record(settings["notes"], {"note": note})
+
+    # The forced options come first (OpenSSH keeps the first value of each), -F /dev/null among them.
+    final = [*settings["forcedOptions"], *args]
+    forced, check = effective(real_ssh, final)
+    expected = {
+        "hostname": settings["ip"],
+        "port": str(settings["port"]),
+        "user": settings["user"],
+        "stricthostkeychecking": "true",
+        "identitiesonly": "yes",
+        "hostkeyalias": settings["alias"],
+    }
+    for keyword, value in expected.items():
+        if check.returncode != 0 or first(forced, keyword) != value:
+            refuse(settings, "an ssh call whose settings could not be pinned", f"{keyword} is {first(forced, keyword)!r}, expected {value!r}")
+    others = [value for value in forced.get("identityfile", []) if value != settings["keyFile"]]
+    others += forced.get("certificatefile", [])
+    if others:
+        refuse(settings, f"ssh with the identity {others[0]}", "only the run's own key is offered to the VM (an IdentityFile or -i in Ansible's ssh arguments)")
+
+    environment = {key: value for key, value in os.environ.items() if key not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+    os.execve(real_ssh, [real_ssh, *final], environment)
+
+
+if __name__ == "__main__":
+    main()
