@@ -1,71 +1,175 @@
 /**
- * The run lock: one harness at a time provisions a test VM, across processes. A lock file holds
- * the owner's pid and when it started; a lock whose owner died is stale and is taken over (and
- * removed by reap). The start matters after a crash of the host: the lock file outlives it, and
- * the pid may then belong to any process of the next boot.
+ * The run lock: one harness at a time works on test VMs, on the whole machine (every checkout,
+ * every stacks dir, every user). It is a kernel lock (flock) on one file, held by a small child
+ * process that lives exactly as long as the harness (`tail --pid`): the kernel gives it to exactly
+ * one taker however many race for it, and frees it when its holder dies, however it dies (SIGKILL,
+ * a crash, a power cut): there is no stale lock to judge or take over. The file also says who
+ * holds it (pid and start, since when, which runs), for messages and for the reaper, which spares
+ * whatever the holder made. Who holds it is read from /proc/locks, never by taking it.
  */
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmod, open, readFile, stat, writeFile } from "node:fs/promises";
+import { ownerAlive, processStart } from "../../infra/process.ts";
 import { RefusedError } from "../errors.ts";
-import { ownerAlive, processStart, type OwnerCheck } from "../../infra/process.ts";
 
-/** The lock file under the stacks dir. */
-export function lockPath(stacksDir: string): string {
-  return join(stacksDir, "run.lock");
+/** Who holds the run lock, as the holder wrote it. */
+export interface LockHolder {
+  pid: number;
+  /** When that process started (see `processStart`), when /proc could tell. */
+  start?: string;
+  /** Milliseconds since the epoch at which it took the lock. */
+  since: number;
+  /** What it is doing: `run`, `up`, a verb on a kept run. */
+  purpose: string;
+  /** The runs it works on (claimed as they are named). */
+  runIds: string[];
 }
 
-/** Takes the lock or refuses (exit 3) naming the living owner; returns the release function. */
-export async function acquireRunLock(stacksDir: string, isAlive: OwnerCheck = ownerAlive): Promise<() => Promise<void>> {
-  const path = lockPath(stacksDir);
-  await mkdir(stacksDir, { recursive: true });
-  for (let attempt = 0; attempt < 3; attempt += 1) {
-    try {
-      await writeFile(path, `${process.pid}\n${processStart() ?? ""}\n`, { flag: "wx", mode: 0o600 });
-      return async () => {
-        // Only our own lock is ours to remove.
-        if ((await readOwner(path))?.pid === process.pid) await rm(path, { force: true });
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = await readOwner(path);
-      if (owner !== undefined && owner.pid !== process.pid && isAlive(owner.pid, owner.start)) {
-        throw new RefusedError(
-          `another boma-it run (pid ${owner.pid}) is provisioning a test VM: boma-it runs one at a time`,
-          "wait for it, or see `npm run boma-it -- status`",
-        );
-      }
-      // Stale: its owner is gone. Remove it and try again.
-      await rm(path, { force: true });
+/** A held run lock. */
+export interface RunLock {
+  path: string;
+  /** When it was taken (ms since the epoch). */
+  since: number;
+  /** Records that the holder works on `runId` (the reaper spares it, messages name it). */
+  claim(runId: string): Promise<void>;
+  /** Frees the lock (idempotent). */
+  release(): Promise<void>;
+}
+
+/** Exit codes of the holder's shell: the file could not be opened; another process holds the lock. */
+const CANNOT_OPEN = 74;
+const HELD = 75;
+
+/**
+ * Takes the run lock or refuses (exit 3) naming its holder. The file is made if missing (mode
+ * 0666: another user's harness must be able to open it too) and opened without O_CREAT (a sticky
+ * /run/lock refuses O_CREAT on another user's file).
+ */
+export async function acquireRunLock(path: string, purpose: string): Promise<RunLock> {
+  return acquireLock(path, purpose, 0);
+}
+
+/**
+ * Takes a lock like the run lock, waiting up to `waitSeconds` for its holder to let go (0: not
+ * at all); refuses (exit 3) naming the holder when it does not.
+ */
+export async function acquireLock(path: string, purpose: string, waitSeconds: number): Promise<RunLock> {
+  await ensureLockFile(path);
+  const wait = waitSeconds > 0 ? `-w ${Math.ceil(waitSeconds)}` : "-n";
+  const holder = spawn("sh", ["-c", `exec 9<"$1" || exit ${CANNOT_OPEN}; flock ${wait} -E ${HELD} 9 || exit ${HELD}; echo locked; exec tail --pid="$2" -f /dev/null`, "boma-it-lock", path, String(process.pid)], {
+    // A process group of its own: the terminal's Ctrl-C must not free the lock while we clean up.
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const outcome = await new Promise<{ locked: true } | { locked: false; code: number | null; stderr: string }>((resolve) => {
+    let stderr = "";
+    holder.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    holder.stdout!.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("locked")) resolve({ locked: true });
+    });
+    holder.once("exit", (code) => resolve({ locked: false, code, stderr }));
+    holder.once("error", (error) => resolve({ locked: false, code: null, stderr: error.message }));
+  });
+  if (!outcome.locked) {
+    if (outcome.code === HELD) {
+      const current = await runLockHolder(path);
+      const who = current && current.pid > 0 ? ` (pid ${current.pid}, ${current.purpose}${current.runIds.length > 0 ? ` of ${current.runIds.join(", ")}` : ""}, since ${new Date(current.since).toISOString()})` : "";
+      throw new RefusedError(`another boma-it run${who} holds the run lock ${path}: boma-it works on one test VM at a time`, "wait for it, or see `npm run boma-it -- status`");
     }
+    throw new RefusedError(`cannot take the run lock ${path}: ${outcome.stderr.trim() || `exit ${outcome.code}`}`, "make it readable to every boma-it user, or point BOMA_IT_RUN_LOCK at a file that is");
   }
-  throw new RefusedError(`could not take the run lock ${path}`, "see who holds it, or run `npm run reap`");
+  holder.stdout!.destroy();
+  holder.stderr!.destroy();
+  holder.unref();
+  const since = Date.now();
+  const info: LockHolder = { pid: process.pid, ...startOf(), since, purpose, runIds: [] };
+  await writeHolder(path, info);
+  let released = false;
+  return {
+    path,
+    since,
+    claim: async (runId) => {
+      if (info.runIds.includes(runId)) return;
+      info.runIds.push(runId);
+      await writeHolder(path, info);
+    },
+    release: async () => {
+      if (released) return;
+      released = true;
+      await writeHolder(path, undefined);
+      await stopHolder(holder);
+    },
+  };
 }
 
-/** Removes the lock when its owner is dead; returns whether it did. */
-export async function removeStaleLock(stacksDir: string, isAlive: OwnerCheck = ownerAlive): Promise<boolean> {
-  const path = lockPath(stacksDir);
-  const owner = await readOwner(path);
-  if (owner === undefined || isAlive(owner.pid, owner.start)) return false;
-  await rm(path, { force: true });
-  return true;
+/** Who holds the lock at `path` now, or undefined when nobody does (read from /proc/locks; the lock is never touched). */
+export async function runLockHolder(path: string): Promise<LockHolder | undefined> {
+  if (!(await flockHeld(path))) return undefined;
+  const written = await readHolder(path);
+  // The file's words count only while the harness that wrote them lives (the lock outlives it by up to a second).
+  if (written && ownerAlive(written.pid, written.start)) return written;
+  return { pid: 0, since: 0, purpose: "an unknown boma-it command", runIds: [] };
 }
 
-/** Since when (ms since the epoch) a living harness holds the run lock; undefined when none does. */
-export async function lockHeldSince(stacksDir: string, isAlive: OwnerCheck = ownerAlive): Promise<number | undefined> {
-  const path = lockPath(stacksDir);
-  const owner = await readOwner(path);
-  if (owner === undefined || !isAlive(owner.pid, owner.start)) return undefined;
-  return (await stat(path).catch(() => undefined))?.mtimeMs;
+function startOf(): { start?: string } {
+  const start = processStart();
+  return start !== undefined ? { start } : {};
 }
 
-/** The lock's owner: its pid and, when recorded (a second line; older locks have none), its start. */
-async function readOwner(path: string): Promise<{ pid: number; start?: string } | undefined> {
+async function ensureLockFile(path: string): Promise<void> {
   try {
-    const [pidLine = "", startLine = ""] = (await readFile(path, "utf8")).split("\n");
-    const pid = Number(pidLine.trim());
-    if (!Number.isInteger(pid) || pid <= 0) return undefined;
-    return startLine.trim() ? { pid, start: startLine.trim() } : { pid };
+    await writeFile(path, "", { flag: "wx", mode: 0o666 });
+    // The umask took write from the others: give it back, so their harnesses can say who they are.
+    await chmod(path, 0o666);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw new RefusedError(`cannot make the run lock ${path}: ${(error as Error).message}`, "point BOMA_IT_RUN_LOCK at a file in a folder you can write");
+  }
+}
+
+/** Writes who holds the lock into its file (best effort: a file of another user may be read-only to us). */
+async function writeHolder(path: string, info: LockHolder | undefined): Promise<void> {
+  const handle = await open(path, "r+").catch(() => undefined);
+  if (!handle) return;
+  try {
+    await handle.truncate(0);
+    if (info) await handle.write(`${JSON.stringify(info)}\n`, 0);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readHolder(path: string): Promise<LockHolder | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(path, "utf8")) as LockHolder;
+    return Number.isInteger(parsed.pid) ? parsed : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a flock write lock is held on `path`, from /proc/locks (its pid column names the
+ * `flock` process that took it, long gone: the lock lives on in the holder's inherited fd).
+ */
+async function flockHeld(path: string): Promise<boolean> {
+  const stats = await stat(path).catch(() => undefined);
+  if (!stats) return false;
+  const major = Number((BigInt(stats.dev) >> 8n) & 0xfffn) | Number((BigInt(stats.dev) >> 32n) & ~0xfffn);
+  const minor = Number(BigInt(stats.dev) & 0xffn) | Number((BigInt(stats.dev) >> 12n) & ~0xffn);
+  const device = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${stats.ino}`;
+  for (const line of (await readFile("/proc/locks", "utf8").catch(() => "")).split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    // "1: FLOCK  ADVISORY  WRITE 12345 00:2b:1234 0 EOF" (blocked waiters are marked "->")
+    if (fields[1] === "FLOCK" && fields[3] === "WRITE" && fields[5] === device) return true;
+  }
+  return false;
+}
+
+async function stopHolder(holder: ChildProcess): Promise<void> {
+  if (holder.exitCode !== null || holder.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => holder.once("exit", () => resolve()));
+  holder.kill("SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(resolve, 2000)))]);
+  clearTimeout(timer);
 }

@@ -2,7 +2,8 @@
  * Where boma-it keeps things: the project root (profiles, overrides, stacks), the runs dir and
  * the image cache. One place, so that tests can point each of them elsewhere.
  */
-import { homedir } from "node:os";
+import { existsSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -33,4 +34,13 @@ export function imageDir(env: NodeJS.ProcessEnv = process.env): string {
  */
 export function certCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.BOMA_IT_CERT_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "boma-it", "certs"));
+}
+
+/**
+ * The machine's run lock (see host/lock.ts): `$BOMA_IT_RUN_LOCK`, else `/run/lock/boma-it.lock`
+ * (a tmpfs every user can write, cleared at boot), else one in the temp folder.
+ */
+export function runLockPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.BOMA_IT_RUN_LOCK) return resolve(env.BOMA_IT_RUN_LOCK);
+  return existsSync("/run/lock") ? "/run/lock/boma-it.lock" : join(tmpdir(), "boma-it.lock");
 }

@@ -13,7 +13,8 @@ import type { Runner } from "../../infra/runner.ts";
 import { PREFIX } from "../../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "../log.ts";
-import { lockHeldSince, lockPath, removeStaleLock } from "./lock.ts";
+import { ABSENT_PATTERN } from "../../infra/shell.ts";
+import { runLockHolder, type LockHolder } from "./lock.ts";
 import { liveStacks } from "../run/stacks.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 
@@ -32,8 +33,11 @@ export interface ReapOptions {
   runner: Runner;
   log: Log;
   runsDir: string;
-  /** Where the run lock lives (its stale lock is removed). */
-  stacksDir?: string;
+  /**
+   * The machine's run lock (see host/lock.ts): while a living harness holds it, whatever it made
+   * since it took it (and the runs it claimed) is spared, whichever stacks dir or user it runs from.
+   */
+  runLock?: string;
   dryRun: boolean;
   /** Spare runs younger than this many seconds. */
   olderThanSeconds: number | undefined;
@@ -55,6 +59,17 @@ export function createdAtOf(name: string): Date | undefined {
   return new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`);
 }
 
+/** Output of virsh (or rm) that means the object is already gone. */
+const ABSENT = new RegExp(ABSENT_PATTERN, "i");
+
+/**
+ * Whether a libvirt object or file belongs to a run: the run id itself, or it followed by a
+ * separator (`<run>-overlay.qcow2`, `<run>-isolation`, `<run>_VARS.fd`).
+ */
+function belongsTo(name: string, runId: string): boolean {
+  return name === runId || (name.startsWith(runId) && /^[-_.]/.test(name.slice(runId.length)));
+}
+
 /** Reaps; returns every item found, with what was done. */
 export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   const { libvirt, runner, log } = options;
@@ -66,7 +81,24 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     const created = createdAtOf(name);
     return created !== undefined && (now.getTime() - created.getTime()) / 1000 < options.olderThanSeconds;
   };
+  // Whatever a living harness that holds the run lock made since it took it, and the runs it claimed.
+  const holder: LockHolder | undefined = options.runLock ? await runLockHolder(options.runLock) : undefined;
+  const heldBy = (name: string): string | undefined => {
+    if (!holder) return undefined;
+    const who = holder.pid > 0 ? `its harness (pid ${holder.pid}, ${holder.purpose}) holds the run lock` : "a living harness holds the run lock";
+    if (holder.runIds.some((runId) => belongsTo(name, runId))) return who;
+    // A holder that could not say when it took the lock (another user's read-only file): every run is spared.
+    if (holder.since === 0) return who;
+    const created = createdAtOf(name);
+    return created !== undefined && created.getTime() >= holder.since - 2000 ? `${who} and made it` : undefined;
+  };
   const act = async (kind: ReapItem["kind"], name: string, body: () => Promise<void>) => {
+    // Keys are judged by their own time below: their folder is not named by a run id.
+    const busy = kind === "keys" ? undefined : heldBy(name.split("/").at(-1)!);
+    if (busy) {
+      items.push({ kind, name, action: "spared", detail: busy });
+      return;
+    }
     if (options.dryRun) {
       items.push({ kind, name, action: "would destroy", detail: "" });
       return;
@@ -76,8 +108,14 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
       items.push({ kind, name, action: "destroyed", detail: "" });
       log.info(`reaped ${kind} ${name}`);
     } catch (error) {
-      items.push({ kind, name, action: "failed", detail: (error as Error).message.split("\n")[0] ?? "" });
-      log.warn(`could not reap ${kind} ${name}: ${(error as Error).message.split("\n")[0]}`);
+      const message = (error as Error).message;
+      // Another reap (or the run's own teardown) got there first: gone is what we wanted.
+      if (ABSENT.test(message)) {
+        items.push({ kind, name, action: "destroyed", detail: "already gone" });
+        return;
+      }
+      items.push({ kind, name, action: "failed", detail: message.split("\n")[0] ?? "" });
+      log.warn(`could not reap ${kind} ${name}: ${message.split("\n")[0]}`);
     }
   };
 
@@ -101,9 +139,7 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
     await act("stack", summary.stack, () => engine.destroy(summary.stack));
   }
-  // A spared run's objects: the stack name itself, or it followed by a separator
-  // (`<stack>-overlay.qcow2`, `<stack>-isolation`, `<stack>_VARS.fd`).
-  const spared = (name: string) => [...protectedNames].some((stack) => name === stack || (name.startsWith(stack) && /^[-_.]/.test(name.slice(stack.length))));
+  const spared = (name: string) => [...protectedNames].some((stack) => belongsTo(name, stack));
 
   // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
   for (const name of await libvirt.names("domain")) {
@@ -171,21 +207,15 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     await act("ssh", join(sockets, entry), () => endMaster(runner, join(sockets, entry)));
   }
 
-  // 5. A run lock whose owner died.
-  if (options.stacksDir && !options.dryRun && (await removeStaleLock(options.stacksDir, isAlive))) {
-    items.push({ kind: "file", name: lockPath(options.stacksDir), action: "destroyed", detail: "stale run lock" });
-  }
-
-  // 6. Run-scoped private keys of runs that are not live any more.
+  // 5. Run-scoped private keys of runs that are not live any more.
   // An engine that could not be listed may hold live runs: their keys stay. A living harness that
   // holds the run lock makes a run's keys before its stack is recorded: keys made since it took
   // the lock stay too (a second of slack for coarse file times).
   const liveRunDirs = new Set((await liveStacks(options.engines, () => undefined)).map(({ summary }) => summary.outputs.runDir));
-  const busySince = options.stacksDir ? await lockHeldSince(options.stacksDir, isAlive) : undefined;
   for (const keysDir of listingFailed ? [] : await runKeyDirs(options.runsDir)) {
     const runDir = keysDir.slice(0, -"/keys".length);
     if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
-    if (busySince !== undefined && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= busySince - 1000) continue;
+    if (holder && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= holder.since - 1000) continue;
     await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
   }
   return items;

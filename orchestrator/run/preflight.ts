@@ -10,8 +10,8 @@ import { expectPositionals, runCommandOptions, type RunCommandOptions } from "..
 import { chooseEngine } from "./engine-choice.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
-import { certCacheDir, stacksDir } from "../host/paths.ts";
-import { acquireRunLock } from "../host/lock.ts";
+import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
+import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { guardResources } from "../host/prerequisites.ts";
 import { loadProfile, type LoadedProfile } from "../profile/load.ts";
 import { loadSecrets, type RunSecrets } from "./secrets.ts";
@@ -21,6 +21,8 @@ export interface RunMachinery {
   libvirt: Libvirt;
   accel: AccelDecision;
   engine: Engine;
+  /** The machine's run lock, held from here on. */
+  lock: RunLock;
   /** Releases the run lock; call it on every exit path. */
   release: () => Promise<void>;
 }
@@ -33,18 +35,20 @@ export async function preflightRun(
   profile: LoadedProfile,
   options: RunCommandOptions,
   context: { runner: Runner; env: NodeJS.ProcessEnv; log: Log },
+  purpose: string,
 ): Promise<RunMachinery> {
   // First: asking for an engine that cannot run is refused before anything else is touched.
   const { engine, reason } = await chooseEngine(options.engine, context.runner, stacksDir(context.env));
   const libvirt = new Libvirt(context.runner, context.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
   await libvirt.ensureReachable();
-  const release = await acquireRunLock(stacksDir(context.env));
+  const lock = await acquireRunLock(runLockPath(context.env), purpose);
+  const release = lock.release;
   try {
     await guardResources(libvirt, { vmMemoryMiB: profile.document.vm.memoryMiB, minFreeRamMiB: options.minFreeRamMiB });
     const accel = decideAccel(options.accel, await probeAccel());
     context.log.info(`accel: ${accel.accel} (${accel.reason})`);
     context.log.info(reason);
-    return { libvirt, accel, engine, release };
+    return { libvirt, accel, engine, lock, release };
   } catch (error) {
     await release();
     throw error;

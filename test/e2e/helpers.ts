@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmod, mkdtemp, readdir } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile } from "node:fs/promises";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
@@ -162,7 +163,8 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
 
 /** Writes a variant of profiles/<name>.yml into `dir` (paths made absolute), changed by `edit`. */
 export async function profileVariant(dir: string, name: string, file: string, edit: (yaml: string) => string): Promise<string> {
-  const { readFile, writeFile } = await import("node:fs/promises");
+  const { mkdir, writeFile } = await import("node:fs/promises");
+  await mkdir(dir, { recursive: true });
   const original = await readFile(join(PROJECT_ROOT, "profiles", `${name}.yml`), "utf8");
   const absolute = original
     .replace(/^repo: (.+)$/m, (_line, path: string) => `repo: ${join(PROJECT_ROOT, "profiles", path.trim())}`)
@@ -170,6 +172,57 @@ export async function profileVariant(dir: string, name: string, file: string, ed
   const target = join(dir, file);
   await writeFile(target, edit(absolute));
   return target;
+}
+
+/** The secrets a hostile repo copy keeps in its own vault (a vaulted group_vars file, an inline `!vault`). */
+export const HOSTILE_REPO_SECRETS = { vaulted: "repo-vault-sentinel-3e9b1c", inline: "repo-inline-sentinel-77d0aa" };
+
+/**
+ * A copy of examples/boma-lab as a real repo may look to the harness: host_vars that point every
+ * form of connection variable at `decoy` (ansible_ssh_host after ansible_host, a port, a user, a
+ * jump host), an ansible.cfg that switches host key checking off, a vaulted group_vars file and an
+ * inline `!vault` string, and a play that prints one secret, fails (ignored) with the other and
+ * writes a file on "localhost" (delegate_to): all of which must stay on the VM and out of sight.
+ */
+export async function hostileRepoCopy(dir: string, decoy: OutsideHost, vaultPasswordFile: string): Promise<string> {
+  const { cp, mkdir, appendFile, writeFile } = await import("node:fs/promises");
+  const repo = join(dir, "hostile-boma-lab");
+  await cp(join(PROJECT_ROOT, "examples", "boma-lab"), repo, { recursive: true });
+  const env = { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: vaultPasswordFile };
+  const inline = execFileSync("ansible-vault", ["encrypt_string", "--name", "repo_inline_secret", HOSTILE_REPO_SECRETS.inline], { env, encoding: "utf8" });
+  await appendFile(
+    join(repo, "inventory", "host_vars", "askari.yml"),
+    `# What a real repo says about reaching the real askari.
+ansible_ssh_host: ${decoy.address}
+ansible_ssh_port: 2222
+ansible_ssh_user: realadmin
+ansible_ssh_extra_args: "-o ProxyJump=realadmin@${decoy.address}:22"
+ansible_ssh_common_args: "-o StrictHostKeyChecking=no"
+${inline}`,
+  );
+  await writeFile(join(repo, "ansible.cfg"), "[defaults]\nhost_key_checking = False\n[ssh_connection]\nssh_args = -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n");
+  await mkdir(join(repo, "inventory", "group_vars", "mesh"), { recursive: true });
+  const vaulted = join(repo, "inventory", "group_vars", "mesh", "vault.yml");
+  await writeFile(vaulted, `repo_vault_secret: ${HOSTILE_REPO_SECRETS.vaulted}\n`);
+  execFileSync("ansible-vault", ["encrypt", vaulted], { env, stdio: "ignore" });
+  await appendFile(
+    join(repo, "site.yml"),
+    `
+- name: What a hostile repo does besides
+  hosts: all
+  become: true
+  tasks:
+    - name: Print a repo secret
+      ansible.builtin.debug: { var: repo_vault_secret }
+    - name: Fail with the other one
+      ansible.builtin.fail: { msg: "{{ repo_inline_secret }}" }
+      ignore_errors: true
+    - name: Write a file on the controller
+      ansible.builtin.copy: { content: "delegated\n", dest: /etc/boma-lab-delegated, mode: "0644" }
+      delegate_to: localhost
+`,
+  );
+  return repo;
 }
 
 /** A host outside the VM's network: its own namespace behind a veth, serving HTTP on port 80. */
@@ -182,24 +235,26 @@ export interface OutsideHost {
 }
 
 /**
- * Runs `body` while an outside host exists and answers the sandbox (proven first, so a VM that
- * cannot reach it proves something). Allowed here: it is a test host in a namespace of our own.
+ * Runs `body` while `host` exists in a namespace of its own (behind a veth to the sandbox) with
+ * `server` running inside it, once `ready` says it answers the sandbox (proven first, so a VM or
+ * a harness that cannot reach it proves something). Allowed here: a test host in a namespace of
+ * our own.
  */
-export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
+async function withNamespaceHost<T>(host: OutsideHost, server: readonly string[], ready: () => Promise<boolean>, body: () => Promise<T>): Promise<T> {
   const sh = (script: string) => execFileSync("sh", ["-c", script], { encoding: "utf8" });
   const link = host.name.replace(/^boma-it-e2e-/, "b").slice(0, 10);
   sh(`ip netns add ${host.name}
 ip link add ${link}0 type veth peer name ${link}1 netns ${host.name}
 ip addr add ${host.sandboxAddress}/24 dev ${link}0 && ip link set ${link}0 up
 ip netns exec ${host.name} sh -c 'ip link set lo up; ip addr add ${host.address}/24 dev ${link}1; ip link set ${link}1 up; ip route add default via ${host.sandboxAddress}'`);
-  const listener = spawn("ip", ["netns", "exec", host.name, "python3", "-m", "http.server", "80", "--bind", host.address], { stdio: "ignore" });
+  const listener = spawn("ip", ["netns", "exec", host.name, ...server], { stdio: "ignore" });
   try {
-    let status = 0;
-    for (let attempt = 0; attempt < 20 && status !== 200; attempt += 1) {
-      status = await fetch(`http://${host.address}/`, { signal: AbortSignal.timeout(2000) }).then((response) => response.status, () => 0);
-      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 500));
+    let answered = false;
+    for (let attempt = 0; attempt < 20 && !answered; attempt += 1) {
+      answered = await ready();
+      if (!answered) await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    assert.equal(status, 200, `${host.name} (${host.address}) answers the sandbox: the test is sound`);
+    assert.ok(answered, `${host.name} (${host.address}) answers the sandbox: the test is sound`);
     return await body();
   } finally {
     listener.kill();
@@ -207,9 +262,51 @@ ip netns exec ${host.name} sh -c 'ip link set lo up; ip addr add ${host.address}
   }
 }
 
+/** Runs `body` while an outside host serves HTTP on port 80 (see {@link withNamespaceHost}). */
+export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
+  const ready = () => fetch(`http://${host.address}/`, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
+  return withNamespaceHost(host, ["python3", "-m", "http.server", "80", "--bind", host.address], ready, body);
+}
+
+/**
+ * Runs `body` while a decoy "real host" listens on `ports` and records every connection it
+ * accepts; `body` gets the connections made since the decoy was proven to answer.
+ */
+export async function withDecoyHost<T>(host: OutsideHost, ports: readonly number[], body: (connections: () => Promise<string[]>) => Promise<T>): Promise<T> {
+  const record = join(await mkdtemp(join(tmpdir(), "boma-it-decoy-")), "accepted.log");
+  const script = `import selectors, socket, sys
+selector = selectors.DefaultSelector()
+for port in ${JSON.stringify(ports)}:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((${JSON.stringify(host.address)}, port))
+    listener.listen(16)
+    selector.register(listener, selectors.EVENT_READ)
+with open(${JSON.stringify(record)}, "a") as log:
+    while True:
+        for key, _ in selector.select():
+            connection, peer = key.fileobj.accept()
+            log.write(f"{peer[0]} -> port {key.fileobj.getsockname()[1]}\\n")
+            log.flush()
+            connection.close()
+`;
+  const accepted = async () => (await readFile(record, "utf8").catch(() => "")).split("\n").filter(Boolean);
+  const ready = () =>
+    new Promise<boolean>((resolve) => {
+      const socket = createConnection({ host: host.address, port: ports[0]! }, () => (socket.destroy(), resolve(true)));
+      socket.once("error", () => resolve(false));
+    });
+  return withNamespaceHost(host, ["python3", "-c", script], ready, async () => {
+    const before = (await accepted()).length;
+    return body(async () => (await accepted()).slice(before));
+  });
+}
+
 /** A LAN host (RFC 1918, like the real 10.20.x LAN) and an "internet" host (TEST-NET-2, not private). */
 export const LAN_HOST: OutsideHost = { name: "boma-it-e2e-lan", address: "10.20.0.1", sandboxAddress: "10.20.0.254" };
 export const INTERNET_HOST: OutsideHost = { name: "boma-it-e2e-wan", address: "198.51.100.1", sandboxAddress: "198.51.100.254" };
+/** A "real host" of the fleet that a hostile repo points Ansible at (an RFC 1918 address, like the LAN's). */
+export const DECOY_HOST: OutsideHost = { name: "boma-it-e2e-decoy", address: "10.20.9.88", sandboxAddress: "10.20.9.254" };
 
 /** Whether the VM of a run opens a TCP connection to address:port ("reached" or "blocked"). */
 export async function vmReaches(runId: string, address: string, port: number, env: Record<string, string>): Promise<string> {

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/run/certs.ts";
-import { cli, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
+import { cli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -54,7 +54,7 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.deepEqual(await leftovers(dirs.stacksDir), []);
   });
 
-  it("a scenario that must fail, without egress: exit 1, certs forced internal, the VM kept and cut off, a complete diagnostics bundle, then down", async () => {
+  it("a hostile repo's scenario that must fail, without egress: Ansible reaches only the VM, no secret is seen, exit 1, certs forced internal, the VM kept and cut off, a complete diagnostics bundle, then down", async () => {
     // A sentinel secret in the overlay's vault (a role writes it on the VM and a check prints it)
     // and one in a secret overlay var (passed as an extra var): neither may appear in the run dir.
     const sentinel = "boma-sentinel-7f3a9c2e";
@@ -69,19 +69,28 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const overlay = join(dirs.runsDir, "..", "askari-overlay.yml");
     await writeFile(overlay, `${await readFile(join(import.meta.dirname, "../../overrides/askari.yml"), "utf8")}\nsecretVars: [api_token]\nvault: ${vaultFile}\n`.replace("vars:\n", `vars:\n  api_token: ${secretVar}\n`));
 
+    // The repo as a real one is: its connection vars point at the real host (a decoy that records
+    // every connection), its ansible.cfg turns host key checking off, it keeps secrets of its own.
+    const hostileRepo = await hostileRepoCopy(join(dirs.runsDir, ".."), DECOY_HOST, passwordFile);
     // GREEN without the fix is the 2026-06-17 deploy: it must break after the reboot.
     const profile = await profileVariant(dirs.runsDir, "askari", "askari-unfixed.yml", (yaml) =>
       yaml
         .replace("green: { vars: { docker_host_forward_dropin: true } }", "green: { vars: { docker_host_forward_dropin: false } }")
         .replace(/^overrides: .+$/m, `overrides: ${overlay}`)
+        .replace(/^repo: .+$/m, `repo: ${hostileRepo}`)
         .replace(
           "checks:\n",
           `checks:\n  - { name: the setup key arrived, run: "cat /etc/boma-lab/mesh-setup-key" }\n  - { name: the DNS token is withheld, run: "cat /etc/boma-lab/dns-provider-token" }\n`,
         ),
     );
     // ADR-025's deliberate no-egress scenario: the same must-fail run on a network without forwarding.
-    const result = await cli(["run", profile, "--scenario", "green", "--no-egress", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
+    const result = await withDecoyHost(DECOY_HOST, [22, 2222], async (connections) => {
+      const run = await cli(["run", profile, "--scenario", "green", "--no-egress", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
+      assert.deepEqual(await connections(), [], "the real host (the decoy) saw no connection");
+      return run;
+    });
     assert.equal(result.code, 1, result.stderr.slice(-4000));
+    assert.equal(await access("/etc/boma-lab-delegated").then(() => "on the controller", () => "not here"), "not here", "the delegated task did not run on the controller");
     assert.match(result.stderr, /certs: internal \(forced by --no-egress: ACME needs egress\)/);
     assert.match(result.stderr, /\(no egress\)/, "the network was built without forwarding");
     const report = JSON.parse(result.stdout) as RunReport;
@@ -105,7 +114,7 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const token = report.scenarios[0]!.checks.find((check) => check.name === "the DNS token is withheld" && check.stage === "pre-reboot")!;
     assert.match(token.detail, new RegExp(WITHHELD_TOKEN), "the VM got the placeholder, not the token");
     assert.equal(report.certs, "internal");
-    for (const secret of [sentinel, secretVar, dnsToken]) {
+    for (const secret of [sentinel, secretVar, dnsToken, HOSTILE_REPO_SECRETS.vaulted, HOSTILE_REPO_SECRETS.inline]) {
       const found = spawnSync("grep", ["-r", "-l", "-F", secret, report.runDir], { encoding: "utf8" });
       assert.equal(found.status, 1, `${secret} appears in: ${found.stdout}`);
       assert.doesNotMatch(result.stdout + result.stderr, new RegExp(secret));
@@ -113,6 +122,8 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     const kept = await cli(["ssh", report.kept!.run, "--", "systemctl is-active docker"], dirs.env);
     assert.equal(kept.stdout.trim(), "active", "the kept VM can be reached");
+    const delegated = await cli(["ssh", report.kept!.run, "--", "cat /etc/boma-lab-delegated"], dirs.env);
+    assert.equal(delegated.stdout.trim(), "delegated", "delegate_to: localhost ran on the VM");
     // No egress: a host outside that answers the sandbox (and a NAT VM, see vm.test.ts) is out of
     // the VM's reach; the VM still has its own network's gateway and DNS.
     const ip = (JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; ip: string }[]).find((run) => run.runId === report.kept!.run)!.ip;

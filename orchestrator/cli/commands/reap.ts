@@ -5,7 +5,8 @@ import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
 import { allEngines } from "../../run/engine-choice.ts";
 import { ExitCode } from "../../errors.ts";
 import { Libvirt } from "../../host/libvirt.ts";
-import { stacksDir } from "../../host/paths.ts";
+import { acquireLock, runLockHolder } from "../../host/lock.ts";
+import { runLockPath, stacksDir } from "../../host/paths.ts";
 import { reap } from "../../host/reap.ts";
 
 export const reapCommand: CommandDefinition = {
@@ -27,16 +28,26 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
     const olderThanSeconds = duration("older-than", args.values["older-than"]);
     const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
     await libvirt.ensureReachable();
-    const items = await reap({
-      engines: await allEngines(runner, stacksDir(env)),
-      libvirt,
-      runner,
-      log,
-      runsDir,
-      stacksDir: stacksDir(env),
-      dryRun: args.values["dry-run"] === true,
-      olderThanSeconds,
-    });
+    // One reap at a time: a second one waits for the first, then finds what is left.
+    const reapLock = `${runLockPath(env)}.reap`;
+    const other = await runLockHolder(reapLock);
+    if (other) log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
+    const reaping = await acquireLock(reapLock, "reap", 600);
+    let items;
+    try {
+      items = await reap({
+        engines: await allEngines(runner, stacksDir(env)),
+        libvirt,
+        runner,
+        log,
+        runsDir,
+        runLock: runLockPath(env),
+        dryRun: args.values["dry-run"] === true,
+        olderThanSeconds,
+      });
+    } finally {
+      await reaping.release();
+    }
     const count = (action: string) => items.filter((item) => item.action === action).length;
     const failed = count("failed");
     const summary = args.values["dry-run"]

@@ -37,7 +37,7 @@ diagnostics/. The run dir gets report.json and junit.xml; --json prints the repo
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
 
     const certs = await planRunCerts(inputs, { env, log });
-    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
+    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log }, "run");
     try {
 
       const identity = newRunIdentity(profile.document.host);

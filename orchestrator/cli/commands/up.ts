@@ -36,7 +36,7 @@ If it fails to come up or to apply, what was created is removed again (unless --
       throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
     }
     const certs = await planRunCerts(inputs, { env, log });
-    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log });
+    const { libvirt, accel, engine, release } = await preflightRun(profile, options, { runner, env, log }, "up");
     try {
       const run = await prepareRun(profile, runsDir);
       log.info(`run ${run.identity.runId}; run dir ${run.runDir}`);

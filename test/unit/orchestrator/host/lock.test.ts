@@ -1,59 +1,110 @@
+/**
+ * The run lock: exactly one holder among any number of concurrent takers, whatever an earlier
+ * holder left in the file; freed by the kernel when its holder dies, however it dies; never freed
+ * early by a Ctrl-C to the harness's terminal. Real processes, no fakes.
+ */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-import { processStart } from "../../../../infra/process.ts";
-import { acquireRunLock, lockPath, removeStaleLock } from "../../../../orchestrator/host/lock.ts";
+import { acquireLock, acquireRunLock, runLockHolder } from "../../../../orchestrator/host/lock.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
-describe("run lock", () => {
-  it("is taken once, refused to a second taker while its owner lives, and released", async () => {
+const TAKER = join(import.meta.dirname, "../../../helpers/lock-taker.ts");
+
+/** Starts a taker process; resolves with its first line and the process. */
+function taker(path: string, holdMs: number, options: { detached?: boolean } = {}) {
+  const child = spawn(process.execPath, [TAKER, path, String(holdMs)], { stdio: ["ignore", "pipe", "inherit"], detached: options.detached ?? false });
+  let output = "";
+  const firstLine = new Promise<string>((resolve) => {
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("\n")) resolve(output.split("\n")[0]!);
+    });
+    child.once("exit", () => resolve(output.split("\n")[0] ?? ""));
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return { child, firstLine, exited, output: () => output };
+}
+
+async function waitUntil(condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return condition();
+}
+
+describe("run lock", { timeout: 120_000 }, () => {
+  it("is held once, refused to a second taker naming the holder, and free again once released", async () => {
     const tree = await tempTree();
     try {
-      const release = await acquireRunLock(tree.dir);
-      assert.equal((await readFile(lockPath(tree.dir), "utf8")), `${process.pid}\n${processStart()}\n`, "its pid and when it started");
-      await writeFile(lockPath(tree.dir), "4242\n");
-      await assert.rejects(acquireRunLock(tree.dir, (pid) => pid === 4242), /another boma-it run \(pid 4242\) is provisioning a test VM: boma-it runs one at a time/);
-      await release();
-      assert.equal((await readFile(lockPath(tree.dir), "utf8")).trim(), "4242", "release never removes somebody else's lock");
+      const path = join(tree.dir, "run.lock");
+      const lock = await acquireRunLock(path, "up");
+      await lock.claim("boma-it-askari-20261201-101010");
+      const holder = await runLockHolder(path);
+      assert.equal(holder?.pid, process.pid);
+      assert.deepEqual(holder?.runIds, ["boma-it-askari-20261201-101010"]);
+      await assert.rejects(acquireRunLock(path, "run"), new RegExp(`another boma-it run \\(pid ${process.pid}, up of boma-it-askari-20261201-101010, since .*\\) holds the run lock`));
+      await lock.release();
+      assert.equal(await runLockHolder(path), undefined);
+      const again = await acquireRunLock(path, "run");
+      await again.release();
     } finally {
       await tree.remove();
     }
   });
 
-  it("takes over and reaps a lock whose owner died", async () => {
+  it("has exactly one holder among eight concurrent takers, whatever a dead holder left in the file", async () => {
     const tree = await tempTree();
     try {
-      await writeFile(lockPath(tree.dir), "4242\n");
-      assert.equal(await removeStaleLock(tree.dir, () => true), false);
-      const release = await acquireRunLock(tree.dir, () => false);
-      await release();
-      await writeFile(lockPath(tree.dir), "4242\n");
-      assert.equal(await removeStaleLock(tree.dir, () => false), true);
+      const path = join(tree.dir, "run.lock");
+      await writeFile(path, JSON.stringify({ pid: 4242, since: 1, purpose: "run", runIds: [] }));
+      const takers = Array.from({ length: 8 }, () => taker(path, 3000));
+      const lines = await Promise.all(takers.map((one) => one.firstLine));
+      assert.equal(lines.filter((line) => line === "held").length, 1, lines.join("\n"));
+      assert.equal(lines.filter((line) => line.startsWith("refused: another boma-it run")).length, 7, lines.join("\n"));
+      await Promise.all(takers.map((one) => one.exited));
     } finally {
       await tree.remove();
     }
   });
 
-  it("a lock left by a crash before the host rebooted is stale even when its pid now belongs to another process", async () => {
+  it("is freed when its holder is killed (SIGKILL), and not by a Ctrl-C to the holder's terminal", async () => {
     const tree = await tempTree();
-    const child = spawn("sleep", ["60"], { stdio: "ignore" });
     try {
-      // The same living process: refused (the real check, no fake).
-      await writeFile(lockPath(tree.dir), `${child.pid}\n${processStart(child.pid!)}\n`);
-      await assert.rejects(acquireRunLock(tree.dir), new RegExp(`another boma-it run \\(pid ${child.pid}\\)`));
-      assert.equal(await removeStaleLock(tree.dir), false);
-      // Written in another boot: whoever holds that pid now is not its owner.
-      await writeFile(lockPath(tree.dir), `${child.pid}\n00000000-0000-0000-0000-000000000000/1\n`);
-      assert.equal(await removeStaleLock(tree.dir), true);
-      await writeFile(lockPath(tree.dir), `${child.pid}\n00000000-0000-0000-0000-000000000000/1\n`);
-      const release = await acquireRunLock(tree.dir);
-      await release();
-      // A lock of an older harness (no start line) trusts the pid as before.
-      await writeFile(lockPath(tree.dir), `${child.pid}\n`);
-      assert.equal(await removeStaleLock(tree.dir), false);
+      const path = join(tree.dir, "run.lock");
+      const killed = taker(path, 60_000);
+      assert.equal(await killed.firstLine, "held");
+      killed.child.kill("SIGKILL");
+      await killed.exited;
+      assert.ok(await waitUntil(async () => (await runLockHolder(path)) === undefined, 5000), "the kernel freed it");
+
+      // Ctrl-C reaches the whole foreground process group; the harness cleans up for a second first.
+      const interrupted = taker(path, 60_000, { detached: true });
+      assert.equal(await interrupted.firstLine, "held");
+      process.kill(-interrupted.child.pid!, "SIGINT");
+      await waitUntil(async () => interrupted.output().includes("interrupted"), 5000);
+      assert.equal((await runLockHolder(path))?.pid, interrupted.child.pid, "still held while the harness cleans up");
+      await interrupted.exited;
+      assert.equal(await runLockHolder(path), undefined);
     } finally {
-      child.kill();
+      await tree.remove();
+    }
+  });
+
+  it("a waiting taker gets it when the holder lets go", async () => {
+    const tree = await tempTree();
+    try {
+      const path = join(tree.dir, "reap.lock");
+      const first = taker(path, 1500);
+      assert.equal(await first.firstLine, "held");
+      const second = await acquireLock(path, "reap", 30);
+      assert.equal((await runLockHolder(path))?.pid, process.pid);
+      await second.release();
+    } finally {
       await tree.remove();
     }
   });

@@ -7,7 +7,7 @@ import { DirectEngine } from "../../../../infra/engines/direct.ts";
 import { processStart } from "../../../../infra/process.ts";
 import { Runner } from "../../../../infra/runner.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { lockPath } from "../../../../orchestrator/host/lock.ts";
+import { acquireRunLock } from "../../../../orchestrator/host/lock.ts";
 import { createdAtOf, reap } from "../../../../orchestrator/host/reap.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
@@ -168,22 +168,74 @@ describe("reap", () => {
     const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
     try {
       const runs = join(tree.dir, "runs");
-      const stacks = join(tree.dir, "stacks");
       const dead = join(runs, "20200101-000000-askari", "keys");
       const starting = join(runs, "20991231-235959-askari", "green", "keys");
       await mkdir(dead, { recursive: true });
-      await mkdir(stacks);
-      await writeFile(lockPath(stacks), "4242\n");
+      const runLock = join(tree.dir, "run.lock");
+      const lock = await acquireRunLock(runLock, "run");
       await mkdir(starting, { recursive: true });
       // The dead run's keys were made long before the lock was taken.
       await utimes(dead, new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
-      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, stacksDir: stacks };
-      const items = await reap({ ...options, isAlive: (pid) => pid === 4242 });
+      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, runLock, isAlive: () => false };
+      const items = await reap(options);
       assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${dead}`]);
       assert.deepEqual(await readdir(join(runs, "20991231-235959-askari", "green")), ["keys"], "the starting run keeps its keys");
-      // Once the lock's owner is gone, they are a dead run's keys like any other (and the lock goes).
-      const after = await reap({ ...options, isAlive: () => false });
-      assert.deepEqual(after.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed file ${lockPath(stacks)}`, `destroyed keys ${starting}`]);
+      // Once the lock is free, they are a dead run's keys like any other.
+      await lock.release();
+      const after = await reap(options);
+      assert.deepEqual(after.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${starting}`]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("never touches a run that another process is provisioning from another stacks dir (no domain yet, no ledger here)", async () => {
+    // The other harness: a real process that holds the machine's run lock. Its run's objects are
+    // named after a time after it took the lock; a dead run's are older.
+    const tree = await tempTree();
+    const runLock = join(tree.dir, "run.lock");
+    const holder = spawn(process.execPath, [join(import.meta.dirname, "../../../helpers/lock-taker.ts"), runLock, "60000"], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve) => holder.stdout.once("data", () => resolve()));
+      const stamp = new Date(Date.now() + 1000).toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+      const provisioning = `boma-it-askari-${stamp}`;
+      const { runner, images, nvram, sockets, libvirt, calls } = await setup({
+        FAKE_DOMAINS: "", FAKE_NETWORKS: `${provisioning} ${OLD}`, FAKE_POOLS: provisioning, FAKE_VOLS: `${provisioning}:${provisioning}-overlay.qcow2`, FAKE_META: "", FAKE_FILTERS: `${provisioning}-isolation`,
+      });
+      await mkdir(join(images, provisioning));
+      const options = { engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, runLock };
+      const items = await reap(options);
+      assert.deepEqual(changes(await calls()), [`net-destroy ${OLD}`, `net-undefine ${OLD}`], "only the dead run's network");
+      assert.deepEqual(
+        items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}`).sort(),
+        [`network ${provisioning}`, `pool ${provisioning}`, `volume ${provisioning}/${provisioning}-overlay.qcow2`, `nwfilter ${provisioning}-isolation`, `file ${join(images, provisioning)}`].sort(),
+      );
+      assert.match(items.find((item) => item.kind === "network" && item.name === provisioning)!.detail, /its harness \(pid \d+, test\) holds the run lock and made it/);
+      holder.kill("SIGKILL");
+      await new Promise((resolve) => holder.once("exit", resolve));
+      // The kernel frees the lock within a second of the holder's death; then the run is a dead one's.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const after = await reap(options);
+      assert.ok(after.filter((item) => item.name.includes(provisioning)).every((item) => item.action === "destroyed"), JSON.stringify(after));
+    } finally {
+      holder.kill("SIGKILL");
+      await tree.remove();
+    }
+  });
+
+  it("two reaps at once both finish cleanly: what one destroyed, the other finds gone", async () => {
+    const gone = `
+args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
+case "\${args[0]}" in
+  net-list) echo ${OLD} ;;
+  net-destroy|net-undefine) echo "error: failed to get network '${OLD}'" >&2; echo "error: Network not found: no network with matching name '${OLD}'" >&2; exit 1 ;;
+esac
+exit 0`;
+    const { tree, runner, images, nvram, sockets, libvirt } = await setup({});
+    try {
+      await writeFake(join(tree.dir, "bin"), "virsh", gone);
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+      assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name} ${item.detail}`), [`destroyed network ${OLD} already gone`]);
     } finally {
       await tree.remove();
     }
