@@ -111,6 +111,8 @@ export interface StackSpec {
     mac: string;
     /** False for --no-egress: an isolated network without any forwarding. */
     egress: boolean;
+    /** The control host's own IPv4 addresses: the VM may reach none of them (its gateway only for DHCP and DNS). */
+    hostAddresses: string[];
   };
   /** The libvirt network filter that keeps the VM off the LAN and the mesh. */
   isolationFilter: string;
@@ -143,6 +145,8 @@ export interface StackSpecInput {
   vm: StackSpec["vm"];
   subnet: Subnet;
   egress: boolean;
+  /** The control host's IPv4 addresses (see {@link StackSpec}); none when not given. */
+  hostAddresses?: string[];
   goldenImage: string;
   runDir: string;
   ownerPid: number;
@@ -162,7 +166,7 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     identity: input.identity,
     accel: input.accel,
     vm: input.vm,
-    network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress },
+    network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress, hostAddresses: [...(input.hostAddresses ?? [])].sort() },
     isolationFilter: `${name}-isolation`,
     pool: { name, dir: `${imagesDir}/${name}` },
     goldenImage: input.goldenImage,

@@ -20,8 +20,12 @@ function render(document: Record<string, unknown>): string {
   return builder.build(document) as string;
 }
 
+/** XML namespace of libvirt's dnsmasq options. */
+const DNSMASQ_NAMESPACE = "http://libvirt.org/schemas/network/dnsmasq/1.0";
+
 /**
- * The run's network: NAT (outbound only) or, without egress, isolated with no forwarding at all.
+ * The run's network: NAT (outbound only) or, without egress, isolated with no forwarding at all,
+ * and a DNS that answers only its own names (dnsmasq without upstream servers: `no-resolv`).
  * The VM's MAC gets a fixed address so the harness knows where to look before the lease.
  */
 export function networkXml(spec: StackSpec): string {
@@ -29,6 +33,7 @@ export function networkXml(spec: StackSpec): string {
   const netmask = "255.255.255.0";
   return render({
     network: {
+      ...(network.egress ? {} : { "@xmlns:dnsmasq": DNSMASQ_NAMESPACE }),
       name: network.name,
       ...(network.egress ? { forward: { "@mode": "nat" } } : {}),
       bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
@@ -41,6 +46,7 @@ export function networkXml(spec: StackSpec): string {
           host: { "@mac": network.mac, "@name": spec.identity.host, "@ip": network.subnet.guestIp },
         },
       },
+      ...(network.egress ? {} : { "dnsmasq:options": { "dnsmasq:option": { "@value": "no-resolv" } } }),
     },
   });
 }
@@ -55,26 +61,30 @@ export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
 ];
 
 /**
- * The run's network filter (ADR-025 invariant 3): from the VM, its own subnet (gateway, DNS) is
- * allowed, every private, CGNAT and link-local range beyond it is dropped; the rest (the
- * internet, through NAT) passes. libvirt applies it on the VM's port of the bridge, so it lives
- * and dies with the run.
+ * The run's network filter (ADR-025 invariants 3 and 7), on the VM's port of the bridge (it lives
+ * and dies with the run): no IPv6 at all, either way; to its gateway (the control host) only DHCP
+ * and DNS; to every other address of the control host nothing; its own subnet otherwise; every
+ * private, CGNAT and link-local range beyond it dropped; the rest (the internet, through NAT)
+ * passes.
  */
 export function isolationFilterXml(spec: StackSpec): string {
   const own = spec.network.subnet.cidr.split("/")[0]!;
+  const gateway = spec.network.subnet.gateway;
+  const out = (priority: number, action: "accept" | "drop", match: Record<string, unknown>) => ({ "@action": action, "@direction": "out", "@priority": String(priority), ...match });
   return render({
     filter: {
       "@name": spec.isolationFilter,
-      "@chain": "ipv4",
+      "@chain": "root",
       "@priority": "-700",
       rule: [
-        { "@action": "accept", "@direction": "out", "@priority": "100", ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } },
-        ...FORBIDDEN_RANGES.map(([address, mask]) => ({
-          "@action": "drop",
-          "@direction": "out",
-          "@priority": "200",
-          ip: { "@dstipaddr": address, "@dstipmask": mask },
-        })),
+        { "@action": "drop", "@direction": "inout", "@priority": "50", mac: { "@protocolid": "ipv6" } },
+        out(100, "accept", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
+        out(101, "accept", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        out(102, "accept", { tcp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        out(110, "drop", { ip: { "@dstipaddr": gateway } }),
+        ...spec.network.hostAddresses.filter((address) => address !== gateway).map((address) => out(120, "drop", { ip: { "@dstipaddr": address } })),
+        out(200, "accept", { ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } }),
+        ...FORBIDDEN_RANGES.map(([address, mask]) => out(300, "drop", { ip: { "@dstipaddr": address, "@dstipmask": mask } })),
       ],
     },
   });

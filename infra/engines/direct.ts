@@ -7,7 +7,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promise
 import { join } from "node:path";
 import { messageOf, ProvisionError, StackNotFoundError, TeardownError } from "../errors.ts";
 import type { Plan, PlanCommand, PlanResource, StackOutputs } from "../plan.ts";
-import { describeFailure, type Runner } from "../runner.ts";
+import { CommandFailedError, describeFailure, type Runner } from "../runner.ts";
 import { ABSENT_PATTERN } from "../shell.ts";
 import type { Engine, EngineOptions, StackSummary } from "./engine.ts";
 
@@ -55,9 +55,11 @@ export class DirectEngine implements Engine {
   async up(plan: Plan, options: EngineOptions = {}): Promise<StackOutputs> {
     const ledger: Ledger = { version: 1, stack: plan.stack, engine: "direct", state: "creating", outputs: plan.outputs, resources: [] };
     await this.#write(ledger);
+    let current: string | undefined;
     try {
       for (const resource of plan.resources) {
         options.signal?.throwIfAborted();
+        current = resource.name;
         ledger.resources.push({
           name: resource.name,
           kind: resource.kind,
@@ -69,14 +71,21 @@ export class DirectEngine implements Engine {
         await this.#write(ledger);
         const started = performance.now();
         options.onEvent?.({ resource: resource.name, action: "create", state: "start" });
-        for (const command of resource.create) {
-          await this.#runner.run(command.argv[0]!, command.argv.slice(1), {
+        for (const [index, command] of resource.create.entries()) {
+          const result = await this.#runner.run(command.argv[0]!, command.argv.slice(1), {
             input: command.stdin,
             ...(options.signal ? { signal: options.signal } : {}),
+            check: false,
           });
+          if (!result.failed) continue;
+          // A first command that failed made nothing: an object of that name that exists (another
+          // run's, "already exists") is not ours to delete on the way back.
+          if (index === 0) ledger.resources.pop();
+          throw new CommandFailedError(result);
         }
         ledger.resources.at(-1)!.state = "created";
         await this.#write(ledger);
+        current = undefined;
         options.onEvent?.({ resource: resource.name, action: "create", state: "done", seconds: seconds(started) });
       }
       ledger.state = "up";
@@ -84,17 +93,14 @@ export class DirectEngine implements Engine {
       return plan.outputs;
     } catch (error) {
       const aborted = options.signal?.aborted === true;
-      const failed = ledger.resources.at(-1);
-      if (failed?.state === "creating") {
-        options.onEvent?.({ resource: failed.name, action: "create", state: "failed", detail: messageOf(error) });
-      }
+      if (current) options.onEvent?.({ resource: current, action: "create", state: "failed", detail: messageOf(error) });
       let rolledBack = true;
       try {
         await this.#destroyLedger(ledger, { onEvent: options.onEvent });
       } catch {
         rolledBack = false;
       }
-      const what = aborted ? "creation was interrupted" : `creating ${failed?.name ?? "the stack"} failed`;
+      const what = aborted ? "creation was interrupted" : `creating ${current ?? "the stack"} failed`;
       throw new ProvisionError(
         `${what}; ${rolledBack ? "everything created so far was deleted again" : `some of it is left behind (ledger ${this.ledgerPath(plan.stack)}; npm run reap removes it)`}${
           aborted ? "" : `: ${messageOf(error)}`

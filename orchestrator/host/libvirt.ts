@@ -106,12 +106,7 @@ export class Libvirt {
         used.push(`${ip["@address"]}/${prefix}`);
       }
     }
-    const addresses = await this.#runner.run("ip", ["-j", "-4", "addr"], { check: false });
-    if (!addresses.failed) {
-      for (const link of JSON.parse(addresses.stdout || "[]") as { addr_info?: { local: string; prefixlen: number }[] }[]) {
-        for (const info of link.addr_info ?? []) used.push(`${info.local}/${info.prefixlen}`);
-      }
-    }
+    for (const info of await this.#interfaceAddresses()) used.push(`${info.local}/${info.prefixlen}`);
     const routes = await this.#runner.run("ip", ["-j", "-4", "route"], { check: false });
     if (!routes.failed) {
       for (const route of JSON.parse(routes.stdout || "[]") as { dst?: string }[]) {
@@ -119,6 +114,17 @@ export class Libvirt {
       }
     }
     return used;
+  }
+
+  /** The IPv4 addresses of this host (where libvirtd runs): a test VM must reach none of them. */
+  async hostAddresses(): Promise<string[]> {
+    return [...new Set((await this.#interfaceAddresses()).map((info) => info.local))];
+  }
+
+  async #interfaceAddresses(): Promise<{ local: string; prefixlen: number }[]> {
+    const addresses = await this.#runner.run("ip", ["-j", "-4", "addr"], { check: false });
+    if (addresses.failed) return [];
+    return (JSON.parse(addresses.stdout || "[]") as { addr_info?: { local: string; prefixlen: number }[] }[]).flatMap((link) => link.addr_info ?? []);
   }
 }
 

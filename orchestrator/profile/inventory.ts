@@ -93,11 +93,16 @@ export async function readInventory(file: string, runner: Runner, repoDir: strin
   return { file, varsDir, ...hostsOf(groups, hostVars), groups, hostVars };
 }
 
-/** The lines of Ansible's stderr that say what is wrong (its errors and parse warnings). */
+/** The lines of Ansible's stderr that say what is wrong (its errors and parse warnings, unwrapped). */
 function ansibleComplaint(stderr: string): string {
-  const lines = stderr.split("\n").map((line) => line.trim()).filter(Boolean);
-  const wanted = lines.filter((line) => /^(ERROR!|\[WARNING\]: \* Failed to parse|\[WARNING\]:  \* Failed)/.test(line) || /^(ERROR|Error)/.test(line));
-  return (wanted.length > 0 ? wanted : lines.slice(-2)).slice(0, 4).join(" ").slice(0, 600);
+  // Ansible wraps its messages at 80 columns: a line that does not start a message continues one.
+  const messages: string[] = [];
+  for (const line of stderr.split("\n").map((text) => text.trim()).filter(Boolean)) {
+    if (/^(\[WARNING\]|\[DEPRECATION|ERROR!|Error)/.test(line) || messages.length === 0) messages.push(line);
+    else messages[messages.length - 1] += ` ${line}`;
+  }
+  const wanted = messages.filter((message) => /^(ERROR!|\[WARNING\]:\s+\* Failed to parse)/.test(message));
+  return (wanted.length > 0 ? wanted : messages.slice(-2)).slice(0, 4).join(" ").slice(0, 800);
 }
 
 function hostsOf(groups: Map<string, GroupNode>, hostVars: Map<string, Record<string, unknown>>): { hosts: Map<string, InventoryHost> } {

@@ -121,6 +121,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       vm: profile.document.vm,
       subnet,
       egress: options.egress,
+      hostAddresses: await libvirt.hostAddresses(),
       goldenImage: golden,
       runDir: run.runDir,
       ownerPid: process.pid,

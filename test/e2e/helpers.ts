@@ -232,6 +232,9 @@ export interface OutsideHost {
   /** The host's address and the sandbox's end of the link, in one /24. */
   address: string;
   sandboxAddress: string;
+  /** An IPv6 (ULA) address of the host and the sandbox's end, in one /64, when it has one. */
+  address6?: string;
+  sandboxAddress6?: string;
 }
 
 /**
@@ -247,6 +250,10 @@ async function withNamespaceHost<T>(host: OutsideHost, server: readonly string[]
 ip link add ${link}0 type veth peer name ${link}1 netns ${host.name}
 ip addr add ${host.sandboxAddress}/24 dev ${link}0 && ip link set ${link}0 up
 ip netns exec ${host.name} sh -c 'ip link set lo up; ip addr add ${host.address}/24 dev ${link}1; ip link set ${link}1 up; ip route add default via ${host.sandboxAddress}'`);
+  if (host.address6 && host.sandboxAddress6) {
+    sh(`ip -6 addr add ${host.sandboxAddress6}/64 dev ${link}0 nodad
+ip netns exec ${host.name} sh -c 'ip -6 addr add ${host.address6}/64 dev ${link}1 nodad; ip -6 route add default via ${host.sandboxAddress6}'`);
+  }
   const listener = spawn("ip", ["netns", "exec", host.name, ...server], { stdio: "ignore" });
   try {
     let answered = false;
@@ -264,8 +271,26 @@ ip netns exec ${host.name} sh -c 'ip link set lo up; ip addr add ${host.address}
 
 /** Runs `body` while an outside host serves HTTP on port 80 (see {@link withNamespaceHost}). */
 export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
-  const ready = () => fetch(`http://${host.address}/`, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
-  return withNamespaceHost(host, ["python3", "-m", "http.server", "80", "--bind", host.address], ready, body);
+  const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
+  const ready = async () => (await answers(`http://${host.address}/`)) && (!host.address6 || (await answers(`http://[${host.address6}]/`)));
+  // `--bind ::` serves IPv4 and IPv6 alike (dual stack).
+  return withNamespaceHost(host, ["python3", "-m", "http.server", "80", "--bind", host.address6 ? "::" : host.address], ready, body);
+}
+
+/** Runs `body` while `server` runs here (in the sandbox: the control host's side), once `url` answers. */
+export async function withListener<T>(server: readonly string[], url: string, body: () => Promise<T>): Promise<T> {
+  const listener = spawn(server[0]!, server.slice(1), { stdio: "ignore" });
+  try {
+    let answered = false;
+    for (let attempt = 0; attempt < 20 && !answered; attempt += 1) {
+      answered = await fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
+      if (!answered) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    assert.ok(answered, `${url} answers the sandbox: the test is sound`);
+    return await body();
+  } finally {
+    listener.kill();
+  }
 }
 
 /**
@@ -303,14 +328,14 @@ with open(${JSON.stringify(record)}, "a") as log:
 }
 
 /** A LAN host (RFC 1918, like the real 10.20.x LAN) and an "internet" host (TEST-NET-2, not private). */
-export const LAN_HOST: OutsideHost = { name: "boma-it-e2e-lan", address: "10.20.0.1", sandboxAddress: "10.20.0.254" };
+export const LAN_HOST: OutsideHost = { name: "boma-it-e2e-lan", address: "10.20.0.1", sandboxAddress: "10.20.0.254", address6: "fd20::1", sandboxAddress6: "fd20::fe" };
 export const INTERNET_HOST: OutsideHost = { name: "boma-it-e2e-wan", address: "198.51.100.1", sandboxAddress: "198.51.100.254" };
 /** A "real host" of the fleet that a hostile repo points Ansible at (an RFC 1918 address, like the LAN's). */
 export const DECOY_HOST: OutsideHost = { name: "boma-it-e2e-decoy", address: "10.20.9.88", sandboxAddress: "10.20.9.254" };
 
-/** Whether the VM of a run opens a TCP connection to address:port ("reached" or "blocked"). */
+/** Whether the VM of a run opens a TCP connection to address:port ("reached" or "blocked"); IPv6 too. */
 export async function vmReaches(runId: string, address: string, port: number, env: Record<string, string>): Promise<string> {
-  const probe = `timeout 8 bash -c '</dev/tcp/${address}/${port}' && echo reached || echo blocked`;
+  const probe = `timeout 8 bash -c '</dev/tcp/${address}/${port}' 2>/dev/null && echo reached || echo blocked`;
   return (await cli(["ssh", runId, "--", probe], env)).stdout.trim();
 }
 

@@ -15,13 +15,25 @@ import { Libvirt } from "../../orchestrator/host/libvirt.ts";
 import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/guest/machine.ts";
 import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
-import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withOutsideHost } from "./helpers.ts";
+import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withListener, withOutsideHost } from "./helpers.ts";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   const dirs = suiteDirs();
 
-  it("up → ssh → reboot with a new boot id → a kernel panic noticed at once → down, and nothing with the prefix remains", async () => {
-    const up = await cli(["up", "askari", "--json"], dirs.env);
+  it("two ups at once give one VM and one exit 3; a reap from another stacks dir during its boot leaves it intact; up → ssh → reboot with a new boot id → a kernel panic noticed at once → down, and nothing with the prefix remains", async () => {
+    // Started together: the run lock has exactly one holder, the other is refused at once.
+    const both = [startCli(["up", "askari", "--json"], dirs.env), startCli(["up", "askari", "--json"], dirs.env)];
+    const first = await Promise.race(both.map((candidate, index) => candidate.result.then((result) => ({ index, result }))));
+    assert.equal(first.result.code, 3, first.result.stderr.slice(-2000));
+    assert.match(first.result.stderr, /another boma-it run \(pid \d+, up.*\) holds the run lock/);
+    const winner = both[1 - first.index]!;
+    await winner.waitForStderr(/created domain/, 120_000);
+    // Another checkout's cron'd reap, while the run boots: its stack is not in that stacks dir.
+    const other = await cli(["reap"], { ...dirs.env, BOMA_IT_STACKS_DIR: join(dirs.stacksDir, "..", "another-checkout-stacks") });
+    assert.equal(other.code, 0, other.stderr.slice(-2000));
+    assert.doesNotMatch(other.stdout, /^destroyed /m, "nothing of the booting run is touched");
+    assert.match(other.stdout, /spared +(domain|network) +boma-it-askari-/);
+    const up = await winner.result;
     assert.equal(up.code, 0, up.stderr.slice(-3000));
     const run = JSON.parse(up.stdout) as { runId: string; host: string; ip: string; ssh: string; runDir: string };
     assert.match(run.runId, /^boma-it-askari-\d{8}-\d{6}$/);
@@ -175,14 +187,29 @@ EOF`]);
 });
 
 /**
- * ADR-025 invariant 3: a "LAN host" (10.20.0.1, in a namespace of its own, routed through the
- * sandbox namespace by a veth pair) answers the sandbox, so the route is sound; the VM cannot
- * reach it, yet still reaches an "internet" host (198.51.100.1) through NAT, its gateway and DNS.
+ * ADR-025 invariants 3 and 7: a "LAN host" (10.20.0.1 and fd20::1, in a namespace of its own,
+ * routed through the sandbox namespace by a veth pair) answers the sandbox, so the routes are
+ * sound; the VM cannot reach it over IPv4 or IPv6, nor a service the control host runs on the
+ * test network's gateway address (IPv4) or on the bridge (IPv6); it still reaches an "internet"
+ * host (198.51.100.1) through NAT, and its gateway's DNS.
  */
 async function assertIsolated(runId: string, ip: string, env: Record<string, string>): Promise<void> {
   const gateway = ip.replace(/\.\d+$/, ".1");
   await withOutsideHost(LAN_HOST, async () => {
     assert.equal(await vmReaches(runId, LAN_HOST.address, 80, env), "blocked", "the VM cannot reach the LAN host");
+    // IPv6: the bridge gets a ULA the sandbox routes to the LAN host's; the VM is given an address
+    // and a route (as a role could), so only the harness's filter stands in the way.
+    const bridge = /Bridge:\s+(\S+)/.exec(execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-info", runId], { encoding: "utf8" }))![1]!;
+    execFileSync("sh", ["-c", `ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`]);
+    await withListener(["python3", "-c", "import http.server, socket\nclass S(http.server.ThreadingHTTPServer): address_family = socket.AF_INET6\nS(('fd00:beef::1', 8001), http.server.SimpleHTTPRequestHandler).serve_forever()"], `http://[fd00:beef::1]:8001/`, async () => {
+      await cli(["ssh", runId, "--", "sudo ip -6 addr add fd00:beef::10/64 dev eth0 nodad; sudo ip -6 route add fd20::/64 via fd00:beef::1"], env);
+      assert.equal(await vmReaches(runId, "fd00:beef::1", 8001, env), "blocked", "the VM cannot reach the control host over IPv6");
+      assert.equal(await vmReaches(runId, LAN_HOST.address6!, 80, env), "blocked", "the VM cannot reach the LAN host's ULA");
+    });
+  });
+  // A service of the control host on the gateway's address: only DHCP and DNS are the VM's.
+  await withListener(["python3", "-m", "http.server", "8000", "--bind", gateway], `http://${gateway}:8000/`, async () => {
+    assert.equal(await vmReaches(runId, gateway, 8000, env), "blocked", "the VM cannot reach a service on its gateway");
   });
   // Egress through NAT works (the le tiers need it): the positive control of the --no-egress test.
   await withOutsideHost(INTERNET_HOST, async () => {

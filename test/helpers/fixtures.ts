@@ -13,6 +13,7 @@ export function fixedSpec(overrides: { egress?: boolean; accel?: "kvm" | "tcg"; 
     vm: { vcpus: 2, memoryMiB: 3072, diskGiB: 20 },
     subnet: pickSubnet([], FIXED_IDENTITY.runId),
     egress: overrides.egress ?? true,
+    hostAddresses: ["127.0.0.1", "192.168.1.20", "203.0.113.5"],
     goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
     runDir: overrides.runDir ?? "/home/op/integration-runs/20261122-034000-askari",
     ownerPid: 4242,

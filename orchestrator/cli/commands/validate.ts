@@ -13,9 +13,9 @@ Checks the profile and overlay against their schemas (unknown keys are errors), 
 inventory and playbook exist, and that the host is in the inventory. Exit 0 when all is well,
 2 with one line per problem (file:line:column: path: expected ..., found ...) otherwise.`,
   options: {},
-  async run({ args, locations, runner }) {
+  async run({ args, locations, runner, log }) {
     expectPositionals("validate", args.positionals, 1, 1, "one <profile>");
-    const profile = await loadProfile(args.positionals[0]!, locations, runner);
+    const profile = await loadProfile(args.positionals[0]!, locations, runner, { say: (line) => log.info(line) });
     const summary = {
       profile: profile.name,
       file: profile.file,

@@ -84,6 +84,21 @@ describe("DirectEngine", () => {
     }
   });
 
+  it("never deletes an object it did not make: a network of the same name that already exists stays", async () => {
+    const { tree, engine, plan, calls } = await setup({ FAKE_VIRSH_FAIL: "net-create" });
+    try {
+      await assert.rejects(engine.up(plan), (error: unknown) => {
+        assert.ok(error instanceof ProvisionError);
+        assert.match(error.message, /^creating network failed; everything created so far was deleted again/);
+        return true;
+      });
+      assert.deepEqual(subcommands(await calls()), ["net-create"], "no net-destroy of somebody else's network");
+      assert.equal(await engine.read(plan.stack), undefined);
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("treats an object that is already gone as deleted", async () => {
     const { tree, engine, plan } = await setup({ FAKE_VIRSH_ABSENT: "net-destroy" });
     try {
