@@ -11,6 +11,9 @@ import { execa } from "execa";
 /** How many trailing lines of output a record keeps. */
 const TAIL_LINES = 20;
 
+/** How many records a runner keeps in memory (a run makes thousands: the run dir's command log has them all). */
+const HISTORY_LIMIT = 200;
+
 /** What one finished command did. Results and failures share this shape (as in execa). */
 export interface CommandRecord {
   /** Program and arguments, exactly as run (secrets already redacted). */
@@ -119,8 +122,9 @@ export interface RunnerOptions {
 export class Runner {
   readonly #env: Record<string, string | undefined>;
   readonly #onRecord: ((record: CommandRecord) => void) | undefined;
+  readonly #listeners = new Set<(record: CommandRecord) => void>();
   readonly #redact: (text: string) => string;
-  /** Every command this runner finished, in order. */
+  /** The last commands this runner finished (at most {@link HISTORY_LIMIT}), in order. */
   readonly history: CommandRecord[] = [];
 
   constructor(options: RunnerOptions = {}) {
@@ -138,6 +142,22 @@ export class Runner {
       redact: (text) => redact(mine(text)),
     });
     return runner;
+  }
+
+  /**
+   * Sends every record from now on to `listener` too (a run's command log); returns the function
+   * that stops it.
+   */
+  addRecordListener(listener: (record: CommandRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  #record(record: CommandRecord): void {
+    this.history.push(record);
+    if (this.history.length > HISTORY_LIMIT) this.history.splice(0, this.history.length - HISTORY_LIMIT);
+    this.#onRecord?.(record);
+    for (const listener of this.#listeners) listener(record);
   }
 
   /** The environment commands of this runner get. */
@@ -200,8 +220,7 @@ export class Runner {
       failed: outcome.failed,
     };
     const { stdout: _out, stderr: _err, failed: _failed, ...record } = result;
-    this.history.push(record);
-    this.#onRecord?.(record);
+    this.#record(record);
     if (result.failed && options.check !== false) throw new CommandFailedError(result);
     return result;
   }
@@ -231,8 +250,7 @@ export class Runner {
         tail,
         startedAt: startedAt.toISOString(),
       };
-      this.history.push(record);
-      this.#onRecord?.(record);
+      this.#record(record);
     };
     try {
       const value = await operation(onLine);

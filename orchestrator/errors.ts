@@ -1,3 +1,8 @@
+import { PulumiUnavailableError } from "../infra/engines/pulumi-setup.ts";
+import { ProvisionError, TeardownError } from "../infra/errors.ts";
+import { CommandFailedError } from "../infra/runner.ts";
+import { WaitError } from "./guest/retry.ts";
+
 /**
  * The error vocabulary of boma-it. Every failure that reaches the CLI is one of these; the CLI's
  * single top-level catch maps them to the exit codes of the command contract and decides how
@@ -78,14 +83,17 @@ export class SystemUnderTestError extends BomaError {
   }
 }
 
-/** A fault of the harness or the infrastructure under it: provisioning, boot, SSH timeout (exit 4). */
+/**
+ * A fault of the harness or the infrastructure under it: provisioning, boot, SSH timeout (exit 4).
+ * It prints its cause chain and its trace: whoever reads it unattended has nothing else.
+ */
 export class HarnessError extends BomaError {
   readonly exitCode = ExitCode.harnessFault;
   override readonly showTrace: boolean;
   constructor(message: string, options?: { cause?: unknown; showTrace?: boolean }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "HarnessError";
-    this.showTrace = options?.showTrace ?? false;
+    this.showTrace = options?.showTrace ?? true;
   }
 }
 
@@ -101,4 +109,31 @@ export class InterruptedError extends BomaError {
 /** Maps any thrown value to its exit code; unknown errors are harness faults. */
 export function exitCodeOf(error: unknown): ExitCode {
   return error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+}
+
+/** The messages of an error's causes, outermost first (first lines; at most eight). */
+export function causesOf(error: unknown): string[] {
+  const causes: string[] = [];
+  let current = error instanceof Error ? error.cause : undefined;
+  while (current !== undefined && causes.length < 8) {
+    causes.push(current instanceof Error ? `${current.name}: ${current.message.split("\n")[0]}` : String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return causes;
+}
+
+/**
+ * Maps what infra and the waits throw onto the error vocabulary (exit codes): a provisioning,
+ * teardown, command or wait failure is a harness fault (4) keeping its cause; anything after an
+ * interrupt is the interrupt (130); the pulumi engine missing is a refusal (3).
+ */
+export function asBomaError(error: unknown, signal: AbortSignal): unknown {
+  if (error instanceof BomaError) return error;
+  if (signal.aborted) return signal.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
+  if (error instanceof PulumiUnavailableError) return new RefusedError(error.message, error.remedy);
+  if (error instanceof ProvisionError) return new HarnessError(`provisioning failed: ${error.message}`, { cause: error });
+  if (error instanceof TeardownError) return new HarnessError(`${error.message}\nrun \`npm run reap\` to remove what is left`, { cause: error });
+  if (error instanceof CommandFailedError) return new HarnessError(error.message, { cause: error });
+  if (error instanceof WaitError) return new HarnessError(error.message, { cause: error });
+  return error;
 }

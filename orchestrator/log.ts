@@ -32,6 +32,9 @@ export class Log {
   #depth = 0;
   #redact: (text: string) => string = (text) => text;
   readonly #stack: StepRecord[][] = [[]];
+  /** Where every line also goes (a run's run.log), with what was written before it was attached. */
+  #transcript: ((line: string) => void) | undefined;
+  readonly #early: string[] = [];
 
   constructor(options: LogOptions) {
     this.#stream = options.stream;
@@ -105,9 +108,26 @@ export class Log {
     };
   }
 
+  /**
+   * Sends every line from now on to `sink` too (redacted, as printed), starting with the lines
+   * written so far (at most the last 500): a run's run.log holds the whole step tree. Returns the
+   * detach function.
+   */
+  transcribe(sink: (line: string) => void): () => void {
+    for (const line of this.#early) sink(line);
+    this.#transcript = sink;
+    return () => {
+      if (this.#transcript === sink) this.#transcript = undefined;
+    };
+  }
+
   #write(line: string): void {
-    if (!this.#enabled) return;
-    const pad = "  ".repeat(this.#depth);
-    this.#stream.write(`${pad}${this.#redact(line)}\n`);
+    const text = `${"  ".repeat(this.#depth)}${this.#redact(line)}`;
+    if (this.#transcript) this.#transcript(text);
+    else {
+      this.#early.push(text);
+      if (this.#early.length > 500) this.#early.shift();
+    }
+    if (this.#enabled) this.#stream.write(`${text}\n`);
   }
 }

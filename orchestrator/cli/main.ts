@@ -9,7 +9,7 @@ import { Runner } from "../../infra/runner.ts";
 import type { CommandDefinition, CommandOutcome } from "./command.ts";
 import { COMMON_OPTIONS, ENGINES, ACCELS, oneOf, parseCommandArgs } from "./options.ts";
 import { COMMANDS } from "./commands/index.ts";
-import { BadInputError, BomaError, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
+import { BadInputError, BomaError, causesOf, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
 import { Log } from "../log.ts";
 import { Redactor } from "../run/secrets.ts";
 import { PROJECT_ROOT, runsDir } from "../host/paths.ts";
@@ -112,14 +112,19 @@ function reportError(error: unknown, exitCode: number, io: { stdout: Pick<Writab
   const known = error instanceof BomaError;
   const message = error instanceof Error ? error.message : String(error);
   const trace = !known || error.showTrace;
+  const causes = causesOf(error);
   io.stderr.write(`${PROGRAM}: ${message}\n`);
+  for (const cause of causes) io.stderr.write(`  caused by: ${cause}\n`);
   if (trace && error instanceof Error && error.stack) {
     io.stderr.write(`${error.stack.split("\n").slice(1).join("\n")}\n`);
-    if (error.cause instanceof Error) io.stderr.write(`caused by: ${error.cause.stack ?? error.cause.message}\n`);
+    // The innermost cause's own trace says where it really broke.
+    let innermost: unknown = error;
+    while (innermost instanceof Error && innermost.cause instanceof Error) innermost = innermost.cause;
+    if (innermost !== error && innermost instanceof Error && innermost.stack) io.stderr.write(`innermost cause: ${innermost.stack}\n`);
   }
   if (json) {
     const problems = error instanceof BadInputError ? error.problems : undefined;
-    const document = { error: { kind: known ? error.name : "Error", message, exitCode, ...(problems ? { problems } : {}) } };
+    const document = { error: { kind: known ? error.name : "Error", message, exitCode, causes, ...(problems ? { problems } : {}) } };
     io.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
   }
 }

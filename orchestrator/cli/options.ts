@@ -5,6 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BadInputError } from "../errors.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
+import { ACCELS, ENGINES, KEEP_POLICIES, SCENARIOS, type AnsibleArgs, type RunOptions } from "../run/options.ts";
 
 type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
 
@@ -17,6 +18,15 @@ export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h", default: false },
 } as const satisfies OptionSpec;
 
+/** What reaches ansible-playbook: for `run`, `up` and `apply`. */
+export const ANSIBLE_OPTIONS = {
+  "extra-vars": { type: "string", short: "e", multiple: true },
+  tags: { type: "string" },
+  "skip-tags": { type: "string" },
+  diff: { type: "boolean", default: false },
+  verbose: { type: "boolean", short: "v", multiple: true },
+} as const satisfies OptionSpec;
+
 /** Options of `run` and `up`. */
 export const RUN_OPTIONS = {
   scenario: { type: "string" },
@@ -24,6 +34,7 @@ export const RUN_OPTIONS = {
   keep: { type: "string", default: "on-failure" },
   "no-egress": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
+  ...ANSIBLE_OPTIONS,
 } as const satisfies OptionSpec;
 
 /** Options of `reap`. */
@@ -32,18 +43,11 @@ export const REAP_OPTIONS = {
   "older-than": { type: "string" },
 } as const satisfies OptionSpec;
 
-export const ENGINES = ["auto", "pulumi", "direct"] as const;
-export type EngineChoice = (typeof ENGINES)[number];
-export const ACCELS = ["auto", "kvm", "tcg"] as const;
-export type AccelChoice = (typeof ACCELS)[number];
-export const SCENARIOS = ["red-green", "green", "red"] as const;
-export type ScenarioChoice = (typeof SCENARIOS)[number];
-export const KEEP_POLICIES = ["on-failure", "always", "never"] as const;
-export type KeepPolicy = (typeof KEEP_POLICIES)[number];
+export { ACCELS, ENGINES } from "../run/options.ts";
 
 /** The raw result of parsing: option values by name, positionals, and what came after `--`. */
 export interface ParsedArgs {
-  values: Record<string, string | boolean | undefined>;
+  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
   positionals: string[];
   /** Arguments after a literal `--` (for `ssh <run> -- cmd`). */
   rest: string[];
@@ -123,27 +127,23 @@ export function expectPositionals(command: string, positionals: readonly string[
   }
 }
 
+/** Help text of what reaches ansible-playbook. */
+export const ANSIBLE_OPTIONS_HELP = `  -e, --extra-vars KEY=VALUE       an extra var for the playbook (repeatable; the VM stays its only target)
+  --tags T, --skip-tags T          passed to ansible-playbook as they are
+  --diff                           ansible-playbook --diff
+  -v, --verbose                    Ansible's verbosity (repeatable: -vvv)`;
+
 /** Help text of the options of `run` and `up`. */
 export const RUN_OPTIONS_HELP = `Options:
   --scenario red-green|green|red   which scenarios (default: red-green when the profile has scenarios.red)
   --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
   --keep on-failure|always|never   keep the VM after the run (default on-failure)
   --no-egress                      a network with no forwarding at all (forces --certs internal)
-  --min-free-ram MiB               refuse to start below this much free RAM`;
-
-/** The checked options of `run` and `up`. */
-export interface RunCommandOptions {
-  scenario: ScenarioChoice | undefined;
-  certs: CertTier | undefined;
-  keep: KeepPolicy;
-  noEgress: boolean;
-  minFreeRamMiB: number | undefined;
-  engine: EngineChoice;
-  accel: AccelChoice;
-}
+  --min-free-ram MiB               refuse to start below this much free RAM
+${ANSIBLE_OPTIONS_HELP}`;
 
 /** Checks the options of `run` and `up`. */
-export function runCommandOptions(values: ParsedArgs["values"]): RunCommandOptions {
+export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
   return {
     scenario: values.scenario === undefined ? undefined : oneOf("scenario", values.scenario, SCENARIOS),
     certs: certTier(values.certs),
@@ -152,5 +152,22 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunCommandOptio
     minFreeRamMiB: positiveInteger("min-free-ram", values["min-free-ram"]),
     engine: oneOf("engine", values.engine, ENGINES),
     accel: oneOf("accel", values.accel, ACCELS),
+    ansible: ansibleArgs(values),
   };
+}
+
+/** Checks what goes to ansible-playbook: `-e key=value` (a key Ansible takes), `--tags`, `--skip-tags`, `--diff`, `-v`. */
+export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
+  const extraVars: Record<string, string> = {};
+  const list = (name: string): (string | boolean)[] => {
+    const value = values[name];
+    return Array.isArray(value) ? value : value === undefined || value === false ? [] : [value];
+  };
+  for (const pair of list("extra-vars")) {
+    const match = typeof pair === "string" ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(pair) : null;
+    if (!match) throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, found ${JSON.stringify(pair)}` });
+    extraVars[match[1]!] = match[2]!;
+  }
+  const text = (name: string) => (typeof values[name] === "string" ? (values[name] as string) : undefined);
+  return { extraVars, tags: text("tags"), skipTags: text("skip-tags"), diff: values.diff === true, verbosity: list("verbose").length };
 }

@@ -1,13 +1,15 @@
 /**
  * The profile's checks, run before and after the reboot: `http` and `tcp` from the harness host
  * through the test network (as a client on the LAN would), `unit`, `listen` and `run` inside the
- * VM. All checks of a stage run side by side, each retried until it passes or its `within` time
- * is up, so a slow service gets its chance but a broken one fails for sure.
+ * VM. All checks of a stage run side by side, each through the Machine's waits (the one retry
+ * primitive, on the machine's clock) until it passes or its `within` is up, so a slow service gets
+ * its chance but a broken one fails for sure. A check fails on what it last saw; a VM that went
+ * down or panicked meanwhile is not a failed check but the wait's own error, for the caller.
  */
 import { connect } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
-import { quoteArg } from "../../infra/runner.ts";
+import { SystemUnderTestError } from "../errors.ts";
 import type { Machine } from "./machine.ts";
+import { WaitError } from "./retry.ts";
 import type { Check } from "../profile/schema.ts";
 
 /** When a check ran. */
@@ -29,8 +31,17 @@ interface ProbeOutcome {
   detail: string;
 }
 
-/** Runs one probe once. */
-export async function probeOnce(check: Check, machine: Machine, ip: string): Promise<ProbeOutcome> {
+/** What a check is in words, for the machine's progress lines. */
+function describeCheck(check: Check, ip: string): string {
+  if (check.http) return `GET http://${ip}:${check.http.port}${check.http.path} to answer ${check.http.status}`;
+  if (check.tcp) return `TCP ${ip}:${check.tcp.port} to accept`;
+  if (check.unit) return `unit ${check.unit} to be active`;
+  if (check.listen) return `something to listen on TCP port ${check.listen.port}`;
+  return `\`${check.run}\` to succeed`;
+}
+
+/** One try of a probe from the harness host (http, tcp). */
+async function hostProbe(check: Check, ip: string): Promise<ProbeOutcome> {
   if (check.http) {
     const url = `http://${ip}:${check.http.port}${check.http.path}`;
     try {
@@ -42,20 +53,7 @@ export async function probeOnce(check: Check, machine: Machine, ip: string): Pro
       return { ok: false, detail: `GET ${url}: ${cause === "TimeoutError" ? "no answer within 5 s" : cause}` };
     }
   }
-  if (check.tcp) return tcpProbe(ip, check.tcp.port);
-  if (check.unit) {
-    const result = await machine.execute(`systemctl is-active ${quoteArg(check.unit)}`, { timeoutMs: 30_000 });
-    const state = result.stdout.trim() || result.stderr.trim();
-    return { ok: state === "active", detail: `${check.unit} is ${state || `unknown (exit ${result.exitCode})`}` };
-  }
-  if (check.listen) {
-    const result = await machine.execute(`ss -Htln 'sport = :${check.listen.port}'`, { timeoutMs: 30_000 });
-    const listening = result.exitCode === 0 && result.stdout.trim() !== "";
-    return { ok: listening, detail: listening ? `listening: ${result.stdout.trim().split("\n")[0]?.replace(/\s+/g, " ")}` : `nothing listens on TCP port ${check.listen.port}` };
-  }
-  const result = await machine.execute(check.run!, { timeoutMs: 60_000 });
-  const output = (result.stdout + result.stderr).trim().split("\n").at(-1) ?? "";
-  return { ok: result.exitCode === 0, detail: `exit ${result.exitCode}${output ? `: ${output.slice(0, 200)}` : ""}` };
+  return tcpProbe(ip, check.tcp!.port);
 }
 
 function tcpProbe(ip: string, port: number): Promise<ProbeOutcome> {
@@ -71,29 +69,46 @@ function tcpProbe(ip: string, port: number): Promise<ProbeOutcome> {
   });
 }
 
-/** Runs every check of a stage side by side; each retried until it passes or its `within` is up. */
+/** Waits for one check through the machine; returns what it saw when it passed. */
+async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs: number): Promise<string> {
+  if (check.unit) {
+    await machine.waitForUnit(check.unit, withinMs);
+    return `${check.unit} is active`;
+  }
+  if (check.listen) return `listening: ${(await machine.waitForOpenPort(check.listen.port, withinMs)).replace(/\s+/g, " ")}`;
+  if (check.run) {
+    const output = (await machine.waitUntilSucceeds(check.run, withinMs)).trim().split("\n").at(-1) ?? "";
+    return `exit 0${output ? `: ${output.slice(0, 200)}` : ""}`;
+  }
+  return machine.waitFor(describeCheck(check, ip), withinMs, async () => {
+    const outcome = await hostProbe(check, ip);
+    return outcome.ok ? { done: true, value: outcome.detail } : { done: false, seen: outcome.detail };
+  }, { intervalMs: 1000, maxIntervalMs: 3000 });
+}
+
+/** Runs every check of a stage side by side; each waits until it passes or its `within` is up. */
 export async function runChecks(
   checks: readonly Check[],
   machine: Machine,
   ip: string,
   stage: CheckStage,
-  options: { signal?: AbortSignal; onResult?: (result: CheckResult) => void },
+  options: { onResult?: (result: CheckResult) => void } = {},
 ): Promise<CheckResult[]> {
   return Promise.all(
     checks.map(async (check) => {
-      const started = performance.now();
-      for (;;) {
-        options.signal?.throwIfAborted();
-        const outcome = await probeOnce(check, machine, ip);
-        const elapsedMs = performance.now() - started;
-        const leftMs = check.within * 1000 - elapsedMs;
-        if (outcome.ok || leftMs <= 0) {
-          const result = { name: check.name, stage, ok: outcome.ok, detail: outcome.detail, seconds: Math.round(elapsedMs / 100) / 10 };
-          options.onResult?.(result);
-          return result;
-        }
-        // The last try comes when `within` is up, not up to 3 s after it.
-        await sleep(Math.min(3000, leftMs), undefined, options.signal ? { signal: options.signal } : undefined);
+      const started = machine.now();
+      const finish = (ok: boolean, detail: string): CheckResult => {
+        const result = { name: check.name, stage, ok, detail, seconds: Math.round((machine.now() - started) / 100) / 10 };
+        options.onResult?.(result);
+        return result;
+      };
+      try {
+        return finish(true, await waitForCheck(check, machine, ip, check.within * 1000));
+      } catch (error) {
+        // Given up on (what it last saw), or a unit that failed outright: the check failed.
+        if (error instanceof WaitError && error.timedOut) return finish(false, error.lastSeen);
+        if (error instanceof SystemUnderTestError) return finish(false, error.message.replace(/^[^:]+: /, ""));
+        throw error;
       }
     }),
   );

@@ -13,6 +13,19 @@ import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
 import { endMaster, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
 
+/** How a command runs on the machine. */
+export interface ExecuteOptions {
+  timeoutMs?: number;
+  /** As the harness account, not root (readiness probes). */
+  asUser?: boolean;
+  /** false: a connection of its own, not the master's (a command that ends the boot). */
+  multiplex?: boolean;
+  /** Fed on the command's stdin. */
+  input?: string;
+  /** The input or output holds a secret: never in a record's tail. */
+  secretOutput?: boolean;
+}
+
 /** What a command on the machine did. */
 export interface MachineResult {
   exitCode: number | undefined;
@@ -73,6 +86,17 @@ export interface MachineOptions {
 /** The SSH exit status meaning "could not connect", not "the command failed". */
 const SSH_CONNECTION_FAILED = 255;
 
+/**
+ * How long a boot may go from power-on, a reset or the old system's "reboot: machine restart"
+ * without its kernel's first line before it counts as stalled (the firmware under TCG now and
+ * then hangs there: 25-98 s seen; a kernel normally starts within 10 s).
+ */
+export const KERNEL_STALL_MS = 150_000;
+
+/** The kernel's first line of every boot, and the old system's last before a reboot. */
+const KERNEL_BANNER = /\bLinux version \d/;
+const MACHINE_RESTART = /reboot: (machine restart|Restarting system)/;
+
 /** The guest under test. */
 export class Machine {
   readonly name: string;
@@ -96,18 +120,20 @@ export class Machine {
    * Runs a shell command as root; never throws for a non-zero exit (255 = SSH itself failed).
    * `multiplex: false` makes a connection of its own (for a command that ends the boot).
    */
-  async execute(command: string, options: { timeoutMs?: number; asUser?: boolean; multiplex?: boolean } = {}): Promise<MachineResult> {
+  async execute(command: string, options: ExecuteOptions = {}): Promise<MachineResult> {
     const remote = options.asUser ? command : `sudo -n -- sh -c ${quoteArg(command)}`;
     const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote, { multiplex: options.multiplex ?? true }), {
       check: false,
       timeoutMs: options.timeoutMs ?? 120_000,
+      ...(options.input !== undefined ? { input: options.input } : {}),
+      ...(options.secretOutput ? { secretOutput: true } : {}),
       ...(this.#options.signal ? { signal: this.#options.signal } : {}),
     });
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, durationMs: result.durationMs };
   }
 
   /** Runs a command that must succeed; returns its stdout. */
-  async succeed(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+  async succeed(command: string, options: ExecuteOptions = {}): Promise<string> {
     const result = await this.execute(command, options);
     if (result.exitCode === 0) return result.stdout;
     if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
@@ -147,9 +173,13 @@ export class Machine {
     });
   }
 
-  /** Waits until something inside the VM listens on a TCP port. */
-  async waitForOpenPort(port: number, timeoutMs: number): Promise<void> {
-    await this.waitUntilSucceeds(`ss -Htln 'sport = :${port}' | grep -q .`, timeoutMs);
+  /** Waits until something inside the VM listens on a TCP port; returns the first listening socket as `ss` shows it. */
+  async waitForOpenPort(port: number, timeoutMs: number): Promise<string> {
+    return this.waitFor(`something to listen on TCP port ${port}`, timeoutMs, async () => {
+      const result = await this.execute(`ss -Htln 'sport = :${port}'`, { timeoutMs: Math.min(timeoutMs, 30_000) });
+      const line = result.stdout.trim().split("\n")[0] ?? "";
+      return result.exitCode === 0 && line !== "" ? { done: true, value: line } : { done: false, seen: `nothing listens on TCP port ${port}` };
+    });
   }
 
   /** Now, on the clock this machine's waits use (for {@link waitForSsh}'s `bootBeganAt`). */
@@ -163,6 +193,40 @@ export class Machine {
    */
   async markNewBoot(): Promise<void> {
     this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
+  }
+
+  /** Whether the current boot's kernel has started (its first line is on the console since {@link markNewBoot}). */
+  async kernelStarted(): Promise<boolean> {
+    return KERNEL_BANNER.test(await this.#consoleSince(this.#bootConsoleStart));
+  }
+
+  /** The last lines of the console since {@link markNewBoot}: what the current boot showed. */
+  async currentBootConsole(lines = 20): Promise<string[]> {
+    return consoleLines(await this.#consoleSince(this.#bootConsoleStart))
+      .filter((line) => line.trim() !== "")
+      .slice(-lines);
+  }
+
+  /**
+   * A check for a wait of the current boot: says the boot stalled once {@link KERNEL_STALL_MS}
+   * went by without the kernel's first line since `restartAt` (this machine's clock: power-on or
+   * a reset), or, without it, since the console showed the old system restart. Read at most
+   * every 2 s.
+   */
+  stallCheck(restartAt?: number, withinMs: number = KERNEL_STALL_MS): () => Promise<string | undefined> {
+    let since = restartAt;
+    let readAt = -Infinity;
+    return async () => {
+      if (this.#clock.now() - readAt < 2000) return undefined;
+      readAt = this.#clock.now();
+      const text = await this.#consoleSince(this.#bootConsoleStart);
+      const restart = [...text.matchAll(new RegExp(MACHINE_RESTART, "g"))].at(-1);
+      const afterRestart = restart ? text.slice(restart.index + restart[0].length) : text;
+      if (KERNEL_BANNER.test(restart ? afterRestart : text)) return undefined;
+      if (since === undefined && restart) since = this.#clock.now();
+      if (since === undefined || this.#clock.now() - since < withinMs) return undefined;
+      return `no kernel started within ${Math.round(withinMs / 1000)} s of ${restartAt === undefined ? "the old system's restart" : "power-on"} (the firmware stalled)`;
+    };
   }
 
   /** Ends the master connection, if one is open (idempotent; see {@link endMaster}). */
@@ -183,7 +247,7 @@ export class Machine {
    * and on timeout shows the console tail. `bootBeganAt` (this machine's clock) is when the VM was
    * powered on or told to reboot.
    */
-  async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number } = {}): Promise<SshReady> {
+  async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number; restartAt?: number } = {}): Promise<SshReady> {
     const started = this.#clock.now();
     const probe =
       "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
@@ -224,7 +288,7 @@ export class Machine {
           value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000), beforeKernelSeconds },
         };
       },
-      { intervalMs: 100, maxIntervalMs: 200, withConsole: true },
+      { intervalMs: 100, maxIntervalMs: 200, withConsole: true, stall: this.stallCheck(options.restartAt) },
     );
   }
 
@@ -318,7 +382,13 @@ export class Machine {
     what: string,
     timeoutMs: number,
     attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>,
-    options: { intervalMs?: number; maxIntervalMs?: number; withConsole?: boolean } = {},
+    options: {
+      intervalMs?: number;
+      maxIntervalMs?: number;
+      withConsole?: boolean;
+      /** Says why the boot will never come (it stalled before its kernel), or undefined while it may. */
+      stall?: () => Promise<string | undefined>;
+    } = {},
   ): Promise<T> {
     const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
     const panicked = this.#throttledPanicCheck();
@@ -334,7 +404,12 @@ export class Machine {
         ...(this.#options.signal ? { signal: this.#options.signal } : {}),
         failFast: async () => {
           const state = await this.#options.domainState();
-          if (state !== "running" && state !== "") return `the VM is ${state}`;
+          if (state !== "" && !state.startsWith("running")) {
+            const tail = await this.consoleTail(15);
+            throw new VmDownError(`gave up waiting for ${this.name}: ${what}: the VM is ${state}${consoleBlock(this.#options.consoleLog, tail)}`, state);
+          }
+          const stalled = await options.stall?.();
+          if (stalled) throw new BootStallError(`gave up waiting for ${this.name}: ${what}: ${stalled}${consoleBlock(this.#options.consoleLog, await this.consoleTail(15))}`);
           panic = await panicked();
           return panic ? `the guest kernel panicked: ${describePanic(panic)}` : undefined;
         },
@@ -342,12 +417,17 @@ export class Machine {
     } catch (error) {
       if (!(error instanceof WaitError)) throw error;
       const tail = options.withConsole || panic ? await this.consoleTail(15) : [];
-      const message = `${error.message}${tail.length > 0 ? `\nlast lines of the serial console (${this.#options.consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : ""}`;
+      const message = `${error.message}${consoleBlock(this.#options.consoleLog, tail)}`;
       if (panic) throw new GuestPanicError(message, panic, { cause: error });
       if (!options.withConsole) throw error;
       throw new HarnessError(message, { cause: error });
     }
   }
+}
+
+/** The console's last lines as a message block (empty when there are none). */
+function consoleBlock(consoleLog: string, tail: readonly string[]): string {
+  return tail.length > 0 ? `\nlast lines of the serial console (${consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : "";
 }
 
 /** Serial console text as lines, without terminal escapes and trailing blanks. */
@@ -424,6 +504,29 @@ export class GuestPanicError extends HarnessError {
     super(message, options);
     this.name = "GuestPanicError";
     this.panic = panic;
+  }
+}
+
+/** A wait ended because the domain is not running any more (`state` as libvirt says it, with its reason). */
+export class VmDownError extends HarnessError {
+  readonly state: string;
+  constructor(message: string, state: string) {
+    super(message);
+    this.name = "VmDownError";
+    this.state = state;
+  }
+
+  /** Whether the guest itself powered off (as opposed to the host destroying it, or a crash). */
+  get guestShutdown(): boolean {
+    return /\(shutdown\)/.test(this.state);
+  }
+}
+
+/** A boot stalled before its kernel started (the firmware under TCG): nothing of the guest ran. */
+export class BootStallError extends HarnessError {
+  constructor(message: string) {
+    super(message);
+    this.name = "BootStallError";
   }
 }
 

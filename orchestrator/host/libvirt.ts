@@ -35,9 +35,13 @@ export class Libvirt {
     );
   }
 
-  /** The domain's state ("running", "shut off", ...) or "gone" when it does not exist. */
+  /**
+   * The domain's state with libvirt's reason ("running (booted)", "shut off (destroyed)": the host
+   * destroyed it, "shut off (shutdown)": the guest powered off, "shut off (crashed)"), or "gone"
+   * when it does not exist.
+   */
   async domainState(name: string): Promise<string> {
-    const result = await this.#virsh(["domstate", name], { check: false, timeoutMs: 20_000 });
+    const result = await this.#virsh(["domstate", "--reason", name], { check: false, timeoutMs: 20_000 });
     if (result.failed) return /not found|failed to get domain/i.test(result.stderr) ? "gone" : "";
     return result.stdout.trim();
   }

@@ -178,7 +178,7 @@ export async function guardResources(
 ): Promise<void> {
   const running = [];
   for (const name of await libvirt.names("domain")) {
-    if (name.startsWith("boma-it-") && (await libvirt.domainState(name)) === "running") running.push(name);
+    if (name.startsWith("boma-it-") && (await libvirt.domainState(name)).startsWith("running")) running.push(name);
   }
   if (running.length > 0) {
     throw new RefusedError(

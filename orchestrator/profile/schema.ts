@@ -56,6 +56,11 @@ const checkSchema = z
   });
 
 const scenarioSchema = z.strictObject({ vars: vars.default({}) });
+/**
+ * RED may name the failure the incident looks like: then it is faithful only when exactly these
+ * checks fail after the reboot and every other passes.
+ */
+const redScenarioSchema = scenarioSchema.extend({ expectFailing: z.array(z.string().min(1)).min(1).optional() });
 
 /** Image name: a named golden image or `file:/absolute/path.qcow2`. */
 const imageSchema = z.string().refine(
@@ -90,10 +95,17 @@ export const profileSchema = z.strictObject({
   checks: z.array(checkSchema).min(1, { error: "expected at least one check, found none" }),
   scenarios: z
     .strictObject({
-      red: scenarioSchema.optional(),
+      red: redScenarioSchema.optional(),
       green: scenarioSchema.optional(),
     })
     .optional(),
+}).superRefine((profile, ctx) => {
+  const names = profile.checks.map((check) => check.name);
+  profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
+    if (!names.includes(name)) {
+      ctx.addIssue({ code: "custom", path: ["scenarios", "red", "expectFailing", index], message: `expected the name of one of the checks (${names.join(", ")}), found ${JSON.stringify(name)}` });
+    }
+  });
 });
 
 /** A profile as validated (defaults applied, paths still as written). */

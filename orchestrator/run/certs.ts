@@ -9,14 +9,14 @@ import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/pro
 import { connect } from "node:net";
 import { join } from "node:path";
 import { messageOf } from "../../infra/errors.ts";
-import { quoteArg, type Runner } from "../../infra/runner.ts";
-import type { RunCommandOptions } from "../cli/options.ts";
+import { quoteArg } from "../../infra/runner.ts";
+import type { Machine } from "../guest/machine.ts";
+import type { RunOptions } from "./options.ts";
 import { BadInputError, RefusedError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import type { CertTier, OverlayDocument } from "../profile/schema.ts";
 import type { RunSecrets } from "./secrets.ts";
-import { sshCommandArgs, type SshTarget } from "../host/ssh.ts";
 
 /** The le tiers need egress (ACME DNS-01 reaches Let's Encrypt and the DNS provider). */
 export function needsEgress(tier: CertTier): boolean {
@@ -43,7 +43,7 @@ export interface CertDecision {
  * (ACME needs egress) and refuses an le tier asked for on the command line (exit 3) before
  * anything starts. (`le-prod-wildcard` never comes from a profile: its schema refuses it.)
  */
-export function decideCertTier(options: Pick<RunCommandOptions, "certs" | "noEgress">, profileTier: CertTier): CertDecision {
+export function decideCertTier(options: Pick<RunOptions, "certs" | "noEgress">, profileTier: CertTier): CertDecision {
   if (!options.noEgress) {
     return options.certs !== undefined
       ? { tier: options.certs, reason: `certs: ${options.certs} (--certs)` }
@@ -81,7 +81,7 @@ export interface CertPlan {
  */
 export async function planCerts(
   profile: LoadedProfile,
-  options: Pick<RunCommandOptions, "certs" | "noEgress">,
+  options: Pick<RunOptions, "certs" | "noEgress">,
   cacheDir: string,
   probe: typeof probeEgress = probeEgress,
 ): Promise<CertPlan> {
@@ -264,8 +264,8 @@ export interface CertificateOutcome {
 export interface WildcardContext {
   settings: WildcardSettings;
   cache: WildcardCache;
-  runner: Runner;
-  target: SshTarget;
+  /** The VM: certificate and key go on and come off through it. */
+  machine: Pick<Machine, "succeed">;
   secrets: RunSecrets;
   log: Log;
 }
@@ -283,8 +283,8 @@ export async function wildcardBeforeApply(context: WildcardContext): Promise<{ v
     return { vars: { boma_it_wildcard_reused: false }, reused: undefined };
   }
   hideKey(context.secrets, found.keyPem);
-  await onVm(context, `sudo install -D -m 0644 /dev/stdin ${quoteArg(settings.certPath)}`, found.certificatePem);
-  await onVm(context, `sudo install -D -m 0600 /dev/stdin ${quoteArg(settings.keyPath)}`, found.keyPem);
+  await onVm(context, `install -D -m 0644 /dev/stdin ${quoteArg(settings.certPath)}`, found.certificatePem);
+  await onVm(context, `install -D -m 0600 /dev/stdin ${quoteArg(settings.keyPath)}`, found.keyPem);
   log.info(`wildcard ${settings.domain}: reusing the cached certificate (valid until ${found.facts.notAfter.toISOString().slice(0, 10)}, ${found.facts.daysLeft} days left)`);
   return { vars: { boma_it_wildcard_reused: true }, reused: found.facts };
 }
@@ -302,8 +302,8 @@ export async function wildcardAfterApply(context: WildcardContext): Promise<Cert
   let certificatePem: string;
   let keyPem: string;
   try {
-    certificatePem = await onVm(context, `sudo cat ${quoteArg(settings.certPath)}`);
-    keyPem = await onVm(context, `sudo cat ${quoteArg(settings.keyPath)}`);
+    certificatePem = await onVm(context, `cat ${quoteArg(settings.certPath)}`);
+    keyPem = await onVm(context, `cat ${quoteArg(settings.keyPath)}`);
   } catch (error) {
     log.warn(`wildcard ${settings.domain}: the playbook left no certificate at ${settings.certPath} / ${settings.keyPath}; nothing cached (${messageOf(error).split("\n")[0]})`);
     return outcome("not cached", `nothing at ${settings.certPath}`);
@@ -319,9 +319,9 @@ export async function wildcardAfterApply(context: WildcardContext): Promise<Cert
   }
 }
 
-/** Runs a command on the VM whose input or output is secret (never in a record's tail). */
-async function onVm(context: Pick<WildcardContext, "runner" | "target">, command: string, input?: string): Promise<string> {
-  return await context.runner.output("ssh", sshCommandArgs(context.target, command), { ...(input === undefined ? {} : { input }), secretOutput: true, timeoutMs: 60_000 });
+/** Runs a command on the VM (as root) whose input or output is secret (never in a record's tail). */
+async function onVm(context: Pick<WildcardContext, "machine">, command: string, input?: string): Promise<string> {
+  return context.machine.succeed(command, { ...(input === undefined ? {} : { input }), secretOutput: true, timeoutMs: 60_000 });
 }
 
 /** A private key is a secret of the run: the whole PEM and each of its lines are redacted. */

@@ -3,7 +3,7 @@ import { DirectEngine } from "../../infra/engines/direct.ts";
 import type { Engine } from "../../infra/engines/engine.ts";
 import { pulumiInstallHint } from "../../infra/engines/pulumi-setup.ts";
 import type { Runner } from "../../infra/runner.ts";
-import type { EngineChoice } from "../cli/options.ts";
+import type { EngineChoice } from "./options.ts";
 import { RefusedError } from "../errors.ts";
 
 /** The engine chosen and the reason. */

@@ -15,7 +15,7 @@ import { processStart } from "../../infra/process.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
-import { describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
+import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, knownHostsLine, prepareControlSocketDir } from "../host/ssh.ts";
 
@@ -162,7 +162,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   }
 }
 
-/** The first boot up to cloud-init done (with one reset for QEMU's TCG race). */
+/** The first boot up to cloud-init done (with one reset for QEMU's TCG race or a firmware stall). */
 async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<LiveRun> {
   const { outputs, phases, log, libvirt, timeouts } = options;
   const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
@@ -177,13 +177,13 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
           const lease = await libvirt.leaseOf(outputs.network, outputs.mac);
           return lease ? { done: true, value: lease } : { done: false, seen: (await machine.consoleTail(1))[0] ?? "no console output yet" };
         },
-        { intervalMs: 500, maxIntervalMs: 1000, withConsole: true },
+        { intervalMs: 500, maxIntervalMs: 1000, withConsole: true, stall: machine.stallCheck(bootBeganAt) },
       );
       if (ip !== outputs.ip) log.warn(`the VM got ${ip}, not the reserved ${outputs.ip}`);
     });
-    return timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt }));
+    return timed("SSH", () => machine.waitForSsh(timeouts.sshMs, { bootBeganAt, restartAt: bootBeganAt }));
   };
-  const { value: ready, resets } = await withOneResetOnTcgRace(firstBoot, {
+  const { value: ready, resets } = await withOneReset(firstBoot, {
     what: "the first boot",
     accel: options.accel.accel,
     log,
@@ -201,14 +201,16 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
 }
 
 /**
- * Runs a boot; when its kernel panics with QEMU TCG's text-patching race (see `isTcgTextPatchRace`
- * in machine.ts), resets the VM and waits once more (`boot` is called again). For the golden
- * image's first boot, before anything of the profile ran, the race says nothing about the system
- * under test; after the reboot only a panic before the kernel ran init is reset (`onlyBeforeUserspace`):
- * the new boot had not touched the disk, so booting again is the same boot. A second panic, any
- * other panic and any panic under KVM go to the caller. Returns why it reset.
+ * Runs a boot; when it dies of something that is not the guest's, resets the VM and waits once
+ * more (`boot` is called again): QEMU TCG's text-patching race (see `isTcgTextPatchRace` in
+ * machine.ts), or a boot that stalled before its kernel started (the firmware under TCG, see
+ * {@link BootStallError}). For the golden image's first boot, before anything of the profile ran,
+ * neither says anything about the system under test; after the reboot only a race before the
+ * kernel ran init is reset (`onlyBeforeUserspace`): the new boot had not touched the disk, so
+ * booting again is the same boot (a stall is always before the kernel). A second one, any other
+ * panic and any panic under KVM go to the caller. Returns why it reset.
  */
-export async function withOneResetOnTcgRace<T>(
+export async function withOneReset<T>(
   boot: () => Promise<T>,
   options: { what: string; accel: string; reset: () => Promise<void>; log: Pick<Log, "warn">; onlyBeforeUserspace?: boolean },
 ): Promise<{ value: T; resets: string[] }> {
@@ -216,33 +218,33 @@ export async function withOneResetOnTcgRace<T>(
     return { value: await boot(), resets: [] };
   } catch (error) {
     const race = tcgRaceOf(error, options.accel);
-    if (!race || (options.onlyBeforeUserspace && !race.beforeUserspace)) throw error;
-    const reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    let reason: string;
+    if (error instanceof BootStallError) reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; resetting the VM once`;
+    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace)) reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    else throw error;
     options.log.warn(reason);
     await options.reset();
     return { value: await boot(), resets: [reason] };
   }
 }
 
-/** Waits for cloud-init to finish; SSH dropping meanwhile (a service restart) is waited out. */
+/**
+ * Waits for cloud-init to finish, within one limit for the whole wait (each try gets what is
+ * left of it); SSH dropping meanwhile (a service restart) is one more try.
+ */
 async function waitForCloudInit(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const result = await machine.execute("cloud-init status --wait", { timeoutMs });
-    if (result.exitCode === 0) return;
+  const started = machine.now();
+  await machine.waitFor("cloud-init to finish", timeoutMs, async () => {
+    const left = Math.max(5_000, timeoutMs - (machine.now() - started));
+    const result = await machine.execute(`timeout ${Math.ceil(left / 1000)} cloud-init status --wait`, { timeoutMs: left + 10_000 });
+    if (result.exitCode === 0) return { done: true, value: undefined };
     // 2 = done with recoverable errors: worth a warning, not a failed run.
     if (result.exitCode === 2) {
       log.warn(`cloud-init finished with recoverable errors: ${result.stdout.trim().split("\n").at(-1)}`);
-      return;
+      return { done: true, value: undefined };
     }
-    const remainingMs = deadline - performance.now();
-    if (result.exitCode === 255 && remainingMs > 0) {
-      log.info(`SSH dropped while waiting for cloud-init (${result.stderr.trim().split("\n").at(-1)}); reconnecting`);
-      await machine.waitForSsh(remainingMs);
-      continue;
-    }
-    throw new HarnessError(
-      `cloud-init failed in the VM (exit ${result.exitCode}): ${(result.stdout + result.stderr).trim().split("\n").slice(-5).join("\n")}`,
-    );
-  }
+    if (result.exitCode === 255) return { done: false, seen: `SSH dropped (${result.stderr.trim().split("\n").at(-1)}); reconnecting` };
+    if (result.exitCode === 124) return { done: false, seen: "cloud-init still running" };
+    throw new HarnessError(`cloud-init failed in the VM (exit ${result.exitCode}): ${(result.stdout + result.stderr).trim().split("\n").slice(-5).join("\n")}`);
+  }, { intervalMs: 1000, maxIntervalMs: 2000 });
 }

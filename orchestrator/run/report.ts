@@ -36,6 +36,20 @@ export interface ScenarioReport {
   certificate: CertificateOutcome | null;
   snapshotDiff: Record<string, SnapshotDiff> | null;
   diagnostics: string | null;
+  /** RED only: the checks that must fail after the reboot, when the profile names them. */
+  expectFailing?: string[];
+  /**
+   * When the VM did not come back after the reboot although its new kernel ran (a finding, not a
+   * fault): why the wait ended, and the console of that boot.
+   */
+  notBack?: { reason: string; console: string[] };
+}
+
+/** What ended a run that was no verdict (exit 4 or 130): the error and its causes. */
+export interface RunError {
+  kind: string;
+  message: string;
+  causes: string[];
 }
 
 /** A whole run (report.json). */
@@ -55,6 +69,8 @@ export interface RunReport {
   /** The harness process itself (not its children): peak resident memory. */
   harness: { peakRssMiB: number };
   kept: { run: string; ssh: string; reap: string } | null;
+  /** Set when the run ended without a verdict (verdict "error"). */
+  error: RunError | null;
   startedAt: string;
   finishedAt: string;
   wallSeconds: number;

@@ -5,12 +5,8 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine, StackSummary } from "../../infra/engines/engine.ts";
-import { PulumiUnavailableError } from "../../infra/engines/pulumi-setup.ts";
-import { ProvisionError, TeardownError } from "../../infra/errors.ts";
-import { CommandFailedError } from "../../infra/runner.ts";
-import { BadInputError, BomaError, HarnessError, InterruptedError, RefusedError } from "../errors.ts";
+import { BadInputError } from "../errors.ts";
 import type { Log } from "../log.ts";
-import { WaitError } from "../guest/retry.ts";
 
 /** A live run and the engine that holds it. */
 export interface LiveStack {
@@ -76,16 +72,4 @@ export async function teardown(engine: Engine, stack: string, runDir: string | u
     // The private keys only ever served this VM; the logs stay for reading.
     if (runDir) await rm(join(runDir, "keys"), { recursive: true, force: true });
   });
-}
-
-/** Maps what infra and the waits throw onto the error vocabulary (exit codes). */
-export function asBomaError(error: unknown, signal: AbortSignal): unknown {
-  if (error instanceof BomaError) return error;
-  if (signal.aborted) return signal.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
-  if (error instanceof PulumiUnavailableError) return new RefusedError(error.message, error.remedy);
-  if (error instanceof ProvisionError) return new HarnessError(`provisioning failed: ${error.message}`, { cause: error });
-  if (error instanceof TeardownError) return new HarnessError(`${error.message}\nrun \`npm run reap\` to remove what is left`, { cause: error });
-  if (error instanceof CommandFailedError) return new HarnessError(error.message, { cause: error });
-  if (error instanceof WaitError) return new HarnessError(error.message, { cause: error });
-  return error;
 }

@@ -269,12 +269,29 @@ ip netns exec ${host.name} sh -c 'ip -6 addr add ${host.address6}/64 dev ${link}
   }
 }
 
+/**
+ * argv of an HTTP server on `address:port` (IPv4 or IPv6; `::` for both) that never looks a name
+ * up: Python's http.server asks DNS for its own name first, which hangs for the resolver's
+ * timeout where a default route leads nowhere.
+ */
+export function httpServer(address: string, port: number): string[] {
+  const script = `import http.server, socket, socketserver, sys
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "test-host", self.server_address[1]
+Server((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler).serve_forever()
+`;
+  return ["python3", "-c", script, address, String(port)];
+}
+
 /** Runs `body` while an outside host serves HTTP on port 80 (see {@link withNamespaceHost}). */
 export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
   const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
   const ready = async () => (await answers(`http://${host.address}/`)) && (!host.address6 || (await answers(`http://[${host.address6}]/`)));
   // `--bind ::` serves IPv4 and IPv6 alike (dual stack).
-  return withNamespaceHost(host, ["python3", "-m", "http.server", "80", "--bind", host.address6 ? "::" : host.address], ready, body);
+  return withNamespaceHost(host, httpServer(host.address6 ? "::" : host.address, 80), ready, body);
 }
 
 /** Runs `body` while `server` runs here (in the sandbox: the control host's side), once `url` answers. */

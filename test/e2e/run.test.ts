@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/run/certs.ts";
-import { cli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
+import { cli, startCli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -51,6 +51,22 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     process.stderr.write(
       `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}; readyLag ${report.readyLagSeconds.join(", ")}\n`,
     );
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+
+  it("RED whose domain the host destroys during its reboot: exit 4, verdict error, never a pass; nothing left", async () => {
+    const run = startCli(["run", "askari", "--scenario", "red", "--json"], dirs.env);
+    await run.waitForStderr(/askari: rebooting \(boot id/, 20 * 60_000);
+    const stack = execFileSync("virsh", ["-q", "-c", "qemu:///system", "list", "--name"], { encoding: "utf8" }).split("\n").find((name) => name.startsWith("boma-it-askari-"));
+    assert.ok(stack, "RED's VM runs");
+    execFileSync("virsh", ["-q", "-c", "qemu:///system", "destroy", stack]);
+    const result = await run.result;
+    assert.equal(result.code, 4, result.stderr.slice(-3000));
+    const report = JSON.parse(result.stdout) as RunReport;
+    assert.equal(report.verdict, "error");
+    assert.equal(report.scenarios[0]!.faithful, false, "RED is not called faithful");
+    assert.match(report.error!.message, /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
+    assert.match(await readFile(join(report.runDir, "run.log"), "utf8"), /rebooting/);
     assert.deepEqual(await leftovers(dirs.stacksDir), []);
   });
 

@@ -15,7 +15,7 @@ import { Libvirt } from "../../orchestrator/host/libvirt.ts";
 import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/guest/machine.ts";
 import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
-import { cli, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withListener, withOutsideHost } from "./helpers.ts";
+import { cli, httpServer, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withListener, withOutsideHost } from "./helpers.ts";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -201,14 +201,14 @@ async function assertIsolated(runId: string, ip: string, env: Record<string, str
     // and a route (as a role could), so only the harness's filter stands in the way.
     const bridge = /Bridge:\s+(\S+)/.exec(execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-info", runId], { encoding: "utf8" }))![1]!;
     execFileSync("sh", ["-c", `ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`]);
-    await withListener(["python3", "-c", "import http.server, socket\nclass S(http.server.ThreadingHTTPServer): address_family = socket.AF_INET6\nS(('fd00:beef::1', 8001), http.server.SimpleHTTPRequestHandler).serve_forever()"], `http://[fd00:beef::1]:8001/`, async () => {
+    await withListener(httpServer("fd00:beef::1", 8001), `http://[fd00:beef::1]:8001/`, async () => {
       await cli(["ssh", runId, "--", "sudo ip -6 addr add fd00:beef::10/64 dev eth0 nodad; sudo ip -6 route add fd20::/64 via fd00:beef::1"], env);
       assert.equal(await vmReaches(runId, "fd00:beef::1", 8001, env), "blocked", "the VM cannot reach the control host over IPv6");
       assert.equal(await vmReaches(runId, LAN_HOST.address6!, 80, env), "blocked", "the VM cannot reach the LAN host's ULA");
     });
   });
   // A service of the control host on the gateway's address: only DHCP and DNS are the VM's.
-  await withListener(["python3", "-m", "http.server", "8000", "--bind", gateway], `http://${gateway}:8000/`, async () => {
+  await withListener(httpServer(gateway, 8000), `http://${gateway}:8000/`, async () => {
     assert.equal(await vmReaches(runId, gateway, 8000, env), "blocked", "the VM cannot reach a service on its gateway");
   });
   // Egress through NAT works (the le tiers need it): the positive control of the --no-egress test.

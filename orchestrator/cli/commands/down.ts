@@ -2,9 +2,9 @@
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
 import { allEngines } from "../../run/engine-choice.ts";
-import { ExitCode } from "../../errors.ts";
+import { asBomaError, ExitCode } from "../../errors.ts";
 import { stacksDir } from "../../host/paths.ts";
-import { asBomaError, liveStacks, resolveRun, teardown } from "../../run/stacks.ts";
+import { liveStacks, resolveRun, teardown } from "../../run/stacks.ts";
 
 export const downCommand: CommandDefinition = {
   name: "down",

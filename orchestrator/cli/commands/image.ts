@@ -2,9 +2,8 @@
 import { DEFAULT_CLOUD_URL, buildLocalImage, ChecksumMismatchError, imageInfo, listImages, localImageRecipe, pullGenericCloud } from "../../../infra/image/images.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
-import { ExitCode, RefusedError } from "../../errors.ts";
+import { asBomaError, ExitCode, RefusedError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
-import { asBomaError } from "../../run/stacks.ts";
 
 export const imageCommand: CommandDefinition = {
   name: "image",

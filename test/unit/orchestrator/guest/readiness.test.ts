@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
-import { withOneResetOnTcgRace } from "../../../../orchestrator/run/provision.ts";
+import { withOneReset } from "../../../../orchestrator/run/provision.ts";
 import { describePanic, findKernelPanic, GuestPanicError, isTcgTextPatchRace, Machine } from "../../../../orchestrator/guest/machine.ts";
 import type { Clock } from "../../../../orchestrator/guest/retry.ts";
 import { sshBanner } from "../../../../orchestrator/host/ssh.ts";
@@ -147,12 +147,27 @@ describe("a guest kernel that panics", () => {
       // The boot before panicked (an earlier run of this console): the reboot still succeeds.
       await writeFile(consoleLog, PANICKED_BOOT);
       const proof = await machine.reboot(360_000);
-      assert.equal(proof.bootIdAfter, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
+      assert.equal(proof.bootIdBefore, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
+      assert.equal(proof.bootIdAfter, "0f1e2d3c-aaaa-bbbb-cccc-000000000002", "a real change of boot id");
       assert.equal(polls, 6, "the wait went on past the console check of its first failed poll");
 
       polls = 0;
       newBootPanics = true;
       await assert.rejects(machine.reboot(360_000), /after the reboot: the guest kernel panicked: Oops: int3/);
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+describe("the proof of a reboot", () => {
+  it("is a new boot id: a guest that answers with the old one after `systemctl reboot` never counts as rebooted", async () => {
+    const tree = await tempTree();
+    try {
+      const { machine } = await fakeGuest(tree.dir, async () => true);
+      // The guest ignores the reboot: its boot id stays.
+      await writeFake(join(tree.dir, "bin"), "ssh", `case "\${@: -1}" in *"cat /proc/uptime"*) printf "101.00 180.00\\n99000000\\nsame-boot\\n" ;; *boot_id*) echo same-boot ;; esac`);
+      await assert.rejects(machine.reboot(60_000), /timed out after 60 s waiting for askari: SSH on 10\.234\.7\.10 after the reboot; last seen: still the old boot/);
     } finally {
       await tree.remove();
     }
@@ -176,7 +191,7 @@ describe("the first boot under QEMU's text-patching race", () => {
 
   it("resets the VM once under TCG, says why, and records it", async () => {
     const flaky = flakyBoot(1);
-    const result = await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg"));
+    const result = await withOneReset(flaky.boot, flaky.options("tcg"));
     assert.equal(result.value, "ready");
     assert.deepEqual([flaky.seen.boots, flaky.seen.resets], [2, 1]);
     assert.equal(result.resets.length, 1);
@@ -186,48 +201,61 @@ describe("the first boot under QEMU's text-patching race", () => {
 
   it("a boot that comes up has no resets", async () => {
     const flaky = flakyBoot(0);
-    assert.deepEqual(await withOneResetOnTcgRace(flaky.boot, flaky.options("tcg")), { value: "ready", resets: [] });
+    assert.deepEqual(await withOneReset(flaky.boot, flaky.options("tcg")), { value: "ready", resets: [] });
   });
 
   it("never twice, never under KVM, never for another panic or failure", async () => {
     const twice = flakyBoot(2);
-    await assert.rejects(withOneResetOnTcgRace(twice.boot, twice.options("tcg")), GuestPanicError);
+    await assert.rejects(withOneReset(twice.boot, twice.options("tcg")), GuestPanicError);
     assert.equal(twice.seen.resets, 1);
 
     const kvm = flakyBoot(1);
-    await assert.rejects(withOneResetOnTcgRace(kvm.boot, kvm.options("kvm")), GuestPanicError);
+    await assert.rejects(withOneReset(kvm.boot, kvm.options("kvm")), GuestPanicError);
     assert.equal(kvm.seen.resets, 0, "under KVM an int3 oops is a real kernel bug");
 
     const noRoot = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic("Kernel panic - not syncing: VFS: Unable to mount root fs")!));
-    await assert.rejects(withOneResetOnTcgRace(noRoot.boot, noRoot.options("tcg")), /panicked/);
+    await assert.rejects(withOneReset(noRoot.boot, noRoot.options("tcg")), /panicked/);
     assert.equal(noRoot.seen.resets, 0);
 
     const timeout = flakyBoot(1, () => new HarnessError("timed out after 360 s waiting for a DHCP lease"));
-    await assert.rejects(withOneResetOnTcgRace(timeout.boot, timeout.options("tcg")), /timed out/);
+    await assert.rejects(withOneReset(timeout.boot, timeout.options("tcg")), /timed out/);
     assert.equal(timeout.seen.resets, 0);
   });
 
   it("after the reboot, only a race before the kernel ran init is reset: a later one is exit 4 for the caller", async () => {
     const early = flakyBoot(1);
-    assert.equal((await withOneResetOnTcgRace(early.boot, early.options("tcg", true))).value, "ready");
+    assert.equal((await withOneReset(early.boot, early.options("tcg", true))).value, "ready");
     assert.equal(early.seen.resets, 1);
 
     const lateRace = `[ 3.1] Run /init as init process\n[ 40.2] Oops: int3: 0000 [#1] PREEMPT SMP PTI\n[ 40.3] Kernel panic - not syncing: Fatal exception in interrupt\n`;
     const late = flakyBoot(1, () => new GuestPanicError("panicked", findKernelPanic(lateRace)!));
-    await assert.rejects(withOneResetOnTcgRace(late.boot, late.options("tcg", true)), GuestPanicError);
+    await assert.rejects(withOneReset(late.boot, late.options("tcg", true)), GuestPanicError);
     assert.equal(late.seen.resets, 0, "the boot had run init: a reset would not be the same boot");
   });
 });
 
 /**
- * A Machine whose `ssh` is a fake guest (up 101.0 s, sshd active since 99.0 s, one boot id),
- * whose banner probe is `banner`, on a fake clock that sleeping advances.
+ * A Machine whose `ssh` is a fake guest that answers like the real one: up 101.0 s, sshd active
+ * since 99.0 s, a boot id that `systemctl reboot` changes (boot 1, 2, ...); whose banner probe is
+ * `banner`, on a fake clock that sleeping advances.
  */
 async function fakeGuest(
   dir: string,
   banner: () => Promise<boolean>,
 ): Promise<{ machine: Machine; clock: Clock & { advance(ms: number): void }; consoleLog: string }> {
-  await writeFake(join(dir, "bin"), "ssh", 'printf "101.00 180.00\\n99000000\\n0f1e2d3c-aaaa-bbbb-cccc-000000000001\\n"');
+  await writeFile(join(dir, "boot"), "1\n");
+  await writeFake(
+    join(dir, "bin"),
+    "ssh",
+    `boot=$(cat "${join(dir, "boot")}")
+id="0f1e2d3c-aaaa-bbbb-cccc-00000000000$boot"
+command="\${@: -1}"
+case "$command" in
+  *"systemctl reboot"*) echo $((boot + 1)) > "${join(dir, "boot")}"; exit 255 ;;
+  *"cat /proc/uptime"*) printf "101.00 180.00\n99000000\n%s\n" "$id" ;;
+  *"random/boot_id"*) echo "$id" ;;
+esac`,
+  );
   let now = 0;
   const clock = { now: () => now, sleep: async (ms: number) => void (now += ms), advance: (ms: number) => void (now += ms) };
   const consoleLog = join(dir, "console.log");
@@ -237,7 +265,7 @@ async function fakeGuest(
     runner: new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } }).withRedaction((text) => text),
     log: silentLog(),
     consoleLog,
-    domainState: async () => "running",
+    domainState: async () => "running (booted)",
     clock,
     banner,
   });

@@ -1,0 +1,345 @@
+/**
+ * The run driver (after the NixOS test driver's context manager and Pulumi's finally-teardown):
+ * every command that works on test VMs opens a run (the machine's run lock, libvirt, accel,
+ * engine, a run dir of its own), runs scenarios on fresh machines, and closes it. A scenario is
+ * closed with one keep decision; the run with its report.json, junit.xml, run.log (the step tree
+ * as printed) and commands.log (every external command), on every exit path, 4 and 130 included,
+ * each cleanup in its own try. A harness fault ends the run as "error" with its causes, never as a
+ * verdict.
+ */
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
+import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError } from "../errors.ts";
+import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
+import type { Log } from "../log.ts";
+import type { RunOptions } from "./options.ts";
+import type { RunMachinery } from "./preflight.ts";
+import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
+import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
+import type { Session, StepContext, Verdict } from "./scenario.ts";
+import { makePrivate, scrubDir } from "./secrets.ts";
+import { teardown } from "./stacks.ts";
+import type { CertPlan } from "./certs.ts";
+import type { RunSecrets } from "./secrets.ts";
+import type { LoadedProfile } from "../profile/load.ts";
+import type { Runner } from "../../infra/runner.ts";
+
+/** What a run is opened with. */
+export interface RunRequest {
+  /** What opens it (`run`, `up`): said in the lock and the report. */
+  purpose: string;
+  profile: LoadedProfile;
+  options: RunOptions;
+  secrets: RunSecrets;
+  certs: CertPlan;
+  runner: Runner;
+  log: Log;
+  env: NodeJS.ProcessEnv;
+  runsDir: string;
+  imageDir: string;
+  signal: AbortSignal;
+}
+
+/** What the driver does through others (real ones in production, fakes in its unit tests). */
+export interface DriverHooks {
+  /** Refuses or takes the lock and picks libvirt, accel and engine (preflight.ts). */
+  preflight: (request: RunRequest) => Promise<RunMachinery>;
+  /** Makes a scenario's VM and waits until it is ready (provision.ts). */
+  provision?: (options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }) => Promise<LiveRun>;
+  collectDiagnostics?: (input: DiagnosticsInput) => Promise<DiagnosticItem[]>;
+  now?: () => Date;
+}
+
+/** How a scenario's VM is kept when it ends. */
+export interface KeepRule {
+  policy: RunOptions["keep"];
+  /** Keep it when it passed too (`up`: the VM is what it is for). */
+  onPass: boolean;
+}
+
+/** A scenario to open: what it is called, where its files go, what it expects. */
+export interface ScenarioOpening {
+  name: "red" | "green";
+  expect: "fail" | "pass";
+  /** Its folder in the run dir (absent: the run dir itself, as `up` has it). */
+  folder?: string;
+  keep: KeepRule;
+}
+
+/** An open run. */
+export class OpenRun {
+  readonly request: RunRequest;
+  readonly machinery: RunMachinery;
+  readonly dir: string;
+  readonly identity: RunIdentity;
+  readonly report: RunReport;
+  readonly #hooks: DriverHooks;
+
+  constructor(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string, report: RunReport, hooks: DriverHooks) {
+    this.request = request;
+    this.machinery = machinery;
+    this.identity = identity;
+    this.dir = dir;
+    this.report = report;
+    this.#hooks = hooks;
+  }
+
+  /** What the scenario steps need (scenario.ts). */
+  get steps(): StepContext {
+    const { request, machinery } = this;
+    return {
+      profile: request.profile,
+      certs: request.certs,
+      secrets: request.secrets,
+      runner: request.runner,
+      log: request.log,
+      signal: request.signal,
+      accel: machinery.accel,
+      libvirt: machinery.libvirt,
+      timeouts: bootTimeouts(request.env),
+      ansible: request.options.ansible,
+    };
+  }
+
+  /**
+   * Runs one scenario on a fresh VM: provision, `body` (which returns the verdict), diagnostics on
+   * failure, then one keep decision. A failure of the system under test (thrown or judged) is the
+   * scenario's verdict; any other error ends it after cleanup and is rethrown for the run.
+   */
+  async scenario(opening: ScenarioOpening, body: (session: Session) => Promise<Verdict>): Promise<ScenarioReport> {
+    const { request, machinery } = this;
+    const { log, signal } = request;
+    const identity = await this.#freshIdentity();
+    await machinery.lock.claim(identity.runId);
+    const dir = opening.folder ? join(this.dir, opening.folder) : this.dir;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const report = emptyScenarioReport(opening, identity.runId);
+    this.report.scenarios.push(report);
+    const timed = <T>(name: string, step: () => Promise<T>): Promise<T> => log.timed(report.phases, name, step);
+
+    let live: LiveRun | undefined;
+    let failure: "sut" | "harness" | "interrupted" | undefined;
+    let error: unknown;
+    try {
+      live = await (this.#hooks.provision ?? provision)(
+        { profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir, imageDir: request.imageDir, egress: !request.options.noEgress, signal, timeouts: bootTimeouts(request.env) },
+        { identity, runDir: dir },
+      );
+      report.phases.push(...live.phases);
+      report.bootResets.push(...live.resets);
+      report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
+      report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
+      const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed });
+      report.ok = verdict.ok;
+      report.outcome = verdict.outcome;
+      if (opening.expect === "fail") report.faithful = verdict.ok;
+      if (!verdict.ok) failure = "sut";
+    } catch (caught) {
+      error = asBomaError(caught, signal);
+      const message = error instanceof Error ? error.message.split("\n")[0]! : String(error);
+      if (error instanceof SystemUnderTestError) {
+        failure = "sut";
+        report.outcome = message;
+        error = undefined;
+      } else {
+        failure = error instanceof InterruptedError ? "interrupted" : "harness";
+        report.outcome = failure === "interrupted" ? "interrupted" : `not judged: a fault of the harness or the infrastructure: ${message}`;
+      }
+    }
+    log.info(`${opening.name}: ${report.outcome}`);
+    this.report.readyLagSeconds.push(...report.readyLagSeconds);
+    await this.#closeScenario(report, opening, live, failure, dir, timed).catch((closeError: unknown) => {
+      error ??= asBomaError(closeError, signal);
+    });
+    if (error !== undefined) throw error;
+    return report;
+  }
+
+  /**
+   * Diagnostics (for a failure of the system under test, and for a fault while the VM is there,
+   * so an unattended reader has them), the machine's connection, then keep or tear down: each in
+   * its own try, a leak being a fault even when the scenario passed.
+   */
+  async #closeScenario(report: ScenarioReport, opening: ScenarioOpening, live: LiveRun | undefined, failure: "sut" | "harness" | "interrupted" | undefined, dir: string, timed: Session["timed"]): Promise<void> {
+    const { log, signal, runner } = this.request;
+    const { engine, libvirt } = this.machinery;
+    if (live && (failure === "sut" || failure === "harness")) {
+      const diagnostics = join(dir, "diagnostics");
+      try {
+        await timed("diagnostics", async () => {
+          const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({ dir: diagnostics, machine: live.machine, outputs: live.outputs, runner, libvirt, reason: report.outcome });
+          log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${diagnostics}`);
+        });
+        report.diagnostics = diagnostics;
+        this.report.diagnostics = diagnostics;
+      } catch (diagnosticsError) {
+        log.warn(`diagnostics could not be collected: ${(diagnosticsError as Error).message.split("\n")[0]}`);
+      }
+    }
+    // Kept or not, the harness is done with the VM: its SSH master connection goes now.
+    await live?.machine.closeConnection().catch(() => undefined);
+    const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
+    const keep = stackExists && keepVm(opening.keep, failure, signal.aborted);
+    if (keep && live) {
+      this.report.kept = { run: report.stack, ssh: `npm run boma-it -- ssh ${report.stack}`, reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap` };
+      return;
+    }
+    if (!stackExists) return;
+    try {
+      await timed("teardown", () => teardown(engine, report.stack, dir, log));
+    } catch (teardownError) {
+      // Said here in full, once: the run's error repeats only its first line.
+      log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+      throw teardownError;
+    }
+  }
+
+  /**
+   * A run id no live libvirt object has (one run at a time holds the lock, but a kept VM or a
+   * leftover may carry this second's name): bumped a second at a time.
+   */
+  async #freshIdentity(): Promise<RunIdentity> {
+    const { libvirt } = this.machinery;
+    const taken = new Set([...(await libvirt.names("domain")), ...(await libvirt.names("network")), ...(await libvirt.names("pool"))]);
+    const start = (this.#hooks.now ?? (() => new Date()))().getTime();
+    for (let offset = 0; offset < 600; offset += 1) {
+      const identity = newRunIdentity(this.request.profile.document.host, new Date(start + offset * 1000));
+      if (!taken.has(identity.runId) && !this.report.scenarios.some((scenario) => scenario.stack === identity.runId)) return identity;
+    }
+    throw new Error("no free run id in ten minutes of names");
+  }
+}
+
+/** The one keep decision: `always` keeps whatever happened; `on-failure` a failed system under test; `onPass` a passing one too. */
+export function keepVm(rule: KeepRule, failure: "sut" | "harness" | "interrupted" | undefined, aborted: boolean): boolean {
+  if (rule.policy === "always") return true;
+  if (rule.policy === "never" || aborted) return false;
+  if (failure === undefined) return rule.onPass;
+  return failure === "sut";
+}
+
+/** What a run came to: its report, and the error that ended it when that was no verdict. */
+export interface RunResult {
+  report: RunReport;
+  error: unknown;
+}
+
+/**
+ * Opens a run, gives it to `body`, and closes it on every exit path: the verdict from the
+ * scenarios (pass, or fail when one did not meet its expectation), "error" with the causes when
+ * something else ended it; report.json, junit.xml, run.log and commands.log written and redacted,
+ * the run dir made private, the lock released. Refusals before the run dir exists are thrown.
+ */
+export async function withRun(request: RunRequest, hooks: DriverHooks, body: (run: OpenRun) => Promise<void>): Promise<RunResult> {
+  const machinery = await hooks.preflight(request);
+  let transcript: WriteStream | undefined;
+  let commands: WriteStream | undefined;
+  const detach: (() => void)[] = [];
+  try {
+    const { identity, dir } = await freshRunDir(request, hooks.now ?? (() => new Date()));
+    await machinery.lock.claim(identity.runId);
+    transcript = createWriteStream(join(dir, "run.log"), { flags: "a", mode: 0o600 });
+    detach.push(request.log.transcribe((line) => transcript!.write(`${line}\n`)));
+    commands = createWriteStream(join(dir, "commands.log"), { flags: "a", mode: 0o600 });
+    detach.push(request.runner.addRecordListener((record) => commands!.write(`${JSON.stringify(record)}\n`)));
+    request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);
+    const started = Date.now();
+    const report = emptyRunReport(request, machinery, identity, dir, started);
+    const run = new OpenRun(request, machinery, identity, dir, report, hooks);
+    let error: unknown;
+    try {
+      await body(run);
+      const failed = report.scenarios.filter((scenario) => !scenario.ok);
+      report.verdict = failed.length === 0 ? "pass" : "fail";
+      report.exitCode = failed.length === 0 ? ExitCode.pass : ExitCode.systemUnderTestFailed;
+      report.message = (failed.length === 0 ? report.scenarios : failed).map((scenario) => scenario.outcome).join("; ");
+    } catch (caught) {
+      error = asBomaError(caught, request.signal);
+      report.verdict = "error";
+      report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+      report.message = error instanceof InterruptedError ? "interrupted" : error instanceof Error ? error.message : String(error);
+      report.error = { kind: error instanceof Error ? error.name : "Error", message: report.message, causes: causesOf(error) };
+      request.log.warn(`${report.verdict}: ${report.message.split("\n")[0]}${report.error.causes.length > 0 ? `\n  caused by: ${report.error.causes.join("\n  caused by: ")}` : ""}`);
+    } finally {
+      report.finishedAt = new Date().toISOString();
+      report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
+      report.harness = { peakRssMiB: harnessPeakRssMiB() };
+      await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
+    }
+    for (const undo of detach.splice(0)) undo();
+    await Promise.all([transcript, commands].map((stream) => new Promise<void>((resolve) => (stream ? stream.end(resolve) : resolve()))));
+    // Anything secret that reached a file of the run dir (a journal, a console log) is replaced.
+    const scrubbed = await scrubDir(dir, request.secrets).catch(() => []);
+    if (scrubbed.length > 0) request.log.info(`redacted secrets in ${scrubbed.length} file(s) of the run dir`);
+    await makePrivate(dir);
+    return { report, error };
+  } finally {
+    for (const undo of detach) undo();
+    await machinery.release();
+  }
+}
+
+/** A run dir of its own: `<stamp>-<host>` made exclusively (a run of the same second gets the next second's). */
+async function freshRunDir(request: RunRequest, now: () => Date): Promise<{ identity: RunIdentity; dir: string }> {
+  await mkdir(request.runsDir, { recursive: true });
+  const start = now().getTime();
+  for (let offset = 0; offset < 600; offset += 1) {
+    const identity = newRunIdentity(request.profile.document.host, new Date(start + offset * 1000));
+    const dir = join(request.runsDir, runDirName(identity));
+    try {
+      await mkdir(dir, { mode: 0o700 });
+      return { identity, dir };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+  }
+  throw new Error(`no free run dir name in ${request.runsDir}`);
+}
+
+function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string, started: number): RunReport {
+  return {
+    runId: identity.runId,
+    profile: request.profile.name,
+    host: request.profile.document.host,
+    engine: machinery.engine.name,
+    accel: machinery.accel.accel,
+    certs: request.certs.tier,
+    verdict: "error",
+    exitCode: ExitCode.harnessFault,
+    message: "",
+    scenarios: [],
+    readyLagSeconds: [],
+    diagnostics: null,
+    harness: { peakRssMiB: 0 },
+    kept: null,
+    error: null,
+    startedAt: new Date(started).toISOString(),
+    finishedAt: "",
+    wallSeconds: 0,
+    runDir: dir,
+  };
+}
+
+function emptyScenarioReport(opening: ScenarioOpening, stack: string): ScenarioReport {
+  return {
+    name: opening.name,
+    expect: opening.expect,
+    ...(opening.expect === "fail" ? { faithful: false } : {}),
+    ok: false,
+    outcome: "did not finish",
+    stack,
+    bootIds: [],
+    checks: [],
+    phases: [],
+    readyLagSeconds: [],
+    guestBootSeconds: [],
+    beforeKernelSeconds: [],
+    bootResets: [],
+    apply: null,
+    certificate: null,
+    snapshotDiff: null,
+    diagnostics: null,
+  };
+}

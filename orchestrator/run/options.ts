@@ -1,0 +1,56 @@
+/**
+ * What a run is asked to do, as the domain knows it (the CLI parses into these; nothing here
+ * knows of argv): which engine and accel, which scenarios, the cert tier, when to keep the VM,
+ * and what Ansible gets on top of the harness's own arguments.
+ */
+import type { CertTier } from "../profile/schema.ts";
+
+export const ENGINES = ["auto", "pulumi", "direct"] as const;
+/** Who creates and destroys the stack: pulumi where its CLI is found (auto), or direct. */
+export type EngineChoice = (typeof ENGINES)[number];
+export const ACCELS = ["auto", "kvm", "tcg"] as const;
+/** Hardware virtualisation, software emulation, or whichever works here (auto). */
+export type AccelChoice = (typeof ACCELS)[number];
+export const SCENARIOS = ["red-green", "green", "red"] as const;
+/** Which scenarios a run runs. */
+export type ScenarioChoice = (typeof SCENARIOS)[number];
+export const KEEP_POLICIES = ["on-failure", "always", "never"] as const;
+/** When a scenario's VM outlives it: when the system under test failed (default), always, never. */
+export type KeepPolicy = (typeof KEEP_POLICIES)[number];
+
+/** What Ansible gets on top of the harness's own arguments (the confinement's extra vars still come last). */
+export interface AnsibleArgs {
+  /** `-e key=value`, in order. */
+  extraVars: Record<string, string>;
+  tags: string | undefined;
+  skipTags: string | undefined;
+  diff: boolean;
+  /** 0 for none, n for `-v` repeated n times. */
+  verbosity: number;
+}
+
+/** The checked options of `run` and `up`. */
+export interface RunOptions {
+  scenario: ScenarioChoice | undefined;
+  certs: CertTier | undefined;
+  keep: KeepPolicy;
+  noEgress: boolean;
+  minFreeRamMiB: number | undefined;
+  engine: EngineChoice;
+  accel: AccelChoice;
+  ansible: AnsibleArgs;
+}
+
+/** No Ansible arguments beyond the harness's. */
+export const NO_ANSIBLE_ARGS: AnsibleArgs = { extraVars: {}, tags: undefined, skipTags: undefined, diff: false, verbosity: 0 };
+
+/** ansible-playbook arguments for `args` (before the harness's last word). */
+export function ansiblePlaybookArgs(args: AnsibleArgs): string[] {
+  return [
+    ...(Object.keys(args.extraVars).length > 0 ? ["-e", JSON.stringify(args.extraVars)] : []),
+    ...(args.tags ? ["--tags", args.tags] : []),
+    ...(args.skipTags ? ["--skip-tags", args.skipTags] : []),
+    ...(args.diff ? ["--diff"] : []),
+    ...(args.verbosity > 0 ? [`-${"v".repeat(Math.min(args.verbosity, 6))}`] : []),
+  ];
+}

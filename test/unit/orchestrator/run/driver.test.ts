@@ -1,0 +1,227 @@
+/**
+ * The run driver against a fake engine and a fake machine: keep policies × outcomes × signals,
+ * the RED→GREEN loop, and every exit writing report.json and run.log. A harness fault is never a
+ * verdict; a teardown failure is one fault, said once.
+ */
+import assert from "node:assert/strict";
+import { access, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Writable } from "node:stream";
+import type { Engine, StackSummary } from "../../../../infra/engines/engine.ts";
+import { ProvisionError, TeardownError } from "../../../../infra/errors.ts";
+import type { StackOutputs } from "../../../../infra/plan.ts";
+import { Runner } from "../../../../infra/runner.ts";
+import { HarnessError, InterruptedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
+import type { Machine } from "../../../../orchestrator/guest/machine.ts";
+import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { acquireRunLock } from "../../../../orchestrator/host/lock.ts";
+import { Log } from "../../../../orchestrator/log.ts";
+import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
+import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
+import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
+import type { RunReport } from "../../../../orchestrator/run/report.ts";
+import { runRedGreen, type Verdict } from "../../../../orchestrator/run/scenario.ts";
+import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+/** An engine that keeps its stacks in memory and can be told to fail a destroy. */
+class FakeEngine implements Engine {
+  readonly name = "direct" as const;
+  readonly stacks = new Map<string, StackOutputs>();
+  readonly destroyed: string[] = [];
+  failDestroy = false;
+  async up(): Promise<StackOutputs> {
+    throw new Error("the fake provision makes stacks itself");
+  }
+  async destroy(stack: string): Promise<void> {
+    if (this.failDestroy) throw new TeardownError(stack, [`volume ${stack}-overlay.qcow2: vol-delete exploded`]);
+    this.stacks.delete(stack);
+    this.destroyed.push(stack);
+  }
+  async list(): Promise<StackSummary[]> {
+    return [...this.stacks.entries()].map(([stack, outputs]) => ({ stack, engine: "direct", state: "up", outputs }));
+  }
+}
+
+interface Fixture {
+  engine: FakeEngine;
+  request: RunRequest;
+  hooks: DriverHooks;
+  controller: AbortController;
+  log: () => string;
+  closed: string[];
+  diagnosed: string[];
+  remove: () => Promise<void>;
+}
+
+async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFails?: boolean } = {}): Promise<Fixture> {
+  const tree = await tempTree();
+  const engine = new FakeEngine();
+  const controller = new AbortController();
+  let printed = "";
+  const log = new Log({ stream: new Writable({ write: (chunk, _encoding, done) => ((printed += String(chunk)), done()) }) });
+  const closed: string[] = [];
+  const diagnosed: string[] = [];
+  const profile = { name: "askari", file: join(tree.dir, "askari.yml"), document: { host: "askari", vm: { memoryMiB: 512, vcpus: 1, diskGiB: 4 }, checks: [] } } as unknown as LoadedProfile;
+  const request: RunRequest = {
+    purpose: "run",
+    profile,
+    options: { scenario: undefined, certs: undefined, keep, noEgress: false, minFreeRamMiB: undefined, engine: "direct", accel: "tcg", ansible: NO_ANSIBLE_ARGS },
+    secrets: secretsOf([]),
+    certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
+    runner: new Runner(),
+    log,
+    env: {},
+    runsDir: join(tree.dir, "runs"),
+    imageDir: join(tree.dir, "images"),
+    signal: controller.signal,
+  };
+  const hooks: DriverHooks = {
+    preflight: async () => {
+      const lock = await acquireRunLock(join(tree.dir, "run.lock"), "run");
+      const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
+      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, release: lock.release };
+    },
+    provision: async (_options, run) => {
+      if (options.provisionFails) throw new ProvisionError("creating domain failed; everything created so far was deleted again: virsh start exploded", { cause: new Error("virsh start exploded"), aborted: false, rolledBack: true });
+      const outputs = { runId: run.identity.runId, host: "askari", ip: "10.234.7.10", runDir: run.runDir } as StackOutputs;
+      engine.stacks.set(run.identity.runId, outputs);
+      const machine = { closeConnection: async () => void closed.push(run.identity.runId), target: { ip: "10.234.7.10" } } as unknown as Machine;
+      return { outputs, machine, phases: [{ name: "provision", seconds: 1 }], boots: [], resets: [] };
+    },
+    collectDiagnostics: async (input) => {
+      diagnosed.push(input.outputs.runId);
+      return [{ file: "console.log", ok: true, detail: "" }];
+    },
+  };
+  return { engine, request, hooks, controller, log: () => printed, closed, diagnosed, remove: tree.remove };
+}
+
+/** Runs one GREEN scenario whose steps do `body`. */
+async function oneScenario(setup: Fixture, body: (setup: Fixture) => Promise<Verdict>): Promise<{ report: RunReport; error: unknown }> {
+  return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], setup.request.options.keep, () => body(setup)));
+}
+
+const OUTCOMES: Record<string, (setup: Fixture) => Promise<Verdict>> = {
+  pass: async () => ({ ok: true, outcome: "GREEN survived the reboot" }),
+  "judged failure": async () => ({ ok: false, outcome: "GREEN broke after the reboot: web" }),
+  "apply failure": async () => {
+    throw new SystemUnderTestError("applying site.yml to askari failed: fatal: [askari]: FAILED!");
+  },
+  "harness fault": async () => {
+    throw new HarnessError("after the reboot the domain was shut off (destroyed) from the host", { cause: new Error("virsh: domain is not running") });
+  },
+  interrupted: async (setup) => {
+    setup.controller.abort(new InterruptedError("interrupted by SIGINT"));
+    throw new Error("the wait was cancelled");
+  },
+};
+
+/** What each outcome must come to: verdict, exit code, whether diagnostics are collected. */
+const EXPECTED: Record<string, { verdict: string; exitCode: number; diagnostics: boolean; failedSut: boolean }> = {
+  pass: { verdict: "pass", exitCode: 0, diagnostics: false, failedSut: false },
+  "judged failure": { verdict: "fail", exitCode: 1, diagnostics: true, failedSut: true },
+  "apply failure": { verdict: "fail", exitCode: 1, diagnostics: true, failedSut: true },
+  "harness fault": { verdict: "error", exitCode: 4, diagnostics: true, failedSut: false },
+  interrupted: { verdict: "error", exitCode: 130, diagnostics: false, failedSut: false },
+};
+
+describe("run driver", () => {
+  for (const policy of ["on-failure", "always", "never"] as const) {
+    for (const [name, body] of Object.entries(OUTCOMES)) {
+      it(`--keep ${policy}, ${name}`, async () => {
+        const setup = await fixture(policy);
+        try {
+          const { report } = await oneScenario(setup, body);
+          const expected = EXPECTED[name]!;
+          assert.equal(report.verdict, expected.verdict);
+          assert.equal(report.exitCode, expected.exitCode);
+          const kept = policy === "always" || (policy === "on-failure" && expected.failedSut);
+          assert.equal(report.kept !== null, kept, "kept as the policy says");
+          assert.deepEqual(setup.engine.destroyed.length, kept ? 0 : 1, "torn down otherwise");
+          assert.equal(setup.closed.length, 1, "the machine's connection is closed either way");
+          assert.equal(setup.diagnosed.length, expected.diagnostics ? 1 : 0);
+          // Every exit writes the report and the step log.
+          const written = JSON.parse(await readFile(join(report.runDir, "report.json"), "utf8")) as RunReport;
+          assert.equal(written.verdict, expected.verdict);
+          assert.match(await readFile(join(report.runDir, "run.log"), "utf8"), /▸ GREEN/);
+          if (expected.verdict === "error") {
+            assert.equal(written.error?.kind, name === "interrupted" ? "InterruptedError" : "HarnessError");
+            if (name === "harness fault") assert.deepEqual(written.error?.causes, ["Error: virsh: domain is not running"]);
+            assert.match(written.scenarios[0]!.outcome, name === "interrupted" ? /^interrupted$/ : /^not judged: a fault of the harness/);
+          } else assert.equal(written.error, null);
+        } finally {
+          await setup.remove();
+        }
+      });
+    }
+  }
+
+  it("RED→GREEN: a RED that is not faithful stops the run before GREEN; a faithful one goes on", async () => {
+    for (const [redOk, scenarios] of [[false, ["red"]], [true, ["red", "green"]]] as const) {
+      const setup = await fixture();
+      try {
+        const { report } = await withRun(setup.request, setup.hooks, (run) =>
+          runRedGreen(run, [{ name: "red", expect: "fail", vars: {} }, { name: "green", expect: "pass", vars: {} }], "on-failure", async (_context, session) =>
+            session.report.name === "red" ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" } : { ok: true, outcome: "GREEN survived" },
+          ),
+        );
+        assert.deepEqual(report.scenarios.map((scenario) => scenario.name), scenarios);
+        assert.equal(report.verdict, redOk ? "pass" : "fail");
+        assert.equal(report.scenarios[0]!.faithful, redOk);
+        assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]?.stack, "each scenario its own VM");
+      } finally {
+        await setup.remove();
+      }
+    }
+  });
+
+  it("a provision that failed and rolled back keeps nothing, even with --keep always, and is exit 4", async () => {
+    const setup = await fixture("always", { provisionFails: true });
+    try {
+      const { report } = await oneScenario(setup, OUTCOMES.pass!);
+      assert.equal(report.exitCode, 4);
+      assert.equal(report.kept, null, "nothing is there to keep");
+      assert.doesNotMatch(setup.log(), /keeping the VM/);
+      assert.match(report.error!.message, /^provisioning failed: creating domain failed/);
+    } finally {
+      await setup.remove();
+    }
+  });
+
+  it("a teardown that fails makes a passing run exit 4, said once", async () => {
+    const setup = await fixture();
+    try {
+      setup.engine.failDestroy = true;
+      const { report } = await oneScenario(setup, OUTCOMES.pass!);
+      assert.equal(report.verdict, "error");
+      assert.equal(report.exitCode, 4);
+      assert.match(report.message, /vol-delete exploded/);
+      assert.equal(setup.log().match(/vol-delete exploded/g)?.length, 1, "the leftover is said once");
+    } finally {
+      await setup.remove();
+    }
+  });
+
+  it("the run dir is private and the lock is free again afterwards", async () => {
+    const setup = await fixture();
+    try {
+      const { report } = await oneScenario(setup, OUTCOMES.pass!);
+      const { stat } = await import("node:fs/promises");
+      assert.equal((await stat(report.runDir)).mode & 0o777, 0o700);
+      await access(join(report.runDir, "commands.log"));
+      const again = await oneScenario(setup, OUTCOMES.pass!);
+      assert.notEqual(again.report.runDir, report.runDir, "a run of the same second gets a run dir of its own");
+    } finally {
+      await setup.remove();
+    }
+  });
+
+  it("keeps by one rule", () => {
+    assert.equal(keepVm({ policy: "on-failure", onPass: true }, undefined, false), true, "up keeps what passed");
+    assert.equal(keepVm({ policy: "on-failure", onPass: false }, "harness", false), false);
+    assert.equal(keepVm({ policy: "on-failure", onPass: false }, "sut", true), false, "Ctrl-C tears down");
+    assert.equal(keepVm({ policy: "always", onPass: false }, "interrupted", true), true);
+  });
+});

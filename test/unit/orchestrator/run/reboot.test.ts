@@ -1,0 +1,129 @@
+/**
+ * After the reboot, a harness fault is never a verdict: a VM that did not come back is the
+ * change's finding only when its new kernel ran (or the guest itself powered off, or its kernel
+ * panicked); a boot that stalled before its kernel is reset once, then exit 4; a domain destroyed
+ * from the host is exit 4. A fake machine plays each case.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { HarnessError } from "../../../../orchestrator/errors.ts";
+import { BootStallError, GuestPanicError, VmDownError, type Machine, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
+import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
+import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
+import { rebootStep, type Session, type StepContext } from "../../../../orchestrator/run/scenario.ts";
+import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { silentLog } from "../../../helpers/fixtures.ts";
+
+const PROOF: RebootProof = {
+  bootIdBefore: "aaaaaaaa-0000-0000-0000-000000000001",
+  bootIdAfter: "bbbbbbbb-0000-0000-0000-000000000002",
+  seconds: 50,
+  ready: { bootId: "bbbbbbbb-0000-0000-0000-000000000002", readyLagSeconds: 0.2, uptimeSeconds: 30, waitedSeconds: 50, beforeKernelSeconds: 6 },
+};
+
+interface Guest {
+  /** What each reboot (and each wait after a reset) does, in turn. */
+  boots: (() => Promise<RebootProof>)[];
+  kernelStarted?: boolean;
+  console?: string[];
+}
+
+function setup(guest: Guest) {
+  const resets: string[] = [];
+  let boot = 0;
+  const next = () => guest.boots[Math.min(boot++, guest.boots.length - 1)]!();
+  const machine = {
+    target: { ip: "10.234.7.10" },
+    now: () => 0,
+    bootId: async () => PROOF.bootIdBefore,
+    markNewBoot: async () => undefined,
+    reboot: async () => next(),
+    waitForSsh: async () => (await next()).ready,
+    execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
+    guestBootSeconds: async () => 30,
+    kernelStarted: async () => guest.kernelStarted ?? false,
+    currentBootConsole: async (lines = 20) => (guest.console ?? []).slice(-lines),
+  } as unknown as Machine;
+  const report = { bootIds: [], readyLagSeconds: [], beforeKernelSeconds: [], guestBootSeconds: [], bootResets: [], phases: [], checks: [], snapshotDiff: null } as unknown as ScenarioReport;
+  const session: Session = { machine, outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as Session["outputs"], report, dir: "/nonexistent", timed: (_name, body) => body() };
+  const context = {
+    profile: { document: { checks: [{ name: "web", tcp: { port: 8080 }, within: 1 }] } },
+    certs: { tier: "internal" },
+    secrets: secretsOf([]),
+    log: silentLog(),
+    signal: new AbortController().signal,
+    accel: { accel: "tcg", reason: "" },
+    libvirt: { resetDomain: async (name: string) => void resets.push(name) } as unknown as Libvirt,
+    timeouts: { leaseMs: 1000, sshMs: 1000, cloudInitMs: 1000 },
+    ansible: NO_ANSIBLE_ARGS,
+  } as unknown as StepContext;
+  return { session, context, report, resets };
+}
+
+const stall = async (): Promise<RebootProof> => {
+  throw new BootStallError("gave up waiting for askari: SSH: no kernel started within 150 s of the old system's restart (the firmware stalled)");
+};
+const timeout = async (): Promise<RebootProof> => {
+  throw new HarnessError("timed out after 480 s waiting for askari: SSH on 10.234.7.10 after the reboot");
+};
+
+describe("after the reboot", () => {
+  it("a proven reboot records both boot ids and runs the checks again", async () => {
+    const { session, context, report } = setup({ boots: [async () => PROOF] });
+    const outcome = await rebootStep(context, session, []);
+    assert.deepEqual(report.bootIds, [PROOF.bootIdBefore, PROOF.bootIdAfter]);
+    assert.deepEqual(outcome.post, []);
+    assert.equal(report.notBack, undefined);
+  });
+
+  it("a boot that stalled before its kernel is reset once and waited for again", async () => {
+    const { session, context, report, resets } = setup({ boots: [stall, async () => PROOF] });
+    await rebootStep(context, session, []);
+    assert.deepEqual(resets, ["boma-it-askari-x"]);
+    assert.equal(report.bootResets.length, 1);
+    assert.match(report.bootResets[0]!, /stalled before its kernel started .*resetting the VM once/);
+  });
+
+  it("a second stall is exit 4: no verdict, whatever the scenario expects", async () => {
+    const { session, context } = setup({ boots: [stall, stall] });
+    await assert.rejects(rebootStep(context, session), (error: unknown) => {
+      assert.ok(error instanceof HarnessError && error.exitCode === 4);
+      assert.match(error.message, /stalled before its kernel started, twice .*nothing of the change under test ran; run it again/);
+      return true;
+    });
+  });
+
+  it("a domain destroyed from the host is exit 4; a guest that powered itself off is the finding", async () => {
+    const destroyed = setup({ boots: [async () => { throw new VmDownError("gave up: the VM is shut off (destroyed)", "shut off (destroyed)"); }] });
+    await assert.rejects(rebootStep(destroyed.context, destroyed.session), /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
+    const poweredOff = setup({ boots: [async () => { throw new VmDownError("gave up: the VM is shut off (shutdown)", "shut off (shutdown)"); }] });
+    const outcome = await rebootStep(poweredOff.context, poweredOff.session);
+    assert.deepEqual(outcome.post.map((check) => [check.name, check.ok]), [["web", false]]);
+    assert.match(outcome.post[0]!.detail, /the VM did not come back after the reboot: the VM powered itself off instead of rebooting/);
+  });
+
+  it("a timeout after the new kernel ran is the finding, with that boot's console in the report", async () => {
+    const { session, context, report } = setup({ boots: [timeout], kernelStarted: true, console: ["[    4.7] Run /init as init process", "[  OK  ] Reached target emergency.target - Emergency Mode."] });
+    const outcome = await rebootStep(context, session);
+    assert.equal(outcome.post[0]!.ok, false);
+    assert.match(report.notBack!.reason, /its new kernel started but SSH never answered \(last console line: \[  OK  \] Reached target emergency\.target/);
+    assert.deepEqual(report.notBack!.console.length, 2);
+  });
+
+  it("a timeout with no new kernel: the old system never finished shutting down is the finding; after its restart it is exit 4", async () => {
+    const hung = setup({ boots: [timeout], console: ["[  222.1] systemd-shutdown[1]: Waiting for process: 812 (hang-on-stop)"] });
+    const outcome = await rebootStep(hung.context, hung.session);
+    assert.match(outcome.post[0]!.detail, /the old system never finished shutting down/);
+    const restarted = setup({ boots: [timeout], console: ["[  222.6] reboot: machine restart"] });
+    await assert.rejects(rebootStep(restarted.context, restarted.session), /no kernel started and the wait ran out: nothing of the change under test ran; run it again/);
+  });
+
+  it("a kernel panic of the new boot is the finding; QEMU's TCG race after init is exit 4", async () => {
+    const panicked = setup({ boots: [async () => { throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: VFS: Unable to mount root fs", oops: undefined, beforeUserspace: true }); }] });
+    const outcome = await rebootStep(panicked.context, panicked.session);
+    assert.match(outcome.post[0]!.detail, /its kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs/);
+    const race = setup({ boots: [async () => { throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: Fatal exception in interrupt", oops: "Oops: int3: 0000 [#1] PREEMPT SMP PTI", beforeUserspace: false }); }] });
+    await assert.rejects(rebootStep(race.context, race.session), /QEMU TCG's text-patching race .*run it again/);
+  });
+});
