@@ -62,29 +62,32 @@ export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
 
 /**
  * The run's network filter (ADR-025 invariants 3 and 7), on the VM's port of the bridge (it lives
- * and dies with the run): no IPv6 at all, either way; to its gateway (the control host) only DHCP
- * and DNS; to every other address of the control host nothing; its own subnet otherwise; every
- * private, CGNAT and link-local range beyond it dropped; the rest (the internet, through NAT)
- * passes.
+ * and dies with the run): no IPv6 at all, either way; to its gateway (the control host) only DHCP,
+ * DNS and the replies to what the control host opened (the harness's SSH and checks: libvirt
+ * tracks the connections); to every other address of the control host nothing; its own subnet
+ * otherwise; every private, CGNAT and link-local range beyond it dropped; the rest (the internet,
+ * through NAT) passes. Rules on `mac` and `ip` are matched on the bridge (ebtables), those on
+ * `all`, `tcp` and `udp` by the connection tracker (iptables), each in priority order.
  */
 export function isolationFilterXml(spec: StackSpec): string {
   const own = spec.network.subnet.cidr.split("/")[0]!;
   const gateway = spec.network.subnet.gateway;
-  const out = (priority: number, action: "accept" | "drop", match: Record<string, unknown>) => ({ "@action": action, "@direction": "out", "@priority": String(priority), ...match });
+  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({ "@action": action, "@direction": direction, "@priority": String(priority), ...match });
   return render({
     filter: {
       "@name": spec.isolationFilter,
       "@chain": "root",
       "@priority": "-700",
       rule: [
-        { "@action": "drop", "@direction": "inout", "@priority": "50", mac: { "@protocolid": "ipv6" } },
-        out(100, "accept", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
-        out(101, "accept", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
-        out(102, "accept", { tcp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
-        out(110, "drop", { ip: { "@dstipaddr": gateway } }),
-        ...spec.network.hostAddresses.filter((address) => address !== gateway).map((address) => out(120, "drop", { ip: { "@dstipaddr": address } })),
-        out(200, "accept", { ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } }),
-        ...FORBIDDEN_RANGES.map(([address, mask]) => out(300, "drop", { ip: { "@dstipaddr": address, "@dstipmask": mask } })),
+        rule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
+        rule(90, "accept", "inout", { all: { "@state": "ESTABLISHED,RELATED" } }),
+        rule(100, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
+        rule(101, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        rule(102, "accept", "out", { tcp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        rule(110, "drop", "out", { all: { "@dstipaddr": gateway } }),
+        ...spec.network.hostAddresses.filter((address) => address !== gateway).map((address) => rule(120, "drop", "out", { ip: { "@dstipaddr": address } })),
+        rule(200, "accept", "out", { ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } }),
+        ...FORBIDDEN_RANGES.map(([address, mask]) => rule(300, "drop", "out", { ip: { "@dstipaddr": address, "@dstipmask": mask } })),
       ],
     },
   });

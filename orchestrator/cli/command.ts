@@ -28,6 +28,8 @@ export interface CommandContext {
    * errors) redact through it, so a secret a command learns is hidden from then on.
    */
   redactor: Redactor;
+  /** For a command that streams its result as it comes (`console --follow`); redacted like the rest. */
+  stdout: { write(text: string): void };
 }
 
 /** What a command returns for the CLI to print. */

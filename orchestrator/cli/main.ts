@@ -93,6 +93,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       runsDir: runsDir(args.values["runs-dir"] as string | undefined, io.env),
       signal: io.signal,
       redactor,
+      stdout: { write: (text) => void io.stdout.write(redactor.redact(text)) },
     });
     io.stdout.write(redactor.redact(wantsJson ? `${JSON.stringify(outcome.json, null, 2)}\n` : outcome.text ? `${outcome.text}\n` : ""));
     return outcome.exitCode;

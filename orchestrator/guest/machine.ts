@@ -431,7 +431,7 @@ function consoleBlock(consoleLog: string, tail: readonly string[]): string {
 }
 
 /** Serial console text as lines, without terminal escapes and trailing blanks. */
-function consoleLines(text: string): string[] {
+export function consoleLines(text: string): string[] {
   return text
     // eslint-disable-next-line no-control-regex
     .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")

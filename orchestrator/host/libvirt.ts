@@ -95,6 +95,13 @@ export class Libvirt {
     return pid === undefined ? undefined : { pid: Number(pid), ...(start !== undefined ? { start } : {}) };
   }
 
+  /** The run dir boma-it wrote into a domain's metadata, if any. */
+  async domainRunDir(name: string): Promise<string | undefined> {
+    const result = await this.#virsh(["metadata", name, METADATA_NAMESPACE], { check: false });
+    const runDir = /\brunDir="([^"]+)"/.exec(result.stdout)?.[1];
+    return runDir === undefined ? undefined : runDir.replaceAll("&quot;", '"').replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&amp;", "&");
+  }
+
   /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */
   async usedSubnets(): Promise<string[]> {
     const used: string[] = [];

@@ -21,6 +21,7 @@ import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } f
 import type { Session, StepContext, Verdict } from "./scenario.ts";
 import { makePrivate, scrubDir } from "./secrets.ts";
 import { teardown } from "./stacks.ts";
+import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "./certs.ts";
 import type { RunSecrets } from "./secrets.ts";
 import type { LoadedProfile } from "../profile/load.ts";
@@ -124,7 +125,11 @@ export class OpenRun {
     let error: unknown;
     try {
       live = await (this.#hooks.provision ?? provision)(
-        { profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir, imageDir: request.imageDir, egress: !request.options.noEgress, signal, timeouts: bootTimeouts(request.env) },
+        {
+          profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir,
+          imageDir: request.imageDir, egress: !request.options.noEgress, signal, timeouts: bootTimeouts(request.env),
+          record: { stacksDir: stacksDir(request.env), profile: request.profile.file, purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"), ...(request.options.noEgress ? { noEgress: true } : {}) },
+        },
         { identity, runDir: dir },
       );
       report.phases.push(...live.phases);

@@ -18,6 +18,7 @@ import type { Log } from "../log.ts";
 import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, knownHostsLine, prepareControlSocketDir } from "../host/ssh.ts";
+import type { RunRecord } from "./stacks.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
 export interface BootTimeouts {
@@ -52,6 +53,31 @@ export interface ProvisionOptions {
   egress: boolean;
   signal: AbortSignal;
   timeouts: BootTimeouts;
+  /** What the run records about itself beyond its outputs (run.json: the profile, the command, where its stack lives). */
+  record?: Omit<RunRecord, keyof StackOutputs | "engine">;
+}
+
+/**
+ * The Machine of a run's VM: its pinned key, and its master connection when a safe, short enough
+ * socket path exists (said when not).
+ */
+export async function machineFor(outputs: StackOutputs, context: { runner: Runner; log: Log; libvirt: Libvirt; signal?: AbortSignal }): Promise<Machine> {
+  const controlPath = (await prepareControlSocketDir()) ? controlPathFor(outputs.runId) : undefined;
+  if (controlPath === undefined) context.log.info("SSH commands go without a shared connection (no safe, short enough socket path): each pays a login");
+  return new Machine({
+    name: outputs.host,
+    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, ...(controlPath ? { controlPath } : {}) },
+    runner: context.runner,
+    log: context.log,
+    consoleLog: outputs.consoleLog,
+    domainState: () => context.libvirt.domainState(outputs.domain),
+    ...(context.signal ? { signal: context.signal } : {}),
+  });
+}
+
+/** Writes (or updates) a run's record, run.json in its run dir (0600). */
+export async function writeRunRecord(runDir: string, record: RunRecord): Promise<void> {
+  await writeFile(join(runDir, "run.json"), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
 }
 
 /** A run whose VM is up and ready. */
@@ -137,21 +163,11 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       },
       onOutput: (line) => log.info(`  pulumi │ ${line}`),
     });
-    await writeFile(join(run.runDir, "run.json"), `${JSON.stringify({ ...made, engine: options.engine.name }, null, 2)}\n`);
+    await writeRunRecord(run.runDir, { ...made, engine: options.engine.name, ...options.record });
     return made;
   });
 
-  const controlPath = (await prepareControlSocketDir()) ? controlPathFor(outputs.runId) : undefined;
-  if (controlPath === undefined) log.info("SSH commands go without a shared connection (no safe, short enough socket path): each pays a login");
-  const machine = new Machine({
-    name: profile.document.host,
-    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, ...(controlPath ? { controlPath } : {}) },
-    runner,
-    log,
-    consoleLog: outputs.consoleLog,
-    domainState: () => libvirt.domainState(outputs.domain),
-    signal,
-  });
+  const machine = await machineFor(outputs, { runner, log, libvirt, signal });
 
   try {
     return await bootAndWait(machine, { ...options, outputs, phases });

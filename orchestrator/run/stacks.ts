@@ -1,12 +1,89 @@
 /**
- * Live runs: finding them across engines, resolving a `<run>` argument, tearing one down, and
- * mapping infra failures onto the CLI's error vocabulary.
+ * Live runs: finding them anywhere on this host (through this checkout's engines, and through
+ * libvirt and each run's own record, run.json, for runs made from another checkout or stacks
+ * dir), resolving a `<run>` argument, tearing one down.
  */
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Engine, StackSummary } from "../../infra/engines/engine.ts";
+import { DirectEngine } from "../../infra/engines/direct.ts";
+import type { Engine, EngineName, StackSummary } from "../../infra/engines/engine.ts";
+import type { StackOutputs } from "../../infra/plan.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { PREFIX } from "../../infra/spec.ts";
 import { BadInputError } from "../errors.ts";
+import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
+import { closest } from "../profile/yaml.ts";
+
+/** What a run records about itself next to its console (run.json), for whoever finds it later. */
+export interface RunRecord extends StackOutputs {
+  engine: EngineName;
+  /** The stacks dir its stack lives in. */
+  stacksDir?: string;
+  /** The profile it was made from (a file), the command and the cert tier. */
+  profile?: string;
+  purpose?: string;
+  /** The scenario whose vars it was applied with. */
+  scenario?: "red" | "green";
+  certs?: string;
+  /** The run was made without egress (`--no-egress`). */
+  noEgress?: boolean;
+  /** The run's report.json. */
+  reportFile?: string;
+  /** Where `reset` takes the VM back to (see guest/reset.ts), when the run took one. */
+  resetPoint?: { memory: string; base: string; top: string; at: string };
+}
+
+/** A live run found on this host. */
+export interface FoundRun {
+  runId: string;
+  outputs: StackOutputs;
+  /** As its engine lists it, or "running" for a domain only libvirt and its record know of. */
+  state: StackSummary["state"] | "running";
+  /** The engine that holds its stack, when this host can reach it. */
+  engine: Engine | undefined;
+  /** Where its stack lives when not in this checkout's stacks dir. */
+  elsewhere: string | undefined;
+  record: RunRecord | undefined;
+}
+
+/** Reads a run's record (run.json in its run dir); undefined when missing or unreadable (another user's run dir). */
+export async function readRunRecord(runDir: string): Promise<RunRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(join(runDir, "run.json"), "utf8")) as RunRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Every live run on this host: the stacks of this checkout's engines, and every `boma-it-` domain
+ * libvirt has whose run dir (from the domain's metadata) holds a record; a run made from another
+ * stacks dir gets that dir's engine, so `down` works from anywhere.
+ */
+export async function findRuns(engines: readonly Engine[], runner: Runner, libvirt: Libvirt | undefined, ourStacksDir: string): Promise<FoundRun[]> {
+  const found = new Map<string, FoundRun>();
+  for (const { summary, engine } of await liveStacks(engines)) {
+    found.set(summary.stack, { runId: summary.stack, outputs: summary.outputs, state: summary.state, engine, elsewhere: undefined, record: await readRunRecord(summary.outputs.runDir) });
+  }
+  if (!libvirt) return [...found.values()];
+  for (const name of await libvirt.names("domain")) {
+    if (!name.startsWith(PREFIX) || found.has(name)) continue;
+    const runDir = await libvirt.domainRunDir(name);
+    const record = runDir ? await readRunRecord(runDir) : undefined;
+    if (!record) continue;
+    let engine: Engine | undefined;
+    let state: FoundRun["state"] = "running";
+    if (record.engine === "direct" && record.stacksDir && record.stacksDir !== ourStacksDir) {
+      engine = new DirectEngine(runner, record.stacksDir);
+      const summary = (await engine.list().catch(() => [])).find((stack) => stack.stack === name);
+      if (summary) state = summary.state;
+      else engine = undefined;
+    }
+    found.set(name, { runId: name, outputs: record, state, engine, elsewhere: record.stacksDir ?? runDir, record });
+  }
+  return [...found.values()].sort((a, b) => a.runId.localeCompare(b.runId));
+}
 
 /** A live run and the engine that holds it. */
 export interface LiveStack {
@@ -34,28 +111,22 @@ export async function liveStacks(engines: readonly Engine[], onListError?: (engi
 
 /**
  * Resolves `<run>`: a run id, its stamp or run dir name, or any unique part of the id. Without a
- * reference, the only live run.
+ * reference, the only live run. A typo gets the closest run id.
  */
-export function resolveRun(stacks: readonly LiveStack[], reference: string | undefined, command: string): LiveStack {
-  const ids = stacks.map((stack) => stack.summary.stack);
+export function resolveRun<T extends { runId: string; outputs: Pick<StackOutputs, "runDir"> }>(runs: readonly T[], reference: string | undefined, command: string): T {
+  const ids = runs.map((run) => run.runId);
   if (reference === undefined) {
-    if (stacks.length === 1) return stacks[0]!;
-    throw new BadInputError({
-      message:
-        stacks.length === 0
-          ? `no live run to ${command}`
-          : `${stacks.length} live runs; name one: ${ids.join(", ")}`,
-    });
+    if (runs.length === 1) return runs[0]!;
+    throw new BadInputError({ message: runs.length === 0 ? `no live run to ${command} (see \`boma-it status\`)` : `${runs.length} live runs; name the one to ${command}: ${ids.join(", ")}` });
   }
-  const exact = stacks.find((stack) => stack.summary.stack === reference || stack.summary.outputs.runDir.endsWith(`/${reference}`));
+  const exact = runs.find((run) => run.runId === reference || run.outputs.runDir.endsWith(`/${reference}`) || run.outputs.runDir.includes(`/${reference}/`));
   if (exact) return exact;
-  const partial = stacks.filter((stack) => stack.summary.stack.includes(reference));
+  const partial = runs.filter((run) => run.runId.includes(reference));
   if (partial.length === 1) return partial[0]!;
+  if (partial.length > 1) throw new BadInputError({ message: `${JSON.stringify(reference)} matches ${partial.length} runs: ${partial.map((run) => run.runId).join(", ")}; name one` });
+  const hint = closest(reference, ids);
   throw new BadInputError({
-    message:
-      partial.length === 0
-        ? `no live run matches ${JSON.stringify(reference)}; expected one of ${ids.length > 0 ? ids.join(", ") : "(none live: see `boma-it status`)"}`
-        : `${JSON.stringify(reference)} matches ${partial.length} runs: ${partial.map((stack) => stack.summary.stack).join(", ")}`,
+    message: ids.length === 0 ? `no live run matches ${JSON.stringify(reference)}: there is none (see \`boma-it status\`)` : `no live run matches ${JSON.stringify(reference)}; the live ones are ${ids.join(", ")}${hint ? ` (did you mean ${hint}?)` : ""}`,
   });
 }
 

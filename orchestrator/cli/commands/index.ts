@@ -1,5 +1,6 @@
 /** The commands of the contract, in the order `--help` lists them. */
 import type { CommandDefinition } from "../command.ts";
+import { consoleCommand } from "./console.ts";
 import { doctorCommand } from "./doctor.ts";
 import { downCommand } from "./down.ts";
 import { imageCommand } from "./image.ts";
@@ -9,10 +10,15 @@ import { sshCommand } from "./ssh.ts";
 import { statusCommand } from "./status.ts";
 import { upCommand } from "./up.ts";
 import { validateCommand } from "./validate.ts";
+import { applyCommand, checkCommand, rebootCommand } from "./verbs.ts";
 
 export const COMMANDS: readonly CommandDefinition[] = [
   runCommand,
   upCommand,
+  applyCommand,
+  checkCommand,
+  rebootCommand,
+  consoleCommand,
   downCommand,
   sshCommand,
   statusCommand,

@@ -1,39 +1,72 @@
-/** `boma-it status`: live runs with their engine, host, age, IP and ssh command. */
+/** `boma-it status`: every live run on this host: owner, age, IP, what it last did, where it lives. */
+import { readFile } from "node:fs/promises";
+import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
+import { ownerAlive } from "../../../infra/process.ts";
+import { ExitCode } from "../../errors.ts";
+import { Libvirt } from "../../host/libvirt.ts";
+import { stacksDir } from "../../host/paths.ts";
+import { allEngines } from "../../run/engine-choice.ts";
+import { findRuns, type FoundRun } from "../../run/stacks.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
-import { allEngines } from "../../run/engine-choice.ts";
-import { ExitCode } from "../../errors.ts";
-import { stacksDir } from "../../host/paths.ts";
-import { ownerAlive } from "../../../infra/process.ts";
-import { liveStacks } from "../../run/stacks.ts";
+
+/** What the run did last: its last verb, else the command that made it. */
+async function lastAction(run: FoundRun): Promise<string> {
+  const file = run.record?.reportFile;
+  if (file) {
+    try {
+      const report = JSON.parse(await readFile(file, "utf8")) as { verdict?: string; verbs?: { verb: string; ok: boolean; finishedAt: string }[] };
+      const verb = report.verbs?.at(-1);
+      if (verb) return `${verb.verb} (${verb.ok ? "ok" : "failed"}, ${verb.finishedAt})`;
+      if (report.verdict) return `${run.record?.purpose ?? "run"} (${report.verdict})`;
+    } catch {
+      // A run still running has no report yet.
+    }
+  }
+  return run.record?.purpose ?? "unknown";
+}
 
 export const statusCommand: CommandDefinition = {
   name: "status",
-  summary: "live runs: id, engine, host, age, IP, ssh command",
+  summary: "live runs on this host: owner, age, IP, what each last did, ssh command",
   usage: "status [--json]",
-  details: `Lists the runs whose stacks exist, from every engine. A run in state "creating" or
+  details: `Lists every live run on this host: those of this checkout's stacks, and every boma-it domain libvirt
+has (a run made from another checkout says where its stack lives). A run in state "creating" or
 "destroying" whose owner process is gone was interrupted: \`npm run reap\` removes it.
---json prints a list of {runId, host, ip, ssh, runDir, engine, ageSeconds, state, ownerAlive}.`,
+--json prints a list of {runId, host, ip, ssh, runDir, engine, ageSeconds, state, owner,
+ownerAlive, lastAction, stackLives}.`,
   options: {},
-  async run({ args, runner, env }) {
+  async run({ args, runner, env, log }) {
     expectPositionals("status", args.positionals, 0, 0, "no arguments");
+    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    const reachable = await libvirt.ensureReachable().then(() => true, () => false);
+    if (!reachable) log.warn("libvirt does not answer: listing this checkout's runs only");
+    const found = await findRuns(await allEngines(runner, stacksDir(env)), runner, reachable ? libvirt : undefined, stacksDir(env));
     const now = Date.now();
-    const runs = (await liveStacks(await allEngines(runner, stacksDir(env)))).map(({ summary }) => ({
-      runId: summary.stack,
-      host: summary.outputs.host,
-      ip: summary.outputs.ip,
-      ssh: summary.outputs.ssh,
-      runDir: summary.outputs.runDir,
-      engine: summary.engine,
-      ageSeconds: Math.max(0, Math.round((now - Date.parse(summary.outputs.createdAt)) / 1000)),
-      state: summary.state,
-      ownerAlive: ownerAlive(summary.outputs.ownerPid, summary.outputs.ownerStart),
-    }));
+    const runs = await Promise.all(
+      found.map(async (run) => {
+        const alive = ownerAlive(run.outputs.ownerPid, run.outputs.ownerStart);
+        return {
+          runId: run.runId,
+          host: run.outputs.host,
+          ip: run.outputs.ip,
+          ssh: run.outputs.ssh,
+          runDir: run.outputs.runDir,
+          engine: run.engine?.name ?? run.record?.engine ?? "unknown",
+          ageSeconds: Math.max(0, Math.round((now - Date.parse(run.outputs.createdAt)) / 1000)),
+          state: run.state,
+          owner: alive ? `harness pid ${run.outputs.ownerPid}` : "kept",
+          ownerAlive: alive,
+          lastAction: await lastAction(run),
+          stackLives: run.elsewhere ?? "this checkout",
+        };
+      }),
+    );
     const text =
       runs.length === 0
         ? "no live runs"
         : runs
-            .map((run) => `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}${run.state === "up" || run.ownerAlive ? "" : " (owner gone)"}\n    ${run.ssh}`)
+            .map((run) => `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}  ${run.owner}${run.state === "up" || run.state === "running" || run.ownerAlive ? "" : " (interrupted)"}\n    last: ${run.lastAction}\n    ${run.ssh}\n    run dir: ${run.runDir}${run.stackLives === "this checkout" ? "" : `\n    stack: ${run.stackLives}`}`)
             .join("\n");
     return { exitCode: ExitCode.pass, json: runs, text };
   },

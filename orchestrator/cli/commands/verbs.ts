@@ -1,0 +1,73 @@
+/**
+ * The dev loop on a kept VM: `apply`, `check` and `reboot` on a live run (see run/attach.ts),
+ * each with the contract's exit codes: 0 it did what it should, 1 the system under test failed
+ * (the apply, a check, the VM after the reboot), 4 a fault of the harness or the infrastructure.
+ */
+import { attachedApply, attachedCheck, attachedReboot } from "../../run/verbs.ts";
+import { verbText, withAttachedRun, type VerbRequest } from "../../run/attach.ts";
+import type { CommandContext, CommandDefinition } from "../command.ts";
+import { ANSIBLE_OPTIONS, ANSIBLE_OPTIONS_HELP, ansibleArgs, expectPositionals } from "../options.ts";
+
+const RUN_ARGUMENT = `<run> is a run id as \`status\` lists it, its run dir name, or any unique part of it; any
+live run on this host, whichever checkout made it (without <run>: the only live one).`;
+
+function verbRequest(verb: string, context: CommandContext): VerbRequest {
+  expectPositionals(verb, context.args.positionals, 0, 1, "at most one <run>");
+  return {
+    verb,
+    reference: context.args.positionals[0],
+    runner: context.runner,
+    log: context.log,
+    env: context.env,
+    signal: context.signal,
+    redactor: context.redactor,
+    locations: context.locations,
+    ansible: ansibleArgs(context.args.values),
+  };
+}
+
+export const applyCommand: CommandDefinition = {
+  name: "apply",
+  summary: "apply the profile's playbook again to a kept VM",
+  usage: "apply [<run>] [-e k=v] [--tags T] [--skip-tags T] [--diff] [-v] [--json]",
+  details: `${RUN_ARGUMENT}
+Applies the run's profile (as it is on disk now) with its scenario's vars, through the same
+transient inventory, overlay, secrets and confinement as a run. Exit 1 when the apply fails.
+Options:
+${ANSIBLE_OPTIONS_HELP}`,
+  options: ANSIBLE_OPTIONS,
+  async run(context) {
+    const result = await withAttachedRun(verbRequest("apply", context), { needsProfile: true }, attachedApply);
+    return { exitCode: result.exitCode, json: result, text: verbText(result) };
+  },
+};
+
+export const checkCommand: CommandDefinition = {
+  name: "check",
+  summary: "run the profile's checks on a kept VM now",
+  usage: "check [<run>] [--json]",
+  details: `${RUN_ARGUMENT}
+Runs the checks of the run's profile (as it is on disk now), each retried within its \`within\`.
+Exit 1 when one fails.`,
+  options: {},
+  async run(context) {
+    const result = await withAttachedRun(verbRequest("check", context), { needsProfile: true }, attachedCheck);
+    return { exitCode: result.exitCode, json: result, text: verbText(result) };
+  },
+};
+
+export const rebootCommand: CommandDefinition = {
+  name: "reboot",
+  summary: "reboot a kept VM with proof, then its checks and what the reboot changed",
+  usage: "reboot [<run>] [--json]",
+  details: `${RUN_ARGUMENT}
+The run's reboot: proven by a new boot id, then systemd settles, the checks run again and the
+state before and after is compared (ruleset, listeners, containers, failed units). Exit 1 when a
+check fails after it or the VM does not come back (its new kernel ran); exit 4 when the boot
+stalled before its kernel or the domain went away from the host.`,
+  options: {},
+  async run(context) {
+    const result = await withAttachedRun(verbRequest("reboot", context), { needsProfile: true }, attachedReboot);
+    return { exitCode: result.exitCode, json: result, text: verbText(result) };
+  },
+};

@@ -1,0 +1,194 @@
+/**
+ * The run driver's other half: a verb on a kept VM (apply, check, reboot, reset, down) attaches
+ * to a live run found anywhere on this host, takes the machine's run lock for it, works in a
+ * folder of its own in the run dir (`verbs/<stamp>-<verb>/`: run.log, commands.log, result.json),
+ * appends what it did to the run's report.json, and lets go of everything on every exit path. It
+ * never tears the VM down unless it is `down`.
+ */
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { newRunIdentity } from "../../infra/spec.ts";
+import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import { asBomaError, BadInputError, BomaError, causesOf, ExitCode, InterruptedError, RefusedError, SystemUnderTestError } from "../errors.ts";
+import type { CheckResult } from "../guest/checks.ts";
+import type { Machine } from "../guest/machine.ts";
+import { Libvirt } from "../host/libvirt.ts";
+import { acquireRunLock } from "../host/lock.ts";
+import { runLockPath, stacksDir } from "../host/paths.ts";
+import type { Log } from "../log.ts";
+import { loadProfile, type ProfileLocations } from "../profile/load.ts";
+import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
+import { allEngines } from "./engine-choice.ts";
+import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
+import { planRunCerts } from "./preflight.ts";
+import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
+import type { RunError, RunReport, ScenarioReport } from "./report.ts";
+import type { Session, StepContext } from "./scenario.ts";
+import { loadSecrets, makePrivate, scrubDir, secretsOf, type Redactor, type RunSecrets } from "./secrets.ts";
+import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./stacks.ts";
+
+/** What a verb is asked. */
+export interface VerbRequest {
+  verb: string;
+  /** `<run>` as the user typed it (absent: the only live run). */
+  reference: string | undefined;
+  runner: Runner;
+  log: Log;
+  env: NodeJS.ProcessEnv;
+  signal: AbortSignal;
+  redactor: Redactor;
+  locations: ProfileLocations;
+  ansible?: AnsibleArgs;
+}
+
+/** A live run a verb works on. */
+export interface AttachedRun {
+  found: FoundRun;
+  record: RunRecord;
+  machine: Machine;
+  libvirt: Libvirt;
+  /** The verb's own folder in the run dir. */
+  dir: string;
+  /** For the scenario steps (profile, certs, secrets as the run's profile is on disk now). */
+  steps: StepContext;
+  session: Session;
+}
+
+/** What a verb did (result.json of its folder, and a line of the run's report). */
+export interface VerbResult {
+  verb: string;
+  runId: string;
+  ok: boolean;
+  outcome: string;
+  exitCode: number;
+  dir: string;
+  startedAt: string;
+  finishedAt: string;
+  phases: Phase[];
+  checks: CheckResult[];
+  error: RunError | null;
+  /** What else the verb says (a reset's boot id, a reboot's proof). */
+  details: Record<string, unknown>;
+}
+
+/** What a verb's body returns. */
+export interface VerbOutcome {
+  ok: boolean;
+  outcome: string;
+  details?: Record<string, unknown>;
+}
+
+/** Finds the live run a verb names (anywhere on this host). */
+export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference" | "runner" | "env">): Promise<{ found: FoundRun; libvirt: Libvirt }> {
+  const libvirt = new Libvirt(request.runner, request.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+  await libvirt.ensureReachable();
+  const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
+  return { found: resolveRun(runs, request.reference, request.verb), libvirt };
+}
+
+/**
+ * Attaches to a live run and runs `body` on it; returns what it did (never throws for the verb's
+ * own failure: its exit code says it). `needsProfile`: the verb applies or checks, so the run's
+ * profile is loaded as it is on disk now (a run made before runs recorded theirs cannot).
+ */
+export async function withAttachedRun(request: VerbRequest, options: { needsProfile: boolean }, body: (run: AttachedRun) => Promise<VerbOutcome>): Promise<VerbResult> {
+  const { found, libvirt } = await findVerbRun(request);
+  const record = found.record ?? { ...found.outputs, engine: "direct" as const };
+  const state = await libvirt.domainState(found.outputs.domain);
+  if (!state.startsWith("running")) {
+    throw new RefusedError(`${found.runId} is ${state}, not running: \`${request.verb}\` works on a live VM`, `see \`npm run boma-it -- status\`; remove it with \`npm run boma-it -- down ${found.runId}\``);
+  }
+  if (options.needsProfile && !record.profile) {
+    throw new BadInputError({ message: `${found.runId} does not say which profile made it (it was made by an older boma-it): \`${request.verb}\` cannot know what to apply or check` });
+  }
+  const lock = await acquireRunLock(runLockPath(request.env), `${request.verb} of ${found.runId}`);
+  const startedAt = new Date();
+  const stamp = newRunIdentity(found.outputs.host, startedAt).stamp;
+  const dir = join(found.outputs.runDir, "verbs", `${stamp}-${request.verb}`);
+  const detach: (() => void)[] = [];
+  const streams: WriteStream[] = [];
+  let machine: Machine | undefined;
+  let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
+  const report = verbScenarioReport(found.runId);
+  const result: VerbResult = { verb: request.verb, runId: found.runId, ok: false, outcome: "did not finish", exitCode: ExitCode.harnessFault, dir, startedAt: startedAt.toISOString(), finishedAt: "", phases: report.phases, checks: report.checks, error: null, details: {} };
+  try {
+    await lock.claim(found.runId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const transcript = createWriteStream(join(dir, "run.log"), { flags: "a", mode: 0o600 });
+    const commands = createWriteStream(join(dir, "commands.log"), { flags: "a", mode: 0o600 });
+    streams.push(transcript, commands);
+    detach.push(request.log.transcribe((line) => transcript.write(`${line}\n`)));
+    detach.push(request.runner.addRecordListener((entry) => commands.write(`${JSON.stringify(entry)}\n`)));
+    request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
+    try {
+      const profile = options.needsProfile ? await loadProfile(record.profile!, request.locations, request.runner, { say: (line) => request.log.info(line) }) : undefined;
+      if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
+      const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
+      const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
+      machine = await machineFor(found.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
+      const steps: StepContext = {
+        profile: profile!,
+        certs,
+        secrets,
+        runner: request.runner,
+        log: request.log,
+        signal: request.signal,
+        accel: decideAccel(found.outputs.accel === "kvm" ? "kvm" : "tcg", await probeAccel()),
+        libvirt,
+        timeouts: bootTimeouts(request.env),
+        ansible: request.ansible ?? NO_ANSIBLE_ARGS,
+      };
+      const session: Session = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
+      const outcome = await body({ found, record, machine, libvirt, dir, steps, session });
+      result.ok = outcome.ok;
+      result.outcome = outcome.outcome;
+      result.details = outcome.details ?? {};
+      result.exitCode = outcome.ok ? ExitCode.pass : ExitCode.systemUnderTestFailed;
+    } catch (caught) {
+      const error = asBomaError(caught, request.signal);
+      const message = error instanceof Error ? error.message : String(error);
+      result.outcome = error instanceof InterruptedError ? "interrupted" : message.split("\n")[0]!;
+      result.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+      if (!(error instanceof SystemUnderTestError)) result.error = { kind: error instanceof Error ? error.name : "Error", message, causes: causesOf(error) };
+      if (error instanceof BadInputError || error instanceof RefusedError) throw error;
+    }
+  } finally {
+    result.finishedAt = new Date().toISOString();
+    await machine?.closeConnection().catch(() => undefined);
+    await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
+    await appendToReport(record, result, request.redactor).catch((error: unknown) => request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`));
+    for (const undo of detach) undo();
+    await Promise.all(streams.map((stream) => new Promise<void>((resolve) => stream.end(resolve))));
+    await scrubDir(dir, secrets).catch(() => []);
+    await makePrivate(dir).catch(() => undefined);
+    await lock.release();
+  }
+  return result;
+}
+
+/** Adds a verb's line to the run's report.json (`verbs[]`), where the run keeps it. */
+async function appendToReport(record: RunRecord, result: VerbResult, redactor: Redactor): Promise<void> {
+  const file = record.reportFile ?? join(dirname(record.runDir), "report.json");
+  const report = JSON.parse(await readFile(file, "utf8")) as RunReport & { verbs?: unknown[] };
+  const { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error } = result;
+  report.verbs = [...(report.verbs ?? []), { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error }];
+  await writeFile(file, redactor.redact(`${JSON.stringify(report, null, 2)}\n`), { mode: 0o600 });
+}
+
+function verbScenarioReport(stack: string): ScenarioReport {
+  return {
+    name: "green", expect: "pass", ok: false, outcome: "", stack, bootIds: [], checks: [], phases: [], readyLagSeconds: [],
+    guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null,
+  };
+}
+
+/** A verb's result in a few lines of text. */
+export function verbText(result: VerbResult): string {
+  const lines = [`${result.ok ? "OK" : result.error ? "ERROR" : "FAIL"}: ${result.verb} ${result.runId}: ${result.outcome}`];
+  if (result.error) lines.push(...result.error.causes.map((cause) => `  caused by: ${cause}`));
+  lines.push(`  results: ${join(result.dir, "result.json")}`);
+  return lines.join("\n");
+}
