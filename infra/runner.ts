@@ -179,7 +179,8 @@ export class Runner {
         : "pipe";
     const subprocess = execa(file, [...args], {
       input: options.input,
-      timeout: options.timeoutMs,
+      // execa takes whole milliseconds (a deadline minus a clock reading is not).
+      timeout: options.timeoutMs === undefined ? undefined : Math.max(1, Math.ceil(options.timeoutMs)),
       cwd: options.cwd,
       env: { ...this.#env, ...options.env },
       extendEnv: false,
