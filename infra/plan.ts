@@ -127,6 +127,12 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
         { argv: virsh("pool-start", spec.pool.name) },
       ],
       delete: [
+        // Whatever else the run put in its pool (a reset point's saved state and top volume) goes with it.
+        { argv: virsh("pool-refresh", spec.pool.name), mayFail: true },
+        {
+          argv: ["sh", "-c", 'for volume in $(virsh -q -c "$1" vol-list "$2" | awk \'{print $1}\'); do virsh -q -c "$1" vol-delete "$volume" --pool "$2"; done', "delete-volumes", uri, spec.pool.name],
+          mayFail: true,
+        },
         { argv: virsh("pool-destroy", spec.pool.name), mayFail: true },
         { argv: virsh("pool-delete", spec.pool.name), mayFail: true },
         { argv: virsh("pool-undefine", spec.pool.name), ignoreAbsent: true },

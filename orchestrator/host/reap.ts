@@ -169,6 +169,8 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   for (const pool of await libvirt.names("pool")) {
     const prefixed = pool.startsWith(PREFIX);
     if (prefixed && (spared(pool) || tooYoung(pool))) continue;
+    // A run's pool may hold files libvirt has not listed yet (a reset point's saved state).
+    if (prefixed && !options.dryRun && !heldBy(pool)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-refresh", pool], { check: false });
     // Prefixed volumes may also sit in other pools (the default pool, say).
     for (const volume of await libvirt.volumes(pool)) {
       if (!volume.startsWith(PREFIX) || spared(volume) || tooYoung(volume)) continue;

@@ -12,6 +12,7 @@ import type { Runner } from "../../infra/runner.ts";
 import { PREFIX } from "../../infra/spec.ts";
 import { BadInputError } from "../errors.ts";
 import type { Libvirt } from "../host/libvirt.ts";
+import type { ResetPoint } from "../host/reset-point.ts";
 import type { Log } from "../log.ts";
 import { closest } from "../profile/yaml.ts";
 
@@ -30,8 +31,8 @@ export interface RunRecord extends StackOutputs {
   noEgress?: boolean;
   /** The run's report.json. */
   reportFile?: string;
-  /** Where `reset` takes the VM back to (see guest/reset.ts), when the run took one. */
-  resetPoint?: { memory: string; base: string; top: string; at: string };
+  /** Where `reset` takes the VM back to (see host/reset-point.ts), when the run took one. */
+  resetPoint?: ResetPoint;
 }
 
 /** A live run found on this host. */

@@ -1,4 +1,6 @@
 /** The bodies of the verbs on a kept VM: what each does once attached (see attach.ts). */
+import { RefusedError } from "../errors.ts";
+import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
 import { applyStep, checkStage, rebootStep } from "./scenario.ts";
 
@@ -28,5 +30,29 @@ export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
     ok: failed.length === 0,
     outcome: failed.length === 0 ? `rebooted (boot id ${outcome.proof.bootIdBefore.slice(0, 8)}… → ${outcome.proof.bootIdAfter.slice(0, 8)}…) and every check passes` : `rebooted, and ${failed.length} of ${outcome.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}`,
     details,
+  };
+}
+
+/**
+ * Back to the run's reset point (right after its first boot and cloud-init): the saved state is
+ * restored onto an empty top volume, the guest's clock set to now, and the boot id, address and
+ * host key said as they are (the host key is the one pinned: the login proves it).
+ */
+export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
+  const point = run.record.resetPoint;
+  if (!point) {
+    throw new RefusedError(`${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`, "make the VM with `npm run boma-it -- up <profile>`");
+  }
+  const { machine, session, steps } = run;
+  await machine.closeConnection();
+  await session.timed("reset", () => resetToPoint(run.libvirt, steps.runner, run.found.outputs, point));
+  const ready = await session.timed("SSH", () => machine.waitForSsh(steps.timeouts.sshMs));
+  // The saved state's clock is the snapshot's: the guest has no network time to catch up with.
+  await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`);
+  const sameBoot = point.bootId === undefined || point.bootId === ready.bootId;
+  return {
+    ok: true,
+    outcome: `back to ${point.at} (right after cloud-init, before any apply): boot id ${ready.bootId}${sameBoot ? " (that boot's, no boot was needed)" : ""}, address ${run.found.outputs.ip}, the pinned host key`,
+    details: { at: point.at, bootId: ready.bootId, ip: run.found.outputs.ip, sameBoot },
   };
 }

@@ -200,7 +200,8 @@ async function assertIsolated(runId: string, ip: string, env: Record<string, str
     // IPv6: the bridge gets a ULA the sandbox routes to the LAN host's; the VM is given an address
     // and a route (as a role could), so only the harness's filter stands in the way.
     const bridge = /Bridge:\s+(\S+)/.exec(execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-info", runId], { encoding: "utf8" }))![1]!;
-    execFileSync("sh", ["-c", `ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`]);
+    // libvirt switches IPv6 off on a network without IPv6: on here, so only the filter is left.
+    execFileSync("sh", ["-c", `sysctl -qw net.ipv6.conf.${bridge}.disable_ipv6=0 && ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`]);
     await withListener(httpServer("fd00:beef::1", 8001), `http://[fd00:beef::1]:8001/`, async () => {
       await cli(["ssh", runId, "--", "sudo ip -6 addr add fd00:beef::10/64 dev eth0 nodad; sudo ip -6 route add fd20::/64 via fd00:beef::1"], env);
       assert.equal(await vmReaches(runId, "fd00:beef::1", 8001, env), "blocked", "the VM cannot reach the control host over IPv6");

@@ -10,7 +10,7 @@ import { sshCommand } from "./ssh.ts";
 import { statusCommand } from "./status.ts";
 import { upCommand } from "./up.ts";
 import { validateCommand } from "./validate.ts";
-import { applyCommand, checkCommand, rebootCommand } from "./verbs.ts";
+import { applyCommand, checkCommand, rebootCommand, resetCommand } from "./verbs.ts";
 
 export const COMMANDS: readonly CommandDefinition[] = [
   runCommand,
@@ -18,6 +18,7 @@ export const COMMANDS: readonly CommandDefinition[] = [
   applyCommand,
   checkCommand,
   rebootCommand,
+  resetCommand,
   consoleCommand,
   downCommand,
   sshCommand,

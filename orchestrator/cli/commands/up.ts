@@ -6,9 +6,13 @@ import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import { harnessPeakRssMiB } from "../../run/report.ts";
-import { applyStep } from "../../run/scenario.ts";
+import { applyStep, checkStage } from "../../run/scenario.ts";
+import { takeSnapshot } from "../../guest/snapshot.ts";
+import { takeResetPoint } from "../../host/reset-point.ts";
+import { writeRunRecord } from "../../run/provision.ts";
+import { readRunRecord } from "../../run/stacks.ts";
 import type { CommandDefinition } from "../command.ts";
-import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
+import { oneOf, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
 import { loadRunInputs } from "../run-inputs.ts";
 
 /** What `up --json` prints (the command contract). */
@@ -23,14 +27,19 @@ interface UpSummary {
 export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
-  usage: "up <profile> [--scenario green|red] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  usage: "up <profile> [--scenario green|red] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${RUN_OPTIONS_HELP}
+  --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
+                                   checks run and the state the reboot will lose is kept
+                                   (before-reboot.json) for \`boma-it reboot <run>\`
 Applies the profile's playbook with the GREEN scenario's vars (or RED's with --scenario red).
-On success the VM stays up: reach it with \`boma-it ssh <run>\`, remove it with \`boma-it down <run>\`.
+Before the apply it takes the run's reset point (right after cloud-init), for \`boma-it reset <run>\`.
+On success the VM stays up: reach it with \`boma-it ssh <run>\`, work on it with \`apply\`, \`check\`,
+\`reboot\`, \`reset\` and \`console\`, remove it with \`boma-it down <run>\`.
 If it fails to come up or to apply, what was created is removed again, unless --keep always, or
 --keep on-failure (the default) and the apply itself failed (exit 1); the serial console and the
 run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
-  options: RUN_OPTIONS,
+  options: { ...RUN_OPTIONS, "keep-at": { type: "string" } },
   async run({ args, log, runner, env, locations, runsDir, signal, redactor }) {
     // From here on every command record and log line is redacted of the run's secrets.
     const inputs = await loadRunInputs("up", { args, log, runner, locations, redactor });
@@ -39,6 +48,7 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });
     }
     const scenarioName = options.scenario === "red" ? "red" : "green";
+    const keepAt = args.values["keep-at"] === undefined ? "apply" : oneOf("keep-at", args.values["keep-at"], ["apply", "reboot"] as const);
     const declared = profile.document.scenarios?.[scenarioName];
     if (scenarioName === "red" && !declared) {
       throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
@@ -48,10 +58,23 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     let summary: UpSummary | undefined;
     const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {
       await run.scenario({ name: scenarioName, expect: "pass", keep: { policy: options.keep, onPass: true } }, async (session) => {
+        // Right after cloud-init, before anything of the profile: where `reset` goes back to.
+        const bootId = await session.machine.bootId();
+        await session.machine.closeConnection();
+        const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
+        const record = await readRunRecord(session.dir);
+        if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
         const applied = await session.timed("apply", () => applyStep(run.steps, session, declared?.vars ?? {}));
         session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
         session.report.certificate = applied.certificate;
         session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
+        if (keepAt === "reboot") {
+          // Everything the reboot will lose is looked at and kept: the checks and the state now.
+          const pre = await session.timed("checks before the reboot", () => checkStage(run.steps, session, "pre-reboot"));
+          session.report.checks.push(...pre);
+          const snapshot = await session.timed("snapshot before the reboot", () => takeSnapshot(session.machine));
+          await writeFile(join(session.dir, "before-reboot.json"), `${JSON.stringify({ checks: pre, snapshot }, null, 2)}\n`, { mode: 0o600 });
+        }
         const { outputs } = session;
         summary = { runId: outputs.runId, host: outputs.host, ip: outputs.ip, ssh: outputs.ssh, runDir: outputs.runDir };
         await writeFile(

@@ -3,7 +3,7 @@
  * each with the contract's exit codes: 0 it did what it should, 1 the system under test failed
  * (the apply, a check, the VM after the reboot), 4 a fault of the harness or the infrastructure.
  */
-import { attachedApply, attachedCheck, attachedReboot } from "../../run/verbs.ts";
+import { attachedApply, attachedCheck, attachedReboot, attachedReset } from "../../run/verbs.ts";
 import { verbText, withAttachedRun, type VerbRequest } from "../../run/attach.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
 import { ANSIBLE_OPTIONS, ANSIBLE_OPTIONS_HELP, ansibleArgs, expectPositionals } from "../options.ts";
@@ -68,6 +68,23 @@ stalled before its kernel or the domain went away from the host.`,
   options: {},
   async run(context) {
     const result = await withAttachedRun(verbRequest("reboot", context), { needsProfile: true }, attachedReboot);
+    return { exitCode: result.exitCode, json: result, text: verbText(result) };
+  },
+};
+
+export const resetCommand: CommandDefinition = {
+  name: "reset",
+  summary: "put a kept VM back to right after its first boot and cloud-init, in seconds",
+  usage: "reset [<run>] [--json]",
+  details: `${RUN_ARGUMENT}
+Restores the reset point \`up\` took right after cloud-init, before the apply: memory, devices and
+disk as they were then (the run's own saved state and frozen overlay; the golden image is never
+touched), without a boot. The boot id is that boot's, the address and the pinned host key the
+same; the guest's clock is set to now. UEFI variables are not restored. \`down\` and \`reap\`
+remove the reset point with the run. Exit 3 for a run without one (made by \`run\`).`,
+  options: {},
+  async run(context) {
+    const result = await withAttachedRun(verbRequest("reset", context), { needsProfile: false }, attachedReset);
     return { exitCode: result.exitCode, json: result, text: verbText(result) };
   },
 };

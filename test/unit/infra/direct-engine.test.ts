@@ -56,7 +56,7 @@ describe("DirectEngine", () => {
       const before = (await calls()).length;
       await engine.destroy(plan.stack);
       assert.deepEqual(subcommands((await calls()).slice(before)), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
       ]);
       assert.equal(await engine.read(plan.stack), undefined, "the ledger is gone");
       assert.deepEqual(await engine.list(), []);
@@ -76,7 +76,7 @@ describe("DirectEngine", () => {
       });
       const virsh = subcommands(await calls());
       assert.deepEqual(virsh.slice(virsh.indexOf("start") + 1), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
       ]);
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {

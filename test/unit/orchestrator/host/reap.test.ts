@@ -90,6 +90,7 @@ describe("reap", () => {
         `undefine ${OLD} --nvram`,
         `net-destroy ${OLD}`,
         `net-undefine ${OLD}`,
+        `pool-refresh ${OLD}`,
         `pool-destroy ${OLD}`,
         `pool-delete ${OLD}`,
         `pool-undefine ${OLD}`,

@@ -1,0 +1,74 @@
+/**
+ * The dev loop on one real VM: `up` of askari without the fix (RED's vars), `reboot` (exit 1, the
+ * broken check named), `apply -e` with the fix, `reboot` (exit 0), `reset` (back to right after
+ * cloud-init: the fix's drop-in gone, the first boot's boot id, no boot), `check` on the reset VM,
+ * `console`, `status` from another checkout's stacks dir listing the run, `down`, nothing left.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { join } from "node:path";
+import { cli, leftovers, suiteDirs } from "./helpers.ts";
+
+interface VerbJson {
+  verb: string;
+  runId: string;
+  ok: boolean;
+  outcome: string;
+  exitCode: number;
+  dir: string;
+  details: Record<string, unknown>;
+}
+
+describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000 }, () => {
+  const dirs = suiteDirs();
+
+  it("up (unfixed) → reboot fails → apply -e the fix → reboot passes → reset → check → console → status from elsewhere → down", async () => {
+    const up = await cli(["up", "askari", "--scenario", "red", "--json"], dirs.env);
+    assert.equal(up.code, 0, up.stderr.slice(-3000));
+    const run = JSON.parse(up.stdout) as { runId: string; runDir: string };
+    const firstBoot = (await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env)).stdout.trim();
+
+    const broken = await cli(["reboot", run.runId, "--json"], dirs.env);
+    assert.equal(broken.code, 1, broken.stderr.slice(-3000));
+    const brokenResult = JSON.parse(broken.stdout) as VerbJson;
+    assert.match(brokenResult.outcome, /^rebooted, and \d of \d checks fail after it: .*web through the published port/);
+
+    const fixed = await cli(["apply", run.runId, "-e", "docker_host_forward_dropin=true", "--json"], dirs.env);
+    assert.equal(fixed.code, 0, fixed.stderr.slice(-3000));
+    assert.match((JSON.parse(fixed.stdout) as VerbJson).outcome, /^applied .*site\.yml: askari : ok=\d+/);
+
+    const survived = await cli(["reboot", run.runId, "--json"], dirs.env);
+    assert.equal(survived.code, 0, survived.stderr.slice(-3000));
+    assert.match((JSON.parse(survived.stdout) as VerbJson).outcome, /and every check passes/);
+
+    const started = Date.now();
+    const reset = await cli(["reset", run.runId, "--json"], dirs.env);
+    assert.equal(reset.code, 0, reset.stderr.slice(-3000));
+    const resetResult = JSON.parse(reset.stdout) as VerbJson;
+    process.stderr.write(`    measured: reset ${Math.round((Date.now() - started) / 1000)} s\n`);
+    assert.equal(resetResult.details.bootId, firstBoot, "the first boot's state: no boot was needed");
+    const dropIn = await cli(["ssh", run.runId, "--", "test -e /etc/nftables.d/docker-forward.nft && echo present || echo gone; test -e /etc/nftables.conf && grep -q 'policy drop' /etc/nftables.conf && echo applied || echo clean"], dirs.env);
+    assert.deepEqual(dropIn.stdout.trim().split("\n"), ["gone", "clean"], "before any apply: neither the fix nor the base role is there");
+
+    const check = await cli(["check", run.runId, "--json"], dirs.env);
+    assert.equal(check.code, 1, "nothing applied: the profile's checks fail");
+    assert.match((JSON.parse(check.stdout) as VerbJson).outcome, /checks fail/);
+
+    const consoleOut = await cli(["console", run.runId], dirs.env);
+    assert.equal(consoleOut.code, 0, consoleOut.stderr);
+    assert.match(consoleOut.stdout, /Linux version/, "the current boot's console");
+    const all = await cli(["console", run.runId, "--all", "--json"], dirs.env);
+    assert.ok((JSON.parse(all.stdout) as { boots: number }).boots >= 3, "first boot and two reboots");
+
+    // Another checkout: its own stacks dir has no ledger of this run; libvirt and the run's record tell.
+    const elsewhere = await cli(["status", "--json"], { ...dirs.env, BOMA_IT_STACKS_DIR: join(dirs.stacksDir, "..", "other-checkout") });
+    const listed = (JSON.parse(elsewhere.stdout) as { runId: string; stackLives: string; lastAction: string }[]).find((entry) => entry.runId === run.runId);
+    assert.ok(listed, elsewhere.stdout);
+    assert.equal(listed.stackLives, dirs.stacksDir);
+    assert.match(listed.lastAction, /^check \(failed/);
+
+    const down = await cli(["down", run.runId], { ...dirs.env, BOMA_IT_STACKS_DIR: join(dirs.stacksDir, "..", "other-checkout") });
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(await leftovers(dirs.stacksDir), [], "the reset point went with the run");
+  });
+});

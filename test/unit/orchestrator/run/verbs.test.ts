@@ -1,0 +1,142 @@
+/**
+ * Verbs on a kept VM, against a fake virsh on PATH and a fake machine: a run found through
+ * libvirt and its record (made from another stacks dir), the verb's own folder and the line it
+ * adds to the run's report, a run that is not running refused, `reset` restoring the saved state
+ * onto a fresh top volume, and the console read as boots.
+ */
+import assert from "node:assert/strict";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { StackOutputs } from "../../../../infra/plan.ts";
+import { Runner } from "../../../../infra/runner.ts";
+import { RefusedError } from "../../../../orchestrator/errors.ts";
+import { consoleBoots } from "../../../../orchestrator/guest/console.ts";
+import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { withAttachedRun } from "../../../../orchestrator/run/attach.ts";
+import { attachedReset } from "../../../../orchestrator/run/verbs.ts";
+import { Redactor } from "../../../../orchestrator/run/secrets.ts";
+import { resolveRun } from "../../../../orchestrator/run/stacks.ts";
+import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { silentLog } from "../../../helpers/fixtures.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+const RUN = "boma-it-askari-20261201-120000";
+
+/** A virsh that knows one domain (its state in $FAKE_STATE), its metadata, and accepts every change. */
+const FAKE_VIRSH = `
+args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
+case "\${args[0]}" in
+  version) echo "Compiled against library: libvirt 9.0.0" ;;
+  list) echo ${RUN} ;;
+  net-list|pool-list|nwfilter-list) ;;
+  metadata) echo "<run pid=\\"999999\\" runDir=\\"$FAKE_RUN_DIR\\"/>" ;;
+  domstate) echo "$FAKE_STATE" ;;
+  vol-path) echo "/var/lib/libvirt/images/${RUN}/\${args[1]}" ;;
+  vol-dumpxml) echo "<volume><capacity unit='bytes'>21474836480</capacity></volume>" ;;
+  save-image-dumpxml) echo "<domain><devices><disk><source pool='${RUN}' volume='${RUN}-overlay.qcow2'/></disk></devices></domain>" ;;
+  restore) cp "\${args[3]}" "$FAKE_RUN_DIR/restored.xml" ;;
+  vol-create) cat > "$FAKE_RUN_DIR/top.xml" ;;
+esac
+exit 0
+`;
+
+async function setup(state: string, record: Record<string, unknown> = {}) {
+  const tree = await tempTree();
+  const bin = join(tree.dir, "bin");
+  await writeFake(bin, "virsh", FAKE_VIRSH);
+  const runDir = join(tree.dir, "runs", "20261201-120000-askari");
+  await mkdir(runDir, { recursive: true });
+  const outputs: StackOutputs = {
+    runId: RUN, host: "askari", ip: "10.234.7.10", user: "boma", ssh: `npm run boma-it -- ssh ${RUN}`, runDir, consoleLog: join(runDir, "console.log"),
+    keyFile: join(runDir, "keys/id"), knownHostsFile: join(runDir, "keys/kh"), network: RUN, mac: "52:54:00:00:00:09", subnet: "10.234.7.0/24",
+    domain: RUN, accel: "tcg", createdAt: "2026-12-01T12:00:00Z", ownerPid: 999999,
+  };
+  await writeFile(join(runDir, "run.json"), JSON.stringify({ ...outputs, engine: "direct", stacksDir: join(tree.dir, "another-checkout"), purpose: "up", reportFile: join(runDir, "report.json"), ...record }));
+  await writeFile(join(runDir, "report.json"), JSON.stringify({ runId: RUN, verdict: "pass", scenarios: [] }));
+  const env = { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), FAKE_STATE: state, FAKE_RUN_DIR: runDir, BOMA_IT_STACKS_DIR: join(tree.dir, "my-stacks"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") };
+  const runner = new Runner({ env });
+  const request = { verb: "reset", reference: "askari", runner, log: silentLog(), env, signal: new AbortController().signal, redactor: new Redactor(), locations: { profilesDir: tree.dir, overridesDir: tree.dir } };
+  return { tree, runDir, outputs, request, runner, calls: () => fakeCalls(join(tree.dir, "calls.log")) };
+}
+
+describe("verbs on a kept VM", () => {
+  it("find a run made from another checkout through libvirt and its record, and keep their own folder and a line in its report", async () => {
+    const { tree, runDir, request } = await setup("running (booted)");
+    try {
+      const result = await withAttachedRun(request, { needsProfile: false }, async (run) => {
+        assert.equal(run.found.elsewhere, join(tree.dir, "another-checkout"));
+        return { ok: true, outcome: "did it" };
+      });
+      assert.equal(result.exitCode, 0);
+      assert.match(result.dir, new RegExp(`${runDir}/verbs/\\d{8}-\\d{6}-reset$`));
+      assert.equal((JSON.parse(await readFile(join(result.dir, "result.json"), "utf8")) as { outcome: string }).outcome, "did it");
+      const report = JSON.parse(await readFile(join(runDir, "report.json"), "utf8")) as { verbs: { verb: string; ok: boolean }[] };
+      assert.deepEqual(report.verbs.map((verb) => [verb.verb, verb.ok]), [["reset", true]]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("refuse a run whose VM is not running (exit 3), naming what to do", async () => {
+    const { tree, request } = await setup("shut off (shutdown)");
+    try {
+      await assert.rejects(withAttachedRun(request, { needsProfile: false }, async () => ({ ok: true, outcome: "" })), (error: unknown) => {
+        assert.ok(error instanceof RefusedError);
+        assert.match(error.message, /is shut off \(shutdown\), not running: `reset` works on a live VM/);
+        return true;
+      });
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("reset: refused without a reset point; with one, the saved state is restored onto a fresh top volume and the boot id said", async () => {
+    const without = await setup("running (booted)");
+    try {
+      const result = await withAttachedRun(without.request, { needsProfile: false }, attachedReset).catch((error: unknown) => error);
+      assert.ok(result instanceof RefusedError);
+      assert.match(result.message, /has no reset point: only `boma-it up` takes one/);
+    } finally {
+      await without.tree.remove();
+    }
+
+    const point = { memory: `/var/lib/libvirt/images/${RUN}/${RUN}-reset.mem`, base: `${RUN}-overlay.qcow2`, top: `${RUN}-top.qcow2`, at: "2026-12-01T12:03:00Z", bootId: "first-boot" };
+    const { tree, runDir, outputs, runner, calls } = await setup("running (booted)", { resetPoint: point });
+    try {
+      const machine = { closeConnection: async () => undefined, waitForSsh: async () => ({ bootId: "first-boot" }), succeed: async () => "" };
+      const outcome = await attachedReset({
+        found: { runId: RUN, outputs, state: "running", engine: undefined, elsewhere: undefined, record: undefined },
+        record: { ...outputs, engine: "direct", resetPoint: point },
+        machine: machine as never,
+        libvirt: new Libvirt(runner, "qemu:///system"),
+        dir: runDir,
+        steps: { runner, timeouts: { sshMs: 1000 } } as never,
+        session: { timed: (_name: string, body: () => Promise<unknown>) => body() } as never,
+      });
+      assert.equal(outcome.ok, true);
+      assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
+      const virsh = (await calls()).filter((call) => call[0] === "virsh").map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg))[0]);
+      assert.deepEqual(virsh, ["destroy", "vol-delete", "vol-path", "vol-dumpxml", "vol-create", "save-image-dumpxml", "restore"]);
+      assert.match(await readFile(join(runDir, "restored.xml"), "utf8"), new RegExp(`volume='${RUN}-top\\.qcow2'`), "the saved state runs on the top volume");
+      assert.match(await readFile(join(runDir, "top.xml"), "utf8"), new RegExp(`<backingStore><path>/var/lib/libvirt/images/${RUN}/${RUN}-overlay\\.qcow2</path>`), "backed by the frozen overlay");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("resolve a run by any unique part, and suggest the closest one for a typo", () => {
+    const runs = [{ runId: RUN, outputs: { runDir: "/r/20261201-120000-askari" } }, { runId: "boma-it-simba-20261201-130000", outputs: { runDir: "/r/20261201-130000-simba" } }];
+    assert.equal(resolveRun(runs, "simba", "reach").runId, "boma-it-simba-20261201-130000");
+    assert.equal(resolveRun(runs, "20261201-120000-askari", "reach").runId, RUN);
+    assert.throws(() => resolveRun(runs, "boma-it-askary-20261201-120000", "reach"), new RegExp(`did you mean ${RUN}\\?`));
+    assert.throws(() => resolveRun(runs, undefined, "reach"), /2 live runs; name the one to reach/);
+  });
+
+  it("read a console log as boots: each begins where the firmware loads the boot loader", () => {
+    const log = "BdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\n[  222.6] reboot: machine restart\n\x1b[2JBdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\nlogin:\n";
+    const boots = consoleBoots(log);
+    assert.equal(boots.length, 2);
+    assert.deepEqual(boots[1], ["BdsDxe: loading Boot0001", "[    0.0] Linux version 6.12", "login:"]);
+  });
+});
