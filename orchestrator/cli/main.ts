@@ -57,6 +57,11 @@ ${command.details}${own.length > 0 ? `\n\nOptions: ${own.map(([name]) => `--${na
 Common options: --json, --runs-dir DIR, --engine auto|pulumi|direct, --accel auto|kvm|tcg, --help`;
 }
 
+/** The directory the user typed the command in: npm's INIT_CWD under `npm run`, else this process's. */
+export function userCwd(env: NodeJS.ProcessEnv): string {
+  return env.INIT_CWD && env.npm_lifecycle_event ? env.INIT_CWD : process.cwd();
+}
+
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
   const wantsJson = argv.includes("--json");
@@ -89,8 +94,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       log,
       runner: new Runner({ env: io.env, redact: redactor.redact }),
       env: io.env,
-      locations: { profilesDir: join(PROJECT_ROOT, "profiles"), overridesDir: join(PROJECT_ROOT, "overrides") },
-      runsDir: runsDir(args.values["runs-dir"] as string | undefined, io.env),
+      // npm runs scripts in the project root; INIT_CWD is where the user typed `npm run ...`.
+      locations: { profilesDir: join(PROJECT_ROOT, "profiles"), overridesDir: join(PROJECT_ROOT, "overrides"), cwd: userCwd(io.env) },
+      runsDir: runsDir(args.values["runs-dir"] as string | undefined, io.env, userCwd(io.env)),
       signal: io.signal,
       redactor,
       stdout: { write: (text) => void io.stdout.write(redactor.redact(text)) },

@@ -34,6 +34,8 @@ export const RUN_OPTIONS = {
   keep: { type: "string", default: "on-failure" },
   "no-egress": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
+  ref: { type: "string" },
+  baseline: { type: "string" },
   ...ANSIBLE_OPTIONS,
 } as const satisfies OptionSpec;
 
@@ -140,6 +142,12 @@ export const RUN_OPTIONS_HELP = `Options:
   --keep on-failure|always|never   keep the VM after the run (default on-failure)
   --no-egress                      a network with no forwarding at all (forces --certs internal)
   --min-free-ram MiB               refuse to start below this much free RAM
+  --ref REV                        the infrastructure repo at this git revision (a branch, tag, sha) for
+                                   the scenario that is run (GREEN, or --scenario's), checked out
+                                   read-only into the run dir; without it, the repo as it is on disk
+  --baseline REV                   the upgrade path: REV is applied first (what the live host runs),
+                                   then the change, then the checks, the reboot and the checks again
+                                   (the profile is always read from disk; only the repo is taken at a revision)
 ${ANSIBLE_OPTIONS_HELP}`;
 
 /** Checks the options of `run` and `up`. */
@@ -153,6 +161,8 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     engine: oneOf("engine", values.engine, ENGINES),
     accel: oneOf("accel", values.accel, ACCELS),
     ansible: ansibleArgs(values),
+    ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
+    ...(typeof values.baseline === "string" ? { baseline: values.baseline } : {}),
   };
 }
 

@@ -14,8 +14,8 @@ export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..
 export const NAME_PREFIX = "boma-it-";
 
 /** The runs dir: `--runs-dir`, else `$BOMA_IT_RUNS_DIR`, else `~/integration-runs`. */
-export function runsDir(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(option ?? env.BOMA_IT_RUNS_DIR ?? join(homedir(), "integration-runs"));
+export function runsDir(option: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): string {
+  return resolve(cwd, option ?? env.BOMA_IT_RUNS_DIR ?? join(homedir(), "integration-runs"));
 }
 
 /** Local state: Pulumi file backend, direct-engine ledgers, locks (`$BOMA_IT_STACKS_DIR` for tests). */

@@ -10,8 +10,21 @@ import { isInventoryScript, readInventory, type Inventory, type InventoryHost } 
 import { overlaySchema, profileSchema, type OverlayDocument, type ProfileDocument } from "./schema.ts";
 import { closest, kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
+/** What a profile-less run is given on the command line (`run --host H --repo P`). */
+export interface ProfileArgs {
+  host: string;
+  /** The infrastructure repo (absolute, or relative to where the user typed it). */
+  repo: string;
+  inventory?: string;
+  playbook?: string;
+  overrides?: string;
+  image?: string;
+}
+
 /** A profile ready to run: validated, paths resolved and checked, inventory host found. */
 export interface LoadedProfile {
+  /** Set when there is no profile file: the run synthesized the profile from these. */
+  synthesized?: ProfileArgs;
   /** Profile name: its file name without extension. */
   name: string;
   /** Absolute path of the profile file. */
@@ -34,21 +47,24 @@ export interface ProfileLocations {
   profilesDir: string;
   /** Folder of default overlays (`overrides/`). */
   overridesDir: string;
+  /** Where the user typed the command: relative paths resolve against it (default: this process's cwd). */
+  cwd?: string;
 }
 
 /** Resolves `<profile>`: a name in `profiles/` or a path to a YAML file. */
-export async function findProfileFile(reference: string, locations: ProfileLocations, cwd = process.cwd()): Promise<string> {
+export async function findProfileFile(reference: string, locations: ProfileLocations): Promise<string> {
   const looksLikePath = reference.includes("/") || [".yml", ".yaml"].includes(extname(reference));
-  if (looksLikePath) return resolve(cwd, reference);
+  if (looksLikePath) return resolve(locations.cwd ?? process.cwd(), reference);
   for (const extension of [".yml", ".yaml"]) {
     const candidate = join(locations.profilesDir, `${reference}${extension}`);
     if (await isFile(candidate)) return candidate;
   }
   const known = await listProfiles(locations.profilesDir);
+  const hint = closest(reference, known);
   throw new BadInputError({
     message: `no profile named ${JSON.stringify(reference)} in ${locations.profilesDir}; expected one of ${
       known.length > 0 ? known.join(", ") : "(none there)"
-    } or a path to a YAML file`,
+    } or a path to a YAML file${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
   });
 }
 
@@ -75,6 +91,30 @@ export async function loadProfile(reference: string, locations: ProfileLocations
   const yaml = await readYamlFile(file, "profile");
   const document = validateYaml(yaml, profileSchema);
   return resolveProfile(document, { name: basename(file).replace(/\.ya?ml$/, ""), file, dir: dirname(file), yaml, overridesDir: locations.overridesDir }, runner, options);
+}
+
+/**
+ * A profile for a host with no profile file (`run --host H --repo P`): GREEN only, survival checks
+ * (derived from the state before the reboot) and the VM and image defaults; the overlay only when
+ * given. Paths are relative to `cwd`, where the user typed them.
+ */
+export async function synthesizeProfile(args: ProfileArgs, cwd: string, runner: Runner, options: LoadOptions = {}): Promise<LoadedProfile> {
+  const repo = resolve(cwd, args.repo);
+  const raw = {
+    host: args.host,
+    repo,
+    inventory: args.inventory ?? "inventory/hosts.yml",
+    playbook: args.playbook ?? "site.yml",
+    ...(args.overrides ? { overrides: resolve(cwd, args.overrides) } : {}),
+    ...(args.image ? { image: args.image } : {}),
+    survival: true,
+  };
+  const parsed = profileSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new BadInputError(parsed.error.issues.map((issue) => ({ path: `--${String(issue.path[0] ?? "host")}`, message: `${issue.message}, found ${JSON.stringify((raw as Record<string, unknown>)[String(issue.path[0])])}` })));
+  }
+  const profile = await resolveProfile(parsed.data, { name: args.host, file: `${repo} (no profile: --host ${args.host})`, dir: cwd, overridesDir: join(repo, ".boma-it-no-default-overlay") }, runner, options);
+  return { ...profile, synthesized: { ...args, repo, ...(args.overrides ? { overrides: resolve(cwd, args.overrides) } : {}) } };
 }
 
 /** Where a profile document came from: its file (absent when synthesized) and the folder its paths are relative to. */

@@ -55,7 +55,15 @@ const checkSchema = z
     }
   });
 
-const scenarioSchema = z.strictObject({ vars: vars.default({}) });
+/** A git revision of the infrastructure repo (a branch, a tag, a sha, `HEAD~2`). */
+const gitRevision = z.string().min(1).regex(/^[^\s]+$/, { error: "expected a git revision (no spaces)" });
+const scenarioSchema = z.strictObject({
+  vars: vars.default({}),
+  /** The repo at this revision (checked out read-only into the run dir) instead of as it is on disk. */
+  ref: gitRevision.optional(),
+  /** The upgrade path: this revision is applied first (what the live host runs), then the scenario's. */
+  baseline: gitRevision.optional(),
+});
 /**
  * RED may name the failure the incident looks like: then it is faithful only when exactly these
  * checks fail after the reboot and every other passes.
@@ -92,7 +100,12 @@ export const profileSchema = z.strictObject({
         "le-prod-wildcard is refused as a profile default: it is only used when asked for on the command line (--certs le-prod-wildcard), see ADR-025 §5",
     })
     .default("internal"),
-  checks: z.array(checkSchema).min(1, { error: "expected at least one check, found none" }),
+  checks: z.array(checkSchema).default([]),
+  /**
+   * Checks derived from the state right before the reboot (listeners, active units, failed units,
+   * published ports; the nftables ruleset reported, failing only with "strict"): GREEN only.
+   */
+  survival: z.union([z.boolean(), z.literal("strict")]).default(false),
   scenarios: z
     .strictObject({
       red: redScenarioSchema.optional(),
@@ -100,6 +113,9 @@ export const profileSchema = z.strictObject({
     })
     .optional(),
 }).superRefine((profile, ctx) => {
+  if (profile.checks.length === 0 && profile.survival === false) {
+    ctx.addIssue({ code: "custom", path: ["checks"], message: "expected at least one check (or survival: true), found none" });
+  }
   const names = profile.checks.map((check) => check.name);
   profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
     if (!names.includes(name)) {

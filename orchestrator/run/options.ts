@@ -39,6 +39,10 @@ export interface RunOptions {
   engine: EngineChoice;
   accel: AccelChoice;
   ansible: AnsibleArgs;
+  /** A git revision of the infrastructure repo for the scenario that is run (GREEN, or the one `--scenario` names). */
+  ref?: string;
+  /** The upgrade path: this revision first, then the scenario's. */
+  baseline?: string;
 }
 
 /** No Ansible arguments beyond the harness's. */

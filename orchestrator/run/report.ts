@@ -36,6 +36,16 @@ export interface ScenarioReport {
   certificate: CertificateOutcome | null;
   snapshotDiff: Record<string, SnapshotDiff> | null;
   diagnostics: string | null;
+  /** The revision of the infrastructure repo applied: the ref asked for (null: the repo on disk) and its commit. */
+  ref?: string | null;
+  /** Full sha, or "worktree" for the repo on disk. */
+  commit?: string;
+  /** For "worktree": whether it had uncommitted changes (null: not a git repo). */
+  dirty?: boolean | null;
+  /** The upgrade path: the revision applied first, and its apply. */
+  baseline?: { ref: string; commit: string; apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null } | null;
+  /** Survival checks (GREEN with `survival`): what was derived from the state before the reboot, and what was left out and why. */
+  survival?: { derived: string[]; leftOut: { item: string; why: string }[] } | null;
   /** RED only: the checks that must fail after the reboot, when the profile names them. */
   expectFailing?: string[];
   /**
@@ -114,8 +124,16 @@ export function junitXml(report: RunReport): string {
       "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
       ...(scenario.ok ? {} : { failure: { "@message": scenario.outcome, "#text": scenario.outcome } }),
     });
+    // Which revision it applied: on the suite, for dashboards that group by it.
+    const properties = [
+      { "@name": "ref", "@value": scenario.ref ?? "worktree" },
+      { "@name": "commit", "@value": scenario.commit ?? "worktree" },
+      ...(scenario.commit === "worktree" && scenario.dirty !== undefined ? [{ "@name": "dirty", "@value": String(scenario.dirty) }] : []),
+      ...(scenario.baseline ? [{ "@name": "baseline", "@value": `${scenario.baseline.ref} ${scenario.baseline.commit}` }] : []),
+    ];
     return {
       "@name": `${report.profile}.${scenario.name}`,
+      properties: { property: properties },
       "@tests": String(cases.length),
       "@failures": String(cases.filter((testcase) => testcase.failure).length),
       "@errors": "0",

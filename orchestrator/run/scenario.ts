@@ -12,20 +12,22 @@ import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
-import { HarnessError } from "../errors.ts";
+import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { BootStallError, describePanic, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
+import { answeringPorts, deriveSurvivalChecks, observeSurvival, runSurvivalChecks, type DerivedCheck } from "../guest/survival.ts";
 import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
+import { checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
 import type { Check } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
 import type { KeepRule, ScenarioOpening } from "./driver.ts";
 import type { ScenarioReport } from "./report.ts";
-import type { RunSecrets } from "./secrets.ts";
+import { loadSecrets, type RunSecrets } from "./secrets.ts";
 
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
 const SYSTEM_RUNNING_TIMEOUT_MS = 5 * 60_000;
@@ -37,6 +39,10 @@ export interface ScenarioSpec {
   vars: Record<string, unknown>;
   /** RED only: the checks that must fail after the reboot (and only those). */
   expectFailing?: string[];
+  /** The revision of the infrastructure repo it applies (absent: the repo as it is on disk). */
+  revision?: ResolvedRevision;
+  /** The upgrade path: the revision applied first (what the live host runs now). */
+  baseline?: ResolvedRevision;
 }
 
 /** What the steps need from the run. */
@@ -94,7 +100,9 @@ export async function runRedGreen(
 /** RED→GREEN's steps on a fresh VM: apply, checks, reboot with proof, checks, verdict. */
 export async function redGreenSteps(context: StepContext, session: Session, scenario: ScenarioSpec): Promise<Verdict> {
   const { report } = session;
-  const applied = await session.timed("apply", () => applyStep(context, session, scenario.vars));
+  const profile = await profileAt(context, session, scenario.revision);
+  if (scenario.baseline) await baselineStep(context, session, scenario, await profileAt(context, session, scenario.baseline));
+  const applied = await session.timed("apply", () => applyStep(context, session, scenario.vars, { profile }));
   report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
   report.certificate = applied.certificate;
   // The first boot has long finished by now (the apply took minutes): its time is final.
@@ -107,9 +115,92 @@ export async function redGreenSteps(context: StepContext, session: Session, scen
     context.log.info("skipping the reboot: the scenario failed before it");
     return judge(scenario.expect, pre, [], scenario.expectFailing);
   }
-  const rebooted = await rebootStep(context, session);
+  // The change must survive: GREEN also checks what the host was right before the reboot.
+  const survival = scenario.expect === "pass" && context.profile.document.survival !== false ? await deriveSurvival(context, session) : undefined;
+  const rebooted = await rebootStep(context, session, context.profile.document.checks, survival);
   report.checks.push(...rebooted.post);
   return judge(scenario.expect, pre, rebooted.post, scenario.expectFailing);
+}
+
+/** Survival checks derived from the state now (right before the reboot), recorded with what was left out. */
+export async function deriveSurvival(context: StepContext, session: Session): Promise<SurvivalPlan> {
+  return session.timed("survival state before the reboot", async () => {
+    const before = await observeSurvival(session.machine);
+    const answering = await answeringPorts(session.outputs.ip, before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port));
+    const { checks, leftOut } = deriveSurvivalChecks(before, answering, context.profile.document.survival === "strict");
+    session.report.survival = { derived: checks.map((check) => check.name), leftOut };
+    context.log.info(`survival: ${checks.length} checks derived from the state before the reboot, ${leftOut.length} item(s) left out (report.json says why)`);
+    const withinMs = Math.max(60, ...context.profile.document.checks.map((check) => check.within)) * 1000;
+    return { checks, withinMs };
+  });
+}
+
+/** Derived survival checks and how long they may take after the reboot. */
+export interface SurvivalPlan {
+  checks: DerivedCheck[];
+  withinMs: number;
+}
+
+/**
+ * Resolves the revisions each scenario applies, before anything is created (a ref that names no
+ * commit is bad input, exit 2, naming it and the repo): the profile's `scenarios.<name>.ref` and
+ * `baseline`, or the command line's `--ref`/`--baseline` for the scenario that is run (`target`).
+ */
+export async function resolveScenarioRevisions(profile: LoadedProfile, scenarios: ScenarioSpec[], asked: { ref?: string; baseline?: string; target: "red" | "green" }, runner: Runner): Promise<void> {
+  for (const scenario of scenarios) {
+    const declared = profile.document.scenarios?.[scenario.name];
+    const fromCli = scenario.name === asked.target;
+    for (const field of ["ref", "baseline"] as const) {
+      const given = fromCli ? asked[field] : undefined;
+      const value = given ?? declared?.[field];
+      if (value === undefined) continue;
+      const source = given !== undefined ? { file: "", path: `--${field}` } : { file: profile.file, path: `scenarios.${scenario.name}.${field}` };
+      const resolved = await resolveRevision(profile.repoDir, value, runner, source);
+      if (field === "ref") scenario.revision = resolved;
+      else scenario.baseline = resolved;
+    }
+  }
+}
+
+/**
+ * The profile as a scenario applies it: at its revision (checked out read-only into the
+ * scenario's folder, its vaulted values learnt as secrets), or as the repo is on disk. Recorded
+ * in the scenario's report (ref, commit, dirty).
+ */
+export async function profileAt(context: StepContext, session: Pick<Session, "dir" | "report">, revision: ResolvedRevision | undefined): Promise<LoadedProfile> {
+  if (!revision) {
+    const worktree = await worktreeRevision(context.profile.repoDir, context.runner);
+    session.report.ref ??= null;
+    session.report.commit ??= worktree.commit;
+    if (session.report.commit === "worktree") session.report.dirty = worktree.dirty ?? null;
+    return context.profile;
+  }
+  if (session.report.commit === undefined) {
+    session.report.ref = revision.ref;
+    session.report.commit = revision.commit;
+  }
+  const repoDir = await checkoutRevision(revision, join(session.dir, "refs"), context.runner);
+  const profile = await profileAtRevision(context.profile, repoDir, context.runner, context.log);
+  // The revision's own vaulted vars are its secrets too.
+  await loadSecrets(profile, context.runner, context.secrets.redactor);
+  context.log.info(`${revision.ref} is ${revision.commit}: applied from ${repoDir}`);
+  return profile;
+}
+
+/**
+ * The upgrade path's first apply: the baseline (what the live host runs now). Its failure is
+ * the baseline's, not the change's, and says so (exit 1).
+ */
+export async function baselineStep(context: StepContext, session: Session, scenario: ScenarioSpec, profile: LoadedProfile): Promise<void> {
+  const baseline = scenario.baseline!;
+  session.report.baseline = { ref: baseline.ref!, commit: baseline.commit, apply: null };
+  try {
+    const applied = await session.timed("apply baseline", () => applyStep(context, session, scenario.vars, { folder: "ansible-baseline", profile }));
+    session.report.baseline.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+  } catch (error) {
+    if (!(error instanceof SystemUnderTestError)) throw error;
+    throw new SystemUnderTestError(`the baseline ${baseline.ref} (${baseline.commit.slice(0, 12)}) failed to apply, not the change: ${error.message}`);
+  }
 }
 
 /**
@@ -173,7 +264,7 @@ export interface RebootOutcome {
  * check (the finding, with the console in the report); a boot that never reached its kernel, a
  * domain destroyed from the host, libvirt failing: exit 4.
  */
-export async function rebootStep(context: StepContext, session: Session, checks: readonly Check[] = context.profile.document.checks): Promise<RebootOutcome> {
+export async function rebootStep(context: StepContext, session: Session, checks: readonly Check[] = context.profile.document.checks, survival?: SurvivalPlan): Promise<RebootOutcome> {
   const { machine, report } = session;
   const before = await session.timed("snapshot before the reboot", () => takeSnapshot(machine));
   let proof: RebootProof;
@@ -183,7 +274,7 @@ export async function rebootStep(context: StepContext, session: Session, checks:
     const reason = await notBackReason(error, context, machine);
     context.log.warn(`the VM did not come back after the reboot: ${reason}`);
     report.notBack = { reason, console: await machine.currentBootConsole(20) };
-    const post = checks.map((check) => ({ name: check.name, stage: "post-reboot" as const, ok: false, detail: `the VM did not come back after the reboot: ${reason}`, seconds: 0 }));
+    const post = [...checks, ...(survival?.checks ?? [])].map((check) => ({ name: check.name, stage: "post-reboot" as const, ok: false, detail: `the VM did not come back after the reboot: ${reason}`, seconds: 0 }));
     return { post, proof: undefined, before, after: undefined };
   }
   report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
@@ -192,7 +283,13 @@ export async function rebootStep(context: StepContext, session: Session, checks:
   context.log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
   await session.timed("system settled", () => waitSettled(machine, context.log));
   report.guestBootSeconds.push(await machine.guestBootSeconds());
-  const post = await session.timed("checks after the reboot", () => checkStage(context, session, "post-reboot", checks));
+  const post = await session.timed("checks after the reboot", async () => {
+    const [written, derived] = await Promise.all([
+      checkStage(context, session, "post-reboot", checks),
+      survival && survival.checks.length > 0 ? runSurvivalChecks(survival.checks, machine, session.outputs.ip, survival.withinMs, (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`)) : Promise.resolve([]),
+    ]);
+    return [...written, ...derived];
+  });
   const after = await session.timed("snapshot after the reboot", () => takeSnapshot(machine));
   report.snapshotDiff = diffSnapshots(before, after);
   return { post, proof, before, after };

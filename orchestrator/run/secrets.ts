@@ -185,7 +185,11 @@ export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor"
         const text = await readFile(path, "latin1");
         const scrubbed = replaceForms(text, forms);
         if (scrubbed !== text) {
+          // A read-only file (a checked-out revision's) is scrubbed too, and stays read-only.
+          const mode = (await lstat(path)).mode & 0o777;
+          if ((mode & 0o200) === 0) await chmod(path, mode | 0o200);
           await writeFile(path, scrubbed, "latin1");
+          if ((mode & 0o200) === 0) await chmod(path, mode);
           changed.push(path);
         }
       }
@@ -197,13 +201,17 @@ export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor"
 
 /**
  * Makes a run dir private: the dir and every folder in it 0700, every file 0600 (what the
- * harness, Ansible and virtlogd wrote alike). Links are left alone: they point out of the run dir.
+ * harness, Ansible and virtlogd wrote alike; a file kept read-only, a checked-out revision's,
+ * stays read-only). Links are left alone: they point out of the run dir.
  */
 export async function makePrivate(dir: string): Promise<void> {
   await chmod(dir, 0o700).catch(() => undefined);
   for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) await makePrivate(path);
-    else if (entry.isFile()) await chmod(path, 0o600).catch(() => undefined);
+    else if (entry.isFile()) {
+      const mode = (await lstat(path).catch(() => undefined))?.mode ?? 0o600;
+      await chmod(path, (mode & 0o200) === 0 ? 0o400 : 0o600).catch(() => undefined);
+    }
   }
 }

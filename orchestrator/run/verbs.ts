@@ -2,7 +2,7 @@
 import { RefusedError } from "../errors.ts";
 import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
-import { applyStep, checkStage, rebootStep } from "./scenario.ts";
+import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts";
 
 /** Applies the run's profile again with its scenario's vars; the apply's failure is thrown (exit 1). */
 export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
@@ -21,7 +21,8 @@ export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
 
 /** The run's reboot: proof, settle, checks, before/after diff. */
 export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
-  const outcome = await rebootStep(run.steps, run.session);
+  const survival = run.steps.profile.document.survival !== false ? await deriveSurvival(run.steps, run.session) : undefined;
+  const outcome = await rebootStep(run.steps, run.session, run.steps.profile.document.checks, survival);
   run.session.report.checks.push(...outcome.post);
   const failed = outcome.post.filter((check) => !check.ok);
   const details = { bootIds: run.session.report.bootIds, snapshotDiff: run.session.report.snapshotDiff, notBack: run.session.report.notBack ?? null, bootResets: run.session.report.bootResets };

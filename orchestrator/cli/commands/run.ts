@@ -5,7 +5,7 @@ import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import type { RunReport } from "../../run/report.ts";
-import { runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
+import { resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
 import type { CommandDefinition } from "../command.ts";
 import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
 import { loadRunInputs } from "../run-inputs.ts";
@@ -13,7 +13,7 @@ import { loadRunInputs } from "../run-inputs.ts";
 export const runCommand: CommandDefinition = {
   name: "run",
   summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN",
-  usage: "run <profile> [--scenario S] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  usage: "run <profile> [--scenario S] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${RUN_OPTIONS_HELP}
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
@@ -37,6 +37,7 @@ run.log and commands.log in the run dir; --json prints the report.`,
     if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {}, ...(declared?.red?.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) });
     if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
 
+    await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: choice === "red" ? "red" : "green" }, runner);
     const certs = await planRunCerts({ ...inputs, runner }, { env, log });
     const request = { purpose: "run", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
     const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
@@ -47,9 +48,16 @@ run.log and commands.log in the run dir; --json prints the report.`,
   },
 };
 
+/** Which revision a scenario applied, for its line: ` (ref v2 = 1a2b3c4d5e6f, on v1 = ...)`, or the worktree's state. */
+export function revisionLabel(scenario: { ref?: string | null; commit?: string; dirty?: boolean | null; baseline?: { ref: string; commit: string } | null }): string {
+  const at = scenario.ref ? `ref ${scenario.ref} = ${scenario.commit?.slice(0, 12)}` : scenario.commit === "worktree" ? `worktree${scenario.dirty ? ", uncommitted changes" : ""}` : "";
+  const on = scenario.baseline ? `, on baseline ${scenario.baseline.ref} = ${scenario.baseline.commit.slice(0, 12)}` : "";
+  return at || on ? ` (${at}${on})` : "";
+}
+
 /** The run's result in a few lines; the way in and out of a kept VM last (on stderr with --json). */
 function summary(report: RunReport, json: boolean, log: { info(line: string): void }): string {
-  const lines = [`${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s)`, ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}: ${scenario.outcome}`)];
+  const lines = [`${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s)`, ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}${revisionLabel(scenario)}: ${scenario.outcome}`)];
   if (report.error) {
     lines.push(`  ${report.error.message.split("\n")[0]}`, ...report.error.causes.map((cause) => `    caused by: ${cause}`));
   }

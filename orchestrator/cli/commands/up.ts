@@ -6,7 +6,7 @@ import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import { harnessPeakRssMiB } from "../../run/report.ts";
-import { applyStep, checkStage } from "../../run/scenario.ts";
+import { applyStep, baselineStep, checkStage, profileAt, resolveScenarioRevisions, type ScenarioSpec } from "../../run/scenario.ts";
 import { takeSnapshot } from "../../guest/snapshot.ts";
 import { takeResetPoint } from "../../host/reset-point.ts";
 import { writeRunRecord } from "../../run/provision.ts";
@@ -27,7 +27,7 @@ interface UpSummary {
 export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
-  usage: "up <profile> [--scenario green|red] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  usage: "up <profile> [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${RUN_OPTIONS_HELP}
   --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
                                    checks run and the state the reboot will lose is kept
@@ -53,6 +53,8 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     if (scenarioName === "red" && !declared) {
       throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
     }
+    const scenario: ScenarioSpec = { name: scenarioName, expect: "pass", vars: declared?.vars ?? {} };
+    await resolveScenarioRevisions(profile, [scenario], { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: scenarioName }, runner);
     const certs = await planRunCerts({ ...inputs, runner }, { env, log });
     const request = { purpose: "up", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
     let summary: UpSummary | undefined;
@@ -64,7 +66,9 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
         const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
         const record = await readRunRecord(session.dir);
         if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
-        const applied = await session.timed("apply", () => applyStep(run.steps, session, declared?.vars ?? {}));
+        const profileToApply = await profileAt(run.steps, session, scenario.revision);
+        if (scenario.baseline) await baselineStep(run.steps, session, scenario, await profileAt(run.steps, session, scenario.baseline));
+        const applied = await session.timed("apply", () => applyStep(run.steps, session, scenario.vars, { profile: profileToApply }));
         session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
         session.report.certificate = applied.certificate;
         session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());

@@ -3,19 +3,38 @@ import { ExitCode } from "../../errors.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
 import { loadProfile } from "../../profile/load.ts";
+import { worktreeRevision } from "../../profile/revision.ts";
+import { resolveScenarioRevisions, type ScenarioSpec } from "../../run/scenario.ts";
 
 export const validateCommand: CommandDefinition = {
   name: "validate",
   summary: "load and check a profile, its overlay and the inventory; run nothing",
-  usage: "validate <profile> [--json]",
+  usage: "validate <profile> [--ref REV] [--baseline REV] [--scenario S] [--json]",
   details: `<profile> is a name in profiles/ (askari) or a path to a YAML file.
 Checks the profile and overlay against their schemas (unknown keys are errors), that repo,
-inventory and playbook exist, and that the host is in the inventory. Exit 0 when all is well,
+inventory and playbook exist, that the host is in the inventory, and which revision of the repo
+each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when all is well,
 2 with one line per problem (file:line:column: path: expected ..., found ...) otherwise.`,
-  options: {},
+  options: { ref: { type: "string" }, baseline: { type: "string" }, scenario: { type: "string" } },
   async run({ args, locations, runner, log }) {
     expectPositionals("validate", args.positionals, 1, 1, "one <profile>");
     const profile = await loadProfile(args.positionals[0]!, locations, runner, { say: (line) => log.info(line) });
+    // What each scenario would apply: its revision resolved (a ref naming no commit is exit 2 here).
+    const declared = profile.document.scenarios;
+    const plan: ScenarioSpec[] = [
+      ...(declared?.red ? [{ name: "red" as const, expect: "fail" as const, vars: declared.red.vars }] : []),
+      { name: "green" as const, expect: "pass" as const, vars: declared?.green?.vars ?? {} },
+    ];
+    const target = args.values.scenario === "red" ? "red" : "green";
+    await resolveScenarioRevisions(profile, plan, { ...(typeof args.values.ref === "string" ? { ref: args.values.ref } : {}), ...(typeof args.values.baseline === "string" ? { baseline: args.values.baseline } : {}), target }, runner);
+    const worktree = await worktreeRevision(profile.repoDir, runner);
+    const revisions = plan.map((scenario) => ({
+      scenario: scenario.name,
+      ref: scenario.revision?.ref ?? null,
+      commit: scenario.revision?.commit ?? worktree.commit,
+      ...(scenario.revision ? {} : { dirty: worktree.dirty ?? null }),
+      baseline: scenario.baseline ? { ref: scenario.baseline.ref, commit: scenario.baseline.commit } : null,
+    }));
     const summary = {
       profile: profile.name,
       file: profile.file,
@@ -30,6 +49,7 @@ inventory and playbook exist, and that the host is in the inventory. Exit 0 when
       vm: profile.document.vm,
       checks: profile.document.checks.map((check) => check.name),
       scenarios: Object.keys(profile.document.scenarios ?? {}),
+      revisions,
     };
     const text = [
       `profile ${profile.name} is valid (${profile.file})`,
@@ -40,6 +60,7 @@ inventory and playbook exist, and that the host is in the inventory. Exit 0 when
       `  image:     ${summary.image}; certs: ${summary.certs}; vm: ${summary.vm.vcpus} vCPU, ${summary.vm.memoryMiB} MiB, ${summary.vm.diskGiB} GiB`,
       `  checks:    ${summary.checks.length} (${summary.checks.join("; ")})`,
       `  scenarios: ${summary.scenarios.length > 0 ? summary.scenarios.join(" → ") : "green only"}`,
+      ...revisions.map((revision) => `  ${revision.scenario.toUpperCase().padEnd(5)}      applies ${revision.ref ? `${revision.ref} = ${revision.commit}` : `the repo as on disk${revision.dirty ? " (uncommitted changes included)" : ""}`}${revision.baseline ? `, on top of ${revision.baseline.ref} = ${revision.baseline.commit}` : ""}`),
     ].join("\n");
     return { exitCode: ExitCode.pass, json: { valid: true, ...summary }, text };
   },

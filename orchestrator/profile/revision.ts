@@ -1,0 +1,101 @@
+/**
+ * Which revision of the infrastructure repo a scenario applies: the repo as it is on disk
+ * (uncommitted changes included; the default), or a git revision, checked out read-only into the
+ * run dir from git's objects (`git archive`: the user's checkout, index, stash and worktree list are
+ * never touched) and applied from there, playbook, roles, inventory, group_vars/host_vars and the
+ * repo's ansible.cfg alike. The profile itself is always read from disk.
+ */
+import { chmod, mkdir, readdir, stat } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
+import type { Runner } from "../../infra/runner.ts";
+import { BadInputError } from "../errors.ts";
+import type { Log } from "../log.ts";
+import { resolveProfile, type LoadedProfile } from "./load.ts";
+
+/** A revision a scenario applies, as the report names it. */
+export interface Revision {
+  /** The revision asked for (`--ref`, `scenarios.<name>.ref`), or null for the repo on disk. */
+  ref: string | null;
+  /** Its full commit sha, or "worktree" for the repo on disk. */
+  commit: string;
+  /** For the worktree: whether it has uncommitted changes (null when the repo is not a git repo). */
+  dirty?: boolean | null;
+}
+
+/** Where a revision was asked for, for messages that name it. */
+export interface RevisionSource {
+  file: string;
+  path: string;
+}
+
+/** A revision resolved to a commit of the repository the repo is in. */
+export type ResolvedRevision = Revision & { place: GitPlace };
+
+/** A repo's place in its git repository. */
+export interface GitPlace {
+  toplevel: string;
+  /** The repo's path inside it ("" when it is the top). */
+  prefix: string;
+}
+
+async function gitPlace(repoDir: string, runner: Runner): Promise<GitPlace | undefined> {
+  const top = await runner.run("git", ["-C", repoDir, "rev-parse", "--show-toplevel"], { check: false, timeoutMs: 30_000 });
+  if (top.failed) return undefined;
+  const toplevel = top.stdout.trim();
+  return { toplevel, prefix: relative(toplevel, repoDir) };
+}
+
+/** The repo on disk as a revision: "worktree", dirty or not. */
+export async function worktreeRevision(repoDir: string, runner: Runner): Promise<Revision> {
+  const place = await gitPlace(repoDir, runner);
+  if (!place) return { ref: null, commit: "worktree", dirty: null };
+  const status = await runner.run("git", ["-C", place.toplevel, "status", "--porcelain", "--", place.prefix || "."], { check: false, timeoutMs: 60_000 });
+  return { ref: null, commit: "worktree", dirty: status.failed ? null : status.stdout.trim() !== "" };
+}
+
+/** Resolves a revision of the repo to its full commit; bad input (exit 2) naming it and the repo when it does not. */
+export async function resolveRevision(repoDir: string, ref: string, runner: Runner, source: RevisionSource): Promise<ResolvedRevision> {
+  const place = await gitPlace(repoDir, runner);
+  if (!place) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of the infrastructure repo, but ${repoDir} is not in a git repository (found ref ${JSON.stringify(ref)})` });
+  // `--end-of-options` keeps a ref that looks like an option from being one.
+  const resolved = await runner.run("git", ["-C", place.toplevel, "rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`], { check: false, timeoutMs: 30_000 });
+  if (resolved.failed) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of ${place.toplevel}, found ${JSON.stringify(ref)}, which names no commit there` });
+  return { ref, commit: resolved.stdout.trim(), place };
+}
+
+/**
+ * Checks a resolved revision out into `dir` (its own folder in the run dir), read-only, and
+ * returns where the infrastructure repo is in it. Nothing of the user's repository changes.
+ */
+export async function checkoutRevision(revision: ResolvedRevision, dir: string, runner: Runner): Promise<string> {
+  const target = join(dir, revision.commit.slice(0, 12));
+  const repoInCheckout = join(target, revision.place.prefix);
+  if (await stat(repoInCheckout).then(() => true, () => false)) return repoInCheckout;
+  await mkdir(repoInCheckout, { recursive: true, mode: 0o700 });
+  const treeish = revision.place.prefix ? `${revision.commit}:${revision.place.prefix}` : revision.commit;
+  // pipefail: a failing archive must not pass for an empty checkout.
+  await runner.run("bash", ["-o", "pipefail", "-c", 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"', "checkout", revision.place.toplevel, treeish, repoInCheckout], { timeoutMs: 10 * 60_000 });
+  await makeFilesReadOnly(repoInCheckout);
+  return repoInCheckout;
+}
+
+/** Every file under `path` read-only (its folders stay removable: a run dir is the user's to delete). */
+async function makeFilesReadOnly(path: string): Promise<void> {
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) await makeFilesReadOnly(child);
+    else if (entry.isFile()) await chmod(child, (await stat(child)).mode & 0o555);
+  }
+}
+
+/**
+ * The profile as it applies at a revision: the same document (read from disk), with the repo,
+ * inventory and playbook taken from the checkout, and the inventory read there.
+ */
+export async function profileAtRevision(profile: LoadedProfile, repoDir: string, runner: Runner, log: Pick<Log, "info">): Promise<LoadedProfile> {
+  const inventory = relative(profile.repoDir, profile.inventoryFile);
+  const playbook = relative(profile.repoDir, profile.playbookFile);
+  // The overlay is the profile's, from disk, as it was found; only the repo comes from the revision.
+  const document = { ...profile.document, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
+  return resolveProfile(document, { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") }, runner, { say: (line) => log.info(line) });
+}
