@@ -18,6 +18,25 @@ export const COMMON_OPTIONS = {
   help: { type: "boolean", short: "h", default: false },
 } as const satisfies OptionSpec;
 
+/** Options of a run without a profile (`--host`/`--group` with `--repo`). */
+export const PROFILELESS_OPTIONS = {
+  host: { type: "string" },
+  group: { type: "string" },
+  repo: { type: "string" },
+  inventory: { type: "string" },
+  playbook: { type: "string" },
+  overrides: { type: "string" },
+  image: { type: "string" },
+} as const satisfies OptionSpec;
+
+/** Help of those options. */
+export const PROFILELESS_HELP = `  --host H --repo DIR              no profile: host H of the repo's inventory, GREEN only, with survival
+                                   checks derived from the state before the reboot
+  --group G --repo DIR             every host of inventory group G in turn (run only)
+  --inventory FILE, --playbook FILE, --overrides FILE, --image NAME
+                                   with --host/--group (defaults inventory/hosts.yml, site.yml, none,
+                                   the profile default)`;
+
 /** What reaches ansible-playbook: for `run`, `up` and `apply`. */
 export const ANSIBLE_OPTIONS = {
   "extra-vars": { type: "string", short: "e", multiple: true },
@@ -29,6 +48,7 @@ export const ANSIBLE_OPTIONS = {
 
 /** Options of `run` and `up`. */
 export const RUN_OPTIONS = {
+  ...PROFILELESS_OPTIONS,
   scenario: { type: "string" },
   certs: { type: "string" },
   keep: { type: "string", default: "on-failure" },
@@ -148,6 +168,7 @@ export const RUN_OPTIONS_HELP = `Options:
   --baseline REV                   the upgrade path: REV is applied first (what the live host runs),
                                    then the change, then the checks, the reboot and the checks again
                                    (the profile is always read from disk; only the repo is taken at a revision)
+${PROFILELESS_HELP}
 ${ANSIBLE_OPTIONS_HELP}`;
 
 /** Checks the options of `run` and `up`. */

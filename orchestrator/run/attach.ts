@@ -19,7 +19,7 @@ import { Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
-import { loadProfile, type ProfileLocations } from "../profile/load.ts";
+import { loadProfile, synthesizeProfile, type ProfileLocations } from "../profile/load.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { allEngines } from "./engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
@@ -101,7 +101,7 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   if (!state.startsWith("running")) {
     throw new RefusedError(`${found.runId} is ${state}, not running: \`${request.verb}\` works on a live VM`, `see \`npm run boma-it -- status\`; remove it with \`npm run boma-it -- down ${found.runId}\``);
   }
-  if (options.needsProfile && !record.profile) {
+  if (options.needsProfile && !record.profile && !record.synthesized) {
     throw new BadInputError({ message: `${found.runId} does not say which profile made it (it was made by an older boma-it): \`${request.verb}\` cannot know what to apply or check` });
   }
   const lock = await acquireRunLock(runLockPath(request.env), `${request.verb} of ${found.runId}`);
@@ -124,7 +124,8 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     detach.push(request.runner.addRecordListener((entry) => commands.write(`${JSON.stringify(entry)}\n`)));
     request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
     try {
-      const profile = options.needsProfile ? await loadProfile(record.profile!, request.locations, request.runner, { say: (line) => request.log.info(line) }) : undefined;
+      const say = { say: (line: string) => request.log.info(line) };
+      const profile = !options.needsProfile ? undefined : record.synthesized ? await synthesizeProfile(record.synthesized, "/", request.runner, say) : await loadProfile(record.profile!, request.locations, request.runner, say);
       if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };

@@ -128,7 +128,7 @@ export class OpenRun {
         {
           profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir,
           imageDir: request.imageDir, egress: !request.options.noEgress, signal, timeouts: bootTimeouts(request.env),
-          record: { stacksDir: stacksDir(request.env), profile: request.profile.file, purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"), ...(request.options.noEgress ? { noEgress: true } : {}) },
+          record: { stacksDir: stacksDir(request.env), ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }), purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"), ...(request.options.noEgress ? { noEgress: true } : {}) },
         },
         { identity, runDir: dir },
       );

@@ -14,6 +14,7 @@ import { BadInputError } from "../errors.ts";
 import type { Libvirt } from "../host/libvirt.ts";
 import type { ResetPoint } from "../host/reset-point.ts";
 import type { Log } from "../log.ts";
+import type { ProfileArgs } from "../profile/load.ts";
 import { closest } from "../profile/yaml.ts";
 
 /** What a run records about itself next to its console (run.json), for whoever finds it later. */
@@ -23,6 +24,8 @@ export interface RunRecord extends StackOutputs {
   stacksDir?: string;
   /** The profile it was made from (a file), the command and the cert tier. */
   profile?: string;
+  /** Or, for a run without a profile file, what the profile was made of. */
+  synthesized?: ProfileArgs;
   purpose?: string;
   /** The scenario whose vars it was applied with. */
   scenario?: "red" | "green";

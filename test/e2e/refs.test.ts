@@ -103,7 +103,7 @@ async function exampleHistory(dir: string) {
 describe("scenarios by git ref and the upgrade path, for real", { timeout: 90 * 60_000 }, () => {
   const dirs = suiteDirs();
 
-  it("the upgrade path catches what a fresh apply cannot; the copy's checkout is untouched", async () => {
+  it("the upgrade path catches what a fresh apply cannot; the copy's checkout is untouched", { skip: FULL ? false : "in the full suite (npm run test:e2e:full): two VMs" }, async () => {
     const history = await exampleHistory(join(dirs.runsDir, ".."));
     const state = () => [history.git("status", "--porcelain"), history.git("stash", "list"), history.git("worktree", "list"), history.git("rev-parse", "HEAD")];
     const before = state();

@@ -1,19 +1,21 @@
-/** `boma-it run <profile>`: the whole sequence; RED→GREEN when the profile has scenarios.red. */
+/** `boma-it run`: the whole sequence for a profile (RED→GREEN), a host without one, or a whole group. */
 import { join } from "node:path";
 import { BadInputError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
+import { fleetTable, runFleet } from "../../run/fleet.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import type { RunReport } from "../../run/report.ts";
 import { resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
-import type { CommandDefinition } from "../command.ts";
+import type { CommandContext, CommandDefinition } from "../command.ts";
 import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
-import { loadRunInputs } from "../run-inputs.ts";
+import { hostTargets, loadRunInputs, type HostTarget } from "../run-inputs.ts";
 
 export const runCommand: CommandDefinition = {
   name: "run",
-  summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN",
-  usage: "run <profile> [--scenario S] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN; a host or a group without profile",
+  usage: `run <profile> [<profile>...] | --host H --repo DIR | --group G --repo DIR
+    [--scenario S] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]`,
   details: `${RUN_OPTIONS_HELP}
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
@@ -22,33 +24,47 @@ expectFailing checks, when the profile names them); otherwise the harness is not
 (exit 1). A failing scenario keeps its VM (unless --keep never) and writes diagnostics/. A fault
 of the harness or the infrastructure (a stall before the kernel, a domain destroyed from the host,
 libvirt failing) is no verdict: exit 4, with its causes. Every exit writes report.json, junit.xml,
-run.log and commands.log in the run dir; --json prints the report.`,
+run.log and commands.log in the run dir; --json prints the report.
+Several profiles or --group: each host in turn, one VM at a time, under one fleet dir with
+fleet.json and a junit.xml of a testsuite per host; a failing host does not stop the others;
+the exit code is the worst; --json prints fleet.json.`,
   options: RUN_OPTIONS,
-  async run({ args, json, log, runner, env, locations, runsDir, signal, redactor }) {
-    // From here on every command record and log line is redacted of the run's secrets.
-    const inputs = await loadRunInputs("run", { args, log, runner, locations, redactor });
-    const { options, profile, secrets } = inputs;
-    const declared = profile.document.scenarios;
-    const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
-    if ((choice === "red" || choice === "red-green") && !declared?.red) {
-      throw new BadInputError({ file: profile.file, path: "scenarios.red", message: `--scenario ${choice} needs a RED scenario; found none in the profile` });
+  async run(context) {
+    const targets = await hostTargets("run", context, true);
+    const fleetName = typeof context.args.values.group === "string" ? context.args.values.group : targets.length > 1 ? targets.map((target) => target.name).join("+").slice(0, 60) : undefined;
+    if (fleetName === undefined) {
+      const report = await runHost(targets[0]!, context, context.runsDir);
+      return { exitCode: report.exitCode, json: report, text: summary(report, context.json, context.log) };
     }
-    const scenarios: ScenarioSpec[] = [];
-    if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {}, ...(declared?.red?.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) });
-    if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
-
-    await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: choice === "red" ? "red" : "green" }, runner);
-    const certs = await planRunCerts({ ...inputs, runner }, { env, log });
-    const request = { purpose: "run", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
-    const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
-      log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
-      await runRedGreen(run, scenarios, options.keep);
-    });
-    return { exitCode: report.exitCode, json: report, text: summary(report, json, log) };
+    const fleet = await runFleet(fleetName, targets.map((target) => ({ name: target.name, run: (runsDir) => runHost(target, context, runsDir) })), context);
+    return { exitCode: fleet.exitCode, json: fleet, text: fleetTable(fleet) };
   },
 };
 
-/** Which revision a scenario applied, for its line: ` (ref v2 = 1a2b3c4d5e6f, on v1 = ...)`, or the worktree's state. */
+/** One host's run: its scenarios (RED→GREEN, or GREEN), their revisions, cert tier, and the driver. */
+async function runHost(target: HostTarget, context: CommandContext, runsDir: string): Promise<RunReport> {
+  const { log, runner, env, signal } = context;
+  const inputs = await loadRunInputs(target, context);
+  const { options, profile, secrets } = inputs;
+  const declared = profile.document.scenarios;
+  const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
+  if ((choice === "red" || choice === "red-green") && !declared?.red) {
+    throw new BadInputError({ file: profile.file, path: "scenarios.red", message: `--scenario ${choice} needs a RED scenario; found none in the profile` });
+  }
+  const scenarios: ScenarioSpec[] = [];
+  if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {}, ...(declared?.red?.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) });
+  if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
+  await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: choice === "red" ? "red" : "green" }, runner);
+  const certs = await planRunCerts({ ...inputs, runner }, { env, log });
+  const request = { purpose: "run", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
+  const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
+    log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
+    await runRedGreen(run, scenarios, options.keep);
+  });
+  return report;
+}
+
+/** Which revision a scenario applied, for its line: ` (ref v2 = 1a2b3c4d5e6f, on baseline v1 = ...)`, or the worktree's state. */
 export function revisionLabel(scenario: { ref?: string | null; commit?: string; dirty?: boolean | null; baseline?: { ref: string; commit: string } | null }): string {
   const at = scenario.ref ? `ref ${scenario.ref} = ${scenario.commit?.slice(0, 12)}` : scenario.commit === "worktree" ? `worktree${scenario.dirty ? ", uncommitted changes" : ""}` : "";
   const on = scenario.baseline ? `, on baseline ${scenario.baseline.ref} = ${scenario.baseline.commit.slice(0, 12)}` : "";

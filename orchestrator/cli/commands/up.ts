@@ -13,7 +13,7 @@ import { writeRunRecord } from "../../run/provision.ts";
 import { readRunRecord } from "../../run/stacks.ts";
 import type { CommandDefinition } from "../command.ts";
 import { oneOf, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
-import { loadRunInputs } from "../run-inputs.ts";
+import { hostTargets, loadRunInputs } from "../run-inputs.ts";
 
 /** What `up --json` prints (the command contract). */
 interface UpSummary {
@@ -27,7 +27,7 @@ interface UpSummary {
 export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
-  usage: "up <profile> [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  usage: "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${RUN_OPTIONS_HELP}
   --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
                                    checks run and the state the reboot will lose is kept
@@ -42,7 +42,8 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: { ...RUN_OPTIONS, "keep-at": { type: "string" } },
   async run({ args, log, runner, env, locations, runsDir, signal, redactor }) {
     // From here on every command record and log line is redacted of the run's secrets.
-    const inputs = await loadRunInputs("up", { args, log, runner, locations, redactor });
+    const [target] = await hostTargets("up", { args, log, runner, locations }, false);
+    const inputs = await loadRunInputs(target!, { args, runner, redactor });
     const { options, profile, secrets } = inputs;
     if (options.scenario === "red-green") {
       throw new BadInputError({ message: "--scenario: `up` applies one scenario; expected green or red, found \"red-green\"" });

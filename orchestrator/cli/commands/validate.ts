@@ -1,24 +1,24 @@
 /** `boma-it validate <profile>`: load and check profile, overlay and inventory; run nothing. */
 import { ExitCode } from "../../errors.ts";
 import type { CommandDefinition } from "../command.ts";
-import { expectPositionals } from "../options.ts";
-import { loadProfile } from "../../profile/load.ts";
+import { hostTargets } from "../run-inputs.ts";
+import { PROFILELESS_OPTIONS } from "../options.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
 import { resolveScenarioRevisions, type ScenarioSpec } from "../../run/scenario.ts";
 
 export const validateCommand: CommandDefinition = {
   name: "validate",
   summary: "load and check a profile, its overlay and the inventory; run nothing",
-  usage: "validate <profile> [--ref REV] [--baseline REV] [--scenario S] [--json]",
+  usage: "validate <profile> | --host H --repo DIR [--inventory F] [--playbook F] [--overrides F] [--ref REV] [--baseline REV] [--scenario S] [--json]",
   details: `<profile> is a name in profiles/ (askari) or a path to a YAML file.
 Checks the profile and overlay against their schemas (unknown keys are errors), that repo,
 inventory and playbook exist, that the host is in the inventory, and which revision of the repo
 each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when all is well,
 2 with one line per problem (file:line:column: path: expected ..., found ...) otherwise.`,
-  options: { ref: { type: "string" }, baseline: { type: "string" }, scenario: { type: "string" } },
+  options: { ref: { type: "string" }, baseline: { type: "string" }, scenario: { type: "string" }, ...PROFILELESS_OPTIONS },
   async run({ args, locations, runner, log }) {
-    expectPositionals("validate", args.positionals, 1, 1, "one <profile>");
-    const profile = await loadProfile(args.positionals[0]!, locations, runner, { say: (line) => log.info(line) });
+    const [host] = await hostTargets("validate", { args, log, runner, locations }, false);
+    const profile = await host!.load();
     // What each scenario would apply: its revision resolved (a ref naming no commit is exit 2 here).
     const declared = profile.document.scenarios;
     const plan: ScenarioSpec[] = [
@@ -48,6 +48,7 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
       certs: profile.document.certs,
       vm: profile.document.vm,
       checks: profile.document.checks.map((check) => check.name),
+      survival: profile.document.survival,
       scenarios: Object.keys(profile.document.scenarios ?? {}),
       revisions,
     };
@@ -58,7 +59,7 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
       `  playbook:  ${summary.playbook}`,
       `  overlay:   ${summary.overlay ?? "(none)"}`,
       `  image:     ${summary.image}; certs: ${summary.certs}; vm: ${summary.vm.vcpus} vCPU, ${summary.vm.memoryMiB} MiB, ${summary.vm.diskGiB} GiB`,
-      `  checks:    ${summary.checks.length} (${summary.checks.join("; ")})`,
+      `  checks:    ${summary.checks.length}${summary.checks.length > 0 ? ` (${summary.checks.join("; ")})` : ""}${summary.survival !== false ? `; survival checks${summary.survival === "strict" ? " (strict)" : ""} derived from the state before the reboot` : ""}`,
       `  scenarios: ${summary.scenarios.length > 0 ? summary.scenarios.join(" → ") : "green only"}`,
       ...revisions.map((revision) => `  ${revision.scenario.toUpperCase().padEnd(5)}      applies ${revision.ref ? `${revision.ref} = ${revision.commit}` : `the repo as on disk${revision.dirty ? " (uncommitted changes included)" : ""}`}${revision.baseline ? `, on top of ${revision.baseline.ref} = ${revision.baseline.commit}` : ""}`),
     ].join("\n");

@@ -118,9 +118,9 @@ describe("loadProfile", () => {
     assert.match(two.error.message, /found unit and run/);
   });
 
-  it("requires at least one check", async () => {
+  it("requires at least one check, unless survival checks are derived", async () => {
     const { error } = await problemsFor(GOOD.replace(/checks:\n.*\n/, "checks: []\n"));
-    assert.match(error.message, /checks: expected at least one check, found none/);
+    assert.match(error.message, /checks: expected at least one check \(or survival: true\), found none/);
   });
 
   it("refuses an enum value it does not know", async () => {
