@@ -44,7 +44,7 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
       readyLagSeconds: (number | null)[];
     };
     process.stderr.write(`    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`);
-    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init", "apply"]);
+    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init", "reset point", "apply"]);
     assert.deepEqual((await leftovers(dirs.stacksDir)).filter((item) => item.startsWith("ssh ")), [], "up ended its SSH master connection; the VM lives on");
 
     const status = await cli(["status", "--json"], dirs.env);
