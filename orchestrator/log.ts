@@ -22,6 +22,8 @@ export interface LogOptions {
   enabled?: boolean;
   /** Applied to every line before it is written (the run's secrets; see run/secrets.ts). */
   redact?: (text: string) => string;
+  /** Only warnings reach the stream (a transcript still gets every line). */
+  quiet?: boolean;
 }
 
 /** Nested, timed log steps (NixOS test driver style). */
@@ -29,6 +31,7 @@ export class Log {
   readonly #stream: Writable;
   readonly #now: () => number;
   readonly #enabled: boolean;
+  readonly #quiet: boolean;
   #depth = 0;
   #redact: (text: string) => string = (text) => text;
   readonly #stack: StepRecord[][] = [[]];
@@ -40,6 +43,7 @@ export class Log {
     this.#stream = options.stream;
     this.#now = options.now ?? (() => performance.now());
     this.#enabled = options.enabled ?? true;
+    this.#quiet = options.quiet ?? false;
     if (options.redact) this.#redact = options.redact;
   }
 
@@ -55,7 +59,7 @@ export class Log {
 
   /** Prints a warning line. */
   warn(message: string): void {
-    this.#write(`warning: ${message}`);
+    this.#write(`warning: ${message}`, true);
   }
 
   /**
@@ -121,13 +125,13 @@ export class Log {
     };
   }
 
-  #write(line: string): void {
+  #write(line: string, important = false): void {
     const text = `${"  ".repeat(this.#depth)}${this.#redact(line)}`;
     if (this.#transcript) this.#transcript(text);
     else {
       this.#early.push(text);
       if (this.#early.length > 500) this.#early.shift();
     }
-    if (this.#enabled) this.#stream.write(`${text}\n`);
+    if (this.#enabled && (important || !this.#quiet)) this.#stream.write(`${text}\n`);
   }
 }

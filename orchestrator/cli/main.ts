@@ -3,6 +3,7 @@
  * The `boma-it` command line: parses the command, runs it, prints its result (text, or one JSON
  * document with --json) and maps every failure to the contract's exit codes in one place.
  */
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Writable } from "node:stream";
 import { Runner } from "../../infra/runner.ts";
@@ -11,6 +12,7 @@ import { COMMON_OPTIONS, ENGINES, ACCELS, oneOf, parseCommandArgs } from "./opti
 import { COMMANDS } from "./commands/index.ts";
 import { BadInputError, BomaError, causesOf, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
 import { Log } from "../log.ts";
+import { closest } from "../profile/yaml.ts";
 import { Redactor } from "../run/secrets.ts";
 import { PROJECT_ROOT, runsDir } from "../host/paths.ts";
 
@@ -37,24 +39,32 @@ ${COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}
 
 Common options:
   --json                one JSON document on stdout; logs stay on stderr
+  -q, --quiet           only warnings and the result (the run dir's run.log keeps every line)
   --runs-dir DIR        where runs are written (default ~/integration-runs, env BOMA_IT_RUNS_DIR)
   --engine auto|pulumi|direct   who creates and destroys the stack (auto: pulumi if its CLI is found)
   --accel auto|kvm|tcg  hardware virtualisation or software emulation (auto detects)
   -h, --help            help for a command: ${PROGRAM} <command> --help
+  --version             the version
 
 Exit codes: 0 pass; 1 the system under test failed; 2 bad input; 3 refused by preflight;
 4 harness or infrastructure error; 130 interrupted.`;
 }
 
-/** The help of one command. */
+/** The help of one command: its own options are described in its details, listed only when they are not. */
 export function commandHelp(command: CommandDefinition): string {
-  const own = Object.entries(command.options);
+  const own = Object.keys(command.options);
+  const listed = own.length > 0 && !/^Options:/m.test(command.details) ? `\nOptions: ${own.map((name) => `--${name}`).join(", ")}` : "";
   return `Usage: ${PROGRAM} ${command.usage}
 
 ${command.summary[0]!.toUpperCase()}${command.summary.slice(1)}.
 
-${command.details}${own.length > 0 ? `\n\nOptions: ${own.map(([name]) => `--${name}`).join(", ")}` : ""}
-Common options: --json, --runs-dir DIR, --engine auto|pulumi|direct, --accel auto|kvm|tcg, --help`;
+${command.details}${listed}
+Common options: --json, -q/--quiet, --runs-dir DIR, --engine auto|pulumi|direct, --accel auto|kvm|tcg, --help`;
+}
+
+/** This boma-it's version (package.json's). */
+export function version(): string {
+  return (JSON.parse(readFileSync(join(PROJECT_ROOT, "package.json"), "utf8")) as { version: string }).version;
 }
 
 /** The directory the user typed the command in: npm's INIT_CWD under `npm run`, else this process's. */
@@ -65,22 +75,26 @@ export function userCwd(env: NodeJS.ProcessEnv): string {
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
   const wantsJson = argv.includes("--json");
+  const quiet = argv.includes("-q") || argv.includes("--quiet");
   const redactor = new Redactor();
-  const log = new Log({ stream: io.stderr, redact: redactor.redact });
+  const log = new Log({ stream: io.stderr, redact: redactor.redact, quiet });
   try {
     const [name, ...rest] = argv;
+    if (name === "--version" || name === "-V") {
+      io.stdout.write(wantsJson ? `${JSON.stringify({ version: version() })}\n` : `${PROGRAM} ${version()}\n`);
+      return ExitCode.pass;
+    }
     if (name === undefined || name === "--help" || name === "-h" || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
-      const command = COMMANDS.find((candidate) => candidate.name === topic);
-      io.stdout.write(`${command ? commandHelp(command) : mainHelp()}\n`);
+      if (topic !== undefined) {
+        const command = findCommand(topic);
+        io.stdout.write(`${commandHelp(command)}\n`);
+        return ExitCode.pass;
+      }
+      io.stdout.write(`${mainHelp()}\n`);
       return name === undefined ? ExitCode.badInput : ExitCode.pass;
     }
-    const command = COMMANDS.find((candidate) => candidate.name === name);
-    if (!command) {
-      throw new BadInputError({
-        message: `unknown command ${JSON.stringify(name)}; expected one of ${COMMANDS.map((candidate) => candidate.name).join(", ")} (see \`${PROGRAM} --help\`)`,
-      });
-    }
+    const command = findCommand(name);
     const args = parseCommandArgs(command.name, rest, { ...COMMON_OPTIONS, ...command.options });
     if (args.values.help) {
       io.stdout.write(`${commandHelp(command)}\n`);
@@ -134,6 +148,16 @@ function reportError(error: unknown, exitCode: number, io: { stdout: Pick<Writab
     const document = { error: { kind: known ? error.name : "Error", message, exitCode, causes, ...(problems ? { problems } : {}) } };
     io.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
   }
+}
+
+/** A command by name, or bad input with the closest one. */
+function findCommand(name: string): CommandDefinition {
+  const command = COMMANDS.find((candidate) => candidate.name === name);
+  if (command) return command;
+  const hint = closest(name, COMMANDS.map((candidate) => candidate.name));
+  throw new BadInputError({
+    message: `unknown command ${JSON.stringify(name)}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}; expected one of ${COMMANDS.map((candidate) => candidate.name).join(", ")} (see \`${PROGRAM} --help\`)`,
+  });
 }
 
 /** Wires the process to {@link main}: signals, streams, exit code. */

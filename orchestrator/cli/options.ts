@@ -4,6 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BadInputError } from "../errors.ts";
+import { closest } from "../profile/yaml.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { ACCELS, ENGINES, KEEP_POLICIES, SCENARIOS, type AnsibleArgs, type RunOptions } from "../run/options.ts";
 
@@ -16,6 +17,7 @@ export const COMMON_OPTIONS = {
   engine: { type: "string", default: "auto" },
   accel: { type: "string", default: "auto" },
   help: { type: "boolean", short: "h", default: false },
+  quiet: { type: "boolean", short: "q", default: false },
 } as const satisfies OptionSpec;
 
 /** Options of a run without a profile (`--host`/`--group` with `--repo`). */
@@ -88,8 +90,9 @@ export function parseCommandArgs(command: string, args: readonly string[], optio
     const message = (error as Error).message;
     if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
       const option = /'([^']+)'/.exec(message)?.[1] ?? message;
+      const hint = closest(option.replace(/^-+/, "").split("=")[0]!, Object.keys(options));
       throw new BadInputError({
-        message: `unknown option ${option} for \`boma-it ${command}\`; expected one of ${Object.keys(options)
+        message: `unknown option ${option} for \`boma-it ${command}\`${hint ? ` (did you mean --${hint}?)` : ""}; expected one of ${Object.keys(options)
           .map((name) => `--${name}`)
           .join(", ")} (see \`boma-it ${command} --help\`)`,
       });
@@ -101,11 +104,12 @@ export function parseCommandArgs(command: string, args: readonly string[], optio
   }
 }
 
-/** Checks that an option's value is one of the allowed words. */
-export function oneOf<const T extends readonly string[]>(option: string, value: unknown, allowed: T): T[number] {
+/** Checks that an option's (or a word's: `what` without dashes) value is one of the allowed words. */
+export function oneOf<const T extends readonly string[]>(option: string, value: unknown, allowed: T, what = `--${option}`): T[number] {
   if (typeof value === "string" && (allowed as readonly string[]).includes(value)) return value;
+  const hint = typeof value === "string" ? closest(value, allowed) : undefined;
   throw new BadInputError({
-    message: `--${option}: expected one of ${allowed.join(", ")}, found ${JSON.stringify(value ?? "nothing")}`,
+    message: `${what}: expected one of ${allowed.join(", ")}, found ${JSON.stringify(value ?? "nothing")}${hint ? ` (did you mean ${hint}?)` : ""}`,
   });
 }
 
@@ -155,10 +159,17 @@ export const ANSIBLE_OPTIONS_HELP = `  -e, --extra-vars KEY=VALUE       an extra
   --diff                           ansible-playbook --diff
   -v, --verbose                    Ansible's verbosity (repeatable: -vvv)`;
 
-/** Help text of the options of `run` and `up`. */
-export const RUN_OPTIONS_HELP = `Options:
-  --scenario red-green|green|red   which scenarios (default: red-green when the profile has scenarios.red)
-  --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
+/** Help text of the options of `run` and `up` (their --scenario differs). */
+export function runOptionsHelp(command: "run" | "up"): string {
+  const scenario =
+    command === "run"
+      ? "  --scenario red-green|green|red   which scenarios (default: red-green when the profile has scenarios.red)"
+      : "  --scenario green|red             which scenario's vars are applied (default green)";
+  return `Options:\n${scenario}\n${RUN_OPTIONS_HELP}`;
+}
+
+/** Help text of the options `run` and `up` share. */
+const RUN_OPTIONS_HELP = `  --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
   --keep on-failure|always|never   keep the VM after the run (default on-failure)
   --no-egress                      a network with no forwarding at all (forces --certs internal)
   --min-free-ram MiB               refuse to start below this much free RAM

@@ -18,7 +18,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
   options: { force: { type: "boolean", default: false } },
   async run({ args, log, runner, env, signal }) {
     expectPositionals("image", args.positionals, 1, 2, "ls, pull or build, and at most one image name");
-    const action = oneOf("image", args.positionals[0], ["ls", "pull", "build"] as const);
+    const action = oneOf("image", args.positionals[0], ["ls", "pull", "build"] as const, "`boma-it image <action>`");
     const dir = imageDir(env);
     if (action === "ls") {
       const images = await listImages(dir);
@@ -34,7 +34,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     }
     const name = args.positionals[1] ?? (action === "pull" ? "debian-13-genericcloud" : "debian-13-local");
     const expected = action === "pull" ? "debian-13-genericcloud" : "debian-13-local";
-    oneOf(`image ${action}`, name, [expected] as const);
+    oneOf(`image ${action}`, name, [expected] as const, `\`boma-it image ${action} <image>\``);
     const existing = await imageInfo(dir, name);
     // A built image from an older recipe is made again; one placed by hand (no sidecar) is kept.
     const stale = action === "build" && existing.present && existing.source?.startsWith("build") === true && existing.recipe !== (await localImageRecipe());

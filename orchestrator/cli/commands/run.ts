@@ -8,7 +8,7 @@ import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import type { RunReport } from "../../run/report.ts";
 import { resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
-import { RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
+import { RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs, type HostTarget } from "../run-inputs.ts";
 
 export const runCommand: CommandDefinition = {
@@ -16,7 +16,7 @@ export const runCommand: CommandDefinition = {
   summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN; a host or a group without profile",
   usage: `run <profile> [<profile>...] | --host H --repo DIR | --group G --repo DIR
     [--scenario S] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]`,
-  details: `${RUN_OPTIONS_HELP}
+  details: `${runOptionsHelp("run")}
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
 the reboot. RED (the control) must pass before and fail after the reboot (exactly its

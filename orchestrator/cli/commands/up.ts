@@ -12,7 +12,7 @@ import { takeResetPoint } from "../../host/reset-point.ts";
 import { writeRunRecord } from "../../run/provision.ts";
 import { readRunRecord } from "../../run/stacks.ts";
 import type { CommandDefinition } from "../command.ts";
-import { oneOf, RUN_OPTIONS, RUN_OPTIONS_HELP } from "../options.ts";
+import { oneOf, RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs } from "../run-inputs.ts";
 
 /** What `up --json` prints (the command contract). */
@@ -28,7 +28,7 @@ export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
   usage: "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
-  details: `${RUN_OPTIONS_HELP}
+  details: `${runOptionsHelp("up")}
   --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
                                    checks run and the state the reboot will lose is kept
                                    (before-reboot.json) for \`boma-it reboot <run>\`

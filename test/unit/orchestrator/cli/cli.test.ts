@@ -25,6 +25,36 @@ describe("boma-it CLI", () => {
     assert.equal(result.stderr.trim(), `boma-it: unknown command "bogus"; expected one of ${COMMANDS.map((c) => c.name).join(", ")} (see \`boma-it --help\`)`);
   });
 
+  it("suggests the closest command, option and value for a typo", async () => {
+    const command = await runCli(["valdate", "askari"]);
+    assert.equal(command.code, 2);
+    assert.match(command.stderr, /unknown command "valdate" \(did you mean "validate"\?\)/);
+    const option = await runCli(["up", "askari", "--kep", "always"]);
+    assert.equal(option.code, 2);
+    assert.match(option.stderr, /unknown option --kep for `boma-it up` \(did you mean --keep\?\)/);
+    const value = await runCli(["up", "askari", "--keep", "alway"]);
+    assert.equal(value.code, 2);
+    assert.match(value.stderr, /--keep: expected one of on-failure, always, never, found "alway" \(did you mean always\?\)/);
+  });
+
+  it("prints its version with --version, as JSON with --json", async () => {
+    const text = await runCli(["--version"]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^boma-it \d+\.\d+\.\d+\n$/);
+    const json = await runCli(["-V", "--json"]);
+    assert.match((JSON.parse(json.stdout) as { version: string }).version, /^\d+\.\d+\.\d+$/);
+  });
+
+  it("refuses help on an unknown command with exit 2", async () => {
+    const result = await runCli(["help", "nosuch"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /unknown command "nosuch"/);
+    const known = await runCli(["help", "run"]);
+    assert.equal(known.code, 0);
+    assert.match(known.stdout, /^Usage: boma-it run/);
+    assert.equal((known.stdout.match(/^Options:/gm) ?? []).length, 1, "one Options: heading");
+  });
+
   it("refuses an unknown option with exit 2, naming it, without a stack trace", async () => {
     const result = await runCli(["validate", "askari", "--frobnicate"]);
     assert.equal(result.code, 2);
