@@ -55,6 +55,7 @@ export const RUN_OPTIONS = {
   certs: { type: "string" },
   keep: { type: "string", default: "on-failure" },
   "no-egress": { type: "boolean", default: false },
+  "no-image-fetch": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
   ref: { type: "string" },
   baseline: { type: "string" },
@@ -173,6 +174,8 @@ const RUN_OPTIONS_HELP = `  --certs internal|le-staging|le-prod-wildcard   cert 
   --keep on-failure|always|never   keep the VM after the run (default on-failure)
   --no-egress                      a network with no forwarding at all (forces --certs internal)
   --min-free-ram MiB               refuse to start below this much free RAM
+  --no-image-fetch                 refuse when the profile's golden image is missing, instead of
+                                   building or pulling it first (a few minutes, once)
   --ref REV                        the infrastructure repo at this git revision (a branch, tag, sha) for
                                    the scenario that is run (GREEN, or --scenario's), checked out
                                    read-only into the run dir; without it, the repo as it is on disk
@@ -193,6 +196,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     engine: oneOf("engine", values.engine, ENGINES),
     accel: oneOf("accel", values.accel, ACCELS),
     ansible: ansibleArgs(values),
+    imageFetch: values["no-image-fetch"] !== true,
     ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
     ...(typeof values.baseline === "string" ? { baseline: values.baseline } : {}),
   };

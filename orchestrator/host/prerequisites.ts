@@ -2,8 +2,10 @@
  * Prerequisites of the harness, each with the fix: the tools it runs, the UEFI firmware,
  * libvirt, disk space, the pulumi engine, the accel and the golden images. `doctor` shows them all.
  */
-import { access, readFile, statfs } from "node:fs/promises";
+import { access, constants, readFile, statfs } from "node:fs/promises";
+import { join } from "node:path";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import type { Accel } from "../../infra/spec.ts";
 import { listImages } from "../../infra/image/images.ts";
 import { messageOf } from "../../infra/errors.ts";
 import type { Runner } from "../../infra/runner.ts";
@@ -40,6 +42,25 @@ export const TOOLS: readonly { program: string; pkg: string; required: boolean; 
   { program: "sfdisk", pkg: "fdisk", required: false, for: "image build" },
 ];
 
+/**
+ * Programs libvirtd itself runs (as root, with its own PATH): they must be installed, wherever
+ * the user's PATH points. The NAT network needs dnsmasq; the isolation filter iptables/ebtables;
+ * every domain's log virtlogd.
+ */
+export const DAEMON_TOOLS: readonly { program: string; pkg: string; for: string }[] = [
+  { program: "libvirtd", pkg: "libvirt-daemon-system", for: "libvirt itself" },
+  { program: "virtlogd", pkg: "libvirt-daemon-system", for: "each VM's log" },
+  { program: "dnsmasq", pkg: "dnsmasq-base", for: "DHCP and DNS on the test network" },
+  { program: "iptables", pkg: "iptables", for: "the test network's NAT and isolation filter" },
+  { program: "ebtables", pkg: "iptables", for: "the per-run isolation filter" },
+];
+
+/** Where Debian installs administrator programs, off a non-root user's default PATH. */
+export const SYSTEM_PROGRAM_DIRS: readonly string[] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/** Where virtlogd listens when it runs (systemd's socket, or `virtlogd -d`). */
+const VIRTLOGD_SOCKET = "/run/libvirt/virtlogd-sock";
+
 /** UEFI firmware files libvirt can use (Debian's ovmf package). `$BOMA_IT_OVMF_FILES` overrides. */
 export function ovmfCandidates(env: NodeJS.ProcessEnv): string[] {
   return (env.BOMA_IT_OVMF_FILES ?? "/usr/share/OVMF/OVMF_CODE_4M.fd:/usr/share/OVMF/OVMF_CODE.fd").split(":").filter(Boolean);
@@ -49,19 +70,48 @@ export function ovmfCandidates(env: NodeJS.ProcessEnv): string[] {
 export async function checkPrerequisites(
   runner: Runner,
   env: NodeJS.ProcessEnv,
-  places: { imageDir: string; runsDir: string; libvirtUri: string; stacksDir: string },
+  places: { imageDir: string; runsDir: string; libvirtUri: string; stacksDir: string; accel?: "auto" | Accel },
 ): Promise<PrerequisiteCheck[]> {
   const checks: PrerequisiteCheck[] = [];
   for (const tool of TOOLS) {
     const path = await runner.which(tool.program);
+    if (path) {
+      checks.push({ name: tool.program, ok: true, required: tool.required, detail: path });
+      continue;
+    }
+    const installed = await systemProgram(tool.program);
     checks.push({
       name: tool.program,
-      ok: path !== undefined,
+      ok: false,
       required: tool.required,
-      detail: path ?? `not found on PATH (needed for ${tool.for})`,
-      ...(path ? {} : { fix: `apt-get install ${tool.pkg}` }),
+      detail: installed
+        ? `installed at ${installed} but ${installed.replace(/\/[^/]+$/, "")} is not on PATH (needed for ${tool.for})`
+        : `not found on PATH (needed for ${tool.for})`,
+      fix: installed
+        ? `add it to PATH: export PATH="$PATH:${installed.replace(/\/[^/]+$/, "")}"${tool.for === "image build" ? " (or run image build with sudo, whose PATH has it)" : ""}`
+        : `apt-get install ${tool.pkg}`,
     });
   }
+  for (const tool of DAEMON_TOOLS) {
+    const installed = (await runner.which(tool.program)) ?? (await systemProgram(tool.program));
+    checks.push({
+      name: tool.program,
+      ok: installed !== undefined,
+      required: true,
+      detail: installed ?? `not installed (libvirtd runs it for ${tool.for})`,
+      ...(installed ? {} : { fix: `apt-get install ${tool.pkg}` }),
+    });
+  }
+  const virtlogdRuns = await exists(VIRTLOGD_SOCKET);
+  checks.push({
+    name: "virtlogd running",
+    ok: virtlogdRuns,
+    required: true,
+    detail: virtlogdRuns ? `listens at ${VIRTLOGD_SOCKET}` : `nothing listens at ${VIRTLOGD_SOCKET}: libvirt cannot start a VM without it`,
+    ...(virtlogdRuns ? {} : { fix: "sudo systemctl enable --now virtlogd.socket (without systemd: sudo virtlogd -d)" }),
+  });
+  const membership = await libvirtGroupCheck(places.libvirtUri);
+  if (membership) checks.push(membership);
 
   let firmware: string | undefined;
   for (const candidate of ovmfCandidates(env)) {
@@ -82,10 +132,10 @@ export async function checkPrerequisites(
     const libvirt = new Libvirt(runner, places.libvirtUri);
     try {
       await libvirt.ensureReachable();
-      checks.push({ name: "libvirtd", ok: true, required: true, detail: `answers at ${places.libvirtUri}` });
+      checks.push({ name: "libvirtd answers", ok: true, required: true, detail: `answers at ${places.libvirtUri}` });
     } catch (error) {
       const [message, fix] = (error as Error).message.split("\n  fix: ");
-      checks.push({ name: "libvirtd", ok: false, required: true, detail: message ?? "", ...(fix ? { fix } : {}) });
+      checks.push({ name: "libvirtd answers", ok: false, required: true, detail: message ?? "", ...(fix ? { fix } : {}) });
     }
   }
 
@@ -106,8 +156,16 @@ export async function checkPrerequisites(
 
   checks.push(await pulumiEngineCheck(runner, places.stacksDir));
 
-  const accel = decideAccel("auto", await probeAccel());
-  checks.push({ name: "accel", ok: true, required: false, detail: `${accel.accel}: ${accel.reason}` });
+  const probe = await probeAccel();
+  const accel = decideAccel(places.accel ?? "auto", probe);
+  const kvmUnusable = accel.accel === "kvm" && !(probe.kvmDeviceUsable && probe.cpuHasVirtualisation);
+  checks.push({
+    name: "accel",
+    ok: !kvmUnusable,
+    required: places.accel === "kvm",
+    detail: `${accel.accel}: ${accel.reason}`,
+    ...(kvmUnusable ? { fix: "use --accel auto or tcg here, or enable virtualisation (VT-x/AMD-V) for this machine" } : {}),
+  });
 
   for (const image of await listImages(places.imageDir)) {
     checks.push({
@@ -132,6 +190,51 @@ async function pulumiEngineCheck(runner: Runner, stacksDir: string): Promise<Pre
   } catch (error) {
     return { name, ok: false, required: false, detail: `${messageOf(error).split("\n")[0]} (--engine auto would fail: use --engine direct)`, fix };
   }
+}
+
+/** An administrator program installed off PATH (a Debian user's PATH has no sbin). */
+async function systemProgram(program: string): Promise<string | undefined> {
+  for (const dir of SYSTEM_PROGRAM_DIRS) {
+    const candidate = join(dir, program);
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here; keep looking
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A user other than root reaches `qemu:///system` through the libvirt group; a user added to it
+ * has it only from the next login on. Root, and other URIs, need nothing.
+ */
+async function libvirtGroupCheck(libvirtUri: string, groupFile = "/etc/group"): Promise<PrerequisiteCheck | undefined> {
+  if (process.getuid?.() === 0 || libvirtUri !== "qemu:///system") return undefined;
+  const name = "libvirt group";
+  const user = process.env.USER ?? process.env.LOGNAME ?? "";
+  let entry: string[] | undefined;
+  try {
+    entry = (await readFile(groupFile, "utf8")).split("\n").map((line) => line.split(":")).find((fields) => fields[0] === "libvirt");
+  } catch {
+    entry = undefined;
+  }
+  if (!entry) {
+    return { name, ok: false, required: true, detail: "there is no libvirt group (is libvirt-daemon-system installed?)", fix: "apt-get install libvirt-daemon-system" };
+  }
+  const gid = Number(entry[2]);
+  if (process.getgroups?.().includes(gid)) return { name, ok: true, required: true, detail: `this login is in group libvirt (${gid})` };
+  const listed = (entry[3] ?? "").split(",").includes(user);
+  return {
+    name,
+    ok: false,
+    required: true,
+    detail: listed
+      ? `${user} is in group libvirt, but this login started before that: libvirt refuses it until the next login`
+      : `${user || "this user"} is not in group libvirt, so qemu:///system refuses it`,
+    fix: listed ? "log in again (or start a shell with `newgrp libvirt`)" : `sudo adduser ${user || "$USER"} libvirt, then log in again`,
+  };
 }
 
 async function exists(path: string): Promise<boolean> {

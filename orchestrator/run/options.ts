@@ -39,6 +39,8 @@ export interface RunOptions {
   engine: EngineChoice;
   accel: AccelChoice;
   ansible: AnsibleArgs;
+  /** Make the profile's golden image when it is missing (false: `--no-image-fetch`, refuse instead). */
+  imageFetch: boolean;
   /** A git revision of the infrastructure repo for the scenario that is run (GREEN, or the one `--scenario` names). */
   ref?: string;
   /** The upgrade path: this revision first, then the scenario's. */

@@ -4,6 +4,7 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { learnDnsToken } from "../ansible/apply.ts";
+import { ensureGoldenImage } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
@@ -30,9 +31,12 @@ export interface RunMachinery {
 /**
  * Refuses early (exit 3) when the engine asked for cannot run, libvirt is unreachable, another
  * run holds the lock, a test VM runs or resources are short; takes the run lock (named for the
- * request's purpose); picks accel and engine, each said in one line.
+ * request's purpose); picks accel and engine, each said in one line; makes the profile's golden
+ * image on first use (see {@link ensureGoldenImage}).
  */
-export async function preflightRun(request: Pick<RunRequest, "profile" | "options" | "runner" | "env" | "log" | "purpose">): Promise<RunMachinery> {
+export async function preflightRun(
+  request: Pick<RunRequest, "profile" | "options" | "runner" | "env" | "log" | "purpose" | "imageDir" | "signal">,
+): Promise<RunMachinery> {
   // First: asking for an engine that cannot run is refused before anything else is touched.
   const { engine, reason } = await chooseEngine(request.options.engine, request.runner, stacksDir(request.env));
   const libvirt = new Libvirt(request.runner, request.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
@@ -43,6 +47,8 @@ export async function preflightRun(request: Pick<RunRequest, "profile" | "option
     const accel = decideAccel(request.options.accel, await probeAccel());
     request.log.info(`accel: ${accel.accel} (${accel.reason})`);
     request.log.info(reason);
+    // Under the lock: two runs never make the same image at once.
+    await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
     return { libvirt, accel, engine, lock, release: lock.release };
   } catch (error) {
     await lock.release();

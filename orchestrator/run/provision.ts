@@ -13,6 +13,7 @@ import { newRunIdentity, pickSubnet, runDirName, stackSpec, type RunIdentity } f
 import type { AccelDecision } from "../../infra/accel.ts";
 import { processStart } from "../../infra/process.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
+import { imageFix } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
@@ -126,13 +127,9 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
 
   const image = profile.document.image;
   const golden = imagePath(options.imageDir, image);
+  // A missing named image was made (or refused) by the preflight; one gone since is said here.
   const info = image.startsWith("file:") ? undefined : await imageInfo(options.imageDir, image);
-  if (info && !info.present) {
-    throw new RefusedError(
-      `golden image ${image} is not in ${options.imageDir}`,
-      image === "debian-13-local" ? "build it offline: sudo npm run boma-it -- image build" : "download it: npm run boma-it -- image pull",
-    );
-  }
+  if (info && !info.present) throw new RefusedError(`golden image ${image} is not in ${options.imageDir}`, imageFix(image));
   if (image.startsWith("file:") && !(await stat(golden).then((stats) => stats.isFile(), () => false))) {
     throw new BadInputError({ file: profile.file, path: "image", message: `expected a qcow2 file, found nothing at ${golden}` });
   }

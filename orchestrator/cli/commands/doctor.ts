@@ -1,7 +1,7 @@
 /** `boma-it doctor`: every prerequisite, each with the fix. */
 import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
-import { expectPositionals } from "../options.ts";
+import { ACCELS, expectPositionals, oneOf } from "../options.ts";
 import { ExitCode } from "../../errors.ts";
 import { imageDir, stacksDir } from "../../host/paths.ts";
 import { checkPrerequisites } from "../../host/prerequisites.ts";
@@ -10,9 +10,11 @@ export const doctorCommand: CommandDefinition = {
   name: "doctor",
   summary: "check prerequisites, each with the fix",
   usage: "doctor [--json]",
-  details: `Checks the programs the harness runs, the OVMF UEFI firmware, that libvirtd answers, disk
-space, the accel (KVM or TCG) and the golden images. Exit 0 when every required one is there,
-3 otherwise; each missing one names the Debian package or command that fixes it.`,
+  details: `Checks the programs the harness runs and those libvirtd runs (dnsmasq, iptables,
+ebtables, virtlogd), the OVMF UEFI firmware, that virtlogd and libvirtd answer, the libvirt
+group (for a user other than root), disk space, the accel (--accel kvm: that KVM is usable) and
+the golden images. Exit 0 when every required one is there, 3 otherwise; each missing one names
+the Debian package or command that fixes it, and a program installed off PATH says so.`,
   options: {},
   async run({ args, runner, env, runsDir }) {
     expectPositionals("doctor", args.positionals, 0, 0, "no arguments");
@@ -21,6 +23,7 @@ space, the accel (KVM or TCG) and the golden images. Exit 0 when every required 
       runsDir,
       libvirtUri: env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI,
       stacksDir: stacksDir(env),
+      accel: oneOf("accel", args.values.accel, ACCELS),
     });
     const missing = checks.filter((check) => check.required && !check.ok);
     const width = Math.max(...checks.map((check) => check.name.length));

@@ -1,8 +1,9 @@
 /** `boma-it image pull|build|ls`: golden images (download + verify, offline build, list). */
-import { DEFAULT_CLOUD_URL, buildLocalImage, ChecksumMismatchError, imageInfo, listImages, localImageRecipe, pullGenericCloud } from "../../../infra/image/images.ts";
+import { imageInfo, listImages, localImageRecipe } from "../../../infra/image/images.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
-import { asBomaError, ExitCode, RefusedError } from "../../errors.ts";
+import { ExitCode } from "../../errors.ts";
+import { imageAction, obtainImage } from "../../host/golden.ts";
 import { imageDir } from "../../host/paths.ts";
 
 export const imageCommand: CommandDefinition = {
@@ -27,14 +28,13 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
         ...images.map((image) =>
           image.present
             ? `  ${image.name.padEnd(24)} ${Math.round((image.sizeBytes ?? 0) / 1024 / 1024)} MiB  ${image.createdAt}  ${image.source ?? ""}`
-            : `  ${image.name.padEnd(24)} (missing: ${image.name === "debian-13-local" ? "image build" : "image pull"})`,
+            : `  ${image.name.padEnd(24)} (missing: image ${imageAction(image.name)}, or made on first use by a run)`,
         ),
       ].join("\n");
       return { exitCode: ExitCode.pass, json: images, text };
     }
-    const name = args.positionals[1] ?? (action === "pull" ? "debian-13-genericcloud" : "debian-13-local");
     const expected = action === "pull" ? "debian-13-genericcloud" : "debian-13-local";
-    oneOf(`image ${action}`, name, [expected] as const, `\`boma-it image ${action} <image>\``);
+    const name = oneOf(`image ${action}`, args.positionals[1] ?? expected, [expected] as const, `\`boma-it image ${action} <image>\``);
     const existing = await imageInfo(dir, name);
     // A built image from an older recipe is made again; one placed by hand (no sidecar) is kept.
     const stale = action === "build" && existing.present && existing.source?.startsWith("build") === true && existing.recipe !== (await localImageRecipe());
@@ -42,32 +42,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
       return { exitCode: ExitCode.pass, json: existing, text: `${name} is already in ${dir} (use --force to make it again)` };
     }
     if (stale) log.info(`${name} in ${dir} was built from another recipe (${existing.recipe ?? "none recorded"}, now ${await localImageRecipe()}): building it again`);
-    if (action === "build" && process.getuid?.() !== 0) {
-      throw new RefusedError("image build needs root (mmdebstrap builds a root file system)", "sudo npm run boma-it -- image build");
-    }
-    const hooks = {
-      signal,
-      onStep: (step: string) => log.info(step),
-      onProgress: (() => {
-        let last = 0;
-        return (detail: string) => {
-          // Progress lines at most every 10 s: package managers print a lot.
-          if (performance.now() - last < 10_000) return;
-          last = performance.now();
-          log.info(`  … ${detail.slice(0, 160)}`);
-        };
-      })(),
-    };
-    try {
-      const info = await log.step(`${action} ${name}`, () =>
-        action === "pull"
-          ? pullGenericCloud(dir, env.BOMA_IT_DEBIAN_CLOUD_URL ?? DEFAULT_CLOUD_URL, hooks)
-          : buildLocalImage(dir, runner, { ...hooks, mirror: env.BOMA_IT_DEBIAN_MIRROR ?? "http://deb.debian.org/debian" }),
-      );
-      return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
-    } catch (error) {
-      if (error instanceof ChecksumMismatchError) throw new RefusedError(error.message, "try again later (a mirror may be mid-update) or check BOMA_IT_DEBIAN_CLOUD_URL");
-      throw asBomaError(error, signal);
-    }
+    const info = await obtainImage(dir, name, { runner, log, env, signal });
+    return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
   },
 };

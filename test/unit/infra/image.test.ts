@@ -4,7 +4,12 @@ import { once } from "node:events";
 import { readdir, stat } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
+import { Runner } from "../../../infra/runner.ts";
+import { RefusedError } from "../../../orchestrator/errors.ts";
+import { ensureGoldenImage } from "../../../orchestrator/host/golden.ts";
+import { Log } from "../../../orchestrator/log.ts";
 import { ChecksumMismatchError, imagePath, listImages, pullGenericCloud } from "../../../infra/image/images.ts";
 import { runCli } from "../../helpers/cli.ts";
 import { tempTree } from "../../helpers/tmp.ts";
@@ -94,6 +99,56 @@ describe("image build of a cached image", () => {
       const stale = await runCli(["image", "build"], env);
       assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, now ${await localImageRecipe()}\\): building it again`));
       assert.match(stale.stderr, /fake mmdebstrap: not building/, "it did start building");
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+describe("a run's golden image on first use", () => {
+  const context = () => ({
+    runner: new Runner({ env: process.env }),
+    log: new Log({ stream: new PassThrough(), enabled: false }),
+    env: {},
+    signal: new AbortController().signal,
+  });
+
+  it("pulls a missing genericcloud image once, saying so, and then uses the cached one", async () => {
+    await withMirror(`${goodSum}  debian-13-genericcloud-amd64.qcow2\n`, async (cacheDir, url) => {
+      const transcript: string[] = [];
+      const log = new Log({ stream: new PassThrough(), enabled: false });
+      log.transcribe((line) => transcript.push(line));
+      const obtain = { ...context(), log, env: { BOMA_IT_DEBIAN_CLOUD_URL: url } };
+      await ensureGoldenImage(cacheDir, "debian-13-genericcloud", true, obtain);
+      assert.equal((await stat(imagePath(cacheDir, "debian-13-genericcloud"))).size, IMAGE.length);
+      assert.ok(transcript.some((line) => /golden image debian-13-genericcloud is not in .*: downloading Debian's genericcloud image, once \(--no-image-fetch refuses instead\)/.test(line)), transcript.join("\n"));
+      assert.ok(transcript.some((line) => /^✓ pull debian-13-genericcloud/.test(line)), transcript.join("\n"));
+      const before = transcript.length;
+      await ensureGoldenImage(cacheDir, "debian-13-genericcloud", true, obtain);
+      assert.equal(transcript.length, before, "a cached image is used as it is");
+    });
+  });
+
+  it("refuses a missing image with --no-image-fetch, naming the command that makes it", async () => {
+    const tree = await tempTree();
+    try {
+      await assert.rejects(ensureGoldenImage(tree.dir, "debian-13-local", false, context()), (error: unknown) => {
+        assert.ok(error instanceof RefusedError);
+        assert.match(error.message, /golden image debian-13-local is not in .* \(--no-image-fetch\)/);
+        assert.match(error.message, /sudo npm run boma-it -- image build, or run without --no-image-fetch/);
+        return true;
+      });
+      assert.deepEqual(await readdir(tree.dir), []);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("never makes a file: image, the user's own", async () => {
+    const tree = await tempTree();
+    try {
+      await ensureGoldenImage(tree.dir, `file:${tree.dir}/mine.qcow2`, true, context());
+      assert.deepEqual(await readdir(tree.dir), []);
     } finally {
       await tree.remove();
     }
