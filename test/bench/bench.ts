@@ -4,7 +4,7 @@
  * sandbox, and writes a JSON summary and a short table. Speed goals are judged by these numbers,
  * never by timed tests.
  *
- * usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE]
+ * usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE] [--json]
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -13,19 +13,32 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT, runsDir } from "../../orchestrator/host/paths.ts";
 import type { RunReport } from "../../orchestrator/run/report.ts";
-import { summarize, table, type AcceptanceSample, type VmSample } from "./summary.ts";
+import { vmSample, type ReportedVm } from "./samples.ts";
+import { headline, summarize, table, type AcceptanceSample, type VmSample } from "./summary.ts";
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: "string", default: "1" },
-    "no-acceptance": { type: "boolean", default: false },
-    "no-updown": { type: "boolean", default: false },
-    out: { type: "string" },
-    help: { type: "boolean", default: false },
-  },
-});
+const USAGE = `usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE] [--json]
+  --runs N           how many times each (default 1)
+  --no-acceptance    skip the askari acceptance (run askari, RED→GREEN)
+  --no-updown        skip the plain up/down/reap
+  --out FILE         where bench.json goes (default <runs dir>/bench-<stamp>/bench.json)
+  --json             print bench.json on stdout instead of the table (progress stays on stderr)`;
+const OPTIONS = {
+  runs: { type: "string", default: "1" },
+  "no-acceptance": { type: "boolean", default: false },
+  "no-updown": { type: "boolean", default: false },
+  out: { type: "string" },
+  json: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+let values: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>["values"];
+try {
+  ({ values } = parseArgs({ options: OPTIONS }));
+} catch (error) {
+  process.stderr.write(`bench: ${(error as Error).message}\n${USAGE}\n`);
+  process.exit(2);
+}
 if (values.help) {
-  process.stdout.write("usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE]\n");
+  process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
 const runs = Number(values.runs);
@@ -55,22 +68,6 @@ function cli(args: readonly string[]): Promise<{ code: number | null; stdout: st
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, seconds: Math.round((performance.now() - started) / 100) / 10 })));
 }
 
-function vmSample(report: {
-  phases: { name: string; seconds: number }[];
-  readyLagSeconds: (number | null)[];
-  guestBootSeconds?: (number | null)[];
-  beforeKernelSeconds?: (number | null)[];
-  apply?: { tasks: { seconds: number }[] } | null;
-}): VmSample {
-  return {
-    phases: report.phases,
-    readyLagSeconds: report.readyLagSeconds,
-    guestBootSeconds: report.guestBootSeconds ?? [],
-    beforeKernelSeconds: report.beforeKernelSeconds ?? [],
-    ansibleTaskSeconds: (report.apply?.tasks ?? []).reduce((sum, task) => sum + task.seconds, 0),
-  };
-}
-
 const acceptance: AcceptanceSample[] = [];
 const ups: VmSample[] = [];
 const upRss: number[] = [];
@@ -82,7 +79,11 @@ for (let index = 1; index <= runs; index += 1) {
   if (!values["no-acceptance"]) {
     process.stderr.write(`bench ${index}/${runs}: run askari (RED→GREEN)\n`);
     const result = await cli(["run", "askari", "--json"]);
-    const report = JSON.parse(result.stdout) as RunReport;
+    const report = parseJson<RunReport>(result.stdout);
+    if (!report) {
+      failures.push(`run ${index}: exit ${result.code}, no report on stdout`);
+      continue;
+    }
     if (result.code !== 0) failures.push(`run ${index}: exit ${result.code}: ${report.message}`);
     accel = report.accel;
     acceptance.push({ wallSeconds: report.wallSeconds, vms: report.scenarios.map(vmSample), peakRssMiB: report.harness.peakRssMiB, verdict: report.verdict });
@@ -96,7 +97,7 @@ for (let index = 1; index <= runs; index += 1) {
       continue;
     }
     const { runId, runDir } = JSON.parse(up.stdout) as { runId: string; runDir: string };
-    const upReport = JSON.parse(await readFile(join(runDir, "up.json"), "utf8")) as Parameters<typeof vmSample>[0] & { accel: string; harness: { peakRssMiB: number } };
+    const upReport = JSON.parse(await readFile(join(runDir, "up.json"), "utf8")) as ReportedVm & { accel: string; harness: { peakRssMiB: number } };
     accel = upReport.accel;
     const down = await cli(["down", runId]);
     if (down.code !== 0) failures.push(`down ${index}: exit ${down.code}`);
@@ -122,11 +123,21 @@ const machine = {
     }
   })(),
 };
-const document = { date: new Date().toISOString(), runs, machine, summary, samples: { acceptance, ups, downs, reaps }, failures, benchDir };
+const document = { date: new Date().toISOString(), runs, machine, harnessShare: summary.harnessShare, summary, samples: { acceptance, ups, downs, reaps }, failures, benchDir };
 const out = values.out ?? join(benchDir, "bench.json");
 await writeFile(out, `${JSON.stringify(document, null, 2)}\n`);
-process.stdout.write(`${table(summary)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}; commit ${machine.commit}\nsummary: ${out}\n`);
-if (failures.length > 0) {
-  process.stdout.write(`failures:\n${failures.map((line) => `  ${line}`).join("\n")}\n`);
-  process.exit(1);
+if (values.json) process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
+else {
+  process.stdout.write(`${headline(summary)}\n\n${table(summary)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}; commit ${machine.commit}\nsummary: ${out}\n`);
+  if (failures.length > 0) process.stdout.write(`failures:\n${failures.map((line) => `  ${line}`).join("\n")}\n`);
+}
+if (failures.length > 0) process.exit(1);
+
+/** A JSON document, or undefined when stdout held none (a crashed command). */
+function parseJson<T>(text: string): T | undefined {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { CheckResult } from "../../../orchestrator/guest/checks.ts";
 import { parseStartupFinished } from "../../../orchestrator/guest/machine.ts";
-import { overhead, stats, summarize, table, type AcceptanceSample, type VmSample } from "../../bench/summary.ts";
+import { findingWaitSeconds } from "../../bench/samples.ts";
+import { headline, overhead, stats, summarize, table, type AcceptanceSample, type VmSample } from "../../bench/summary.ts";
 
 const vm = (overrides: Partial<VmSample> = {}): VmSample => ({
   phases: [
@@ -20,6 +22,7 @@ const vm = (overrides: Partial<VmSample> = {}): VmSample => ({
   guestBootSeconds: [45, 48],
   beforeKernelSeconds: [6, 22],
   ansibleTaskSeconds: 80,
+  findingWaitSeconds: 0,
   ...overrides,
 });
 
@@ -38,12 +41,39 @@ describe("benchmark summary", () => {
       ratio: Math.round((seconds / 540) * 1000) / 1000,
       harnessSeconds: seconds - (6 + 22 + 5),
       harnessRatio: Math.round(((seconds - 33) / 540) * 1000) / 1000,
+      findingWaitSeconds: 0,
+      harnessShareSeconds: seconds - 33,
+      harnessShare: Math.round(((seconds - 33) / 540) * 1000) / 1000,
       // Each VM: checks 5 + 5, provision 2 + teardown 2.5, no snapshots; phases 261.5 of the wall.
       harnessParts: { checks: 20, snapshots: 0, provisionAndTeardown: 9, betweenPhases: 540 - 2 * 261.5, rest: seconds - 33 - 20 - 9 - 17 },
       guestBootSeconds: 137,
       beforeKernelSeconds: 33,
       ansibleSeconds: 160,
     });
+  });
+
+  it("counts a failing check's wait for its within as the finding's time, not the harness's", () => {
+    const red = vm({ phases: vm().phases.map((phase) => (phase.name === "checks after the reboot" ? { ...phase, seconds: 22 } : phase)), findingWaitSeconds: 20 });
+    const run: AcceptanceSample = { wallSeconds: 557, vms: [red, vm()], peakRssMiB: 120, verdict: "pass" };
+    const result = overhead(run);
+    assert.equal(result.findingWaitSeconds, 20);
+    assert.equal(result.harnessShareSeconds, Math.round((result.harnessSeconds - 20) * 10) / 10);
+    assert.equal(result.harnessParts.checks, 5 + 22 + 5 + 5 - 20, "the checks' own time stays the harness's");
+    const summary = summarize([run], [], [], []);
+    assert.equal(summary.harnessShare?.median, result.harnessShare);
+    assert.match(headline(summary), /^harness share: \d+\.\d % of the acceptance's wall time \(goal under 5 %; 1 run, /);
+    assert.match(table(summary), /^ {2}findings' waits\s+1\s+20\.00/m);
+  });
+
+  it("takes a stage's finding wait from the longest failing check of that stage", () => {
+    const checks: CheckResult[] = [
+      { name: "a", stage: "post-reboot", ok: false, detail: "", seconds: 20.4 },
+      { name: "b", stage: "post-reboot", ok: false, detail: "", seconds: 19.8 },
+      { name: "c", stage: "post-reboot", ok: true, detail: "", seconds: 0.3 },
+      { name: "d", stage: "pre-reboot", ok: true, detail: "", seconds: 0.2 },
+    ];
+    assert.equal(findingWaitSeconds(checks), 20.4);
+    assert.equal(findingWaitSeconds(checks.filter((check) => check.ok)), 0);
   });
 
   it("adds report phases into bench phases, over every VM of every run and every up", () => {
