@@ -1,18 +1,21 @@
 /**
  * A process that takes the run lock (for multi-process tests): `node lock-taker.ts <path> <hold ms>`
  * prints "held" or "refused: <message>", holds it that long, then releases and exits. On SIGINT
- * it says "interrupted" and releases only after a second (as a harness cleans up first).
+ * it says "interrupted" and goes on holding it (as a harness cleans up first) until its stdin
+ * closes, so a test decides when the clean-up ends, however slow the machine is.
  */
 import { acquireRunLock } from "../../orchestrator/host/lock.ts";
 
 const [path, holdMs] = process.argv.slice(2);
 try {
   const lock = await acquireRunLock(path!, "test");
-  process.stdout.write("held\n");
+  // The handler first: the test interrupts as soon as it reads "held".
   process.on("SIGINT", () => {
     process.stdout.write("interrupted\n");
-    setTimeout(() => void lock.release().then(() => process.exit(130)), 1000);
+    process.stdin.resume();
+    process.stdin.once("end", () => void lock.release().then(() => process.exit(130)));
   });
+  process.stdout.write("held\n");
   await new Promise((resolve) => setTimeout(resolve, Number(holdMs)));
   await lock.release();
 } catch (error) {

@@ -15,7 +15,7 @@ const TAKER = join(import.meta.dirname, "../../../helpers/lock-taker.ts");
 
 /** Starts a taker process; resolves with its first line and the process. */
 function taker(path: string, holdMs: number, options: { detached?: boolean } = {}) {
-  const child = spawn(process.execPath, [TAKER, path, String(holdMs)], { stdio: ["ignore", "pipe", "inherit"], detached: options.detached ?? false });
+  const child = spawn(process.execPath, [TAKER, path, String(holdMs)], { stdio: ["pipe", "pipe", "inherit"], detached: options.detached ?? false });
   let output = "";
   const firstLine = new Promise<string>((resolve) => {
     child.stdout.on("data", (chunk: Buffer) => {
@@ -88,6 +88,7 @@ describe("run lock", { timeout: 120_000 }, () => {
       process.kill(-interrupted.child.pid!, "SIGINT");
       await waitUntil(async () => interrupted.output().includes("interrupted"), 5000);
       assert.equal((await runLockHolder(path))?.pid, interrupted.child.pid, "still held while the harness cleans up");
+      interrupted.child.stdin!.end();
       await interrupted.exited;
       assert.equal(await runLockHolder(path), undefined);
     } finally {
