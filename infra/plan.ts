@@ -5,7 +5,7 @@
  * engine as `@pulumi/command` resources. Declarative: no waiting, no SSH here.
  */
 import { join } from "node:path";
-import { seedFiles, type SeedKeys } from "./seed.ts";
+import { seedFiles, type HostKeyType, type SeedKeys } from "./seed.ts";
 import type { StackSpec } from "./spec.ts";
 import { domainXml, isolationFilterXml, networkXml, overlayVolumeXml } from "./xml.ts";
 
@@ -73,7 +73,8 @@ export interface Plan {
 export function runFiles(runDir: string) {
   return {
     keyFile: join(runDir, "keys", "id_ed25519"),
-    hostKeyFile: join(runDir, "keys", "ssh_host_ed25519_key"),
+    /** The VM's host key of one type (the private key; its public line next to it, `.pub`). */
+    hostKeyFile: (type: HostKeyType) => join(runDir, "keys", `ssh_host_${type}_key`),
     knownHostsFile: join(runDir, "keys", "known_hosts"),
     seedDir: join(runDir, ".seed"),
     seedIso: join(runDir, ".seed.iso"),

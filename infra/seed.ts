@@ -7,13 +7,23 @@
 import { stringifyForPython as stringify } from "./pyyaml.ts";
 import type { StackSpec } from "./spec.ts";
 
+/** The SSH host key types a Debian host has (what cloud-init on genericcloud and the installer make). */
+export const HOST_KEY_TYPES = ["rsa", "ecdsa", "ed25519"] as const;
+export type HostKeyType = (typeof HOST_KEY_TYPES)[number];
+
+/** One SSH host key pair of the VM: OpenSSH private key text and its public line. */
+export interface HostKeyPair {
+  type: HostKeyType;
+  privateKey: string;
+  publicKey: string;
+}
+
 /** Per-run keys the seed carries. */
 export interface SeedKeys {
   /** The harness's public key (`ssh-ed25519 AAAA... comment`). */
   clientPublicKey: string;
-  /** The VM's SSH host key pair (OpenSSH private key text and its public line). */
-  hostPrivateKey: string;
-  hostPublicKey: string;
+  /** The VM's SSH host keys, one of each of {@link HOST_KEY_TYPES}: all known, so all pinned, before the boot. */
+  hostKeys: readonly HostKeyPair[];
 }
 
 /** The three NoCloud files. `userData` holds a private host key: treat it as a secret. */
@@ -42,11 +52,12 @@ export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
     disable_root: true,
     // No ssh_pwauth: setting it makes cloud-init restart sshd in the middle of boot, just when
     // the harness gets in. The account has no password anyway; the profile's roles harden sshd.
-    // The host key comes from the harness, so it can be pinned before the first connection;
-    // generating other key types would only cost boot time under emulation.
+    // The host keys come from the harness, so every one is pinned before the first connection:
+    // the types a real Debian host has, since roles that manage host keys expect them (sshd may
+    // offer any of them once a role reorders or removes some). Nothing is left to generate.
     ssh_deletekeys: true,
-    ssh_genkeytypes: ["ed25519"],
-    ssh_keys: { ed25519_private: keys.hostPrivateKey, ed25519_public: keys.hostPublicKey.trim() },
+    ssh_genkeytypes: [...HOST_KEY_TYPES],
+    ssh_keys: Object.fromEntries(keys.hostKeys.flatMap((key) => [[`${key.type}_private`, key.privateKey], [`${key.type}_public`, key.publicKey.trim()]])),
     package_update: false,
     package_upgrade: false,
   })}`;

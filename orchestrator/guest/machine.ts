@@ -83,6 +83,23 @@ export interface MachineOptions {
   banner?: (ip: string) => Promise<boolean>;
 }
 
+/**
+ * The VM offers an SSH host key that is not pinned. After an apply it is the role's doing (a
+ * finding: the harness never trusts a key it could not learn through an authenticated connection).
+ */
+export class HostKeyRejectedError extends SystemUnderTestError {
+  constructor(message: string) {
+    super(message);
+    this.name = "HostKeyRejectedError";
+  }
+}
+
+/** ssh's words when the offered host key is not the pinned one. */
+const HOST_KEY_REJECTED = /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/;
+
+/** How long an unpinned host key may be offered before a wait gives up on it (the first boot's sshd may briefly run before cloud-init wrote the keys). */
+const HOST_KEY_REJECTED_GRACE_MS = 60_000;
+
 /** The SSH exit status meaning "could not connect", not "the command failed". */
 const SSH_CONNECTION_FAILED = 255;
 
@@ -136,20 +153,24 @@ export class Machine {
   async succeed(command: string, options: ExecuteOptions = {}): Promise<string> {
     const result = await this.execute(command, options);
     if (result.exitCode === 0) return result.stdout;
-    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
-      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
-    }
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) throw this.#sshFailure(command, result.stderr);
     throw new SystemUnderTestError(`${this.name}: \`${command}\` failed with exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}`);
   }
 
   /** Runs a command that must fail; returns its output. */
   async fail(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
     const result = await this.execute(command, options);
-    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) {
-      throw new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(result.stderr)}`);
-    }
+    if (result.exitCode === SSH_CONNECTION_FAILED || result.exitCode === undefined) throw this.#sshFailure(command, result.stderr);
     if (result.exitCode === 0) throw new SystemUnderTestError(`${this.name}: \`${command}\` succeeded but was expected to fail`);
     return `${result.stdout}${result.stderr}`;
+  }
+
+  /** Why SSH itself failed: an unpinned host key is the VM's doing, anything else the harness's or the network's. */
+  #sshFailure(command: string, stderr: string): Error {
+    if (HOST_KEY_REJECTED.test(stderr)) {
+      return new HostKeyRejectedError(`${this.name}: cannot run \`${command}\`: the VM offers an SSH host key that is not pinned (a role changed the host keys and the harness could not follow): refusing to trust it`);
+    }
+    return new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(stderr)}`);
   }
 
   /** Retries a command until it exits 0. */
@@ -252,6 +273,7 @@ export class Machine {
     const probe =
       "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
     let bannerAt: number | undefined;
+    let rejectedSince: number | undefined;
     const console = this.#throttledConsoleLine();
     return this.waitFor(
       `SSH on ${this.#options.target.ip}${options.notBootId ? " after the reboot" : ""}`,
@@ -264,6 +286,14 @@ export class Machine {
         // This login starts the boot's master connection, which the commands after it share.
         const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
         const answeredAt = this.#clock.now();
+        if (result.exitCode !== 0 && HOST_KEY_REJECTED.test(result.stderr)) {
+          rejectedSince ??= answeredAt;
+          if (answeredAt - rejectedSince >= HOST_KEY_REJECTED_GRACE_MS) {
+            const message = `${this.name}: the VM's sshd offers a host key that is not pinned (for ${Math.round((answeredAt - rejectedSince) / 1000)} s)`;
+            if (options.notBootId) throw new HostKeyRejectedError(`${message} after the reboot: a role changed the host keys in a way the harness could not follow (at boot, or after the apply's connection ended); refusing to trust it`);
+            throw new HarnessError(`${message} on the first boot: the seed's keys did not reach it`);
+          }
+        } else rejectedSince = undefined;
         if (result.exitCode !== 0) {
           bannerAt = undefined;
           await this.closeConnection();

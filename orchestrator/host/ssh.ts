@@ -3,7 +3,7 @@
  * the key the seed gave the VM, under an alias (the run id), so the first connection is already
  * verified and StrictHostKeyChecking stays on.
  */
-import { lstat, mkdir, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -159,10 +159,27 @@ export function sshInteractiveArgs(target: SshTarget, command: readonly string[]
   return [...sshOptions(target), ...(command.length === 0 ? ["-t"] : []), `${target.user}@${target.ip}`, ...(command.length > 0 ? ["--", ...command] : [])];
 }
 
-/** The known_hosts line that pins a run's host key. */
-export function knownHostsLine(alias: string, hostPublicKey: string): string {
-  const [type, key] = hostPublicKey.trim().split(/\s+/);
-  return `${alias} ${type} ${key}\n`;
+/** The known_hosts lines that pin a run's host keys (public key lines, `type base64 [comment]`). */
+export function knownHostsLines(alias: string, hostPublicKeys: readonly string[]): string {
+  return hostPublicKeys
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length >= 2)
+    .map(([type, key]) => `${alias} ${type} ${key}\n`)
+    .join("");
+}
+
+/** Writes the run's known_hosts (mode 0600): exactly these host keys are trusted for `alias`. */
+export async function pinHostKeys(knownHostsFile: string, alias: string, hostPublicKeys: readonly string[]): Promise<void> {
+  await writeFile(knownHostsFile, knownHostsLines(alias, hostPublicKeys), { mode: 0o600 });
+}
+
+/** The host keys a known_hosts file pins, as `type base64` (alias and comments dropped). */
+export function pinnedHostKeys(knownHosts: string): string[] {
+  return knownHosts
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length >= 3 && !fields[0]!.startsWith("#"))
+    .map(([, type, key]) => `${type} ${key}`);
 }
 
 /**

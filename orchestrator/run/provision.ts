@@ -10,6 +10,7 @@ import { imageInfo, imagePath } from "../../infra/image/images.ts";
 import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { newRunIdentity, pickSubnet, runDirName, stackSpec, type RunIdentity } from "../../infra/spec.ts";
+import { HOST_KEY_TYPES, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
 import type { AccelDecision } from "../../infra/accel.ts";
 import { processStart } from "../../infra/process.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
@@ -18,7 +19,7 @@ import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
-import { controlPathFor, knownHostsLine, prepareControlSocketDir } from "../host/ssh.ts";
+import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
 import type { RunRecord } from "./stacks.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
@@ -99,24 +100,23 @@ export async function prepareRun(profile: LoadedProfile, runsDir: string, identi
   return { identity, runDir };
 }
 
-/** Generates the run's client key and VM host key and pins the host key. */
-async function makeKeys(runner: Runner, runDir: string, runId: string) {
+/** ssh-keygen's arguments for a host key of each type: Debian's own sizes (rsa 3072, ecdsa 256). */
+const HOST_KEY_ARGS: Record<HostKeyType, string[]> = { rsa: ["-t", "rsa", "-b", "3072"], ecdsa: ["-t", "ecdsa", "-b", "256"], ed25519: ["-t", "ed25519"] };
+
+/** Generates the run's client key and the VM's host keys (each type a Debian host has) and pins them all. */
+async function makeKeys(runner: Runner, runDir: string, runId: string): Promise<SeedKeys> {
   const files = runFiles(runDir);
   await mkdir(join(runDir, "keys"), { recursive: true, mode: 0o700 });
   await chmod(join(runDir, "keys"), 0o700);
-  for (const [file, comment] of [
-    [files.keyFile, `boma-it harness ${runId}`],
-    [files.hostKeyFile, `boma-it host ${runId}`],
-  ] as const) {
-    await runner.run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
+  await runner.run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `boma-it harness ${runId}`, "-f", files.keyFile]);
+  const hostKeys: HostKeyPair[] = [];
+  for (const type of HOST_KEY_TYPES) {
+    const file = files.hostKeyFile(type);
+    await runner.run("ssh-keygen", ["-q", ...HOST_KEY_ARGS[type], "-N", "", "-C", `boma-it host ${runId}`, "-f", file]);
+    hostKeys.push({ type, privateKey: await readFile(file, "utf8"), publicKey: await readFile(`${file}.pub`, "utf8") });
   }
-  const hostPublicKey = await readFile(`${files.hostKeyFile}.pub`, "utf8");
-  await writeFile(files.knownHostsFile, knownHostsLine(runId, hostPublicKey), { mode: 0o600 });
-  return {
-    clientPublicKey: await readFile(`${files.keyFile}.pub`, "utf8"),
-    hostPrivateKey: await readFile(files.hostKeyFile, "utf8"),
-    hostPublicKey,
-  };
+  await pinHostKeys(files.knownHostsFile, runId, hostKeys.map((key) => key.publicKey));
+  return { clientPublicKey: await readFile(`${files.keyFile}.pub`, "utf8"), hostKeys };
 }
 
 /** Creates the stack and waits until the VM is ready. Throws with the stack possibly half made. */

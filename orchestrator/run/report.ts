@@ -9,6 +9,7 @@ import type { CheckResult } from "../guest/checks.ts";
 import type { Phase } from "./provision.ts";
 import type { CertificateOutcome } from "./certs.ts";
 import type { SnapshotDiff } from "../guest/snapshot.ts";
+import type { HostKeyChange } from "../guest/host-keys.ts";
 
 /** One scenario of a run. */
 export interface ScenarioReport {
@@ -31,7 +32,8 @@ export interface ScenarioReport {
   bootResets: string[];
   /** Per boot, shutdown + firmware + boot loader: power-on or reboot command until the kernel started. */
   beforeKernelSeconds: (number | null)[];
-  apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[] } | null;
+  /** `hostKeyChange`: the VM's SSH host keys a role removed or rotated, followed and re-pinned (see guest/host-keys.ts). */
+  apply: { seconds: number; recap: string; tasks: { name: string; seconds: number }[]; hostKeyChange?: HostKeyChange } | null;
   /** le-prod-wildcard only: whether the certificate was reused from the cache or issued (and cached). */
   certificate: CertificateOutcome | null;
   snapshotDiff: Record<string, SnapshotDiff> | null;

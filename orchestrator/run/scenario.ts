@@ -15,6 +15,7 @@ import { applyPlaybook, checkTransientInventory, writeTransientInventory, type A
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { BootStallError, describePanic, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
+import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
 import { answeringPorts, deriveSurvivalChecks, observeSurvival, runSurvivalChecks, type DerivedCheck } from "../guest/survival.ts";
 import type { Libvirt } from "../host/libvirt.ts";
@@ -103,7 +104,7 @@ export async function redGreenSteps(context: StepContext, session: Session, scen
   const profile = await profileAt(context, session, scenario.revision);
   if (scenario.baseline) await baselineStep(context, session, scenario, await profileAt(context, session, scenario.baseline));
   const applied = await session.timed("apply", () => applyStep(context, session, scenario.vars, { profile }));
-  report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+  report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
   report.certificate = applied.certificate;
   // The first boot has long finished by now (the apply took minutes): its time is final.
   report.guestBootSeconds.push(await session.machine.guestBootSeconds());
@@ -215,7 +216,7 @@ export async function applyStep(
   session: Pick<Session, "machine" | "outputs" | "dir">,
   vars: Record<string, unknown>,
   options: { folder?: string; profile?: LoadedProfile } = {},
-): Promise<ApplyResult & { certificate: CertificateOutcome | null }> {
+): Promise<ApplyResult & { certificate: CertificateOutcome | null; hostKeyChange?: HostKeyChange }> {
   const profile = options.profile ?? context.profile;
   const wildcard = context.certs.wildcard ? { ...context.certs.wildcard, machine: session.machine, secrets: context.secrets, log: context.log } : undefined;
   const before = wildcard ? await wildcardBeforeApply(wildcard) : undefined;
@@ -235,12 +236,21 @@ export async function applyStep(
   await mkdir(input.dir, { recursive: true, mode: 0o700 });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);
-  const result = await applyPlaybook(input, files);
+  let result: ApplyResult;
+  try {
+    result = await applyPlaybook(input, files);
+  } catch (error) {
+    // A failed apply is the finding; its diagnostics still need a way in if keys changed first.
+    await followHostKeys(session.machine, context.log).catch(() => undefined);
+    throw error;
+  }
+  // A role may have removed or rotated host keys: follow them before anything else logs in.
+  const hostKeyChange = await followHostKeys(session.machine, context.log);
   let certificate: CertificateOutcome | null = null;
   if (wildcard && before?.reused) {
     certificate = { tier: "le-prod-wildcard", domain: wildcard.settings.domain, source: "reused", notAfter: before.reused.notAfter.toISOString(), detail: `from ${wildcard.cache.dir}` };
   } else if (wildcard && result.ok) certificate = await wildcardAfterApply(wildcard);
-  return { ...result, certificate };
+  return { ...result, certificate, ...(hostKeyChange ? { hostKeyChange } : {}) };
 }
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */

@@ -1,5 +1,6 @@
 /** The bodies of the verbs on a kept VM: what each does once attached (see attach.ts). */
 import { RefusedError } from "../errors.ts";
+import { pinSeedHostKeys } from "../guest/host-keys.ts";
 import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
 import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts";
@@ -8,7 +9,11 @@ import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts
 export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
   const vars = run.steps.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
   const applied = await run.session.timed("apply", () => applyStep(run.steps, run.session, vars));
-  return { ok: true, outcome: `applied ${run.steps.profile.playbookFile}: ${applied.recap}`, details: { recap: applied.recap, tasks: applied.tasks } };
+  return {
+    ok: true,
+    outcome: `applied ${run.steps.profile.playbookFile}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
+    details: { recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) },
+  };
 }
 
 /** Runs the profile's checks now. */
@@ -47,6 +52,8 @@ export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   const { machine, session, steps } = run;
   await machine.closeConnection();
   await session.timed("reset", () => resetToPoint(run.libvirt, steps.runner, run.found.outputs, point));
+  // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.
+  await pinSeedHostKeys(machine.target);
   const ready = await session.timed("SSH", () => machine.waitForSsh(steps.timeouts.sshMs));
   // The saved state's clock is the snapshot's: the guest has no network time to catch up with.
   await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`);

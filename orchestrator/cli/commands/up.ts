@@ -70,7 +70,7 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
         const profileToApply = await profileAt(run.steps, session, scenario.revision);
         if (scenario.baseline) await baselineStep(run.steps, session, scenario, await profileAt(run.steps, session, scenario.baseline));
         const applied = await session.timed("apply", () => applyStep(run.steps, session, scenario.vars, { profile: profileToApply }));
-        session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };
+        session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
         session.report.certificate = applied.certificate;
         session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
         if (keepAt === "reboot") {

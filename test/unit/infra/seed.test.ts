@@ -20,7 +20,7 @@ describe("cloud-init seed", () => {
     });
   });
 
-  it("meta-data and user-data read back as written: hostname, the harness key, the pinned host key", () => {
+  it("meta-data and user-data read back as written: hostname, the harness key, the pinned host keys", () => {
     const spec = fixedSpec();
     const files = seedFiles(spec, FIXED_KEYS);
     assert.deepEqual(pyyamlLoad(files.metaData), { "instance-id": spec.identity.runId, "local-hostname": "askari" });
@@ -28,8 +28,18 @@ describe("cloud-init seed", () => {
     const user = pyyamlLoad(files.userData) as Record<string, any>;
     assert.equal(user.hostname, "askari");
     assert.deepEqual(user.users[0].ssh_authorized_keys, [FIXED_KEYS.clientPublicKey.trim()]);
-    assert.equal(user.ssh_keys.ed25519_private, FIXED_KEYS.hostPrivateKey);
-    assert.equal(user.ssh_keys.ed25519_public, FIXED_KEYS.hostPublicKey.trim());
+    for (const key of FIXED_KEYS.hostKeys) {
+      assert.equal(user.ssh_keys[`${key.type}_private`], key.privateKey);
+      assert.equal(user.ssh_keys[`${key.type}_public`], key.publicKey.trim());
+    }
     assert.equal(user.disable_root, true);
+  });
+
+  it("gives the VM the host key types a Debian host has, all from the harness, so none is generated unpinned", () => {
+    const user = pyyamlLoad(seedFiles(fixedSpec(), FIXED_KEYS).userData) as Record<string, any>;
+    assert.deepEqual(Object.keys(user.ssh_keys).sort(), ["ecdsa_private", "ecdsa_public", "ed25519_private", "ed25519_public", "rsa_private", "rsa_public"]);
+    // cloud-init generates only the listed types that have no key yet: with all three given, none.
+    assert.deepEqual(user.ssh_genkeytypes, ["rsa", "ecdsa", "ed25519"]);
+    assert.equal(user.ssh_deletekeys, true, "the image's own keys are never used");
   });
 });

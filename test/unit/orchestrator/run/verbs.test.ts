@@ -104,7 +104,13 @@ describe("verbs on a kept VM", () => {
     const point = { memory: `/var/lib/libvirt/images/${RUN}/${RUN}-reset.mem`, base: `${RUN}-overlay.qcow2`, top: `${RUN}-top.qcow2`, at: "2026-12-01T12:03:00Z", bootId: "first-boot" };
     const { tree, runDir, outputs, runner, calls } = await setup("running (booted)", { resetPoint: point });
     try {
-      const machine = { closeConnection: async () => undefined, waitForSsh: async () => ({ bootId: "first-boot" }), succeed: async () => "" };
+      // An apply since dropped the ecdsa key from the pin; the reset brings back the seed's three.
+      const keys = join(runDir, "keys");
+      await mkdir(keys, { recursive: true });
+      for (const type of ["rsa", "ecdsa", "ed25519"]) await writeFile(join(keys, `ssh_host_${type}_key.pub`), `ssh-${type} AAAA${type} boma-it host\n`);
+      await writeFile(join(keys, "known_hosts"), `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ed25519 AAAAed25519\n`);
+      const target = { knownHostsFile: join(keys, "known_hosts"), alias: RUN };
+      const machine = { target, closeConnection: async () => undefined, waitForSsh: async () => ({ bootId: "first-boot" }), succeed: async () => "" };
       const outcome = await attachedReset({
         found: { runId: RUN, outputs, state: "running", engine: undefined, elsewhere: undefined, record: undefined },
         record: { ...outputs, engine: "direct", resetPoint: point },
@@ -116,6 +122,7 @@ describe("verbs on a kept VM", () => {
       });
       assert.equal(outcome.ok, true);
       assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
+      assert.equal(await readFile(target.knownHostsFile, "utf8"), `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ecdsa AAAAecdsa\n${RUN} ssh-ed25519 AAAAed25519\n`, "the seed's host keys are pinned again");
       const virsh = (await calls()).filter((call) => call[0] === "virsh").map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg))[0]);
       assert.deepEqual(virsh, ["destroy", "vol-delete", "vol-path", "vol-dumpxml", "vol-create", "save-image-dumpxml", "restore"]);
       assert.match(await readFile(join(runDir, "restored.xml"), "utf8"), new RegExp(`volume='${RUN}-top\\.qcow2'`), "the saved state runs on the top volume");
