@@ -53,7 +53,8 @@ export const RUN_OPTIONS = {
   ...PROFILELESS_OPTIONS,
   scenario: { type: "string" },
   certs: { type: "string" },
-  keep: { type: "string", default: "on-failure" },
+  // No default here: a fleet's default differs (never), so whether --keep was given matters.
+  keep: { type: "string" },
   "no-egress": { type: "boolean", default: false },
   "no-image-fetch": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
@@ -154,8 +155,12 @@ export function expectPositionals(command: string, positionals: readonly string[
   }
 }
 
+/** What Ansible takes as a variable name. */
+const ANSIBLE_VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /** Help text of what reaches ansible-playbook. */
-export const ANSIBLE_OPTIONS_HELP = `  -e, --extra-vars KEY=VALUE       an extra var for the playbook (repeatable; the VM stays its only target)
+export const ANSIBLE_OPTIONS_HELP = `  -e, --extra-vars KEY=VALUE|JSON  an extra var for the playbook, or a JSON object of them (repeatable;
+                                   the VM stays its only target)
   --tags T, --skip-tags T          passed to ansible-playbook as they are
   --diff                           ansible-playbook --diff
   -v, --verbose                    Ansible's verbosity (repeatable: -vvv)`;
@@ -171,7 +176,8 @@ export function runOptionsHelp(command: "run" | "up"): string {
 
 /** Help text of the options `run` and `up` share. */
 const RUN_OPTIONS_HELP = `  --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
-  --keep on-failure|always|never   keep the VM after the run (default on-failure)
+  --keep on-failure|always|never   keep the VM after the run (default on-failure; for several hosts
+                                   never: one VM at a time, and a kept one would stop the rest)
   --no-egress                      a network with no forwarding at all (forces --certs internal)
   --min-free-ram MiB               refuse to start below this much free RAM
   --no-image-fetch                 refuse when the profile's golden image is missing, instead of
@@ -190,7 +196,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
   return {
     scenario: values.scenario === undefined ? undefined : oneOf("scenario", values.scenario, SCENARIOS),
     certs: certTier(values.certs),
-    keep: oneOf("keep", values.keep, KEEP_POLICIES),
+    keep: values.keep === undefined ? "on-failure" : oneOf("keep", values.keep, KEEP_POLICIES),
     noEgress: values["no-egress"] === true,
     minFreeRamMiB: positiveInteger("min-free-ram", values["min-free-ram"]),
     engine: oneOf("engine", values.engine, ENGINES),
@@ -202,16 +208,33 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
   };
 }
 
-/** Checks what goes to ansible-playbook: `-e key=value` (a key Ansible takes), `--tags`, `--skip-tags`, `--diff`, `-v`. */
+/**
+ * Checks what goes to ansible-playbook: `-e key=value` (a key Ansible takes) or `-e '{"key": ...}'`
+ * (a JSON object, for lists and numbers, as Ansible takes it), `--tags`, `--skip-tags`, `--diff`, `-v`.
+ */
 export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
-  const extraVars: Record<string, string> = {};
+  const extraVars: Record<string, unknown> = {};
   const list = (name: string): (string | boolean)[] => {
     const value = values[name];
     return Array.isArray(value) ? value : value === undefined || value === false ? [] : [value];
   };
   for (const pair of list("extra-vars")) {
+    if (typeof pair === "string" && pair.trimStart().startsWith("{")) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(pair);
+      } catch (error) {
+        throw new BadInputError({ message: `-e: expected key=value or a JSON object, found ${JSON.stringify(pair)} (${(error as Error).message})` });
+      }
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new BadInputError({ message: `-e: expected a JSON object, found ${JSON.stringify(pair)}` });
+      for (const [key, value] of Object.entries(parsed)) {
+        if (!ANSIBLE_VAR_NAME.test(key)) throw new BadInputError({ message: `-e: ${JSON.stringify(key)} is not an Ansible variable name (in ${JSON.stringify(pair)})` });
+        extraVars[key] = value;
+      }
+      continue;
+    }
     const match = typeof pair === "string" ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(pair) : null;
-    if (!match) throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, found ${JSON.stringify(pair)}` });
+    if (!match) throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, or a JSON object, found ${JSON.stringify(pair)}` });
     extraVars[match[1]!] = match[2]!;
   }
   const text = (name: string) => (typeof values[name] === "string" ? (values[name] as string) : undefined);

@@ -20,8 +20,8 @@ export type KeepPolicy = (typeof KEEP_POLICIES)[number];
 
 /** What Ansible gets on top of the harness's own arguments (the confinement's extra vars still come last). */
 export interface AnsibleArgs {
-  /** `-e key=value`, in order. */
-  extraVars: Record<string, string>;
+  /** `-e key=value` and `-e '{json}'`, in order (a later one wins). */
+  extraVars: Record<string, unknown>;
   tags: string | undefined;
   skipTags: string | undefined;
   diff: boolean;
