@@ -2,7 +2,9 @@
  * A whole group (or several profiles) in turn, one VM at a time: each host is a run of its own
  * under one fleet dir (`<runs-dir>/<stamp>-fleet-<name>/`), which gets fleet.json and one
  * junit.xml with a testsuite per host. A host that fails does not stop the others; an interrupt
- * ends the current host cleanly and leaves the rest "not run". The exit code is the worst.
+ * ends the current host cleanly and leaves the rest "not run", and so does a host whose VM is
+ * kept (asked for with --keep): one test VM at a time, so the next could not start. The exit
+ * code is the worst.
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -56,9 +58,11 @@ export async function runFleet(name: string, targets: readonly FleetTarget[], co
   const report: FleetReport = { fleet: name, dir, exitCode: ExitCode.pass, hosts: [], startedAt: started.toISOString(), finishedAt: "" };
   const reports: RunReport[] = [];
   context.log.info(`fleet ${name}: ${targets.length} host(s) in turn (${targets.map((target) => target.name).join(", ")}); fleet dir ${dir}`);
+  let keptBy: string | undefined;
   for (const target of targets) {
-    if (context.signal.aborted) {
-      report.hosts.push({ host: target.name, verdict: "not run", exitCode: null, failed: [], message: "not run: interrupted before its turn", wallSeconds: 0, runDir: null });
+    if (context.signal.aborted || keptBy) {
+      const why = keptBy ? `not run: the VM of ${keptBy} is kept, and boma-it runs one test VM at a time (\`down\` it and run the rest, or use --keep never)` : "not run: interrupted before its turn";
+      report.hosts.push({ host: target.name, verdict: "not run", exitCode: null, failed: [], message: why, wallSeconds: 0, runDir: null });
       continue;
     }
     try {
@@ -73,6 +77,10 @@ export async function runFleet(name: string, targets: readonly FleetTarget[], co
         wallSeconds: host.wallSeconds,
         runDir: host.runDir,
       });
+      if (host.kept) {
+        keptBy = target.name;
+        if (targets.indexOf(target) < targets.length - 1) context.log.warn(`${target.name}'s VM is kept: the hosts after it are not run (one test VM at a time)`);
+      }
     } catch (caught) {
       // Bad input or a refusal for this host (its profile, its inventory entry): the others still run.
       const error = asBomaError(caught, context.signal);
@@ -81,7 +89,8 @@ export async function runFleet(name: string, targets: readonly FleetTarget[], co
       if (error instanceof InterruptedError) continue;
     }
   }
-  report.exitCode = worstExitCode(report.hosts.map((host) => host.exitCode ?? (host.verdict === "not run" ? ExitCode.interrupted : ExitCode.harnessFault)));
+  // Hosts left out behind a kept VM were refused (the one-VM rule), after an interrupt interrupted.
+  report.exitCode = worstExitCode(report.hosts.map((host) => host.exitCode ?? (host.verdict === "not run" ? (context.signal.aborted ? ExitCode.interrupted : ExitCode.refused) : ExitCode.harnessFault)));
   report.finishedAt = new Date().toISOString();
   await writeFile(join(dir, "fleet.json"), `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
   await writeFile(join(dir, "junit.xml"), fleetJunit(report, reports), { mode: 0o600 });

@@ -5,6 +5,7 @@ import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
 import { fleetTable, runFleet } from "../../run/fleet.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
+import type { RunOptions } from "../../run/options.ts";
 import type { RunReport } from "../../run/report.ts";
 import { resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
@@ -36,16 +37,21 @@ the exit code is the worst; --json prints fleet.json.`,
       const report = await runHost(targets[0]!, context, context.runsDir);
       return { exitCode: report.exitCode, json: report, text: summary(report, context.json, context.log) };
     }
-    const fleet = await runFleet(fleetName, targets.map((target) => ({ name: target.name, run: (runsDir) => runHost(target, context, runsDir) })), context);
+    // Several hosts, one VM at a time: unless --keep says otherwise, a failing host's VM goes
+    // (its diagnostics stay) so the next host can start.
+    const keep = context.args.values.keep === undefined ? ("never" as const) : undefined;
+    if (keep) context.log.info("several hosts: a failing host's VM is not kept (--keep never; its diagnostics are in its run dir); --keep on-failure keeps it and stops there");
+    const fleet = await runFleet(fleetName, targets.map((target) => ({ name: target.name, run: (runsDir) => runHost(target, context, runsDir, keep) })), context);
     return { exitCode: fleet.exitCode, json: fleet, text: fleetTable(fleet) };
   },
 };
 
 /** One host's run: its scenarios (RED→GREEN, or GREEN), their revisions, cert tier, and the driver. */
-async function runHost(target: HostTarget, context: CommandContext, runsDir: string): Promise<RunReport> {
+async function runHost(target: HostTarget, context: CommandContext, runsDir: string, keep?: RunOptions["keep"]): Promise<RunReport> {
   const { log, runner, env, signal } = context;
   const inputs = await loadRunInputs(target, context);
-  const { options, profile, secrets } = inputs;
+  const { profile, secrets } = inputs;
+  const options = keep ? { ...inputs.options, keep } : inputs.options;
   const declared = profile.document.scenarios;
   const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
   if ((choice === "red" || choice === "red-green") && !declared?.red) {

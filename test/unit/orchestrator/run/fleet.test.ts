@@ -63,6 +63,24 @@ describe("a fleet", () => {
     }
   });
 
+  it("stops at a host whose VM is kept (one test VM at a time): the rest are not run, and refused (exit 3)", async () => {
+    const tree = await tempTree();
+    try {
+      const ran: string[] = [];
+      const kept = { run: "boma-it-a-20261201-140000", ssh: "npm run boma-it -- ssh boma-it-a-20261201-140000", reap: "npm run reap" };
+      const fleet = await runFleet("g", [
+        { name: "a", run: async (dir) => (ran.push("a"), { ...hostReport("a", dir, false), kept }) },
+        { name: "b", run: async (dir) => (ran.push("b"), hostReport("b", dir, true)) },
+      ], { runsDir: tree.dir, log: silentLog(), signal: new AbortController().signal });
+      assert.deepEqual(ran, ["a"], "b never started next to a's kept VM");
+      assert.deepEqual(fleet.hosts.map((host) => [host.host, host.verdict, host.exitCode]), [["a", "fail", 1], ["b", "not run", null]]);
+      assert.match(fleet.hosts[1]!.message, /^not run: the VM of a is kept, and boma-it runs one test VM at a time/);
+      assert.equal(fleet.exitCode, 3);
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("ranks exit codes: interrupted, harness, refused, bad input, failed, passed", () => {
     assert.equal(worstExitCode([0, 1, 0]), 1);
     assert.equal(worstExitCode([1, 4, 2]), 4);
