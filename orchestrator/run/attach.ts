@@ -1,14 +1,14 @@
 /**
- * The run driver's other half: a verb on a kept VM (apply, check, reboot, reset, down) attaches
- * to a live run found anywhere on this host, takes the machine's run lock for it, works in a
- * folder of its own in the run dir (`verbs/<stamp>-<verb>/`: run.log, commands.log, result.json),
- * appends what it did to the run's report.json, and lets go of everything on every exit path. It
- * never tears the VM down unless it is `down`.
+ * The run driver's other half: a verb on a kept VM (apply, check, reboot, reset) attaches to a
+ * live run found anywhere on this host, takes the machine's run lock for it, works in a folder of
+ * its own in the run dir (`verbs/<stamp>-<verb>/`: run.log, commands.log, result.json), appends
+ * what it did to the run's report.json, and lets go of everything on every exit path. It never
+ * tears the VM down (`down` finds runs with {@link findVerbRun} and destroys them itself).
  */
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
+import { DEFAULT_LIBVIRT_URI, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { newRunIdentity } from "../../infra/spec.ts";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
@@ -19,7 +19,8 @@ import { Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
-import { loadProfile, synthesizeProfile, type ProfileLocations } from "../profile/load.ts";
+import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
+import { checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { allEngines } from "./engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
@@ -90,9 +91,25 @@ export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference
 }
 
 /**
+ * The profile with the repo at the revision the run applied (`--ref`, a scenario's `ref`), from
+ * its checkout in the run dir: `apply` on a kept VM applies what made it, not the worktree.
+ * A run of the worktree (or one whose report says nothing) gets the profile as it is on disk.
+ */
+export async function profileAsApplied(profile: LoadedProfile, record: RunRecord, outputs: StackOutputs, request: Pick<VerbRequest, "runner" | "log">): Promise<LoadedProfile> {
+  const report = record.reportFile ? await readFile(record.reportFile, "utf8").then((text) => JSON.parse(text) as Partial<RunReport>, () => undefined) : undefined;
+  const scenario = report?.scenarios?.find((entry) => entry.stack === outputs.runId);
+  if (!scenario?.ref || !scenario.commit || scenario.commit === "worktree") return profile;
+  const revision = await resolveRevision(profile.repoDir, scenario.commit, request.runner, { file: record.reportFile!, path: `scenarios.${scenario.name}.commit` });
+  const repoDir = await checkoutRevision(revision, join(outputs.runDir, "refs"), request.runner);
+  request.log.info(`the run applied ${scenario.ref} = ${scenario.commit}: working with the repo from ${repoDir}`);
+  return profileAtRevision(profile, repoDir, request.runner, request.log);
+}
+
+/**
  * Attaches to a live run and runs `body` on it; returns what it did (never throws for the verb's
  * own failure: its exit code says it). `needsProfile`: the verb applies or checks, so the run's
- * profile is loaded as it is on disk now (a run made before runs recorded theirs cannot).
+ * profile is loaded as it is on disk now (a run made before runs recorded theirs cannot), with
+ * the repo at the revision the run applied when it applied one.
  */
 export async function withAttachedRun(request: VerbRequest, options: { needsProfile: boolean }, body: (run: AttachedRun) => Promise<VerbOutcome>): Promise<VerbResult> {
   const { found, libvirt } = await findVerbRun(request);
@@ -125,7 +142,8 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
     try {
       const say = { say: (line: string) => request.log.info(line) };
-      const profile = !options.needsProfile ? undefined : record.synthesized ? await synthesizeProfile(record.synthesized, "/", request.runner, say) : await loadProfile(record.profile!, request.locations, request.runner, say);
+      const onDisk = !options.needsProfile ? undefined : record.synthesized ? await synthesizeProfile(record.synthesized, "/", request.runner, say) : await loadProfile(record.profile!, request.locations, request.runner, say);
+      const profile = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
       if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
@@ -17,6 +17,7 @@ import { BadInputError, SystemUnderTestError } from "../../../../orchestrator/er
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
 import { checkoutRevision, resolveRevision, worktreeRevision } from "../../../../orchestrator/profile/revision.ts";
+import { profileAsApplied } from "../../../../orchestrator/run/attach.ts";
 import { planCerts } from "../../../../orchestrator/run/certs.ts";
 import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
@@ -119,6 +120,28 @@ describe("revisions of the infrastructure repo", () => {
         return true;
       });
       assert.deepEqual(report.baseline, { ref: "main", commit: v2, apply: null });
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("a verb on a kept VM works with the revision its run applied, not the worktree", async () => {
+    const { tree, v1 } = await repository();
+    try {
+      const runner = new Runner({ env: process.env });
+      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, runner);
+      const runId = "boma-it-askari-20261201-130000";
+      const outputs = { runId, runDir: join(tree.dir, "run", "green") } as StackOutputs;
+      const reportFile = join(tree.dir, "run", "report.json");
+      await mkdir(outputs.runDir, { recursive: true });
+      const record = { ...outputs, engine: "direct" as const, reportFile };
+      await writeFile(reportFile, JSON.stringify({ scenarios: [{ name: "green", stack: runId, ref: "v1", commit: v1 }] }));
+      const applied = await profileAsApplied(profile, record, outputs, { runner, log: silentLog() });
+      assert.match(applied.playbookFile, new RegExp(`run/green/refs/${v1.slice(0, 12)}/infra/site\\.yml$`));
+      assert.match(await readFile(applied.playbookFile, "utf8"), /msg: v1/);
+
+      await writeFile(reportFile, JSON.stringify({ scenarios: [{ name: "green", stack: runId, ref: null, commit: "worktree" }] }));
+      assert.equal((await profileAsApplied(profile, record, outputs, { runner, log: silentLog() })).playbookFile, profile.playbookFile);
     } finally {
       await tree.remove();
     }
