@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { COMMANDS } from "../../../../orchestrator/cli/commands/index.ts";
+import { join } from "node:path";
+import { PROJECT_ROOT } from "../../../../orchestrator/host/paths.ts";
 import { runCli } from "../../../helpers/cli.ts";
 
 describe("boma-it CLI", () => {
@@ -35,6 +37,17 @@ describe("boma-it CLI", () => {
     const value = await runCli(["up", "askari", "--keep", "alway"]);
     assert.equal(value.code, 2);
     assert.match(value.stderr, /--keep: expected one of on-failure, always, never, found "alway" \(did you mean always\?\)/);
+  });
+
+  it("takes relative paths from where `npm run` was typed (INIT_CWD), not the project root npm runs in", async () => {
+    const fromExamples = await runCli(["validate", "../profiles/askari.yml"], { INIT_CWD: join(PROJECT_ROOT, "examples"), npm_lifecycle_event: "boma-it" });
+    assert.equal(fromExamples.code, 0, fromExamples.stderr);
+    assert.match(fromExamples.stdout, /profile askari is valid/);
+    // Without npm, the process's own directory counts (bin/boma-it from anywhere).
+    const direct = await runCli(["validate", "../profiles/askari.yml"], {}, join(PROJECT_ROOT, "examples"));
+    assert.equal(direct.code, 0, direct.stderr);
+    const wrong = await runCli(["validate", "../profiles/askari.yml"], { INIT_CWD: join(PROJECT_ROOT, "examples", "boma-lab"), npm_lifecycle_event: "boma-it" });
+    assert.equal(wrong.code, 2, "resolved against INIT_CWD: examples/profiles/askari.yml does not exist");
   });
 
   it("prints its version with --version, as JSON with --json", async () => {
