@@ -104,12 +104,21 @@ export async function acquireLock(path: string, purpose: string, waitSeconds: nu
 
 /** Who holds the lock at `path` now, or undefined when nobody does (read from /proc/locks; the lock is never touched). */
 export async function runLockHolder(path: string): Promise<LockHolder | undefined> {
-  if (!(await flockHeld(path))) return undefined;
-  const written = await readHolder(path);
-  // The file's words count only while the harness that wrote them lives (the lock outlives it by up to a second).
-  if (written && ownerAlive(written.pid, written.start)) return written;
-  return { pid: 0, since: 0, purpose: "an unknown boma-it command", runIds: [] };
+  // The lock outlives a killed harness by up to a second (its holder polls once a second for
+  // it), and a new holder writes its words just after it takes the lock: look again for a while.
+  const deadline = Date.now() + HOLDER_SETTLE_MS;
+  for (;;) {
+    if (!(await flockHeld(path))) return undefined;
+    const written = await readHolder(path);
+    // The file's words count only while the harness that wrote them lives.
+    if (written && ownerAlive(written.pid, written.start)) return written;
+    if (Date.now() >= deadline) return { pid: 0, since: 0, purpose: "an unknown boma-it command", runIds: [] };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
+
+/** How long a held lock without a living writer is watched before its holder counts as unknown. */
+const HOLDER_SETTLE_MS = 3_000;
 
 function startOf(): { start?: string } {
   const start = processStart();
