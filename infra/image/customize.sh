@@ -2,12 +2,14 @@
 # mmdebstrap customize hook for the debian-13-local golden image: runs on the host with the
 # root file system at "$1". Makes it boot from a label, take its config from cloud-init NoCloud
 # (netplan + systemd-networkd: with ifupdown cloud-init renders eni and DHCP never happens), and
-# spend as little of a TCG boot as possible on things a throwaway VM does not need.
+# otherwise look to a role like Debian's genericcloud image (docs/genericcloud.md).
 set -eu
 root="$1"
 
 echo localhost > "$root/etc/hostname"
-printf 'LABEL=boma-root / ext4 defaults,errors=remount-ro 0 1\n' > "$root/etc/fstab"
+# As on genericcloud: the root file system, and the EFI system partition at /boot/efi.
+printf 'LABEL=boma-root / ext4 rw,discard,errors=remount-ro,x-systemd.growfs 0 1\nLABEL=BOMA-ESP /boot/efi vfat defaults 0 0\n' > "$root/etc/fstab"
+mkdir -p "$root/boot/efi"
 
 mkdir -p "$root/etc/cloud/cloud.cfg.d"
 cat > "$root/etc/cloud/cloud.cfg.d/90-boma-it.cfg" <<'CFG'
@@ -18,11 +20,9 @@ CFG
 # Host keys come from each run's seed (pinned by the harness); none are baked in.
 rm -f "$root"/etc/ssh/ssh_host_*
 
-chroot "$root" systemctl enable systemd-networkd systemd-resolved ssh
-# Timers and jobs that only cost time in a VM that lives for minutes.
-for unit in apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer; do
-  chroot "$root" systemctl disable "$unit" 2>/dev/null || true
-done
+# genericcloud's units: the network, resolved, sshd, timesyncd; the apt and maintenance timers
+# stay enabled as their packages leave them (a role that disables them must find them).
+chroot "$root" systemctl enable systemd-networkd systemd-resolved ssh systemd-timesyncd
 ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
 # Work systemd would do on the first boot of every VM (ConditionNeedsUpdate: ldconfig, the

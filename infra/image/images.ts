@@ -29,6 +29,8 @@ export interface ImageInfo {
   sha512?: string;
   /** For a built image: the fingerprint of the recipe it was built from (see {@link localImageRecipe}). */
   recipe?: string;
+  /** For a built image: what it holds. */
+  manifest?: ImageManifest;
 }
 
 /** The checksum of a download did not match; the file was not kept. */
@@ -128,13 +130,34 @@ function mib(bytes: number): string {
   return `${Math.round(bytes / 1024 / 1024)} MiB`;
 }
 
-/** Packages baked into debian-13-local: what the example roles and the harness need offline. */
+/**
+ * Packages baked into debian-13-local. First what Debian's genericcloud image has (the cloud
+ * team's debian-cloud-images package classes a genericcloud build uses: CLOUD, GENERIC,
+ * SYSTEM_BOOT with TIME_SYSTEMD, LINUX_IMAGE_CLOUD), so a role sees the host it will run on;
+ * then what the example roles and the harness need offline (a VM gets no internet).
+ * docs/genericcloud.md lists what still differs and why.
+ */
 export const LOCAL_IMAGE_PACKAGES = [
-  "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools", "openssh-server",
-  "cloud-init", "cloud-guest-utils", "netplan.io", "systemd-resolved", "sudo", "python3",
-  "python3-apt", "nftables", "docker.io", "docker-cli", "iproute2", "ca-certificates",
-  "busybox-static", "procps", "e2fsprogs", "iputils-ping", "netcat-openbsd",
+  // genericcloud
+  "init", "systemd-sysv", "udev", "dbus", "libpam-systemd", "linux-image-cloud-amd64", "initramfs-tools",
+  "openssh-server", "ssh-import-id", "cloud-init", "cloud-guest-utils", "netplan.io", "systemd-resolved",
+  "libnss-myhostname", "polkitd", "systemd-timesyncd", "unattended-upgrades", "apparmor", "zstd", "sudo",
+  "apt-utils", "iptables", "iputils-ping", "less", "nano", "netbase", "vim-tiny", "whiptail",
+  "bridge-utils", "ifenslave", "vlan", "python3", "python3-apt", "ca-certificates",
+  // the example roles and the harness, offline
+  "nftables", "docker.io", "docker-cli", "iproute2", "busybox-static", "procps", "e2fsprogs", "netcat-openbsd",
 ] as const;
+
+/** What `image build` baked, recorded next to the image (`image ls --json` shows it). */
+export interface ImageManifest {
+  /** The recipe's fingerprint (see {@link localImageRecipe}). */
+  recipe: string;
+  suite: string;
+  /** The packages asked for (the rest came as their dependencies). */
+  requested: readonly string[];
+  /** Every installed package and its version. */
+  packages: Record<string, string>;
+}
 
 /** Where the customize hook and GRUB config live. */
 const IMAGE_ASSETS = dirname(fileURLToPath(import.meta.url));
@@ -185,6 +208,9 @@ export async function buildLocalImage(
       rootDir,
       options.mirror,
     ]);
+    options.onStep?.("manifest (dpkg-query)");
+    const installed = await runner.output("dpkg-query", [`--admindir=${join(rootDir, "var/lib/dpkg")}`, "-W", "-f=${Package}\t${Version}\n"]);
+    const manifest: ImageManifest = { recipe: await localImageRecipe(suite), suite, requested: LOCAL_IMAGE_PACKAGES, packages: parseDpkgList(installed) };
     const rootImg = join(work, "root.img");
     await step("root file system (mkfs.ext4 -d)", "mkfs.ext4", ["-q", "-L", "boma-root", "-d", rootDir, rootImg, `${ROOT_MIB}M`]);
     await rm(rootDir, { recursive: true, force: true });
@@ -209,15 +235,25 @@ export async function buildLocalImage(
     await runner.run("dd", [`if=${rootImg}`, `of=${raw}`, "bs=1M", `seek=${1 + ESP_MIB}`, "conv=notrunc,sparse", "status=none"]);
     const qcow = join(work, "disk.qcow2");
     await step("qcow2 (qemu-img convert)", "qemu-img", ["convert", "-O", "qcow2", raw, qcow]);
-    await installReadOnly(qcow, target, { source: `build (mmdebstrap ${suite} from ${options.mirror})`, recipe: await localImageRecipe(suite) });
+    await installReadOnly(qcow, target, { source: `build (mmdebstrap ${suite} from ${options.mirror})`, recipe: manifest.recipe, manifest });
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   return imageInfo(cacheDir, "debian-13-local");
 }
 
+/** `dpkg-query -W -f '${Package}\t${Version}\n'` output as name → version. */
+export function parseDpkgList(text: string): Record<string, string> {
+  const packages: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const [name, version] = line.split("\t");
+    if (name && version) packages[name] = version;
+  }
+  return Object.fromEntries(Object.entries(packages).sort(([a], [b]) => a.localeCompare(b)));
+}
+
 /** Moves a finished image into place, read-only, with a sidecar describing it. */
-async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string; recipe?: string }): Promise<void> {
+async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string; recipe?: string; manifest?: ImageManifest }): Promise<void> {
   await rm(to, { force: true });
   await rename(from, to);
   await chmod(to, 0o444);

@@ -2,11 +2,14 @@
  * The dev loop on one real VM: `up` of askari without the fix (RED's vars), `reboot` (exit 1, the
  * broken check named), `apply -e` with the fix, `reboot` (exit 0), `reset` (back to right after
  * cloud-init: the fix's drop-in gone, the first boot's boot id, no boot), `check` on the reset VM,
- * `console`, `status` from another checkout's stacks dir listing the run, `down`, nothing left.
+ * `console`, `status` from another checkout's stacks dir listing the run, then an apply whose
+ * hardening drops the ecdsa host key (re-pinned, `ssh` still works), `down`, nothing left. On the
+ * fresh VM first: what a role sees on genericcloud holds (test/e2e/genericcloud.ts).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { join } from "node:path";
+import { factsScript } from "./genericcloud.ts";
 import { cli, leftovers, suiteDirs } from "./helpers.ts";
 
 interface VerbJson {
@@ -27,6 +30,13 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000 }, () => 
     assert.equal(up.code, 0, up.stderr.slice(-3000));
     const run = JSON.parse(up.stdout) as { runId: string; runDir: string };
     const firstBoot = (await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env)).stdout.trim();
+
+    // The script goes as base64: `boma-it ssh` passes its words to the remote shell as ssh does.
+    const facts = await cli(["ssh", run.runId, "--", `echo ${Buffer.from(factsScript()).toString("base64")} | base64 -d | sudo sh`], dirs.env);
+    assert.equal(facts.code, 0, facts.stderr);
+    const failing = facts.stdout.split("\n").filter((line) => line.startsWith("FAIL"));
+    assert.deepEqual(failing, [], "what a role sees on genericcloud holds on the VM");
+    assert.ok(facts.stdout.split("\n").filter((line) => line.startsWith("ok\t")).length >= 10, facts.stdout);
 
     const broken = await cli(["reboot", run.runId, "--json"], dirs.env);
     assert.equal(broken.code, 1, broken.stderr.slice(-3000));
@@ -66,6 +76,15 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000 }, () => 
     assert.ok(listed, elsewhere.stdout);
     assert.equal(listed.stackLives, dirs.stacksDir);
     assert.match(listed.lastAction, /^check \(failed/);
+
+    // A hardening that keeps rsa and ed25519 host keys only: the harness follows, `ssh` still gets in.
+    const hardened = await cli(["apply", run.runId, "-e", '{"base_ssh_host_key_types": ["rsa", "ed25519"]}', "--json"], dirs.env);
+    assert.equal(hardened.code, 0, hardened.stderr.slice(-3000));
+    const hardenedResult = JSON.parse(hardened.stdout) as VerbJson;
+    assert.deepEqual((hardenedResult.details.hostKeyChange as { removed: string[] } | undefined)?.removed, ["ecdsa-sha2-nistp256"], hardened.stdout);
+    const keysNow = await cli(["ssh", run.runId, "--", "ls /etc/ssh/ | grep '^ssh_host_.*_key$' | sort | tr '\\n' ' '"], dirs.env);
+    assert.equal(keysNow.code, 0, keysNow.stderr);
+    assert.equal(keysNow.stdout.trim(), "ssh_host_ed25519_key ssh_host_rsa_key");
 
     const down = await cli(["down", run.runId], { ...dirs.env, BOMA_IT_STACKS_DIR: join(dirs.stacksDir, "..", "other-checkout") });
     assert.equal(down.code, 0, down.stderr);

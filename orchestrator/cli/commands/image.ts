@@ -10,7 +10,8 @@ export const imageCommand: CommandDefinition = {
   name: "image",
   summary: "golden images: pull (download + verify), build (offline), ls",
   usage: "image ls | image pull [debian-13-genericcloud] | image build [debian-13-local] [--force] [--json]",
-  details: `ls     the cache ($BOMA_IT_IMAGE_DIR, default /var/cache/boma-it/images) and what is in it
+  details: `ls     the cache ($BOMA_IT_IMAGE_DIR, default /var/cache/boma-it/images) and what is in it;
+       --json has a built image's manifest: its recipe and every package with its version
 pull   download Debian's genericcloud image ($BOMA_IT_DEBIAN_CLOUD_URL) and check it against
        SHA512SUMS; a mismatch is refused (exit 3) and the file is not kept
 build  make debian-13-local offline from Debian packages (mmdebstrap from $BOMA_IT_DEBIAN_MIRROR,
@@ -27,7 +28,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
         `golden images in ${dir}:`,
         ...images.map((image) =>
           image.present
-            ? `  ${image.name.padEnd(24)} ${Math.round((image.sizeBytes ?? 0) / 1024 / 1024)} MiB  ${image.createdAt}  ${image.source ?? ""}`
+            ? `  ${image.name.padEnd(24)} ${Math.round((image.sizeBytes ?? 0) / 1024 / 1024)} MiB  ${image.createdAt}  ${image.source ?? ""}${image.manifest ? `  ${Object.keys(image.manifest.packages).length} packages, recipe ${image.manifest.recipe} (--json lists them)` : ""}`
             : `  ${image.name.padEnd(24)} (missing: image ${imageAction(image.name)}, or made on first use by a run)`,
         ),
       ].join("\n");

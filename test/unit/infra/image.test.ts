@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { readdir, stat } from "node:fs/promises";
+import { readdir, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { PassThrough } from "node:stream";
@@ -10,7 +10,7 @@ import { Runner } from "../../../infra/runner.ts";
 import { RefusedError } from "../../../orchestrator/errors.ts";
 import { ensureGoldenImage } from "../../../orchestrator/host/golden.ts";
 import { Log } from "../../../orchestrator/log.ts";
-import { ChecksumMismatchError, imagePath, listImages, pullGenericCloud } from "../../../infra/image/images.ts";
+import { ChecksumMismatchError, imagePath, listImages, parseDpkgList, pullGenericCloud } from "../../../infra/image/images.ts";
 import { runCli } from "../../helpers/cli.ts";
 import { tempTree } from "../../helpers/tmp.ts";
 
@@ -99,6 +99,31 @@ describe("image build of a cached image", () => {
       const stale = await runCli(["image", "build"], env);
       assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, now ${await localImageRecipe()}\\): building it again`));
       assert.match(stale.stderr, /fake mmdebstrap: not building/, "it did start building");
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
+describe("a built image's manifest", () => {
+  it("reads dpkg-query's list as name → version, sorted", () => {
+    assert.deepEqual(Object.entries(parseDpkgList("zstd\t1.5.6+dfsg-2\nadduser\t3.152\n\nbroken-line\n")), [
+      ["adduser", "3.152"],
+      ["zstd", "1.5.6+dfsg-2"],
+    ]);
+  });
+
+  it("is shown by image ls: a count in text, every package with --json", async () => {
+    const tree = await tempTree();
+    try {
+      const image = imagePath(tree.dir, "debian-13-local");
+      await writeFile(image, IMAGE);
+      const manifest = { recipe: "0123456789abcdef", suite: "trixie", requested: ["openssh-server"], packages: { "openssh-server": "1:10.0p1-7", "linux-image-6.12.57+deb13-cloud-amd64": "6.12.57-1" } };
+      await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: manifest.recipe, manifest }));
+      const text = await runCli(["image", "ls"], { BOMA_IT_IMAGE_DIR: tree.dir });
+      assert.match(text.stdout, /debian-13-local .* 2 packages, recipe 0123456789abcdef \(--json lists them\)/);
+      const json = JSON.parse((await runCli(["image", "ls", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir })).stdout) as { name: string; manifest?: typeof manifest }[];
+      assert.deepEqual(json.find((entry) => entry.name === "debian-13-local")?.manifest, manifest);
     } finally {
       await tree.remove();
     }
