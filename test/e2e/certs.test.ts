@@ -15,7 +15,7 @@ const profile = process.env.BOMA_IT_E2E_LE_PROFILE;
 const unreachable = await probeEgress(["acme-staging-v02.api.letsencrypt.org:443"], 3_000);
 const SKIP =
   unreachable.length > 0
-    ? `no egress to Let's Encrypt from here (${unreachable.map(({ target, problem }) => `${target}: ${problem}`).join(", ")}); the le tiers' logic is unit-tested (test/unit/orchestrator/certs.test.ts)`
+    ? `no egress to Let's Encrypt from here (${unreachable.map(({ target, problem }) => `${target}: ${problem}`).join(", ")}); the le tiers' logic is unit-tested (test/unit/orchestrator/run/certs.test.ts)`
     : !profile
       ? "set BOMA_IT_E2E_LE_PROFILE to a profile whose playbook runs an ACME client (examples/boma-lab has none)"
       : false;
