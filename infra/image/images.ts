@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -92,7 +92,10 @@ export async function pullGenericCloud(cacheDir: string, baseUrl: string, hooks:
   if (!expected) throw new Error(`${base}SHA512SUMS has no line for ${CLOUD_FILE}`);
 
   const target = imagePath(cacheDir, "debian-13-genericcloud");
-  const partial = `${target}.part-${process.pid}`;
+  // A private folder of its own (0700, a fresh name): nothing another account placed in the
+  // cache can stand in for the download.
+  const work = await mkdtemp(join(cacheDir, ".pull-"));
+  const partial = join(work, CLOUD_FILE);
   hooks.onStep?.(`downloading ${base}${CLOUD_FILE}`);
   try {
     const response = await fetch(`${base}${CLOUD_FILE}`, hooks.signal ? { signal: hooks.signal } : {});
@@ -110,12 +113,12 @@ export async function pullGenericCloud(cacheDir: string, baseUrl: string, hooks:
         hooks.onProgress?.(`${mib(received)}${total ? ` of ${mib(total)}` : ""}`);
       }
     });
-    await pipeline(body, createWriteStream(partial, { mode: 0o644 }));
+    await pipeline(body, createWriteStream(partial, { mode: 0o644, flags: "wx" }));
     const found = hash.digest("hex");
     if (found !== expected) throw new ChecksumMismatchError(`${base}${CLOUD_FILE}`, expected, found);
     await installReadOnly(partial, target, { source: `pull ${base}${CLOUD_FILE}`, sha512: found });
   } finally {
-    await rm(partial, { force: true });
+    await rm(work, { recursive: true, force: true });
   }
   return imageInfo(cacheDir, "debian-13-genericcloud");
 }
@@ -186,15 +189,14 @@ export async function buildLocalImage(
 ): Promise<ImageInfo> {
   const suite = options.suite ?? "trixie";
   await mkdir(cacheDir, { recursive: true, mode: 0o755 });
-  const work = join(cacheDir, `.build-${process.pid}`);
+  // A private folder of its own (0700, a fresh name), never one that may already exist.
+  const work = await mkdtemp(join(cacheDir, ".build-"));
   const target = imagePath(cacheDir, "debian-13-local");
   const signal = options.signal ? { signal: options.signal } : {};
   const step = async (what: string, file: string, args: string[], extra: { input?: string } = {}) => {
     options.onStep?.(what);
     await runner.run(file, args, { ...signal, ...extra, onLine: (line) => options.onProgress?.(line) });
   };
-  await rm(work, { recursive: true, force: true });
-  await mkdir(work, { recursive: true });
   try {
     const rootDir = join(work, "root");
     await step(`mmdebstrap ${suite} with ${LOCAL_IMAGE_PACKAGES.length} packages`, "mmdebstrap", [
@@ -252,10 +254,16 @@ export function parseDpkgList(text: string): Record<string, string> {
   return Object.fromEntries(Object.entries(packages).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-/** Moves a finished image into place, read-only, with a sidecar describing it. */
+/**
+ * Moves a finished image (in the private work folder `from` lives in) into place, read-only,
+ * with a sidecar describing it. Everything is made in the work folder and renamed into the
+ * cache: nothing follows a path someone else could have placed, and the sidecar is there before
+ * the image (an image without one counts as placed by hand and is never rebuilt).
+ */
 async function installReadOnly(from: string, to: string, meta: { source: string; sha512?: string; recipe?: string; manifest?: ImageManifest }): Promise<void> {
-  await rm(to, { force: true });
+  await chmod(from, 0o444);
+  const sidecar = join(dirname(from), "sidecar.json");
+  await writeFile(sidecar, `${JSON.stringify({ ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`, { mode: 0o644, flag: "wx" });
+  await rename(sidecar, `${to}.json`);
   await rename(from, to);
-  await chmod(to, 0o444);
-  await writeFile(`${to}.json`, `${JSON.stringify({ ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`, { mode: 0o644 });
 }

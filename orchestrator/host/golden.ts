@@ -4,6 +4,7 @@
  * image its profile names on first use unless told not to.
  */
 import {
+  localImageRecipe,
   buildLocalImage,
   ChecksumMismatchError,
   DEFAULT_CLOUD_URL,
@@ -16,6 +17,7 @@ import {
 import type { Runner } from "../../infra/runner.ts";
 import { asBomaError, RefusedError } from "../errors.ts";
 import type { Log } from "../log.ts";
+import type { Libvirt } from "./libvirt.ts";
 
 /** How an image comes to be: built offline or downloaded. */
 export function imageAction(name: string): "build" | "pull" {
@@ -68,16 +70,47 @@ export async function obtainImage(dir: string, name: ImageName, context: ObtainC
   }
 }
 
+/** Whether a built image in the cache comes from another recipe than this boma-it's (one placed by hand never is). */
+export async function staleRecipe(info: ImageInfo): Promise<string | undefined> {
+  if (!info.present || info.source?.startsWith("build") !== true) return undefined;
+  const current = await localImageRecipe();
+  return info.recipe === current ? undefined : `built from another recipe (${info.recipe ?? "none recorded"}, this boma-it's is ${current})`;
+}
+
 /**
- * Makes sure the golden image a profile names is in the cache: present, or made now (first use)
- * unless `fetch` is false, in which case its absence is refused with the command that makes it.
- * A `file:` image is the user's own and is never made.
+ * Refuses to replace golden images while test VMs exist: their overlays are backed by the
+ * image's path, so a restart or a reset would boot the new file under the old overlay.
+ */
+export async function refuseWhileImagesInUse(libvirt: Libvirt, what: string): Promise<void> {
+  const domains = (await libvirt.names("domain")).filter((name) => name.startsWith("boma-it-"));
+  if (domains.length > 0) {
+    throw new RefusedError(`${what} would replace the golden image under the overlays of ${domains.join(", ")}: a reset or a restart of them would then boot a different disk`, "remove them first (`npm run boma-it -- down <run>`, or `npm run reap`)");
+  }
+}
+
+/**
+ * Makes sure the golden image a profile names is in the cache and is this boma-it's: present and
+ * (for a built one) from the current recipe, or made now (first use, a new recipe) unless
+ * `fetch` is false, in which case its absence is refused with the command that makes it. A stale
+ * built image is never booted: it is made again (as root) or refused. A `file:` image is the
+ * user's own and is never made. Runs under the run lock, after the resource guard made sure no
+ * test VM runs on the image.
  */
 export async function ensureGoldenImage(dir: string, image: string, fetch: boolean, context: ObtainContext): Promise<void> {
   if (image.startsWith("file:")) return;
   const name = IMAGE_NAMES.find((candidate) => candidate === image);
   if (!name) throw new RefusedError(`unknown golden image ${JSON.stringify(image)}; expected one of ${IMAGE_NAMES.join(", ")}`, "fix the profile's image:");
-  if ((await imageInfo(dir, name)).present) return;
+  const info = await imageInfo(dir, name);
+  const stale = await staleRecipe(info);
+  if (info.present && !stale) return;
+  if (stale) {
+    if (!fetch || process.getuid?.() !== 0) {
+      throw new RefusedError(`golden image ${name} in ${dir} was ${stale}: a run would not test with the VM this boma-it makes`, "sudo npm run boma-it -- image build");
+    }
+    context.log.info(`golden image ${name} in ${dir} was ${stale}: building it again (a few minutes)`);
+    await obtainImage(dir, name, context);
+    return;
+  }
   if (!fetch) throw new RefusedError(`golden image ${name} is not in ${dir} (--no-image-fetch)`, `${imageFix(name)}, or run without --no-image-fetch`);
   context.log.info(
     `golden image ${name} is not in ${dir}: ${imageAction(name) === "build" ? "building it offline from Debian packages (a few minutes)" : "downloading Debian's genericcloud image"}, once (--no-image-fetch refuses instead)`,

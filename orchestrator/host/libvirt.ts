@@ -22,6 +22,11 @@ export class Libvirt {
     return this.#runner.run("virsh", ["-q", "-c", this.uri, ...args], { timeoutMs: 60_000, ...options });
   }
 
+  /** Whether libvirt answers (for what only matters when it runs). */
+  async reachable(): Promise<boolean> {
+    return !(await this.#virsh(["version"], { check: false, timeoutMs: 20_000 })).failed;
+  }
+
   /** Refuses (exit 3) unless libvirt answers, saying how to start it. */
   async ensureReachable(): Promise<void> {
     const result = await this.#virsh(["version"], { check: false, timeoutMs: 20_000 });

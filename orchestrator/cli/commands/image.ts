@@ -1,10 +1,13 @@
 /** `boma-it image pull|build|ls`: golden images (download + verify, offline build, list). */
-import { imageInfo, listImages, localImageRecipe } from "../../../infra/image/images.ts";
+import { imageInfo, listImages } from "../../../infra/image/images.ts";
+import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
 import { ExitCode } from "../../errors.ts";
-import { imageAction, obtainImage } from "../../host/golden.ts";
-import { imageDir } from "../../host/paths.ts";
+import { imageAction, obtainImage, refuseWhileImagesInUse, staleRecipe } from "../../host/golden.ts";
+import { Libvirt } from "../../host/libvirt.ts";
+import { acquireRunLock } from "../../host/lock.ts";
+import { imageDir, runLockPath } from "../../host/paths.ts";
 
 export const imageCommand: CommandDefinition = {
   name: "image",
@@ -38,12 +41,20 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     const name = oneOf(`image ${action}`, args.positionals[1] ?? expected, [expected] as const, `\`boma-it image ${action} <image>\``);
     const existing = await imageInfo(dir, name);
     // A built image from an older recipe is made again; one placed by hand (no sidecar) is kept.
-    const stale = action === "build" && existing.present && existing.source?.startsWith("build") === true && existing.recipe !== (await localImageRecipe());
+    const stale = action === "build" ? await staleRecipe(existing) : undefined;
     if (existing.present && !args.values.force && !stale) {
       return { exitCode: ExitCode.pass, json: existing, text: `${name} is already in ${dir} (use --force to make it again)` };
     }
-    if (stale) log.info(`${name} in ${dir} was built from another recipe (${existing.recipe ?? "none recorded"}, now ${await localImageRecipe()}): building it again`);
-    const info = await obtainImage(dir, name, { runner, log, env, signal });
-    return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
+    // Like a run: under the run lock (never two makers at once), and never under a live overlay.
+    const lock = await acquireRunLock(runLockPath(env), `image ${action}`);
+    try {
+      const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+      if (existing.present && (await libvirt.reachable())) await refuseWhileImagesInUse(libvirt, `image ${action}`);
+      if (stale) log.info(`${name} in ${dir} was ${stale}: building it again`);
+      const info = await obtainImage(dir, name, { runner, log, env, signal });
+      return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
+    } finally {
+      await lock.release();
+    }
   },
 };

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { readdir, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { Runner } from "../../../infra/runner.ts";
@@ -68,7 +69,7 @@ describe("image pull", () => {
 
   it("exits 3 from the CLI on a mismatch", async () => {
     await withMirror(badSums, async (cacheDir, url) => {
-      const result = await runCli(["image", "pull"], { BOMA_IT_IMAGE_DIR: cacheDir, BOMA_IT_DEBIAN_CLOUD_URL: url });
+      const result = await runCli(["image", "pull"], { BOMA_IT_IMAGE_DIR: cacheDir, BOMA_IT_DEBIAN_CLOUD_URL: url, BOMA_IT_RUN_LOCK: join(cacheDir, "..", `run-${process.pid}.lock`) });
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, /checksum mismatch/);
     });
@@ -79,16 +80,17 @@ describe("image build of a cached image", () => {
   it("keeps one built from the current recipe, builds again one from an older recipe", async () => {
     const { localImageRecipe } = await import("../../../infra/image/images.ts");
     const { writeFile } = await import("node:fs/promises");
-    const { join } = await import("node:path");
     const { writeFake } = await import("../../helpers/fakes.ts");
     const tree = await tempTree();
     try {
       const image = join(tree.dir, "debian-13-local.qcow2");
       await writeFile(image, IMAGE);
       const sidecar = (recipe: string) => writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe }));
-      // A build that would start fails at once here: mmdebstrap is a fake that refuses.
+      // A build that would start fails at once here: mmdebstrap is a fake that refuses; libvirt
+      // (a fake) has no test VM whose overlay the image backs.
       await writeFake(join(tree.dir, "bin"), "mmdebstrap", "echo 'fake mmdebstrap: not building in a unit test' >&2; exit 1");
-      const env = { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log") };
+      await writeFake(join(tree.dir, "bin"), "virsh", "exit 0");
+      const env = { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") };
 
       await sidecar(await localImageRecipe());
       const current = await runCli(["image", "build"], env);
@@ -97,7 +99,7 @@ describe("image build of a cached image", () => {
 
       await sidecar("0123456789abcdef");
       const stale = await runCli(["image", "build"], env);
-      assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, now ${await localImageRecipe()}\\): building it again`));
+      assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, this boma-it's is ${await localImageRecipe()}\\): building it again`));
       assert.match(stale.stderr, /fake mmdebstrap: not building/, "it did start building");
     } finally {
       await tree.remove();
@@ -164,6 +166,43 @@ describe("a run's golden image on first use", () => {
         return true;
       });
       assert.deepEqual(await readdir(tree.dir), []);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("never boots a built image from another recipe: without a way to make it again, it is refused", async () => {
+    const tree = await tempTree();
+    try {
+      const image = imagePath(tree.dir, "debian-13-local");
+      await writeFile(image, IMAGE);
+      await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: "0123456789abcdef" }));
+      await assert.rejects(ensureGoldenImage(tree.dir, "debian-13-local", false, context()), (error: unknown) => {
+        assert.ok(error instanceof RefusedError);
+        assert.match(error.message, /was built from another recipe \(0123456789abcdef, this boma-it's is [0-9a-f]{16}\): a run would not test with the VM this boma-it makes/);
+        assert.match(error.message, /fix: sudo npm run boma-it -- image build/);
+        return true;
+      });
+      // One placed by hand (no build sidecar) is the user's: used as it is.
+      await writeFile(`${image}.json`, JSON.stringify({ source: "copied by hand" }));
+      await ensureGoldenImage(tree.dir, "debian-13-local", false, context());
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("image build refuses while test VMs exist: their overlays are backed by the image", async () => {
+    const { writeFake } = await import("../../helpers/fakes.ts");
+    const tree = await tempTree();
+    try {
+      const image = imagePath(tree.dir, "debian-13-local");
+      await writeFile(image, IMAGE);
+      await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: "0123456789abcdef" }));
+      await writeFake(join(tree.dir, "bin"), "virsh", 'case "$*" in *list*) echo boma-it-askari-20261201-120000 ;; esac; exit 0');
+      const result = await runCli(["image", "build"], { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") });
+      assert.equal(result.code, 3, result.stderr);
+      assert.match(result.stderr, /image build would replace the golden image under the overlays of boma-it-askari-20261201-120000/);
+      assert.equal((await readFile(image)).toString("latin1"), IMAGE.toString("latin1"), "the image is untouched");
     } finally {
       await tree.remove();
     }
