@@ -1,16 +1,18 @@
 /**
  * The VM's SSH host keys after a role had its way with them. Every key the VM starts with is
  * pinned (rsa, ecdsa, ed25519: see infra/seed.ts). A role that removes or regenerates host keys
- * is followed, never trusted blindly: the keys now on the VM are read through a connection that
- * a pinned key authenticated (the run's master connection, which outlives an sshd restart, or a
+ * is followed, never trusted blindly: the keys sshd serves are read through a connection that a
+ * pinned key authenticated (the run's master connection, which outlives an sshd restart, or a
  * new login whose offered key is still pinned), and the pin becomes exactly those keys. When no
- * such connection is left, the new key is refused: a finding, never a silent trust.
+ * such connection is left, the new key is refused: a finding when the role ended it, a harness
+ * fault (not judged) when the run's own connection had gone first; never a silent trust.
  */
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { HOST_KEY_TYPES } from "../../infra/seed.ts";
 import { pinHostKeys, pinnedHostKeys } from "../host/ssh.ts";
 import type { Log } from "../log.ts";
+import { HarnessError } from "../errors.ts";
 import { HostKeyRejectedError, type Machine } from "./machine.ts";
 import type { SshTarget } from "../host/ssh.ts";
 
@@ -23,7 +25,20 @@ export interface HostKeyChange {
   detail: string;
 }
 
-/** The public keys in `/etc/ssh/ssh_host_*_key.pub` as `type base64`. */
+/**
+ * The public halves of the host keys sshd serves: the `hostkey` files of its effective
+ * configuration (a role may move them or add its own), each's public key from the private one,
+ * or the files in /etc/ssh when sshd cannot say. Runs as root on the VM.
+ */
+const SERVED_HOST_KEYS = `served=$(sshd -T 2>/dev/null | awk '$1 == "hostkey" { print $2 }')
+if [ -n "$served" ]; then
+  for key in $served; do ssh-keygen -y -f "$key" 2>/dev/null || cat "$key.pub" 2>/dev/null; done
+else
+  cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null
+fi
+true`;
+
+/** Public key lines (`type base64 [comment]`) as `type base64`. */
 export function parseHostPublicKeys(text: string): string[] {
   return text
     .split("\n")
@@ -59,10 +74,18 @@ export async function followHostKeys(machine: Machine, log: Log): Promise<HostKe
     return undefined;
   }
   const pinned = pinnedHostKeys(known);
-  const result = await machine.execute("cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null; true", { timeoutMs: 60_000 });
+  // Whether the master connection (authenticated by a pinned key when it started) is still
+  // there decides who is to blame when no pinned key gets in any more.
+  const hadMaster = await machine.hasMaster();
+  const result = await machine.execute(SERVED_HOST_KEYS, { timeoutMs: 60_000 });
   if (result.exitCode !== 0) {
     if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/.test(result.stderr)) {
-      throw new HostKeyRejectedError(`${machine.name}: after the apply, the VM offers an SSH host key that is not pinned, and no connection authenticated by a pinned key is left to learn it: refusing to trust it (a role rotated every host key and ended the run's connection)`);
+      const message = `${machine.name}: after the apply, the VM offers an SSH host key that is not pinned, and no connection authenticated by a pinned key is left to learn it: refusing to trust it`;
+      if (machine.target.controlPath !== undefined && !hadMaster) {
+        // The run's own connection was gone before the role's change could be followed: not judged.
+        throw new HarnessError(`${message} (the run's master connection had ended before the keys could be read: the change cannot be judged)`);
+      }
+      throw new HostKeyRejectedError(`${message} (a role replaced every host key sshd offers${machine.target.controlPath === undefined ? ", and this run has no master connection to learn them through" : " and ended the run's connection"})`);
     }
     log.warn(`could not read the VM's host keys after the apply (exit ${result.exitCode}): they stay pinned as they were`);
     return undefined;

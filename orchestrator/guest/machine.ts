@@ -11,7 +11,7 @@ import { open, readFile, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { realClock, retry, WaitError, type Clock } from "./retry.ts";
-import { endMaster, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
+import { endMaster, masterAlive, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
 
 /** How a command runs on the machine. */
 export interface ExecuteOptions {
@@ -248,6 +248,11 @@ export class Machine {
       if (since === undefined || this.#clock.now() - since < withinMs) return undefined;
       return `no kernel started within ${Math.round(withinMs / 1000)} s of ${restartAt === undefined ? "the old system's restart" : "power-on"} (the firmware stalled)`;
     };
+  }
+
+  /** Whether the run's master connection is up (false when it has none). */
+  async hasMaster(): Promise<boolean> {
+    return this.#options.target.controlPath !== undefined && masterAlive(this.#options.runner, this.#options.target.controlPath);
   }
 
   /** Ends the master connection, if one is open (idempotent; see {@link endMaster}). */

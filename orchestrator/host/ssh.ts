@@ -3,7 +3,7 @@
  * the key the seed gave the VM, under an alias (the run id), so the first connection is already
  * verified and StrictHostKeyChecking stays on.
  */
-import { lstat, mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -126,6 +126,12 @@ export async function endMaster(runner: Runner, controlPath: string): Promise<vo
   if (result.exitCode !== 0) await rm(controlPath, { force: true });
 }
 
+/** Whether a master connection answers at `controlPath`. */
+export async function masterAlive(runner: Runner, controlPath: string): Promise<boolean> {
+  if (!(await stat(controlPath).then(() => true, () => false))) return false;
+  return (await runner.run("ssh", ["-o", `ControlPath=${controlPath}`, "-O", "check", "boma-it-master"], { check: false, timeoutMs: 10_000 })).exitCode === 0;
+}
+
 /**
  * The folder of this user's master-connection sockets: short, because a Unix socket path holds
  * at most 108 bytes and ssh binds a temporary name 17 characters longer than the ControlPath.
@@ -168,9 +174,15 @@ export function knownHostsLines(alias: string, hostPublicKeys: readonly string[]
     .join("");
 }
 
-/** Writes the run's known_hosts (mode 0600): exactly these host keys are trusted for `alias`. */
+/**
+ * Writes the run's known_hosts (mode 0600): exactly these host keys are trusted for `alias`.
+ * Written aside and renamed over: a harness killed mid-write never leaves a torn pin (which ssh
+ * would take for a changed host key).
+ */
 export async function pinHostKeys(knownHostsFile: string, alias: string, hostPublicKeys: readonly string[]): Promise<void> {
-  await writeFile(knownHostsFile, knownHostsLines(alias, hostPublicKeys), { mode: 0o600 });
+  const aside = `${knownHostsFile}.${process.pid}.new`;
+  await writeFile(aside, knownHostsLines(alias, hostPublicKeys), { mode: 0o600 });
+  await rename(aside, knownHostsFile);
 }
 
 /** The host keys a known_hosts file pins, as `type base64` (alias and comments dropped). */

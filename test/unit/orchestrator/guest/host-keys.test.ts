@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { compareHostKeys, followHostKeys, parseHostPublicKeys, pinSeedHostKeys } from "../../../../orchestrator/guest/host-keys.ts";
+import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { HostKeyRejectedError, Machine } from "../../../../orchestrator/guest/machine.ts";
 import { knownHostsLines } from "../../../../orchestrator/host/ssh.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
@@ -23,7 +24,7 @@ const ED25519_NEW = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5ED2";
 const ALIAS = "boma-it-askari-20261201-120000";
 
 /** A VM with `vmKeys` in /etc/ssh, reached by a fake ssh that checks them against the pinned known_hosts (or through a master). */
-async function vm(dir: string, vmKeys: string[], pinned: string[], master: boolean) {
+async function vm(dir: string, vmKeys: string[], pinned: string[], master: boolean, controlPath?: string) {
   await writeFile(join(dir, "vm-keys"), vmKeys.map((key) => `${key} root@askari`).join("\n") + "\n");
   await writeFile(join(dir, "known_hosts"), knownHostsLines(ALIAS, pinned));
   await writeFake(
@@ -49,7 +50,7 @@ PY`,
   const runner = new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } });
   return new Machine({
     name: "askari",
-    target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: join(dir, "known_hosts"), alias: ALIAS },
+    target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: join(dir, "known_hosts"), alias: ALIAS, ...(controlPath ? { controlPath } : {}) },
     runner,
     log: silentLog(),
     consoleLog: join(dir, "console.log"),
@@ -102,6 +103,21 @@ describe("the VM's host keys after an apply", () => {
       });
       assert.equal(await readFile(join(tree.dir, "known_hosts"), "utf8"), knownHostsLines(ALIAS, [RSA, ECDSA, ED25519]));
       await assert.rejects(machine.succeed("true"), HostKeyRejectedError);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("does not judge the role when the run's own master connection had gone before the keys could be read", async () => {
+    const tree = await tempTree();
+    try {
+      const machine = await vm(tree.dir, [ED25519_NEW], [RSA, ECDSA, ED25519], false, join(tree.dir, "no-master-here"));
+      await assert.rejects(followHostKeys(machine, silentLog()), (error: unknown) => {
+        assert.ok(error instanceof HarnessError && !(error instanceof HostKeyRejectedError));
+        assert.equal(error.exitCode, 4);
+        assert.match(error.message, /master connection had ended before the keys could be read: the change cannot be judged/);
+        return true;
+      });
     } finally {
       await tree.remove();
     }
