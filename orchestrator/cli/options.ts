@@ -213,7 +213,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
  * (a JSON object, for lists and numbers, as Ansible takes it), `--tags`, `--skip-tags`, `--diff`, `-v`.
  */
 export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
-  const extraVars: Record<string, unknown> = {};
+  const extraVars: string[] = [];
   const list = (name: string): (string | boolean)[] => {
     const value = values[name];
     return Array.isArray(value) ? value : value === undefined || value === false ? [] : [value];
@@ -227,15 +227,17 @@ export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
         throw new BadInputError({ message: `-e: expected key=value or a JSON object, found ${JSON.stringify(pair)} (${(error as Error).message})` });
       }
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new BadInputError({ message: `-e: expected a JSON object, found ${JSON.stringify(pair)}` });
-      for (const [key, value] of Object.entries(parsed)) {
+      for (const key of Object.keys(parsed)) {
         if (!ANSIBLE_VAR_NAME.test(key)) throw new BadInputError({ message: `-e: ${JSON.stringify(key)} is not an Ansible variable name (in ${JSON.stringify(pair)})` });
-        extraVars[key] = value;
       }
+      // Passed on as written (Ansible reads the numbers, not a re-serialised copy of them), less
+      // leading blanks: Ansible takes text as JSON only when it starts with the brace.
+      extraVars.push(pair.trim());
       continue;
     }
     const match = typeof pair === "string" ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(pair) : null;
     if (!match) throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, or a JSON object, found ${JSON.stringify(pair)}` });
-    extraVars[match[1]!] = match[2]!;
+    extraVars.push(JSON.stringify({ [match[1]!]: match[2]! }));
   }
   const text = (name: string) => (typeof values[name] === "string" ? (values[name] as string) : undefined);
   return { extraVars, tags: text("tags"), skipTags: text("skip-tags"), diff: values.diff === true, verbosity: list("verbose").length };

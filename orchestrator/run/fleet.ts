@@ -89,8 +89,12 @@ export async function runFleet(name: string, targets: readonly FleetTarget[], co
       if (error instanceof InterruptedError) continue;
     }
   }
-  // Hosts left out behind a kept VM were refused (the one-VM rule), after an interrupt interrupted.
-  report.exitCode = worstExitCode(report.hosts.map((host) => host.exitCode ?? (host.verdict === "not run" ? (context.signal.aborted ? ExitCode.interrupted : ExitCode.refused) : ExitCode.harnessFault)));
+  // Hosts left out after an interrupt count as interrupted. Those left out behind a kept VM count
+  // as refused (the one-VM rule) only when nothing failed: a failure that kept its VM stays the
+  // fleet's verdict, not hidden under "refused".
+  const ran = report.hosts.flatMap((host) => (host.exitCode === null ? [] : [host.exitCode]));
+  const leftOut = context.signal.aborted ? ExitCode.interrupted : ran.some((code) => code !== ExitCode.pass) ? ExitCode.pass : ExitCode.refused;
+  report.exitCode = worstExitCode(report.hosts.map((host) => host.exitCode ?? (host.verdict === "not run" ? leftOut : ExitCode.harnessFault)));
   report.finishedAt = new Date().toISOString();
   await writeFile(join(dir, "fleet.json"), `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
   await writeFile(join(dir, "junit.xml"), fleetJunit(report, reports), { mode: 0o600 });

@@ -20,8 +20,8 @@ export type KeepPolicy = (typeof KEEP_POLICIES)[number];
 
 /** What Ansible gets on top of the harness's own arguments (the confinement's extra vars still come last). */
 export interface AnsibleArgs {
-  /** `-e key=value` and `-e '{json}'`, in order (a later one wins). */
-  extraVars: Record<string, unknown>;
+  /** Each `-e` as a JSON object text (`key=value` made into one), in order: a later one wins. */
+  extraVars: string[];
   tags: string | undefined;
   skipTags: string | undefined;
   diff: boolean;
@@ -48,12 +48,12 @@ export interface RunOptions {
 }
 
 /** No Ansible arguments beyond the harness's. */
-export const NO_ANSIBLE_ARGS: AnsibleArgs = { extraVars: {}, tags: undefined, skipTags: undefined, diff: false, verbosity: 0 };
+export const NO_ANSIBLE_ARGS: AnsibleArgs = { extraVars: [], tags: undefined, skipTags: undefined, diff: false, verbosity: 0 };
 
 /** ansible-playbook arguments for `args` (before the harness's last word). */
 export function ansiblePlaybookArgs(args: AnsibleArgs): string[] {
   return [
-    ...(Object.keys(args.extraVars).length > 0 ? ["-e", JSON.stringify(args.extraVars)] : []),
+    ...args.extraVars.flatMap((vars) => ["-e", vars]),
     ...(args.tags ? ["--tags", args.tags] : []),
     ...(args.skipTags ? ["--skip-tags", args.skipTags] : []),
     ...(args.diff ? ["--diff"] : []),

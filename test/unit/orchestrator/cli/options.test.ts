@@ -7,14 +7,20 @@ import { ansiblePlaybookArgs } from "../../../../orchestrator/run/options.ts";
 describe("what reaches ansible-playbook", () => {
   it("takes -e key=value and -e JSON objects in order, a later one winning, and passes the rest as they are", () => {
     const args = ansibleArgs({
-      "extra-vars": ["fix=true", '{"base_ssh_host_key_types": ["rsa", "ed25519"], "port": 8081}', "port=9090"],
+      "extra-vars": ["fix=true", '  {"base_ssh_host_key_types": ["rsa", "ed25519"], "port": 8081, "serial": 12345678901234567890}', "port=9090"],
       tags: "base",
       "skip-tags": "docker",
       diff: true,
       verbose: [true, true, true],
     });
-    assert.deepEqual(args.extraVars, { fix: "true", base_ssh_host_key_types: ["rsa", "ed25519"], port: "9090" });
-    assert.deepEqual(ansiblePlaybookArgs(args), ["-e", '{"fix":"true","base_ssh_host_key_types":["rsa","ed25519"],"port":"9090"}', "--tags", "base", "--skip-tags", "docker", "--diff", "-vvv"]);
+    // Each -e as Ansible takes it, in order (a later one wins there); JSON as written, so a number
+    // JavaScript cannot hold reaches Ansible intact, without the blanks before its brace.
+    assert.deepEqual(ansiblePlaybookArgs(args), [
+      "-e", '{"fix":"true"}',
+      "-e", '{"base_ssh_host_key_types": ["rsa", "ed25519"], "port": 8081, "serial": 12345678901234567890}',
+      "-e", '{"port":"9090"}',
+      "--tags", "base", "--skip-tags", "docker", "--diff", "-vvv",
+    ]);
     assert.deepEqual(ansiblePlaybookArgs(ansibleArgs({})), []);
   });
 

@@ -63,7 +63,7 @@ describe("a fleet", () => {
     }
   });
 
-  it("stops at a host whose VM is kept (one test VM at a time): the rest are not run, and refused (exit 3)", async () => {
+  it("stops at a host whose VM is kept (one test VM at a time): the rest are not run; the failure stays the verdict", async () => {
     const tree = await tempTree();
     try {
       const ran: string[] = [];
@@ -75,7 +75,14 @@ describe("a fleet", () => {
       assert.deepEqual(ran, ["a"], "b never started next to a's kept VM");
       assert.deepEqual(fleet.hosts.map((host) => [host.host, host.verdict, host.exitCode]), [["a", "fail", 1], ["b", "not run", null]]);
       assert.match(fleet.hosts[1]!.message, /^not run: the VM of a is kept, and boma-it runs one test VM at a time/);
-      assert.equal(fleet.exitCode, 3);
+      assert.equal(fleet.exitCode, 1, "a's failure, not a refusal");
+
+      // --keep always and a pass: the hosts left out are what is wrong (refused, exit 3), never a pass.
+      const passing = await runFleet("g2", [
+        { name: "a", run: async (dir) => ({ ...hostReport("a", dir, true), kept }) },
+        { name: "b", run: async (dir) => hostReport("b", dir, true) },
+      ], { runsDir: tree.dir, log: silentLog(), signal: new AbortController().signal });
+      assert.equal(passing.exitCode, 3);
     } finally {
       await tree.remove();
     }
