@@ -3,9 +3,9 @@ import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
 import { allEngines } from "../../run/engine-choice.ts";
-import { ExitCode } from "../../errors.ts";
+import { ExitCode, RefusedError } from "../../errors.ts";
 import { Libvirt } from "../../host/libvirt.ts";
-import { acquireLock, runLockHolder } from "../../host/lock.ts";
+import { acquireLock, acquireRunLock, runLockHolder } from "../../host/lock.ts";
 import { runLockPath, stacksDir } from "../../host/paths.ts";
 import { reap } from "../../host/reap.ts";
 
@@ -33,6 +33,14 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
     const other = await runLockHolder(reapLock);
     if (other) log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
     const reaping = await acquireLock(reapLock, "reap", 600);
+    // And the run lock when it is free: a run that began during a long reap would otherwise make
+    // its network and volumes before its record exists, and have them swept as orphans. Held by
+    // a living run, the reap spares what that run made since it took it.
+    const dryRun = args.values["dry-run"] === true;
+    const holding = dryRun ? undefined : await acquireRunLock(runLockPath(env), "reap").catch((error: unknown) => {
+      if (error instanceof RefusedError) return undefined;
+      throw error;
+    });
     let items;
     try {
       items = await reap({
@@ -42,10 +50,11 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
         log,
         runsDir,
         runLock: runLockPath(env),
-        dryRun: args.values["dry-run"] === true,
+        dryRun,
         olderThanSeconds,
       });
     } finally {
+      await holding?.release();
       await reaping.release();
     }
     const count = (action: string) => items.filter((item) => item.action === action).length;

@@ -7,8 +7,9 @@ import { DirectEngine } from "../../../../infra/engines/direct.ts";
 import { processStart } from "../../../../infra/process.ts";
 import { Runner } from "../../../../infra/runner.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { acquireRunLock } from "../../../../orchestrator/host/lock.ts";
+import { acquireRunLock, runLockHolder } from "../../../../orchestrator/host/lock.ts";
 import { createdAtOf, reap } from "../../../../orchestrator/host/reap.ts";
+import { runCli } from "../../../helpers/cli.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -237,6 +238,35 @@ exit 0`;
       await writeFake(join(tree.dir, "bin"), "virsh", gone);
       const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
       assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name} ${item.detail}`), [`destroyed network ${OLD} already gone`]);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("holds the run lock while it destroys, so a run cannot begin under the sweep", async () => {
+    const slow = `
+args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
+case "\${args[0]}" in
+  version) echo "libvirt 9.0.0" ;;
+  net-list) echo ${OLD} ;;
+  net-destroy) sleep 3 ;;
+esac
+exit 0`;
+    const { tree } = await setup({});
+    try {
+      await writeFake(join(tree.dir, "bin"), "virsh", slow);
+      const lock = join(tree.dir, "run.lock");
+      const env = { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), BOMA_IT_RUN_LOCK: lock, BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"), BOMA_IT_RUNS_DIR: join(tree.dir, "runs") };
+      const reaping = runCli(["reap"], env);
+      let seen: string | undefined;
+      for (let tries = 0; tries < 50 && !seen; tries += 1) {
+        seen = (await runLockHolder(lock))?.purpose;
+        if (!seen) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(seen, "reap", "a run starting now is refused: the reap holds the run lock");
+      const result = await reaping;
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
     } finally {
       await tree.remove();
     }
