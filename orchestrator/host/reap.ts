@@ -46,6 +46,12 @@ export interface ReapOptions {
   libvirtNvramDir?: string;
   /** Where runs' SSH master connections listen (default: {@link controlSocketDir}). */
   controlSocketDir?: string;
+  /**
+   * The golden image cache, whose unfinished builds and downloads (`.build-*`, `.pull-*`) of a
+   * killed maker are swept. Give it only while this reap holds the run lock: every image maker
+   * holds it, so then nothing there is in the making.
+   */
+  unfinishedImagesIn?: string;
   now?: Date;
   /** Whether a run's owner lives (pid and, when recorded, its start; replaceable in tests). */
   isAlive?: OwnerCheck;
@@ -219,6 +225,14 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
     if (holder && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= holder.since - 1000) continue;
     await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
+  }
+
+  // 6. Golden images a killed maker left half made (gigabytes of a build's root file system).
+  if (options.unfinishedImagesIn) {
+    for (const entry of await readdir(options.unfinishedImagesIn).catch(() => [] as string[])) {
+      if (!/^\.(build|pull)-/.test(entry)) continue;
+      await act("file", join(options.unfinishedImagesIn, entry), () => rm(join(options.unfinishedImagesIn!, entry), { recursive: true, force: true }));
+    }
   }
   return items;
 }

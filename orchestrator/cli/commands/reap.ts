@@ -6,7 +6,7 @@ import { allEngines } from "../../run/engine-choice.ts";
 import { ExitCode, RefusedError } from "../../errors.ts";
 import { Libvirt } from "../../host/libvirt.ts";
 import { acquireLock, acquireRunLock, runLockHolder } from "../../host/lock.ts";
-import { runLockPath, stacksDir } from "../../host/paths.ts";
+import { imageDir, runLockPath, stacksDir } from "../../host/paths.ts";
 import { reap } from "../../host/reap.ts";
 
 export const reapCommand: CommandDefinition = {
@@ -16,8 +16,9 @@ export const reapCommand: CommandDefinition = {
   details: `Destroys every stack whose harness process is gone (kept VMs included), then sweeps libvirt
 for domains (with NVRAM), networks, pools and volumes named boma-it-*, the files they leave in
 /var/lib/libvirt, and the private keys and SSH master connections of runs that are not live.
-A run whose harness is still alive is never reaped; anything without the boma-it- prefix is
-never touched.
+While no run holds the run lock, the reap holds it, and also removes golden images a killed
+\`image build\`/\`image pull\` left half made. A run whose harness is still alive is never
+reaped; anything without the boma-it- prefix is never touched.
 Options:
   --dry-run          list what would be destroyed, touch nothing
   --older-than AGE   spare runs younger than AGE (90s, 30m, 2h, 1d)
@@ -52,6 +53,7 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
         runLock: runLockPath(env),
         dryRun,
         olderThanSeconds,
+        ...(holding ? { unfinishedImagesIn: imageDir(env) } : {}),
       });
     } finally {
       await holding?.release();

@@ -243,7 +243,7 @@ exit 0`;
     }
   });
 
-  it("holds the run lock while it destroys, so a run cannot begin under the sweep", async () => {
+  it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images", async () => {
     const slow = `
 args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
 case "\${args[0]}" in
@@ -256,7 +256,11 @@ exit 0`;
     try {
       await writeFake(join(tree.dir, "bin"), "virsh", slow);
       const lock = join(tree.dir, "run.lock");
-      const env = { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), BOMA_IT_RUN_LOCK: lock, BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"), BOMA_IT_RUNS_DIR: join(tree.dir, "runs") };
+      // A killed image build left its work folder; the finished image next to it stays.
+      const cache = join(tree.dir, "cache");
+      await mkdir(join(cache, ".build-Xy12Ab", "root"), { recursive: true });
+      await writeFile(join(cache, "debian-13-local.qcow2"), "image");
+      const env = { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), BOMA_IT_RUN_LOCK: lock, BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"), BOMA_IT_RUNS_DIR: join(tree.dir, "runs"), BOMA_IT_IMAGE_DIR: cache };
       const reaping = runCli(["reap"], env);
       let seen: string | undefined;
       for (let tries = 0; tries < 50 && !seen; tries += 1) {
@@ -267,6 +271,7 @@ exit 0`;
       const result = await reaping;
       assert.equal(result.code, 0, result.stderr);
       assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
+      assert.deepEqual(await readdir(cache), ["debian-13-local.qcow2"], "the half-made image went, the image stayed");
     } finally {
       await tree.remove();
     }
