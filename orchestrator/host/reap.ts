@@ -14,7 +14,8 @@ import { PREFIX } from "../../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "../log.ts";
 import { ABSENT_PATTERN } from "../../infra/shell.ts";
-import { runLockHolder, type LockHolder } from "./lock.ts";
+import { RefusedError } from "../errors.ts";
+import { acquireLock, acquireRunLock, runLockHolder, type LockHolder } from "./lock.ts";
 import { liveStacks } from "../run/stacks.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 
@@ -74,6 +75,33 @@ const ABSENT = new RegExp(ABSENT_PATTERN, "i");
  */
 function belongsTo(name: string, runId: string): boolean {
   return name === runId || (name.startsWith(runId) && /^[-_.]/.test(name.slice(runId.length)));
+}
+
+/**
+ * Reaps one reap at a time (`<run lock>.reap`: a second waits up to 600 s for the first, then
+ * finds what is left), holding the run lock too while it is free (not in a dry run): a run that
+ * began during a long reap would make its network and volumes before its record exists, and the
+ * sweep would take them for orphans. Holding it, it also clears `imageDir`'s half-made images.
+ */
+export async function reapInTurn(options: Omit<ReapOptions, "runLock" | "unfinishedImagesIn"> & { runLock: string; imageDir: string }): Promise<ReapItem[]> {
+  const reapLock = `${options.runLock}.reap`;
+  const other = await runLockHolder(reapLock);
+  if (other) options.log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
+  const reaping = await acquireLock(reapLock, "reap", 600);
+  try {
+    const holding = options.dryRun ? undefined : await acquireRunLock(options.runLock, "reap").catch((error: unknown) => {
+      if (error instanceof RefusedError) return undefined;
+      throw error;
+    });
+    try {
+      // Held by a living run, the reap spares what that run made since it took it.
+      return await reap({ ...options, ...(holding ? { unfinishedImagesIn: options.imageDir } : {}) });
+    } finally {
+      await holding?.release();
+    }
+  } finally {
+    await reaping.release();
+  }
 }
 
 /** Reaps; returns every item found, with what was done. */

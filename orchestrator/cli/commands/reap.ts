@@ -3,11 +3,10 @@ import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
 import { allEngines } from "../../run/engine-choice.ts";
-import { ExitCode, RefusedError } from "../../errors.ts";
+import { ExitCode } from "../../errors.ts";
 import { Libvirt } from "../../host/libvirt.ts";
-import { acquireLock, acquireRunLock, runLockHolder } from "../../host/lock.ts";
 import { imageDir, runLockPath, stacksDir } from "../../host/paths.ts";
-import { reap } from "../../host/reap.ts";
+import { reapInTurn } from "../../host/reap.ts";
 
 export const reapCommand: CommandDefinition = {
   name: "reap",
@@ -29,36 +28,17 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
     const olderThanSeconds = duration("older-than", args.values["older-than"]);
     const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
     await libvirt.ensureReachable();
-    // One reap at a time: a second one waits for the first, then finds what is left.
-    const reapLock = `${runLockPath(env)}.reap`;
-    const other = await runLockHolder(reapLock);
-    if (other) log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
-    const reaping = await acquireLock(reapLock, "reap", 600);
-    // And the run lock when it is free: a run that began during a long reap would otherwise make
-    // its network and volumes before its record exists, and have them swept as orphans. Held by
-    // a living run, the reap spares what that run made since it took it.
-    const dryRun = args.values["dry-run"] === true;
-    const holding = dryRun ? undefined : await acquireRunLock(runLockPath(env), "reap").catch((error: unknown) => {
-      if (error instanceof RefusedError) return undefined;
-      throw error;
+    const items = await reapInTurn({
+      engines: await allEngines(runner, stacksDir(env)),
+      libvirt,
+      runner,
+      log,
+      runsDir,
+      runLock: runLockPath(env),
+      imageDir: imageDir(env),
+      dryRun: args.values["dry-run"] === true,
+      olderThanSeconds,
     });
-    let items;
-    try {
-      items = await reap({
-        engines: await allEngines(runner, stacksDir(env)),
-        libvirt,
-        runner,
-        log,
-        runsDir,
-        runLock: runLockPath(env),
-        dryRun,
-        olderThanSeconds,
-        ...(holding ? { unfinishedImagesIn: imageDir(env) } : {}),
-      });
-    } finally {
-      await holding?.release();
-      await reaping.release();
-    }
     const count = (action: string) => items.filter((item) => item.action === action).length;
     const failed = count("failed");
     const summary = args.values["dry-run"]

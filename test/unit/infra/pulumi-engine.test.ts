@@ -266,8 +266,10 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
       runsDir: join(tree.dir, "runs"),
       dryRun: false,
       olderThanSeconds: undefined,
+      // Every place the reap sweeps is the test's own: never this machine's libvirt files or SSH masters.
       libvirtImagesDir: join(tree.dir, "images"),
       libvirtNvramDir: join(tree.dir, "nvram"),
+      controlSocketDir: join(tree.dir, "sockets"),
       isAlive: (pid) => pid === process.pid,
     });
     assert.deepEqual(

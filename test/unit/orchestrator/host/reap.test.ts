@@ -8,8 +8,7 @@ import { processStart } from "../../../../infra/process.ts";
 import { Runner } from "../../../../infra/runner.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { acquireRunLock, runLockHolder } from "../../../../orchestrator/host/lock.ts";
-import { createdAtOf, reap } from "../../../../orchestrator/host/reap.ts";
-import { runCli } from "../../../helpers/cli.ts";
+import { createdAtOf, reap, reapInTurn } from "../../../../orchestrator/host/reap.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -244,34 +243,44 @@ exit 0`;
   });
 
   it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images", async () => {
-    const slow = `
-args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
-case "\${args[0]}" in
-  version) echo "libvirt 9.0.0" ;;
-  net-list) echo ${OLD} ;;
-  net-destroy) sleep 3 ;;
-esac
-exit 0`;
-    const { tree } = await setup({});
+    const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_NETWORKS: OLD });
     try {
-      await writeFake(join(tree.dir, "bin"), "virsh", slow);
+      // Destroying the network takes a while: long enough to see who holds the run lock.
+      await writeFake(join(tree.dir, "bin"), "virsh", FAKE_VIRSH.replace("  domstate) echo running ;;", "  domstate) echo running ;;\n  net-destroy) sleep 2 ;;"));
       const lock = join(tree.dir, "run.lock");
       // A killed image build left its work folder; the finished image next to it stays.
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".build-Xy12Ab", "root"), { recursive: true });
       await writeFile(join(cache, "debian-13-local.qcow2"), "image");
-      const env = { PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), BOMA_IT_RUN_LOCK: lock, BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"), BOMA_IT_RUNS_DIR: join(tree.dir, "runs"), BOMA_IT_IMAGE_DIR: cache };
-      const reaping = runCli(["reap"], env);
+      const reaping = reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
       let seen: string | undefined;
       for (let tries = 0; tries < 50 && !seen; tries += 1) {
         seen = (await runLockHolder(lock))?.purpose;
-        if (!seen) await new Promise((resolve) => setTimeout(resolve, 100));
+        if (!seen) await new Promise((resolve) => setTimeout(resolve, 50));
       }
       assert.equal(seen, "reap", "a run starting now is refused: the reap holds the run lock");
-      const result = await reaping;
-      assert.equal(result.code, 0, result.stderr);
+      const items = await reaping;
+      assert.ok(items.some((item) => item.kind === "network" && item.name === OLD && item.action === "destroyed"), JSON.stringify(items));
       assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
       assert.deepEqual(await readdir(cache), ["debian-13-local.qcow2"], "the half-made image went, the image stayed");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("leaves half-made images alone while a run holds the run lock (it may be making one)", async () => {
+    const { tree, runner, images, nvram, sockets, libvirt } = await setup({});
+    try {
+      const lock = join(tree.dir, "run.lock");
+      const cache = join(tree.dir, "cache");
+      await mkdir(join(cache, ".pull-Ab12Cd"), { recursive: true });
+      const run = await acquireRunLock(lock, "run");
+      try {
+        await reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+      } finally {
+        await run.release();
+      }
+      assert.deepEqual(await readdir(cache), [".pull-Ab12Cd"]);
     } finally {
       await tree.remove();
     }
