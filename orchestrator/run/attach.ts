@@ -43,6 +43,8 @@ export interface VerbRequest {
   redactor: Redactor;
   locations: ProfileLocations;
   ansible?: AnsibleArgs;
+  /** `apply --ref`: the infrastructure repo at this revision instead of the one the run applied. */
+  ref?: string;
 }
 
 /** A live run a verb works on. */
@@ -56,6 +58,8 @@ export interface AttachedRun {
   /** For the scenario steps (profile, certs, secrets as the run's profile is on disk now). */
   steps: StepContext;
   session: Session;
+  /** The revision of the infrastructure repo the profile was taken at (`--ref`, or the run's), if not the worktree. */
+  revision?: { ref: string; commit: string };
 }
 
 /** What a verb did (result.json of its folder, and a line of the run's report). */
@@ -95,14 +99,25 @@ export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference
  * its checkout in the run dir: `apply` on a kept VM applies what made it, not the worktree.
  * A run of the worktree (or one whose report says nothing) gets the profile as it is on disk.
  */
-export async function profileAsApplied(profile: LoadedProfile, record: RunRecord, outputs: StackOutputs, request: Pick<VerbRequest, "runner" | "log">): Promise<LoadedProfile> {
-  const report = record.reportFile ? await readFile(record.reportFile, "utf8").then((text) => JSON.parse(text) as Partial<RunReport>, () => undefined) : undefined;
-  const scenario = report?.scenarios?.find((entry) => entry.stack === outputs.runId);
-  if (!scenario?.ref || !scenario.commit || scenario.commit === "worktree") return profile;
-  const revision = await resolveRevision(profile.repoDir, scenario.commit, request.runner, { file: record.reportFile!, path: `scenarios.${scenario.name}.commit` });
+export async function profileAsApplied(
+  profile: LoadedProfile,
+  record: RunRecord,
+  outputs: StackOutputs,
+  request: Pick<VerbRequest, "runner" | "log" | "ref">,
+): Promise<{ profile: LoadedProfile; revision?: { ref: string; commit: string } }> {
+  let wanted: { ref: string; commit: string; source: { file: string; path: string } } | undefined;
+  if (request.ref) {
+    wanted = { ref: request.ref, commit: request.ref, source: { file: "", path: "--ref" } };
+  } else {
+    const report = record.reportFile ? await readFile(record.reportFile, "utf8").then((text) => JSON.parse(text) as Partial<RunReport>, () => undefined) : undefined;
+    const scenario = report?.scenarios?.find((entry) => entry.stack === outputs.runId);
+    if (!scenario?.ref || !scenario.commit || scenario.commit === "worktree") return { profile };
+    wanted = { ref: scenario.ref, commit: scenario.commit, source: { file: record.reportFile!, path: `scenarios.${scenario.name}.commit` } };
+  }
+  const revision = await resolveRevision(profile.repoDir, wanted.commit, request.runner, wanted.source);
   const repoDir = await checkoutRevision(revision, join(outputs.runDir, "refs"), request.runner);
-  request.log.info(`the run applied ${scenario.ref} = ${scenario.commit}: working with the repo from ${repoDir}`);
-  return profileAtRevision(profile, repoDir, request.runner, request.log);
+  request.log.info(`${request.ref ? "--ref" : "the run applied"} ${wanted.ref} = ${revision.commit}: working with the repo from ${repoDir}`);
+  return { profile: await profileAtRevision(profile, repoDir, request.runner, request.log), revision: { ref: wanted.ref, commit: revision.commit } };
 }
 
 /**
@@ -143,7 +158,8 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     try {
       const say = { say: (line: string) => request.log.info(line) };
       const onDisk = !options.needsProfile ? undefined : record.synthesized ? await synthesizeProfile(record.synthesized, "/", request.runner, say) : await loadProfile(record.profile!, request.locations, request.runner, say);
-      const profile = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
+      const applied = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
+      const profile = applied?.profile;
       if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
@@ -161,7 +177,7 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
         ansible: request.ansible ?? NO_ANSIBLE_ARGS,
       };
       const session: Session = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
-      const outcome = await body({ found, record, machine, libvirt, dir, steps, session });
+      const outcome = await body({ found, record, machine, libvirt, dir, steps, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
       result.ok = outcome.ok;
       result.outcome = outcome.outcome;
       result.details = outcome.details ?? {};

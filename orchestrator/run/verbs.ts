@@ -9,10 +9,11 @@ import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts
 export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
   const vars = run.steps.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
   const applied = await run.session.timed("apply", () => applyStep(run.steps, run.session, vars));
+  const at = run.revision ? ` (${run.revision.ref} = ${run.revision.commit.slice(0, 12)})` : "";
   return {
     ok: true,
-    outcome: `applied ${run.steps.profile.playbookFile}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
-    details: { recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) },
+    outcome: `applied ${run.steps.profile.playbookFile}${at}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
+    details: { recap: applied.recap, tasks: applied.tasks, ...(run.revision ? { revision: run.revision } : {}), ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) },
   };
 }
 

@@ -23,19 +23,24 @@ function verbRequest(verb: string, context: CommandContext): VerbRequest {
     redactor: context.redactor,
     locations: context.locations,
     ansible: ansibleArgs(context.args.values),
+    ...(typeof context.args.values.ref === "string" ? { ref: context.args.values.ref } : {}),
   };
 }
 
 export const applyCommand: CommandDefinition = {
   name: "apply",
   summary: "apply the profile's playbook again to a kept VM",
-  usage: "apply [<run>] [-e k=v] [--tags T] [--skip-tags T] [--diff] [-v] [--json]",
+  usage: "apply [<run>] [--ref REV] [-e k=v] [--tags T] [--skip-tags T] [--diff] [-v] [--json]",
   details: `${RUN_ARGUMENT}
 Applies the run's profile (as it is on disk now) with its scenario's vars, through the same
-transient inventory, overlay, secrets and confinement as a run. Exit 1 when the apply fails.
+transient inventory, overlay, secrets and confinement as a run, with the infrastructure repo at
+the revision the run applied (its checkout in the run dir), or as it is on disk when the run
+applied the worktree. Exit 1 when the apply fails.
 Options:
+  --ref REV                        the infrastructure repo at this git revision instead (a branch,
+                                   tag, sha), checked out read-only into the run dir
 ${ANSIBLE_OPTIONS_HELP}`,
-  options: ANSIBLE_OPTIONS,
+  options: { ...ANSIBLE_OPTIONS, ref: { type: "string" } },
   async run(context) {
     const result = await withAttachedRun(verbRequest("apply", context), { needsProfile: true }, attachedApply);
     return { exitCode: result.exitCode, json: result, text: verbText(result) };

@@ -125,8 +125,8 @@ describe("revisions of the infrastructure repo", () => {
     }
   });
 
-  it("a verb on a kept VM works with the revision its run applied, not the worktree", async () => {
-    const { tree, v1 } = await repository();
+  it("a verb on a kept VM works with the revision its run applied, not the worktree, or the one --ref names", async () => {
+    const { tree, v1, v2 } = await repository();
     try {
       const runner = new Runner({ env: process.env });
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, runner);
@@ -137,11 +137,17 @@ describe("revisions of the infrastructure repo", () => {
       const record = { ...outputs, engine: "direct" as const, reportFile };
       await writeFile(reportFile, JSON.stringify({ scenarios: [{ name: "green", stack: runId, ref: "v1", commit: v1 }] }));
       const applied = await profileAsApplied(profile, record, outputs, { runner, log: silentLog() });
-      assert.match(applied.playbookFile, new RegExp(`run/green/refs/${v1.slice(0, 12)}/infra/site\\.yml$`));
-      assert.match(await readFile(applied.playbookFile, "utf8"), /msg: v1/);
+      assert.match(applied.profile.playbookFile, new RegExp(`run/green/refs/${v1.slice(0, 12)}/infra/site\\.yml$`));
+      assert.match(await readFile(applied.profile.playbookFile, "utf8"), /msg: v1/);
+      assert.deepEqual(applied.revision, { ref: "v1", commit: v1 });
+
+      const asked = await profileAsApplied(profile, record, outputs, { runner, log: silentLog(), ref: "main" });
+      assert.deepEqual(asked.revision, { ref: "main", commit: v2 });
+      assert.match(await readFile(asked.profile.playbookFile, "utf8"), /the v2 baseline breaks/);
+      await assert.rejects(profileAsApplied(profile, record, outputs, { runner, log: silentLog(), ref: "nosuch" }), /BadInputError: --ref: expected a git revision of .*, found "nosuch", which names no commit there/);
 
       await writeFile(reportFile, JSON.stringify({ scenarios: [{ name: "green", stack: runId, ref: null, commit: "worktree" }] }));
-      assert.equal((await profileAsApplied(profile, record, outputs, { runner, log: silentLog() })).playbookFile, profile.playbookFile);
+      assert.equal((await profileAsApplied(profile, record, outputs, { runner, log: silentLog() })).profile.playbookFile, profile.playbookFile);
     } finally {
       await tree.remove();
     }
