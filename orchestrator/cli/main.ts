@@ -67,9 +67,14 @@ export function version(): string {
   return (JSON.parse(readFileSync(join(PROJECT_ROOT, "package.json"), "utf8")) as { version: string }).version;
 }
 
-/** The directory the user typed the command in: npm's INIT_CWD under `npm run`, else this process's. */
-export function userCwd(env: NodeJS.ProcessEnv): string {
-  return env.INIT_CWD && env.npm_lifecycle_event ? env.INIT_CWD : process.cwd();
+/**
+ * The directory the user typed the command in: npm's INIT_CWD when npm runs one of this
+ * package's scripts (npm runs them in the project root, wherever it was typed), else this
+ * process's. A process started elsewhere (a user's own script that changed directory) is taken
+ * at its word.
+ */
+export function userCwd(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): string {
+  return env.INIT_CWD && env.npm_package_name === "boma-it" && cwd === PROJECT_ROOT ? env.INIT_CWD : cwd;
 }
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */

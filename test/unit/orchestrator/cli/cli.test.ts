@@ -40,13 +40,15 @@ describe("boma-it CLI", () => {
   });
 
   it("takes relative paths from where `npm run` was typed (INIT_CWD), not the project root npm runs in", async () => {
-    const fromExamples = await runCli(["validate", "../profiles/askari.yml"], { INIT_CWD: join(PROJECT_ROOT, "examples"), npm_lifecycle_event: "boma-it" });
+    const npm = { npm_package_name: "boma-it", npm_lifecycle_event: "boma-it" };
+    const fromExamples = await runCli(["validate", "../profiles/askari.yml"], { ...npm, INIT_CWD: join(PROJECT_ROOT, "examples") });
     assert.equal(fromExamples.code, 0, fromExamples.stderr);
     assert.match(fromExamples.stdout, /profile askari is valid/);
-    // Without npm, the process's own directory counts (bin/boma-it from anywhere).
-    const direct = await runCli(["validate", "../profiles/askari.yml"], {}, join(PROJECT_ROOT, "examples"));
+    // Started elsewhere than the project root (bin/boma-it from anywhere, or a script that changed
+    // directory under some npm run), the process's own directory counts.
+    const direct = await runCli(["validate", "../profiles/askari.yml"], { ...npm, INIT_CWD: "/" }, join(PROJECT_ROOT, "examples"));
     assert.equal(direct.code, 0, direct.stderr);
-    const wrong = await runCli(["validate", "../profiles/askari.yml"], { INIT_CWD: join(PROJECT_ROOT, "examples", "boma-lab"), npm_lifecycle_event: "boma-it" });
+    const wrong = await runCli(["validate", "../profiles/askari.yml"], { ...npm, INIT_CWD: join(PROJECT_ROOT, "examples", "boma-lab") });
     assert.equal(wrong.code, 2, "resolved against INIT_CWD: examples/profiles/askari.yml does not exist");
   });
 
