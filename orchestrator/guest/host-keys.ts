@@ -30,11 +30,13 @@ export interface HostKeyChange {
  * configuration (a role may move them or add its own), each's public key from the private one,
  * or the files in /etc/ssh when sshd cannot say. Runs as root on the VM.
  */
-const SERVED_HOST_KEYS = `served=$(sshd -T 2>/dev/null | awk '$1 == "hostkey" { print $2 }')
+// Each key on a line of its own: cloud-init writes .pub files without a final newline, and
+// `cat` of several would run them into one line.
+export const SERVED_HOST_KEYS = `served=$(sshd -T 2>/dev/null | awk '$1 == "hostkey" { print $2 }')
 if [ -n "$served" ]; then
-  for key in $served; do ssh-keygen -y -f "$key" 2>/dev/null || cat "$key.pub" 2>/dev/null; done
+  for key in $served; do ssh-keygen -y -f "$key" 2>/dev/null || { cat "$key.pub" 2>/dev/null; echo; }; done
 else
-  cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null
+  for pub in /etc/ssh/ssh_host_*_key.pub; do [ -e "$pub" ] && { cat "$pub"; echo; }; done
 fi
 true`;
 

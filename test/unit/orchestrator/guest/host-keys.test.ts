@@ -9,7 +9,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
-import { compareHostKeys, followHostKeys, parseHostPublicKeys, pinSeedHostKeys } from "../../../../orchestrator/guest/host-keys.ts";
+import { compareHostKeys, followHostKeys, parseHostPublicKeys, pinSeedHostKeys, SERVED_HOST_KEYS } from "../../../../orchestrator/guest/host-keys.ts";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { HostKeyRejectedError, Machine } from "../../../../orchestrator/guest/machine.ts";
 import { knownHostsLines } from "../../../../orchestrator/host/ssh.ts";
@@ -64,6 +64,23 @@ describe("the VM's host keys after an apply", () => {
     assert.deepEqual(compareHostKeys([RSA, ECDSA, ED25519], [RSA, ED25519]), { added: [], removed: ["ecdsa-sha2-nistp256"], detail: "removed: ecdsa-sha2-nistp256" });
     assert.equal(compareHostKeys([RSA, ECDSA, ED25519], [RSA, ECDSA, ED25519_NEW])?.detail, "rotated: ssh-ed25519");
     assert.deepEqual(parseHostPublicKeys(`${RSA} root@a\n\ncat: x: No such file\n${ED25519}\n`), [RSA, ED25519]);
+  });
+
+  it("reads the keys sshd serves one per line, though cloud-init's .pub files end without a newline", async () => {
+    const tree = await tempTree();
+    try {
+      const bin = join(tree.dir, "bin");
+      // sshd -T names its host key files; ssh-keygen cannot read them here, so their .pub files count.
+      await writeFake(bin, "sshd", `printf 'port 22\\nhostkey ${tree.dir}/ssh_host_ecdsa_key\\nhostkey ${tree.dir}/ssh_host_rsa_key\\n'`);
+      await writeFake(bin, "ssh-keygen", "exit 1");
+      await writeFile(join(tree.dir, "ssh_host_ecdsa_key.pub"), `${ECDSA} root@askari`);
+      await writeFile(join(tree.dir, "ssh_host_rsa_key.pub"), `${RSA} root@askari`);
+      const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } });
+      const result = await runner.run("sh", ["-c", SERVED_HOST_KEYS]);
+      assert.deepEqual(parseHostPublicKeys(result.stdout), [ECDSA, RSA]);
+    } finally {
+      await tree.remove();
+    }
   });
 
   it("drops a removed key from the pin, and the VM is still reached with the others", async () => {
