@@ -15,6 +15,14 @@ mkdir -p "$root/etc/cloud/cloud.cfg.d"
 cat > "$root/etc/cloud/cloud.cfg.d/90-boma-it.cfg" <<'CFG'
 # boma-it golden image: seeded by a NoCloud CD-ROM, nothing else to probe for.
 datasource_list: [NoCloud, None]
+# genericcloud's packages bring ifupdown (ifenslave, vlan): cloud-init would pick it, write
+# /etc/network/interfaces and leave systemd-networkd nothing to manage, so
+# systemd-networkd-wait-online sat out its 120 s on every boot. netplan with networkd, as
+# genericcloud renders it.
+system_info:
+  network:
+    renderers: [netplan, networkd]
+    activators: [netplan, networkd]
 CFG
 
 # Host keys come from each run's seed (pinned by the harness); none are baked in.

@@ -9,7 +9,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
-import { after, before } from "node:test";
+import { after, afterEach, before } from "node:test";
 import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
 import { controlSocketDir } from "../../orchestrator/host/ssh.ts";
 
@@ -45,11 +45,26 @@ export function suiteDirs(): E2eDirs {
     requireSandbox();
     Object.assign(dirs, await e2eDirs());
   });
+  afterEach(async () => {
+    // A failed test's kept VM would hold "one test VM at a time" against every later test.
+    if (dirs.stacksDir) await downRunsOf(dirs);
+  });
   after(async () => {
     // Whatever a failed test left, the next suites (and the machine) must not inherit it.
     if (dirs.stacksDir) await cli(["reap"], dirs.env).catch(() => undefined);
   });
   return dirs;
+}
+
+/** Takes down every live run whose run dir is in this suite's runs dir (a test that failed midway left it). */
+async function downRunsOf(dirs: E2eDirs): Promise<void> {
+  const status = await cli(["status", "--json"], dirs.env).catch(() => undefined);
+  if (!status || status.code !== 0) return;
+  const runs = (JSON.parse(status.stdout) as { runId: string; runDir: string }[]).filter((run) => run.runDir.startsWith(`${dirs.runsDir}/`));
+  for (const run of runs) {
+    process.stderr.write(`    (a test left ${run.runId} up: taking it down)\n`);
+    await cli(["down", run.runId], dirs.env).catch(() => undefined);
+  }
 }
 
 /** A finished CLI process. */
