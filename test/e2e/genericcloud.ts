@@ -48,6 +48,7 @@ export const GENERICCLOUD_FACTS: readonly GuestFact[] = [
   { name: "AppArmor is enabled", probe: "test \"$(cat /sys/module/apparmor/parameters/enabled)\" = Y" },
   { name: `packages: ${PACKAGES.join(", ")}`, probe: `for p in ${PACKAGES.join(" ")}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || { echo "$p is missing"; exit 1; }; done` },
   { name: "python3 modules Ansible's modules use: apt, apt_pkg, yaml, json", probe: "python3 -c 'import apt, apt_pkg, yaml, json'" },
+  { name: "locale C.UTF-8 and time zone UTC, as cloud-init leaves them", probe: "grep -qx 'LANG=C.UTF-8' /etc/default/locale && test \"$(readlink /etc/localtime)\" = /usr/share/zoneinfo/Etc/UTC" },
   { name: "passwordless sudo for the login account", probe: "sudo -n -u \"$SUDO_USER\" sudo -n true" },
 ];
 
