@@ -26,6 +26,8 @@ export interface SurvivalState {
   /** Active services and sockets, with whether each is started on demand (D-Bus or socket activation). */
   active: { unit: string; onDemand: boolean }[];
   failed: string[];
+  /** Units systemd skipped on this boot: it checked their start conditions, and one did not hold (ConditionResult=no). */
+  skipped: string[];
   /** Published container ports: host port, protocol, container. */
   published: { port: number; proto: "tcp" | "udp"; container: string }[];
   /** `nft list ruleset` without counters. */
@@ -50,17 +52,27 @@ export interface DerivedCheck {
 /** The first port the kernel hands to a client (`net.ipv4.ip_local_port_range`'s usual start). */
 const EPHEMERAL_PORT_START = 32768;
 
-/** What is read from the guest in one command: listeners with owning units, active and failed units, published ports. */
-const OBSERVE = String.raw`
+/**
+ * What is read from the guest in one command: listeners with owning units, active units (with
+ * what starts them on demand), failed units, units systemd skipped on this boot because a start
+ * condition of their own did not hold (checked at a time: a unit never started also says
+ * ConditionResult=no), published ports, the ruleset. Unit names come from the
+ * name column (a failed or missing unit's line starts with a bullet); the properties of all
+ * units come from one `systemctl show` each (a call per unit costs seconds under TCG).
+ */
+export const OBSERVE_SURVIVAL = String.raw`
+units() { systemctl list-units --plain --no-legend --no-pager "$@" | awk '{ n = ($1 ~ /\.[a-z]+$/) ? $1 : $2; if (n ~ /\.(service|socket|mount|automount|swap|target|path|timer|slice|scope|device)$/) print n }'; }
+show() { awk 'BEGIN { RS = ""; FS = "\n" } { delete p; for (i = 1; i <= NF; i++) { at = index($i, "="); p[substr($i, 1, at - 1)] = substr($i, at + 1) } print p["Id"] "|" p["TriggeredBy"] "|" p["BusName"] "|" p["ConditionResult"] "|" p["ConditionTimestampMonotonic"] }'; }
 ss -Htlnup | while read -r proto state recvq sendq local peer users; do
   pid=$(printf '%s' "$users" | sed -n 's/.*pid=\([0-9]*\).*/\1/p')
   unit=""; [ -n "$pid" ] && unit=$(ps -o unit= -p "$pid" 2>/dev/null | tr -d ' ')
   echo "listen|$proto|$local|$unit"
 done
-systemctl list-units --type=service,socket --state=active --plain --no-legend --no-pager | awk '{print $1}' | while read -r unit; do
-  echo "active|$unit|$(systemctl show -P TriggeredBy "$unit" 2>/dev/null)|$(systemctl show -P BusName "$unit" 2>/dev/null)"
-done
-systemctl list-units --failed --plain --no-legend --no-pager | awk '{print "failed|" $1}'
+active=$(units --type=service,socket --state=active)
+[ -z "$active" ] || systemctl show --no-pager -p Id -p TriggeredBy -p BusName $active | show | awk -F'|' '{ print "active|" $1 "|" $2 "|" $3 }'
+inactive=$(units --type=service --all --state=inactive)
+[ -z "$inactive" ] || systemctl show --no-pager -p Id -p ConditionResult -p ConditionTimestampMonotonic $inactive | show | awk -F'|' '$4 == "no" && $5 != "" && $5 != "0" { print "skipped|" $1 }'
+units --failed | sed 's/^/failed|/'
 docker ps --format '{{.Names}}|{{.Ports}}' 2>/dev/null | sed 's/^/published|/'
 echo "ruleset-begin"
 nft list ruleset 2>/dev/null | sed -E 's/ ?counter packets [0-9]+ bytes [0-9]+//'
@@ -68,14 +80,14 @@ nft list ruleset 2>/dev/null | sed -E 's/ ?counter packets [0-9]+ bytes [0-9]+//
 
 /** Reads the survival state of the guest now. */
 export async function observeSurvival(machine: Machine): Promise<SurvivalState> {
-  const result = await machine.execute(OBSERVE, { timeoutMs: 120_000 });
+  const result = await machine.execute(OBSERVE_SURVIVAL, { timeoutMs: 120_000 });
   return parseSurvival(result.stdout);
 }
 
-/** Parses what {@link OBSERVE} printed. */
+/** Parses what {@link OBSERVE_SURVIVAL} printed. */
 export function parseSurvival(text: string): SurvivalState {
   const [head = "", ruleset = ""] = text.split("ruleset-begin\n");
-  const state: SurvivalState = { listeners: [], active: [], failed: [], published: [], ruleset: ruleset.trim() };
+  const state: SurvivalState = { listeners: [], active: [], failed: [], skipped: [], published: [], ruleset: ruleset.trim() };
   for (const line of head.split("\n")) {
     const [kind, ...fields] = line.split("|");
     if (kind === "listen") {
@@ -86,6 +98,7 @@ export function parseSurvival(text: string): SurvivalState {
     } else if (kind === "active" && fields[0]) {
       state.active.push({ unit: fields[0], onDemand: (fields[1] ?? "") !== "" || (fields[2] ?? "") !== "" });
     } else if (kind === "failed" && fields[0]) state.failed.push(fields[0]);
+    else if (kind === "skipped" && fields[0]) state.skipped.push(fields[0]);
     else if (kind === "published" && fields[0]) {
       for (const match of (fields[1] ?? "").matchAll(/(?:[\d.]+|\[::\]):(\d+)->\d+\/(tcp|udp)/g)) {
         const port = Number(match[1]);
@@ -139,7 +152,16 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
     }
     checks.push({
       name: `survives: ${unit} active`,
-      holds: (state) => (state.active.some((candidate) => candidate.unit === unit) ? { ok: true, detail: `${unit} is active` } : { ok: false, detail: state.failed.includes(unit) ? `${unit} failed` : `${unit} is not active` }),
+      holds: (state) => {
+        if (state.active.some((candidate) => candidate.unit === unit)) return { ok: true, detail: `${unit} is active` };
+        if (state.failed.includes(unit)) return { ok: false, detail: `${unit} failed` };
+        // The unit's own definition says when it runs (first-boot work such as committing the
+        // machine id; a condition on a file or the hardware): reported, as a ruleset change is.
+        if (state.skipped.includes(unit)) {
+          return { ok: !strict, detail: `${unit} was skipped on this boot: a start condition of its own did not hold (ConditionResult=no)${strict ? "" : "; reported, fails only with survival: strict"}` };
+        }
+        return { ok: false, detail: `${unit} is not active` };
+      },
     });
   }
   checks.push({

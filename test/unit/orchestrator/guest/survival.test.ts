@@ -5,8 +5,47 @@
  * each saying why.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-import { deriveSurvivalChecks, parseSurvival, type SurvivalState } from "../../../../orchestrator/guest/survival.ts";
+import { deriveSurvivalChecks, OBSERVE_SURVIVAL, parseSurvival, type SurvivalState } from "../../../../orchestrator/guest/survival.ts";
+import { writeFake } from "../../../helpers/fakes.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+/**
+ * A guest's programs as the observation script meets them on Debian 13: systemctl's plain
+ * listings (a failed unit's line starts with a bullet) and its `show` blocks for several units
+ * at once, ss, ps, docker, nft.
+ */
+const GUEST_PROGRAMS: Record<string, string> = {
+  systemctl: String.raw`
+case "$1" in
+  list-units)
+    case "$*" in
+      *--failed*) printf '● nftables.service loaded failed failed nftables\n' ;;
+      *--state=active*) printf '%s\n' 'ssh.service loaded active running OpenBSD Secure Shell server' 'systemd-hostnamed.service loaded active running Hostname Service' 'docker.socket loaded active running Docker Socket for the API' ;;
+      *--state=inactive*) printf '%s\n' 'systemd-machine-id-commit.service loaded inactive dead Save Transient machine-id to Disk' 'apt-daily.service loaded inactive dead Daily apt download activities' '● NetworkManager.service not-found inactive dead NetworkManager.service' ;;
+    esac ;;
+  show)
+    first=1
+    for unit in "$@"; do
+      case "$unit" in show|--no-pager|-p|Id|TriggeredBy|BusName|ConditionResult|ConditionTimestampMonotonic) continue ;; esac
+      [ "$first" = 1 ] || echo; first=0
+      echo "Id=$unit"
+      case "$unit" in
+        systemd-hostnamed.service) printf '%s\n' 'BusName=org.freedesktop.hostname1' 'TriggeredBy=' ;;
+        systemd-machine-id-commit.service) printf '%s\n' 'ConditionResult=no' 'ConditionTimestampMonotonic=4511230' ;;
+        apt-daily.service|NetworkManager.service) printf '%s\n' 'ConditionResult=no' 'ConditionTimestampMonotonic=0' ;;
+        *) printf '%s\n' 'TriggeredBy=' 'BusName=' ;;
+      esac
+    done ;;
+esac`,
+  ss: String.raw`printf '%s\n' 'tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=600,fd=3))' 'udp UNCONN 0 0 127.0.0.54:53 0.0.0.0:* users:(("systemd-resolve",pid=300,fd=20))'`,
+  ps: String.raw`case "$*" in *600*) echo ' ssh.service' ;; *300*) echo 'systemd-resolved.service' ;; esac`,
+  docker: String.raw`printf '%s\n' 'web|0.0.0.0:8080->80/tcp, [::]:8080->80/tcp'`,
+  nft: String.raw`printf '%s\n' 'table inet filter {' '  chain input {' '    tcp dport 22 counter packets 12 bytes 720 accept' '  }' '}'`,
+};
 
 /** What the observation command prints on a healthy askari. */
 const BEFORE_TEXT = `listen|tcp|0.0.0.0:22|ssh.service
@@ -90,6 +129,51 @@ describe("survival checks", () => {
     }
     const same = deriveSurvivalChecks(before, new Set([8080]), true).checks.map((check) => check.holds(before, new Set([8080])));
     assert.ok(same.every((result) => result.ok), "the same state survives every check");
+  });
+
+  it("a unit systemd skipped after the reboot by a start condition of its own is reported, and fails only when strict", () => {
+    const firstBoot = parseSurvival(BEFORE_TEXT.replace("active|nftables.service||\n", "active|nftables.service||\nactive|systemd-machine-id-commit.service||\n"));
+    const afterText = BEFORE_TEXT.replace("active|nftables.service||\n", "active|nftables.service||\nskipped|systemd-machine-id-commit.service\nskipped|apt-daily.service\n");
+    const after = parseSurvival(afterText);
+    assert.deepEqual(after.skipped, ["systemd-machine-id-commit.service", "apt-daily.service"]);
+    for (const strict of [false, true]) {
+      const check = deriveSurvivalChecks(firstBoot, new Set([8080]), strict).checks.find((candidate) => candidate.name === "survives: systemd-machine-id-commit.service active")!;
+      const result = check.holds(after, new Set([8080]));
+      assert.equal(result.ok, !strict);
+      assert.match(result.detail, /^systemd-machine-id-commit\.service was skipped on this boot: a start condition of its own did not hold \(ConditionResult=no\)/);
+      assert.equal(/fails only with survival: strict/.test(result.detail), !strict);
+    }
+    // A unit that simply did not start after the reboot is not "skipped": it fails.
+    const notStarted = deriveSurvivalChecks(firstBoot, new Set([8080]), false).checks.find((candidate) => candidate.name === "survives: nftables.service active")!;
+    assert.deepEqual(notStarted.holds({ ...after, active: after.active.filter((unit) => unit.unit !== "nftables.service") }, new Set([8080])), { ok: false, detail: "nftables.service is not active" });
+  });
+
+  it("the observation script reads the guest's programs as they answer, in one systemctl show per kind of unit", async () => {
+    const tree = await tempTree();
+    try {
+      const bin = join(tree.dir, "bin");
+      for (const [name, body] of Object.entries(GUEST_PROGRAMS)) await writeFake(bin, name, body);
+      const log = join(tree.dir, "calls.log");
+      const printed = execFileSync("sh", ["-c", OBSERVE_SURVIVAL], { encoding: "utf8", env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log } });
+      const state = parseSurvival(printed);
+      assert.deepEqual(state.listeners, [
+        { proto: "tcp", address: "0.0.0.0", port: 22, unit: "ssh.service" },
+        { proto: "udp", address: "127.0.0.54", port: 53, unit: "systemd-resolved.service" },
+      ]);
+      assert.deepEqual(state.active, [
+        { unit: "ssh.service", onDemand: false },
+        { unit: "systemd-hostnamed.service", onDemand: true },
+        { unit: "docker.socket", onDemand: false },
+      ]);
+      assert.deepEqual(state.failed, ["nftables.service"], "the bullet is not a unit");
+      assert.deepEqual(state.skipped, ["systemd-machine-id-commit.service"], "a unit whose conditions were never checked is not skipped");
+      assert.deepEqual(state.published, [{ port: 8080, proto: "tcp", container: "web" }]);
+      assert.equal(state.ruleset, "table inet filter {\n  chain input {\n    tcp dport 22 accept\n  }\n}");
+      const shows = (await readFile(log, "utf8")).split("\n").filter((line) => line.startsWith('["systemctl", "show"'));
+      assert.equal(shows.length, 2, "one show for the active units, one for the inactive");
+    } finally {
+      await tree.remove();
+    }
   });
 
   it("a port that did not answer before the reboot is not expected to after it", () => {
