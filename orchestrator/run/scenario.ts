@@ -195,6 +195,7 @@ export async function profileAt(context: StepContext, session: Pick<Session, "di
 export async function baselineStep(context: StepContext, session: Session, scenario: ScenarioSpec, profile: LoadedProfile): Promise<void> {
   const baseline = scenario.baseline!;
   session.report.baseline = { ref: baseline.ref!, commit: baseline.commit, apply: null };
+  context.log.info(`on baseline ${baseline.ref} = ${baseline.commit.slice(0, 12)}: what the live host runs is applied first, the change on top`);
   try {
     const applied = await session.timed("apply baseline", () => applyStep(context, session, scenario.vars, { folder: "ansible-baseline", profile }));
     session.report.baseline.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks };

@@ -110,6 +110,8 @@ describe("revisions of the infrastructure repo", () => {
       const outputs = { runId: "boma-it-askari-20261201-130000", host: "askari", ip: "10.234.7.10", user: "boma", keyFile: join(tree.dir, "k"), knownHostsFile: join(tree.dir, "kh"), subnet: "10.234.7.0/24" } as StackOutputs;
       const machine = { target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId } } as unknown as Machine;
       const report = {} as ScenarioReport;
+      const said: string[] = [];
+      context.log.transcribe((line) => said.push(line));
       const session = { machine, outputs, report, dir: join(tree.dir, "run", "green"), timed: (_name: string, body: () => Promise<unknown>) => body() } as never;
       const candidate = await profileAt(context, session, scenarios[0]!.revision);
       assert.match(candidate.playbookFile, /refs\/[0-9a-f]{12}\/infra\/site\.yml$/);
@@ -120,6 +122,7 @@ describe("revisions of the infrastructure repo", () => {
         return true;
       });
       assert.deepEqual(report.baseline, { ref: "main", commit: v2, apply: null });
+      assert.ok(said.some((line) => line.includes(`on baseline main = ${v2.slice(0, 12)}: what the live host runs is applied first`)), said.join("\n"));
     } finally {
       await tree.remove();
     }
