@@ -77,6 +77,8 @@ export interface MachineOptions {
   consoleLog: string;
   /** The domain's state as libvirt reports it ("running", "shut off", ...). */
   domainState: () => Promise<string>;
+  /** How the domain is powered (needed by {@link Machine.reboot} and {@link Machine.powerCycle}). */
+  power?: DomainPower;
   clock?: Clock;
   signal?: AbortSignal;
   /** Whether sshd's banner is there (default: {@link sshBanner} on port 22; tests fake it). */
@@ -113,6 +115,36 @@ export const KERNEL_STALL_MS = 150_000;
 /** The kernel's first line of every boot, and the old system's last before a reboot. */
 const KERNEL_BANNER = /\bLinux version \d/;
 const MACHINE_RESTART = /reboot: (machine restart|Restarting system)/;
+
+/**
+ * The domain's power, as the harness controls it (libvirt's, for a run's VM). A reboot of the
+ * harness's own ends in a power-off and a fresh start, never a reset in place: see
+ * {@link Machine.reboot}.
+ */
+export interface DomainPower {
+  /** The guest's next reset powers the domain off instead (this boot only; the definition keeps restart). */
+  powerOffOnReset(): Promise<void>;
+  /** Starts the domain, which is off: a cold boot. */
+  start(): Promise<void>;
+  /** Off at once and on again (no shutdown): for a boot that never reached its kernel. */
+  powerCycle(): Promise<void>;
+}
+
+/** How the old system's shutdown ended, by the kernel's own last words on the console. */
+export type ShutdownEnding = "restart" | "power-off" | "halt";
+
+/** The kernel's last line on each way a shutdown ends (kernel/reboot.c, arch/x86/kernel/reboot.c). */
+const SHUTDOWN_ENDINGS: readonly (readonly [ShutdownEnding, RegExp])[] = [
+  ["restart", /\breboot: (machine restart|Restarting system)/],
+  ["power-off", /\breboot: Power down/],
+  ["halt", /\breboot: System halted/],
+];
+
+/**
+ * How long after libvirt says the domain is off the console may still lack the kernel's last
+ * line (virtlogd drains QEMU's output on its own time).
+ */
+const CONSOLE_DRAIN_MS = 3000;
 
 /** The guest under test. */
 export class Machine {
@@ -349,18 +381,90 @@ export class Machine {
     return parseStartupFinished(result.stdout);
   }
 
-  /** Reboots and proves it: the boot id changes and SSH answers again. */
+  /**
+   * Reboots and proves it: the boot id changes and SSH answers again. The guest reboots itself
+   * (`systemctl reboot`: every unit stops, state saved at stop is saved, file systems are
+   * unmounted, the kernel restarts the machine), and that restart powers the domain off instead
+   * of resetting it in place; the harness then starts it afresh. Why: under TCG, OVMF now and then
+   * stalls after a reset in place and no kernel ever starts (about one reboot in fifteen, and a
+   * reset in the same process stalled again). To the guest the new boot is a cold one, as after a
+   * real host's power cycle: new boot id, firmware from the start, the same disk.
+   * `timeoutMs` bounds the whole reboot, shutdown and boot.
+   */
   async reboot(timeoutMs: number, options: { bootIdBefore?: string } = {}): Promise<RebootProof> {
+    const power = this.#power();
     const bootIdBefore = options.bootIdBefore ?? (await this.bootId());
     const started = this.#clock.now();
     this.#options.log.info(`${this.name}: rebooting (boot id ${bootIdBefore.slice(0, 8)}…)`);
     await this.markNewBoot();
     // The master connection would hang on the dead boot until ServerAlive gives up (15 s).
     await this.closeConnection();
+    await power.powerOffOnReset();
     // The connection may drop before ssh returns: any outcome of the command itself is fine.
     await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
-    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: started });
+    await this.#waitForRestartPowerOff(timeoutMs);
+    await power.start();
+    const poweredOnAt = this.#clock.now();
+    this.#options.log.info(`${this.name}: the old system shut down and restarted after ${round1((poweredOnAt - started) / 1000)} s; the VM powered off as told and is started afresh`);
+    const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
+    const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
     return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+  }
+
+  /**
+   * Off at once and on again, no shutdown (a boot that stalled before its kernel, or hit QEMU's
+   * race before init: nothing of it touched the disk, so the next boot is the same boot). Waits
+   * of the new boot look at its console only.
+   */
+  async powerCycle(): Promise<void> {
+    await this.markNewBoot();
+    await this.#power().powerCycle();
+  }
+
+  #power(): DomainPower {
+    if (!this.#options.power) throw new HarnessError(`${this.name}: the harness has no power control over this VM: it cannot reboot it`);
+    return this.#options.power;
+  }
+
+  /** How the current boot's shutdown ended, by the kernel's last line on the console (undefined: it says nothing yet). */
+  async shutdownEnding(): Promise<ShutdownEnding | undefined> {
+    const text = await this.#consoleSince(this.#bootConsoleStart);
+    let last: { ending: ShutdownEnding; at: number } | undefined;
+    for (const [ending, pattern] of SHUTDOWN_ENDINGS) {
+      const found = [...text.matchAll(new RegExp(pattern, "g"))].at(-1);
+      if (found && (!last || found.index > last.at)) last = { ending, at: found.index };
+    }
+    return last?.ending;
+  }
+
+  /**
+   * Waits until the old system has shut down and its restart powered the domain off. Any other
+   * end is thrown as a {@link VmDownError} with libvirt's state and the console's word on it: the
+   * guest powered off or halted instead (the change's finding), the domain was destroyed from
+   * the host or vanished (not the guest's doing), or it crashed.
+   */
+  async #waitForRestartPowerOff(timeoutMs: number): Promise<void> {
+    let offSince: number | undefined;
+    await this.waitFor(
+      "the old system to shut down and restart (the restart powers the VM off)",
+      timeoutMs,
+      async () => {
+        const state = await this.#options.domainState();
+        if (state === "" || state.startsWith("running") || state.startsWith("in shutdown")) {
+          return { done: false, seen: (await this.currentBootConsole(1))[0] ?? "no console output yet" };
+        }
+        const ending = await this.shutdownEnding();
+        // A libvirt that handles the reset itself (no QEMU set-action) reports it as destroyed.
+        if (/^shut off \((shutdown|destroyed)\)/.test(state) && ending === "restart") return { done: true, value: undefined };
+        if (/^shut off \(shutdown\)/.test(state)) {
+          offSince ??= this.#clock.now();
+          if (ending === undefined && this.#clock.now() - offSince < CONSOLE_DRAIN_MS) return { done: false, seen: "the VM is off; reading the console's last lines" };
+        }
+        const word = ending === undefined ? "its console does not say how the shutdown ended" : `its kernel's last word: ${ending}`;
+        throw new VmDownError(`${this.name}: the VM is ${state} where its reboot should have restarted it (${word})${consoleBlock(this.#options.consoleLog, await this.currentBootConsole(15))}`, state, ending);
+      },
+      { intervalMs: 500, maxIntervalMs: 1000, domainMayStop: true, withConsole: true },
+    );
   }
 
   /** The last lines of the serial console (empty when there is none yet). */
@@ -423,6 +527,8 @@ export class Machine {
       withConsole?: boolean;
       /** Says why the boot will never come (it stalled before its kernel), or undefined while it may. */
       stall?: () => Promise<string | undefined>;
+      /** The domain going off is what `attempt` waits for and judges: no fail-fast on it. */
+      domainMayStop?: boolean;
     } = {},
   ): Promise<T> {
     const progress = this.#options.log.progress(`${this.name}: ${what}`, timeoutMs);
@@ -438,7 +544,7 @@ export class Machine {
         ...(options.maxIntervalMs ? { maxIntervalMs: options.maxIntervalMs } : {}),
         ...(this.#options.signal ? { signal: this.#options.signal } : {}),
         failFast: async () => {
-          const state = await this.#options.domainState();
+          const state = options.domainMayStop ? "" : await this.#options.domainState();
           if (state !== "" && !state.startsWith("running")) {
             const tail = await this.consoleTail(15);
             throw new VmDownError(`gave up waiting for ${this.name}: ${what}: the VM is ${state}${consoleBlock(this.#options.consoleLog, tail)}`, state);
@@ -545,10 +651,13 @@ export class GuestPanicError extends HarnessError {
 /** A wait ended because the domain is not running any more (`state` as libvirt says it, with its reason). */
 export class VmDownError extends HarnessError {
   readonly state: string;
-  constructor(message: string, state: string) {
+  /** How the guest's shutdown ended by its console, when it shut down (see {@link Machine.shutdownEnding}). */
+  readonly ending: ShutdownEnding | undefined;
+  constructor(message: string, state: string, ending?: ShutdownEnding) {
     super(message);
     this.name = "VmDownError";
     this.state = state;
+    this.ending = ending;
   }
 
   /** Whether the guest itself powered off (as opposed to the host destroying it, or a crash). */

@@ -6,7 +6,7 @@
 import { XMLParser } from "fast-xml-parser";
 import type { Runner } from "../../infra/runner.ts";
 import { METADATA_NAMESPACE } from "../../infra/xml.ts";
-import { RefusedError } from "../errors.ts";
+import { HarnessError, RefusedError } from "../errors.ts";
 
 /** A libvirt connection through virsh. */
 export class Libvirt {
@@ -51,9 +51,30 @@ export class Libvirt {
     return result.stdout.trim();
   }
 
-  /** Resets a running domain at once, as the reset button would (no shutdown: the guest is dead). */
-  async resetDomain(name: string): Promise<void> {
-    await this.#virsh(["reset", name], { timeoutMs: 30_000 });
+  /**
+   * What the running domain does when its guest resets: `destroy` powers it off instead of
+   * restarting it in place. Live only: the domain's definition keeps `restart`, so the next start
+   * (and a reboot nobody told the harness of) behaves as defined. Needs QEMU's `set-action`
+   * (QEMU 6.0 and later).
+   */
+  async setRebootAction(name: string, action: "destroy" | "restart"): Promise<void> {
+    const result = await this.#virsh(["set-lifecycle-action", name, "reboot", action, "--live"], { check: false, timeoutMs: 30_000 });
+    if (result.failed) {
+      throw new HarnessError(`libvirt cannot set what ${name} does on a reset (virsh set-lifecycle-action ... reboot ${action} --live): ${result.tail.split("\n").at(-1) ?? "no answer"}; boma-it needs QEMU 6.0 or later for its reboots`);
+    }
+  }
+
+  /** Starts a defined domain that is off (a fresh QEMU process: a cold boot). */
+  async startDomain(name: string): Promise<void> {
+    await this.#virsh(["start", name], { timeoutMs: 60_000 });
+  }
+
+  /** Off at once, as pulling the plug (no shutdown), then on again: a cold boot. */
+  async powerCycle(name: string): Promise<void> {
+    const destroyed = await this.#virsh(["destroy", name], { check: false, timeoutMs: 60_000 });
+    // Already off is as good as off.
+    if (destroyed.failed && !/not running/i.test(destroyed.stderr)) throw new HarnessError(`libvirt could not power off ${name}: ${destroyed.tail.split("\n").at(-1) ?? "no answer"}`);
+    await this.startDomain(name);
   }
 
   /** The IPv4 address a MAC holds in a network's DHCP leases, if any. */

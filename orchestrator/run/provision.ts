@@ -73,6 +73,11 @@ export async function machineFor(outputs: StackOutputs, context: { runner: Runne
     log: context.log,
     consoleLog: outputs.consoleLog,
     domainState: () => context.libvirt.domainState(outputs.domain),
+    power: {
+      powerOffOnReset: () => context.libvirt.setRebootAction(outputs.domain, "destroy"),
+      start: () => context.libvirt.startDomain(outputs.domain),
+      powerCycle: () => context.libvirt.powerCycle(outputs.domain),
+    },
     ...(context.signal ? { signal: context.signal } : {}),
   });
 }
@@ -175,7 +180,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   }
 }
 
-/** The first boot up to cloud-init done (with one reset for QEMU's TCG race or a firmware stall). */
+/** The first boot up to cloud-init done (with one power cycle for QEMU's TCG race or a firmware stall). */
 async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<LiveRun> {
   const { outputs, phases, log, libvirt, timeouts } = options;
   const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
@@ -201,8 +206,7 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
     accel: options.accel.accel,
     log,
     reset: async () => {
-      await machine.markNewBoot();
-      await libvirt.resetDomain(outputs.domain);
+      await machine.powerCycle();
       bootBeganAt = machine.now();
     },
   });
@@ -214,8 +218,9 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
 }
 
 /**
- * Runs a boot; when it dies of something that is not the guest's, resets the VM and waits once
- * more (`boot` is called again): QEMU TCG's text-patching race (see `isTcgTextPatchRace` in
+ * Runs a boot; when it dies of something that is not the guest's, powers the VM off and on
+ * (`reset`: a cold boot in a fresh QEMU process, not a reset in place, which under TCG can stall
+ * the firmware again) and waits once more (`boot` is called again): QEMU TCG's text-patching race (see `isTcgTextPatchRace` in
  * machine.ts), or a boot that stalled before its kernel started (the firmware under TCG, see
  * {@link BootStallError}). For the golden image's first boot, before anything of the profile ran,
  * neither says anything about the system under test; after the reboot only a race before the
@@ -232,8 +237,8 @@ export async function withOneReset<T>(
   } catch (error) {
     const race = tcgRaceOf(error, options.accel);
     let reason: string;
-    if (error instanceof BootStallError) reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; resetting the VM once`;
-    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace)) reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; resetting the VM once`;
+    if (error instanceof BootStallError) reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; powering the VM off and on once`;
+    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace)) reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; powering the VM off and on once`;
     else throw error;
     options.log.warn(reason);
     await options.reset();

@@ -322,7 +322,10 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
     throw new HarnessError("after the reboot the VM stalled before its kernel started, twice (the firmware under TCG): nothing of the change under test ran; run it again", { cause: error });
   }
   if (error instanceof VmDownError) {
-    if (error.guestShutdown) return "the VM powered itself off instead of rebooting";
+    if (error.guestShutdown) {
+      if (error.ending === "halt") return "the VM halted instead of rebooting";
+      return `the VM powered itself off instead of rebooting${error.ending === undefined ? " (its console does not say how its shutdown ended)" : ""}`;
+    }
     if (/crashed/.test(error.state)) return `the guest crashed (libvirt: ${error.state})`;
     throw new HarnessError(`after the reboot the domain was ${error.state} from the host: that says nothing about the change under test; run it again`, { cause: error });
   }
@@ -337,11 +340,11 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
 
 /**
  * The reboot; when the new boot's kernel hits QEMU TCG's race before it ran init, or the boot
- * stalls before its kernel, the VM is reset once and the same boot is waited for again
- * (recorded in `bootResets`).
+ * stalls before its kernel, the VM is powered off and on once and the same boot is waited for
+ * again (recorded in `bootResets`).
  */
 async function rebootWithOneReset(context: StepContext, session: Session): Promise<RebootProof> {
-  const { machine, outputs, report } = session;
+  const { machine, report } = session;
   const bootIdBefore = await machine.bootId();
   const started = machine.now();
   let attempt = () => machine.reboot(context.timeouts.sshMs, { bootIdBefore });
@@ -351,8 +354,7 @@ async function rebootWithOneReset(context: StepContext, session: Session): Promi
     log: context.log,
     onlyBeforeUserspace: true,
     reset: async () => {
-      await machine.markNewBoot();
-      await context.libvirt.resetDomain(outputs.domain);
+      await machine.powerCycle();
       const resetAt = machine.now();
       attempt = async () => {
         const ready = await machine.waitForSsh(context.timeouts.sshMs, { notBootId: bootIdBefore, bootBeganAt: resetAt, restartAt: resetAt });

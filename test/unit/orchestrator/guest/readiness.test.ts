@@ -4,7 +4,7 @@
  * systemd says sshd became active. Timing is driven by a fake clock, so nothing here is timed.
  */
 import assert from "node:assert/strict";
-import { appendFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -14,6 +14,7 @@ import { withOneReset } from "../../../../orchestrator/run/provision.ts";
 import { describePanic, findKernelPanic, GuestPanicError, isTcgTextPatchRace, Machine } from "../../../../orchestrator/guest/machine.ts";
 import type { Clock } from "../../../../orchestrator/guest/retry.ts";
 import { sshBanner } from "../../../../orchestrator/host/ssh.ts";
+import { fakeDomain, PANICKED_BOOT } from "../../../helpers/fake-domain.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -84,17 +85,6 @@ describe("SSH readiness", () => {
   });
 });
 
-/** The tail of a real serial console of a guest that panicked 3 s into boot under TCG (CI, 2026-11-22). */
-const PANICKED_BOOT = [
-  "[    2.634922] clocksource: Switched to clocksource tsc",
-  "[    2.840010] sched_clock: Marking stable (2800069033, 37211961)->(2889610973, -52329979)",
-  "[    2.842217] Oops: int3: 0000 [#1] PREEMPT SMP PTI",
-  "[    2.842509] CPU: 0 UID: 0 PID: 1 Comm: swapper/0 Not tainted 6.12.107+deb13-amd64 #1  Debian 6.12.107-1",
-  "[    2.842677] RIP: 0010:sched_clock_cpu+0x9/0x1d0",
-  "[    2.844449] Kernel panic - not syncing: Fatal exception in interrupt",
-  "[    2.858578] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---",
-  "",
-].join("\r\n");
 
 describe("a guest kernel that panics", () => {
   it("is found in the console with the oops that caused it; a healthy boot log has none", () => {
@@ -137,23 +127,14 @@ describe("a guest kernel that panics", () => {
   it("after a reboot, only a panic of the new boot counts", async () => {
     const tree = await tempTree();
     try {
-      let polls = 0;
-      let newBootPanics = false;
-      const { machine, consoleLog } = await fakeGuest(tree.dir, async () => {
-        polls += 1;
-        if (newBootPanics && polls === 2) await appendFile(consoleLog, PANICKED_BOOT);
-        return !newBootPanics && polls >= 6;
-      });
       // The boot before panicked (an earlier run of this console): the reboot still succeeds.
-      await writeFile(consoleLog, PANICKED_BOOT);
-      const proof = await machine.reboot(360_000);
+      const healthy = await fakeDomain(join(tree.dir, "healthy"), { ends: ["restart"], console: PANICKED_BOOT });
+      const proof = await healthy.machine.reboot(360_000);
       assert.equal(proof.bootIdBefore, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
       assert.equal(proof.bootIdAfter, "0f1e2d3c-aaaa-bbbb-cccc-000000000002", "a real change of boot id");
-      assert.equal(polls, 6, "the wait went on past the console check of its first failed poll");
 
-      polls = 0;
-      newBootPanics = true;
-      await assert.rejects(machine.reboot(360_000), /after the reboot: the guest kernel panicked: Oops: int3/);
+      const panicking = await fakeDomain(join(tree.dir, "panicking"), { ends: ["restart"], starts: ["panic"] });
+      await assert.rejects(panicking.machine.reboot(360_000), /after the reboot: the guest kernel panicked: Oops: int3/);
     } finally {
       await tree.remove();
     }
@@ -164,9 +145,7 @@ describe("the proof of a reboot", () => {
   it("is a new boot id: a guest that answers with the old one after `systemctl reboot` never counts as rebooted", async () => {
     const tree = await tempTree();
     try {
-      const { machine } = await fakeGuest(tree.dir, async () => true);
-      // The guest ignores the reboot: its boot id stays.
-      await writeFake(join(tree.dir, "bin"), "ssh", `case "\${@: -1}" in *"cat /proc/uptime"*) printf "101.00 180.00\\n99000000\\nsame-boot\\n" ;; *boot_id*) echo same-boot ;; esac`);
+      const { machine } = await fakeDomain(tree.dir, { ends: ["restart"], starts: ["same-boot-id"] });
       await assert.rejects(machine.reboot(60_000), /timed out after 60 s waiting for askari: SSH on 10\.234\.7\.10 after the reboot; last seen: still the old boot/);
     } finally {
       await tree.remove();

@@ -5,7 +5,7 @@
  * ControlMaster=auto creates the socket file when there is none, `-O exit` removes it.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, stat, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
@@ -70,8 +70,8 @@ describe("SSH master connection", () => {
       const rebootAt = calls.indexOf("direct: sudo systemctl reboot");
       assert.ok(rebootAt > 0, `the reboot command runs on a connection of its own: ${calls.join(" | ")}`);
       assert.equal(calls[rebootAt - 1], "exit master", "the master is ended right before it");
-      // The guest's old sshd still answered the first probe: that login's master is ended too.
-      assert.deepEqual(calls.slice(rebootAt + 1), ["shared: probe (old boot)", "exit master", "shared: probe (new boot)"]);
+      // The restart powered the VM off and the harness started it: the first probe is the new boot's.
+      assert.deepEqual(calls.slice(rebootAt + 1), ["shared: probe (new boot)"]);
       assert.ok(await exists(controlPath), "the new boot's first login started a master");
 
       await machine.closeConnection();
@@ -114,14 +114,15 @@ function describeCall(argv: readonly string[]): string {
 
 /**
  * A Machine whose `ssh` plays a guest and its master connection: boot id 1 until `systemctl
- * reboot`, then the old boot's sshd answers one more login before boot id 2. Which boot answered
- * a probe is appended to that probe's logged command.
+ * reboot`, whose restart powers the VM off; boot id 2 once the harness started it again. Which
+ * boot answered a probe is appended to that probe's logged command.
  */
 async function fakeMasterGuest(dir: string, options: { deadMaster?: boolean } = {}) {
   const controlPath = join(dir, "sockets", TARGET.alias);
   await mkdir(join(dir, "sockets"), { recursive: true, mode: 0o700 });
   const log = join(dir, "log");
   const state = join(dir, "state");
+  const consoleLog = join(dir, "console.log");
   await writeFake(
     join(dir, "bin"),
     "ssh",
@@ -137,12 +138,7 @@ case "$cmd" in
   *"systemctl reboot"*) echo rebooting > "${state}"; exit 255 ;;
   *boot_id*)
     if [[ "$cmd" == *uptime* ]]; then
-      if [[ "$(cat "${state}" 2>/dev/null)" == rebooting ]]; then
-        echo old > "${state}"
-        sed -i '$ s/"\\]$/ (old boot)"]/' "$FAKE_LOG"
-        printf '500.00 1.00\\n99000000\\nboot-1\\n'
-      elif [[ "$(cat "${state}" 2>/dev/null)" == old ]]; then
-        echo new > "${state}"
+      if [[ "$(cat "${state}" 2>/dev/null)" == new ]]; then
         sed -i '$ s/"\\]$/ (new boot)"]/' "$FAKE_LOG"
         printf '30.00 1.00\\n29000000\\nboot-2\\n'
       else printf '500.00 1.00\\n99000000\\nboot-1\\n'; fi
@@ -157,8 +153,17 @@ exit 0
     target: { ...TARGET, controlPath },
     runner: new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: log } }),
     log: silentLog(),
-    consoleLog: join(dir, "console.log"),
-    domainState: async () => "running",
+    consoleLog,
+    // The reboot's restart powers the VM off (the console says so); starting it brings boot 2.
+    domainState: async () => {
+      const guest = await readFile(state, "utf8").catch(() => "");
+      if (guest === "rebooting\n") {
+        await appendFile(consoleLog, "[  222.2] reboot: Restarting system\r\n");
+        await writeFile(state, "off\n");
+      }
+      return guest === "rebooting\n" || guest === "off\n" ? "shut off (shutdown)" : "running";
+    },
+    power: { powerOffOnReset: async () => undefined, start: async () => writeFile(state, "new\n"), powerCycle: async () => undefined },
     clock: { now: () => now, sleep: async (ms: number) => void (now += ms) },
     banner: async () => true,
   });

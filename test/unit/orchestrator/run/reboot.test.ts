@@ -1,4 +1,9 @@
 /**
+ * The reboot's power-off, judged (a real Machine on a fake domain): the harness's reboot ends in
+ * the power-off it asked for and starts the VM afresh; the guest's own shutdown runs, and only a
+ * restart the guest itself asked for counts as one.
+ */
+/**
  * After the reboot, a harness fault is never a verdict: a VM that did not come back is the
  * change's finding only when its new kernel ran (or the guest itself powered off, or its kernel
  * panicked); a boot that stalled before its kernel is reset once, then exit 4; a domain destroyed
@@ -13,7 +18,9 @@ import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
 import { rebootStep, type Session, type StepContext } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
 
 const PROOF: RebootProof = {
   bootIdBefore: "aaaaaaaa-0000-0000-0000-000000000001",
@@ -29,22 +36,8 @@ interface Guest {
   console?: string[];
 }
 
-function setup(guest: Guest) {
-  const resets: string[] = [];
-  let boot = 0;
-  const next = () => guest.boots[Math.min(boot++, guest.boots.length - 1)]!();
-  const machine = {
-    target: { ip: "10.234.7.10" },
-    now: () => 0,
-    bootId: async () => PROOF.bootIdBefore,
-    markNewBoot: async () => undefined,
-    reboot: async () => next(),
-    waitForSsh: async () => (await next()).ready,
-    execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
-    guestBootSeconds: async () => 30,
-    kernelStarted: async () => guest.kernelStarted ?? false,
-    currentBootConsole: async (lines = 20) => (guest.console ?? []).slice(-lines),
-  } as unknown as Machine;
+/** A scenario's step context and session around a machine (real or played by a method-level fake). */
+function around(machine: Machine, sshMs = 1000) {
   const report = { bootIds: [], readyLagSeconds: [], beforeKernelSeconds: [], guestBootSeconds: [], bootResets: [], phases: [], checks: [], snapshotDiff: null } as unknown as ScenarioReport;
   const session: Session = { machine, outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as Session["outputs"], report, dir: "/nonexistent", timed: (_name, body) => body() };
   const context = {
@@ -54,11 +47,31 @@ function setup(guest: Guest) {
     log: silentLog(),
     signal: new AbortController().signal,
     accel: { accel: "tcg", reason: "" },
-    libvirt: { resetDomain: async (name: string) => void resets.push(name) } as unknown as Libvirt,
-    timeouts: { leaseMs: 1000, sshMs: 1000, cloudInitMs: 1000 },
+    libvirt: {} as Libvirt,
+    timeouts: { leaseMs: sshMs, sshMs, cloudInitMs: sshMs },
     ansible: NO_ANSIBLE_ARGS,
   } as unknown as StepContext;
-  return { session, context, report, resets };
+  return { session, context, report };
+}
+
+function setup(guest: Guest) {
+  const resets: string[] = [];
+  let boot = 0;
+  const next = () => guest.boots[Math.min(boot++, guest.boots.length - 1)]!();
+  const machine = {
+    target: { ip: "10.234.7.10" },
+    now: () => 0,
+    bootId: async () => PROOF.bootIdBefore,
+    markNewBoot: async () => undefined,
+    powerCycle: async () => void resets.push("boma-it-askari-x"),
+    reboot: async () => next(),
+    waitForSsh: async () => (await next()).ready,
+    execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
+    guestBootSeconds: async () => 30,
+    kernelStarted: async () => guest.kernelStarted ?? false,
+    currentBootConsole: async (lines = 20) => (guest.console ?? []).slice(-lines),
+  } as unknown as Machine;
+  return { ...around(machine), resets };
 }
 
 const stall = async (): Promise<RebootProof> => {
@@ -77,12 +90,12 @@ describe("after the reboot", () => {
     assert.equal(report.notBack, undefined);
   });
 
-  it("a boot that stalled before its kernel is reset once and waited for again", async () => {
+  it("a boot that stalled before its kernel is powered off and on once and waited for again", async () => {
     const { session, context, report, resets } = setup({ boots: [stall, async () => PROOF] });
     await rebootStep(context, session, []);
     assert.deepEqual(resets, ["boma-it-askari-x"]);
     assert.equal(report.bootResets.length, 1);
-    assert.match(report.bootResets[0]!, /stalled before its kernel started .*resetting the VM once/);
+    assert.match(report.bootResets[0]!, /stalled before its kernel started .*powering the VM off and on once/);
   });
 
   it("a second stall is exit 4: no verdict, whatever the scenario expects", async () => {
@@ -125,5 +138,77 @@ describe("after the reboot", () => {
     assert.match(outcome.post[0]!.detail, /its kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs/);
     const race = setup({ boots: [async () => { throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: Fatal exception in interrupt", oops: "Oops: int3: 0000 [#1] PREEMPT SMP PTI", beforeUserspace: false }); }] });
     await assert.rejects(rebootStep(race.context, race.session), /QEMU TCG's text-patching race .*run it again/);
+  });
+});
+
+describe("a reboot ends in a power-off the harness expects, and a fresh start", () => {
+  /** rebootStep on a real Machine whose domain ends each shutdown as scripted. */
+  async function reboot(ends: ShutdownEnd[], starts?: BootStart[]) {
+    const tree = await tempTree();
+    const domain = await fakeDomain(tree.dir, { ends, ...(starts ? { starts } : {}) });
+    const { session, context, report } = around(domain.machine, 480_000);
+    try {
+      // A VM that comes back runs no checks here; one that does not fails the profile's (no probe runs).
+      const outcome = await rebootStep(context, session, ends[0] === "restart" ? [] : undefined).catch((error: unknown) => error);
+      return { outcome, report, domain };
+    } finally {
+      await tree.remove();
+    }
+  }
+
+  it("the restart the guest asked for powers the VM off; the harness starts it and proves the reboot by a new boot id", async () => {
+    const { outcome, report, domain } = await reboot(["restart"]);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    assert.deepEqual(domain.calls, ["power-off-on-reset", "start"], "told the domain to power off on the reset, then started it once: no reset in place");
+    assert.deepEqual(report.bootIds, ["0f1e2d3c-aaaa-bbbb-cccc-000000000001", "0f1e2d3c-aaaa-bbbb-cccc-000000000002"]);
+    assert.equal(report.notBack, undefined);
+    assert.deepEqual(report.bootResets, []);
+    assert.equal(domain.state(), "running (booted)");
+  });
+
+  it("a guest that powers off (or halts) when it should reboot is the finding, and is not started again", async () => {
+    for (const [end, reason] of [
+      ["power-off", /the VM powered itself off instead of rebooting$/],
+      ["halt", /the VM halted instead of rebooting$/],
+      ["silent-power-off", /the VM powered itself off instead of rebooting \(its console does not say how its shutdown ended\)/],
+    ] as const) {
+      const { outcome, report, domain } = await reboot([end]);
+      assert.ok(!(outcome instanceof Error), `${end}: ${String(outcome)}`);
+      assert.match(report.notBack!.reason, reason, end);
+      assert.deepEqual(domain.calls, ["power-off-on-reset"], `${end}: the harness does not start a VM that powered itself off`);
+      assert.equal(domain.state(), "shut off (shutdown)");
+      assert.equal((outcome as { post: { ok: boolean }[] }).post[0]!.ok, false);
+    }
+  });
+
+  it("a domain destroyed from outside during the shutdown is exit 4, never a verdict", async () => {
+    const { outcome, domain } = await reboot(["destroyed"]);
+    assert.ok(outcome instanceof HarnessError && outcome.exitCode === 4, String(outcome));
+    assert.match(outcome.message, /after the reboot the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
+    assert.deepEqual(domain.calls, ["power-off-on-reset"]);
+  });
+
+  it("a guest that crashes on the way down is the finding", async () => {
+    const { outcome, report } = await reboot(["crashed"]);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    assert.match(report.notBack!.reason, /the guest crashed \(libvirt: shut off \(crashed\)\)/);
+  });
+
+  it("a shutdown that never ends is the finding (the old system never finished shutting down)", async () => {
+    const { outcome, report } = await reboot(["never"]);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    assert.match(report.notBack!.reason, /the old system never finished shutting down \(last console line: .*hang-on-stop/);
+  });
+
+  it("a fresh start that stalls before its kernel is powered off and on once; a second stall is exit 4", async () => {
+    const once = await reboot(["restart"], ["stall", "kernel"]);
+    assert.ok(!(once.outcome instanceof Error), String(once.outcome));
+    assert.deepEqual(once.domain.calls, ["power-off-on-reset", "start", "power-cycle"]);
+    assert.match(once.report.bootResets[0]!, /the boot after the reboot stalled before its kernel started \(no kernel started within 150 s of power-on/);
+    assert.equal(once.report.bootIds[1], "0f1e2d3c-aaaa-bbbb-cccc-000000000002");
+
+    const twice = await reboot(["restart"], ["stall"]);
+    assert.ok(twice.outcome instanceof HarnessError && twice.outcome.exitCode === 4, String(twice.outcome));
+    assert.match(twice.outcome.message, /stalled before its kernel started, twice/);
   });
 });
