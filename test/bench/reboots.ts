@@ -2,14 +2,15 @@
  * `npm run bench:reboots`: how often a reboot stalls before its kernel, by the two ways a
  * reboot can end: the guest's restart powering the domain off and the harness starting it afresh
  * (what `Machine.reboot` does), and the restart reset in place inside the same QEMU process (what
- * it did before). Both run on one kept VM (askari after its apply: Docker and its containers
- * stop on the way down), taking turns so that whatever else the machine does weighs on both
- * alike. A boot that shows no kernel line within 150 s of its power-on or of the old system's
+ * it did before). Both run on one kept VM (askari's, by default as cloud-init leaves the golden
+ * image, no role applied: the stall comes after the old system's last word, so what it ran does
+ * not matter, and a lighter guest gives more reboots an hour; `--applied` applies askari's
+ * roles first), taking turns so that whatever else the machine does weighs on both alike. A boot that shows no kernel line within 150 s of its power-on or of the old system's
  * "reboot: machine restart" is a stall; it is counted, then the VM is powered off and on to go
  * on. Writes every sample and a summary; stall rates and reboot-to-SSH times go to
  * docs/benchmarks.md by hand, with the date, commit and machine.
  *
- * usage: npm run bench:reboots -- [--count N] [--run RUN --runs-dir DIR] [--out FILE] [--json]
+ * usage: npm run bench:reboots -- [--count N] [--applied] [--run RUN --runs-dir DIR] [--out FILE] [--json]
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -24,14 +25,16 @@ import { Log } from "../../orchestrator/log.ts";
 import { machineFor } from "../../orchestrator/run/provision.ts";
 import { readRunRecord } from "../../orchestrator/run/stacks.ts";
 
-const USAGE = `usage: npm run bench:reboots -- [--count N] [--run RUN --runs-dir DIR] [--out FILE] [--json]
+const USAGE = `usage: npm run bench:reboots -- [--count N] [--applied] [--run RUN --runs-dir DIR] [--out FILE] [--json]
   --count N          reboots by each path (default 30)
+  --applied          apply askari's roles before the reboots (default: none, the guest as cloud-init leaves it)
   --run RUN          a kept run's directory name to reboot (default: up askari, down at the end)
   --runs-dir DIR     where --run lives
   --out FILE         where reboots.json goes (default <runs dir>/bench-reboots-<stamp>/reboots.json)
   --json             print reboots.json on stdout instead of the table`;
 const OPTIONS = {
   count: { type: "string", default: "30" },
+  applied: { type: "boolean", default: false },
   run: { type: "string" },
   "runs-dir": { type: "string" },
   out: { type: "string" },
@@ -99,8 +102,9 @@ if (values.run) {
   }
   runDir = join(values["runs-dir"], values.run);
 } else {
-  process.stderr.write("bench:reboots: up askari (the VM every reboot is taken on)\n");
-  const up = await cli(["up", "askari", "--json"]);
+  process.stderr.write(`bench:reboots: up askari${values.applied ? "" : " with no role applied"} (the VM every reboot is taken on)\n`);
+  // `never` is a tag no task of a play has unless it asks for it: only the facts are gathered.
+  const up = await cli(["up", "askari", "--json", ...(values.applied ? [] : ["--tags", "never"])]);
   if (up.code !== 0) {
     process.stderr.write(`bench:reboots: up failed (exit ${up.code})\n`);
     process.exit(4);
@@ -211,14 +215,15 @@ const machineInfo = {
   accel: record.accel,
   commit: execFileSync("git", ["-C", PROJECT_ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
 };
-const document = { date: new Date().toISOString(), stallLimitSeconds: KERNEL_STALL_MS / 1000, machine: machineInfo, summary, samples, failures };
+const guest = values.run ? `the kept run ${values.run}` : values.applied ? "askari's roles applied" : "no role applied";
+const document = { date: new Date().toISOString(), stallLimitSeconds: KERNEL_STALL_MS / 1000, guest, machine: machineInfo, summary, samples, failures };
 const out = values.out ?? join(benchDir, "reboots.json");
 await writeFile(out, `${JSON.stringify(document, null, 2)}\n`);
 if (values.json) process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
 else {
   const rows = summary.map((row) => `| ${row.path} | ${row.reboots} | ${row.stalls} (${row.stallRate === null ? "-" : `${(row.stallRate * 100).toFixed(1)} %`}) | ${row.rebootToSsh} | ${row.beforeKernel} |`);
   process.stdout.write(
-    `| path | reboots | stalls | reboot to SSH, s (median, min-max) | before the kernel, s |\n|---|---|---|---|---|\n${rows.join("\n")}\n\nmachine: ${machineInfo.cpu}, ${machineInfo.cores} cores, ${machineInfo.memoryGiB} GiB, accel ${machineInfo.accel}; commit ${machineInfo.commit}\nsamples: ${out}\n`,
+    `| path | reboots | stalls | reboot to SSH, s (median, min-max) | before the kernel, s |\n|---|---|---|---|---|\n${rows.join("\n")}\n\nguest: ${guest}; machine: ${machineInfo.cpu}, ${machineInfo.cores} cores, ${machineInfo.memoryGiB} GiB, accel ${machineInfo.accel}; commit ${machineInfo.commit}\nsamples: ${out}\n`,
   );
   if (failures.length > 0) process.stdout.write(`failures (neither a stall nor a reboot):\n${failures.map((line) => `  ${line}`).join("\n")}\n`);
 }
