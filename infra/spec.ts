@@ -8,6 +8,41 @@ import { createHash } from "node:crypto";
 /** The prefix of every libvirt object and file of a run (ADR-025 invariant 4). */
 export const PREFIX = "boma-it-";
 
+/** A run id: the prefix, an inventory hostname, the UTC stamp (see {@link newRunIdentity}). */
+const RUN_ID_SHAPE = String.raw`boma-it-[A-Za-z0-9][A-Za-z0-9._-]*-\d{8}-\d{6}`;
+
+/**
+ * What boma-it names after a run id, by kind of object: the only names the reaper may take for a
+ * run's (a name with the prefix but any other shape is someone else's).
+ */
+export const RUN_OBJECT_SUFFIXES = {
+  domain: [""],
+  network: [""],
+  nwfilter: ["-isolation"],
+  pool: [""],
+  /** The overlay and the seed (the stack's), the reset point's top volume and saved memory. */
+  volume: ["-overlay.qcow2", "-seed.iso", "-top.qcow2", "-reset.mem"],
+  /** The domain's UEFI variables, in libvirt's NVRAM folder. */
+  nvram: ["_VARS.fd"],
+  /** The run's SSH master socket. */
+  ssh: [""],
+} as const;
+
+/** The run a libvirt object or file belongs to by its exact name shape, or undefined when boma-it never names a `kind` so. */
+export function runIdOfObject(name: string, kind: keyof typeof RUN_OBJECT_SUFFIXES): string | undefined {
+  for (const suffix of RUN_OBJECT_SUFFIXES[kind]) {
+    const match = new RegExp(`^(${RUN_ID_SHAPE})${suffix.replace(/[.]/g, "\\.")}$`).exec(name);
+    if (match) return match[1];
+  }
+  return undefined;
+}
+
+/** The shapes boma-it gives the folders of a runs dir: a run dir (`<stamp>-<host>`) or a fleet dir (`<stamp>-fleet-<name>`), whose runs are folders of the first shape inside it. */
+export function runsDirFolderShape(name: string): "run" | "fleet" | undefined {
+  if (/^\d{8}-\d{6}-fleet-[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) return "fleet";
+  return /^\d{8}-\d{6}-[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) ? "run" : undefined;
+}
+
 /** Hardware virtualisation (KVM) or software emulation (TCG). */
 export type Accel = "kvm" | "tcg";
 
@@ -167,14 +202,14 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     accel: input.accel,
     vm: input.vm,
     network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress, hostAddresses: [...(input.hostAddresses ?? [])].sort() },
-    isolationFilter: `${name}-isolation`,
+    isolationFilter: `${name}${RUN_OBJECT_SUFFIXES.nwfilter[0]}`,
     pool: { name, dir: `${imagesDir}/${name}` },
     goldenImage: input.goldenImage,
-    volumes: { overlay: `${name}-overlay.qcow2`, seed: `${name}-seed.iso` },
+    volumes: { overlay: `${name}${RUN_OBJECT_SUFFIXES.volume[0]}`, seed: `${name}${RUN_OBJECT_SUFFIXES.volume[1]}` },
     seedCapacityBytes: 4 * 1024 * 1024,
     runDir: input.runDir,
     consoleLog: `${input.runDir}/console.log`,
-    nvram: `${nvramDir}/${name}_VARS.fd`,
+    nvram: `${nvramDir}/${name}${RUN_OBJECT_SUFFIXES.nvram[0]}`,
     guestUser: "boma",
     ownerPid: input.ownerPid,
     ...(input.ownerStart !== undefined ? { ownerStart: input.ownerStart } : {}),

@@ -1,8 +1,11 @@
 /**
- * The reaper: destroys stale stacks of every engine, then sweeps libvirt and the disk for
- * anything with the `boma-it-` prefix that no living run owns. Whatever happened to a harness
- * process (SIGKILL, a crash, a power cut), `npm run reap` finds what it left. Objects without the
- * prefix are never touched, whatever their names look like. Each item has its own try.
+ * The reaper: destroys stale stacks of every engine, then sweeps libvirt and the disk for what
+ * boma-it made that no living run owns. Whatever happened to a harness process (SIGKILL, a crash,
+ * a power cut), `npm run reap` finds what it left. It touches only what boma-it made: a domain
+ * with boma-it's metadata, objects and files with the exact names boma-it gives a run's
+ * (`boma-it-<host>-<yyyymmdd-hhmmss>` and its suffixes, see `RUN_OBJECT_SUFFIXES`), volumes only
+ * in a run's own pool, and in the runs dir only the keys of run and fleet folders. A name that
+ * merely starts with the prefix (`boma-it-prod`) is someone else's. Each item has its own try.
  */
 import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -10,7 +13,7 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { messageOf } from "../../infra/errors.ts";
 import { ownerAlive, type OwnerCheck } from "../../infra/process.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { PREFIX } from "../../infra/spec.ts";
+import { runIdOfObject, runsDirFolderShape } from "../../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "../log.ts";
 import { ABSENT_PATTERN } from "../../infra/shell.ts";
@@ -173,26 +176,33 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
     await act("stack", summary.stack, () => engine.destroy(summary.stack));
   }
-  const spared = (name: string) => [...protectedNames].some((stack) => belongsTo(name, stack));
+  const spared = (runId: string) => protectedNames.has(runId);
 
-  // 2. libvirt objects with the prefix that no ledger explains (a crash before the first write).
+  // 2. libvirt objects of a run's shape that no ledger explains (a crash before the first write).
   for (const name of await libvirt.names("domain")) {
-    if (!name.startsWith(PREFIX) || spared(name)) continue;
+    const runId = runIdOfObject(name, "domain");
+    if (runId === undefined || spared(runId)) continue;
     const owner = await libvirt.domainOwner(name);
-    if (owner !== undefined && isAlive(owner.pid, owner.start)) {
-      // A run of a living process that has not written its ledger yet, or owns it through another engine.
-      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner.pid}) is alive` });
-      protectedNames.add(name);
+    if (owner === undefined) {
+      // A domain boma-it makes carries its metadata from the first define: this one is someone else's.
+      items.push({ kind: "domain", name, action: "spared", detail: "no boma-it metadata: not made by boma-it" });
       continue;
     }
-    if (tooYoung(name)) continue;
+    if (isAlive(owner.pid, owner.start)) {
+      // A run of a living process that has not written its ledger yet, or owns it through another engine.
+      items.push({ kind: "domain", name, action: "spared", detail: `its harness (pid ${owner.pid}) is alive` });
+      protectedNames.add(runId);
+      continue;
+    }
+    if (tooYoung(runId)) continue;
     await act("domain", name, async () => {
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "destroy", name], { check: false });
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "undefine", name, "--nvram"]);
     });
   }
   for (const name of await libvirt.names("network")) {
-    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    const runId = runIdOfObject(name, "network");
+    if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
     await act("network", name, async () => {
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-destroy", name], { check: false });
       // A transient network is gone once destroyed; a persistent one needs undefining too.
@@ -200,19 +210,28 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
       if (still.includes(name)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "net-undefine", name]);
     });
   }
+  // Volumes only in a run's own pool, and only those named after that run: another pool (the
+  // default one, a user's) is never swept, whatever its volumes are called.
   for (const pool of await libvirt.names("pool")) {
-    const prefixed = pool.startsWith(PREFIX);
-    if (prefixed && (spared(pool) || tooYoung(pool))) continue;
+    const runId = runIdOfObject(pool, "pool");
+    if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
     // A run's pool may hold files libvirt has not listed yet (a reset point's saved state).
-    if (prefixed && !options.dryRun && !heldBy(pool)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-refresh", pool], { check: false });
-    // Prefixed volumes may also sit in other pools (the default pool, say).
+    if (!options.dryRun && !heldBy(pool)) await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-refresh", pool], { check: false });
+    const strangers: string[] = [];
     for (const volume of await libvirt.volumes(pool)) {
-      if (!volume.startsWith(PREFIX) || spared(volume) || tooYoung(volume)) continue;
+      if (runIdOfObject(volume, "volume") !== runId) {
+        strangers.push(volume);
+        continue;
+      }
       await act("volume", `${pool}/${volume}`, async () => {
         await runner.run("virsh", ["-q", "-c", libvirt.uri, "vol-delete", volume, "--pool", pool]);
       });
     }
-    if (!prefixed) continue;
+    if (strangers.length > 0) {
+      // Deleting the pool would delete its folder with them: not ours to judge.
+      items.push({ kind: "pool", name: pool, action: "spared", detail: `it holds volumes boma-it does not make (${strangers.slice(0, 3).join(", ")}${strangers.length > 3 ? ", ..." : ""})` });
+      continue;
+    }
     await act("pool", pool, async () => {
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-destroy", pool], { check: false });
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "pool-delete", pool], { check: false });
@@ -221,16 +240,18 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   }
 
   for (const name of await libvirt.names("nwfilter")) {
-    if (!name.startsWith(PREFIX) || spared(name) || tooYoung(name)) continue;
+    const runId = runIdOfObject(name, "nwfilter");
+    if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
     await act("nwfilter", name, async () => {
       await runner.run("virsh", ["-q", "-c", libvirt.uri, "nwfilter-undefine", name]);
     });
   }
 
-  // 3. Files with the prefix that libvirt no longer knows: overlay dirs, NVRAM.
-  for (const dir of [options.libvirtImagesDir ?? "/var/lib/libvirt/images", options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram"]) {
+  // 3. Files of a run's shape that libvirt no longer knows: a pool's folder, the NVRAM file.
+  for (const [dir, kind] of [[options.libvirtImagesDir ?? "/var/lib/libvirt/images", "pool"], [options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram", "nvram"]] as const) {
     for (const entry of await readdir(dir).catch(() => [] as string[])) {
-      if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+      const runId = runIdOfObject(entry, kind);
+      if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
       await act("file", join(dir, entry), () => rm(join(dir, entry), { recursive: true, force: true }));
     }
   }
@@ -239,7 +260,8 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   // until it idles out or its VM is gone; the socket (named by the run id) says whose it is.
   const sockets = options.controlSocketDir ?? controlSocketDir();
   for (const entry of await readdir(sockets).catch(() => [] as string[])) {
-    if (!entry.startsWith(PREFIX) || spared(entry) || tooYoung(entry)) continue;
+    const runId = runIdOfObject(entry, "ssh");
+    if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
     await act("ssh", join(sockets, entry), () => endMaster(runner, join(sockets, entry)));
   }
 
@@ -265,11 +287,23 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   return items;
 }
 
-/** `keys/` folders of runs in a runs dir (`<run>/keys` and `<run>/<scenario>/keys`). */
+/**
+ * `keys/` folders of runs in a runs dir: `<run>/keys` and `<run>/<scenario>/keys` of run folders
+ * (`<stamp>-<host>`), and of the runs inside fleet folders (`<stamp>-fleet-<name>/<run>`). No
+ * other folder of the runs dir is looked into.
+ */
 async function runKeyDirs(runsDir: string): Promise<string[]> {
+  const runFolders: string[] = [];
+  for (const entry of await readdir(runsDir).catch(() => [] as string[])) {
+    const shape = runsDirFolderShape(entry);
+    if (shape === undefined) continue;
+    runFolders.push(join(runsDir, entry));
+    if (shape !== "fleet") continue;
+    for (const inner of await readdir(join(runsDir, entry)).catch(() => [] as string[])) if (runsDirFolderShape(inner) === "run") runFolders.push(join(runsDir, entry, inner));
+  }
   const found: string[] = [];
-  for (const run of await readdir(runsDir).catch(() => [] as string[])) {
-    for (const candidate of [join(runsDir, run, "keys"), ...["red", "green"].map((scenario) => join(runsDir, run, scenario, "keys"))]) {
+  for (const run of runFolders) {
+    for (const candidate of [join(run, "keys"), ...["red", "green"].map((scenario) => join(run, scenario, "keys"))]) {
       if (await stat(candidate).then((stats) => stats.isDirectory(), () => false)) found.push(candidate);
     }
   }

@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { withPipedStdin, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
+import { RUN_OBJECT_SUFFIXES } from "../../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 
 /** Where a run's reset point is (run.json keeps it). */
@@ -34,7 +35,7 @@ export interface ResetPoint {
 
 /** The names of a run's reset volumes (in its pool, named after it so the reaper knows whose they are). */
 export function resetVolumes(runId: string): { memory: string; top: string } {
-  return { memory: `${runId}-reset.mem`, top: `${runId}-top.qcow2` };
+  return { memory: `${runId}${RUN_OBJECT_SUFFIXES.volume[3]}`, top: `${runId}${RUN_OBJECT_SUFFIXES.volume[2]}` };
 }
 
 /**
@@ -45,7 +46,7 @@ export function resetVolumes(runId: string): { memory: string; top: string } {
  */
 export async function takeResetPoint(libvirt: Libvirt, runner: Runner, outputs: StackOutputs): Promise<ResetPoint> {
   const pool = outputs.runId;
-  const base = `${outputs.runId}-overlay.qcow2`;
+  const base = `${outputs.runId}${RUN_OBJECT_SUFFIXES.volume[0]}`;
   const { memory, top } = resetVolumes(outputs.runId);
   const memoryPath = join(await poolDir(runner, libvirt, pool), memory);
   await virsh(runner, libvirt, ["save", outputs.domain, memoryPath], 15 * 60_000);

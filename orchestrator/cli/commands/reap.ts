@@ -1,4 +1,4 @@
-/** `boma-it reap`: destroy stale stacks and sweep every boma-it- libvirt object and file. */
+/** `boma-it reap`: destroy stale stacks and sweep what boma-it made that no living run owns. */
 import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
@@ -10,14 +10,17 @@ import { reapInTurn } from "../../host/reap.ts";
 
 export const reapCommand: CommandDefinition = {
   name: "reap",
-  summary: "destroy stale stacks and sweep every boma-it- libvirt object and file",
+  summary: "destroy stale stacks and sweep what boma-it made that no living run owns",
   usage: "reap [--dry-run] [--older-than 2h] [--json]",
-  details: `Destroys every stack whose harness process is gone (kept VMs included), then sweeps libvirt
-for domains (with NVRAM), networks, pools and volumes named boma-it-*, the files they leave in
-/var/lib/libvirt, and the private keys and SSH master connections of runs that are not live.
-While no run holds the run lock, the reap holds it, and also removes golden images a killed
+  details: `Destroys every stack whose harness process is gone (kept VMs included), then sweeps what
+boma-it made: domains with boma-it's metadata (with NVRAM), networks, network filters and pools
+named as boma-it names a run's (boma-it-<host>-<yyyymmdd-hhmmss>), the volumes of such a pool
+named after its run, the files they leave in /var/lib/libvirt, and the private keys (of run and
+fleet folders of the runs dir) and SSH master connections of runs that are not live. While no
+run holds the run lock, the reap holds it, and also removes golden images a killed
 \`image build\`/\`image pull\` left half made. A run whose harness is still alive is never
-reaped; anything without the boma-it- prefix is never touched.
+reaped; a name that merely starts with boma-it- (boma-it-prod), a volume in another pool and any
+other folder are never touched.
 Options:
   --dry-run          list what would be destroyed, touch nothing
   --older-than AGE   spare runs younger than AGE (90s, 30m, 2h, 1d)

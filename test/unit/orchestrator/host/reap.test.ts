@@ -94,7 +94,6 @@ describe("reap", () => {
         `pool-destroy ${OLD}`,
         `pool-delete ${OLD}`,
         `pool-undefine ${OLD}`,
-        `vol-delete ${OLD}-overlay.qcow2 --pool default`,
         `nwfilter-undefine ${OLD}-isolation`,
         `ssh -o ControlPath=…/${OLD} -O exit boma-it-master`,
       ]);
@@ -102,14 +101,68 @@ describe("reap", () => {
       assert.deepEqual(await readdir(images), ["not-ours"]);
       assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
       assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
-      assert.ok(items.every((item) => item.action === "destroyed"));
+      assert.deepEqual(items.filter((item) => item.action !== "destroyed"), []);
+      assert.deepEqual(items.map((item) => item.kind).sort(), ["domain", "file", "file", "keys", "network", "nwfilter", "pool", "ssh"], "every object of the dead run is an item");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("touches only what boma-it made: decoys with the prefix, a run's name without boma-it's metadata, volumes outside a run's pool, folders of other shapes", async () => {
+    const shaped = "boma-it-web-20200101-000000";
+    const env = {
+      FAKE_DOMAINS: `boma-it-prod ${shaped} ${OLD}`,
+      FAKE_NETWORKS: "boma-it-prod boma-it-lab-net",
+      FAKE_POOLS: `default boma-it-data ${OLD}`,
+      FAKE_VOLS: `default:boma-it-base.qcow2 default:${OLD}-overlay.qcow2 boma-it-data:${OLD}-seed.iso ${OLD}:${OLD}-overlay.qcow2 ${OLD}:${OLD}-reset.mem ${OLD}:${OLD}-top.qcow2`,
+      FAKE_META: `${OLD}=999999`,
+      FAKE_FILTERS: "boma-it-strict clean-traffic",
+    };
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup(env);
+    try {
+      await mkdir(join(images, "boma-it-isos"));
+      await mkdir(join(images, OLD));
+      await writeFile(join(nvram, "boma-it-prod_VARS.fd"), "");
+      await writeFile(join(sockets, "boma-it-tunnel"), "");
+      const runs = join(tree.dir, "runs");
+      for (const folder of ["boma-it-notes/keys", "notes/keys", "20200101-000000-askari/keys", "20200101-000000-fleet-web/20200101-000001-kazi/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"]) await mkdir(join(runs, folder), { recursive: true });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: 1, now: new Date("2026-12-02T12:00:00Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), [
+        `destroy ${OLD}`,
+        `undefine ${OLD} --nvram`,
+        `pool-refresh ${OLD}`,
+        `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`,
+        `vol-delete ${OLD}-reset.mem --pool ${OLD}`,
+        `vol-delete ${OLD}-top.qcow2 --pool ${OLD}`,
+        `pool-destroy ${OLD}`,
+        `pool-delete ${OLD}`,
+        `pool-undefine ${OLD}`,
+      ], "only the dead run's own domain, volumes and pool");
+      assert.deepEqual(items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}: ${item.detail}`), [`domain ${shaped}: no boma-it metadata: not made by boma-it`]);
+      assert.deepEqual((await readdir(images)).sort(), ["boma-it-isos"]);
+      assert.deepEqual(await readdir(nvram), ["boma-it-prod_VARS.fd"]);
+      assert.deepEqual(await readdir(sockets), ["boma-it-tunnel"]);
+      for (const kept of ["boma-it-notes/keys", "notes/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"]) assert.ok((await readdir(join(runs, kept))).length === 0 && (await readdir(join(runs, kept, ".."))).includes("keys"), `${kept} stays`);
+      assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "a run folder's keys go");
+      assert.deepEqual(await readdir(join(runs, "20200101-000000-fleet-web", "20200101-000001-kazi")), [], "and a fleet's run's");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("a run's pool that holds a volume boma-it does not make is left, with that volume", async () => {
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: OLD, FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`, FAKE_META: "" });
+    try {
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      assert.deepEqual(changes(await calls()), [`pool-refresh ${OLD}`, `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`]);
+      assert.match(items.find((item) => item.kind === "pool")!.detail, /it holds volumes boma-it does not make \(thesis\.pdf\)/);
     } finally {
       await tree.remove();
     }
   });
 
   it("lists without touching anything in a dry run", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=999999` });
     try {
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
@@ -124,7 +177,7 @@ describe("reap", () => {
 
   it("spares runs of a living harness and runs younger than --older-than", async () => {
     const young = "boma-it-askari-20991231-235959";
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242`, FAKE_FILTERS: `${OLD}-isolation` });
+    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242 ${young}=999999`, FAKE_FILTERS: `${OLD}-isolation` });
     try {
       // The living run's files: its NVRAM and its pool dir must survive.
       await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
@@ -217,7 +270,8 @@ describe("reap", () => {
       // The kernel frees the lock within a second of the holder's death; then the run is a dead one's.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const after = await reap(options);
-      assert.ok(after.filter((item) => item.name.includes(provisioning)).every((item) => item.action === "destroyed"), JSON.stringify(after));
+      const ofIt = after.filter((item) => item.name.includes(provisioning));
+      assert.deepEqual(ofIt.map((item) => `${item.action} ${item.kind}`).sort(), ["destroyed file", "destroyed network", "destroyed nwfilter", "destroyed pool", "destroyed volume"], JSON.stringify(after));
     } finally {
       holder.kill("SIGKILL");
       await tree.remove();
