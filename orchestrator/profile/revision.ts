@@ -38,8 +38,19 @@ export interface GitPlace {
   prefix: string;
 }
 
+/**
+ * git on the user's repository, read-only: no optional locks (`status` would otherwise refresh
+ * .git/index), no fsmonitor program and no hooks the repository's config may name (they would run
+ * on the control host, outside any jail).
+ */
+export const READ_ONLY_GIT = ["--no-optional-locks", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"] as const;
+
+function git(runner: Runner, args: readonly string[], timeoutMs: number) {
+  return runner.run("git", [...READ_ONLY_GIT, ...args], { check: false, timeoutMs, env: { GIT_OPTIONAL_LOCKS: "0" } });
+}
+
 async function gitPlace(repoDir: string, runner: Runner): Promise<GitPlace | undefined> {
-  const top = await runner.run("git", ["-C", repoDir, "rev-parse", "--show-toplevel"], { check: false, timeoutMs: 30_000 });
+  const top = await git(runner, ["-C", repoDir, "rev-parse", "--show-toplevel"], 30_000);
   if (top.failed) return undefined;
   const toplevel = top.stdout.trim();
   return { toplevel, prefix: relative(toplevel, repoDir) };
@@ -49,7 +60,7 @@ async function gitPlace(repoDir: string, runner: Runner): Promise<GitPlace | und
 export async function worktreeRevision(repoDir: string, runner: Runner): Promise<Revision> {
   const place = await gitPlace(repoDir, runner);
   if (!place) return { ref: null, commit: "worktree", dirty: null };
-  const status = await runner.run("git", ["-C", place.toplevel, "status", "--porcelain", "--", place.prefix || "."], { check: false, timeoutMs: 60_000 });
+  const status = await git(runner, ["-C", place.toplevel, "status", "--porcelain", "--", place.prefix || "."], 60_000);
   return { ref: null, commit: "worktree", dirty: status.failed ? null : status.stdout.trim() !== "" };
 }
 
@@ -58,7 +69,7 @@ export async function resolveRevision(repoDir: string, ref: string, runner: Runn
   const place = await gitPlace(repoDir, runner);
   if (!place) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of the infrastructure repo, but ${repoDir} is not in a git repository (found ref ${JSON.stringify(ref)})` });
   // `--end-of-options` keeps a ref that looks like an option from being one.
-  const resolved = await runner.run("git", ["-C", place.toplevel, "rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`], { check: false, timeoutMs: 30_000 });
+  const resolved = await git(runner, ["-C", place.toplevel, "rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`], 30_000);
   if (resolved.failed) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of ${place.toplevel}, found ${JSON.stringify(ref)}, which names no commit there` });
   return { ref, commit: resolved.stdout.trim(), place };
 }
@@ -74,7 +85,10 @@ export async function checkoutRevision(revision: ResolvedRevision, dir: string, 
   await mkdir(repoInCheckout, { recursive: true, mode: 0o700 });
   const treeish = revision.place.prefix ? `${revision.commit}:${revision.place.prefix}` : revision.commit;
   // pipefail: a failing archive must not pass for an empty checkout.
-  await runner.run("bash", ["-o", "pipefail", "-c", 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"', "checkout", revision.place.toplevel, treeish, repoInCheckout], { timeoutMs: 10 * 60_000 });
+  await runner.run("bash", ["-o", "pipefail", "-c", 'top="$1" treeish="$2" into="$3"; shift 3; git "$@" -C "$top" archive --format=tar "$treeish" | tar -x -C "$into"', "checkout", revision.place.toplevel, treeish, repoInCheckout, ...READ_ONLY_GIT], {
+    timeoutMs: 10 * 60_000,
+    env: { GIT_OPTIONAL_LOCKS: "0" },
+  });
   await makeFilesReadOnly(repoInCheckout);
   return repoInCheckout;
 }

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
@@ -23,7 +23,7 @@ import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
 import { baselineStep, profileAt, resolveScenarioRevisions, type ScenarioSpec, type StepContext } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
-import { writeFakeVmSsh } from "../../../helpers/fake-vm.ts";
+import { startFakeVm } from "../../../helpers/fake-vm.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -79,6 +79,28 @@ describe("revisions of the infrastructure repo", () => {
     }
   });
 
+  it("the user's repository stays byte-identical, .git included, and runs nothing its config names (an fsmonitor, hooks)", async () => {
+    const { tree, repo, infra } = await repository();
+    try {
+      const ran = join(tree.dir, "fsmonitor-ran");
+      const monitor = join(tree.dir, "fsmonitor.sh");
+      await writeFile(monitor, `#!/bin/sh\ntouch ${ran}\n`, { mode: 0o755 });
+      git(repo, "config", "core.fsmonitor", monitor);
+      // An index whose stat data is stale: a `git status` that may write would refresh it.
+      await utimes(join(repo, "README"), new Date("2030-01-01T00:00:00Z"), new Date("2030-01-01T00:00:00Z"));
+      const hash = () => execFileSync("bash", ["-c", `cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum; find . -printf '%p %m %T@\\n' | sort`, "hash", repo], { encoding: "utf8" });
+      const before = hash();
+      const runner = new Runner();
+      await worktreeRevision(infra, runner);
+      const revision = await resolveRevision(infra, "v1", runner, { file: "/p.yml", path: "ref" });
+      await checkoutRevision(revision, join(tree.dir, "run", "refs"), runner);
+      assert.equal(hash(), before, "every file of the repository, .git's included, with its mode and time");
+      await assert.rejects(stat(ran), "the fsmonitor the repository's config names never ran");
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("check out read-only from git's objects alone: the user's checkout, index, stash and worktree list stay as they were", async () => {
     const { tree, repo, infra, v1 } = await repository();
     try {
@@ -96,19 +118,19 @@ describe("revisions of the infrastructure repo", () => {
     }
   });
 
-  it("the upgrade path: the baseline is applied first from its own checkout; a baseline that fails is named as the baseline", async () => {
+  it("the upgrade path: the baseline is applied first from its own checkout; a baseline that fails is named as the baseline", async (t) => {
     const { tree, v2 } = await repository();
     try {
-      const bin = join(tree.dir, "bin");
-      await writeFakeVmSsh(bin);
-      const runner = new Runner({ env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "calls.log") } });
+      const vm = await startFakeVm(tree.dir, "boma-it-askari-20261201-130000");
+      t.after(() => vm.stop());
+      const runner = new Runner({ env: process.env });
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, runner);
       const scenarios: ScenarioSpec[] = [{ name: "green", expect: "pass", vars: {} }];
       await resolveScenarioRevisions(profile, scenarios, { ref: "v1", baseline: "main", target: "green" }, runner);
       assert.equal(scenarios[0]!.baseline?.commit, v2);
       const context = { profile, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")), secrets: secretsOf([]), runner, log: silentLog(), signal: new AbortController().signal, ansible: NO_ANSIBLE_ARGS } as unknown as StepContext;
       const outputs = { runId: "boma-it-askari-20261201-130000", host: "askari", ip: "10.234.7.10", user: "boma", keyFile: join(tree.dir, "k"), knownHostsFile: join(tree.dir, "kh"), subnet: "10.234.7.0/24" } as StackOutputs;
-      const machine = { target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId } } as unknown as Machine;
+      const machine = { target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, controlPath: vm.controlPath } } as unknown as Machine;
       const report = {} as ScenarioReport;
       const said: string[] = [];
       context.log.transcribe((line) => said.push(line));
