@@ -57,6 +57,12 @@ export interface RunOptions {
   check?: boolean;
   /** Called for every output line as it arrives (for live progress), redacted like the record. */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  /**
+   * Lines meant for the caller alone (a jailed Ansible telling the harness of a secret it just
+   * decrypted): each line `test` accepts goes, as it is, to `take`, before any later line is
+   * redacted, and is left out of the output, the record and `onLine`.
+   */
+  privateLines?: { test: (line: string) => boolean; take: (line: string) => void };
   /** Kill the command once its output passes this many bytes (default: execa's 100 MB). */
   maxBufferBytes?: number;
   /** Give the command this process's terminal (an interactive shell); nothing is captured. */
@@ -168,12 +174,17 @@ export class Runner {
   /** Runs `file args...`; throws {@link CommandFailedError} unless `check: false`. */
   async run(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<CommandResult> {
     const startedAt = new Date();
-    const onLine = options.onLine;
+    const { onLine, privateLines } = options;
     const redact = this.#redact;
     const lineHook = (stream: "stdout" | "stderr") =>
-      onLine
+      onLine || privateLines
         ? function* (line: unknown) {
-            onLine(redact(String(line)), stream);
+            const text = String(line);
+            if (privateLines?.test(text)) {
+              privateLines.take(text);
+              return;
+            }
+            onLine?.(redact(text), stream);
             yield line;
           }
         : "pipe";

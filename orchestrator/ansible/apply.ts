@@ -8,17 +8,23 @@
 import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
 import { stringifyForPython } from "../../infra/pyyaml.ts";
-import type { Runner } from "../../infra/runner.ts";
+import type { CommandResult, Runner } from "../../infra/runner.ts";
 import { BadInputError, HarnessError, RefusedError, SystemUnderTestError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "../run/certs.ts";
 import type { RunSecrets } from "../run/secrets.ts";
-import type { SshTarget } from "../host/ssh.ts";
+import { keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, type Confinement } from "./confine.ts";
+import { openGate, type Gate } from "./gate.ts";
+import { jailEnv, programFoldersOf, runJailed, type JailSpec } from "../host/jail.ts";
+import { ansiblePython, vaultClient, vaultPasswords } from "./vault.ts";
+
+/** How a jailed Ansible tells the harness of a secret it decrypted (learn/sitecustomize.py). */
+const LEARNT_MARK = "\u001fboma-it-learnt ";
 
 /** What one apply needs. */
 export interface ApplyInput {
@@ -108,18 +114,79 @@ async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promi
   return extraVarsFile;
 }
 
-/** `-e` arguments for the secrets (vault file, secret vars in a temp file); `cleanup` removes the file. */
-async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; cleanup: () => Promise<void> }> {
+/**
+ * `-e` arguments for the secrets (vault file, secret vars in a temp file), the paths a jail must
+ * read for them; `cleanup` removes the file.
+ */
+async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; readable: string[]; cleanup: () => Promise<void> }> {
   const args: string[] = [];
+  const readable: string[] = [];
   let folder: string | undefined;
   if (Object.keys(secrets.secretVars).length > 0) {
     folder = await mkdtemp(join(tmpdir(), "boma-it-secrets-"));
     const file = join(folder, "secret-vars.json");
     await writeFile(file, JSON.stringify(secrets.secretVars), { mode: 0o600 });
     args.push("-e", `@${file}`);
+    readable.push(folder);
   }
-  if (secrets.vaultFile) args.push("-e", `@${secrets.vaultFile}`);
-  return { args, cleanup: async () => (folder ? rm(folder, { recursive: true, force: true }) : undefined) };
+  if (secrets.vaultFile) {
+    args.push("-e", `@${secrets.vaultFile}`);
+    readable.push(secrets.vaultFile);
+  }
+  return { args, readable, cleanup: async () => (folder ? rm(folder, { recursive: true, force: true }) : undefined) };
+}
+
+/** What a jail needs beyond what every Ansible run of a profile reads. */
+interface JailNeeds {
+  writable?: readonly string[];
+  readable?: readonly string[];
+  masterSocket?: string;
+  /** Settings over boma-it's own (see jailEnv). */
+  settings?: Record<string, string>;
+  /** The apply's confinement: its ssh first on PATH. */
+  confinement?: Confinement;
+}
+
+/**
+ * Which callbacks a jailed Ansible runs: boma-it's own, which does nothing, from a folder that
+ * holds nothing else (callbacks/boma_it.py says why an empty list cannot be given). What the
+ * repo's ansible.cfg or the user's environment enables (junit, log_plays, syslog_json, ARA) does
+ * not load.
+ */
+function callbackSettings(): Record<string, string> {
+  return { ANSIBLE_CALLBACK_PLUGINS: join(import.meta.dirname, "callbacks"), ANSIBLE_CALLBACKS_ENABLED: "boma_it" };
+}
+
+/**
+ * The jail of an Ansible run for a profile (see jail.ts): in the repo, reading the repo and the
+ * folder it is in (a secrets checkout beside it), its inventory's vars, the overlay, the
+ * harness's own helpers and whatever `needs` adds; the vault passwords obtained once outside it
+ * (see vaultPasswords); boma-it's settings, then the run's.
+ */
+async function jailFor(input: Pick<ApplyInput, "profile" | "runner">, tool: string, needs: JailNeeds = {}): Promise<JailSpec> {
+  const { profile, runner } = input;
+  const python = await ansiblePython(runner);
+  const client = vaultClient((await vaultPasswords(runner, profile.repoDir)).passwords, python);
+  const env = jailEnv(runner.env, { ...callbackSettings(), ...client.env, ...needs.settings });
+  return {
+    cwd: profile.repoDir,
+    readable: [
+      dirname(profile.repoDir),
+      profile.repoDir,
+      profile.inventory.file,
+      profile.inventory.varsDir,
+      profile.playbookFile,
+      ...(profile.overlay.file ? [profile.overlay.file] : []),
+      import.meta.dirname,
+      ...(await programFoldersOf(runner, tool)),
+      ...(needs.confinement?.readable ?? []),
+      ...(needs.readable ?? []),
+    ],
+    writable: [...(needs.writable ?? [])],
+    ...(needs.masterSocket ? { masterSocket: needs.masterSocket } : {}),
+    ...(client.stdinFile ? { stdinFile: client.stdinFile } : {}),
+    env: needs.confinement ? { ...env, ...needs.confinement.env(env.PATH!) } : env,
+  };
 }
 
 /**
@@ -133,52 +200,27 @@ function lastWordVars(certs: CertPlan, confinement: Confinement): string[] {
 }
 
 /**
- * Ansible's environment for a run: pipelining on, host keys checked, its own log off (the harness
- * writes the apply's log itself, redacted, from the output it reads: Ansible's log_path, the
- * repo's ansible.cfg's included, would hold every secret a task prints), the default output the
- * harness reads, temp files outside the run dir.
- */
-function ansibleEnv(localTemp: string, confinement?: Confinement): Record<string, string> {
-  return {
-    ANSIBLE_PIPELINING: "True",
-    ANSIBLE_HOST_KEY_CHECKING: "True",
-    ANSIBLE_RETRY_FILES_ENABLED: "False",
-    ANSIBLE_NOCOLOR: "True",
-    ANSIBLE_FORCE_COLOR: "False",
-    ANSIBLE_LOG_PATH: "/dev/null",
-    ANSIBLE_STDOUT_CALLBACK: "ansible.builtin.default",
-    ANSIBLE_LOCAL_TEMP: localTemp,
-    ANSIBLE_INVENTORY_UNPARSED_FAILED: "True",
-    ANSIBLE_DEPRECATION_WARNINGS: "False",
-    ...(confinement?.env ?? {}),
-  };
-}
-
-/**
  * Checks the transient inventory with Ansible before apply (safety invariant 1): it holds
  * exactly one host, the impersonated one. (Where that host's connections go is the confined
  * ssh's to decide, on every connection.)
  */
 export async function checkTransientInventory(input: ApplyInput, files: Pick<TransientInventory, "inventoryFile">): Promise<void> {
   const host = input.profile.document.host;
-  const temp = await mkdtemp(join(tmpdir(), "boma-it-ansible-"));
-  try {
-    // --graph: the hosts and groups, never a value (a listing with vars holds the decrypted vault).
-    const listing = await input.runner.run("ansible-inventory", ["-i", files.inventoryFile, "--graph"], {
-      env: ansibleEnv(temp),
-      cwd: input.profile.repoDir,
-      check: false,
-    });
-    if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
-    const hosts = new Set(listing.stdout.split("\n").map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim()).filter((name): name is string => name !== undefined));
-    if (hosts.size !== 1 || !hosts.has(host)) {
-      throw new RefusedError(
-        `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
-        "this is a bug of boma-it; nothing was applied",
-      );
-    }
-  } finally {
-    await rm(temp, { recursive: true, force: true });
+  // --graph: the hosts and groups, never a value (a listing with vars holds the decrypted vault).
+  const listing = await runJailed(
+    input.runner,
+    "ansible-inventory",
+    ["-i", files.inventoryFile, "--graph"],
+    await jailFor(input, "ansible-inventory", { readable: [dirname(files.inventoryFile)], settings: { ANSIBLE_INVENTORY_UNPARSED_FAILED: "True" } }),
+    { check: false },
+  );
+  if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
+  const hosts = new Set(listing.stdout.split("\n").map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim()).filter((name): name is string => name !== undefined));
+  if (hosts.size !== 1 || !hosts.has(host)) {
+    throw new RefusedError(
+      `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
+      "this is a bug of boma-it; nothing was applied",
+    );
   }
 }
 
@@ -200,11 +242,13 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
     // `debug` runs on this host: no connection is made, so nothing needs confining here.
     const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for the DNS token check before a run.`, new Set());
     const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.certs.vars });
-    const result = await input.runner.run(
+    const result = await runJailed(
+      input.runner,
       "ansible",
       ["-i", inventoryFile, host, "-e", `@${extraVarsFile}`, ...secret.args, "-m", "ansible.builtin.debug", "-a", `var=${tokenVar}`, "-o"],
-      // Ansible's own log would hold the value: it is off (see ansibleEnv).
-      { env: ansibleEnv(dir), cwd: input.profile.repoDir, check: false, secretOutput: true },
+      // Ansible's own log would hold the value: it is off (see jailEnv).
+      await jailFor(input, "ansible", { readable: [dir, ...secret.readable] }),
+      { check: false, secretOutput: true },
     );
     const match = new RegExp(`"${tokenVar}":\\s*"((?:[^"\\\\]|\\\\.)*)"`).exec(result.stdout);
     const value = match ? (JSON.parse(`"${match[1]}"`) as string) : undefined;
@@ -252,18 +296,38 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   };
   const started = performance.now();
   const secret = await secretExtraVars(input.secrets);
-  const localTemp = await mkdtemp(join(tmpdir(), "boma-it-ansible-"));
   const log = createWriteStream(logFile, { flags: "a", mode: 0o600 });
-  const result = await input.runner
-    .run(
+  // The jail's one way out: the run's master (kept up while the play runs: a role may reboot the
+  // VM), through a gate that lets only commands on the VM pass.
+  const keeping = new AbortController();
+  const kept = keepMaster(input.runner, input.target, keeping.signal);
+  let gate: Gate | undefined;
+  let result: CommandResult;
+  try {
+    gate = await openGate(input.runner, input.target.controlPath!, files.confinement.refusalsFile);
+    const jail = await jailFor(input, "ansible-playbook", {
+      writable: [input.dir],
+      readable: [dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
+      masterSocket: gate.socket,
+      confinement: files.confinement,
+      // Vaulted content the play reads anywhere (outside the repo too) is told as it is decrypted.
+      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_REPORT_SECRETS: "1" },
+    });
+    result = await runJailed(
+      input.runner,
       "ansible-playbook",
       ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, ...(input.playbookArgs ?? []), ...lastWordVars(input.certs, files.confinement), input.profile.playbookFile],
+      jail,
       {
-        env: ansibleEnv(localTemp, files.confinement),
-        cwd: input.profile.repoDir,
         check: false,
         signal: input.signal,
         timeoutMs: 60 * 60_000,
+        privateLines: {
+          test: (line) => line.startsWith(LEARNT_MARK),
+          take: (line) => {
+            for (const value of JSON.parse(line.slice(LEARNT_MARK.length)) as string[]) input.secrets.add(value);
+          },
+        },
         // Lines come redacted from the runner.
         onLine: (line) => {
           log.write(`${new Date().toISOString()} | ${line}\n`);
@@ -281,12 +345,14 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
           }
         },
       },
-    )
-    .finally(async () => {
-      await secret.cleanup();
-      await rm(localTemp, { recursive: true, force: true });
-      await new Promise<void>((resolve) => log.end(resolve));
-    });
+    );
+  } finally {
+    keeping.abort();
+    await kept;
+    await gate?.close();
+    await secret.cleanup();
+    await new Promise<void>((resolve) => log.end(resolve));
+  }
   finishTask();
   const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";
   const seconds = Math.round((performance.now() - started) / 100) / 10;

@@ -1,25 +1,29 @@
 /**
  * Confinement of an apply (ADR-025 invariant 1): Ansible's only destination is the test VM with
- * its pinned host key, whatever the infrastructure repo holds. Two layers:
+ * its pinned host key, whatever the infrastructure repo holds. Three layers:
  *
- * - A guard that configuration cannot switch off: every connection Ansible makes goes through a
- *   harness-owned ssh program (confined_ssh.py) that refuses any other destination, port, user,
- *   identity or config file before anything connects, and forces the pin (host key, the run's
- *   key alone, no agent, no jump host, the user's ssh config left out). sftp and scp are refused
- *   outright: files go over that ssh (`ssh_transfer_method: piped`).
+ * - The jail (jail.ts): Ansible's controller side has no network at all; its one way out is the
+ *   run's SSH master to the VM, through a gate that lets only commands on the VM pass (gate.ts).
+ *   What runs on the controller (synchronize's rsync, lookups, callbacks, plugins) is confined
+ *   with it, listed or not.
+ * - A guard that configuration cannot switch off: every ssh Ansible (or anything in the jail that
+ *   takes `ssh` from PATH, as rsync does) runs is a harness-owned program (confined_ssh.py) that
+ *   refuses any other destination, port, user, identity, config file or side effect before
+ *   anything runs, and forces the pin (host key, the run's key alone, no agent, no jump host,
+ *   the user's ssh config left out, a passenger of the run's connection). sftp and scp are
+ *   refused outright: files go over that ssh (`ssh_transfer_method: piped`).
  * - So that a repo written for the real fleet still applies to the VM, every variable of
  *   Ansible's ssh connection that says where and how to connect (every name Ansible's own
  *   documentation gives it, `ansible_ssh_host` as well as `ansible_host`) is set for the VM as an
  *   extra var, which wins over every inventory, group_vars/host_vars and play source.
- *
- * What Ansible runs on the controller itself (lookups, the repo's own plugins) cannot be confined
- * this way: docs/runbooks/integration-testing.md says so.
  */
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError } from "../errors.ts";
 import { confinedSshOptions, type SshTarget } from "../host/ssh.ts";
+import { gateSocketOf } from "./gate.ts";
+import { jailEnv, runJailed } from "../host/jail.ts";
 import { ansiblePython } from "./vault.ts";
 
 /** What confines one apply: its programs, the extra vars and environment that route Ansible through them. */
@@ -28,10 +32,20 @@ export interface Confinement {
   sshProgram: string;
   /** What Ansible runs for sftp and scp: a refusal. */
   transferProgram: string;
+  /** A folder with `ssh`, `scp` and `sftp` (the programs above), first on the jail's PATH. */
+  binDir: string;
+  /** Where the jail's ssh joins the run's connection: the gate's socket (see gate.ts). */
+  gateSocket: string;
+  /** Where refused connections are recorded (JSON lines: the confined ssh's and the gate's). */
+  refusalsFile: string;
+  /** The ssh argv of every connection the confined ssh let through (JSON lines, `{argv}`). */
+  connectionsFile: string;
+  /** What the jail must read for these programs to run (the real ssh's folder). */
+  readable: string[];
   /** Extra vars that point every connection variable at the VM (the last word over the repo's). */
   extraVars: Record<string, unknown>;
-  /** Environment for Ansible's processes. */
-  env: Record<string, string>;
+  /** Environment for Ansible's processes (PATH is the jail's: this folder first, then `path`). */
+  env(path: string): Record<string, string>;
   /** Connections the guard refused, in order. */
   refusals(): Promise<Refusal[]>;
   /** What the guard overrode in Ansible's ssh arguments (a jump host, host key checking off), once each. */
@@ -100,7 +114,7 @@ let documentedVars: Promise<Record<string, string[]>> | undefined;
 function optionVars(runner: Runner): Promise<Record<string, string[]>> {
   documentedVars ??= (async () => {
     const merged: Record<string, string[]> = Object.fromEntries(Object.entries(KNOWN_OPTION_VARS).map(([option, names]) => [option, [...names]]));
-    const doc = await runner.run("ansible-doc", ["-t", "connection", "ansible.builtin.ssh", "--json"], { check: false, timeoutMs: 60_000, env: { ANSIBLE_LOG_PATH: "/dev/null" } });
+    const doc = await runJailed(runner, "ansible-doc", ["-t", "connection", "ansible.builtin.ssh", "--json"], { cwd: "/", env: jailEnv(runner.env) }, { check: false, timeoutMs: 60_000 });
     if (doc.failed) return merged;
     try {
       const options = (JSON.parse(doc.stdout) as Record<string, { doc?: { options?: Record<string, { vars?: { name: string }[] }> } }>)["ansible.builtin.ssh"]?.doc?.options ?? {};
@@ -117,32 +131,44 @@ function optionVars(runner: Runner): Promise<Record<string, string[]>> {
   return documentedVars;
 }
 
-/** Writes the apply's confined ssh (and the sftp/scp refusal) into `dir` and says how to route Ansible through it. */
+/**
+ * Writes the apply's confined ssh (and the sftp/scp refusal) into `dir` and says how to route
+ * Ansible through it. The jail's ssh joins the run's master connection through its gate, so the
+ * target needs a master socket: without one, a jailed Ansible has no way to the VM at all.
+ */
 export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner): Promise<Confinement> {
+  if (target.controlPath === undefined) {
+    throw new HarnessError("this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own");
+  }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
   const realSsh = await runner.which("ssh");
   if (!realSsh) throw new HarnessError("ssh is not on PATH (apt-get install openssh-client): Ansible cannot reach the VM");
   const refusalsFile = join(dir, "refusals.jsonl");
   const notesFile = join(dir, "notes.jsonl");
+  const connectionsFile = join(dir, "connections.jsonl");
   const settingsFile = join(dir, "settings.json");
-  // Ansible's connections share the run's master connection (its socket is the harness's, 0700).
-  const forcedOptions = confinedSshOptions(target, { connectTimeoutSeconds: 10 });
+  const gateSocket = gateSocketOf(target.controlPath);
+  // Ansible's connections ride the run's master connection, through the jail's gate, as passengers.
+  const forcedOptions = confinedSshOptions({ ...target, controlPath: gateSocket }, { connectTimeoutSeconds: 10, multiplex: "join" });
   await writeFile(
     settingsFile,
-    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, forcedOptions, refusals: refusalsFile, notes: notesFile }, null, 2)}\n`,
+    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, controlPath: gateSocket, forcedOptions, refusals: refusalsFile, notes: notesFile, connections: connectionsFile }, null, 2)}\n`,
     { mode: 0o600 },
   );
   const python = await ansiblePython(runner);
-  const sshProgram = join(dir, "ssh");
+  const binDir = join(dir, "bin");
+  await mkdir(binDir, { recursive: true, mode: 0o700 });
+  const sshProgram = join(binDir, "ssh");
   await writeFile(sshProgram, `#!/bin/sh\n# boma-it: the only ssh of this apply (see orchestrator/ansible/confine.ts)\nexec ${quoteArg(python)} ${quoteArg(join(import.meta.dirname, "confined_ssh.py"))} ${quoteArg(settingsFile)} "$@"\n`, { mode: 0o700 });
-  const transferProgram = join(dir, "no-file-transfer");
+  const transferProgram = join(binDir, "no-file-transfer");
   const refusal = JSON.stringify({ what: "a file transfer by sftp or scp", detail: "boma-it sends files over its confined ssh (ssh_transfer_method piped)" });
   await writeFile(
     transferProgram,
     `#!/bin/sh\n# boma-it: sftp and scp would bypass the confined ssh\nprintf '%s\\n' ${quoteArg(refusal)} >> ${quoteArg(refusalsFile)}\necho 'boma-it confinement: refused a file transfer by sftp or scp (files go over the confined ssh)' >&2\nexit 255\n`,
     { mode: 0o700 },
   );
+  for (const name of ["scp", "sftp"]) await symlink(transferProgram, join(binDir, name));
 
   const values = forcedOptionValues(target, { ssh: sshProgram, transfer: transferProgram });
   const extraVars: Record<string, unknown> = {};
@@ -165,8 +191,13 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   return {
     sshProgram,
     transferProgram,
+    binDir,
+    gateSocket,
+    refusalsFile,
+    connectionsFile,
+    readable: [dirname(realSsh)],
     extraVars,
-    env: { ANSIBLE_SSH_EXECUTABLE: sshProgram, ANSIBLE_SSH_TRANSFER_METHOD: "piped" },
+    env: (path) => ({ PATH: `${binDir}:${path}`, ANSIBLE_SSH_EXECUTABLE: sshProgram, ANSIBLE_SSH_TRANSFER_METHOD: "piped", ANSIBLE_PIPELINING: "True", ANSIBLE_HOST_KEY_CHECKING: "True" }),
     refusals: async () => (await readLines(refusalsFile)).map((entry) => ({ what: entry.what ?? "a connection", detail: entry.detail ?? "" })),
     notes: async () => [...new Set((await readLines(notesFile)).map((entry) => entry.note ?? "").filter(Boolean))],
   };

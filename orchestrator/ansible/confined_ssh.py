@@ -12,7 +12,9 @@ is judged as OpenSSH itself reads it (`ssh -G`, the user's ssh config left out):
   the argv says (OpenSSH keeps the first value of an option, and these come first); what was
   overridden is noted for the run's log.
 
-Then the real ssh runs with the forced options in front of Ansible's own.
+Then the real ssh runs with the forced options in front of Ansible's own: it joins the run's
+connection through the jail's gate (never becoming a master itself: in the jail there is no
+network to connect with).
 """
 import json
 import os
@@ -23,29 +25,39 @@ import sys
 SSH_GETOPT = "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy"
 WITH_VALUE = {SSH_GETOPT[i] for i in range(len(SSH_GETOPT) - 1) if SSH_GETOPT[i + 1] == ":"}
 
-# Flags that would take a connection out of the harness's hands, whatever else is forced.
+# Flags refused before anything runs: they take a connection out of the harness's hands, or have
+# an effect of their own before any check (-E creates its log file as ssh parses its options,
+# `ssh -G` included), or set what the forced options cannot (-M is applied as read, not first-wins).
 REFUSED_FLAGS = {
     "F": "a config file of its own (-F)",
-    "S": "a control socket of its own (-S)",
     "W": "a stdio forward (-W)",
     "w": "a tunnel device (-w)",
     "G": "printing its configuration (-G)",
     "Q": "a query (-Q)",
+    "E": "a log file of its own (-E)",
+    "M": "becoming a master connection (-M)",
 }
+
+# Control commands (-O) a play may send: `meta: reset_connection` sends `stop`. Answered here;
+# the master is the harness's, and from the jail only commands on the VM pass its gate.
+ANSWERED_CONTROL = {"check": "Master running (boma-it: the run's connection)", "exit": "Exit request sent.", "stop": "Stop listening request sent."}
 
 
 def options_of(argv):
-    """(flag, value) pairs of an ssh argv; ssh reads options before and after the destination."""
-    pairs, index, positionals = [], 0, []
-    while index < len(argv):
-        arg = argv[index]
-        if positionals and len(positionals) >= 1 and not arg.startswith("-"):
-            break  # the remote command
-        if arg == "--":
-            break
-        if arg.startswith("-") and len(arg) > 1:
-            letters = arg[1:]
-            position = 0
+    """(flag, value) pairs and the destination of an ssh argv, read as ssh(1) reads it: options,
+    the destination, then options again unless `--` ended them, then the remote command (which
+    may begin with `-` after a `--`). Combined flags (`-tt`, `-oX=y`, `-p2222`) are split."""
+    pairs, index, destination, terminated = [], 0, None, False
+    while True:
+        while index < len(argv):
+            arg = argv[index]
+            if arg == "--":
+                terminated = True
+                index += 1
+                break
+            if not arg.startswith("-") or arg == "-":
+                break
+            letters, position = arg[1:], 0
             while position < len(letters):
                 flag = letters[position]
                 if flag in WITH_VALUE:
@@ -57,10 +69,39 @@ def options_of(argv):
                     break
                 pairs.append((flag, ""))
                 position += 1
-        else:
-            positionals.append(arg)
+            index += 1
+        if destination is None and index < len(argv):
+            destination = argv[index]
+            index += 1
+            if not terminated:
+                continue
+        break
+    return pairs, ([destination] if destination is not None else []) + argv[index:]
+
+
+def command_start(argv, positionals):
+    """Where the remote command begins in `argv` (its length when there is none)."""
+    return len(argv) - max(0, len(positionals) - 1)
+
+
+def without_control_socket(args, end):
+    """The argv less the `-S none` among its options (before `end`, where the remote command
+    begins; as `-S none` or `-Snone`; combined with other flags it is left, and the pin check
+    refuses it)."""
+    kept, index = [], 0
+    while index < len(args):
+        if index >= end or args[index] == "--":
+            kept.extend(args[index:])
+            break
+        if args[index] == "-S" and index + 1 < len(args) and args[index + 1] == "none":
+            index += 2
+            continue
+        if args[index] == "-Snone":
+            index += 1
+            continue
+        kept.append(args[index])
         index += 1
-    return pairs, positionals
+    return kept
 
 
 def effective(real_ssh, args):
@@ -106,12 +147,23 @@ def main():
     args = sys.argv[2:]
     real_ssh = settings["realSsh"]
     pairs, positionals = options_of(args)
-    for flag, _value in pairs:
+    for flag, value in pairs:
         if flag in REFUSED_FLAGS:
             refuse(settings, f"ssh with {REFUSED_FLAGS[flag]}", f"Ansible's ssh arguments hold -{flag}")
+        if flag == "S" and value != "none":
+            refuse(settings, "ssh with a control socket of its own (-S)", f"Ansible's ssh arguments hold -S {value}")
+    # `-S none` (synchronize's rsync asks for no shared connection) would override the forced
+    # ControlPath (ssh applies -S as it reads it): it is dropped, the run's connection is the way.
+    args = without_control_socket(args, command_start(args, positionals))
+    for flag, value in pairs:
+        if flag == "O":
+            if value in ANSWERED_CONTROL:
+                sys.stderr.write(ANSWERED_CONTROL[value] + "\n")
+                sys.exit(0)
+            refuse(settings, f"the control command -O {value}", "only commands on the VM pass the run's connection")
     if not positionals:
         # No destination, no connection: Ansible probing what ssh supports (`ssh -o ControlPersist`).
-        os.execv(real_ssh, [real_ssh, *args])
+        os.execv(real_ssh, [real_ssh, "-F", "/dev/null", *args])
 
     # What the argv asks for on its own: a different destination is refused, not redirected.
     asked, probe = effective(real_ssh, args)
@@ -149,6 +201,8 @@ def main():
         "stricthostkeychecking": "true",
         "identitiesonly": "yes",
         "hostkeyalias": settings["alias"],
+        "controlmaster": "false",
+        "controlpath": settings["controlPath"],
     }
     for keyword, value in expected.items():
         if check.returncode != 0 or first(forced, keyword) != value:
@@ -158,6 +212,10 @@ def main():
     if others:
         refuse(settings, f"ssh with the identity {others[0]}", "only the run's own key is offered to the VM (an IdentityFile or -i in Ansible's ssh arguments)")
 
+    # Where it went, for the apply's record (confine/connections.jsonl): the options and the
+    # destination, never the remote command (a task's command line may hold a secret).
+    command_words = len(positionals) - 1
+    record(settings["connections"], {"argv": final[: len(final) - command_words] if command_words > 0 else final})
     environment = {key: value for key, value in os.environ.items() if key not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
     os.execve(real_ssh, [real_ssh, *final], environment)
 

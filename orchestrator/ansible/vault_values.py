@@ -1,11 +1,17 @@
 """The secret values of vaulted files, read with Ansible's own loader and vault settings.
 
 Called by vault.ts with the interpreter Ansible itself runs on, in the infrastructure repo (so
-its ansible.cfg's vault settings apply) and with the user's environment (ANSIBLE_VAULT_PASSWORD_FILE,
-ANSIBLE_VAULT_IDENTITY_LIST). Arguments: files to read. Prints one JSON document on stdout:
-{"files": [{"file", "whole": bool, "values": [...]} | {"file", "error"}], "error"?}: for a file that is
-vaulted as a whole every leaf value, otherwise the plaintext of each inline `!vault` string.
-An error never carries the file's content: Ansible's messages quote the offending lines.
+its ansible.cfg's vault settings apply). Two ways:
+
+- `--passwords`, outside the jail, with the user's environment (ANSIBLE_VAULT_PASSWORD_FILE,
+  ANSIBLE_VAULT_IDENTITY_LIST): the vault passwords as the user's Ansible gets them (a file, or
+  the user's password script, run once here), printed as {"passwords": [{"id", "password"}]}, for
+  every jailed Ansible of the run to be given (jail.ts: no script of the user's runs in a jail);
+- files to read, in the jail, with the passwords given: prints {"files": [{"file", "whole": bool,
+  "values": [...]} | {"file", "error"}], "error"?}: for a file that is vaulted as a whole every
+  leaf value, otherwise the plaintext of each inline `!vault` string.
+
+An error never carries a file's content: Ansible's messages quote the offending lines.
 """
 import json
 import sys
@@ -58,6 +64,14 @@ def main(paths):
         )
     except Exception as error:  # noqa: BLE001 - a password file that cannot be read or run
         json.dump({"error": safe_error(error), "files": []}, sys.stdout)
+        return
+    if paths == ["--passwords"]:
+        passwords = []
+        for vault_id, secret in secrets:
+            password = secret.bytes.decode("utf-8", "surrogateescape") if secret.bytes else ""
+            if password and not any(known["id"] == vault_id for known in passwords):
+                passwords.append({"id": vault_id, "password": password})
+        json.dump({"passwords": passwords}, sys.stdout)
         return
     loader.set_vault_secrets(secrets)
     results = []

@@ -34,6 +34,8 @@ export const TOOLS: readonly { program: string; pkg: string; required: boolean; 
   { program: "ssh-keygen", pkg: "openssh-client", required: true, for: "per-run keys" },
   { program: "ip", pkg: "iproute2", required: true, for: "picking a free subnet" },
   { program: "ansible-playbook", pkg: "ansible-core", required: true, for: "applying the profile" },
+  { program: "bwrap", pkg: "bubblewrap", required: true, for: "the jail Ansible's controller side runs in" },
+  { program: "rsync", pkg: "rsync", required: false, for: "a repo's synchronize tasks (rsync runs on both ends)" },
   { program: "mmdebstrap", pkg: "mmdebstrap", required: false, for: "image build" },
   { program: "mkfs.ext4", pkg: "e2fsprogs", required: false, for: "image build" },
   { program: "grub-mkstandalone", pkg: "grub-efi-amd64-bin", required: false, for: "image build" },

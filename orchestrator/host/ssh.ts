@@ -44,11 +44,14 @@ export function sshOptions(target: SshTarget, connectTimeoutSeconds = 5): string
  * password prompt. With the target's control path (and `multiplex`), commands share the run's
  * master connection (ControlMaster=auto: the first starts it); otherwise each connects on its own.
  */
-export function confinedSshOptions(target: SshTarget, options: { connectTimeoutSeconds?: number; multiplex?: boolean } = {}): string[] {
+export function confinedSshOptions(target: SshTarget, options: { connectTimeoutSeconds?: number; multiplex?: boolean | "join" } = {}): string[] {
+  // "join": only ever a passenger of the connection at the control path (a jailed Ansible's ssh).
   const multiplexing =
-    target.controlPath !== undefined && options.multiplex !== false
-      ? ["ControlMaster=auto", `ControlPath=${target.controlPath}`, `ControlPersist=${MASTER_IDLE_SECONDS}`]
-      : ["ControlMaster=no", "ControlPath=none"];
+    target.controlPath === undefined || options.multiplex === false
+      ? ["ControlMaster=no", "ControlPath=none"]
+      : options.multiplex === "join"
+        ? ["ControlMaster=no", `ControlPath=${target.controlPath}`]
+        : ["ControlMaster=auto", `ControlPath=${target.controlPath}`, `ControlPersist=${MASTER_IDLE_SECONDS}`];
   return [
     "-F", "/dev/null",
     ...[
@@ -124,6 +127,36 @@ export async function endMaster(runner: Runner, controlPath: string): Promise<vo
   // ssh wants a destination even for -O; the master behind the socket is the one that answers.
   const result = await runner.run("ssh", ["-o", `ControlPath=${controlPath}`, "-O", "exit", "boma-it-master"], { check: false, timeoutMs: 10_000 });
   if (result.exitCode !== 0) await rm(controlPath, { force: true });
+}
+
+/**
+ * Keeps the run's master connection up while `signal` is not aborted: every 2 s, when none
+ * answers (a role rebooted the VM, an idle master ended), a command starts a new one as soon as
+ * the VM takes it. A jailed Ansible has no network of its own: its connections only ride this
+ * master (through the jail's gate), and Ansible's own retries (the reboot module's wait) go on
+ * until it is back.
+ */
+export async function keepMaster(runner: Runner, target: SshTarget, signal: AbortSignal): Promise<void> {
+  const controlPath = target.controlPath;
+  if (controlPath === undefined) return;
+  let checkedAt = Date.now();
+  while (!signal.aborted) {
+    // A master removes its socket as it ends; asking it (a command of its own) is for every 30 s.
+    const present = await stat(controlPath).then(() => true, () => false);
+    const gone = !present || (Date.now() - checkedAt >= 30_000 && !(await masterAlive(runner, controlPath)));
+    if (present && Date.now() - checkedAt >= 30_000) checkedAt = Date.now();
+    if (gone) {
+      if (present) await endMaster(runner, controlPath);
+      await runner.run("ssh", sshCommandArgs(target, "true", { connectTimeoutSeconds: 10 }), { check: false, timeoutMs: 30_000, signal }).catch(() => undefined);
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    });
+  }
 }
 
 /** Whether a master connection answers at `controlPath`. */

@@ -10,6 +10,7 @@ import { access, constants, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError } from "../errors.ts";
+import { jailEnv, NEEDS_NETWORK, programFoldersOf, runJailed } from "../host/jail.ts";
 
 /** A host as the real inventory defines it. */
 export interface InventoryHost {
@@ -55,27 +56,35 @@ export async function isInventoryScript(file: string): Promise<boolean> {
   return access(file, constants.X_OK).then(() => true, () => false);
 }
 
-/** Reads an inventory with Ansible, in `repoDir`. */
+/**
+ * Reads an inventory with Ansible, in `repoDir`, in a jail (host/jail.ts): an inventory plugin or
+ * script runs without network and writes nothing. Inline `!vault` values stay encrypted in the
+ * listing, so no vault password is given; an inventory file vaulted as a whole is not read.
+ */
 export async function readInventory(file: string, runner: Runner, repoDir: string): Promise<Inventory> {
-  const result = await runner.run("ansible-inventory", ["-i", file, "--list", "--export"], {
-    cwd: repoDir,
-    env: {
+  const result = await runJailed(
+    runner,
+    "ansible-inventory",
+    ["-i", file, "--list", "--export"],
+    {
+      cwd: repoDir,
+      readable: [repoDir, file, ...(await programFoldersOf(runner, "ansible-inventory"))],
       // Inline vars only: group_vars/ and host_vars/ are linked into the transient inventory as they are.
-      ANSIBLE_VARS_ENABLED: "",
-      ANSIBLE_INVENTORY_UNPARSED_FAILED: "True",
-      ANSIBLE_LOG_PATH: "/dev/null",
-      ANSIBLE_NOCOLOR: "True",
-      ANSIBLE_DEPRECATION_WARNINGS: "False",
+      env: jailEnv(runner.env, { ANSIBLE_VARS_ENABLED: "", ANSIBLE_INVENTORY_UNPARSED_FAILED: "True" }),
     },
-    check: false,
-    timeoutMs: INVENTORY_TIMEOUT_MS,
-    maxBufferBytes: MAX_LISTING_BYTES,
-  });
+    { check: false, timeoutMs: INVENTORY_TIMEOUT_MS, maxBufferBytes: MAX_LISTING_BYTES },
+  );
   if (result.timedOut) {
     throw new BadInputError({ file, message: `expected an inventory Ansible reads within ${INVENTORY_TIMEOUT_MS / 1000} s; ansible-inventory was still reading it` });
   }
   if (result.failed) {
-    throw new BadInputError({ file, message: `Ansible cannot read this inventory: ${ansibleComplaint(result.stderr) || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`}` });
+    const complaint = ansibleComplaint(result.stderr) || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`;
+    const offline = NEEDS_NETWORK.test(complaint)
+      ? " (boma-it reads the inventory in a jail without network: an inventory plugin that asks a cloud API cannot; export it once, `ansible-inventory -i <yours> --list --export -y > static.yml`, and name that file in the profile's `inventory:`)"
+      : /no vault secrets|vault password/i.test(complaint)
+        ? " (an inventory file vaulted as a whole is not read: keep its secrets in `!vault` strings or group_vars/host_vars)"
+        : "";
+    throw new BadInputError({ file, message: `Ansible cannot read this inventory: ${complaint}${offline}` });
   }
   let listing: Record<string, { hosts?: string[]; children?: string[]; vars?: Record<string, unknown>; hostvars?: Record<string, Record<string, unknown>> }>;
   try {

@@ -28,7 +28,7 @@ import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
 import type { RunError, RunReport, ScenarioReport } from "./report.ts";
 import type { Session, StepContext } from "./scenario.ts";
-import { loadSecrets, makePrivate, scrubDir, secretsOf, type Redactor, type RunSecrets } from "./secrets.ts";
+import { loadSecrets, makePrivate, scrubDir, secretsOf, unscrubbed, type Redactor, type RunSecrets } from "./secrets.ts";
 import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./stacks.ts";
 
 /** What a verb is asked. */
@@ -193,11 +193,17 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   } finally {
     result.finishedAt = new Date().toISOString();
     await machine?.closeConnection().catch(() => undefined);
-    await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
-    await appendToReport(record, result, request.redactor).catch((error: unknown) => request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`));
     for (const undo of detach) undo();
     await Promise.all(streams.map((stream) => new Promise<void>((resolve) => stream.end(resolve))));
-    await scrubDir(dir, secrets).catch(() => []);
+    const scrubbed = await scrubDir(dir, secrets);
+    if (scrubbed.failed.length > 0) {
+      // A secret may remain: whatever the verb came to, it cannot say its folder is clean.
+      const error = unscrubbed(scrubbed.failed);
+      request.log.warn(`error: ${error.message}`);
+      Object.assign(result, { ok: false, outcome: error.message, exitCode: ExitCode.harnessFault, error: { kind: error.name, message: error.message, causes: [] } });
+    }
+    await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
+    await appendToReport(record, result, request.redactor).catch((error: unknown) => request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`));
     await makePrivate(dir).catch(() => undefined);
     await lock.release();
   }

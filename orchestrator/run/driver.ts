@@ -19,7 +19,7 @@ import type { RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { Session, StepContext, Verdict } from "./scenario.ts";
-import { makePrivate, scrubDir } from "./secrets.ts";
+import { makePrivate, scrubDir, unscrubbed } from "./secrets.ts";
 import { teardown } from "./stacks.ts";
 import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "./certs.ts";
@@ -276,8 +276,18 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
     for (const undo of detach.splice(0)) undo();
     await Promise.all([transcript, commands].map((stream) => new Promise<void>((resolve) => (stream ? stream.end(resolve) : resolve()))));
     // Anything secret that reached a file of the run dir (a journal, a console log) is replaced.
-    const scrubbed = await scrubDir(dir, request.secrets).catch(() => []);
-    if (scrubbed.length > 0) request.log.info(`redacted secrets in ${scrubbed.length} file(s) of the run dir`);
+    const scrubbed = await scrubDir(dir, request.secrets);
+    if (scrubbed.changed.length > 0) request.log.info(`redacted secrets in ${scrubbed.changed.length} file(s) of the run dir`);
+    if (scrubbed.failed.length > 0) {
+      // A secret may remain: whatever the verdict was, the run cannot say its run dir is clean.
+      error = unscrubbed(scrubbed.failed);
+      report.verdict = "error";
+      report.exitCode = ExitCode.harnessFault;
+      report.message = (error as Error).message;
+      report.error = { kind: "HarnessError", message: report.message, causes: [] };
+      request.log.warn(`error: ${report.message}`);
+      await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
+    }
     await makePrivate(dir);
     return { report, error };
   } finally {

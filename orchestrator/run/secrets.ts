@@ -7,11 +7,11 @@
  * a final scrub replaces any that still slipped into a file of the run dir (an Ansible log, a
  * journal, a console log).
  */
-import { chmod, lstat, readdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, lstat, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
-import { hostVaultFiles, readVaultedValues } from "../ansible/vault.ts";
-import { BadInputError, RefusedError } from "../errors.ts";
+import { hostVaultFiles, readVaultedValues, vaultPasswords } from "../ansible/vault.ts";
+import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 
 /** What replaces a secret. */
@@ -20,21 +20,55 @@ export const REDACTED = "[redacted]";
 /** Values shorter than this are not redacted: "true" or "22" would shred every log. */
 const MIN_SECRET_LENGTH = 6;
 
+/** Inside a JSON string, as JavaScript writes it (non-ASCII as is). */
+function jsonEscaped(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
+
+/** Inside a JSON string, as Python's json.dumps writes it by default (non-ASCII as `\uXXXX`). */
+function jsonEscapedAscii(text: string): string {
+  return jsonEscaped(text).replace(/[\u0080-\uffff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** Inside a single-quoted Python string literal (repr). */
+function pythonQuoted(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t");
+}
+
+/** Percent-encoded: every byte but the unreserved ones (RFC 3986, Python's `quote(safe="")`). */
+function percentEncoded(text: string): string {
+  return [...Buffer.from(text, "utf8")].map((byte) => (/[A-Za-z0-9_.~-]/.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("");
+}
+
 /**
  * The forms a secret value takes where boma-it's sinks show it: as is; inside a JSON string
- * (Ansible's callbacks and our reports, with and without `\u` escapes for non-ASCII); inside a
- * Python string literal (Ansible's error messages quote dicts with repr); and, for a multi-line
- * value, each of its lines in each of those forms.
+ * (Ansible's callbacks and our reports, with and without `\u` escapes for non-ASCII), and inside
+ * a JSON string that is itself inside one (`to_json` of a value, a command printing JSON that a
+ * callback then quotes); inside a Python string literal (Ansible's error messages quote dicts
+ * with repr), bare or in JSON; shell-quoted as a failing task's `cmd` shows it (`'...'` with a
+ * quote as `'"'"'` or `'\''`, and `"..."` with `\` before `"`, `\`, `$` and a backquote);
+ * URL-encoded (`%XX`, as encodeURIComponent and as Python's quote, and with `+` for a space, as
+ * a form); and, for a multi-line value, each of its lines in each of those forms.
  */
 export function secretForms(value: string): string[] {
   const pieces = [value, ...(value.includes("\n") ? value.split(/\r?\n/) : [])];
   const forms = new Set<string>();
   for (const piece of pieces) {
-    forms.add(piece);
-    const json = JSON.stringify(piece).slice(1, -1);
-    forms.add(json);
-    forms.add(json.replace(/[\u0080-\uffff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`));
-    forms.add(piece.replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t"));
+    const url = [encodeURIComponent(piece), percentEncoded(piece)];
+    // How a tool writes the value itself...
+    const written = [
+      piece,
+      pythonQuoted(piece),
+      piece.replaceAll("'", `'"'"'`),
+      piece.replaceAll("'", `'\\''`),
+      piece.replace(/(["\\$`])/g, "\\$1"),
+      ...url,
+      ...url.map((encoded) => encoded.replaceAll("%20", "+")),
+    ];
+    // ...and how a JSON document around it, or a JSON document quoted in another, shows that.
+    for (const form of written) {
+      for (const shown of [form, jsonEscaped(form), jsonEscapedAscii(form), jsonEscaped(jsonEscaped(form)), jsonEscapedAscii(jsonEscapedAscii(form))]) forms.add(shown);
+    }
   }
   return [...forms].filter((form) => form.length >= MIN_SECRET_LENGTH);
 }
@@ -108,6 +142,8 @@ export async function loadSecrets(profile: LoadedProfile, runner: Runner, redact
   const secretVars = Object.fromEntries(overlay.secretVars.map((name) => [name, overlay.vars[name]]));
   redactor.add(...leaves(secretVars));
   const vaultFile = overlay.vault ? resolve(dirname(profile.overlay.file!), overlay.vault) : undefined;
+  // The vault passwords themselves: every jailed Ansible of the run is given them.
+  redactor.add(...(await vaultPasswords(runner, profile.repoDir)).passwords.map(({ password }) => password));
   const repo = await hostVaultFiles(profile);
   const required = [...(vaultFile ? [vaultFile] : []), ...repo.host];
   const read = await readVaultedValues([...required, ...repo.elsewhere], { runner, cwd: profile.repoDir });
@@ -170,33 +206,114 @@ function leaves(value: unknown): string[] {
   return [];
 }
 
-/** Rewrites every file under `dir` that holds a secret in any of its forms; returns the files it changed. */
-export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor">): Promise<string[]> {
-  if (secrets.redactor.forms.length === 0) return [];
+/** What a scrub did: the files it changed, and those it could not read or rewrite (a secret may remain there). */
+export interface ScrubResult {
+  changed: string[];
+  failed: { path: string; reason: string }[];
+}
+
+/** The harness fault of a scrub that could not read or rewrite some files of the run dir. */
+export function unscrubbed(failed: ScrubResult["failed"]): HarnessError {
+  const named = failed.slice(0, 5).map(({ path, reason }) => `${path} (${reason})`).join(", ");
+  return new HarnessError(`a secret may remain in the run dir: boma-it could not scrub ${named}${failed.length > 5 ? ` and ${failed.length - 5} more` : ""}; look at them, or remove them, before sharing the run dir`);
+}
+
+/** Files up to this size are scrubbed in one read; larger ones a piece at a time. */
+const WHOLE_FILE_BYTES = 64 * 1024 * 1024;
+
+/** How much of a large file is read at a time. */
+const PIECE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Rewrites every file under `dir` that holds a secret in any of its forms. A file it cannot read
+ * or rewrite, or a folder it cannot list, does not stop it: each is named in `failed`, and the
+ * caller ends the run as a harness fault (a secret may remain there), never silently. Large files
+ * are scrubbed a piece at a time, whatever their size.
+ */
+export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor">): Promise<ScrubResult> {
+  const result: ScrubResult = { changed: [], failed: [] };
+  if (secrets.redactor.forms.length === 0) return result;
   // Files are read as bytes (latin1): a console log need not be UTF-8; the forms are matched as their UTF-8 bytes.
   const forms = secrets.redactor.forms.map((form) => Buffer.from(form, "utf8").toString("latin1")).sort((a, b) => b.length - a.length);
-  const changed: string[] = [];
+  const failed = (path: string, error: unknown) => result.failed.push({ path, reason: (error as NodeJS.ErrnoException).code ?? (error as Error).message });
   const walk = async (folder: string): Promise<void> => {
-    for (const entry of await readdir(folder, { withFileTypes: true }).catch(() => [])) {
+    let entries;
+    try {
+      entries = await readdir(folder, { withFileTypes: true });
+    } catch (error) {
+      failed(folder, error);
+      return;
+    }
+    for (const entry of entries) {
       const path = join(folder, entry.name);
       // Links lead out of the run dir (the real repo's group_vars): never followed, never written.
       if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile() && (await lstat(path)).size < 256 * 1024 * 1024) {
-        const text = await readFile(path, "latin1");
-        const scrubbed = replaceForms(text, forms);
-        if (scrubbed !== text) {
-          // A read-only file (a checked-out revision's) is scrubbed too, and stays read-only.
-          const mode = (await lstat(path)).mode & 0o777;
-          if ((mode & 0o200) === 0) await chmod(path, mode | 0o200);
-          await writeFile(path, scrubbed, "latin1");
-          if ((mode & 0o200) === 0) await chmod(path, mode);
-          changed.push(path);
+      else if (entry.isFile()) {
+        try {
+          if (await scrubFile(path, forms)) result.changed.push(path);
+        } catch (error) {
+          failed(path, error);
         }
       }
     }
   };
   await walk(dir);
-  return changed;
+  return result;
+}
+
+/** Scrubs one file; whether it changed. A read-only file (a checked-out revision's) is scrubbed too, and stays read-only. */
+async function scrubFile(path: string, forms: readonly string[]): Promise<boolean> {
+  const { size, mode } = await lstat(path);
+  const writable = async (write: () => Promise<void>) => {
+    if ((mode & 0o200) === 0) await chmod(path, (mode & 0o777) | 0o200);
+    try {
+      await write();
+    } finally {
+      if ((mode & 0o200) === 0) await chmod(path, mode & 0o777);
+    }
+  };
+  if (size <= WHOLE_FILE_BYTES) {
+    const text = await readFile(path, "latin1");
+    const scrubbed = replaceForms(text, forms);
+    if (scrubbed === text) return false;
+    await writable(() => writeFile(path, scrubbed, "latin1"));
+    return true;
+  }
+  // A piece at a time into a copy beside it: what could be the start of a form at a piece's end
+  // waits for the next piece.
+  const longest = Math.max(...forms.map((form) => form.length));
+  const copy = `${path}.scrub-${process.pid}`;
+  const input = await open(path, "r");
+  const output = await open(copy, "w", mode & 0o777 | 0o600);
+  let changed = false;
+  try {
+    let carry = "";
+    const buffer = Buffer.alloc(PIECE_BYTES);
+    for (;;) {
+      const { bytesRead } = await input.read(buffer, 0, PIECE_BYTES, null);
+      const text = carry + buffer.toString("latin1", 0, bytesRead);
+      let cut = bytesRead === 0 ? text.length : Math.max(0, text.length - (longest - 1));
+      for (const form of forms) {
+        const at = text.lastIndexOf(form, cut - 1);
+        if (at >= 0 && at + form.length > cut) cut = Math.min(cut, at);
+      }
+      const done = text.slice(0, cut);
+      const scrubbed = replaceForms(done, forms);
+      if (scrubbed !== done) changed = true;
+      await output.write(Buffer.from(scrubbed, "latin1"));
+      carry = text.slice(cut);
+      if (bytesRead === 0) break;
+    }
+  } finally {
+    await input.close();
+    await output.close();
+  }
+  if (!changed) {
+    await rm(copy, { force: true });
+    return false;
+  }
+  await writable(() => rename(copy, path));
+  return true;
 }
 
 /**

@@ -6,7 +6,9 @@
  * ran "on the VM", not on the controller). Ansible's module payload arrives on stdin, as over a
  * real connection with pipelining.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { writeFake } from "./fakes.ts";
 
 /** Writes the fake VM's `ssh` into `binDir`. */
@@ -41,4 +43,44 @@ export function effectiveSsh(argv: readonly string[]): Map<string, string[]> {
     config.set(key, [...(config.get(key) ?? []), rest.join(" ")]);
   }
   return config;
+}
+
+/** A fake VM behind a fake SSH master (fake_master.py): what a jailed Ansible reaches through the gate. */
+export interface FakeVm {
+  /** The run's control socket, where the fake master listens. */
+  controlPath: string;
+  /** The commands the VM ran, in order. */
+  commands(): Promise<string[]>;
+  /** Requests the master refused (anything but sessions and alive checks), by type. */
+  refused(): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+/** Starts a fake VM's master on `<dir>/sockets/<name>` (a short path: sockets hold 108 bytes). */
+export async function startFakeVm(dir: string, name = "boma-it-askari-20261201-101010"): Promise<FakeVm> {
+  const sockets = join(dir, "sockets");
+  await mkdir(sockets, { recursive: true, mode: 0o700 });
+  const controlPath = join(sockets, name);
+  const log = join(dir, "fake-vm.jsonl");
+  const child = spawn("python3", [join(import.meta.dirname, "fake_master.py"), controlPath, log], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
+    child.once("exit", (code) => reject(new Error(`fake master exited with ${code}`)));
+  });
+  const entries = async () =>
+    (await readFile(log, "utf8").catch(() => ""))
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { command?: string; refused?: string });
+  return {
+    controlPath,
+    commands: async () => (await entries()).flatMap((entry) => (entry.command === undefined ? [] : [entry.command])),
+    refused: async () => (await entries()).flatMap((entry) => (entry.refused === undefined ? [] : [entry.refused])),
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((resolve) => child.once("exit", resolve));
+      }
+    },
+  };
 }

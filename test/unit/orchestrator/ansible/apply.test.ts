@@ -10,7 +10,8 @@ import { applyPlaybook, writeTransientInventory } from "../../../../orchestrator
 import { sshTargetOf } from "../../../../orchestrator/host/ssh.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
 import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
-import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { writeFake } from "../../../helpers/fakes.ts";
+import { startFakeVm } from "../../../helpers/fake-vm.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { pyyamlLoad } from "../../../helpers/pyyaml.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -41,6 +42,9 @@ const OUTPUTS: StackOutputs = {
   subnet: "10.234.7.0/24", domain: "d", accel: "tcg", createdAt: "2026-11-22T03:40:00Z", ownerPid: 1,
 };
 
+/** The VM's target; its master socket is never reached here (nothing is applied). */
+const TARGET = { ...sshTargetOf(OUTPUTS), controlPath: `/nonexistent/${OUTPUTS.runId}` };
+
 describe("transient inventory", () => {
   it("holds only the VM, under the host's name and groups, with the real vars and forced connection", async () => {
     const tree = await tempTree({
@@ -55,7 +59,7 @@ describe("transient inventory", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const dir = join(tree.dir, "run", "ansible");
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, target: sshTargetOf(OUTPUTS), scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
+        profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
         log: silentLog(), signal: new AbortController().signal,
       });
       const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as Record<string, any>;
@@ -78,7 +82,7 @@ describe("transient inventory", () => {
       for (const name of ["ansible_user", "ansible_ssh_user"]) assert.equal(extra[name], "boma", name);
       assert.equal(extra.ansible_ssh_port, 22);
       assert.equal(extra.ansible_ssh_common_args, "", "the repo's ssh arguments give way to the confined ssh's");
-      assert.equal(extra.ansible_ssh_executable, join(dir, "confine", "ssh"));
+      assert.equal(extra.ansible_ssh_executable, join(dir, "confine", "bin", "ssh"));
       assert.equal((await lstat(files.extraVarsFile)).mode & 0o777, 0o600);
     } finally {
       await tree.remove();
@@ -102,7 +106,7 @@ describe("transient inventory", () => {
       const runner = new Runner();
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, target: sshTargetOf(OUTPUTS), scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
+        profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
         dir: join(tree.dir, "run", "ansible"), runner, secrets: secretsOf([]), log: silentLog(), signal: new AbortController().signal,
       });
       const asAnsible = pyyamlLoad(real) as Record<string, any>;
@@ -120,7 +124,7 @@ describe("transient inventory", () => {
 });
 
 describe("apply with a DNS token in the vault", () => {
-  it("--certs internal: the token var is overridden last, after the vault, so the VM never gets it", async () => {
+  it("--certs internal: the token var is overridden last, after the vault, so the VM never gets it", async (t) => {
     const tree = await tempTree({
       "repo/inventory/hosts.yml": INVENTORY,
       "repo/site.yml": "- hosts: all\n",
@@ -134,12 +138,13 @@ describe("apply with a DNS token in the vault", () => {
         "ansible-playbook",
         'printf "TASK [base : Harden sshd] ***\\nRUNNING HANDLER [base : restart ssh] ***\\nTASK [Gathering Facts] ***\\nPLAY RECAP ***\\naskari : ok=3 changed=1 unreachable=0 failed=0\\n"',
       );
-      const log = join(tree.dir, "calls.log");
-      const runner = new Runner({ env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: log } });
+      const vm = await startFakeVm(tree.dir, OUTPUTS.runId);
+      t.after(() => vm.stop());
+      const runner = new Runner({ env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const certs = await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache"));
       const input = {
-        profile, outputs: OUTPUTS, target: sshTargetOf(OUTPUTS), scenario: { name: "green", vars: {} }, certs, dir: join(tree.dir, "run", "ansible"), runner,
+        profile, outputs: OUTPUTS, target: { ...sshTargetOf(OUTPUTS), controlPath: vm.controlPath }, scenario: { name: "green", vars: {} }, certs, dir: join(tree.dir, "run", "ansible"), runner,
         secrets: secretsOf(["vault-token-value"], join(tree.dir, "vault.yml")),
         log: silentLog(), signal: new AbortController().signal,
       };
@@ -147,7 +152,10 @@ describe("apply with a DNS token in the vault", () => {
       const applied = await applyPlaybook(input, files);
       // A handler is timed on its own, not added to the task before it.
       assert.deepEqual(applied.tasks.map((task) => task.name), ["base : Harden sshd", "handler base : restart ssh", "Gathering Facts"]);
-      const [argv] = await fakeCalls(log);
+      // The jail's command: what follows bubblewrap's `--` is ansible-playbook's argv.
+      const jailed = runner.history.find((record) => record.argv[0] === "bwrap" && record.argv.includes("ansible-playbook"))!.argv;
+      const argv = jailed.slice(jailed.indexOf("--") + 1);
+      assert.equal(argv[0], "ansible-playbook");
       const extra = argv!.flatMap((arg, index) => (argv![index - 1] === "-e" ? [arg] : []));
       assert.equal(extra.at(-2), `@${join(tree.dir, "vault.yml")}`);
       const last = JSON.parse(extra.at(-1)!) as Record<string, unknown>;

@@ -7,25 +7,16 @@
  * extra vars, the confined ssh refuses before anything connects, and the apply says so (exit 1).
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import type { StackOutputs } from "../../../../infra/plan.ts";
-import { Runner } from "../../../../infra/runner.ts";
-import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyInput } from "../../../../orchestrator/ansible/apply.ts";
+import { applyPlaybook, checkTransientInventory, writeTransientInventory } from "../../../../orchestrator/ansible/apply.ts";
 import { SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { SshTarget } from "../../../../orchestrator/host/ssh.ts";
-import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { planCerts } from "../../../../orchestrator/run/certs.ts";
-import { loadSecrets } from "../../../../orchestrator/run/secrets.ts";
-import { fakeCalls } from "../../../helpers/fakes.ts";
-import { connectionCalls, effectiveSsh, writeFakeVmSsh } from "../../../helpers/fake-vm.ts";
-import { silentLog } from "../../../helpers/fixtures.ts";
-import { tempTree } from "../../../helpers/tmp.ts";
+import { applyFixture, RUN_ID, VM_IP } from "../../../helpers/apply-fixture.ts";
+import { effectiveSsh } from "../../../helpers/fake-vm.ts";
 
-const RUN_ID = "boma-it-askari-20261201-101010";
-const VM_IP = "10.234.7.10";
 
 /** Every variable a repo may use to send Ansible's ssh elsewhere, pointing at a "real host". */
 const HOSTILE_VARS = `ansible_host: 127.0.0.88
@@ -117,60 +108,18 @@ const SOURCES: Record<string, (vars: string) => Record<string, string>> = {
   "a vaulted host_vars file": (vars) => ({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": vars, ".vault-this": "inventory/host_vars/askari.yml" }),
 };
 
-interface Fixture {
-  dir: string;
-  input: ApplyInput;
-  target: SshTarget;
-  calls: () => Promise<string[][]>;
-  remove: () => Promise<void>;
-}
-
-/** A repo with `files`, a fake VM on PATH, and an apply input for it. */
-async function fixture(files: Record<string, string>, options: { env?: Record<string, string>; home?: Record<string, string>; playbook?: string } = {}): Promise<Fixture> {
-  const { ".vault-this": vaultThis, ...repoFiles } = files;
-  const tree = await tempTree({
-    ...Object.fromEntries(Object.entries(repoFiles).map(([path, text]) => [`repo/${path}`, text])),
-    "repo/site.yml": options.playbook ?? PLAYBOOK,
-    "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\n",
-    "pw": "vault-password\n",
-    "run/keys/id_ed25519": "not a real key\n",
-    "run/keys/known_hosts": `${RUN_ID} ssh-ed25519 AAAA\n`,
-    "vm/.keep": "",
-    ...Object.fromEntries(Object.entries(options.home ?? {}).map(([path, text]) => [`home/${path}`, text])),
-  });
-  const vaultEnv = { ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") };
-  if (vaultThis) execFileSync("ansible-vault", ["encrypt", join(tree.dir, "repo", vaultThis)], { env: { ...process.env, ...vaultEnv }, stdio: "ignore" });
-  const bin = join(tree.dir, "bin");
-  await writeFakeVmSsh(bin);
-  const log = join(tree.dir, "calls.log");
-  const runner = new Runner({
-    env: { ...process.env, ...vaultEnv, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: log, ...(options.home ? { HOME: join(tree.dir, "home"), SSH_AUTH_SOCK: join(tree.dir, "home", "agent.sock") } : {}), ...options.env },
-  });
-  const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
-  const outputs: StackOutputs = {
-    runId: RUN_ID, host: "askari", ip: VM_IP, user: "boma", ssh: "", runDir: join(tree.dir, "run"), consoleLog: join(tree.dir, "run", "console.log"),
-    keyFile: join(tree.dir, "run", "keys", "id_ed25519"), knownHostsFile: join(tree.dir, "run", "keys", "known_hosts"), network: "n", mac: "52:54:00:00:00:01",
-    subnet: "10.234.7.0/24", domain: RUN_ID, accel: "tcg", createdAt: "2026-12-01T10:10:10Z", ownerPid: process.pid,
-  };
-  const target: SshTarget = { ip: VM_IP, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: RUN_ID };
-  const dir = join(tree.dir, "run", "green", "ansible");
-  await mkdir(dir, { recursive: true });
-  const input: ApplyInput = {
-    profile, outputs, target, scenario: { name: "green", vars: { vm_root: join(tree.dir, "vm") } },
-    certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
-    secrets: await loadSecrets(profile, runner), dir, runner, log: silentLog(), signal: new AbortController().signal,
-  };
-  return { dir: tree.dir, input, target, calls: () => fakeCalls(log), remove: tree.remove };
-}
-
-/** Asserts that every connection went to the VM as the harness, pinned, with the run's key alone. */
-function assertOnlyTheVm(calls: readonly string[][], target: SshTarget, where: string): void {
-  const connections = connectionCalls(calls);
+/**
+ * Asserts that every connection went to the VM as the harness, pinned, with the run's key alone,
+ * as a passenger of the run's connection through the jail's gate.
+ */
+function assertOnlyTheVm(connections: readonly string[][], target: SshTarget, where: string): void {
   assert.ok(connections.length > 0, `${where}: Ansible connected (through the confined ssh)`);
   for (const call of connections) {
-    const config = effectiveSsh(call.slice(1));
+    const config = effectiveSsh(call);
     const one = (key: string) => config.get(key)?.[0];
-    const context = `${where}: ${call.slice(1).join(" ").slice(0, 300)}`;
+    const context = `${where}: ${call.join(" ").slice(0, 300)}`;
+    assert.equal(one("controlmaster"), "false", context);
+    assert.equal(one("controlpath"), `${target.controlPath}.gate`, context);
     assert.equal(one("hostname"), VM_IP, context);
     assert.equal(one("port"), "22", context);
     assert.equal(one("user"), "boma", context);
@@ -189,12 +138,12 @@ function assertOnlyTheVm(calls: readonly string[][], target: SshTarget, where: s
 describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, () => {
   for (const [source, files] of Object.entries(SOURCES)) {
     it(`connection variables in ${source}`, async () => {
-      const setup = await fixture(files(HOSTILE_VARS), { playbook: SHORT_PLAYBOOK });
+      const setup = await applyFixture(files(HOSTILE_VARS), { playbook: SHORT_PLAYBOOK });
       try {
         const applied = await applyPlaybook(setup.input, await writeTransientInventory(setup.input));
         assert.equal(applied.ok, true);
         assert.match(await readFile(applied.logFile, "utf8"), /"msg": "ran vm=1"/, "the task ran on the VM");
-        assertOnlyTheVm(await setup.calls(), setup.target, source);
+        assertOnlyTheVm(await setup.connections(), setup.target, source);
       } finally {
         await setup.remove();
       }
@@ -202,7 +151,7 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
   }
 
   it("delegate_to, local_action, a play's `connection: local`, add_host and file copies stay confined", async () => {
-    const setup = await fixture(SOURCES["a host_vars file"]!(HOSTILE_VARS));
+    const setup = await applyFixture(SOURCES["a host_vars file"]!(HOSTILE_VARS), { playbook: PLAYBOOK });
     try {
       const applied = await applyPlaybook(setup.input, await writeTransientInventory(setup.input));
       assert.equal(applied.ok, true);
@@ -211,29 +160,29 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
       assert.match(log, /"msg": "keyword vm=1"/, "a play's `connection: local` ran on the VM too");
       assert.match(log, /PLAY \[realhost\][^]*skipping: no hosts matched/, "the added host is outside the run");
       assert.equal(await readFile(join(setup.dir, "vm", "copied.txt"), "utf8"), "copied\n", "files travel over the confined ssh");
-      assertOnlyTheVm(await setup.calls(), setup.target, "delegation");
+      assertOnlyTheVm(await setup.connections(), setup.target, "delegation");
     } finally {
       await setup.remove();
     }
   });
 
   it("the repo's ansible.cfg, ANSIBLE_SSH_ARGS, the user's ssh config and agent", async () => {
-    const setup = await fixture(
+    const setup = await applyFixture(
       { "inventory/hosts.yml": INVENTORY(""), "ansible.cfg": ANSIBLE_CFG },
       { playbook: SHORT_PLAYBOOK, env: { ANSIBLE_SSH_ARGS: "-o ProxyJump=bastion.example -o StrictHostKeyChecking=no", ANSIBLE_REMOTE_USER: "realadmin", ANSIBLE_REMOTE_PORT: "2222" }, home: { ".ssh/config": USER_SSH_CONFIG, ".ssh/deploy_key": "x\n" } },
     );
     try {
       const applied = await applyPlaybook(setup.input, await writeTransientInventory(setup.input));
       assert.equal(applied.ok, true);
-      assertOnlyTheVm(await setup.calls(), setup.target, "ansible.cfg and environment");
-      for (const call of connectionCalls(await setup.calls())) assert.equal(call[1], "-F", "the user's ssh config is never read");
+      assertOnlyTheVm(await setup.connections(), setup.target, "ansible.cfg and environment");
+      for (const call of await setup.connections()) assert.equal(call[0], "-F", "the user's ssh config is never read");
     } finally {
       await setup.remove();
     }
   });
 
   it("the transient inventory holds only the VM and shows no real address", async () => {
-    const setup = await fixture(SOURCES["inline inventory host vars"]!(HOSTILE_VARS));
+    const setup = await applyFixture(SOURCES["inline inventory host vars"]!(HOSTILE_VARS), { playbook: PLAYBOOK });
     try {
       const files = await writeTransientInventory(setup.input);
       await checkTransientInventory(setup.input, files);
@@ -244,7 +193,7 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
   });
 
   it("a connection setting the extra vars miss is refused before anything connects: the apply fails (exit 1) naming it", async () => {
-    const setup = await fixture({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": "ansible_ssh_port: 2222\n" });
+    const setup = await applyFixture({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": "ansible_ssh_port: 2222\n" }, { playbook: PLAYBOOK });
     try {
       const files = await writeTransientInventory(setup.input);
       // As if an Ansible version read the port from a name the harness does not know of.
@@ -257,14 +206,15 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
         assert.match(error.message, /sends Ansible elsewhere than the VM: the confinement refused ssh to 10\.234\.7\.10:2222 as boma \(port 2222; set by -o Port=2222/);
         return true;
       });
-      assert.deepEqual(connectionCalls(await setup.calls()), [], "nothing connected");
+      assert.deepEqual(await setup.connections(), [], "nothing connected");
+      assert.deepEqual(await setup.vm.commands(), [], "nothing ran on the VM");
     } finally {
       await setup.remove();
     }
   });
 
   it("the confined ssh refuses other destinations, users, config files, sockets, forwards and identities outright", async () => {
-    const setup = await fixture({ "inventory/hosts.yml": INVENTORY("") });
+    const setup = await applyFixture({ "inventory/hosts.yml": INVENTORY("") }, { playbook: PLAYBOOK });
     try {
       const files = await writeTransientInventory(setup.input);
       const cases: [string[], RegExp][] = [
@@ -275,6 +225,14 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
         [["-o", "User=boma", "-S", "/tmp/real-master", VM_IP, "true"], /a control socket of its own \(-S\)/],
         [["-o", "User=boma", "-W", "10.20.0.11:22", VM_IP], /a stdio forward \(-W\)/],
         [["-o", "User=boma", "-o", `IdentityFile=${join(setup.dir, "home-key")}`, VM_IP, "true"], /ssh with the identity .*home-key/],
+        // `--` ends the options: what follows is the destination, whatever the words after it.
+        [["-o", "User=boma", "--", "127.0.0.88", "-tt", VM_IP, "true"], /refused ssh to 127\.0\.0\.88:22 as boma/],
+        [["-o", "User=boma", "-tt", "--", "127.0.0.88", VM_IP], /refused ssh to 127\.0\.0\.88:22 as boma/],
+        // -E makes its file as ssh reads its options (`ssh -G` too): refused before anything runs.
+        [["-o", "User=boma", "-E", join(setup.dir, "made-by-E.log"), VM_IP, "true"], /a log file of its own \(-E\)/],
+        [["-o", "User=boma", `-qE${join(setup.dir, "made-by-qE.log")}`, VM_IP, "true"], /a log file of its own \(-E\)/],
+        [["-o", "User=boma", "-M", VM_IP, "true"], /becoming a master connection \(-M\)/],
+        [["-o", "User=boma", "-O", "forward", "-R", "9000:169.254.169.254:80", VM_IP], /the control command -O forward/],
       ];
       await writeFile(join(setup.dir, "home-key"), "x\n");
       for (const [args, message] of cases) {
@@ -282,8 +240,16 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
         assert.equal(result.status, 255, args.join(" "));
         assert.match(result.stderr, message, args.join(" "));
       }
-      assert.deepEqual(connectionCalls(await setup.calls()), [], "none of them connected");
+      assert.deepEqual(await setup.connections(), [], "none of them connected");
       assert.equal((await files.confinement.refusals()).length, cases.length, "each is recorded for the apply's verdict");
+      for (const made of ["made-by-E.log", "made-by-qE.log"]) await assert.rejects(readFile(join(setup.dir, made)), `-E made no ${made}`);
+      // What a play may send to the connection (`meta: reset_connection` sends -O stop) is
+      // answered without touching the run's master.
+      for (const command of ["check", "stop", "exit"]) {
+        const result = spawnSync(files.confinement.sshProgram, ["-O", command, VM_IP], { encoding: "utf8", env: { ...process.env, ...setup.input.runner.env } as NodeJS.ProcessEnv });
+        assert.equal(result.status, 0, `-O ${command}: ${result.stderr}`);
+      }
+      assert.deepEqual(await setup.vm.refused(), [], "the master never saw a control request");
       // sftp and scp would bypass it: refused too.
       const transfer = spawnSync(files.confinement.transferProgram, ["-b", "-", VM_IP], { encoding: "utf8" });
       assert.equal(transfer.status, 255);

@@ -21,7 +21,7 @@ import { loadProfile } from "../../../../orchestrator/profile/load.ts";
 import { planCerts } from "../../../../orchestrator/run/certs.ts";
 import { writeReport, type RunReport } from "../../../../orchestrator/run/report.ts";
 import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir } from "../../../../orchestrator/run/secrets.ts";
-import { writeFakeVmSsh } from "../../../helpers/fake-vm.ts";
+import { startFakeVm } from "../../../helpers/fake-vm.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const SENTINELS = {
@@ -74,7 +74,7 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
-  it("in any form, from the repo's vault, the overlay's vault and its secretVars", async () => {
+  it("in any form, from the repo's vault, the overlay's vault and its secretVars", async (t) => {
     const tree = await tempTree({
       "pw": "vault-password\n",
       "repo/inventory/hosts.yml": "all:\n  children:\n    docker_hosts:\n      hosts:\n        askari:\n",
@@ -93,10 +93,10 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
       await mkdir(join(tree.dir, "repo/inventory/host_vars"), { recursive: true });
       await writeFile(join(tree.dir, "repo/inventory/host_vars/askari.yml"), inline);
 
-      const bin = join(tree.dir, "bin");
-      await writeFakeVmSsh(bin);
+      const vm = await startFakeVm(tree.dir, "boma-it-askari-20261201-111111");
+      t.after(() => vm.stop());
       const redactor = new Redactor();
-      const runner = new Runner({ env: { ...env, PATH: `${bin}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "calls.log") }, redact: redactor.redact });
+      const runner = new Runner({ env, redact: redactor.redact });
       let terminal = "";
       const log = new Log({ stream: new Writable({ write: (chunk, _encoding, done) => ((terminal += String(chunk)), done()) }), redact: redactor.redact });
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, runner);
@@ -110,7 +110,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
         subnet: "10.234.7.0/24", domain: "d", accel: "tcg", createdAt: "2026-12-01T11:11:11Z", ownerPid: process.pid,
       };
       const input: ApplyInput = {
-        profile, outputs, target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId },
+        profile, outputs, target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, controlPath: vm.controlPath },
         scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")),
         secrets, dir: join(runDir, "green", "ansible"), runner, log, signal: new AbortController().signal,
       };
@@ -139,7 +139,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
       for (const file of await filesUnder(runDir)) assertClean(await readFile(file, "utf8"), file);
 
       // The last resort finds nothing left to scrub, and the run dir is private.
-      assert.deepEqual(await scrubDir(runDir, secrets), []);
+      assert.deepEqual(await scrubDir(runDir, secrets), { changed: [], failed: [] });
       await makePrivate(runDir);
       assert.equal((await stat(runDir)).mode & 0o777, 0o700);
       for (const file of await filesUnder(runDir)) assert.equal((await stat(file)).mode & 0o777, 0o600, file);

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, symlink } from "node:fs/promises";
+import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { loadSecrets, REDACTED, scrubDir, secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { loadSecrets, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/run/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const SENTINEL = "boma-sentinel-7f3a9c";
@@ -31,7 +31,7 @@ describe("secrets", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, new Runner());
 
       const secrets = await loadSecrets(profile, new Runner({ env: { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") } }));
-      assert.deepEqual([...secrets.values].sort(), ["another-secret-42", SENTINEL, "plain-secret-value"].sort());
+      assert.deepEqual([...secrets.values].sort(), ["another-secret-42", SENTINEL, "plain-secret-value", "vault-password"].sort(), "the vault's password is a secret too");
       assert.deepEqual(secrets.secretVars, { token: "plain-secret-value" });
       assert.equal(secrets.vaultFile, join(tree.dir, "vault.yml"));
 
@@ -44,6 +44,30 @@ describe("secrets", () => {
     } finally {
       await tree.remove();
     }
+  });
+
+  it("take every form a sink shows: JSON and JSON inside JSON, Python's repr, shell-quoted as a failing task's cmd, URL-encoded, line by line", () => {
+    const secret = `it's "a" \\ sécret/x y`;
+    const forms = new Set(secretForms(secret));
+    const expected: [string, string][] = [
+      ["as is", secret],
+      ["JSON", JSON.stringify(secret).slice(1, -1)],
+      ["JSON inside JSON (to_json, a command printing JSON)", JSON.stringify(JSON.stringify(secret).slice(1, -1)).slice(1, -1)],
+      ["Python's json.dumps (non-ASCII as \\u)", String.raw`it's \"a\" \\ s\u00e9cret/x y`],
+      ["Python's repr", String.raw`it\'s "a" \\ sécret/x y`],
+      ["shell-quoted by Ansible's quote filter (shlex)", `it'"'"'s "a" \\ sécret/x y`],
+      ["shell-quoted by bash", `it'\\''s "a" \\ sécret/x y`],
+      ["inside double quotes for a shell", String.raw`it's \"a\" \\ sécret/x y`],
+      ["URL-encoded (encodeURIComponent)", encodeURIComponent(secret)],
+      ["URL-encoded (Python's quote)", "it%27s%20%22a%22%20%5C%20s%C3%A9cret%2Fx%20y"],
+      ["form-encoded", "it%27s+%22a%22+%5C+s%C3%A9cret%2Fx+y"],
+      ["JSON of the shell-quoted cmd", JSON.stringify(`it'"'"'s "a" \\ sécret/x y`).slice(1, -1)],
+    ];
+    for (const [how, form] of expected) assert.ok(forms.has(form), `${how}: ${form}`);
+    const redactor = new Redactor();
+    redactor.add(secret);
+    const sink = `{"cmd": ${JSON.stringify(`curl -d 'token=${encodeURIComponent(secret)}' && echo ${`'${secret.replaceAll("'", `'"'"'`)}'`}`)}, "stdout": ${JSON.stringify(JSON.stringify({ value: secret }))}}`;
+    assert.equal(redactor.redact(sink).includes("cret"), false, redactor.redact(sink));
   });
 
   it("refuses a secretVars name that is not among vars", async () => {
@@ -74,8 +98,9 @@ describe("secrets", () => {
     try {
       await mkdir(join(tree.dir, "run/green/ansible/inventory"), { recursive: true });
       await symlink(join(tree.dir, "real-repo/group_vars"), join(tree.dir, "run/green/ansible/inventory/group_vars"));
-      const changed = await scrubDir(join(tree.dir, "run"), secretsOf([SENTINEL]));
+      const { changed, failed } = await scrubDir(join(tree.dir, "run"), secretsOf([SENTINEL]));
       assert.equal(changed.length, 3);
+      assert.deepEqual(failed, []);
       for (const file of ["run/green/ansible/ansible.log", "run/green/diagnostics/journal.txt", "run/report.json"]) {
         const text = await readFile(join(tree.dir, file), "utf8");
         assert.doesNotMatch(text, new RegExp(SENTINEL), file);
@@ -83,6 +108,30 @@ describe("secrets", () => {
       }
     } finally {
       assert.equal(await readFile(join(tree.dir, "real-repo/group_vars/all.yml"), "utf8"), `key: ${SENTINEL}\n`, "the real repo is never written");
+      await tree.remove();
+    }
+  });
+
+  it("large files are scrubbed a piece at a time, a secret across a piece's end included; a file it cannot rewrite is named and the rest still scrubbed", async () => {
+    const tree = await tempTree({ "run/z-small.log": `late ${SENTINEL}\n` });
+    try {
+      const piece = 16 * 1024 * 1024;
+      // 65 MiB of console, a secret straddling the end of the first piece and another at the very end.
+      const large = Buffer.alloc(65 * 1024 * 1024, "a");
+      large.write(SENTINEL, piece - 5, "latin1");
+      large.write(SENTINEL, large.length - SENTINEL.length, "latin1");
+      await writeFile(join(tree.dir, "run/console.log"), large);
+      await writeFile(join(tree.dir, "run/blocked.log"), large);
+      // Its scrubbed copy cannot be made: a folder stands where it would go.
+      await mkdir(join(tree.dir, `run/blocked.log.scrub-${process.pid}`));
+      const { changed, failed } = await scrubDir(join(tree.dir, "run"), secretsOf([SENTINEL]));
+      assert.deepEqual(changed.map((path) => path.split("/").at(-1)).sort(), ["console.log", "z-small.log"]);
+      assert.deepEqual(failed.map(({ path, reason }) => [path.split("/").at(-1), reason]), [["blocked.log", "EISDIR"]]);
+      const scrubbed = await readFile(join(tree.dir, "run/console.log"), "latin1");
+      assert.ok(!scrubbed.includes(SENTINEL), "both occurrences replaced");
+      assert.equal(scrubbed.split(REDACTED).length, 3);
+      assert.match(unscrubbed(failed).message, /a secret may remain in the run dir: boma-it could not scrub .*blocked\.log \(EISDIR\)/);
+    } finally {
       await tree.remove();
     }
   });

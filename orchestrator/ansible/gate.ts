@@ -1,0 +1,66 @@
+/**
+ * The jail's one door (see master_gate.py): a socket that relays commands on the VM to the run's
+ * SSH master and refuses every forward and proxy request, opened for as long as a jailed Ansible
+ * runs and closed on every exit path. The gate's socket sits next to the master's, with `.gate`
+ * after its name; a gate ends when its harness does.
+ */
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Runner } from "../../infra/runner.ts";
+import { HarnessError } from "../errors.ts";
+import { ansiblePython } from "./vault.ts";
+
+/** An open gate. */
+export interface Gate {
+  /** Where the jail's ssh connects (bound into the jail). */
+  socket: string;
+  /** Stops the gate and removes its socket (idempotent). */
+  close(): Promise<void>;
+}
+
+/** The gate socket of a master socket (the run id's, with `.gate`: the reaper knows whose it is). */
+export function gateSocketOf(controlPath: string): string {
+  return `${controlPath}.gate`;
+}
+
+/** How long a gate may take to listen. */
+const GATE_READY_MS = 10_000;
+
+/**
+ * Opens the gate to the master at `controlPath`; refused requests are appended to `refusalsFile`
+ * (JSON lines, as the confined ssh's refusals). Throws when it does not listen in time.
+ */
+export async function openGate(runner: Runner, controlPath: string, refusalsFile: string): Promise<Gate> {
+  const socket = gateSocketOf(controlPath);
+  const python = await ansiblePython(runner);
+  const stop = new AbortController();
+  let ready: () => void = () => undefined;
+  const listening = new Promise<void>((resolve) => (ready = resolve));
+  const running = runner.run(python, [join(import.meta.dirname, "master_gate.py"), controlPath, socket, refusalsFile], {
+    check: false,
+    signal: stop.signal,
+    onLine: (line) => {
+      if (line.trim() === "ready") ready();
+    },
+  });
+  const ended = running.then((result) => result);
+  const outcome = await Promise.race([
+    listening.then(() => "ready" as const),
+    ended.then(() => "ended" as const),
+    new Promise<"late">((resolve) => setTimeout(() => resolve("late"), GATE_READY_MS).unref()),
+  ]);
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    stop.abort();
+    await ended;
+    await rm(socket, { force: true });
+  };
+  if (outcome !== "ready") {
+    const result = outcome === "ended" ? await ended : undefined;
+    await close();
+    throw new HarnessError(`the gate to the run's SSH master did not open${result ? `: ${result.tail.split("\n").at(-1) ?? `exit ${result.exitCode}`}` : ` within ${GATE_READY_MS / 1000} s`}`);
+  }
+  return { socket, close };
+}
