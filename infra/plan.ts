@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { seedFiles, type HostKeyType, type SeedKeys } from "./seed.ts";
 import type { StackSpec } from "./spec.ts";
-import { domainXml, isolationFilterXml, networkXml, overlayVolumeXml } from "./xml.ts";
+import { domainXml, egressTableNft, isolationFilterXml, networkXml, overlayVolumeXml } from "./xml.ts";
 
 /** One command of a resource. */
 export interface PlanCommand {
@@ -23,7 +23,7 @@ export interface PlanCommand {
 }
 
 /** The kinds of object a plan creates. */
-export type ResourceKind = "network" | "nwfilter" | "pool" | "volume" | "seed" | "domain";
+export type ResourceKind = "egress" | "network" | "nwfilter" | "pool" | "volume" | "seed" | "domain";
 
 /** One resource: what it is, how to create and delete it, what it needs first. */
 export interface PlanResource {
@@ -93,14 +93,37 @@ export function withPipedStdin(argv: readonly string[]): string[] {
   return ["sh", "-c", 'cat | "$@"', "piped-stdin", ...argv];
 }
 
+/** How a plan runs what only root may (the allowlist's nftables table): as is when root, else through `sudo -n`. */
+export interface PlanPrivileges {
+  /** The words before such a command (`[]` as root, `["sudo", "-n"]` otherwise). */
+  asRoot: string[];
+}
+
 /** Builds the plan of a stack. */
-export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT_URI): Plan {
+export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT_URI, privileges: PlanPrivileges = { asRoot: [] }): Plan {
   const virsh = (...args: string[]) => ["virsh", "-q", "-c", uri, ...args];
   const files = runFiles(spec.runDir);
   const seed = seedFiles(spec, keys);
   const name = spec.identity.runId;
+  const allowlist = spec.network.egress.mode === "allowlist";
 
   const resources: PlanResource[] = [
+    // Before the network: its DNS fills the table's set from its first answer on.
+    ...(allowlist
+      ? [
+          {
+            name: "egress",
+            kind: "egress" as const,
+            id: `inet ${spec.network.egressTable}`,
+            create: [{ argv: [...privileges.asRoot, "nft", "-f", "-"], stdin: egressTableNft(spec) }],
+            delete: [
+              { argv: [...privileges.asRoot, "nft", "delete", "table", "inet", spec.network.egressTable], ignoreAbsent: true },
+              { argv: [...privileges.asRoot, "rm", "-f", spec.network.dnsQueryLog], mayFail: true },
+            ],
+            dependsOn: [],
+          },
+        ]
+      : []),
     {
       name: "network",
       kind: "network",
@@ -108,7 +131,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       // A transient network: it exists while started and disappears when destroyed.
       create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: networkXml(spec) }],
       delete: [{ argv: virsh("net-destroy", spec.network.name), ignoreAbsent: true }],
-      dependsOn: [],
+      dependsOn: allowlist ? ["egress"] : [],
     },
     {
       name: "isolation",

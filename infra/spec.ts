@@ -24,8 +24,12 @@ export const RUN_OBJECT_SUFFIXES = {
   volume: ["-overlay.qcow2", "-seed.iso", "-top.qcow2", "-reset.mem"],
   /** The domain's UEFI variables, in libvirt's NVRAM folder. */
   nvram: ["_VARS.fd"],
-  /** The run's SSH master socket. */
-  ssh: [""],
+  /** The run's SSH master socket, and the jail's gate to it. */
+  ssh: ["", ".gate"],
+  /** The allowlist's nftables table (`inet <run id>`). */
+  nftTable: [""],
+  /** Where the network's DNS writes its queries, in libvirt's dnsmasq folder. */
+  dnsQueryLog: [".queries.log"],
 } as const;
 
 /** The run a libvirt object or file belongs to by its exact name shape, or undefined when boma-it never names a `kind` so. */
@@ -41,6 +45,14 @@ export function runIdOfObject(name: string, kind: keyof typeof RUN_OBJECT_SUFFIX
 export function runsDirFolderShape(name: string): "run" | "fleet" | undefined {
   if (/^\d{8}-\d{6}-fleet-[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) return "fleet";
   return /^\d{8}-\d{6}-[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) ? "run" : undefined;
+}
+
+/** Where libvirt keeps its networks' DNS files: a run's query log goes there. */
+export const LIBVIRT_DNSMASQ_DIR = "/var/lib/libvirt/dnsmasq";
+
+/** Where a run's network DNS writes the queries it got. */
+export function dnsQueryLogOf(runId: string, dnsmasqDir: string = LIBVIRT_DNSMASQ_DIR): string {
+  return `${dnsmasqDir}/${runId}${RUN_OBJECT_SUFFIXES.dnsQueryLog[0]}`;
 }
 
 /** Hardware virtualisation (KVM) or software emulation (TCG). */
@@ -134,6 +146,14 @@ export function bridgeFor(runId: string): string {
   return `${PREFIX}${hashBytes(`bridge:${runId}`).toString("hex").slice(0, 6)}`;
 }
 
+/**
+ * What the VM may reach beyond its own network: nothing (`--no-egress`: no forwarding at all),
+ * the names of an allowlist (the default: the network's DNS answers those names alone, from the
+ * given upstream resolvers, and the filter lets through only the addresses it answered), or
+ * everything public (`--egress open`: NAT, as before the allowlist).
+ */
+export type EgressSpec = { mode: "none" } | { mode: "open" } | { mode: "allowlist"; names: string[]; upstreams: string[] };
+
 /** Everything needed to declare one run's libvirt objects. */
 export interface StackSpec {
   identity: RunIdentity;
@@ -144,8 +164,14 @@ export interface StackSpec {
     bridge: string;
     subnet: Subnet;
     mac: string;
-    /** False for --no-egress: an isolated network without any forwarding. */
-    egress: boolean;
+    /** What the VM may reach beyond its network (see {@link EgressSpec}). */
+    egress: EgressSpec;
+    /**
+     * The allowlist's filter, an nftables table of the run (`inet <run id>`), and where the
+     * network's DNS writes the queries it got (refused names are read from there).
+     */
+    egressTable: string;
+    dnsQueryLog: string;
     /** The control host's own IPv4 addresses: the VM may reach none of them (its gateway only for DHCP and DNS). */
     hostAddresses: string[];
   };
@@ -179,7 +205,7 @@ export interface StackSpecInput {
   accel: Accel;
   vm: StackSpec["vm"];
   subnet: Subnet;
-  egress: boolean;
+  egress: EgressSpec;
   /** The control host's IPv4 addresses (see {@link StackSpec}); none when not given. */
   hostAddresses?: string[];
   goldenImage: string;
@@ -190,6 +216,8 @@ export interface StackSpecInput {
   libvirtImagesDir?: string;
   /** Where libvirt keeps NVRAM files (default /var/lib/libvirt/qemu/nvram). */
   libvirtNvramDir?: string;
+  /** Where libvirt keeps its networks' DNS files (default /var/lib/libvirt/dnsmasq). */
+  libvirtDnsmasqDir?: string;
 }
 
 /** Derives the whole stack spec of a run. */
@@ -201,7 +229,16 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     identity: input.identity,
     accel: input.accel,
     vm: input.vm,
-    network: { name, bridge: bridgeFor(name), subnet: input.subnet, mac: macFor(name), egress: input.egress, hostAddresses: [...(input.hostAddresses ?? [])].sort() },
+    network: {
+      name,
+      bridge: bridgeFor(name),
+      subnet: input.subnet,
+      mac: macFor(name),
+      egress: input.egress,
+      egressTable: name,
+      dnsQueryLog: dnsQueryLogOf(name, input.libvirtDnsmasqDir),
+      hostAddresses: [...(input.hostAddresses ?? [])].sort(),
+    },
     isolationFilter: `${name}${RUN_OBJECT_SUFFIXES.nwfilter[0]}`,
     pool: { name, dir: `${imagesDir}/${name}` },
     goldenImage: input.goldenImage,

@@ -24,18 +24,36 @@ function render(document: Record<string, unknown>): string {
 const DNSMASQ_NAMESPACE = "http://libvirt.org/schemas/network/dnsmasq/1.0";
 
 /**
- * The run's network: NAT (outbound only) or, without egress, isolated with no forwarding at all,
- * and a DNS that answers only its own names (dnsmasq without upstream servers: `no-resolv`).
- * The VM's MAC gets a fixed address so the harness knows where to look before the lease.
+ * The run's network. With an allowlist (the default): NAT, and a DNS that answers only the
+ * allowed names (and their subdomains), from the upstream resolvers given, puts every address it
+ * answers into the allowlist's set of the run's filter (dnsmasq's `nftset`: the filter lets
+ * through nothing else), reads no hosts file of the control host and writes every query to the
+ * run's query log (refused names are read from there). `open`: NAT as it is. `none`: isolated,
+ * with no forwarding at all and a DNS that answers only its own names (no upstream servers). The
+ * VM's MAC gets a fixed address so the harness knows where to look before the lease.
  */
 export function networkXml(spec: StackSpec): string {
   const { network } = spec;
+  const { egress } = network;
   const netmask = "255.255.255.0";
+  const options =
+    egress.mode === "none"
+      ? ["no-resolv"]
+      : egress.mode === "open"
+        ? []
+        : [
+            "no-resolv",
+            "no-hosts",
+            ...egress.names.flatMap((name) => egress.upstreams.map((upstream) => `server=/${name}/${upstream}`)),
+            ...(egress.names.length > 0 ? [`nftset=/${egress.names.join("/")}/4#inet#${network.egressTable}#${EGRESS_ALLOWED_SET}`] : []),
+            "log-queries",
+            `log-facility=${network.dnsQueryLog}`,
+          ];
   return render({
     network: {
-      ...(network.egress ? {} : { "@xmlns:dnsmasq": DNSMASQ_NAMESPACE }),
+      ...(options.length > 0 ? { "@xmlns:dnsmasq": DNSMASQ_NAMESPACE } : {}),
       name: network.name,
-      ...(network.egress ? { forward: { "@mode": "nat" } } : {}),
+      ...(egress.mode === "none" ? {} : { forward: { "@mode": "nat" } }),
       bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
       dns: { "@enable": "yes" },
       ip: {
@@ -46,9 +64,39 @@ export function networkXml(spec: StackSpec): string {
           host: { "@mac": network.mac, "@name": spec.identity.host, "@ip": network.subnet.guestIp },
         },
       },
-      ...(network.egress ? {} : { "dnsmasq:options": { "dnsmasq:option": { "@value": "no-resolv" } } }),
+      ...(options.length > 0 ? { "dnsmasq:options": { "dnsmasq:option": options.map((value) => ({ "@value": value })) } } : {}),
     },
   });
+}
+
+/** The allowlist filter's set of addresses the network's DNS answered for allowed names. */
+export const EGRESS_ALLOWED_SET = "allowed";
+
+/** The allowlist filter's set of refused attempts: address, protocol and port, each with a packet counter. */
+export const EGRESS_BLOCKED_SET = "blocked";
+
+/**
+ * The allowlist's filter, an nftables table of its own (its name is the run id): on the forward
+ * hook, from the run's bridge, an address the network's DNS answered for an allowed name passes;
+ * any other TCP or UDP attempt is recorded (address, protocol, port, a packet counter: kernel
+ * packet logging is off in a network namespace) and dropped; anything else is dropped. A drop in
+ * any table on the hook is final, so libvirt's own NAT rules let nothing else through. (Private
+ * ranges, the control host and IPv6 are the isolation filter's: it drops them first.)
+ */
+export function egressTableNft(spec: StackSpec): string {
+  const { network } = spec;
+  const bridge = JSON.stringify(network.bridge);
+  return `table inet ${network.egressTable} {
+  set ${EGRESS_ALLOWED_SET} { type ipv4_addr; flags timeout; timeout 1d; }
+  set ${EGRESS_BLOCKED_SET} { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 7d; counter; }
+  chain forward {
+    type filter hook forward priority filter - 1; policy accept;
+    iifname ${bridge} ip daddr @${EGRESS_ALLOWED_SET} accept
+    iifname ${bridge} meta l4proto { tcp, udp } update @${EGRESS_BLOCKED_SET} { ip daddr . meta l4proto . th dport } drop
+    iifname ${bridge} drop
+  }
+}
+`;
 }
 
 /** Address ranges a test VM must never reach outside its own subnet: RFC 1918, CGNAT (the mesh), link-local. */

@@ -149,6 +149,8 @@ export const LOCAL_IMAGE_PACKAGES = [
   "bridge-utils", "ifenslave", "vlan", "python3", "python3-apt", "ca-certificates",
   // the example roles and the harness, offline
   "nftables", "docker.io", "docker-cli", "iproute2", "busybox-static", "procps", "e2fsprogs", "netcat-openbsd",
+  // a repo's `synchronize` runs rsync on both ends
+  "rsync",
 ] as const;
 
 /** What `image build` baked, recorded next to the image (`image ls --json` shows it). */

@@ -20,7 +20,7 @@ import type { RunSecrets } from "../run/secrets.ts";
 import { keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, type Confinement } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
-import { jailEnv, programFoldersOf, runJailed, type JailSpec } from "../host/jail.ts";
+import { jailEnv, NEEDS_NETWORK, programFoldersOf, runJailed, type JailSpec } from "../host/jail.ts";
 import { ansiblePython, vaultClient, vaultPasswords } from "./vault.ts";
 
 /** How a jailed Ansible tells the harness of a secret it decrypted (learn/sitecustomize.py). */
@@ -369,9 +369,22 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     if (/unreachable=[1-9]/.test(recap) || /UNREACHABLE!/.test(result.stdout)) {
       throw new HarnessError(`Ansible could not reach the VM: ${lastFatal || result.tail.split("\n").at(-1)}; log: ${logFile}`);
     }
-    throw new SystemUnderTestError(`applying ${input.profile.playbookFile} to ${host} failed: ${lastFatal || result.tail.split("\n").at(-1)}\n  recap: ${recap}\n  log: ${logFile}`);
+    const why = lastFatal || result.tail.split("\n").at(-1) || "";
+    throw new SystemUnderTestError(`applying ${input.profile.playbookFile} to ${host} failed: ${why}${jailHint(why)}\n  recap: ${recap}\n  log: ${logFile}`);
   }
   return { ok: true, seconds, logFile, recap, tasks };
+}
+
+/**
+ * What to say when a failure looks like the jail's doing: something on the control host (a
+ * lookup, a local task, a plugin) wanted the network, or to write outside the run.
+ */
+export function jailHint(failure: string): string {
+  const network = NEEDS_NETWORK.test(failure);
+  const write = /Read-only file system|EROFS/.test(failure);
+  if (!network && !write) return "";
+  const what = network ? "the network" : "a write outside the run's folder";
+  return ` (this looks like the jail: Ansible's controller side, lookups and local tasks included, runs without network and read-only but the run's folder, so what needs ${what} there fails; give the value it would get as a stub in the overlay's vars, which win over the repo's, or see the runbook's "Against a real repo")`;
 }
 
 async function isDirectory(path: string): Promise<boolean> {

@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BadInputError } from "../errors.ts";
 import { closest } from "../profile/yaml.ts";
-import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
+import { CERT_TIERS, egressName, type CertTier } from "../profile/schema.ts";
 import { ACCELS, ENGINES, KEEP_POLICIES, SCENARIOS, type AnsibleArgs, type RunOptions } from "../run/options.ts";
 
 type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
@@ -56,6 +56,7 @@ export const RUN_OPTIONS = {
   // No default here: a fleet's default differs (never), so whether --keep was given matters.
   keep: { type: "string" },
   "no-egress": { type: "boolean", default: false },
+  egress: { type: "string", multiple: true },
   "no-image-fetch": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
   ref: { type: "string" },
@@ -178,6 +179,10 @@ export function runOptionsHelp(command: "run" | "up"): string {
 const RUN_OPTIONS_HELP = `  --certs internal|le-staging|le-prod-wildcard   cert tier (le-prod-wildcard only here, never in a profile)
   --keep on-failure|always|never   keep the VM after the run (default on-failure; for several hosts
                                    never: one VM at a time, and a kept one would stop the rest)
+  --egress NAME                    a name the VM may reach (and its subdomains), besides the cert
+                                   tier's, the Debian mirrors and the profile's egress: (repeatable);
+                                   every other name and address is refused and reported
+  --egress open                    no allowlist for this run: the VM reaches everything public
   --no-egress                      a network with no forwarding at all (forces --certs internal)
   --min-free-ram MiB               refuse to start below this much free RAM
   --no-image-fetch                 refuse when the profile's golden image is missing, instead of
@@ -198,6 +203,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     certs: certTier(values.certs),
     keep: values.keep === undefined ? "on-failure" : oneOf("keep", values.keep, KEEP_POLICIES),
     noEgress: values["no-egress"] === true,
+    ...egressOptions(values),
     minFreeRamMiB: positiveInteger("min-free-ram", values["min-free-ram"]),
     engine: oneOf("engine", values.engine, ENGINES),
     accel: oneOf("accel", values.accel, ACCELS),
@@ -206,6 +212,22 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
     ...(typeof values.baseline === "string" ? { baseline: values.baseline } : {}),
   };
+}
+
+/** `--egress NAME...` or `--egress open`, checked: names as a profile's `egress:`, `open` alone, neither with --no-egress. */
+export function egressOptions(values: ParsedArgs["values"]): Pick<RunOptions, "egress" | "egressOpen"> {
+  const given = (Array.isArray(values.egress) ? values.egress : []).filter((value): value is string => typeof value === "string");
+  if (given.length === 0) return { egress: [], egressOpen: false };
+  if (values["no-egress"] === true) throw new BadInputError({ message: `--egress and --no-egress: expected one of them, found both (--egress ${given.join(" --egress ")})` });
+  if (given.includes("open")) {
+    if (given.length > 1) throw new BadInputError({ message: `--egress open lifts the allowlist: expected it alone, found it with ${given.filter((name) => name !== "open").join(", ")}` });
+    return { egress: [], egressOpen: true };
+  }
+  for (const name of given) {
+    const checked = egressName.safeParse(name);
+    if (!checked.success) throw new BadInputError({ message: `--egress: ${checked.error.issues[0]?.message ?? "expected a DNS name"}, found ${JSON.stringify(name)}` });
+  }
+  return { egress: [...new Set(given.map((name) => name.toLowerCase()))], egressOpen: false };
 }
 
 /**

@@ -35,6 +35,7 @@ export const TOOLS: readonly { program: string; pkg: string; required: boolean; 
   { program: "ip", pkg: "iproute2", required: true, for: "picking a free subnet" },
   { program: "ansible-playbook", pkg: "ansible-core", required: true, for: "applying the profile" },
   { program: "bwrap", pkg: "bubblewrap", required: true, for: "the jail Ansible's controller side runs in" },
+  { program: "nft", pkg: "nftables", required: true, for: "the VM's egress allowlist (its filter)" },
   { program: "rsync", pkg: "rsync", required: false, for: "a repo's synchronize tasks (rsync runs on both ends)" },
   { program: "mmdebstrap", pkg: "mmdebstrap", required: false, for: "image build" },
   { program: "mkfs.ext4", pkg: "e2fsprogs", required: false, for: "image build" },

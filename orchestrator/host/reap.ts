@@ -13,18 +13,19 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { messageOf } from "../../infra/errors.ts";
 import { ownerAlive, type OwnerCheck } from "../../infra/process.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { runIdOfObject, runsDirFolderShape } from "../../infra/spec.ts";
+import { LIBVIRT_DNSMASQ_DIR, runIdOfObject, runsDirFolderShape } from "../../infra/spec.ts";
 import type { Libvirt } from "./libvirt.ts";
 import type { Log } from "../log.ts";
 import { ABSENT_PATTERN } from "../../infra/shell.ts";
 import { RefusedError } from "../errors.ts";
 import { acquireLock, acquireRunLock, runLockHolder, type LockHolder } from "./lock.ts";
 import { liveStacks } from "../run/stacks.ts";
+import { rootCommand, runAsRoot } from "./root.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
-  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys" | "ssh";
+  kind: "stack" | "domain" | "network" | "nwfilter" | "pool" | "volume" | "file" | "keys" | "ssh" | "nft";
   name: string;
   action: "destroyed" | "would destroy" | "spared" | "failed";
   detail: string;
@@ -50,6 +51,10 @@ export interface ReapOptions {
   libvirtNvramDir?: string;
   /** Where runs' SSH master connections listen (default: {@link controlSocketDir}). */
   controlSocketDir?: string;
+  /** Where libvirt keeps its networks' DNS files (default /var/lib/libvirt/dnsmasq). */
+  libvirtDnsmasqDir?: string;
+  /** How root-only commands run (default: {@link rootCommand}; tests give a fake's). */
+  rootCommand?: (runner: Runner) => Promise<string[] | undefined>;
   /**
    * The golden image cache, whose unfinished builds and downloads (`.build-*`, `.pull-*`) of a
    * killed maker are swept. Give it only while this reap holds the run lock: every image maker
@@ -256,6 +261,30 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
   }
 
+  // 3b. The egress allowlist's leftovers, root's alone (a run made them as root or with sudo):
+  // nftables tables and DNS query logs named after runs.
+  const asRoot = await (options.rootCommand ?? rootCommand)(runner);
+  if (asRoot === undefined) {
+    log.info("egress allowlist leftovers (nftables tables, DNS query logs) not looked at: that needs root or password-less sudo");
+  } else {
+    const tables = await runAsRoot(runner, asRoot, "nft", ["-j", "list", "tables"], { check: false, timeoutMs: 20_000 });
+    for (const table of tables.failed ? [] : nftTables(tables.stdout)) {
+      const runId = table.family === "inet" ? runIdOfObject(table.name, "nftTable") : undefined;
+      if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
+      await act("nft", `inet ${table.name}`, async () => {
+        await runAsRoot(runner, asRoot, "nft", ["delete", "table", "inet", table.name]);
+      });
+    }
+    const dnsmasqDir = options.libvirtDnsmasqDir ?? LIBVIRT_DNSMASQ_DIR;
+    for (const entry of await readdir(dnsmasqDir).catch(() => [] as string[])) {
+      const runId = runIdOfObject(entry, "dnsQueryLog");
+      if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
+      await act("file", join(dnsmasqDir, entry), async () => {
+        await runAsRoot(runner, asRoot, "rm", ["-f", join(dnsmasqDir, entry)]);
+      });
+    }
+  }
+
   // 4. SSH master connections of runs nobody works on: a killed harness leaves its master to live
   // until it idles out or its VM is gone; the socket (named by the run id) says whose it is.
   const sockets = options.controlSocketDir ?? controlSocketDir();
@@ -285,6 +314,16 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
   }
   return items;
+}
+
+/** The tables `nft -j list tables` lists. */
+function nftTables(json: string): { family: string; name: string }[] {
+  try {
+    const parsed = JSON.parse(json) as { nftables?: { table?: { family: string; name: string } }[] };
+    return (parsed.nftables ?? []).flatMap((entry) => (entry.table ? [{ family: entry.table.family, name: entry.table.name }] : []));
+  } catch {
+    return [];
+  }
 }
 
 /**

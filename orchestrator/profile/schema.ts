@@ -76,6 +76,12 @@ const imageSchema = z.string().refine(
   { error: `expected one of ${NAMED_IMAGES.join(", ")} or file:/absolute/path.qcow2` },
 );
 
+/** A DNS name the VM may reach (and its subdomains): letters, digits and hyphens in dot-separated labels. */
+export const egressName = z
+  .string()
+  .max(253)
+  .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/, { error: "expected a DNS name such as api.example.org (its subdomains are allowed with it)" });
+
 /** The profile as written in YAML (before paths are resolved). */
 export const profileSchema = z.strictObject({
   host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
@@ -106,6 +112,12 @@ export const profileSchema = z.strictObject({
    * published ports; the nftables ruleset reported, failing only with "strict"): GREEN only.
    */
   survival: z.union([z.boolean(), z.literal("strict")]).default(false),
+  /**
+   * Names the VM may reach besides what the cert tier needs and the Debian mirrors (their
+   * subdomains included); everything else is refused and reported. `--egress` adds names,
+   * `--egress open` lifts the allowlist for one run.
+   */
+  egress: z.array(egressName).max(64).default([]),
   scenarios: z
     .strictObject({
       red: redScenarioSchema.optional(),

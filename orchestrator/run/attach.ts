@@ -10,7 +10,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DEFAULT_LIBVIRT_URI, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { newRunIdentity } from "../../infra/spec.ts";
+import { dnsQueryLogOf, newRunIdentity } from "../../infra/spec.ts";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
 import { asBomaError, BadInputError, BomaError, causesOf, ExitCode, InterruptedError, RefusedError, SystemUnderTestError } from "../errors.ts";
 import type { CheckResult } from "../guest/checks.ts";
@@ -28,6 +28,8 @@ import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
 import type { RunError, RunReport, ScenarioReport } from "./report.ts";
 import type { Session, StepContext } from "./scenario.ts";
+import { rootCommand } from "../host/root.ts";
+import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
 import { loadSecrets, makePrivate, scrubDir, secretsOf, unscrubbed, type Redactor, type RunSecrets } from "./secrets.ts";
 import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./stacks.ts";
 
@@ -181,6 +183,8 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
       result.ok = outcome.ok;
       result.outcome = outcome.outcome;
       result.details = outcome.details ?? {};
+      const blocked = await blockedSoFar(record, found.outputs.runId, request);
+      if (blocked.length > 0) result.details = { ...result.details, egressBlocked: blocked };
       result.exitCode = outcome.ok ? ExitCode.pass : ExitCode.systemUnderTestFailed;
     } catch (caught) {
       const error = asBomaError(caught, request.signal);
@@ -208,6 +212,19 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     await lock.release();
   }
   return result;
+}
+
+/**
+ * What the allowlist has refused a kept VM since it started (the filter's set and the DNS's log
+ * only grow), said as warnings: a verb's apply may have tried what the run's did not.
+ */
+async function blockedSoFar(record: RunRecord, runId: string, request: Pick<VerbRequest, "runner" | "log">): Promise<BlockedAttempt[]> {
+  if (record.egress !== "allowlist") return [];
+  const asRoot = await rootCommand(request.runner);
+  if (asRoot === undefined) return [];
+  const blocked = await readBlocked(request.runner, asRoot, { table: runId, queryLog: dnsQueryLogOf(runId) }).catch(() => []);
+  for (const attempt of blocked) request.log.warn(`${describeBlocked(attempt)} (since the VM started)`);
+  return blocked;
 }
 
 /** Adds a verb's line to the run's report.json (`verbs[]`), where the run keeps it. */

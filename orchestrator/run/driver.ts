@@ -10,7 +10,7 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
+import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
 import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { Log } from "../log.ts";
@@ -23,6 +23,7 @@ import { makePrivate, scrubDir, unscrubbed } from "./secrets.ts";
 import { teardown } from "./stacks.ts";
 import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "./certs.ts";
+import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
 import type { RunSecrets } from "./secrets.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import type { Runner } from "../../infra/runner.ts";
@@ -35,6 +36,8 @@ export interface RunRequest {
   options: RunOptions;
   secrets: RunSecrets;
   certs: CertPlan;
+  /** What the VM may reach beyond its network (egress.ts). */
+  egress: EgressPlan;
   runner: Runner;
   log: Log;
   env: NodeJS.ProcessEnv;
@@ -127,8 +130,11 @@ export class OpenRun {
       live = await (this.#hooks.provision ?? provision)(
         {
           profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir,
-          imageDir: request.imageDir, egress: !request.options.noEgress, signal, timeouts: bootTimeouts(request.env),
-          record: { stacksDir: stacksDir(request.env), ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }), purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"), ...(request.options.noEgress ? { noEgress: true } : {}) },
+          imageDir: request.imageDir, egress: request.egress, signal, timeouts: bootTimeouts(request.env),
+          record: {
+            stacksDir: stacksDir(request.env), ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }), purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"),
+            ...(request.options.noEgress ? { noEgress: true } : {}), egress: request.egress.spec.mode,
+          },
         },
         { identity, runDir: dir },
       );
@@ -185,6 +191,7 @@ export class OpenRun {
     }
     // Kept or not, the harness is done with the VM: its SSH master connection goes now.
     await live?.machine.closeConnection().catch(() => undefined);
+    if (live) await this.#egressOf(opening, live);
     const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
     const keep = stackExists && keepVm(opening.keep, failure, signal.aborted);
     if (keep && live) {
@@ -199,6 +206,21 @@ export class OpenRun {
       log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
       throw teardownError;
     }
+  }
+
+  /**
+   * What the allowlist refused this scenario's VM, read before its stack goes: each attempt said
+   * once, and added to the run's report (a blocked attempt changes no verdict).
+   */
+  async #egressOf(opening: ScenarioOpening, live: LiveRun): Promise<void> {
+    const { egress, runner, log } = this.request;
+    if (egress.spec.mode !== "allowlist") return;
+    const blocked = await readBlocked(runner, egress.asRoot, { table: live.outputs.runId, queryLog: dnsQueryLogOf(live.outputs.runId) }).catch((readError: unknown) => {
+      log.warn(`what the allowlist refused could not be read: ${(readError as Error).message.split("\n")[0]}`);
+      return [];
+    });
+    for (const attempt of blocked) log.warn(`${opening.name}: ${describeBlocked(attempt)}`);
+    this.report.egress.blocked.push(...blocked.map((attempt) => ({ ...attempt, scenario: opening.name })));
   }
 
   /**
@@ -321,6 +343,7 @@ function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: 
     engine: machinery.engine.name,
     accel: machinery.accel.accel,
     certs: request.certs.tier,
+    egress: { mode: request.egress.spec.mode, allowed: request.egress.allowed, blocked: [] },
     verdict: "error",
     exitCode: ExitCode.harnessFault,
     message: "",

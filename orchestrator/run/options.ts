@@ -35,6 +35,10 @@ export interface RunOptions {
   certs: CertTier | undefined;
   keep: KeepPolicy;
   noEgress: boolean;
+  /** `--egress NAME`: names the VM may reach for this run, besides the profile's. */
+  egress: string[];
+  /** `--egress open`: no allowlist for this run (NAT to everything public), said in the log. */
+  egressOpen: boolean;
   minFreeRamMiB: number | undefined;
   engine: EngineChoice;
   accel: AccelChoice;

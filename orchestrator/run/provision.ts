@@ -20,6 +20,7 @@ import type { Log } from "../log.ts";
 import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
+import type { EgressPlan } from "./egress.ts";
 import type { RunRecord } from "./stacks.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
@@ -52,7 +53,8 @@ export interface ProvisionOptions {
   log: Log;
   runsDir: string;
   imageDir: string;
-  egress: boolean;
+  /** What the VM may reach beyond its network, and how the allowlist's root-only commands run. */
+  egress: Pick<EgressPlan, "spec" | "asRoot">;
   signal: AbortSignal;
   timeouts: BootTimeouts;
   /** What the run records about itself beyond its outputs (run.json: the profile, the command, where its stack lives). */
@@ -148,15 +150,15 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       accel: options.accel.accel,
       vm: profile.document.vm,
       subnet,
-      egress: options.egress,
+      egress: options.egress.spec,
       hostAddresses: await libvirt.hostAddresses(),
       goldenImage: golden,
       runDir: run.runDir,
       ownerPid: process.pid,
       ...(ownerStart !== undefined ? { ownerStart } : {}),
     });
-    const plan = planStack(spec, keys, libvirt.uri);
-    log.info(`stack ${plan.stack}: network ${spec.network.subnet.cidr}${spec.network.egress ? " (NAT)" : " (no egress)"}, ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`);
+    const plan = planStack(spec, keys, libvirt.uri, { asRoot: options.egress.asRoot });
+    log.info(`stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`);
     const made = await options.engine.up(plan, {
       signal,
       onEvent: (event) => {

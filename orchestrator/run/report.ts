@@ -3,6 +3,7 @@
  * exit path, with whatever was learnt by then.
  */
 import { writeFile } from "node:fs/promises";
+import type { EgressReport } from "./egress.ts";
 import { join } from "node:path";
 import { XMLBuilder } from "fast-xml-parser";
 import type { CheckResult } from "../guest/checks.ts";
@@ -72,6 +73,8 @@ export interface RunReport {
   engine: string;
   accel: string;
   certs: string;
+  /** What the VM was allowed to reach, and what the allowlist refused it (run/egress.ts). */
+  egress: EgressReport;
   verdict: "pass" | "fail" | "error";
   exitCode: number;
   message: string;

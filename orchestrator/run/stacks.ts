@@ -32,6 +32,8 @@ export interface RunRecord extends StackOutputs {
   certs?: string;
   /** The run was made without egress (`--no-egress`). */
   noEgress?: boolean;
+  /** What its VM may reach: an allowlist, open, or none (absent in runs made before the allowlist: open). */
+  egress?: "allowlist" | "open" | "none";
   /** The run's report.json. */
   reportFile?: string;
   /** Where `reset` takes the VM back to (see host/reset-point.ts), when the run took one. */

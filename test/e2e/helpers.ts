@@ -35,7 +35,8 @@ export async function e2eDirs(): Promise<E2eDirs> {
   await chmod(base, 0o755);
   const runsDir = join(base, "runs");
   const stacksDir = join(base, "stacks");
-  return { runsDir, stacksDir, env: { BOMA_IT_RUNS_DIR: runsDir, BOMA_IT_STACKS_DIR: stacksDir } };
+  // The test network's DNS asks the "internet" host for allowed names (see withOutsideHost's dns).
+  return { runsDir, stacksDir, env: { BOMA_IT_RUNS_DIR: runsDir, BOMA_IT_STACKS_DIR: stacksDir, BOMA_IT_DNS_SERVERS: INTERNET_HOST.address } };
 }
 
 /** The dirs of an e2e suite: filled in before its tests; whatever they left is reaped after them. */
@@ -167,6 +168,8 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
       .map((name) => `nwfilter ${name}`),
     ...(await prefixedFiles("/var/lib/libvirt/images")).map((path) => `file ${path}`),
     ...(await prefixedFiles("/var/lib/libvirt/qemu/nvram")).map((path) => `file ${path}`),
+    ...(await prefixedFiles("/var/lib/libvirt/dnsmasq")).filter((path) => path.endsWith(".queries.log")).map((path) => `file ${path}`),
+    ...nftTables().map((table) => `nft table ${table}`),
     ...(await prefixedFiles(controlSocketDir())).map((path) => `ssh socket ${path}`),
     ...sshMasters().map((master) => `ssh master ${master}`),
     ...(await readdir(join(stacksDir, "direct")).catch(() => [] as string[])).map((file) => `ledger ${file}`),
@@ -174,6 +177,12 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
       .filter((file) => file.endsWith(".json"))
       .map((file) => `pulumi stack ${file}`),
   ];
+}
+
+/** The sandbox's nftables tables a run made (an egress allowlist's: `inet boma-it-...`). */
+function nftTables(): string[] {
+  const listed = JSON.parse(execFileSync("nft", ["-j", "list", "tables"], { encoding: "utf8" })) as { nftables: { table?: { family: string; name: string } }[] };
+  return listed.nftables.flatMap((entry) => (entry.table && entry.table.name.startsWith("boma-it-") ? [`${entry.table.family} ${entry.table.name}`] : []));
 }
 
 /** Writes a variant of profiles/<name>.yml into `dir` (paths made absolute), changed by `edit`. */
@@ -192,14 +201,20 @@ export async function profileVariant(dir: string, name: string, file: string, ed
 /** The secrets a hostile repo copy keeps in its own vault (a vaulted group_vars file, an inline `!vault`). */
 export const HOSTILE_REPO_SECRETS = { vaulted: "repo-vault-sentinel-3e9b1c", inline: "repo-inline-sentinel-77d0aa" };
 
+/** What a "real deploy" left in the hostile repo's fact cache for askari: addresses the VM must never be given. */
+export const REAL_HOST_FACTS = { ansible_default_ipv4: { address: "192.0.2.77", interface: "ens18" }, ansible_hostname: "askari-real" };
+
 /**
  * A copy of examples/boma-lab as a real repo may look to the harness: host_vars that point every
  * form of connection variable at `decoy` (ansible_ssh_host after ansible_host, a port, a user, a
- * jump host), an ansible.cfg that switches host key checking off, a vaulted group_vars file and an
- * inline `!vault` string, and a play that prints one secret, fails (ignored) with the other and
- * writes a file on "localhost" (delegate_to): all of which must stay on the VM and out of sight.
+ * jump host), an ansible.cfg that switches host key checking off, caches facts in the repo (and
+ * holds the real askari's, left by a deploy) and enables the junit callback with its files in the
+ * repo, a vaulted group_vars file and an inline `!vault` string, and a play that prints one
+ * secret, fails (ignored) with the other, writes a file on "localhost" (delegate_to), syncs a
+ * folder to the host (synchronize), writes what its facts say, and calls an API on `outside`
+ * from "localhost": all of which must stay on the VM (and its allowlist) and out of sight.
  */
-export async function hostileRepoCopy(dir: string, decoy: OutsideHost, vaultPasswordFile: string): Promise<string> {
+export async function hostileRepoCopy(dir: string, decoy: OutsideHost, vaultPasswordFile: string, outside: OutsideHost = INTERNET_HOST): Promise<string> {
   const { cp, mkdir, appendFile, writeFile } = await import("node:fs/promises");
   const repo = join(dir, "hostile-boma-lab");
   await cp(join(PROJECT_ROOT, "examples", "boma-lab"), repo, { recursive: true });
@@ -215,7 +230,14 @@ ansible_ssh_extra_args: "-o ProxyJump=realadmin@${decoy.address}:22"
 ansible_ssh_common_args: "-o StrictHostKeyChecking=no"
 ${inline}`,
   );
-  await writeFile(join(repo, "ansible.cfg"), "[defaults]\nhost_key_checking = False\n[ssh_connection]\nssh_args = -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n");
+  await writeFile(
+    join(repo, "ansible.cfg"),
+    "[defaults]\nhost_key_checking = False\ngathering = smart\nfact_caching = jsonfile\nfact_caching_connection = ./.facts\nfact_caching_timeout = 86400\ncallbacks_enabled = ansible.builtin.junit\n[callback_junit]\noutput_dir = ./junit-results\n[ssh_connection]\nssh_args = -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n",
+  );
+  await mkdir(join(repo, ".facts"), { recursive: true });
+  await writeFile(join(repo, ".facts", "askari"), JSON.stringify(REAL_HOST_FACTS));
+  await mkdir(join(repo, "files", "synced"), { recursive: true });
+  await writeFile(join(repo, "files", "synced", "motd"), "synced by rsync\n");
   await mkdir(join(repo, "inventory", "group_vars", "mesh"), { recursive: true });
   const vaulted = join(repo, "inventory", "group_vars", "mesh", "vault.yml");
   await writeFile(vaulted, `repo_vault_secret: ${HOSTILE_REPO_SECRETS.vaulted}\n`);
@@ -235,9 +257,22 @@ ${inline}`,
     - name: Write a file on the controller
       ansible.builtin.copy: { content: "delegated\n", dest: /etc/boma-lab-delegated, mode: "0644" }
       delegate_to: localhost
+    - name: Sync a folder to the host
+      ansible.posix.synchronize: { src: "{{ playbook_dir }}/files/synced/", dest: /etc/boma-lab-synced/ }
+    - name: Write what the facts say of the host
+      ansible.builtin.copy: { content: "{{ ansible_default_ipv4.address | default('none') }} {{ ansible_hostname }}\n", dest: /etc/boma-lab-facts, mode: "0644" }
+    - name: Call an API from the controller
+      ansible.builtin.uri: { url: "http://${outside.address}/api", timeout: 5 }
+      delegate_to: localhost
+      ignore_errors: true
 `,
   );
   return repo;
+}
+
+/** Every file under `dir` with its content's hash and mode, links as links: a tree byte for byte. */
+export async function treeHash(dir: string): Promise<string> {
+  return execFileSync("bash", ["-c", 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum; find . -printf "%p %y %m %l\\n" | sort', "hash", dir], { encoding: "utf8" });
 }
 
 /** A host outside the VM's network: its own namespace behind a veth, serving HTTP on port 80. */
@@ -301,12 +336,63 @@ Server((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler).se
   return ["python3", "-c", script, address, String(port)];
 }
 
-/** Runs `body` while an outside host serves HTTP on port 80 (see {@link withNamespaceHost}). */
-export async function withOutsideHost<T>(host: OutsideHost, body: () => Promise<T>): Promise<T> {
+/**
+ * Runs `body` while an outside host serves HTTP on port 80 (see {@link withNamespaceHost}) and,
+ * with `dns`, a DNS server on port 53 that answers each of those names (and their subdomains)
+ * with its address and every other name with NXDOMAIN: the resolver an allowlist's DNS forwards
+ * allowed names to (the e2e env's BOMA_IT_DNS_SERVERS). `body` gets the requests the HTTP server
+ * saw.
+ */
+export async function withOutsideHost<T>(host: OutsideHost, body: (requests: () => Promise<string[]>) => Promise<T>, dns: Record<string, string> = {}): Promise<T> {
   const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
   const ready = async () => (await answers(`http://${host.address}/`)) && (!host.address6 || (await answers(`http://[${host.address6}]/`)));
+  const record = join(await mkdtemp(join(tmpdir(), "boma-it-outside-")), "requests.log");
+  // The readiness probes ask for "/"; what a VM asks for (an API's path) is what counts. (A VM's
+  // request comes through NAT from the sandbox's address, so the address cannot tell them apart.)
+  const requests = async () => (await readFile(record, "utf8").catch(() => "")).split("\n").filter((line) => line.trim() !== "" && !/ GET \/ HTTP/.test(line));
   // `--bind ::` serves IPv4 and IPv6 alike (dual stack).
-  return withNamespaceHost(host, httpServer(host.address6 ? "::" : host.address, 80), ready, body);
+  return withNamespaceHost(host, outsideServices(host.address6 ? "::" : host.address, host.address, dns, record), ready, () => body(requests));
+}
+
+/**
+ * argv of an outside host's services: HTTP on port 80 (every request but the sandbox's readiness
+ * probes appended to `record`) and, with names, DNS on port 53 (see {@link withOutsideHost}).
+ */
+function outsideServices(httpAddress: string, dnsAddress: string, names: Record<string, string>, record: string): string[] {
+  const script = `import http.server, json, socket, socketserver, struct, sys, threading
+names, record = json.loads(sys.argv[3]), sys.argv[4]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, form, *args):
+        with open(record, "a") as log:
+            log.write("%s %s\\n" % (self.client_address[0], self.requestline))
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "test-host", self.server_address[1]
+def dns():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((sys.argv[2], 53))
+    while True:
+        query, peer = sock.recvfrom(512)
+        labels, at = [], 12
+        while query[at]:
+            labels.append(query[at + 1 : at + 1 + query[at]].decode().lower())
+            at += 1 + query[at]
+        question = query[12 : at + 5]
+        qtype = struct.unpack(">H", query[at + 1 : at + 3])[0]
+        name = ".".join(labels)
+        address = next((value for key, value in names.items() if name == key or name.endswith("." + key)), None)
+        if address and qtype == 1:
+            answer = b"\\xc0\\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
+            sock.sendto(query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question + answer, peer)
+        else:
+            sock.sendto(query[:2] + struct.pack(">HHHHH", 0x8180 if address else 0x8183, 1, 0, 0, 0) + question, peer)
+if names:
+    threading.Thread(target=dns, daemon=True).start()
+Server((sys.argv[1], 80), Handler).serve_forever()
+`;
+  return ["python3", "-c", script, httpAddress, dnsAddress, JSON.stringify(names), record];
 }
 
 /** Runs `body` while `server` runs here (in the sandbox: the control host's side), once `url` answers. */
@@ -369,6 +455,19 @@ export const DECOY_HOST: OutsideHost = { name: "boma-it-e2e-decoy", address: "10
 export async function vmReaches(runId: string, address: string, port: number, env: Record<string, string>): Promise<string> {
   const probe = `timeout 8 bash -c '</dev/tcp/${address}/${port}' 2>/dev/null && echo reached || echo blocked`;
   return (await cli(["ssh", runId, "--", probe], env)).stdout.trim();
+}
+
+/** Whether the VM resolves `name` (through its network's DNS): "resolved <address>" or "refused". */
+export async function vmResolves(runId: string, name: string, env: Record<string, string>): Promise<string> {
+  const probe = `timeout 15 getent ahostsv4 ${name} | awk 'NR==1 {print "resolved " $1; found=1} END {if (!found) print "refused"}'`;
+  return (await cli(["ssh", runId, "--", probe], env)).stdout.trim();
+}
+
+/** What a run's egress filter recorded as refused (its nftables set, read as root in the sandbox). */
+export function blockedByFilter(runId: string): string[] {
+  const listed = execFileSync("nft", ["-j", "list", "set", "inet", runId, "blocked"], { encoding: "utf8" });
+  const parsed = JSON.parse(listed) as { nftables: { set?: { elem?: { elem: { val: { concat: [string, string, number] } } }[] } }[] };
+  return parsed.nftables.flatMap((entry) => entry.set?.elem ?? []).map((element) => element.elem.val.concat.join(" "));
 }
 
 /** Whether the VM gets an answer to a DNS query over UDP from its gateway's dnsmasq. */

@@ -1,5 +1,6 @@
 /**
- * The dev loop on one real VM: `up` of askari without the fix (RED's vars), `reboot` (exit 1, the
+ * The dev loop on one real VM: `up` of askari without the fix (RED's vars) and without egress
+ * (ADR-025's deliberate no-egress scenario: nothing outside is reached), `reboot` (exit 1, the
  * broken check named), `apply -e` with the fix, `reboot` (exit 0), `reset` (back to right after
  * cloud-init: the fix's drop-in gone, the first boot's boot id, no boot), `check` on the reset VM,
  * `console`, `status` from another checkout's stacks dir listing the run, then an apply whose
@@ -10,7 +11,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { join } from "node:path";
 import { factsScript } from "./genericcloud.ts";
-import { cli, leftovers, suiteDirs } from "./helpers.ts";
+import { cli, INTERNET_HOST, leftovers, suiteDirs, vmReaches, withOutsideHost } from "./helpers.ts";
 
 interface VerbJson {
   verb: string;
@@ -26,9 +27,15 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000 }, () => 
   const dirs = suiteDirs();
 
   it("up (unfixed) → reboot fails → apply -e the fix → reboot passes → reset → check → console → status from elsewhere → down", async () => {
-    const up = await cli(["up", "askari", "--scenario", "red", "--json"], dirs.env);
+    // ADR-025's deliberate no-egress scenario: the dev loop needs nothing outside, so its VM gets nothing.
+    const up = await cli(["up", "askari", "--scenario", "red", "--no-egress", "--json"], dirs.env);
     assert.equal(up.code, 0, up.stderr.slice(-3000));
+    assert.match(up.stderr, /certs: internal \(forced by --no-egress: ACME needs egress\)/);
+    assert.match(up.stderr, /\(no egress\)/, "the network was built without forwarding");
     const run = JSON.parse(up.stdout) as { runId: string; runDir: string };
+    await withOutsideHost(INTERNET_HOST, async () => {
+      assert.equal(await vmReaches(run.runId, INTERNET_HOST.address, 80, dirs.env), "blocked", "without egress the VM reaches nothing outside its network");
+    });
     const firstBoot = (await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env)).stdout.trim();
 
     // The script goes as base64: `boma-it ssh` passes its words to the remote shell as ssh does.

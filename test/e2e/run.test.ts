@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/run/certs.ts";
-import { cli, startCli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
+import { cli, startCli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, treeHash, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -70,7 +70,7 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.deepEqual(await leftovers(dirs.stacksDir), []);
   });
 
-  it("a hostile repo's scenario that must fail, without egress: Ansible reaches only the VM, no secret is seen, exit 1, certs forced internal, the VM kept and cut off, a complete diagnostics bundle, then down", async () => {
+  it("a hostile repo's scenario that must fail: Ansible reaches only the VM, the VM only its allowlist, the repo stays byte-identical, no secret is seen, exit 1, the VM kept, a complete diagnostics bundle, then down", async () => {
     // A sentinel secret in the overlay's vault (a role writes it on the VM and a check prints it)
     // and one in a secret overlay var (passed as an extra var): neither may appear in the run dir.
     const sentinel = "boma-sentinel-7f3a9c2e";
@@ -99,17 +99,25 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
           `checks:\n  - { name: the setup key arrived, run: "cat /etc/boma-lab/mesh-setup-key" }\n  - { name: the DNS token is withheld, run: "cat /etc/boma-lab/dns-provider-token" }\n`,
         ),
     );
-    // ADR-025's deliberate no-egress scenario: the same must-fail run on a network without forwarding.
-    const result = await withDecoyHost(DECOY_HOST, [22, 2222], async (connections) => {
-      const run = await cli(["run", profile, "--scenario", "green", "--no-egress", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
-      assert.deepEqual(await connections(), [], "the real host (the decoy) saw no connection");
-      return run;
-    });
+    // The repo byte for byte before the run: its fact cache, junit callback and plugins must leave it so.
+    const repoBefore = await treeHash(hostileRepo);
+    // The default allowlist: the API the repo calls from "localhost" (an outside host) is not on it.
+    const result = await withOutsideHost(INTERNET_HOST, (apiRequests) =>
+      withDecoyHost(DECOY_HOST, [22, 2222], async (connections) => {
+        const run = await cli(["run", profile, "--scenario", "green", "--json"], { ...dirs.env, ANSIBLE_VAULT_PASSWORD_FILE: passwordFile });
+        assert.deepEqual(await connections(), [], "the real host (the decoy) saw no connection");
+        assert.deepEqual(await apiRequests(), [], "the API outside the allowlist saw no request");
+        return run;
+      }),
+    );
     assert.equal(result.code, 1, result.stderr.slice(-4000));
+    assert.equal(await treeHash(hostileRepo), repoBefore, "the repo is byte-identical: no facts cached, no junit file, no bytecode");
     assert.equal(await access("/etc/boma-lab-delegated").then(() => "on the controller", () => "not here"), "not here", "the delegated task did not run on the controller");
-    assert.match(result.stderr, /certs: internal \(forced by --no-egress: ACME needs egress\)/);
-    assert.match(result.stderr, /\(no egress\)/, "the network was built without forwarding");
+    assert.match(result.stderr, /\(NAT to the allowlist\)/, "the network allows only its allowlist");
+    assert.match(result.stderr, new RegExp(`green: the change tried to reach ${INTERNET_HOST.address.replaceAll(".", "\\.")}:80: blocked`), "the blocked call is said");
     const report = JSON.parse(result.stdout) as RunReport;
+    assert.equal(report.egress.mode, "allowlist");
+    assert.ok(report.egress.blocked.some((attempt) => attempt.address === INTERNET_HOST.address && attempt.port === 80 && attempt.scenario === "green"), JSON.stringify(report.egress));
     assert.equal(report.verdict, "fail");
     assert.match(report.scenarios[0]!.outcome, /^GREEN broke after the reboot: .*web through the published port/);
     assert.ok(report.kept, "the VM is kept");
@@ -140,11 +148,16 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.equal(kept.stdout.trim(), "active", "the kept VM can be reached");
     const delegated = await cli(["ssh", report.kept!.run, "--", "cat /etc/boma-lab-delegated"], dirs.env);
     assert.equal(delegated.stdout.trim(), "delegated", "delegate_to: localhost ran on the VM");
-    // No egress: a host outside that answers the sandbox (and a NAT VM, see vm.test.ts) is out of
-    // the VM's reach; the VM still has its own network's gateway and DNS.
+    const synced = await cli(["ssh", report.kept!.run, "--", "cat /etc/boma-lab-synced/motd"], dirs.env);
+    assert.equal(synced.stdout.trim(), "synced by rsync", "synchronize reached the VM through the run's connection");
+    const facts = await cli(["ssh", report.kept!.run, "--", "cat /etc/boma-lab-facts"], dirs.env);
+    assert.doesNotMatch(facts.stdout, /192\.0\.2\.77|askari-real/, "the real host's cached facts were not the VM's");
+    assert.match(facts.stdout, /^10\.234\.\d+\.10 askari$/m, "the VM's own facts were");
+    // Off the allowlist, a host outside that answers the sandbox is out of the VM's reach; the VM
+    // still has its own network's gateway and DNS.
     const ip = (JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; ip: string }[]).find((run) => run.runId === report.kept!.run)!.ip;
     await withOutsideHost(INTERNET_HOST, async () => {
-      assert.equal(await vmReaches(report.kept!.run, INTERNET_HOST.address, 80, dirs.env), "blocked", "the VM cannot reach anything outside its network");
+      assert.equal(await vmReaches(report.kept!.run, INTERNET_HOST.address, 80, dirs.env), "blocked", "the VM cannot reach what its allowlist does not name");
     });
     assert.equal(await vmGetsDnsAnswer(report.kept!.run, ip.replace(/\.\d+$/, ".1"), dirs.env), "dns-answer", "its own network still works");
     const down = await cli(["down", report.kept!.run], dirs.env);

@@ -15,14 +15,19 @@ import { Libvirt } from "../../orchestrator/host/libvirt.ts";
 import { GuestPanicError, isTcgTextPatchRace, Machine } from "../../orchestrator/guest/machine.ts";
 import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
-import { cli, httpServer, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, withListener, withOutsideHost } from "./helpers.ts";
+import { blockedByFilter, cli, httpServer, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, vmResolves, withListener, withOutsideHost } from "./helpers.ts";
+
+/** The one name the VM of this suite may reach besides the defaults (the outside host's DNS answers it). */
+const ALLOWED_NAME = "mirror.boma-it.test";
 
 describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   const dirs = suiteDirs();
 
   it("two ups at once give one VM and one exit 3; a reap from another stacks dir during its boot leaves it intact; up → ssh → reboot with a new boot id → a kernel panic noticed at once → down, and nothing with the prefix remains", async () => {
     // Started together: the run lock has exactly one holder, the other is refused at once.
-    const both = [startCli(["up", "askari", "--json"], dirs.env), startCli(["up", "askari", "--json"], dirs.env)];
+    // The VM may reach one name besides the defaults: what the egress allowlist is checked with.
+    const upArgs = ["up", "askari", "--egress", ALLOWED_NAME, "--json"];
+    const both = [startCli(upArgs, dirs.env), startCli(upArgs, dirs.env)];
     const first = await Promise.race(both.map((candidate, index) => candidate.result.then((result) => ({ index, result }))));
     assert.equal(first.result.code, 3, first.result.stderr.slice(-2000));
     assert.match(first.result.stderr, /another boma-it run \(pid \d+, up.*\) holds the run lock/);
@@ -191,8 +196,8 @@ EOF`]);
  * ADR-025 invariants 3 and 7: a "LAN host" (10.20.0.1 and fd20::1, in a namespace of its own,
  * routed through the sandbox namespace by a veth pair) answers the sandbox, so the routes are
  * sound; the VM cannot reach it over IPv4 or IPv6, nor a service the control host runs on the
- * test network's gateway address (IPv4) or on the bridge (IPv6); it still reaches an "internet"
- * host (198.51.100.1) through NAT, and its gateway's DNS.
+ * test network's gateway address (IPv4) or on the bridge (IPv6); of the "internet" (198.51.100.1)
+ * it reaches what its egress allowlist names, through NAT, and nothing else; and its gateway's DNS.
  */
 async function assertIsolated(runId: string, ip: string, env: Record<string, string>): Promise<void> {
   const gateway = ip.replace(/\.\d+$/, ".1");
@@ -213,10 +218,21 @@ async function assertIsolated(runId: string, ip: string, env: Record<string, str
   await withListener(httpServer(gateway, 8000), `http://${gateway}:8000/`, async () => {
     assert.equal(await vmReaches(runId, gateway, 8000, env), "blocked", "the VM cannot reach a service on its gateway");
   });
-  // Egress through NAT works (the le tiers need it): the positive control of the --no-egress test.
-  await withOutsideHost(INTERNET_HOST, async () => {
-    assert.equal(await vmReaches(runId, INTERNET_HOST.address, 80, env), "reached", "the VM reaches a host outside through NAT");
-  });
+  // Egress is an allowlist: an address no allowed name gave and a name off the list are refused
+  // (and the attempt recorded); an allowed name resolves through the network's DNS and is reached
+  // through NAT (the le tiers need that: the positive control of the --no-egress test).
+  await withOutsideHost(
+    INTERNET_HOST,
+    async (requests) => {
+      assert.equal(await vmReaches(runId, INTERNET_HOST.address, 80, env), "blocked", "an address no allowed name gave is refused");
+      assert.deepEqual(await requests(), [], "the outside host saw nothing of it");
+      assert.equal(await vmResolves(runId, "api.telemetry.example", env), "refused", "a name off the allowlist does not resolve");
+      assert.equal(await vmResolves(runId, ALLOWED_NAME, env), `resolved ${INTERNET_HOST.address}`, "an allowed name resolves through the network's DNS");
+      assert.equal(await vmReaches(runId, ALLOWED_NAME, 80, env), "reached", "and its address is reached through NAT");
+      assert.deepEqual(blockedByFilter(runId), [`${INTERNET_HOST.address} tcp 80`], "the refused attempt is recorded by the filter");
+    },
+    { [ALLOWED_NAME]: INTERNET_HOST.address },
+  );
   assert.equal(await vmReaches(runId, gateway, 53, env), "reached", "the VM reaches its gateway's DNS");
   assert.equal(await vmGetsDnsAnswer(runId, gateway, env), "dns-answer", "the VM gets DNS answers from its gateway");
 }

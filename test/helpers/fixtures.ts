@@ -2,20 +2,24 @@
 import { Writable } from "node:stream";
 import type { SeedKeys } from "../../infra/seed.ts";
 import { Log } from "../../orchestrator/log.ts";
-import { newRunIdentity, pickSubnet, stackSpec, type StackSpec } from "../../infra/spec.ts";
+import { newRunIdentity, pickSubnet, stackSpec, type EgressSpec, type StackSpec } from "../../infra/spec.ts";
 
 export const FIXED_IDENTITY = newRunIdentity("askari", new Date("2026-11-22T03:40:00Z"));
 
-export function fixedSpec(overrides: { egress?: boolean; accel?: "kvm" | "tcg"; runDir?: string } = {}): StackSpec {
+/** The allowlist a fixed spec has unless told otherwise: a mirror, from two upstream resolvers. */
+export const FIXED_ALLOWLIST: EgressSpec = { mode: "allowlist", names: ["deb.debian.org", "security.debian.org"], upstreams: ["192.0.2.53", "192.0.2.54"] };
+
+export function fixedSpec(overrides: { egress?: EgressSpec; accel?: "kvm" | "tcg"; runDir?: string; dnsmasqDir?: string } = {}): StackSpec {
   return stackSpec({
     identity: FIXED_IDENTITY,
     accel: overrides.accel ?? "tcg",
     vm: { vcpus: 2, memoryMiB: 3072, diskGiB: 20 },
     subnet: pickSubnet([], FIXED_IDENTITY.runId),
-    egress: overrides.egress ?? true,
+    egress: overrides.egress ?? FIXED_ALLOWLIST,
     hostAddresses: ["127.0.0.1", "192.168.1.20", "203.0.113.5"],
     goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
     runDir: overrides.runDir ?? "/home/op/integration-runs/20261122-034000-askari",
+    ...(overrides.dnsmasqDir ? { libvirtDnsmasqDir: overrides.dnsmasqDir } : {}),
     ownerPid: 4242,
     ownerStart: "4c1f7d2e-0b6a-4f3e-9d8c-2a5b6e7f8091/123456",
   });

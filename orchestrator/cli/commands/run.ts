@@ -4,6 +4,7 @@ import { BadInputError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
 import { fleetTable, runFleet } from "../../run/fleet.ts";
+import { planEgress } from "../../run/egress.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import type { RunOptions } from "../../run/options.ts";
 import type { RunReport } from "../../run/report.ts";
@@ -62,7 +63,8 @@ async function runHost(target: HostTarget, context: CommandContext, runsDir: str
   if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
   await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: choice === "red" ? "red" : "green" }, runner);
   const certs = await planRunCerts({ ...inputs, runner }, { env, log });
-  const request = { purpose: "run", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
+  const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
+  const request = { purpose: "run", profile, options, secrets, certs, egress, runner, log, env, runsDir, imageDir: imageDir(env), signal };
   const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
     log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
     await runRedGreen(run, scenarios, options.keep);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { BadInputError, ExitCode, SystemUnderTestError } from "../../errors.ts";
 import { imageDir } from "../../host/paths.ts";
 import { withRun } from "../../run/driver.ts";
+import { planEgress } from "../../run/egress.ts";
 import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import { harnessPeakRssMiB } from "../../run/report.ts";
 import { applyStep, baselineStep, checkStage, profileAt, resolveScenarioRevisions, type ScenarioSpec } from "../../run/scenario.ts";
@@ -57,7 +58,8 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     const scenario: ScenarioSpec = { name: scenarioName, expect: "pass", vars: declared?.vars ?? {} };
     await resolveScenarioRevisions(profile, [scenario], { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: scenarioName }, runner);
     const certs = await planRunCerts({ ...inputs, runner }, { env, log });
-    const request = { purpose: "up", profile, options, secrets, certs, runner, log, env, runsDir, imageDir: imageDir(env), signal };
+    const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
+    const request = { purpose: "up", profile, options, secrets, certs, egress, runner, log, env, runsDir, imageDir: imageDir(env), signal };
     let summary: UpSummary | undefined;
     const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {
       await run.scenario({ name: scenarioName, expect: "pass", keep: { policy: options.keep, onPass: true } }, async (session) => {

@@ -25,15 +25,21 @@ async function setup(env: Record<string, string> = {}) {
   const bin = join(tree.dir, "bin");
   await writeFake(bin, "virsh", FAKE_VIRSH);
   await writeFake(bin, "genisoimage", "exit 0");
+  await writeFake(bin, "nft", '[ "$1" = -f ] && cat > /dev/null; exit 0');
   const log = join(tree.dir, "calls.log");
   const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log, ...env } });
   const engine = new DirectEngine(runner, join(tree.dir, "stacks"));
-  const plan: Plan = planStack(fixedSpec({ runDir: join(tree.dir, "run") }), FIXED_KEYS);
+  const plan: Plan = planStack(fixedSpec({ runDir: join(tree.dir, "run"), dnsmasqDir: join(tree.dir, "dnsmasq") }), FIXED_KEYS);
   return { tree, runner, engine, plan, calls: () => fakeCalls(log) };
 }
 
+/** virsh's subcommands and nft's first words, in order. */
 function subcommands(calls: string[][]): string[] {
-  return calls.filter((call) => call[0] === "virsh").map((call) => call.find((arg, index) => index > 0 && !["-q", "-c"].includes(arg) && !arg.startsWith("qemu:"))!);
+  return calls.flatMap((call) => {
+    if (call[0] === "nft") return [`nft ${call.slice(1, 3).join(" ")}`];
+    if (call[0] !== "virsh") return [];
+    return [call.find((arg, index) => index > 0 && !["-q", "-c"].includes(arg) && !arg.startsWith("qemu:"))!];
+  });
 }
 
 describe("DirectEngine", () => {
@@ -43,12 +49,12 @@ describe("DirectEngine", () => {
       const outputs = await engine.up(plan);
       assert.equal(outputs.runId, plan.stack);
       assert.deepEqual(subcommands(await calls()), [
-        "net-create", "nwfilter-define", "pool-define-as", "pool-build", "pool-start", "vol-create", "vol-create-as", "vol-upload", "define", "start",
+        "nft -f -", "net-create", "nwfilter-define", "pool-define-as", "pool-build", "pool-start", "vol-create", "vol-create-as", "vol-upload", "define", "start",
       ]);
       const ledger = await engine.read(plan.stack);
       assert.equal(ledger?.state, "up");
       assert.deepEqual(ledger?.resources.map((resource) => `${resource.name}:${resource.state}`), [
-        "network:created", "isolation:created", "pool:created", "overlay:created", "seed:created", "domain:created",
+        "egress:created", "network:created", "isolation:created", "pool:created", "overlay:created", "seed:created", "domain:created",
       ]);
       assert.doesNotMatch(JSON.stringify(ledger), /SECRET-HOST-KEY/, "the ledger never holds stdin");
       assert.deepEqual((await engine.list()).map((stack) => stack.stack), [plan.stack]);
@@ -56,7 +62,7 @@ describe("DirectEngine", () => {
       const before = (await calls()).length;
       await engine.destroy(plan.stack);
       assert.deepEqual(subcommands((await calls()).slice(before)), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy", "nft delete table",
       ]);
       assert.equal(await engine.read(plan.stack), undefined, "the ledger is gone");
       assert.deepEqual(await engine.list(), []);
@@ -76,7 +82,7 @@ describe("DirectEngine", () => {
       });
       const virsh = subcommands(await calls());
       assert.deepEqual(virsh.slice(virsh.indexOf("start") + 1), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy",
+        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy", "nft delete table",
       ]);
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {
@@ -92,7 +98,7 @@ describe("DirectEngine", () => {
         assert.match(error.message, /^creating network failed; everything created so far was deleted again/);
         return true;
       });
-      assert.deepEqual(subcommands(await calls()), ["net-create"], "no net-destroy of somebody else's network");
+      assert.deepEqual(subcommands(await calls()), ["nft -f -", "net-create", "nft delete table"], "no net-destroy of somebody else's network; the run's own egress table goes");
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {
       await tree.remove();

@@ -62,7 +62,8 @@ describe("pulumi program", () => {
       const bin = join(tree.dir, "bin");
       await writeFake(bin, "virsh", 'cat > /dev/null\ncase " $* " in *" net-destroy "*) echo "error: Network not found" >&2; exit 1 ;; esac\nexit 0');
       await writeFake(bin, "genisoimage", "exit 0");
-      const plan = planStack(fixedSpec({ runDir: join(tree.dir, "run") }), FIXED_KEYS);
+      await writeFake(bin, "nft", '[ "$1" = -f ] && cat > /dev/null; exit 0');
+      const plan = planStack(fixedSpec({ runDir: join(tree.dir, "run"), dnsmasqDir: join(tree.dir, "dnsmasq") }), FIXED_KEYS);
       const env = (log: string) => ({ PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, log) });
 
       const engine = new DirectEngine(new Runner({ env: env("direct.log") }), join(tree.dir, "stacks"));

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { join } from "node:path";
-import { domainXml, isolationFilterXml, networkXml, overlayVolumeXml } from "../../../infra/xml.ts";
-import { fixedSpec } from "../../helpers/fixtures.ts";
+import { domainXml, egressTableNft, isolationFilterXml, networkXml, overlayVolumeXml } from "../../../infra/xml.ts";
+import { planStack } from "../../../infra/plan.ts";
+import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
 
 const GOLDEN = join(import.meta.dirname, "golden");
 
@@ -15,12 +16,29 @@ async function assertGolden(name: string, actual: string): Promise<void> {
 }
 
 describe("libvirt XML", () => {
-  it("renders the NAT network with the VM's reserved address", async () => {
-    await assertGolden("network-nat.xml", networkXml(fixedSpec()));
+  it("renders the NAT network for --egress open, with the VM's reserved address", async () => {
+    const xml = networkXml(fixedSpec({ egress: { mode: "open" } }));
+    assert.doesNotMatch(xml, /dnsmasq:options/, "the DNS forwards what it is asked, as libvirt's does");
+    await assertGolden("network-nat.xml", xml);
+  });
+
+  it("renders the allowlist network: NAT, a DNS that answers only the allowed names from the upstreams, fills the filter's set and logs every query", async () => {
+    const xml = networkXml(fixedSpec());
+    assert.match(xml, /<forward mode="nat"\/>/);
+    for (const option of ["no-resolv", "no-hosts", "server=/deb.debian.org/192.0.2.53", "server=/security.debian.org/192.0.2.54", "nftset=/deb.debian.org/security.debian.org/4#inet#boma-it-askari-20261122-034000#allowed", "log-queries", "log-facility=/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log"]) {
+      assert.ok(xml.includes(`<dnsmasq:option value="${option}"/>`), option);
+    }
+    await assertGolden("network-allowlist.xml", xml);
+  });
+
+  it("renders the allowlist's filter: allowed addresses pass, any other attempt from the run's bridge is recorded and dropped", async () => {
+    const nft = egressTableNft(fixedSpec());
+    assert.match(nft, /^table inet boma-it-askari-20261122-034000 \{/);
+    await assertGolden("egress-table.nft", nft);
   });
 
   it("renders a network without any forwarding for --no-egress", async () => {
-    const xml = networkXml(fixedSpec({ egress: false }));
+    const xml = networkXml(fixedSpec({ egress: { mode: "none" } }));
     assert.doesNotMatch(xml, /<forward/);
     await assertGolden("network-no-egress.xml", xml);
   });
@@ -47,5 +65,23 @@ describe("libvirt XML", () => {
     const xml = domainXml(fixedSpec({ runDir: "/tmp/a&b<c" }));
     assert.match(xml, /runDir="\/tmp\/a&amp;b&lt;c"/);
     assert.match(xml, /file="\/tmp\/a&amp;b&lt;c\/console.log"/);
+  });
+});
+
+describe("the plan's egress", () => {
+  it("makes the allowlist's table before the network (through sudo -n when not root) and removes it with the DNS query log; open and none have no table", () => {
+    const plan = planStack(fixedSpec(), FIXED_KEYS, "qemu:///system", { asRoot: ["sudo", "-n"] });
+    const egress = plan.resources.find((resource) => resource.name === "egress")!;
+    assert.deepEqual(egress.create.map((command) => command.argv), [["sudo", "-n", "nft", "-f", "-"]]);
+    assert.equal(egress.create[0]!.stdin, egressTableNft(fixedSpec()));
+    assert.deepEqual(egress.delete.map((command) => command.argv), [
+      ["sudo", "-n", "nft", "delete", "table", "inet", "boma-it-askari-20261122-034000"],
+      ["sudo", "-n", "rm", "-f", "/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log"],
+    ]);
+    assert.deepEqual(plan.resources.find((resource) => resource.name === "network")!.dependsOn, ["egress"]);
+    for (const mode of ["open", "none"] as const) {
+      const other = planStack(fixedSpec({ egress: { mode } }), FIXED_KEYS);
+      assert.equal(other.resources.some((resource) => resource.name === "egress"), false, mode);
+    }
   });
 });

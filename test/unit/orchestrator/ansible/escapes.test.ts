@@ -264,4 +264,18 @@ class ActionModule(ActionBase):
       await setup.remove();
     }
   });
+
+  it("a lookup that needs the network fails the apply saying it is the jail's doing, and how to stub it", async () => {
+    const setup = await applyFixture(
+      { "inventory/hosts.yml": INVENTORY, "inventory/group_vars/all.yml": "dns_api_token: \"{{ lookup('url', 'http://127.0.0.1:9/token') }}\"\n" },
+      { playbook: `- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: { msg: "token {{ dns_api_token }}" }\n` },
+    );
+    try {
+      const { outcome } = await apply(setup);
+      assert.ok(outcome instanceof Error);
+      assert.match(outcome.message, /lookup plugin 'url'.*\(this looks like the jail: Ansible's controller side, lookups and local tasks included, runs without network .* give the value it would get as a stub in the overlay's vars/s);
+    } finally {
+      await setup.remove();
+    }
+  });
 });

@@ -47,20 +47,28 @@ async function setup(env: Record<string, string>) {
   const images = join(tree.dir, "images");
   const nvram = join(tree.dir, "nvram");
   const sockets = join(tree.dir, "sockets");
+  const dnsmasq = join(tree.dir, "dnsmasq");
   await mkdir(images);
   await mkdir(nvram);
   await mkdir(sockets);
-  return { tree, runner, images, nvram, sockets, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
+  await mkdir(dnsmasq);
+  // nft lists the tables $FAKE_NFT_TABLES names (inet ones); rm is the real one (on the test's files).
+  await writeFake(bin, "nft", `case "$*" in
+  "-j list tables") printf '{"nftables": [{"metainfo": {}}'; for t in \${FAKE_NFT_TABLES:-}; do printf ', {"table": {"family": "inet", "name": "%s", "handle": 1}}' "$t"; done; printf ', {"table": {"family": "ip", "name": "filter", "handle": 2}}]}\n' ;;
+esac`);
+  // The folders and root of a reap here: root is "as this process" (the fakes decide what happens).
+  const places = { libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, libvirtDnsmasqDir: dnsmasq, rootCommand: async () => [] };
+  return { tree, runner, images, nvram, sockets, dnsmasq, places, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
 }
 
 const OLD = "boma-it-askari-20200101-000000";
 const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
 
 function changes(calls: string[][]): string[] {
-  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version"]);
+  const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version", "nft -j list tables"]);
   return calls
     .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)).map((arg) => arg.replace(/^ControlPath=.*\//, "ControlPath=…/")))
-    .filter((call) => !readOnly.has(call[0]!))
+    .filter((call) => !readOnly.has(call[0]!) && !readOnly.has(call.join(" ")))
     .map((call) => call.join(" "));
 }
 
@@ -74,7 +82,7 @@ describe("reap", () => {
       FAKE_META: `${OLD}=999999`,
       FAKE_FILTERS: `${OLD}-isolation clean-traffic boma-it`,
     };
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup(env);
+    const { tree, runner, images, nvram, sockets, places, libvirt, calls } = await setup(env);
     try {
       await writeFile(join(sockets, OLD), "");
       await writeFile(join(sockets, "someone-elses"), "");
@@ -84,7 +92,7 @@ describe("reap", () => {
       await writeFile(join(nvram, "other_VARS.fd"), "");
       const runs = join(tree.dir, "runs");
       await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
-      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, ...places, isAlive: () => false });
       assert.deepEqual(changes(await calls()), [
         `destroy ${OLD}`,
         `undefine ${OLD} --nvram`,
@@ -117,16 +125,18 @@ describe("reap", () => {
       FAKE_VOLS: `default:boma-it-base.qcow2 default:${OLD}-overlay.qcow2 boma-it-data:${OLD}-seed.iso ${OLD}:${OLD}-overlay.qcow2 ${OLD}:${OLD}-reset.mem ${OLD}:${OLD}-top.qcow2`,
       FAKE_META: `${OLD}=999999`,
       FAKE_FILTERS: "boma-it-strict clean-traffic",
+      FAKE_NFT_TABLES: `boma-it-prod ${OLD} firewalld`,
     };
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup(env);
+    const { tree, runner, images, nvram, sockets, dnsmasq, places, libvirt, calls } = await setup(env);
     try {
       await mkdir(join(images, "boma-it-isos"));
       await mkdir(join(images, OLD));
       await writeFile(join(nvram, "boma-it-prod_VARS.fd"), "");
       await writeFile(join(sockets, "boma-it-tunnel"), "");
+      for (const log of [`${OLD}.queries.log`, "boma-it-prod.queries.log", "default.conf"]) await writeFile(join(dnsmasq, log), "");
       const runs = join(tree.dir, "runs");
       for (const folder of ["boma-it-notes/keys", "notes/keys", "20200101-000000-askari/keys", "20200101-000000-fleet-web/20200101-000001-kazi/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"]) await mkdir(join(runs, folder), { recursive: true });
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: 1, now: new Date("2026-12-02T12:00:00Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: 1, now: new Date("2026-12-02T12:00:00Z"), ...places, isAlive: () => false });
       assert.deepEqual(changes(await calls()), [
         `destroy ${OLD}`,
         `undefine ${OLD} --nvram`,
@@ -137,7 +147,9 @@ describe("reap", () => {
         `pool-destroy ${OLD}`,
         `pool-delete ${OLD}`,
         `pool-undefine ${OLD}`,
-      ], "only the dead run's own domain, volumes and pool");
+        `nft delete table inet ${OLD}`,
+      ], "only the dead run's own domain, volumes, pool and egress table");
+      assert.deepEqual((await readdir(dnsmasq)).sort(), ["boma-it-prod.queries.log", "default.conf"], "only the dead run's DNS query log goes");
       assert.deepEqual(items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}: ${item.detail}`), [`domain ${shaped}: no boma-it metadata: not made by boma-it`]);
       assert.deepEqual((await readdir(images)).sort(), ["boma-it-isos"]);
       assert.deepEqual(await readdir(nvram), ["boma-it-prod_VARS.fd"]);
@@ -151,9 +163,9 @@ describe("reap", () => {
   });
 
   it("a run's pool that holds a volume boma-it does not make is left, with that volume", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: OLD, FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`, FAKE_META: "" });
+    const { tree, runner, places, libvirt, calls } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: OLD, FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`, FAKE_META: "" });
     try {
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places, isAlive: () => false });
       assert.deepEqual(changes(await calls()), [`pool-refresh ${OLD}`, `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`]);
       assert.match(items.find((item) => item.kind === "pool")!.detail, /it holds volumes boma-it does not make \(thesis\.pdf\)/);
     } finally {
@@ -162,11 +174,11 @@ describe("reap", () => {
   });
 
   it("lists without touching anything in a dry run", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=999999` });
+    const { tree, runner, images, sockets, places, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=999999` });
     try {
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: () => false });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, ...places, isAlive: () => false });
       assert.deepEqual(changes(await calls()), []);
       assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file", "would destroy ssh"]);
       assert.deepEqual(await readdir(images), [OLD]);
@@ -177,14 +189,14 @@ describe("reap", () => {
 
   it("spares runs of a living harness and runs younger than --older-than", async () => {
     const young = "boma-it-askari-20991231-235959";
-    const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242 ${young}=999999`, FAKE_FILTERS: `${OLD}-isolation` });
+    const { tree, runner, images, nvram, sockets, places, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242 ${young}=999999`, FAKE_FILTERS: `${OLD}-isolation` });
     try {
       // The living run's files: its NVRAM and its pool dir must survive.
       await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
       await writeFile(join(sockets, young), "");
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, isAlive: (pid) => pid === 4242 });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), ...places, isAlive: (pid) => pid === 4242 });
       assert.deepEqual(changes(await calls()), []);
       assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
       assert.deepEqual(await readdir(nvram), [`${OLD}_VARS.fd`]);
@@ -201,13 +213,13 @@ describe("reap", () => {
     try {
       const start = processStart(child.pid!);
       assert.match(start ?? "", /^[0-9a-f-]{36}\/\d+$/);
-      const { tree, runner, images, nvram, sockets, libvirt, calls } = await setup({
+      const { tree, runner, places, libvirt, calls } = await setup({
         FAKE_DOMAINS: `${OLD} ${reused}`, FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "",
         FAKE_META: `${OLD}=${child.pid}@${start} ${reused}=${child.pid}@00000000-0000-0000-0000-000000000000/1`,
       });
       try {
         // No isAlive given: the real check, against a real process.
-        const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+        const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places });
         assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`spared domain ${OLD}`, `destroyed domain ${reused}`]);
         assert.deepEqual(changes(await calls()), [`destroy ${reused}`, `undefine ${reused} --nvram`]);
       } finally {
@@ -219,7 +231,7 @@ describe("reap", () => {
   });
 
   it("spares keys a living harness that holds the run lock made before its stack was recorded", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
+    const { tree, runner, places, libvirt } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: "" });
     try {
       const runs = join(tree.dir, "runs");
       const dead = join(runs, "20200101-000000-askari", "keys");
@@ -230,7 +242,7 @@ describe("reap", () => {
       await mkdir(starting, { recursive: true });
       // The dead run's keys were made long before the lock was taken.
       await utimes(dead, new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
-      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, runLock, isAlive: () => false };
+      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, ...places, runLock, isAlive: () => false };
       const items = await reap(options);
       assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${dead}`]);
       assert.deepEqual(await readdir(join(runs, "20991231-235959-askari", "green")), ["keys"], "the starting run keeps its keys");
@@ -253,11 +265,11 @@ describe("reap", () => {
       await new Promise<void>((resolve) => holder.stdout.once("data", () => resolve()));
       const stamp = new Date(Date.now() + 1000).toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
       const provisioning = `boma-it-askari-${stamp}`;
-      const { runner, images, nvram, sockets, libvirt, calls } = await setup({
+      const { runner, images, places, libvirt, calls } = await setup({
         FAKE_DOMAINS: "", FAKE_NETWORKS: `${provisioning} ${OLD}`, FAKE_POOLS: provisioning, FAKE_VOLS: `${provisioning}:${provisioning}-overlay.qcow2`, FAKE_META: "", FAKE_FILTERS: `${provisioning}-isolation`,
       });
       await mkdir(join(images, provisioning));
-      const options = { engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, runLock };
+      const options = { engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places, runLock };
       const items = await reap(options);
       assert.deepEqual(changes(await calls()), [`net-destroy ${OLD}`, `net-undefine ${OLD}`], "only the dead run's network");
       assert.deepEqual(
@@ -286,10 +298,10 @@ case "\${args[0]}" in
   net-destroy|net-undefine) echo "error: failed to get network '${OLD}'" >&2; echo "error: Network not found: no network with matching name '${OLD}'" >&2; exit 1 ;;
 esac
 exit 0`;
-    const { tree, runner, images, nvram, sockets, libvirt } = await setup({});
+    const { tree, runner, places, libvirt } = await setup({});
     try {
       await writeFake(join(tree.dir, "bin"), "virsh", gone);
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places });
       assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name} ${item.detail}`), [`destroyed network ${OLD} already gone`]);
     } finally {
       await tree.remove();
@@ -297,7 +309,7 @@ exit 0`;
   });
 
   it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt } = await setup({ FAKE_NETWORKS: OLD });
+    const { tree, runner, places, libvirt } = await setup({ FAKE_NETWORKS: OLD });
     try {
       // Destroying the network takes a while: long enough to see who holds the run lock.
       await writeFake(join(tree.dir, "bin"), "virsh", FAKE_VIRSH.replace("  domstate) echo running ;;", "  domstate) echo running ;;\n  net-destroy) sleep 2 ;;"));
@@ -306,7 +318,7 @@ exit 0`;
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".build-Xy12Ab", "root"), { recursive: true });
       await writeFile(join(cache, "debian-13-local.qcow2"), "image");
-      const reaping = reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+      const reaping = reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, ...places });
       let seen: string | undefined;
       for (let tries = 0; tries < 50 && !seen; tries += 1) {
         seen = (await runLockHolder(lock))?.purpose;
@@ -323,14 +335,14 @@ exit 0`;
   });
 
   it("leaves half-made images alone while a run holds the run lock (it may be making one)", async () => {
-    const { tree, runner, images, nvram, sockets, libvirt } = await setup({});
+    const { tree, runner, places, libvirt } = await setup({});
     try {
       const lock = join(tree.dir, "run.lock");
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".pull-Ab12Cd"), { recursive: true });
       const run = await acquireRunLock(lock, "run");
       try {
-        await reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets });
+        await reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, ...places });
       } finally {
         await run.release();
       }

@@ -67,9 +67,10 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
   const request: RunRequest = {
     purpose: "run",
     profile,
-    options: { scenario: undefined, certs: undefined, keep, noEgress: false, minFreeRamMiB: undefined, engine: "direct", accel: "tcg", ansible: NO_ANSIBLE_ARGS, imageFetch: true },
+    options: { scenario: undefined, certs: undefined, keep, noEgress: false, egress: [], egressOpen: true, minFreeRamMiB: undefined, engine: "direct", accel: "tcg", ansible: NO_ANSIBLE_ARGS, imageFetch: true },
     secrets: secretsOf([]),
     certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
+    egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
     runner: new Runner(),
     log,
     env: {},

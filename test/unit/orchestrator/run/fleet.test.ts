@@ -15,7 +15,7 @@ import { tempTree } from "../../../helpers/tmp.ts";
 
 function hostReport(host: string, runsDir: string, ok: boolean): RunReport {
   return {
-    runId: `boma-it-${host}-20261201-140000`, profile: host, host, engine: "direct", accel: "tcg", certs: "internal", verdict: ok ? "pass" : "fail", exitCode: ok ? 0 : 1,
+    runId: `boma-it-${host}-20261201-140000`, profile: host, host, engine: "direct", accel: "tcg", certs: "internal", egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] }, verdict: ok ? "pass" : "fail", exitCode: ok ? 0 : 1,
     message: ok ? "GREEN survived the reboot" : "GREEN broke after the reboot: survives: tcp 0.0.0.0:8081 (kazi-web.service)", readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null, error: null,
     startedAt: "", finishedAt: "", wallSeconds: 300, runDir: join(runsDir, `20261201-140000-${host}`),
     scenarios: [{ name: "green", expect: "pass", ok, outcome: "", stack: "", bootIds: [], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null,

@@ -126,7 +126,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
       assert.ok(ansibleLog.includes(REDACTED), "with the secrets it printed redacted");
 
       const report: RunReport = {
-        runId: outputs.runId, profile: "p", host: "askari", engine: "direct", accel: "tcg", certs: "internal", verdict: "fail", exitCode: 1,
+        runId: outputs.runId, profile: "p", host: "askari", engine: "direct", accel: "tcg", certs: "internal", egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] }, verdict: "fail", exitCode: 1,
         message: failure.message, readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null, error: null,
         startedAt: "", finishedAt: "", wallSeconds: 0, runDir,
         scenarios: [{ name: "green", expect: "pass", ok: false, outcome: failure.message, stack: outputs.runId, bootIds: [], checks: [{ name: "prints", stage: "pre-reboot", ok: false, detail: `exit 1: ${SENTINELS.quoted}`, seconds: 1 }], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null }],

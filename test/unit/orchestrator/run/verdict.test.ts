@@ -51,7 +51,7 @@ describe("RED with expectFailing", () => {
 describe("junit.xml", () => {
   it("does not count RED's expected failures after the reboot as failures", () => {
     const report: RunReport = {
-      runId: "boma-it-askari-20261122-034000", profile: "askari", host: "askari", engine: "direct", accel: "tcg", certs: "internal",
+      runId: "boma-it-askari-20261122-034000", profile: "askari", host: "askari", engine: "direct", accel: "tcg", certs: "internal", egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] },
       verdict: "pass", exitCode: 0, message: "", readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null, error: null,
       startedAt: "", finishedAt: "", wallSeconds: 600, runDir: "/r",
       scenarios: [
