@@ -13,7 +13,7 @@
  * usage: npm run bench:reboots -- [--count N] [--applied] [--run RUN --runs-dir DIR] [--out FILE] [--json]
  */
 import { execFileSync, spawn } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -151,8 +151,17 @@ async function settle(): Promise<void> {
   await machine.execute("timeout 300 systemctl is-system-running --wait", { timeoutMs: 330_000 });
 }
 
+// Read now: the tree may move on during a bench of hours, and the figures belong to this commit.
+const commit = execFileSync("git", ["-C", PROJECT_ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
 const samples: Sample[] = [];
 const failures: string[] = [];
+// Each sample is also appended as it is taken, so a bench cut off after hours keeps what it measured.
+const samplesFile = join(benchDir, "samples.jsonl");
+async function keep(sample: Sample): Promise<void> {
+  samples.push(sample);
+  await appendFile(samplesFile, `${JSON.stringify({ ...sample, commit })}\n`);
+  process.stderr.write(`bench:reboots: ${sample.path}: ${sample.stalled ? "stalled" : `${sample.seconds?.toFixed(1)} s to SSH`}\n`);
+}
 try {
   if (!(await libvirt.domainState(record.domain)).startsWith("running")) {
     process.stderr.write(`bench:reboots: ${record.domain} is off: starting it\n`);
@@ -168,7 +177,7 @@ try {
       process.stderr.write(`bench:reboots: ${round + 1}/${count}: ${path}\n`);
       try {
         const result = path === "reset in place" ? await resetInPlace() : await powerOffAndStart();
-        samples.push({ path, stalled: false, seconds: result.seconds, beforeKernelSeconds: result.beforeKernelSeconds, at });
+        await keep({ path, stalled: false, seconds: result.seconds, beforeKernelSeconds: result.beforeKernelSeconds, at });
       } catch (error) {
         if (!(error instanceof BootStallError)) {
           failures.push(`${at} ${path}: ${(error as Error).message.split("\n")[0]}`);
@@ -176,7 +185,7 @@ try {
           continue;
         }
         process.stderr.write(`bench:reboots: STALL (${path}): ${error.message.split("\n")[0]}\n`);
-        samples.push({ path, stalled: true, seconds: null, beforeKernelSeconds: null, at });
+        await keep({ path, stalled: true, seconds: null, beforeKernelSeconds: null, at });
         await recover();
       }
       await settle();
@@ -213,7 +222,7 @@ const machineInfo = {
   cores: cpus().length,
   memoryGiB: Math.round(totalmem() / 2 ** 30),
   accel: record.accel,
-  commit: execFileSync("git", ["-C", PROJECT_ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
+  commit,
 };
 const guest = values.run ? `the kept run ${values.run}` : values.applied ? "askari's roles applied" : "no role applied";
 const document = { date: new Date().toISOString(), stallLimitSeconds: KERNEL_STALL_MS / 1000, guest, machine: machineInfo, summary, samples, failures };
