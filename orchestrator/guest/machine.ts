@@ -124,6 +124,8 @@ const MACHINE_RESTART = /reboot: (machine restart|Restarting system)/;
 export interface DomainPower {
   /** The guest's next reset powers the domain off instead (this boot only; the definition keeps restart). */
   powerOffOnReset(): Promise<void>;
+  /** Undoes {@link powerOffOnReset} on a domain that still runs (a reboot given up on), so a kept VM reboots as usual. */
+  restartOnReset(): Promise<void>;
   /** Starts the domain, which is off: a cold boot. */
   start(): Promise<void>;
   /** Off at once and on again (no shutdown): for a boot that never reached its kernel. */
@@ -400,9 +402,17 @@ export class Machine {
     // The master connection would hang on the dead boot until ServerAlive gives up (15 s).
     await this.closeConnection();
     await power.powerOffOnReset();
-    // The connection may drop before ssh returns: any outcome of the command itself is fine.
-    await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
-    await this.#waitForRestartPowerOff(timeoutMs);
+    try {
+      // The connection may drop before ssh returns: any outcome of the command itself is fine.
+      await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
+      await this.#waitForRestartPowerOff(timeoutMs);
+    } catch (error) {
+      // A guest still running (its shutdown never ended, the wait was interrupted) would power off
+      // at its next reset, even one its user asks for on a kept VM: it restarts again, as defined.
+      // One that is off has lost the setting with its QEMU process.
+      if ((await this.#options.domainState().catch(() => "")).startsWith("running")) await power.restartOnReset().catch(() => undefined);
+      throw error;
+    }
     await power.start();
     const poweredOnAt = this.#clock.now();
     this.#options.log.info(`${this.name}: the old system shut down and restarted after ${round1((poweredOnAt - started) / 1000)} s; the VM powered off as told and is started afresh`);

@@ -77,6 +77,7 @@ export async function machineFor(outputs: StackOutputs, context: { runner: Runne
     domainState: () => context.libvirt.domainState(outputs.domain),
     power: {
       powerOffOnReset: () => context.libvirt.setRebootAction(outputs.domain, "destroy"),
+      restartOnReset: () => context.libvirt.setRebootAction(outputs.domain, "restart"),
       start: () => context.libvirt.startDomain(outputs.domain),
       powerCycle: () => context.libvirt.powerCycle(outputs.domain),
     },

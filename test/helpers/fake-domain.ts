@@ -148,6 +148,10 @@ esac`,
         calls.push("power-off-on-reset");
         powerOffOnReset = true;
       },
+      restartOnReset: async () => {
+        calls.push("restart-on-reset");
+        powerOffOnReset = false;
+      },
       start: async () => {
         calls.push("start");
         if (state.startsWith("running")) throw new Error("virsh: error: Domain is already active");

@@ -163,7 +163,7 @@ exit 0
       }
       return guest === "rebooting\n" || guest === "off\n" ? "shut off (shutdown)" : "running";
     },
-    power: { powerOffOnReset: async () => undefined, start: async () => writeFile(state, "new\n"), powerCycle: async () => undefined },
+    power: { powerOffOnReset: async () => undefined, restartOnReset: async () => undefined, start: async () => writeFile(state, "new\n"), powerCycle: async () => undefined },
     clock: { now: () => now, sleep: async (ms: number) => void (now += ms) },
     banner: async () => true,
   });

@@ -195,9 +195,10 @@ describe("a reboot ends in a power-off the harness expects, and a fresh start", 
   });
 
   it("a shutdown that never ends is the finding (the old system never finished shutting down)", async () => {
-    const { outcome, report } = await reboot(["never"]);
+    const { outcome, report, domain } = await reboot(["never"]);
     assert.ok(!(outcome instanceof Error), String(outcome));
     assert.match(report.notBack!.reason, /the old system never finished shutting down \(last console line: .*hang-on-stop/);
+    assert.deepEqual(domain.calls, ["power-off-on-reset", "restart-on-reset"], "the guest, still running, restarts again on its next reset (a kept VM reboots as usual)");
   });
 
   it("a fresh start that stalls before its kernel is powered off and on once; a second stall is exit 4", async () => {
