@@ -271,7 +271,8 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     for (const table of tables.failed ? [] : nftTables(tables.stdout)) {
       const runId = table.family === "inet" ? runIdOfObject(table.name, "nftTable") : undefined;
       if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
-      await act("nft", `inet ${table.name}`, async () => {
+      // The bare name, as every other object: the run lock's holder is matched on it.
+      await act("nft", table.name, async () => {
         await runAsRoot(runner, asRoot, "nft", ["delete", "table", "inet", table.name]);
       });
     }

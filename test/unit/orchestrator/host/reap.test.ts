@@ -267,6 +267,7 @@ describe("reap", () => {
       const provisioning = `boma-it-askari-${stamp}`;
       const { runner, images, places, libvirt, calls } = await setup({
         FAKE_DOMAINS: "", FAKE_NETWORKS: `${provisioning} ${OLD}`, FAKE_POOLS: provisioning, FAKE_VOLS: `${provisioning}:${provisioning}-overlay.qcow2`, FAKE_META: "", FAKE_FILTERS: `${provisioning}-isolation`,
+        FAKE_NFT_TABLES: provisioning,
       });
       await mkdir(join(images, provisioning));
       const options = { engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places, runLock };
@@ -274,7 +275,7 @@ describe("reap", () => {
       assert.deepEqual(changes(await calls()), [`net-destroy ${OLD}`, `net-undefine ${OLD}`], "only the dead run's network");
       assert.deepEqual(
         items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}`).sort(),
-        [`network ${provisioning}`, `pool ${provisioning}`, `volume ${provisioning}/${provisioning}-overlay.qcow2`, `nwfilter ${provisioning}-isolation`, `file ${join(images, provisioning)}`].sort(),
+        [`network ${provisioning}`, `pool ${provisioning}`, `volume ${provisioning}/${provisioning}-overlay.qcow2`, `nwfilter ${provisioning}-isolation`, `file ${join(images, provisioning)}`, `nft ${provisioning}`].sort(),
       );
       assert.match(items.find((item) => item.kind === "network" && item.name === provisioning)!.detail, /its harness \(pid \d+, test\) holds the run lock and made it/);
       holder.kill("SIGKILL");
@@ -283,7 +284,7 @@ describe("reap", () => {
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const after = await reap(options);
       const ofIt = after.filter((item) => item.name.includes(provisioning));
-      assert.deepEqual(ofIt.map((item) => `${item.action} ${item.kind}`).sort(), ["destroyed file", "destroyed network", "destroyed nwfilter", "destroyed pool", "destroyed volume"], JSON.stringify(after));
+      assert.deepEqual(ofIt.map((item) => `${item.action} ${item.kind}`).sort(), ["destroyed file", "destroyed network", "destroyed nft", "destroyed nwfilter", "destroyed pool", "destroyed volume"], JSON.stringify(after));
     } finally {
       holder.kill("SIGKILL");
       await tree.remove();
