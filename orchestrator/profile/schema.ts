@@ -80,7 +80,10 @@ const imageSchema = z.string().refine(
 export const egressName = z
   .string()
   .max(253)
-  .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/, { error: "expected a DNS name such as api.example.org (its subdomains are allowed with it)" });
+  .regex(/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/, { error: "expected a DNS name such as api.example.org (its subdomains are allowed with it)" })
+  // No top-level domain is all digits: such a "name" is an address, which the allowlist never holds
+  // (it lets through the addresses its DNS answers for allowed names).
+  .refine((name) => !/\.\d+$/.test(name), { error: "expected a DNS name, found an IP address: the allowlist holds names, and lets through the addresses its DNS answers for them" });
 
 /** The profile as written in YAML (before paths are resolved). */
 export const profileSchema = z.strictObject({

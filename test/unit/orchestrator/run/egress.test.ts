@@ -64,6 +64,8 @@ describe("egress", () => {
     assert.throws(() => egressOptions({ egress: ["open", "api.example.org"] }), /--egress open lifts the allowlist: expected it alone, found it with api\.example\.org/);
     assert.throws(() => egressOptions({ egress: ["x.example.org"], "no-egress": true }), (error: unknown) => error instanceof BadInputError && /--egress and --no-egress: expected one of them, found both/.test(error.message));
     assert.throws(() => egressOptions({ egress: ["https://api.example.org/"] }), /--egress: expected a DNS name such as api\.example\.org .*found "https:\/\/api\.example\.org\/"/);
+    assert.throws(() => egressOptions({ egress: ["192.0.2.7"] }), /--egress: expected a DNS name, found an IP address: the allowlist holds names.*found "192\.0\.2\.7"/);
+    assert.throws(() => egressOptions({ egress: ["."] }), /--egress: expected a DNS name such as api\.example\.org/);
   });
 
   it("plans none, open (said as a warning) or the allowlist from this host's resolvers; refuses an allowlist it cannot make", async () => {
