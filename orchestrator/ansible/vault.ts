@@ -65,10 +65,10 @@ export interface VaultedValues {
  * ansible.cfg applies) with the vault passwords obtained before (see {@link vaultPasswords}). The
  * output holds plaintext: it is never recorded.
  */
-export async function readVaultedValues(files: readonly string[], context: { runner: Runner; cwd: string }): Promise<VaultedValues> {
+export async function readVaultedValues(files: readonly string[], context: { runner: Runner; cwd: string; vaultRepoDir?: string }): Promise<VaultedValues> {
   if (files.length === 0) return { files: new Map(), passwordProblem: undefined };
   const python = await ansiblePython(context.runner);
-  const vault = await vaultPasswords(context.runner, context.cwd);
+  const vault = await vaultPasswords(context.runner, context.vaultRepoDir ?? context.cwd);
   const client = vaultClient(vault.passwords, python);
   const result = await runJailed(context.runner, python, [join(import.meta.dirname, "vault_values.py"), ...files], {
     cwd: context.cwd,

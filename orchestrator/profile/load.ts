@@ -39,6 +39,12 @@ export interface LoadedProfile {
   inventoryHost: InventoryHost;
   /** The real inventory (read, never written). */
   inventory: Inventory;
+  /**
+   * Where Ansible's vault password settings are read (ansible.cfg, a password file or script):
+   * the user's own checkout when the profile is taken at a git revision, whose export holds no
+   * untracked password file and whose scripts are not the user's current ones. Default: repoDir.
+   */
+  vaultRepoDir?: string;
 }
 
 /** Where to look for profiles and default overlays. */

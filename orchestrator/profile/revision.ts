@@ -74,6 +74,9 @@ export async function resolveRevision(repoDir: string, ref: string, runner: Runn
   return { ref, commit: resolved.stdout.trim(), place };
 }
 
+/** The folder of a run dir (or a scenario's) that holds its checkouts of the repo at git revisions. */
+export const CHECKOUTS_DIR = "refs";
+
 /**
  * Checks a resolved revision out into `dir` (its own folder in the run dir), read-only, and
  * returns where the infrastructure repo is in it. Nothing of the user's repository changes.
@@ -111,5 +114,6 @@ export async function profileAtRevision(profile: LoadedProfile, repoDir: string,
   const playbook = relative(profile.repoDir, profile.playbookFile);
   // The overlay is the profile's, from disk, as it was found; only the repo comes from the revision.
   const document = { ...profile.document, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
-  return resolveProfile(document, { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") }, runner, { say: (line) => log.info(line) });
+  const atRevision = await resolveProfile(document, { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") }, runner, { say: (line) => log.info(line) });
+  return { ...atRevision, vaultRepoDir: profile.vaultRepoDir ?? profile.repoDir };
 }

@@ -20,7 +20,7 @@ import { acquireRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
 import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
-import { checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
+import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { allEngines } from "./engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
@@ -117,7 +117,7 @@ export async function profileAsApplied(
     wanted = { ref: scenario.ref, commit: scenario.commit, source: { file: record.reportFile!, path: `scenarios.${scenario.name}.commit` } };
   }
   const revision = await resolveRevision(profile.repoDir, wanted.commit, request.runner, wanted.source);
-  const repoDir = await checkoutRevision(revision, join(outputs.runDir, "refs"), request.runner);
+  const repoDir = await checkoutRevision(revision, join(outputs.runDir, CHECKOUTS_DIR), request.runner);
   request.log.info(`${request.ref ? "--ref" : "the run applied"} ${wanted.ref} = ${revision.commit}: working with the repo from ${repoDir}`);
   return { profile: await profileAtRevision(profile, repoDir, request.runner, request.log), revision: { ref: wanted.ref, commit: revision.commit } };
 }

@@ -21,7 +21,7 @@ import { answeringPorts, deriveSurvivalChecks, observeSurvival, runSurvivalCheck
 import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
-import { checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
+import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
 import type { Check } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs } from "./options.ts";
@@ -180,7 +180,7 @@ export async function profileAt(context: StepContext, session: Pick<Session, "di
     session.report.ref = revision.ref;
     session.report.commit = revision.commit;
   }
-  const repoDir = await checkoutRevision(revision, join(session.dir, "refs"), context.runner);
+  const repoDir = await checkoutRevision(revision, join(session.dir, CHECKOUTS_DIR), context.runner);
   const profile = await profileAtRevision(context.profile, repoDir, context.runner, context.log);
   // The revision's own vaulted vars are its secrets too.
   await loadSecrets(profile, context.runner, context.secrets.redactor);

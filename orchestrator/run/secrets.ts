@@ -13,6 +13,7 @@ import type { Runner } from "../../infra/runner.ts";
 import { hostVaultFiles, readVaultedValues, vaultPasswords } from "../ansible/vault.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import type { LoadedProfile } from "../profile/load.ts";
+import { CHECKOUTS_DIR } from "../profile/revision.ts";
 
 /** What replaces a secret. */
 export const REDACTED = "[redacted]";
@@ -40,6 +41,15 @@ function percentEncoded(text: string): string {
   return [...Buffer.from(text, "utf8")].map((byte) => (/[A-Za-z0-9_.~-]/.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("");
 }
 
+/** `encodeURIComponent` of `text`; a lone surrogate, which it refuses, is encoded as the replacement character Node writes for it. */
+function uriEncoded(text: string): string {
+  try {
+    return encodeURIComponent(text);
+  } catch {
+    return encodeURIComponent(text.toWellFormed());
+  }
+}
+
 /**
  * The forms a secret value takes where boma-it's sinks show it: as is; inside a JSON string
  * (Ansible's callbacks and our reports, with and without `\u` escapes for non-ASCII), and inside
@@ -54,7 +64,7 @@ export function secretForms(value: string): string[] {
   const pieces = [value, ...(value.includes("\n") ? value.split(/\r?\n/) : [])];
   const forms = new Set<string>();
   for (const piece of pieces) {
-    const url = [encodeURIComponent(piece), percentEncoded(piece)];
+    const url = [uriEncoded(piece), percentEncoded(piece)];
     // How a tool writes the value itself...
     const written = [
       piece,
@@ -95,13 +105,13 @@ export class Redactor {
 
   /** Adds secret values; too short ones (see {@link MIN_SECRET_LENGTH}) are ignored. */
   add(...values: readonly string[]): void {
-    let changed = false;
-    for (const value of values) {
-      if (value.length < MIN_SECRET_LENGTH || this.#values.includes(value)) continue;
-      this.#values.push(value);
-      changed = true;
-    }
-    if (changed) this.#forms = [...new Set(this.#values.flatMap(secretForms))].sort((a, b) => b.length - a.length);
+    // The forms are made before anything is kept: a value is either redacted in all its forms or
+    // not taken at all, never listed without its forms.
+    const fresh = [...new Set(values)].filter((value) => value.length >= MIN_SECRET_LENGTH && !this.#values.includes(value));
+    if (fresh.length === 0) return;
+    const forms = fresh.flatMap(secretForms);
+    this.#values.push(...fresh);
+    this.#forms = [...new Set([...this.#forms, ...forms])].sort((a, b) => b.length - a.length);
   }
 
   /** `text` with every form of every secret replaced by {@link REDACTED}. */
@@ -143,10 +153,11 @@ export async function loadSecrets(profile: LoadedProfile, runner: Runner, redact
   redactor.add(...leaves(secretVars));
   const vaultFile = overlay.vault ? resolve(dirname(profile.overlay.file!), overlay.vault) : undefined;
   // The vault passwords themselves: every jailed Ansible of the run is given them.
-  redactor.add(...(await vaultPasswords(runner, profile.repoDir)).passwords.map(({ password }) => password));
+  const vaultRepoDir = profile.vaultRepoDir ?? profile.repoDir;
+  redactor.add(...(await vaultPasswords(runner, vaultRepoDir)).passwords.map(({ password }) => password));
   const repo = await hostVaultFiles(profile);
   const required = [...(vaultFile ? [vaultFile] : []), ...repo.host];
-  const read = await readVaultedValues([...required, ...repo.elsewhere], { runner, cwd: profile.repoDir });
+  const read = await readVaultedValues([...required, ...repo.elsewhere], { runner, cwd: profile.repoDir, vaultRepoDir });
   if (read.passwordProblem && required.length > 0) {
     throw new RefusedError(
       `cannot decrypt ${describeVaults(vaultFile, repo.host)}: ${read.passwordProblem}`,
@@ -247,7 +258,11 @@ export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor"
     for (const entry of entries) {
       const path = join(folder, entry.name);
       // Links lead out of the run dir (the real repo's group_vars): never followed, never written.
-      if (entry.isDirectory()) await walk(path);
+      // A `refs` folder holds the repo as a commit had it, which later verbs on a kept VM apply
+      // again: a copy of what git holds (as private as the run dir), never rewritten.
+      if (entry.isDirectory()) {
+        if (entry.name !== CHECKOUTS_DIR) await walk(path);
+      }
       else if (entry.isFile()) {
         try {
           if (await scrubFile(path, forms)) result.changed.push(path);
@@ -327,8 +342,10 @@ export async function makePrivate(dir: string): Promise<void> {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) await makePrivate(path);
     else if (entry.isFile()) {
+      // The owner keeps what it had: read, write where it was writable, and execute where anyone
+      // could (a checkout's inventory or vault script must still run for a later verb).
       const mode = (await lstat(path).catch(() => undefined))?.mode ?? 0o600;
-      await chmod(path, (mode & 0o200) === 0 ? 0o400 : 0o600).catch(() => undefined);
+      await chmod(path, 0o400 | (mode & 0o200) | ((mode & 0o111) === 0 ? 0 : 0o100)).catch(() => undefined);
     }
   }
 }

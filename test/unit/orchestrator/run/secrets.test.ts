@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { loadSecrets, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/run/secrets.ts";
+import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/run/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const SENTINEL = "boma-sentinel-7f3a9c";
@@ -88,8 +88,18 @@ describe("secrets", () => {
     assert.doesNotMatch(JSON.stringify(runner.history), new RegExp(SENTINEL));
   });
 
-  it("are scrubbed from every file of a run dir, but never through a link into the real repo", async () => {
+  it("a value no URL encoder takes (a lone surrogate) is still kept with all its other forms", () => {
+    const redactor = new Redactor();
+    const odd = `${SENTINEL}\ud800`;
+    redactor.add(odd, `${SENTINEL}-second`);
+    assert.deepEqual(redactor.values, [odd, `${SENTINEL}-second`]);
+    assert.equal(redactor.redact(`a ${odd} b ${JSON.stringify(`${SENTINEL}-second`)}`), `a ${REDACTED} b "${REDACTED}"`);
+  });
+
+  it("are scrubbed from every file of a run dir, but never through a link into the real repo nor in its checkouts of the repo; the dir is made private, executables kept executable", async () => {
     const tree = await tempTree({
+      "run/green/refs/0123456789ab/group_vars/all.yml": `key: ${SENTINEL}\n`,
+      "run/green/refs/0123456789ab/inventory.sh": "#!/bin/sh\necho '{}'\n",
       "run/green/ansible/ansible.log": `ok: [askari] => {"msg": "${SENTINEL}"}\n`,
       "run/green/diagnostics/journal.txt": `Nov 22 x: token ${SENTINEL} seen\n`,
       "run/report.json": `{"detail": "exit 0: ${SENTINEL}"}\n`,
@@ -106,6 +116,12 @@ describe("secrets", () => {
         assert.doesNotMatch(text, new RegExp(SENTINEL), file);
         assert.ok(text.includes(REDACTED), file);
       }
+      assert.equal(await readFile(join(tree.dir, "run/green/refs/0123456789ab/group_vars/all.yml"), "utf8"), `key: ${SENTINEL}\n`, "a checkout is the commit as git has it");
+      await chmod(join(tree.dir, "run/green/refs/0123456789ab/inventory.sh"), 0o555);
+      await makePrivate(join(tree.dir, "run"));
+      assert.equal((await stat(join(tree.dir, "run/green/refs/0123456789ab/inventory.sh"))).mode & 0o777, 0o500, "an executable stays executable, by its owner alone");
+      assert.equal((await stat(join(tree.dir, "run/report.json"))).mode & 0o777, 0o600);
+      assert.equal((await stat(join(tree.dir, "run/green"))).mode & 0o777, 0o700);
     } finally {
       assert.equal(await readFile(join(tree.dir, "real-repo/group_vars/all.yml"), "utf8"), `key: ${SENTINEL}\n`, "the real repo is never written");
       await tree.remove();
