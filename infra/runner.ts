@@ -51,6 +51,8 @@ export interface RunOptions {
   cwd?: string;
   /** Extra environment variables (merged over the runner's environment). */
   env?: Record<string, string | undefined>;
+  /** The command gets `env` alone, none of the runner's (a jail's bubblewrap: nothing of the harness's may pass). */
+  replaceEnv?: boolean;
   /** Cancels the command (SIGTERM, then SIGKILL after 5 s). */
   signal?: AbortSignal;
   /** Throw {@link CommandFailedError} on failure (default true). */
@@ -58,11 +60,11 @@ export interface RunOptions {
   /** Called for every output line as it arrives (for live progress), redacted like the record. */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   /**
-   * Lines meant for the caller alone (a jailed Ansible telling the harness of a secret it just
-   * decrypted): each line `test` accepts goes, as it is, to `take`, before any later line is
-   * redacted, and is left out of the output, the record and `onLine`.
+   * Called before each output line is redacted (and given to `onLine`): where the caller learns
+   * secrets the command told it of elsewhere (a jailed Ansible tells the harness each plaintext
+   * it decrypts before it prints anything of it), so that they are hidden from that line on.
    */
-  privateLines?: { test: (line: string) => boolean; take: (line: string) => void };
+  beforeLine?: () => void;
   /** Kill the command once its output passes this many bytes (default: execa's 100 MB). */
   maxBufferBytes?: number;
   /** Give the command this process's terminal (an interactive shell); nothing is captured. */
@@ -174,17 +176,13 @@ export class Runner {
   /** Runs `file args...`; throws {@link CommandFailedError} unless `check: false`. */
   async run(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<CommandResult> {
     const startedAt = new Date();
-    const { onLine, privateLines } = options;
+    const { onLine, beforeLine } = options;
     const redact = this.#redact;
     const lineHook = (stream: "stdout" | "stderr") =>
-      onLine || privateLines
+      onLine || beforeLine
         ? function* (line: unknown) {
-            const text = String(line);
-            if (privateLines?.test(text)) {
-              privateLines.take(text);
-              return;
-            }
-            onLine?.(redact(text), stream);
+            beforeLine?.();
+            onLine?.(redact(String(line)), stream);
             yield line;
           }
         : "pipe";
@@ -193,7 +191,7 @@ export class Runner {
       // execa takes whole milliseconds (a deadline minus a clock reading is not).
       timeout: options.timeoutMs === undefined ? undefined : Math.max(1, Math.ceil(options.timeoutMs)),
       cwd: options.cwd,
-      env: { ...this.#env, ...options.env },
+      env: options.replaceEnv ? { ...options.env } : { ...this.#env, ...options.env },
       extendEnv: false,
       cancelSignal: options.signal,
       ...(options.maxBufferBytes !== undefined ? { maxBuffer: options.maxBufferBytes } : {}),

@@ -24,8 +24,8 @@ export const RUN_OBJECT_SUFFIXES = {
   volume: ["-overlay.qcow2", "-seed.iso", "-top.qcow2", "-reset.mem"],
   /** The domain's UEFI variables, in libvirt's NVRAM folder. */
   nvram: ["_VARS.fd"],
-  /** The run's SSH master socket, and the jail's gate to it. */
-  ssh: ["", ".gate"],
+  /** The run's SSH master socket, the jail's gate to it and the jail's teller. */
+  ssh: ["", ".gate", ".tell"],
   /** The allowlist's nftables table (`inet <run id>`). */
   nftTable: [""],
   /** Where the network's DNS writes its queries, in libvirt's dnsmasq folder. */

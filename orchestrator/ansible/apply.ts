@@ -5,7 +5,7 @@
  * scenario's vars as extra vars; every connection confined to the VM (confine.ts). It is checked
  * with Ansible itself before anything is applied. The real inventory is never written.
  */
-import { createWriteStream } from "node:fs";
+import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -20,11 +20,8 @@ import type { RunSecrets } from "../run/secrets.ts";
 import { keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, type Confinement } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
-import { jailEnv, NEEDS_NETWORK, programFoldersOf, runJailed, type JailSpec } from "../host/jail.ts";
+import { jailEnv, NEEDS_NETWORK, programFolders, programFoldersOf, readableAsWhole, runJailed, type JailSpec } from "../host/jail.ts";
 import { ansiblePython, vaultClient, vaultPasswords } from "./vault.ts";
-
-/** How a jailed Ansible tells the harness of a secret it decrypted (learn/sitecustomize.py). */
-const LEARNT_MARK = "\u001fboma-it-learnt ";
 
 /** What one apply needs. */
 export interface ApplyInput {
@@ -115,6 +112,51 @@ async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promi
 }
 
 /**
+ * Where the teller writes the secrets a jailed Ansible decrypts (a JSON list per line), in a
+ * private folder of memory-backed storage (/dev/shm where there is one), never the run dir; and
+ * `take`, which reads what was written since it last read and makes it the run's secrets (at
+ * once, before the line that called it is redacted). A line that is not a list of strings is
+ * left out; nothing of it can make the apply fail.
+ */
+async function learntSecrets(secrets: RunSecrets): Promise<{ file: string; take: () => void; cleanup: () => Promise<void> }> {
+  const base = (await stat("/dev/shm").then((stats) => stats.isDirectory(), () => false)) ? "/dev/shm" : tmpdir();
+  const folder = await mkdtemp(join(base, "boma-it-learnt-"));
+  const file = join(folder, "secrets.jsonl");
+  await writeFile(file, "", { mode: 0o600 });
+  let offset = 0;
+  let partial = "";
+  const take = () => {
+    let text: string;
+    try {
+      const size = statSync(file).size;
+      if (size <= offset) return;
+      const buffer = Buffer.alloc(size - offset);
+      const fd = openSync(file, "r");
+      try {
+        readSync(fd, buffer, 0, buffer.length, offset);
+      } finally {
+        closeSync(fd);
+      }
+      offset = size;
+      text = partial + buffer.toString("utf8");
+    } catch {
+      return;
+    }
+    const lines = text.split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) {
+      try {
+        const values = JSON.parse(line) as unknown;
+        if (Array.isArray(values)) for (const value of values) if (typeof value === "string") secrets.add(value);
+      } catch {
+        // Not a list: a jail's writing, not the teller's; nothing is learnt from it.
+      }
+    }
+  };
+  return { file, take, cleanup: () => rm(folder, { recursive: true, force: true }) };
+}
+
+/**
  * `-e` arguments for the secrets (vault file, secret vars in a temp file), the paths a jail must
  * read for them; `cleanup` removes the file.
  */
@@ -138,9 +180,9 @@ async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; r
 
 /** What a jail needs beyond what every Ansible run of a profile reads. */
 interface JailNeeds {
-  writable?: readonly string[];
   readable?: readonly string[];
-  masterSocket?: string;
+  /** The gate and the teller (see gate.ts). */
+  sockets?: readonly string[];
   /** Settings over boma-it's own (see jailEnv). */
   settings?: Record<string, string>;
   /** The apply's confinement: its ssh first on PATH. */
@@ -157,33 +199,80 @@ function callbackSettings(): Record<string, string> {
   return { ANSIBLE_CALLBACK_PLUGINS: join(import.meta.dirname, "callbacks"), ANSIBLE_CALLBACKS_ENABLED: "boma_it" };
 }
 
+/** What of the user's HOME an Ansible reads by default: its roles, collections and plugins, its ansible.cfg (never ~/.ansible/cp, where masters to real hosts listen). */
+function homeAnsible(home: string | undefined): string[] {
+  return home ? ["collections", "roles", "plugins"].map((folder) => join(home, ".ansible", folder)).concat(join(home, ".ansible.cfg")) : [];
+}
+
+const configuredByRepo = new Map<string, Promise<string[]>>();
+
 /**
- * The jail of an Ansible run for a profile (see jail.ts): in the repo, reading the repo and the
- * folder it is in (a secrets checkout beside it), its inventory's vars, the overlay, the
- * harness's own helpers and whatever `needs` adds; the vault passwords obtained once outside it
- * (see vaultPasswords); boma-it's settings, then the run's.
+ * The paths the repo's Ansible configuration names (roles_path, collections paths, plugin and
+ * library paths, an inventory), as Ansible itself reads them (`ansible-config dump`, in the repo,
+ * in a jail), that exist: a jail reads them (a roles_path outside the repo keeps working). A path
+ * that would bring a home, a system or a masked folder into view as a whole is left out.
+ */
+async function configuredPaths(runner: Runner, repoDir: string): Promise<string[]> {
+  let known = configuredByRepo.get(repoDir);
+  if (!known) {
+    known = (async () => {
+      const home = runner.env.HOME;
+      const dump = await runJailed(runner, "ansible-config", ["dump", "--only-changed", "--format", "json"], {
+        cwd: repoDir,
+        readable: [repoDir, ...homeAnsible(home), ...(await programFoldersOf(runner, "ansible-config"))],
+        env: jailEnv(runner.env),
+      }, { check: false, timeoutMs: 60_000 });
+      let settings: { name: string; value: unknown }[] = [];
+      try {
+        settings = JSON.parse(dump.stdout) as typeof settings;
+      } catch {
+        return [];
+      }
+      const paths = settings
+        .filter((setting) => /PATHS?$|^DEFAULT_HOST_LIST$/.test(setting.name) && !/LOG|TMP|TEMP|VAULT|KEY|CONTROL/.test(setting.name))
+        .flatMap((setting) => (Array.isArray(setting.value) ? setting.value : [setting.value]))
+        .filter((value): value is string => typeof value === "string" && value.startsWith("/"));
+      const present: string[] = [];
+      for (const path of new Set(paths)) if ((await stat(path).catch(() => undefined)) && readableAsWhole(path, home)) present.push(path);
+      return present;
+    })();
+    configuredByRepo.set(repoDir, known);
+  }
+  return known;
+}
+
+/**
+ * The jail of an Ansible run for a profile (see host/jail.ts): in the repo, reading the repo and
+ * the folder it is in when that is not a home or a system folder (a secrets checkout beside it),
+ * what the repo's configuration names (configuredPaths), the Ansible of the user's HOME, its
+ * inventory's vars, the overlay, the harness's own helpers, the Ansible installation and whatever
+ * `needs` adds; the vault passwords obtained once outside it (see vaultPasswords); boma-it's
+ * settings, then the run's.
  */
 async function jailFor(input: Pick<ApplyInput, "profile" | "runner">, tool: string, needs: JailNeeds = {}): Promise<JailSpec> {
   const { profile, runner } = input;
   const python = await ansiblePython(runner);
-  const client = vaultClient((await vaultPasswords(runner, profile.repoDir)).passwords, python);
+  const client = vaultClient((await vaultPasswords(runner, profile.vaultRepoDir ?? profile.repoDir)).passwords, python);
   const env = jailEnv(runner.env, { ...callbackSettings(), ...client.env, ...needs.settings });
+  const parent = dirname(profile.repoDir);
   return {
     cwd: profile.repoDir,
     readable: [
-      dirname(profile.repoDir),
+      ...(readableAsWhole(parent, runner.env.HOME) ? [parent] : []),
       profile.repoDir,
+      ...(await configuredPaths(runner, profile.repoDir)),
+      ...homeAnsible(runner.env.HOME),
       profile.inventory.file,
       profile.inventory.varsDir,
       profile.playbookFile,
       ...(profile.overlay.file ? [profile.overlay.file] : []),
       import.meta.dirname,
       ...(await programFoldersOf(runner, tool)),
+      ...(await programFolders(python)),
       ...(needs.confinement?.readable ?? []),
       ...(needs.readable ?? []),
     ],
-    writable: [...(needs.writable ?? [])],
-    ...(needs.masterSocket ? { masterSocket: needs.masterSocket } : {}),
+    ...(needs.sockets ? { sockets: needs.sockets } : {}),
     ...(client.stdinFile ? { stdinFile: client.stdinFile } : {}),
     env: needs.confinement ? { ...env, ...needs.confinement.env(env.PATH!) } : env,
   };
@@ -298,20 +387,21 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   const secret = await secretExtraVars(input.secrets);
   const log = createWriteStream(logFile, { flags: "a", mode: 0o600 });
   // The jail's one way out: the run's master (kept up while the play runs: a role may reboot the
-  // VM), through a gate that lets only commands on the VM pass.
+  // VM), through a gate that lets only commands on the VM pass; and the teller, where the jail
+  // tells what it decrypted (written down in memory-backed storage, never the run dir).
   const keeping = new AbortController();
   const kept = keepMaster(input.runner, input.target, keeping.signal);
+  const learnt = await learntSecrets(input.secrets);
   let gate: Gate | undefined;
   let result: CommandResult;
   try {
-    gate = await openGate(input.runner, input.target.controlPath!, files.confinement.refusalsFile);
+    gate = await openGate(input.runner, input.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file });
     const jail = await jailFor(input, "ansible-playbook", {
-      writable: [input.dir],
-      readable: [dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
-      masterSocket: gate.socket,
+      readable: [input.dir, dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
+      sockets: [gate.socket, gate.tellSocket],
       confinement: files.confinement,
       // Vaulted content the play reads anywhere (outside the repo too) is told as it is decrypted.
-      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_REPORT_SECRETS: "1" },
+      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_TELL: gate.tellSocket },
     });
     result = await runJailed(
       input.runner,
@@ -322,12 +412,8 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
         check: false,
         signal: input.signal,
         timeoutMs: 60 * 60_000,
-        privateLines: {
-          test: (line) => line.startsWith(LEARNT_MARK),
-          take: (line) => {
-            for (const value of JSON.parse(line.slice(LEARNT_MARK.length)) as string[]) input.secrets.add(value);
-          },
-        },
+        // What the jail told before this line was printed is a secret of the run from this line on.
+        beforeLine: learnt.take,
         // Lines come redacted from the runner.
         onLine: (line) => {
           log.write(`${new Date().toISOString()} | ${line}\n`);
@@ -350,6 +436,8 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     keeping.abort();
     await kept;
     await gate?.close();
+    learnt.take();
+    await learnt.cleanup();
     await secret.cleanup();
     await new Promise<void>((resolve) => log.end(resolve));
   }

@@ -22,7 +22,7 @@ import { dirname, join } from "node:path";
 import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError } from "../errors.ts";
 import { confinedSshOptions, type SshTarget } from "../host/ssh.ts";
-import { gateSocketOf } from "./gate.ts";
+import { gateSocketOf, tellSocketOf } from "./gate.ts";
 import { jailEnv, runJailed } from "../host/jail.ts";
 import { ansiblePython } from "./vault.ts";
 
@@ -36,11 +36,15 @@ export interface Confinement {
   binDir: string;
   /** Where the jail's ssh joins the run's connection: the gate's socket (see gate.ts). */
   gateSocket: string;
-  /** Where refused connections are recorded (JSON lines: the confined ssh's and the gate's). */
-  refusalsFile: string;
-  /** The ssh argv of every connection the confined ssh let through (JSON lines, `{argv}`). */
-  connectionsFile: string;
-  /** What the jail must read for these programs to run (the real ssh's folder). */
+  /** Where the jail tells the harness (see gate.ts). */
+  tellSocket: string;
+  /**
+   * Where what the confinement saw is written down, JSON lines of a `kind`: `refusal` (the
+   * confined ssh's and the gate's), `note`, `connection` (the argv, less the remote command, of
+   * every connection let through). Outside the jail's reach: told through the teller.
+   */
+  recordsFile: string;
+  /** What the jail must read for these programs to run (their folder, the real ssh's). */
   readable: string[];
   /** Extra vars that point every connection variable at the VM (the last word over the repo's). */
   extraVars: Record<string, unknown>;
@@ -50,6 +54,8 @@ export interface Confinement {
   refusals(): Promise<Refusal[]>;
   /** What the guard overrode in Ansible's ssh arguments (a jump host, host key checking off), once each. */
   notes(): Promise<string[]>;
+  /** Where each connection let through went: its ssh argv less the remote command. */
+  connections(): Promise<string[][]>;
 }
 
 /** A connection the guard refused. */
@@ -144,30 +150,26 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   await chmod(dir, 0o700);
   const realSsh = await runner.which("ssh");
   if (!realSsh) throw new HarnessError("ssh is not on PATH (apt-get install openssh-client): Ansible cannot reach the VM");
-  const refusalsFile = join(dir, "refusals.jsonl");
-  const notesFile = join(dir, "notes.jsonl");
-  const connectionsFile = join(dir, "connections.jsonl");
+  const recordsFile = join(dir, "records.jsonl");
   const settingsFile = join(dir, "settings.json");
   const gateSocket = gateSocketOf(target.controlPath);
+  const tellSocket = tellSocketOf(target.controlPath);
   // Ansible's connections ride the run's master connection, through the jail's gate, as passengers.
   const forcedOptions = confinedSshOptions({ ...target, controlPath: gateSocket }, { connectTimeoutSeconds: 10, multiplex: "join" });
   await writeFile(
     settingsFile,
-    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, controlPath: gateSocket, forcedOptions, refusals: refusalsFile, notes: notesFile, connections: connectionsFile }, null, 2)}\n`,
+    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, controlPath: gateSocket, forcedOptions, tell: tellSocket, records: recordsFile }, null, 2)}\n`,
     { mode: 0o600 },
   );
   const python = await ansiblePython(runner);
   const binDir = join(dir, "bin");
   await mkdir(binDir, { recursive: true, mode: 0o700 });
+  const confined = `exec ${quoteArg(python)} ${quoteArg(join(import.meta.dirname, "confined_ssh.py"))} ${quoteArg(settingsFile)}`;
   const sshProgram = join(binDir, "ssh");
-  await writeFile(sshProgram, `#!/bin/sh\n# boma-it: the only ssh of this apply (see orchestrator/ansible/confine.ts)\nexec ${quoteArg(python)} ${quoteArg(join(import.meta.dirname, "confined_ssh.py"))} ${quoteArg(settingsFile)} "$@"\n`, { mode: 0o700 });
+  await writeFile(sshProgram, `#!/bin/sh\n# boma-it: the only ssh of this apply (see orchestrator/ansible/confine.ts)\n${confined} "$@"\n`, { mode: 0o700 });
   const transferProgram = join(binDir, "no-file-transfer");
-  const refusal = JSON.stringify({ what: "a file transfer by sftp or scp", detail: "boma-it sends files over its confined ssh (ssh_transfer_method piped)" });
-  await writeFile(
-    transferProgram,
-    `#!/bin/sh\n# boma-it: sftp and scp would bypass the confined ssh\nprintf '%s\\n' ${quoteArg(refusal)} >> ${quoteArg(refusalsFile)}\necho 'boma-it confinement: refused a file transfer by sftp or scp (files go over the confined ssh)' >&2\nexit 255\n`,
-    { mode: 0o700 },
-  );
+  // sftp and scp would bypass the confined ssh: refused, and told as a refusal.
+  await writeFile(transferProgram, `#!/bin/sh\n# boma-it: sftp and scp would bypass the confined ssh\n${confined} --refuse-transfer\n`, { mode: 0o700 });
   for (const name of ["scp", "sftp"]) await symlink(transferProgram, join(binDir, name));
 
   const values = forcedOptionValues(target, { ssh: sshProgram, transfer: transferProgram });
@@ -177,28 +179,30 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   extraVars.ansible_connection = "ansible.builtin.ssh";
   extraVars.ansible_python_interpreter = "/usr/bin/python3";
 
-  const readLines = async (file: string): Promise<Record<string, string>[]> =>
+  const readLines = async (file: string): Promise<Record<string, unknown>[]> =>
     (await readFile(file, "utf8").catch(() => ""))
       .split("\n")
       .filter(Boolean)
       .flatMap((line) => {
         try {
-          return [JSON.parse(line) as Record<string, string>];
+          return [JSON.parse(line) as Record<string, unknown>];
         } catch {
           return [];
         }
       });
+  const ofKind = async (kind: string) => (await readLines(recordsFile)).filter((entry) => entry.kind === kind);
   return {
     sshProgram,
     transferProgram,
     binDir,
     gateSocket,
-    refusalsFile,
-    connectionsFile,
-    readable: [dirname(realSsh)],
+    tellSocket,
+    recordsFile,
+    readable: [dir, import.meta.dirname, dirname(realSsh)],
     extraVars,
     env: (path) => ({ PATH: `${binDir}:${path}`, ANSIBLE_SSH_EXECUTABLE: sshProgram, ANSIBLE_SSH_TRANSFER_METHOD: "piped", ANSIBLE_PIPELINING: "True", ANSIBLE_HOST_KEY_CHECKING: "True" }),
-    refusals: async () => (await readLines(refusalsFile)).map((entry) => ({ what: entry.what ?? "a connection", detail: entry.detail ?? "" })),
-    notes: async () => [...new Set((await readLines(notesFile)).map((entry) => entry.note ?? "").filter(Boolean))],
+    refusals: async () => (await ofKind("refusal")).map((entry) => ({ what: String(entry.what ?? "a connection"), detail: String(entry.detail ?? "") })),
+    notes: async () => [...new Set((await ofKind("note")).map((entry) => String(entry.note ?? "")).filter(Boolean))],
+    connections: async () => (await ofKind("connection")).map((entry) => (Array.isArray(entry.argv) ? (entry.argv as unknown[]).map(String) : [])),
   };
 }

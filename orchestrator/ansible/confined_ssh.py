@@ -6,11 +6,12 @@ Ansible's argv (its ssh_args, the repo's ansible.cfg, ANSIBLE_SSH_ARGS, connecti
 is judged as OpenSSH itself reads it (`ssh -G`, the user's ssh config left out):
 
 - a destination, port or user other than the VM's, a config file (-F), a control socket (-S), a
-  stdio forward (-W) or another identity: refused before anything connects (exit 255, a line on
-  stderr, and a record in the refusals file the harness reads after Ansible ends);
+  stdio forward (-W), another identity, or an option with a side effect of its own: refused before
+  anything runs (exit 255, a line on stderr, and a refusal told to the harness's teller, outside
+  the jail, which fails the apply);
 - host key pinning, the run's key only, no agent, no jump host, no forwarding: forced, whatever
   the argv says (OpenSSH keeps the first value of an option, and these come first); what was
-  overridden is noted for the run's log.
+  overridden is noted for the run's log, and where each connection went is told too.
 
 Then the real ssh runs with the forced options in front of Ansible's own: it joins the run's
 connection through the jail's gate (never becoming a master itself: in the jail there is no
@@ -18,6 +19,7 @@ network to connect with).
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -119,14 +121,29 @@ def first(config, key):
     return values[0] if values else ""
 
 
-def record(path, entry):
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+def record(settings, entry):
+    """Tells the harness (its teller, outside the jail: what is told cannot be undone from inside);
+    outside an apply, where no teller listens, appends to the records file, never through a link."""
+    line = (json.dumps(entry) + "\n").encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as teller:
+            teller.settimeout(10)
+            teller.connect(settings["tell"])
+            teller.sendall(line)
+            if teller.recv(3) == b"ok\n":
+                return
+    except OSError:
+        pass
+    fd = os.open(settings["records"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def refuse(settings, what, detail):
     message = f"boma-it confinement: refused {what}: {detail}; only the test VM ({settings['ip']}:{settings['port']} as {settings['user']}) is reachable from a boma-it apply"
-    record(settings["refusals"], {"what": what, "detail": detail})
+    record(settings, {"kind": "refusal", "what": what, "detail": detail})
     sys.stderr.write(message + "\n")
     sys.exit(255)
 
@@ -145,6 +162,9 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as handle:
         settings = json.load(handle)
     args = sys.argv[2:]
+    if args == ["--refuse-transfer"]:
+        # What Ansible runs for sftp and scp: files go over this ssh (ssh_transfer_method piped).
+        refuse(settings, "a file transfer by sftp or scp", "boma-it sends files over its confined ssh (ssh_transfer_method piped)")
     real_ssh = settings["realSsh"]
     pairs, positionals = options_of(args)
     for flag, value in pairs:
@@ -189,7 +209,7 @@ def main():
     if first(asked, "stricthostkeychecking") in ("false", "no", "off", "accept-new"):
         notes.append("StrictHostKeyChecking off (ignored: the VM's host key is pinned)")
     for note in notes:
-        record(settings["notes"], {"note": note})
+        record(settings, {"kind": "note", "note": note})
 
     # The forced options come first (OpenSSH keeps the first value of each), -F /dev/null among them.
     final = [*settings["forcedOptions"], *args]
@@ -212,10 +232,10 @@ def main():
     if others:
         refuse(settings, f"ssh with the identity {others[0]}", "only the run's own key is offered to the VM (an IdentityFile or -i in Ansible's ssh arguments)")
 
-    # Where it went, for the apply's record (confine/connections.jsonl): the options and the
+    # Where it went, for the apply's record (confine/records.jsonl, kind "connection"): the options and the
     # destination, never the remote command (a task's command line may hold a secret).
     command_words = len(positionals) - 1
-    record(settings["connections"], {"argv": final[: len(final) - command_words] if command_words > 0 else final})
+    record(settings, {"kind": "connection", "argv": final[: len(final) - command_words] if command_words > 0 else final})
     environment = {key: value for key, value in os.environ.items() if key not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
     os.execve(real_ssh, [real_ssh, *final], environment)
 

@@ -83,10 +83,12 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
     secrets: await loadSecrets(profile, runner, redactor), dir, runner, log: silentLog(), signal: new AbortController().signal,
   };
   const connections = async () =>
-    (await readFile(join(dir, "confine", "connections.jsonl"), "utf8").catch(() => ""))
+    (await readFile(join(dir, "confine", "records.jsonl"), "utf8").catch(() => ""))
       .split("\n")
       .filter(Boolean)
-      .map((line) => (JSON.parse(line) as { argv: string[] }).argv);
+      .map((line) => JSON.parse(line) as { kind: string; argv: string[] })
+      .filter((entry) => entry.kind === "connection")
+      .map((entry) => entry.argv);
   return {
     dir: tree.dir, input, target, connections, vm,
     remove: async () => {

@@ -1,20 +1,22 @@
 """Tells the harness every vault plaintext Ansible decrypts, as it decrypts it (boma-it).
 
-A jailed ansible-playbook gets this folder on PYTHONPATH and BOMA_IT_REPORT_SECRETS=1 (apply.ts).
-Wherever a play reads vaulted content (vars_files or include_vars outside the repo, a role from
-a roles_path elsewhere, a `file` lookup of a vaulted file), it passes through Ansible's VaultLib;
-the values are written to stdout as one private line (a marker, then a JSON list) before Ansible
-can print them anywhere. The harness's runner takes those lines out of the output and redacts the
-values from every later line (infra/runner.ts, `privateLines`). The leaves of a vaulted YAML file
-are told one by one, an inline `!vault` string as it is. Nothing else is changed.
+A jailed ansible-playbook gets this folder on PYTHONPATH and BOMA_IT_TELL, the path of the
+harness's teller (master_gate.py), in its environment (apply.ts). Wherever a play reads vaulted
+content (vars_files or include_vars outside the repo, a role from a roles_path elsewhere, a
+`file` lookup of a vaulted file), in the main process or a worker, it passes through Ansible's
+VaultLib; the values are told to the teller, which writes them down before it answers, and only
+then does the decryption return: whatever Ansible prints later, the harness knows the values
+before it reads that line, and redacts them from it (apply.ts, the runner's `beforeLine`). The
+leaves of a vaulted YAML file are told one by one, an inline `!vault` string as it is. Nothing
+else is changed.
 """
 import importlib.abc
 import importlib.util
 import json
 import os
+import socket
 import sys
 
-MARK = "\x1fboma-it-learnt "
 MIN_LENGTH = 6
 
 
@@ -38,8 +40,14 @@ def tell(plaintext):
     except Exception:  # noqa: BLE001 - not YAML (a key, a certificate): the whole text is the secret
         values = [text]
     values = [value for value in values if len(value) >= MIN_LENGTH]
-    if values:
-        os.write(1, (MARK + json.dumps(values) + "\n").encode("utf-8", "surrogateescape"))
+    if not values:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as teller:
+        teller.settimeout(30)
+        teller.connect(os.environ["BOMA_IT_TELL"])
+        teller.sendall((json.dumps({"kind": "secret", "values": values}) + "\n").encode("utf-8", "surrogateescape"))
+        # Written down before the plaintext goes any further.
+        teller.recv(3)
 
 
 def patch(module):
@@ -49,8 +57,9 @@ def patch(module):
         result = original(self, *args, **kwargs)
         try:
             tell(result[0])
-        except Exception:  # noqa: BLE001 - telling must never break a decryption
-            pass
+        except OSError as error:
+            # A plaintext the harness was not told of could reach its logs unredacted: no plaintext.
+            raise RuntimeError(f"boma-it could not tell the harness of a decrypted vault value ({error}): refusing to decrypt") from error
         return result
 
     module.VaultLib.decrypt_and_get_vault_id = decrypt_and_get_vault_id
@@ -76,5 +85,5 @@ class PatchVaultOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if os.environ.get("BOMA_IT_REPORT_SECRETS") == "1":
+if os.environ.get("BOMA_IT_TELL"):
     sys.meta_path.insert(0, PatchVaultOnImport())

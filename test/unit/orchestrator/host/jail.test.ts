@@ -12,12 +12,12 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
-import { jailArgv, jailEnv, runJailed } from "../../../../orchestrator/host/jail.ts";
+import { jailArgv, jailEnv, jailLayout, runJailed } from "../../../../orchestrator/host/jail.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 /** What the probe reports, one line per attempt. */
 const PROBE = `import json, os, socket, sys
-port, writable, outside, master = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+port, writable, outside, master, stray = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 seen = {}
 try:
     socket.create_connection(("127.0.0.1", port), 3).close()
@@ -40,6 +40,13 @@ try:
     seen["master"] = "connected"
 except OSError:
     seen["master"] = "blocked"
+try:
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(stray)
+    seen["stray"] = "connected"
+except OSError:
+    seen["stray"] = "blocked"
+seen["home"] = sorted(os.listdir(os.environ["HOME"]))
 print(json.dumps(seen))
 `;
 
@@ -57,6 +64,11 @@ describe("the jail of Ansible's controller side", () => {
       socket.destroy();
     });
     const master = createServer((socket) => socket.destroy());
+    // A socket inside a folder the jail reads (an agent's, a master to a real host): never reachable.
+    const stray = createServer((socket) => {
+      heard += 1;
+      socket.destroy();
+    });
     const tree = await tempTree({ "probe.py": PROBE });
     try {
       const port = await listen(listener);
@@ -64,6 +76,10 @@ describe("the jail of Ansible's controller side", () => {
       await mkdir(join(tree.dir, "sockets"), { recursive: true });
       master.listen(masterSocket);
       await new Promise((resolve) => master.once("listening", resolve));
+      const straySocket = join(tree.dir, "agent.sock");
+      stray.listen(straySocket);
+      await new Promise((resolve) => stray.once("listening", resolve));
+      await chmod(straySocket, 0o777);
       const writable = join(tree.dir, "run");
       await mkdir(writable);
       // Readable and writable for an unprivileged account too (the tree is made 0700).
@@ -72,21 +88,25 @@ describe("the jail of Ansible's controller side", () => {
       await chmod(join(tree.dir, "sockets"), 0o755);
       await chmod(masterSocket, 0o777);
 
-      const userEnv = { PATH: process.env.PATH!, HOME: "/nonexistent", SSH_AUTH_SOCK: "/tmp/ssh-agent.sock", ANSIBLE_CALLBACKS_ENABLED: "junit", AWS_SECRET_ACCESS_KEY: "x" };
+      // The user's HOME holds their keys: the jail has an empty folder at its path.
+      const home = join(tree.dir, "home");
+      await mkdir(join(home, ".ssh"), { recursive: true });
+      await writeFile(join(home, ".ssh", "id_ed25519"), "a key");
+      const userEnv = { PATH: process.env.PATH!, HOME: home, SSH_AUTH_SOCK: "/tmp/ssh-agent.sock", ANSIBLE_CALLBACKS_ENABLED: "junit", AWS_SECRET_ACCESS_KEY: "x" };
       const spec = (writableDir: string) => ({
         cwd: tree.dir,
         readable: [tree.dir],
         writable: [writableDir],
-        masterSocket,
+        sockets: [masterSocket],
         env: jailEnv(userEnv),
       });
-      const probe = (writableDir: string) => ["python3", join(tree.dir, "probe.py"), String(port), writableDir, join(tree.dir, "escaped"), masterSocket];
+      const probe = (writableDir: string) => ["python3", join(tree.dir, "probe.py"), String(port), writableDir, join(tree.dir, "escaped"), masterSocket, straySocket];
 
       const asUser = await runJailed(new Runner(), "python3", probe(writable).slice(1), spec(writable));
       const seen = JSON.parse(asUser.stdout) as Record<string, unknown>;
       assert.deepEqual(
-        { tcp: seen.tcp, inside: seen["write-inside"], outside: seen["write-outside"], libvirt: seen["libvirt-socket"], tmp: seen.tmp, master: seen.master },
-        { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", tmp: [join(tree.dir).split("/")[2]], master: "connected" },
+        { tcp: seen.tcp, inside: seen["write-inside"], outside: seen["write-outside"], libvirt: seen["libvirt-socket"], tmp: seen.tmp, master: seen.master, stray: seen.stray, home: seen.home },
+        { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", tmp: [join(tree.dir).split("/")[2]], master: "connected", stray: "blocked", home: [] },
         "as this user",
       );
       for (const name of ["SSH_AUTH_SOCK", "ANSIBLE_CALLBACKS_ENABLED", "AWS_SECRET_ACCESS_KEY"]) assert.ok(!(seen.env as string[]).includes(name), `${name} does not pass`);
@@ -96,7 +116,7 @@ describe("the jail of Ansible's controller side", () => {
         const theirs = join(tree.dir, "run-nobody");
         await mkdir(theirs);
         await chmod(theirs, 0o777);
-        const argv = jailArgv(probe(theirs), spec(theirs));
+        const argv = jailArgv(probe(theirs), spec(theirs), await jailLayout(spec(theirs)));
         const child = spawn(argv[0]!, argv.slice(1), { uid: 65534, gid: 65534, stdio: ["ignore", "pipe", "pipe"] });
         let out = "";
         let err = "";
@@ -106,8 +126,8 @@ describe("the jail of Ansible's controller side", () => {
         assert.equal(code, 0, `bubblewrap as nobody: ${err}`);
         const unprivileged = JSON.parse(out) as Record<string, unknown>;
         assert.deepEqual(
-          { tcp: unprivileged.tcp, inside: unprivileged["write-inside"], outside: unprivileged["write-outside"], libvirt: unprivileged["libvirt-socket"], master: unprivileged.master },
-          { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", master: "connected" },
+          { tcp: unprivileged.tcp, inside: unprivileged["write-inside"], outside: unprivileged["write-outside"], libvirt: unprivileged["libvirt-socket"], master: unprivileged.master, stray: unprivileged.stray },
+          { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", master: "connected", stray: "blocked" },
           "as an unprivileged account",
         );
       }
@@ -117,6 +137,7 @@ describe("the jail of Ansible's controller side", () => {
     } finally {
       listener.close();
       master.close();
+      stray.close();
       await tree.remove();
     }
   });
