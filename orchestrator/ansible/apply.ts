@@ -17,7 +17,7 @@ import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "../run/certs.ts";
 import type { RunSecrets } from "../run/secrets.ts";
-import { keepMaster, type SshTarget } from "../host/ssh.ts";
+import { ensureMaster, keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, type Confinement } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
 import { jailEnv, NEEDS_NETWORK, programFolders, programFoldersOf, readableAsWhole, runJailed, type JailSpec } from "../host/jail.ts";
@@ -389,6 +389,8 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   // The jail's one way out: the run's master (kept up while the play runs: a role may reboot the
   // VM), through a gate that lets only commands on the VM pass; and the teller, where the jail
   // tells what it decrypted (written down in memory-backed storage, never the run dir).
+  // It must answer before the play starts: the gate has no other way to the VM.
+  await ensureMaster(input.runner, input.target);
   const keeping = new AbortController();
   const kept = keepMaster(input.runner, input.target, keeping.signal);
   const learnt = await learntSecrets(input.secrets);

@@ -147,7 +147,7 @@ export async function keepMaster(runner: Runner, target: SshTarget, signal: Abor
     if (present && Date.now() - checkedAt >= 30_000) checkedAt = Date.now();
     if (gone) {
       if (present) await endMaster(runner, controlPath);
-      await runner.run("ssh", sshCommandArgs(target, "true", { connectTimeoutSeconds: 10 }), { check: false, timeoutMs: 30_000, signal }).catch(() => undefined);
+      await startMaster(runner, target, signal);
     }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, 2000);
@@ -157,6 +157,23 @@ export async function keepMaster(runner: Runner, target: SshTarget, signal: Abor
       }, { once: true });
     });
   }
+}
+
+/** Starts the target's master connection (a command of its own, which leaves it listening); fails quietly: the caller checks. */
+async function startMaster(runner: Runner, target: SshTarget, signal?: AbortSignal): Promise<void> {
+  await runner.run("ssh", sshCommandArgs(target, "true", { connectTimeoutSeconds: 10 }), { check: false, timeoutMs: 30_000, ...(signal ? { signal } : {}) }).catch(() => undefined);
+}
+
+/**
+ * Makes sure the target's master connection answers before something relies on it (the jail's
+ * gate relays to it alone: a play that starts while no master listens cannot connect at all).
+ * Whether it does in the end is returned; the caller decides.
+ */
+export async function ensureMaster(runner: Runner, target: SshTarget): Promise<boolean> {
+  if (target.controlPath === undefined) return false;
+  if (await masterAlive(runner, target.controlPath)) return true;
+  await startMaster(runner, target);
+  return masterAlive(runner, target.controlPath);
 }
 
 /** Whether a master connection answers at `controlPath`. */
