@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { Machine } from "../../../../orchestrator/guest/machine.ts";
-import { controlPathFor, prepareControlSocketDir, sshCommandArgs, type SshTarget } from "../../../../orchestrator/host/ssh.ts";
+import { controlPathFor, ensureMaster, prepareControlSocketDir, sshCommandArgs, type SshTarget } from "../../../../orchestrator/host/ssh.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -84,6 +84,23 @@ describe("SSH master connection", () => {
     }
   });
 
+  it("before a play, the master is made to answer when it does not (the jail's gate reaches the VM through it alone); one that answers is left as it is", async () => {
+    const tree = await tempTree();
+    try {
+      const { controlPath, runner, log } = await fakeMasterGuest(tree.dir);
+      const target = { ...TARGET, controlPath };
+      assert.equal(await ensureMaster(runner, target), true);
+      assert.equal(await exists(controlPath), true, "a master listens");
+      const made = (await fakeCalls(log)).filter((call) => call.at(-1) === "true").length;
+      assert.equal(made, 1, "one command started it");
+      assert.equal(await ensureMaster(runner, target), true);
+      assert.equal((await fakeCalls(log)).filter((call) => call.at(-1) === "true").length, made, "a master that answers is not started again");
+      assert.equal(await ensureMaster(runner, TARGET), false, "a target without a socket has no master to make");
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("a socket nobody answers on any more is removed, so the next command starts a new master", async () => {
     const tree = await tempTree();
     try {
@@ -148,10 +165,11 @@ exit 0
 `,
   );
   let now = 0;
+  const runner = new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: log } });
   const machine = new Machine({
     name: "askari",
     target: { ...TARGET, controlPath },
-    runner: new Runner({ env: { PATH: `${join(dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: log } }),
+    runner,
     log: silentLog(),
     consoleLog,
     // The reboot's restart powers the VM off (the console says so); starting it brings boot 2.
@@ -167,5 +185,5 @@ exit 0
     clock: { now: () => now, sleep: async (ms: number) => void (now += ms) },
     banner: async () => true,
   });
-  return { machine, controlPath, log };
+  return { machine, controlPath, log, runner };
 }
