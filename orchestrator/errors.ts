@@ -1,7 +1,7 @@
 import { PulumiUnavailableError } from "../infra/engines/pulumi-setup.ts";
 import { ProvisionError, TeardownError } from "../infra/errors.ts";
 import { CommandFailedError } from "../infra/runner.ts";
-import { WaitError } from "./guest/retry.ts";
+import { WaitError } from "./retry.ts";
 
 /**
  * The error vocabulary of boma-it. Every failure that reaches the CLI is one of these; the CLI's
@@ -9,7 +9,7 @@ import { WaitError } from "./guest/retry.ts";
  * each prints (short for expected failures, with a trace for harness faults).
  */
 
-/** Exit codes of the command contract (design.md). */
+/** Exit codes of the command contract (README, "Commands"). */
 export const ExitCode = {
   pass: 0,
   systemUnderTestFailed: 1,

@@ -43,3 +43,27 @@ export interface Engine {
   /** The stacks this engine holds. */
   list(): Promise<StackSummary[]>;
 }
+
+/** A live run and the engine that holds it. */
+export interface LiveStack {
+  summary: StackSummary;
+  engine: Engine;
+}
+
+/** Every stack of every engine. */
+export async function liveStacks(engines: readonly Engine[], onListError?: (engine: Engine, error: unknown) => void): Promise<LiveStack[]> {
+  const found: LiveStack[] = [];
+  for (const engine of engines) {
+    let summaries: StackSummary[];
+    try {
+      summaries = await engine.list();
+    } catch (error) {
+      // Without a handler a listing failure is the caller's failure; reap goes on with its sweep.
+      if (!onListError) throw error;
+      onListError(engine, error);
+      continue;
+    }
+    for (const summary of summaries) found.push({ summary, engine });
+  }
+  return found.sort((a, b) => a.summary.stack.localeCompare(b.summary.stack));
+}

@@ -7,7 +7,7 @@ import type { Runner } from "../../infra/runner.ts";
 import type { ExitCode } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { ProfileLocations } from "../profile/load.ts";
-import type { Redactor } from "../run/secrets.ts";
+import type { Redactor } from "../ansible/secrets.ts";
 import type { ParsedArgs } from "./options.ts";
 
 /** Everything a command gets from the CLI. */

@@ -12,8 +12,8 @@ import { COMMON_OPTIONS, ENGINES, ACCELS, oneOf, parseCommandArgs } from "./opti
 import { COMMANDS } from "./commands/index.ts";
 import { BadInputError, BomaError, causesOf, ExitCode, exitCodeOf, InterruptedError } from "../errors.ts";
 import { Log } from "../log.ts";
-import { closest } from "../profile/yaml.ts";
-import { Redactor } from "../run/secrets.ts";
+import { closest } from "../did-you-mean.ts";
+import { Redactor } from "../ansible/secrets.ts";
 import { PROJECT_ROOT, runsDir } from "../host/paths.ts";
 
 /** Streams and environment the CLI works with (replaced in tests). */

@@ -4,7 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BadInputError } from "../errors.ts";
-import { closest } from "../profile/yaml.ts";
+import { closest } from "../did-you-mean.ts";
 import { CERT_TIERS, egressName, type CertTier } from "../profile/schema.ts";
 import { ACCELS, ENGINES, KEEP_POLICIES, SCENARIOS, type AnsibleArgs, type RunOptions } from "../run/options.ts";
 

@@ -6,9 +6,9 @@
 import { BadInputError } from "../errors.ts";
 import { readInventory } from "../profile/inventory.ts";
 import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
-import { closest } from "../profile/yaml.ts";
+import { closest } from "../did-you-mean.ts";
 import type { RunOptions } from "../run/options.ts";
-import { loadSecrets, type RunSecrets } from "../run/secrets.ts";
+import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
 import type { CommandContext } from "./command.ts";
 import { runCommandOptions } from "./options.ts";
 import { resolve } from "node:path";

@@ -9,7 +9,7 @@
 import { connect } from "node:net";
 import { SystemUnderTestError } from "../errors.ts";
 import type { Machine } from "./machine.ts";
-import { WaitError } from "./retry.ts";
+import { WaitError } from "../retry.ts";
 import type { Check } from "../profile/schema.ts";
 
 /** When a check ran. */

@@ -10,8 +10,9 @@
 import { open, readFile, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
-import { realClock, retry, WaitError, type Clock } from "./retry.ts";
+import { realClock, retry, WaitError, type Clock } from "../retry.ts";
 import { endMaster, masterAlive, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
+import { consoleBlock, consoleLines, describePanic, findKernelPanic, isTcgTextPatchRace, KERNEL_BANNER, MACHINE_RESTART, SHUTDOWN_ENDINGS, type KernelPanic, type ShutdownEnding } from "./console.ts";
 
 /** How a command runs on the machine. */
 export interface ExecuteOptions {
@@ -112,10 +113,6 @@ const SSH_CONNECTION_FAILED = 255;
  */
 export const KERNEL_STALL_MS = 150_000;
 
-/** The kernel's first line of every boot, and the old system's last before a reboot. */
-const KERNEL_BANNER = /\bLinux version \d/;
-const MACHINE_RESTART = /reboot: (machine restart|Restarting system)/;
-
 /**
  * The domain's power, as the harness controls it (libvirt's, for a run's VM). A reboot of the
  * harness's own ends in a power-off and a fresh start, never a reset in place: see
@@ -131,16 +128,6 @@ export interface DomainPower {
   /** Off at once and on again (no shutdown): for a boot that never reached its kernel. */
   powerCycle(): Promise<void>;
 }
-
-/** How the old system's shutdown ended, by the kernel's own last words on the console. */
-export type ShutdownEnding = "restart" | "power-off" | "halt";
-
-/** The kernel's last line on each way a shutdown ends (kernel/reboot.c, arch/x86/kernel/reboot.c). */
-const SHUTDOWN_ENDINGS: readonly (readonly [ShutdownEnding, RegExp])[] = [
-  ["restart", /\breboot: (machine restart|Restarting system)/],
-  ["power-off", /\breboot: Power down/],
-  ["halt", /\breboot: System halted/],
-];
 
 /**
  * How long after libvirt says the domain is off the console may still lack the kernel's last
@@ -576,20 +563,6 @@ export class Machine {
   }
 }
 
-/** The console's last lines as a message block (empty when there are none). */
-function consoleBlock(consoleLog: string, tail: readonly string[]): string {
-  return tail.length > 0 ? `\nlast lines of the serial console (${consoleLog}):\n${tail.map((line) => `    ${line}`).join("\n")}` : "";
-}
-
-/** Serial console text as lines, without terminal escapes and trailing blanks. */
-export function consoleLines(text: string): string[] {
-  return text
-    // eslint-disable-next-line no-control-regex
-    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
-    .split(/\r?\n/)
-    .map((line) => line.trimEnd());
-}
-
 function lastLine(text: string): string {
   return text.trim().split("\n").at(-1) ?? "";
 }
@@ -600,47 +573,6 @@ function round2(value: number): number {
 
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
-}
-
-/** A guest kernel panic as the serial console shows it (timestamps and escapes dropped). */
-export interface KernelPanic {
-  /** "Kernel panic - not syncing: Fatal exception in interrupt" */
-  panic: string;
-  /** The first oops line before it, which says what went wrong ("Oops: int3: 0000 [#1] ..."). */
-  oops: string | undefined;
-  /**
-   * Whether it came before the kernel ran init ("Run /init as init process"): nothing of the
-   * boot had touched the disk yet, so booting again is the same boot.
-   */
-  beforeUserspace: boolean;
-}
-
-/** The kernel panic in a stretch of serial console output, if there is one. */
-export function findKernelPanic(consoleText: string): KernelPanic | undefined {
-  const lines = consoleLines(consoleText).map((line) => line.replace(/^\[\s*\d+\.\d+\]\s*/, "").trim());
-  const at = lines.findIndex((line) => line.startsWith("Kernel panic - not syncing"));
-  if (at < 0) return undefined;
-  return {
-    panic: lines[at]!,
-    oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)),
-    beforeUserspace: !lines.slice(0, at).some((line) => /^Run \S+ as init process/.test(line)),
-  };
-}
-
-/** One line: the oops, then the panic. */
-export function describePanic(panic: KernelPanic): string {
-  return panic.oops ? `${panic.oops} → ${panic.panic}` : panic.panic;
-}
-
-/**
- * Whether a panic is QEMU TCG's text-patching race rather than anything the guest did: the kernel
- * patches code through int3 breakpoints (static keys, alternatives) and QEMU 7.2's multi-threaded
- * TCG now and then runs a stale translation that still holds the int3 after the patch is done; the
- * kernel, no longer expecting it, dies with "Oops: int3" in kernel code (seen at
- * `sched_clock_cpu`, 3 s into boot). Only meaningful under TCG.
- */
-export function isTcgTextPatchRace(panic: KernelPanic): boolean {
-  return panic.oops?.startsWith("Oops: int3") ?? false;
 }
 
 /** The panic, when `error` is QEMU TCG's text-patching race in a guest that runs under TCG. */

@@ -10,7 +10,7 @@
 import { connect } from "node:net";
 import type { CheckResult } from "./checks.ts";
 import type { Machine } from "./machine.ts";
-import { WaitError } from "./retry.ts";
+import { WaitError } from "../retry.ts";
 
 /** A listening socket: protocol, local address and port, the unit that owns it (when known). */
 export interface Listener {

@@ -7,8 +7,19 @@ import { XMLParser } from "fast-xml-parser";
 import type { Runner } from "../../infra/runner.ts";
 import { METADATA_NAMESPACE } from "../../infra/xml.ts";
 import { HarnessError, RefusedError } from "../errors.ts";
+import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 
 /** A libvirt connection through virsh. */
+/** The libvirt URI boma-it works on: `LIBVIRT_DEFAULT_URI`, as virsh reads it, else the system's. */
+export function libvirtUriOf(env: NodeJS.ProcessEnv): string {
+  return env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI;
+}
+
+/** The one way a command gets its libvirt client: on {@link libvirtUriOf} the environment's URI. */
+export function libvirtFor(runner: Runner, env: NodeJS.ProcessEnv): Libvirt {
+  return new Libvirt(runner, libvirtUriOf(env));
+}
+
 export class Libvirt {
   readonly uri: string;
   readonly #runner: Runner;

@@ -9,7 +9,7 @@ import type { Accel } from "../../infra/spec.ts";
 import { listImages } from "../../infra/image/images.ts";
 import { messageOf } from "../../infra/errors.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { pulumiEngine } from "../run/engine-choice.ts";
+import { pulumiEngine } from "./engine-choice.ts";
 import { RefusedError } from "../errors.ts";
 import { Libvirt } from "./libvirt.ts";
 

@@ -19,7 +19,7 @@ import type { Log } from "../log.ts";
 import { ABSENT_PATTERN } from "../../infra/shell.ts";
 import { RefusedError } from "../errors.ts";
 import { acquireLock, acquireRunLock, runLockHolder, type LockHolder } from "./lock.ts";
-import { liveStacks } from "../run/stacks.ts";
+import { liveStacks } from "../../infra/engines/engine.ts";
 import { rootCommand, runAsRoot } from "./root.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 

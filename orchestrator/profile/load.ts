@@ -8,7 +8,8 @@ import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
 import { isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
 import { overlaySchema, profileSchema, type OverlayDocument, type ProfileDocument } from "./schema.ts";
-import { closest, kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
+import { closest } from "../did-you-mean.ts";
+import { kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
 /** What a profile-less run is given on the command line (`run --host H --repo P`). */
 export interface ProfileArgs {

@@ -1,5 +1,5 @@
 /**
- * The zod schemas of the profile and overlay contracts (design.md, "Profile"). This is the only
+ * The zod schemas of the profile and overlay contracts (the runbook's "Be another inventory host"). This is the only
  * place that knows their shape; everything inward uses the inferred types. Unknown keys are
  * errors everywhere, so a typo is caught instead of silently ignored.
  */

@@ -7,6 +7,7 @@ import { readFile, stat } from "node:fs/promises";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair } from "yaml";
 import type { z } from "zod";
 import { BadInputError, type InputProblem } from "../errors.ts";
+import { closest } from "../did-you-mean.ts";
 
 /** A parsed YAML file that remembers where each node came from. */
 export interface YamlFile {
@@ -266,32 +267,4 @@ export function keysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[
   }
   const def = current ? defOf(current) : undefined;
   return def?.type === "object" && def.shape ? Object.keys(def.shape) : [];
-}
-
-/** The allowed key closest to a typo, when it is close enough to be a likely meaning. */
-export function closest(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  for (const candidate of candidates) {
-    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
-    if (distance < bestDistance) {
-      best = candidate;
-      bestDistance = distance;
-    }
-  }
-  return best !== undefined && bestDistance <= Math.max(1, Math.floor(best.length / 3)) ? best : undefined;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, index) => index);
-  for (let i = 1; i <= a.length; i += 1) {
-    let previous = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j += 1) {
-      const saved = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = saved;
-    }
-  }
-  return row[b.length]!;
 }

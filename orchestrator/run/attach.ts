@@ -8,21 +8,21 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DEFAULT_LIBVIRT_URI, type StackOutputs } from "../../infra/plan.ts";
+import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { dnsQueryLogOf, newRunIdentity } from "../../infra/spec.ts";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
 import { asBomaError, BadInputError, BomaError, causesOf, ExitCode, InterruptedError, RefusedError, SystemUnderTestError } from "../errors.ts";
 import type { CheckResult } from "../guest/checks.ts";
 import type { Machine } from "../guest/machine.ts";
-import { Libvirt } from "../host/libvirt.ts";
+import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
 import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
-import { allEngines } from "./engine-choice.ts";
+import { allEngines } from "../host/engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
@@ -30,8 +30,8 @@ import type { RunError, RunReport, ScenarioReport } from "./report.ts";
 import type { Session, StepContext } from "./scenario.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
-import { loadSecrets, makePrivate, scrubDir, secretsOf, unscrubbed, type Redactor, type RunSecrets } from "./secrets.ts";
-import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./stacks.ts";
+import { loadSecrets, makePrivate, scrubDir, secretsOf, unscrubbed, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
+import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./live-runs.ts";
 
 /** What a verb is asked. */
 export interface VerbRequest {
@@ -90,7 +90,7 @@ export interface VerbOutcome {
 
 /** Finds the live run a verb names (anywhere on this host). */
 export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference" | "runner" | "env">): Promise<{ found: FoundRun; libvirt: Libvirt }> {
-  const libvirt = new Libvirt(request.runner, request.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+  const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
   const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
   return { found: resolveRun(runs, request.reference, request.verb), libvirt };

@@ -13,37 +13,24 @@ import { join } from "node:path";
 import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
 import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
-import type { Log } from "../log.ts";
-import type { RunOptions } from "./options.ts";
-import type { RunMachinery } from "./preflight.ts";
+import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
-import type { Session, StepContext, Verdict } from "./scenario.ts";
-import { makePrivate, scrubDir, unscrubbed } from "./secrets.ts";
-import { teardown } from "./stacks.ts";
+import type { KeepRule, ScenarioOpening, Session, StepContext, Verdict } from "./scenario.ts";
+import { makePrivate, scrubDir, unscrubbed } from "../ansible/secrets.ts";
+import { teardown } from "./live-runs.ts";
 import { stacksDir } from "../host/paths.ts";
-import type { CertPlan } from "./certs.ts";
+import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
-import type { RunSecrets } from "./secrets.ts";
-import type { LoadedProfile } from "../profile/load.ts";
-import type { Runner } from "../../infra/runner.ts";
+import type { RunSecrets } from "../ansible/secrets.ts";
 
 /** What a run is opened with. */
-export interface RunRequest {
-  /** What opens it (`run`, `up`): said in the lock and the report. */
-  purpose: string;
-  profile: LoadedProfile;
-  options: RunOptions;
+export interface RunRequest extends PreflightRequest {
   secrets: RunSecrets;
   certs: CertPlan;
   /** What the VM may reach beyond its network (egress.ts). */
   egress: EgressPlan;
-  runner: Runner;
-  log: Log;
-  env: NodeJS.ProcessEnv;
   runsDir: string;
-  imageDir: string;
-  signal: AbortSignal;
 }
 
 /** What the driver does through others (real ones in production, fakes in its unit tests). */
@@ -54,22 +41,6 @@ export interface DriverHooks {
   provision?: (options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }) => Promise<LiveRun>;
   collectDiagnostics?: (input: DiagnosticsInput) => Promise<DiagnosticItem[]>;
   now?: () => Date;
-}
-
-/** How a scenario's VM is kept when it ends. */
-export interface KeepRule {
-  policy: RunOptions["keep"];
-  /** Keep it when it passed too (`up`: the VM is what it is for). */
-  onPass: boolean;
-}
-
-/** A scenario to open: what it is called, where its files go, what it expects. */
-export interface ScenarioOpening {
-  name: "red" | "green";
-  expect: "fail" | "pass";
-  /** Its folder in the run dir (absent: the run dir itself, as `up` has it). */
-  folder?: string;
-  keep: KeepRule;
 }
 
 /** An open run. */
@@ -129,7 +100,7 @@ export class OpenRun {
     try {
       live = await (this.#hooks.provision ?? provision)(
         {
-          profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log, runsDir: request.runsDir,
+          profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log,
           imageDir: request.imageDir, egress: request.egress, signal, timeouts: bootTimeouts(request.env),
           record: {
             stacksDir: stacksDir(request.env), ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }), purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"),

@@ -16,7 +16,7 @@ import { RefusedError } from "../errors.ts";
 import { rootCommand, runAsRoot } from "../host/root.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
-import { ACME_DIRECTORY_HOSTS, needsEgress, type CertPlan } from "./certs.ts";
+import { ACME_DIRECTORY_HOSTS, needsEgress, type CertPlan } from "../ansible/certs.ts";
 import type { RunOptions } from "./options.ts";
 
 /** Debian's mirrors: `apt` in the VM works with the allowlist (offline images need them only for a role that installs). */

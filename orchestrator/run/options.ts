@@ -3,11 +3,10 @@
  * knows of argv): which engine and accel, which scenarios, the cert tier, when to keep the VM,
  * and what Ansible gets on top of the harness's own arguments.
  */
+import type { EngineChoice } from "../host/engine-choice.ts";
 import type { CertTier } from "../profile/schema.ts";
 
-export const ENGINES = ["auto", "pulumi", "direct"] as const;
-/** Who creates and destroys the stack: pulumi where its CLI is found (auto), or direct. */
-export type EngineChoice = (typeof ENGINES)[number];
+export { ENGINES, type EngineChoice } from "../host/engine-choice.ts";
 export const ACCELS = ["auto", "kvm", "tcg"] as const;
 /** Hardware virtualisation, software emulation, or whichever works here (auto). */
 export type AccelChoice = (typeof ACCELS)[number];

@@ -1,21 +1,32 @@
 /** What a run settles before creating anything: libvirt, the lock, the guard, accel and engine, the cert tier. */
 import { decideAccel, probeAccel, type AccelDecision } from "../../infra/accel.ts";
 import type { Engine } from "../../infra/engines/engine.ts";
-import { DEFAULT_LIBVIRT_URI } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { learnDnsToken } from "../ansible/apply.ts";
 import { ensureGoldenImage } from "../host/golden.ts";
-import { Libvirt } from "../host/libvirt.ts";
+import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
 import { guardResources } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
-import { planCerts, type CertPlan } from "./certs.ts";
-import type { RunRequest } from "./driver.ts";
-import { chooseEngine } from "./engine-choice.ts";
+import { planCerts, type CertPlan } from "../ansible/certs.ts";
+import { chooseEngine } from "../host/engine-choice.ts";
 import type { RunOptions } from "./options.ts";
-import type { RunSecrets } from "./secrets.ts";
+import type { RunSecrets } from "../ansible/secrets.ts";
+
+/** What a run's preflight is given: what the run is for, its profile and options, and the means to act. */
+export interface PreflightRequest {
+  /** What opens it (`run`, `up`): said in the lock and the report. */
+  purpose: string;
+  profile: LoadedProfile;
+  options: RunOptions;
+  runner: Runner;
+  log: Log;
+  env: NodeJS.ProcessEnv;
+  imageDir: string;
+  signal: AbortSignal;
+}
 
 /** The machinery a run uses, decided once, and the run lock it holds. */
 export interface RunMachinery {
@@ -35,11 +46,11 @@ export interface RunMachinery {
  * image on first use (see {@link ensureGoldenImage}).
  */
 export async function preflightRun(
-  request: Pick<RunRequest, "profile" | "options" | "runner" | "env" | "log" | "purpose" | "imageDir" | "signal">,
+  request: PreflightRequest,
 ): Promise<RunMachinery> {
   // First: asking for an engine that cannot run is refused before anything else is touched.
   const { engine, reason } = await chooseEngine(request.options.engine, request.runner, stacksDir(request.env));
-  const libvirt = new Libvirt(request.runner, request.env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+  const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
   const lock = await acquireRunLock(runLockPath(request.env), request.purpose);
   try {

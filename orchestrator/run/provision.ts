@@ -9,7 +9,7 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { imageInfo, imagePath } from "../../infra/image/images.ts";
 import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { newRunIdentity, pickSubnet, runDirName, stackSpec, type RunIdentity } from "../../infra/spec.ts";
+import { pickSubnet, stackSpec, type RunIdentity } from "../../infra/spec.ts";
 import { HOST_KEY_TYPES, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
 import type { AccelDecision } from "../../infra/accel.ts";
 import { processStart } from "../../infra/process.ts";
@@ -17,11 +17,12 @@ import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import { imageFix } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
-import { BootStallError, describePanic, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
+import { describePanic } from "../guest/console.ts";
+import { BootStallError, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
 import type { EgressPlan } from "./egress.ts";
-import type { RunRecord } from "./stacks.ts";
+import type { RunRecord } from "./live-runs.ts";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
 export interface BootTimeouts {
@@ -51,7 +52,6 @@ export interface ProvisionOptions {
   runner: Runner;
   libvirt: Libvirt;
   log: Log;
-  runsDir: string;
   imageDir: string;
   /** What the VM may reach beyond its network, and how the allowlist's root-only commands run. */
   egress: Pick<EgressPlan, "spec" | "asRoot">;
@@ -99,13 +99,6 @@ export interface LiveRun {
   boots: SshReady[];
   /** Why the first boot was reset, if it was (QEMU TCG's text-patching race; at most once). */
   resets: string[];
-}
-
-/** The run's identity and directory, made before anything else so failures have a place to land. */
-export async function prepareRun(profile: LoadedProfile, runsDir: string, identity = newRunIdentity(profile.document.host)) {
-  const runDir = join(runsDir, runDirName(identity));
-  await mkdir(runDir, { recursive: true });
-  return { identity, runDir };
 }
 
 /** ssh-keygen's arguments for a host key of each type: Debian's own sizes (rsa 3072, ecdsa 256). */

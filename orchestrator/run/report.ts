@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { XMLBuilder } from "fast-xml-parser";
 import type { CheckResult } from "../guest/checks.ts";
 import type { Phase } from "./provision.ts";
-import type { CertificateOutcome } from "./certs.ts";
+import type { CertificateOutcome } from "../ansible/certs.ts";
 import type { SnapshotDiff } from "../guest/snapshot.ts";
 import type { HostKeyChange } from "../guest/host-keys.ts";
 

@@ -14,7 +14,8 @@ import type { Runner } from "../../infra/runner.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
-import { BootStallError, describePanic, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
+import { describePanic } from "../guest/console.ts";
+import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
 import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
 import { answeringPorts, deriveSurvivalChecks, observeSurvival, runSurvivalChecks, type DerivedCheck } from "../guest/survival.ts";
@@ -23,15 +24,30 @@ import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
 import type { Check } from "../profile/schema.ts";
-import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "./certs.ts";
-import { ansiblePlaybookArgs, type AnsibleArgs } from "./options.ts";
+import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
+import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
-import type { KeepRule, ScenarioOpening } from "./driver.ts";
 import type { ScenarioReport } from "./report.ts";
-import { loadSecrets, type RunSecrets } from "./secrets.ts";
+import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
 
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
 const SYSTEM_RUNNING_TIMEOUT_MS = 5 * 60_000;
+
+/** How a scenario's VM is kept when it ends. */
+export interface KeepRule {
+  policy: RunOptions["keep"];
+  /** Keep it when it passed too (`up`: the VM is what it is for). */
+  onPass: boolean;
+}
+
+/** A scenario to open: what it is called, where its files go, what it expects. */
+export interface ScenarioOpening {
+  name: "red" | "green";
+  expect: "fail" | "pass";
+  /** Its folder in the run dir (absent: the run dir itself, as `up` has it). */
+  folder?: string;
+  keep: KeepRule;
+}
 
 /** One scenario to run. */
 export interface ScenarioSpec {
@@ -374,7 +390,7 @@ async function waitSettled(machine: Machine, log: Log): Promise<void> {
 }
 
 /**
- * A scenario's verdict from its checks before and after the reboot (design.md, RED→GREEN). With
+ * A scenario's verdict from its checks before and after the reboot (README, `run`; the runbook's "Read a report"). With
  * `expectFailing`, RED is faithful only when exactly those checks fail after the reboot.
  */
 export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post: readonly CheckResult[], expectFailing?: readonly string[]): Verdict {

@@ -19,11 +19,11 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Runner } from "../../infra/runner.ts";
 import { BootStallError, KERNEL_STALL_MS } from "../../orchestrator/guest/machine.ts";
-import { Libvirt } from "../../orchestrator/host/libvirt.ts";
+import { libvirtFor } from "../../orchestrator/host/libvirt.ts";
 import { PROJECT_ROOT, runsDir } from "../../orchestrator/host/paths.ts";
 import { Log } from "../../orchestrator/log.ts";
 import { machineFor } from "../../orchestrator/run/provision.ts";
-import { readRunRecord } from "../../orchestrator/run/stacks.ts";
+import { readRunRecord } from "../../orchestrator/run/live-runs.ts";
 
 const USAGE = `usage: npm run bench:reboots -- [--count N] [--applied] [--run RUN --runs-dir DIR] [--out FILE] [--json]
   --count N          reboots by each path (default 30)
@@ -118,7 +118,7 @@ if (!record) {
 }
 
 const runner = new Runner();
-const libvirt = new Libvirt(runner, process.env.LIBVIRT_DEFAULT_URI ?? "qemu:///system");
+const libvirt = libvirtFor(runner, process.env);
 const log = new Log({ stream: process.stderr });
 const machine = await machineFor(record, { runner, log, libvirt });
 const timeoutMs = 8 * 60_000;

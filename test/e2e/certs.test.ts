@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { probeEgress } from "../../orchestrator/run/certs.ts";
+import { probeEgress } from "../../orchestrator/ansible/certs.ts";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { cli, leftovers, suiteDirs } from "./helpers.ts";
 

@@ -9,7 +9,7 @@ import { access, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
-import { WITHHELD_TOKEN } from "../../orchestrator/run/certs.ts";
+import { WITHHELD_TOKEN } from "../../orchestrator/ansible/certs.ts";
 import { cli, startCli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, treeHash, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {

@@ -3,7 +3,7 @@ import { open, readFile, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ExitCode } from "../../errors.ts";
 import { consoleBoots } from "../../guest/console.ts";
-import { consoleLines } from "../../guest/machine.ts";
+import { consoleLines } from "../../guest/console.ts";
 import { findVerbRun } from "../../run/attach.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";

@@ -1,10 +1,10 @@
 /** `boma-it doctor`: every prerequisite, each with the fix. */
-import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { ACCELS, expectPositionals, oneOf } from "../options.ts";
 import { ExitCode } from "../../errors.ts";
 import { imageDir, stacksDir } from "../../host/paths.ts";
 import { checkPrerequisites } from "../../host/prerequisites.ts";
+import { libvirtUriOf } from "../../host/libvirt.ts";
 
 export const doctorCommand: CommandDefinition = {
   name: "doctor",
@@ -21,7 +21,7 @@ the Debian package or command that fixes it, and a program installed off PATH sa
     const checks = await checkPrerequisites(runner, env, {
       imageDir: imageDir(env),
       runsDir,
-      libvirtUri: env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI,
+      libvirtUri: libvirtUriOf(env),
       stacksDir: stacksDir(env),
       accel: oneOf("accel", args.values.accel, ACCELS),
     });

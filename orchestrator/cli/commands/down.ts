@@ -3,7 +3,7 @@ import { asBomaError, ExitCode, RefusedError } from "../../errors.ts";
 import { acquireRunLock } from "../../host/lock.ts";
 import { runLockPath } from "../../host/paths.ts";
 import { findVerbRun } from "../../run/attach.ts";
-import { teardown } from "../../run/stacks.ts";
+import { teardown } from "../../run/live-runs.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
 

@@ -1,11 +1,10 @@
 /** `boma-it image pull|build|ls`: golden images (download + verify, offline build, list). */
 import { imageInfo, listImages } from "../../../infra/image/images.ts";
-import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
 import { ExitCode } from "../../errors.ts";
 import { imageAction, obtainImage, refuseWhileImagesInUse, staleRecipe } from "../../host/golden.ts";
-import { Libvirt } from "../../host/libvirt.ts";
+import { libvirtFor } from "../../host/libvirt.ts";
 import { acquireRunLock } from "../../host/lock.ts";
 import { imageDir, runLockPath } from "../../host/paths.ts";
 
@@ -48,7 +47,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     // Like a run: under the run lock (never two makers at once), and never under a live overlay.
     const lock = await acquireRunLock(runLockPath(env), `image ${action}`);
     try {
-      const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+      const libvirt = libvirtFor(runner, env);
       if (existing.present && (await libvirt.reachable())) await refuseWhileImagesInUse(libvirt, `image ${action}`);
       if (stale) log.info(`${name} in ${dir} was ${stale}: building it again`);
       const info = await obtainImage(dir, name, { runner, log, env, signal });

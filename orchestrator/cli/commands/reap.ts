@@ -1,10 +1,9 @@
 /** `boma-it reap`: destroy stale stacks and sweep what boma-it made that no living run owns. */
-import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import type { CommandDefinition } from "../command.ts";
 import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
-import { allEngines } from "../../run/engine-choice.ts";
+import { allEngines } from "../../host/engine-choice.ts";
 import { ExitCode } from "../../errors.ts";
-import { Libvirt } from "../../host/libvirt.ts";
+import { libvirtFor } from "../../host/libvirt.ts";
 import { imageDir, runLockPath, stacksDir } from "../../host/paths.ts";
 import { reapInTurn } from "../../host/reap.ts";
 
@@ -29,7 +28,7 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
   async run({ args, log, runner, env, runsDir }) {
     expectPositionals("reap", args.positionals, 0, 0, "no arguments");
     const olderThanSeconds = duration("older-than", args.values["older-than"]);
-    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    const libvirt = libvirtFor(runner, env);
     await libvirt.ensureReachable();
     const items = await reapInTurn({
       engines: await allEngines(runner, stacksDir(env)),

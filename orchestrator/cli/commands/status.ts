@@ -1,12 +1,11 @@
 /** `boma-it status`: every live run on this host: owner, age, IP, what it last did, where it lives. */
 import { readFile } from "node:fs/promises";
-import { DEFAULT_LIBVIRT_URI } from "../../../infra/plan.ts";
 import { ownerAlive } from "../../../infra/process.ts";
 import { ExitCode } from "../../errors.ts";
-import { Libvirt } from "../../host/libvirt.ts";
+import { libvirtFor } from "../../host/libvirt.ts";
 import { stacksDir } from "../../host/paths.ts";
-import { allEngines } from "../../run/engine-choice.ts";
-import { findRuns, type FoundRun } from "../../run/stacks.ts";
+import { allEngines } from "../../host/engine-choice.ts";
+import { findRuns, type FoundRun } from "../../run/live-runs.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
 
@@ -38,7 +37,7 @@ ownerAlive, lastAction, stackLives}.`,
   options: {},
   async run({ args, runner, env, log }) {
     expectPositionals("status", args.positionals, 0, 0, "no arguments");
-    const libvirt = new Libvirt(runner, env.LIBVIRT_DEFAULT_URI ?? DEFAULT_LIBVIRT_URI);
+    const libvirt = libvirtFor(runner, env);
     const reachable = await libvirt.ensureReachable().then(() => true, () => false);
     if (!reachable) log.warn("libvirt does not answer: listing this checkout's runs only");
     const found = await findRuns(await allEngines(runner, stacksDir(env)), runner, reachable ? libvirt : undefined, stacksDir(env));

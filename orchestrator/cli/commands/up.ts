@@ -11,7 +11,7 @@ import { applyStep, baselineStep, checkStage, profileAt, resolveScenarioRevision
 import { takeSnapshot } from "../../guest/snapshot.ts";
 import { takeResetPoint } from "../../host/reset-point.ts";
 import { writeRunRecord } from "../../run/provision.ts";
-import { readRunRecord } from "../../run/stacks.ts";
+import { readRunRecord } from "../../run/live-runs.ts";
 import type { CommandDefinition } from "../command.ts";
 import { oneOf, RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs } from "../run-inputs.ts";

@@ -16,7 +16,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { applyPlaybook, writeTransientInventory } from "../../../../orchestrator/ansible/apply.ts";
-import { REDACTED } from "../../../../orchestrator/run/secrets.ts";
+import { REDACTED } from "../../../../orchestrator/ansible/secrets.ts";
 import { applyFixture, type Fixture } from "../../../helpers/apply-fixture.ts";
 
 const INVENTORY = `all:

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { retry, WaitError, type Clock } from "../../../../orchestrator/guest/retry.ts";
+import { retry, WaitError, type Clock } from "../../../../orchestrator/retry.ts";
 
 /** A clock that only moves when the code under test sleeps. */
 function fakeClock(): Clock & { sleeps: number[] } {

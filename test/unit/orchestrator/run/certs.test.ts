@@ -10,11 +10,11 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
-import { decideCertTier, planCerts, probeEgress, WildcardCache, WITHHELD_TOKEN, withheldVars } from "../../../../orchestrator/run/certs.ts";
+import { decideCertTier, planCerts, probeEgress, WildcardCache, WITHHELD_TOKEN, withheldVars } from "../../../../orchestrator/ansible/certs.ts";
 import { BadInputError, RefusedError } from "../../../../orchestrator/errors.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { overlaySchema } from "../../../../orchestrator/profile/schema.ts";
-import { REDACTED, secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { REDACTED, secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 

@@ -22,7 +22,7 @@ import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../
 import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
 import { runRedGreen, type Verdict } from "../../../../orchestrator/run/scenario.ts";
-import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 /** An engine that keeps its stacks in memory and can be told to fail a destroy. */

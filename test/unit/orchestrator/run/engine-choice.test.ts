@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { chmod, copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { chooseEngine } from "../../../../orchestrator/run/engine-choice.ts";
+import { chooseEngine } from "../../../../orchestrator/host/engine-choice.ts";
 import { Runner } from "../../../../infra/runner.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { tempTree } from "../../../helpers/tmp.ts";

@@ -17,7 +17,7 @@ import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
 import { rebootStep, type Session, type StepContext } from "../../../../orchestrator/run/scenario.ts";
-import { secretsOf } from "../../../../orchestrator/run/secrets.ts";
+import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";

@@ -18,9 +18,9 @@ import { applyPlaybook, writeTransientInventory, type ApplyInput } from "../../.
 import { SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { Log } from "../../../../orchestrator/log.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { planCerts } from "../../../../orchestrator/run/certs.ts";
+import { planCerts } from "../../../../orchestrator/ansible/certs.ts";
 import { writeReport, type RunReport } from "../../../../orchestrator/run/report.ts";
-import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir } from "../../../../orchestrator/run/secrets.ts";
+import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir } from "../../../../orchestrator/ansible/secrets.ts";
 import { startFakeVm } from "../../../helpers/fake-vm.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 

@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/run/secrets.ts";
+import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/ansible/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const SENTINEL = "boma-sentinel-7f3a9c";

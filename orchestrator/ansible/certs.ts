@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { messageOf } from "../../infra/errors.ts";
 import { quoteArg } from "../../infra/runner.ts";
 import type { Machine } from "../guest/machine.ts";
-import type { RunOptions } from "./options.ts";
 import { BadInputError, RefusedError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
@@ -38,12 +37,18 @@ export interface CertDecision {
   reason: string;
 }
 
+/** What the command line asks of the cert tier: a tier (`--certs`), and whether the VM may reach out at all (`--no-egress`). */
+export interface CertRequest {
+  certs: CertTier | undefined;
+  noEgress: boolean;
+}
+
 /**
  * The tier of a run: the command line's, else the profile's. `--no-egress` forces `internal`
  * (ACME needs egress) and refuses an le tier asked for on the command line (exit 3) before
  * anything starts. (`le-prod-wildcard` never comes from a profile: its schema refuses it.)
  */
-export function decideCertTier(options: Pick<RunOptions, "certs" | "noEgress">, profileTier: CertTier): CertDecision {
+export function decideCertTier(options: CertRequest, profileTier: CertTier): CertDecision {
   if (!options.noEgress) {
     return options.certs !== undefined
       ? { tier: options.certs, reason: `certs: ${options.certs} (--certs)` }
@@ -81,7 +86,7 @@ export interface CertPlan {
  */
 export async function planCerts(
   profile: LoadedProfile,
-  options: Pick<RunOptions, "certs" | "noEgress">,
+  options: CertRequest,
   cacheDir: string,
   probe: typeof probeEgress = probeEgress,
 ): Promise<CertPlan> {

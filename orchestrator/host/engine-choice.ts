@@ -3,8 +3,11 @@ import { DirectEngine } from "../../infra/engines/direct.ts";
 import type { Engine } from "../../infra/engines/engine.ts";
 import { pulumiInstallHint } from "../../infra/engines/pulumi-setup.ts";
 import type { Runner } from "../../infra/runner.ts";
-import type { EngineChoice } from "./options.ts";
 import { RefusedError } from "../errors.ts";
+
+export const ENGINES = ["auto", "pulumi", "direct"] as const;
+/** Who creates and destroys the stack: pulumi where its CLI is found (auto), or direct. */
+export type EngineChoice = (typeof ENGINES)[number];
 
 /** The engine chosen and the reason. */
 export interface EngineDecision {

@@ -6,7 +6,7 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DirectEngine } from "../../infra/engines/direct.ts";
-import type { Engine, EngineName, StackSummary } from "../../infra/engines/engine.ts";
+import { liveStacks, type Engine, type EngineName, type StackSummary } from "../../infra/engines/engine.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { PREFIX } from "../../infra/spec.ts";
@@ -15,7 +15,7 @@ import type { Libvirt } from "../host/libvirt.ts";
 import type { ResetPoint } from "../host/reset-point.ts";
 import type { Log } from "../log.ts";
 import type { ProfileArgs } from "../profile/load.ts";
-import { closest } from "../profile/yaml.ts";
+import { closest } from "../did-you-mean.ts";
 
 /** What a run records about itself next to its console (run.json), for whoever finds it later. */
 export interface RunRecord extends StackOutputs {
@@ -89,30 +89,6 @@ export async function findRuns(engines: readonly Engine[], runner: Runner, libvi
     found.set(name, { runId: name, outputs: record, state, engine, elsewhere: record.stacksDir ?? runDir, record });
   }
   return [...found.values()].sort((a, b) => a.runId.localeCompare(b.runId));
-}
-
-/** A live run and the engine that holds it. */
-export interface LiveStack {
-  summary: StackSummary;
-  engine: Engine;
-}
-
-/** Every stack of every engine. */
-export async function liveStacks(engines: readonly Engine[], onListError?: (engine: Engine, error: unknown) => void): Promise<LiveStack[]> {
-  const found: LiveStack[] = [];
-  for (const engine of engines) {
-    let summaries: StackSummary[];
-    try {
-      summaries = await engine.list();
-    } catch (error) {
-      // Without a handler a listing failure is the caller's failure; reap goes on with its sweep.
-      if (!onListError) throw error;
-      onListError(engine, error);
-      continue;
-    }
-    for (const summary of summaries) found.push({ summary, engine });
-  }
-  return found.sort((a, b) => a.summary.stack.localeCompare(b.summary.stack));
 }
 
 /**

@@ -10,7 +10,7 @@
 import { chmod, lstat, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
-import { hostVaultFiles, readVaultedValues, vaultPasswords } from "../ansible/vault.ts";
+import { hostVaultFiles, readVaultedValues, vaultPasswords } from "./vault.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR } from "../profile/revision.ts";
