@@ -23,14 +23,14 @@ export interface AccelDecision {
 
 /** Reads the machine. */
 export async function probeAccel(kvmDevice = "/dev/kvm", cpuinfo = "/proc/cpuinfo"): Promise<AccelProbe> {
-  let kvmDeviceUsable = false;
+  let kvmDeviceUsable: boolean;
   try {
     await access(kvmDevice, constants.R_OK | constants.W_OK);
     kvmDeviceUsable = true;
   } catch {
     kvmDeviceUsable = false;
   }
-  let cpuHasVirtualisation = false;
+  let cpuHasVirtualisation: boolean;
   try {
     cpuHasVirtualisation = /^flags\s*:.*\b(vmx|svm)\b/m.test(await readFile(cpuinfo, "utf8"));
   } catch {

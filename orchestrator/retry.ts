@@ -54,12 +54,11 @@ export async function retry<T>(attempt: () => Promise<Attempt<T>>, options: Retr
   const started = clock.now();
   let interval = options.intervalMs ?? 250;
   const maxInterval = options.maxIntervalMs ?? 2000;
-  let seen = "nothing yet";
   for (;;) {
     options.signal?.throwIfAborted();
     const result = await attempt();
     if (result.done) return result.value;
-    seen = result.seen;
+    const seen = result.seen;
     options.onAttempt?.(seen);
     const fatal = options.failFast ? await options.failFast() : undefined;
     if (fatal) throw new WaitError(`gave up waiting for ${options.what}: ${fatal}; last seen: ${seen}`, seen, false);

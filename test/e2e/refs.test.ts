@@ -137,8 +137,8 @@ describe("scenarios by git ref and the upgrade path, for real", { timeout: 90 * 
     const profile = await profileVariant(dirs.runsDir, "askari", "askari-by-refs.yml", (yaml) =>
       yaml
         .replace(/^repo: .+$/m, `repo: ${history.repo}`)
-        .replace(/^  red: .+$/m, `  red:   { ref: ${history.beforeFix} }`)
-        .replace(/^  green: .+$/m, `  green: { ref: ${history.fix} }`),
+        .replace(/^ {2}red: .+$/m, `  red:   { ref: ${history.beforeFix} }`)
+        .replace(/^ {2}green: .+$/m, `  green: { ref: ${history.fix} }`),
     );
     const result = await cli(["run", profile, "--json"], dirs.env);
     assert.equal(result.code, 0, result.stderr.slice(-3000));

@@ -8,6 +8,10 @@ import { seedFiles } from "../../../infra/seed.ts";
 import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
 import { pyyamlLoad } from "../../helpers/pyyaml.ts";
 
+/** A parsed YAML document, read by the assertions as they walk it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a test walks parsed YAML freely; the assertions check its shape
+type YamlTree = Record<string, any>;
+
 describe("cloud-init seed", () => {
   it("a MAC of digits only stays a string (YAML 1.1 read it as a base-60 number and the VM never got DHCP)", () => {
     // 52:54:00:24:49:56 came out of a real run id: PyYAML made it 41135129396, cloud-init failed
@@ -25,7 +29,7 @@ describe("cloud-init seed", () => {
     const files = seedFiles(spec, FIXED_KEYS);
     assert.deepEqual(pyyamlLoad(files.metaData), { "instance-id": spec.identity.runId, "local-hostname": "askari" });
     assert.match(files.userData, /^#cloud-config\n/);
-    const user = pyyamlLoad(files.userData) as Record<string, any>;
+    const user = pyyamlLoad(files.userData) as YamlTree;
     assert.equal(user.hostname, "askari");
     assert.deepEqual(user.users[0].ssh_authorized_keys, [FIXED_KEYS.clientPublicKey.trim()]);
     for (const key of FIXED_KEYS.hostKeys) {
@@ -36,7 +40,7 @@ describe("cloud-init seed", () => {
   });
 
   it("gives the VM the host key types a Debian host has, all from the harness, so none is generated unpinned", () => {
-    const user = pyyamlLoad(seedFiles(fixedSpec(), FIXED_KEYS).userData) as Record<string, any>;
+    const user = pyyamlLoad(seedFiles(fixedSpec(), FIXED_KEYS).userData) as YamlTree;
     assert.deepEqual(Object.keys(user.ssh_keys).sort(), ["ecdsa_private", "ecdsa_public", "ed25519_private", "ed25519_public", "rsa_private", "rsa_public"]);
     // cloud-init generates only the listed types that have no key yet: with all three given, none.
     assert.deepEqual(user.ssh_genkeytypes, ["rsa", "ecdsa", "ed25519"]);

@@ -16,6 +16,10 @@ import { silentLog } from "../../../helpers/fixtures.ts";
 import { pyyamlLoad } from "../../../helpers/pyyaml.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
+/** A parsed YAML document, read by the assertions as they walk it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a test walks parsed YAML freely; the assertions check its shape
+type YamlTree = Record<string, any>;
+
 const INVENTORY = `all:
   vars: { fleet: boma }
   children:
@@ -62,7 +66,7 @@ describe("transient inventory", () => {
         profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
         log: silentLog(), signal: new AbortController().signal,
       });
-      const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as Record<string, any>;
+      const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as YamlTree;
       const text = JSON.stringify(inventory);
       assert.doesNotMatch(text, /simba|ubongo|10\.20\./, "no other host and no real address");
       assert.deepEqual(Object.keys(inventory.all.children).sort(), ["docker_hosts", "europe", "mesh"]);
@@ -109,8 +113,8 @@ describe("transient inventory", () => {
         profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
         dir: join(tree.dir, "run", "ansible"), runner, secrets: secretsOf([]), log: silentLog(), signal: new AbortController().signal,
       });
-      const asAnsible = pyyamlLoad(real) as Record<string, any>;
-      const transient = pyyamlLoad(await readFile(files.inventoryFile, "utf8")) as Record<string, any>;
+      const asAnsible = pyyamlLoad(real) as YamlTree;
+      const transient = pyyamlLoad(await readFile(files.inventoryFile, "utf8")) as YamlTree;
       assert.deepEqual(transient.all.vars, asAnsible.all.vars);
       assert.deepEqual(transient.all.vars.mac, "52:54:00:24:49:56", "a MAC of digits stays a string");
       assert.equal(transient.all.vars.flag, true, "yes is a boolean to Ansible, in both");

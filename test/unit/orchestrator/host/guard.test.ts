@@ -29,7 +29,7 @@ describe("resource guard", () => {
       await assert.rejects(guardResources(libvirt, { vmMemoryMiB: 3072, minFreeRamMiB: undefined, meminfo: join(tree.dir, "meminfo") }), (error: unknown) => {
         assert.ok(error instanceof RefusedError);
         assert.equal(error.exitCode, 3);
-        assert.match(error.message, /^another test VM is running \(boma-it-askari-20261122-010101\): boma-it runs one at a time\n  fix: see `npm run boma-it -- status`/);
+        assert.match(error.message, /^another test VM is running \(boma-it-askari-20261122-010101\): boma-it runs one at a time\n {2}fix: see `npm run boma-it -- status`/);
         return true;
       });
     } finally {

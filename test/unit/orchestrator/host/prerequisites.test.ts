@@ -33,7 +33,7 @@ describe("doctor", () => {
       assert.match(result.stdout, /MISS virsh\s+not found on PATH \(needed for libvirt\)\n\s+fix: apt-get install libvirt-clients/);
       assert.match(result.stdout, /MISS genisoimage .*\n\s+fix: apt-get install genisoimage/);
       assert.match(result.stdout, /MISS ansible-playbook .*\n\s+fix: apt-get install ansible-core/);
-      assert.match(result.stdout, /opt  mmdebstrap .*\n\s+fix: apt-get install mmdebstrap/);
+      assert.match(result.stdout, /opt {2}mmdebstrap .*\n\s+fix: apt-get install mmdebstrap/);
       assert.match(result.stdout, /required prerequisite\(s\) missing$/m);
     } finally {
       await tree.remove();
@@ -94,7 +94,7 @@ describe("libvirt unreachable", () => {
       await writeFake(bin, "virsh", 'echo "error: failed to connect to the hypervisor" >&2; exit 1');
       const result = await runCli(["up", "askari"], { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUNS_DIR: tree.dir });
       assert.equal(result.code, 3, result.stderr);
-      assert.match(result.stderr, /libvirt is unreachable at qemu:\/\/\/system: error: failed to connect to the hypervisor\n  fix: start it \(sudo systemctl start libvirtd, or libvirtd -d/);
+      assert.match(result.stderr, /libvirt is unreachable at qemu:\/\/\/system: error: failed to connect to the hypervisor\n {2}fix: start it \(sudo systemctl start libvirtd, or libvirtd -d/);
     } finally {
       await tree.remove();
     }

@@ -62,7 +62,7 @@ describe("cert tier selection", () => {
     assert.throws(() => decideCertTier({ certs: "le-prod-wildcard", noEgress: true }, "internal"), (error: unknown) => error instanceof RefusedError && error.exitCode === 3);
     const result = await runCli(["run", "askari", "--no-egress", "--certs", "le-staging"]);
     assert.equal(result.code, 3, result.stderr);
-    assert.match(result.stderr, /--certs le-staging needs egress .* but --no-egress builds a network without any\n  fix: drop --no-egress, or use --certs internal/);
+    assert.match(result.stderr, /--certs le-staging needs egress .* but --no-egress builds a network without any\n {2}fix: drop --no-egress, or use --certs internal/);
   });
 
   it("an le tier needs the DNS token var and, for the wildcard, its settings (exit 2 naming the field)", async () => {

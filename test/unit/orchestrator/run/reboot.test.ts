@@ -120,7 +120,7 @@ describe("after the reboot", () => {
     const { session, context, report } = setup({ boots: [timeout], kernelStarted: true, console: ["[    4.7] Run /init as init process", "[  OK  ] Reached target emergency.target - Emergency Mode."] });
     const outcome = await rebootStep(context, session);
     assert.equal(outcome.post[0]!.ok, false);
-    assert.match(report.notBack!.reason, /its new kernel started but SSH never answered \(last console line: \[  OK  \] Reached target emergency\.target/);
+    assert.match(report.notBack!.reason, /its new kernel started but SSH never answered \(last console line: \[ {2}OK {2}\] Reached target emergency\.target/);
     assert.deepEqual(report.notBack!.console.length, 2);
   });
 
