@@ -7,19 +7,13 @@ import { BadInputError } from "../errors.ts";
 import { readInventory } from "../profile/inventory.ts";
 import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
 import { closest } from "../did-you-mean.ts";
-import type { RunOptions } from "../run/options.ts";
-import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
+import { loadSecrets } from "../ansible/secrets.ts";
 import type { CommandContext } from "./command.ts";
 import { runCommandOptions } from "./options.ts";
 import { resolve } from "node:path";
 import { realpath, stat } from "node:fs/promises";
+import type { RunInputs } from "../run/sequences.ts";
 
-/** The checked options, the profile and the run's secrets. */
-export interface RunInputs {
-  options: RunOptions;
-  profile: LoadedProfile;
-  secrets: RunSecrets;
-}
 
 /** One host to run: its name, and how to load its profile (loading is the run's first step). */
 export interface HostTarget {

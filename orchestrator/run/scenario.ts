@@ -12,7 +12,7 @@ import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
-import { HarnessError, SystemUnderTestError } from "../errors.ts";
+import { BadInputError, HarnessError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
@@ -25,7 +25,7 @@ import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
 import type { Check } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
-import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions } from "./options.ts";
+import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
 import type { ScenarioReport } from "./report.ts";
 import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
@@ -60,6 +60,40 @@ export interface ScenarioSpec {
   revision?: ResolvedRevision;
   /** The upgrade path: the revision applied first (what the live host runs now). */
   baseline?: ResolvedRevision;
+}
+
+/** The scenarios a profile declares, as every command takes them: RED (the control) when declared, and GREEN. */
+export function declaredScenarios(profile: Pick<LoadedProfile, "document">): { red: ScenarioSpec | undefined; green: ScenarioSpec } {
+  const declared = profile.document.scenarios;
+  const red: ScenarioSpec | undefined = declared?.red
+    ? { name: "red", expect: "fail", vars: declared.red.vars ?? {}, ...(declared.red.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) }
+    : undefined;
+  return { red, green: { name: "green", expect: "pass", vars: declared?.green?.vars ?? {} } };
+}
+
+/**
+ * What `run` runs for `--scenario` (default: RED→GREEN when the profile declares RED, else GREEN),
+ * in order; RED asked for where none is declared is bad input naming the profile's field.
+ */
+export function scenariosToRun(profile: Pick<LoadedProfile, "document" | "file">, asked: ScenarioChoice | undefined): ScenarioSpec[] {
+  const { red, green } = declaredScenarios(profile);
+  const choice = asked ?? (red ? "red-green" : "green");
+  if (choice !== "green" && !red) {
+    throw new BadInputError({ file: profile.file, path: "scenarios.red", message: `--scenario ${choice} needs a RED scenario; found none in the profile` });
+  }
+  return [...(choice !== "green" ? [red!] : []), ...(choice !== "red" ? [green] : [])];
+}
+
+/**
+ * What `up` applies for `--scenario`: one scenario, GREEN by default; RED's vars when asked, then
+ * expected to pass like any VM brought up to work on.
+ */
+export function scenarioToBringUp(profile: Pick<LoadedProfile, "document" | "file">, asked: ScenarioChoice | undefined): ScenarioSpec {
+  if (asked === "red-green") throw new BadInputError({ message: '--scenario: `up` applies one scenario; expected green or red, found "red-green"' });
+  const { red, green } = declaredScenarios(profile);
+  if (asked !== "red") return green;
+  if (!red) throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
+  return { name: "red", expect: "pass", vars: red.vars };
 }
 
 /** What the steps need from the run. */

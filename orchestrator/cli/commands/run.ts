@@ -1,14 +1,10 @@
 /** `boma-it run`: the whole sequence for a profile (RED→GREEN), a host without one, or a whole group. */
 import { join } from "node:path";
-import { BadInputError } from "../../errors.ts";
-import { imageDir } from "../../host/paths.ts";
-import { withRun } from "../../run/driver.ts";
 import { fleetTable, runFleet } from "../../run/fleet.ts";
-import { planEgress } from "../../run/egress.ts";
-import { planRunCerts, preflightRun } from "../../run/preflight.ts";
 import type { RunOptions } from "../../run/options.ts";
 import type { RunReport } from "../../run/report.ts";
-import { resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "../../run/scenario.ts";
+import { scenariosToRun } from "../../run/scenario.ts";
+import { runScenarios } from "../../run/sequences.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
 import { RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs, type HostTarget } from "../run-inputs.ts";
@@ -51,24 +47,10 @@ the exit code is the worst; --json prints fleet.json.`,
 async function runHost(target: HostTarget, context: CommandContext, runsDir: string, keep?: RunOptions["keep"]): Promise<RunReport> {
   const { log, runner, env, signal } = context;
   const inputs = await loadRunInputs(target, context);
-  const { profile, secrets } = inputs;
+  const { profile } = inputs;
   const options = keep ? { ...inputs.options, keep } : inputs.options;
-  const declared = profile.document.scenarios;
-  const choice = options.scenario ?? (declared?.red ? "red-green" : "green");
-  if ((choice === "red" || choice === "red-green") && !declared?.red) {
-    throw new BadInputError({ file: profile.file, path: "scenarios.red", message: `--scenario ${choice} needs a RED scenario; found none in the profile` });
-  }
-  const scenarios: ScenarioSpec[] = [];
-  if (choice !== "green") scenarios.push({ name: "red", expect: "fail", vars: declared?.red?.vars ?? {}, ...(declared?.red?.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) });
-  if (choice !== "red") scenarios.push({ name: "green", expect: "pass", vars: declared?.green?.vars ?? {} });
-  await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target: choice === "red" ? "red" : "green" }, runner);
-  const certs = await planRunCerts({ ...inputs, runner }, { env, log });
-  const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
-  const request = { purpose: "run", profile, options, secrets, certs, egress, runner, log, env, runsDir, imageDir: imageDir(env), signal };
-  const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
-    log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
-    await runRedGreen(run, scenarios, options.keep);
-  });
+  const scenarios = scenariosToRun(profile, options.scenario);
+  const report = await runScenarios({ ...inputs, options }, scenarios, { runner, log, env, runsDir, signal });
   return report;
 }
 

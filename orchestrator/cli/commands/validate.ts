@@ -4,7 +4,7 @@ import type { CommandDefinition } from "../command.ts";
 import { hostTargets } from "../run-inputs.ts";
 import { PROFILELESS_OPTIONS } from "../options.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
-import { resolveScenarioRevisions, type ScenarioSpec } from "../../run/scenario.ts";
+import { declaredScenarios, resolveScenarioRevisions } from "../../run/scenario.ts";
 
 export const validateCommand: CommandDefinition = {
   name: "validate",
@@ -20,11 +20,8 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
     const [host] = await hostTargets("validate", { args, log, runner, locations }, false);
     const profile = await host!.load();
     // What each scenario would apply: its revision resolved (a ref naming no commit is exit 2 here).
-    const declared = profile.document.scenarios;
-    const plan: ScenarioSpec[] = [
-      ...(declared?.red ? [{ name: "red" as const, expect: "fail" as const, vars: declared.red.vars }] : []),
-      { name: "green" as const, expect: "pass" as const, vars: declared?.green?.vars ?? {} },
-    ];
+    const { red, green } = declaredScenarios(profile);
+    const plan = [...(red ? [red] : []), green];
     const target = args.values.scenario === "red" ? "red" : "green";
     await resolveScenarioRevisions(profile, plan, { ...(typeof args.values.ref === "string" ? { ref: args.values.ref } : {}), ...(typeof args.values.baseline === "string" ? { baseline: args.values.baseline } : {}), target }, runner);
     const worktree = await worktreeRevision(profile.repoDir, runner);

@@ -1,0 +1,119 @@
+/**
+ * The sequences the commands start, each through the one driver (driver.ts): a host's scenarios
+ * (`run`: RED→GREEN, or one of them) and a VM brought up to work on (`up`). cli/ parses the
+ * command line and prints the result; what happens in between lives here.
+ */
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Runner } from "../../infra/runner.ts";
+import type { RunSecrets } from "../ansible/secrets.ts";
+import { takeSnapshot } from "../guest/snapshot.ts";
+import { imageDir } from "../host/paths.ts";
+import { takeResetPoint } from "../host/reset-point.ts";
+import type { Log } from "../log.ts";
+import type { LoadedProfile } from "../profile/load.ts";
+import { withRun, type RunRequest } from "./driver.ts";
+import { planEgress } from "./egress.ts";
+import { readRunRecord } from "./live-runs.ts";
+import type { RunOptions } from "./options.ts";
+import { planRunCerts, preflightRun } from "./preflight.ts";
+import { writeRunRecord } from "./provision.ts";
+import { harnessPeakRssMiB, type RunReport } from "./report.ts";
+import { applyStep, baselineStep, checkStage, profileAt, resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "./scenario.ts";
+
+/** What a run is given once its profile is loaded: the options, the profile and its secrets. */
+export interface RunInputs {
+  options: RunOptions;
+  profile: LoadedProfile;
+  secrets: RunSecrets;
+}
+
+/** Where and how a sequence runs. */
+export interface SequenceContext {
+  runner: Runner;
+  log: Log;
+  env: NodeJS.ProcessEnv;
+  runsDir: string;
+  signal: AbortSignal;
+}
+
+/** What `up --json` prints (the command contract). */
+export interface UpSummary {
+  runId: string;
+  host: string;
+  ip: string;
+  ssh: string;
+  runDir: string;
+}
+
+/**
+ * The request that opens a run: the scenarios' revisions resolved (`--ref` for `target`, the
+ * upgrade path's `--baseline`), the cert tier and the egress planned, each refused before
+ * anything is created.
+ */
+async function runRequest(purpose: string, inputs: RunInputs, scenarios: ScenarioSpec[], target: "red" | "green", context: SequenceContext): Promise<RunRequest> {
+  const { options, profile, secrets } = inputs;
+  const { runner, log, env } = context;
+  await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target }, runner);
+  const certs = await planRunCerts({ ...inputs, runner }, { env, log });
+  const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
+  return { purpose, profile, options, secrets, certs, egress, runner, log, env, runsDir: context.runsDir, imageDir: imageDir(env), signal: context.signal };
+}
+
+/** `run` for one host: its scenarios in order (see {@link runRedGreen}), the report whatever happened. */
+export async function runScenarios(inputs: RunInputs, scenarios: ScenarioSpec[], context: SequenceContext): Promise<RunReport> {
+  const request = await runRequest("run", inputs, scenarios, inputs.options.scenario === "red" ? "red" : "green", context);
+  const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
+    context.log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
+    await runRedGreen(run, scenarios, inputs.options.keep);
+  });
+  return report;
+}
+
+/**
+ * `up`: one scenario's VM, its reset point taken right after cloud-init, the profile applied and,
+ * with `keepAt: "reboot"`, the checks and the state the reboot will lose kept (before-reboot.json).
+ * The VM stays when it came up; `summary` says how to reach it.
+ */
+export async function bringUp(
+  inputs: RunInputs,
+  scenario: ScenarioSpec,
+  keepAt: "apply" | "reboot",
+  context: SequenceContext,
+): Promise<{ report: RunReport; error: unknown; summary: UpSummary | undefined }> {
+  const { runner } = context;
+  const request = await runRequest("up", inputs, [scenario], scenario.name, context);
+  let summary: UpSummary | undefined;
+  const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {
+    await run.scenario({ name: scenario.name, expect: "pass", keep: { policy: inputs.options.keep, onPass: true } }, async (session) => {
+      // Right after cloud-init, before anything of the profile: where `reset` goes back to.
+      const bootId = await session.machine.bootId();
+      await session.machine.closeConnection();
+      const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
+      const record = await readRunRecord(session.dir);
+      if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
+      const profileToApply = await profileAt(run.steps, session, scenario.revision);
+      if (scenario.baseline) await baselineStep(run.steps, session, scenario, await profileAt(run.steps, session, scenario.baseline));
+      const applied = await session.timed("apply", () => applyStep(run.steps, session, scenario.vars, { profile: profileToApply }));
+      session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
+      session.report.certificate = applied.certificate;
+      session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
+      if (keepAt === "reboot") {
+        // Everything the reboot will lose is looked at and kept: the checks and the state now.
+        const pre = await session.timed("checks before the reboot", () => checkStage(run.steps, session, "pre-reboot"));
+        session.report.checks.push(...pre);
+        const snapshot = await session.timed("snapshot before the reboot", () => takeSnapshot(session.machine));
+        await writeFile(join(session.dir, "before-reboot.json"), `${JSON.stringify({ checks: pre, snapshot }, null, 2)}\n`, { mode: 0o600 });
+      }
+      const { outputs } = session;
+      summary = { runId: outputs.runId, host: outputs.host, ip: outputs.ip, ssh: outputs.ssh, runDir: outputs.runDir };
+      await writeFile(
+        join(session.dir, "up.json"),
+        `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate, harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
+        { mode: 0o600 },
+      );
+      return { ok: true, outcome: `${outputs.host} is up as ${outputs.runId} at ${outputs.ip}` };
+    });
+  });
+  return { report, error, summary };
+}
