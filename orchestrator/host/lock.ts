@@ -50,6 +50,20 @@ export async function acquireRunLock(path: string, purpose: string): Promise<Run
 }
 
 /**
+ * Runs `body` under the run lock (taken as {@link acquireRunLock} takes it, claiming `runId` when
+ * the work is on a run) and releases it on every exit path.
+ */
+export async function underRunLock<T>(path: string, purpose: string, runId: string | undefined, body: () => Promise<T>): Promise<T> {
+  const lock = await acquireRunLock(path, purpose);
+  try {
+    if (runId !== undefined) await lock.claim(runId);
+    return await body();
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
  * Takes a lock like the run lock, waiting up to `waitSeconds` for its holder to let go (0: not
  * at all); refuses (exit 3) naming the holder when it does not.
  */

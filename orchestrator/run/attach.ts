@@ -5,7 +5,6 @@
  * what it did to the run's report.json, and lets go of everything on every exit path. It never
  * tears the VM down (`down` finds runs with {@link findVerbRun} and destroys them itself).
  */
-import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
@@ -30,8 +29,9 @@ import type { RunError, RunReport, ScenarioReport } from "./report.ts";
 import type { Session, StepContext } from "./scenario.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
-import { loadSecrets, makePrivate, scrubDir, secretsOf, unscrubbed, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
+import { loadSecrets, makePrivate, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
 import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./live-runs.ts";
+import { RunFolder } from "./lifecycle.ts";
 
 /** What a verb is asked. */
 export interface VerbRequest {
@@ -142,8 +142,7 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   const startedAt = new Date();
   const stamp = newRunIdentity(found.outputs.host, startedAt).stamp;
   const dir = join(found.outputs.runDir, "verbs", `${stamp}-${request.verb}`);
-  const detach: (() => void)[] = [];
-  const streams: WriteStream[] = [];
+  let folder: RunFolder | undefined;
   let machine: Machine | undefined;
   let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
   const report = verbScenarioReport(found.runId);
@@ -151,11 +150,7 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   try {
     await lock.claim(found.runId);
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const transcript = createWriteStream(join(dir, "run.log"), { flags: "a", mode: 0o600 });
-    const commands = createWriteStream(join(dir, "commands.log"), { flags: "a", mode: 0o600 });
-    streams.push(transcript, commands);
-    detach.push(request.log.transcribe((line) => transcript.write(`${line}\n`)));
-    detach.push(request.runner.addRecordListener((entry) => commands.write(`${JSON.stringify(entry)}\n`)));
+    folder = RunFolder.open(dir, request.log, request.runner);
     request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
     try {
       const say = { say: (line: string) => request.log.info(line) };
@@ -197,15 +192,9 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   } finally {
     result.finishedAt = new Date().toISOString();
     await machine?.closeConnection().catch(() => undefined);
-    for (const undo of detach) undo();
-    await Promise.all(streams.map((stream) => new Promise<void>((resolve) => stream.end(resolve))));
-    const scrubbed = await scrubDir(dir, secrets);
-    if (scrubbed.failed.length > 0) {
-      // A secret may remain: whatever the verb came to, it cannot say its folder is clean.
-      const error = unscrubbed(scrubbed.failed);
-      request.log.warn(`error: ${error.message}`);
-      Object.assign(result, { ok: false, outcome: error.message, exitCode: ExitCode.harnessFault, error: { kind: error.name, message: error.message, causes: [] } });
-    }
+    // A secret may remain when the scrub failed: whatever the verb came to, it cannot say its folder is clean.
+    const unclean = await folder?.close(secrets, request.log);
+    if (unclean) Object.assign(result, { ok: false, outcome: unclean.message, exitCode: ExitCode.harnessFault, error: { kind: unclean.name, message: unclean.message, causes: [] } });
     await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
     await appendToReport(record, result, request.redactor).catch((error: unknown) => request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`));
     await makePrivate(dir).catch(() => undefined);

@@ -7,7 +7,6 @@
  * each cleanup in its own try. A harness fault ends the run as "error" with its causes, never as a
  * verdict.
  */
-import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
@@ -17,12 +16,12 @@ import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening, Session, StepContext, Verdict } from "./scenario.ts";
-import { makePrivate, scrubDir, unscrubbed } from "../ansible/secrets.ts";
 import { teardown } from "./live-runs.ts";
 import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
+import { RunFolder } from "./lifecycle.ts";
 
 /** What a run is opened with. */
 export interface RunRequest extends PreflightRequest {
@@ -164,7 +163,7 @@ export class OpenRun {
     await live?.machine.closeConnection().catch(() => undefined);
     if (live) await this.#egressOf(opening, live);
     const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
-    const keep = stackExists && keepVm(opening.keep, failure, signal.aborted);
+    const keep = stackExists && keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
     if (keep && live) {
       this.report.kept = { run: report.stack, ssh: `npm run boma-it -- ssh ${report.stack}`, reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap` };
       return;
@@ -232,16 +231,11 @@ export interface RunResult {
  */
 export async function withRun(request: RunRequest, hooks: DriverHooks, body: (run: OpenRun) => Promise<void>): Promise<RunResult> {
   const machinery = await hooks.preflight(request);
-  let transcript: WriteStream | undefined;
-  let commands: WriteStream | undefined;
-  const detach: (() => void)[] = [];
+  let folder: RunFolder | undefined;
   try {
     const { identity, dir } = await freshRunDir(request, hooks.now ?? (() => new Date()));
     await machinery.lock.claim(identity.runId);
-    transcript = createWriteStream(join(dir, "run.log"), { flags: "a", mode: 0o600 });
-    detach.push(request.log.transcribe((line) => transcript!.write(`${line}\n`)));
-    commands = createWriteStream(join(dir, "commands.log"), { flags: "a", mode: 0o600 });
-    detach.push(request.runner.addRecordListener((record) => commands!.write(`${JSON.stringify(record)}\n`)));
+    folder = RunFolder.open(dir, request.log, request.runner);
     request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);
     const started = Date.now();
     const report = emptyRunReport(request, machinery, identity, dir, started);
@@ -266,25 +260,20 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
       report.harness = { peakRssMiB: harnessPeakRssMiB() };
       await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
     }
-    for (const undo of detach.splice(0)) undo();
-    await Promise.all([transcript, commands].map((stream) => new Promise<void>((resolve) => (stream ? stream.end(resolve) : resolve()))));
     // Anything secret that reached a file of the run dir (a journal, a console log) is replaced.
-    const scrubbed = await scrubDir(dir, request.secrets);
-    if (scrubbed.changed.length > 0) request.log.info(`redacted secrets in ${scrubbed.changed.length} file(s) of the run dir`);
-    if (scrubbed.failed.length > 0) {
+    const unclean = await folder.close(request.secrets, request.log);
+    if (unclean) {
       // A secret may remain: whatever the verdict was, the run cannot say its run dir is clean.
-      error = unscrubbed(scrubbed.failed);
+      error = unclean;
       report.verdict = "error";
       report.exitCode = ExitCode.harnessFault;
-      report.message = (error as Error).message;
+      report.message = unclean.message;
       report.error = { kind: "HarnessError", message: report.message, causes: [] };
-      request.log.warn(`error: ${report.message}`);
       await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
     }
-    await makePrivate(dir);
     return { report, error };
   } finally {
-    for (const undo of detach) undo();
+    await folder?.endRecords();
     await machinery.release();
   }
 }

@@ -33,7 +33,7 @@ import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
 const SYSTEM_RUNNING_TIMEOUT_MS = 5 * 60_000;
 
-/** How a scenario's VM is kept when it ends. */
+/** How a scenario's VM is kept when it ends: the run's `--keep` policy, and whether a passing one is kept too. */
 export interface KeepRule {
   policy: RunOptions["keep"];
   /** Keep it when it passed too (`up`: the VM is what it is for). */
@@ -46,7 +46,8 @@ export interface ScenarioOpening {
   expect: "fail" | "pass";
   /** Its folder in the run dir (absent: the run dir itself, as `up` has it). */
   folder?: string;
-  keep: KeepRule;
+  /** Keep its VM when it passed too (`up`); the run's `--keep` policy decides the rest. */
+  keepOnPass?: boolean;
 }
 
 /** One scenario to run. */
@@ -134,14 +135,13 @@ export interface Verdict {
 export async function runRedGreen(
   run: { steps: StepContext; scenario(opening: ScenarioOpening, body: (session: Session) => Promise<Verdict>): Promise<ScenarioReport> },
   scenarios: readonly ScenarioSpec[],
-  keep: KeepRule["policy"],
   steps: (context: StepContext, session: Session, scenario: ScenarioSpec) => Promise<Verdict> = redGreenSteps,
 ): Promise<void> {
   for (const scenario of scenarios) {
     const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
     const result = await run.steps.log.step(
       title,
-      () => run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name, keep: { policy: keep, onPass: false } }, (session) => steps(run.steps, session, scenario)),
+      () => run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name }, (session) => steps(run.steps, session, scenario)),
       (scenarioReport) => scenarioReport.ok,
     );
     if (!result.ok) break;

@@ -65,7 +65,7 @@ export async function runScenarios(inputs: RunInputs, scenarios: ScenarioSpec[],
   const request = await runRequest("run", inputs, scenarios, inputs.options.scenario === "red" ? "red" : "green", context);
   const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
     context.log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
-    await runRedGreen(run, scenarios, inputs.options.keep);
+    await runRedGreen(run, scenarios);
   });
   return report;
 }
@@ -85,7 +85,7 @@ export async function bringUp(
   const request = await runRequest("up", inputs, [scenario], scenario.name, context);
   let summary: UpSummary | undefined;
   const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {
-    await run.scenario({ name: scenario.name, expect: "pass", keep: { policy: inputs.options.keep, onPass: true } }, async (session) => {
+    await run.scenario({ name: scenario.name, expect: "pass", keepOnPass: true }, async (session) => {
       // Right after cloud-init, before anything of the profile: where `reset` goes back to.
       const bootId = await session.machine.bootId();
       await session.machine.closeConnection();

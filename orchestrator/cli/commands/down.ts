@@ -1,6 +1,6 @@
 /** `boma-it down [<run>]`: destroy one kept run (the only live one when omitted). */
 import { asBomaError, ExitCode, RefusedError } from "../../errors.ts";
-import { acquireRunLock } from "../../host/lock.ts";
+import { underRunLock } from "../../host/lock.ts";
 import { runLockPath } from "../../host/paths.ts";
 import { findVerbRun } from "../../run/attach.ts";
 import { teardown } from "../../run/live-runs.ts";
@@ -23,15 +23,10 @@ run's private keys; the run dir keeps its logs. Exit 4 when something could not 
     if (!found.engine) {
       throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");
     }
-    const lock = await acquireRunLock(runLockPath(env), `down of ${found.runId}`);
-    try {
-      await lock.claim(found.runId);
-      await teardown(found.engine, found.runId, found.outputs.runDir, log);
-    } catch (error) {
+    const engine = found.engine;
+    await underRunLock(runLockPath(env), `down of ${found.runId}`, found.runId, () => teardown(engine, found.runId, found.outputs.runDir, log)).catch((error: unknown) => {
       throw asBomaError(error, signal);
-    } finally {
-      await lock.release();
-    }
+    });
     return {
       exitCode: ExitCode.pass,
       json: { runId: found.runId, destroyed: true, runDir: found.outputs.runDir },

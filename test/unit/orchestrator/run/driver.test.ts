@@ -101,7 +101,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
 
 /** Runs one GREEN scenario whose steps do `body`. */
 async function oneScenario(setup: Fixture, body: (setup: Fixture) => Promise<Verdict>): Promise<{ report: RunReport; error: unknown }> {
-  return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], setup.request.options.keep, () => body(setup)));
+  return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], () => body(setup)));
 }
 
 const OUTCOMES: Record<string, (setup: Fixture) => Promise<Verdict>> = {
@@ -164,7 +164,7 @@ describe("run driver", () => {
       const setup = await fixture();
       try {
         const { report } = await withRun(setup.request, setup.hooks, (run) =>
-          runRedGreen(run, [{ name: "red", expect: "fail", vars: {} }, { name: "green", expect: "pass", vars: {} }], "on-failure", async (_context, session) =>
+          runRedGreen(run, [{ name: "red", expect: "fail", vars: {} }, { name: "green", expect: "pass", vars: {} }], async (_context, session) =>
             session.report.name === "red" ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" } : { ok: true, outcome: "GREEN survived" },
           ),
         );
