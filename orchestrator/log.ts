@@ -20,7 +20,7 @@ export interface LogOptions {
   now?: () => number;
   /** Whether to print at all (false in --quiet tests). */
   enabled?: boolean;
-  /** Applied to every line before it is written (the run's secrets; see run/secrets.ts). */
+  /** Applied to every line before it is written (the run's secrets; see ansible/secrets.ts). */
   redact?: (text: string) => string;
   /** Only warnings reach the stream (a transcript still gets every line). */
   quiet?: boolean;
