@@ -26,7 +26,7 @@ import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
 import type { RunError, RunReport, ScenarioReport } from "./report.ts";
-import type { Session, StepContext } from "./scenario.ts";
+import type { ScenarioVm, StepContext } from "./scenario.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
 import { loadSecrets, makePrivate, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
@@ -58,8 +58,8 @@ export interface AttachedRun {
   /** The verb's own folder in the run dir. */
   dir: string;
   /** For the scenario steps (profile, certs, secrets as the run's profile is on disk now). */
-  steps: StepContext;
-  session: Session;
+  stepContext: StepContext;
+  session: ScenarioVm;
   /** The revision of the infrastructure repo the profile was taken at (`--ref`, or the run's), if not the worktree. */
   revision?: { ref: string; commit: string };
 }
@@ -161,7 +161,7 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
       machine = await machineFor(found.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
-      const steps: StepContext = {
+      const stepContext: StepContext = {
         profile: profile!,
         certs,
         secrets,
@@ -173,8 +173,8 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
         timeouts: bootTimeouts(request.env),
         ansible: request.ansible ?? NO_ANSIBLE_ARGS,
       };
-      const session: Session = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
-      const outcome = await body({ found, record, machine, libvirt, dir, steps, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
+      const session: ScenarioVm = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
+      const outcome = await body({ found, record, machine, libvirt, dir, stepContext, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
       result.ok = outcome.ok;
       result.outcome = outcome.outcome;
       result.details = outcome.details ?? {};

@@ -15,7 +15,7 @@ import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
-import type { KeepRule, ScenarioOpening, Session, StepContext, Verdict } from "./scenario.ts";
+import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
 import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "../ansible/certs.ts";
@@ -61,7 +61,7 @@ export class OpenRun {
   }
 
   /** What the scenario steps need (scenario.ts). */
-  get steps(): StepContext {
+  get stepContext(): StepContext {
     const { request, machinery } = this;
     return {
       profile: request.profile,
@@ -82,7 +82,7 @@ export class OpenRun {
    * failure, then one keep decision. A failure of the system under test (thrown or judged) is the
    * scenario's verdict; any other error ends it after cleanup and is rethrown for the run.
    */
-  async scenario(opening: ScenarioOpening, body: (session: Session) => Promise<Verdict>): Promise<ScenarioReport> {
+  async scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport> {
     const { request, machinery } = this;
     const { log, signal } = request;
     const identity = await this.#freshIdentity();
@@ -143,7 +143,7 @@ export class OpenRun {
    * so an unattended reader has them), the machine's connection, then keep or tear down: each in
    * its own try, a leak being a fault even when the scenario passed.
    */
-  async #closeScenario(report: ScenarioReport, opening: ScenarioOpening, live: LiveRun | undefined, failure: "sut" | "harness" | "interrupted" | undefined, dir: string, timed: Session["timed"]): Promise<void> {
+  async #closeScenario(report: ScenarioReport, opening: ScenarioOpening, live: LiveRun | undefined, failure: "sut" | "harness" | "interrupted" | undefined, dir: string, timed: ScenarioVm["timed"]): Promise<void> {
     const { log, signal, runner } = this.request;
     const { engine, libvirt } = this.machinery;
     if (live && (failure === "sut" || failure === "harness")) {

@@ -111,8 +111,8 @@ export interface StepContext {
   ansible: AnsibleArgs;
 }
 
-/** A scenario's machine and where its results go (made by the run driver). */
-export interface Session {
+/** A scenario's VM: its Machine, its stack's outputs and where its results go (made by the run driver). */
+export interface ScenarioVm {
   machine: Machine;
   outputs: StackOutputs;
   report: ScenarioReport;
@@ -133,15 +133,15 @@ export interface Verdict {
  * GREEN meaningless, so the loop stops there. `steps` are a scenario's (tests give their own).
  */
 export async function runRedGreen(
-  run: { steps: StepContext; scenario(opening: ScenarioOpening, body: (session: Session) => Promise<Verdict>): Promise<ScenarioReport> },
+  run: { stepContext: StepContext; scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport> },
   scenarios: readonly ScenarioSpec[],
-  steps: (context: StepContext, session: Session, scenario: ScenarioSpec) => Promise<Verdict> = redGreenSteps,
+  steps: (context: StepContext, session: ScenarioVm, scenario: ScenarioSpec) => Promise<Verdict> = redGreenSteps,
 ): Promise<void> {
   for (const scenario of scenarios) {
     const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
-    const result = await run.steps.log.step(
+    const result = await run.stepContext.log.step(
       title,
-      () => run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name }, (session) => steps(run.steps, session, scenario)),
+      () => run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name }, (session) => steps(run.stepContext, session, scenario)),
       (scenarioReport) => scenarioReport.ok,
     );
     if (!result.ok) break;
@@ -149,7 +149,7 @@ export async function runRedGreen(
 }
 
 /** RED→GREEN's steps on a fresh VM: apply, checks, reboot with proof, checks, verdict. */
-export async function redGreenSteps(context: StepContext, session: Session, scenario: ScenarioSpec): Promise<Verdict> {
+export async function redGreenSteps(context: StepContext, session: ScenarioVm, scenario: ScenarioSpec): Promise<Verdict> {
   const { report } = session;
   const profile = await profileAt(context, session, scenario.revision);
   if (scenario.baseline) await baselineStep(context, session, scenario, await profileAt(context, session, scenario.baseline));
@@ -174,7 +174,7 @@ export async function redGreenSteps(context: StepContext, session: Session, scen
 }
 
 /** Survival checks derived from the state now (right before the reboot), recorded with what was left out. */
-export async function deriveSurvival(context: StepContext, session: Session): Promise<SurvivalPlan> {
+export async function deriveSurvival(context: StepContext, session: ScenarioVm): Promise<SurvivalPlan> {
   return session.timed("survival state before the reboot", async () => {
     const before = await observeSurvival(session.machine);
     const answering = await answeringPorts(session.outputs.ip, before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port));
@@ -218,7 +218,7 @@ export async function resolveScenarioRevisions(profile: LoadedProfile, scenarios
  * scenario's folder, its vaulted values learnt as secrets), or as the repo is on disk. Recorded
  * in the scenario's report (ref, commit, dirty).
  */
-export async function profileAt(context: StepContext, session: Pick<Session, "dir" | "report">, revision: ResolvedRevision | undefined): Promise<LoadedProfile> {
+export async function profileAt(context: StepContext, session: Pick<ScenarioVm, "dir" | "report">, revision: ResolvedRevision | undefined): Promise<LoadedProfile> {
   if (!revision) {
     const worktree = await worktreeRevision(context.profile.repoDir, context.runner);
     session.report.ref ??= null;
@@ -242,7 +242,7 @@ export async function profileAt(context: StepContext, session: Pick<Session, "di
  * The upgrade path's first apply: the baseline (what the live host runs now). Its failure is
  * the baseline's, not the change's, and says so (exit 1).
  */
-export async function baselineStep(context: StepContext, session: Session, scenario: ScenarioSpec, profile: LoadedProfile): Promise<void> {
+export async function baselineStep(context: StepContext, session: ScenarioVm, scenario: ScenarioSpec, profile: LoadedProfile): Promise<void> {
   const baseline = scenario.baseline!;
   session.report.baseline = { ref: baseline.ref!, commit: baseline.commit, apply: null };
   context.log.info(`on baseline ${baseline.ref} = ${baseline.commit.slice(0, 12)}: what the live host runs is applied first, the change on top`);
@@ -264,7 +264,7 @@ export async function baselineStep(context: StepContext, session: Session, scena
  */
 export async function applyStep(
   context: StepContext,
-  session: Pick<Session, "machine" | "outputs" | "dir">,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "dir">,
   vars: Record<string, unknown>,
   options: { folder?: string; profile?: LoadedProfile } = {},
 ): Promise<ApplyResult & { certificate: CertificateOutcome | null; hostKeyChange?: HostKeyChange }> {
@@ -305,7 +305,7 @@ export async function applyStep(
 }
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */
-export async function checkStage(context: Pick<StepContext, "profile" | "log">, session: Pick<Session, "machine" | "outputs">, stage: CheckStage, checks: readonly Check[] = context.profile.document.checks): Promise<CheckResult[]> {
+export async function checkStage(context: Pick<StepContext, "profile" | "log">, session: Pick<ScenarioVm, "machine" | "outputs">, stage: CheckStage, checks: readonly Check[] = context.profile.document.checks): Promise<CheckResult[]> {
   return runChecks(checks, session.machine, session.outputs.ip, stage, {
     onResult: (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
   });
@@ -325,7 +325,7 @@ export interface RebootOutcome {
  * check (the finding, with the console in the report); a boot that never reached its kernel, a
  * domain destroyed from the host, libvirt failing: exit 4.
  */
-export async function rebootStep(context: StepContext, session: Session, checks: readonly Check[] = context.profile.document.checks, survival?: SurvivalPlan): Promise<RebootOutcome> {
+export async function rebootStep(context: StepContext, session: ScenarioVm, checks: readonly Check[] = context.profile.document.checks, survival?: SurvivalPlan): Promise<RebootOutcome> {
   const { machine, report } = session;
   const before = await session.timed("snapshot before the reboot", () => takeSnapshot(machine));
   let proof: RebootProof;
@@ -393,7 +393,7 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
  * stalls before its kernel, the VM is powered off and on once and the same boot is waited for
  * again (recorded in `bootResets`).
  */
-async function rebootWithOneReset(context: StepContext, session: Session): Promise<RebootProof> {
+async function rebootWithOneReset(context: StepContext, session: ScenarioVm): Promise<RebootProof> {
   const { machine, report } = session;
   const bootIdBefore = await machine.bootId();
   const started = machine.now();

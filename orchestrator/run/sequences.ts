@@ -92,15 +92,15 @@ export async function bringUp(
       const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
       const record = await readRunRecord(session.dir);
       if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
-      const profileToApply = await profileAt(run.steps, session, scenario.revision);
-      if (scenario.baseline) await baselineStep(run.steps, session, scenario, await profileAt(run.steps, session, scenario.baseline));
-      const applied = await session.timed("apply", () => applyStep(run.steps, session, scenario.vars, { profile: profileToApply }));
+      const profileToApply = await profileAt(run.stepContext, session, scenario.revision);
+      if (scenario.baseline) await baselineStep(run.stepContext, session, scenario, await profileAt(run.stepContext, session, scenario.baseline));
+      const applied = await session.timed("apply", () => applyStep(run.stepContext, session, scenario.vars, { profile: profileToApply }));
       session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
       session.report.certificate = applied.certificate;
       session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
       if (keepAt === "reboot") {
         // Everything the reboot will lose is looked at and kept: the checks and the state now.
-        const pre = await session.timed("checks before the reboot", () => checkStage(run.steps, session, "pre-reboot"));
+        const pre = await session.timed("checks before the reboot", () => checkStage(run.stepContext, session, "pre-reboot"));
         session.report.checks.push(...pre);
         const snapshot = await session.timed("snapshot before the reboot", () => takeSnapshot(session.machine));
         await writeFile(join(session.dir, "before-reboot.json"), `${JSON.stringify({ checks: pre, snapshot }, null, 2)}\n`, { mode: 0o600 });

@@ -7,19 +7,19 @@ import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts
 
 /** Applies the run's profile again with its scenario's vars; the apply's failure is thrown (exit 1). */
 export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
-  const vars = run.steps.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
-  const applied = await run.session.timed("apply", () => applyStep(run.steps, run.session, vars));
+  const vars = run.stepContext.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
+  const applied = await run.session.timed("apply", () => applyStep(run.stepContext, run.session, vars));
   const at = run.revision ? ` (${run.revision.ref} = ${run.revision.commit.slice(0, 12)})` : "";
   return {
     ok: true,
-    outcome: `applied ${run.steps.profile.playbookFile}${at}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
+    outcome: `applied ${run.stepContext.profile.playbookFile}${at}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
     details: { recap: applied.recap, tasks: applied.tasks, ...(run.revision ? { revision: run.revision } : {}), ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) },
   };
 }
 
 /** Runs the profile's checks now. */
 export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
-  const checks = await run.session.timed("checks", () => checkStage(run.steps, run.session, "pre-reboot"));
+  const checks = await run.session.timed("checks", () => checkStage(run.stepContext, run.session, "pre-reboot"));
   run.session.report.checks.push(...checks);
   const failed = checks.filter((check) => !check.ok);
   return { ok: failed.length === 0, outcome: failed.length === 0 ? `every check passes (${checks.length})` : `${failed.length} of ${checks.length} checks fail: ${failed.map((check) => check.name).join(", ")}` };
@@ -27,8 +27,8 @@ export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
 
 /** The run's reboot: proof, settle, checks, before/after diff. */
 export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
-  const survival = run.steps.profile.document.survival !== false ? await deriveSurvival(run.steps, run.session) : undefined;
-  const outcome = await rebootStep(run.steps, run.session, run.steps.profile.document.checks, survival);
+  const survival = run.stepContext.profile.document.survival !== false ? await deriveSurvival(run.stepContext, run.session) : undefined;
+  const outcome = await rebootStep(run.stepContext, run.session, run.stepContext.profile.document.checks, survival);
   run.session.report.checks.push(...outcome.post);
   const failed = outcome.post.filter((check) => !check.ok);
   const details = { bootIds: run.session.report.bootIds, snapshotDiff: run.session.report.snapshotDiff, notBack: run.session.report.notBack ?? null, bootResets: run.session.report.bootResets };
@@ -50,7 +50,7 @@ export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   if (!point) {
     throw new RefusedError(`${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`, "make the VM with `npm run boma-it -- up <profile>`");
   }
-  const { machine, session, steps } = run;
+  const { machine, session, stepContext: steps } = run;
   await machine.closeConnection();
   await session.timed("reset", () => resetToPoint(run.libvirt, steps.runner, run.found.outputs, point));
   // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.

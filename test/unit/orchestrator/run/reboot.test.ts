@@ -16,7 +16,7 @@ import { BootStallError, GuestPanicError, VmDownError, type Machine, type Reboot
 import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
-import { rebootStep, type Session, type StepContext } from "../../../../orchestrator/run/scenario.ts";
+import { rebootStep, type ScenarioVm, type StepContext } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
@@ -39,7 +39,7 @@ interface Guest {
 /** A scenario's step context and session around a machine (real or played by a method-level fake). */
 function around(machine: Machine, sshMs = 1000) {
   const report = { bootIds: [], readyLagSeconds: [], beforeKernelSeconds: [], guestBootSeconds: [], bootResets: [], phases: [], checks: [], snapshotDiff: null } as unknown as ScenarioReport;
-  const session: Session = { machine, outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as Session["outputs"], report, dir: "/nonexistent", timed: (_name, body) => body() };
+  const session: ScenarioVm = { machine, outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as ScenarioVm["outputs"], report, dir: "/nonexistent", timed: (_name, body) => body() };
   const context = {
     profile: { document: { checks: [{ name: "web", tcp: { port: 8080 }, within: 1 }] } },
     certs: { tier: "internal" },

@@ -117,7 +117,7 @@ describe("verbs on a kept VM", () => {
         machine: machine as never,
         libvirt: new Libvirt(runner, "qemu:///system"),
         dir: runDir,
-        steps: { runner, timeouts: { sshMs: 1000 } } as never,
+        stepContext: { runner, timeouts: { sshMs: 1000 } } as never,
         session: { timed: (_name: string, body: () => Promise<unknown>) => body() } as never,
       });
       assert.equal(outcome.ok, true);
