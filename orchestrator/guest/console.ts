@@ -4,6 +4,8 @@
  * first line), and what the kernel says there: its first line, how a shutdown ended, a panic.
  * The Machine (machine.ts) waits on these; nothing here touches the VM.
  */
+import { open, stat } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** The boots of a console log, oldest first, each as its lines (escapes dropped). */
 export function consoleBoots(text: string): string[][] {
@@ -91,3 +93,23 @@ export const SHUTDOWN_ENDINGS: readonly (readonly [ShutdownEnding, RegExp])[] = 
   ["power-off", /\breboot: Power down/],
   ["halt", /\breboot: System halted/],
 ];
+
+/** Hands `onLines` what a console log gets from now on, every half second, until `signal` aborts. */
+export async function followConsole(file: string, onLines: (lines: string[]) => void, signal: AbortSignal): Promise<void> {
+  let offset = (await stat(file).catch(() => undefined))?.size ?? 0;
+  while (!signal.aborted) {
+    const size = (await stat(file).catch(() => undefined))?.size ?? 0;
+    if (size > offset) {
+      const handle = await open(file, "r");
+      const buffer = Buffer.alloc(size - offset);
+      try {
+        await handle.read(buffer, 0, buffer.length, offset);
+      } finally {
+        await handle.close();
+      }
+      offset = size;
+      onLines(consoleLines(buffer.toString("utf8")));
+    }
+    await sleep(500, undefined, { signal }).catch(() => undefined);
+  }
+}

@@ -1,9 +1,7 @@
 /** `boma-it console <run>`: the serial console of a run's current boot (or all of them), or followed live. */
-import { open, readFile, stat } from "node:fs/promises";
-import { setTimeout as sleep } from "node:timers/promises";
+import { readFile } from "node:fs/promises";
 import { ExitCode } from "../../errors.ts";
-import { consoleBoots } from "../../guest/console.ts";
-import { consoleLines } from "../../guest/console.ts";
+import { consoleBoots, followConsole } from "../../guest/console.ts";
 import { findVerbRun } from "../../run/attach.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals } from "../options.ts";
@@ -29,19 +27,7 @@ Options:
     const lines = args.values.all ? boots.flatMap((boot, index) => [`── boot ${index + 1} of ${boots.length} ──`, ...boot]) : (boots.at(-1) ?? []);
     if (args.values.follow) {
       stdout.write(`${lines.join("\n")}\n── following ${file} (Ctrl-C to stop) ──\n`);
-      let offset = (await stat(file).catch(() => undefined))?.size ?? 0;
-      while (!signal.aborted) {
-        const size = (await stat(file).catch(() => undefined))?.size ?? 0;
-        if (size > offset) {
-          const handle = await open(file, "r");
-          const buffer = Buffer.alloc(size - offset);
-          await handle.read(buffer, 0, buffer.length, offset);
-          await handle.close();
-          offset = size;
-          stdout.write(`${consoleLines(buffer.toString("utf8")).join("\n")}\n`);
-        }
-        await sleep(500, undefined, { signal }).catch(() => undefined);
-      }
+      await followConsole(file, (followed) => stdout.write(`${followed.join("\n")}\n`), signal);
       return { exitCode: ExitCode.pass, json: { runId: found.runId, consoleLog: file, boots: boots.length, lines }, text: "" };
     }
     return { exitCode: ExitCode.pass, json: { runId: found.runId, consoleLog: file, boots: boots.length, lines }, text: lines.join("\n") };
