@@ -154,7 +154,14 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
         // Whatever else the run put in its pool (a reset point's saved state and top volume) goes with it.
         { argv: virsh("pool-refresh", spec.pool.name), mayFail: true },
         {
-          argv: ["sh", "-c", 'for volume in $(virsh -q -c "$1" vol-list "$2" | awk \'{print $1}\'); do virsh -q -c "$1" vol-delete "$volume" --pool "$2"; done', "delete-volumes", uri, spec.pool.name],
+          argv: [
+            "sh",
+            "-c",
+            'for volume in $(virsh -q -c "$1" vol-list "$2" | awk \'{print $1}\'); do virsh -q -c "$1" vol-delete "$volume" --pool "$2"; done',
+            "delete-volumes",
+            uri,
+            spec.pool.name,
+          ],
           mayFail: true,
         },
         { argv: virsh("pool-destroy", spec.pool.name), mayFail: true },
@@ -193,8 +200,17 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
         },
         {
           argv: [
-            "genisoimage", "-quiet", "-output", files.seedIso, "-volid", "cidata", "-joliet", "-rock",
-            join(files.seedDir, "user-data"), join(files.seedDir, "meta-data"), join(files.seedDir, "network-config"),
+            "genisoimage",
+            "-quiet",
+            "-output",
+            files.seedIso,
+            "-volid",
+            "cidata",
+            "-joliet",
+            "-rock",
+            join(files.seedDir, "user-data"),
+            join(files.seedDir, "meta-data"),
+            join(files.seedDir, "network-config"),
           ],
         },
         { argv: virsh("vol-create-as", spec.pool.name, spec.volumes.seed, String(spec.seedCapacityBytes), "--format", "raw") },
@@ -211,10 +227,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       name: "domain",
       kind: "domain",
       id: name,
-      create: [
-        { argv: withPipedStdin(virsh("define", "/dev/stdin")), stdin: domainXml(spec) },
-        { argv: virsh("start", name) },
-      ],
+      create: [{ argv: withPipedStdin(virsh("define", "/dev/stdin")), stdin: domainXml(spec) }, { argv: virsh("start", name) }],
       delete: [
         { argv: virsh("destroy", name), mayFail: true },
         { argv: virsh("undefine", name, "--nvram"), ignoreAbsent: true },

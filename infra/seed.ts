@@ -57,7 +57,12 @@ export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
     // offer any of them once a role reorders or removes some). Nothing is left to generate.
     ssh_deletekeys: true,
     ssh_genkeytypes: [...HOST_KEY_TYPES],
-    ssh_keys: Object.fromEntries(keys.hostKeys.flatMap((key) => [[`${key.type}_private`, key.privateKey], [`${key.type}_public`, key.publicKey.trim()]])),
+    ssh_keys: Object.fromEntries(
+      keys.hostKeys.flatMap((key) => [
+        [`${key.type}_private`, key.privateKey],
+        [`${key.type}_public`, key.publicKey.trim()],
+      ]),
+    ),
     package_update: false,
     package_upgrade: false,
   })}`;

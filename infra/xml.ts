@@ -120,7 +120,12 @@ export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
 export function isolationFilterXml(spec: StackSpec): string {
   const own = spec.network.subnet.cidr.split("/")[0]!;
   const gateway = spec.network.subnet.gateway;
-  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({ "@action": action, "@direction": direction, "@priority": String(priority), ...match });
+  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({
+    "@action": action,
+    "@direction": direction,
+    "@priority": String(priority),
+    ...match,
+  });
   return render({
     filter: {
       "@name": spec.isolationFilter,

@@ -36,11 +36,7 @@ export function declareStack(plan: Plan): { resources: Map<string, command.local
     });
     resources.set(
       resource.name,
-      new command.local.Command(
-        resource.name,
-        { create: create.script, delete: remove.script, environment, interpreter: ["/bin/sh", "-c"] },
-        { dependsOn },
-      ),
+      new command.local.Command(resource.name, { create: create.script, delete: remove.script, environment, interpreter: ["/bin/sh", "-c"] }, { dependsOn }),
     );
     declared.push({
       name: resource.name,

@@ -212,9 +212,7 @@ export class PulumiEngine implements Engine {
   /** After a failed up: runs the deletes of plan resources the state does not hold. */
   async #deleteUnrecorded(stack: Stack, plan: Plan): Promise<void> {
     const state = await this.#cliCall(["stack", "export", "--stack", stack.name], () => stack.exportStack());
-    const recorded = new Set(
-      ((state.deployment as { resources?: { urn: string }[] } | undefined)?.resources ?? []).map(({ urn }) => resourceName(urn)),
-    );
+    const recorded = new Set(((state.deployment as { resources?: { urn: string }[] } | undefined)?.resources ?? []).map(({ urn }) => resourceName(urn)));
     for (const resource of [...plan.resources].reverse()) {
       if (recorded.has(resource.name)) continue;
       const script = deleteScript(resource.delete);
@@ -258,7 +256,9 @@ export class PulumiEngine implements Engine {
   /** Fails with the install command when the command plugin is not in PULUMI_HOME (never downloads). */
   async #requirePlugin(workspace: LocalWorkspace): Promise<void> {
     const plugins = await this.#cliCall(["plugin", "ls", "--json"], () => workspace.listPlugins());
-    const found = plugins.some((plugin) => plugin.kind === COMMAND_PLUGIN.kind && plugin.name === COMMAND_PLUGIN.name && plugin.version === COMMAND_PLUGIN.version);
+    const found = plugins.some(
+      (plugin) => plugin.kind === COMMAND_PLUGIN.kind && plugin.name === COMMAND_PLUGIN.name && plugin.version === COMMAND_PLUGIN.version,
+    );
     if (!found) {
       throw new PulumiUnavailableError(
         `the pulumi engine needs the ${COMMAND_PLUGIN.name} plugin ${COMMAND_PLUGIN.version} in ${this.#paths.home} (PULUMI_HOME), and it is not there`,

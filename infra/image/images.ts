@@ -142,13 +142,49 @@ function mib(bytes: number): string {
  */
 export const LOCAL_IMAGE_PACKAGES = [
   // genericcloud
-  "init", "systemd-sysv", "udev", "dbus", "libpam-systemd", "linux-image-cloud-amd64", "initramfs-tools",
-  "openssh-server", "ssh-import-id", "cloud-init", "cloud-guest-utils", "netplan.io", "systemd-resolved",
-  "libnss-myhostname", "polkitd", "systemd-timesyncd", "unattended-upgrades", "apparmor", "zstd", "sudo",
-  "apt-utils", "iptables", "iputils-ping", "less", "nano", "netbase", "vim-tiny", "whiptail",
-  "bridge-utils", "ifenslave", "vlan", "python3", "python3-apt", "ca-certificates",
+  "init",
+  "systemd-sysv",
+  "udev",
+  "dbus",
+  "libpam-systemd",
+  "linux-image-cloud-amd64",
+  "initramfs-tools",
+  "openssh-server",
+  "ssh-import-id",
+  "cloud-init",
+  "cloud-guest-utils",
+  "netplan.io",
+  "systemd-resolved",
+  "libnss-myhostname",
+  "polkitd",
+  "systemd-timesyncd",
+  "unattended-upgrades",
+  "apparmor",
+  "zstd",
+  "sudo",
+  "apt-utils",
+  "iptables",
+  "iputils-ping",
+  "less",
+  "nano",
+  "netbase",
+  "vim-tiny",
+  "whiptail",
+  "bridge-utils",
+  "ifenslave",
+  "vlan",
+  "python3",
+  "python3-apt",
+  "ca-certificates",
   // the example roles and the harness, offline
-  "nftables", "docker.io", "docker-cli", "iproute2", "busybox-static", "procps", "e2fsprogs", "netcat-openbsd",
+  "nftables",
+  "docker.io",
+  "docker-cli",
+  "iproute2",
+  "busybox-static",
+  "procps",
+  "e2fsprogs",
+  "netcat-openbsd",
   // a repo's `synchronize` runs rsync on both ends
   "rsync",
 ] as const;
@@ -184,11 +220,7 @@ export async function localImageRecipe(suite = "trixie"): Promise<string> {
 }
 
 /** Builds debian-13-local offline from Debian packages, without loop devices. Needs root. */
-export async function buildLocalImage(
-  cacheDir: string,
-  runner: Runner,
-  options: ImageHooks & { mirror: string; suite?: string },
-): Promise<ImageInfo> {
+export async function buildLocalImage(cacheDir: string, runner: Runner, options: ImageHooks & { mirror: string; suite?: string }): Promise<ImageInfo> {
   const suite = options.suite ?? "trixie";
   await mkdir(cacheDir, { recursive: true, mode: 0o755 });
   // A private folder of its own (0700, a fresh name), never one that may already exist.
@@ -221,7 +253,10 @@ export async function buildLocalImage(
 
     const efi = join(work, "BOOTX64.EFI");
     await step("standalone GRUB EFI", "grub-mkstandalone", [
-      "-O", "x86_64-efi", "-o", efi,
+      "-O",
+      "x86_64-efi",
+      "-o",
+      efi,
       "--modules=part_gpt ext2 search_label linux normal",
       `boot/grub/grub.cfg=${join(IMAGE_ASSETS, "grub.cfg")}`,
     ]);

@@ -53,7 +53,12 @@ export interface TransientInventory {
 export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
   const { profile, outputs } = input;
   const confinement = await prepareConfinement(join(input.dir, "confine"), input.target, input.runner);
-  const inventoryFile = await writeHostInventory(profile, input.dir, `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`, new Set(Object.keys(confinement.extraVars)));
+  const inventoryFile = await writeHostInventory(
+    profile,
+    input.dir,
+    `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`,
+    new Set(Object.keys(confinement.extraVars)),
+  );
   // Extra vars have the highest precedence, and the confinement's come last: nothing in the real
   // vars, the overlay or a scenario can point Ansible elsewhere.
   const extraVarsFile = await writeExtraVars(input.dir, { ...plainOverlayVars(input), ...input.certs.vars, ...input.scenario.vars, ...confinement.extraVars });
@@ -72,7 +77,9 @@ async function writeHostInventory(profile: LoadedProfile, dir: string, title: st
   await mkdir(inventoryDir, { recursive: true });
 
   const wanted = new Set(profile.inventoryHost.groups);
-  const inline = Object.fromEntries(Object.entries(profile.inventory.hostVars.get(host) ?? {}).filter(([key]) => !forcedVars.has(key) && key !== "ansible_connection"));
+  const inline = Object.fromEntries(
+    Object.entries(profile.inventory.hostVars.get(host) ?? {}).filter(([key]) => !forcedVars.has(key) && key !== "ansible_connection"),
+  );
   // The host's inline vars are written once, under the first of its groups that lists it.
   const listing = [...profile.inventoryHost.groups].find((group) => profile.inventory.groups.get(group)?.hosts.has(host));
   const groupBody = (name: string): Record<string, unknown> => {
@@ -119,7 +126,12 @@ async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promi
  * left out; nothing of it can make the apply fail.
  */
 async function learntSecrets(secrets: RunSecrets): Promise<{ file: string; take: () => void; cleanup: () => Promise<void> }> {
-  const base = (await stat("/dev/shm").then((stats) => stats.isDirectory(), () => false)) ? "/dev/shm" : tmpdir();
+  const base = (await stat("/dev/shm").then(
+    (stats) => stats.isDirectory(),
+    () => false,
+  ))
+    ? "/dev/shm"
+    : tmpdir();
   const folder = await mkdtemp(join(base, "boma-it-learnt-"));
   const file = join(folder, "secrets.jsonl");
   await writeFile(file, "", { mode: 0o600 });
@@ -217,11 +229,17 @@ async function configuredPaths(runner: Runner, repoDir: string): Promise<string[
   if (!known) {
     known = (async () => {
       const home = runner.env.HOME;
-      const dump = await runJailed(runner, "ansible-config", ["dump", "--only-changed", "--format", "json"], {
-        cwd: repoDir,
-        readable: [repoDir, ...homeAnsible(home), ...(await programFoldersOf(runner, "ansible-config"))],
-        env: jailEnv(runner.env),
-      }, { check: false, timeoutMs: 60_000 });
+      const dump = await runJailed(
+        runner,
+        "ansible-config",
+        ["dump", "--only-changed", "--format", "json"],
+        {
+          cwd: repoDir,
+          readable: [repoDir, ...homeAnsible(home), ...(await programFoldersOf(runner, "ansible-config"))],
+          env: jailEnv(runner.env),
+        },
+        { check: false, timeoutMs: 60_000 },
+      );
       let settings: { name: string; value: unknown }[] = [];
       try {
         settings = JSON.parse(dump.stdout) as typeof settings;
@@ -304,7 +322,12 @@ export async function checkTransientInventory(input: ApplyInput, files: Pick<Tra
     { check: false },
   );
   if (listing.failed) throw new HarnessError(`ansible-inventory cannot read the transient inventory ${files.inventoryFile}: ${listing.tail}`);
-  const hosts = new Set(listing.stdout.split("\n").map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim()).filter((name): name is string => name !== undefined));
+  const hosts = new Set(
+    listing.stdout
+      .split("\n")
+      .map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim())
+      .filter((name): name is string => name !== undefined),
+  );
   if (hosts.size !== 1 || !hosts.has(host)) {
     throw new RefusedError(
       `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
@@ -408,7 +431,18 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     result = await runJailed(
       input.runner,
       "ansible-playbook",
-      ["-i", files.inventoryFile, "--limit", host, "-e", `@${files.extraVarsFile}`, ...secret.args, ...(input.playbookArgs ?? []), ...lastWordVars(input.certs, files.confinement), input.profile.playbookFile],
+      [
+        "-i",
+        files.inventoryFile,
+        "--limit",
+        host,
+        "-e",
+        `@${files.extraVarsFile}`,
+        ...secret.args,
+        ...(input.playbookArgs ?? []),
+        ...lastWordVars(input.certs, files.confinement),
+        input.profile.playbookFile,
+      ],
       jail,
       {
         check: false,

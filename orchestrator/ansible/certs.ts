@@ -84,12 +84,7 @@ export interface CertPlan {
  * (exit 2 naming the field) and, for the le tiers, that this host reaches out (exit 3): all
  * before anything is created.
  */
-export async function planCerts(
-  profile: LoadedProfile,
-  options: CertRequest,
-  cacheDir: string,
-  probe: typeof probeEgress = probeEgress,
-): Promise<CertPlan> {
+export async function planCerts(profile: LoadedProfile, options: CertRequest, cacheDir: string, probe: typeof probeEgress = probeEgress): Promise<CertPlan> {
   const { tier, reason } = decideCertTier(options, profile.document.certs);
   const certs = profile.overlay.document.certs;
   const file = profile.overlay.file;
@@ -103,7 +98,11 @@ export async function planCerts(
   }
   const settings = tier === "le-prod-wildcard" ? certs["le-prod-wildcard"]?.wildcard : undefined;
   if (tier === "le-prod-wildcard" && !settings) {
-    throw new BadInputError({ ...where, path: "certs.le-prod-wildcard.wildcard", message: "--certs le-prod-wildcard needs {domain, certPath, keyPath} of the wildcard certificate; found none" });
+    throw new BadInputError({
+      ...where,
+      path: "certs.le-prod-wildcard.wildcard",
+      message: "--certs le-prod-wildcard needs {domain, certPath, keyPath} of the wildcard certificate; found none",
+    });
   }
   if (tier !== "internal") await requireEgress(tier, certs[tier]?.egressCheck ?? [ACME_DIRECTORY_HOSTS[tier]], probe);
   const wildcard = settings ? { settings, cache: new WildcardCache(cacheDir) } : undefined;
@@ -180,9 +179,7 @@ export function inspectCertificate(certificatePem: string, keyPem: string, domai
 }
 
 /** What the cache holds for a domain. */
-export type CacheLookup =
-  | { reusable: true; certificatePem: string; keyPem: string; facts: CertificateFacts }
-  | { reusable: false; reason: string };
+export type CacheLookup = { reusable: true; certificatePem: string; keyPem: string; facts: CertificateFacts } | { reusable: false; reason: string };
 
 /**
  * The host's cache of issued wildcard certificates: one folder per domain with `cert.pem` and
@@ -212,7 +209,10 @@ export class WildcardCache {
       return { reusable: false, reason: `the cached one is not usable: ${messageOf(error)}` };
     }
     if (facts.daysLeft < minValidDays) {
-      return { reusable: false, reason: `the cached one expires in ${facts.daysLeft} days (${facts.notAfter.toISOString().slice(0, 10)}), under the ${minValidDays} wanted` };
+      return {
+        reusable: false,
+        reason: `the cached one expires in ${facts.daysLeft} days (${facts.notAfter.toISOString().slice(0, 10)}), under the ${minValidDays} wanted`,
+      };
     }
     return { reusable: true, certificatePem, keyPem, facts };
   }
@@ -223,7 +223,10 @@ export class WildcardCache {
     await this.ensureDir();
     const folder = this.#folder(domain);
     await mkdir(folder, { recursive: true, mode: 0o700 });
-    for (const [name, content] of [["key.pem", keyPem], ["cert.pem", certificatePem]] as const) {
+    for (const [name, content] of [
+      ["key.pem", keyPem],
+      ["cert.pem", certificatePem],
+    ] as const) {
       const temporary = join(folder, `.${name}.${process.pid}`);
       await writeFile(temporary, content, { mode: 0o600 });
       await rename(temporary, join(folder, name));
@@ -290,7 +293,9 @@ export async function wildcardBeforeApply(context: WildcardContext): Promise<{ v
   hideKey(context.secrets, found.keyPem);
   await onVm(context, `install -D -m 0644 /dev/stdin ${quoteArg(settings.certPath)}`, found.certificatePem);
   await onVm(context, `install -D -m 0600 /dev/stdin ${quoteArg(settings.keyPath)}`, found.keyPem);
-  log.info(`wildcard ${settings.domain}: reusing the cached certificate (valid until ${found.facts.notAfter.toISOString().slice(0, 10)}, ${found.facts.daysLeft} days left)`);
+  log.info(
+    `wildcard ${settings.domain}: reusing the cached certificate (valid until ${found.facts.notAfter.toISOString().slice(0, 10)}, ${found.facts.daysLeft} days left)`,
+  );
   return { vars: { boma_it_wildcard_reused: true }, reused: found.facts };
 }
 
@@ -310,13 +315,17 @@ export async function wildcardAfterApply(context: WildcardContext): Promise<Cert
     certificatePem = await onVm(context, `cat ${quoteArg(settings.certPath)}`);
     keyPem = await onVm(context, `cat ${quoteArg(settings.keyPath)}`);
   } catch (error) {
-    log.warn(`wildcard ${settings.domain}: the playbook left no certificate at ${settings.certPath} / ${settings.keyPath}; nothing cached (${messageOf(error).split("\n")[0]})`);
+    log.warn(
+      `wildcard ${settings.domain}: the playbook left no certificate at ${settings.certPath} / ${settings.keyPath}; nothing cached (${messageOf(error).split("\n")[0]})`,
+    );
     return outcome("not cached", `nothing at ${settings.certPath}`);
   }
   hideKey(context.secrets, keyPem);
   try {
     const facts = await cache.store(settings.domain, certificatePem, keyPem);
-    log.info(`wildcard ${settings.domain}: issued by this run, valid until ${facts.notAfter.toISOString().slice(0, 10)}; cached in ${cache.dir} for later runs`);
+    log.info(
+      `wildcard ${settings.domain}: issued by this run, valid until ${facts.notAfter.toISOString().slice(0, 10)}; cached in ${cache.dir} for later runs`,
+    );
     return outcome("issued", `cached in ${cache.dir}`, facts.notAfter);
   } catch (error) {
     log.warn(`wildcard ${settings.domain}: what the VM holds cannot be cached: ${messageOf(error)}`);

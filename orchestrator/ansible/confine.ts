@@ -120,10 +120,18 @@ let documentedVars: Promise<Record<string, string[]>> | undefined;
 function optionVars(runner: Runner): Promise<Record<string, string[]>> {
   documentedVars ??= (async () => {
     const merged: Record<string, string[]> = Object.fromEntries(Object.entries(KNOWN_OPTION_VARS).map(([option, names]) => [option, [...names]]));
-    const doc = await runJailed(runner, "ansible-doc", ["-t", "connection", "ansible.builtin.ssh", "--json"], { cwd: "/", env: jailEnv(runner.env) }, { check: false, timeoutMs: 60_000 });
+    const doc = await runJailed(
+      runner,
+      "ansible-doc",
+      ["-t", "connection", "ansible.builtin.ssh", "--json"],
+      { cwd: "/", env: jailEnv(runner.env) },
+      { check: false, timeoutMs: 60_000 },
+    );
     if (doc.failed) return merged;
     try {
-      const options = (JSON.parse(doc.stdout) as Record<string, { doc?: { options?: Record<string, { vars?: { name: string }[] }> } }>)["ansible.builtin.ssh"]?.doc?.options ?? {};
+      const options =
+        (JSON.parse(doc.stdout) as Record<string, { doc?: { options?: Record<string, { vars?: { name: string }[] }> } }>)["ansible.builtin.ssh"]?.doc
+          ?.options ?? {};
       for (const [option, spec] of Object.entries(options)) {
         if (!(option in merged)) continue;
         // Only plain variable names: `inventory_hostname` and `delegated_vars[...]` are not set by a repo.
@@ -144,7 +152,9 @@ function optionVars(runner: Runner): Promise<Record<string, string[]>> {
  */
 export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner): Promise<Confinement> {
   if (target.controlPath === undefined) {
-    throw new HarnessError("this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own");
+    throw new HarnessError(
+      "this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own",
+    );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
@@ -200,7 +210,13 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
     recordsFile,
     readable: [dir, import.meta.dirname, dirname(realSsh)],
     extraVars,
-    env: (path) => ({ PATH: `${binDir}:${path}`, ANSIBLE_SSH_EXECUTABLE: sshProgram, ANSIBLE_SSH_TRANSFER_METHOD: "piped", ANSIBLE_PIPELINING: "True", ANSIBLE_HOST_KEY_CHECKING: "True" }),
+    env: (path) => ({
+      PATH: `${binDir}:${path}`,
+      ANSIBLE_SSH_EXECUTABLE: sshProgram,
+      ANSIBLE_SSH_TRANSFER_METHOD: "piped",
+      ANSIBLE_PIPELINING: "True",
+      ANSIBLE_HOST_KEY_CHECKING: "True",
+    }),
     refusals: async () => (await ofKind("refusal")).map((entry) => ({ what: String(entry.what ?? "a connection"), detail: String(entry.detail ?? "") })),
     notes: async () => [...new Set((await ofKind("note")).map((entry) => String(entry.note ?? "")).filter(Boolean))],
     connections: async () => (await ofKind("connection")).map((entry) => (Array.isArray(entry.argv) ? (entry.argv as unknown[]).map(String) : [])),

@@ -79,7 +79,9 @@ export async function openGate(runner: Runner, controlPath: string, files: TellF
   if (outcome !== "ready") {
     const result = outcome === "ended" ? await ended : undefined;
     await close();
-    throw new HarnessError(`the gate to the run's SSH master did not open${result ? `: ${result.tail.split("\n").at(-1) ?? `exit ${result.exitCode}`}` : ` within ${GATE_READY_MS / 1000} s`}`);
+    throw new HarnessError(
+      `the gate to the run's SSH master did not open${result ? `: ${result.tail.split("\n").at(-1) ?? `exit ${result.exitCode}`}` : ` within ${GATE_READY_MS / 1000} s`}`,
+    );
   }
   return { socket, tellSocket, close };
 }

@@ -38,7 +38,9 @@ function pythonQuoted(text: string): string {
 
 /** Percent-encoded: every byte but the unreserved ones (RFC 3986, Python's `quote(safe="")`). */
 function percentEncoded(text: string): string {
-  return [...Buffer.from(text, "utf8")].map((byte) => (/[A-Za-z0-9_.~-]/.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("");
+  return [...Buffer.from(text, "utf8")]
+    .map((byte) => (/[A-Za-z0-9_.~-]/.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`))
+    .join("");
 }
 
 /** `encodeURIComponent` of `text`; a lone surrogate, which it refuses, is encoded as the replacement character Node writes for it. */
@@ -77,7 +79,8 @@ export function secretForms(value: string): string[] {
     ];
     // ...and how a JSON document around it, or a JSON document quoted in another, shows that.
     for (const form of written) {
-      for (const shown of [form, jsonEscaped(form), jsonEscapedAscii(form), jsonEscaped(jsonEscaped(form)), jsonEscapedAscii(jsonEscapedAscii(form))]) forms.add(shown);
+      for (const shown of [form, jsonEscaped(form), jsonEscapedAscii(form), jsonEscaped(jsonEscaped(form)), jsonEscapedAscii(jsonEscapedAscii(form))])
+        forms.add(shown);
     }
   }
   return [...forms].filter((form) => form.length >= MIN_SECRET_LENGTH);
@@ -189,12 +192,20 @@ export async function loadSecrets(profile: LoadedProfile, runner: Runner, redact
 }
 
 function describeVaults(vaultFile: string | undefined, repoFiles: readonly string[]): string {
-  const parts = [...(vaultFile ? [`the overlay's vault ${vaultFile}`] : []), ...(repoFiles.length > 0 ? [`the repo's vaulted vars (${repoFiles.join(", ")})`] : [])];
+  const parts = [
+    ...(vaultFile ? [`the overlay's vault ${vaultFile}`] : []),
+    ...(repoFiles.length > 0 ? [`the repo's vaulted vars (${repoFiles.join(", ")})`] : []),
+  ];
   return parts.join(" and ");
 }
 
 /** The secrets of a set of values (tests, and the runs that learn theirs through {@link loadSecrets}). */
-export function secretsOf(values: readonly string[], vaultFile?: string, secretVars: Record<string, unknown> = {}, redactor: Redactor = new Redactor()): RunSecrets {
+export function secretsOf(
+  values: readonly string[],
+  vaultFile?: string,
+  secretVars: Record<string, unknown> = {},
+  redactor: Redactor = new Redactor(),
+): RunSecrets {
   redactor.add(...values);
   return {
     get values() {
@@ -225,8 +236,13 @@ export interface ScrubResult {
 
 /** The harness fault of a scrub that could not read or rewrite some files of the run dir. */
 export function unscrubbed(failed: ScrubResult["failed"]): HarnessError {
-  const named = failed.slice(0, 5).map(({ path, reason }) => `${path} (${reason})`).join(", ");
-  return new HarnessError(`a secret may remain in the run dir: boma-it could not scrub ${named}${failed.length > 5 ? ` and ${failed.length - 5} more` : ""}; look at them, or remove them, before sharing the run dir`);
+  const named = failed
+    .slice(0, 5)
+    .map(({ path, reason }) => `${path} (${reason})`)
+    .join(", ");
+  return new HarnessError(
+    `a secret may remain in the run dir: boma-it could not scrub ${named}${failed.length > 5 ? ` and ${failed.length - 5} more` : ""}; look at them, or remove them, before sharing the run dir`,
+  );
 }
 
 /** Files up to this size are scrubbed in one read; larger ones a piece at a time. */
@@ -262,8 +278,7 @@ export async function scrubDir(dir: string, secrets: Pick<RunSecrets, "redactor"
       // again: a copy of what git holds (as private as the run dir), never rewritten.
       if (entry.isDirectory()) {
         if (entry.name !== CHECKOUTS_DIR) await walk(path);
-      }
-      else if (entry.isFile()) {
+      } else if (entry.isFile()) {
         try {
           if (await scrubFile(path, forms)) result.changed.push(path);
         } catch (error) {
@@ -299,7 +314,7 @@ async function scrubFile(path: string, forms: readonly string[]): Promise<boolea
   const longest = Math.max(...forms.map((form) => form.length));
   const copy = `${path}.scrub-${process.pid}`;
   const input = await open(path, "r");
-  const output = await open(copy, "w", mode & 0o777 | 0o600);
+  const output = await open(copy, "w", (mode & 0o777) | 0o600);
   let changed = false;
   try {
     let carry = "";

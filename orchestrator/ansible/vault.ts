@@ -36,7 +36,10 @@ export async function hostVaultFiles(profile: Pick<LoadedProfile, "repoDir" | "i
   const host = new Set<string>();
   // The host_group_vars plugin's files: <root>/group_vars/<group>[.yml|.yaml|.json] or a folder of that name.
   for (const root of varsRoots) {
-    for (const [folder, wanted] of [["group_vars", profile.inventoryHost.groups], ["host_vars", [profile.inventoryHost.name]]] as const) {
+    for (const [folder, wanted] of [
+      ["group_vars", profile.inventoryHost.groups],
+      ["host_vars", [profile.inventoryHost.name]],
+    ] as const) {
       for (const entry of await readdir(join(root, folder)).catch(() => [] as string[])) {
         const stem = [".yml", ".yaml", ".json"].includes(extname(entry)) ? entry.slice(0, -extname(entry).length) : entry;
         if (!(wanted as readonly string[]).includes(stem)) continue;
@@ -70,18 +73,27 @@ export async function readVaultedValues(files: readonly string[], context: { run
   const python = await ansiblePython(context.runner);
   const vault = await vaultPasswords(context.runner, context.vaultRepoDir ?? context.cwd);
   const client = vaultClient(vault.passwords, python);
-  const result = await runJailed(context.runner, python, [join(import.meta.dirname, "vault_values.py"), ...files], {
-    cwd: context.cwd,
-    readable: [context.cwd, import.meta.dirname, ...files, ...(await programFolders(python))],
-    env: jailEnv(context.runner.env, client.env),
-    ...(client.stdinFile ? { stdinFile: client.stdinFile } : {}),
-  }, { check: false, secretOutput: true, timeoutMs: 120_000 });
+  const result = await runJailed(
+    context.runner,
+    python,
+    [join(import.meta.dirname, "vault_values.py"), ...files],
+    {
+      cwd: context.cwd,
+      readable: [context.cwd, import.meta.dirname, ...files, ...(await programFolders(python))],
+      env: jailEnv(context.runner.env, client.env),
+      ...(client.stdinFile ? { stdinFile: client.stdinFile } : {}),
+    },
+    { check: false, secretOutput: true, timeoutMs: 120_000 },
+  );
   let parsed: { files?: ({ file: string; values: string[] } | { file: string; error: string })[]; error?: string };
   try {
     parsed = JSON.parse(result.stdout) as typeof parsed;
   } catch {
     // The helper itself failed (no Ansible for that interpreter): nothing it printed is shown, it may hold plaintext.
-    return { files: new Map(files.map((file) => [file, { error: `Ansible's loader did not run (${python} exited with ${result.exitCode ?? "a signal"})` }])), passwordProblem: vault.problem };
+    return {
+      files: new Map(files.map((file) => [file, { error: `Ansible's loader did not run (${python} exited with ${result.exitCode ?? "a signal"})` }])),
+      passwordProblem: vault.problem,
+    };
   }
   const map = new Map<string, { values: string[] } | { error: string }>();
   for (const entry of parsed.files ?? []) map.set(entry.file, "values" in entry ? { values: entry.values } : { error: entry.error });
@@ -108,7 +120,10 @@ const passwordsByRepo = new Map<string, Promise<VaultPasswords>>();
  */
 export function vaultPasswords(runner: Runner, repoDir: string): Promise<VaultPasswords> {
   // Once per repo and per way of giving the password (one process has one, tests several).
-  const key = JSON.stringify([repoDir, ...["ANSIBLE_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_IDENTITY_LIST", "ANSIBLE_CONFIG", "HOME"].map((name) => runner.env[name] ?? null)]);
+  const key = JSON.stringify([
+    repoDir,
+    ...["ANSIBLE_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_IDENTITY_LIST", "ANSIBLE_CONFIG", "HOME"].map((name) => runner.env[name] ?? null),
+  ]);
   let known = passwordsByRepo.get(key);
   if (!known) {
     known = (async () => {
@@ -146,7 +161,10 @@ const VAULT_CLIENT = `${JAIL_RUN_DIR}/vault-client`;
  * default one included, at it (they win over the repo's ansible.cfg, whose own password script
  * is not run again in the jail). No passwords: nothing.
  */
-export function vaultClient(passwords: VaultPasswords["passwords"], python: string): { env: Record<string, string>; stdinFile?: { path: string; mode: number; content: string } } {
+export function vaultClient(
+  passwords: VaultPasswords["passwords"],
+  python: string,
+): { env: Record<string, string>; stdinFile?: { path: string; mode: number; content: string } } {
   if (passwords.length === 0) return { env: {} };
   const byId = Object.fromEntries(passwords.map(({ id, password }) => [id, password]));
   // JSON's string escapes are Python's too: the literal below is the JSON text of the map.

@@ -159,7 +159,10 @@ function reportError(error: unknown, exitCode: number, io: { stdout: Pick<Writab
 function findCommand(name: string): CommandDefinition {
   const command = COMMANDS.find((candidate) => candidate.name === name);
   if (command) return command;
-  const hint = closest(name, COMMANDS.map((candidate) => candidate.name));
+  const hint = closest(
+    name,
+    COMMANDS.map((candidate) => candidate.name),
+  );
   throw new BadInputError({
     message: `unknown command ${JSON.stringify(name)}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}; expected one of ${COMMANDS.map((candidate) => candidate.name).join(", ")} (see \`${PROGRAM} --help\`)`,
   });

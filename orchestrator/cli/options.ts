@@ -218,14 +218,19 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
 export function egressOptions(values: ParsedArgs["values"]): Pick<RunOptions, "egress" | "egressOpen"> {
   const given = (Array.isArray(values.egress) ? values.egress : []).filter((value): value is string => typeof value === "string");
   if (given.length === 0) return { egress: [], egressOpen: false };
-  if (values["no-egress"] === true) throw new BadInputError({ message: `--egress and --no-egress: expected one of them, found both (--egress ${given.join(" --egress ")})` });
+  if (values["no-egress"] === true)
+    throw new BadInputError({ message: `--egress and --no-egress: expected one of them, found both (--egress ${given.join(" --egress ")})` });
   if (given.includes("open")) {
-    if (given.length > 1) throw new BadInputError({ message: `--egress open lifts the allowlist: expected it alone, found it with ${given.filter((name) => name !== "open").join(", ")}` });
+    if (given.length > 1)
+      throw new BadInputError({
+        message: `--egress open lifts the allowlist: expected it alone, found it with ${given.filter((name) => name !== "open").join(", ")}`,
+      });
     return { egress: [], egressOpen: true };
   }
   for (const name of given) {
     const checked = egressName.safeParse(name);
-    if (!checked.success) throw new BadInputError({ message: `--egress: ${checked.error.issues[0]?.message ?? "expected a DNS name"}, found ${JSON.stringify(name)}` });
+    if (!checked.success)
+      throw new BadInputError({ message: `--egress: ${checked.error.issues[0]?.message ?? "expected a DNS name"}, found ${JSON.stringify(name)}` });
   }
   return { egress: [...new Set(given.map((name) => name.toLowerCase()))], egressOpen: false };
 }
@@ -248,9 +253,11 @@ export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
       } catch (error) {
         throw new BadInputError({ message: `-e: expected key=value or a JSON object, found ${JSON.stringify(pair)} (${(error as Error).message})` });
       }
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new BadInputError({ message: `-e: expected a JSON object, found ${JSON.stringify(pair)}` });
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+        throw new BadInputError({ message: `-e: expected a JSON object, found ${JSON.stringify(pair)}` });
       for (const key of Object.keys(parsed)) {
-        if (!ANSIBLE_VAR_NAME.test(key)) throw new BadInputError({ message: `-e: ${JSON.stringify(key)} is not an Ansible variable name (in ${JSON.stringify(pair)})` });
+        if (!ANSIBLE_VAR_NAME.test(key))
+          throw new BadInputError({ message: `-e: ${JSON.stringify(key)} is not an Ansible variable name (in ${JSON.stringify(pair)})` });
       }
       // Passed on as written (Ansible reads the numbers, not a re-serialised copy of them), less
       // leading blanks: Ansible takes text as JSON only when it starts with the brace.
@@ -258,7 +265,8 @@ export function ansibleArgs(values: ParsedArgs["values"]): AnsibleArgs {
       continue;
     }
     const match = typeof pair === "string" ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(pair) : null;
-    if (!match) throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, or a JSON object, found ${JSON.stringify(pair)}` });
+    if (!match)
+      throw new BadInputError({ message: `-e: expected key=value with an Ansible variable name as key, or a JSON object, found ${JSON.stringify(pair)}` });
     extraVars.push(JSON.stringify({ [match[1]!]: match[2]! }));
   }
   const text = (name: string) => (typeof values[name] === "string" ? (values[name] as string) : undefined);

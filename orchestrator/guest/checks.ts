@@ -80,10 +80,15 @@ async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs
     const output = (await machine.waitUntilSucceeds(check.run, withinMs)).trim().split("\n").at(-1) ?? "";
     return `exit 0${output ? `: ${output.slice(0, 200)}` : ""}`;
   }
-  return machine.waitFor(describeCheck(check, ip), withinMs, async () => {
-    const outcome = await hostProbe(check, ip);
-    return outcome.ok ? { done: true, value: outcome.detail } : { done: false, seen: outcome.detail };
-  }, { intervalMs: 1000, maxIntervalMs: 3000 });
+  return machine.waitFor(
+    describeCheck(check, ip),
+    withinMs,
+    async () => {
+      const outcome = await hostProbe(check, ip);
+      return outcome.ok ? { done: true, value: outcome.detail } : { done: false, seen: outcome.detail };
+    },
+    { intervalMs: 1000, maxIntervalMs: 3000 },
+  );
 }
 
 /** Runs every check of a stage side by side; each waits until it passes or its `within` is up. */

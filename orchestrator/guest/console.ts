@@ -32,11 +32,13 @@ export function consoleBlock(consoleLog: string, tail: readonly string[]): strin
 
 /** Serial console text as lines, without terminal escapes and trailing blanks. */
 export function consoleLines(text: string): string[] {
-  return text
-    // eslint-disable-next-line no-control-regex
-    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
-    .split(/\r?\n/)
-    .map((line) => line.trimEnd());
+  return (
+    text
+      // eslint-disable-next-line no-control-regex
+      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
+      .split(/\r?\n/)
+      .map((line) => line.trimEnd())
+  );
 }
 
 /** A guest kernel panic as the serial console shows it (timestamps and escapes dropped). */

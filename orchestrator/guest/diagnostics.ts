@@ -90,13 +90,18 @@ export async function collectDiagnostics(input: DiagnosticsInput): Promise<Diagn
 async function journalFromDisk(input: DiagnosticsInput): Promise<string> {
   const { runner, libvirt, outputs } = input;
   const disks = await runner.run("virsh", ["-q", "-c", libvirt.uri, "domblklist", outputs.domain, "--details"]);
-  const overlay = disks.stdout.split("\n").map((line) => line.trim().split(/\s+/)).find((fields) => fields[1] === "disk")?.[3];
+  const overlay = disks.stdout
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .find((fields) => fields[1] === "disk")?.[3];
   if (!overlay) throw new Error("the domain has no disk");
   const work = await mkdtemp(join(input.dir, ".disk-"));
   try {
     const raw = join(work, "disk.raw");
     await runner.run("qemu-img", ["convert", "-U", "-O", "raw", overlay, raw], { timeoutMs: 15 * 60_000 });
-    const table = JSON.parse((await runner.run("sfdisk", ["-J", raw])).stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } };
+    const table = JSON.parse((await runner.run("sfdisk", ["-J", raw])).stdout) as {
+      partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] };
+    };
     const sector = table.partitiontable.sectorsize ?? 512;
     const root = table.partitiontable.partitions.at(-1);
     if (!root) throw new Error("no partitions on the disk");

@@ -58,8 +58,22 @@ export function compareHostKeys(pinned: readonly string[], now: readonly string[
   const rotated = added.map(typeOf).filter((type) => removed.map(typeOf).includes(type));
   const parts = [
     ...(rotated.length > 0 ? [`rotated: ${rotated.join(", ")}`] : []),
-    ...(added.filter((key) => !rotated.includes(typeOf(key))).length > 0 ? [`new: ${added.map(typeOf).filter((type) => !rotated.includes(type)).join(", ")}`] : []),
-    ...(removed.filter((key) => !rotated.includes(typeOf(key))).length > 0 ? [`removed: ${removed.map(typeOf).filter((type) => !rotated.includes(type)).join(", ")}`] : []),
+    ...(added.filter((key) => !rotated.includes(typeOf(key))).length > 0
+      ? [
+          `new: ${added
+            .map(typeOf)
+            .filter((type) => !rotated.includes(type))
+            .join(", ")}`,
+        ]
+      : []),
+    ...(removed.filter((key) => !rotated.includes(typeOf(key))).length > 0
+      ? [
+          `removed: ${removed
+            .map(typeOf)
+            .filter((type) => !rotated.includes(type))
+            .join(", ")}`,
+        ]
+      : []),
   ];
   return { added: added.map(typeOf), removed: removed.map(typeOf), detail: parts.join("; ") };
 }
@@ -87,7 +101,9 @@ export async function followHostKeys(machine: Machine, log: Log): Promise<HostKe
         // The run's own connection was gone before the role's change could be followed: not judged.
         throw new HarnessError(`${message} (the run's master connection had ended before the keys could be read: the change cannot be judged)`);
       }
-      throw new HostKeyRejectedError(`${message} (a role replaced every host key sshd offers${machine.target.controlPath === undefined ? ", and this run has no master connection to learn them through" : " and ended the run's connection"})`);
+      throw new HostKeyRejectedError(
+        `${message} (a role replaced every host key sshd offers${machine.target.controlPath === undefined ? ", and this run has no master connection to learn them through" : " and ended the run's connection"})`,
+      );
     }
     log.warn(`could not read the VM's host keys after the apply (exit ${result.exitCode}): they stay pinned as they were`);
     return undefined;
@@ -100,7 +116,9 @@ export async function followHostKeys(machine: Machine, log: Log): Promise<HostKe
   const change = compareHostKeys(pinned, now);
   if (!change) return undefined;
   await pinHostKeys(knownHostsFile, alias, now);
-  log.warn(`the VM's SSH host keys changed during the apply (${change.detail}), as when a role manages host keys; re-pinned to the VM's keys, read through a connection a pinned key authenticated`);
+  log.warn(
+    `the VM's SSH host keys changed during the apply (${change.detail}), as when a role manages host keys; re-pinned to the VM's keys, read through a connection a pinned key authenticated`,
+  );
   return change;
 }
 

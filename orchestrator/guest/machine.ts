@@ -12,7 +12,18 @@ import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { realClock, retry, WaitError, type Clock } from "../retry.ts";
 import { endMaster, masterAlive, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
-import { consoleBlock, consoleLines, describePanic, findKernelPanic, isTcgTextPatchRace, KERNEL_BANNER, MACHINE_RESTART, SHUTDOWN_ENDINGS, type KernelPanic, type ShutdownEnding } from "./console.ts";
+import {
+  consoleBlock,
+  consoleLines,
+  describePanic,
+  findKernelPanic,
+  isTcgTextPatchRace,
+  KERNEL_BANNER,
+  MACHINE_RESTART,
+  SHUTDOWN_ENDINGS,
+  type KernelPanic,
+  type ShutdownEnding,
+} from "./console.ts";
 
 /** How a command runs on the machine. */
 export interface ExecuteOptions {
@@ -189,7 +200,9 @@ export class Machine {
   /** Why SSH itself failed: an unpinned host key is the VM's doing, anything else the harness's or the network's. */
   #sshFailure(command: string, stderr: string): Error {
     if (HOST_KEY_REJECTED.test(stderr)) {
-      return new HostKeyRejectedError(`${this.name}: cannot run \`${command}\`: the VM offers an SSH host key that is not pinned (a role changed the host keys and the harness could not follow): refusing to trust it`);
+      return new HostKeyRejectedError(
+        `${this.name}: cannot run \`${command}\`: the VM offers an SSH host key that is not pinned (a role changed the host keys and the harness could not follow): refusing to trust it`,
+      );
     }
     return new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(stderr)}`);
   }
@@ -234,7 +247,10 @@ export class Machine {
    * panic only in the console output that follows, so a panic of the boot before does not count.
    */
   async markNewBoot(): Promise<void> {
-    this.#bootConsoleStart = await stat(this.#options.consoleLog).then((stats) => stats.size, () => 0);
+    this.#bootConsoleStart = await stat(this.#options.consoleLog).then(
+      (stats) => stats.size,
+      () => 0,
+    );
   }
 
   /** Whether the current boot's kernel has started (its first line is on the console since {@link markNewBoot}). */
@@ -296,8 +312,7 @@ export class Machine {
    */
   async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number; restartAt?: number } = {}): Promise<SshReady> {
     const started = this.#clock.now();
-    const probe =
-      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
+    const probe = "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
     let bannerAt: number | undefined;
     let rejectedSince: number | undefined;
     const console = this.#throttledConsoleLine();
@@ -316,7 +331,10 @@ export class Machine {
           rejectedSince ??= answeredAt;
           if (answeredAt - rejectedSince >= HOST_KEY_REJECTED_GRACE_MS) {
             const message = `${this.name}: the VM's sshd offers a host key that is not pinned (for ${Math.round((answeredAt - rejectedSince) / 1000)} s)`;
-            if (options.notBootId) throw new HostKeyRejectedError(`${message} after the reboot: a role changed the host keys in a way the harness could not follow (at boot, or after the apply's connection ended); refusing to trust it`);
+            if (options.notBootId)
+              throw new HostKeyRejectedError(
+                `${message} after the reboot: a role changed the host keys in a way the harness could not follow (at boot, or after the apply's connection ended); refusing to trust it`,
+              );
             throw new HarnessError(`${message} on the first boot: the seed's keys did not reach it`);
           }
         } else rejectedSince = undefined;
@@ -335,10 +353,10 @@ export class Machine {
         }
         const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
         const activeMicros = Number(sshdActive.trim());
-        const readyLagSeconds =
-          Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
+        const readyLagSeconds = Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
         const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
-        const beforeKernelSeconds = options.bootBeganAt === undefined ? undefined : Math.max(0, round1((answeredAt - options.bootBeganAt) / 1000 - uptimeSeconds));
+        const beforeKernelSeconds =
+          options.bootBeganAt === undefined ? undefined : Math.max(0, round1((answeredAt - options.bootBeganAt) / 1000 - uptimeSeconds));
         return {
           done: true,
           value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000), beforeKernelSeconds },
@@ -402,7 +420,9 @@ export class Machine {
     }
     await power.start();
     const poweredOnAt = this.#clock.now();
-    this.#options.log.info(`${this.name}: the old system shut down and restarted after ${round1((poweredOnAt - started) / 1000)} s; the VM powered off as told and is started afresh`);
+    this.#options.log.info(
+      `${this.name}: the old system shut down and restarted after ${round1((poweredOnAt - started) / 1000)} s; the VM powered off as told and is started afresh`,
+    );
     const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
     const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
     return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
@@ -455,10 +475,15 @@ export class Machine {
         if (/^shut off \((shutdown|destroyed)\)/.test(state) && ending === "restart") return { done: true, value: undefined };
         if (/^shut off \(shutdown\)/.test(state)) {
           offSince ??= this.#clock.now();
-          if (ending === undefined && this.#clock.now() - offSince < CONSOLE_DRAIN_MS) return { done: false, seen: "the VM is off; reading the console's last lines" };
+          if (ending === undefined && this.#clock.now() - offSince < CONSOLE_DRAIN_MS)
+            return { done: false, seen: "the VM is off; reading the console's last lines" };
         }
         const word = ending === undefined ? "its console does not say how the shutdown ended" : `its kernel's last word: ${ending}`;
-        throw new VmDownError(`${this.name}: the VM is ${state} where its reboot should have restarted it (${word})${consoleBlock(this.#options.consoleLog, await this.currentBootConsole(15))}`, state, ending);
+        throw new VmDownError(
+          `${this.name}: the VM is ${state} where its reboot should have restarted it (${word})${consoleBlock(this.#options.consoleLog, await this.currentBootConsole(15))}`,
+          state,
+          ending,
+        );
       },
       { intervalMs: 500, maxIntervalMs: 1000, domainMayStop: true, withConsole: true },
     );
@@ -547,7 +572,10 @@ export class Machine {
             throw new VmDownError(`gave up waiting for ${this.name}: ${what}: the VM is ${state}${consoleBlock(this.#options.consoleLog, tail)}`, state);
           }
           const stalled = await options.stall?.();
-          if (stalled) throw new BootStallError(`gave up waiting for ${this.name}: ${what}: ${stalled}${consoleBlock(this.#options.consoleLog, await this.consoleTail(15))}`);
+          if (stalled)
+            throw new BootStallError(
+              `gave up waiting for ${this.name}: ${what}: ${stalled}${consoleBlock(this.#options.consoleLog, await this.consoleTail(15))}`,
+            );
           panic = await panicked();
           return panic ? `the guest kernel panicked: ${describePanic(panic)}` : undefined;
         },

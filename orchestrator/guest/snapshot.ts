@@ -36,7 +36,13 @@ export async function takeSnapshot(machine: Machine): Promise<Snapshot> {
 export function diffSnapshots(before: Snapshot, after: Snapshot): Record<string, SnapshotDiff> {
   const diff: Record<string, SnapshotDiff> = {};
   for (const name of Object.keys(SNAPSHOT_COMMANDS) as (keyof Snapshot)[]) {
-    const lines = (text: string) => new Set(text.split("\n").map((line) => line.trim()).filter(Boolean));
+    const lines = (text: string) =>
+      new Set(
+        text
+          .split("\n")
+          .map((line) => line.trim())
+          .filter(Boolean),
+      );
     const was = lines(before[name]);
     const now = lines(after[name]);
     diff[name] = { added: [...now].filter((line) => !was.has(line)), removed: [...was].filter((line) => !now.has(line)) };

@@ -94,7 +94,8 @@ export function parseSurvival(text: string): SurvivalState {
       const [proto, local = "", unit = ""] = fields;
       const at = local.lastIndexOf(":");
       const port = Number(local.slice(at + 1));
-      if ((proto === "tcp" || proto === "udp") && Number.isInteger(port)) state.listeners.push({ proto, address: local.slice(0, at), port, unit: unit === "-" ? "" : unit });
+      if ((proto === "tcp" || proto === "udp") && Number.isInteger(port))
+        state.listeners.push({ proto, address: local.slice(0, at), port, unit: unit === "-" ? "" : unit });
     } else if (kind === "active" && fields[0]) {
       state.active.push({ unit: fields[0], onDemand: (fields[1] ?? "") !== "" || (fields[2] ?? "") !== "" });
     } else if (kind === "failed" && fields[0]) state.failed.push(fields[0]);
@@ -138,14 +139,22 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
     checks.push({
       name: `survives: ${describe(listener)}`,
       holds: (state) => {
-        const found = state.listeners.find((candidate) => candidate.proto === listener.proto && candidate.address === listener.address && candidate.port === listener.port);
-        return found ? { ok: true, detail: `listening: ${describe(found)}` } : { ok: false, detail: `nothing listens on ${listener.proto} ${listener.address}:${listener.port}` };
+        const found = state.listeners.find(
+          (candidate) => candidate.proto === listener.proto && candidate.address === listener.address && candidate.port === listener.port,
+        );
+        return found
+          ? { ok: true, detail: `listening: ${describe(found)}` }
+          : { ok: false, detail: `nothing listens on ${listener.proto} ${listener.address}:${listener.port}` };
       },
     });
   }
   const failedBefore = new Set(before.failed);
   for (const { unit, onDemand } of before.active) {
-    const why = harnessOrBootUnit(unit) ?? (onDemand && unit.endsWith(".service") ? "started on demand (D-Bus or socket activation): it need not run after a boot until something asks for it" : undefined);
+    const why =
+      harnessOrBootUnit(unit) ??
+      (onDemand && unit.endsWith(".service")
+        ? "started on demand (D-Bus or socket activation): it need not run after a boot until something asks for it"
+        : undefined);
     if (why) {
       leftOut.push({ item: unit, why });
       continue;
@@ -158,7 +167,10 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
         // The unit's own definition says when it runs (first-boot work such as committing the
         // machine id; a condition on a file or the hardware): reported, as a ruleset change is.
         if (state.skipped.includes(unit)) {
-          return { ok: !strict, detail: `${unit} was skipped on this boot: a start condition of its own did not hold (ConditionResult=no)${strict ? "" : "; reported, fails only with survival: strict"}` };
+          return {
+            ok: !strict,
+            detail: `${unit} was skipped on this boot: a start condition of its own did not hold (ConditionResult=no)${strict ? "" : "; reported, fails only with survival: strict"}`,
+          };
         }
         return { ok: false, detail: `${unit} is not active` };
       },
@@ -174,13 +186,19 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
   for (const published of before.published) {
     const what = `published port ${published.port}/${published.proto} (${published.container})`;
     if (published.proto !== "tcp" || !answering.has(published.port)) {
-      leftOut.push({ item: what, why: published.proto !== "tcp" ? "UDP: no answer to expect from a probe" : "it did not answer from the host before the reboot either" });
+      leftOut.push({
+        item: what,
+        why: published.proto !== "tcp" ? "UDP: no answer to expect from a probe" : "it did not answer from the host before the reboot either",
+      });
       continue;
     }
     checks.push({
       name: `survives: ${what} answers from the host`,
       port: published.port,
-      holds: (_state, now) => (now.has(published.port) ? { ok: true, detail: `TCP ${published.port} accepts connections` } : { ok: false, detail: `TCP ${published.port} does not answer from the host` }),
+      holds: (_state, now) =>
+        now.has(published.port)
+          ? { ok: true, detail: `TCP ${published.port} accepts connections` }
+          : { ok: false, detail: `TCP ${published.port} does not answer from the host` },
     });
   }
   checks.push({
@@ -197,7 +215,13 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
 
 /** Lines of a ruleset that went and came (order-insensitive, blank lines and Docker's per-boot handles ignored). */
 export function rulesetDiff(before: string, after: string): { added: string[]; removed: string[] } {
-  const lines = (text: string) => new Set(text.split("\n").map((line) => line.trim()).filter(Boolean));
+  const lines = (text: string) =>
+    new Set(
+      text
+        .split("\n")
+        .map((line) => line.trim())
+        .filter(Boolean),
+    );
   const was = lines(before);
   const now = lines(after);
   return { added: [...now].filter((line) => !was.has(line)), removed: [...was].filter((line) => !now.has(line)) };
@@ -224,25 +248,50 @@ export async function answeringPorts(ip: string, ports: readonly number[]): Prom
  * Runs the derived checks after the reboot, all on one observation per try, until every one holds
  * or `withinMs` is up; each result says when it first held or what it last saw.
  */
-export async function runSurvivalChecks(checks: readonly DerivedCheck[], machine: Machine, ip: string, withinMs: number, onResult?: (result: CheckResult) => void): Promise<CheckResult[]> {
+export async function runSurvivalChecks(
+  checks: readonly DerivedCheck[],
+  machine: Machine,
+  ip: string,
+  withinMs: number,
+  onResult?: (result: CheckResult) => void,
+): Promise<CheckResult[]> {
   const started = machine.now();
   const heldAt = new Map<string, number>();
   let last = new Map<string, { ok: boolean; detail: string }>();
   const ports = [...new Set(checks.map((check) => check.port).filter((port): port is number => port !== undefined))];
   try {
-    await machine.waitFor(`${checks.length} survival checks to hold`, withinMs, async () => {
-      const [state, answering] = await Promise.all([observeSurvival(machine), answeringPorts(ip, ports)]);
-      last = new Map(checks.map((check) => [check.name, check.holds(state, answering)]));
-      for (const [name, verdict] of last) if (verdict.ok && !heldAt.has(name)) heldAt.set(name, machine.now());
-      const failing = [...last].filter(([, verdict]) => !verdict.ok);
-      return failing.length === 0 ? { done: true, value: undefined } : { done: false, seen: failing.map(([name, verdict]) => `${name.replace(/^survives: /, "")}: ${verdict.detail}`).slice(0, 3).join("; ") };
-    }, { intervalMs: 2000, maxIntervalMs: 5000 });
+    await machine.waitFor(
+      `${checks.length} survival checks to hold`,
+      withinMs,
+      async () => {
+        const [state, answering] = await Promise.all([observeSurvival(machine), answeringPorts(ip, ports)]);
+        last = new Map(checks.map((check) => [check.name, check.holds(state, answering)]));
+        for (const [name, verdict] of last) if (verdict.ok && !heldAt.has(name)) heldAt.set(name, machine.now());
+        const failing = [...last].filter(([, verdict]) => !verdict.ok);
+        return failing.length === 0
+          ? { done: true, value: undefined }
+          : {
+              done: false,
+              seen: failing
+                .map(([name, verdict]) => `${name.replace(/^survives: /, "")}: ${verdict.detail}`)
+                .slice(0, 3)
+                .join("; "),
+            };
+      },
+      { intervalMs: 2000, maxIntervalMs: 5000 },
+    );
   } catch (error) {
     if (!(error instanceof WaitError && error.timedOut)) throw error;
   }
   return checks.map((check) => {
     const verdict = last.get(check.name) ?? { ok: false, detail: "never observed" };
-    const result: CheckResult = { name: check.name, stage: "post-reboot", ok: verdict.ok, detail: verdict.detail, seconds: Math.round(((verdict.ok ? (heldAt.get(check.name) ?? machine.now()) : machine.now()) - started) / 100) / 10 };
+    const result: CheckResult = {
+      name: check.name,
+      stage: "post-reboot",
+      ok: verdict.ok,
+      detail: verdict.detail,
+      seconds: Math.round(((verdict.ok ? (heldAt.get(check.name) ?? machine.now()) : machine.now()) - started) / 100) / 10,
+    };
     onResult?.(result);
     return result;
   });

@@ -65,7 +65,8 @@ export async function obtainImage(dir: string, name: ImageName, context: ObtainC
         : buildLocalImage(dir, runner, { ...hooks, mirror: env.BOMA_IT_DEBIAN_MIRROR ?? "http://deb.debian.org/debian" }),
     );
   } catch (error) {
-    if (error instanceof ChecksumMismatchError) throw new RefusedError(error.message, "try again later (a mirror may be mid-update) or check BOMA_IT_DEBIAN_CLOUD_URL");
+    if (error instanceof ChecksumMismatchError)
+      throw new RefusedError(error.message, "try again later (a mirror may be mid-update) or check BOMA_IT_DEBIAN_CLOUD_URL");
     throw asBomaError(error, signal);
   }
 }
@@ -84,7 +85,10 @@ export async function staleRecipe(info: ImageInfo): Promise<string | undefined> 
 export async function refuseWhileImagesInUse(libvirt: Libvirt, what: string): Promise<void> {
   const domains = (await libvirt.names("domain")).filter((name) => name.startsWith("boma-it-"));
   if (domains.length > 0) {
-    throw new RefusedError(`${what} would replace the golden image under the overlays of ${domains.join(", ")}: a reset or a restart of them would then boot a different disk`, "remove them first (`npm run boma-it -- down <run>`, or `npm run reap`)");
+    throw new RefusedError(
+      `${what} would replace the golden image under the overlays of ${domains.join(", ")}: a reset or a restart of them would then boot a different disk`,
+      "remove them first (`npm run boma-it -- down <run>`, or `npm run reap`)",
+    );
   }
 }
 
@@ -105,7 +109,10 @@ export async function ensureGoldenImage(dir: string, image: string, fetch: boole
   if (info.present && !stale) return;
   if (stale) {
     if (!fetch || process.getuid?.() !== 0) {
-      throw new RefusedError(`golden image ${name} in ${dir} was ${stale}: a run would not test with the VM this boma-it makes`, "sudo npm run boma-it -- image build");
+      throw new RefusedError(
+        `golden image ${name} in ${dir} was ${stale}: a run would not test with the VM this boma-it makes`,
+        "sudo npm run boma-it -- image build",
+      );
     }
     context.log.info(`golden image ${name} in ${dir} was ${stale}: building it again (a few minutes)`);
     await obtainImage(dir, name, context);

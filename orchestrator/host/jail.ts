@@ -38,7 +38,8 @@ export const SYSTEM_DIRS = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "
 export const JAIL_RUN_DIR = "/run/boma-it";
 
 /** What Ansible and Python say when something in a jail wanted the network. */
-export const NEEDS_NETWORK = /Network is unreachable|Temporary failure in name resolution|Name or service not known|No address associated|Errno -[23]\]|\[Errno 101\]|Connection refused|getaddrinfo failed|Could not resolve/i;
+export const NEEDS_NETWORK =
+  /Network is unreachable|Temporary failure in name resolution|Name or service not known|No address associated|Errno -[23]\]|\[Errno 101\]|Connection refused|getaddrinfo failed|Could not resolve/i;
 
 /** What a jailed process may see and do beyond the system's folders. */
 export interface JailSpec {
@@ -119,7 +120,11 @@ export async function jailLayout(spec: Pick<JailSpec, "readable">): Promise<Jail
   const hiddenSockets: string[] = [];
   let searched = 0;
   const walk = async (path: string, depth: number): Promise<void> => {
-    if (++searched > MAX_SEARCHED) throw new RefusedError(`${path}: more than ${MAX_SEARCHED} entries to search for sockets before a jail may read them`, "point the profile at a smaller repo, or keep what the run reads out of large folders");
+    if (++searched > MAX_SEARCHED)
+      throw new RefusedError(
+        `${path}: more than ${MAX_SEARCHED} entries to search for sockets before a jail may read them`,
+        "point the profile at a smaller repo, or keep what the run reads out of large folders",
+      );
     const stats = await lstat(path).catch(() => undefined);
     if (!stats) return;
     if (stats.isSocket()) hiddenSockets.push(path);
@@ -201,7 +206,13 @@ export async function ensureJail(runner: Runner): Promise<void> {
 }
 
 /** Runs `program args` in a jail (see {@link JailSpec}); the runner records the bubblewrap command. */
-export async function runJailed(runner: Runner, program: string, args: readonly string[], spec: JailSpec, options: Omit<RunOptions, "cwd" | "env" | "input" | "replaceEnv"> = {}): Promise<CommandResult> {
+export async function runJailed(
+  runner: Runner,
+  program: string,
+  args: readonly string[],
+  spec: JailSpec,
+  options: Omit<RunOptions, "cwd" | "env" | "input" | "replaceEnv"> = {},
+): Promise<CommandResult> {
   await ensureJail(runner);
   const argv = jailArgv([program, ...args], spec, await jailLayout(spec));
   return runner.run(argv[0]!, argv.slice(1), { ...options, env: BWRAP_ENV, replaceEnv: true, ...(spec.stdinFile ? { input: spec.stdinFile.content } : {}) });

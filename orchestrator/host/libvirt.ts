@@ -71,7 +71,9 @@ export class Libvirt {
   async setRebootAction(name: string, action: "destroy" | "restart"): Promise<void> {
     const result = await this.#virsh(["set-lifecycle-action", name, "reboot", action, "--live"], { check: false, timeoutMs: 30_000 });
     if (result.failed) {
-      throw new HarnessError(`libvirt cannot set what ${name} does on a reset (virsh set-lifecycle-action ... reboot ${action} --live): ${result.tail.split("\n").at(-1) ?? "no answer"}; boma-it needs QEMU 6.0 or later for its reboots`);
+      throw new HarnessError(
+        `libvirt cannot set what ${name} does on a reset (virsh set-lifecycle-action ... reboot ${action} --live): ${result.tail.split("\n").at(-1) ?? "no answer"}; boma-it needs QEMU 6.0 or later for its reboots`,
+      );
     }
   }
 
@@ -84,7 +86,8 @@ export class Libvirt {
   async powerCycle(name: string): Promise<void> {
     const destroyed = await this.#virsh(["destroy", name], { check: false, timeoutMs: 60_000 });
     // Already off is as good as off.
-    if (destroyed.failed && !/not running/i.test(destroyed.stderr)) throw new HarnessError(`libvirt could not power off ${name}: ${destroyed.tail.split("\n").at(-1) ?? "no answer"}`);
+    if (destroyed.failed && !/not running/i.test(destroyed.stderr))
+      throw new HarnessError(`libvirt could not power off ${name}: ${destroyed.tail.split("\n").at(-1) ?? "no answer"}`);
     await this.startDomain(name);
   }
 

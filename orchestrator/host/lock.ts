@@ -70,11 +70,21 @@ export async function underRunLock<T>(path: string, purpose: string, runId: stri
 export async function acquireLock(path: string, purpose: string, waitSeconds: number): Promise<RunLock> {
   await ensureLockFile(path);
   const wait = waitSeconds > 0 ? `-w ${Math.ceil(waitSeconds)}` : "-n";
-  const holder = spawn("sh", ["-c", `exec 9<"$1" || exit ${CANNOT_OPEN}; flock ${wait} -E ${HELD} 9 || exit ${HELD}; echo locked; exec tail --pid="$2" -f /dev/null`, "boma-it-lock", path, String(process.pid)], {
-    // A process group of its own: the terminal's Ctrl-C must not free the lock while we clean up.
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const holder = spawn(
+    "sh",
+    [
+      "-c",
+      `exec 9<"$1" || exit ${CANNOT_OPEN}; flock ${wait} -E ${HELD} 9 || exit ${HELD}; echo locked; exec tail --pid="$2" -f /dev/null`,
+      "boma-it-lock",
+      path,
+      String(process.pid),
+    ],
+    {
+      // A process group of its own: the terminal's Ctrl-C must not free the lock while we clean up.
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const outcome = await new Promise<{ locked: true } | { locked: false; code: number | null; stderr: string }>((resolve) => {
     let stderr = "";
     holder.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
@@ -87,10 +97,19 @@ export async function acquireLock(path: string, purpose: string, waitSeconds: nu
   if (!outcome.locked) {
     if (outcome.code === HELD) {
       const current = await runLockHolder(path);
-      const who = current && current.pid > 0 ? ` (pid ${current.pid}, ${current.purpose}${current.runIds.length > 0 ? ` of ${current.runIds.join(", ")}` : ""}, since ${new Date(current.since).toISOString()})` : "";
-      throw new RefusedError(`another boma-it run${who} holds the run lock ${path}: boma-it works on one test VM at a time`, "wait for it, or see `npm run boma-it -- status`");
+      const who =
+        current && current.pid > 0
+          ? ` (pid ${current.pid}, ${current.purpose}${current.runIds.length > 0 ? ` of ${current.runIds.join(", ")}` : ""}, since ${new Date(current.since).toISOString()})`
+          : "";
+      throw new RefusedError(
+        `another boma-it run${who} holds the run lock ${path}: boma-it works on one test VM at a time`,
+        "wait for it, or see `npm run boma-it -- status`",
+      );
     }
-    throw new RefusedError(`cannot take the run lock ${path}: ${outcome.stderr.trim() || `exit ${outcome.code}`}`, "make it readable to every boma-it user, or point BOMA_IT_RUN_LOCK at a file that is");
+    throw new RefusedError(
+      `cannot take the run lock ${path}: ${outcome.stderr.trim() || `exit ${outcome.code}`}`,
+      "make it readable to every boma-it user, or point BOMA_IT_RUN_LOCK at a file that is",
+    );
   }
   holder.stdout!.destroy();
   holder.stderr!.destroy();
@@ -145,7 +164,8 @@ async function ensureLockFile(path: string): Promise<void> {
     // The umask took write from the others: give it back, so their harnesses can say who they are.
     await chmod(path, 0o666);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw new RefusedError(`cannot make the run lock ${path}: ${(error as Error).message}`, "point BOMA_IT_RUN_LOCK at a file in a folder you can write");
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST")
+      throw new RefusedError(`cannot make the run lock ${path}: ${(error as Error).message}`, "point BOMA_IT_RUN_LOCK at a file in a folder you can write");
   }
 }
 

@@ -219,12 +219,21 @@ async function libvirtGroupCheck(libvirtUri: string, groupFile = "/etc/group"): 
   const user = process.env.USER ?? process.env.LOGNAME ?? "";
   let entry: string[] | undefined;
   try {
-    entry = (await readFile(groupFile, "utf8")).split("\n").map((line) => line.split(":")).find((fields) => fields[0] === "libvirt");
+    entry = (await readFile(groupFile, "utf8"))
+      .split("\n")
+      .map((line) => line.split(":"))
+      .find((fields) => fields[0] === "libvirt");
   } catch {
     entry = undefined;
   }
   if (!entry) {
-    return { name, ok: false, required: true, detail: "there is no libvirt group (is libvirt-daemon-system installed?)", fix: "apt-get install libvirt-daemon-system" };
+    return {
+      name,
+      ok: false,
+      required: true,
+      detail: "there is no libvirt group (is libvirt-daemon-system installed?)",
+      fix: "apt-get install libvirt-daemon-system",
+    };
   }
   const gid = Number(entry[2]);
   if (process.getgroups?.().includes(gid)) return { name, ok: true, required: true, detail: `this login is in group libvirt (${gid})` };

@@ -97,10 +97,12 @@ export async function reapInTurn(options: Omit<ReapOptions, "runLock" | "unfinis
   if (other) options.log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
   const reaping = await acquireLock(reapLock, "reap", 600);
   try {
-    const holding = options.dryRun ? undefined : await acquireRunLock(options.runLock, "reap").catch((error: unknown) => {
-      if (error instanceof RefusedError) return undefined;
-      throw error;
-    });
+    const holding = options.dryRun
+      ? undefined
+      : await acquireRunLock(options.runLock, "reap").catch((error: unknown) => {
+          if (error instanceof RefusedError) return undefined;
+          throw error;
+        });
     try {
       // Held by a living run, the reap spares what that run made since it took it.
       return await reap({ ...options, ...(holding ? { unfinishedImagesIn: options.imageDir } : {}) });
@@ -176,7 +178,12 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     const owned = isAlive(summary.outputs.ownerPid, summary.outputs.ownerStart);
     if (owned || tooYoung(summary.stack)) {
       protectedNames.add(summary.stack);
-      items.push({ kind: "stack", name: summary.stack, action: "spared", detail: owned ? `its harness (pid ${summary.outputs.ownerPid}) is still working on it` : "younger than --older-than" });
+      items.push({
+        kind: "stack",
+        name: summary.stack,
+        action: "spared",
+        detail: owned ? `its harness (pid ${summary.outputs.ownerPid}) is still working on it` : "younger than --older-than",
+      });
       continue;
     }
     await act("stack", summary.stack, () => engine.destroy(summary.stack));
@@ -234,7 +241,12 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     }
     if (strangers.length > 0) {
       // Deleting the pool would delete its folder with them: not ours to judge.
-      items.push({ kind: "pool", name: pool, action: "spared", detail: `it holds volumes boma-it does not make (${strangers.slice(0, 3).join(", ")}${strangers.length > 3 ? ", ..." : ""})` });
+      items.push({
+        kind: "pool",
+        name: pool,
+        action: "spared",
+        detail: `it holds volumes boma-it does not make (${strangers.slice(0, 3).join(", ")}${strangers.length > 3 ? ", ..." : ""})`,
+      });
       continue;
     }
     await act("pool", pool, async () => {
@@ -253,7 +265,10 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
   }
 
   // 3. Files of a run's shape that libvirt no longer knows: a pool's folder, the NVRAM file.
-  for (const [dir, kind] of [[options.libvirtImagesDir ?? "/var/lib/libvirt/images", "pool"], [options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram", "nvram"]] as const) {
+  for (const [dir, kind] of [
+    [options.libvirtImagesDir ?? "/var/lib/libvirt/images", "pool"],
+    [options.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram", "nvram"],
+  ] as const) {
     for (const entry of await readdir(dir).catch(() => [] as string[])) {
       const runId = runIdOfObject(entry, kind);
       if (runId === undefined || spared(runId) || tooYoung(runId)) continue;
@@ -339,12 +354,19 @@ async function runKeyDirs(runsDir: string): Promise<string[]> {
     if (shape === undefined) continue;
     runFolders.push(join(runsDir, entry));
     if (shape !== "fleet") continue;
-    for (const inner of await readdir(join(runsDir, entry)).catch(() => [] as string[])) if (runsDirFolderShape(inner) === "run") runFolders.push(join(runsDir, entry, inner));
+    for (const inner of await readdir(join(runsDir, entry)).catch(() => [] as string[]))
+      if (runsDirFolderShape(inner) === "run") runFolders.push(join(runsDir, entry, inner));
   }
   const found: string[] = [];
   for (const run of runFolders) {
     for (const candidate of [join(run, "keys"), ...["red", "green"].map((scenario) => join(run, scenario, "keys"))]) {
-      if (await stat(candidate).then((stats) => stats.isDirectory(), () => false)) found.push(candidate);
+      if (
+        await stat(candidate).then(
+          (stats) => stats.isDirectory(),
+          () => false,
+        )
+      )
+        found.push(candidate);
     }
   }
   return found;

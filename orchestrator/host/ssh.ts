@@ -53,7 +53,8 @@ export function confinedSshOptions(target: SshTarget, options: { connectTimeoutS
         ? ["ControlMaster=no", `ControlPath=${target.controlPath}`]
         : ["ControlMaster=auto", `ControlPath=${target.controlPath}`, `ControlPersist=${MASTER_IDLE_SECONDS}`];
   return [
-    "-F", "/dev/null",
+    "-F",
+    "/dev/null",
     ...[
       `HostName=${target.ip}`,
       "Port=22",
@@ -123,7 +124,13 @@ export function sshCommandArgs(target: SshTarget, command: string, options: { co
  * command starts a new master. Nothing there: nothing run.
  */
 export async function endMaster(runner: Runner, controlPath: string): Promise<void> {
-  if (!(await stat(controlPath).then(() => true, () => false))) return;
+  if (
+    !(await stat(controlPath).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
   // ssh wants a destination even for -O; the master behind the socket is the one that answers.
   const result = await runner.run("ssh", ["-o", `ControlPath=${controlPath}`, "-O", "exit", "boma-it-master"], { check: false, timeoutMs: 10_000 });
   if (result.exitCode !== 0) await rm(controlPath, { force: true });
@@ -142,7 +149,10 @@ export async function keepMaster(runner: Runner, target: SshTarget, signal: Abor
   let checkedAt = Date.now();
   while (!signal.aborted) {
     // A master removes its socket as it ends; asking it (a command of its own) is for every 30 s.
-    const present = await stat(controlPath).then(() => true, () => false);
+    const present = await stat(controlPath).then(
+      () => true,
+      () => false,
+    );
     const gone = !present || (Date.now() - checkedAt >= 30_000 && !(await masterAlive(runner, controlPath)));
     if (present && Date.now() - checkedAt >= 30_000) checkedAt = Date.now();
     if (gone) {
@@ -151,17 +161,23 @@ export async function keepMaster(runner: Runner, target: SshTarget, signal: Abor
     }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, 2000);
-      signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        resolve();
-      }, { once: true });
+      signal.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true },
+      );
     });
   }
 }
 
 /** Starts the target's master connection (a command of its own, which leaves it listening); fails quietly: the caller checks. */
 async function startMaster(runner: Runner, target: SshTarget, signal?: AbortSignal): Promise<void> {
-  await runner.run("ssh", sshCommandArgs(target, "true", { connectTimeoutSeconds: 10 }), { check: false, timeoutMs: 30_000, ...(signal ? { signal } : {}) }).catch(() => undefined);
+  await runner
+    .run("ssh", sshCommandArgs(target, "true", { connectTimeoutSeconds: 10 }), { check: false, timeoutMs: 30_000, ...(signal ? { signal } : {}) })
+    .catch(() => undefined);
 }
 
 /**
@@ -178,7 +194,13 @@ export async function ensureMaster(runner: Runner, target: SshTarget): Promise<b
 
 /** Whether a master connection answers at `controlPath`. */
 export async function masterAlive(runner: Runner, controlPath: string): Promise<boolean> {
-  if (!(await stat(controlPath).then(() => true, () => false))) return false;
+  if (
+    !(await stat(controlPath).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return false;
   return (await runner.run("ssh", ["-o", `ControlPath=${controlPath}`, "-O", "check", "boma-it-master"], { check: false, timeoutMs: 10_000 })).exitCode === 0;
 }
 

@@ -53,7 +53,10 @@ const MAX_LISTING_BYTES = 64 * 1024 * 1024;
 export async function isInventoryScript(file: string): Promise<boolean> {
   const stats = await stat(file).catch(() => undefined);
   if (!stats?.isFile()) return false;
-  return access(file, constants.X_OK).then(() => true, () => false);
+  return access(file, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -75,7 +78,10 @@ export async function readInventory(file: string, runner: Runner, repoDir: strin
     { check: false, timeoutMs: INVENTORY_TIMEOUT_MS, maxBufferBytes: MAX_LISTING_BYTES },
   );
   if (result.timedOut) {
-    throw new BadInputError({ file, message: `expected an inventory Ansible reads within ${INVENTORY_TIMEOUT_MS / 1000} s; ansible-inventory was still reading it` });
+    throw new BadInputError({
+      file,
+      message: `expected an inventory Ansible reads within ${INVENTORY_TIMEOUT_MS / 1000} s; ansible-inventory was still reading it`,
+    });
   }
   if (result.failed) {
     const complaint = ansibleComplaint(result.stderr) || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`;
@@ -106,7 +112,10 @@ export async function readInventory(file: string, runner: Runner, repoDir: strin
 function ansibleComplaint(stderr: string): string {
   // Ansible wraps its messages at 80 columns: a line that does not start a message continues one.
   const messages: string[] = [];
-  for (const line of stderr.split("\n").map((text) => text.trim()).filter(Boolean)) {
+  for (const line of stderr
+    .split("\n")
+    .map((text) => text.trim())
+    .filter(Boolean)) {
     if (/^(\[WARNING\]|\[DEPRECATION|ERROR!|Error)/.test(line) || messages.length === 0) messages.push(line);
     else messages[messages.length - 1] += ` ${line}`;
   }

@@ -97,7 +97,12 @@ export async function loadProfile(reference: string, locations: ProfileLocations
   const file = await findProfileFile(reference, locations);
   const yaml = await readYamlFile(file, "profile");
   const document = validateYaml(yaml, profileSchema);
-  return resolveProfile(document, { name: basename(file).replace(/\.ya?ml$/, ""), file, dir: dirname(file), yaml, overridesDir: locations.overridesDir }, runner, options);
+  return resolveProfile(
+    document,
+    { name: basename(file).replace(/\.ya?ml$/, ""), file, dir: dirname(file), yaml, overridesDir: locations.overridesDir },
+    runner,
+    options,
+  );
 }
 
 /**
@@ -118,9 +123,19 @@ export async function synthesizeProfile(args: ProfileArgs, cwd: string, runner: 
   };
   const parsed = profileSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new BadInputError(parsed.error.issues.map((issue) => ({ path: `--${String(issue.path[0] ?? "host")}`, message: `${issue.message}, found ${JSON.stringify((raw as Record<string, unknown>)[String(issue.path[0])])}` })));
+    throw new BadInputError(
+      parsed.error.issues.map((issue) => ({
+        path: `--${String(issue.path[0] ?? "host")}`,
+        message: `${issue.message}, found ${JSON.stringify((raw as Record<string, unknown>)[String(issue.path[0])])}`,
+      })),
+    );
   }
-  const profile = await resolveProfile(parsed.data, { name: args.host, file: `${repo} (no profile: --host ${args.host})`, dir: cwd, overridesDir: join(repo, ".boma-it-no-default-overlay") }, runner, options);
+  const profile = await resolveProfile(
+    parsed.data,
+    { name: args.host, file: `${repo} (no profile: --host ${args.host})`, dir: cwd, overridesDir: join(repo, ".boma-it-no-default-overlay") },
+    runner,
+    options,
+  );
   return { ...profile, synthesized: { ...args, repo, ...(args.overrides ? { overrides: resolve(cwd, args.overrides) } : {}) } };
 }
 
@@ -145,9 +160,18 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
   const given = resolve(source.dir, document.repo);
   const repoDir = await realpath(given).catch(() => undefined);
   if (!repoDir || !(await isDirectory(repoDir))) {
-    throw new BadInputError({ ...where("repo"), path: "repo", message: `expected a directory (the infrastructure repo), found ${repoDir ? "a file" : "nothing"} at ${given}` });
+    throw new BadInputError({
+      ...where("repo"),
+      path: "repo",
+      message: `expected a directory (the infrastructure repo), found ${repoDir ? "a file" : "nothing"} at ${given}`,
+    });
   }
-  if (repoDir === "/") throw new BadInputError({ ...where("repo"), path: "repo", message: `expected the infrastructure repo, found the root of the file system (${given} leads to /)` });
+  if (repoDir === "/")
+    throw new BadInputError({
+      ...where("repo"),
+      path: "repo",
+      message: `expected the infrastructure repo, found the root of the file system (${given} leads to /)`,
+    });
 
   const inside = async (field: "inventory" | "playbook", relative: string, kind: "inventory" | "file") => {
     const path = resolve(repoDir, relative);
@@ -155,9 +179,12 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
     const stats = real ? await stat(real).catch(() => undefined) : undefined;
     const expected = field === "inventory" ? "an inventory (a file or a folder) inside repo" : "a playbook file inside repo";
     if (!real || !stats) problems.push({ ...where(field), path: field, message: `expected ${expected}, found nothing at ${path}` });
-    else if (real !== repoDir && !real.startsWith(`${repoDir}${sep}`)) problems.push({ ...where(field), path: field, message: `expected ${expected} (${repoDir}), found ${real}, outside it` });
-    else if (kind === "file" && !stats.isFile()) problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
-    else if (kind === "inventory" && !stats.isFile() && !stats.isDirectory()) problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
+    else if (real !== repoDir && !real.startsWith(`${repoDir}${sep}`))
+      problems.push({ ...where(field), path: field, message: `expected ${expected} (${repoDir}), found ${real}, outside it` });
+    else if (kind === "file" && !stats.isFile())
+      problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
+    else if (kind === "inventory" && !stats.isFile() && !stats.isDirectory())
+      problems.push({ ...where(field), path: field, message: `expected ${expected}, found ${kindOf(stats)} at ${real}` });
     return real ?? path;
   };
   const inventoryFile = await inside("inventory", document.inventory, "inventory");
@@ -165,13 +192,16 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
 
   const overlayFile = document.overrides ? resolve(source.dir, document.overrides) : join(source.overridesDir, `${document.host}.yml`);
   const overlayStats = await stat(overlayFile).catch(() => undefined);
-  if (document.overrides && !overlayStats) problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found nothing at ${overlayFile}` });
-  else if (overlayStats && !overlayStats.isFile()) problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found ${kindOf(overlayStats)} at ${overlayFile}` });
+  if (document.overrides && !overlayStats)
+    problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found nothing at ${overlayFile}` });
+  else if (overlayStats && !overlayStats.isFile())
+    problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found ${kindOf(overlayStats)} at ${overlayFile}` });
 
   if (document.image.startsWith("file:")) {
     const image = document.image.slice("file:".length);
     const stats = await stat(image).catch(() => undefined);
-    if (!stats?.isFile()) problems.push({ ...where("image"), path: "image", message: `expected a qcow2 file, found ${stats ? kindOf(stats) : "nothing"} at ${image}` });
+    if (!stats?.isFile())
+      problems.push({ ...where("image"), path: "image", message: `expected a qcow2 file, found ${stats ? kindOf(stats) : "nothing"} at ${image}` });
   }
   if (problems.length > 0) throw new BadInputError(problems);
 
@@ -181,11 +211,18 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
   if (overlay.document.vault) {
     const vault = resolve(dirname(overlayFile), overlay.document.vault);
     const stats = await stat(vault).catch(() => undefined);
-    if (!stats?.isFile()) throw new BadInputError({ file: overlayFile, path: "vault", message: `expected an Ansible vault file, found ${stats ? kindOf(stats) : "nothing"} at ${vault}` });
+    if (!stats?.isFile())
+      throw new BadInputError({
+        file: overlayFile,
+        path: "vault",
+        message: `expected an Ansible vault file, found ${stats ? kindOf(stats) : "nothing"} at ${vault}`,
+      });
   }
 
   if (await isInventoryScript(inventoryFile)) {
-    options.say?.(`the inventory ${inventoryFile} is executable: Ansible runs it as an inventory script to list the hosts (as every ansible-playbook of this repo does)`);
+    options.say?.(
+      `the inventory ${inventoryFile} is executable: Ansible runs it as an inventory script to list the hosts (as every ansible-playbook of this repo does)`,
+    );
   }
   const inventory = await readInventory(inventoryFile, runner, repoDir);
   const inventoryHost = inventory.hosts.get(document.host);

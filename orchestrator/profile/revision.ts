@@ -67,10 +67,20 @@ export async function worktreeRevision(repoDir: string, runner: Runner): Promise
 /** Resolves a revision of the repo to its full commit; bad input (exit 2) naming it and the repo when it does not. */
 export async function resolveRevision(repoDir: string, ref: string, runner: Runner, source: RevisionSource): Promise<ResolvedRevision> {
   const place = await gitPlace(repoDir, runner);
-  if (!place) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of the infrastructure repo, but ${repoDir} is not in a git repository (found ref ${JSON.stringify(ref)})` });
+  if (!place)
+    throw new BadInputError({
+      file: source.file,
+      path: source.path,
+      message: `expected a git revision of the infrastructure repo, but ${repoDir} is not in a git repository (found ref ${JSON.stringify(ref)})`,
+    });
   // `--end-of-options` keeps a ref that looks like an option from being one.
   const resolved = await git(runner, ["-C", place.toplevel, "rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`], 30_000);
-  if (resolved.failed) throw new BadInputError({ file: source.file, path: source.path, message: `expected a git revision of ${place.toplevel}, found ${JSON.stringify(ref)}, which names no commit there` });
+  if (resolved.failed)
+    throw new BadInputError({
+      file: source.file,
+      path: source.path,
+      message: `expected a git revision of ${place.toplevel}, found ${JSON.stringify(ref)}, which names no commit there`,
+    });
   return { ref, commit: resolved.stdout.trim(), place };
 }
 
@@ -84,14 +94,34 @@ export const CHECKOUTS_DIR = "refs";
 export async function checkoutRevision(revision: ResolvedRevision, dir: string, runner: Runner): Promise<string> {
   const target = join(dir, revision.commit.slice(0, 12));
   const repoInCheckout = join(target, revision.place.prefix);
-  if (await stat(repoInCheckout).then(() => true, () => false)) return repoInCheckout;
+  if (
+    await stat(repoInCheckout).then(
+      () => true,
+      () => false,
+    )
+  )
+    return repoInCheckout;
   await mkdir(repoInCheckout, { recursive: true, mode: 0o700 });
   const treeish = revision.place.prefix ? `${revision.commit}:${revision.place.prefix}` : revision.commit;
   // pipefail: a failing archive must not pass for an empty checkout.
-  await runner.run("bash", ["-o", "pipefail", "-c", 'top="$1" treeish="$2" into="$3"; shift 3; git "$@" -C "$top" archive --format=tar "$treeish" | tar -x -C "$into"', "checkout", revision.place.toplevel, treeish, repoInCheckout, ...READ_ONLY_GIT], {
-    timeoutMs: 10 * 60_000,
-    env: { GIT_OPTIONAL_LOCKS: "0" },
-  });
+  await runner.run(
+    "bash",
+    [
+      "-o",
+      "pipefail",
+      "-c",
+      'top="$1" treeish="$2" into="$3"; shift 3; git "$@" -C "$top" archive --format=tar "$treeish" | tar -x -C "$into"',
+      "checkout",
+      revision.place.toplevel,
+      treeish,
+      repoInCheckout,
+      ...READ_ONLY_GIT,
+    ],
+    {
+      timeoutMs: 10 * 60_000,
+      env: { GIT_OPTIONAL_LOCKS: "0" },
+    },
+  );
   await makeFilesReadOnly(repoInCheckout);
   return repoInCheckout;
 }
@@ -114,6 +144,11 @@ export async function profileAtRevision(profile: LoadedProfile, repoDir: string,
   const playbook = relative(profile.repoDir, profile.playbookFile);
   // The overlay is the profile's, from disk, as it was found; only the repo comes from the revision.
   const document = { ...profile.document, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
-  const atRevision = await resolveProfile(document, { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") }, runner, { say: (line) => log.info(line) });
+  const atRevision = await resolveProfile(
+    document,
+    { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") },
+    runner,
+    { say: (line) => log.info(line) },
+  );
   return { ...atRevision, vaultRepoDir: profile.vaultRepoDir ?? profile.repoDir };
 }

@@ -32,7 +32,10 @@ const MAX_YAML_DEPTH = 64;
 export async function readYamlFile(file: string, what: string, options: YamlOptions = {}): Promise<YamlFile> {
   const stats = await stat(file).catch((error: NodeJS.ErrnoException) => error);
   if (stats instanceof Error) {
-    throw new BadInputError({ file, message: stats.code === "ENOENT" ? `${what} not found (expected a YAML file at this path)` : `cannot read ${what}: ${stats.code ?? stats.message}` });
+    throw new BadInputError({
+      file,
+      message: stats.code === "ENOENT" ? `${what} not found (expected a YAML file at this path)` : `cannot read ${what}: ${stats.code ?? stats.message}`,
+    });
   }
   if (!stats.isFile()) throw new BadInputError({ file, message: `expected ${what} as a YAML file, found ${kindOf(stats)}` });
   if (stats.size > MAX_YAML_BYTES) {
@@ -81,7 +84,8 @@ export function parseYamlText(text: string, file: string, options: YamlOptions =
       for (const pair of map.items) {
         const key = isScalar(pair.key) ? String(pair.key.value) : undefined;
         if (key === undefined) continue;
-        if (seen.has(key)) duplicates.push({ ...at((pair.key as Node).range?.[0] ?? 0), message: `duplicate key ${JSON.stringify(key)} (expected each key once in a mapping)` });
+        if (seen.has(key))
+          duplicates.push({ ...at((pair.key as Node).range?.[0] ?? 0), message: `duplicate key ${JSON.stringify(key)} (expected each key once in a mapping)` });
         seen.add(key);
       }
     },
@@ -91,7 +95,10 @@ export function parseYamlText(text: string, file: string, options: YamlOptions =
   try {
     data = document.toJS({ maxAliasCount: 100 });
   } catch (error) {
-    throw new BadInputError({ file, message: `expected YAML whose aliases expand to a reasonable size; found an alias bomb (${firstLine((error as Error).message)})` });
+    throw new BadInputError({
+      file,
+      message: `expected YAML whose aliases expand to a reasonable size; found an alias bomb (${firstLine((error as Error).message)})`,
+    });
   }
   const shape = shapeProblem(data);
   if (shape) throw new BadInputError({ file, ...(shape.path ? { path: shape.path } : {}), message: shape.message });
@@ -106,7 +113,9 @@ function shapeProblem(data: unknown): { path: string; message: string } | undefi
     if (ancestors.has(value)) return { path: formatPath(path), message: "expected data, found a recursive alias (a value that contains itself)" };
     if (path.length > MAX_YAML_DEPTH) return { path: formatPath(path), message: `expected at most ${MAX_YAML_DEPTH} levels of nesting, found more` };
     ancestors.add(value);
-    const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((item, index) => [index, item]) : Object.entries(value as Record<string, unknown>);
+    const entries: [PropertyKey, unknown][] = Array.isArray(value)
+      ? value.map((item, index) => [index, item])
+      : Object.entries(value as Record<string, unknown>);
     for (const [key, item] of entries) {
       const problem = walk(item, [...path, key]);
       if (problem) return problem;
@@ -159,9 +168,7 @@ function problemsOf(issue: z.core.$ZodIssue, yaml: YamlFile, schema: z.ZodType):
       return {
         ...positionOf(yaml, [...path, key], true),
         path: formatPath([...path, key]),
-        message: `unknown key ${JSON.stringify(key)}; expected one of ${allowed.join(", ")}${
-          hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""
-        }`,
+        message: `unknown key ${JSON.stringify(key)}; expected one of ${allowed.join(", ")}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
       };
     });
   }

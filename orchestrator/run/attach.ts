@@ -111,7 +111,12 @@ export async function profileAsApplied(
   if (request.ref) {
     wanted = { ref: request.ref, commit: request.ref, source: { file: "", path: "--ref" } };
   } else {
-    const report = record.reportFile ? await readFile(record.reportFile, "utf8").then((text) => JSON.parse(text) as Partial<RunReport>, () => undefined) : undefined;
+    const report = record.reportFile
+      ? await readFile(record.reportFile, "utf8").then(
+          (text) => JSON.parse(text) as Partial<RunReport>,
+          () => undefined,
+        )
+      : undefined;
     const scenario = report?.scenarios?.find((entry) => entry.stack === outputs.runId);
     if (!scenario?.ref || !scenario.commit || scenario.commit === "worktree") return { profile };
     wanted = { ref: scenario.ref, commit: scenario.commit, source: { file: record.reportFile!, path: `scenarios.${scenario.name}.commit` } };
@@ -128,15 +133,24 @@ export async function profileAsApplied(
  * profile is loaded as it is on disk now (a run made before runs recorded theirs cannot), with
  * the repo at the revision the run applied when it applied one.
  */
-export async function withAttachedRun(request: VerbRequest, options: { needsProfile: boolean }, body: (run: AttachedRun) => Promise<VerbOutcome>): Promise<VerbResult> {
+export async function withAttachedRun(
+  request: VerbRequest,
+  options: { needsProfile: boolean },
+  body: (run: AttachedRun) => Promise<VerbOutcome>,
+): Promise<VerbResult> {
   const { found, libvirt } = await findVerbRun(request);
   const record = found.record ?? { ...found.outputs, engine: "direct" as const };
   const state = await libvirt.domainState(found.outputs.domain);
   if (!state.startsWith("running")) {
-    throw new RefusedError(`${found.runId} is ${state}, not running: \`${request.verb}\` works on a live VM`, `see \`npm run boma-it -- status\`; remove it with \`npm run boma-it -- down ${found.runId}\``);
+    throw new RefusedError(
+      `${found.runId} is ${state}, not running: \`${request.verb}\` works on a live VM`,
+      `see \`npm run boma-it -- status\`; remove it with \`npm run boma-it -- down ${found.runId}\``,
+    );
   }
   if (options.needsProfile && !record.profile && !record.synthesized) {
-    throw new BadInputError({ message: `${found.runId} does not say which profile made it (it was made by an older boma-it): \`${request.verb}\` cannot know what to apply or check` });
+    throw new BadInputError({
+      message: `${found.runId} does not say which profile made it (it was made by an older boma-it): \`${request.verb}\` cannot know what to apply or check`,
+    });
   }
   const lock = await acquireRunLock(runLockPath(request.env), `${request.verb} of ${found.runId}`);
   const startedAt = new Date();
@@ -146,7 +160,20 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
   let machine: Machine | undefined;
   let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
   const report = verbScenarioReport(found.runId);
-  const result: VerbResult = { verb: request.verb, runId: found.runId, ok: false, outcome: "did not finish", exitCode: ExitCode.harnessFault, dir, startedAt: startedAt.toISOString(), finishedAt: "", phases: report.phases, checks: report.checks, error: null, details: {} };
+  const result: VerbResult = {
+    verb: request.verb,
+    runId: found.runId,
+    ok: false,
+    outcome: "did not finish",
+    exitCode: ExitCode.harnessFault,
+    dir,
+    startedAt: startedAt.toISOString(),
+    finishedAt: "",
+    phases: report.phases,
+    checks: report.checks,
+    error: null,
+    details: {},
+  };
   try {
     await lock.claim(found.runId);
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -154,12 +181,21 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
     try {
       const say = { say: (line: string) => request.log.info(line) };
-      const onDisk = !options.needsProfile ? undefined : record.synthesized ? await synthesizeProfile(record.synthesized, "/", request.runner, say) : await loadProfile(record.profile!, request.locations, request.runner, say);
+      const onDisk = !options.needsProfile
+        ? undefined
+        : record.synthesized
+          ? await synthesizeProfile(record.synthesized, "/", request.runner, say)
+          : await loadProfile(record.profile!, request.locations, request.runner, say);
       const applied = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
       const profile = applied?.profile;
       if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
-      const certs = profile ? await planRunCerts({ profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner }, { env: request.env, log: request.log }) : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
+      const certs = profile
+        ? await planRunCerts(
+            { profile, options: { certs: tier, noEgress: record.noEgress === true }, secrets, runner: request.runner },
+            { env: request.env, log: request.log },
+          )
+        : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
       machine = await machineFor(found.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
       const stepContext: StepContext = {
         profile: profile!,
@@ -194,9 +230,17 @@ export async function withAttachedRun(request: VerbRequest, options: { needsProf
     await machine?.closeConnection().catch(() => undefined);
     // A secret may remain when the scrub failed: whatever the verb came to, it cannot say its folder is clean.
     const unclean = await folder?.close(secrets, request.log);
-    if (unclean) Object.assign(result, { ok: false, outcome: unclean.message, exitCode: ExitCode.harnessFault, error: { kind: unclean.name, message: unclean.message, causes: [] } });
+    if (unclean)
+      Object.assign(result, {
+        ok: false,
+        outcome: unclean.message,
+        exitCode: ExitCode.harnessFault,
+        error: { kind: unclean.name, message: unclean.message, causes: [] },
+      });
     await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
-    await appendToReport(record, result, request.redactor).catch((error: unknown) => request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`));
+    await appendToReport(record, result, request.redactor).catch((error: unknown) =>
+      request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`),
+    );
     await makePrivate(dir).catch(() => undefined);
     await lock.release();
   }
@@ -227,8 +271,22 @@ async function appendToReport(record: RunRecord, result: VerbResult, redactor: R
 
 function verbScenarioReport(stack: string): ScenarioReport {
   return {
-    name: "green", expect: "pass", ok: false, outcome: "", stack, bootIds: [], checks: [], phases: [], readyLagSeconds: [],
-    guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null,
+    name: "green",
+    expect: "pass",
+    ok: false,
+    outcome: "",
+    stack,
+    bootIds: [],
+    checks: [],
+    phases: [],
+    readyLagSeconds: [],
+    guestBootSeconds: [],
+    beforeKernelSeconds: [],
+    bootResets: [],
+    apply: null,
+    certificate: null,
+    snapshotDiff: null,
+    diagnostics: null,
   };
 }
 

@@ -99,11 +99,25 @@ export class OpenRun {
     try {
       live = await (this.#hooks.provision ?? provision)(
         {
-          profile: request.profile, accel: machinery.accel, engine: machinery.engine, runner: request.runner, libvirt: machinery.libvirt, log,
-          imageDir: request.imageDir, egress: request.egress, signal, timeouts: bootTimeouts(request.env),
+          profile: request.profile,
+          accel: machinery.accel,
+          engine: machinery.engine,
+          runner: request.runner,
+          libvirt: machinery.libvirt,
+          log,
+          imageDir: request.imageDir,
+          egress: request.egress,
+          signal,
+          timeouts: bootTimeouts(request.env),
           record: {
-            stacksDir: stacksDir(request.env), ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }), purpose: request.purpose, scenario: opening.name, certs: request.certs.tier, reportFile: join(this.dir, "report.json"),
-            ...(request.options.noEgress ? { noEgress: true } : {}), egress: request.egress.spec.mode,
+            stacksDir: stacksDir(request.env),
+            ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),
+            purpose: request.purpose,
+            scenario: opening.name,
+            certs: request.certs.tier,
+            reportFile: join(this.dir, "report.json"),
+            ...(request.options.noEgress ? { noEgress: true } : {}),
+            egress: request.egress.spec.mode,
           },
         },
         { identity, runDir: dir },
@@ -143,14 +157,28 @@ export class OpenRun {
    * so an unattended reader has them), the machine's connection, then keep or tear down: each in
    * its own try, a leak being a fault even when the scenario passed.
    */
-  async #closeScenario(report: ScenarioReport, opening: ScenarioOpening, live: LiveRun | undefined, failure: "sut" | "harness" | "interrupted" | undefined, dir: string, timed: ScenarioVm["timed"]): Promise<void> {
+  async #closeScenario(
+    report: ScenarioReport,
+    opening: ScenarioOpening,
+    live: LiveRun | undefined,
+    failure: "sut" | "harness" | "interrupted" | undefined,
+    dir: string,
+    timed: ScenarioVm["timed"],
+  ): Promise<void> {
     const { log, signal, runner } = this.request;
     const { engine, libvirt } = this.machinery;
     if (live && (failure === "sut" || failure === "harness")) {
       const diagnostics = join(dir, "diagnostics");
       try {
         await timed("diagnostics", async () => {
-          const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({ dir: diagnostics, machine: live.machine, outputs: live.outputs, runner, libvirt, reason: report.outcome });
+          const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({
+            dir: diagnostics,
+            machine: live.machine,
+            outputs: live.outputs,
+            runner,
+            libvirt,
+            reason: report.outcome,
+          });
           log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${diagnostics}`);
         });
         report.diagnostics = diagnostics;
@@ -165,7 +193,11 @@ export class OpenRun {
     const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
     const keep = stackExists && keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
     if (keep && live) {
-      this.report.kept = { run: report.stack, ssh: `npm run boma-it -- ssh ${report.stack}`, reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap` };
+      this.report.kept = {
+        run: report.stack,
+        ssh: `npm run boma-it -- ssh ${report.stack}`,
+        reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap`,
+      };
       return;
     }
     if (!stackExists) return;
@@ -185,10 +217,12 @@ export class OpenRun {
   async #egressOf(opening: ScenarioOpening, live: LiveRun): Promise<void> {
     const { egress, runner, log } = this.request;
     if (egress.spec.mode !== "allowlist") return;
-    const blocked = await readBlocked(runner, egress.asRoot, { table: live.outputs.runId, queryLog: dnsQueryLogOf(live.outputs.runId) }).catch((readError: unknown) => {
-      log.warn(`what the allowlist refused could not be read: ${(readError as Error).message.split("\n")[0]}`);
-      return [];
-    });
+    const blocked = await readBlocked(runner, egress.asRoot, { table: live.outputs.runId, queryLog: dnsQueryLogOf(live.outputs.runId) }).catch(
+      (readError: unknown) => {
+        log.warn(`what the allowlist refused could not be read: ${(readError as Error).message.split("\n")[0]}`);
+        return [];
+      },
+    );
     for (const attempt of blocked) log.warn(`${opening.name}: ${describeBlocked(attempt)}`);
     this.report.egress.blocked.push(...blocked.map((attempt) => ({ ...attempt, scenario: opening.name })));
   }
@@ -253,12 +287,16 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
       report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
       report.message = error instanceof InterruptedError ? "interrupted" : error instanceof Error ? error.message : String(error);
       report.error = { kind: error instanceof Error ? error.name : "Error", message: report.message, causes: causesOf(error) };
-      request.log.warn(`${report.verdict}: ${report.message.split("\n")[0]}${report.error.causes.length > 0 ? `\n  caused by: ${report.error.causes.join("\n  caused by: ")}` : ""}`);
+      request.log.warn(
+        `${report.verdict}: ${report.message.split("\n")[0]}${report.error.causes.length > 0 ? `\n  caused by: ${report.error.causes.join("\n  caused by: ")}` : ""}`,
+      );
     } finally {
       report.finishedAt = new Date().toISOString();
       report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
       report.harness = { peakRssMiB: harnessPeakRssMiB() };
-      await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
+      await writeReport(report, request.secrets.redact).catch((writeError: unknown) =>
+        request.log.warn(`report.json could not be written: ${(writeError as Error).message}`),
+      );
     }
     // Anything secret that reached a file of the run dir (a journal, a console log) is replaced.
     const unclean = await folder.close(request.secrets, request.log);
@@ -269,7 +307,9 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
       report.exitCode = ExitCode.harnessFault;
       report.message = unclean.message;
       report.error = { kind: "HarnessError", message: report.message, causes: [] };
-      await writeReport(report, request.secrets.redact).catch((writeError: unknown) => request.log.warn(`report.json could not be written: ${(writeError as Error).message}`));
+      await writeReport(report, request.secrets.redact).catch((writeError: unknown) =>
+        request.log.warn(`report.json could not be written: ${(writeError as Error).message}`),
+      );
     }
     return { report, error };
   } finally {

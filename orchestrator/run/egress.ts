@@ -55,10 +55,17 @@ export interface EgressReport {
 }
 
 /** The names a run allows: the cert tier's (its ACME directory and egress checks), the mirrors, the profile's and the command line's. */
-export function allowedNames(profile: Pick<LoadedProfile, "document" | "overlay">, certs: Pick<CertPlan, "tier">, options: Pick<RunOptions, "egress">): string[] {
+export function allowedNames(
+  profile: Pick<LoadedProfile, "document" | "overlay">,
+  certs: Pick<CertPlan, "tier">,
+  options: Pick<RunOptions, "egress">,
+): string[] {
   const tier = certs.tier;
   const tierNames = needsEgress(tier)
-    ? [ACME_DIRECTORY_HOSTS[tier as Exclude<typeof tier, "internal">], ...(profile.overlay.document.certs?.[tier as Exclude<typeof tier, "internal">]?.egressCheck ?? [])].map((target) => target.replace(/:\d+$/, ""))
+    ? [
+        ACME_DIRECTORY_HOSTS[tier as Exclude<typeof tier, "internal">],
+        ...(profile.overlay.document.certs?.[tier as Exclude<typeof tier, "internal">]?.egressCheck ?? []),
+      ].map((target) => target.replace(/:\d+$/, ""))
     : [];
   return [...new Set([...tierNames, ...DEBIAN_MIRRORS, ...profile.document.egress, ...options.egress].map((name) => name.toLowerCase()))];
 }
@@ -76,11 +83,17 @@ export async function upstreamResolvers(env: NodeJS.ProcessEnv): Promise<string[
  * password-less sudo for nft): the run does not quietly go without it.
  */
 export async function planEgress(
-  inputs: { profile: Pick<LoadedProfile, "document" | "overlay">; certs: Pick<CertPlan, "tier">; options: Pick<RunOptions, "noEgress" | "egress" | "egressOpen">; runner: Runner },
+  inputs: {
+    profile: Pick<LoadedProfile, "document" | "overlay">;
+    certs: Pick<CertPlan, "tier">;
+    options: Pick<RunOptions, "noEgress" | "egress" | "egressOpen">;
+    runner: Runner;
+  },
   context: { env: NodeJS.ProcessEnv; log: Pick<Log, "info" | "warn">; rootCommand?: typeof rootCommand },
 ): Promise<EgressPlan> {
   const { options } = inputs;
-  if (options.noEgress) return say(context.log, { spec: { mode: "none" }, allowed: [], asRoot: [], reason: "egress: none (--no-egress: the network forwards nothing)" });
+  if (options.noEgress)
+    return say(context.log, { spec: { mode: "none" }, allowed: [], asRoot: [], reason: "egress: none (--no-egress: the network forwards nothing)" });
   if (options.egressOpen) {
     context.log.warn("egress: open (--egress open): the VM reaches every public address through NAT, nothing is refused or reported");
     return { spec: { mode: "open" }, allowed: [], asRoot: [], reason: "egress: open (--egress open)" };
@@ -94,8 +107,14 @@ export async function planEgress(
   }
   const allowed = allowedNames(inputs.profile, inputs.certs, options);
   const upstreams = await upstreamResolvers(context.env);
-  if (upstreams.length === 0) context.log.warn("egress: no resolver found in /etc/resolv.conf (or BOMA_IT_DNS_SERVERS): the VM's DNS will answer no allowed name either");
-  return say(context.log, { spec: { mode: "allowlist", names: allowed, upstreams }, allowed, asRoot, reason: `egress: allowlist ${allowed.join(", ")} (every other name and address is refused and reported)` });
+  if (upstreams.length === 0)
+    context.log.warn("egress: no resolver found in /etc/resolv.conf (or BOMA_IT_DNS_SERVERS): the VM's DNS will answer no allowed name either");
+  return say(context.log, {
+    spec: { mode: "allowlist", names: allowed, upstreams },
+    allowed,
+    asRoot,
+    reason: `egress: allowlist ${allowed.join(", ")} (every other name and address is refused and reported)`,
+  });
 }
 
 function say(log: Pick<Log, "info">, plan: EgressPlan): EgressPlan {

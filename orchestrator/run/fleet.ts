@@ -51,7 +51,11 @@ export function worstExitCode(codes: readonly number[]): number {
 }
 
 /** Runs every target in turn; returns the fleet's report (written with its junit.xml). */
-export async function runFleet(name: string, targets: readonly FleetTarget[], context: { runsDir: string; log: Log; signal: AbortSignal }): Promise<FleetReport> {
+export async function runFleet(
+  name: string,
+  targets: readonly FleetTarget[],
+  context: { runsDir: string; log: Log; signal: AbortSignal },
+): Promise<FleetReport> {
   const started = new Date();
   const dir = join(context.runsDir, `${newRunIdentity(name, started).stamp}-fleet-${name}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -61,31 +65,50 @@ export async function runFleet(name: string, targets: readonly FleetTarget[], co
   let keptBy: string | undefined;
   for (const target of targets) {
     if (context.signal.aborted || keptBy) {
-      const why = keptBy ? `not run: the VM of ${keptBy} is kept, and boma-it runs one test VM at a time (\`down\` it and run the rest, or use --keep never)` : "not run: interrupted before its turn";
+      const why = keptBy
+        ? `not run: the VM of ${keptBy} is kept, and boma-it runs one test VM at a time (\`down\` it and run the rest, or use --keep never)`
+        : "not run: interrupted before its turn";
       report.hosts.push({ host: target.name, verdict: "not run", exitCode: null, failed: [], message: why, wallSeconds: 0, runDir: null });
       continue;
     }
     try {
-      const host = await context.log.step(`host ${target.name}`, () => target.run(dir), (result) => result.verdict === "pass");
+      const host = await context.log.step(
+        `host ${target.name}`,
+        () => target.run(dir),
+        (result) => result.verdict === "pass",
+      );
       reports.push(host);
       report.hosts.push({
         host: target.name,
         verdict: host.verdict,
         exitCode: host.exitCode,
-        failed: host.error ? [host.error.message.split("\n")[0]!] : host.scenarios.flatMap((scenario) => (scenario.ok ? [] : scenario.checks.filter((check) => !check.ok).map((check) => `${scenario.name}: ${check.name}`))).slice(0, 20),
+        failed: host.error
+          ? [host.error.message.split("\n")[0]!]
+          : host.scenarios
+              .flatMap((scenario) => (scenario.ok ? [] : scenario.checks.filter((check) => !check.ok).map((check) => `${scenario.name}: ${check.name}`)))
+              .slice(0, 20),
         message: host.message.split("\n")[0] ?? "",
         wallSeconds: host.wallSeconds,
         runDir: host.runDir,
       });
       if (host.kept) {
         keptBy = target.name;
-        if (targets.indexOf(target) < targets.length - 1) context.log.warn(`${target.name}'s VM is kept: the hosts after it are not run (one test VM at a time)`);
+        if (targets.indexOf(target) < targets.length - 1)
+          context.log.warn(`${target.name}'s VM is kept: the hosts after it are not run (one test VM at a time)`);
       }
     } catch (caught) {
       // Bad input or a refusal for this host (its profile, its inventory entry): the others still run.
       const error = asBomaError(caught, context.signal);
       const message = error instanceof Error ? error.message.split("\n")[0]! : String(error);
-      report.hosts.push({ host: target.name, verdict: "error", exitCode: error instanceof BomaError ? error.exitCode : ExitCode.harnessFault, failed: [message], message, wallSeconds: 0, runDir: null });
+      report.hosts.push({
+        host: target.name,
+        verdict: "error",
+        exitCode: error instanceof BomaError ? error.exitCode : ExitCode.harnessFault,
+        failed: [message],
+        message,
+        wallSeconds: 0,
+        runDir: null,
+      });
       if (error instanceof InterruptedError) continue;
     }
   }
@@ -110,10 +133,22 @@ export function fleetJunit(fleet: FleetReport, reports: readonly RunReport[]): s
     for (const scenario of host?.scenarios ?? []) {
       for (const check of scenario.checks) {
         const expectedFailure = scenario.expect === "fail" && check.stage === "post-reboot";
-        cases.push({ "@classname": `${entry.host}.${scenario.name}.${check.stage}`, "@name": check.name, "@time": check.seconds.toFixed(1), ...(!check.ok && !expectedFailure ? { failure: { "@message": check.detail, "#text": check.detail } } : {}) });
+        cases.push({
+          "@classname": `${entry.host}.${scenario.name}.${check.stage}`,
+          "@name": check.name,
+          "@time": check.seconds.toFixed(1),
+          ...(!check.ok && !expectedFailure ? { failure: { "@message": check.detail, "#text": check.detail } } : {}),
+        });
       }
     }
-    const verdict = entry.verdict === "pass" ? {} : entry.verdict === "not run" ? { skipped: { "@message": entry.message } } : entry.verdict === "error" ? { error: { "@message": entry.message, "#text": entry.message } } : { failure: { "@message": entry.message, "#text": entry.message } };
+    const verdict =
+      entry.verdict === "pass"
+        ? {}
+        : entry.verdict === "not run"
+          ? { skipped: { "@message": entry.message } }
+          : entry.verdict === "error"
+            ? { error: { "@message": entry.message, "#text": entry.message } }
+            : { failure: { "@message": entry.message, "#text": entry.message } };
     cases.push({ "@classname": entry.host, "@name": "survives the reboot", "@time": entry.wallSeconds.toFixed(1), ...verdict });
     return {
       "@name": entry.host,
@@ -134,7 +169,10 @@ export function fleetTable(fleet: FleetReport): string {
   return [
     `${fleet.exitCode === 0 ? "PASS" : "FAIL"}: fleet ${fleet.fleet} (${fleet.hosts.length} host(s), exit ${fleet.exitCode})`,
     `  ${"host".padEnd(width)}  verdict  wall     what failed`,
-    ...fleet.hosts.map((host) => `  ${host.host.padEnd(width)}  ${host.verdict.padEnd(7)}  ${`${Math.round(host.wallSeconds)} s`.padEnd(7)}  ${host.failed.length > 0 ? host.failed.join("; ").slice(0, 200) : "-"}`),
+    ...fleet.hosts.map(
+      (host) =>
+        `  ${host.host.padEnd(width)}  ${host.verdict.padEnd(7)}  ${`${Math.round(host.wallSeconds)} s`.padEnd(7)}  ${host.failed.length > 0 ? host.failed.join("; ").slice(0, 200) : "-"}`,
+    ),
     `  fleet.json: ${join(fleet.dir, "fleet.json")}`,
     `  junit.xml:  ${join(fleet.dir, "junit.xml")}`,
   ].join("\n");

@@ -29,7 +29,10 @@ export class RunFolder {
   static open(dir: string, log: Pick<Log, "transcribe">, runner: Pick<Runner, "addRecordListener">): RunFolder {
     const transcript = createWriteStream(join(dir, "run.log"), { flags: "a", mode: 0o600 });
     const commands = createWriteStream(join(dir, "commands.log"), { flags: "a", mode: 0o600 });
-    const detach = [log.transcribe((line) => transcript.write(`${line}\n`)), runner.addRecordListener((record) => commands.write(`${JSON.stringify(record)}\n`))];
+    const detach = [
+      log.transcribe((line) => transcript.write(`${line}\n`)),
+      runner.addRecordListener((record) => commands.write(`${JSON.stringify(record)}\n`)),
+    ];
     return new RunFolder(dir, [transcript, commands], detach);
   }
 

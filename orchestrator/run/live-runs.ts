@@ -70,7 +70,14 @@ export async function readRunRecord(runDir: string): Promise<RunRecord | undefin
 export async function findRuns(engines: readonly Engine[], runner: Runner, libvirt: Libvirt | undefined, ourStacksDir: string): Promise<FoundRun[]> {
   const found = new Map<string, FoundRun>();
   for (const { summary, engine } of await liveStacks(engines)) {
-    found.set(summary.stack, { runId: summary.stack, outputs: summary.outputs, state: summary.state, engine, elsewhere: undefined, record: await readRunRecord(summary.outputs.runDir) });
+    found.set(summary.stack, {
+      runId: summary.stack,
+      outputs: summary.outputs,
+      state: summary.state,
+      engine,
+      elsewhere: undefined,
+      record: await readRunRecord(summary.outputs.runDir),
+    });
   }
   if (!libvirt) return [...found.values()];
   for (const name of await libvirt.names("domain")) {
@@ -95,20 +102,33 @@ export async function findRuns(engines: readonly Engine[], runner: Runner, libvi
  * Resolves `<run>`: a run id, its stamp or run dir name, or any unique part of the id. Without a
  * reference, the only live run. A typo gets the closest run id.
  */
-export function resolveRun<T extends { runId: string; outputs: Pick<StackOutputs, "runDir"> }>(runs: readonly T[], reference: string | undefined, command: string): T {
+export function resolveRun<T extends { runId: string; outputs: Pick<StackOutputs, "runDir"> }>(
+  runs: readonly T[],
+  reference: string | undefined,
+  command: string,
+): T {
   const ids = runs.map((run) => run.runId);
   if (reference === undefined) {
     if (runs.length === 1) return runs[0]!;
-    throw new BadInputError({ message: runs.length === 0 ? `no live run to ${command} (see \`boma-it status\`)` : `${runs.length} live runs; name the one to ${command}: ${ids.join(", ")}` });
+    throw new BadInputError({
+      message:
+        runs.length === 0 ? `no live run to ${command} (see \`boma-it status\`)` : `${runs.length} live runs; name the one to ${command}: ${ids.join(", ")}`,
+    });
   }
   const exact = runs.find((run) => run.runId === reference || run.outputs.runDir.endsWith(`/${reference}`) || run.outputs.runDir.includes(`/${reference}/`));
   if (exact) return exact;
   const partial = runs.filter((run) => run.runId.includes(reference));
   if (partial.length === 1) return partial[0]!;
-  if (partial.length > 1) throw new BadInputError({ message: `${JSON.stringify(reference)} matches ${partial.length} runs: ${partial.map((run) => run.runId).join(", ")}; name one` });
+  if (partial.length > 1)
+    throw new BadInputError({
+      message: `${JSON.stringify(reference)} matches ${partial.length} runs: ${partial.map((run) => run.runId).join(", ")}; name one`,
+    });
   const hint = closest(reference, ids);
   throw new BadInputError({
-    message: ids.length === 0 ? `no live run matches ${JSON.stringify(reference)}: there is none (see \`boma-it status\`)` : `no live run matches ${JSON.stringify(reference)}; the live ones are ${ids.join(", ")}${hint ? ` (did you mean ${hint}?)` : ""}`,
+    message:
+      ids.length === 0
+        ? `no live run matches ${JSON.stringify(reference)}: there is none (see \`boma-it status\`)`
+        : `no live run matches ${JSON.stringify(reference)}; the live ones are ${ids.join(", ")}${hint ? ` (did you mean ${hint}?)` : ""}`,
   });
 }
 

@@ -45,9 +45,7 @@ export interface RunMachinery {
  * request's purpose); picks accel and engine, each said in one line; makes the profile's golden
  * image on first use (see {@link ensureGoldenImage}).
  */
-export async function preflightRun(
-  request: PreflightRequest,
-): Promise<RunMachinery> {
+export async function preflightRun(request: PreflightRequest): Promise<RunMachinery> {
   // First: asking for an engine that cannot run is refused before anything else is touched.
   const { engine, reason } = await chooseEngine(request.options.engine, request.runner, stacksDir(request.env));
   const libvirt = libvirtFor(request.runner, request.env);

@@ -70,7 +70,14 @@ export async function machineFor(outputs: StackOutputs, context: { runner: Runne
   if (controlPath === undefined) context.log.info("SSH commands go without a shared connection (no safe, short enough socket path): each pays a login");
   return new Machine({
     name: outputs.host,
-    target: { ip: outputs.ip, user: outputs.user, keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, ...(controlPath ? { controlPath } : {}) },
+    target: {
+      ip: outputs.ip,
+      user: outputs.user,
+      keyFile: outputs.keyFile,
+      knownHostsFile: outputs.knownHostsFile,
+      alias: outputs.runId,
+      ...(controlPath ? { controlPath } : {}),
+    },
     runner: context.runner,
     log: context.log,
     consoleLog: outputs.consoleLog,
@@ -116,7 +123,11 @@ async function makeKeys(runner: Runner, runDir: string, runId: string): Promise<
     await runner.run("ssh-keygen", ["-q", ...HOST_KEY_ARGS[type], "-N", "", "-C", `boma-it host ${runId}`, "-f", file]);
     hostKeys.push({ type, privateKey: await readFile(file, "utf8"), publicKey: await readFile(`${file}.pub`, "utf8") });
   }
-  await pinHostKeys(files.knownHostsFile, runId, hostKeys.map((key) => key.publicKey));
+  await pinHostKeys(
+    files.knownHostsFile,
+    runId,
+    hostKeys.map((key) => key.publicKey),
+  );
   return { clientPublicKey: await readFile(`${files.keyFile}.pub`, "utf8"), hostKeys };
 }
 
@@ -131,7 +142,13 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   // A missing named image was made (or refused) by the preflight; one gone since is said here.
   const info = image.startsWith("file:") ? undefined : await imageInfo(options.imageDir, image);
   if (info && !info.present) throw new RefusedError(`golden image ${image} is not in ${options.imageDir}`, imageFix(image));
-  if (image.startsWith("file:") && !(await stat(golden).then((stats) => stats.isFile(), () => false))) {
+  if (
+    image.startsWith("file:") &&
+    !(await stat(golden).then(
+      (stats) => stats.isFile(),
+      () => false,
+    ))
+  ) {
     throw new BadInputError({ file: profile.file, path: "image", message: `expected a qcow2 file, found nothing at ${golden}` });
   }
 
@@ -152,7 +169,9 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       ...(ownerStart !== undefined ? { ownerStart } : {}),
     });
     const plan = planStack(spec, keys, libvirt.uri, { asRoot: options.egress.asRoot });
-    log.info(`stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`);
+    log.info(
+      `stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`,
+    );
     const made = await options.engine.up(plan, {
       signal,
       onEvent: (event) => {
@@ -206,7 +225,9 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
       bootBeganAt = machine.now();
     },
   });
-  log.info(`SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`);
+  log.info(
+    `SSH answered ${ready.uptimeSeconds.toFixed(1)} s after the guest booted${ready.readyLagSeconds === undefined ? "" : `; noticed ${ready.readyLagSeconds.toFixed(1)} s after sshd became active`}`,
+  );
 
   await timed("cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
 
@@ -233,8 +254,10 @@ export async function withOneReset<T>(
   } catch (error) {
     const race = tcgRaceOf(error, options.accel);
     let reason: string;
-    if (error instanceof BootStallError) reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; powering the VM off and on once`;
-    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace)) reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; powering the VM off and on once`;
+    if (error instanceof BootStallError)
+      reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; powering the VM off and on once`;
+    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace))
+      reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; powering the VM off and on once`;
     else throw error;
     options.log.warn(reason);
     await options.reset();
@@ -248,17 +271,24 @@ export async function withOneReset<T>(
  */
 async function waitForCloudInit(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
   const started = machine.now();
-  await machine.waitFor("cloud-init to finish", timeoutMs, async () => {
-    const left = Math.max(5_000, timeoutMs - (machine.now() - started));
-    const result = await machine.execute(`timeout ${Math.ceil(left / 1000)} cloud-init status --wait`, { timeoutMs: left + 10_000 });
-    if (result.exitCode === 0) return { done: true, value: undefined };
-    // 2 = done with recoverable errors: worth a warning, not a failed run.
-    if (result.exitCode === 2) {
-      log.warn(`cloud-init finished with recoverable errors: ${result.stdout.trim().split("\n").at(-1)}`);
-      return { done: true, value: undefined };
-    }
-    if (result.exitCode === 255) return { done: false, seen: `SSH dropped (${result.stderr.trim().split("\n").at(-1)}); reconnecting` };
-    if (result.exitCode === 124) return { done: false, seen: "cloud-init still running" };
-    throw new HarnessError(`cloud-init failed in the VM (exit ${result.exitCode}): ${(result.stdout + result.stderr).trim().split("\n").slice(-5).join("\n")}`);
-  }, { intervalMs: 1000, maxIntervalMs: 2000 });
+  await machine.waitFor(
+    "cloud-init to finish",
+    timeoutMs,
+    async () => {
+      const left = Math.max(5_000, timeoutMs - (machine.now() - started));
+      const result = await machine.execute(`timeout ${Math.ceil(left / 1000)} cloud-init status --wait`, { timeoutMs: left + 10_000 });
+      if (result.exitCode === 0) return { done: true, value: undefined };
+      // 2 = done with recoverable errors: worth a warning, not a failed run.
+      if (result.exitCode === 2) {
+        log.warn(`cloud-init finished with recoverable errors: ${result.stdout.trim().split("\n").at(-1)}`);
+        return { done: true, value: undefined };
+      }
+      if (result.exitCode === 255) return { done: false, seen: `SSH dropped (${result.stderr.trim().split("\n").at(-1)}); reconnecting` };
+      if (result.exitCode === 124) return { done: false, seen: "cloud-init still running" };
+      throw new HarnessError(
+        `cloud-init failed in the VM (exit ${result.exitCode}): ${(result.stdout + result.stderr).trim().split("\n").slice(-5).join("\n")}`,
+      );
+    },
+    { intervalMs: 1000, maxIntervalMs: 2000 },
+  );
 }

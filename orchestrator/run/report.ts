@@ -146,7 +146,9 @@ export function junitXml(report: RunReport): string {
       testcase: cases,
     };
   });
-  return `<?xml version="1.0" encoding="UTF-8"?>\n${builder.build({
-    testsuites: { "@name": `boma-it ${report.profile}`, "@time": report.wallSeconds.toFixed(1), testsuite: suites },
-  }) as string}`;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${
+    builder.build({
+      testsuites: { "@name": `boma-it ${report.profile}`, "@time": report.wallSeconds.toFixed(1), testsuite: suites },
+    }) as string
+  }`;
 }

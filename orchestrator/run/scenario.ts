@@ -154,7 +154,12 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
   const profile = await profileAt(context, session, scenario.revision);
   if (scenario.baseline) await baselineStep(context, session, scenario, await profileAt(context, session, scenario.baseline));
   const applied = await session.timed("apply", () => applyStep(context, session, scenario.vars, { profile }));
-  report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
+  report.apply = {
+    seconds: applied.seconds,
+    recap: applied.recap,
+    tasks: applied.tasks,
+    ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
+  };
   report.certificate = applied.certificate;
   // The first boot has long finished by now (the apply took minutes): its time is final.
   report.guestBootSeconds.push(await session.machine.guestBootSeconds());
@@ -177,7 +182,10 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
 export async function deriveSurvival(context: StepContext, session: ScenarioVm): Promise<SurvivalPlan> {
   return session.timed("survival state before the reboot", async () => {
     const before = await observeSurvival(session.machine);
-    const answering = await answeringPorts(session.outputs.ip, before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port));
+    const answering = await answeringPorts(
+      session.outputs.ip,
+      before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port),
+    );
     const { checks, leftOut } = deriveSurvivalChecks(before, answering, context.profile.document.survival === "strict");
     session.report.survival = { derived: checks.map((check) => check.name), leftOut };
     context.log.info(`survival: ${checks.length} checks derived from the state before the reboot, ${leftOut.length} item(s) left out (report.json says why)`);
@@ -197,7 +205,12 @@ export interface SurvivalPlan {
  * commit is bad input, exit 2, naming it and the repo): the profile's `scenarios.<name>.ref` and
  * `baseline`, or the command line's `--ref`/`--baseline` for the scenario that is run (`target`).
  */
-export async function resolveScenarioRevisions(profile: LoadedProfile, scenarios: ScenarioSpec[], asked: { ref?: string; baseline?: string; target: "red" | "green" }, runner: Runner): Promise<void> {
+export async function resolveScenarioRevisions(
+  profile: LoadedProfile,
+  scenarios: ScenarioSpec[],
+  asked: { ref?: string; baseline?: string; target: "red" | "green" },
+  runner: Runner,
+): Promise<void> {
   for (const scenario of scenarios) {
     const declared = profile.document.scenarios?.[scenario.name];
     const fromCli = scenario.name === asked.target;
@@ -218,7 +231,11 @@ export async function resolveScenarioRevisions(profile: LoadedProfile, scenarios
  * scenario's folder, its vaulted values learnt as secrets), or as the repo is on disk. Recorded
  * in the scenario's report (ref, commit, dirty).
  */
-export async function profileAt(context: StepContext, session: Pick<ScenarioVm, "dir" | "report">, revision: ResolvedRevision | undefined): Promise<LoadedProfile> {
+export async function profileAt(
+  context: StepContext,
+  session: Pick<ScenarioVm, "dir" | "report">,
+  revision: ResolvedRevision | undefined,
+): Promise<LoadedProfile> {
   if (!revision) {
     const worktree = await worktreeRevision(context.profile.repoDir, context.runner);
     session.report.ref ??= null;
@@ -299,13 +316,24 @@ export async function applyStep(
   const hostKeyChange = await followHostKeys(session.machine, context.log);
   let certificate: CertificateOutcome | null = null;
   if (wildcard && before?.reused) {
-    certificate = { tier: "le-prod-wildcard", domain: wildcard.settings.domain, source: "reused", notAfter: before.reused.notAfter.toISOString(), detail: `from ${wildcard.cache.dir}` };
+    certificate = {
+      tier: "le-prod-wildcard",
+      domain: wildcard.settings.domain,
+      source: "reused",
+      notAfter: before.reused.notAfter.toISOString(),
+      detail: `from ${wildcard.cache.dir}`,
+    };
   } else if (wildcard && result.ok) certificate = await wildcardAfterApply(wildcard);
   return { ...result, certificate, ...(hostKeyChange ? { hostKeyChange } : {}) };
 }
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */
-export async function checkStage(context: Pick<StepContext, "profile" | "log">, session: Pick<ScenarioVm, "machine" | "outputs">, stage: CheckStage, checks: readonly Check[] = context.profile.document.checks): Promise<CheckResult[]> {
+export async function checkStage(
+  context: Pick<StepContext, "profile" | "log">,
+  session: Pick<ScenarioVm, "machine" | "outputs">,
+  stage: CheckStage,
+  checks: readonly Check[] = context.profile.document.checks,
+): Promise<CheckResult[]> {
   return runChecks(checks, session.machine, session.outputs.ip, stage, {
     onResult: (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
   });
@@ -325,7 +353,12 @@ export interface RebootOutcome {
  * check (the finding, with the console in the report); a boot that never reached its kernel, a
  * domain destroyed from the host, libvirt failing: exit 4.
  */
-export async function rebootStep(context: StepContext, session: ScenarioVm, checks: readonly Check[] = context.profile.document.checks, survival?: SurvivalPlan): Promise<RebootOutcome> {
+export async function rebootStep(
+  context: StepContext,
+  session: ScenarioVm,
+  checks: readonly Check[] = context.profile.document.checks,
+  survival?: SurvivalPlan,
+): Promise<RebootOutcome> {
   const { machine, report } = session;
   const before = await session.timed("snapshot before the reboot", () => takeSnapshot(machine));
   let proof: RebootProof;
@@ -335,7 +368,13 @@ export async function rebootStep(context: StepContext, session: ScenarioVm, chec
     const reason = await notBackReason(error, context, machine);
     context.log.warn(`the VM did not come back after the reboot: ${reason}`);
     report.notBack = { reason, console: await machine.currentBootConsole(20) };
-    const post = [...checks, ...(survival?.checks ?? [])].map((check) => ({ name: check.name, stage: "post-reboot" as const, ok: false, detail: `the VM did not come back after the reboot: ${reason}`, seconds: 0 }));
+    const post = [...checks, ...(survival?.checks ?? [])].map((check) => ({
+      name: check.name,
+      stage: "post-reboot" as const,
+      ok: false,
+      detail: `the VM did not come back after the reboot: ${reason}`,
+      seconds: 0,
+    }));
     return { post, proof: undefined, before, after: undefined };
   }
   report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
@@ -347,7 +386,11 @@ export async function rebootStep(context: StepContext, session: ScenarioVm, chec
   const post = await session.timed("checks after the reboot", async () => {
     const [written, derived] = await Promise.all([
       checkStage(context, session, "post-reboot", checks),
-      survival && survival.checks.length > 0 ? runSurvivalChecks(survival.checks, machine, session.outputs.ip, survival.withinMs, (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`)) : Promise.resolve([]),
+      survival && survival.checks.length > 0
+        ? runSurvivalChecks(survival.checks, machine, session.outputs.ip, survival.withinMs, (result) =>
+            context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`),
+          )
+        : Promise.resolve([]),
     ]);
     return [...written, ...derived];
   });
@@ -366,10 +409,16 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
   if (race) {
     // Not the finding: QEMU ran a stale kernel patch. Judging it would make RED "faithful" and
     // GREEN "broken" for nothing.
-    throw new HarnessError(`after the reboot the guest kernel hit QEMU TCG's text-patching race (${describePanic(race)}): that says nothing about the change under test; run it again`, { cause: error });
+    throw new HarnessError(
+      `after the reboot the guest kernel hit QEMU TCG's text-patching race (${describePanic(race)}): that says nothing about the change under test; run it again`,
+      { cause: error },
+    );
   }
   if (error instanceof BootStallError) {
-    throw new HarnessError("after the reboot the VM stalled before its kernel started, twice (the firmware under TCG): nothing of the change under test ran; run it again", { cause: error });
+    throw new HarnessError(
+      "after the reboot the VM stalled before its kernel started, twice (the firmware under TCG): nothing of the change under test ran; run it again",
+      { cause: error },
+    );
   }
   if (error instanceof VmDownError) {
     if (error.guestShutdown) {
@@ -377,11 +426,14 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
       return `the VM powered itself off instead of rebooting${error.ending === undefined ? " (its console does not say how its shutdown ended)" : ""}`;
     }
     if (/crashed/.test(error.state)) return `the guest crashed (libvirt: ${error.state})`;
-    throw new HarnessError(`after the reboot the domain was ${error.state} from the host: that says nothing about the change under test; run it again`, { cause: error });
+    throw new HarnessError(`after the reboot the domain was ${error.state} from the host: that says nothing about the change under test; run it again`, {
+      cause: error,
+    });
   }
   if (error instanceof GuestPanicError) return `its kernel panicked: ${describePanic(error.panic)}`;
   // A wait that timed out: the change's finding only if the new boot's kernel ran.
-  if (await machine.kernelStarted()) return `its new kernel started but SSH never answered (last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;
+  if (await machine.kernelStarted())
+    return `its new kernel started but SSH never answered (last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;
   if (!/reboot: (machine restart|Restarting system)/.test((await machine.currentBootConsole(200)).join("\n"))) {
     return `the old system never finished shutting down (last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;
   }
@@ -418,7 +470,9 @@ async function rebootWithOneReset(context: StepContext, session: ScenarioVm): Pr
 
 /** Waits until systemd has finished starting up (running or degraded), so checks see the booted system. */
 async function waitSettled(machine: Machine, log: Log): Promise<void> {
-  const result = await machine.execute(`timeout ${Math.round(SYSTEM_RUNNING_TIMEOUT_MS / 1000)} systemctl is-system-running --wait`, { timeoutMs: SYSTEM_RUNNING_TIMEOUT_MS + 30_000 });
+  const result = await machine.execute(`timeout ${Math.round(SYSTEM_RUNNING_TIMEOUT_MS / 1000)} systemctl is-system-running --wait`, {
+    timeoutMs: SYSTEM_RUNNING_TIMEOUT_MS + 30_000,
+  });
   const state = result.stdout.trim() || result.stderr.trim();
   log.info(`system is ${state || `unknown (exit ${result.exitCode})`}`);
 }
@@ -438,10 +492,16 @@ export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post
       const missing = expectFailing.filter((name) => !failed.has(name));
       const extra = [...failed].filter((name) => !expectFailing.includes(name));
       if (missing.length > 0 || extra.length > 0) {
-        const parts = [...(missing.length > 0 ? [`expected to fail but passed: ${missing.join(", ")}`] : []), ...(extra.length > 0 ? [`failed but not expected to: ${extra.join(", ")}`] : [])];
+        const parts = [
+          ...(missing.length > 0 ? [`expected to fail but passed: ${missing.join(", ")}`] : []),
+          ...(extra.length > 0 ? [`failed but not expected to: ${extra.join(", ")}`] : []),
+        ];
         return { ok: false, outcome: `RED broke after the reboot, but not as the incident did (${parts.join("; ")}): the harness is not faithful` };
       }
-      return { ok: true, outcome: `RED is faithful: it passed before the reboot and broke after it exactly as expected (${failedNames(post)}), every other check passed` };
+      return {
+        ok: true,
+        outcome: `RED is faithful: it passed before the reboot and broke after it exactly as expected (${failedNames(post)}), every other check passed`,
+      };
     }
     return { ok: true, outcome: `RED is faithful: it passed before the reboot and broke after it (${failedNames(post)})` };
   }
@@ -451,5 +511,8 @@ export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post
 }
 
 function failedNames(checks: readonly CheckResult[]): string {
-  return checks.filter((check) => !check.ok).map((check) => check.name).join(", ");
+  return checks
+    .filter((check) => !check.ok)
+    .map((check) => check.name)
+    .join(", ");
 }

@@ -51,10 +51,21 @@ export interface UpSummary {
  * upgrade path's `--baseline`), the cert tier and the egress planned, each refused before
  * anything is created.
  */
-async function runRequest(purpose: string, inputs: RunInputs, scenarios: ScenarioSpec[], target: "red" | "green", context: SequenceContext): Promise<RunRequest> {
+async function runRequest(
+  purpose: string,
+  inputs: RunInputs,
+  scenarios: ScenarioSpec[],
+  target: "red" | "green",
+  context: SequenceContext,
+): Promise<RunRequest> {
   const { options, profile, secrets } = inputs;
   const { runner, log, env } = context;
-  await resolveScenarioRevisions(profile, scenarios, { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target }, runner);
+  await resolveScenarioRevisions(
+    profile,
+    scenarios,
+    { ...(options.ref ? { ref: options.ref } : {}), ...(options.baseline ? { baseline: options.baseline } : {}), target },
+    runner,
+  );
   const certs = await planRunCerts({ ...inputs, runner }, { env, log });
   const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
   return { purpose, profile, options, secrets, certs, egress, runner, log, env, runsDir: context.runsDir, imageDir: imageDir(env), signal: context.signal };
@@ -95,7 +106,12 @@ export async function bringUp(
       const profileToApply = await profileAt(run.stepContext, session, scenario.revision);
       if (scenario.baseline) await baselineStep(run.stepContext, session, scenario, await profileAt(run.stepContext, session, scenario.baseline));
       const applied = await session.timed("apply", () => applyStep(run.stepContext, session, scenario.vars, { profile: profileToApply }));
-      session.report.apply = { seconds: applied.seconds, recap: applied.recap, tasks: applied.tasks, ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) };
+      session.report.apply = {
+        seconds: applied.seconds,
+        recap: applied.recap,
+        tasks: applied.tasks,
+        ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
+      };
       session.report.certificate = applied.certificate;
       session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
       if (keepAt === "reboot") {

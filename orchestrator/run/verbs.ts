@@ -13,7 +13,12 @@ export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
   return {
     ok: true,
     outcome: `applied ${run.stepContext.profile.playbookFile}${at}: ${applied.recap}${applied.hostKeyChange ? `; host keys re-pinned (${applied.hostKeyChange.detail})` : ""}`,
-    details: { recap: applied.recap, tasks: applied.tasks, ...(run.revision ? { revision: run.revision } : {}), ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}) },
+    details: {
+      recap: applied.recap,
+      tasks: applied.tasks,
+      ...(run.revision ? { revision: run.revision } : {}),
+      ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
+    },
   };
 }
 
@@ -22,7 +27,13 @@ export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
   const checks = await run.session.timed("checks", () => checkStage(run.stepContext, run.session, "pre-reboot"));
   run.session.report.checks.push(...checks);
   const failed = checks.filter((check) => !check.ok);
-  return { ok: failed.length === 0, outcome: failed.length === 0 ? `every check passes (${checks.length})` : `${failed.length} of ${checks.length} checks fail: ${failed.map((check) => check.name).join(", ")}` };
+  return {
+    ok: failed.length === 0,
+    outcome:
+      failed.length === 0
+        ? `every check passes (${checks.length})`
+        : `${failed.length} of ${checks.length} checks fail: ${failed.map((check) => check.name).join(", ")}`,
+  };
 }
 
 /** The run's reboot: proof, settle, checks, before/after diff. */
@@ -31,11 +42,19 @@ export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
   const outcome = await rebootStep(run.stepContext, run.session, run.stepContext.profile.document.checks, survival);
   run.session.report.checks.push(...outcome.post);
   const failed = outcome.post.filter((check) => !check.ok);
-  const details = { bootIds: run.session.report.bootIds, snapshotDiff: run.session.report.snapshotDiff, notBack: run.session.report.notBack ?? null, bootResets: run.session.report.bootResets };
+  const details = {
+    bootIds: run.session.report.bootIds,
+    snapshotDiff: run.session.report.snapshotDiff,
+    notBack: run.session.report.notBack ?? null,
+    bootResets: run.session.report.bootResets,
+  };
   if (!outcome.proof) return { ok: false, outcome: `the VM did not come back after the reboot: ${run.session.report.notBack?.reason ?? "unknown"}`, details };
   return {
     ok: failed.length === 0,
-    outcome: failed.length === 0 ? `rebooted (boot id ${outcome.proof.bootIdBefore.slice(0, 8)}… → ${outcome.proof.bootIdAfter.slice(0, 8)}…) and every check passes` : `rebooted, and ${failed.length} of ${outcome.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}`,
+    outcome:
+      failed.length === 0
+        ? `rebooted (boot id ${outcome.proof.bootIdBefore.slice(0, 8)}… → ${outcome.proof.bootIdAfter.slice(0, 8)}…) and every check passes`
+        : `rebooted, and ${failed.length} of ${outcome.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}`,
     details,
   };
 }
@@ -48,7 +67,10 @@ export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
 export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   const point = run.record.resetPoint;
   if (!point) {
-    throw new RefusedError(`${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`, "make the VM with `npm run boma-it -- up <profile>`");
+    throw new RefusedError(
+      `${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`,
+      "make the VM with `npm run boma-it -- up <profile>`",
+    );
   }
   const { machine, session, stepContext: steps } = run;
   await machine.closeConnection();

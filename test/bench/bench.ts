@@ -59,7 +59,11 @@ await mkdir(env.BOMA_IT_RUNS_DIR, { recursive: true });
 /** Runs the CLI; its stderr goes to ours, prefixed, so a long bench shows progress. */
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; seconds: number }> {
   const started = performance.now();
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on("data", (chunk: Buffer) => {
@@ -123,12 +127,23 @@ const machine = {
     }
   })(),
 };
-const document = { date: new Date().toISOString(), runs, machine, harnessShare: summary.harnessShare, summary, samples: { acceptance, ups, downs, reaps }, failures, benchDir };
+const document = {
+  date: new Date().toISOString(),
+  runs,
+  machine,
+  harnessShare: summary.harnessShare,
+  summary,
+  samples: { acceptance, ups, downs, reaps },
+  failures,
+  benchDir,
+};
 const out = values.out ?? join(benchDir, "bench.json");
 await writeFile(out, `${JSON.stringify(document, null, 2)}\n`);
 if (values.json) process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
 else {
-  process.stdout.write(`${headline(summary)}\n\n${table(summary)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}; commit ${machine.commit}\nsummary: ${out}\n`);
+  process.stdout.write(
+    `${headline(summary)}\n\n${table(summary)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}; commit ${machine.commit}\nsummary: ${out}\n`,
+  );
   if (failures.length > 0) process.stdout.write(`failures:\n${failures.map((line) => `  ${line}`).join("\n")}\n`);
 }
 if (failures.length > 0) process.exit(1);

@@ -81,10 +81,16 @@ interface Sample {
 const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
 const benchDir = join(runsDir(undefined), `bench-reboots-${stamp}`);
 await mkdir(benchDir, { recursive: true });
-const cliEnv = values["runs-dir"] ? { BOMA_IT_RUNS_DIR: values["runs-dir"] } : { BOMA_IT_RUNS_DIR: join(benchDir, "runs"), BOMA_IT_STACKS_DIR: join(benchDir, "stacks") };
+const cliEnv = values["runs-dir"]
+  ? { BOMA_IT_RUNS_DIR: values["runs-dir"] }
+  : { BOMA_IT_RUNS_DIR: join(benchDir, "runs"), BOMA_IT_STACKS_DIR: join(benchDir, "stacks") };
 
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string }> {
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], { cwd: PROJECT_ROOT, env: { ...process.env, ...cliEnv }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, ...cliEnv },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on("data", (chunk: Buffer) => {
@@ -230,7 +236,10 @@ const out = values.out ?? join(benchDir, "reboots.json");
 await writeFile(out, `${JSON.stringify(document, null, 2)}\n`);
 if (values.json) process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
 else {
-  const rows = summary.map((row) => `| ${row.path} | ${row.reboots} | ${row.stalls} (${row.stallRate === null ? "-" : `${(row.stallRate * 100).toFixed(1)} %`}) | ${row.rebootToSsh} | ${row.beforeKernel} |`);
+  const rows = summary.map(
+    (row) =>
+      `| ${row.path} | ${row.reboots} | ${row.stalls} (${row.stallRate === null ? "-" : `${(row.stallRate * 100).toFixed(1)} %`}) | ${row.rebootToSsh} | ${row.beforeKernel} |`,
+  );
   process.stdout.write(
     `| path | reboots | stalls | reboot to SSH, s (median, min-max) | before the kernel, s |\n|---|---|---|---|---|\n${rows.join("\n")}\n\nguest: ${guest}; machine: ${machineInfo.cpu}, ${machineInfo.cores} cores, ${machineInfo.memoryGiB} GiB, accel ${machineInfo.accel}; commit ${machineInfo.commit}\nsamples: ${out}\n`,
   );

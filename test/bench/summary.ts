@@ -174,7 +174,13 @@ export interface BenchSummary {
 }
 
 /** Summarises the samples: every VM of every run and every `up` counts for the per-phase figures. */
-export function summarize(acceptance: readonly AcceptanceSample[], ups: readonly VmSample[], downs: readonly number[], reaps: readonly number[], upRssMiB: readonly number[] = []): BenchSummary {
+export function summarize(
+  acceptance: readonly AcceptanceSample[],
+  ups: readonly VmSample[],
+  downs: readonly number[],
+  reaps: readonly number[],
+  upRssMiB: readonly number[] = [],
+): BenchSummary {
   const vms = [...acceptance.flatMap((run) => run.vms), ...ups];
   const phases: Record<string, Stats | null> = {};
   for (const phase of BENCH_PHASES) phases[phase.name] = stats(vms.map((vm) => phaseSeconds(vm, phase)).filter((value) => value !== null));
@@ -191,7 +197,9 @@ export function summarize(acceptance: readonly AcceptanceSample[], ups: readonly
     harnessShare: stats(overheads.map((entry) => entry.harnessShare)),
     harnessShareSeconds: stats(overheads.map((entry) => entry.harnessShareSeconds)),
     findingWaitSeconds: stats(overheads.map((entry) => entry.findingWaitSeconds)),
-    harnessParts: Object.fromEntries(HARNESS_PART_KEYS.map((key) => [key, stats(overheads.map((entry) => entry.harnessParts[key]))])) as BenchSummary["harnessParts"],
+    harnessParts: Object.fromEntries(
+      HARNESS_PART_KEYS.map((key) => [key, stats(overheads.map((entry) => entry.harnessParts[key]))]),
+    ) as BenchSummary["harnessParts"],
     peakRssMiB: stats([...acceptance.map((run) => run.peakRssMiB), ...upRssMiB]),
     downSeconds: stats(downs),
     reapSeconds: stats(reaps),

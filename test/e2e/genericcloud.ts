@@ -38,23 +38,41 @@ const PACKAGES = [
 ];
 
 export const GENERICCLOUD_FACTS: readonly GuestFact[] = [
-  { name: "host keys rsa, ecdsa, ed25519", probe: "for t in rsa ecdsa ed25519; do test -s /etc/ssh/ssh_host_${t}_key && test -s /etc/ssh/ssh_host_${t}_key.pub || exit 1; done" },
-  { name: "root is ext4", probe: "test \"$(findmnt -n -o FSTYPE /)\" = ext4" },
-  { name: "the ESP is mounted at /boot/efi (vfat), from /etc/fstab", probe: "test \"$(findmnt -n -o FSTYPE /boot/efi)\" = vfat && grep -Eq '^[^#]+[[:space:]]/boot/efi[[:space:]]+vfat' /etc/fstab" },
+  {
+    name: "host keys rsa, ecdsa, ed25519",
+    probe: "for t in rsa ecdsa ed25519; do test -s /etc/ssh/ssh_host_${t}_key && test -s /etc/ssh/ssh_host_${t}_key.pub || exit 1; done",
+  },
+  { name: "root is ext4", probe: 'test "$(findmnt -n -o FSTYPE /)" = ext4' },
+  {
+    name: "the ESP is mounted at /boot/efi (vfat), from /etc/fstab",
+    probe: "test \"$(findmnt -n -o FSTYPE /boot/efi)\" = vfat && grep -Eq '^[^#]+[[:space:]]/boot/efi[[:space:]]+vfat' /etc/fstab",
+  },
   { name: "the cloud kernel flavour", probe: "uname -r | grep -q -- '-cloud-amd64$'" },
-  { name: "Debian 13 in /etc/os-release", probe: ". /etc/os-release && test \"$ID\" = debian && test \"$VERSION_ID\" = 13" },
-  { name: `enabled: ${ENABLED_UNITS.join(", ")}`, probe: `for u in ${ENABLED_UNITS.join(" ")}; do systemctl is-enabled -q "$u" || { echo "$u is $(systemctl is-enabled "$u")"; exit 1; }; done` },
+  { name: "Debian 13 in /etc/os-release", probe: '. /etc/os-release && test "$ID" = debian && test "$VERSION_ID" = 13' },
+  {
+    name: `enabled: ${ENABLED_UNITS.join(", ")}`,
+    probe: `for u in ${ENABLED_UNITS.join(" ")}; do systemctl is-enabled -q "$u" || { echo "$u is $(systemctl is-enabled "$u")"; exit 1; }; done`,
+  },
   { name: "active: ssh, systemd-timesyncd", probe: "systemctl is-active -q ssh.service && systemctl is-active -q systemd-timesyncd.service" },
-  { name: "AppArmor is enabled", probe: "test \"$(cat /sys/module/apparmor/parameters/enabled)\" = Y" },
-  { name: `packages: ${PACKAGES.join(", ")}`, probe: `for p in ${PACKAGES.join(" ")}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || { echo "$p is missing"; exit 1; }; done` },
+  { name: "AppArmor is enabled", probe: 'test "$(cat /sys/module/apparmor/parameters/enabled)" = Y' },
+  {
+    name: `packages: ${PACKAGES.join(", ")}`,
+    probe: `for p in ${PACKAGES.join(" ")}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || { echo "$p is missing"; exit 1; }; done`,
+  },
   { name: "python3 modules Ansible's modules use: apt, apt_pkg, yaml, json", probe: "python3 -c 'import apt, apt_pkg, yaml, json'" },
-  { name: "locale C.UTF-8 and time zone UTC, as cloud-init leaves them", probe: "grep -qx 'LANG=C.UTF-8' /etc/default/locale && test \"$(readlink /etc/localtime)\" = /usr/share/zoneinfo/Etc/UTC" },
-  { name: "passwordless sudo for the login account", probe: "sudo -n -u \"$SUDO_USER\" sudo -n true" },
+  {
+    name: "locale C.UTF-8 and time zone UTC, as cloud-init leaves them",
+    probe: "grep -qx 'LANG=C.UTF-8' /etc/default/locale && test \"$(readlink /etc/localtime)\" = /usr/share/zoneinfo/Etc/UTC",
+  },
+  { name: "passwordless sudo for the login account", probe: 'sudo -n -u "$SUDO_USER" sudo -n true' },
 ];
 
 /** A script that runs every probe and prints one line per fact: `ok<TAB>name` or `FAIL<TAB>name<TAB>output`. */
 export function factsScript(facts: readonly GuestFact[] = GENERICCLOUD_FACTS): string {
   return facts
-    .map((fact) => `out=$( (${fact.probe}) 2>&1 ) && printf 'ok\\t%s\\n' ${JSON.stringify(fact.name)} || printf 'FAIL\\t%s\\t%s\\n' ${JSON.stringify(fact.name)} "$(printf %s "$out" | tr '\\n' ' ')"`)
+    .map(
+      (fact) =>
+        `out=$( (${fact.probe}) 2>&1 ) && printf 'ok\\t%s\\n' ${JSON.stringify(fact.name)} || printf 'FAIL\\t%s\\t%s\\n' ${JSON.stringify(fact.name)} "$(printf %s "$out" | tr '\\n' ' ')"`,
+    )
     .join("\n");
 }

@@ -15,10 +15,7 @@ import { controlSocketDir } from "../../orchestrator/host/ssh.ts";
 
 /** Fails at once, with the way to run it, when the suite is not inside the sandbox. */
 export function requireSandbox(): void {
-  assert.ok(
-    process.env.BOMA_IT_SANDBOX,
-    "the e2e suite needs real libvirt inside its network namespace: run it with `npm run test:e2e` (as root)",
-  );
+  assert.ok(process.env.BOMA_IT_SANDBOX, "the e2e suite needs real libvirt inside its network namespace: run it with `npm run test:e2e` (as root)");
 }
 
 /** A suite's own runs dir and stacks dir, and the environment that points the CLI at them. */
@@ -181,7 +178,9 @@ export async function leftovers(stacksDir: string): Promise<string[]> {
 
 /** The sandbox's nftables tables a run made (an egress allowlist's: `inet boma-it-...`). */
 function nftTables(): string[] {
-  const listed = JSON.parse(execFileSync("nft", ["-j", "list", "tables"], { encoding: "utf8" })) as { nftables: { table?: { family: string; name: string } }[] };
+  const listed = JSON.parse(execFileSync("nft", ["-j", "list", "tables"], { encoding: "utf8" })) as {
+    nftables: { table?: { family: string; name: string } }[];
+  };
   return listed.nftables.flatMap((entry) => (entry.table && entry.table.name.startsWith("boma-it-") ? [`${entry.table.family} ${entry.table.name}`] : []));
 }
 
@@ -272,7 +271,11 @@ ${inline}`,
 
 /** Every file under `dir` with its content's hash and mode, links as links: a tree byte for byte. */
 export async function treeHash(dir: string): Promise<string> {
-  return execFileSync("bash", ["-c", 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum; find . -printf "%p %y %m %l\\n" | sort', "hash", dir], { encoding: "utf8" });
+  return execFileSync(
+    "bash",
+    ["-c", 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum; find . -printf "%p %y %m %l\\n" | sort', "hash", dir],
+    { encoding: "utf8" },
+  );
 }
 
 /** A host outside the VM's network: its own namespace behind a veth, serving HTTP on port 80. */
@@ -343,8 +346,16 @@ Server((sys.argv[1], int(sys.argv[2])), http.server.SimpleHTTPRequestHandler).se
  * allowed names to (the e2e env's BOMA_IT_DNS_SERVERS). `body` gets the requests the HTTP server
  * saw.
  */
-export async function withOutsideHost<T>(host: OutsideHost, body: (requests: () => Promise<string[]>) => Promise<T>, dns: Record<string, string> = {}): Promise<T> {
-  const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
+export async function withOutsideHost<T>(
+  host: OutsideHost,
+  body: (requests: () => Promise<string[]>) => Promise<T>,
+  dns: Record<string, string> = {},
+): Promise<T> {
+  const answers = (url: string) =>
+    fetch(url, { signal: AbortSignal.timeout(2000) }).then(
+      (response) => response.status === 200,
+      () => false,
+    );
   const ready = async () => (await answers(`http://${host.address}/`)) && (!host.address6 || (await answers(`http://[${host.address6}]/`)));
   const record = join(await mkdtemp(join(tmpdir(), "boma-it-outside-")), "requests.log");
   // The readiness probes ask for "/"; what a VM asks for (an API's path) is what counts. (A VM's
@@ -401,7 +412,10 @@ export async function withListener<T>(server: readonly string[], url: string, bo
   try {
     let answered = false;
     for (let attempt = 0; attempt < 20 && !answered; attempt += 1) {
-      answered = await fetch(url, { signal: AbortSignal.timeout(2000) }).then((response) => response.status === 200, () => false);
+      answered = await fetch(url, { signal: AbortSignal.timeout(2000) }).then(
+        (response) => response.status === 200,
+        () => false,
+      );
       if (!answered) await new Promise((resolve) => setTimeout(resolve, 500));
     }
     assert.ok(answered, `${url} answers the sandbox: the test is sound`);
@@ -446,7 +460,13 @@ with open(${JSON.stringify(record)}, "a") as log:
 }
 
 /** A LAN host (RFC 1918, like the real 10.20.x LAN) and an "internet" host (TEST-NET-2, not private). */
-export const LAN_HOST: OutsideHost = { name: "boma-it-e2e-lan", address: "10.20.0.1", sandboxAddress: "10.20.0.254", address6: "fd20::1", sandboxAddress6: "fd20::fe" };
+export const LAN_HOST: OutsideHost = {
+  name: "boma-it-e2e-lan",
+  address: "10.20.0.1",
+  sandboxAddress: "10.20.0.254",
+  address6: "fd20::1",
+  sandboxAddress6: "fd20::fe",
+};
 export const INTERNET_HOST: OutsideHost = { name: "boma-it-e2e-wan", address: "198.51.100.1", sandboxAddress: "198.51.100.254" };
 /** A "real host" of the fleet that a hostile repo points Ansible at (an RFC 1918 address, like the LAN's). */
 export const DECOY_HOST: OutsideHost = { name: "boma-it-e2e-decoy", address: "10.20.9.88", sandboxAddress: "10.20.9.254" };

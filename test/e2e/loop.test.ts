@@ -64,7 +64,15 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000 }, () => 
     const resetResult = JSON.parse(reset.stdout) as VerbJson;
     process.stderr.write(`    measured: reset ${Math.round((Date.now() - started) / 1000)} s\n`);
     assert.equal(resetResult.details.bootId, firstBoot, "the first boot's state: no boot was needed");
-    const dropIn = await cli(["ssh", run.runId, "--", "test -e /etc/nftables.d/docker-forward.nft && echo present || echo gone; test -e /etc/nftables.conf && grep -q 'policy drop' /etc/nftables.conf && echo applied || echo clean"], dirs.env);
+    const dropIn = await cli(
+      [
+        "ssh",
+        run.runId,
+        "--",
+        "test -e /etc/nftables.d/docker-forward.nft && echo present || echo gone; test -e /etc/nftables.conf && grep -q 'policy drop' /etc/nftables.conf && echo applied || echo clean",
+      ],
+      dirs.env,
+    );
     assert.deepEqual(dropIn.stdout.trim().split("\n"), ["gone", "clean"], "before any apply: neither the fix nor the base role is there");
 
     const check = await cli(["check", run.runId, "--json"], dirs.env);

@@ -55,7 +55,10 @@ describe("the pulumi engine, for real", { timeout: 30 * 60_000, skip: SKIP }, ()
     const run = JSON.parse(up.stdout) as { runId: string; ip: string; runDir: string };
 
     const stacks = JSON.parse(pulumi(["stack", "ls", "--json"])) as { name: string; resourceCount: number }[];
-    assert.deepEqual(stacks.map((stack) => stack.name), [run.runId]);
+    assert.deepEqual(
+      stacks.map((stack) => stack.name),
+      [run.runId],
+    );
     assert.ok(stacks[0]!.resourceCount >= 6, "the plan's six local.Command resources and the stack");
     const outputs = JSON.parse(pulumi(["stack", "output", "--json", "--stack", run.runId])) as Record<string, unknown>;
     assert.equal(outputs.ip, run.ip);
@@ -65,7 +68,10 @@ describe("the pulumi engine, for real", { timeout: 30 * 60_000, skip: SKIP }, ()
     assert.equal(tags["boma-it:state"], "up");
 
     const status = JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; engine: string }[];
-    assert.deepEqual(status.map((entry) => [entry.runId, entry.engine]), [[run.runId, "pulumi"]]);
+    assert.deepEqual(
+      status.map((entry) => [entry.runId, entry.engine]),
+      [[run.runId, "pulumi"]],
+    );
     const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
     assert.equal(hostname.stdout.trim(), "askari");
 

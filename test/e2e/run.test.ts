@@ -10,7 +10,22 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/ansible/certs.ts";
-import { cli, startCli, DECOY_HOST, HOSTILE_REPO_SECRETS, hostileRepoCopy, INTERNET_HOST, leftovers, profileVariant, suiteDirs, treeHash, vmGetsDnsAnswer, vmReaches, withDecoyHost, withOutsideHost } from "./helpers.ts";
+import {
+  cli,
+  startCli,
+  DECOY_HOST,
+  HOSTILE_REPO_SECRETS,
+  hostileRepoCopy,
+  INTERNET_HOST,
+  leftovers,
+  profileVariant,
+  suiteDirs,
+  treeHash,
+  vmGetsDnsAnswer,
+  vmReaches,
+  withDecoyHost,
+  withOutsideHost,
+} from "./helpers.ts";
 
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
@@ -24,12 +39,24 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     // The profile's tier, said in one line and recorded; internal needs nothing outside.
     assert.equal(report.certs, "internal");
     assert.match(result.stderr, /certs: internal \(the profile's default\)/);
-    assert.deepEqual(report.scenarios.map((scenario) => scenario.certificate), [null, null]);
-    assert.deepEqual(report.scenarios.map((scenario) => [scenario.name, scenario.expect, scenario.ok]), [["red", "fail", true], ["green", "pass", true]]);
+    assert.deepEqual(
+      report.scenarios.map((scenario) => scenario.certificate),
+      [null, null],
+    );
+    assert.deepEqual(
+      report.scenarios.map((scenario) => [scenario.name, scenario.expect, scenario.ok]),
+      [
+        ["red", "fail", true],
+        ["green", "pass", true],
+      ],
+    );
 
     const [red, green] = report.scenarios;
     assert.equal(red!.faithful, true);
-    assert.ok(red!.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok), "RED passes before the reboot");
+    assert.ok(
+      red!.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok),
+      "RED passes before the reboot",
+    );
     const redBroken = red!.checks.filter((check) => check.stage === "post-reboot" && !check.ok).map((check) => check.name);
     assert.ok(redBroken.includes("web through the published port"), `RED breaks the published port after the reboot (broken: ${redBroken})`);
     assert.ok(!redBroken.includes("docker active"), "Docker itself is up: only a reboot shows the outage");
@@ -38,10 +65,16 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
       assert.notEqual(scenario.bootIds[0], scenario.bootIds[1], "a real reboot: the boot id changed");
       assert.ok(scenario.snapshotDiff, "a before/after snapshot diff");
     }
-    assert.ok(green!.checks.every((check) => check.ok), "GREEN passes every check before and after");
+    assert.ok(
+      green!.checks.every((check) => check.ok),
+      "GREEN passes every check before and after",
+    );
     assert.equal(green!.checks.length, 12);
     // The reboot lost the live accept in RED: the ruleset diff shows it.
-    assert.ok(red!.snapshotDiff!["nft ruleset"]!.removed.some((line) => /iifname "docker0" accept/.test(line)), JSON.stringify(red!.snapshotDiff));
+    assert.ok(
+      red!.snapshotDiff!["nft ruleset"]!.removed.some((line) => /iifname "docker0" accept/.test(line)),
+      JSON.stringify(red!.snapshotDiff),
+    );
 
     assert.equal(report.kept, null);
     assert.equal(report.diagnostics, null);
@@ -57,7 +90,9 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
   it("RED whose domain the host destroys during its reboot: exit 4, verdict error, never a pass; nothing left", async () => {
     const run = startCli(["run", "askari", "--scenario", "red", "--json"], dirs.env);
     await run.waitForStderr(/askari: rebooting \(boot id/, 20 * 60_000);
-    const stack = execFileSync("virsh", ["-q", "-c", "qemu:///system", "list", "--name"], { encoding: "utf8" }).split("\n").find((name) => name.startsWith("boma-it-askari-"));
+    const stack = execFileSync("virsh", ["-q", "-c", "qemu:///system", "list", "--name"], { encoding: "utf8" })
+      .split("\n")
+      .find((name) => name.startsWith("boma-it-askari-"));
     assert.ok(stack, "RED's VM runs");
     execFileSync("virsh", ["-q", "-c", "qemu:///system", "destroy", stack]);
     const result = await run.result;
@@ -83,7 +118,13 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     await writeFile(vaultFile, `mesh_setup_key: ${sentinel}\ndns_provider_token: ${dnsToken}\n`);
     execFileSync("ansible-vault", ["encrypt", "--vault-password-file", passwordFile, vaultFile], { stdio: "ignore" });
     const overlay = join(dirs.runsDir, "..", "askari-overlay.yml");
-    await writeFile(overlay, `${await readFile(join(import.meta.dirname, "../../overrides/askari.yml"), "utf8")}\nsecretVars: [api_token]\nvault: ${vaultFile}\n`.replace("vars:\n", `vars:\n  api_token: ${secretVar}\n`));
+    await writeFile(
+      overlay,
+      `${await readFile(join(import.meta.dirname, "../../overrides/askari.yml"), "utf8")}\nsecretVars: [api_token]\nvault: ${vaultFile}\n`.replace(
+        "vars:\n",
+        `vars:\n  api_token: ${secretVar}\n`,
+      ),
+    );
 
     // The repo as a real one is: its connection vars point at the real host (a decoy that records
     // every connection), its ansible.cfg turns host key checking off, it keeps secrets of its own.
@@ -112,12 +153,26 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     );
     assert.equal(result.code, 1, result.stderr.slice(-4000));
     assert.equal(await treeHash(hostileRepo), repoBefore, "the repo is byte-identical: no facts cached, no junit file, no bytecode");
-    assert.equal(await access("/etc/boma-lab-delegated").then(() => "on the controller", () => "not here"), "not here", "the delegated task did not run on the controller");
+    assert.equal(
+      await access("/etc/boma-lab-delegated").then(
+        () => "on the controller",
+        () => "not here",
+      ),
+      "not here",
+      "the delegated task did not run on the controller",
+    );
     assert.match(result.stderr, /\(NAT to the allowlist\)/, "the network allows only its allowlist");
-    assert.match(result.stderr, new RegExp(`green: the change tried to reach ${INTERNET_HOST.address.replaceAll(".", "\\.")}:80: blocked`), "the blocked call is said");
+    assert.match(
+      result.stderr,
+      new RegExp(`green: the change tried to reach ${INTERNET_HOST.address.replaceAll(".", "\\.")}:80: blocked`),
+      "the blocked call is said",
+    );
     const report = JSON.parse(result.stdout) as RunReport;
     assert.equal(report.egress.mode, "allowlist");
-    assert.ok(report.egress.blocked.some((attempt) => attempt.address === INTERNET_HOST.address && attempt.port === 80 && attempt.scenario === "green"), JSON.stringify(report.egress));
+    assert.ok(
+      report.egress.blocked.some((attempt) => attempt.address === INTERNET_HOST.address && attempt.port === 80 && attempt.scenario === "green"),
+      JSON.stringify(report.egress),
+    );
     assert.equal(report.verdict, "fail");
     assert.match(report.scenarios[0]!.outcome, /^GREEN broke after the reboot: .*web through the published port/);
     assert.ok(report.kept, "the VM is kept");
@@ -125,7 +180,17 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     const bundle = report.diagnostics!;
     const files = await readdir(bundle);
-    for (const expected of ["nft-ruleset.txt", "docker-ps.txt", "ss-tlnp.txt", "journal.txt", "critical-chain.txt", "cloud-init.log", "domain.xml", "console.log", "INDEX.txt"]) {
+    for (const expected of [
+      "nft-ruleset.txt",
+      "docker-ps.txt",
+      "ss-tlnp.txt",
+      "journal.txt",
+      "critical-chain.txt",
+      "cloud-init.log",
+      "domain.xml",
+      "console.log",
+      "INDEX.txt",
+    ]) {
       assert.ok(files.includes(expected), `diagnostics has ${expected} (has: ${files.join(", ")})`);
     }
     assert.doesNotMatch(await readFile(join(bundle, "INDEX.txt"), "utf8"), /MISSED/);
@@ -155,7 +220,9 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     assert.match(facts.stdout, /^10\.234\.\d+\.10 askari$/m, "the VM's own facts were");
     // Off the allowlist, a host outside that answers the sandbox is out of the VM's reach; the VM
     // still has its own network's gateway and DNS.
-    const ip = (JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; ip: string }[]).find((run) => run.runId === report.kept!.run)!.ip;
+    const ip = (JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; ip: string }[]).find(
+      (run) => run.runId === report.kept!.run,
+    )!.ip;
     await withOutsideHost(INTERNET_HOST, async () => {
       assert.equal(await vmReaches(report.kept!.run, INTERNET_HOST.address, 80, dirs.env), "blocked", "the VM cannot reach what its allowlist does not name");
     });

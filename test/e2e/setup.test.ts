@@ -23,7 +23,11 @@ describe("the control host's toolchain, for real", { timeout: 20 * 60_000 }, () 
     requireSandbox();
     // The suite runs in a network namespace without Debian's mirror: the package lists CI (or
     // whoever set this machine up) fetched are taken as they are.
-    const apply = await run("ansible-playbook", ["-i", "localhost,", "-c", "local", "setup/control-host.yml", "-e", '{"integration_test_apt_cache_valid_time": 2592000}'], PROJECT_ROOT);
+    const apply = await run(
+      "ansible-playbook",
+      ["-i", "localhost,", "-c", "local", "setup/control-host.yml", "-e", '{"integration_test_apt_cache_valid_time": 2592000}'],
+      PROJECT_ROOT,
+    );
     assert.equal(apply.code, 0, `${apply.stdout.slice(-4000)}\n${apply.stderr.slice(-2000)}`);
     assert.match(apply.stdout, /localhost\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0/);
 

@@ -16,7 +16,21 @@ import { isTcgTextPatchRace } from "../../orchestrator/guest/console.ts";
 import { GuestPanicError, Machine } from "../../orchestrator/guest/machine.ts";
 import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
-import { blockedByFilter, cli, httpServer, INTERNET_HOST, LAN_HOST, leftovers, startCli, suiteDirs, vmGetsDnsAnswer, vmReaches, vmResolves, withListener, withOutsideHost } from "./helpers.ts";
+import {
+  blockedByFilter,
+  cli,
+  httpServer,
+  INTERNET_HOST,
+  LAN_HOST,
+  leftovers,
+  startCli,
+  suiteDirs,
+  vmGetsDnsAnswer,
+  vmReaches,
+  vmResolves,
+  withListener,
+  withOutsideHost,
+} from "./helpers.ts";
 
 /** The one name the VM of this suite may reach besides the defaults (the outside host's DNS answers it). */
 const ALLOWED_NAME = "mirror.boma-it.test";
@@ -49,20 +63,36 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
       phases: { name: string; seconds: number }[];
       readyLagSeconds: (number | null)[];
     };
-    process.stderr.write(`    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`);
-    assert.deepEqual(upReport.phases.map((phase) => phase.name), ["provision", "DHCP lease", "SSH", "cloud-init", "reset point", "apply"]);
-    assert.deepEqual((await leftovers(dirs.stacksDir)).filter((item) => item.startsWith("ssh ")), [], "up ended its SSH master connection; the VM lives on");
+    process.stderr.write(
+      `    measured: ${upReport.phases.map((phase) => `${phase.name} ${phase.seconds} s`).join(", ")}; readyLag ${upReport.readyLagSeconds.join(", ")} s\n`,
+    );
+    assert.deepEqual(
+      upReport.phases.map((phase) => phase.name),
+      ["provision", "DHCP lease", "SSH", "cloud-init", "reset point", "apply"],
+    );
+    assert.deepEqual(
+      (await leftovers(dirs.stacksDir)).filter((item) => item.startsWith("ssh ")),
+      [],
+      "up ended its SSH master connection; the VM lives on",
+    );
 
     const status = await cli(["status", "--json"], dirs.env);
     const live = JSON.parse(status.stdout) as { runId: string; state: string; engine: string; ageSeconds: number }[];
-    assert.deepEqual(live.map((entry) => [entry.runId, entry.state, entry.engine]), [[run.runId, "up", "direct"]]);
+    assert.deepEqual(
+      live.map((entry) => [entry.runId, entry.state, entry.engine]),
+      [[run.runId, "up", "direct"]],
+    );
 
     // One test VM at a time: a second `up` is refused before it creates anything.
     const second = await cli(["up", "askari"], dirs.env);
     assert.equal(second.code, 3, second.stderr.slice(-2000));
     assert.match(second.stderr, new RegExp(`another test VM is running \\(${run.runId}\\)`));
     const after = JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; state: string }[];
-    assert.deepEqual(after.map((entry) => [entry.runId, entry.state]), [[run.runId, "up"]], "the first run is untouched");
+    assert.deepEqual(
+      after.map((entry) => [entry.runId, entry.state]),
+      [[run.runId, "up"]],
+      "the first run is untouched",
+    );
 
     const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
     assert.equal(hostname.code, 0, hostname.stderr);
@@ -75,8 +105,15 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
 
     // The pinned host key: a known_hosts entry with a different key must be refused.
     const knownHosts = join(run.runDir, "keys", "known_hosts");
-    const pinned = (await readFile(knownHosts, "utf8")).trim().split("\n").map((line) => line.split(" ").slice(0, 2).join(" "));
-    assert.deepEqual(pinned, ["ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"].map((type) => `${run.runId} ${type}`), "every host key type the VM serves is pinned");
+    const pinned = (await readFile(knownHosts, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => line.split(" ").slice(0, 2).join(" "));
+    assert.deepEqual(
+      pinned,
+      ["ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"].map((type) => `${run.runId} ${type}`),
+      "every host key type the VM serves is pinned",
+    );
 
     const bootBefore = (await cli(["ssh", run.runId, "--", "cat /proc/sys/kernel/random/boot_id"], dirs.env)).stdout.trim();
     assert.match(bootBefore, /^[0-9a-f-]{36}$/);
@@ -109,7 +146,10 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     });
     await machine.markNewBoot();
     await machine.execute("echo c > /proc/sysrq-trigger", { timeoutMs: 60_000 });
-    const panicked: unknown = await machine.waitForSsh(10 * 60_000, { notBootId: bootAfter }).then(() => "SSH answered", (error: unknown) => error);
+    const panicked: unknown = await machine.waitForSsh(10 * 60_000, { notBootId: bootAfter }).then(
+      () => "SSH answered",
+      (error: unknown) => error,
+    );
     assert.ok(panicked instanceof GuestPanicError, `expected the wait to end on the panic, found: ${String(panicked)}`);
     assert.match(panicked.panic.panic, /^Kernel panic - not syncing: sysrq triggered crash/);
     assert.equal(isTcgTextPatchRace(panicked.panic), false, "not mistaken for QEMU's TCG race (which alone earns a reset)");
@@ -132,9 +172,12 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   it("a harness killed with SIGKILL once its VM runs: reap leaves nothing, and never touches a decoy", async () => {
     // A decoy without the prefix (its name merely contains it): defined, never started.
     const decoy = "decoy-boma-it-net";
-    execFileSync("sh", ["-c", `virsh -q -c qemu:///system net-define /dev/stdin <<'EOF'
+    execFileSync("sh", [
+      "-c",
+      `virsh -q -c qemu:///system net-define /dev/stdin <<'EOF'
 <network><name>${decoy}</name><bridge name="decoy0"/></network>
-EOF`]);
+EOF`,
+    ]);
     try {
       const up = startCli(["up", "askari"], dirs.env);
       await up.waitForStderr(/created domain/, 120_000);
@@ -208,7 +251,10 @@ async function assertIsolated(runId: string, ip: string, env: Record<string, str
     // and a route (as a role could), so only the harness's filter stands in the way.
     const bridge = /Bridge:\s+(\S+)/.exec(execFileSync("virsh", ["-q", "-c", "qemu:///system", "net-info", runId], { encoding: "utf8" }))![1]!;
     // libvirt switches IPv6 off on a network without IPv6: on here, so only the filter is left.
-    execFileSync("sh", ["-c", `sysctl -qw net.ipv6.conf.${bridge}.disable_ipv6=0 && ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`]);
+    execFileSync("sh", [
+      "-c",
+      `sysctl -qw net.ipv6.conf.${bridge}.disable_ipv6=0 && ip -6 addr add fd00:beef::1/64 dev ${bridge} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1`,
+    ]);
     await withListener(httpServer("fd00:beef::1", 8001), `http://[fd00:beef::1]:8001/`, async () => {
       await cli(["ssh", runId, "--", "sudo ip -6 addr add fd00:beef::10/64 dev eth0 nodad; sudo ip -6 route add fd20::/64 via fd00:beef::1"], env);
       assert.equal(await vmReaches(runId, "fd00:beef::1", 8001, env), "blocked", "the VM cannot reach the control host over IPv6");

@@ -54,33 +54,66 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
     ...(options.outside ?? {}),
     "repo/site.yml": options.playbook,
     "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\n",
-    "pw": "vault-password\n",
+    pw: "vault-password\n",
     "run/keys/id_ed25519": "not a real key\n",
     "run/keys/known_hosts": `${RUN_ID} ssh-ed25519 AAAA\n`,
     "vm/.keep": "",
     ...Object.fromEntries(Object.entries(options.home ?? {}).map(([path, text]) => [`home/${path}`, text])),
   });
   const vaultEnv = { ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") };
-  for (const file of [...(vaultThis ? [`repo/${vaultThis}`] : []), ...(options.vault ?? [])]) execFileSync("ansible-vault", ["encrypt", join(tree.dir, file)], { env: { ...process.env, ...vaultEnv }, stdio: "ignore" });
+  for (const file of [...(vaultThis ? [`repo/${vaultThis}`] : []), ...(options.vault ?? [])])
+    execFileSync("ansible-vault", ["encrypt", join(tree.dir, file)], { env: { ...process.env, ...vaultEnv }, stdio: "ignore" });
   const vm = await startFakeVm(tree.dir, RUN_ID);
   const redactor = new Redactor();
   const runner = new Runner({
-    env: { ...process.env, ...vaultEnv, ...(options.home ? { HOME: join(tree.dir, "home"), SSH_AUTH_SOCK: join(tree.dir, "home", "agent.sock") } : {}), ...options.env },
+    env: {
+      ...process.env,
+      ...vaultEnv,
+      ...(options.home ? { HOME: join(tree.dir, "home"), SSH_AUTH_SOCK: join(tree.dir, "home", "agent.sock") } : {}),
+      ...options.env,
+    },
     redact: redactor.redact,
   });
   const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
   const outputs: StackOutputs = {
-    runId: RUN_ID, host: "askari", ip: VM_IP, user: "boma", ssh: "", runDir: join(tree.dir, "run"), consoleLog: join(tree.dir, "run", "console.log"),
-    keyFile: join(tree.dir, "run", "keys", "id_ed25519"), knownHostsFile: join(tree.dir, "run", "keys", "known_hosts"), network: "n", mac: "52:54:00:00:00:01",
-    subnet: "10.234.7.0/24", domain: RUN_ID, accel: "tcg", createdAt: "2026-12-01T10:10:10Z", ownerPid: process.pid,
+    runId: RUN_ID,
+    host: "askari",
+    ip: VM_IP,
+    user: "boma",
+    ssh: "",
+    runDir: join(tree.dir, "run"),
+    consoleLog: join(tree.dir, "run", "console.log"),
+    keyFile: join(tree.dir, "run", "keys", "id_ed25519"),
+    knownHostsFile: join(tree.dir, "run", "keys", "known_hosts"),
+    network: "n",
+    mac: "52:54:00:00:00:01",
+    subnet: "10.234.7.0/24",
+    domain: RUN_ID,
+    accel: "tcg",
+    createdAt: "2026-12-01T10:10:10Z",
+    ownerPid: process.pid,
   };
-  const target: SshTarget = { ip: VM_IP, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: RUN_ID, controlPath: vm.controlPath };
+  const target: SshTarget = {
+    ip: VM_IP,
+    user: "boma",
+    keyFile: outputs.keyFile,
+    knownHostsFile: outputs.knownHostsFile,
+    alias: RUN_ID,
+    controlPath: vm.controlPath,
+  };
   const dir = join(tree.dir, "run", "green", "ansible");
   await mkdir(dir, { recursive: true });
   const input: ApplyInput = {
-    profile, outputs, target, scenario: { name: "green", vars: { ...options.vars, vm_root: join(tree.dir, "vm") } },
+    profile,
+    outputs,
+    target,
+    scenario: { name: "green", vars: { ...options.vars, vm_root: join(tree.dir, "vm") } },
     certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
-    secrets: await loadSecrets(profile, runner, redactor), dir, runner, log: silentLog(), signal: new AbortController().signal,
+    secrets: await loadSecrets(profile, runner, redactor),
+    dir,
+    runner,
+    log: silentLog(),
+    signal: new AbortController().signal,
   };
   const connections = async () =>
     (await readFile(join(dir, "confine", "records.jsonl"), "utf8").catch(() => ""))
@@ -90,11 +123,14 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
       .filter((entry) => entry.kind === "connection")
       .map((entry) => entry.argv);
   return {
-    dir: tree.dir, input, target, connections, vm,
+    dir: tree.dir,
+    input,
+    target,
+    connections,
+    vm,
     remove: async () => {
       await vm.stop();
       await tree.remove();
     },
   };
 }
-

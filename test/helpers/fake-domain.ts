@@ -99,7 +99,7 @@ esac`,
     powerOffOnReset = false;
     const start = pick(script.starts ?? ["kernel"], starts++);
     if (start === "stall") {
-      await appendFile(consoleLog, "BdsDxe: loading Boot0001 \"debian\"\r\n");
+      await appendFile(consoleLog, 'BdsDxe: loading Boot0001 "debian"\r\n');
       return;
     }
     await appendFile(consoleLog, "BdsDxe: starting Boot0001\r\n[    0.000000] Linux version 6.12.57+deb13-cloud-amd64\r\n");
@@ -132,7 +132,14 @@ esac`,
       await powerOn();
       return state;
     }
-    state = { restart: "shut off (shutdown)", "power-off": "shut off (shutdown)", halt: "shut off (shutdown)", "silent-power-off": "shut off (shutdown)", destroyed: "shut off (destroyed)", crashed: "shut off (crashed)" }[end];
+    state = {
+      restart: "shut off (shutdown)",
+      "power-off": "shut off (shutdown)",
+      halt: "shut off (shutdown)",
+      "silent-power-off": "shut off (shutdown)",
+      destroyed: "shut off (destroyed)",
+      crashed: "shut off (crashed)",
+    }[end];
     return state;
   };
 

@@ -28,9 +28,21 @@ export function fixedSpec(overrides: { egress?: EgressSpec; accel?: "kvm" | "tcg
 export const FIXED_KEYS: SeedKeys = {
   clientPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClient boma-it harness\n",
   hostKeys: [
-    { type: "rsa", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-RSA-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n", publicKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABHost boma-it host\n" },
-    { type: "ecdsa", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-ECDSA-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n", publicKey: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYHost boma-it host\n" },
-    { type: "ed25519", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n", publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost boma-it host\n" },
+    {
+      type: "rsa",
+      privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-RSA-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n",
+      publicKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABHost boma-it host\n",
+    },
+    {
+      type: "ecdsa",
+      privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-ECDSA-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n",
+      publicKey: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYHost boma-it host\n",
+    },
+    {
+      type: "ed25519",
+      privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n",
+      publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost boma-it host\n",
+    },
   ],
 };
 

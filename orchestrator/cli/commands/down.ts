@@ -24,9 +24,11 @@ run's private keys; the run dir keeps its logs. Exit 4 when something could not 
       throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");
     }
     const engine = found.engine;
-    await underRunLock(runLockPath(env), `down of ${found.runId}`, found.runId, () => teardown(engine, found.runId, found.outputs.runDir, log)).catch((error: unknown) => {
-      throw asBomaError(error, signal);
-    });
+    await underRunLock(runLockPath(env), `down of ${found.runId}`, found.runId, () => teardown(engine, found.runId, found.outputs.runDir, log)).catch(
+      (error: unknown) => {
+        throw asBomaError(error, signal);
+      },
+    );
     return {
       exitCode: ExitCode.pass,
       json: { runId: found.runId, destroyed: true, runDir: found.outputs.runDir },

@@ -46,7 +46,10 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
     const summary = args.values["dry-run"]
       ? `dry run: ${count("would destroy")} to destroy, ${count("spared")} spared`
       : `reaped ${count("destroyed")}, spared ${count("spared")}, failed ${failed}`;
-    const text = [...items.map((item) => `${item.action.padEnd(13)} ${item.kind.padEnd(7)} ${item.name}${item.detail ? `  (${item.detail})` : ""}`), summary].join("\n");
+    const text = [
+      ...items.map((item) => `${item.action.padEnd(13)} ${item.kind.padEnd(7)} ${item.name}${item.detail ? `  (${item.detail})` : ""}`),
+      summary,
+    ].join("\n");
     return { exitCode: failed > 0 ? ExitCode.harnessFault : ExitCode.pass, json: { items, summary }, text };
   },
 };

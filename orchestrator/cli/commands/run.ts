@@ -29,7 +29,15 @@ the exit code is the worst; --json prints fleet.json.`,
   options: RUN_OPTIONS,
   async run(context) {
     const targets = await hostTargets("run", context, true);
-    const fleetName = typeof context.args.values.group === "string" ? context.args.values.group : targets.length > 1 ? targets.map((target) => target.name).join("+").slice(0, 60) : undefined;
+    const fleetName =
+      typeof context.args.values.group === "string"
+        ? context.args.values.group
+        : targets.length > 1
+          ? targets
+              .map((target) => target.name)
+              .join("+")
+              .slice(0, 60)
+          : undefined;
     if (fleetName === undefined) {
       const report = await runHost(targets[0]!, context, context.runsDir);
       return { exitCode: report.exitCode, json: report, text: summary(report, context.json, context.log) };
@@ -37,8 +45,15 @@ the exit code is the worst; --json prints fleet.json.`,
     // Several hosts, one VM at a time: unless --keep says otherwise, a failing host's VM goes
     // (its diagnostics stay) so the next host can start.
     const keep = context.args.values.keep === undefined ? ("never" as const) : undefined;
-    if (keep) context.log.info("several hosts: a failing host's VM is not kept (--keep never; its diagnostics are in its run dir); --keep on-failure keeps it and stops there");
-    const fleet = await runFleet(fleetName, targets.map((target) => ({ name: target.name, run: (runsDir) => runHost(target, context, runsDir, keep) })), context);
+    if (keep)
+      context.log.info(
+        "several hosts: a failing host's VM is not kept (--keep never; its diagnostics are in its run dir); --keep on-failure keeps it and stops there",
+      );
+    const fleet = await runFleet(
+      fleetName,
+      targets.map((target) => ({ name: target.name, run: (runsDir) => runHost(target, context, runsDir, keep) })),
+      context,
+    );
     return { exitCode: fleet.exitCode, json: fleet, text: fleetTable(fleet) };
   },
 };
@@ -55,22 +70,37 @@ async function runHost(target: HostTarget, context: CommandContext, runsDir: str
 }
 
 /** Which revision a scenario applied, for its line: ` (ref v2 = 1a2b3c4d5e6f, on baseline v1 = ...)`, or the worktree's state. */
-export function revisionLabel(scenario: { ref?: string | null; commit?: string; dirty?: boolean | null; baseline?: { ref: string; commit: string } | null }): string {
-  const at = scenario.ref ? `ref ${scenario.ref} = ${scenario.commit?.slice(0, 12)}` : scenario.commit === "worktree" ? `worktree${scenario.dirty ? ", uncommitted changes" : ""}` : "";
+export function revisionLabel(scenario: {
+  ref?: string | null;
+  commit?: string;
+  dirty?: boolean | null;
+  baseline?: { ref: string; commit: string } | null;
+}): string {
+  const at = scenario.ref
+    ? `ref ${scenario.ref} = ${scenario.commit?.slice(0, 12)}`
+    : scenario.commit === "worktree"
+      ? `worktree${scenario.dirty ? ", uncommitted changes" : ""}`
+      : "";
   const on = scenario.baseline ? `, on baseline ${scenario.baseline.ref} = ${scenario.baseline.commit.slice(0, 12)}` : "";
   return at || on ? ` (${at}${on})` : "";
 }
 
 /** The run's result in a few lines; the way in and out of a kept VM last (on stderr with --json). */
 function summary(report: RunReport, json: boolean, log: { info(line: string): void }): string {
-  const lines = [`${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s)`, ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}${revisionLabel(scenario)}: ${scenario.outcome}`)];
+  const lines = [
+    `${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s)`,
+    ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}${revisionLabel(scenario)}: ${scenario.outcome}`),
+  ];
   if (report.error) {
     lines.push(`  ${report.error.message.split("\n")[0]}`, ...report.error.causes.map((cause) => `    caused by: ${cause}`));
   }
   lines.push(`  report: ${join(report.runDir, "report.json")}`, `  log: ${join(report.runDir, "run.log")}`);
   if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
   if (report.kept) {
-    const keptLines = [`the VM is kept: get in with \`${report.kept.ssh}\``, `clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`];
+    const keptLines = [
+      `the VM is kept: get in with \`${report.kept.ssh}\``,
+      `clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`,
+    ];
     if (json) keptLines.forEach((line) => log.info(line));
     else lines.push(...keptLines.map((line) => `  ${line}`));
   }

@@ -38,7 +38,10 @@ ownerAlive, lastAction, stackLives}.`,
   async run({ args, runner, env, log }) {
     expectPositionals("status", args.positionals, 0, 0, "no arguments");
     const libvirt = libvirtFor(runner, env);
-    const reachable = await libvirt.ensureReachable().then(() => true, () => false);
+    const reachable = await libvirt.ensureReachable().then(
+      () => true,
+      () => false,
+    );
     if (!reachable) log.warn("libvirt does not answer: listing this checkout's runs only");
     const found = await findRuns(await allEngines(runner, stacksDir(env)), runner, reachable ? libvirt : undefined, stacksDir(env));
     const now = Date.now();
@@ -65,7 +68,10 @@ ownerAlive, lastAction, stackLives}.`,
       runs.length === 0
         ? "no live runs"
         : runs
-            .map((run) => `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}  ${run.owner}${run.state === "up" || run.state === "running" || run.ownerAlive ? "" : " (interrupted)"}\n    last: ${run.lastAction}\n    ${run.ssh}\n    run dir: ${run.runDir}${run.stackLives === "this checkout" ? "" : `\n    stack: ${run.stackLives}`}`)
+            .map(
+              (run) =>
+                `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}  ${run.owner}${run.state === "up" || run.state === "running" || run.ownerAlive ? "" : " (interrupted)"}\n    last: ${run.lastAction}\n    ${run.ssh}\n    run dir: ${run.runDir}${run.stackLives === "this checkout" ? "" : `\n    stack: ${run.stackLives}`}`,
+            )
             .join("\n");
     return { exitCode: ExitCode.pass, json: runs, text };
   },

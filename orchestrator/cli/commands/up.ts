@@ -10,7 +10,8 @@ import { hostTargets, loadRunInputs } from "../run-inputs.ts";
 export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
-  usage: "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+  usage:
+    "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${runOptionsHelp("up")}
   --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
                                    checks run and the state the reboot will lose is kept

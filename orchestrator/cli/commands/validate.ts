@@ -23,7 +23,16 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
     const { red, green } = declaredScenarios(profile);
     const plan = [...(red ? [red] : []), green];
     const target = args.values.scenario === "red" ? "red" : "green";
-    await resolveScenarioRevisions(profile, plan, { ...(typeof args.values.ref === "string" ? { ref: args.values.ref } : {}), ...(typeof args.values.baseline === "string" ? { baseline: args.values.baseline } : {}), target }, runner);
+    await resolveScenarioRevisions(
+      profile,
+      plan,
+      {
+        ...(typeof args.values.ref === "string" ? { ref: args.values.ref } : {}),
+        ...(typeof args.values.baseline === "string" ? { baseline: args.values.baseline } : {}),
+        target,
+      },
+      runner,
+    );
     const worktree = await worktreeRevision(profile.repoDir, runner);
     const revisions = plan.map((scenario) => ({
       scenario: scenario.name,
@@ -58,7 +67,10 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
       `  image:     ${summary.image}; certs: ${summary.certs}; vm: ${summary.vm.vcpus} vCPU, ${summary.vm.memoryMiB} MiB, ${summary.vm.diskGiB} GiB`,
       `  checks:    ${summary.checks.length}${summary.checks.length > 0 ? ` (${summary.checks.join("; ")})` : ""}${summary.survival !== false ? `; survival checks${summary.survival === "strict" ? " (strict)" : ""} derived from the state before the reboot` : ""}`,
       `  scenarios: ${summary.scenarios.length > 0 ? summary.scenarios.join(" → ") : "green only"}`,
-      ...revisions.map((revision) => `  ${revision.scenario.toUpperCase().padEnd(5)}      applies ${revision.ref ? `${revision.ref} = ${revision.commit}` : `the repo as on disk${revision.dirty ? " (uncommitted changes included)" : ""}`}${revision.baseline ? `, on top of ${revision.baseline.ref} = ${revision.baseline.commit}` : ""}`),
+      ...revisions.map(
+        (revision) =>
+          `  ${revision.scenario.toUpperCase().padEnd(5)}      applies ${revision.ref ? `${revision.ref} = ${revision.commit}` : `the repo as on disk${revision.dirty ? " (uncommitted changes included)" : ""}`}${revision.baseline ? `, on top of ${revision.baseline.ref} = ${revision.baseline.commit}` : ""}`,
+      ),
     ].join("\n");
     return { exitCode: ExitCode.pass, json: { valid: true, ...summary }, text };
   },

@@ -34,7 +34,12 @@ describe("benchmark summary", () => {
   });
 
   it("overhead is wall time minus the guest's boots and Ansible's tasks; the harness alone also less what came before the kernels", () => {
-    const run: AcceptanceSample = { wallSeconds: 540, vms: [vm(), vm({ guestBootSeconds: [44, null], beforeKernelSeconds: [5, null] })], peakRssMiB: 120, verdict: "pass" };
+    const run: AcceptanceSample = {
+      wallSeconds: 540,
+      vms: [vm(), vm({ guestBootSeconds: [44, null], beforeKernelSeconds: [5, null] })],
+      peakRssMiB: 120,
+      verdict: "pass",
+    };
     const seconds = 540 - (45 + 48 + 44) - 160;
     assert.deepEqual(overhead(run), {
       seconds,
@@ -53,7 +58,10 @@ describe("benchmark summary", () => {
   });
 
   it("counts a failing check's wait for its within as the finding's time, not the harness's", () => {
-    const red = vm({ phases: vm().phases.map((phase) => (phase.name === "checks after the reboot" ? { ...phase, seconds: 22 } : phase)), findingWaitSeconds: 20 });
+    const red = vm({
+      phases: vm().phases.map((phase) => (phase.name === "checks after the reboot" ? { ...phase, seconds: 22 } : phase)),
+      findingWaitSeconds: 20,
+    });
     const run: AcceptanceSample = { wallSeconds: 557, vms: [red, vm()], peakRssMiB: 120, verdict: "pass" };
     const result = overhead(run);
     assert.equal(result.findingWaitSeconds, 20);
@@ -78,7 +86,20 @@ describe("benchmark summary", () => {
 
   it("adds report phases into bench phases, over every VM of every run and every up", () => {
     const run: AcceptanceSample = { wallSeconds: 540, vms: [vm(), vm()], peakRssMiB: 120, verdict: "pass" };
-    const summary = summarize([run], [vm({ phases: [{ name: "DHCP lease", seconds: 50 }, { name: "SSH", seconds: 12 }] })], [2.4], [0.9], [95]);
+    const summary = summarize(
+      [run],
+      [
+        vm({
+          phases: [
+            { name: "DHCP lease", seconds: 50 },
+            { name: "SSH", seconds: 12 },
+          ],
+        }),
+      ],
+      [2.4],
+      [0.9],
+      [95],
+    );
     assert.deepEqual(summary.phases["first boot to SSH"], { n: 3, median: 55, min: 55, max: 62 });
     assert.deepEqual(summary.phases["reboot to SSH"], { n: 2, median: 70, min: 70, max: 70 });
     assert.equal(summary.phases.diagnostics, null, "a phase that never happened has no figures");
@@ -92,7 +113,10 @@ describe("benchmark summary", () => {
   });
 
   it("reads the guest's boot time from systemd-analyze", () => {
-    assert.equal(parseStartupFinished("Startup finished in 3.120s (kernel) + 41.034s (userspace) = 44.154s\ngraphical.target reached after 40.9s in userspace.\n"), 44.2);
+    assert.equal(
+      parseStartupFinished("Startup finished in 3.120s (kernel) + 41.034s (userspace) = 44.154s\ngraphical.target reached after 40.9s in userspace.\n"),
+      44.2,
+    );
     assert.equal(parseStartupFinished("Startup finished in 5.1s (kernel) + 1min 2.345s (userspace) = 1min 7.445s\n"), 67.4);
     assert.equal(parseStartupFinished("Startup finished in 812ms (kernel) + 2.1s (userspace) = 2.912s"), 2.9);
     assert.equal(parseStartupFinished("Bootup is not yet finished (org.freedesktop.systemd1.Manager.FinishTimestampMonotonic=0).\n"), null);

@@ -49,20 +49,45 @@ describe("DirectEngine", () => {
       const outputs = await engine.up(plan);
       assert.equal(outputs.runId, plan.stack);
       assert.deepEqual(subcommands(await calls()), [
-        "nft -f -", "net-create", "nwfilter-define", "pool-define-as", "pool-build", "pool-start", "vol-create", "vol-create-as", "vol-upload", "define", "start",
+        "nft -f -",
+        "net-create",
+        "nwfilter-define",
+        "pool-define-as",
+        "pool-build",
+        "pool-start",
+        "vol-create",
+        "vol-create-as",
+        "vol-upload",
+        "define",
+        "start",
       ]);
       const ledger = await engine.read(plan.stack);
       assert.equal(ledger?.state, "up");
-      assert.deepEqual(ledger?.resources.map((resource) => `${resource.name}:${resource.state}`), [
-        "egress:created", "network:created", "isolation:created", "pool:created", "overlay:created", "seed:created", "domain:created",
-      ]);
+      assert.deepEqual(
+        ledger?.resources.map((resource) => `${resource.name}:${resource.state}`),
+        ["egress:created", "network:created", "isolation:created", "pool:created", "overlay:created", "seed:created", "domain:created"],
+      );
       assert.doesNotMatch(JSON.stringify(ledger), /SECRET-HOST-KEY/, "the ledger never holds stdin");
-      assert.deepEqual((await engine.list()).map((stack) => stack.stack), [plan.stack]);
+      assert.deepEqual(
+        (await engine.list()).map((stack) => stack.stack),
+        [plan.stack],
+      );
 
       const before = (await calls()).length;
       await engine.destroy(plan.stack);
       assert.deepEqual(subcommands((await calls()).slice(before)), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy", "nft delete table",
+        "destroy",
+        "undefine",
+        "vol-delete",
+        "vol-delete",
+        "pool-refresh",
+        "vol-list",
+        "pool-destroy",
+        "pool-delete",
+        "pool-undefine",
+        "nwfilter-undefine",
+        "net-destroy",
+        "nft delete table",
       ]);
       assert.equal(await engine.read(plan.stack), undefined, "the ledger is gone");
       assert.deepEqual(await engine.list(), []);
@@ -77,12 +102,26 @@ describe("DirectEngine", () => {
       await assert.rejects(engine.up(plan), (error: unknown) => {
         assert.ok(error instanceof ProvisionError);
         assert.equal(error.rolledBack, true);
-        assert.match(error.message, /creating domain failed; everything created so far was deleted again: `virsh .* start boma-it-askari-20261122-034000` exited with 1/);
+        assert.match(
+          error.message,
+          /creating domain failed; everything created so far was deleted again: `virsh .* start boma-it-askari-20261122-034000` exited with 1/,
+        );
         return true;
       });
       const virsh = subcommands(await calls());
       assert.deepEqual(virsh.slice(virsh.indexOf("start") + 1), [
-        "destroy", "undefine", "vol-delete", "vol-delete", "pool-refresh", "vol-list", "pool-destroy", "pool-delete", "pool-undefine", "nwfilter-undefine", "net-destroy", "nft delete table",
+        "destroy",
+        "undefine",
+        "vol-delete",
+        "vol-delete",
+        "pool-refresh",
+        "vol-list",
+        "pool-destroy",
+        "pool-delete",
+        "pool-undefine",
+        "nwfilter-undefine",
+        "net-destroy",
+        "nft delete table",
       ]);
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {
@@ -98,7 +137,11 @@ describe("DirectEngine", () => {
         assert.match(error.message, /^creating network failed; everything created so far was deleted again/);
         return true;
       });
-      assert.deepEqual(subcommands(await calls()), ["nft -f -", "net-create", "nft delete table"], "no net-destroy of somebody else's network; the run's own egress table goes");
+      assert.deepEqual(
+        subcommands(await calls()),
+        ["nft -f -", "net-create", "nft delete table"],
+        "no net-destroy of somebody else's network; the run's own egress table goes",
+      );
       assert.equal(await engine.read(plan.stack), undefined);
     } finally {
       await tree.remove();
@@ -120,7 +163,12 @@ describe("DirectEngine", () => {
     const { tree, engine, plan } = await setup();
     try {
       await engine.up(plan);
-      const failing = new DirectEngine(new Runner({ env: { ...process.env, PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), FAKE_VIRSH_FAIL: "vol-delete" } }), join(tree.dir, "stacks"));
+      const failing = new DirectEngine(
+        new Runner({
+          env: { ...process.env, PATH: `${join(tree.dir, "bin")}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), FAKE_VIRSH_FAIL: "vol-delete" },
+        }),
+        join(tree.dir, "stacks"),
+      );
       await assert.rejects(failing.destroy(plan.stack), (error: unknown) => {
         assert.ok(error instanceof TeardownError);
         assert.equal(error.failures.length, 2, "both volumes fail; the domain, pool and network go");
@@ -128,7 +176,11 @@ describe("DirectEngine", () => {
         return true;
       });
       const ledger = await engine.read(plan.stack);
-      assert.deepEqual(ledger?.resources.map((resource) => resource.name), ["overlay", "seed"], "only what is left stays listed");
+      assert.deepEqual(
+        ledger?.resources.map((resource) => resource.name),
+        ["overlay", "seed"],
+        "only what is left stays listed",
+      );
     } finally {
       await tree.remove();
     }

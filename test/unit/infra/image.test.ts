@@ -52,7 +52,13 @@ describe("image pull", () => {
       assert.equal(info.sha512, goodSum);
       assert.equal((await stat(imagePath(cacheDir, "debian-13-genericcloud"))).mode & 0o777, 0o444);
       const listed = await listImages(cacheDir);
-      assert.deepEqual(listed.map((image) => [image.name, image.present]), [["debian-13-genericcloud", true], ["debian-13-local", false]]);
+      assert.deepEqual(
+        listed.map((image) => [image.name, image.present]),
+        [
+          ["debian-13-genericcloud", true],
+          ["debian-13-local", false],
+        ],
+      );
     });
   });
 
@@ -69,7 +75,11 @@ describe("image pull", () => {
 
   it("exits 3 from the CLI on a mismatch", async () => {
     await withMirror(badSums, async (cacheDir, url) => {
-      const result = await runCli(["image", "pull"], { BOMA_IT_IMAGE_DIR: cacheDir, BOMA_IT_DEBIAN_CLOUD_URL: url, BOMA_IT_RUN_LOCK: join(cacheDir, "..", `run-${process.pid}.lock`) });
+      const result = await runCli(["image", "pull"], {
+        BOMA_IT_IMAGE_DIR: cacheDir,
+        BOMA_IT_DEBIAN_CLOUD_URL: url,
+        BOMA_IT_RUN_LOCK: join(cacheDir, "..", `run-${process.pid}.lock`),
+      });
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, /checksum mismatch/);
     });
@@ -90,7 +100,12 @@ describe("image build of a cached image", () => {
       // (a fake) has no test VM whose overlay the image backs.
       await writeFake(join(tree.dir, "bin"), "mmdebstrap", "echo 'fake mmdebstrap: not building in a unit test' >&2; exit 1");
       await writeFake(join(tree.dir, "bin"), "virsh", "exit 0");
-      const env = { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") };
+      const env = {
+        BOMA_IT_IMAGE_DIR: tree.dir,
+        PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`,
+        FAKE_LOG: join(tree.dir, "log"),
+        BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock"),
+      };
 
       await sidecar(await localImageRecipe());
       const current = await runCli(["image", "build"], env);
@@ -99,7 +114,10 @@ describe("image build of a cached image", () => {
 
       await sidecar("0123456789abcdef");
       const stale = await runCli(["image", "build"], env);
-      assert.match(stale.stderr, new RegExp(`built from another recipe \\(0123456789abcdef, this boma-it's is ${await localImageRecipe()}\\): building it again`));
+      assert.match(
+        stale.stderr,
+        new RegExp(`built from another recipe \\(0123456789abcdef, this boma-it's is ${await localImageRecipe()}\\): building it again`),
+      );
       assert.match(stale.stderr, /fake mmdebstrap: not building/, "it did start building");
     } finally {
       await tree.remove();
@@ -120,11 +138,19 @@ describe("a built image's manifest", () => {
     try {
       const image = imagePath(tree.dir, "debian-13-local");
       await writeFile(image, IMAGE);
-      const manifest = { recipe: "0123456789abcdef", suite: "trixie", requested: ["openssh-server"], packages: { "openssh-server": "1:10.0p1-7", "linux-image-6.12.57+deb13-cloud-amd64": "6.12.57-1" } };
+      const manifest = {
+        recipe: "0123456789abcdef",
+        suite: "trixie",
+        requested: ["openssh-server"],
+        packages: { "openssh-server": "1:10.0p1-7", "linux-image-6.12.57+deb13-cloud-amd64": "6.12.57-1" },
+      };
       await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: manifest.recipe, manifest }));
       const text = await runCli(["image", "ls"], { BOMA_IT_IMAGE_DIR: tree.dir });
       assert.match(text.stdout, /debian-13-local .* 2 packages, recipe 0123456789abcdef \(--json lists them\)/);
-      const json = JSON.parse((await runCli(["image", "ls", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir })).stdout) as { name: string; manifest?: typeof manifest }[];
+      const json = JSON.parse((await runCli(["image", "ls", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir })).stdout) as {
+        name: string;
+        manifest?: typeof manifest;
+      }[];
       assert.deepEqual(json.find((entry) => entry.name === "debian-13-local")?.manifest, manifest);
     } finally {
       await tree.remove();
@@ -148,8 +174,16 @@ describe("a run's golden image on first use", () => {
       const obtain = { ...context(), log, env: { BOMA_IT_DEBIAN_CLOUD_URL: url } };
       await ensureGoldenImage(cacheDir, "debian-13-genericcloud", true, obtain);
       assert.equal((await stat(imagePath(cacheDir, "debian-13-genericcloud"))).size, IMAGE.length);
-      assert.ok(transcript.some((line) => /golden image debian-13-genericcloud is not in .*: downloading Debian's genericcloud image, once \(--no-image-fetch refuses instead\)/.test(line)), transcript.join("\n"));
-      assert.ok(transcript.some((line) => /^✓ pull debian-13-genericcloud/.test(line)), transcript.join("\n"));
+      assert.ok(
+        transcript.some((line) =>
+          /golden image debian-13-genericcloud is not in .*: downloading Debian's genericcloud image, once \(--no-image-fetch refuses instead\)/.test(line),
+        ),
+        transcript.join("\n"),
+      );
+      assert.ok(
+        transcript.some((line) => /^✓ pull debian-13-genericcloud/.test(line)),
+        transcript.join("\n"),
+      );
       const before = transcript.length;
       await ensureGoldenImage(cacheDir, "debian-13-genericcloud", true, obtain);
       assert.equal(transcript.length, before, "a cached image is used as it is");
@@ -179,7 +213,10 @@ describe("a run's golden image on first use", () => {
       await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: "0123456789abcdef" }));
       await assert.rejects(ensureGoldenImage(tree.dir, "debian-13-local", false, context()), (error: unknown) => {
         assert.ok(error instanceof RefusedError);
-        assert.match(error.message, /was built from another recipe \(0123456789abcdef, this boma-it's is [0-9a-f]{16}\): a run would not test with the VM this boma-it makes/);
+        assert.match(
+          error.message,
+          /was built from another recipe \(0123456789abcdef, this boma-it's is [0-9a-f]{16}\): a run would not test with the VM this boma-it makes/,
+        );
         assert.match(error.message, /fix: sudo npm run boma-it -- image build/);
         return true;
       });
@@ -199,7 +236,12 @@ describe("a run's golden image on first use", () => {
       await writeFile(image, IMAGE);
       await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: "0123456789abcdef" }));
       await writeFake(join(tree.dir, "bin"), "virsh", 'case "$*" in *list*) echo boma-it-askari-20261201-120000 ;; esac; exit 0');
-      const result = await runCli(["image", "build"], { BOMA_IT_IMAGE_DIR: tree.dir, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") });
+      const result = await runCli(["image", "build"], {
+        BOMA_IT_IMAGE_DIR: tree.dir,
+        PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`,
+        FAKE_LOG: join(tree.dir, "log"),
+        BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock"),
+      });
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, /image build would replace the golden image under the overlays of boma-it-askari-20261201-120000/);
       assert.equal((await readFile(image)).toString("latin1"), IMAGE.toString("latin1"), "the image is untouched");

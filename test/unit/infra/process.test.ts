@@ -11,7 +11,9 @@ describe("process identity across pid reuse", () => {
     const mine = processStart();
     assert.match(mine ?? "", new RegExp(`^${bootId}/\\d+$`));
     // A command name with spaces and parentheses must not shift the fields (PR_SET_NAME = 15).
-    const child = spawn("python3", ["-c", "import ctypes, time; ctypes.CDLL(None).prctl(15, b'x) y (z', 0, 0, 0); print(1, flush=True); time.sleep(60)"], { stdio: ["ignore", "pipe", "ignore"] });
+    const child = spawn("python3", ["-c", "import ctypes, time; ctypes.CDLL(None).prctl(15, b'x) y (z', 0, 0, 0); print(1, flush=True); time.sleep(60)"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     try {
       await once(child.stdout!, "data");
       assert.match(await readFile(`/proc/${child.pid}/stat`, "utf8"), /^\d+ \(x\) y \(z\) /, "the name really holds them");

@@ -144,7 +144,13 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
       assert.equal(call.cwd, paths.dir, `${shape(call)} runs in the fixed work dir`);
       assert.deepEqual(
         call.env,
-        { PULUMI_BACKEND_URL: paths.backendUrl, PULUMI_CONFIG_PASSPHRASE_FILE: paths.passphraseFile, PULUMI_HOME: paths.home, PULUMI_SKIP_UPDATE_CHECK: "true", PULUMI_AUTOMATION_API: "true" },
+        {
+          PULUMI_BACKEND_URL: paths.backendUrl,
+          PULUMI_CONFIG_PASSPHRASE_FILE: paths.passphraseFile,
+          PULUMI_HOME: paths.home,
+          PULUMI_SKIP_UPDATE_CHECK: "true",
+          PULUMI_AUTOMATION_API: "true",
+        },
         `${shape(call)} gets the backend, passphrase file and home`,
       );
     }
@@ -183,9 +189,21 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     await writeFake(join(tree.dir, "bin"), "virsh", "exit 0");
     process.env.FAKE_PULUMI_FAIL_UP = "1";
     process.env.FAKE_PULUMI_UP_CREATES = "network isolation pool";
-    const engine = new PulumiEngine({ runner: new Runner({ env: { ...process.env, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "virsh.log") } }), stacksDir, cli });
-    await assert.rejects(engine.up(plan), (error: unknown) => error instanceof ProvisionError && error.rolledBack && /pulumi up failed.*deleted again/s.test(error.message));
-    const virsh = (await fakeCalls(join(tree.dir, "virsh.log"))).map((call) => call.filter((arg) => !["-q", "-c"].includes(arg) && !arg.startsWith("qemu")).slice(0, 2).join(" "));
+    const engine = new PulumiEngine({
+      runner: new Runner({ env: { ...process.env, PATH: `${join(tree.dir, "bin")}:${process.env.PATH}`, FAKE_LOG: join(tree.dir, "virsh.log") } }),
+      stacksDir,
+      cli,
+    });
+    await assert.rejects(
+      engine.up(plan),
+      (error: unknown) => error instanceof ProvisionError && error.rolledBack && /pulumi up failed.*deleted again/s.test(error.message),
+    );
+    const virsh = (await fakeCalls(join(tree.dir, "virsh.log"))).map((call) =>
+      call
+        .filter((arg) => !["-q", "-c"].includes(arg) && !arg.startsWith("qemu"))
+        .slice(0, 2)
+        .join(" "),
+    );
     // Not in the state: overlay, seed and domain (their deletes run directly); the rest by destroy.
     assert.ok(virsh.includes(`virsh destroy`) && virsh.includes(`virsh undefine`), `domain deleted directly: ${virsh.join(", ")}`);
     assert.ok(!virsh.some((call) => call.startsWith("virsh net-destroy")), "the network is the state's: destroy deletes it, not the script");
@@ -203,7 +221,10 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     const paths = pulumiPaths(stacksDir);
     const lockDir = join(paths.locksDir, STACK);
     await mkdir(lockDir, { recursive: true });
-    await writeFile(join(lockDir, "0b1d.json"), JSON.stringify({ pid: 999_999_999, username: "root", hostname: hostname(), timestamp: "2026-11-22T03:41:00Z" }));
+    await writeFile(
+      join(lockDir, "0b1d.json"),
+      JSON.stringify({ pid: 999_999_999, username: "root", hostname: hostname(), timestamp: "2026-11-22T03:41:00Z" }),
+    );
     const marker = join(tree.dir, "half-made-domain-deleted");
     const state = join(paths.dir, ".pulumi", "stacks", "boma-it", `${STACK}.json`);
     const checkpoint = JSON.parse(await readFile(state, "utf8"));
@@ -241,7 +262,10 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     await engine.up(plan);
     const lockDir = join(pulumiPaths(stacksDir).locksDir, STACK);
     await mkdir(lockDir, { recursive: true });
-    await writeFile(join(lockDir, "a11e.json"), JSON.stringify({ pid: process.pid, username: "root", hostname: hostname(), timestamp: "2026-11-22T03:41:00Z" }));
+    await writeFile(
+      join(lockDir, "a11e.json"),
+      JSON.stringify({ pid: process.pid, username: "root", hostname: hostname(), timestamp: "2026-11-22T03:41:00Z" }),
+    );
     await assert.rejects(engine.destroy(STACK), new RegExp(`locked by pulumi \\(pid ${process.pid}\\).*still running`, "s"));
     assert.ok(!(await calls()).some((call) => call.argv[1] === "cancel"));
   });
@@ -276,7 +300,10 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
       items.filter((item) => item.kind === "stack").map(({ name, action }) => `${action} ${name}`),
       [`destroyed ${STACK}`, `spared ${live.stack}`],
     );
-    assert.deepEqual((await engine.list()).map((summary) => summary.stack), [live.stack]);
+    assert.deepEqual(
+      (await engine.list()).map((summary) => summary.stack),
+      [live.stack],
+    );
     assert.deepEqual((await calls()).slice(before).map(shape).slice(0, 12), [
       "stack ls --json",
       `stack tag ls --json --stack ${STACK}`,
@@ -302,7 +329,10 @@ describe("pulumi engine (Automation API against a recording fake CLI)", () => {
     forward({ sequence: 1, timestamp: 1, resourcePreEvent: { metadata } } as never);
     forward({ sequence: 2, timestamp: 2, resOutputsEvent: { metadata } } as never);
     forward({ sequence: 3, timestamp: 3, resourcePreEvent: { metadata: { ...metadata, type: "pulumi:pulumi:Stack", urn: "urn:x::stack" } } } as never);
-    assert.deepEqual(seen.map(({ resource, state }) => `${resource} ${state}`), ["network start", "network done"]);
+    assert.deepEqual(
+      seen.map(({ resource, state }) => `${resource} ${state}`),
+      ["network start", "network done"],
+    );
     assert.equal(typeof seen[1]!.seconds, "number");
   });
 });

@@ -41,9 +41,18 @@ describe("pulumi program", () => {
     const { resources, declared } = declareStack(plan);
     await Promise.all([...resources.values()].map((resource) => settled(resource.urn)));
 
-    assert.deepEqual(declared.map((resource) => resource.name), plan.resources.map((resource) => resource.name));
-    assert.deepEqual(declared.map((resource) => resource.dependsOn), plan.resources.map((resource) => resource.dependsOn));
-    assert.deepEqual(registered.map((args) => args.type), plan.resources.map(() => "command:local:Command"));
+    assert.deepEqual(
+      declared.map((resource) => resource.name),
+      plan.resources.map((resource) => resource.name),
+    );
+    assert.deepEqual(
+      declared.map((resource) => resource.dependsOn),
+      plan.resources.map((resource) => resource.dependsOn),
+    );
+    assert.deepEqual(
+      registered.map((args) => args.type),
+      plan.resources.map(() => "command:local:Command"),
+    );
     for (const resource of plan.resources) {
       const args = registered.find((candidate) => candidate.name === resource.name)!;
       assert.equal(args.inputs.create, createScript(resource.create).script);
@@ -72,7 +81,9 @@ describe("pulumi program", () => {
 
       for (const resource of plan.resources) {
         const create = createScript(resource.create);
-        execFileSync("/bin/sh", ["-c", create.script], { env: { ...env("scripts.log"), ...Object.fromEntries(Object.entries(create.environment).map(([name, { value }]) => [name, value])) } });
+        execFileSync("/bin/sh", ["-c", create.script], {
+          env: { ...env("scripts.log"), ...Object.fromEntries(Object.entries(create.environment).map(([name, { value }]) => [name, value])) },
+        });
       }
       for (const resource of [...plan.resources].reverse()) {
         // net-destroy answers "not found" here: ignoreAbsent must hold in the script as in the engine.

@@ -25,7 +25,15 @@ describe("libvirt XML", () => {
   it("renders the allowlist network: NAT, a DNS that answers only the allowed names from the upstreams, fills the filter's set and logs every query", async () => {
     const xml = networkXml(fixedSpec());
     assert.match(xml, /<forward mode="nat"\/>/);
-    for (const option of ["no-resolv", "no-hosts", "server=/deb.debian.org/192.0.2.53", "server=/security.debian.org/192.0.2.54", "nftset=/deb.debian.org/security.debian.org/4#inet#boma-it-askari-20261122-034000#allowed", "log-queries", "log-facility=/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log"]) {
+    for (const option of [
+      "no-resolv",
+      "no-hosts",
+      "server=/deb.debian.org/192.0.2.53",
+      "server=/security.debian.org/192.0.2.54",
+      "nftset=/deb.debian.org/security.debian.org/4#inet#boma-it-askari-20261122-034000#allowed",
+      "log-queries",
+      "log-facility=/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log",
+    ]) {
       assert.ok(xml.includes(`<dnsmasq:option value="${option}"/>`), option);
     }
     await assertGolden("network-allowlist.xml", xml);
@@ -72,16 +80,26 @@ describe("the plan's egress", () => {
   it("makes the allowlist's table before the network (through sudo -n when not root) and removes it with the DNS query log; open and none have no table", () => {
     const plan = planStack(fixedSpec(), FIXED_KEYS, "qemu:///system", { asRoot: ["sudo", "-n"] });
     const egress = plan.resources.find((resource) => resource.name === "egress")!;
-    assert.deepEqual(egress.create.map((command) => command.argv), [["sudo", "-n", "nft", "-f", "-"]]);
+    assert.deepEqual(
+      egress.create.map((command) => command.argv),
+      [["sudo", "-n", "nft", "-f", "-"]],
+    );
     assert.equal(egress.create[0]!.stdin, egressTableNft(fixedSpec()));
-    assert.deepEqual(egress.delete.map((command) => command.argv), [
-      ["sudo", "-n", "nft", "delete", "table", "inet", "boma-it-askari-20261122-034000"],
-      ["sudo", "-n", "rm", "-f", "/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log"],
-    ]);
+    assert.deepEqual(
+      egress.delete.map((command) => command.argv),
+      [
+        ["sudo", "-n", "nft", "delete", "table", "inet", "boma-it-askari-20261122-034000"],
+        ["sudo", "-n", "rm", "-f", "/var/lib/libvirt/dnsmasq/boma-it-askari-20261122-034000.queries.log"],
+      ],
+    );
     assert.deepEqual(plan.resources.find((resource) => resource.name === "network")!.dependsOn, ["egress"]);
     for (const mode of ["open", "none"] as const) {
       const other = planStack(fixedSpec({ egress: { mode } }), FIXED_KEYS);
-      assert.equal(other.resources.some((resource) => resource.name === "egress"), false, mode);
+      assert.equal(
+        other.resources.some((resource) => resource.name === "egress"),
+        false,
+        mode,
+      );
     }
   });
 });

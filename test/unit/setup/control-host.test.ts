@@ -29,8 +29,9 @@ describe("the control host's toolchain", () => {
   it("is one package list: the README's apt line, .ci/run's and the integration_test role's", async () => {
     const readme = aptInstallPackages(await readFile(join(PROJECT_ROOT, "README.md"), "utf8"), "README.md");
     const ci = aptInstallPackages(await readFile(join(PROJECT_ROOT, ".ci/run"), "utf8"), ".ci/run");
-    const role = (parse(await readFile(join(PROJECT_ROOT, "setup/roles/integration_test/defaults/main.yml"), "utf8")) as { integration_test_packages: string[] })
-      .integration_test_packages;
+    const role = (
+      parse(await readFile(join(PROJECT_ROOT, "setup/roles/integration_test/defaults/main.yml"), "utf8")) as { integration_test_packages: string[] }
+    ).integration_test_packages;
     assert.deepEqual([...readme].sort(), [...role].sort(), "README.md against the role");
     assert.deepEqual([...ci].sort(), [...role].sort(), ".ci/run against the role");
     for (const needed of ["qemu-system-x86", "ovmf", "libvirt-daemon-system", "ansible-core", "git", "nftables", "python3", "openssl"]) {

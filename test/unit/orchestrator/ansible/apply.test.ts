@@ -40,10 +40,22 @@ const INVENTORY = `all:
 `;
 
 const OUTPUTS: StackOutputs = {
-  runId: "boma-it-askari-20261122-034000", host: "askari", ip: "10.234.7.10", user: "boma",
-  ssh: "npm run boma-it -- ssh boma-it-askari-20261122-034000", runDir: "/r", consoleLog: "/r/console.log",
-  keyFile: "/r/keys/id_ed25519", knownHostsFile: "/r/keys/known_hosts", network: "n", mac: "52:54:00:00:00:01",
-  subnet: "10.234.7.0/24", domain: "d", accel: "tcg", createdAt: "2026-11-22T03:40:00Z", ownerPid: 1,
+  runId: "boma-it-askari-20261122-034000",
+  host: "askari",
+  ip: "10.234.7.10",
+  user: "boma",
+  ssh: "npm run boma-it -- ssh boma-it-askari-20261122-034000",
+  runDir: "/r",
+  consoleLog: "/r/console.log",
+  keyFile: "/r/keys/id_ed25519",
+  knownHostsFile: "/r/keys/known_hosts",
+  network: "n",
+  mac: "52:54:00:00:00:01",
+  subnet: "10.234.7.0/24",
+  domain: "d",
+  accel: "tcg",
+  createdAt: "2026-11-22T03:40:00Z",
+  ownerPid: 1,
 };
 
 /** The VM's target; its master socket is never reached here (nothing is applied). */
@@ -55,7 +67,8 @@ describe("transient inventory", () => {
       "repo/inventory/hosts.yml": INVENTORY,
       "repo/inventory/group_vars/all.yml": "ansible_user: admin\n",
       "repo/site.yml": "- hosts: all\n",
-      "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\nscenarios: { red: { vars: { fix: false } } }\n",
+      "p.yml":
+        "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\nscenarios: { red: { vars: { fix: false } } }\n",
       "overrides/askari.yml": "vars: { stub: 1, fix: stubbed }\ncerts: { internal: { vars: { tls: internal } } }\n",
     });
     try {
@@ -63,8 +76,16 @@ describe("transient inventory", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const dir = join(tree.dir, "run", "ansible");
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "red", vars: { fix: false } }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")), dir, runner, secrets: secretsOf([]),
-        log: silentLog(), signal: new AbortController().signal,
+        profile,
+        outputs: OUTPUTS,
+        target: TARGET,
+        scenario: { name: "red", vars: { fix: false } },
+        certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
+        dir,
+        runner,
+        secrets: secretsOf([]),
+        log: silentLog(),
+        signal: new AbortController().signal,
       });
       const inventory = parse((await readFile(files.inventoryFile, "utf8")).split("\n").slice(1).join("\n")) as YamlTree;
       const text = JSON.stringify(inventory);
@@ -110,8 +131,16 @@ describe("transient inventory", () => {
       const runner = new Runner();
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const files = await writeTransientInventory({
-        profile, outputs: OUTPUTS, target: TARGET, scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
-        dir: join(tree.dir, "run", "ansible"), runner, secrets: secretsOf([]), log: silentLog(), signal: new AbortController().signal,
+        profile,
+        outputs: OUTPUTS,
+        target: TARGET,
+        scenario: { name: "green", vars: {} },
+        certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache")),
+        dir: join(tree.dir, "run", "ansible"),
+        runner,
+        secrets: secretsOf([]),
+        log: silentLog(),
+        signal: new AbortController().signal,
       });
       const asAnsible = pyyamlLoad(real) as YamlTree;
       const transient = pyyamlLoad(await readFile(files.inventoryFile, "utf8")) as YamlTree;
@@ -124,7 +153,6 @@ describe("transient inventory", () => {
       await tree.remove();
     }
   });
-
 });
 
 describe("apply with a DNS token in the vault", () => {
@@ -133,7 +161,8 @@ describe("apply with a DNS token in the vault", () => {
       "repo/inventory/hosts.yml": INVENTORY,
       "repo/site.yml": "- hosts: all\n",
       "overrides/askari.yml": "certs:\n  dnsTokenVar: dns_provider_token\n",
-      "p.yml": "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\noverrides: overrides/askari.yml\nchecks: [{ name: x, unit: y }]\n",
+      "p.yml":
+        "host: askari\nrepo: repo\ninventory: inventory/hosts.yml\nplaybook: site.yml\noverrides: overrides/askari.yml\nchecks: [{ name: x, unit: y }]\n",
     });
     try {
       const bin = join(tree.dir, "bin");
@@ -148,14 +177,24 @@ describe("apply with a DNS token in the vault", () => {
       const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
       const certs = await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "cert-cache"));
       const input = {
-        profile, outputs: OUTPUTS, target: { ...sshTargetOf(OUTPUTS), controlPath: vm.controlPath }, scenario: { name: "green", vars: {} }, certs, dir: join(tree.dir, "run", "ansible"), runner,
+        profile,
+        outputs: OUTPUTS,
+        target: { ...sshTargetOf(OUTPUTS), controlPath: vm.controlPath },
+        scenario: { name: "green", vars: {} },
+        certs,
+        dir: join(tree.dir, "run", "ansible"),
+        runner,
         secrets: secretsOf(["vault-token-value"], join(tree.dir, "vault.yml")),
-        log: silentLog(), signal: new AbortController().signal,
+        log: silentLog(),
+        signal: new AbortController().signal,
       };
       const files = await writeTransientInventory(input);
       const applied = await applyPlaybook(input, files);
       // A handler is timed on its own, not added to the task before it.
-      assert.deepEqual(applied.tasks.map((task) => task.name), ["base : Harden sshd", "handler base : restart ssh", "Gathering Facts"]);
+      assert.deepEqual(
+        applied.tasks.map((task) => task.name),
+        ["base : Harden sshd", "handler base : restart ssh", "Gathering Facts"],
+      );
       // The jail's command: what follows bubblewrap's `--` is ansible-playbook's argv.
       const jailed = runner.history.find((record) => record.argv[0] === "bwrap" && record.argv.includes("ansible-playbook"))!.argv;
       const argv = jailed.slice(jailed.indexOf("--") + 1);

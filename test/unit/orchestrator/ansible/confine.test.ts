@@ -17,7 +17,6 @@ import type { SshTarget } from "../../../../orchestrator/host/ssh.ts";
 import { applyFixture, RUN_ID, VM_IP } from "../../../helpers/apply-fixture.ts";
 import { effectiveSsh } from "../../../helpers/fake-vm.ts";
 
-
 /** Every variable a repo may use to send Ansible's ssh elsewhere, pointing at a "real host". */
 const HOSTILE_VARS = `ansible_host: 127.0.0.88
 ansible_ssh_host: 127.0.0.88
@@ -94,7 +93,11 @@ const INVENTORY = (inline: string) => `all:
     docker_hosts:
       hosts:
         askari:
-${inline.split("\n").filter(Boolean).map((line) => `          ${line}`).join("\n")}
+${inline
+  .split("\n")
+  .filter(Boolean)
+  .map((line) => `          ${line}`)
+  .join("\n")}
 `;
 
 /** Where each source puts the hostile vars (files relative to the repo). */
@@ -105,7 +108,11 @@ const SOURCES: Record<string, (vars: string) => Record<string, string>> = {
   "a host_vars file": (vars) => ({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": vars }),
   "a host_vars folder": (vars) => ({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari/connection.yml": vars }),
   "group_vars next to the playbook": (vars) => ({ "inventory/hosts.yml": INVENTORY(""), "group_vars/all.yml": vars }),
-  "a vaulted host_vars file": (vars) => ({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": vars, ".vault-this": "inventory/host_vars/askari.yml" }),
+  "a vaulted host_vars file": (vars) => ({
+    "inventory/hosts.yml": INVENTORY(""),
+    "inventory/host_vars/askari.yml": vars,
+    ".vault-this": "inventory/host_vars/askari.yml",
+  }),
 };
 
 /**
@@ -169,7 +176,11 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
   it("the repo's ansible.cfg, ANSIBLE_SSH_ARGS, the user's ssh config and agent", async () => {
     const setup = await applyFixture(
       { "inventory/hosts.yml": INVENTORY(""), "ansible.cfg": ANSIBLE_CFG },
-      { playbook: SHORT_PLAYBOOK, env: { ANSIBLE_SSH_ARGS: "-o ProxyJump=bastion.example -o StrictHostKeyChecking=no", ANSIBLE_REMOTE_USER: "realadmin", ANSIBLE_REMOTE_PORT: "2222" }, home: { ".ssh/config": USER_SSH_CONFIG, ".ssh/deploy_key": "x\n" } },
+      {
+        playbook: SHORT_PLAYBOOK,
+        env: { ANSIBLE_SSH_ARGS: "-o ProxyJump=bastion.example -o StrictHostKeyChecking=no", ANSIBLE_REMOTE_USER: "realadmin", ANSIBLE_REMOTE_PORT: "2222" },
+        home: { ".ssh/config": USER_SSH_CONFIG, ".ssh/deploy_key": "x\n" },
+      },
     );
     try {
       const applied = await applyPlaybook(setup.input, await writeTransientInventory(setup.input));
@@ -193,7 +204,10 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
   });
 
   it("a connection setting the extra vars miss is refused before anything connects: the apply fails (exit 1) naming it", async () => {
-    const setup = await applyFixture({ "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": "ansible_ssh_port: 2222\n" }, { playbook: PLAYBOOK });
+    const setup = await applyFixture(
+      { "inventory/hosts.yml": INVENTORY(""), "inventory/host_vars/askari.yml": "ansible_ssh_port: 2222\n" },
+      { playbook: PLAYBOOK },
+    );
     try {
       const files = await writeTransientInventory(setup.input);
       // As if an Ansible version read the port from a name the harness does not know of.
@@ -203,7 +217,10 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
       await writeFile(files.extraVarsFile, JSON.stringify(extra));
       await assert.rejects(applyPlaybook(setup.input, files), (error: unknown) => {
         assert.ok(error instanceof SystemUnderTestError, String(error));
-        assert.match(error.message, /sends Ansible elsewhere than the VM: the confinement refused ssh to 10\.234\.7\.10:2222 as boma \(port 2222; set by -o Port=2222/);
+        assert.match(
+          error.message,
+          /sends Ansible elsewhere than the VM: the confinement refused ssh to 10\.234\.7\.10:2222 as boma \(port 2222; set by -o Port=2222/,
+        );
         return true;
       });
       assert.deepEqual(await setup.connections(), [], "nothing connected");
@@ -236,7 +253,10 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
       ];
       await writeFile(join(setup.dir, "home-key"), "x\n");
       for (const [args, message] of cases) {
-        const result = spawnSync(files.confinement.sshProgram, args, { encoding: "utf8", env: { ...process.env, ...setup.input.runner.env } as NodeJS.ProcessEnv });
+        const result = spawnSync(files.confinement.sshProgram, args, {
+          encoding: "utf8",
+          env: { ...process.env, ...setup.input.runner.env } as NodeJS.ProcessEnv,
+        });
         assert.equal(result.status, 255, args.join(" "));
         assert.match(result.stderr, message, args.join(" "));
       }
@@ -246,7 +266,10 @@ describe("confinement: Ansible reaches only the VM", { timeout: 10 * 60_000 }, (
       // What a play may send to the connection (`meta: reset_connection` sends -O stop) is
       // answered without touching the run's master.
       for (const command of ["check", "stop", "exit"]) {
-        const result = spawnSync(files.confinement.sshProgram, ["-O", command, VM_IP], { encoding: "utf8", env: { ...process.env, ...setup.input.runner.env } as NodeJS.ProcessEnv });
+        const result = spawnSync(files.confinement.sshProgram, ["-O", command, VM_IP], {
+          encoding: "utf8",
+          env: { ...process.env, ...setup.input.runner.env } as NodeJS.ProcessEnv,
+        });
         assert.equal(result.status, 0, `-O ${command}: ${result.stderr}`);
       }
       assert.deepEqual(await setup.vm.refused(), [], "the master never saw a control request");

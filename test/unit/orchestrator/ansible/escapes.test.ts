@@ -55,7 +55,13 @@ async function treeHash(dir: string): Promise<Map<string, string>> {
         found.set(`${path}/`, String((await lstat(path)).mode));
         await walk(path);
       } else if (entry.isSymbolicLink()) found.set(path, `-> ${await readlink(path)}`);
-      else found.set(path, createHash("sha256").update(await readFile(path)).digest("hex") + ` ${(await lstat(path)).mode}`);
+      else
+        found.set(
+          path,
+          createHash("sha256")
+            .update(await readFile(path))
+            .digest("hex") + ` ${(await lstat(path)).mode}`,
+        );
     }
   };
   await walk(dir);
@@ -84,7 +90,10 @@ describe("a repo's other ways out, through the real ansible-playbook in the jail
     - ansible.posix.synchronize: { mode: pull, src: "rsync://127.0.0.1:${daemon.port}/module/file", dest: "{{ playbook_dir }}/from-daemon" }
       ignore_errors: true
 `,
-        home: { ".ssh/config": `Host 10.*\n  ProxyJump bastion\n  IdentityFile ~/.ssh/deploy_key\nHost bastion\n  HostName 127.0.0.1\n  Port ${bastion.port}\n`, ".ssh/deploy_key": "the fleet's deploy key\n" },
+        home: {
+          ".ssh/config": `Host 10.*\n  ProxyJump bastion\n  IdentityFile ~/.ssh/deploy_key\nHost bastion\n  HostName 127.0.0.1\n  Port ${bastion.port}\n`,
+          ".ssh/deploy_key": "the fleet's deploy key\n",
+        },
       },
     );
     try {
@@ -92,12 +101,18 @@ describe("a repo's other ways out, through the real ansible-playbook in the jail
       const { log, outcome } = await apply(setup);
       assert.ok(!(outcome instanceof Error), `${String(outcome)}\n${log.slice(-3000)}`);
       assert.equal(await readFile(join(setup.dir, "vm", "synced", "index.html"), "utf8"), "synced by rsync\n", "the push reached the VM");
-      assert.ok((await setup.vm.commands()).some((command) => command.includes("rsync --server")), "rsync ran on the VM's side through the run's connection");
+      assert.ok(
+        (await setup.vm.commands()).some((command) => command.includes("rsync --server")),
+        "rsync ran on the VM's side through the run's connection",
+      );
       assert.equal(bastion.heard(), 0, "the bastion of the user's ssh config heard nothing");
       assert.equal(daemon.heard(), 0, "the rsync daemon heard nothing");
       assert.deepEqual(await treeHash(join(setup.dir, "repo")), before, "the pulls wrote nothing into the repo");
       const connections = await setup.connections();
-      assert.ok(connections.length > 0 && connections.every((argv) => argv[0] === "-F" && argv[1] === "/dev/null"), "every ssh rsync ran was the confined one, the user's config left out");
+      assert.ok(
+        connections.length > 0 && connections.every((argv) => argv[0] === "-F" && argv[1] === "/dev/null"),
+        "every ssh rsync ran was the confined one, the user's config left out",
+      );
     } finally {
       bastion.close();
       daemon.close();
@@ -143,7 +158,8 @@ describe("a repo's other ways out, through the real ansible-playbook in the jail
     const setup = await applyFixture(
       {
         "inventory/hosts.yml": INVENTORY,
-        "ansible.cfg": "[defaults]\ncallbacks_enabled = ansible.builtin.junit, community.general.log_plays, community.general.syslog_json\ncallback_result_format = yaml\nstdout_callback = community.general.yaml\n",
+        "ansible.cfg":
+          "[defaults]\ncallbacks_enabled = ansible.builtin.junit, community.general.log_plays, community.general.syslog_json\ncallback_result_format = yaml\nstdout_callback = community.general.yaml\n",
         "inventory/host_vars/askari.yml": `db_password: ${JSON.stringify(secret)}\n`,
       },
       {
@@ -163,7 +179,8 @@ describe("a repo's other ways out, through the real ansible-playbook in the jail
       const { log, outcome } = await apply(setup);
       assert.ok(outcome instanceof Error, "the last task fails");
       assert.ok(log.includes(REDACTED), "the secret was printed, redacted");
-      for (const piece of [secret, secret.slice(0, 30), "x".repeat(60)]) assert.ok(!log.includes(piece), `no piece of the secret in the apply's log: ${piece.slice(0, 20)}`);
+      for (const piece of [secret, secret.slice(0, 30), "x".repeat(60)])
+        assert.ok(!log.includes(piece), `no piece of the secret in the apply's log: ${piece.slice(0, 20)}`);
       assert.ok(!String((outcome as Error).message).includes(secret.slice(0, 30)));
       assert.deepEqual(await readdir(join(setup.dir, "home")), [".keep"], "no ~/.ansible.log of the junit callback");
       assert.deepEqual(await treeHash(join(setup.dir, "repo")), before, "nothing written into the repo");
@@ -258,7 +275,11 @@ class ActionModule(ActionBase):
       assert.match(log, /lookup plugin 'url'[^]*(Network is unreachable|Connection refused)/, "the url lookup failed");
       assert.doesNotMatch(log, /"msg": "(connected|written)"/, "the pipe lookups could neither connect nor write");
       assert.equal(listener.heard(), 0, "the listener on the control host heard nothing");
-      assert.deepEqual((await readdir(setup.dir)).filter((name) => name.startsWith("escaped")), [], "nothing was written outside the run");
+      assert.deepEqual(
+        (await readdir(setup.dir)).filter((name) => name.startsWith("escaped")),
+        [],
+        "nothing was written outside the run",
+      );
     } finally {
       listener.close();
       await setup.remove();
@@ -273,7 +294,10 @@ class ActionModule(ActionBase):
     try {
       const { outcome } = await apply(setup);
       assert.ok(outcome instanceof Error);
-      assert.match(outcome.message, /lookup plugin 'url'.*\(this looks like the jail: Ansible's controller side, lookups and local tasks included, runs without network .* give the value it would get as a stub in the overlay's vars/s);
+      assert.match(
+        outcome.message,
+        /lookup plugin 'url'.*\(this looks like the jail: Ansible's controller side, lookups and local tasks included, runs without network .* give the value it would get as a stub in the overlay's vars/s,
+      );
     } finally {
       await setup.remove();
     }

@@ -71,8 +71,13 @@ describe("runChecks", () => {
     try {
       const { machine } = await guest(tree.dir, ["activating", "activating", "active"]);
       const reported: string[] = [];
-      const results = await runChecks([{ name: "docker active", unit: "docker.service", within: 60 }], machine, "10.234.7.10", "pre-reboot", { onResult: (result) => reported.push(`${result.stage} ${result.name} ${result.ok}`) });
-      assert.deepEqual(results.map((result) => [result.ok, result.detail]), [[true, "docker.service is active"]]);
+      const results = await runChecks([{ name: "docker active", unit: "docker.service", within: 60 }], machine, "10.234.7.10", "pre-reboot", {
+        onResult: (result) => reported.push(`${result.stage} ${result.name} ${result.ok}`),
+      });
+      assert.deepEqual(
+        results.map((result) => [result.ok, result.detail]),
+        [[true, "docker.service is active"]],
+      );
       assert.ok(results[0]!.seconds < 3, `passed after ${results[0]!.seconds} s`);
       assert.deepEqual(reported, ["pre-reboot docker active true"]);
     } finally {
@@ -97,12 +102,15 @@ describe("runChecks", () => {
     const tree = await tempTree();
     try {
       const { machine } = await guest(tree.dir, ["inactive"], "shut off (destroyed)");
-      await assert.rejects(runChecks([{ name: "docker active", unit: "docker.service", within: 60 }], machine, "10.234.7.10", "post-reboot"), (error: unknown) => {
-        assert.ok(error instanceof VmDownError);
-        assert.equal(error.guestShutdown, false, "destroyed from the host");
-        assert.match(error.message, /the VM is shut off \(destroyed\)/);
-        return true;
-      });
+      await assert.rejects(
+        runChecks([{ name: "docker active", unit: "docker.service", within: 60 }], machine, "10.234.7.10", "post-reboot"),
+        (error: unknown) => {
+          assert.ok(error instanceof VmDownError);
+          assert.equal(error.guestShutdown, false, "destroyed from the host");
+          assert.match(error.message, /the VM is shut off \(destroyed\)/);
+          return true;
+        },
+      );
     } finally {
       await tree.remove();
     }

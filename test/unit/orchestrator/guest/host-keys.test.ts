@@ -61,7 +61,11 @@ PY`,
 describe("the VM's host keys after an apply", () => {
   it("compares by key, naming rotated, new and removed types", () => {
     assert.equal(compareHostKeys([RSA, ECDSA, ED25519], [ED25519, RSA, ECDSA]), undefined);
-    assert.deepEqual(compareHostKeys([RSA, ECDSA, ED25519], [RSA, ED25519]), { added: [], removed: ["ecdsa-sha2-nistp256"], detail: "removed: ecdsa-sha2-nistp256" });
+    assert.deepEqual(compareHostKeys([RSA, ECDSA, ED25519], [RSA, ED25519]), {
+      added: [],
+      removed: ["ecdsa-sha2-nistp256"],
+      detail: "removed: ecdsa-sha2-nistp256",
+    });
     assert.equal(compareHostKeys([RSA, ECDSA, ED25519], [RSA, ECDSA, ED25519_NEW])?.detail, "rotated: ssh-ed25519");
     assert.deepEqual(parseHostPublicKeys(`${RSA} root@a\n\ncat: x: No such file\n${ED25519}\n`), [RSA, ED25519]);
   });

@@ -86,7 +86,6 @@ describe("SSH readiness", () => {
   });
 });
 
-
 describe("a guest kernel that panics", () => {
   it("is found in the console with the oops that caused it; a healthy boot log has none", () => {
     const race = findKernelPanic(PANICKED_BOOT)!;
@@ -95,9 +94,12 @@ describe("a guest kernel that panics", () => {
     const noRoot = findKernelPanic("\x1b[0m[    9.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n")!;
     assert.equal(describePanic(noRoot), "Kernel panic - not syncing: VFS: Unable to mount root fs");
     assert.equal(isTcgTextPatchRace(noRoot), false, "a root fs that does not mount is the guest's own failure");
-    const nullDeref = findKernelPanic("[ 5.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n[ 5.1] Kernel panic - not syncing: Fatal exception\n")!;
+    const nullDeref = findKernelPanic(
+      "[ 5.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n[ 5.1] Kernel panic - not syncing: Fatal exception\n",
+    )!;
     assert.equal(isTcgTextPatchRace(nullDeref), false);
-    const healthy = "[    0.159342] Kernel command line: BOOT_IMAGE=/vmlinuz ro panic=0 console=ttyS0\n[    3.1] Run /init as init process\nDebian GNU/Linux 13 askari ttyS0\n";
+    const healthy =
+      "[    0.159342] Kernel command line: BOOT_IMAGE=/vmlinuz ro panic=0 console=ttyS0\n[    3.1] Run /init as init process\nDebian GNU/Linux 13 askari ttyS0\n";
     assert.equal(findKernelPanic(healthy), undefined);
   });
 
@@ -147,7 +149,10 @@ describe("the proof of a reboot", () => {
     const tree = await tempTree();
     try {
       const { machine } = await fakeDomain(tree.dir, { ends: ["restart"], starts: ["same-boot-id"] });
-      await assert.rejects(machine.reboot(60_000), /timed out after 60 s waiting for askari: SSH on 10\.234\.7\.10 after the reboot; last seen: still the old boot/);
+      await assert.rejects(
+        machine.reboot(60_000),
+        /timed out after 60 s waiting for askari: SSH on 10\.234\.7\.10 after the reboot; last seen: still the old boot/,
+      );
     } finally {
       await tree.remove();
     }
@@ -165,7 +170,13 @@ describe("the first boot under QEMU's text-patching race", () => {
       if (seen.boots <= panics) throw panic();
       return "ready";
     };
-    const options = (accel: string, onlyBeforeUserspace = false) => ({ what: "the first boot", accel, onlyBeforeUserspace, reset: async () => void (seen.resets += 1), log: { warn: (message: string) => void seen.warnings.push(message) } });
+    const options = (accel: string, onlyBeforeUserspace = false) => ({
+      what: "the first boot",
+      accel,
+      onlyBeforeUserspace,
+      reset: async () => void (seen.resets += 1),
+      log: { warn: (message: string) => void seen.warnings.push(message) },
+    });
     return { seen, boot, options };
   }
 
@@ -175,7 +186,10 @@ describe("the first boot under QEMU's text-patching race", () => {
     assert.equal(result.value, "ready");
     assert.deepEqual([flaky.seen.boots, flaky.seen.resets], [2, 1]);
     assert.equal(result.resets.length, 1);
-    assert.match(result.resets[0]!, /first boot panicked under TCG \(Oops: int3: .* → Kernel panic - not syncing: Fatal exception in interrupt\): QEMU's text-patching race/);
+    assert.match(
+      result.resets[0]!,
+      /first boot panicked under TCG \(Oops: int3: .* → Kernel panic - not syncing: Fatal exception in interrupt\): QEMU's text-patching race/,
+    );
     assert.deepEqual(flaky.seen.warnings, result.resets);
   });
 

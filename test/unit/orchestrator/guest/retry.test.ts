@@ -35,7 +35,14 @@ describe("retry", () => {
     const clock = fakeClock();
     const seen: string[] = [];
     await assert.rejects(
-      retry(async () => ({ done: false, seen: `uptime ${clock.now()}` }), { what: "SSH on 10.0.0.1", timeoutMs: 1000, intervalMs: 400, maxIntervalMs: 400, clock, onAttempt: (s) => seen.push(s) }),
+      retry(async () => ({ done: false, seen: `uptime ${clock.now()}` }), {
+        what: "SSH on 10.0.0.1",
+        timeoutMs: 1000,
+        intervalMs: 400,
+        maxIntervalMs: 400,
+        clock,
+        onAttempt: (s) => seen.push(s),
+      }),
       (error: unknown) => {
         assert.ok(error instanceof WaitError);
         assert.equal(error.timedOut, true);
@@ -63,6 +70,9 @@ describe("retry", () => {
   it("stops when aborted", async () => {
     const controller = new AbortController();
     controller.abort(new Error("interrupted"));
-    await assert.rejects(retry(async () => ({ done: true, value: 1 }), { what: "x", timeoutMs: 1, signal: controller.signal }), /interrupted/);
+    await assert.rejects(
+      retry(async () => ({ done: true, value: 1 }), { what: "x", timeoutMs: 1, signal: controller.signal }),
+      /interrupted/,
+    );
   });
 });

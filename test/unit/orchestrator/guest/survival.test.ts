@@ -79,9 +79,15 @@ describe("survival checks", () => {
 
   it("read listeners with their units, active and failed units, published ports and the ruleset", () => {
     assert.deepEqual(before.listeners[0], { proto: "tcp", address: "0.0.0.0", port: 22, unit: "ssh.service" });
-    assert.deepEqual(before.active.find((unit) => unit.unit === "systemd-hostnamed.service"), { unit: "systemd-hostnamed.service", onDemand: true });
+    assert.deepEqual(
+      before.active.find((unit) => unit.unit === "systemd-hostnamed.service"),
+      { unit: "systemd-hostnamed.service", onDemand: true },
+    );
     assert.deepEqual(before.failed, ["systemd-networkd-wait-online.service"]);
-    assert.deepEqual(before.published, [{ port: 8080, proto: "tcp", container: "web" }, { port: 5353, proto: "udp", container: "dns" }]);
+    assert.deepEqual(before.published, [
+      { port: 8080, proto: "tcp", container: "web" },
+      { port: 5353, proto: "udp", container: "dns" },
+    ]);
     assert.match(before.ruleset, /iifname "docker0" accept/);
   });
 
@@ -99,13 +105,16 @@ describe("survival checks", () => {
       "survives: published port 8080/tcp (web) answers from the host",
       "survives: the nftables ruleset in force (reported, fails only with survival: strict)",
     ]);
-    assert.deepEqual(leftOut.map((entry) => [entry.item, entry.why.split(" (")[0]!.split(":")[0]]), [
-      ["tcp 127.0.0.1:41327 (containerd.service)", "an ephemeral port"],
-      ["tcp 127.0.0.1:5555 (user@1000.service)", "the harness's own SSH login runs it"],
-      ["systemd-hostnamed.service", "started on demand"],
-      ["user@1000.service", "the harness's own SSH login runs it"],
-      ["published port 5353/udp (dns)", "UDP"],
-    ]);
+    assert.deepEqual(
+      leftOut.map((entry) => [entry.item, entry.why.split(" (")[0]!.split(":")[0]]),
+      [
+        ["tcp 127.0.0.1:41327 (containerd.service)", "an ephemeral port"],
+        ["tcp 127.0.0.1:5555 (user@1000.service)", "the harness's own SSH login runs it"],
+        ["systemd-hostnamed.service", "started on demand"],
+        ["user@1000.service", "the harness's own SSH login runs it"],
+        ["published port 5353/udp (dns)", "UDP"],
+      ],
+    );
   });
 
   it("fail on each kind of difference after the reboot; a changed ruleset only when strict", () => {
@@ -119,33 +128,54 @@ describe("survival checks", () => {
     for (const strict of [false, true]) {
       const { checks } = deriveSurvivalChecks(before, new Set([8080]), strict);
       const failing = checks.map((check) => ({ name: check.name, ...check.holds(after, new Set()) })).filter((result) => !result.ok);
-      assert.deepEqual(failing.map((result) => [result.name, result.detail]), [
-        ["survives: tcp 0.0.0.0:8080 (docker.service)", "nothing listens on tcp 0.0.0.0:8080"],
-        ["survives: nftables.service active", "nftables.service failed"],
-        ["survives: no unit failed that had not failed before", "failed now: nftables.service"],
-        ["survives: published port 8080/tcp (web) answers from the host", "TCP 8080 does not answer from the host"],
-        ...(strict ? [["survives: the nftables ruleset in force", 'differs: - iifname "docker0" accept']] : []),
-      ]);
+      assert.deepEqual(
+        failing.map((result) => [result.name, result.detail]),
+        [
+          ["survives: tcp 0.0.0.0:8080 (docker.service)", "nothing listens on tcp 0.0.0.0:8080"],
+          ["survives: nftables.service active", "nftables.service failed"],
+          ["survives: no unit failed that had not failed before", "failed now: nftables.service"],
+          ["survives: published port 8080/tcp (web) answers from the host", "TCP 8080 does not answer from the host"],
+          ...(strict ? [["survives: the nftables ruleset in force", 'differs: - iifname "docker0" accept']] : []),
+        ],
+      );
     }
     const same = deriveSurvivalChecks(before, new Set([8080]), true).checks.map((check) => check.holds(before, new Set([8080])));
-    assert.ok(same.every((result) => result.ok), "the same state survives every check");
+    assert.ok(
+      same.every((result) => result.ok),
+      "the same state survives every check",
+    );
   });
 
   it("a unit systemd skipped after the reboot by a start condition of its own is reported, and fails only when strict", () => {
-    const firstBoot = parseSurvival(BEFORE_TEXT.replace("active|nftables.service||\n", "active|nftables.service||\nactive|systemd-machine-id-commit.service||\n"));
-    const afterText = BEFORE_TEXT.replace("active|nftables.service||\n", "active|nftables.service||\nskipped|systemd-machine-id-commit.service\nskipped|apt-daily.service\n");
+    const firstBoot = parseSurvival(
+      BEFORE_TEXT.replace("active|nftables.service||\n", "active|nftables.service||\nactive|systemd-machine-id-commit.service||\n"),
+    );
+    const afterText = BEFORE_TEXT.replace(
+      "active|nftables.service||\n",
+      "active|nftables.service||\nskipped|systemd-machine-id-commit.service\nskipped|apt-daily.service\n",
+    );
     const after = parseSurvival(afterText);
     assert.deepEqual(after.skipped, ["systemd-machine-id-commit.service", "apt-daily.service"]);
     for (const strict of [false, true]) {
-      const check = deriveSurvivalChecks(firstBoot, new Set([8080]), strict).checks.find((candidate) => candidate.name === "survives: systemd-machine-id-commit.service active")!;
+      const check = deriveSurvivalChecks(firstBoot, new Set([8080]), strict).checks.find(
+        (candidate) => candidate.name === "survives: systemd-machine-id-commit.service active",
+      )!;
       const result = check.holds(after, new Set([8080]));
       assert.equal(result.ok, !strict);
-      assert.match(result.detail, /^systemd-machine-id-commit\.service was skipped on this boot: a start condition of its own did not hold \(ConditionResult=no\)/);
+      assert.match(
+        result.detail,
+        /^systemd-machine-id-commit\.service was skipped on this boot: a start condition of its own did not hold \(ConditionResult=no\)/,
+      );
       assert.equal(/fails only with survival: strict/.test(result.detail), !strict);
     }
     // A unit that simply did not start after the reboot is not "skipped": it fails.
-    const notStarted = deriveSurvivalChecks(firstBoot, new Set([8080]), false).checks.find((candidate) => candidate.name === "survives: nftables.service active")!;
-    assert.deepEqual(notStarted.holds({ ...after, active: after.active.filter((unit) => unit.unit !== "nftables.service") }, new Set([8080])), { ok: false, detail: "nftables.service is not active" });
+    const notStarted = deriveSurvivalChecks(firstBoot, new Set([8080]), false).checks.find(
+      (candidate) => candidate.name === "survives: nftables.service active",
+    )!;
+    assert.deepEqual(notStarted.holds({ ...after, active: after.active.filter((unit) => unit.unit !== "nftables.service") }, new Set([8080])), {
+      ok: false,
+      detail: "nftables.service is not active",
+    });
   });
 
   it("the observation script reads the guest's programs as they answer, in one systemctl show per kind of unit", async () => {
@@ -179,6 +209,8 @@ describe("survival checks", () => {
   it("a port that did not answer before the reboot is not expected to after it", () => {
     const { checks, leftOut } = deriveSurvivalChecks(before, new Set(), false);
     assert.ok(!names(checks).some((name) => name.includes("published port 8080")));
-    assert.ok(leftOut.some((entry) => entry.item.startsWith("published port 8080/tcp") && /did not answer from the host before the reboot either/.test(entry.why)));
+    assert.ok(
+      leftOut.some((entry) => entry.item.startsWith("published port 8080/tcp") && /did not answer from the host before the reboot either/.test(entry.why)),
+    );
   });
 });

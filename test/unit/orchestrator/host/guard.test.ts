@@ -13,11 +13,15 @@ async function fakeLibvirt(dir: string, domains: string[]): Promise<Libvirt> {
   const bin = join(dir, "bin");
   const listing = domains.map((domain) => domain.split(":")[0]).join("\\n");
   const states = domains.map((domain) => `${domain.split(":")[0]}) echo "${domain.split(":")[1]}" ;;`).join(" ");
-  await writeFake(bin, "virsh", `
+  await writeFake(
+    bin,
+    "virsh",
+    `
 case " $* " in
   *" list "*) printf '${listing}\\n' ;;
   *" domstate "*) case "\${@: -1}" in ${states} *) exit 1 ;; esac ;;
-esac`);
+esac`,
+  );
   return new Libvirt(new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } }), "qemu:///system");
 }
 
@@ -29,7 +33,10 @@ describe("resource guard", () => {
       await assert.rejects(guardResources(libvirt, { vmMemoryMiB: 3072, minFreeRamMiB: undefined, meminfo: join(tree.dir, "meminfo") }), (error: unknown) => {
         assert.ok(error instanceof RefusedError);
         assert.equal(error.exitCode, 3);
-        assert.match(error.message, /^another test VM is running \(boma-it-askari-20261122-010101\): boma-it runs one at a time\n {2}fix: see `npm run boma-it -- status`/);
+        assert.match(
+          error.message,
+          /^another test VM is running \(boma-it-askari-20261122-010101\): boma-it runs one at a time\n {2}fix: see `npm run boma-it -- status`/,
+        );
         return true;
       });
     } finally {
@@ -42,7 +49,10 @@ describe("resource guard", () => {
     try {
       const libvirt = await fakeLibvirt(tree.dir, []);
       const meminfo = join(tree.dir, "meminfo");
-      await assert.rejects(guardResources(libvirt, { vmMemoryMiB: 3072, minFreeRamMiB: undefined, meminfo }), /only 3072 MiB of RAM is free; this run needs 4096 MiB \(the VM's 3072 MiB \+ 1024 MiB\)/);
+      await assert.rejects(
+        guardResources(libvirt, { vmMemoryMiB: 3072, minFreeRamMiB: undefined, meminfo }),
+        /only 3072 MiB of RAM is free; this run needs 4096 MiB \(the VM's 3072 MiB \+ 1024 MiB\)/,
+      );
       await assert.rejects(guardResources(libvirt, { vmMemoryMiB: 512, minFreeRamMiB: 4000, meminfo }), /this run needs 4000 MiB \(--min-free-ram\)/);
       await guardResources(libvirt, { vmMemoryMiB: 1024, minFreeRamMiB: undefined, meminfo });
     } finally {

@@ -92,7 +92,13 @@ describe("the jail of Ansible's controller side", () => {
       const home = join(tree.dir, "home");
       await mkdir(join(home, ".ssh"), { recursive: true });
       await writeFile(join(home, ".ssh", "id_ed25519"), "a key");
-      const userEnv = { PATH: process.env.PATH!, HOME: home, SSH_AUTH_SOCK: "/tmp/ssh-agent.sock", ANSIBLE_CALLBACKS_ENABLED: "junit", AWS_SECRET_ACCESS_KEY: "x" };
+      const userEnv = {
+        PATH: process.env.PATH!,
+        HOME: home,
+        SSH_AUTH_SOCK: "/tmp/ssh-agent.sock",
+        ANSIBLE_CALLBACKS_ENABLED: "junit",
+        AWS_SECRET_ACCESS_KEY: "x",
+      };
       const spec = (writableDir: string) => ({
         cwd: tree.dir,
         readable: [tree.dir],
@@ -100,16 +106,43 @@ describe("the jail of Ansible's controller side", () => {
         sockets: [masterSocket],
         env: jailEnv(userEnv),
       });
-      const probe = (writableDir: string) => ["python3", join(tree.dir, "probe.py"), String(port), writableDir, join(tree.dir, "escaped"), masterSocket, straySocket];
+      const probe = (writableDir: string) => [
+        "python3",
+        join(tree.dir, "probe.py"),
+        String(port),
+        writableDir,
+        join(tree.dir, "escaped"),
+        masterSocket,
+        straySocket,
+      ];
 
       const asUser = await runJailed(new Runner(), "python3", probe(writable).slice(1), spec(writable));
       const seen = JSON.parse(asUser.stdout) as Record<string, unknown>;
       assert.deepEqual(
-        { tcp: seen.tcp, inside: seen["write-inside"], outside: seen["write-outside"], libvirt: seen["libvirt-socket"], tmp: seen.tmp, master: seen.master, stray: seen.stray, home: seen.home },
-        { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", tmp: [join(tree.dir).split("/")[2]], master: "connected", stray: "blocked", home: [] },
+        {
+          tcp: seen.tcp,
+          inside: seen["write-inside"],
+          outside: seen["write-outside"],
+          libvirt: seen["libvirt-socket"],
+          tmp: seen.tmp,
+          master: seen.master,
+          stray: seen.stray,
+          home: seen.home,
+        },
+        {
+          tcp: "blocked",
+          inside: "written",
+          outside: "blocked",
+          libvirt: "hidden",
+          tmp: [join(tree.dir).split("/")[2]],
+          master: "connected",
+          stray: "blocked",
+          home: [],
+        },
         "as this user",
       );
-      for (const name of ["SSH_AUTH_SOCK", "ANSIBLE_CALLBACKS_ENABLED", "AWS_SECRET_ACCESS_KEY"]) assert.ok(!(seen.env as string[]).includes(name), `${name} does not pass`);
+      for (const name of ["SSH_AUTH_SOCK", "ANSIBLE_CALLBACKS_ENABLED", "AWS_SECRET_ACCESS_KEY"])
+        assert.ok(!(seen.env as string[]).includes(name), `${name} does not pass`);
 
       if (process.getuid?.() === 0) {
         // The same jail for an account with no privileges at all (nobody), a folder of its own to write.
@@ -126,13 +159,24 @@ describe("the jail of Ansible's controller side", () => {
         assert.equal(code, 0, `bubblewrap as nobody: ${err}`);
         const unprivileged = JSON.parse(out) as Record<string, unknown>;
         assert.deepEqual(
-          { tcp: unprivileged.tcp, inside: unprivileged["write-inside"], outside: unprivileged["write-outside"], libvirt: unprivileged["libvirt-socket"], master: unprivileged.master, stray: unprivileged.stray },
+          {
+            tcp: unprivileged.tcp,
+            inside: unprivileged["write-inside"],
+            outside: unprivileged["write-outside"],
+            libvirt: unprivileged["libvirt-socket"],
+            master: unprivileged.master,
+            stray: unprivileged.stray,
+          },
           { tcp: "blocked", inside: "written", outside: "blocked", libvirt: "hidden", master: "connected", stray: "blocked" },
           "as an unprivileged account",
         );
       }
       assert.equal(heard, 0, "the listener on the control host heard nothing");
-      assert.deepEqual((await readdir(tree.dir)).filter((name) => name === "escaped"), [], "nothing was written outside");
+      assert.deepEqual(
+        (await readdir(tree.dir)).filter((name) => name === "escaped"),
+        [],
+        "nothing was written outside",
+      );
       await writeFile(join(tree.dir, "done"), "");
     } finally {
       listener.close();

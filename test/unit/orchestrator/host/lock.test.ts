@@ -47,7 +47,10 @@ describe("run lock", { timeout: 120_000 }, () => {
       const holder = await runLockHolder(path);
       assert.equal(holder?.pid, process.pid);
       assert.deepEqual(holder?.runIds, ["boma-it-askari-20261201-101010"]);
-      await assert.rejects(acquireRunLock(path, "run"), new RegExp(`another boma-it run \\(pid ${process.pid}, up of boma-it-askari-20261201-101010, since .*\\) holds the run lock`));
+      await assert.rejects(
+        acquireRunLock(path, "run"),
+        new RegExp(`another boma-it run \\(pid ${process.pid}, up of boma-it-askari-20261201-101010, since .*\\) holds the run lock`),
+      );
       await lock.release();
       assert.equal(await runLockHolder(path), undefined);
       const again = await acquireRunLock(path, "run");

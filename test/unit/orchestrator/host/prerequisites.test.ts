@@ -42,29 +42,35 @@ describe("doctor", () => {
 });
 
 describe("doctor on an ordinary Debian user's PATH", () => {
-  it("says a program installed in /usr/sbin is there but off PATH, not that it is missing", { skip: !existsSync("/usr/sbin/mkfs.ext4") && "e2fsprogs is not installed here" }, async () => {
-    const tree = await tempTree();
-    try {
-      const result = await runCli(["doctor", "--json"], { PATH: "/usr/local/bin:/usr/bin:/bin", BOMA_IT_IMAGE_DIR: tree.dir });
-      const report = JSON.parse(result.stdout) as { checks: { name: string; ok: boolean; fix?: string; detail: string }[] };
-      const mkfs = report.checks.find((check) => check.name === "mkfs.ext4");
-      assert.equal(mkfs?.ok, false);
-      assert.equal(mkfs?.detail, "installed at /usr/sbin/mkfs.ext4 but /usr/sbin is not on PATH (needed for image build)");
-      assert.match(mkfs?.fix ?? "", /^add it to PATH: export PATH="\$PATH:\/usr\/sbin"/);
-      // What libvirtd runs is found wherever it is: libvirtd has its own PATH.
-      const dnsmasq = report.checks.find((check) => check.name === "dnsmasq");
-      assert.equal(dnsmasq?.ok, existsSync("/usr/sbin/dnsmasq"), dnsmasq?.detail);
-    } finally {
-      await tree.remove();
-    }
-  });
+  it(
+    "says a program installed in /usr/sbin is there but off PATH, not that it is missing",
+    { skip: !existsSync("/usr/sbin/mkfs.ext4") && "e2fsprogs is not installed here" },
+    async () => {
+      const tree = await tempTree();
+      try {
+        const result = await runCli(["doctor", "--json"], { PATH: "/usr/local/bin:/usr/bin:/bin", BOMA_IT_IMAGE_DIR: tree.dir });
+        const report = JSON.parse(result.stdout) as { checks: { name: string; ok: boolean; fix?: string; detail: string }[] };
+        const mkfs = report.checks.find((check) => check.name === "mkfs.ext4");
+        assert.equal(mkfs?.ok, false);
+        assert.equal(mkfs?.detail, "installed at /usr/sbin/mkfs.ext4 but /usr/sbin is not on PATH (needed for image build)");
+        assert.match(mkfs?.fix ?? "", /^add it to PATH: export PATH="\$PATH:\/usr\/sbin"/);
+        // What libvirtd runs is found wherever it is: libvirtd has its own PATH.
+        const dnsmasq = report.checks.find((check) => check.name === "dnsmasq");
+        assert.equal(dnsmasq?.ok, existsSync("/usr/sbin/dnsmasq"), dnsmasq?.detail);
+      } finally {
+        await tree.remove();
+      }
+    },
+  );
 
   it("with --accel kvm, requires a usable KVM", async () => {
     const tree = await tempTree();
     try {
       const auto = JSON.parse((await runCli(["doctor", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir })).stdout) as { checks: { name: string; detail: string }[] };
       const kvm = await runCli(["doctor", "--json", "--accel", "kvm"], { BOMA_IT_IMAGE_DIR: tree.dir });
-      const accel = (JSON.parse(kvm.stdout) as { checks: { name: string; ok: boolean; required: boolean; detail: string }[] }).checks.find((check) => check.name === "accel");
+      const accel = (JSON.parse(kvm.stdout) as { checks: { name: string; ok: boolean; required: boolean; detail: string }[] }).checks.find(
+        (check) => check.name === "accel",
+      );
       assert.equal(accel?.required, true);
       assert.match(accel?.detail ?? "", /^kvm: asked for with --accel kvm/);
       // Where auto picks TCG, KVM is not usable: asking for it is a missing prerequisite.
@@ -78,7 +84,9 @@ describe("doctor on an ordinary Debian user's PATH", () => {
 
   it("prints one JSON document through `npm run boma-it -- doctor --json`, from a sub-directory", async () => {
     const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
-      execFile("npm", ["run", "boma-it", "--", "doctor", "--json"], { cwd: join(PROJECT_ROOT, "examples"), timeout: 120_000 }, (_error, out) => resolve({ stdout: out }));
+      execFile("npm", ["run", "boma-it", "--", "doctor", "--json"], { cwd: join(PROJECT_ROOT, "examples"), timeout: 120_000 }, (_error, out) =>
+        resolve({ stdout: out }),
+      );
     });
     const report = JSON.parse(stdout) as { ok: boolean; checks: unknown[] };
     assert.equal(typeof report.ok, "boolean");
@@ -94,7 +102,10 @@ describe("libvirt unreachable", () => {
       await writeFake(bin, "virsh", 'echo "error: failed to connect to the hypervisor" >&2; exit 1');
       const result = await runCli(["up", "askari"], { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log"), BOMA_IT_RUNS_DIR: tree.dir });
       assert.equal(result.code, 3, result.stderr);
-      assert.match(result.stderr, /libvirt is unreachable at qemu:\/\/\/system: error: failed to connect to the hypervisor\n {2}fix: start it \(sudo systemctl start libvirtd, or libvirtd -d/);
+      assert.match(
+        result.stderr,
+        /libvirt is unreachable at qemu:\/\/\/system: error: failed to connect to the hypervisor\n {2}fix: start it \(sudo systemctl start libvirtd, or libvirtd -d/,
+      );
     } finally {
       await tree.remove();
     }

@@ -53,9 +53,13 @@ async function setup(env: Record<string, string>) {
   await mkdir(sockets);
   await mkdir(dnsmasq);
   // nft lists the tables $FAKE_NFT_TABLES names (inet ones); rm is the real one (on the test's files).
-  await writeFake(bin, "nft", `case "$*" in
+  await writeFake(
+    bin,
+    "nft",
+    `case "$*" in
   "-j list tables") printf '{"nftables": [{"metainfo": {}}'; for t in \${FAKE_NFT_TABLES:-}; do printf ', {"table": {"family": "inet", "name": "%s", "handle": 1}}' "$t"; done; printf ', {"table": {"family": "ip", "name": "filter", "handle": 2}}]}\n' ;;
-esac`);
+esac`,
+  );
   // The folders and root of a reap here: root is "as this process" (the fakes decide what happens).
   const places = { libvirtImagesDir: images, libvirtNvramDir: nvram, controlSocketDir: sockets, libvirtDnsmasqDir: dnsmasq, rootCommand: async () => [] };
   return { tree, runner, images, nvram, sockets, dnsmasq, places, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
@@ -67,7 +71,9 @@ const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
 function changes(calls: string[][]): string[] {
   const readOnly = new Set(["list", "net-list", "pool-list", "vol-list", "nwfilter-list", "metadata", "domstate", "version", "nft -j list tables"]);
   return calls
-    .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)).map((arg) => arg.replace(/^ControlPath=.*\//, "ControlPath=…/")))
+    .map((call) =>
+      call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg)).map((arg) => arg.replace(/^ControlPath=.*\//, "ControlPath=…/")),
+    )
     .filter((call) => !readOnly.has(call[0]!) && !readOnly.has(call.join(" ")))
     .map((call) => call.join(" "));
 }
@@ -92,7 +98,17 @@ describe("reap", () => {
       await writeFile(join(nvram, "other_VARS.fd"), "");
       const runs = join(tree.dir, "runs");
       await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
-      const items = await reap({ engines: [new DirectEngine(runner, join(tree.dir, "stacks"))], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, ...places, isAlive: () => false });
+      const items = await reap({
+        engines: [new DirectEngine(runner, join(tree.dir, "stacks"))],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: runs,
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+        isAlive: () => false,
+      });
       assert.deepEqual(changes(await calls()), [
         `destroy ${OLD}`,
         `undefine ${OLD} --nvram`,
@@ -109,8 +125,15 @@ describe("reap", () => {
       assert.deepEqual(await readdir(images), ["not-ours"]);
       assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
       assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
-      assert.deepEqual(items.filter((item) => item.action !== "destroyed"), []);
-      assert.deepEqual(items.map((item) => item.kind).sort(), ["domain", "file", "file", "keys", "network", "nwfilter", "pool", "ssh"], "every object of the dead run is an item");
+      assert.deepEqual(
+        items.filter((item) => item.action !== "destroyed"),
+        [],
+      );
+      assert.deepEqual(
+        items.map((item) => item.kind).sort(),
+        ["domain", "file", "file", "keys", "network", "nwfilter", "pool", "ssh"],
+        "every object of the dead run is an item",
+      );
     } finally {
       await tree.remove();
     }
@@ -135,26 +158,53 @@ describe("reap", () => {
       await writeFile(join(sockets, "boma-it-tunnel"), "");
       for (const log of [`${OLD}.queries.log`, "boma-it-prod.queries.log", "default.conf"]) await writeFile(join(dnsmasq, log), "");
       const runs = join(tree.dir, "runs");
-      for (const folder of ["boma-it-notes/keys", "notes/keys", "20200101-000000-askari/keys", "20200101-000000-fleet-web/20200101-000001-kazi/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"]) await mkdir(join(runs, folder), { recursive: true });
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: 1, now: new Date("2026-12-02T12:00:00Z"), ...places, isAlive: () => false });
-      assert.deepEqual(changes(await calls()), [
-        `destroy ${OLD}`,
-        `undefine ${OLD} --nvram`,
-        `pool-refresh ${OLD}`,
-        `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`,
-        `vol-delete ${OLD}-reset.mem --pool ${OLD}`,
-        `vol-delete ${OLD}-top.qcow2 --pool ${OLD}`,
-        `pool-destroy ${OLD}`,
-        `pool-delete ${OLD}`,
-        `pool-undefine ${OLD}`,
-        `nft delete table inet ${OLD}`,
-      ], "only the dead run's own domain, volumes, pool and egress table");
+      for (const folder of [
+        "boma-it-notes/keys",
+        "notes/keys",
+        "20200101-000000-askari/keys",
+        "20200101-000000-fleet-web/20200101-000001-kazi/keys",
+        "20200101-000000-fleet-web/docs/keys",
+        "bench-20200101-000000/keys",
+      ])
+        await mkdir(join(runs, folder), { recursive: true });
+      const items = await reap({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: runs,
+        dryRun: false,
+        olderThanSeconds: 1,
+        now: new Date("2026-12-02T12:00:00Z"),
+        ...places,
+        isAlive: () => false,
+      });
+      assert.deepEqual(
+        changes(await calls()),
+        [
+          `destroy ${OLD}`,
+          `undefine ${OLD} --nvram`,
+          `pool-refresh ${OLD}`,
+          `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`,
+          `vol-delete ${OLD}-reset.mem --pool ${OLD}`,
+          `vol-delete ${OLD}-top.qcow2 --pool ${OLD}`,
+          `pool-destroy ${OLD}`,
+          `pool-delete ${OLD}`,
+          `pool-undefine ${OLD}`,
+          `nft delete table inet ${OLD}`,
+        ],
+        "only the dead run's own domain, volumes, pool and egress table",
+      );
       assert.deepEqual((await readdir(dnsmasq)).sort(), ["boma-it-prod.queries.log", "default.conf"], "only the dead run's DNS query log goes");
-      assert.deepEqual(items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}: ${item.detail}`), [`domain ${shaped}: no boma-it metadata: not made by boma-it`]);
+      assert.deepEqual(
+        items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}: ${item.detail}`),
+        [`domain ${shaped}: no boma-it metadata: not made by boma-it`],
+      );
       assert.deepEqual((await readdir(images)).sort(), ["boma-it-isos"]);
       assert.deepEqual(await readdir(nvram), ["boma-it-prod_VARS.fd"]);
       assert.deepEqual(await readdir(sockets), ["boma-it-tunnel"]);
-      for (const kept of ["boma-it-notes/keys", "notes/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"]) assert.ok((await readdir(join(runs, kept))).length === 0 && (await readdir(join(runs, kept, ".."))).includes("keys"), `${kept} stays`);
+      for (const kept of ["boma-it-notes/keys", "notes/keys", "20200101-000000-fleet-web/docs/keys", "bench-20200101-000000/keys"])
+        assert.ok((await readdir(join(runs, kept))).length === 0 && (await readdir(join(runs, kept, ".."))).includes("keys"), `${kept} stays`);
       assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "a run folder's keys go");
       assert.deepEqual(await readdir(join(runs, "20200101-000000-fleet-web", "20200101-000001-kazi")), [], "and a fleet's run's");
     } finally {
@@ -163,9 +213,25 @@ describe("reap", () => {
   });
 
   it("a run's pool that holds a volume boma-it does not make is left, with that volume", async () => {
-    const { tree, runner, places, libvirt, calls } = await setup({ FAKE_DOMAINS: "", FAKE_NETWORKS: "", FAKE_POOLS: OLD, FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`, FAKE_META: "" });
+    const { tree, runner, places, libvirt, calls } = await setup({
+      FAKE_DOMAINS: "",
+      FAKE_NETWORKS: "",
+      FAKE_POOLS: OLD,
+      FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`,
+      FAKE_META: "",
+    });
     try {
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places, isAlive: () => false });
+      const items = await reap({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+        isAlive: () => false,
+      });
       assert.deepEqual(changes(await calls()), [`pool-refresh ${OLD}`, `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`]);
       assert.match(items.find((item) => item.kind === "pool")!.detail, /it holds volumes boma-it does not make \(thesis\.pdf\)/);
     } finally {
@@ -174,13 +240,32 @@ describe("reap", () => {
   });
 
   it("lists without touching anything in a dry run", async () => {
-    const { tree, runner, images, sockets, places, libvirt, calls } = await setup({ FAKE_DOMAINS: OLD, FAKE_NETWORKS: OLD, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=999999` });
+    const { tree, runner, images, sockets, places, libvirt, calls } = await setup({
+      FAKE_DOMAINS: OLD,
+      FAKE_NETWORKS: OLD,
+      FAKE_POOLS: "",
+      FAKE_VOLS: "",
+      FAKE_META: `${OLD}=999999`,
+    });
     try {
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: true, olderThanSeconds: undefined, ...places, isAlive: () => false });
+      const items = await reap({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: true,
+        olderThanSeconds: undefined,
+        ...places,
+        isAlive: () => false,
+      });
       assert.deepEqual(changes(await calls()), []);
-      assert.deepEqual(items.map((item) => `${item.action} ${item.kind}`), ["would destroy domain", "would destroy network", "would destroy file", "would destroy ssh"]);
+      assert.deepEqual(
+        items.map((item) => `${item.action} ${item.kind}`),
+        ["would destroy domain", "would destroy network", "would destroy file", "would destroy ssh"],
+      );
       assert.deepEqual(await readdir(images), [OLD]);
     } finally {
       await tree.remove();
@@ -189,16 +274,37 @@ describe("reap", () => {
 
   it("spares runs of a living harness and runs younger than --older-than", async () => {
     const young = "boma-it-askari-20991231-235959";
-    const { tree, runner, images, nvram, sockets, places, libvirt, calls } = await setup({ FAKE_DOMAINS: `${OLD} ${young}`, FAKE_NETWORKS: young, FAKE_POOLS: "", FAKE_VOLS: "", FAKE_META: `${OLD}=4242 ${young}=999999`, FAKE_FILTERS: `${OLD}-isolation` });
+    const { tree, runner, images, nvram, sockets, places, libvirt, calls } = await setup({
+      FAKE_DOMAINS: `${OLD} ${young}`,
+      FAKE_NETWORKS: young,
+      FAKE_POOLS: "",
+      FAKE_VOLS: "",
+      FAKE_META: `${OLD}=4242 ${young}=999999`,
+      FAKE_FILTERS: `${OLD}-isolation`,
+    });
     try {
       // The living run's files: its NVRAM and its pool dir must survive.
       await writeFile(join(nvram, `${OLD}_VARS.fd`), "");
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
       await writeFile(join(sockets, young), "");
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: 7200, now: new Date("2099-12-31T23:59:59Z"), ...places, isAlive: (pid) => pid === 4242 });
+      const items = await reap({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: false,
+        olderThanSeconds: 7200,
+        now: new Date("2099-12-31T23:59:59Z"),
+        ...places,
+        isAlive: (pid) => pid === 4242,
+      });
       assert.deepEqual(changes(await calls()), []);
-      assert.deepEqual(items.map((item) => `${item.action} ${item.name}`), [`spared ${OLD}`]);
+      assert.deepEqual(
+        items.map((item) => `${item.action} ${item.name}`),
+        [`spared ${OLD}`],
+      );
       assert.deepEqual(await readdir(nvram), [`${OLD}_VARS.fd`]);
       assert.deepEqual(await readdir(images), [OLD]);
       assert.deepEqual((await readdir(sockets)).sort(), [OLD, young].sort(), "their SSH masters too");
@@ -214,13 +320,28 @@ describe("reap", () => {
       const start = processStart(child.pid!);
       assert.match(start ?? "", /^[0-9a-f-]{36}\/\d+$/);
       const { tree, runner, places, libvirt, calls } = await setup({
-        FAKE_DOMAINS: `${OLD} ${reused}`, FAKE_NETWORKS: "", FAKE_POOLS: "", FAKE_VOLS: "",
+        FAKE_DOMAINS: `${OLD} ${reused}`,
+        FAKE_NETWORKS: "",
+        FAKE_POOLS: "",
+        FAKE_VOLS: "",
         FAKE_META: `${OLD}=${child.pid}@${start} ${reused}=${child.pid}@00000000-0000-0000-0000-000000000000/1`,
       });
       try {
         // No isAlive given: the real check, against a real process.
-        const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places });
-        assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`spared domain ${OLD}`, `destroyed domain ${reused}`]);
+        const items = await reap({
+          engines: [],
+          libvirt,
+          runner,
+          log: silent,
+          runsDir: join(tree.dir, "runs"),
+          dryRun: false,
+          olderThanSeconds: undefined,
+          ...places,
+        });
+        assert.deepEqual(
+          items.map((item) => `${item.action} ${item.kind} ${item.name}`),
+          [`spared domain ${OLD}`, `destroyed domain ${reused}`],
+        );
         assert.deepEqual(changes(await calls()), [`destroy ${reused}`, `undefine ${reused} --nvram`]);
       } finally {
         await tree.remove();
@@ -242,14 +363,31 @@ describe("reap", () => {
       await mkdir(starting, { recursive: true });
       // The dead run's keys were made long before the lock was taken.
       await utimes(dead, new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
-      const options = { engines: [], libvirt, runner, log: silent, runsDir: runs, dryRun: false, olderThanSeconds: undefined, ...places, runLock, isAlive: () => false };
+      const options = {
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: runs,
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+        runLock,
+        isAlive: () => false,
+      };
       const items = await reap(options);
-      assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${dead}`]);
+      assert.deepEqual(
+        items.map((item) => `${item.action} ${item.kind} ${item.name}`),
+        [`destroyed keys ${dead}`],
+      );
       assert.deepEqual(await readdir(join(runs, "20991231-235959-askari", "green")), ["keys"], "the starting run keeps its keys");
       // Once the lock is free, they are a dead run's keys like any other.
       await lock.release();
       const after = await reap(options);
-      assert.deepEqual(after.map((item) => `${item.action} ${item.kind} ${item.name}`), [`destroyed keys ${starting}`]);
+      assert.deepEqual(
+        after.map((item) => `${item.action} ${item.kind} ${item.name}`),
+        [`destroyed keys ${starting}`],
+      );
     } finally {
       await tree.remove();
     }
@@ -260,31 +398,65 @@ describe("reap", () => {
     // named after a time after it took the lock; a dead run's are older.
     const tree = await tempTree();
     const runLock = join(tree.dir, "run.lock");
-    const holder = spawn(process.execPath, [join(import.meta.dirname, "../../../helpers/lock-taker.ts"), runLock, "60000"], { stdio: ["ignore", "pipe", "inherit"] });
+    const holder = spawn(process.execPath, [join(import.meta.dirname, "../../../helpers/lock-taker.ts"), runLock, "60000"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     try {
       await new Promise<void>((resolve) => holder.stdout.once("data", () => resolve()));
       const stamp = new Date(Date.now() + 1000).toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
       const provisioning = `boma-it-askari-${stamp}`;
       const { runner, images, places, libvirt, calls } = await setup({
-        FAKE_DOMAINS: "", FAKE_NETWORKS: `${provisioning} ${OLD}`, FAKE_POOLS: provisioning, FAKE_VOLS: `${provisioning}:${provisioning}-overlay.qcow2`, FAKE_META: "", FAKE_FILTERS: `${provisioning}-isolation`,
+        FAKE_DOMAINS: "",
+        FAKE_NETWORKS: `${provisioning} ${OLD}`,
+        FAKE_POOLS: provisioning,
+        FAKE_VOLS: `${provisioning}:${provisioning}-overlay.qcow2`,
+        FAKE_META: "",
+        FAKE_FILTERS: `${provisioning}-isolation`,
         FAKE_NFT_TABLES: provisioning,
       });
       await mkdir(join(images, provisioning));
-      const options = { engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places, runLock };
+      const options = {
+        engines: [new DirectEngine(runner, join(tree.dir, "my-stacks"))],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+        runLock,
+      };
       const items = await reap(options);
       assert.deepEqual(changes(await calls()), [`net-destroy ${OLD}`, `net-undefine ${OLD}`], "only the dead run's network");
       assert.deepEqual(
-        items.filter((item) => item.action === "spared").map((item) => `${item.kind} ${item.name}`).sort(),
-        [`network ${provisioning}`, `pool ${provisioning}`, `volume ${provisioning}/${provisioning}-overlay.qcow2`, `nwfilter ${provisioning}-isolation`, `file ${join(images, provisioning)}`, `nft ${provisioning}`].sort(),
+        items
+          .filter((item) => item.action === "spared")
+          .map((item) => `${item.kind} ${item.name}`)
+          .sort(),
+        [
+          `network ${provisioning}`,
+          `pool ${provisioning}`,
+          `volume ${provisioning}/${provisioning}-overlay.qcow2`,
+          `nwfilter ${provisioning}-isolation`,
+          `file ${join(images, provisioning)}`,
+          `nft ${provisioning}`,
+        ].sort(),
       );
-      assert.match(items.find((item) => item.kind === "network" && item.name === provisioning)!.detail, /its harness \(pid \d+, test\) holds the run lock and made it/);
+      assert.match(
+        items.find((item) => item.kind === "network" && item.name === provisioning)!.detail,
+        /its harness \(pid \d+, test\) holds the run lock and made it/,
+      );
       holder.kill("SIGKILL");
       await new Promise((resolve) => holder.once("exit", resolve));
       // The kernel frees the lock within a second of the holder's death; then the run is a dead one's.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const after = await reap(options);
       const ofIt = after.filter((item) => item.name.includes(provisioning));
-      assert.deepEqual(ofIt.map((item) => `${item.action} ${item.kind}`).sort(), ["destroyed file", "destroyed network", "destroyed nft", "destroyed nwfilter", "destroyed pool", "destroyed volume"], JSON.stringify(after));
+      assert.deepEqual(
+        ofIt.map((item) => `${item.action} ${item.kind}`).sort(),
+        ["destroyed file", "destroyed network", "destroyed nft", "destroyed nwfilter", "destroyed pool", "destroyed volume"],
+        JSON.stringify(after),
+      );
     } finally {
       holder.kill("SIGKILL");
       await tree.remove();
@@ -302,8 +474,20 @@ exit 0`;
     const { tree, runner, places, libvirt } = await setup({});
     try {
       await writeFake(join(tree.dir, "bin"), "virsh", gone);
-      const items = await reap({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), dryRun: false, olderThanSeconds: undefined, ...places });
-      assert.deepEqual(items.map((item) => `${item.action} ${item.kind} ${item.name} ${item.detail}`), [`destroyed network ${OLD} already gone`]);
+      const items = await reap({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+      });
+      assert.deepEqual(
+        items.map((item) => `${item.action} ${item.kind} ${item.name} ${item.detail}`),
+        [`destroyed network ${OLD} already gone`],
+      );
     } finally {
       await tree.remove();
     }
@@ -313,13 +497,28 @@ exit 0`;
     const { tree, runner, places, libvirt } = await setup({ FAKE_NETWORKS: OLD });
     try {
       // Destroying the network takes a while: long enough to see who holds the run lock.
-      await writeFake(join(tree.dir, "bin"), "virsh", FAKE_VIRSH.replace("  domstate) echo running ;;", "  domstate) echo running ;;\n  net-destroy) sleep 2 ;;"));
+      await writeFake(
+        join(tree.dir, "bin"),
+        "virsh",
+        FAKE_VIRSH.replace("  domstate) echo running ;;", "  domstate) echo running ;;\n  net-destroy) sleep 2 ;;"),
+      );
       const lock = join(tree.dir, "run.lock");
       // A killed image build left its work folder; the finished image next to it stays.
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".build-Xy12Ab", "root"), { recursive: true });
       await writeFile(join(cache, "debian-13-local.qcow2"), "image");
-      const reaping = reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, ...places });
+      const reaping = reapInTurn({
+        engines: [],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        runLock: lock,
+        imageDir: cache,
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+      });
       let seen: string | undefined;
       for (let tries = 0; tries < 50 && !seen; tries += 1) {
         seen = (await runLockHolder(lock))?.purpose;
@@ -327,7 +526,10 @@ exit 0`;
       }
       assert.equal(seen, "reap", "a run starting now is refused: the reap holds the run lock");
       const items = await reaping;
-      assert.ok(items.some((item) => item.kind === "network" && item.name === OLD && item.action === "destroyed"), JSON.stringify(items));
+      assert.ok(
+        items.some((item) => item.kind === "network" && item.name === OLD && item.action === "destroyed"),
+        JSON.stringify(items),
+      );
       assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
       assert.deepEqual(await readdir(cache), ["debian-13-local.qcow2"], "the half-made image went, the image stayed");
     } finally {
@@ -343,7 +545,18 @@ exit 0`;
       await mkdir(join(cache, ".pull-Ab12Cd"), { recursive: true });
       const run = await acquireRunLock(lock, "run");
       try {
-        await reapInTurn({ engines: [], libvirt, runner, log: silent, runsDir: join(tree.dir, "runs"), runLock: lock, imageDir: cache, dryRun: false, olderThanSeconds: undefined, ...places });
+        await reapInTurn({
+          engines: [],
+          libvirt,
+          runner,
+          log: silent,
+          runsDir: join(tree.dir, "runs"),
+          runLock: lock,
+          imageDir: cache,
+          dryRun: false,
+          olderThanSeconds: undefined,
+          ...places,
+        });
       } finally {
         await run.release();
       }

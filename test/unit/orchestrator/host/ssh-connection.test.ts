@@ -30,7 +30,10 @@ describe("SSH master connection", () => {
     assert.equal(option(shared, "ControlPath"), "/tmp/boma-it-ssh-0/run");
     assert.ok(Number(option(shared, "ControlPersist")) > 0, "an idle master ends by itself");
 
-    for (const own of [sshCommandArgs({ ...TARGET, controlPath: "/tmp/boma-it-ssh-0/run" }, "systemctl reboot", { multiplex: false }), sshCommandArgs(TARGET, "true")]) {
+    for (const own of [
+      sshCommandArgs({ ...TARGET, controlPath: "/tmp/boma-it-ssh-0/run" }, "systemctl reboot", { multiplex: false }),
+      sshCommandArgs(TARGET, "true"),
+    ]) {
       // Explicit, so a user's ssh_config cannot multiplex it either.
       assert.equal(option(own, "ControlMaster"), "no");
       assert.equal(option(own, "ControlPath"), "none");
@@ -115,7 +118,10 @@ describe("SSH master connection", () => {
 });
 
 function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A logged fake-ssh call in a word or two. */
@@ -181,7 +187,12 @@ exit 0
       }
       return guest === "rebooting\n" || guest === "off\n" ? "shut off (shutdown)" : "running";
     },
-    power: { powerOffOnReset: async () => undefined, restartOnReset: async () => undefined, start: async () => writeFile(state, "new\n"), powerCycle: async () => undefined },
+    power: {
+      powerOffOnReset: async () => undefined,
+      restartOnReset: async () => undefined,
+      start: async () => writeFile(state, "new\n"),
+      powerCycle: async () => undefined,
+    },
     clock: { now: () => now, sleep: async (ms: number) => void (now += ms) },
     banner: async () => true,
   });

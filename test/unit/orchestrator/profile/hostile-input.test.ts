@@ -35,7 +35,10 @@ async function validate(files: Record<string, string>, profile = "p.yml", prepar
   const tree = await tempTree({ ...REPO, "p.yml": PROFILE(), ...files });
   try {
     await prepare?.(tree.dir);
-    const result = await runCli(["validate", join(tree.dir, profile)], { BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") });
+    const result = await runCli(["validate", join(tree.dir, profile)], {
+      BOMA_IT_STACKS_DIR: join(tree.dir, "stacks"),
+      BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock"),
+    });
     return { ...result, dir: tree.dir };
   } finally {
     await tree.remove();
@@ -50,20 +53,38 @@ function assertBadInput(result: CliRun, pattern: RegExp): void {
 
 describe("hostile input", { timeout: 60_000 }, () => {
   it("an alias bomb in a profile, an overlay or scenario vars", { timeout: 20_000 }, async () => {
-    assertBadInput(await validate({ "p.yml": `${PROFILE()}x-bomb:\n  ${BOMB.split("\n").join("\n  ")}` }), /p\.yml: expected YAML whose aliases expand to a reasonable size; found an alias bomb/);
-    assertBadInput(await validate({ "p.yml": PROFILE("overrides: o.yml\n"), "o.yml": `vars:\n  ${BOMB.split("\n").join("\n  ")}` }), /o\.yml: expected YAML whose aliases expand to a reasonable size/);
-    assertBadInput(await validate({ "p.yml": `${PROFILE()}scenarios:\n  red:\n    vars:\n      ${BOMB.split("\n").join("\n      ")}` }), /p\.yml: expected YAML whose aliases expand/);
+    assertBadInput(
+      await validate({ "p.yml": `${PROFILE()}x-bomb:\n  ${BOMB.split("\n").join("\n  ")}` }),
+      /p\.yml: expected YAML whose aliases expand to a reasonable size; found an alias bomb/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": PROFILE("overrides: o.yml\n"), "o.yml": `vars:\n  ${BOMB.split("\n").join("\n  ")}` }),
+      /o\.yml: expected YAML whose aliases expand to a reasonable size/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": `${PROFILE()}scenarios:\n  red:\n    vars:\n      ${BOMB.split("\n").join("\n      ")}` }),
+      /p\.yml: expected YAML whose aliases expand/,
+    );
   });
 
   it("a recursive alias in scenario vars", async () => {
-    assertBadInput(await validate({ "p.yml": `${PROFILE()}scenarios:\n  red:\n    vars: &loop\n      again: *loop\n` }), /p\.yml: scenarios\.red\.vars\.again: expected data, found a recursive alias/);
+    assertBadInput(
+      await validate({ "p.yml": `${PROFILE()}scenarios:\n  red:\n    vars: &loop\n      again: *loop\n` }),
+      /p\.yml: scenarios\.red\.vars\.again: expected data, found a recursive alias/,
+    );
   });
 
   it("a FIFO, a device, a directory and a 2 MiB file as the profile", { timeout: 20_000 }, async () => {
-    assertBadInput(await validate({}, "fifo.yml", async (dir) => void execFileSync("mkfifo", [join(dir, "fifo.yml")])), /fifo\.yml: expected profile as a YAML file, found a named pipe/);
+    assertBadInput(
+      await validate({}, "fifo.yml", async (dir) => void execFileSync("mkfifo", [join(dir, "fifo.yml")])),
+      /fifo\.yml: expected profile as a YAML file, found a named pipe/,
+    );
     assertBadInput(await runCli(["validate", "/dev/zero"]), /\/dev\/zero: expected profile as a YAML file, found a device/);
     assertBadInput(await validate({ "dir.yml/x": "" }, "dir.yml"), /dir\.yml: expected profile as a YAML file, found a directory/);
-    assertBadInput(await validate({ "big.yml": `host: askari\n# ${"x".repeat(2 * 1024 * 1024)}\n` }, "big.yml"), /big\.yml: expected profile of at most 1024 KiB, found 2048 KiB/);
+    assertBadInput(
+      await validate({ "big.yml": `host: askari\n# ${"x".repeat(2 * 1024 * 1024)}\n` }, "big.yml"),
+      /big\.yml: expected profile of at most 1024 KiB, found 2048 KiB/,
+    );
   });
 
   it("a profile of 40 000 keys is read in linear time; a duplicate key is named with its line", { timeout: 20_000 }, async () => {
@@ -74,39 +95,74 @@ describe("hostile input", { timeout: 60_000 }, () => {
   });
 
   it("paths the contract keeps inside the repo, and paths that are not what they say", async () => {
-    assertBadInput(await validate({ "p.yml": PROFILE().replace("playbook: site.yml", "playbook: ../../../../etc/hostname") }), /playbook: expected a playbook file inside repo \(.*\), found \/etc\/hostname, outside it/);
-    assertBadInput(await validate({ "p.yml": PROFILE().replace("repo: repo", "repo: root") }, "p.yml", (dir) => symlink("/", join(dir, "root"))), /repo: expected the infrastructure repo, found the root of the file system/);
-    assertBadInput(await validate({ "p.yml": PROFILE("overrides: overlays\n"), "overlays/askari.yml": "" }), /overrides: expected an overlay YAML file, found a directory at/);
-    assertBadInput(await validate({ "p.yml": PROFILE("image: file:/nonexistent/disk.qcow2\n") }), /image: expected a qcow2 file, found nothing at \/nonexistent\/disk\.qcow2/);
-    assertBadInput(await validate({ "p.yml": PROFILE("overrides: o.yml\n"), "o.yml": "vault: missing-vault.yml\n" }), /o\.yml: vault: expected an Ansible vault file, found nothing at .*missing-vault\.yml/);
+    assertBadInput(
+      await validate({ "p.yml": PROFILE().replace("playbook: site.yml", "playbook: ../../../../etc/hostname") }),
+      /playbook: expected a playbook file inside repo \(.*\), found \/etc\/hostname, outside it/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": PROFILE().replace("repo: repo", "repo: root") }, "p.yml", (dir) => symlink("/", join(dir, "root"))),
+      /repo: expected the infrastructure repo, found the root of the file system/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": PROFILE("overrides: overlays\n"), "overlays/askari.yml": "" }),
+      /overrides: expected an overlay YAML file, found a directory at/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": PROFILE("image: file:/nonexistent/disk.qcow2\n") }),
+      /image: expected a qcow2 file, found nothing at \/nonexistent\/disk\.qcow2/,
+    );
+    assertBadInput(
+      await validate({ "p.yml": PROFILE("overrides: o.yml\n"), "o.yml": "vault: missing-vault.yml\n" }),
+      /o\.yml: vault: expected an Ansible vault file, found nothing at .*missing-vault\.yml/,
+    );
   });
 
   it("inventories as Ansible reads them: ranges, duplicate keys, many aliases, plugins, a folder", async () => {
-    const range = await validate({ "p.yml": PROFILE("", "inventory/hosts.yml", "web02"), "repo/inventory/hosts.yml": "all:\n  children:\n    web:\n      hosts:\n        web[01:03]:\n" });
+    const range = await validate({
+      "p.yml": PROFILE("", "inventory/hosts.yml", "web02"),
+      "repo/inventory/hosts.yml": "all:\n  children:\n    web:\n      hosts:\n        web[01:03]:\n",
+    });
     assert.equal(range.code, 0, range.stderr);
     const duplicate = await validate({ "repo/inventory/hosts.yml": "all:\n  hosts:\n    askari:\n      a: 1\n    askari:\n      a: 2\n" });
     assert.equal(duplicate.code, 0, duplicate.stderr);
     const aliases = Array.from({ length: 150 }, (_, index) => `    h${index}: *vars`).join("\n");
     const many = await validate({ "repo/inventory/hosts.yml": `all:\n  vars: &vars { x: 1 }\n  hosts:\n    askari:\n${aliases}\n` });
     assert.equal(many.code, 0, many.stderr);
-    const plugin = await validate({ "p.yml": PROFILE("", "inventory/generated.yml", "web2"), "repo/inventory/generated.yml": 'plugin: ansible.builtin.generator\nhosts:\n  name: "web{{ n }}"\nlayers:\n  n: ["1", "2"]\n' });
+    const plugin = await validate({
+      "p.yml": PROFILE("", "inventory/generated.yml", "web2"),
+      "repo/inventory/generated.yml": 'plugin: ansible.builtin.generator\nhosts:\n  name: "web{{ n }}"\nlayers:\n  n: ["1", "2"]\n',
+    });
     assert.equal(plugin.code, 0, plugin.stderr);
     const folder = await validate({ "p.yml": PROFILE("", "inventory") });
     assert.equal(folder.code, 0, folder.stderr);
   });
 
   it("an inventory Ansible refuses is refused with Ansible's own words", async () => {
-    assertBadInput(await validate({ "p.yml": PROFILE("", "inventory/hosts.ini"), "repo/inventory/hosts.ini": "[web\nhost1\n" }), /hosts\.ini: Ansible cannot read this inventory: .*Failed to parse .*hosts\.ini/);
-    assertBadInput(await validate({ "repo/inventory/hosts.yml": "all:\n  vars: &loop\n    again: *loop\n  hosts:\n    askari:\n" }), /hosts\.yml: Ansible cannot read this inventory/);
-    const missing = await validate({ "p.yml": PROFILE("", "inventory/hosts.yml", "simbaa"), "repo/inventory/hosts.yml": "all:\n  hosts:\n    simba:\n    askari:\n" });
+    assertBadInput(
+      await validate({ "p.yml": PROFILE("", "inventory/hosts.ini"), "repo/inventory/hosts.ini": "[web\nhost1\n" }),
+      /hosts\.ini: Ansible cannot read this inventory: .*Failed to parse .*hosts\.ini/,
+    );
+    assertBadInput(
+      await validate({ "repo/inventory/hosts.yml": "all:\n  vars: &loop\n    again: *loop\n  hosts:\n    askari:\n" }),
+      /hosts\.yml: Ansible cannot read this inventory/,
+    );
+    const missing = await validate({
+      "p.yml": PROFILE("", "inventory/hosts.yml", "simbaa"),
+      "repo/inventory/hosts.yml": "all:\n  hosts:\n    simba:\n    askari:\n",
+    });
     assertBadInput(missing, /host "simbaa" is not in the inventory .*; expected one of askari, simba \(did you mean "simba"\?\)/);
   });
 
   it("an executable inventory is said to be run as a script before it runs", async () => {
-    const result = await validate({ "p.yml": PROFILE("", "inventory/hosts.sh"), "repo/inventory/hosts.sh": '#!/bin/sh\necho \'{"all": {"hosts": ["askari"]}, "_meta": {"hostvars": {}}}\'\n' }, "p.yml", (dir) => chmod(join(dir, "repo/inventory/hosts.sh"), 0o755));
+    const result = await validate(
+      {
+        "p.yml": PROFILE("", "inventory/hosts.sh"),
+        "repo/inventory/hosts.sh": '#!/bin/sh\necho \'{"all": {"hosts": ["askari"]}, "_meta": {"hostvars": {}}}\'\n',
+      },
+      "p.yml",
+      (dir) => chmod(join(dir, "repo/inventory/hosts.sh"), 0o755),
+    );
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, /the inventory .*hosts\.sh is executable: Ansible runs it as an inventory script/);
   });
-
 });
-

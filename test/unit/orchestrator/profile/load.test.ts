@@ -114,7 +114,7 @@ describe("loadProfile", () => {
   it("requires exactly one probe per check", async () => {
     const none = await problemsFor(GOOD.replace(", unit: docker.service", ""));
     assert.match(none.error.message, /checks\[0\]: expected exactly one probe \(one of http, tcp, unit, listen, run\), found none/);
-    const two = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, run: \"true\""));
+    const two = await problemsFor(GOOD.replace("unit: docker.service", 'unit: docker.service, run: "true"'));
     assert.match(two.error.message, /found unit and run/);
   });
 

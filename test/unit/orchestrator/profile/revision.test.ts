@@ -27,7 +27,11 @@ import { startFakeVm } from "../../../helpers/fake-vm.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
-const git = (dir: string, ...args: string[]) => execFileSync("git", ["-C", dir, ...args], { encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@t", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@t" } }).trim();
+const git = (dir: string, ...args: string[]) =>
+  execFileSync("git", ["-C", dir, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@t", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@t" },
+  }).trim();
 
 const PLAY = (task: string) => `- hosts: all\n  gather_facts: false\n  tasks:\n    - ${task}\n`;
 
@@ -67,11 +71,17 @@ describe("revisions of the infrastructure repo", () => {
       assert.equal((await resolveRevision(infra, "HEAD~1", runner, source)).place.prefix, "infra");
       await assert.rejects(resolveRevision(infra, "no-such-branch", runner, source), (error: unknown) => {
         assert.ok(error instanceof BadInputError);
-        assert.match(error.message, /^\/p\.yml: scenarios\.green\.ref: expected a git revision of .*\/repo, found "no-such-branch", which names no commit there$/);
+        assert.match(
+          error.message,
+          /^\/p\.yml: scenarios\.green\.ref: expected a git revision of .*\/repo, found "no-such-branch", which names no commit there$/,
+        );
         return true;
       });
       await assert.rejects(resolveRevision(infra, "--output=/tmp/x", runner, source), /names no commit there/, "a ref that looks like an option is only a ref");
-      await assert.rejects(resolveRevision(join(tree.dir, "p.yml").replace("p.yml", ""), "v1", runner, source), /is not in a git repository \(found ref "v1"\)/);
+      await assert.rejects(
+        resolveRevision(join(tree.dir, "p.yml").replace("p.yml", ""), "v1", runner, source),
+        /is not in a git repository \(found ref "v1"\)/,
+      );
       assert.deepEqual(await worktreeRevision(infra, runner), { ref: null, commit: "worktree", dirty: true });
       assert.deepEqual(await worktreeRevision(tree.dir, runner), { ref: null, commit: "worktree", dirty: null }, "not a git repo");
     } finally {
@@ -88,7 +98,10 @@ describe("revisions of the infrastructure repo", () => {
       git(repo, "config", "core.fsmonitor", monitor);
       // An index whose stat data is stale: a `git status` that may write would refresh it.
       await utimes(join(repo, "README"), new Date("2030-01-01T00:00:00Z"), new Date("2030-01-01T00:00:00Z"));
-      const hash = () => execFileSync("bash", ["-c", `cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum; find . -printf '%p %m %T@\\n' | sort`, "hash", repo], { encoding: "utf8" });
+      const hash = () =>
+        execFileSync("bash", ["-c", `cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum; find . -printf '%p %m %T@\\n' | sort`, "hash", repo], {
+          encoding: "utf8",
+        });
       const before = hash();
       const runner = new Runner();
       await worktreeRevision(infra, runner);
@@ -128,23 +141,62 @@ describe("revisions of the infrastructure repo", () => {
       const scenarios: ScenarioSpec[] = [{ name: "green", expect: "pass", vars: {} }];
       await resolveScenarioRevisions(profile, scenarios, { ref: "v1", baseline: "main", target: "green" }, runner);
       assert.equal(scenarios[0]!.baseline?.commit, v2);
-      const context = { profile, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")), secrets: secretsOf([]), runner, log: silentLog(), signal: new AbortController().signal, ansible: NO_ANSIBLE_ARGS } as unknown as StepContext;
-      const outputs = { runId: "boma-it-askari-20261201-130000", host: "askari", ip: "10.234.7.10", user: "boma", keyFile: join(tree.dir, "k"), knownHostsFile: join(tree.dir, "kh"), subnet: "10.234.7.0/24" } as StackOutputs;
-      const machine = { target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, controlPath: vm.controlPath } } as unknown as Machine;
+      const context = {
+        profile,
+        certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")),
+        secrets: secretsOf([]),
+        runner,
+        log: silentLog(),
+        signal: new AbortController().signal,
+        ansible: NO_ANSIBLE_ARGS,
+      } as unknown as StepContext;
+      const outputs = {
+        runId: "boma-it-askari-20261201-130000",
+        host: "askari",
+        ip: "10.234.7.10",
+        user: "boma",
+        keyFile: join(tree.dir, "k"),
+        knownHostsFile: join(tree.dir, "kh"),
+        subnet: "10.234.7.0/24",
+      } as StackOutputs;
+      const machine = {
+        target: {
+          ip: outputs.ip,
+          user: "boma",
+          keyFile: outputs.keyFile,
+          knownHostsFile: outputs.knownHostsFile,
+          alias: outputs.runId,
+          controlPath: vm.controlPath,
+        },
+      } as unknown as Machine;
       const report = {} as ScenarioReport;
       const said: string[] = [];
       context.log.transcribe((line) => said.push(line));
-      const session = { machine, outputs, report, dir: join(tree.dir, "run", "green"), timed: (_name: string, body: () => Promise<unknown>) => body() } as never;
+      const session = {
+        machine,
+        outputs,
+        report,
+        dir: join(tree.dir, "run", "green"),
+        timed: (_name: string, body: () => Promise<unknown>) => body(),
+      } as never;
       const candidate = await profileAt(context, session, scenarios[0]!.revision);
       assert.match(candidate.playbookFile, /refs\/[0-9a-f]{12}\/infra\/site\.yml$/);
       assert.deepEqual([report.ref, report.commit], ["v1", scenarios[0]!.revision!.commit]);
       await assert.rejects(baselineStep(context, session, scenarios[0]!, await profileAt(context, session, scenarios[0]!.baseline)), (error: unknown) => {
         assert.ok(error instanceof SystemUnderTestError);
-        assert.match(error.message, new RegExp(`^the baseline main \\(${v2.slice(0, 12)}\\) failed to apply, not the change: applying .*site\\.yml to askari failed: .*the v2 baseline breaks`));
+        assert.match(
+          error.message,
+          new RegExp(
+            `^the baseline main \\(${v2.slice(0, 12)}\\) failed to apply, not the change: applying .*site\\.yml to askari failed: .*the v2 baseline breaks`,
+          ),
+        );
         return true;
       });
       assert.deepEqual(report.baseline, { ref: "main", commit: v2, apply: null });
-      assert.ok(said.some((line) => line.includes(`on baseline main = ${v2.slice(0, 12)}: what the live host runs is applied first`)), said.join("\n"));
+      assert.ok(
+        said.some((line) => line.includes(`on baseline main = ${v2.slice(0, 12)}: what the live host runs is applied first`)),
+        said.join("\n"),
+      );
     } finally {
       await tree.remove();
     }
@@ -169,7 +221,10 @@ describe("revisions of the infrastructure repo", () => {
       const asked = await profileAsApplied(profile, record, outputs, { runner, log: silentLog(), ref: "main" });
       assert.deepEqual(asked.revision, { ref: "main", commit: v2 });
       assert.match(await readFile(asked.profile.playbookFile, "utf8"), /the v2 baseline breaks/);
-      await assert.rejects(profileAsApplied(profile, record, outputs, { runner, log: silentLog(), ref: "nosuch" }), /BadInputError: --ref: expected a git revision of .*, found "nosuch", which names no commit there/);
+      await assert.rejects(
+        profileAsApplied(profile, record, outputs, { runner, log: silentLog(), ref: "nosuch" }),
+        /BadInputError: --ref: expected a git revision of .*, found "nosuch", which names no commit there/,
+      );
 
       await writeFile(reportFile, JSON.stringify({ scenarios: [{ name: "green", stack: runId, ref: null, commit: "worktree" }] }));
       assert.equal((await profileAsApplied(profile, record, outputs, { runner, log: silentLog() })).profile.playbookFile, profile.playbookFile);

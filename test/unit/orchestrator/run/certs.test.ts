@@ -26,20 +26,48 @@ function makeCertificate(dir: string, name: string, options: { days: number; dom
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
   const domain = options.domain ?? DOMAIN;
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", keyFile, "-out", certFile, "-days", String(options.days), "-subj", `/CN=${domain}`, "-addext", `subjectAltName=DNS:${domain}`], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+      "-days",
+      String(options.days),
+      "-subj",
+      `/CN=${domain}`,
+      "-addext",
+      `subjectAltName=DNS:${domain}`,
+    ],
+    { stdio: "ignore" },
+  );
   return { cert: execFileSync("cat", [certFile], { encoding: "utf8" }), key: execFileSync("cat", [keyFile], { encoding: "utf8" }) };
 }
 
 /** A loaded profile with this overlay (only what the cert plan reads). */
 function profileWith(overlay: unknown, profileTier: "internal" | "le-staging" = "internal"): LoadedProfile {
-  return { document: { certs: profileTier }, overlay: { file: "/repo/overrides/askari.yml", document: overlaySchema.parse(overlay) } } as unknown as LoadedProfile;
+  return {
+    document: { certs: profileTier },
+    overlay: { file: "/repo/overrides/askari.yml", document: overlaySchema.parse(overlay) },
+  } as unknown as LoadedProfile;
 }
 
 const LE_OVERLAY = {
   certs: {
     dnsTokenVar: "dns_provider_token",
     "le-staging": { vars: { caddy_tls_mode: "acme" } },
-    "le-prod-wildcard": { vars: { caddy_tls_mode: "wildcard" }, wildcard: { domain: DOMAIN, certPath: "/etc/tls/wildcard.crt", keyPath: "/etc/tls/wildcard.key" } },
+    "le-prod-wildcard": {
+      vars: { caddy_tls_mode: "wildcard" },
+      wildcard: { domain: DOMAIN, certPath: "/etc/tls/wildcard.crt", keyPath: "/etc/tls/wildcard.key" },
+    },
   },
 };
 const reachable = async () => [];
@@ -47,11 +75,17 @@ const reachable = async () => [];
 describe("cert tier selection", () => {
   it("is the command line's, else the profile's, and says which and why", () => {
     assert.deepEqual(decideCertTier({ certs: "le-staging", noEgress: false }, "internal"), { tier: "le-staging", reason: "certs: le-staging (--certs)" });
-    assert.deepEqual(decideCertTier({ certs: undefined, noEgress: false }, "le-staging"), { tier: "le-staging", reason: "certs: le-staging (the profile's default)" });
+    assert.deepEqual(decideCertTier({ certs: undefined, noEgress: false }, "le-staging"), {
+      tier: "le-staging",
+      reason: "certs: le-staging (the profile's default)",
+    });
   });
 
   it("--no-egress forces internal and says so, also when the profile's tier is already internal", () => {
-    assert.deepEqual(decideCertTier({ certs: undefined, noEgress: true }, "internal"), { tier: "internal", reason: "certs: internal (forced by --no-egress: ACME needs egress)" });
+    assert.deepEqual(decideCertTier({ certs: undefined, noEgress: true }, "internal"), {
+      tier: "internal",
+      reason: "certs: internal (forced by --no-egress: ACME needs egress)",
+    });
     assert.deepEqual(decideCertTier({ certs: undefined, noEgress: true }, "le-staging"), {
       tier: "internal",
       reason: "certs: internal (forced by --no-egress: ACME needs egress; the profile's default is le-staging)",
@@ -59,16 +93,25 @@ describe("cert tier selection", () => {
   });
 
   it("refuses an le tier with --no-egress (exit 3) before anything starts", async () => {
-    assert.throws(() => decideCertTier({ certs: "le-prod-wildcard", noEgress: true }, "internal"), (error: unknown) => error instanceof RefusedError && error.exitCode === 3);
+    assert.throws(
+      () => decideCertTier({ certs: "le-prod-wildcard", noEgress: true }, "internal"),
+      (error: unknown) => error instanceof RefusedError && error.exitCode === 3,
+    );
     const result = await runCli(["run", "askari", "--no-egress", "--certs", "le-staging"]);
     assert.equal(result.code, 3, result.stderr);
-    assert.match(result.stderr, /--certs le-staging needs egress .* but --no-egress builds a network without any\n {2}fix: drop --no-egress, or use --certs internal/);
+    assert.match(
+      result.stderr,
+      /--certs le-staging needs egress .* but --no-egress builds a network without any\n {2}fix: drop --no-egress, or use --certs internal/,
+    );
   });
 
   it("an le tier needs the DNS token var and, for the wildcard, its settings (exit 2 naming the field)", async () => {
     await assert.rejects(planCerts(profileWith({}), { certs: "le-staging", noEgress: false }, "/unused", reachable), (error: unknown) => {
       assert.ok(error instanceof BadInputError);
-      assert.match(error.message, /^\/repo\/overrides\/askari\.yml: certs\.dnsTokenVar: --certs le-staging needs the name of the Ansible var holding the DNS provider's token; found none/);
+      assert.match(
+        error.message,
+        /^\/repo\/overrides\/askari\.yml: certs\.dnsTokenVar: --certs le-staging needs the name of the Ansible var holding the DNS provider's token; found none/,
+      );
       return true;
     });
     await assert.rejects(
@@ -132,7 +175,10 @@ describe("the DNS token of the le tiers, before anything is created", () => {
         .replace(/^repo: .*$/m, `repo: ${new URL("../../../../examples/boma-lab", import.meta.url).pathname}`)
         .replace(/^overrides: .*$/m, `overrides: ${overlay}`);
       await writeFile(join(tree.dir, "askari.yml"), profile);
-      const result = await runCli(["run", join(tree.dir, "askari.yml"), "--certs", "le-staging"], { LIBVIRT_DEFAULT_URI: "test:///nonexistent", TMPDIR: tree.dir });
+      const result = await runCli(["run", join(tree.dir, "askari.yml"), "--certs", "le-staging"], {
+        LIBVIRT_DEFAULT_URI: "test:///nonexistent",
+        TMPDIR: tree.dir,
+      });
       return { ...result, overlay, leftInTmp: execFileSync("find", [tree.dir, "-mindepth", "1", "-name", "boma-it-*"], { encoding: "utf8" }).trim() };
     } finally {
       server.close();
@@ -152,7 +198,8 @@ describe("the DNS token of the le tiers, before anything is created", () => {
   it("a defined token is learnt and redacted from then on; Ansible gets it from a private file that is gone after", async () => {
     const token = "tok-dns-0123456789abcdef";
     const result = await runLeStaging(
-      (egress) => `vars: { dns_provider_token: "${token}" }\nsecretVars: [dns_provider_token]\ncerts:\n  dnsTokenVar: dns_provider_token\n  le-staging: { egressCheck: ["${egress}"] }\n`,
+      (egress) =>
+        `vars: { dns_provider_token: "${token}" }\nsecretVars: [dns_provider_token]\ncerts:\n  dnsTokenVar: dns_provider_token\n  le-staging: { egressCheck: ["${egress}"] }\n`,
     );
     // Past the token, the run goes on to libvirt, which is not there.
     assert.equal(result.code, 3, result.stderr);
@@ -212,7 +259,10 @@ describe("wildcard certificate cache", () => {
       const elsewhere = makeCertificate(tree.dir, "c", { days: 90, domain: "*.elsewhere.example.org" });
       const cache = new WildcardCache(join(tree.dir, "cache"));
       await assert.rejects(cache.store(DOMAIN, first.cert, second.key), /the private key does not belong to the certificate/);
-      await assert.rejects(cache.store(DOMAIN, elsewhere.cert, elsewhere.key), /it does not cover \*\.test\.example\.org \(it names \*\.elsewhere\.example\.org\)/);
+      await assert.rejects(
+        cache.store(DOMAIN, elsewhere.cert, elsewhere.key),
+        /it does not cover \*\.test\.example\.org \(it names \*\.elsewhere\.example\.org\)/,
+      );
       assert.equal((await cache.lookup(DOMAIN, 1)).reusable, false, "nothing was stored");
     } finally {
       await tree.remove();
@@ -225,7 +275,10 @@ describe("wildcard certificate cache", () => {
       const dir = join(tree.dir, "loose");
       await mkdir(dir);
       await chmod(dir, 0o755);
-      await assert.rejects(new WildcardCache(dir).lookup(DOMAIN, 30), (error: unknown) => error instanceof RefusedError && /mode 755.*private keys[\s\S]*chmod 700/.test(error.message));
+      await assert.rejects(
+        new WildcardCache(dir).lookup(DOMAIN, 30),
+        (error: unknown) => error instanceof RefusedError && /mode 755.*private keys[\s\S]*chmod 700/.test(error.message),
+      );
     } finally {
       await tree.remove();
     }
@@ -241,6 +294,9 @@ describe("secrets learnt during a run", () => {
     await runner.run("echo", ["tok-0123456789"]);
     const hidden = await runner.run("echo", ["-----BEGIN PRIVATE KEY-----"], { secretOutput: true });
     assert.equal(hidden.stdout, "-----BEGIN PRIVATE KEY-----\n", "the caller still gets the output");
-    assert.deepEqual(records, [`echo ${REDACTED} | ${REDACTED}`, "echo -----BEGIN PRIVATE KEY----- | (output withheld: it holds a secret; 28 bytes on stdout, 0 on stderr)"]);
+    assert.deepEqual(records, [
+      `echo ${REDACTED} | ${REDACTED}`,
+      "echo -----BEGIN PRIVATE KEY----- | (output withheld: it holds a secret; 28 bytes on stdout, 0 on stderr)",
+    ]);
   });
 });

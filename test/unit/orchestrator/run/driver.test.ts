@@ -63,11 +63,27 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
   const log = new Log({ stream: new Writable({ write: (chunk, _encoding, done) => ((printed += String(chunk)), done()) }) });
   const closed: string[] = [];
   const diagnosed: string[] = [];
-  const profile = { name: "askari", file: join(tree.dir, "askari.yml"), document: { host: "askari", vm: { memoryMiB: 512, vcpus: 1, diskGiB: 4 }, checks: [] } } as unknown as LoadedProfile;
+  const profile = {
+    name: "askari",
+    file: join(tree.dir, "askari.yml"),
+    document: { host: "askari", vm: { memoryMiB: 512, vcpus: 1, diskGiB: 4 }, checks: [] },
+  } as unknown as LoadedProfile;
   const request: RunRequest = {
     purpose: "run",
     profile,
-    options: { scenario: undefined, certs: undefined, keep, noEgress: false, egress: [], egressOpen: true, minFreeRamMiB: undefined, engine: "direct", accel: "tcg", ansible: NO_ANSIBLE_ARGS, imageFetch: true },
+    options: {
+      scenario: undefined,
+      certs: undefined,
+      keep,
+      noEgress: false,
+      egress: [],
+      egressOpen: true,
+      minFreeRamMiB: undefined,
+      engine: "direct",
+      accel: "tcg",
+      ansible: NO_ANSIBLE_ARGS,
+      imageFetch: true,
+    },
     secrets: secretsOf([]),
     certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
     egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
@@ -85,7 +101,12 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
       return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, release: lock.release };
     },
     provision: async (_options, run) => {
-      if (options.provisionFails) throw new ProvisionError("creating domain failed; everything created so far was deleted again: virsh start exploded", { cause: new Error("virsh start exploded"), aborted: false, rolledBack: true });
+      if (options.provisionFails)
+        throw new ProvisionError("creating domain failed; everything created so far was deleted again: virsh start exploded", {
+          cause: new Error("virsh start exploded"),
+          aborted: false,
+          rolledBack: true,
+        });
       const outputs = { runId: run.identity.runId, host: "askari", ip: "10.234.7.10", runDir: run.runDir } as StackOutputs;
       engine.stacks.set(run.identity.runId, outputs);
       const machine = { closeConnection: async () => void closed.push(run.identity.runId), target: { ip: "10.234.7.10" } } as unknown as Machine;
@@ -160,15 +181,29 @@ describe("run driver", () => {
   }
 
   it("RED→GREEN: a RED that is not faithful stops the run before GREEN; a faithful one goes on", async () => {
-    for (const [redOk, scenarios] of [[false, ["red"]], [true, ["red", "green"]]] as const) {
+    for (const [redOk, scenarios] of [
+      [false, ["red"]],
+      [true, ["red", "green"]],
+    ] as const) {
       const setup = await fixture();
       try {
         const { report } = await withRun(setup.request, setup.hooks, (run) =>
-          runRedGreen(run, [{ name: "red", expect: "fail", vars: {} }, { name: "green", expect: "pass", vars: {} }], async (_context, session) =>
-            session.report.name === "red" ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" } : { ok: true, outcome: "GREEN survived" },
+          runRedGreen(
+            run,
+            [
+              { name: "red", expect: "fail", vars: {} },
+              { name: "green", expect: "pass", vars: {} },
+            ],
+            async (_context, session) =>
+              session.report.name === "red"
+                ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
+                : { ok: true, outcome: "GREEN survived" },
           ),
         );
-        assert.deepEqual(report.scenarios.map((scenario) => scenario.name), scenarios);
+        assert.deepEqual(
+          report.scenarios.map((scenario) => scenario.name),
+          scenarios,
+        );
         assert.equal(report.verdict, redOk ? "pass" : "fail");
         assert.equal(report.scenarios[0]!.faithful, redOk);
         assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]?.stack, "each scenario its own VM");

@@ -14,7 +14,10 @@ import { allowedNames, blockedConnections, describeBlocked, planEgress, readBloc
 import { writeFake } from "../../../helpers/fakes.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
-const PROFILE = { document: { egress: ["api.netbird.io"] }, overlay: { document: { certs: { "le-staging": { vars: {}, egressCheck: ["api.gandi.net:443"] } } } } } as never;
+const PROFILE = {
+  document: { egress: ["api.netbird.io"] },
+  overlay: { document: { certs: { "le-staging": { vars: {}, egressCheck: ["api.gandi.net:443"] } } } },
+} as never;
 
 /** What `nft -j list set inet <run> blocked` printed for two refused attempts. */
 const BLOCKED_SET = JSON.stringify({
@@ -22,7 +25,10 @@ const BLOCKED_SET = JSON.stringify({
     { metainfo: { version: "1.0.6" } },
     {
       set: {
-        family: "inet", name: "blocked", table: "boma-it-askari-20261203-010101", type: ["ipv4_addr", "inet_proto", "inet_service"],
+        family: "inet",
+        name: "blocked",
+        table: "boma-it-askari-20261203-010101",
+        type: ["ipv4_addr", "inet_proto", "inet_service"],
         elem: [
           { elem: { val: { concat: ["198.51.100.1", "tcp", 443] }, expires: 86000, counter: { packets: 3, bytes: 180 } } },
           { elem: { val: { concat: ["203.0.113.9", "udp", 53] }, expires: 86000, counter: { packets: 1, bytes: 70 } } },
@@ -51,9 +57,18 @@ Dec  3 01:09:23 dnsmasq[25449]: config error is REFUSED
 
 describe("egress", () => {
   it("allows what the cert tier needs, the Debian mirrors, the profile's names and --egress's, once each", () => {
-    assert.deepEqual(allowedNames(PROFILE, { tier: "internal" }, { egress: [] }), ["deb.debian.org", "security.debian.org", "api.netbird.io"], "internal needs nothing");
+    assert.deepEqual(
+      allowedNames(PROFILE, { tier: "internal" }, { egress: [] }),
+      ["deb.debian.org", "security.debian.org", "api.netbird.io"],
+      "internal needs nothing",
+    );
     assert.deepEqual(allowedNames(PROFILE, { tier: "le-staging" }, { egress: ["Extra.example.org", "api.netbird.io"] }), [
-      "acme-staging-v02.api.letsencrypt.org", "api.gandi.net", "deb.debian.org", "security.debian.org", "api.netbird.io", "extra.example.org",
+      "acme-staging-v02.api.letsencrypt.org",
+      "api.gandi.net",
+      "deb.debian.org",
+      "security.debian.org",
+      "api.netbird.io",
+      "extra.example.org",
     ]);
   });
 
@@ -61,10 +76,22 @@ describe("egress", () => {
     assert.deepEqual(egressOptions({}), { egress: [], egressOpen: false });
     assert.deepEqual(egressOptions({ egress: ["api.example.org", "API.example.org"] }), { egress: ["api.example.org"], egressOpen: false });
     assert.deepEqual(egressOptions({ egress: ["open"] }), { egress: [], egressOpen: true });
-    assert.throws(() => egressOptions({ egress: ["open", "api.example.org"] }), /--egress open lifts the allowlist: expected it alone, found it with api\.example\.org/);
-    assert.throws(() => egressOptions({ egress: ["x.example.org"], "no-egress": true }), (error: unknown) => error instanceof BadInputError && /--egress and --no-egress: expected one of them, found both/.test(error.message));
-    assert.throws(() => egressOptions({ egress: ["https://api.example.org/"] }), /--egress: expected a DNS name such as api\.example\.org .*found "https:\/\/api\.example\.org\/"/);
-    assert.throws(() => egressOptions({ egress: ["192.0.2.7"] }), /--egress: expected a DNS name, found an IP address: the allowlist holds names.*found "192\.0\.2\.7"/);
+    assert.throws(
+      () => egressOptions({ egress: ["open", "api.example.org"] }),
+      /--egress open lifts the allowlist: expected it alone, found it with api\.example\.org/,
+    );
+    assert.throws(
+      () => egressOptions({ egress: ["x.example.org"], "no-egress": true }),
+      (error: unknown) => error instanceof BadInputError && /--egress and --no-egress: expected one of them, found both/.test(error.message),
+    );
+    assert.throws(
+      () => egressOptions({ egress: ["https://api.example.org/"] }),
+      /--egress: expected a DNS name such as api\.example\.org .*found "https:\/\/api\.example\.org\/"/,
+    );
+    assert.throws(
+      () => egressOptions({ egress: ["192.0.2.7"] }),
+      /--egress: expected a DNS name, found an IP address: the allowlist holds names.*found "192\.0\.2\.7"/,
+    );
     assert.throws(() => egressOptions({ egress: ["."] }), /--egress: expected a DNS name such as api\.example\.org/);
   });
 
@@ -77,17 +104,27 @@ describe("egress", () => {
     assert.deepEqual((await planEgress({ ...inputs, options: { noEgress: false, egress: [], egressOpen: true } }, { env: {}, log })).spec, { mode: "open" });
     assert.match(warned[0]!, /egress: open \(--egress open\): the VM reaches every public address through NAT/);
     if (process.getuid?.() === 0) {
-      const plan = await planEgress({ ...inputs, options: { noEgress: false, egress: ["x.example.org"], egressOpen: false } }, { env: { BOMA_IT_DNS_SERVERS: "192.0.2.53 192.0.2.54" }, log });
-      assert.deepEqual(plan.spec, { mode: "allowlist", names: ["deb.debian.org", "security.debian.org", "api.netbird.io", "x.example.org"], upstreams: ["192.0.2.53", "192.0.2.54"] });
+      const plan = await planEgress(
+        { ...inputs, options: { noEgress: false, egress: ["x.example.org"], egressOpen: false } },
+        { env: { BOMA_IT_DNS_SERVERS: "192.0.2.53 192.0.2.54" }, log },
+      );
+      assert.deepEqual(plan.spec, {
+        mode: "allowlist",
+        names: ["deb.debian.org", "security.debian.org", "api.netbird.io", "x.example.org"],
+        upstreams: ["192.0.2.53", "192.0.2.54"],
+      });
       assert.deepEqual(plan.asRoot, [], "root runs nft as it is");
     }
     // Neither root nor sudo: refused, saying how to go on.
-    await assert.rejects(planEgress({ ...inputs, options: { noEgress: false, egress: [], egressOpen: false } }, { env: {}, log, rootCommand: async () => undefined }), (error: unknown) => {
-      assert.ok(error instanceof RefusedError);
-      assert.match(error.message, /needs root .* and boma-it runs as neither root nor an account with password-less sudo/);
-      assert.match(error.message, /--egress open .* or --no-egress/);
-      return true;
-    });
+    await assert.rejects(
+      planEgress({ ...inputs, options: { noEgress: false, egress: [], egressOpen: false } }, { env: {}, log, rootCommand: async () => undefined }),
+      (error: unknown) => {
+        assert.ok(error instanceof RefusedError);
+        assert.match(error.message, /needs root .* and boma-it runs as neither root nor an account with password-less sudo/);
+        assert.match(error.message, /--egress open .* or --no-egress/);
+        return true;
+      },
+    );
     // Root commands: as they are for root; through `sudo -n` for an account that has it; none otherwise.
     const tree = await tempTree();
     try {
@@ -109,7 +146,14 @@ describe("egress", () => {
       { address: "203.0.113.9", protocol: "udp", port: 53, count: 1 },
     ]);
     assert.deepEqual(blockedConnections("not json"), []);
-    assert.deepEqual(refusedNames(QUERY_LOG), [{ name: "api.example.net", count: 2 }, { name: "telemetry.vendor.example", count: 1 }], "allowed, local and reverse lookups are not refusals");
+    assert.deepEqual(
+      refusedNames(QUERY_LOG),
+      [
+        { name: "api.example.net", count: 2 },
+        { name: "telemetry.vendor.example", count: 1 },
+      ],
+      "allowed, local and reverse lookups are not refusals",
+    );
     assert.equal(describeBlocked({ name: "api.example.net", count: 2 }), "the change tried to reach api.example.net: blocked (2 queries)");
     assert.equal(describeBlocked({ address: "198.51.100.1", protocol: "tcp", port: 443, count: 1 }), "the change tried to reach 198.51.100.1:443: blocked");
 

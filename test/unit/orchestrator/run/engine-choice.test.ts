@@ -30,7 +30,10 @@ describe("engine choice", () => {
   });
 
   it("--engine pulumi without a CLI is refused (exit 3) before libvirt is touched, with the offline install", async () => {
-    const result = await runCli(["run", "askari", "--engine", "pulumi"], { PATH: `${join(process.execPath, "..")}:/usr/bin:/bin`, LIBVIRT_DEFAULT_URI: "test:///nonexistent" });
+    const result = await runCli(["run", "askari", "--engine", "pulumi"], {
+      PATH: `${join(process.execPath, "..")}:/usr/bin:/bin`,
+      LIBVIRT_DEFAULT_URI: "test:///nonexistent",
+    });
     assert.equal(result.code, 3, result.stderr);
     assert.match(result.stderr, /--engine pulumi: no pulumi CLI on PATH/);
     assert.match(result.stderr, /pulumi plugin install resource command 4\.5\.0 --file /);

@@ -38,8 +38,23 @@ interface Guest {
 
 /** A scenario's step context and session around a machine (real or played by a method-level fake). */
 function around(machine: Machine, sshMs = 1000) {
-  const report = { bootIds: [], readyLagSeconds: [], beforeKernelSeconds: [], guestBootSeconds: [], bootResets: [], phases: [], checks: [], snapshotDiff: null } as unknown as ScenarioReport;
-  const session: ScenarioVm = { machine, outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as ScenarioVm["outputs"], report, dir: "/nonexistent", timed: (_name, body) => body() };
+  const report = {
+    bootIds: [],
+    readyLagSeconds: [],
+    beforeKernelSeconds: [],
+    guestBootSeconds: [],
+    bootResets: [],
+    phases: [],
+    checks: [],
+    snapshotDiff: null,
+  } as unknown as ScenarioReport;
+  const session: ScenarioVm = {
+    machine,
+    outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as ScenarioVm["outputs"],
+    report,
+    dir: "/nonexistent",
+    timed: (_name, body) => body(),
+  };
   const context = {
     profile: { document: { checks: [{ name: "web", tcp: { port: 8080 }, within: 1 }] } },
     certs: { tier: "internal" },
@@ -108,16 +123,38 @@ describe("after the reboot", () => {
   });
 
   it("a domain destroyed from the host is exit 4; a guest that powered itself off is the finding", async () => {
-    const destroyed = setup({ boots: [async () => { throw new VmDownError("gave up: the VM is shut off (destroyed)", "shut off (destroyed)"); }] });
-    await assert.rejects(rebootStep(destroyed.context, destroyed.session), /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
-    const poweredOff = setup({ boots: [async () => { throw new VmDownError("gave up: the VM is shut off (shutdown)", "shut off (shutdown)"); }] });
+    const destroyed = setup({
+      boots: [
+        async () => {
+          throw new VmDownError("gave up: the VM is shut off (destroyed)", "shut off (destroyed)");
+        },
+      ],
+    });
+    await assert.rejects(
+      rebootStep(destroyed.context, destroyed.session),
+      /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/,
+    );
+    const poweredOff = setup({
+      boots: [
+        async () => {
+          throw new VmDownError("gave up: the VM is shut off (shutdown)", "shut off (shutdown)");
+        },
+      ],
+    });
     const outcome = await rebootStep(poweredOff.context, poweredOff.session);
-    assert.deepEqual(outcome.post.map((check) => [check.name, check.ok]), [["web", false]]);
+    assert.deepEqual(
+      outcome.post.map((check) => [check.name, check.ok]),
+      [["web", false]],
+    );
     assert.match(outcome.post[0]!.detail, /the VM did not come back after the reboot: the VM powered itself off instead of rebooting/);
   });
 
   it("a timeout after the new kernel ran is the finding, with that boot's console in the report", async () => {
-    const { session, context, report } = setup({ boots: [timeout], kernelStarted: true, console: ["[    4.7] Run /init as init process", "[  OK  ] Reached target emergency.target - Emergency Mode."] });
+    const { session, context, report } = setup({
+      boots: [timeout],
+      kernelStarted: true,
+      console: ["[    4.7] Run /init as init process", "[  OK  ] Reached target emergency.target - Emergency Mode."],
+    });
     const outcome = await rebootStep(context, session);
     assert.equal(outcome.post[0]!.ok, false);
     assert.match(report.notBack!.reason, /its new kernel started but SSH never answered \(last console line: \[ {2}OK {2}\] Reached target emergency\.target/);
@@ -129,14 +166,33 @@ describe("after the reboot", () => {
     const outcome = await rebootStep(hung.context, hung.session);
     assert.match(outcome.post[0]!.detail, /the old system never finished shutting down/);
     const restarted = setup({ boots: [timeout], console: ["[  222.6] reboot: machine restart"] });
-    await assert.rejects(rebootStep(restarted.context, restarted.session), /no kernel started and the wait ran out: nothing of the change under test ran; run it again/);
+    await assert.rejects(
+      rebootStep(restarted.context, restarted.session),
+      /no kernel started and the wait ran out: nothing of the change under test ran; run it again/,
+    );
   });
 
   it("a kernel panic of the new boot is the finding; QEMU's TCG race after init is exit 4", async () => {
-    const panicked = setup({ boots: [async () => { throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: VFS: Unable to mount root fs", oops: undefined, beforeUserspace: true }); }] });
+    const panicked = setup({
+      boots: [
+        async () => {
+          throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: VFS: Unable to mount root fs", oops: undefined, beforeUserspace: true });
+        },
+      ],
+    });
     const outcome = await rebootStep(panicked.context, panicked.session);
     assert.match(outcome.post[0]!.detail, /its kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs/);
-    const race = setup({ boots: [async () => { throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: Fatal exception in interrupt", oops: "Oops: int3: 0000 [#1] PREEMPT SMP PTI", beforeUserspace: false }); }] });
+    const race = setup({
+      boots: [
+        async () => {
+          throw new GuestPanicError("panicked", {
+            panic: "Kernel panic - not syncing: Fatal exception in interrupt",
+            oops: "Oops: int3: 0000 [#1] PREEMPT SMP PTI",
+            beforeUserspace: false,
+          });
+        },
+      ],
+    });
     await assert.rejects(rebootStep(race.context, race.session), /QEMU TCG's text-patching race .*run it again/);
   });
 });
@@ -184,7 +240,10 @@ describe("a reboot ends in a power-off the harness expects, and a fresh start", 
   it("a domain destroyed from outside during the shutdown is exit 4, never a verdict", async () => {
     const { outcome, domain } = await reboot(["destroyed"]);
     assert.ok(outcome instanceof HarnessError && outcome.exitCode === 4, String(outcome));
-    assert.match(outcome.message, /after the reboot the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
+    assert.match(
+      outcome.message,
+      /after the reboot the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/,
+    );
     assert.deepEqual(domain.calls, ["power-off-on-reset"]);
   });
 
@@ -198,7 +257,11 @@ describe("a reboot ends in a power-off the harness expects, and a fresh start", 
     const { outcome, report, domain } = await reboot(["never"]);
     assert.ok(!(outcome instanceof Error), String(outcome));
     assert.match(report.notBack!.reason, /the old system never finished shutting down \(last console line: .*hang-on-stop/);
-    assert.deepEqual(domain.calls, ["power-off-on-reset", "restart-on-reset"], "the guest, still running, restarts again on its next reset (a kept VM reboots as usual)");
+    assert.deepEqual(
+      domain.calls,
+      ["power-off-on-reset", "restart-on-reset"],
+      "the guest, still running, restarts again on its next reset (a kept VM reboots as usual)",
+    );
   });
 
   it("a fresh start that stalls before its kernel is powered off and on once; a second stall is exit 4", async () => {

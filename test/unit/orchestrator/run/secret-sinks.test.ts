@@ -60,7 +60,8 @@ function forbiddenForms(): string[] {
 }
 
 function assertClean(text: string, sink: string): void {
-  for (const form of forbiddenForms()) assert.ok(!text.includes(form), `${sink} holds ${JSON.stringify(form)}:\n${text.slice(Math.max(0, text.indexOf(form) - 200), text.indexOf(form) + 200)}`);
+  for (const form of forbiddenForms())
+    assert.ok(!text.includes(form), `${sink} holds ${JSON.stringify(form)}:\n${text.slice(Math.max(0, text.indexOf(form) - 200), text.indexOf(form) + 200)}`);
 }
 
 async function filesUnder(dir: string): Promise<string[]> {
@@ -76,7 +77,7 @@ async function filesUnder(dir: string): Promise<string[]> {
 describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
   it("in any form, from the repo's vault, the overlay's vault and its secretVars", async (t) => {
     const tree = await tempTree({
-      "pw": "vault-password\n",
+      pw: "vault-password\n",
       "repo/inventory/hosts.yml": "all:\n  children:\n    docker_hosts:\n      hosts:\n        askari:\n",
       "repo/inventory/group_vars/docker_hosts/vault.yml": `repo_secret: ${SENTINELS.repoVaultFile}\n`,
       "repo/site.yml": PLAYBOOK,
@@ -88,7 +89,8 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
     });
     try {
       const env = { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") };
-      for (const file of ["repo/inventory/group_vars/docker_hosts/vault.yml", "overlay-vault.yml"]) execFileSync("ansible-vault", ["encrypt", join(tree.dir, file)], { env, stdio: "ignore" });
+      for (const file of ["repo/inventory/group_vars/docker_hosts/vault.yml", "overlay-vault.yml"])
+        execFileSync("ansible-vault", ["encrypt", join(tree.dir, file)], { env, stdio: "ignore" });
       const inline = execFileSync("ansible-vault", ["encrypt_string", "--name", "inline_secret", SENTINELS.repoInline], { env, encoding: "utf8" });
       await mkdir(join(tree.dir, "repo/inventory/host_vars"), { recursive: true });
       await writeFile(join(tree.dir, "repo/inventory/host_vars/askari.yml"), inline);
@@ -105,14 +107,41 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
 
       const runDir = join(tree.dir, "run");
       const outputs: StackOutputs = {
-        runId: "boma-it-askari-20261201-111111", host: "askari", ip: "10.234.7.10", user: "boma", ssh: "", runDir, consoleLog: join(runDir, "console.log"),
-        keyFile: join(runDir, "keys/id_ed25519"), knownHostsFile: join(runDir, "keys/known_hosts"), network: "n", mac: "52:54:00:00:00:02",
-        subnet: "10.234.7.0/24", domain: "d", accel: "tcg", createdAt: "2026-12-01T11:11:11Z", ownerPid: process.pid,
+        runId: "boma-it-askari-20261201-111111",
+        host: "askari",
+        ip: "10.234.7.10",
+        user: "boma",
+        ssh: "",
+        runDir,
+        consoleLog: join(runDir, "console.log"),
+        keyFile: join(runDir, "keys/id_ed25519"),
+        knownHostsFile: join(runDir, "keys/known_hosts"),
+        network: "n",
+        mac: "52:54:00:00:00:02",
+        subnet: "10.234.7.0/24",
+        domain: "d",
+        accel: "tcg",
+        createdAt: "2026-12-01T11:11:11Z",
+        ownerPid: process.pid,
       };
       const input: ApplyInput = {
-        profile, outputs, target: { ip: outputs.ip, user: "boma", keyFile: outputs.keyFile, knownHostsFile: outputs.knownHostsFile, alias: outputs.runId, controlPath: vm.controlPath },
-        scenario: { name: "green", vars: {} }, certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")),
-        secrets, dir: join(runDir, "green", "ansible"), runner, log, signal: new AbortController().signal,
+        profile,
+        outputs,
+        target: {
+          ip: outputs.ip,
+          user: "boma",
+          keyFile: outputs.keyFile,
+          knownHostsFile: outputs.knownHostsFile,
+          alias: outputs.runId,
+          controlPath: vm.controlPath,
+        },
+        scenario: { name: "green", vars: {} },
+        certs: await planCerts(profile, { certs: undefined, noEgress: false }, join(tree.dir, "certs")),
+        secrets,
+        dir: join(runDir, "green", "ansible"),
+        runner,
+        log,
+        signal: new AbortController().signal,
       };
       await mkdir(input.dir, { recursive: true });
       const failure = await applyPlaybook(input, await writeTransientInventory(input)).then(
@@ -126,10 +155,45 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
       assert.ok(ansibleLog.includes(REDACTED), "with the secrets it printed redacted");
 
       const report: RunReport = {
-        runId: outputs.runId, profile: "p", host: "askari", engine: "direct", accel: "tcg", certs: "internal", egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] }, verdict: "fail", exitCode: 1,
-        message: failure.message, readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null, error: null,
-        startedAt: "", finishedAt: "", wallSeconds: 0, runDir,
-        scenarios: [{ name: "green", expect: "pass", ok: false, outcome: failure.message, stack: outputs.runId, bootIds: [], checks: [{ name: "prints", stage: "pre-reboot", ok: false, detail: `exit 1: ${SENTINELS.quoted}`, seconds: 1 }], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null }],
+        runId: outputs.runId,
+        profile: "p",
+        host: "askari",
+        engine: "direct",
+        accel: "tcg",
+        certs: "internal",
+        egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] },
+        verdict: "fail",
+        exitCode: 1,
+        message: failure.message,
+        readyLagSeconds: [],
+        diagnostics: null,
+        harness: { peakRssMiB: 0 },
+        kept: null,
+        error: null,
+        startedAt: "",
+        finishedAt: "",
+        wallSeconds: 0,
+        runDir,
+        scenarios: [
+          {
+            name: "green",
+            expect: "pass",
+            ok: false,
+            outcome: failure.message,
+            stack: outputs.runId,
+            bootIds: [],
+            checks: [{ name: "prints", stage: "pre-reboot", ok: false, detail: `exit 1: ${SENTINELS.quoted}`, seconds: 1 }],
+            phases: [],
+            readyLagSeconds: [],
+            guestBootSeconds: [],
+            beforeKernelSeconds: [],
+            bootResets: [],
+            apply: null,
+            certificate: null,
+            snapshotDiff: null,
+            diagnostics: null,
+          },
+        ],
       };
       await writeReport(report, redactor.redact);
 
@@ -152,7 +216,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
 
   it("a vault Ansible accepts is accepted (a duplicate key); one it cannot read is exit 2 naming the file, never its content", async () => {
     const tree = await tempTree({
-      "pw": "vault-password\n",
+      pw: "vault-password\n",
       "repo/hosts.yml": "all:\n  hosts:\n    askari:\n",
       "repo/site.yml": "- hosts: all\n",
       "dup.yml": "token: first-value-1234\ntoken: second-value-5678\n",

@@ -23,28 +23,42 @@ const hasAnsibleVault = (() => {
 })();
 
 describe("secrets", () => {
-  it("come from secretVars and the overlay's vault, decrypted with Ansible's own password settings", { skip: hasAnsibleVault ? false : "ansible-vault is not installed (apt-get install ansible-core)" }, async () => {
-    const tree = await tempTree({ ...REPO, "p.yml": PROFILE, "overlay.yml": "vars: { token: plain-secret-value, region: eu }\nsecretVars: [token]\nvault: vault.yml\n", "pw": "vault-password\n", "vault.yml": `mesh_setup_key: ${SENTINEL}\nnested: { api: another-secret-42 }\n` });
-    try {
-      execFileSync("ansible-vault", ["encrypt", "--vault-password-file", join(tree.dir, "pw"), join(tree.dir, "vault.yml")], { stdio: "ignore" });
-      assert.doesNotMatch(await readFile(join(tree.dir, "vault.yml"), "utf8"), new RegExp(SENTINEL));
-      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, new Runner());
-
-      const secrets = await loadSecrets(profile, new Runner({ env: { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") } }));
-      assert.deepEqual([...secrets.values].sort(), ["another-secret-42", SENTINEL, "plain-secret-value", "vault-password"].sort(), "the vault's password is a secret too");
-      assert.deepEqual(secrets.secretVars, { token: "plain-secret-value" });
-      assert.equal(secrets.vaultFile, join(tree.dir, "vault.yml"));
-
-      await assert.rejects(loadSecrets(profile, new Runner({ env: { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: "" } })), (error: unknown) => {
-        assert.ok(error instanceof RefusedError);
-        assert.match(error.message, /cannot decrypt the overlay's vault .*vault\.yml/);
-        assert.match(error.message, /fix: give Ansible the vault password as usual: ANSIBLE_VAULT_PASSWORD_FILE/);
-        return true;
+  it(
+    "come from secretVars and the overlay's vault, decrypted with Ansible's own password settings",
+    { skip: hasAnsibleVault ? false : "ansible-vault is not installed (apt-get install ansible-core)" },
+    async () => {
+      const tree = await tempTree({
+        ...REPO,
+        "p.yml": PROFILE,
+        "overlay.yml": "vars: { token: plain-secret-value, region: eu }\nsecretVars: [token]\nvault: vault.yml\n",
+        pw: "vault-password\n",
+        "vault.yml": `mesh_setup_key: ${SENTINEL}\nnested: { api: another-secret-42 }\n`,
       });
-    } finally {
-      await tree.remove();
-    }
-  });
+      try {
+        execFileSync("ansible-vault", ["encrypt", "--vault-password-file", join(tree.dir, "pw"), join(tree.dir, "vault.yml")], { stdio: "ignore" });
+        assert.doesNotMatch(await readFile(join(tree.dir, "vault.yml"), "utf8"), new RegExp(SENTINEL));
+        const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, new Runner());
+
+        const secrets = await loadSecrets(profile, new Runner({ env: { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") } }));
+        assert.deepEqual(
+          [...secrets.values].sort(),
+          ["another-secret-42", SENTINEL, "plain-secret-value", "vault-password"].sort(),
+          "the vault's password is a secret too",
+        );
+        assert.deepEqual(secrets.secretVars, { token: "plain-secret-value" });
+        assert.equal(secrets.vaultFile, join(tree.dir, "vault.yml"));
+
+        await assert.rejects(loadSecrets(profile, new Runner({ env: { ...process.env, ANSIBLE_VAULT_PASSWORD_FILE: "" } })), (error: unknown) => {
+          assert.ok(error instanceof RefusedError);
+          assert.match(error.message, /cannot decrypt the overlay's vault .*vault\.yml/);
+          assert.match(error.message, /fix: give Ansible the vault password as usual: ANSIBLE_VAULT_PASSWORD_FILE/);
+          return true;
+        });
+      } finally {
+        await tree.remove();
+      }
+    },
+  );
 
   it("take every form a sink shows: JSON and JSON inside JSON, Python's repr, shell-quoted as a failing task's cmd, URL-encoded, line by line", () => {
     const secret = `it's "a" \\ sécret/x y`;
@@ -73,7 +87,10 @@ describe("secrets", () => {
   it("refuses a secretVars name that is not among vars", async () => {
     const tree = await tempTree({ ...REPO, "p.yml": PROFILE, "overlay.yml": "vars: { token: x }\nsecretVars: [tokn]\n" });
     try {
-      await assert.rejects(loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, new Runner()), /secretVars\[0\]: expected the name of one of vars \(token\), found "tokn"/);
+      await assert.rejects(
+        loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: tree.dir }, new Runner()),
+        /secretVars\[0\]: expected the name of one of vars \(token\), found "tokn"/,
+      );
     } finally {
       await tree.remove();
     }
@@ -116,10 +133,18 @@ describe("secrets", () => {
         assert.doesNotMatch(text, new RegExp(SENTINEL), file);
         assert.ok(text.includes(REDACTED), file);
       }
-      assert.equal(await readFile(join(tree.dir, "run/green/refs/0123456789ab/group_vars/all.yml"), "utf8"), `key: ${SENTINEL}\n`, "a checkout is the commit as git has it");
+      assert.equal(
+        await readFile(join(tree.dir, "run/green/refs/0123456789ab/group_vars/all.yml"), "utf8"),
+        `key: ${SENTINEL}\n`,
+        "a checkout is the commit as git has it",
+      );
       await chmod(join(tree.dir, "run/green/refs/0123456789ab/inventory.sh"), 0o555);
       await makePrivate(join(tree.dir, "run"));
-      assert.equal((await stat(join(tree.dir, "run/green/refs/0123456789ab/inventory.sh"))).mode & 0o777, 0o500, "an executable stays executable, by its owner alone");
+      assert.equal(
+        (await stat(join(tree.dir, "run/green/refs/0123456789ab/inventory.sh"))).mode & 0o777,
+        0o500,
+        "an executable stays executable, by its owner alone",
+      );
       assert.equal((await stat(join(tree.dir, "run/report.json"))).mode & 0o777, 0o600);
       assert.equal((await stat(join(tree.dir, "run/green"))).mode & 0o777, 0o700);
     } finally {
@@ -142,7 +167,10 @@ describe("secrets", () => {
       await mkdir(join(tree.dir, `run/blocked.log.scrub-${process.pid}`));
       const { changed, failed } = await scrubDir(join(tree.dir, "run"), secretsOf([SENTINEL]));
       assert.deepEqual(changed.map((path) => path.split("/").at(-1)).sort(), ["console.log", "z-small.log"]);
-      assert.deepEqual(failed.map(({ path, reason }) => [path.split("/").at(-1), reason]), [["blocked.log", "EISDIR"]]);
+      assert.deepEqual(
+        failed.map(({ path, reason }) => [path.split("/").at(-1), reason]),
+        [["blocked.log", "EISDIR"]],
+      );
       const scrubbed = await readFile(join(tree.dir, "run/console.log"), "latin1");
       assert.ok(!scrubbed.includes(SENTINEL), "both occurrences replaced");
       assert.equal(scrubbed.split(REDACTED).length, 3);

@@ -48,15 +48,54 @@ async function setup(state: string, record: Record<string, unknown> = {}) {
   const runDir = join(tree.dir, "runs", "20261201-120000-askari");
   await mkdir(runDir, { recursive: true });
   const outputs: StackOutputs = {
-    runId: RUN, host: "askari", ip: "10.234.7.10", user: "boma", ssh: `npm run boma-it -- ssh ${RUN}`, runDir, consoleLog: join(runDir, "console.log"),
-    keyFile: join(runDir, "keys/id"), knownHostsFile: join(runDir, "keys/kh"), network: RUN, mac: "52:54:00:00:00:09", subnet: "10.234.7.0/24",
-    domain: RUN, accel: "tcg", createdAt: "2026-12-01T12:00:00Z", ownerPid: 999999,
+    runId: RUN,
+    host: "askari",
+    ip: "10.234.7.10",
+    user: "boma",
+    ssh: `npm run boma-it -- ssh ${RUN}`,
+    runDir,
+    consoleLog: join(runDir, "console.log"),
+    keyFile: join(runDir, "keys/id"),
+    knownHostsFile: join(runDir, "keys/kh"),
+    network: RUN,
+    mac: "52:54:00:00:00:09",
+    subnet: "10.234.7.0/24",
+    domain: RUN,
+    accel: "tcg",
+    createdAt: "2026-12-01T12:00:00Z",
+    ownerPid: 999999,
   };
-  await writeFile(join(runDir, "run.json"), JSON.stringify({ ...outputs, engine: "direct", stacksDir: join(tree.dir, "another-checkout"), purpose: "up", reportFile: join(runDir, "report.json"), ...record }));
+  await writeFile(
+    join(runDir, "run.json"),
+    JSON.stringify({
+      ...outputs,
+      engine: "direct",
+      stacksDir: join(tree.dir, "another-checkout"),
+      purpose: "up",
+      reportFile: join(runDir, "report.json"),
+      ...record,
+    }),
+  );
   await writeFile(join(runDir, "report.json"), JSON.stringify({ runId: RUN, verdict: "pass", scenarios: [] }));
-  const env = { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "calls.log"), FAKE_STATE: state, FAKE_RUN_DIR: runDir, BOMA_IT_STACKS_DIR: join(tree.dir, "my-stacks"), BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") };
+  const env = {
+    PATH: `${bin}:/usr/bin:/bin`,
+    FAKE_LOG: join(tree.dir, "calls.log"),
+    FAKE_STATE: state,
+    FAKE_RUN_DIR: runDir,
+    BOMA_IT_STACKS_DIR: join(tree.dir, "my-stacks"),
+    BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock"),
+  };
   const runner = new Runner({ env });
-  const request = { verb: "reset", reference: "askari", runner, log: silentLog(), env, signal: new AbortController().signal, redactor: new Redactor(), locations: { profilesDir: tree.dir, overridesDir: tree.dir } };
+  const request = {
+    verb: "reset",
+    reference: "askari",
+    runner,
+    log: silentLog(),
+    env,
+    signal: new AbortController().signal,
+    redactor: new Redactor(),
+    locations: { profilesDir: tree.dir, overridesDir: tree.dir },
+  };
   return { tree, runDir, outputs, request, runner, calls: () => fakeCalls(join(tree.dir, "calls.log")) };
 }
 
@@ -72,7 +111,10 @@ describe("verbs on a kept VM", () => {
       assert.match(result.dir, new RegExp(`${runDir}/verbs/\\d{8}-\\d{6}-reset$`));
       assert.equal((JSON.parse(await readFile(join(result.dir, "result.json"), "utf8")) as { outcome: string }).outcome, "did it");
       const report = JSON.parse(await readFile(join(runDir, "report.json"), "utf8")) as { verbs: { verb: string; ok: boolean }[] };
-      assert.deepEqual(report.verbs.map((verb) => [verb.verb, verb.ok]), [["reset", true]]);
+      assert.deepEqual(
+        report.verbs.map((verb) => [verb.verb, verb.ok]),
+        [["reset", true]],
+      );
     } finally {
       await tree.remove();
     }
@@ -81,11 +123,14 @@ describe("verbs on a kept VM", () => {
   it("refuse a run whose VM is not running (exit 3), naming what to do", async () => {
     const { tree, request } = await setup("shut off (shutdown)");
     try {
-      await assert.rejects(withAttachedRun(request, { needsProfile: false }, async () => ({ ok: true, outcome: "" })), (error: unknown) => {
-        assert.ok(error instanceof RefusedError);
-        assert.match(error.message, /is shut off \(shutdown\), not running: `reset` works on a live VM/);
-        return true;
-      });
+      await assert.rejects(
+        withAttachedRun(request, { needsProfile: false }, async () => ({ ok: true, outcome: "" })),
+        (error: unknown) => {
+          assert.ok(error instanceof RefusedError);
+          assert.match(error.message, /is shut off \(shutdown\), not running: `reset` works on a live VM/);
+          return true;
+        },
+      );
     } finally {
       await tree.remove();
     }
@@ -101,7 +146,13 @@ describe("verbs on a kept VM", () => {
       await without.tree.remove();
     }
 
-    const point = { memory: `/var/lib/libvirt/images/${RUN}/${RUN}-reset.mem`, base: `${RUN}-overlay.qcow2`, top: `${RUN}-top.qcow2`, at: "2026-12-01T12:03:00Z", bootId: "first-boot" };
+    const point = {
+      memory: `/var/lib/libvirt/images/${RUN}/${RUN}-reset.mem`,
+      base: `${RUN}-overlay.qcow2`,
+      top: `${RUN}-top.qcow2`,
+      at: "2026-12-01T12:03:00Z",
+      bootId: "first-boot",
+    };
     const { tree, runDir, outputs, runner, calls } = await setup("running (booted)", { resetPoint: point });
     try {
       // An apply since dropped the ecdsa key from the pin; the reset brings back the seed's three.
@@ -122,18 +173,31 @@ describe("verbs on a kept VM", () => {
       });
       assert.equal(outcome.ok, true);
       assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
-      assert.equal(await readFile(target.knownHostsFile, "utf8"), `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ecdsa AAAAecdsa\n${RUN} ssh-ed25519 AAAAed25519\n`, "the seed's host keys are pinned again");
-      const virsh = (await calls()).filter((call) => call[0] === "virsh").map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg))[0]);
+      assert.equal(
+        await readFile(target.knownHostsFile, "utf8"),
+        `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ecdsa AAAAecdsa\n${RUN} ssh-ed25519 AAAAed25519\n`,
+        "the seed's host keys are pinned again",
+      );
+      const virsh = (await calls())
+        .filter((call) => call[0] === "virsh")
+        .map((call) => call.filter((arg) => !["virsh", "-q", "-c", "qemu:///system"].includes(arg))[0]);
       assert.deepEqual(virsh, ["destroy", "vol-delete", "vol-path", "vol-dumpxml", "vol-create", "save-image-dumpxml", "restore"]);
       assert.match(await readFile(join(runDir, "restored.xml"), "utf8"), new RegExp(`volume='${RUN}-top\\.qcow2'`), "the saved state runs on the top volume");
-      assert.match(await readFile(join(runDir, "top.xml"), "utf8"), new RegExp(`<backingStore><path>/var/lib/libvirt/images/${RUN}/${RUN}-overlay\\.qcow2</path>`), "backed by the frozen overlay");
+      assert.match(
+        await readFile(join(runDir, "top.xml"), "utf8"),
+        new RegExp(`<backingStore><path>/var/lib/libvirt/images/${RUN}/${RUN}-overlay\\.qcow2</path>`),
+        "backed by the frozen overlay",
+      );
     } finally {
       await tree.remove();
     }
   });
 
   it("resolve a run by any unique part, and suggest the closest one for a typo", () => {
-    const runs = [{ runId: RUN, outputs: { runDir: "/r/20261201-120000-askari" } }, { runId: "boma-it-simba-20261201-130000", outputs: { runDir: "/r/20261201-130000-simba" } }];
+    const runs = [
+      { runId: RUN, outputs: { runDir: "/r/20261201-120000-askari" } },
+      { runId: "boma-it-simba-20261201-130000", outputs: { runDir: "/r/20261201-130000-simba" } },
+    ];
     assert.equal(resolveRun(runs, "simba", "reach").runId, "boma-it-simba-20261201-130000");
     assert.equal(resolveRun(runs, "20261201-120000-askari", "reach").runId, RUN);
     assert.throws(() => resolveRun(runs, "boma-it-askary-20261201-120000", "reach"), new RegExp(`did you mean ${RUN}\\?`));
@@ -141,7 +205,8 @@ describe("verbs on a kept VM", () => {
   });
 
   it("read a console log as boots: each begins where the firmware loads the boot loader", () => {
-    const log = "BdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\n[  222.6] reboot: machine restart\n\x1b[2JBdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\nlogin:\n";
+    const log =
+      "BdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\n[  222.6] reboot: machine restart\n\x1b[2JBdsDxe: loading Boot0001\n[    0.0] Linux version 6.12\nlogin:\n";
     const boots = consoleBoots(log);
     assert.equal(boots.length, 2);
     assert.deepEqual(boots[1], ["BdsDxe: loading Boot0001", "[    0.0] Linux version 6.12", "login:"]);

@@ -42,21 +42,78 @@ describe("RED with expectFailing", () => {
 
   it("says which did what when the failure is not the incident's", () => {
     const extra = judge("fail", pre, [fail("web", "post-reboot"), fail("docker", "post-reboot"), fail("containers", "post-reboot")], ["web", "containers"]);
-    assert.deepEqual(extra, { ok: false, outcome: "RED broke after the reboot, but not as the incident did (failed but not expected to: docker): the harness is not faithful" });
+    assert.deepEqual(extra, {
+      ok: false,
+      outcome: "RED broke after the reboot, but not as the incident did (failed but not expected to: docker): the harness is not faithful",
+    });
     const missing = judge("fail", pre, [fail("web", "post-reboot"), pass("docker", "post-reboot"), pass("containers", "post-reboot")], ["web", "containers"]);
-    assert.deepEqual(missing, { ok: false, outcome: "RED broke after the reboot, but not as the incident did (expected to fail but passed: containers): the harness is not faithful" });
+    assert.deepEqual(missing, {
+      ok: false,
+      outcome: "RED broke after the reboot, but not as the incident did (expected to fail but passed: containers): the harness is not faithful",
+    });
   });
 });
 
 describe("junit.xml", () => {
   it("does not count RED's expected failures after the reboot as failures", () => {
     const report: RunReport = {
-      runId: "boma-it-askari-20261122-034000", profile: "askari", host: "askari", engine: "direct", accel: "tcg", certs: "internal", egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] },
-      verdict: "pass", exitCode: 0, message: "", readyLagSeconds: [], diagnostics: null, harness: { peakRssMiB: 0 }, kept: null, error: null,
-      startedAt: "", finishedAt: "", wallSeconds: 600, runDir: "/r",
+      runId: "boma-it-askari-20261122-034000",
+      profile: "askari",
+      host: "askari",
+      engine: "direct",
+      accel: "tcg",
+      certs: "internal",
+      egress: { mode: "allowlist", allowed: ["deb.debian.org"], blocked: [] },
+      verdict: "pass",
+      exitCode: 0,
+      message: "",
+      readyLagSeconds: [],
+      diagnostics: null,
+      harness: { peakRssMiB: 0 },
+      kept: null,
+      error: null,
+      startedAt: "",
+      finishedAt: "",
+      wallSeconds: 600,
+      runDir: "/r",
       scenarios: [
-        { name: "red", expect: "fail", faithful: true, ok: true, outcome: "RED is faithful", stack: "s1", bootIds: ["a", "b"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [{ name: "apply", seconds: 10 }], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
-        { name: "green", expect: "pass", ok: false, outcome: "GREEN broke after the reboot: web", stack: "s2", bootIds: ["c", "d"], checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")], phases: [], readyLagSeconds: [], guestBootSeconds: [], beforeKernelSeconds: [], bootResets: [], apply: null, certificate: null, snapshotDiff: null, diagnostics: null },
+        {
+          name: "red",
+          expect: "fail",
+          faithful: true,
+          ok: true,
+          outcome: "RED is faithful",
+          stack: "s1",
+          bootIds: ["a", "b"],
+          checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")],
+          phases: [{ name: "apply", seconds: 10 }],
+          readyLagSeconds: [],
+          guestBootSeconds: [],
+          beforeKernelSeconds: [],
+          bootResets: [],
+          apply: null,
+          certificate: null,
+          snapshotDiff: null,
+          diagnostics: null,
+        },
+        {
+          name: "green",
+          expect: "pass",
+          ok: false,
+          outcome: "GREEN broke after the reboot: web",
+          stack: "s2",
+          bootIds: ["c", "d"],
+          checks: [pass("web", "pre-reboot"), fail("web", "post-reboot")],
+          phases: [],
+          readyLagSeconds: [],
+          guestBootSeconds: [],
+          beforeKernelSeconds: [],
+          bootResets: [],
+          apply: null,
+          certificate: null,
+          snapshotDiff: null,
+          diagnostics: null,
+        },
       ],
     };
     const xml = junitXml(report);
