@@ -35,7 +35,10 @@ export interface BootTimeouts {
 export function bootTimeouts(env: NodeJS.ProcessEnv): BootTimeouts {
   const override = Number(env.BOMA_IT_BOOT_TIMEOUT_S);
   const bootMs = Number.isFinite(override) && override > 0 ? override * 1000 : undefined;
-  return { leaseMs: bootMs ?? 6 * 60_000, sshMs: bootMs ?? 8 * 60_000, cloudInitMs: 10 * 60_000 };
+  // Maxima, never waited out by a boot that answers. Under TCG on a 2-core machine whose host
+  // takes a fifth of the CPU (2026-12-03), a first boot took 331 s to SSH and a reboot more than
+  // 433 s: a wait that gives up on a slow boot calls it a finding of the change.
+  return { leaseMs: bootMs ?? 10 * 60_000, sshMs: bootMs ?? 12 * 60_000, cloudInitMs: 10 * 60_000 };
 }
 
 /** One named phase and how long it took (for the report). */
