@@ -253,6 +253,11 @@ export class Machine {
     );
   }
 
+  /** The domain's state as libvirt says it, with its reason (`shut off (destroyed)`); empty when libvirt cannot say. */
+  async domainState(): Promise<string> {
+    return this.#options.domainState().catch(() => "");
+  }
+
   /** Whether the current boot's kernel has started (its first line is on the console since {@link markNewBoot}). */
   async kernelStarted(): Promise<boolean> {
     return KERNEL_BANNER.test(await this.#consoleSince(this.#bootConsoleStart));
@@ -406,7 +411,15 @@ export class Machine {
     await this.markNewBoot();
     // The master connection would hang on the dead boot until ServerAlive gives up (15 s).
     await this.closeConnection();
-    await power.powerOffOnReset();
+    try {
+      await power.powerOffOnReset();
+    } catch (error) {
+      // A domain that is no longer running cannot be told anything: say what it is, not how the telling failed.
+      const state = await this.domainState();
+      if (!state.startsWith("running"))
+        throw new VmDownError(`${this.name}: the VM is ${state || "gone"} as its reboot begins`, state || "gone (no such domain)");
+      throw error;
+    }
     try {
       // The connection may drop before ssh returns: any outcome of the command itself is fine.
       await this.execute("systemctl reboot", { timeoutMs: 30_000, multiplex: false });
@@ -415,7 +428,7 @@ export class Machine {
       // A guest still running (its shutdown never ended, the wait was interrupted) would power off
       // at its next reset, even one its user asks for on a kept VM: it restarts again, as defined.
       // One that is off has lost the setting with its QEMU process.
-      if ((await this.#options.domainState().catch(() => "")).startsWith("running")) await power.restartOnReset().catch(() => undefined);
+      if ((await this.domainState()).startsWith("running")) await power.restartOnReset().catch(() => undefined);
       throw error;
     }
     await power.start();

@@ -431,6 +431,14 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
     });
   }
   if (error instanceof GuestPanicError) return `its kernel panicked: ${describePanic(error.panic)}`;
+  // Anything else with the domain gone from under the guest (destroyed from the host, vanished)
+  // says nothing about the change, however the harness noticed it.
+  const state = await machine.domainState();
+  if (state !== "" && !state.startsWith("running") && !/\((shutdown|crashed)\)/.test(state)) {
+    throw new HarnessError(`after the reboot the domain was ${state} from the host: that says nothing about the change under test; run it again`, {
+      cause: error,
+    });
+  }
   // A wait that timed out: the change's finding only if the new boot's kernel ran.
   if (await machine.kernelStarted())
     return `its new kernel started but SSH never answered (last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;

@@ -61,7 +61,15 @@ const SHUTDOWN_LINES: Record<ShutdownEnd, string> = {
  * A Machine on a fake domain. `ends[i]` is how the i-th shutdown ends, `starts[i]` how the i-th
  * boot after a power-on goes (the last entry repeats).
  */
-export async function fakeDomain(dir: string, script: { ends: ShutdownEnd[]; starts?: BootStart[]; console?: string }): Promise<FakeDomain> {
+export async function fakeDomain(
+  dir: string,
+  script: {
+    ends: ShutdownEnd[];
+    starts?: BootStart[];
+    console?: string;
+    /** Someone destroys the domain just as the reboot begins. */ destroyedAtReboot?: boolean;
+  },
+): Promise<FakeDomain> {
   await mkdir(dir, { recursive: true });
   const bootFile = join(dir, "boot");
   const upFile = join(dir, "up");
@@ -153,6 +161,10 @@ esac`,
     power: {
       powerOffOnReset: async () => {
         calls.push("power-off-on-reset");
+        if (script.destroyedAtReboot) {
+          state = "shut off (destroyed)";
+          throw new Error("error: Requested operation is not valid: domain is not running");
+        }
         powerOffOnReset = true;
       },
       restartOnReset: async () => {

@@ -34,6 +34,8 @@ interface Guest {
   boots: (() => Promise<RebootProof>)[];
   kernelStarted?: boolean;
   console?: string[];
+  /** libvirt's word on the domain when the harness asks (default: running). */
+  state?: string;
 }
 
 /** A scenario's step context and session around a machine (real or played by a method-level fake). */
@@ -84,6 +86,7 @@ function setup(guest: Guest) {
     execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
     guestBootSeconds: async () => 30,
     kernelStarted: async () => guest.kernelStarted ?? false,
+    domainState: async () => guest.state ?? "running (booted)",
     currentBootConsole: async (lines = 20) => (guest.console ?? []).slice(-lines),
   } as unknown as Machine;
   return { ...around(machine), resets };
@@ -120,6 +123,20 @@ describe("after the reboot", () => {
       assert.match(error.message, /stalled before its kernel started, twice .*nothing of the change under test ran; run it again/);
       return true;
     });
+  });
+
+  it("any failure with the domain destroyed from the host is exit 4, never a finding (an old system that never shut down included)", async () => {
+    const failing = async (): Promise<RebootProof> => {
+      throw new HarnessError("libvirt cannot set what boma-it-askari-x does on a reset: error: Requested operation is not valid: domain is not running");
+    };
+    for (const boots of [[failing], [timeout]]) {
+      const { session, context } = setup({ boots, state: "shut off (destroyed)" });
+      await assert.rejects(rebootStep(context, session), (error: unknown) => {
+        assert.ok(error instanceof HarnessError && error.exitCode === 4, String(error));
+        assert.match(error.message, /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/);
+        return true;
+      });
+    }
   });
 
   it("a domain destroyed from the host is exit 4; a guest that powered itself off is the finding", async () => {
@@ -199,9 +216,9 @@ describe("after the reboot", () => {
 
 describe("a reboot ends in a power-off the harness expects, and a fresh start", () => {
   /** rebootStep on a real Machine whose domain ends each shutdown as scripted. */
-  async function reboot(ends: ShutdownEnd[], starts?: BootStart[]) {
+  async function reboot(ends: ShutdownEnd[], starts?: BootStart[], options: { destroyedAtReboot?: boolean } = {}) {
     const tree = await tempTree();
-    const domain = await fakeDomain(tree.dir, { ends, ...(starts ? { starts } : {}) });
+    const domain = await fakeDomain(tree.dir, { ends, ...(starts ? { starts } : {}), ...options });
     const { session, context, report } = around(domain.machine, 480_000);
     try {
       // A VM that comes back runs no checks here; one that does not fails the profile's (no probe runs).
@@ -239,6 +256,16 @@ describe("a reboot ends in a power-off the harness expects, and a fresh start", 
 
   it("a domain destroyed from outside during the shutdown is exit 4, never a verdict", async () => {
     const { outcome, domain } = await reboot(["destroyed"]);
+    assert.ok(outcome instanceof HarnessError && outcome.exitCode === 4, String(outcome));
+    assert.match(
+      outcome.message,
+      /after the reboot the domain was shut off \(destroyed\) from the host: that says nothing about the change under test; run it again/,
+    );
+    assert.deepEqual(domain.calls, ["power-off-on-reset"]);
+  });
+
+  it("a domain destroyed from outside as the reboot begins is exit 4, never a verdict", async () => {
+    const { outcome, domain } = await reboot(["restart"], undefined, { destroyedAtReboot: true });
     assert.ok(outcome instanceof HarnessError && outcome.exitCode === 4, String(outcome));
     assert.match(
       outcome.message,
