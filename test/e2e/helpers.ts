@@ -299,6 +299,8 @@ export interface OutsideHost {
 async function withNamespaceHost<T>(host: OutsideHost, server: readonly string[], ready: () => Promise<boolean>, body: () => Promise<T>): Promise<T> {
   const sh = (script: string) => execFileSync("sh", ["-c", script], { encoding: "utf8" });
   const link = host.name.replace(/^boma-it-e2e-/, "b").slice(0, 10);
+  // What an earlier test killed before its cleanup left: its server, its link, its namespace.
+  sh(`ip netns pids ${host.name} 2>/dev/null | xargs -r kill 2>/dev/null; ip link del ${link}0 2>/dev/null; ip netns del ${host.name} 2>/dev/null; true`);
   sh(`ip netns add ${host.name}
 ip link add ${link}0 type veth peer name ${link}1 netns ${host.name}
 ip addr add ${host.sandboxAddress}/24 dev ${link}0 && ip link set ${link}0 up
