@@ -25,7 +25,7 @@ import { allEngines } from "../host/engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
-import type { RunError, RunReport, ScenarioReport } from "./report.ts";
+import { emptyScenarioReport, type RunError, type RunReport } from "./report.ts";
 import type { ScenarioVm, StepContext } from "./scenario.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
@@ -159,7 +159,7 @@ export async function withAttachedRun(
   let folder: RunFolder | undefined;
   let machine: Machine | undefined;
   let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
-  const report = verbScenarioReport(found.runId);
+  const report = emptyScenarioReport({ name: "green", expect: "pass" }, found.runId, "");
   const result: VerbResult = {
     verb: request.verb,
     runId: found.runId,
@@ -267,27 +267,6 @@ async function appendToReport(record: RunRecord, result: VerbResult, redactor: R
   const { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error } = result;
   report.verbs = [...(report.verbs ?? []), { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error }];
   await writeFile(file, redactor.redact(`${JSON.stringify(report, null, 2)}\n`), { mode: 0o600 });
-}
-
-function verbScenarioReport(stack: string): ScenarioReport {
-  return {
-    name: "green",
-    expect: "pass",
-    ok: false,
-    outcome: "",
-    stack,
-    bootIds: [],
-    checks: [],
-    phases: [],
-    readyLagSeconds: [],
-    guestBootSeconds: [],
-    beforeKernelSeconds: [],
-    bootResets: [],
-    apply: null,
-    certificate: null,
-    snapshotDiff: null,
-    diagnostics: null,
-  };
 }
 
 /** A verb's result in a few lines of text. */

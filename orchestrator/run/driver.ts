@@ -14,7 +14,7 @@ import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnd
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
-import { harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
+import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
 import { stacksDir } from "../host/paths.ts";
@@ -357,27 +357,5 @@ function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: 
     finishedAt: "",
     wallSeconds: 0,
     runDir: dir,
-  };
-}
-
-function emptyScenarioReport(opening: ScenarioOpening, stack: string): ScenarioReport {
-  return {
-    name: opening.name,
-    expect: opening.expect,
-    ...(opening.expect === "fail" ? { faithful: false } : {}),
-    ok: false,
-    outcome: "did not finish",
-    stack,
-    bootIds: [],
-    checks: [],
-    phases: [],
-    readyLagSeconds: [],
-    guestBootSeconds: [],
-    beforeKernelSeconds: [],
-    bootResets: [],
-    apply: null,
-    certificate: null,
-    snapshotDiff: null,
-    diagnostics: null,
   };
 }

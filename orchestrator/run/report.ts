@@ -152,3 +152,26 @@ export function junitXml(report: RunReport): string {
     }) as string
   }`;
 }
+
+/** A scenario's report before anything happened: every list empty, not ok, with `outcome` until it says otherwise. */
+export function emptyScenarioReport(scenario: { name: "red" | "green"; expect: "fail" | "pass" }, stack: string, outcome = "did not finish"): ScenarioReport {
+  return {
+    name: scenario.name,
+    expect: scenario.expect,
+    ...(scenario.expect === "fail" ? { faithful: false } : {}),
+    ok: false,
+    outcome,
+    stack,
+    bootIds: [],
+    checks: [],
+    phases: [],
+    readyLagSeconds: [],
+    guestBootSeconds: [],
+    beforeKernelSeconds: [],
+    bootResets: [],
+    apply: null,
+    certificate: null,
+    snapshotDiff: null,
+    diagnostics: null,
+  };
+}
