@@ -19,7 +19,17 @@ import type { RunOptions } from "./options.ts";
 import { planRunCerts, preflightRun } from "./preflight.ts";
 import { writeRunRecord } from "./provision.ts";
 import { harnessPeakRssMiB, type RunReport } from "./report.ts";
-import { applyStep, baselineStep, checkStage, profileAt, resolveScenarioRevisions, runRedGreen, type ScenarioSpec } from "./scenario.ts";
+import {
+  applyStep,
+  baselineStep,
+  checkStage,
+  profileAt,
+  resolveScenarioRevisions,
+  runRedGreen,
+  type ScenarioSpec,
+  type ScenarioVm,
+  type StepContext,
+} from "./scenario.ts";
 
 /** What a run is given once its profile is loaded: the options, the profile and its secrets. */
 export interface RunInputs {
@@ -45,6 +55,10 @@ export interface UpSummary {
   ssh: string;
   runDir: string;
 }
+
+/** Where `up` stops: right after the boot and the reset point, after the apply, or just before the reboot. */
+export const KEEP_AT = ["boot", "apply", "reboot"] as const;
+export type KeepAt = (typeof KEEP_AT)[number];
 
 /**
  * The request that opens a run: the scenarios' revisions resolved (`--ref` for `target`, the
@@ -82,14 +96,15 @@ export async function runScenarios(inputs: RunInputs, scenarios: ScenarioSpec[],
 }
 
 /**
- * `up`: one scenario's VM, its reset point taken right after cloud-init, the profile applied and,
- * with `keepAt: "reboot"`, the checks and the state the reboot will lose kept (before-reboot.json).
+ * `up`: one scenario's VM, its reset point taken right after cloud-init, then (unless `keepAt:
+ * "boot"`, which keeps the VM as the image made it) the profile applied and, with `keepAt:
+ * "reboot"`, the checks and the state the reboot will lose kept (before-reboot.json).
  * The VM stays when it came up; `summary` says how to reach it.
  */
 export async function bringUp(
   inputs: RunInputs,
   scenario: ScenarioSpec,
-  keepAt: "apply" | "reboot",
+  keepAt: KeepAt,
   context: SequenceContext,
 ): Promise<{ report: RunReport; error: unknown; summary: UpSummary | undefined }> {
   const { runner } = context;
@@ -103,33 +118,48 @@ export async function bringUp(
       const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
       const record = await readRunRecord(session.dir);
       if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
-      const profileToApply = await profileAt(run.stepContext, session, scenario.revision);
-      if (scenario.baseline) await baselineStep(run.stepContext, session, scenario, await profileAt(run.stepContext, session, scenario.baseline));
-      const applied = await session.timed("apply", () => applyStep(run.stepContext, session, scenario.vars, { profile: profileToApply }));
-      session.report.apply = {
-        seconds: applied.seconds,
-        recap: applied.recap,
-        tasks: applied.tasks,
-        ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
-      };
-      session.report.certificate = applied.certificate;
-      session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
-      if (keepAt === "reboot") {
-        // Everything the reboot will lose is looked at and kept: the checks and the state now.
-        const pre = await session.timed("checks before the reboot", () => checkStage(run.stepContext, session, "pre-reboot"));
-        session.report.checks.push(...pre);
-        const snapshot = await session.timed("snapshot before the reboot", () => takeSnapshot(session.machine));
-        await writeFile(join(session.dir, "before-reboot.json"), `${JSON.stringify({ checks: pre, snapshot }, null, 2)}\n`, { mode: 0o600 });
-      }
+      const applied = keepAt === "boot" ? undefined : await applyForUp(run.stepContext, session, scenario, keepAt);
       const { outputs } = session;
       summary = { runId: outputs.runId, host: outputs.host, ip: outputs.ip, ssh: outputs.ssh, runDir: outputs.runDir };
       await writeFile(
         join(session.dir, "up.json"),
-        `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate, harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
+        `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, ...(applied ? { apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate } : {}), harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
         { mode: 0o600 },
       );
       return { ok: true, outcome: `${outputs.host} is up as ${outputs.runId} at ${outputs.ip}` };
     });
   });
   return { report, error, summary };
+}
+
+/**
+ * `up`'s apply (the baseline first, on the upgrade path), recorded in the scenario's report; with
+ * `keepAt: "reboot"` also the checks and the state the reboot will lose (before-reboot.json).
+ */
+async function applyForUp(
+  context: StepContext,
+  session: ScenarioVm,
+  scenario: ScenarioSpec,
+  keepAt: "apply" | "reboot",
+): Promise<Awaited<ReturnType<typeof applyStep>>> {
+  const profileToApply = await profileAt(context, session, scenario.revision);
+  if (scenario.baseline) await baselineStep(context, session, scenario, await profileAt(context, session, scenario.baseline));
+  const applied = await session.timed("apply", () => applyStep(context, session, scenario.vars, { profile: profileToApply }));
+  session.report.apply = {
+    seconds: applied.seconds,
+    recap: applied.recap,
+    tasks: applied.tasks,
+    ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
+  };
+  session.report.certificate = applied.certificate;
+  // The first boot has long finished by now (the apply took minutes): its time is final.
+  session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
+  if (keepAt === "reboot") {
+    // Everything the reboot will lose is looked at and kept: the checks and the state now.
+    const pre = await session.timed("checks before the reboot", () => checkStage(context, session, "pre-reboot"));
+    session.report.checks.push(...pre);
+    const snapshot = await session.timed("snapshot before the reboot", () => takeSnapshot(session.machine));
+    await writeFile(join(session.dir, "before-reboot.json"), `${JSON.stringify({ checks: pre, snapshot }, null, 2)}\n`, { mode: 0o600 });
+  }
+  return applied;
 }

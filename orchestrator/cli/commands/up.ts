@@ -1,8 +1,8 @@
 /** `boma-it up <profile>`: provision and boot a VM that impersonates the host, apply; keep it. */
 import { join } from "node:path";
-import { ExitCode, SystemUnderTestError } from "../../errors.ts";
+import { BadInputError, ExitCode, SystemUnderTestError } from "../../errors.ts";
 import { scenarioToBringUp } from "../../run/scenario.ts";
-import { bringUp } from "../../run/sequences.ts";
+import { bringUp, KEEP_AT } from "../../run/sequences.ts";
 import type { CommandDefinition } from "../command.ts";
 import { oneOf, RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs } from "../run-inputs.ts";
@@ -11,9 +11,11 @@ export const upCommand: CommandDefinition = {
   name: "up",
   summary: "provision, boot and apply; keep the VM and print how to reach it",
   usage:
-    "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
+    "up <profile> | --host H --repo DIR [--scenario green|red] [--ref REV] [--baseline REV] [--keep-at boot|apply|reboot] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]",
   details: `${runOptionsHelp("up")}
-  --keep-at apply|reboot           stop after the apply (default), or just before the reboot: the
+  --keep-at boot|apply|reboot      stop right after the boot and the reset point (the VM as the
+                                   image made it: apply it yourself with \`boma-it apply <run>\`),
+                                   after the apply (default), or just before the reboot: the
                                    checks run and the state the reboot will lose is kept
                                    (before-reboot.json) for \`boma-it reboot <run>\`
 Applies the profile's playbook with the GREEN scenario's vars (or RED's with --scenario red).
@@ -25,11 +27,12 @@ If it fails to come up or to apply, what was created is removed again, unless --
 run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
   options: { ...RUN_OPTIONS, "keep-at": { type: "string" } },
   async run({ args, log, runner, env, locations, runsDir, signal, redactor }) {
+    const keepAt = args.values["keep-at"] === undefined ? "apply" : oneOf("keep-at", args.values["keep-at"], KEEP_AT);
+    if (keepAt === "boot") refuseApplyOptions(args.values);
     // From here on every command record and log line is redacted of the run's secrets.
     const [target] = await hostTargets("up", { args, log, runner, locations }, false);
     const inputs = await loadRunInputs(target!, { args, runner, redactor });
     const scenario = scenarioToBringUp(inputs.profile, inputs.options.scenario);
-    const keepAt = args.values["keep-at"] === undefined ? "apply" : oneOf("keep-at", args.values["keep-at"], ["apply", "reboot"] as const);
     const { report, error, summary } = await bringUp(inputs, scenario, keepAt, { runner, log, env, runsDir, signal });
     if (report.kept && report.verdict !== "pass") {
       log.info(`the VM is kept: get in with \`${report.kept.ssh}\``);
@@ -47,3 +50,15 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     return { exitCode: ExitCode.pass, json: summary, text };
   },
 };
+
+/** `--keep-at boot` applies nothing: what only the apply reads is refused rather than ignored. */
+function refuseApplyOptions(values: Record<string, unknown>): void {
+  const given = ["baseline", "extra-vars", "tags", "skip-tags", "diff", "verbose"].filter((name) => {
+    const value = values[name];
+    return value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0);
+  });
+  if (given.length === 0) return;
+  throw new BadInputError({
+    message: `--keep-at boot applies nothing, so ${given.map((name) => `--${name}`).join(", ")} would do nothing: give ${given.length === 1 ? "it" : "them"} to \`boma-it apply <run>\` once the VM is up`,
+  });
+}

@@ -83,6 +83,18 @@ describe("boma-it CLI", () => {
     assert.equal(result.stderr.trim(), 'boma-it: --keep: expected one of on-failure, always, never, found "forever"');
   });
 
+  it("refuses what only the apply reads with up --keep-at boot (it applies nothing), exit 2", async () => {
+    const result = await runCli(["up", "askari", "--keep-at", "boot", "--tags", "base", "-e", "x=1"]);
+    assert.equal(result.code, 2);
+    assert.equal(
+      result.stderr.trim(),
+      "boma-it: --keep-at boot applies nothing, so --extra-vars, --tags would do nothing: give them to `boma-it apply <run>` once the VM is up",
+    );
+    const typo = await runCli(["up", "askari", "--keep-at", "boots"]);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /--keep-at: expected one of boot, apply, reboot, found "boots" \(did you mean boot\?\)/);
+  });
+
   it("reports bad input as a JSON error document with --json", async () => {
     const result = await runCli(["validate", "nosuch", "--json"]);
     assert.equal(result.code, 2);
