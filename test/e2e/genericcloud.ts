@@ -3,6 +3,9 @@
  * docs/genericcloud.md): each fact a shell probe run as root inside a real VM, exit 0 when it holds.
  */
 
+import assert from "node:assert/strict";
+import { cli } from "./helpers.ts";
+
 /** One fact of genericcloud and the probe that shows it. */
 export interface GuestFact {
   name: string;
@@ -75,4 +78,14 @@ export function factsScript(facts: readonly GuestFact[] = GENERICCLOUD_FACTS): s
         `out=$( (${fact.probe}) 2>&1 ) && printf 'ok\\t%s\\n' ${JSON.stringify(fact.name)} || printf 'FAIL\\t%s\\t%s\\n' ${JSON.stringify(fact.name)} "$(printf %s "$out" | tr '\\n' ' ')"`,
     )
     .join("\n");
+}
+
+/** Runs every fact's probe on the live run `runId` (through `boma-it ssh`) and asserts that each holds. */
+export async function assertGenericcloudFacts(runId: string, env: Record<string, string>): Promise<void> {
+  // The script goes as base64: `boma-it ssh` passes its words to the remote shell as ssh does.
+  const facts = await cli(["ssh", runId, "--", `echo ${Buffer.from(factsScript()).toString("base64")} | base64 -d | sudo sh`], env);
+  assert.equal(facts.code, 0, facts.stderr);
+  const failing = facts.stdout.split("\n").filter((line) => line.startsWith("FAIL"));
+  assert.deepEqual(failing, [], "what a role sees on genericcloud holds on the VM");
+  assert.ok(facts.stdout.split("\n").filter((line) => line.startsWith("ok\t")).length >= 10, facts.stdout);
 }

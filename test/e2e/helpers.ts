@@ -198,6 +198,14 @@ export async function profileVariant(dir: string, name: string, file: string, ed
 }
 
 /** The secrets a hostile repo copy keeps in its own vault (a vaulted group_vars file, an inline `!vault`). */
+/** Whether this is the full suite (`npm run test:e2e:full`), which also runs what CI's time cannot hold. */
+export const FULL_SUITE = process.env.BOMA_IT_E2E_FULL === "1";
+
+/** A test's `skip` when it belongs to the full suite only: `why` says what makes it too long for CI. */
+export function fullSuiteOnly(why: string): false | string {
+  return FULL_SUITE ? false : `in the full suite (npm run test:e2e:full): ${why}`;
+}
+
 export const HOSTILE_REPO_SECRETS = { vaulted: "repo-vault-sentinel-3e9b1c", inline: "repo-inline-sentinel-77d0aa" };
 
 /** What a "real deploy" left in the hostile repo's fact cache for askari: addresses the VM must never be given. */

@@ -13,9 +13,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
 import type { RunReport } from "../../orchestrator/run/report.ts";
-import { cli, leftovers, profileVariant, suiteDirs } from "./helpers.ts";
-
-const FULL = process.env.BOMA_IT_E2E_FULL === "1";
+import { cli, FULL_SUITE, fullSuiteOnly, leftovers, profileVariant, suiteDirs } from "./helpers.ts";
 
 /** The example repo's history as a git repository: before the fix, the fix, the previous version, the candidate. */
 async function exampleHistory(dir: string) {
@@ -118,69 +116,56 @@ async function exampleHistory(dir: string) {
 describe("scenarios by git ref and the upgrade path, for real", { timeout: 90 * 60_000 }, () => {
   const dirs = suiteDirs();
 
-  it(
-    "the upgrade path catches what a fresh apply cannot; the copy's checkout is untouched",
-    { skip: FULL ? false : "in the full suite (npm run test:e2e:full): two VMs" },
-    async () => {
-      const history = await exampleHistory(join(dirs.runsDir, ".."));
-      const state = () => [
-        history.git("status", "--porcelain"),
-        history.git("stash", "list"),
-        history.git("worktree", "list"),
-        history.git("rev-parse", "HEAD"),
-      ];
-      const before = state();
-      const profile = await profileVariant(dirs.runsDir, "askari", "askari-git.yml", (yaml) => yaml.replace(/^repo: .+$/m, `repo: ${history.repo}`));
+  it("the upgrade path catches what a fresh apply cannot; the copy's checkout is untouched", { skip: fullSuiteOnly("two VMs") }, async () => {
+    const history = await exampleHistory(join(dirs.runsDir, ".."));
+    const state = () => [history.git("status", "--porcelain"), history.git("stash", "list"), history.git("worktree", "list"), history.git("rev-parse", "HEAD")];
+    const before = state();
+    const profile = await profileVariant(dirs.runsDir, "askari", "askari-git.yml", (yaml) => yaml.replace(/^repo: .+$/m, `repo: ${history.repo}`));
 
-      if (FULL) {
-        const fresh = await cli(["run", profile, "--scenario", "green", "--ref", "main", "--json"], dirs.env);
-        assert.equal(fresh.code, 0, fresh.stderr.slice(-3000));
-        const report = JSON.parse(fresh.stdout) as RunReport;
-        assert.deepEqual([report.scenarios[0]!.ref, report.scenarios[0]!.commit], ["main", history.candidate]);
-      }
+    if (FULL_SUITE) {
+      const fresh = await cli(["run", profile, "--scenario", "green", "--ref", "main", "--json"], dirs.env);
+      assert.equal(fresh.code, 0, fresh.stderr.slice(-3000));
+      const report = JSON.parse(fresh.stdout) as RunReport;
+      assert.deepEqual([report.scenarios[0]!.ref, report.scenarios[0]!.commit], ["main", history.candidate]);
+    }
 
-      const upgrade = await cli(["run", profile, "--scenario", "green", "--ref", "main", "--baseline", "previous", "--keep", "never", "--json"], dirs.env);
-      assert.equal(upgrade.code, 1, upgrade.stderr.slice(-3000));
-      const report = JSON.parse(upgrade.stdout) as RunReport;
-      const green = report.scenarios[0]!;
-      assert.deepEqual([green.ref, green.commit], ["main", history.candidate]);
-      assert.deepEqual([green.baseline?.ref, green.baseline?.commit], ["previous", history.previous]);
-      assert.match(green.baseline!.apply!.recap, /failed=0/, "the baseline applied");
-      assert.ok(
-        green.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok),
-        "the change worked right after the deploy",
-      );
-      assert.match(green.outcome, /^GREEN broke after the reboot: .*web through the published port/);
-      assert.match(upgrade.stdout + upgrade.stderr, /on baseline previous = /);
-      const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
-      assert.match(junit, new RegExp(`<property name="commit" value="${history.candidate}"(/>|></property>)`));
-      assert.deepEqual(state(), before, "the user's checkout, index, stash and worktree list");
-      assert.deepEqual(await leftovers(dirs.stacksDir), []);
-    },
-  );
+    const upgrade = await cli(["run", profile, "--scenario", "green", "--ref", "main", "--baseline", "previous", "--keep", "never", "--json"], dirs.env);
+    assert.equal(upgrade.code, 1, upgrade.stderr.slice(-3000));
+    const report = JSON.parse(upgrade.stdout) as RunReport;
+    const green = report.scenarios[0]!;
+    assert.deepEqual([green.ref, green.commit], ["main", history.candidate]);
+    assert.deepEqual([green.baseline?.ref, green.baseline?.commit], ["previous", history.previous]);
+    assert.match(green.baseline!.apply!.recap, /failed=0/, "the baseline applied");
+    assert.ok(
+      green.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok),
+      "the change worked right after the deploy",
+    );
+    assert.match(green.outcome, /^GREEN broke after the reboot: .*web through the published port/);
+    assert.match(upgrade.stdout + upgrade.stderr, /on baseline previous = /);
+    const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
+    assert.match(junit, new RegExp(`<property name="commit" value="${history.candidate}"(/>|></property>)`));
+    assert.deepEqual(state(), before, "the user's checkout, index, stash and worktree list");
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
 
-  it(
-    "RED→GREEN by refs: RED before the fix, GREEN at the fix; both commits named",
-    { skip: FULL ? false : "in the full suite (npm run test:e2e:full): two more VMs" },
-    async () => {
-      const history = await exampleHistory(join(dirs.runsDir, "..", "by-refs"));
-      const profile = await profileVariant(dirs.runsDir, "askari", "askari-by-refs.yml", (yaml) =>
-        yaml
-          .replace(/^repo: .+$/m, `repo: ${history.repo}`)
-          .replace(/^ {2}red: .+$/m, `  red:   { ref: ${history.beforeFix} }`)
-          .replace(/^ {2}green: .+$/m, `  green: { ref: ${history.fix} }`),
-      );
-      const result = await cli(["run", profile, "--json"], dirs.env);
-      assert.equal(result.code, 0, result.stderr.slice(-3000));
-      const report = JSON.parse(result.stdout) as RunReport;
-      assert.deepEqual(
-        report.scenarios.map((scenario) => [scenario.name, scenario.commit, scenario.ok]),
-        [
-          ["red", history.beforeFix, true],
-          ["green", history.fix, true],
-        ],
-      );
-      assert.deepEqual(await leftovers(dirs.stacksDir), []);
-    },
-  );
+  it("RED→GREEN by refs: RED before the fix, GREEN at the fix; both commits named", { skip: fullSuiteOnly("two more VMs") }, async () => {
+    const history = await exampleHistory(join(dirs.runsDir, "..", "by-refs"));
+    const profile = await profileVariant(dirs.runsDir, "askari", "askari-by-refs.yml", (yaml) =>
+      yaml
+        .replace(/^repo: .+$/m, `repo: ${history.repo}`)
+        .replace(/^ {2}red: .+$/m, `  red:   { ref: ${history.beforeFix} }`)
+        .replace(/^ {2}green: .+$/m, `  green: { ref: ${history.fix} }`),
+    );
+    const result = await cli(["run", profile, "--json"], dirs.env);
+    assert.equal(result.code, 0, result.stderr.slice(-3000));
+    const report = JSON.parse(result.stdout) as RunReport;
+    assert.deepEqual(
+      report.scenarios.map((scenario) => [scenario.name, scenario.commit, scenario.ok]),
+      [
+        ["red", history.beforeFix, true],
+        ["green", history.fix, true],
+      ],
+    );
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
 });

@@ -1,6 +1,6 @@
 /**
- * A real VM: `up` boots askari's profile and applies it, `ssh` reaches it with the pinned key, a
- * reboot gives a new boot id, a kernel panic ends a wait at once, `down` leaves nothing behind.
+ * A real VM: `up --keep-at boot` boots askari's VM and keeps it as the image made it (what a role
+ * sees on genericcloud holds), `ssh` reaches it with the pinned key, a reboot gives a new boot id, a kernel panic ends a wait at once, `down` leaves nothing behind.
  * Then the failure paths that must not leak: Ctrl-C during boot, and a VM that never becomes
  * reachable.
  */
@@ -16,6 +16,7 @@ import { isTcgTextPatchRace } from "../../orchestrator/guest/console.ts";
 import { GuestPanicError, Machine } from "../../orchestrator/guest/machine.ts";
 import { sshTargetOf } from "../../orchestrator/host/ssh.ts";
 import { silentLog } from "../helpers/fixtures.ts";
+import { assertGenericcloudFacts } from "./genericcloud.ts";
 import {
   blockedByFilter,
   cli,
@@ -41,7 +42,8 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
   it("two ups at once give one VM and one exit 3; a reap from another stacks dir during its boot leaves it intact; up → ssh → reboot with a new boot id → a kernel panic noticed at once → down, and nothing with the prefix remains", async () => {
     // Started together: the run lock has exactly one holder, the other is refused at once.
     // The VM may reach one name besides the defaults: what the egress allowlist is checked with.
-    const upArgs = ["up", "askari", "--egress", ALLOWED_NAME, "--json"];
+    // Kept right after the boot: what is tested here needs the VM, not the profile applied.
+    const upArgs = ["up", "askari", "--keep-at", "boot", "--egress", ALLOWED_NAME, "--json"];
     const both = [startCli(upArgs, dirs.env), startCli(upArgs, dirs.env)];
     const first = await Promise.race(both.map((candidate, index) => candidate.result.then((result) => ({ index, result }))));
     assert.equal(first.result.code, 3, first.result.stderr.slice(-2000));
@@ -68,7 +70,7 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     );
     assert.deepEqual(
       upReport.phases.map((phase) => phase.name),
-      ["provision", "DHCP lease", "SSH", "cloud-init", "reset point", "apply"],
+      ["provision", "DHCP lease", "SSH", "cloud-init", "reset point"],
     );
     assert.deepEqual(
       (await leftovers(dirs.stacksDir)).filter((item) => item.startsWith("ssh ")),
@@ -97,6 +99,8 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
     assert.equal(hostname.code, 0, hostname.stderr);
     assert.equal(hostname.stdout.trim(), "askari");
+    // The VM as the image made it: what a role sees on Debian's genericcloud holds.
+    await assertGenericcloudFacts(run.runId, dirs.env);
 
     await assertIsolated(run.runId, run.ip, dirs.env);
 
