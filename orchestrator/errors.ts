@@ -106,6 +106,14 @@ export class InterruptedError extends BomaError {
   }
 }
 
+/** A scenario stopped because another one beside it ended the run: an interruption of it, never the run's error. */
+export class StoppedBesideError extends InterruptedError {
+  constructor(message: string) {
+    super(message);
+    this.name = "StoppedBesideError";
+  }
+}
+
 /** Maps any thrown value to its exit code; unknown errors are harness faults. */
 export function exitCodeOf(error: unknown): ExitCode {
   return error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;

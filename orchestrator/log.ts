@@ -38,8 +38,11 @@ export class Log {
   /** Where every line also goes (a run's run.log), with what was written before it was attached. */
   #transcript: ((line: string) => void) | undefined;
   readonly #early: string[] = [];
+  /** A branch's trunk and the label its lines carry (see {@link branch}). */
+  readonly #trunk: { log: Log; label: string } | undefined;
 
-  constructor(options: LogOptions) {
+  constructor(options: LogOptions, trunk?: { log: Log; label: string }) {
+    this.#trunk = trunk;
     this.#stream = options.stream;
     this.#now = options.now ?? (() => performance.now());
     this.#enabled = options.enabled ?? true;
@@ -125,8 +128,34 @@ export class Log {
     };
   }
 
+  /**
+   * A log for one of several things done at the same time (RED and GREEN side by side): its own
+   * step tree, each line it writes labelled (`label` padded to `width`), written through this log
+   * (its stream, its transcript, its redaction) at this log's depth now.
+   */
+  branch(label: string, width = label.length): Log {
+    return new Log(
+      { stream: this.#stream, now: this.#now, enabled: this.#enabled, quiet: this.#quiet },
+      { log: this, label: `${"  ".repeat(this.#depth)}${label.padEnd(width)} │ ` },
+    );
+  }
+
   #write(line: string, important = false): void {
-    const text = `${"  ".repeat(this.#depth)}${this.#redact(line)}`;
+    const root = this.#root();
+    root.#emit(`${this.#prefix()}${"  ".repeat(this.#depth)}${root.#redact(line)}`, important);
+  }
+
+  /** The log that writes: this one, or the trunk of its branch's trunk. */
+  #root(): Log {
+    return this.#trunk ? this.#trunk.log.#root() : this;
+  }
+
+  /** What each line of a branch begins with: its trunks' labels, then its own. */
+  #prefix(): string {
+    return this.#trunk ? `${this.#trunk.log.#prefix()}${this.#trunk.label}` : "";
+  }
+
+  #emit(text: string, important: boolean): void {
     if (this.#transcript) this.#transcript(text);
     else {
       this.#early.push(text);

@@ -211,6 +211,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     imageFetch: values["no-image-fetch"] !== true,
     ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
     ...(typeof values.baseline === "string" ? { baseline: values.baseline } : {}),
+    ...(values.serial === true ? { serial: true } : {}),
   };
 }
 

@@ -118,17 +118,23 @@ export async function acquireLock(path: string, purpose: string, waitSeconds: nu
   const info: LockHolder = { pid: process.pid, ...startOf(), since, purpose, runIds: [] };
   await writeHolder(path, info);
   let released = false;
+  // One write at a time: two claims at once (scenarios side by side) must not interleave a
+  // truncate and a write, or the file a reaper reads is no JSON and the live runs look ownerless.
+  let writing: Promise<void> = Promise.resolve();
   return {
     path,
     since,
     claim: async (runId) => {
       if (info.runIds.includes(runId)) return;
       info.runIds.push(runId);
-      await writeHolder(path, info);
+      const write = writing.catch(() => undefined).then(() => writeHolder(path, info));
+      writing = write;
+      await write;
     },
     release: async () => {
       if (released) return;
       released = true;
+      await writing.catch(() => undefined);
       await writeHolder(path, undefined);
       await stopHolder(holder);
     },

@@ -284,13 +284,15 @@ export async function availableRamMiB(meminfo = "/proc/meminfo"): Promise<number
 export const RAM_MARGIN_MIB = 1024;
 
 /**
- * The resource guard before provisioning (ADR-025): one test VM at a time, and enough free RAM
- * (the VM's memory plus a margin, or `--min-free-ram`). Each refusal says what is in the way.
+ * The resource guard before provisioning (ADR-025): one test VM at a time (a run's own VMs
+ * aside), and enough free RAM: the VM's memory plus a margin, or `--min-free-ram`, and the memory
+ * of each further VM the run would like to run at the same time. Each refusal says what is in
+ * the way. Returns how many of the `vms` wanted at once the RAM holds (at least one).
  */
 export async function guardResources(
   libvirt: Libvirt,
-  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; meminfo?: string; overlayDir?: string },
-): Promise<void> {
+  options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined; vms?: number; meminfo?: string; overlayDir?: string },
+): Promise<number> {
   const running = [];
   for (const name of await libvirt.names("domain")) {
     if (name.startsWith("boma-it-") && (await libvirt.domainState(name)).startsWith("running")) running.push(name);
@@ -301,7 +303,7 @@ export async function guardResources(
       "see `npm run boma-it -- status`; remove it with `npm run boma-it -- down <run>`",
     );
   }
-  const needed = options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB;
+  const needed = ramNeededMiB(options, 1);
   const available = await availableRamMiB(options.meminfo);
   if (available < needed) {
     throw new RefusedError(
@@ -317,6 +319,15 @@ export async function guardResources(
       "free space there, or remove leftovers with `npm run reap`",
     );
   }
+  let atOnce = 1;
+  const fits = (vms: number) => available >= ramNeededMiB(options, vms) && (freeDisk === undefined || freeDisk >= vms * MIN_FREE_DISK_GIB);
+  while (atOnce < (options.vms ?? 1) && fits(atOnce + 1)) atOnce += 1;
+  return atOnce;
+}
+
+/** Free RAM that `vms` VMs at once need: the first's memory and the margin (or `--min-free-ram`), then each further one's memory. */
+export function ramNeededMiB(options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined }, vms: number): number {
+  return (options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB) + (vms - 1) * options.vmMemoryMiB;
 }
 
 /** Disk a run's overlay may grow into (an apply with Docker images writes a few GiB). */

@@ -10,7 +10,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
-import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError } from "../errors.ts";
+import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
@@ -50,6 +50,9 @@ export class OpenRun {
   readonly identity: RunIdentity;
   readonly report: RunReport;
   readonly #hooks: DriverHooks;
+  /** The run ids its scenarios were given, and the subnets their networks have: each taken once, also side by side. */
+  readonly #runIds = new Set<string>();
+  readonly #subnets = new Set<string>();
 
   constructor(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string, report: RunReport, hooks: DriverHooks) {
     this.request = request;
@@ -84,7 +87,8 @@ export class OpenRun {
    */
   async scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport> {
     const { request, machinery } = this;
-    const { log, signal } = request;
+    const log = opening.log ?? request.log;
+    const signal = opening.signal ?? request.signal;
     const identity = await this.#freshIdentity();
     await machinery.lock.claim(identity.runId);
     const dir = opening.folder ? join(this.dir, opening.folder) : this.dir;
@@ -109,6 +113,7 @@ export class OpenRun {
           egress: request.egress,
           signal,
           timeouts: bootTimeouts(request.env),
+          subnetsInUse: this.#subnets,
           record: {
             stacksDir: stacksDir(request.env),
             ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),
@@ -140,12 +145,18 @@ export class OpenRun {
         error = undefined;
       } else {
         failure = error instanceof InterruptedError ? "interrupted" : "harness";
-        report.outcome = failure === "interrupted" ? "interrupted" : `not judged: a fault of the harness or the infrastructure: ${message}`;
+        // Interrupted: by Ctrl-C, or stopped because a scenario beside it ended the run (which says why).
+        report.outcome =
+          failure === "interrupted"
+            ? error instanceof StoppedBesideError
+              ? message
+              : "interrupted"
+            : `not judged: a fault of the harness or the infrastructure: ${message}`;
       }
     }
     log.info(`${opening.name}: ${report.outcome}`);
     this.report.readyLagSeconds.push(...report.readyLagSeconds);
-    await this.#closeScenario(report, opening, live, failure, dir, timed).catch((closeError: unknown) => {
+    await this.#closeScenario(report, { ...opening, log, signal }, live, failure, dir, timed).catch((closeError: unknown) => {
       error ??= asBomaError(closeError, signal);
     });
     if (error !== undefined) throw error;
@@ -165,7 +176,9 @@ export class OpenRun {
     dir: string,
     timed: ScenarioVm["timed"],
   ): Promise<void> {
-    const { log, signal, runner } = this.request;
+    const { runner } = this.request;
+    const log = opening.log ?? this.request.log;
+    const signal = opening.signal ?? this.request.signal;
     const { engine, libvirt } = this.machinery;
     if (live && (failure === "sut" || failure === "harness")) {
       const diagnostics = join(dir, "diagnostics");
@@ -193,7 +206,9 @@ export class OpenRun {
     const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
     const keep = stackExists && keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
     if (keep && live) {
-      this.report.kept = {
+      // Two scenarios side by side may both keep theirs: the report names the first, the log both.
+      if (this.report.kept) log.info(`kept too: ${report.stack} (get in with \`npm run boma-it -- ssh ${report.stack}\`)`);
+      this.report.kept ??= {
         run: report.stack,
         ssh: `npm run boma-it -- ssh ${report.stack}`,
         reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap`,
@@ -215,7 +230,8 @@ export class OpenRun {
    * once, and added to the run's report (a blocked attempt changes no verdict).
    */
   async #egressOf(opening: ScenarioOpening, live: LiveRun): Promise<void> {
-    const { egress, runner, log } = this.request;
+    const { egress, runner } = this.request;
+    const log = opening.log ?? this.request.log;
     if (egress.spec.mode !== "allowlist") return;
     const blocked = await readBlocked(runner, egress.asRoot, { table: live.outputs.runId, queryLog: dnsQueryLogOf(live.outputs.runId) }).catch(
       (readError: unknown) => {
@@ -235,9 +251,13 @@ export class OpenRun {
     const { libvirt } = this.machinery;
     const taken = new Set([...(await libvirt.names("domain")), ...(await libvirt.names("network")), ...(await libvirt.names("pool"))]);
     const start = (this.#hooks.now ?? (() => new Date()))().getTime();
+    // From here to the return nothing awaits: a scenario started beside this one cannot pick the same name.
     for (let offset = 0; offset < 600; offset += 1) {
       const identity = newRunIdentity(this.request.profile.document.host, new Date(start + offset * 1000));
-      if (!taken.has(identity.runId) && !this.report.scenarios.some((scenario) => scenario.stack === identity.runId)) return identity;
+      if (!taken.has(identity.runId) && !this.#runIds.has(identity.runId)) {
+        this.#runIds.add(identity.runId);
+        return identity;
+      }
     }
     throw new Error("no free run id in ten minutes of names");
   }

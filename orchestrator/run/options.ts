@@ -48,6 +48,8 @@ export interface RunOptions {
   ref?: string;
   /** The upgrade path: this revision first, then the scenario's. */
   baseline?: string;
+  /** `--serial`: scenarios one at a time; without it RED and GREEN run side by side when the RAM allows. */
+  serial?: boolean;
 }
 
 /** No Ansible arguments beyond the harness's. */

@@ -7,7 +7,7 @@ import { ensureGoldenImage } from "../host/golden.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
-import { guardResources } from "../host/prerequisites.ts";
+import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { planCerts, type CertPlan } from "../ansible/certs.ts";
@@ -26,6 +26,8 @@ export interface PreflightRequest {
   env: NodeJS.ProcessEnv;
   imageDir: string;
   signal: AbortSignal;
+  /** How many VMs the run would like to run at the same time (default 1): the RAM decides. */
+  vmsWanted?: number;
 }
 
 /** The machinery a run uses, decided once, and the run lock it holds. */
@@ -35,6 +37,8 @@ export interface RunMachinery {
   engine: Engine;
   /** The machine's run lock, held from here on. */
   lock: RunLock;
+  /** How many VMs the run may run at the same time (1 unless it asked for more and the RAM holds them). */
+  vmsAtOnce: number;
   /** Releases the run lock; call it on every exit path. */
   release: () => Promise<void>;
 }
@@ -52,13 +56,19 @@ export async function preflightRun(request: PreflightRequest): Promise<RunMachin
   await libvirt.ensureReachable();
   const lock = await acquireRunLock(runLockPath(request.env), request.purpose);
   try {
-    await guardResources(libvirt, { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB });
+    const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
+    const wanted = request.vmsWanted ?? 1;
+    const vmsAtOnce = await guardResources(libvirt, { ...memory, vms: wanted });
+    if (vmsAtOnce < wanted)
+      request.log.info(
+        `scenarios one at a time: ${wanted} VMs at once need ${ramNeededMiB(memory, wanted)} MiB of free RAM and ${wanted * MIN_FREE_DISK_GIB} GiB of disk, which this machine does not have now`,
+      );
     const accel = decideAccel(request.options.accel, await probeAccel());
     request.log.info(`accel: ${accel.accel} (${accel.reason})`);
     request.log.info(reason);
     // Under the lock: two runs never make the same image at once.
     await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
-    return { libvirt, accel, engine, lock, release: lock.release };
+    return { libvirt, accel, engine, lock, vmsAtOnce, release: lock.release };
   } catch (error) {
     await lock.release();
     throw error;

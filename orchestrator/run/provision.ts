@@ -62,6 +62,11 @@ export interface ProvisionOptions {
   timeouts: BootTimeouts;
   /** What the run records about itself beyond its outputs (run.json: the profile, the command, where its stack lives). */
   record?: Omit<RunRecord, keyof StackOutputs | "engine">;
+  /**
+   * The subnets the run's other VMs were given (one made beside this one may not have its network
+   * yet): never picked again; this VM's is added.
+   */
+  subnetsInUse?: Set<string>;
 }
 
 /**
@@ -157,7 +162,10 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
 
   const outputs = await timed("provision", async () => {
     const keys = await makeKeys(runner, run.runDir, run.identity.runId);
-    const subnet = pickSubnet(await libvirt.usedSubnets(), run.identity.runId);
+    const used = await libvirt.usedSubnets();
+    // No await from the pick to the add: a VM provisioned beside this one sees the choice.
+    const subnet = pickSubnet([...used, ...(options.subnetsInUse ?? [])], run.identity.runId);
+    options.subnetsInUse?.add(subnet.cidr);
     const ownerStart = processStart();
     const spec = stackSpec({
       identity: run.identity,

@@ -12,7 +12,7 @@ import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
-import { BadInputError, HarnessError, SystemUnderTestError } from "../errors.ts";
+import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
@@ -48,6 +48,10 @@ export interface ScenarioOpening {
   folder?: string;
   /** Keep its VM when it passed too (`up`); the run's `--keep` policy decides the rest. */
   keepOnPass?: boolean;
+  /** Where its steps are told (a branch of the run's log when scenarios run side by side). */
+  log?: Log;
+  /** What stops it (the run's, or one that also stops it when a scenario beside it ends the run). */
+  signal?: AbortSignal;
 }
 
 /** One scenario to run. */
@@ -129,23 +133,71 @@ export interface Verdict {
 }
 
 /**
- * RED→GREEN: each scenario on a fresh VM of the run, in order; a RED that is not faithful makes
- * GREEN meaningless, so the loop stops there. `steps` are a scenario's (tests give their own).
+ * RED→GREEN (or one of them), each scenario on a fresh VM of its own. One at a time (`sideBySide`
+ * false): RED first, and GREEN only when RED was faithful. Side by side: both at once, each on
+ * its own VM and network, each line of the log labelled with its scenario; a RED that is not
+ * faithful still fails the run, and GREEN's result is then reported, not judged. A fault that
+ * ends one scenario (exit 4) stops the other (its VM removed) and ends the run; Ctrl-C stops both.
  */
 export async function runRedGreen(
-  run: { stepContext: StepContext; scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport> },
+  run: {
+    stepContext: StepContext;
+    report: { scenarios: ScenarioReport[] };
+    scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport>;
+  },
   scenarios: readonly ScenarioSpec[],
-  steps: (context: StepContext, session: ScenarioVm, scenario: ScenarioSpec) => Promise<Verdict> = redGreenSteps,
+  options: { sideBySide?: boolean; steps?: (context: StepContext, session: ScenarioVm, scenario: ScenarioSpec) => Promise<Verdict> } = {},
 ): Promise<void> {
-  for (const scenario of scenarios) {
-    const title = `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
-    const result = await run.stepContext.log.step(
-      title,
-      () => run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name }, (session) => steps(run.stepContext, session, scenario)),
+  const steps = options.steps ?? redGreenSteps;
+  const title = (scenario: ScenarioSpec) =>
+    `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
+  const runOne = (scenario: ScenarioSpec, context: StepContext) =>
+    context.log.step(
+      title(scenario),
+      () =>
+        run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name, log: context.log, signal: context.signal }, (session) =>
+          steps(context, session, scenario),
+        ),
       (scenarioReport) => scenarioReport.ok,
     );
-    if (!result.ok) break;
+  if (!options.sideBySide || scenarios.length < 2) {
+    for (const scenario of scenarios) {
+      const result = await runOne(scenario, run.stepContext);
+      if (!result.ok) break;
+    }
+    return;
   }
+
+  const { log, signal } = run.stepContext;
+  log.info(`side by side: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" and ")}, each on its own VM (--serial: one at a time)`);
+  // A fault of one stops the others; the run's own signal (Ctrl-C) stops all.
+  const stopBeside = new AbortController();
+  const width = Math.max(...scenarios.map((scenario) => scenario.name.length));
+  const settled = await Promise.allSettled(
+    scenarios.map(async (scenario) => {
+      const context = { ...run.stepContext, log: log.branch(scenario.name, width), signal: AbortSignal.any([signal, stopBeside.signal]) };
+      try {
+        return await runOne(scenario, context);
+      } catch (error) {
+        if (!stopBeside.signal.aborted) stopBeside.abort(new StoppedBesideError(`stopped: ${scenario.name.toUpperCase()} ended the run (${firstLine(error)})`));
+        throw error;
+      }
+    }),
+  );
+  // The scenarios in the order they were declared, whichever finished first.
+  const order = scenarios.map((scenario) => scenario.name);
+  run.report.scenarios.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+  const failures = settled.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
+  // The error that ended the run, not the stop it caused beside it.
+  const cause = failures.find((error) => !(error instanceof StoppedBesideError)) ?? failures[0];
+  if (cause !== undefined) throw cause;
+  const red = run.report.scenarios.find((scenario) => scenario.name === "red");
+  const green = run.report.scenarios.find((scenario) => scenario.name === "green");
+  if (red && !red.ok && green) green.outcome = `${green.outcome} (not judged: RED was not faithful, so GREEN's result proves nothing of the fix)`;
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0]!;
 }
 
 /** RED→GREEN's steps on a fresh VM: apply, checks, reboot with proof, checks, verdict. */

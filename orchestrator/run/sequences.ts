@@ -82,7 +82,22 @@ async function runRequest(
   );
   const certs = await planRunCerts({ ...inputs, runner }, { env, log });
   const egress = await planEgress({ ...inputs, certs, runner }, { env, log });
-  return { purpose, profile, options, secrets, certs, egress, runner, log, env, runsDir: context.runsDir, imageDir: imageDir(env), signal: context.signal };
+  return {
+    purpose,
+    profile,
+    options,
+    secrets,
+    certs,
+    egress,
+    runner,
+    log,
+    env,
+    runsDir: context.runsDir,
+    imageDir: imageDir(env),
+    signal: context.signal,
+    // RED and GREEN side by side unless --serial: the preflight says whether the RAM holds both.
+    vmsWanted: options.serial ? 1 : scenarios.length,
+  };
 }
 
 /** `run` for one host: its scenarios in order (see {@link runRedGreen}), the report whatever happened. */
@@ -90,7 +105,7 @@ export async function runScenarios(inputs: RunInputs, scenarios: ScenarioSpec[],
   const request = await runRequest("run", inputs, scenarios, inputs.options.scenario === "red" ? "red" : "green", context);
   const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
     context.log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
-    await runRedGreen(run, scenarios);
+    await runRedGreen(run, scenarios, { sideBySide: run.machinery.vmsAtOnce >= scenarios.length });
   });
   return report;
 }

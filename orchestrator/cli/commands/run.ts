@@ -13,8 +13,11 @@ export const runCommand: CommandDefinition = {
   name: "run",
   summary: "the whole sequence: provision, apply, check, reboot, check; RED→GREEN; a host or a group without profile",
   usage: `run <profile> [<profile>...] | --host H --repo DIR | --group G --repo DIR
-    [--scenario S] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]`,
+    [--scenario S] [--serial] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]`,
   details: `${runOptionsHelp("run")}
+  --serial                         RED, then GREEN (only when RED was faithful); by default they
+                                   run side by side, each on its own VM and network, when the free
+                                   RAM holds both VMs (each line of the log says whose it is)
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
 the reboot. RED (the control) must pass before and fail after the reboot (exactly its
@@ -26,7 +29,7 @@ run.log and commands.log in the run dir; --json prints the report.
 Several profiles or --group: each host in turn, one VM at a time, under one fleet dir with
 fleet.json and a junit.xml of a testsuite per host; a failing host does not stop the others;
 the exit code is the worst; --json prints fleet.json.`,
-  options: RUN_OPTIONS,
+  options: { ...RUN_OPTIONS, serial: { type: "boolean", default: false } },
   async run(context) {
     const targets = await hostTargets("run", context, true);
     const fleetName =

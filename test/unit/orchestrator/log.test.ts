@@ -37,4 +37,31 @@ describe("Log", () => {
     assert.equal(printed(), "  warning: something to know\n");
     assert.deepEqual(transcript, ["▸ apply", "  a detail", "  warning: something to know", "✓ apply (0.0 s)"]);
   });
+
+  it("branches: each line of a branch carries its label, at the trunk's depth, through the trunk's transcript and quiet setting", async () => {
+    const { log, printed } = capturedLog(false);
+    const transcript: string[] = [];
+    log.transcribe((line) => transcript.push(line));
+    await log.step("run", async () => {
+      const red = log.branch("red", 5);
+      const green = log.branch("green", 5);
+      await Promise.all([red.step("apply", async () => red.info("task 1")), green.step("apply", async () => green.warn("slow"))]);
+    });
+    const expected = [
+      "▸ run",
+      "  red   │ ▸ apply",
+      "  red   │   task 1",
+      "  green │ ▸ apply",
+      "  green │   warning: slow",
+      "  red   │ ✓ apply (0.0 s)",
+      "  green │ ✓ apply (0.0 s)",
+      "✓ run (0.0 s)",
+    ];
+    assert.deepEqual(transcript, expected);
+    assert.equal(printed(), `${expected.join("\n")}\n`);
+    const quiet = capturedLog(true);
+    quiet.log.branch("red").info("not printed");
+    quiet.log.branch("red").warn("printed");
+    assert.equal(quiet.printed(), "red │ warning: printed\n");
+  });
 });

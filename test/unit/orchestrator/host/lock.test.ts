@@ -60,6 +60,20 @@ describe("run lock", { timeout: 120_000 }, () => {
     }
   });
 
+  it("records every run claimed at once (scenarios side by side) in a holder file that stays JSON", async () => {
+    const tree = await tempTree();
+    try {
+      const path = join(tree.dir, "run.lock");
+      const lock = await acquireRunLock(path, "run");
+      const ids = Array.from({ length: 8 }, (_, index) => `boma-it-askari-20261201-10101${index}`);
+      await Promise.all(ids.map((id) => lock.claim(id)));
+      assert.deepEqual((await runLockHolder(path))?.runIds, ids);
+      await lock.release();
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("has exactly one holder among eight concurrent takers, whatever a dead holder left in the file", async () => {
     const tree = await tempTree();
     try {

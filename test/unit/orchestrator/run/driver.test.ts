@@ -98,7 +98,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
     preflight: async () => {
       const lock = await acquireRunLock(join(tree.dir, "run.lock"), "run");
       const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
-      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, release: lock.release };
+      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2, release: lock.release };
     },
     provision: async (_options, run) => {
       if (options.provisionFails)
@@ -122,7 +122,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
 
 /** Runs one GREEN scenario whose steps do `body`. */
 async function oneScenario(setup: Fixture, body: (setup: Fixture) => Promise<Verdict>): Promise<{ report: RunReport; error: unknown }> {
-  return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], () => body(setup)));
+  return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: () => body(setup) }));
 }
 
 const OUTCOMES: Record<string, (setup: Fixture) => Promise<Verdict>> = {
@@ -194,10 +194,12 @@ describe("run driver", () => {
               { name: "red", expect: "fail", vars: {} },
               { name: "green", expect: "pass", vars: {} },
             ],
-            async (_context, session) =>
-              session.report.name === "red"
-                ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
-                : { ok: true, outcome: "GREEN survived" },
+            {
+              steps: async (_context, session) =>
+                session.report.name === "red"
+                  ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
+                  : { ok: true, outcome: "GREEN survived" },
+            },
           ),
         );
         assert.deepEqual(
@@ -210,6 +212,124 @@ describe("run driver", () => {
       } finally {
         await setup.remove();
       }
+    }
+  });
+
+  it("side by side: RED and GREEN at once, each line labelled, each its own VM, reported in order; an unfaithful RED fails the run and GREEN is not judged", async () => {
+    for (const redOk of [true, false]) {
+      const setup = await fixture();
+      try {
+        // Each scenario waits until the other has started: only side by side do both finish.
+        const started: string[] = [];
+        let bothStarted: () => void = () => undefined;
+        const together = new Promise<void>((resolve) => (bothStarted = resolve));
+        const { report } = await withRun(setup.request, setup.hooks, (run) =>
+          runRedGreen(
+            run,
+            [
+              { name: "red", expect: "fail", vars: {} },
+              { name: "green", expect: "pass", vars: {} },
+            ],
+            {
+              sideBySide: true,
+              steps: async (context, session) => {
+                started.push(session.report.name);
+                if (started.length === 2) bothStarted();
+                await together;
+                context.log.info(`applying for ${session.report.name}`);
+                // GREEN finishes first: the report still lists RED first.
+                if (session.report.name === "red") await new Promise((resolve) => setTimeout(resolve, 20));
+                return session.report.name === "red"
+                  ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
+                  : { ok: true, outcome: "GREEN survived" };
+              },
+            },
+          ),
+        );
+        assert.deepEqual(
+          report.scenarios.map((scenario) => scenario.name),
+          ["red", "green"],
+        );
+        assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]!.stack, "each scenario its own VM");
+        assert.match(setup.log(), /^red {3}│ {3}applying for red$/m);
+        assert.match(setup.log(), /^green │ {3}applying for green$/m);
+        assert.match(setup.log(), /^green │ ✓ GREEN \(expect: pass before and after the reboot\)/m);
+        assert.equal(report.verdict, redOk ? "pass" : "fail");
+        assert.equal(report.exitCode, redOk ? 0 : 1);
+        if (redOk) assert.equal(report.scenarios[1]!.outcome, "GREEN survived");
+        else {
+          assert.equal(report.scenarios[1]!.outcome, "GREEN survived (not judged: RED was not faithful, so GREEN's result proves nothing of the fix)");
+          assert.match(report.message, /^RED passed after the reboot/);
+        }
+        assert.match(await readFile(join(report.runDir, "run.log"), "utf8"), /^red {3}│ ▸ RED/m, "run.log has the labelled lines");
+      } finally {
+        await setup.remove();
+      }
+    }
+  });
+
+  it("side by side: a fault of GREEN stops RED (its VM removed, said why) and ends the run with GREEN's fault, exit 4", async () => {
+    const setup = await fixture();
+    try {
+      const { report } = await withRun(setup.request, setup.hooks, (run) =>
+        runRedGreen(
+          run,
+          [
+            { name: "red", expect: "fail", vars: {} },
+            { name: "green", expect: "pass", vars: {} },
+          ],
+          {
+            sideBySide: true,
+            steps: async (context, session) => {
+              if (session.report.name === "green") throw new HarnessError("after the reboot the VM stalled before its kernel started");
+              // RED waits as a boot wait does: until its signal says stop.
+              await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
+              throw new Error("the wait was cancelled");
+            },
+          },
+        ),
+      );
+      assert.equal(report.verdict, "error");
+      assert.equal(report.exitCode, 4);
+      assert.equal(report.error?.kind, "HarnessError");
+      assert.match(report.message, /stalled before its kernel/);
+      const red = report.scenarios.find((scenario) => scenario.name === "red")!;
+      assert.equal(red.outcome, "stopped: GREEN ended the run (after the reboot the VM stalled before its kernel started)");
+      assert.deepEqual(setup.engine.destroyed.length, 2, "both VMs are removed (a stopped one is never kept)");
+      assert.equal(report.kept, null);
+    } finally {
+      await setup.remove();
+    }
+  });
+
+  it("side by side: Ctrl-C stops both, exit 130, nothing kept", async () => {
+    const setup = await fixture();
+    try {
+      const { report } = await withRun(setup.request, setup.hooks, (run) =>
+        runRedGreen(
+          run,
+          [
+            { name: "red", expect: "fail", vars: {} },
+            { name: "green", expect: "pass", vars: {} },
+          ],
+          {
+            sideBySide: true,
+            steps: async (context, session) => {
+              if (session.report.name === "green") setTimeout(() => setup.controller.abort(new InterruptedError("interrupted by SIGINT")), 5);
+              await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
+              throw new Error("the wait was cancelled");
+            },
+          },
+        ),
+      );
+      assert.equal(report.exitCode, 130);
+      assert.deepEqual(
+        report.scenarios.map((scenario) => scenario.outcome),
+        ["interrupted", "interrupted"],
+      );
+      assert.equal(setup.engine.destroyed.length, 2);
+    } finally {
+      await setup.remove();
     }
   });
 
