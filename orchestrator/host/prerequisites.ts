@@ -325,9 +325,15 @@ export async function guardResources(
   return atOnce;
 }
 
-/** Free RAM that `vms` VMs at once need: the first's memory and the margin (or `--min-free-ram`), then each further one's memory. */
+/** What each further VM at once needs beyond its memory: its QEMU (TCG's code buffer included) and its apply's processes. */
+export const RAM_PER_EXTRA_VM_MIB = 512;
+
+/**
+ * Free RAM that `vms` VMs at once need: the first's memory and the margin (or `--min-free-ram`),
+ * then each further one's memory and {@link RAM_PER_EXTRA_VM_MIB}.
+ */
 export function ramNeededMiB(options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined }, vms: number): number {
-  return (options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB) + (vms - 1) * options.vmMemoryMiB;
+  return (options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB) + (vms - 1) * (options.vmMemoryMiB + RAM_PER_EXTRA_VM_MIB);
 }
 
 /** Disk a run's overlay may grow into (an apply with Docker images writes a few GiB). */

@@ -13,7 +13,7 @@ import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../
 import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
-import { bootTimeouts, provision, type LiveRun, type ProvisionOptions } from "./provision.ts";
+import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
@@ -63,6 +63,11 @@ export class OpenRun {
     this.#hooks = hooks;
   }
 
+  /** The boot waits' limits: under TCG, VMs side by side share the cores, so each wait gets as many times longer. */
+  get timeouts(): BootTimeouts {
+    return bootTimeouts(this.request.env, this.machinery.accel.accel === "tcg" ? this.machinery.vmsAtOnce : 1);
+  }
+
   /** What the scenario steps need (scenario.ts). */
   get stepContext(): StepContext {
     const { request, machinery } = this;
@@ -75,7 +80,7 @@ export class OpenRun {
       signal: request.signal,
       accel: machinery.accel,
       libvirt: machinery.libvirt,
-      timeouts: bootTimeouts(request.env),
+      timeouts: this.timeouts,
       ansible: request.options.ansible,
     };
   }
@@ -112,7 +117,7 @@ export class OpenRun {
           imageDir: request.imageDir,
           egress: request.egress,
           signal,
-          timeouts: bootTimeouts(request.env),
+          timeouts: this.timeouts,
           subnetsInUse: this.#subnets,
           record: {
             stacksDir: stacksDir(request.env),
@@ -137,7 +142,9 @@ export class OpenRun {
       if (opening.expect === "fail") report.faithful = verdict.ok;
       if (!verdict.ok) failure = "sut";
     } catch (caught) {
-      error = asBomaError(caught, signal);
+      // Once stopped (Ctrl-C, or a fault beside it), what failed next (an ssh killed mid-command)
+      // is the stop's doing, never a fault of its own.
+      error = signal.aborted && signal.reason instanceof InterruptedError ? signal.reason : asBomaError(caught, signal);
       const message = error instanceof Error ? error.message.split("\n")[0]! : String(error);
       if (error instanceof SystemUnderTestError) {
         failure = "sut";
@@ -152,6 +159,8 @@ export class OpenRun {
               ? message
               : "interrupted"
             : `not judged: a fault of the harness or the infrastructure: ${message}`;
+        // Before its diagnostics and teardown: what runs beside it stops now, not minutes later.
+        if (failure === "harness") opening.onFault?.(error);
       }
     }
     log.info(`${opening.name}: ${report.outcome}`);
@@ -178,7 +187,9 @@ export class OpenRun {
   ): Promise<void> {
     const { runner } = this.request;
     const log = opening.log ?? this.request.log;
-    const signal = opening.signal ?? this.request.signal;
+    // The run's signal, not the scenario's: a scenario stopped beside a fault after its verdict
+    // still gets its diagnostics and its keep decision; only Ctrl-C cuts those short.
+    const signal = this.request.signal;
     const { engine, libvirt } = this.machinery;
     if (live && (failure === "sut" || failure === "harness")) {
       const diagnostics = join(dir, "diagnostics");
@@ -195,7 +206,8 @@ export class OpenRun {
           log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${diagnostics}`);
         });
         report.diagnostics = diagnostics;
-        this.report.diagnostics = diagnostics;
+        // RED's when both have some (each scenario's report names its own).
+        if (this.report.diagnostics === null || opening.name === "red") this.report.diagnostics = diagnostics;
       } catch (diagnosticsError) {
         log.warn(`diagnostics could not be collected: ${(diagnosticsError as Error).message.split("\n")[0]}`);
       }
@@ -206,13 +218,11 @@ export class OpenRun {
     const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
     const keep = stackExists && keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
     if (keep && live) {
-      // Two scenarios side by side may both keep theirs: the report names the first, the log both.
-      if (this.report.kept) log.info(`kept too: ${report.stack} (get in with \`npm run boma-it -- ssh ${report.stack}\`)`);
-      this.report.kept ??= {
-        run: report.stack,
-        ssh: `npm run boma-it -- ssh ${report.stack}`,
-        reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap`,
-      };
+      // Two scenarios side by side may both keep theirs: the report names RED's (the first
+      // declared), the log each.
+      const kept = { run: report.stack, ssh: `npm run boma-it -- ssh ${report.stack}`, reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap` };
+      if (this.report.kept) log.info(`kept too: ${report.stack} (get in with \`${kept.ssh}\`)`);
+      if (!this.report.kept || opening.name === "red") this.report.kept = kept;
       return;
     }
     if (!stackExists) return;

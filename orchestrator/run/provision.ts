@@ -31,14 +31,18 @@ export interface BootTimeouts {
   cloudInitMs: number;
 }
 
-/** The default limits, or `$BOMA_IT_BOOT_TIMEOUT_S` for the lease and SSH waits each. */
-export function bootTimeouts(env: NodeJS.ProcessEnv): BootTimeouts {
+/**
+ * The default limits, or `$BOMA_IT_BOOT_TIMEOUT_S` for the lease and SSH waits each; the defaults
+ * `sharing` times longer when that many VMs share the cores under software emulation.
+ */
+export function bootTimeouts(env: NodeJS.ProcessEnv, sharing = 1): BootTimeouts {
   const override = Number(env.BOMA_IT_BOOT_TIMEOUT_S);
   const bootMs = Number.isFinite(override) && override > 0 ? override * 1000 : undefined;
   // Maxima, never waited out by a boot that answers. Under TCG on a 2-core machine whose host
   // takes a fifth of the CPU (2026-12-03), a first boot took 331 s to SSH and a reboot more than
   // 433 s: a wait that gives up on a slow boot calls it a finding of the change.
-  return { leaseMs: bootMs ?? 10 * 60_000, sshMs: bootMs ?? 12 * 60_000, cloudInitMs: 10 * 60_000 };
+  const scale = Math.max(1, sharing);
+  return { leaseMs: bootMs ?? scale * 10 * 60_000, sshMs: bootMs ?? scale * 12 * 60_000, cloudInitMs: scale * 10 * 60_000 };
 }
 
 /** One named phase and how long it took (for the report). */

@@ -20,6 +20,11 @@ export interface ScenarioReport {
   faithful?: boolean;
   /** Whether the scenario met its expectation. */
   ok: boolean;
+  /**
+   * False when its result proves nothing: GREEN beside a RED that was not faithful (the run fails
+   * on RED; GREEN's own result is reported, not judged). Absent when judged.
+   */
+  judged?: false;
   /** One sentence: what happened. */
   outcome: string;
   stack: string;
@@ -79,6 +84,8 @@ export interface RunReport {
   exitCode: number;
   message: string;
   scenarios: ScenarioReport[];
+  /** How many of its scenarios ran at the same time (2: RED and GREEN side by side); absent before any ran. */
+  scenariosAtOnce?: number;
   readyLagSeconds: (number | null)[];
   diagnostics: string | null;
   /** The harness process itself (not its children): peak resident memory. */
@@ -127,7 +134,12 @@ export function junitXml(report: RunReport): string {
       "@classname": `${report.host}.${scenario.name}`,
       "@name": scenario.expect === "fail" ? "RED is faithful (passes before, fails after the reboot)" : "survives the reboot",
       "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
-      ...(scenario.ok ? {} : { failure: { "@message": scenario.outcome, "#text": scenario.outcome } }),
+      // Not judged (GREEN beside an unfaithful RED): neither a pass nor a failure of its own.
+      ...(scenario.judged === false
+        ? { skipped: { "@message": scenario.outcome } }
+        : scenario.ok
+          ? {}
+          : { failure: { "@message": scenario.outcome, "#text": scenario.outcome } }),
     });
     // Which revision it applied: on the suite, for dashboards that group by it.
     const properties = [
@@ -142,6 +154,7 @@ export function junitXml(report: RunReport): string {
       "@tests": String(cases.length),
       "@failures": String(cases.filter((testcase) => testcase.failure).length),
       "@errors": "0",
+      "@skipped": String(cases.filter((testcase) => testcase.skipped).length),
       "@time": scenario.phases.reduce((sum, phase) => sum + phase.seconds, 0).toFixed(1),
       testcase: cases,
     };

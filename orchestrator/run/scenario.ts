@@ -52,6 +52,8 @@ export interface ScenarioOpening {
   log?: Log;
   /** What stops it (the run's, or one that also stops it when a scenario beside it ends the run). */
   signal?: AbortSignal;
+  /** Told of a fault that ends it (not a verdict) as soon as it happens, before its cleanup. */
+  onFault?: (error: unknown) => void;
 }
 
 /** One scenario to run. */
@@ -142,7 +144,7 @@ export interface Verdict {
 export async function runRedGreen(
   run: {
     stepContext: StepContext;
-    report: { scenarios: ScenarioReport[] };
+    report: { scenarios: ScenarioReport[]; readyLagSeconds: (number | null)[]; scenariosAtOnce?: number };
     scenario(opening: ScenarioOpening, body: (session: ScenarioVm) => Promise<Verdict>): Promise<ScenarioReport>;
   },
   scenarios: readonly ScenarioSpec[],
@@ -151,16 +153,19 @@ export async function runRedGreen(
   const steps = options.steps ?? redGreenSteps;
   const title = (scenario: ScenarioSpec) =>
     `${scenario.name.toUpperCase()} (expect: ${scenario.expect === "fail" ? "pass before, fail after the reboot" : "pass before and after the reboot"})`;
-  const runOne = (scenario: ScenarioSpec, context: StepContext) =>
+  const runOne = (scenario: ScenarioSpec, context: StepContext, onFault?: (error: unknown) => void) =>
     context.log.step(
       title(scenario),
       () =>
-        run.scenario({ name: scenario.name, expect: scenario.expect, folder: scenario.name, log: context.log, signal: context.signal }, (session) =>
-          steps(context, session, scenario),
+        run.scenario(
+          { name: scenario.name, expect: scenario.expect, folder: scenario.name, log: context.log, signal: context.signal, ...(onFault ? { onFault } : {}) },
+          (session) => steps(context, session, scenario),
         ),
       (scenarioReport) => scenarioReport.ok,
     );
-  if (!options.sideBySide || scenarios.length < 2) {
+  const sideBySide = options.sideBySide === true && scenarios.length > 1;
+  run.report.scenariosAtOnce = sideBySide ? scenarios.length : 1;
+  if (!sideBySide) {
     for (const scenario of scenarios) {
       const result = await runOne(scenario, run.stepContext);
       if (!result.ok) break;
@@ -170,30 +175,37 @@ export async function runRedGreen(
 
   const { log, signal } = run.stepContext;
   log.info(`side by side: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" and ")}, each on its own VM (--serial: one at a time)`);
-  // A fault of one stops the others; the run's own signal (Ctrl-C) stops all.
-  const stopBeside = new AbortController();
+  // Each its own stop: a fault of one stops the others (never itself); Ctrl-C stops all.
+  const stops = scenarios.map(() => new AbortController());
+  let fault: { error: unknown } | undefined;
+  const faulted = (index: number) => (error: unknown) => {
+    if (fault) return;
+    fault = { error };
+    const stopped = new StoppedBesideError(`stopped: ${scenarios[index]!.name.toUpperCase()} ended the run (${firstLine(error)})`);
+    stops.forEach((stop, other) => other !== index && stop.abort(stopped));
+  };
   const width = Math.max(...scenarios.map((scenario) => scenario.name.length));
   const settled = await Promise.allSettled(
-    scenarios.map(async (scenario) => {
-      const context = { ...run.stepContext, log: log.branch(scenario.name, width), signal: AbortSignal.any([signal, stopBeside.signal]) };
-      try {
-        return await runOne(scenario, context);
-      } catch (error) {
-        if (!stopBeside.signal.aborted) stopBeside.abort(new StoppedBesideError(`stopped: ${scenario.name.toUpperCase()} ended the run (${firstLine(error)})`));
-        throw error;
-      }
-    }),
+    scenarios.map((scenario, index) =>
+      runOne(scenario, { ...run.stepContext, log: log.branch(scenario.name, width), signal: AbortSignal.any([signal, stops[index]!.signal]) }, faulted(index)),
+    ),
   );
-  // The scenarios in the order they were declared, whichever finished first.
+  // The scenarios in the order they were declared, whichever finished first, and what the run
+  // records of each in that order.
   const order = scenarios.map((scenario) => scenario.name);
   run.report.scenarios.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+  run.report.readyLagSeconds = run.report.scenarios.flatMap((scenario) => scenario.readyLagSeconds);
   const failures = settled.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
-  // The error that ended the run, not the stop it caused beside it.
+  // The run's error: the fault that stopped the others (not the stops it caused), or Ctrl-C's.
+  if (fault && failures.includes(fault.error)) throw fault.error;
   const cause = failures.find((error) => !(error instanceof StoppedBesideError)) ?? failures[0];
   if (cause !== undefined) throw cause;
   const red = run.report.scenarios.find((scenario) => scenario.name === "red");
   const green = run.report.scenarios.find((scenario) => scenario.name === "green");
-  if (red && !red.ok && green) green.outcome = `${green.outcome} (not judged: RED was not faithful, so GREEN's result proves nothing of the fix)`;
+  if (red && !red.ok && green) {
+    green.judged = false;
+    green.outcome = `${green.outcome} (not judged: RED was not faithful, so GREEN's result proves nothing of the fix)`;
+  }
 }
 
 function firstLine(error: unknown): string {

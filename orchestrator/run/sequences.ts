@@ -6,6 +6,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
+import type { CertPlan } from "../ansible/certs.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
 import { takeSnapshot } from "../guest/snapshot.ts";
 import { imageDir } from "../host/paths.ts";
@@ -95,9 +96,22 @@ async function runRequest(
     runsDir: context.runsDir,
     imageDir: imageDir(env),
     signal: context.signal,
-    // RED and GREEN side by side unless --serial: the preflight says whether the RAM holds both.
-    vmsWanted: options.serial ? 1 : scenarios.length,
+    vmsWanted: scenariosAtOnce(scenarios.length, options, certs, log),
   };
+}
+
+/**
+ * How many scenarios a run would like to run at once: all (RED and GREEN side by side; the
+ * preflight says whether the RAM holds them) unless `--serial`, or a le tier: a certificate is
+ * issued once (DNS-01 for one name at a time) and the next scenario takes it from the cache.
+ */
+function scenariosAtOnce(count: number, options: RunOptions, certs: CertPlan, log: Log): number {
+  if (count < 2 || options.serial) return 1;
+  if (certs.tier !== "internal") {
+    log.info(`scenarios one at a time: ${certs.tier} issues one certificate through DNS-01, and the next scenario reuses it`);
+    return 1;
+  }
+  return count;
 }
 
 /** `run` for one host: its scenarios in order (see {@link runRedGreen}), the report whatever happened. */

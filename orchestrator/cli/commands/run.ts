@@ -26,7 +26,7 @@ expectFailing checks, when the profile names them); otherwise the harness is not
 of the harness or the infrastructure (a stall before the kernel, a domain destroyed from the host,
 libvirt failing) is no verdict: exit 4, with its causes. Every exit writes report.json, junit.xml,
 run.log and commands.log in the run dir; --json prints the report.
-Several profiles or --group: each host in turn, one VM at a time, under one fleet dir with
+Several profiles or --group: each host in turn (its scenarios side by side, as above), under one fleet dir with
 fleet.json and a junit.xml of a testsuite per host; a failing host does not stop the others;
 the exit code is the worst; --json prints fleet.json.`,
   options: { ...RUN_OPTIONS, serial: { type: "boolean", default: false } },

@@ -61,15 +61,16 @@ describe("resource guard", () => {
   });
 
   it("says how many VMs at once the free RAM holds: the first with its margin (or --min-free-ram), each further one its memory", async () => {
-    const tree = await tempTree({ meminfo: "MemAvailable:    7340032 kB\n" });
+    const tree = await tempTree({ meminfo: "MemAvailable:    7864320 kB\n" });
     try {
       const libvirt = await fakeLibvirt(tree.dir, []);
       const meminfo = join(tree.dir, "meminfo");
-      // 7168 MiB free: 3072 + 1024 for one, + 3072 for a second.
+      // 7680 MiB free: 3072 + 1024 for one, + 3072 + 512 for a second.
       assert.equal(await guardResources(libvirt, { vmMemoryMiB: 3072, minFreeRamMiB: undefined, vms: 2, meminfo, overlayDir: tree.dir }), 2);
       assert.equal(await guardResources(libvirt, { vmMemoryMiB: 3073, minFreeRamMiB: undefined, vms: 2, meminfo, overlayDir: tree.dir }), 1);
       assert.equal(await guardResources(libvirt, { vmMemoryMiB: 2048, minFreeRamMiB: 5121, vms: 2, meminfo, overlayDir: tree.dir }), 1);
       assert.equal(await guardResources(libvirt, { vmMemoryMiB: 2048, minFreeRamMiB: 5120, vms: 2, meminfo, overlayDir: tree.dir }), 2);
+      assert.equal(await guardResources(libvirt, { vmMemoryMiB: 2048, minFreeRamMiB: 1024, vms: 3, meminfo, overlayDir: tree.dir }), 3);
       assert.equal(
         await guardResources(libvirt, { vmMemoryMiB: 1024, minFreeRamMiB: undefined, meminfo, overlayDir: tree.dir }),
         1,

@@ -260,6 +260,10 @@ describe("run driver", () => {
         else {
           assert.equal(report.scenarios[1]!.outcome, "GREEN survived (not judged: RED was not faithful, so GREEN's result proves nothing of the fix)");
           assert.match(report.message, /^RED passed after the reboot/);
+          assert.equal(report.scenarios[1]!.judged, false);
+          const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
+          assert.match(junit, /<skipped message="GREEN survived \(not judged: RED was not faithful/, "neither a pass nor a failure in JUnit");
+          assert.doesNotMatch(junit, /<failure message="GREEN/);
         }
         assert.match(await readFile(join(report.runDir, "run.log"), "utf8"), /^red {3}│ ▸ RED/m, "run.log has the labelled lines");
       } finally {
@@ -282,9 +286,10 @@ describe("run driver", () => {
             sideBySide: true,
             steps: async (context, session) => {
               if (session.report.name === "green") throw new HarnessError("after the reboot the VM stalled before its kernel started");
-              // RED waits as a boot wait does: until its signal says stop.
+              // RED waits as a boot wait does, until its signal says stop; its ssh, killed then, fails
+              // as a fault of its own would.
               await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
-              throw new Error("the wait was cancelled");
+              throw new HarnessError("SSH failed (exit 255): killed");
             },
           },
         ),
@@ -297,6 +302,9 @@ describe("run driver", () => {
       assert.equal(red.outcome, "stopped: GREEN ended the run (after the reboot the VM stalled before its kernel started)");
       assert.deepEqual(setup.engine.destroyed.length, 2, "both VMs are removed (a stopped one is never kept)");
       assert.equal(report.kept, null);
+      assert.equal(report.scenariosAtOnce, 2);
+      // RED was stopped as GREEN's fault happened, not once GREEN was cleaned up.
+      assert.ok(setup.log().indexOf("red   │   red: stopped") < setup.log().indexOf("green │   ▸ teardown"), setup.log());
     } finally {
       await setup.remove();
     }
