@@ -4,7 +4,7 @@
  * sandbox, and writes a JSON summary and a short table. Speed goals are judged by these numbers,
  * never by timed tests.
  *
- * usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE] [--json]
+ * usage: npm run bench -- [--runs N] [--serial] [--no-acceptance] [--no-updown] [--out FILE] [--json]
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -16,14 +16,16 @@ import type { RunReport } from "../../orchestrator/run/report.ts";
 import { vmSample, type ReportedVm } from "./samples.ts";
 import { headline, summarize, table, type AcceptanceSample, type VmSample } from "./summary.ts";
 
-const USAGE = `usage: npm run bench -- [--runs N] [--no-acceptance] [--no-updown] [--out FILE] [--json]
+const USAGE = `usage: npm run bench -- [--runs N] [--serial] [--no-acceptance] [--no-updown] [--out FILE] [--json]
   --runs N           how many times each (default 1)
+  --serial           the acceptance with RED, then GREEN (run --serial), to set beside side by side
   --no-acceptance    skip the askari acceptance (run askari, RED→GREEN)
   --no-updown        skip the plain up/down/reap
   --out FILE         where bench.json goes (default <runs dir>/bench-<stamp>/bench.json)
   --json             print bench.json on stdout instead of the table (progress stays on stderr)`;
 const OPTIONS = {
   runs: { type: "string", default: "1" },
+  serial: { type: "boolean", default: false },
   "no-acceptance": { type: "boolean", default: false },
   "no-updown": { type: "boolean", default: false },
   out: { type: "string" },
@@ -81,8 +83,8 @@ const failures: string[] = [];
 let accel = "";
 for (let index = 1; index <= runs; index += 1) {
   if (!values["no-acceptance"]) {
-    process.stderr.write(`bench ${index}/${runs}: run askari (RED→GREEN)\n`);
-    const result = await cli(["run", "askari", "--json"]);
+    process.stderr.write(`bench ${index}/${runs}: run askari (RED→GREEN${values.serial ? ", one at a time" : ""})\n`);
+    const result = await cli(["run", "askari", ...(values.serial ? ["--serial"] : []), "--json"]);
     const report = parseJson<RunReport>(result.stdout);
     if (!report) {
       failures.push(`run ${index}: exit ${result.code}, no report on stdout`);
