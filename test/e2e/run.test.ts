@@ -1,7 +1,8 @@
 /**
  * ADR-025 §4, the acceptance, for real: `npm run it -- askari` reproduces the 2026-06-17
- * incident (RED breaks after the reboot) and shows the fix surviving it (GREEN), exit 0. Then a
- * scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, and `down`.
+ * incident (RED breaks after the reboot) and shows the fix surviving it (GREEN), side by side,
+ * exit 0. Then a scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, and
+ * `down`.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -79,6 +80,11 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     assert.equal(report.kept, null);
     assert.equal(report.diagnostics, null);
+    // Side by side (this machine's RAM holds both VMs), each line saying whose it is.
+    assert.equal(report.scenariosAtOnce, 2);
+    assert.match(result.stderr, /^red {3}│ {3}✓ reboot \(/m);
+    assert.match(result.stderr, /^green │ {3}✓ reboot \(/m);
+    assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]!.stack);
     const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
     assert.match(junit, /<testsuite name="askari.red" tests="\d+" failures="0"/);
     assert.match(junit, /<testsuite name="askari.green" tests="13" failures="0"/);
