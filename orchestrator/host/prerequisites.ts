@@ -325,6 +325,17 @@ export async function guardResources(
   return atOnce;
 }
 
+/**
+ * How many VMs at once the host's cores hold: under software emulation (TCG) each VM's vCPUs
+ * need cores of their own, or every guest slows down as a whole. Measured on 2 cores
+ * (2026-12-03): two 2-vCPU guests side by side each took twice as long to their DHCP lease, and
+ * both then stalled in their boot with the host idle. Under KVM the cores are not the limit.
+ */
+export function vmsTheCoresHold(accel: "kvm" | "tcg", cores: number, vcpusPerVm: number, wanted: number): number {
+  if (accel === "kvm") return wanted;
+  return Math.max(1, Math.min(wanted, Math.floor(cores / Math.max(1, vcpusPerVm))));
+}
+
 /** What each further VM at once needs beyond its memory: its QEMU (TCG's code buffer included) and its apply's processes. */
 export const RAM_PER_EXTRA_VM_MIB = 512;
 

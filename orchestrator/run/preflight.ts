@@ -1,4 +1,5 @@
 /** What a run settles before creating anything: libvirt, the lock, the guard, accel and engine, the cert tier. */
+import { availableParallelism } from "node:os";
 import { decideAccel, probeAccel, type AccelDecision } from "../../infra/accel.ts";
 import type { Engine } from "../../infra/engines/engine.ts";
 import type { Runner } from "../../infra/runner.ts";
@@ -7,7 +8,7 @@ import { ensureGoldenImage } from "../host/golden.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
-import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB } from "../host/prerequisites.ts";
+import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB, vmsTheCoresHold } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { planCerts, type CertPlan } from "../ansible/certs.ts";
@@ -58,13 +59,20 @@ export async function preflightRun(request: PreflightRequest): Promise<RunMachin
   try {
     const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
     const wanted = request.vmsWanted ?? 1;
-    const vmsAtOnce = await guardResources(libvirt, { ...memory, vms: wanted });
-    if (vmsAtOnce < wanted)
+    const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });
+    const accel = decideAccel(request.options.accel, await probeAccel());
+    request.log.info(`accel: ${accel.accel} (${accel.reason})`);
+    const { vcpus } = request.profile.document.vm;
+    const byCores = vmsTheCoresHold(accel.accel, availableParallelism(), vcpus, wanted);
+    const vmsAtOnce = Math.min(byMemory, byCores);
+    if (byCores < wanted)
+      request.log.info(
+        `scenarios one at a time: under software emulation ${wanted} VMs of ${vcpus} vCPUs need ${wanted * vcpus} cores, and this machine has ${availableParallelism()}`,
+      );
+    else if (byMemory < wanted)
       request.log.info(
         `scenarios one at a time: ${wanted} VMs at once need ${ramNeededMiB(memory, wanted)} MiB of free RAM and ${wanted * MIN_FREE_DISK_GIB} GiB of disk, which this machine does not have now`,
       );
-    const accel = decideAccel(request.options.accel, await probeAccel());
-    request.log.info(`accel: ${accel.accel} (${accel.reason})`);
     request.log.info(reason);
     // Under the lock: two runs never make the same image at once.
     await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);

@@ -17,7 +17,8 @@ export const runCommand: CommandDefinition = {
   details: `${runOptionsHelp("run")}
   --serial                         RED, then GREEN (only when RED was faithful); by default they
                                    run side by side, each on its own VM and network, when the free
-                                   RAM holds both VMs (each line of the log says whose it is)
+                                   RAM holds both VMs and, under TCG, the cores hold all their
+                                   vCPUs (each line of the log then says whose it is)
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
 the reboot. RED (the control) must pass before and fail after the reboot (exactly its

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { guardResources } from "../../../../orchestrator/host/prerequisites.ts";
+import { guardResources, vmsTheCoresHold } from "../../../../orchestrator/host/prerequisites.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -79,5 +79,13 @@ describe("resource guard", () => {
     } finally {
       await tree.remove();
     }
+  });
+
+  it("under TCG lets as many VMs run at once as the cores hold their vCPUs; under KVM the cores are no limit", () => {
+    assert.equal(vmsTheCoresHold("tcg", 2, 2, 2), 1, "two 2-vCPU guests on 2 cores: one at a time");
+    assert.equal(vmsTheCoresHold("tcg", 4, 2, 2), 2);
+    assert.equal(vmsTheCoresHold("tcg", 8, 2, 2), 2, "never more than wanted");
+    assert.equal(vmsTheCoresHold("tcg", 1, 2, 2), 1, "at least one");
+    assert.equal(vmsTheCoresHold("kvm", 2, 2, 2), 2);
   });
 });
