@@ -21,7 +21,7 @@ import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
 import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
-import { runRedGreen, type Verdict } from "../../../../orchestrator/run/scenario.ts";
+import { runRedGreen, type ScenarioVm, type StepContext, type Verdict } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -125,6 +125,29 @@ async function oneScenario(setup: Fixture, body: (setup: Fixture) => Promise<Ver
   return withRun(setup.request, setup.hooks, (run) => runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: () => body(setup) }));
 }
 
+/** Runs RED and GREEN (side by side unless told otherwise) whose steps do `steps`. */
+async function redAndGreen(
+  setup: Fixture,
+  steps: (context: StepContext, session: ScenarioVm) => Promise<Verdict>,
+  sideBySide = true,
+): Promise<{ report: RunReport; error: unknown }> {
+  return withRun(setup.request, setup.hooks, (run) =>
+    runRedGreen(
+      run,
+      [
+        { name: "red", expect: "fail", vars: {} },
+        { name: "green", expect: "pass", vars: {} },
+      ],
+      { sideBySide, steps },
+    ),
+  );
+}
+
+/** Resolves when `signal` says stop, as a boot wait does. */
+function untilStopped(signal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+}
+
 const OUTCOMES: Record<string, (setup: Fixture) => Promise<Verdict>> = {
   pass: async () => ({ ok: true, outcome: "GREEN survived the reboot" }),
   "judged failure": async () => ({ ok: false, outcome: "GREEN broke after the reboot: web" }),
@@ -187,20 +210,13 @@ describe("run driver", () => {
     ] as const) {
       const setup = await fixture();
       try {
-        const { report } = await withRun(setup.request, setup.hooks, (run) =>
-          runRedGreen(
-            run,
-            [
-              { name: "red", expect: "fail", vars: {} },
-              { name: "green", expect: "pass", vars: {} },
-            ],
-            {
-              steps: async (_context, session) =>
-                session.report.name === "red"
-                  ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
-                  : { ok: true, outcome: "GREEN survived" },
-            },
-          ),
+        const { report } = await redAndGreen(
+          setup,
+          async (_context, session) =>
+            session.report.name === "red"
+              ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
+              : { ok: true, outcome: "GREEN survived" },
+          false,
         );
         assert.deepEqual(
           report.scenarios.map((scenario) => scenario.name),
@@ -223,29 +239,17 @@ describe("run driver", () => {
         const started: string[] = [];
         let bothStarted: () => void = () => undefined;
         const together = new Promise<void>((resolve) => (bothStarted = resolve));
-        const { report } = await withRun(setup.request, setup.hooks, (run) =>
-          runRedGreen(
-            run,
-            [
-              { name: "red", expect: "fail", vars: {} },
-              { name: "green", expect: "pass", vars: {} },
-            ],
-            {
-              sideBySide: true,
-              steps: async (context, session) => {
-                started.push(session.report.name);
-                if (started.length === 2) bothStarted();
-                await together;
-                context.log.info(`applying for ${session.report.name}`);
-                // GREEN finishes first: the report still lists RED first.
-                if (session.report.name === "red") await new Promise((resolve) => setTimeout(resolve, 20));
-                return session.report.name === "red"
-                  ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
-                  : { ok: true, outcome: "GREEN survived" };
-              },
-            },
-          ),
-        );
+        const { report } = await redAndGreen(setup, async (context, session) => {
+          started.push(session.report.name);
+          if (started.length === 2) bothStarted();
+          await together;
+          context.log.info(`applying for ${session.report.name}`);
+          // GREEN finishes first: the report still lists RED first.
+          if (session.report.name === "red") await new Promise((resolve) => setTimeout(resolve, 20));
+          return session.report.name === "red"
+            ? { ok: redOk, outcome: redOk ? "RED is faithful" : "RED passed after the reboot: the harness is not faithful" }
+            : { ok: true, outcome: "GREEN survived" };
+        });
         assert.deepEqual(
           report.scenarios.map((scenario) => scenario.name),
           ["red", "green"],
@@ -275,25 +279,13 @@ describe("run driver", () => {
   it("side by side: a fault of GREEN stops RED (its VM removed, said why) and ends the run with GREEN's fault, exit 4", async () => {
     const setup = await fixture();
     try {
-      const { report } = await withRun(setup.request, setup.hooks, (run) =>
-        runRedGreen(
-          run,
-          [
-            { name: "red", expect: "fail", vars: {} },
-            { name: "green", expect: "pass", vars: {} },
-          ],
-          {
-            sideBySide: true,
-            steps: async (context, session) => {
-              if (session.report.name === "green") throw new HarnessError("after the reboot the VM stalled before its kernel started");
-              // RED waits as a boot wait does, until its signal says stop; its ssh, killed then, fails
-              // as a fault of its own would.
-              await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
-              throw new HarnessError("SSH failed (exit 255): killed");
-            },
-          },
-        ),
-      );
+      const { report } = await redAndGreen(setup, async (context, session) => {
+        if (session.report.name === "green") throw new HarnessError("after the reboot the VM stalled before its kernel started");
+        // RED waits as a boot wait does, until its signal says stop; its ssh, killed then, fails
+        // as a fault of its own would.
+        await untilStopped(context.signal);
+        throw new HarnessError("SSH failed (exit 255): killed");
+      });
       assert.equal(report.verdict, "error");
       assert.equal(report.exitCode, 4);
       assert.equal(report.error?.kind, "HarnessError");
@@ -313,23 +305,11 @@ describe("run driver", () => {
   it("side by side: Ctrl-C stops both, exit 130, nothing kept", async () => {
     const setup = await fixture();
     try {
-      const { report } = await withRun(setup.request, setup.hooks, (run) =>
-        runRedGreen(
-          run,
-          [
-            { name: "red", expect: "fail", vars: {} },
-            { name: "green", expect: "pass", vars: {} },
-          ],
-          {
-            sideBySide: true,
-            steps: async (context, session) => {
-              if (session.report.name === "green") setTimeout(() => setup.controller.abort(new InterruptedError("interrupted by SIGINT")), 5);
-              await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
-              throw new Error("the wait was cancelled");
-            },
-          },
-        ),
-      );
+      const { report } = await redAndGreen(setup, async (context, session) => {
+        if (session.report.name === "green") setTimeout(() => setup.controller.abort(new InterruptedError("interrupted by SIGINT")), 5);
+        await untilStopped(context.signal);
+        throw new Error("the wait was cancelled");
+      });
       assert.equal(report.exitCode, 130);
       assert.deepEqual(
         report.scenarios.map((scenario) => scenario.outcome),
