@@ -165,7 +165,7 @@ export class OpenRun {
     }
     log.info(`${opening.name}: ${report.outcome}`);
     this.report.readyLagSeconds.push(...report.readyLagSeconds);
-    await this.#closeScenario(report, { ...opening, log, signal }, live, failure, dir, timed).catch((closeError: unknown) => {
+    await this.#closeScenario(report, { ...opening, log }, live, failure, dir, timed).catch((closeError: unknown) => {
       error ??= asBomaError(closeError, signal);
     });
     if (error !== undefined) throw error;

@@ -48,7 +48,7 @@ export interface RunOptions {
   ref?: string;
   /** The upgrade path: this revision first, then the scenario's. */
   baseline?: string;
-  /** `--serial`: scenarios one at a time; without it RED and GREEN run side by side when the RAM allows. */
+  /** `--serial`: scenarios one at a time; without it RED and GREEN run side by side where the machine holds both VMs (see preflight.ts). */
   serial?: boolean;
 }
 

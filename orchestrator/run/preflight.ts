@@ -27,7 +27,7 @@ export interface PreflightRequest {
   env: NodeJS.ProcessEnv;
   imageDir: string;
   signal: AbortSignal;
-  /** How many VMs the run would like to run at the same time (default 1): the RAM decides. */
+  /** How many VMs the run would like to run at the same time (default 1): free RAM, disk and, under TCG, the cores decide. */
   vmsWanted?: number;
 }
 
@@ -38,7 +38,7 @@ export interface RunMachinery {
   engine: Engine;
   /** The machine's run lock, held from here on. */
   lock: RunLock;
-  /** How many VMs the run may run at the same time (1 unless it asked for more and the RAM holds them). */
+  /** How many VMs the run may run at the same time (1 unless it asked for more and the machine holds them). */
   vmsAtOnce: number;
   /** Releases the run lock; call it on every exit path. */
   release: () => Promise<void>;
