@@ -44,6 +44,8 @@ export interface MachineResult {
   stdout: string;
   stderr: string;
   durationMs: number;
+  /** The harness cut it off at its time limit: no answer, whatever the exit code says. */
+  timedOut: boolean;
 }
 
 /** What the harness saw when SSH first answered after a boot. */
@@ -114,6 +116,14 @@ const HOST_KEY_REJECTED = /Host key verification failed|REMOTE HOST IDENTIFICATI
 /** How long an unpinned host key may be offered before a wait gives up on it (the first boot's sshd may briefly run before cloud-init wrote the keys). */
 const HOST_KEY_REJECTED_GRACE_MS = 60_000;
 
+/**
+ * How long one try of a wait's probe inside the guest may take. A wait's own limit says until
+ * when a new try may start, never cuts a try short: under TCG a loaded guest took 21 s to run
+ * `docker exec … wget -T 5` right after its boot, and a try cut at the wait's 20 s was read as the
+ * service's failure though it had not answered yet.
+ */
+export const PROBE_TRY_MS = 60_000;
+
 /** The SSH exit status meaning "could not connect", not "the command failed". */
 const SSH_CONNECTION_FAILED = 255;
 
@@ -178,7 +188,7 @@ export class Machine {
       ...(options.secretOutput ? { secretOutput: true } : {}),
       ...(this.#options.signal ? { signal: this.#options.signal } : {}),
     });
-    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, durationMs: result.durationMs };
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, durationMs: result.durationMs, timedOut: result.timedOut };
   }
 
   /** Runs a command that must succeed; returns its stdout. */
@@ -207,20 +217,23 @@ export class Machine {
     return new HarnessError(`${this.name}: cannot run \`${command}\`: SSH failed: ${lastLine(stderr)}`);
   }
 
-  /** Retries a command until it exits 0. */
-  async waitUntilSucceeds(command: string, timeoutMs: number): Promise<string> {
+  /** Retries a command until it exits 0; each try may take `tryMs`, even past `timeoutMs` (see {@link PROBE_TRY_MS}). */
+  async waitUntilSucceeds(command: string, timeoutMs: number, tryMs: number = PROBE_TRY_MS): Promise<string> {
     return this.waitFor(`\`${command}\` to succeed`, timeoutMs, async () => {
-      const result = await this.execute(command, { timeoutMs: Math.min(timeoutMs, 60_000) });
-      return result.exitCode === 0
-        ? { done: true, value: result.stdout }
-        : { done: false, seen: `exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}` };
+      const result = await this.execute(command, { timeoutMs: tryMs });
+      if (result.exitCode === 0) return { done: true, value: result.stdout };
+      return {
+        done: false,
+        seen: result.timedOut ? `no answer within ${Math.round(tryMs / 1000)} s` : `exit ${result.exitCode}: ${lastLine(result.stderr || result.stdout)}`,
+      };
     });
   }
 
   /** Waits until a systemd unit is active; fails at once when it has failed. */
   async waitForUnit(unit: string, timeoutMs: number): Promise<void> {
     await this.waitFor(`unit ${unit} to be active`, timeoutMs, async () => {
-      const result = await this.execute(`systemctl is-active ${quoteArg(unit)}`, { timeoutMs: 30_000 });
+      const result = await this.execute(`systemctl is-active ${quoteArg(unit)}`, { timeoutMs: PROBE_TRY_MS });
+      if (result.timedOut) return { done: false, seen: `no answer within ${PROBE_TRY_MS / 1000} s` };
       const state = result.stdout.trim() || lastLine(result.stderr);
       if (state === "active") return { done: true, value: undefined };
       if (state === "failed") throw new SystemUnderTestError(`${this.name}: unit ${unit} failed`);
@@ -231,7 +244,8 @@ export class Machine {
   /** Waits until something inside the VM listens on a TCP port; returns the first listening socket as `ss` shows it. */
   async waitForOpenPort(port: number, timeoutMs: number): Promise<string> {
     return this.waitFor(`something to listen on TCP port ${port}`, timeoutMs, async () => {
-      const result = await this.execute(`ss -Htln 'sport = :${port}'`, { timeoutMs: Math.min(timeoutMs, 30_000) });
+      const result = await this.execute(`ss -Htln 'sport = :${port}'`, { timeoutMs: PROBE_TRY_MS });
+      if (result.timedOut) return { done: false, seen: `no answer within ${PROBE_TRY_MS / 1000} s` };
       const line = result.stdout.trim().split("\n")[0] ?? "";
       return result.exitCode === 0 && line !== "" ? { done: true, value: line } : { done: false, seen: `nothing listens on TCP port ${port}` };
     });

@@ -1,7 +1,8 @@
 /**
  * Checks go through the Machine's waits on its clock (a fake one here): a failing check costs
  * exactly its `within` and says what it last saw, a passing one stops at once, a unit that failed
- * outright fails its check at once, and a VM that went down is not a failed check but an error.
+ * outright fails its check at once, a try that began within its `within` is heard out, and a VM
+ * that went down is not a failed check but an error.
  */
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
@@ -11,6 +12,7 @@ import { Runner } from "../../../../infra/runner.ts";
 import { runChecks } from "../../../../orchestrator/guest/checks.ts";
 import { Machine, VmDownError } from "../../../../orchestrator/guest/machine.ts";
 import type { Check } from "../../../../orchestrator/profile/schema.ts";
+import { WaitError } from "../../../../orchestrator/retry.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -93,6 +95,40 @@ describe("runChecks", () => {
       assert.equal(result?.ok, false);
       assert.equal(result?.detail, "unit nftables.service failed");
       assert.ok(result.seconds < 2, `failed after ${result.seconds} s, not its within`);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("hears out a try that began within the check's `within`, though it ends after it", async () => {
+    const tree = await tempTree();
+    try {
+      const { machine } = await guest(tree.dir, ["active"]);
+      // The guest is slow to answer: the one try takes 2 s of real time, past the 1 s within.
+      await writeFake(join(tree.dir, "bin"), "ssh", "sleep 2; echo boma-lab web on askari");
+      const [result] = await runChecks(
+        [{ name: "containers reach each other", run: "docker exec probe wget -qO- http://web/", within: 1 }],
+        machine,
+        "10.234.7.10",
+        "post-reboot",
+      );
+      assert.equal(result?.ok, true, result?.detail);
+      assert.equal(result?.detail, "exit 0: boma-lab web on askari");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("says a try the harness cut off got no answer, not that the command failed", async () => {
+    const tree = await tempTree();
+    try {
+      const { machine } = await guest(tree.dir, ["active"]);
+      await writeFake(join(tree.dir, "bin"), "ssh", "exec sleep 30");
+      await assert.rejects(machine.waitUntilSucceeds("docker exec probe true", 1000, 500), (error: unknown) => {
+        assert.ok(error instanceof WaitError);
+        assert.equal(error.lastSeen, "no answer within 1 s");
+        return true;
+      });
     } finally {
       await tree.remove();
     }
