@@ -18,6 +18,8 @@ import type { Runner } from "../../infra/runner.ts";
 import { asBomaError, RefusedError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { Libvirt } from "./libvirt.ts";
+import { underRunLock } from "./lock.ts";
+import { runLockPath } from "./paths.ts";
 
 /** How an image comes to be: built offline or downloaded. */
 export function imageAction(name: string): "build" | "pull" {
@@ -90,6 +92,23 @@ export async function refuseWhileImagesInUse(libvirt: Libvirt, what: string): Pr
       "remove them first (`npm run boma-it -- down <run>`, or `npm run reap`)",
     );
   }
+}
+
+/**
+ * `image pull|build` of an image in the cache: made again as a run makes it, under the run lock
+ * (never two makers at once) and never under a live overlay.
+ */
+export async function remakeImage(
+  dir: string,
+  name: ImageName,
+  present: boolean,
+  context: ObtainContext & { libvirt: Libvirt; why?: string },
+): Promise<ImageInfo> {
+  return underRunLock(runLockPath(context.env), `image ${imageAction(name)}`, undefined, async () => {
+    if (present && (await context.libvirt.reachable())) await refuseWhileImagesInUse(context.libvirt, `image ${imageAction(name)}`);
+    if (context.why) context.log.info(`${name} in ${dir} was ${context.why}: building it again`);
+    return obtainImage(dir, name, context);
+  });
 }
 
 /**

@@ -1,21 +1,22 @@
 /**
  * The run driver's other half: a verb on a kept VM (apply, check, reboot, reset) attaches to a
- * live run found anywhere on this host, takes the machine's run lock for it, works in a folder of
- * its own in the run dir (`verbs/<stamp>-<verb>/`: run.log, commands.log, result.json), appends
- * what it did to the run's report.json, and lets go of everything on every exit path. It never
- * tears the VM down (`down` finds runs with {@link findVerbRun} and destroys them itself).
+ * live run found anywhere on this host and works on it through the one lifecycle (lifecycle.ts):
+ * the run lock claimed for it, a folder of its own in the run dir (`verbs/<stamp>-<verb>/`:
+ * run.log, commands.log, result.json, ended as a run's report is), a line in the run's
+ * report.json, everything let go on every exit path. A verb never tears the VM down;
+ * {@link takeDown} does, for `down`.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { dnsQueryLogOf, newRunIdentity } from "../../infra/spec.ts";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
-import { asBomaError, BadInputError, BomaError, causesOf, ExitCode, InterruptedError, RefusedError, SystemUnderTestError } from "../errors.ts";
+import { asBomaError, BadInputError, ExitCode, RefusedError } from "../errors.ts";
 import type { CheckResult } from "../guest/checks.ts";
 import type { Machine } from "../guest/machine.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
-import { acquireRunLock } from "../host/lock.ts";
+import { underRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
 import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
@@ -25,13 +26,13 @@ import { allEngines } from "../host/engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
-import { emptyScenarioReport, type RunError, type RunReport } from "./report.ts";
+import { emptyScenarioReport, type CommandEnding, type RunReport } from "./report.ts";
 import type { ScenarioVm, StepContext } from "./scenario.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
-import { loadSecrets, makePrivate, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
-import { findRuns, resolveRun, type FoundRun, type RunRecord } from "./live-runs.ts";
-import { RunFolder } from "./lifecycle.ts";
+import { loadSecrets, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
+import { findRuns, resolveRun, teardown, type FoundRun, type RunRecord } from "./live-runs.ts";
+import { withCommand } from "./lifecycle.ts";
 
 /** What a verb is asked. */
 export interface VerbRequest {
@@ -64,19 +65,13 @@ export interface AttachedRun {
   revision?: { ref: string; commit: string };
 }
 
-/** What a verb did (result.json of its folder, and a line of the run's report). */
-export interface VerbResult {
+/** What a verb did (result.json of its folder, and a line of the run's report): how it ended, as a run's report says it, and what it did. */
+export interface VerbResult extends CommandEnding {
   verb: string;
   runId: string;
-  ok: boolean;
-  outcome: string;
-  exitCode: number;
   dir: string;
-  startedAt: string;
-  finishedAt: string;
   phases: Phase[];
   checks: CheckResult[];
-  error: RunError | null;
   /** What else the verb says (a reset's boot id, a reboot's proof). */
   details: Record<string, unknown>;
 }
@@ -94,6 +89,25 @@ export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference
   await libvirt.ensureReachable();
   const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
   return { found: resolveRun(runs, request.reference, request.verb), libvirt };
+}
+
+/**
+ * `down`: destroys a live run's stack where it lives (domain with its NVRAM, volumes, pool,
+ * network, the run's keys), under the run lock claimed for it; the run dir keeps its logs. Exit 3
+ * when its stack is not where its record says, 4 when something could not be deleted.
+ */
+export async function takeDown(request: Pick<VerbRequest, "reference" | "runner" | "env" | "log" | "signal">): Promise<FoundRun> {
+  const { found } = await findVerbRun({ ...request, verb: "take down" });
+  const engine = found.engine;
+  if (!engine) {
+    throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");
+  }
+  await underRunLock(runLockPath(request.env), `down of ${found.runId}`, found.runId, () =>
+    teardown(engine, found.runId, found.outputs.runDir, request.log),
+  ).catch((error: unknown) => {
+    throw asBomaError(error, request.signal);
+  });
+  return found;
 }
 
 /**
@@ -152,34 +166,45 @@ export async function withAttachedRun(
       message: `${found.runId} does not say which profile made it (it was made by an older boma-it): \`${request.verb}\` cannot know what to apply or check`,
     });
   }
-  const lock = await acquireRunLock(runLockPath(request.env), `${request.verb} of ${found.runId}`);
-  const startedAt = new Date();
-  const stamp = newRunIdentity(found.outputs.host, startedAt).stamp;
-  const dir = join(found.outputs.runDir, "verbs", `${stamp}-${request.verb}`);
-  let folder: RunFolder | undefined;
   let machine: Machine | undefined;
   let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
   const report = emptyScenarioReport({ name: "green", expect: "pass" }, found.runId, "");
-  const result: VerbResult = {
-    verb: request.verb,
-    runId: found.runId,
-    ok: false,
-    outcome: "did not finish",
-    exitCode: ExitCode.harnessFault,
-    dir,
-    startedAt: startedAt.toISOString(),
-    finishedAt: "",
-    phases: report.phases,
-    checks: report.checks,
-    error: null,
-    details: {},
-  };
-  try {
-    await lock.claim(found.runId);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    folder = RunFolder.open(dir, request.log, request.runner);
-    request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
-    try {
+  const { result, error } = await withCommand(
+    {
+      lock: { env: request.env, purpose: `${request.verb} of ${found.runId}` },
+      place: async () => ({
+        runId: found.runId,
+        dir: join(found.outputs.runDir, "verbs", `${newRunIdentity(found.outputs.host, new Date()).stamp}-${request.verb}`),
+      }),
+      begin: ({ dir }): VerbResult => ({
+        verb: request.verb,
+        runId: found.runId,
+        verdict: "error",
+        exitCode: ExitCode.harnessFault,
+        message: "did not finish",
+        error: null,
+        startedAt: "",
+        finishedAt: "",
+        wallSeconds: 0,
+        dir,
+        phases: report.phases,
+        checks: report.checks,
+        details: {},
+      }),
+      log: request.log,
+      runner: request.runner,
+      signal: request.signal,
+      secrets: () => secrets,
+      beforeClose: async () => machine?.closeConnection(),
+      write: async (result) => {
+        await writeFile(join(result.dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 });
+        await appendToReport(record, result, request.redactor).catch((appendError: unknown) =>
+          request.log.warn(`the run's report.json was not updated: ${(appendError as Error).message}`),
+        );
+      },
+    },
+    async ({ dir }, result) => {
+      request.log.info(`${request.verb} ${found.runId}${found.elsewhere ? ` (its stack lives in ${found.elsewhere})` : ""}; this call's folder: ${dir}`);
       const say = { say: (line: string) => request.log.info(line) };
       const onDisk = !options.needsProfile
         ? undefined
@@ -211,39 +236,14 @@ export async function withAttachedRun(
       };
       const session: ScenarioVm = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
       const outcome = await body({ found, record, machine, libvirt, dir, stepContext, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
-      result.ok = outcome.ok;
-      result.outcome = outcome.outcome;
       result.details = outcome.details ?? {};
       const blocked = await blockedSoFar(record, found.outputs.runId, request);
       if (blocked.length > 0) result.details = { ...result.details, egressBlocked: blocked };
-      result.exitCode = outcome.ok ? ExitCode.pass : ExitCode.systemUnderTestFailed;
-    } catch (caught) {
-      const error = asBomaError(caught, request.signal);
-      const message = error instanceof Error ? error.message : String(error);
-      result.outcome = error instanceof InterruptedError ? "interrupted" : message.split("\n")[0]!;
-      result.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
-      if (!(error instanceof SystemUnderTestError)) result.error = { kind: error instanceof Error ? error.name : "Error", message, causes: causesOf(error) };
-      if (error instanceof BadInputError || error instanceof RefusedError) throw error;
-    }
-  } finally {
-    result.finishedAt = new Date().toISOString();
-    await machine?.closeConnection().catch(() => undefined);
-    // A secret may remain when the scrub failed: whatever the verb came to, it cannot say its folder is clean.
-    const unclean = await folder?.close(secrets, request.log);
-    if (unclean)
-      Object.assign(result, {
-        ok: false,
-        outcome: unclean.message,
-        exitCode: ExitCode.harnessFault,
-        error: { kind: unclean.name, message: unclean.message, causes: [] },
-      });
-    await writeFile(join(dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 }).catch(() => undefined);
-    await appendToReport(record, result, request.redactor).catch((error: unknown) =>
-      request.log.warn(`the run's report.json was not updated: ${(error as Error).message}`),
-    );
-    await makePrivate(dir).catch(() => undefined);
-    await lock.release();
-  }
+      return { verdict: outcome.ok ? "pass" : "fail", message: outcome.outcome };
+    },
+  );
+  // A refusal or bad input met on the way is the command's answer (exit 3 or 2), as before it attached.
+  if (error instanceof BadInputError || error instanceof RefusedError) throw error;
   return result;
 }
 
@@ -264,15 +264,15 @@ async function blockedSoFar(record: RunRecord, runId: string, request: Pick<Verb
 async function appendToReport(record: RunRecord, result: VerbResult, redactor: Redactor): Promise<void> {
   const file = record.reportFile ?? join(dirname(record.runDir), "report.json");
   const report = JSON.parse(await readFile(file, "utf8")) as RunReport & { verbs?: unknown[] };
-  const { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error } = result;
-  report.verbs = [...(report.verbs ?? []), { verb, ok, outcome, exitCode, dir, startedAt, finishedAt, error }];
+  const { verb, verdict, exitCode, message, dir, startedAt, finishedAt, error } = result;
+  report.verbs = [...(report.verbs ?? []), { verb, verdict, exitCode, message, dir, startedAt, finishedAt, error }];
   await writeFile(file, redactor.redact(`${JSON.stringify(report, null, 2)}\n`), { mode: 0o600 });
 }
 
-/** A verb's result in a few lines of text. */
+/** A verb's result in a few lines of text (an error's causes were said when it ended). */
 export function verbText(result: VerbResult): string {
-  const lines = [`${result.ok ? "OK" : result.error ? "ERROR" : "FAIL"}: ${result.verb} ${result.runId}: ${result.outcome}`];
-  if (result.error) lines.push(...result.error.causes.map((cause) => `  caused by: ${cause}`));
-  lines.push(`  results: ${join(result.dir, "result.json")}`);
-  return lines.join("\n");
+  return [
+    `${result.verdict === "pass" ? "OK" : result.verdict === "fail" ? "FAIL" : "ERROR"}: ${result.verb} ${result.runId}: ${result.message.split("\n")[0]}`,
+    `  results: ${join(result.dir, "result.json")}`,
+  ].join("\n");
 }

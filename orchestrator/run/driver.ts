@@ -10,7 +10,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
-import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
+import { asBomaError, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
@@ -21,7 +21,8 @@ import { stacksDir } from "../host/paths.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
-import { RunFolder } from "./lifecycle.ts";
+import { withCommand } from "./lifecycle.ts";
+import type { RunLock } from "../host/lock.ts";
 
 /** What a run is opened with. */
 export interface RunRequest extends PreflightRequest {
@@ -34,8 +35,8 @@ export interface RunRequest extends PreflightRequest {
 
 /** What the driver does through others (real ones in production, fakes in its unit tests). */
 export interface DriverHooks {
-  /** Refuses or takes the lock and picks libvirt, accel and engine (preflight.ts). */
-  preflight: (request: RunRequest) => Promise<RunMachinery>;
+  /** Under the run lock: refuses, or picks libvirt, accel and engine (preflight.ts). */
+  preflight: (request: RunRequest, lock: RunLock) => Promise<RunMachinery>;
   /** Makes a scenario's VM and waits until it is ready (provision.ts). */
   provision?: (options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }) => Promise<LiveRun>;
   collectDiagnostics?: (input: DiagnosticsInput) => Promise<DiagnosticItem[]>;
@@ -288,64 +289,42 @@ export interface RunResult {
 }
 
 /**
- * Opens a run, gives it to `body`, and closes it on every exit path: the verdict from the
- * scenarios (pass, or fail when one did not meet its expectation), "error" with the causes when
- * something else ended it; report.json, junit.xml, run.log and commands.log written and redacted,
- * the run dir made private, the lock released. Refusals before the run dir exists are thrown.
+ * Opens a run, gives it to `body`, and closes it through the one lifecycle (lifecycle.ts): the
+ * verdict from the scenarios (pass, or fail when one did not meet its expectation), "error" with
+ * the causes when something else ended it; report.json, junit.xml, run.log and commands.log
+ * written and redacted, the run dir made private, the lock released. Refusals before the run dir
+ * exists are thrown.
  */
 export async function withRun(request: RunRequest, hooks: DriverHooks, body: (run: OpenRun) => Promise<void>): Promise<RunResult> {
-  const machinery = await hooks.preflight(request);
-  let folder: RunFolder | undefined;
-  try {
-    const { identity, dir } = await freshRunDir(request, hooks.now ?? (() => new Date()));
-    await machinery.lock.claim(identity.runId);
-    folder = RunFolder.open(dir, request.log, request.runner);
-    request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);
-    const started = Date.now();
-    const report = emptyRunReport(request, machinery, identity, dir, started);
-    const run = new OpenRun(request, machinery, identity, dir, report, hooks);
-    let error: unknown;
-    try {
-      await body(run);
+  const { result: report, error } = await withCommand(
+    {
+      lock: { env: request.env, purpose: request.purpose },
+      place: async (lock) => {
+        const machinery = await hooks.preflight(request, lock);
+        const { identity, dir } = await freshRunDir(request, hooks.now ?? (() => new Date()));
+        return { runId: identity.runId, dir, identity, machinery };
+      },
+      begin: ({ identity, dir, machinery }) => emptyRunReport(request, machinery, identity, dir),
+      log: request.log,
+      runner: request.runner,
+      signal: request.signal,
+      secrets: () => request.secrets,
+      write: (report) => {
+        report.harness = { peakRssMiB: harnessPeakRssMiB() };
+        return writeReport(report, request.secrets.redact);
+      },
+    },
+    async ({ identity, dir, machinery }, report) => {
+      request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);
+      await body(new OpenRun(request, machinery, identity, dir, report, hooks));
       const failed = report.scenarios.filter((scenario) => !scenario.ok);
-      report.verdict = failed.length === 0 ? "pass" : "fail";
-      report.exitCode = failed.length === 0 ? ExitCode.pass : ExitCode.systemUnderTestFailed;
-      report.message = (failed.length === 0 ? report.scenarios : failed).map((scenario) => scenario.outcome).join("; ");
-    } catch (caught) {
-      error = asBomaError(caught, request.signal);
-      report.verdict = "error";
-      report.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
-      report.message = error instanceof InterruptedError ? "interrupted" : error instanceof Error ? error.message : String(error);
-      report.error = { kind: error instanceof Error ? error.name : "Error", message: report.message, causes: causesOf(error) };
-      request.log.warn(
-        `${report.verdict}: ${report.message.split("\n")[0]}${report.error.causes.length > 0 ? `\n  caused by: ${report.error.causes.join("\n  caused by: ")}` : ""}`,
-      );
-    } finally {
-      report.finishedAt = new Date().toISOString();
-      report.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
-      report.harness = { peakRssMiB: harnessPeakRssMiB() };
-      await writeReport(report, request.secrets.redact).catch((writeError: unknown) =>
-        request.log.warn(`report.json could not be written: ${(writeError as Error).message}`),
-      );
-    }
-    // Anything secret that reached a file of the run dir (a journal, a console log) is replaced.
-    const unclean = await folder.close(request.secrets, request.log);
-    if (unclean) {
-      // A secret may remain: whatever the verdict was, the run cannot say its run dir is clean.
-      error = unclean;
-      report.verdict = "error";
-      report.exitCode = ExitCode.harnessFault;
-      report.message = unclean.message;
-      report.error = { kind: "HarnessError", message: report.message, causes: [] };
-      await writeReport(report, request.secrets.redact).catch((writeError: unknown) =>
-        request.log.warn(`report.json could not be written: ${(writeError as Error).message}`),
-      );
-    }
-    return { report, error };
-  } finally {
-    await folder?.endRecords();
-    await machinery.release();
-  }
+      return {
+        verdict: failed.length === 0 ? "pass" : "fail",
+        message: (failed.length === 0 ? report.scenarios : failed).map((scenario) => scenario.outcome).join("; "),
+      };
+    },
+  );
+  return { report, error };
 }
 
 /** A run dir of its own: `<stamp>-<host>` made exclusively (a run of the same second gets the next second's). */
@@ -365,7 +344,7 @@ async function freshRunDir(request: RunRequest, now: () => Date): Promise<{ iden
   throw new Error(`no free run dir name in ${request.runsDir}`);
 }
 
-function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string, started: number): RunReport {
+function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string): RunReport {
   return {
     runId: identity.runId,
     profile: request.profile.name,
@@ -383,7 +362,7 @@ function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: 
     harness: { peakRssMiB: 0 },
     kept: null,
     error: null,
-    startedAt: new Date(started).toISOString(),
+    startedAt: "",
     finishedAt: "",
     wallSeconds: 0,
     runDir: dir,

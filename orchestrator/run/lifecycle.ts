@@ -1,16 +1,22 @@
 /**
- * What every command that works on a run does around its work, in one place: `run` and `up`
- * (driver.ts) and the verbs on a kept VM (attach.ts) each record into a folder of their own
- * (run.log: every line as printed; commands.log: every external command), and on every exit path
- * end those records, scrub the folder of the run's secrets and make it private. A change to how
- * a run's folder is closed is made here.
+ * The one lifecycle of every command that works on test VMs: `run` and `up` (driver.ts) and the
+ * verbs on a kept VM (attach.ts) open and close through {@link withCommand}. It holds the
+ * machine's run lock and claims the run in it, records into a folder of its own (run.log: every
+ * line as printed; commands.log: every external command), ends the command's result the same way
+ * for all (see {@link CommandEnding}), and on every exit path ends those records, scrubs the folder
+ * of the run's secrets, makes it private, writes the result and lets go of the lock. A change to
+ * how a command is closed is made here.
  */
 import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { makePrivate, scrubDir, unscrubbed, type RunSecrets } from "../ansible/secrets.ts";
-import type { HarnessError } from "../errors.ts";
+import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError, type HarnessError } from "../errors.ts";
+import { acquireRunLock, type RunLock } from "../host/lock.ts";
+import { runLockPath } from "../host/paths.ts";
 import type { Log } from "../log.ts";
+import type { CommandEnding } from "./report.ts";
 
 /** A run's folder while a command works in it: its records open, what it must do at the end. */
 export class RunFolder {
@@ -58,4 +64,110 @@ export class RunFolder {
     await makePrivate(this.dir).catch(() => undefined);
     return error;
   }
+}
+
+/** Where a command works: the run it claims in the lock, and its folder (made by {@link withCommand}). */
+export interface CommandPlace {
+  runId: string;
+  dir: string;
+}
+
+/** What a command's body came to when it did not throw. */
+export interface Judged {
+  verdict: "pass" | "fail";
+  message: string;
+}
+
+/** How {@link withCommand} opens and closes a command. */
+export interface CommandFrame<Place extends CommandPlace, Result extends CommandEnding> {
+  /** The machine's run lock, taken here first (refused, exit 3, while another holds it) and released on every exit path. */
+  lock: { env: NodeJS.ProcessEnv; purpose: string };
+  /** What the command settles under the lock before it makes anything, and its run and folder (a fresh name cannot race another harness's). */
+  place: (lock: RunLock) => Promise<Place>;
+  /** The result as it stands before the body runs (verdict "error" until something better is known). */
+  begin: (place: Place) => Result;
+  log: Log;
+  runner: Runner;
+  signal: AbortSignal;
+  /** The secrets known when the command closes (a verb learns them as it goes). */
+  secrets: () => Pick<RunSecrets, "redactor">;
+  /** Writes the result where it belongs, redacted (after the folder is scrubbed, so nothing it writes is missed). */
+  write: (result: Result) => Promise<void>;
+  /** What the body leaves open and the folder must not wait for (a machine's master connection). */
+  beforeClose?: () => Promise<void>;
+}
+
+/**
+ * Runs a command's body in the lifecycle and returns its result and the error that ended it when
+ * that was no verdict (never thrown: the caller decides; a failure of the system under test thrown
+ * by the body is its verdict "fail", exit 1). What fails before the folder exists is thrown, after
+ * the lock is released.
+ */
+export async function withCommand<Place extends CommandPlace, Result extends CommandEnding>(
+  frame: CommandFrame<Place, Result>,
+  body: (place: Place, result: Result) => Promise<Judged>,
+): Promise<{ result: Result; error: unknown }> {
+  const { log, runner } = frame;
+  const lock = await acquireRunLock(runLockPath(frame.lock.env), frame.lock.purpose);
+  try {
+    const place = await frame.place(lock);
+    await lock.claim(place.runId);
+    await mkdir(place.dir, { recursive: true, mode: 0o700 });
+    const folder = RunFolder.open(place.dir, log, runner);
+    const started = Date.now();
+    const result = frame.begin(place);
+    result.startedAt = new Date(started).toISOString();
+    let error: unknown;
+    try {
+      const judged = await body(place, result);
+      result.verdict = judged.verdict;
+      result.exitCode = judged.verdict === "pass" ? ExitCode.pass : ExitCode.systemUnderTestFailed;
+      result.message = judged.message;
+      result.error = null;
+    } catch (caught) {
+      error = endInError(result, caught, frame.signal, log);
+    } finally {
+      result.finishedAt = new Date().toISOString();
+      result.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
+      await frame.beforeClose?.().catch(() => undefined);
+      // Anything secret that reached a file of the folder (a journal, a console log) is replaced.
+      const unclean = await folder.close(frame.secrets(), log);
+      if (unclean) {
+        // A secret may remain: whatever it came to, the command cannot say its folder is clean.
+        error = unclean;
+        Object.assign(result, {
+          verdict: "error",
+          exitCode: ExitCode.harnessFault,
+          message: unclean.message,
+          error: { kind: unclean.name, message: unclean.message, causes: [] },
+        });
+      }
+      await frame.write(result).catch((writeError: unknown) => log.warn(`the result could not be written: ${(writeError as Error).message}`));
+      await makePrivate(place.dir).catch(() => undefined);
+    }
+    return { result, error };
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * Ends `result` in what `caught` says: a failure of the system under test is the verdict "fail"
+ * (exit 1); anything else "error" with its exit code and causes, said in the log. Returns the
+ * error as the CLI maps it.
+ */
+function endInError(result: CommandEnding, caught: unknown, signal: AbortSignal, log: Pick<Log, "warn">): unknown {
+  const error = asBomaError(caught, signal);
+  const full = error instanceof InterruptedError ? "interrupted" : error instanceof Error ? error.message : String(error);
+  result.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
+  result.message = full;
+  if (error instanceof SystemUnderTestError) {
+    result.verdict = "fail";
+    result.error = null;
+    return error;
+  }
+  result.verdict = "error";
+  result.error = { kind: error instanceof Error ? error.name : "Error", message: full, causes: causesOf(error) };
+  log.warn(`error: ${full.split("\n")[0]}${result.error.causes.length > 0 ? `\n  caused by: ${result.error.causes.join("\n  caused by: ")}` : ""}`);
+  return error;
 }

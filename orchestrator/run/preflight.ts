@@ -6,8 +6,8 @@ import type { Runner } from "../../infra/runner.ts";
 import { learnDnsToken } from "../ansible/apply.ts";
 import { ensureGoldenImage } from "../host/golden.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
-import { acquireRunLock, type RunLock } from "../host/lock.ts";
-import { certCacheDir, runLockPath, stacksDir } from "../host/paths.ts";
+import type { RunLock } from "../host/lock.ts";
+import { certCacheDir, stacksDir } from "../host/paths.ts";
 import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB, vmsTheCoresHold } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
@@ -31,56 +31,48 @@ export interface PreflightRequest {
   vmsWanted?: number;
 }
 
-/** The machinery a run uses, decided once, and the run lock it holds. */
+/** The machinery a run uses, decided once, and the run lock it holds (the lifecycle took it, and releases it). */
 export interface RunMachinery {
   libvirt: Libvirt;
   accel: AccelDecision;
   engine: Engine;
-  /** The machine's run lock, held from here on. */
+  /** The machine's run lock, held: each scenario claims its run id in it. */
   lock: RunLock;
   /** How many VMs the run may run at the same time (1 unless it asked for more and the machine holds them). */
   vmsAtOnce: number;
-  /** Releases the run lock; call it on every exit path. */
-  release: () => Promise<void>;
 }
 
 /**
- * Refuses early (exit 3) when the engine asked for cannot run, libvirt is unreachable, another
- * run holds the lock, a test VM runs or resources are short; takes the run lock (named for the
- * request's purpose); picks accel and engine, each said in one line; makes the profile's golden
+ * Under the run lock (taken by the lifecycle, named for the request's purpose): refuses early
+ * (exit 3) when the engine asked for cannot run, libvirt is unreachable, a test VM runs or
+ * resources are short; picks accel and engine, each said in one line; makes the profile's golden
  * image on first use (see {@link ensureGoldenImage}).
  */
-export async function preflightRun(request: PreflightRequest): Promise<RunMachinery> {
-  // First: asking for an engine that cannot run is refused before anything else is touched.
+export async function preflightRun(request: PreflightRequest, lock: RunLock): Promise<RunMachinery> {
+  // First: asking for an engine that cannot run is refused before libvirt is touched.
   const { engine, reason } = await chooseEngine(request.options.engine, request.runner, stacksDir(request.env));
   const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
-  const lock = await acquireRunLock(runLockPath(request.env), request.purpose);
-  try {
-    const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
-    const wanted = request.vmsWanted ?? 1;
-    const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });
-    const accel = decideAccel(request.options.accel, await probeAccel());
-    request.log.info(`accel: ${accel.accel} (${accel.reason})`);
-    const { vcpus } = request.profile.document.vm;
-    const byCores = vmsTheCoresHold(accel.accel, availableParallelism(), vcpus, wanted);
-    const vmsAtOnce = Math.min(byMemory, byCores);
-    if (byCores < wanted)
-      request.log.info(
-        `scenarios one at a time: under software emulation ${wanted} VMs of ${vcpus} vCPUs need ${wanted * vcpus} cores, and this machine has ${availableParallelism()}`,
-      );
-    else if (byMemory < wanted)
-      request.log.info(
-        `scenarios one at a time: ${wanted} VMs at once need ${ramNeededMiB(memory, wanted)} MiB of free RAM and ${wanted * MIN_FREE_DISK_GIB} GiB of disk, which this machine does not have now`,
-      );
-    request.log.info(reason);
-    // Under the lock: two runs never make the same image at once.
-    await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
-    return { libvirt, accel, engine, lock, vmsAtOnce, release: lock.release };
-  } catch (error) {
-    await lock.release();
-    throw error;
-  }
+  const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
+  const wanted = request.vmsWanted ?? 1;
+  const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });
+  const accel = decideAccel(request.options.accel, await probeAccel());
+  request.log.info(`accel: ${accel.accel} (${accel.reason})`);
+  const { vcpus } = request.profile.document.vm;
+  const byCores = vmsTheCoresHold(accel.accel, availableParallelism(), vcpus, wanted);
+  const vmsAtOnce = Math.min(byMemory, byCores);
+  if (byCores < wanted)
+    request.log.info(
+      `scenarios one at a time: under software emulation ${wanted} VMs of ${vcpus} vCPUs need ${wanted * vcpus} cores, and this machine has ${availableParallelism()}`,
+    );
+  else if (byMemory < wanted)
+    request.log.info(
+      `scenarios one at a time: ${wanted} VMs at once need ${ramNeededMiB(memory, wanted)} MiB of free RAM and ${wanted * MIN_FREE_DISK_GIB} GiB of disk, which this machine does not have now`,
+    );
+  request.log.info(reason);
+  // Under the lock: two runs never make the same image at once.
+  await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
+  return { libvirt, accel, engine, lock, vmsAtOnce };
 }
 
 /**

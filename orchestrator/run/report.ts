@@ -63,15 +63,32 @@ export interface ScenarioReport {
   notBack?: { reason: string; console: string[] };
 }
 
-/** What ended a run that was no verdict (exit 4 or 130): the error and its causes. */
+/** What ended a command that was no verdict (exit 3, 4 or 130): the error and its causes. */
 export interface RunError {
   kind: string;
   message: string;
   causes: string[];
 }
 
+/**
+ * How a command on test VMs ended, the same for a run (report.json) and a verb on a kept VM (its
+ * result.json): lifecycle.ts fills it in on every exit path.
+ */
+export interface CommandEnding {
+  /** pass: what was asked held; fail: the system under test did not meet it; error: something else ended the command. */
+  verdict: "pass" | "fail" | "error";
+  exitCode: number;
+  /** What it came to (a run's: every scenario's outcome, or its failed ones'; an error's whole message). */
+  message: string;
+  /** Set when it ended without a verdict (verdict "error"). */
+  error: RunError | null;
+  startedAt: string;
+  finishedAt: string;
+  wallSeconds: number;
+}
+
 /** A whole run (report.json). */
-export interface RunReport {
+export interface RunReport extends CommandEnding {
   runId: string;
   profile: string;
   host: string;
@@ -80,9 +97,6 @@ export interface RunReport {
   certs: string;
   /** What the VM was allowed to reach, and what the allowlist refused it (run/egress.ts). */
   egress: EgressReport;
-  verdict: "pass" | "fail" | "error";
-  exitCode: number;
-  message: string;
   scenarios: ScenarioReport[];
   /** How many of its scenarios ran at the same time (2: RED and GREEN side by side); absent before any ran. */
   scenariosAtOnce?: number;
@@ -91,11 +105,6 @@ export interface RunReport {
   /** The harness process itself (not its children): peak resident memory. */
   harness: { peakRssMiB: number };
   kept: { run: string; ssh: string; reap: string } | null;
-  /** Set when the run ended without a verdict (verdict "error"). */
-  error: RunError | null;
-  startedAt: string;
-  finishedAt: string;
-  wallSeconds: number;
   runDir: string;
 }
 

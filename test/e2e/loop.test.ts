@@ -17,8 +17,8 @@ import { cli, fullSuiteOnly, INTERNET_HOST, leftovers, suiteDirs, vmReaches, wit
 interface VerbJson {
   verb: string;
   runId: string;
-  ok: boolean;
-  outcome: string;
+  verdict: "pass" | "fail" | "error";
+  message: string;
   exitCode: number;
   dir: string;
   details: Record<string, unknown>;
@@ -44,15 +44,15 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000, skip: fu
     const broken = await cli(["reboot", run.runId, "--json"], dirs.env);
     assert.equal(broken.code, 1, broken.stderr.slice(-3000));
     const brokenResult = JSON.parse(broken.stdout) as VerbJson;
-    assert.match(brokenResult.outcome, /^rebooted, and \d of \d checks fail after it: .*web through the published port/);
+    assert.match(brokenResult.message, /^rebooted, and \d of \d checks fail after it: .*web through the published port/);
 
     const fixed = await cli(["apply", run.runId, "-e", "docker_host_forward_dropin=true", "--json"], dirs.env);
     assert.equal(fixed.code, 0, fixed.stderr.slice(-3000));
-    assert.match((JSON.parse(fixed.stdout) as VerbJson).outcome, /^applied .*site\.yml: askari : ok=\d+/);
+    assert.match((JSON.parse(fixed.stdout) as VerbJson).message, /^applied .*site\.yml: askari : ok=\d+/);
 
     const survived = await cli(["reboot", run.runId, "--json"], dirs.env);
     assert.equal(survived.code, 0, survived.stderr.slice(-3000));
-    assert.match((JSON.parse(survived.stdout) as VerbJson).outcome, /and every check passes/);
+    assert.match((JSON.parse(survived.stdout) as VerbJson).message, /and every check passes/);
 
     const started = Date.now();
     const reset = await cli(["reset", run.runId, "--json"], dirs.env);
@@ -73,7 +73,7 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000, skip: fu
 
     const check = await cli(["check", run.runId, "--json"], dirs.env);
     assert.equal(check.code, 1, "nothing applied: the profile's checks fail");
-    assert.match((JSON.parse(check.stdout) as VerbJson).outcome, /checks fail/);
+    assert.match((JSON.parse(check.stdout) as VerbJson).message, /checks fail/);
 
     const consoleOut = await cli(["console", run.runId], dirs.env);
     assert.equal(consoleOut.code, 0, consoleOut.stderr);

@@ -3,10 +3,9 @@ import { imageInfo, listImages } from "../../../infra/image/images.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
 import { ExitCode } from "../../errors.ts";
-import { imageAction, obtainImage, refuseWhileImagesInUse, staleRecipe } from "../../host/golden.ts";
+import { imageAction, remakeImage, staleRecipe } from "../../host/golden.ts";
 import { libvirtFor } from "../../host/libvirt.ts";
-import { underRunLock } from "../../host/lock.ts";
-import { imageDir, runLockPath } from "../../host/paths.ts";
+import { imageDir } from "../../host/paths.ts";
 
 export const imageCommand: CommandDefinition = {
   name: "image",
@@ -44,13 +43,14 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     if (existing.present && !args.values.force && !stale) {
       return { exitCode: ExitCode.pass, json: existing, text: `${name} is already in ${dir} (use --force to make it again)` };
     }
-    // Like a run: under the run lock (never two makers at once), and never under a live overlay.
-    return underRunLock(runLockPath(env), `image ${action}`, undefined, async () => {
-      const libvirt = libvirtFor(runner, env);
-      if (existing.present && (await libvirt.reachable())) await refuseWhileImagesInUse(libvirt, `image ${action}`);
-      if (stale) log.info(`${name} in ${dir} was ${stale}: building it again`);
-      const info = await obtainImage(dir, name, { runner, log, env, signal });
-      return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
+    const info = await remakeImage(dir, name, existing.present, {
+      runner,
+      log,
+      env,
+      signal,
+      libvirt: libvirtFor(runner, env),
+      ...(stale ? { why: stale } : {}),
     });
+    return { exitCode: ExitCode.pass, json: info, text: `${name}: ${info.path} (${Math.round((info.sizeBytes ?? 0) / 1024 / 1024)} MiB)` };
   },
 };

@@ -15,7 +15,6 @@ import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError, InterruptedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { acquireRunLock } from "../../../../orchestrator/host/lock.ts";
 import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
@@ -89,16 +88,15 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
     egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
     runner: new Runner(),
     log,
-    env: {},
+    env: { BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") },
     runsDir: join(tree.dir, "runs"),
     imageDir: join(tree.dir, "images"),
     signal: controller.signal,
   };
   const hooks: DriverHooks = {
-    preflight: async () => {
-      const lock = await acquireRunLock(join(tree.dir, "run.lock"), "run");
+    preflight: async (_request, lock) => {
       const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
-      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2, release: lock.release };
+      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2 };
     },
     provision: async (_options, run) => {
       if (options.provisionFails)

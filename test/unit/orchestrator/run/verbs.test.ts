@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
 import { Runner } from "../../../../infra/runner.ts";
-import { RefusedError } from "../../../../orchestrator/errors.ts";
+import { HarnessError, RefusedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { consoleBoots } from "../../../../orchestrator/guest/console.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { withAttachedRun } from "../../../../orchestrator/run/attach.ts";
@@ -109,11 +109,41 @@ describe("verbs on a kept VM", () => {
       });
       assert.equal(result.exitCode, 0);
       assert.match(result.dir, new RegExp(`${runDir}/verbs/\\d{8}-\\d{6}-reset$`));
-      assert.equal((JSON.parse(await readFile(join(result.dir, "result.json"), "utf8")) as { outcome: string }).outcome, "did it");
-      const report = JSON.parse(await readFile(join(runDir, "report.json"), "utf8")) as { verbs: { verb: string; ok: boolean }[] };
+      const written = JSON.parse(await readFile(join(result.dir, "result.json"), "utf8")) as { verdict: string; message: string };
+      assert.deepEqual([written.verdict, written.message], ["pass", "did it"]);
+      const report = JSON.parse(await readFile(join(runDir, "report.json"), "utf8")) as { verbs: { verb: string; verdict: string; exitCode: number }[] };
       assert.deepEqual(
-        report.verbs.map((verb) => [verb.verb, verb.ok]),
-        [["reset", true]],
+        report.verbs.map((verb) => [verb.verb, verb.verdict, verb.exitCode]),
+        [["reset", "pass", 0]],
+      );
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("end as a run ends: a failure of the system under test is verdict fail (exit 1); a fault is error with its causes; the lock is free after either", async () => {
+    const { tree, runDir, request } = await setup("running (booted)");
+    try {
+      const failed = await withAttachedRun(request, { needsProfile: false }, async () => {
+        throw new SystemUnderTestError("askari: `nft -c -f /etc/nftables.conf` failed with exit 1");
+      });
+      assert.deepEqual([failed.verdict, failed.exitCode, failed.error], ["fail", 1, null]);
+      assert.match(failed.message, /nftables\.conf` failed/);
+      const faulted = await withAttachedRun(request, { needsProfile: false }, async () => {
+        throw new HarnessError("virsh save failed", { cause: new Error("disk full") });
+      });
+      assert.deepEqual([faulted.verdict, faulted.exitCode, faulted.error?.kind], ["error", 4, "HarnessError"]);
+      assert.deepEqual(faulted.error?.causes, ["Error: disk full"]);
+      const written = JSON.parse(await readFile(join(faulted.dir, "result.json"), "utf8")) as { verdict: string; wallSeconds: number; finishedAt: string };
+      assert.equal(written.verdict, "error");
+      assert.ok(written.finishedAt !== "" && written.wallSeconds >= 0);
+      const report = JSON.parse(await readFile(join(runDir, "report.json"), "utf8")) as { verbs: { verdict: string; exitCode: number }[] };
+      assert.deepEqual(
+        report.verbs.map((verb) => [verb.verdict, verb.exitCode]),
+        [
+          ["fail", 1],
+          ["error", 4],
+        ],
       );
     } finally {
       await tree.remove();
