@@ -196,11 +196,12 @@ export async function withAttachedRun(
       signal: request.signal,
       secrets: () => secrets,
       beforeClose: async () => machine?.closeConnection(),
+      // Each written on its own: the run's report gets its line even when result.json could not be written.
       write: async (result) => {
-        await writeFile(join(result.dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 });
         await appendToReport(record, result, request.redactor).catch((appendError: unknown) =>
           request.log.warn(`the run's report.json was not updated: ${(appendError as Error).message}`),
         );
+        await writeFile(join(result.dir, "result.json"), request.redactor.redact(`${JSON.stringify(result, null, 2)}\n`), { mode: 0o600 });
       },
     },
     async ({ dir }, result) => {

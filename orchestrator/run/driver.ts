@@ -296,7 +296,8 @@ export interface RunResult {
  * exists are thrown.
  */
 export async function withRun(request: RunRequest, hooks: DriverHooks, body: (run: OpenRun) => Promise<void>): Promise<RunResult> {
-  const { result: report, error } = await withCommand(
+  let report: RunReport | undefined;
+  const { result, error } = await withCommand(
     {
       lock: { env: request.env, purpose: request.purpose },
       place: async (lock) => {
@@ -304,27 +305,28 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
         const { identity, dir } = await freshRunDir(request, hooks.now ?? (() => new Date()));
         return { runId: identity.runId, dir, identity, machinery };
       },
-      begin: ({ identity, dir, machinery }) => emptyRunReport(request, machinery, identity, dir),
+      begin: ({ identity, dir, machinery }) => (report = emptyRunReport(request, machinery, identity, dir)),
       log: request.log,
       runner: request.runner,
       signal: request.signal,
       secrets: () => request.secrets,
-      write: (report) => {
-        report.harness = { peakRssMiB: harnessPeakRssMiB() };
-        return writeReport(report, request.secrets.redact);
+      // Measured before the scrub reads the run dir's files: the harness's own peak, as benchmarked.
+      beforeClose: async () => {
+        if (report) report.harness = { peakRssMiB: harnessPeakRssMiB() };
       },
+      write: (ended) => writeReport(ended, request.secrets.redact),
     },
-    async ({ identity, dir, machinery }, report) => {
+    async ({ identity, dir, machinery }, opened) => {
       request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);
-      await body(new OpenRun(request, machinery, identity, dir, report, hooks));
-      const failed = report.scenarios.filter((scenario) => !scenario.ok);
+      await body(new OpenRun(request, machinery, identity, dir, opened, hooks));
+      const failed = opened.scenarios.filter((scenario) => !scenario.ok);
       return {
         verdict: failed.length === 0 ? "pass" : "fail",
-        message: (failed.length === 0 ? report.scenarios : failed).map((scenario) => scenario.outcome).join("; "),
+        message: (failed.length === 0 ? opened.scenarios : failed).map((scenario) => scenario.outcome).join("; "),
       };
     },
   );
-  return { report, error };
+  return { report: result, error };
 }
 
 /** A run dir of its own: `<stamp>-<host>` made exclusively (a run of the same second gets the next second's). */

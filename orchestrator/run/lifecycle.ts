@@ -12,7 +12,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { makePrivate, scrubDir, unscrubbed, type RunSecrets } from "../ansible/secrets.ts";
-import { asBomaError, BomaError, causesOf, ExitCode, InterruptedError, SystemUnderTestError, type HarnessError } from "../errors.ts";
+import { asBomaError, BomaError, causesOf, ExitCode, HarnessError, InterruptedError, SystemUnderTestError } from "../errors.ts";
 import { acquireRunLock, type RunLock } from "../host/lock.ts";
 import { runLockPath } from "../host/paths.ts";
 import type { Log } from "../log.ts";
@@ -99,9 +99,10 @@ export interface CommandFrame<Place extends CommandPlace, Result extends Command
 
 /**
  * Runs a command's body in the lifecycle and returns its result and the error that ended it when
- * that was no verdict (never thrown: the caller decides; a failure of the system under test thrown
- * by the body is its verdict "fail", exit 1). What fails before the folder exists is thrown, after
- * the lock is released.
+ * that was no verdict (not thrown: the caller decides; a failure of the system under test thrown
+ * by the body is its verdict "fail", exit 1; a body stopped by Ctrl-C ends "interrupted", 130).
+ * Once its folder exists the result is written whatever happens; what fails before (the lock
+ * refused, the preflight, the folder itself) is thrown, after the lock is released.
  */
 export async function withCommand<Place extends CommandPlace, Result extends CommandEnding>(
   frame: CommandFrame<Place, Result>,
@@ -113,13 +114,15 @@ export async function withCommand<Place extends CommandPlace, Result extends Com
     const place = await frame.place(lock);
     await lock.claim(place.runId);
     await mkdir(place.dir, { recursive: true, mode: 0o700 });
-    const folder = RunFolder.open(place.dir, log, runner);
     const started = Date.now();
     const result = frame.begin(place);
     result.startedAt = new Date(started).toISOString();
+    const folder = RunFolder.open(place.dir, log, runner);
     let error: unknown;
     try {
       const judged = await body(place, result);
+      // Stopped meanwhile (Ctrl-C): whatever the body came to after that is the stop's doing.
+      if (frame.signal.aborted && frame.signal.reason instanceof InterruptedError) throw frame.signal.reason;
       result.verdict = judged.verdict;
       result.exitCode = judged.verdict === "pass" ? ExitCode.pass : ExitCode.systemUnderTestFailed;
       result.message = judged.message;
@@ -131,7 +134,9 @@ export async function withCommand<Place extends CommandPlace, Result extends Com
       result.wallSeconds = Math.round((Date.now() - started) / 100) / 10;
       await frame.beforeClose?.().catch(() => undefined);
       // Anything secret that reached a file of the folder (a journal, a console log) is replaced.
-      const unclean = await folder.close(frame.secrets(), log);
+      const unclean = await folder
+        .close(frame.secrets(), log)
+        .catch((closeError: unknown) => new HarnessError(`the folder could not be closed: ${(closeError as Error).message}`));
       if (unclean) {
         // A secret may remain: whatever it came to, the command cannot say its folder is clean.
         error = unclean;
@@ -142,7 +147,11 @@ export async function withCommand<Place extends CommandPlace, Result extends Com
           error: { kind: unclean.name, message: unclean.message, causes: [] },
         });
       }
-      await frame.write(result).catch((writeError: unknown) => log.warn(`the result could not be written: ${(writeError as Error).message}`));
+      try {
+        await frame.write(result);
+      } catch (writeError) {
+        log.warn(`the result could not be written: ${(writeError as Error).message}`);
+      }
       await makePrivate(place.dir).catch(() => undefined);
     }
     return { result, error };
@@ -157,7 +166,8 @@ export async function withCommand<Place extends CommandPlace, Result extends Com
  * error as the CLI maps it.
  */
 function endInError(result: CommandEnding, caught: unknown, signal: AbortSignal, log: Pick<Log, "warn">): unknown {
-  const error = asBomaError(caught, signal);
+  // Once stopped, what failed next (an ssh killed mid-command) is the stop's doing, never a finding or a fault of its own.
+  const error = signal.aborted && signal.reason instanceof InterruptedError ? signal.reason : asBomaError(caught, signal);
   const full = error instanceof InterruptedError ? "interrupted" : error instanceof Error ? error.message : String(error);
   result.exitCode = error instanceof BomaError ? error.exitCode : ExitCode.harnessFault;
   result.message = full;

@@ -86,7 +86,7 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000, skip: fu
     const listed = (JSON.parse(elsewhere.stdout) as { runId: string; stackLives: string; lastAction: string }[]).find((entry) => entry.runId === run.runId);
     assert.ok(listed, elsewhere.stdout);
     assert.equal(listed.stackLives, dirs.stacksDir);
-    assert.match(listed.lastAction, /^check \(failed/);
+    assert.match(listed.lastAction, /^check \(fail, /);
 
     // A hardening that keeps rsa and ed25519 host keys only: the harness follows, `ssh` still gets in.
     const hardened = await cli(["apply", run.runId, "-e", '{"base_ssh_host_key_types": ["rsa", "ed25519"]}', "--json"], dirs.env);

@@ -14,9 +14,13 @@ async function lastAction(run: FoundRun): Promise<string> {
   const file = run.record?.reportFile;
   if (file) {
     try {
-      const report = JSON.parse(await readFile(file, "utf8")) as { verdict?: string; verbs?: { verb: string; ok: boolean; finishedAt: string }[] };
+      const report = JSON.parse(await readFile(file, "utf8")) as {
+        verdict?: string;
+        verbs?: { verb: string; verdict?: string; ok?: boolean; finishedAt: string }[];
+      };
       const verb = report.verbs?.at(-1);
-      if (verb) return `${verb.verb} (${verb.ok ? "ok" : "failed"}, ${verb.finishedAt})`;
+      // A verb line says its verdict; one written by an older boma-it said ok.
+      if (verb) return `${verb.verb} (${verb.verdict ?? (verb.ok ? "pass" : "fail")}, ${verb.finishedAt})`;
       if (report.verdict) return `${run.record?.purpose ?? "run"} (${report.verdict})`;
     } catch {
       // A run still running has no report yet.

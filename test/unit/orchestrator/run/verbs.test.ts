@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
 import { Runner } from "../../../../infra/runner.ts";
-import { HarnessError, RefusedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
+import { HarnessError, InterruptedError, RefusedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { consoleBoots } from "../../../../orchestrator/guest/console.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { withAttachedRun } from "../../../../orchestrator/run/attach.ts";
@@ -145,6 +145,21 @@ describe("verbs on a kept VM", () => {
           ["error", 4],
         ],
       );
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("end as interrupted (130) when stopped mid-verb, whatever failed after the stop", async () => {
+    const { tree, request } = await setup("running (booted)");
+    try {
+      const controller = new AbortController();
+      const result = await withAttachedRun({ ...request, signal: controller.signal }, { needsProfile: false }, async () => {
+        controller.abort(new InterruptedError());
+        // The ssh the stop killed: read as a failed command, which it is not.
+        throw new SystemUnderTestError("askari: `systemctl is-active docker` failed with exit 255");
+      });
+      assert.deepEqual([result.verdict, result.exitCode, result.message], ["error", 130, "interrupted"]);
     } finally {
       await tree.remove();
     }
