@@ -1,16 +1,33 @@
 /**
- * The profile's checks, run before and after the reboot: `http` and `tcp` from the harness host
- * through the test network (as a client on the LAN would), `unit`, `listen` and `run` inside the
- * VM. All checks of a stage run side by side, each through the Machine's waits (the one retry
- * primitive, on the machine's clock) until it passes or its `within` is up, so a slow service gets
- * its chance but a broken one fails for sure. A check fails on what it last saw; a VM that went
- * down or panicked meanwhile is not a failed check but the wait's own error, for the caller.
+ * The profile's checks, run before and after the reboot, each kind's one try in probes.ts: from
+ * the control host through the test network (as a client on the LAN would) or inside the VM as
+ * root, as the check's `from` says. All checks of a stage run side by side, each through the
+ * Machine's waits (the one retry primitive, on the machine's clock) until it passes or its
+ * `within` is up, so a slow service gets its chance but a broken one fails for sure. A check fails
+ * on what it last saw; a VM that went down or panicked meanwhile is not a failed check but the
+ * wait's own error, for the caller.
  */
-import { connect } from "node:net";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { quoteArg } from "../../infra/runner.ts";
 import { SystemUnderTestError } from "../errors.ts";
-import type { Machine } from "./machine.ts";
+import { PROBE_TRY_MS, type Machine } from "./machine.ts";
 import { WaitError } from "../retry.ts";
-import type { Check } from "../profile/schema.ts";
+import type { CertTier, Check } from "../profile/schema.ts";
+import { stagingRoots } from "../host/staging-roots.ts";
+import {
+  dnsProbeFromController,
+  insideProbe,
+  runsFromController,
+  tcpProbeFromController,
+  tryInside,
+  webProbeFromController,
+  type ProbeOutcome,
+  type Trust,
+} from "./probes.ts";
+
+/** Where Caddy (Debian's package, running as caddy with its home in /var/lib/caddy) keeps the root of its local CA: the internal tier's. */
+export const CADDY_LOCAL_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 
 /** When a check ran. */
 export type CheckStage = "pre-reboot" | "post-reboot";
@@ -25,52 +42,71 @@ export interface CheckResult {
   seconds: number;
 }
 
-/** One probe's verdict. */
-interface ProbeOutcome {
-  ok: boolean;
-  detail: string;
+/** What some checks need beyond the machine: where `ca:` files and the cert tier's roots come from. */
+export interface CheckContext {
+  /** The infrastructure repo (`ca: <file>` is a file in it). */
+  repoDir: string;
+  /** The run's cert tier (`ca: tier` trusts its root). */
+  tier: CertTier;
+  /** Where the le-staging roots are kept once fetched. */
+  certCacheDir: string;
 }
 
 /** What a check is in words, for the machine's progress lines. */
 function describeCheck(check: Check, ip: string): string {
-  if (check.http) return `GET http://${ip}:${check.http.port}${check.http.path} to answer ${check.http.status}`;
-  if (check.tcp) return `TCP ${ip}:${check.tcp.port} to accept`;
+  const where = runsFromController(check) ? "" : " (on the host itself)";
+  if (check.http || check.https) {
+    const probe = (check.https ?? check.http)!;
+    return `GET ${check.https ? "https" : "http"}://${probe.host ?? ip}:${probe.port}${probe.path} to answer ${probe.status}${where}`;
+  }
+  if (check.tcp) return `TCP ${ip}:${check.tcp.port} to accept${where}`;
   if (check.unit) return `unit ${check.unit} to be active`;
   if (check.listen) return `something to listen on TCP port ${check.listen.port}`;
+  if (check.udp) return `something to listen on UDP port ${check.udp.port}`;
+  if (check.dns) return `${check.dns.name} to resolve${runsFromController(check) ? ` through ${ip}'s resolver` : ""}`;
+  if (check.command) return `\`${check.command.run}\` to exit ${check.command.exit}${check.command.stdout ? ` and print /${check.command.stdout}/` : ""}`;
+  if (check.file) return `${check.file.path} to be as the check says`;
+  if (check.sysctl) return `${check.sysctl.key} to be ${check.sysctl.value}`;
+  if (check.nft) return `the ruleset to match /${check.nft.matches}/`;
+  if (check.container) return `container ${check.container.name} to be ${check.container.state}`;
   return `\`${check.run}\` to succeed`;
 }
 
-/** One try of a probe from the harness host (http, tcp). */
-async function hostProbe(check: Check, ip: string): Promise<ProbeOutcome> {
-  if (check.http) {
-    const url = `http://${ip}:${check.http.port}${check.http.path}`;
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(5000), redirect: "manual" });
-      await response.arrayBuffer();
-      return { ok: response.status === check.http.status, detail: `GET ${url}: HTTP ${response.status} (want ${check.http.status})` };
-    } catch (error) {
-      const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).name;
-      return { ok: false, detail: `GET ${url}: ${cause === "TimeoutError" ? "no answer within 5 s" : cause}` };
-    }
+/**
+ * The trust of an https check: its `ca` resolved once per stage. `tier` is the run's tier's root:
+ * Caddy's local CA read from the VM for `internal` (inside the VM its file is used as it is),
+ * Let's Encrypt's staging roots for `le-staging`, the system's roots for `le-prod-wildcard`.
+ */
+async function trustOf(
+  check: Check,
+  machine: Machine,
+  context: CheckContext | undefined,
+  inside: boolean,
+): Promise<{ trust?: Trust; caFileOnVm?: string; problem?: string }> {
+  const ca = check.https?.ca;
+  if (ca === undefined) return {};
+  if (ca === "insecure") return { trust: { kind: "insecure" } };
+  if (ca === "system") return { trust: { kind: "system" } };
+  if (!context) return { problem: `ca: ${ca} needs the run's repo and cert tier` };
+  if (ca !== "tier") {
+    const file = join(context.repoDir, ca);
+    const pem = await readFile(file, "utf8").catch(() => undefined);
+    return pem === undefined ? { problem: `ca: ${ca}: no such file in the repo (${file})` } : { trust: { kind: "pem", pem, what: ca } };
   }
-  return tcpProbe(ip, check.tcp!.port);
-}
-
-function tcpProbe(ip: string, port: number): Promise<ProbeOutcome> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: ip, port, timeout: 5000 });
-    const done = (outcome: ProbeOutcome) => {
-      socket.destroy();
-      resolve(outcome);
-    };
-    socket.once("connect", () => done({ ok: true, detail: `TCP ${ip}:${port} accepts connections` }));
-    socket.once("timeout", () => done({ ok: false, detail: `TCP ${ip}:${port}: no answer within 5 s` }));
-    socket.once("error", (error: NodeJS.ErrnoException) => done({ ok: false, detail: `TCP ${ip}:${port}: ${error.code ?? error.message}` }));
-  });
+  if (context.tier === "le-prod-wildcard") return { trust: { kind: "system" } };
+  if (context.tier === "le-staging") {
+    const pem = await stagingRoots(context.certCacheDir).catch((error: unknown) => (error as Error).message);
+    return pem.includes("BEGIN CERTIFICATE") ? { trust: { kind: "pem", pem, what: "Let's Encrypt's staging roots" } } : { problem: pem };
+  }
+  const root = await machine.execute(`cat -- ${quoteArg(CADDY_LOCAL_ROOT)}`, { timeoutMs: PROBE_TRY_MS });
+  if (root.exitCode !== 0 || !root.stdout.includes("BEGIN CERTIFICATE")) {
+    return { problem: `ca: tier (internal): Caddy's local CA is not on the VM yet (${CADDY_LOCAL_ROOT})` };
+  }
+  return { trust: { kind: "pem", pem: root.stdout, what: "the internal tier's CA (Caddy's local root)" }, ...(inside ? { caFileOnVm: CADDY_LOCAL_ROOT } : {}) };
 }
 
 /** Waits for one check through the machine; returns what it saw when it passed. */
-async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs: number): Promise<string> {
+async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs: number, context: CheckContext | undefined): Promise<string> {
   if (check.unit) {
     await machine.waitForUnit(check.unit, withinMs);
     return `${check.unit} is active`;
@@ -80,11 +116,23 @@ async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs
     const output = (await machine.waitUntilSucceeds(check.run, withinMs)).trim().split("\n").at(-1) ?? "";
     return `exit 0${output ? `: ${output.slice(0, 200)}` : ""}`;
   }
+  const fromController = runsFromController(check);
+  let trusted: Awaited<ReturnType<typeof trustOf>> | undefined;
+  const attempt = async (): Promise<ProbeOutcome> => {
+    // Asked again until found: the internal tier's CA appears once Caddy has started.
+    if (trusted === undefined || trusted.problem !== undefined) trusted = await trustOf(check, machine, context, !fromController);
+    const { trust, caFileOnVm, problem } = trusted;
+    if (problem) return { ok: false, detail: problem };
+    if (!fromController) return tryInside(machine, insideProbe(check, trust, caFileOnVm), PROBE_TRY_MS);
+    if (check.http || check.https) return webProbeFromController(check, ip, trust);
+    if (check.dns) return dnsProbeFromController(ip, check.dns.name, check.dns.address);
+    return tcpProbeFromController(ip, check.tcp!.port);
+  };
   return machine.waitFor(
     describeCheck(check, ip),
     withinMs,
     async () => {
-      const outcome = await hostProbe(check, ip);
+      const outcome = await attempt();
       return outcome.ok ? { done: true, value: outcome.detail } : { done: false, seen: outcome.detail };
     },
     { intervalMs: 1000, maxIntervalMs: 3000 },
@@ -97,7 +145,7 @@ export async function runChecks(
   machine: Machine,
   ip: string,
   stage: CheckStage,
-  options: { onResult?: (result: CheckResult) => void } = {},
+  options: { onResult?: (result: CheckResult) => void; context?: CheckContext } = {},
 ): Promise<CheckResult[]> {
   return Promise.all(
     checks.map(async (check) => {
@@ -108,7 +156,7 @@ export async function runChecks(
         return result;
       };
       try {
-        return finish(true, await waitForCheck(check, machine, ip, check.within * 1000));
+        return finish(true, await waitForCheck(check, machine, ip, check.within * 1000, options.context));
       } catch (error) {
         // Given up on (what it last saw), or a unit that failed outright: the check failed.
         if (error instanceof WaitError && error.timedOut) return finish(false, error.lastSeen);

@@ -3,6 +3,7 @@
  * place that knows their shape; everything inward uses the inferred types. Unknown keys are
  * errors everywhere, so a typo is caught instead of silently ignored.
  */
+import { isIP } from "node:net";
 import { z } from "zod";
 
 /** The cert tiers of ADR-025 §5. */
@@ -15,17 +16,110 @@ export const NAMED_IMAGES = ["debian-13-genericcloud", "debian-13-local"] as con
 const port = z.number().int().min(1).max(65535);
 const vars = z.record(z.string(), z.unknown());
 
+/** A regular expression as a profile writes it (checked here, so a bad one is named at the edge). */
+const pattern = z
+  .string()
+  .min(1)
+  .refine(
+    (source) => {
+      try {
+        new RegExp(source);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { error: "expected a regular expression (JavaScript syntax)" },
+  );
+/** A duration: a whole number and s, m, h or d (`30m`, `12h`, `2d`). */
+export const durationSchema = z.string().regex(/^\d+[smhd]$/, { error: "expected a duration such as 90s, 30m, 12h or 2d" });
+/** An IPv4 or IPv6 address. */
+const address = z.string().refine((text) => isIP(text) !== 0, { error: "expected an IP address such as 10.234.0.10" });
+/** A DNS name (a virtual host, a name to resolve). */
+const dnsName = z.string().regex(/^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/, {
+  error: "expected a DNS name such as app.test.example",
+});
+
 const httpProbe = z.strictObject({
   port,
   path: z.string().startsWith("/").default("/"),
   status: z.number().int().min(100).max(599).default(200),
+  /** The Host header (and, over TLS, the SNI name); default: the VM's address. */
+  host: dnsName.optional(),
+  /** The body must match this. */
+  body: pattern.optional(),
+});
+/** Where an https check takes its trust from: the run's cert tier, the system's roots, none, or a PEM file in the repo. */
+export const CA_SOURCES = ["tier", "system", "insecure"] as const;
+const httpsProbe = httpProbe.extend({
+  port: port.default(443),
+  ca: z
+    .union([z.enum(CA_SOURCES), z.string().regex(/^[^/].*\.(pem|crt)$/, { error: "expected tier, system, insecure or a .pem/.crt file in the repo" })])
+    .default("tier"),
+  /** The leaf certificate's issuer (its distinguished name as text) must match this. */
+  issuer: pattern.optional(),
+  /** The leaf certificate must stay valid at least this long from now. */
+  validFor: durationSchema.optional(),
 });
 const tcpProbe = z.strictObject({ port });
 const listenProbe = z.strictObject({ port });
+const udpProbe = z.strictObject({ port, address: address.optional() });
+const dnsProbe = z.strictObject({ name: dnsName, address: address.optional() });
+const commandProbe = z.strictObject({ run: z.string().min(1), exit: z.number().int().min(0).max(255).default(0), stdout: pattern.optional() });
+const fileProbe = z.strictObject({
+  path: z.string().regex(/^\/[^\0]*$/, { error: "expected an absolute path" }),
+  mode: z
+    .string()
+    .regex(/^0?[0-7]{3}$/, { error: 'expected an octal mode such as "0644"' })
+    .optional(),
+  content: pattern.optional(),
+});
+const sysctlProbe = z.strictObject({
+  key: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_./-]*$/, { error: "expected a sysctl key such as net.ipv4.ip_forward" }),
+  value: z.string(),
+});
+const nftProbe = z
+  .strictObject({
+    table: z
+      .string()
+      .regex(/^(ip|ip6|inet|arp|bridge|netdev) [A-Za-z0-9_-]+$/, { error: 'expected "<family> <name>", such as "inet filter"' })
+      .optional(),
+    chain: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, { error: "expected a chain name" })
+      .optional(),
+    matches: pattern,
+  })
+  .refine((probe) => probe.chain === undefined || probe.table !== undefined, { error: "a chain needs its table", path: ["chain"] });
+const containerProbe = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { error: "expected a container name" }),
+  state: z.enum(["running", "healthy"]).default("running"),
+});
 
-/** The probe kinds a check may carry; exactly one per check. */
-export const PROBE_KINDS = ["http", "tcp", "unit", "listen", "run"] as const;
-export type ProbeKind = (typeof PROBE_KINDS)[number];
+/** Each probe kind a check may carry (exactly one per check), and its fields. */
+export const PROBE_SCHEMAS = {
+  http: httpProbe,
+  https: httpsProbe,
+  tcp: tcpProbe,
+  unit: z.string().min(1),
+  listen: listenProbe,
+  run: z.string().min(1),
+  udp: udpProbe,
+  dns: dnsProbe,
+  command: commandProbe,
+  file: fileProbe,
+  sysctl: sysctlProbe,
+  nft: nftProbe,
+  container: containerProbe,
+} as const;
+export type ProbeKind = keyof typeof PROBE_SCHEMAS;
+/** The probe kinds, in the order the docs list them. */
+export const PROBE_KINDS = Object.keys(PROBE_SCHEMAS) as ProbeKind[];
+
+/** Kinds that may run from the control host (the rest run inside the VM only). */
+export const FROM_CONTROLLER_KINDS: readonly ProbeKind[] = ["http", "https", "tcp", "dns"];
+/** Kinds that run from the control host unless the check says `from: <host>`. */
+export const CONTROLLER_BY_DEFAULT: readonly ProbeKind[] = ["http", "https", "tcp"];
 
 /** How long a check may take to pass in a stage when the profile does not say (seconds). */
 export const DEFAULT_CHECK_WITHIN_SECONDS = 60;
@@ -33,11 +127,25 @@ export const DEFAULT_CHECK_WITHIN_SECONDS = 60;
 const checkSchema = z
   .strictObject({
     name: z.string().min(1),
-    http: httpProbe.optional(),
-    tcp: tcpProbe.optional(),
-    unit: z.string().min(1).optional(),
-    listen: listenProbe.optional(),
-    run: z.string().min(1).optional(),
+    http: PROBE_SCHEMAS.http.optional(),
+    https: PROBE_SCHEMAS.https.optional(),
+    tcp: PROBE_SCHEMAS.tcp.optional(),
+    unit: PROBE_SCHEMAS.unit.optional(),
+    listen: PROBE_SCHEMAS.listen.optional(),
+    run: PROBE_SCHEMAS.run.optional(),
+    udp: PROBE_SCHEMAS.udp.optional(),
+    dns: PROBE_SCHEMAS.dns.optional(),
+    command: PROBE_SCHEMAS.command.optional(),
+    file: PROBE_SCHEMAS.file.optional(),
+    sysctl: PROBE_SCHEMAS.sysctl.optional(),
+    nft: PROBE_SCHEMAS.nft.optional(),
+    container: PROBE_SCHEMAS.container.optional(),
+    /**
+     * Where the probe runs: `controller` (the control host, as a client on the LAN would) or the
+     * impersonated host itself (inside the VM). Default: controller for http, https and tcp,
+     * inside for the rest.
+     */
+    from: z.string().min(1).optional(),
     // Seconds the check is retried before it counts as failed. A failing check always waits this
     // long, so it is the price of every finding: long for slow services, short where the subject
     // is ready once systemd says the system is running.
@@ -49,6 +157,23 @@ const checkSchema = z
       ctx.addIssue({
         code: "custom",
         message: `expected exactly one probe (one of ${PROBE_KINDS.join(", ")}), found ${present.length === 0 ? "none" : present.join(" and ")}`,
+      });
+      return;
+    }
+    const kind = present[0]!;
+    if (check.from === "controller" && !FROM_CONTROLLER_KINDS.includes(kind)) {
+      ctx.addIssue({ code: "custom", path: ["from"], message: `expected the host's own name: a ${kind} check runs inside the VM, found "controller"` });
+    }
+    if (
+      kind === "https" &&
+      check.from !== undefined &&
+      check.from !== "controller" &&
+      (check.https?.issuer !== undefined || check.https?.validFor !== undefined)
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["https"],
+        message: "expected issuer and validFor only from the controller (the certificate is read there), found them with from: the host",
       });
     }
   });
@@ -137,6 +262,15 @@ export const profileSchema = z
     if (profile.checks.length === 0 && profile.survival === false) {
       ctx.addIssue({ code: "custom", path: ["checks"], message: "expected at least one check (or survival: true), found none" });
     }
+    profile.checks.forEach((check, index) => {
+      if (check.from !== undefined && check.from !== "controller" && check.from !== profile.host) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["checks", index, "from"],
+          message: `expected "controller" or the host's name (${profile.host}), found ${JSON.stringify(check.from)}`,
+        });
+      }
+    });
     const names = profile.checks.map((check) => check.name);
     profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
       if (!names.includes(name)) {

@@ -14,6 +14,7 @@ import type { Runner } from "../../infra/runner.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
 import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
+import { certCacheDir } from "../host/paths.ts";
 import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
 import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
@@ -393,13 +394,14 @@ export async function applyStep(
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */
 export async function checkStage(
-  context: Pick<StepContext, "profile" | "log">,
+  context: Pick<StepContext, "profile" | "log" | "certs">,
   session: Pick<ScenarioVm, "machine" | "outputs">,
   stage: CheckStage,
   checks: readonly Check[] = context.profile.document.checks,
 ): Promise<CheckResult[]> {
   return runChecks(checks, session.machine, session.outputs.ip, stage, {
     onResult: (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
+    context: { repoDir: context.profile.repoDir, tier: context.certs.tier, certCacheDir: certCacheDir() },
   });
 }
 

@@ -73,7 +73,10 @@ describe("loadProfile", () => {
 
   it("rejects an unknown key inside a check", async () => {
     const { error } = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, tiemout: 3"));
-    assert.match(error.message, /checks\[0\]\.tiemout: unknown key "tiemout"; expected one of name, http, tcp, unit, listen, run/);
+    assert.match(
+      error.message,
+      /checks\[0\]\.tiemout: unknown key "tiemout"; expected one of name, http, https, tcp, unit, listen, run, udp, dns, command, file, sysctl, nft, container, from, within$/,
+    );
   });
 
   it("reports invalid YAML with line and column", async () => {
@@ -113,7 +116,10 @@ describe("loadProfile", () => {
 
   it("requires exactly one probe per check", async () => {
     const none = await problemsFor(GOOD.replace(", unit: docker.service", ""));
-    assert.match(none.error.message, /checks\[0\]: expected exactly one probe \(one of http, tcp, unit, listen, run\), found none/);
+    assert.match(
+      none.error.message,
+      /checks\[0\]: expected exactly one probe \(one of http, https, tcp, unit, listen, run, udp, dns, command, file, sysctl, nft, container\), found none/,
+    );
     const two = await problemsFor(GOOD.replace("unit: docker.service", 'unit: docker.service, run: "true"'));
     assert.match(two.error.message, /found unit and run/);
   });
