@@ -37,7 +37,7 @@ Usage: ${PROGRAM} <command> [options]     (npm run boma-it -- <command> ...)
 Commands:
 ${COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`).join("\n")}
 
-Common options:
+Common options (before or after the command):
   --json                one JSON document on stdout; logs stay on stderr
   -q, --quiet           only warnings and the result (the run dir's run.log keeps every line)
   --runs-dir DIR        where runs are written (default ~/integration-runs, env BOMA_IT_RUNS_DIR)
@@ -77,19 +77,56 @@ export function userCwd(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): st
   return env.INIT_CWD && env.npm_package_name === "boma-it" && cwd === PROJECT_ROOT ? env.INIT_CWD : cwd;
 }
 
+/** The common options that take a value (the others are flags): they may stand before the command too. */
+const COMMON_VALUE_OPTIONS = Object.entries(COMMON_OPTIONS)
+  .filter(([, spec]) => spec.type === "string")
+  .map(([name]) => `--${name}`);
+/** The common flags, long and short, and `--version`. */
+const COMMON_FLAGS = [
+  "--version",
+  "-V",
+  ...Object.entries(COMMON_OPTIONS).flatMap(([name, spec]) => (spec.type === "boolean" ? [`--${name}`, ...("short" in spec ? [`-${spec.short}`] : [])] : [])),
+];
+
+/**
+ * The command's name and its arguments: common options before the name (`boma-it --json status`)
+ * move behind it, where the command's parser reads them as if written there.
+ */
+export function splitCommand(argv: readonly string[]): { name: string | undefined; rest: string[] } {
+  const leading: string[] = [];
+  let index = 0;
+  while (index < argv.length) {
+    const arg = argv[index]!;
+    const key = arg.startsWith("--") && arg.includes("=") ? arg.slice(0, arg.indexOf("=")) : arg;
+    if (COMMON_FLAGS.includes(arg)) {
+      leading.push(arg);
+      index += 1;
+    } else if (COMMON_VALUE_OPTIONS.includes(key)) {
+      const taken = key === arg ? 2 : 1;
+      leading.push(...argv.slice(index, index + taken));
+      index += taken;
+    } else break;
+  }
+  return { name: argv[index], rest: [...leading, ...argv.slice(index + 1)] };
+}
+
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
-  const wantsJson = argv.includes("--json");
-  const quiet = argv.includes("-q") || argv.includes("--quiet");
+  // What stands after `--` belongs to the command run on the VM (`ssh <run> -- cmd --json`).
+  const own = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
+  const wantsJson = own.includes("--json");
+  const quiet = own.includes("-q") || own.includes("--quiet");
   const redactor = new Redactor();
   const log = new Log({ stream: io.stderr, redact: redactor.redact, quiet });
   try {
-    const [name, ...rest] = argv;
-    if (name === "--version" || name === "-V") {
+    const { name, rest } = splitCommand(argv);
+    const before = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+    // Asked anywhere (before or after a command), the version is the answer.
+    if (before.includes("--version") || before.includes("-V")) {
       io.stdout.write(wantsJson ? `${JSON.stringify({ version: version() })}\n` : `${PROGRAM} ${version()}\n`);
       return ExitCode.pass;
     }
-    if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    if (name === undefined || name === "help") {
       const topic = name === "help" ? rest[0] : undefined;
       if (topic !== undefined) {
         const command = findCommand(topic);
@@ -97,7 +134,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         return ExitCode.pass;
       }
       io.stdout.write(`${mainHelp()}\n`);
-      return name === undefined ? ExitCode.badInput : ExitCode.pass;
+      // Help asked for is an answer; no command at all is bad input.
+      return name === undefined && !before.includes("--help") && !before.includes("-h") ? ExitCode.badInput : ExitCode.pass;
     }
     const command = findCommand(name);
     const args = parseCommandArgs(command.name, rest, { ...COMMON_OPTIONS, ...command.options });

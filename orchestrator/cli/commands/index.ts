@@ -6,6 +6,7 @@ import { downCommand } from "./down.ts";
 import { imageCommand } from "./image.ts";
 import { reapCommand } from "./reap.ts";
 import { runCommand } from "./run.ts";
+import { reportCommand, runsCommand } from "./runs.ts";
 import { sshCommand } from "./ssh.ts";
 import { statusCommand } from "./status.ts";
 import { upCommand } from "./up.ts";
@@ -23,6 +24,8 @@ export const COMMANDS: readonly CommandDefinition[] = [
   downCommand,
   sshCommand,
   statusCommand,
+  runsCommand,
+  reportCommand,
   reapCommand,
   validateCommand,
   imageCommand,

@@ -1,10 +1,10 @@
 /** `boma-it run`: the whole sequence for a profile (RED→GREEN), a host without one, or a whole group. */
-import { join } from "node:path";
 import { fleetTable, runFleet } from "../../run/fleet.ts";
 import type { RunOptions } from "../../run/options.ts";
 import type { RunReport } from "../../run/report.ts";
 import { scenariosToRun } from "../../run/scenario.ts";
 import { runScenarios } from "../../run/sequences.ts";
+import { runReportText } from "../../run/past-runs.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
 import { RUN_OPTIONS, runOptionsHelp } from "../options.ts";
 import { hostTargets, loadRunInputs, type HostTarget } from "../run-inputs.ts";
@@ -44,7 +44,11 @@ the exit code is the worst; --json prints fleet.json.`,
           : undefined;
     if (fleetName === undefined) {
       const report = await runHost(targets[0]!, context, context.runsDir);
-      return { exitCode: report.exitCode, json: report, text: summary(report, context.json, context.log) };
+      return {
+        exitCode: report.exitCode,
+        json: report,
+        text: runReportText(report, { short: true, ...(context.json ? { keptOnStderr: (line: string) => context.log.info(line) } : {}) }),
+      };
     }
     // Several hosts, one VM at a time: unless --keep says otherwise, a failing host's VM goes
     // (its diagnostics stay) so the next host can start.
@@ -71,42 +75,4 @@ async function runHost(target: HostTarget, context: CommandContext, runsDir: str
   const scenarios = scenariosToRun(profile, options.scenario);
   const report = await runScenarios({ ...inputs, options }, scenarios, { runner, log, env, runsDir, signal });
   return report;
-}
-
-/** Which revision a scenario applied, for its line: ` (ref v2 = 1a2b3c4d5e6f, on baseline v1 = ...)`, or the worktree's state. */
-export function revisionLabel(scenario: {
-  ref?: string | null;
-  commit?: string;
-  dirty?: boolean | null;
-  baseline?: { ref: string; commit: string } | null;
-}): string {
-  const at = scenario.ref
-    ? `ref ${scenario.ref} = ${scenario.commit?.slice(0, 12)}`
-    : scenario.commit === "worktree"
-      ? `worktree${scenario.dirty ? ", uncommitted changes" : ""}`
-      : "";
-  const on = scenario.baseline ? `, on baseline ${scenario.baseline.ref} = ${scenario.baseline.commit.slice(0, 12)}` : "";
-  return at || on ? ` (${at}${on})` : "";
-}
-
-/** The run's result in a few lines; the way in and out of a kept VM last (on stderr with --json). */
-function summary(report: RunReport, json: boolean, log: { info(line: string): void }): string {
-  const lines = [
-    `${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s)`,
-    ...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}${revisionLabel(scenario)}: ${scenario.outcome}`),
-  ];
-  if (report.error) {
-    lines.push(`  ${report.error.message.split("\n")[0]}`, ...report.error.causes.map((cause) => `    caused by: ${cause}`));
-  }
-  lines.push(`  report: ${join(report.runDir, "report.json")}`, `  log: ${join(report.runDir, "run.log")}`);
-  if (report.diagnostics) lines.push(`  diagnostics: ${report.diagnostics}`);
-  if (report.kept) {
-    const keptLines = [
-      `the VM is kept: get in with \`${report.kept.ssh}\``,
-      `clean up with \`npm run boma-it -- down ${report.kept.run}\` (or \`npm run reap\`)`,
-    ];
-    if (json) keptLines.forEach((line) => log.info(line));
-    else lines.push(...keptLines.map((line) => `  ${line}`));
-  }
-  return lines.join("\n");
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { COMMANDS } from "../../../../orchestrator/cli/commands/index.ts";
+import { splitCommand } from "../../../../orchestrator/cli/main.ts";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "../../../../orchestrator/host/paths.ts";
 import { runCli } from "../../../helpers/cli.ts";
@@ -58,6 +59,22 @@ describe("boma-it CLI", () => {
     assert.match(text.stdout, /^boma-it \d+\.\d+\.\d+\n$/);
     const json = await runCli(["-V", "--json"]);
     assert.match((JSON.parse(json.stdout) as { version: string }).version, /^\d+\.\d+\.\d+$/);
+  });
+
+  it("takes the common options before the command as after it, and --version anywhere but behind --", async () => {
+    assert.deepEqual(splitCommand(["--json", "--runs-dir", "/r", "-q", "status", "--engine=direct"]), {
+      name: "status",
+      rest: ["--json", "--runs-dir", "/r", "-q", "--engine=direct"],
+    });
+    assert.deepEqual(splitCommand(["--accel=tcg", "ssh", "run1", "--", "ls", "--json"]), { name: "ssh", rest: ["--accel=tcg", "run1", "--", "ls", "--json"] });
+    const before = await runCli(["--json", "runs", "--runs-dir", "/nonexistent"]);
+    assert.equal(before.code, 0, before.stderr);
+    assert.deepEqual(JSON.parse(before.stdout), []);
+    const after = await runCli(["validate", "--version"]);
+    assert.equal(after.code, 0, after.stderr);
+    assert.match(after.stdout, /^boma-it \d+\.\d+\.\d+$/m);
+    const help = await runCli(["-h", "runs"]);
+    assert.match(help.stdout, /^Usage: boma-it runs/);
   });
 
   it("refuses help on an unknown command with exit 2", async () => {

@@ -1,0 +1,223 @@
+/**
+ * Past runs read from run dirs as runs leave them (report.json): a pass, a RED finding whose
+ * GREEN broke and kept its VM, a harness fault (exit 4), and a fleet's host. `runs` lists them
+ * newest first under headings; `report` finds one by any unique part and says what it came to.
+ */
+import assert from "node:assert/strict";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { BadInputError, ExitCode } from "../../../../orchestrator/errors.ts";
+import { listPastRuns, pastRunsTable, resolvePastRun, runReportText } from "../../../../orchestrator/run/past-runs.ts";
+import { emptyScenarioReport, type RunReport, type ScenarioReport } from "../../../../orchestrator/run/report.ts";
+import { runCli } from "../../../helpers/cli.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+/** A report as a run writes it, with what the case needs. */
+function report(runsDir: string, name: string, fields: Partial<RunReport>): RunReport {
+  const host = name.split("-").at(-1)!;
+  return {
+    runId: `boma-it-${host}-${name.slice(0, 15)}`,
+    profile: host,
+    host,
+    engine: "direct",
+    accel: "tcg",
+    certs: "internal",
+    egress: { mode: "allowlist", allowed: [], blocked: [] },
+    verdict: "pass",
+    exitCode: 0,
+    message: "",
+    scenarios: [],
+    readyLagSeconds: [],
+    diagnostics: null,
+    harness: { peakRssMiB: 80 },
+    kept: null,
+    error: null,
+    startedAt: `${name.slice(0, 4)}-${name.slice(4, 6)}-${name.slice(6, 8)}T${name.slice(9, 11)}:${name.slice(11, 13)}:${name.slice(13, 15)}.000Z`,
+    finishedAt: "",
+    wallSeconds: 748.2,
+    runDir: join(runsDir, name),
+    ...fields,
+  };
+}
+
+function scenario(name: "red" | "green", fields: Partial<ScenarioReport>): ScenarioReport {
+  return { ...emptyScenarioReport({ name, expect: name === "red" ? "fail" : "pass" }, `boma-it-askari-${name}`), ...fields };
+}
+
+async function writeRun(dir: string, document: RunReport): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "report.json"), `${JSON.stringify(document, null, 2)}\n`);
+}
+
+/** Three runs of askari and a fleet's kazi, as run dirs hold them. */
+async function recordedRuns(runsDir: string) {
+  const passing = report(runsDir, "20261201-090000-askari", {
+    message: "RED is faithful; GREEN survived the reboot",
+    scenarios: [
+      scenario("red", {
+        ok: true,
+        faithful: true,
+        outcome: "RED is faithful: it passed before the reboot and broke after it (web through the published port)",
+        commit: "worktree",
+        dirty: false,
+      }),
+      scenario("green", { ok: true, outcome: "GREEN survived the reboot", commit: "worktree", dirty: false }),
+    ],
+  });
+  const finding = report(runsDir, "20261202-100000-askari", {
+    verdict: "fail",
+    exitCode: ExitCode.systemUnderTestFailed,
+    message: "GREEN broke after the reboot: web through the published port",
+    diagnostics: join(runsDir, "20261202-100000-askari", "green", "diagnostics"),
+    kept: {
+      run: "boma-it-askari-20261202-101500",
+      ssh: "npm run boma-it -- ssh boma-it-askari-20261202-101500",
+      reap: "npm run boma-it -- down boma-it-askari-20261202-101500",
+    },
+    egress: { mode: "allowlist", allowed: [], blocked: [{ name: "0.debian.pool.ntp.org", count: 600 }] },
+    scenarios: [
+      scenario("red", { ok: true, faithful: true, outcome: "RED is faithful" }),
+      scenario("green", {
+        ok: false,
+        outcome: "GREEN broke after the reboot: web through the published port",
+        ref: "fix-forward",
+        commit: "1a2b3c4d5e6f7a8b9c0d",
+        bootIds: ["68aeaa18-0000", "b4a817f2-0000"],
+        checks: [
+          { name: "web through the published port", stage: "pre-reboot", ok: true, detail: "GET http://10.234.7.10:8080/: HTTP 200 (want 200)", seconds: 0.4 },
+          {
+            name: "web through the published port",
+            stage: "post-reboot",
+            ok: false,
+            detail: "GET http://10.234.7.10:8080/: no answer within 5 s",
+            seconds: 20.3,
+          },
+        ],
+        snapshotDiff: {
+          "nft ruleset": { added: [], removed: ['iifname "docker0" accept', 'oifname "docker0" accept', "a", "b", "c", "d"] },
+          containers: { added: [], removed: [] },
+        },
+        diagnostics: join(runsDir, "20261202-100000-askari", "green", "diagnostics"),
+      }),
+    ],
+  });
+  const fault = report(runsDir, "20261203-110000-askari", {
+    verdict: "error",
+    exitCode: ExitCode.harnessFault,
+    message: "after the reboot the VM stalled before its kernel started, twice",
+    error: { kind: "BootStallError", message: "after the reboot the VM stalled before its kernel started, twice", causes: ["Error: no kernel within 150 s"] },
+    scenarios: [scenario("red", { outcome: "not judged: a fault of the harness or the infrastructure: the VM stalled" })],
+  });
+  const fleetHost = report(runsDir, "20261203-120500-kazi", {
+    message: "GREEN survived the reboot",
+    runDir: join(runsDir, "20261203-120000-fleet-mesh", "20261203-120500-kazi"),
+  });
+  await writeRun(passing.runDir, passing);
+  await writeRun(finding.runDir, finding);
+  await writeRun(fault.runDir, fault);
+  await writeRun(fleetHost.runDir, fleetHost);
+  // A run dir without a report (a run still going, or cut short before its first write) is no past run.
+  await mkdir(join(runsDir, "20261203-130000-askari"), { recursive: true });
+  return { passing, finding, fault, fleetHost };
+}
+
+describe("past runs", () => {
+  it("are listed newest first, a fleet's hosts too, under headings", async () => {
+    const tree = await tempTree();
+    try {
+      await recordedRuns(tree.dir);
+      const runs = await listPastRuns(tree.dir);
+      assert.deepEqual(
+        runs.map((run) => [run.name, run.verdict, run.kept, run.fleet !== undefined]),
+        [
+          ["20261203-120500-kazi", "pass", null, true],
+          ["20261203-110000-askari", "error", null, false],
+          ["20261202-100000-askari", "fail", "boma-it-askari-20261202-101500", false],
+          ["20261201-090000-askari", "pass", null, false],
+        ],
+      );
+      const table = pastRunsTable(runs, tree.dir).split("\n");
+      assert.match(table[1]!, /^RUN +HOST +STARTED \(UTC\) +VERDICT +TOOK +VM$/);
+      assert.match(table[4]!, /^20261202-100000-askari {2}askari {2}2026-12-02 10:00 {2}fail \(1\) +748 s {2}kept boma-it-askari-20261202-101500$/);
+      assert.equal(pastRunsTable([], tree.dir), `no past runs in ${tree.dir}`);
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("are found by any part only one has, the newest without one; a typo gets the closest name", async () => {
+    const tree = await tempTree();
+    try {
+      await recordedRuns(tree.dir);
+      const runs = await listPastRuns(tree.dir);
+      assert.equal(resolvePastRun(runs, undefined, tree.dir).name, "20261203-120500-kazi");
+      assert.equal(resolvePastRun(runs, "20261202", tree.dir).name, "20261202-100000-askari");
+      assert.equal(resolvePastRun(runs, "boma-it-askari-20261201-090000", tree.dir).name, "20261201-090000-askari");
+      assert.throws(
+        () => resolvePastRun(runs, "askari", tree.dir),
+        (error: unknown) => error instanceof BadInputError && /"askari" names 3 past runs .*; give more of the name/.test(error.message),
+      );
+      assert.throws(
+        () => resolvePastRun(runs, "20261202-100000-askary", tree.dir),
+        (error: unknown) => error instanceof BadInputError && /no past run .* \(did you mean "20261202-100000-askari"\?\)/.test(error.message),
+      );
+      assert.throws(
+        () => resolvePastRun([], undefined, tree.dir),
+        (error: unknown) => error instanceof BadInputError && /no past runs in /.test(error.message),
+      );
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("read as a person reads them: a finding's failed checks, what the reboot changed, the diagnostics and the way in", async () => {
+    const tree = await tempTree();
+    try {
+      const { finding, fault, passing } = await recordedRuns(tree.dir);
+      const text = runReportText(finding, { short: false });
+      assert.match(text, /^FAIL: askari \(748\.2 s, exit 1, started 2026-12-02 10:00:00 UTC, run boma-it-askari-20261202-100000\)$/m);
+      assert.match(text, /^ {2}GREEN \(expect: pass; ref fix-forward = 1a2b3c4d5e6f\): NOT as expected$/m);
+      assert.match(text, /^ {4}rebooted: boot id 68aeaa18… → b4a817f2…$/m);
+      assert.match(text, /^ {4}FAIL after the reboot: web through the published port: GET http:\/\/10\.234\.7\.10:8080\/: no answer within 5 s$/m);
+      assert.match(text, /^ {4}checks: 1 of 2 passed/m);
+      assert.match(
+        text,
+        /^ {4}the reboot changed nft ruleset:\n {6}- iifname "docker0" accept\n {6}- oifname "docker0" accept\n {6}- a\n {6}- b\n {6}- … and 2 more$/m,
+      );
+      assert.doesNotMatch(text, /the reboot changed containers/, "an item the reboot left alone is not shown");
+      assert.match(text, /^ {2}the allowlist refused: 0\.debian\.pool\.ntp\.org$/m);
+      assert.match(text, /^ {2}the VM is kept: get in with `npm run boma-it -- ssh boma-it-askari-20261202-101500`$/m);
+
+      const faulted = runReportText(fault, { short: false });
+      assert.match(faulted, /^ERROR: askari /);
+      assert.match(faulted, /^ {2}after the reboot the VM stalled before its kernel started, twice\n {4}caused by: Error: no kernel within 150 s$/m);
+
+      assert.equal(
+        runReportText(passing, { short: true }).split("\n").slice(0, 3).join("\n"),
+        "PASS: askari (748.2 s)\n  RED (worktree): RED is faithful: it passed before the reboot and broke after it (web through the published port)\n  GREEN (worktree): GREEN survived the reboot",
+      );
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("through the CLI: `runs` and `report <run>`, --json as report.json is", async () => {
+    const tree = await tempTree();
+    try {
+      const { finding } = await recordedRuns(tree.dir);
+      const listed = await runCli(["runs", "--runs-dir", tree.dir, "--json"]);
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.equal((JSON.parse(listed.stdout) as unknown[]).length, 4);
+      const read = await runCli(["--runs-dir", tree.dir, "report", "20261202"]);
+      assert.equal(read.code, 0, read.stderr);
+      assert.match(read.stdout, /^FAIL: askari/);
+      const json = await runCli(["report", "20261202", "--json", "--runs-dir", tree.dir]);
+      assert.deepEqual(JSON.parse(json.stdout), finding);
+      const typo = await runCli(["report", "nobody", "--runs-dir", tree.dir]);
+      assert.equal(typo.code, 2);
+    } finally {
+      await tree.remove();
+    }
+  });
+});
