@@ -6,7 +6,7 @@
  * report.json, everything let go on every exit path. A verb never tears the VM down;
  * {@link takeDown} does, for `down`.
  */
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
@@ -83,12 +83,34 @@ export interface VerbOutcome {
   details?: Record<string, unknown>;
 }
 
-/** Finds the live run a verb names (anywhere on this host). */
-export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference" | "runner" | "env">): Promise<{ found: FoundRun; libvirt: Libvirt }> {
+/**
+ * Finds the live run a verb names (anywhere on this host). `onlyMine`: a run left unnamed is the
+ * one live run this user made, never another user's (their runs are named, not taken).
+ */
+export async function findVerbRun(
+  request: Pick<VerbRequest, "verb" | "reference" | "runner" | "env">,
+  options: { onlyMine?: boolean } = {},
+): Promise<{ found: FoundRun; libvirt: Libvirt }> {
   const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
   const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
-  return { found: resolveRun(runs, request.reference, request.verb), libvirt };
+  if (request.reference !== undefined || !options.onlyMine) return { found: resolveRun(runs, request.reference, request.verb), libvirt };
+  const uid = process.getuid?.();
+  const owners = await Promise.all(
+    runs.map((run) =>
+      stat(run.outputs.runDir).then(
+        (info) => info.uid,
+        () => undefined,
+      ),
+    ),
+  );
+  const mine = runs.filter((_, index) => owners[index] === uid);
+  if (mine.length === 0 && runs.length > 0) {
+    throw new BadInputError({
+      message: `no live run of yours to ${request.verb}; ${runs.length === 1 ? "the one live run was" : `the ${runs.length} live runs were`} made by another user: ${runs.map((run) => run.runId).join(", ")}; name the one to ${request.verb}`,
+    });
+  }
+  return { found: resolveRun(mine, undefined, request.verb), libvirt };
 }
 
 /**
@@ -97,7 +119,7 @@ export async function findVerbRun(request: Pick<VerbRequest, "verb" | "reference
  * when its stack is not where its record says, 4 when something could not be deleted.
  */
 export async function takeDown(request: Pick<VerbRequest, "reference" | "runner" | "env" | "log" | "signal">): Promise<FoundRun> {
-  const { found } = await findVerbRun({ ...request, verb: "take down" });
+  const { found } = await findVerbRun({ ...request, verb: "take down" }, { onlyMine: true });
   const engine = found.engine;
   if (!engine) {
     throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");

@@ -5,15 +5,15 @@
  * onto a fresh top volume, and the console read as boots.
  */
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chown, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
 import { Runner } from "../../../../infra/runner.ts";
-import { HarnessError, InterruptedError, RefusedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
+import { BadInputError, HarnessError, InterruptedError, RefusedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { consoleBoots } from "../../../../orchestrator/guest/console.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { withAttachedRun } from "../../../../orchestrator/run/attach.ts";
+import { findVerbRun, withAttachedRun } from "../../../../orchestrator/run/attach.ts";
 import { attachedReset } from "../../../../orchestrator/run/verbs.ts";
 import { Redactor } from "../../../../orchestrator/ansible/secrets.ts";
 import { resolveRun } from "../../../../orchestrator/run/live-runs.ts";
@@ -164,6 +164,28 @@ describe("verbs on a kept VM", () => {
       await tree.remove();
     }
   });
+
+  it(
+    "down without a run takes the one this user made; another user's only when named",
+    { skip: process.getuid?.() !== 0 && "needs root to give a run dir to another user" },
+    async () => {
+      const { tree, runDir, request } = await setup("running (booted)");
+      try {
+        const unnamed = { ...request, verb: "take down", reference: undefined };
+        assert.equal((await findVerbRun(unnamed, { onlyMine: true })).found.runId, RUN);
+        await chown(runDir, 65534, 65534);
+        await assert.rejects(findVerbRun(unnamed, { onlyMine: true }), (error: unknown) => {
+          assert.ok(error instanceof BadInputError);
+          assert.equal(error.message, `no live run of yours to take down; the one live run was made by another user: ${RUN}; name the one to take down`);
+          return true;
+        });
+        assert.equal((await findVerbRun({ ...unnamed, reference: RUN }, { onlyMine: true })).found.runId, RUN, "named, it is found");
+        assert.equal((await findVerbRun(unnamed)).found.runId, RUN, "the other verbs still take the only live run");
+      } finally {
+        await tree.remove();
+      }
+    },
+  );
 
   it("refuse a run whose VM is not running (exit 3), naming what to do", async () => {
     const { tree, request } = await setup("shut off (shutdown)");
