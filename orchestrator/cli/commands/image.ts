@@ -1,8 +1,9 @@
 /** `boma-it image pull|build|ls`: golden images (download + verify, offline build, list). */
-import { imageInfo, listImages } from "../../../infra/image/images.ts";
+import { IMAGE_NAMES, imageInfo, listImages, type ImageName } from "../../../infra/image/images.ts";
+import { closest } from "../../did-you-mean.ts";
 import type { CommandDefinition } from "../command.ts";
 import { expectPositionals, oneOf } from "../options.ts";
-import { ExitCode } from "../../errors.ts";
+import { BadInputError, ExitCode } from "../../errors.ts";
 import { imageAction, remakeImage, staleRecipe } from "../../host/golden.ts";
 import { libvirtFor } from "../../host/libvirt.ts";
 import { imageDir } from "../../host/paths.ts";
@@ -36,7 +37,15 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
       return { exitCode: ExitCode.pass, json: images, text };
     }
     const expected = action === "pull" ? "debian-13-genericcloud" : "debian-13-local";
-    const name = oneOf(`image ${action}`, args.positionals[1] ?? expected, [expected] as const, `\`boma-it image ${action} <image>\``);
+    const asked = args.positionals[1] ?? expected;
+    // An image the other action makes (or a typo of one) is said so, not only refused.
+    const meant = IMAGE_NAMES.includes(asked as ImageName) ? asked : closest(asked, IMAGE_NAMES);
+    if (meant && meant !== expected) {
+      throw new BadInputError({
+        message: `\`boma-it image ${action}\`: ${meant} is made by \`boma-it image ${imageAction(meant)}\`, not ${action === "pull" ? "pulled" : "built"}${meant === asked ? "" : ` (found ${JSON.stringify(asked)}: did you mean ${meant}?)`}`,
+      });
+    }
+    const name = oneOf(`image ${action}`, asked, [expected] as const, `\`boma-it image ${action} <image>\``);
     const existing = await imageInfo(dir, name);
     // A built image from an older recipe is made again; one placed by hand (no sidecar) is kept.
     const stale = action === "build" ? await staleRecipe(existing) : undefined;

@@ -2,7 +2,8 @@
 import { ExitCode } from "../../errors.ts";
 import type { CommandDefinition } from "../command.ts";
 import { hostTargets } from "../run-inputs.ts";
-import { PROFILELESS_OPTIONS } from "../options.ts";
+import { oneOf, PROFILELESS_OPTIONS } from "../options.ts";
+import { SCENARIOS } from "../../run/options.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
 import { declaredScenarios, resolveScenarioRevisions } from "../../run/scenario.ts";
 
@@ -17,12 +18,14 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
 2 with one line per problem (file:line:column: path: expected ..., found ...) otherwise.`,
   options: { ref: { type: "string" }, baseline: { type: "string" }, scenario: { type: "string" }, ...PROFILELESS_OPTIONS },
   async run({ args, locations, runner, log }) {
+    // A typo of a scenario is refused before anything is read, as `run` refuses it.
+    const asked = args.values.scenario === undefined ? undefined : oneOf("scenario", args.values.scenario, SCENARIOS);
     const [host] = await hostTargets("validate", { args, log, runner, locations }, false);
     const profile = await host!.load();
     // What each scenario would apply: its revision resolved (a ref naming no commit is exit 2 here).
     const { red, green } = declaredScenarios(profile);
     const plan = [...(red ? [red] : []), green];
-    const target = args.values.scenario === "red" ? "red" : "green";
+    const target = asked === "red" ? "red" : "green";
     await resolveScenarioRevisions(
       profile,
       plan,

@@ -40,6 +40,20 @@ describe("boma-it CLI", () => {
     assert.match(value.stderr, /--keep: expected one of on-failure, always, never, found "alway" \(did you mean always\?\)/);
   });
 
+  it("suggests on every closed set: two letters swapped, a scenario, an image the other action makes", async () => {
+    const swapped = await runCli(["validate", "askari", "--accel", "kmv"]);
+    assert.equal(swapped.code, 2);
+    assert.match(swapped.stderr, /--accel: expected one of auto, kvm, tcg, found "kmv" \(did you mean kvm\?\)/);
+    const scenario = await runCli(["validate", "askari", "--scenario", "gren"]);
+    assert.equal(scenario.code, 2, "validate refuses what run would");
+    assert.match(scenario.stderr, /--scenario: expected one of red-green, green, red, found "gren" \(did you mean green\?\)/);
+    const built = await runCli(["image", "pull", "debian-13-lcoal"]);
+    assert.equal(built.code, 2);
+    assert.match(built.stderr, /debian-13-local is made by `boma-it image build`, not pulled \(found "debian-13-lcoal": did you mean debian-13-local\?\)/);
+    const report = await runCli(["reprot"]);
+    assert.match(report.stderr, /unknown command "reprot" \(did you mean "report"\?\)/);
+  });
+
   it("takes relative paths from where `npm run` was typed (INIT_CWD), not the project root npm runs in", async () => {
     const npm = { npm_package_name: "boma-it", npm_lifecycle_event: "boma-it" };
     const fromExamples = await runCli(["validate", "../profiles/askari.yml"], { ...npm, INIT_CWD: join(PROJECT_ROOT, "examples") });
