@@ -32,10 +32,14 @@ export const PROFILELESS_OPTIONS = {
 } as const satisfies OptionSpec;
 
 /** Help of those options. */
+/** The line of `--group`, which only `run` takes. */
+const GROUP_HELP_LINE = "  --group G --repo DIR             every host of inventory group G in turn (run only)\n";
+/** What `--keep` means for several hosts, which only `run` runs. */
+const KEEP_FOR_SEVERAL_HOSTS = "; for several hosts\n                                   never: one VM at a time, and a kept one would stop the rest";
+
 export const PROFILELESS_HELP = `  --host H --repo DIR              no profile: host H of the repo's inventory, GREEN only, with survival
                                    checks derived from the state before the reboot
-  --group G --repo DIR             every host of inventory group G in turn (run only)
-  --inventory FILE, --playbook FILE, --overrides FILE, --image NAME
+${GROUP_HELP_LINE}  --inventory FILE, --playbook FILE, --overrides FILE, --image NAME
                                    with --host/--group (defaults inventory/hosts.yml, site.yml, none,
                                    the profile default)`;
 
@@ -172,7 +176,12 @@ export function runOptionsHelp(command: "run" | "up"): string {
     command === "run"
       ? "  --scenario red-green|green|red   which scenarios (default: red-green when the profile has scenarios.red)"
       : "  --scenario green|red             which scenario's vars are applied (default green)";
-  return `Options:\n${scenario}\n${RUN_OPTIONS_HELP}`;
+  // `up` brings up one host: what only a group of hosts means is not its to show.
+  const shared =
+    command === "run"
+      ? RUN_OPTIONS_HELP
+      : RUN_OPTIONS_HELP.replace(GROUP_HELP_LINE, "").replace(KEEP_FOR_SEVERAL_HOSTS, "").replace("with --host/--group", "with --host");
+  return `Options:\n${scenario}\n${shared}`;
 }
 
 /** Help text of the options `run` and `up` share. */

@@ -89,6 +89,8 @@ describe("boma-it CLI", () => {
     assert.match(after.stdout, /^boma-it \d+\.\d+\.\d+$/m);
     const help = await runCli(["-h", "runs"]);
     assert.match(help.stdout, /^Usage: boma-it runs/);
+    const up = await runCli(["up", "--help"]);
+    assert.doesNotMatch(up.stdout, /--group|several hosts/, "up's help says nothing of what only run does");
   });
 
   it("refuses help on an unknown command with exit 2", async () => {
