@@ -379,6 +379,67 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
   }
 }
 
+/**
+ * What a run's apply would meet first, found before any boot (`validate`): the host's vars as
+ * Ansible resolves them for the apply (the host's inventory, every group_vars/host_vars file it
+ * reads, YAML and vaulted, the overlay's vars, the scenario's), then the playbook's syntax
+ * (`--syntax-check`). Both in the jail, reaching no one (`debug` runs on this host). A failure is
+ * bad input naming the file and line Ansible names, with Ansible's own lines.
+ */
+export async function checkBeforeBoot(input: Pick<ApplyInput, "profile" | "secrets" | "runner" | "log"> & { vars: Record<string, unknown> }): Promise<void> {
+  const host = input.profile.document.host;
+  const dir = await mkdtemp(join(tmpdir(), "boma-it-validate-"));
+  const secret = await secretExtraVars(input.secrets);
+  try {
+    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for validate: nothing connects.`, new Set());
+    const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.vars });
+    const common = ["-i", inventoryFile, "-e", `@${extraVarsFile}`, ...secret.args];
+    const vars = await runJailed(
+      input.runner,
+      "ansible",
+      [...common, host, "-m", "ansible.builtin.debug", "-a", "msg=vars-read", "-o"],
+      await jailFor(input, "ansible", { readable: [dir, ...secret.readable] }),
+      { check: false, secretOutput: true },
+    );
+    if (vars.failed) throw ansibleProblem(`Ansible cannot resolve the vars of ${host}`, `${vars.stdout}\n${vars.stderr}`);
+    input.log.info(`vars: Ansible resolves every var of ${host} (its group_vars and host_vars, the overlay's)`);
+    const syntax = await runJailed(
+      input.runner,
+      "ansible-playbook",
+      [...common, "--limit", host, "--syntax-check", input.profile.playbookFile],
+      await jailFor(input, "ansible-playbook", { readable: [dir, ...secret.readable] }),
+      { check: false, secretOutput: true },
+    );
+    if (syntax.failed)
+      throw ansibleProblem(
+        `the playbook ${input.profile.playbookFile} does not pass \`ansible-playbook --syntax-check\``,
+        `${syntax.stdout}\n${syntax.stderr}`,
+      );
+    input.log.info(`playbook: ${input.profile.playbookFile} passes ansible-playbook --syntax-check`);
+  } finally {
+    await secret.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Ansible's complaint as bad input: the file, line and column it names (its "The error appears
+ * to be in '…': line N, column M"), and its own lines, kept as lines.
+ */
+export function ansibleProblem(what: string, output: string): BadInputError {
+  const lines = output
+    .split("\n")
+    .map((line) => line.trimEnd())
+    .filter((line) => line.trim() !== "");
+  const start = lines.findIndex((line) => /^(ERROR!|\[ERROR\]|fatal:|FAILED!)/.test(line.trim()) || /ERROR!/.test(line));
+  const told = (start >= 0 ? lines.slice(start) : lines.slice(-6)).slice(0, 12);
+  const where = /The (?:error|offending line) appears to be in '([^']+)': line (\d+), column (\d+)/.exec(output);
+  return new BadInputError({
+    ...(where ? { file: where[1]!, line: Number(where[2]), column: Number(where[3]) } : {}),
+    message: `${what}:\n    ${told.join("\n    ")}`,
+  });
+}
+
 /** What an apply did. */
 export interface ApplyResult {
   ok: boolean;

@@ -1,5 +1,7 @@
 /** `boma-it validate <profile>`: load and check profile, overlay and inventory; run nothing. */
 import { ExitCode } from "../../errors.ts";
+import { checkBeforeBoot } from "../../ansible/apply.ts";
+import { loadSecrets } from "../../ansible/secrets.ts";
 import type { CommandDefinition } from "../command.ts";
 import { hostTargets } from "../run-inputs.ts";
 import { oneOf, PROFILELESS_OPTIONS } from "../options.ts";
@@ -14,10 +16,14 @@ export const validateCommand: CommandDefinition = {
   details: `<profile> is a name in profiles/ (askari) or a path to a YAML file.
 Checks the profile and overlay against their schemas (unknown keys are errors), that repo,
 inventory and playbook exist, that the host is in the inventory, and which revision of the repo
-each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when all is well,
-2 with one line per problem (file:line:column: path: expected ..., found ...) otherwise.`,
+each scenario would apply (--ref/--baseline as \`run\` takes them). Then what the apply would
+meet first, as a run meets it, in the jail and reaching no one: the vault passwords (exit 3
+without them), the host's vars as Ansible resolves them (every group_vars/host_vars file, YAML
+and vaulted) and \`ansible-playbook --syntax-check\` of the playbook (for a scenario that
+applies the repo as on disk). Exit 0 when all is well, 2 with one line per problem
+(file:line:column: path: expected ..., found ...; Ansible's own words as lines) otherwise.`,
   options: { ref: { type: "string" }, baseline: { type: "string" }, scenario: { type: "string" }, ...PROFILELESS_OPTIONS },
-  async run({ args, locations, runner, log }) {
+  async run({ args, locations, runner, log, redactor }) {
     // A typo of a scenario is refused before anything is read, as `run` refuses it.
     const asked = args.values.scenario === undefined ? undefined : oneOf("scenario", args.values.scenario, SCENARIOS);
     const [host] = await hostTargets("validate", { args, log, runner, locations }, false);
@@ -36,6 +42,11 @@ each scenario would apply (--ref/--baseline as \`run\` takes them). Exit 0 when 
       },
       runner,
     );
+    // What the apply would meet first, as a run meets it: the vault passwords (exit 3 without
+    // them), the host's vars as Ansible resolves them, the playbook's syntax (exit 2, file and line).
+    const secrets = await loadSecrets(profile, runner, redactor);
+    const scenario = plan.find((entry) => entry.name === target) ?? green;
+    if (!scenario.revision) await checkBeforeBoot({ profile, secrets, runner, log, vars: scenario.vars });
     const worktree = await worktreeRevision(profile.repoDir, runner);
     const revisions = plan.map((scenario) => ({
       scenario: scenario.name,
