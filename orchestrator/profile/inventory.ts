@@ -84,13 +84,19 @@ export async function readInventory(file: string, runner: Runner, repoDir: strin
     });
   }
   if (result.failed) {
-    const complaint = ansibleComplaint(result.stderr) || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`;
+    const told = ansibleComplaint(result.stderr);
+    const complaint = told.lines.join(" ") || result.tail.split("\n").at(-1) || `exit ${result.exitCode ?? "by a signal"}`;
     const offline = NEEDS_NETWORK.test(complaint)
       ? " (boma-it reads the inventory in a jail without network: an inventory plugin that asks a cloud API cannot; export it once, `ansible-inventory -i <yours> --list --export -y > static.yml`, and name that file in the profile's `inventory:`)"
       : /no vault secrets|vault password/i.test(complaint)
         ? " (an inventory file vaulted as a whole is not read: keep its secrets in `!vault` strings or group_vars/host_vars)"
         : "";
-    throw new BadInputError({ file, message: `Ansible cannot read this inventory: ${complaint}${offline}` });
+    const said = told.lines.length > 0 ? `\n    ${told.lines.join("\n    ")}` : ` ${complaint}`;
+    throw new BadInputError({
+      file,
+      ...(told.line !== undefined ? { line: told.line, column: told.column! } : {}),
+      message: `Ansible cannot read this inventory${offline}:${said}`,
+    });
   }
   let listing: Record<string, { hosts?: string[]; children?: string[]; vars?: Record<string, unknown>; hostvars?: Record<string, Record<string, unknown>> }>;
   try {
@@ -109,18 +115,22 @@ export async function readInventory(file: string, runner: Runner, repoDir: strin
 }
 
 /** The lines of Ansible's stderr that say what is wrong (its errors and parse warnings, unwrapped). */
-function ansibleComplaint(stderr: string): string {
-  // Ansible wraps its messages at 80 columns: a line that does not start a message continues one.
-  const messages: string[] = [];
-  for (const line of stderr
-    .split("\n")
-    .map((text) => text.trim())
-    .filter(Boolean)) {
-    if (/^(\[WARNING\]|\[DEPRECATION|ERROR!|Error)/.test(line) || messages.length === 0) messages.push(line);
-    else messages[messages.length - 1] += ` ${line}`;
+/**
+ * What Ansible said against an inventory, as its own lines: the first message that says why
+ * (an ERROR!, or a plugin's "Failed to parse"; the same complaint from the other plugins left
+ * out), and the line and column it points at.
+ */
+function ansibleComplaint(stderr: string): { lines: string[]; line?: number; column?: number } {
+  const messages: string[][] = [];
+  for (const line of stderr.split("\n").map((text) => text.trimEnd())) {
+    if (line.trim() === "") continue;
+    // Ansible starts each message with its kind; the lines after it continue the message.
+    if (/^(\[WARNING\]|\[DEPRECATION|ERROR!|Error)/.test(line.trim()) || messages.length === 0) messages.push([line.trim()]);
+    else messages[messages.length - 1]!.push(line);
   }
-  const wanted = messages.filter((message) => /^(ERROR!|\[WARNING\]:\s+\* Failed to parse)/.test(message));
-  return (wanted.length > 0 ? wanted : messages.slice(-2)).slice(0, 4).join(" ").slice(0, 800);
+  const wanted = messages.find((message) => /^(ERROR!|\[WARNING\]:\s+\* Failed to parse)/.test(message[0]!)) ?? messages.at(-1) ?? [];
+  const where = /The (?:error|offending line) appears to be in '[^']+': line (\d+), column (\d+)/.exec(wanted.join(" "));
+  return { lines: wanted.slice(0, 14), ...(where ? { line: Number(where[1]), column: Number(where[2]) } : {}) };
 }
 
 function hostsOf(groups: Map<string, GroupNode>, hostVars: Map<string, Record<string, unknown>>): { hosts: Map<string, InventoryHost> } {
