@@ -69,8 +69,26 @@ export async function obtainImage(dir: string, name: ImageName, context: ObtainC
   } catch (error) {
     if (error instanceof ChecksumMismatchError)
       throw new RefusedError(error.message, "try again later (a mirror may be mid-update) or check BOMA_IT_DEBIAN_CLOUD_URL");
+    const unreachable = action === "pull" && !signal.aborted ? networkFailure(error) : undefined;
+    if (unreachable) {
+      throw new RefusedError(
+        `${name} is not in ${dir} and cannot be downloaded from ${env.BOMA_IT_DEBIAN_CLOUD_URL ?? DEFAULT_CLOUD_URL}: ${unreachable}`,
+        "without internet, make debian-13-local offline from Debian packages (`sudo npm run boma-it -- image build`; BOMA_IT_DEBIAN_MIRROR names a local mirror) and say `image: debian-13-local` in the profile (`--image debian-13-local` with --host), or give your own as `image: file:/path/to.qcow2`",
+      );
+    }
     throw asBomaError(error, signal);
   }
+}
+
+/** What says a download could not reach its server (a name that does not resolve, no route, refused), or undefined. */
+function networkFailure(error: unknown): string | undefined {
+  for (let current: unknown = error; current instanceof Error; current = current.cause) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (code && /^(EAI_AGAIN|ENOTFOUND|ECONNREFUSED|ECONNRESET|ENETUNREACH|EHOSTUNREACH|ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET)$/.test(code)) {
+      return `${code}${(current as { hostname?: string }).hostname ? ` (${(current as { hostname?: string }).hostname})` : ""}`;
+    }
+  }
+  return undefined;
 }
 
 /** Whether a built image in the cache comes from another recipe than this boma-it's (one placed by hand never is). */

@@ -86,6 +86,29 @@ describe("image pull", () => {
   });
 });
 
+describe("image pull without a way to the server", () => {
+  it("is refused (exit 3) with how to make an image offline, never a trace", async () => {
+    const tree = await tempTree();
+    try {
+      // A name that never resolves (RFC 6761's .invalid): the download cannot start.
+      const result = await runCli(["image", "pull"], {
+        BOMA_IT_IMAGE_DIR: join(tree.dir, "images"),
+        BOMA_IT_DEBIAN_CLOUD_URL: "http://cloud.debian.invalid/images/trixie/latest/",
+        BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock"),
+      });
+      assert.equal(result.code, 3, result.stderr);
+      assert.match(
+        result.stderr,
+        /debian-13-genericcloud is not in .* and cannot be downloaded from http:\/\/cloud\.debian\.invalid\/.*: (ENOTFOUND|EAI_AGAIN)/,
+      );
+      assert.match(result.stderr, /fix: without internet, make debian-13-local offline from Debian packages \(`sudo npm run boma-it -- image build`/);
+      assert.doesNotMatch(result.stderr, /^\s+at /m, "no stack trace");
+    } finally {
+      await tree.remove();
+    }
+  });
+});
+
 describe("image build of a cached image", () => {
   it("keeps one built from the current recipe, builds again one from an older recipe", async () => {
     const { localImageRecipe } = await import("../../../infra/image/images.ts");
