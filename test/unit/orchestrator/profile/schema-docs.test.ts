@@ -1,14 +1,14 @@
 /**
- * The runbook's table of check kinds says what the schema accepts: every kind in the schema's
- * order, each with exactly its fields, and "controller" in the runs column exactly where the
- * schema lets the kind run from the control host.
+ * The runbook's tables say what the schemas accept: every check kind in the schema's order, each
+ * with exactly its fields, and "controller" in the runs column exactly where the schema lets the
+ * kind run from the control host; every profile key and overlay key.
  */
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { PROJECT_ROOT } from "../../../../orchestrator/host/paths.ts";
-import { FROM_CONTROLLER_KINDS, PROBE_KINDS, PROBE_SCHEMAS, type ProbeKind } from "../../../../orchestrator/profile/schema.ts";
+import { FROM_CONTROLLER_KINDS, overlaySchema, PROBE_KINDS, PROBE_SCHEMAS, profileSchema, type ProbeKind } from "../../../../orchestrator/profile/schema.ts";
 
 /** A probe kind's field names (none for a kind that is one string). */
 function schemaFields(kind: ProbeKind): string[] {
@@ -53,5 +53,26 @@ describe("the runbook's table of check kinds", () => {
       assert.deepEqual([...new Set(fields)].sort(), schemaFields(kind), `the fields of ${kind}`);
       assert.equal(row.runs.includes("controller"), FROM_CONTROLLER_KINDS.includes(kind), `where ${kind} runs`);
     }
+  });
+});
+
+/** The first column's keys of the table that follows `title` in the runbook. */
+async function keysOfTable(title: string): Promise<string[]> {
+  const text = await readFile(join(PROJECT_ROOT, "docs/runbooks/integration-testing.md"), "utf8");
+  const start = text.indexOf(title);
+  assert.ok(start >= 0, `the runbook has ${title}`);
+  const lines = text.slice(text.indexOf("| key |", start)).split("\n").slice(2);
+  return lines
+    .slice(
+      0,
+      lines.findIndex((line) => !line.startsWith("|")),
+    )
+    .map((row) => /^\| `([^`]+)`/.exec(row)?.[1] ?? row);
+}
+
+describe("the runbook's tables of profile and overlay keys", () => {
+  it("list every key the schemas have, in their order", async () => {
+    assert.deepEqual(await keysOfTable("### Profile keys"), Object.keys(profileSchema.shape));
+    assert.deepEqual(await keysOfTable("The overlay (`overrides/<host>.yml`):"), Object.keys(overlaySchema.shape));
   });
 });
