@@ -222,6 +222,15 @@ async function runAsProgram(): Promise<void> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // The terminal went away (a dropped ssh session): clean up as for Ctrl-C.
+  process.on("SIGHUP", onSignal);
+  // A reader that went away (a closed terminal, `| head`, a test runner that died) must not end
+  // the run before its cleanup: what can no longer be printed is still in run.log.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code !== "EPIPE") throw error;
+    });
+  }
   const code = await main(process.argv.slice(2), {
     stdout: process.stdout,
     stderr: process.stderr,

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { describe, it } from "node:test";
 import { COMMANDS } from "../../../../orchestrator/cli/commands/index.ts";
 import { splitCommand } from "../../../../orchestrator/cli/main.ts";
@@ -91,6 +93,17 @@ describe("boma-it CLI", () => {
     assert.match(help.stdout, /^Usage: boma-it runs/);
     const up = await runCli(["up", "--help"]);
     assert.doesNotMatch(up.stdout, /--group|several hosts/, "up's help says nothing of what only run does");
+  });
+
+  it("goes on when its reader went away (a closed terminal, | head): a run must still clean up", async () => {
+    const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), "help", "run"], { stdio: ["ignore", "pipe", "pipe"] });
+    // The reader is gone before the CLI writes: its write meets EPIPE.
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += String(chunk)));
+    const [code] = (await once(child, "exit")) as [number | null];
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled 'error' event/);
   });
 
   it("refuses help on an unknown command with exit 2", async () => {
