@@ -48,11 +48,19 @@ export interface KernelPanic {
   /** The first oops line before it, which says what went wrong ("Oops: int3: 0000 [#1] ..."). */
   oops: string | undefined;
   /**
-   * Whether it came before the kernel ran init ("Run /init as init process"): nothing of the
-   * boot had touched the disk yet, so booting again is the same boot.
+   * Whether it came before the boot could write the disk: before the kernel ran init ("Run /init
+   * as init process"), or while the root file system was still mounted read-only (the initramfs
+   * mounts it `ro`; systemd remounts it read-write later, and the kernel says both). Booting
+   * again is then the same boot, as far as the disk knows.
    */
-  beforeUserspace: boolean;
+  diskUntouched: boolean;
 }
+
+/**
+ * A kernel line that says a file system became writable: ext4 mounted or remounted `r/w`, or a
+ * file system whose mounts the kernel does not say read-only or not (taken as writable).
+ */
+const WRITABLE_MOUNT = /^EXT4-fs \([^)]+\): (re-)?mounted .*\br\/w\b|^(XFS|BTRFS|F2FS)\b.*\bmount/i;
 
 /** The kernel panic in a stretch of serial console output, if there is one. */
 export function findKernelPanic(consoleText: string): KernelPanic | undefined {
@@ -62,7 +70,7 @@ export function findKernelPanic(consoleText: string): KernelPanic | undefined {
   return {
     panic: lines[at]!,
     oops: lines.find((line) => /^(Oops: |BUG: |kernel BUG at )/.test(line)),
-    beforeUserspace: !lines.slice(0, at).some((line) => /^Run \S+ as init process/.test(line)),
+    diskUntouched: !lines.slice(0, at).some((line) => /^Run \S+ as init process/.test(line)) || !lines.slice(0, at).some((line) => WRITABLE_MOUNT.test(line)),
   };
 }
 

@@ -457,7 +457,7 @@ export class Machine {
 
   /**
    * Off at once and on again, no shutdown (a boot that stalled before its kernel, or hit QEMU's
-   * race before init: nothing of it touched the disk, so the next boot is the same boot). Waits
+   * race before it could write the disk: the next boot is the same boot). Waits
    * of the new boot look at its console only.
    */
   async powerCycle(): Promise<void> {

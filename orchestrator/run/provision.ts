@@ -256,13 +256,14 @@ async function bootAndWait(machine: Machine, options: ProvisionOptions & { outpu
  * machine.ts), or a boot that stalled before its kernel started (the firmware under TCG, see
  * {@link BootStallError}). For the golden image's first boot, before anything of the profile ran,
  * neither says anything about the system under test; after the reboot only a race before the
- * kernel ran init is reset (`onlyBeforeUserspace`): the new boot had not touched the disk, so
- * booting again is the same boot (a stall is always before the kernel). A second one, any other
+ * boot could write the disk is reset (`onlyDiskUntouched`: before init ran, or with the root
+ * file system still read-only), so booting again is the same boot (a stall is always before the
+ * kernel). A second one, any other
  * panic and any panic under KVM go to the caller. Returns why it reset.
  */
 export async function withOneReset<T>(
   boot: () => Promise<T>,
-  options: { what: string; accel: string; reset: () => Promise<void>; log: Pick<Log, "warn">; onlyBeforeUserspace?: boolean },
+  options: { what: string; accel: string; reset: () => Promise<void>; log: Pick<Log, "warn">; onlyDiskUntouched?: boolean },
 ): Promise<{ value: T; resets: string[] }> {
   try {
     return { value: await boot(), resets: [] };
@@ -271,7 +272,7 @@ export async function withOneReset<T>(
     let reason: string;
     if (error instanceof BootStallError)
       reason = `${options.what} stalled before its kernel started (${error.message.split("\n")[0]!.replace(/^.*: (no kernel started)/, "$1")}): the firmware, not the guest; powering the VM off and on once`;
-    else if (race && !(options.onlyBeforeUserspace && !race.beforeUserspace))
+    else if (race && !(options.onlyDiskUntouched && !race.diskUntouched))
       reason = `${options.what} panicked under TCG (${describePanic(race)}): QEMU's text-patching race, not the guest; powering the VM off and on once`;
     else throw error;
     options.log.warn(reason);

@@ -515,7 +515,7 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
 }
 
 /**
- * The reboot; when the new boot's kernel hits QEMU TCG's race before it ran init, or the boot
+ * The reboot; when the new boot's kernel hits QEMU TCG's race before it could write the disk, or the boot
  * stalls before its kernel, the VM is powered off and on once and the same boot is waited for
  * again (recorded in `bootResets`).
  */
@@ -528,7 +528,7 @@ async function rebootWithOneReset(context: StepContext, session: ScenarioVm): Pr
     what: "the boot after the reboot",
     accel: context.accel.accel,
     log: context.log,
-    onlyBeforeUserspace: true,
+    onlyDiskUntouched: true,
     reset: async () => {
       await machine.powerCycle();
       const resetAt = machine.now();

@@ -193,7 +193,7 @@ describe("after the reboot", () => {
     const panicked = setup({
       boots: [
         async () => {
-          throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: VFS: Unable to mount root fs", oops: undefined, beforeUserspace: true });
+          throw new GuestPanicError("panicked", { panic: "Kernel panic - not syncing: VFS: Unable to mount root fs", oops: undefined, diskUntouched: true });
         },
       ],
     });
@@ -205,7 +205,7 @@ describe("after the reboot", () => {
           throw new GuestPanicError("panicked", {
             panic: "Kernel panic - not syncing: Fatal exception in interrupt",
             oops: "Oops: int3: 0000 [#1] PREEMPT SMP PTI",
-            beforeUserspace: false,
+            diskUntouched: false,
           });
         },
       ],
