@@ -39,3 +39,12 @@ export class StackNotFoundError extends Error {
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** The message of anything thrown in one line: its first line, and its last when there are more (a failed command's last output). */
+export function briefOf(error: unknown): string {
+  const lines = messageOf(error)
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  return lines.length > 1 ? `${lines[0]} ${lines.at(-1)}` : (lines[0] ?? "");
+}

@@ -106,6 +106,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
   const seed = seedFiles(spec, keys);
   const name = spec.identity.runId;
   const allowlist = spec.network.egress.mode === "allowlist";
+  const warm = spec.warmStart;
 
   const resources: PlanResource[] = [
     // Before the network: its DNS fills the table's set from its first answer on.
@@ -174,7 +175,11 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       name: "overlay",
       kind: "volume",
       id: spec.volumes.overlay,
-      create: [{ argv: withPipedStdin(virsh("vol-create", spec.pool.name, "/dev/stdin")), stdin: overlayVolumeXml(spec) }],
+      create: [
+        { argv: withPipedStdin(virsh("vol-create", spec.pool.name, "/dev/stdin")), stdin: overlayVolumeXml(spec) },
+        // A warm start's disk is the saved first boot's: a qcow2 overlay on the same golden image.
+        ...(warm ? [{ argv: virsh("vol-upload", spec.volumes.overlay, warm.disk, "--pool", spec.pool.name) }] : []),
+      ],
       delete: [{ argv: virsh("vol-delete", spec.volumes.overlay, "--pool", spec.pool.name), ignoreAbsent: true }],
       dependsOn: ["pool"],
     },
@@ -182,41 +187,47 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       name: "seed",
       kind: "seed",
       id: spec.volumes.seed,
-      create: [
-        {
-          // user-data carries the VM's private host key: it comes on stdin and lives on disk
-          // only until it is packed and uploaded.
-          argv: [
-            "sh",
-            "-c",
-            'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/meta-data" && printf %s "$3" > "$1/network-config" && cat > "$1/user-data"',
-            "write-seed",
-            files.seedDir,
-            seed.metaData,
-            seed.networkConfig,
+      create: warm
+        ? [
+            // The saved guest's own seed: a different one would be a new instance to cloud-init at the next boot.
+            { argv: virsh("vol-create-as", spec.pool.name, spec.volumes.seed, String(spec.seedCapacityBytes), "--format", "raw") },
+            { argv: virsh("vol-upload", spec.volumes.seed, warm.seed, "--pool", spec.pool.name) },
+          ]
+        : [
+            {
+              // user-data carries the VM's private host key: it comes on stdin and lives on disk
+              // only until it is packed and uploaded.
+              argv: [
+                "sh",
+                "-c",
+                'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/meta-data" && printf %s "$3" > "$1/network-config" && cat > "$1/user-data"',
+                "write-seed",
+                files.seedDir,
+                seed.metaData,
+                seed.networkConfig,
+              ],
+              stdin: seed.userData,
+              secretStdin: true,
+            },
+            {
+              argv: [
+                "genisoimage",
+                "-quiet",
+                "-output",
+                files.seedIso,
+                "-volid",
+                "cidata",
+                "-joliet",
+                "-rock",
+                join(files.seedDir, "user-data"),
+                join(files.seedDir, "meta-data"),
+                join(files.seedDir, "network-config"),
+              ],
+            },
+            { argv: virsh("vol-create-as", spec.pool.name, spec.volumes.seed, String(spec.seedCapacityBytes), "--format", "raw") },
+            { argv: virsh("vol-upload", spec.volumes.seed, files.seedIso, "--pool", spec.pool.name) },
+            { argv: ["rm", "-rf", files.seedDir, files.seedIso] },
           ],
-          stdin: seed.userData,
-          secretStdin: true,
-        },
-        {
-          argv: [
-            "genisoimage",
-            "-quiet",
-            "-output",
-            files.seedIso,
-            "-volid",
-            "cidata",
-            "-joliet",
-            "-rock",
-            join(files.seedDir, "user-data"),
-            join(files.seedDir, "meta-data"),
-            join(files.seedDir, "network-config"),
-          ],
-        },
-        { argv: virsh("vol-create-as", spec.pool.name, spec.volumes.seed, String(spec.seedCapacityBytes), "--format", "raw") },
-        { argv: virsh("vol-upload", spec.volumes.seed, files.seedIso, "--pool", spec.pool.name) },
-        { argv: ["rm", "-rf", files.seedDir, files.seedIso] },
-      ],
       delete: [
         { argv: virsh("vol-delete", spec.volumes.seed, "--pool", spec.pool.name), ignoreAbsent: true },
         { argv: ["rm", "-rf", files.seedDir, files.seedIso] },
@@ -227,10 +238,27 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       name: "domain",
       kind: "domain",
       id: name,
-      create: [{ argv: withPipedStdin(virsh("define", "/dev/stdin")), stdin: domainXml(spec) }, { argv: virsh("start", name) }],
+      create: [
+        { argv: withPipedStdin(virsh("define", "/dev/stdin")), stdin: domainXml(spec) },
+        ...(warm
+          ? [
+              // The saved firmware's variables (libvirt's NVRAM folder is root's), then the saved
+              // state itself; this run's copy of it is not needed once restored.
+              { argv: [...privileges.asRoot, "install", "-m", "0600", warm.nvram, spec.nvram] },
+              { argv: virsh("restore", warm.saveImage, "--running") },
+              { argv: ["rm", "-f", warm.saveImage] },
+            ]
+          : [{ argv: virsh("start", name) }]),
+      ],
       delete: [
         { argv: virsh("destroy", name), mayFail: true },
         { argv: virsh("undefine", name, "--nvram"), ignoreAbsent: true },
+        ...(warm
+          ? [
+              { argv: ["rm", "-f", warm.saveImage], mayFail: true },
+              { argv: [...privileges.asRoot, "rm", "-f", spec.nvram], mayFail: true },
+            ]
+          : []),
       ],
       dependsOn: ["network", "isolation", "overlay", "seed"],
     },

@@ -197,6 +197,27 @@ export interface StackSpec {
   ownerPid: number;
   /** When that process started (`processStart`), so a later process with the same pid is not taken for it. */
   ownerStart?: string;
+  /** Set when the VM starts from a saved first boot instead of booting (see {@link WarmStartSpec}). */
+  warmStart?: WarmStartSpec;
+}
+
+/**
+ * A warm start: the domain takes the identity of the saved first boot (its UUID and MAC; the
+ * subnet is given as usual) and is restored from the state rather than started. The disk, the
+ * seed and the UEFI variables are the state's own, copied in; the save image is this run's copy,
+ * its XML already renamed to this run's domain.
+ */
+export interface WarmStartSpec {
+  uuid: string;
+  mac: string;
+  /** This run's copy of the saved memory and device state (deleted once restored). */
+  saveImage: string;
+  /** The state's disk: a qcow2 overlay on the same golden image. */
+  disk: string;
+  /** The state's NoCloud seed (the same instance id, keys and host name as the saved guest). */
+  seed: string;
+  /** The state's UEFI variables. */
+  nvram: string;
 }
 
 /** Inputs of {@link stackSpec} that are not derived from the identity. */
@@ -218,6 +239,8 @@ export interface StackSpecInput {
   libvirtNvramDir?: string;
   /** Where libvirt keeps its networks' DNS files (default /var/lib/libvirt/dnsmasq). */
   libvirtDnsmasqDir?: string;
+  /** Start from a saved first boot (its MAC replaces the run's own). */
+  warmStart?: WarmStartSpec;
 }
 
 /** Derives the whole stack spec of a run. */
@@ -233,7 +256,7 @@ export function stackSpec(input: StackSpecInput): StackSpec {
       name,
       bridge: bridgeFor(name),
       subnet: input.subnet,
-      mac: macFor(name),
+      mac: input.warmStart?.mac ?? macFor(name),
       egress: input.egress,
       egressTable: name,
       dnsQueryLog: dnsQueryLogOf(name, input.libvirtDnsmasqDir),
@@ -250,5 +273,6 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     guestUser: "boma",
     ownerPid: input.ownerPid,
     ...(input.ownerStart !== undefined ? { ownerStart: input.ownerStart } : {}),
+    ...(input.warmStart ? { warmStart: input.warmStart } : {}),
   };
 }

@@ -165,6 +165,8 @@ export function domainXml(spec: StackSpec): string {
     domain: {
       "@type": kvm ? "kvm" : "qemu",
       name: spec.identity.runId,
+      // A warm start restores a state saved under this UUID: libvirt restores into no other.
+      ...(spec.warmStart ? { uuid: spec.warmStart.uuid } : {}),
       metadata: {
         "boma:run": {
           "@xmlns:boma": METADATA_NAMESPACE,

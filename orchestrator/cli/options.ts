@@ -62,6 +62,7 @@ export const RUN_OPTIONS = {
   "no-egress": { type: "boolean", default: false },
   egress: { type: "string", multiple: true },
   "no-image-fetch": { type: "boolean", default: false },
+  "cold-boot": { type: "boolean", default: false },
   "min-free-ram": { type: "string" },
   ref: { type: "string" },
   baseline: { type: "string" },
@@ -196,6 +197,8 @@ const RUN_OPTIONS_HELP = `  --certs internal|le-staging|le-prod-wildcard   cert 
   --min-free-ram MiB               refuse to start below this much free RAM
   --no-image-fetch                 refuse when the profile's golden image is missing, instead of
                                    building or pulling it first (a few minutes, once)
+  --cold-boot                      boot each VM from power-on, even when a saved first boot of the
+                                   same VM could start it in seconds (and save none)
   --ref REV                        the infrastructure repo at this git revision (a branch, tag, sha) for
                                    the scenario that is run (GREEN, or --scenario's), checked out
                                    read-only into the run dir; without it, the repo as it is on disk
@@ -218,6 +221,7 @@ export function runCommandOptions(values: ParsedArgs["values"]): RunOptions {
     accel: oneOf("accel", values.accel, ACCELS),
     ansible: ansibleArgs(values),
     imageFetch: values["no-image-fetch"] !== true,
+    ...(values["cold-boot"] === true ? { coldBoot: true } : {}),
     ...(typeof values.ref === "string" ? { ref: values.ref } : {}),
     ...(typeof values.baseline === "string" ? { baseline: values.baseline } : {}),
     ...(values.serial === true ? { serial: true } : {}),

@@ -143,6 +143,12 @@ export class Libvirt {
   }
 
   /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */
+  /** Whether a domain of that name or UUID is defined (running or not). */
+  async hasDomain(nameOrUuid: string): Promise<boolean> {
+    const result = await this.#virsh(["domstate", nameOrUuid], { check: false });
+    return result.exitCode === 0;
+  }
+
   async usedSubnets(): Promise<string[]> {
     const used: string[] = [];
     const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@" });

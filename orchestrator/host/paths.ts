@@ -37,6 +37,14 @@ export function certCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
+ * Saved first boots (host/warm-states.ts), private to the user: `$BOMA_IT_STATE_CACHE`, else
+ * `$XDG_CACHE_HOME/boma-it/states`, else `~/.cache/boma-it/states`.
+ */
+export function warmStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BOMA_IT_STATE_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "boma-it", "states"));
+}
+
+/**
  * The machine's run lock (see host/lock.ts): `$BOMA_IT_RUN_LOCK`, else `/run/lock/boma-it.lock`
  * (a tmpfs every user can write, cleared at boot), else one in the temp folder.
  */

@@ -17,7 +17,7 @@ import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type Provisio
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
-import { stacksDir } from "../host/paths.ts";
+import { stacksDir, warmStateDir } from "../host/paths.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
@@ -120,6 +120,7 @@ export class OpenRun {
           signal,
           timeouts: this.timeouts,
           subnetsInUse: this.#subnets,
+          ...(request.options.coldBoot ? {} : { warmStates: warmStateDir(request.env) }),
           record: {
             stacksDir: stacksDir(request.env),
             ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),
@@ -135,6 +136,7 @@ export class OpenRun {
       );
       report.phases.push(...live.phases);
       report.bootResets.push(...live.resets);
+      report.firstBoot = live.firstBoot;
       report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
       report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
       const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed });

@@ -48,6 +48,11 @@ export interface RunOptions {
   ref?: string;
   /** The upgrade path: this revision first, then the scenario's. */
   baseline?: string;
+  /**
+   * `--cold-boot`: every VM boots from power-on and no first boot is saved; without it a VM starts
+   * from a saved first boot of the same VM where one is free (host/warm-states.ts).
+   */
+  coldBoot?: boolean;
   /** `--serial`: scenarios one at a time; without it RED and GREEN run side by side where the machine holds both VMs (see preflight.ts). */
   serial?: boolean;
 }

@@ -3,16 +3,18 @@
  * the stack, let the engine create it, and wait until the guest is ready (DHCP lease → SSH with
  * the pinned key → cloud-init done). Tearing it down is the caller's job, on every exit path.
  */
-import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine } from "../../infra/engines/engine.ts";
 import { imageInfo, imagePath } from "../../infra/image/images.ts";
 import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { pickSubnet, stackSpec, type RunIdentity } from "../../infra/spec.ts";
-import { HOST_KEY_TYPES, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
+import { pickSubnet, stackSpec, type RunIdentity, type StackSpec, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
+import { HOST_KEY_TYPES, seedFiles, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
+import { domainXml } from "../../infra/xml.ts";
 import type { AccelDecision } from "../../infra/accel.ts";
 import { processStart } from "../../infra/process.ts";
+import { briefOf } from "../../infra/errors.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import { imageFix } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
@@ -21,8 +23,12 @@ import { describePanic } from "../guest/console.ts";
 import { BootStallError, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
+import { findWarmState, forgetWarmState, prepareWarmStart, renameSaveImage, saveWarmState, warmStateKey, type WarmState } from "../host/warm-states.ts";
 import type { EgressPlan } from "./egress.ts";
 import type { RunRecord } from "./live-runs.ts";
+
+/** The emulator whose saved states a warm start restores (another build may not read them). */
+const EMULATOR = "/usr/bin/qemu-system-x86_64";
 
 /** Limits of the readiness waits (generous: TCG boots take minutes). */
 export interface BootTimeouts {
@@ -66,6 +72,11 @@ export interface ProvisionOptions {
   timeouts: BootTimeouts;
   /** What the run records about itself beyond its outputs (run.json: the profile, the command, where its stack lives). */
   record?: Omit<RunRecord, keyof StackOutputs | "engine">;
+  /**
+   * Where saved first boots are kept (host/warm-states.ts): the VM starts from one of the same VM
+   * when it is free, or boots and saves its own for the next. Absent: `--cold-boot`, neither.
+   */
+  warmStates?: string;
   /**
    * The subnets the run's other VMs were given (one made beside this one may not have its network
    * yet): never picked again; this VM's is added.
@@ -118,6 +129,8 @@ export interface LiveRun {
   boots: SshReady[];
   /** Why the first boot was reset, if it was (QEMU TCG's text-patching race; at most once). */
   resets: string[];
+  /** Whether the VM booted or started from a saved first boot. */
+  firstBoot: FirstBoot;
 }
 
 /** ssh-keygen's arguments for a host key of each type: Debian's own sizes (rsa 3072, ecdsa 256). */
@@ -129,10 +142,18 @@ async function makeKeys(runner: Runner, runDir: string, runId: string): Promise<
   await mkdir(join(runDir, "keys"), { recursive: true, mode: 0o700 });
   await chmod(join(runDir, "keys"), 0o700);
   await runner.run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `boma-it harness ${runId}`, "-f", files.keyFile]);
+  for (const type of HOST_KEY_TYPES) {
+    await runner.run("ssh-keygen", ["-q", ...HOST_KEY_ARGS[type], "-N", "", "-C", `boma-it host ${runId}`, "-f", files.hostKeyFile(type)]);
+  }
+  return pinKeys(runDir, runId);
+}
+
+/** The keys in a run's keys folder (made, or a saved first boot's), its host keys pinned under the run's alias. */
+async function pinKeys(runDir: string, runId: string): Promise<SeedKeys> {
+  const files = runFiles(runDir);
   const hostKeys: HostKeyPair[] = [];
   for (const type of HOST_KEY_TYPES) {
     const file = files.hostKeyFile(type);
-    await runner.run("ssh-keygen", ["-q", ...HOST_KEY_ARGS[type], "-N", "", "-C", `boma-it host ${runId}`, "-f", file]);
     hostKeys.push({ type, privateKey: await readFile(file, "utf8"), publicKey: await readFile(`${file}.pub`, "utf8") });
   }
   await pinHostKeys(
@@ -143,11 +164,19 @@ async function makeKeys(runner: Runner, runDir: string, runId: string): Promise<
   return { clientPublicKey: await readFile(`${files.keyFile}.pub`, "utf8"), hostKeys };
 }
 
+/** How a VM came to its first boot's end: booted from power-on, or started from a saved first boot. */
+export type FirstBoot =
+  | {
+      kind: "cold";
+      /** Where its state was saved for the next VM of the same shape. */ saved?: string;
+      /** Why no saved first boot started it, when one was asked for. */ why?: string;
+    }
+  | { kind: "warm"; /** The run whose first boot it is, and when it was saved. */ from: string; savedAt: string };
+
 /** Creates the stack and waits until the VM is ready. Throws with the stack possibly half made. */
 export async function provision(options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }): Promise<LiveRun> {
-  const { profile, log, runner, libvirt, signal } = options;
+  const { profile, log } = options;
   const phases: Phase[] = [];
-  const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
 
   const image = profile.document.image;
   const golden = imagePath(options.imageDir, image);
@@ -164,45 +193,93 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
     throw new BadInputError({ file: profile.file, path: "image", message: `expected a qcow2 file, found nothing at ${golden}` });
   }
 
-  const outputs = await timed("provision", async () => {
-    const keys = await makeKeys(runner, run.runDir, run.identity.runId);
-    const used = await libvirt.usedSubnets();
-    // No await from the pick to the add: a VM provisioned beside this one sees the choice.
-    const subnet = pickSubnet([...used, ...(options.subnetsInUse ?? [])], run.identity.runId);
-    options.subnetsInUse?.add(subnet.cidr);
-    const ownerStart = processStart();
-    const spec = stackSpec({
-      identity: run.identity,
-      accel: options.accel.accel,
-      vm: profile.document.vm,
-      subnet,
-      egress: options.egress.spec,
-      hostAddresses: await libvirt.hostAddresses(),
-      goldenImage: golden,
-      runDir: run.runDir,
-      ownerPid: process.pid,
-      ...(ownerStart !== undefined ? { ownerStart } : {}),
-    });
-    const plan = planStack(spec, keys, libvirt.uri, { asRoot: options.egress.asRoot });
-    log.info(
-      `stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${image}, ${spec.accel.toUpperCase()}`,
-    );
-    const made = await options.engine.up(plan, {
-      signal,
-      onEvent: (event) => {
-        if (event.state === "done") log.info(`${event.action}d ${event.resource} (${event.seconds?.toFixed(1)} s)`);
-        if (event.state === "failed") log.warn(`${event.action} ${event.resource} failed`);
-      },
-      onOutput: (line) => log.info(`  pulumi │ ${line}`),
-    });
-    await writeRunRecord(run.runDir, { ...made, engine: options.engine.name, ...options.record });
-    return made;
+  const base = { identity: run.identity, runDir: run.runDir, golden, phases };
+  const choice = options.warmStates === undefined ? undefined : await chooseWarmStart(options, base, options.warmStates);
+  if (choice?.why) log.info(`a saved first boot of this VM exists, but ${choice.why}: booting from power-on`);
+  if (choice?.state) {
+    try {
+      return await startWarm(options, base, choice.state);
+    } catch (error) {
+      // Stopped, or the restored VM could not even be taken down: no second stack of this run.
+      if (options.signal.aborted || error instanceof AggregateError) throw error;
+      // Nothing of the warm stack is left (see startWarm); the state is not tried again.
+      log.warn(`the saved first boot ${choice.state.meta.key} could not be started (${briefOf(error)}): forgetting it, booting from power-on`);
+      await forgetWarmState(choice.state);
+      await rm(join(run.runDir, "keys"), { recursive: true, force: true });
+      await rm(join(run.runDir, ".warm-start.save"), { force: true });
+      return bootCold(options, base, { ...choice, state: undefined, why: "the saved first boot could not be started" });
+    }
+  }
+  return bootCold(options, base, choice);
+}
+
+/** What provisioning decided about a saved first boot: the key of this VM, the state to start from, or why none. */
+interface WarmChoice {
+  cacheDir: string;
+  key: string;
+  state: WarmState | undefined;
+  /** Why no state starts this VM (absent: none was saved yet, so this VM saves one). */
+  why?: string;
+}
+
+interface ProvisionBase {
+  identity: RunIdentity;
+  runDir: string;
+  golden: string;
+  phases: Phase[];
+}
+
+/** The VM's key, and a saved first boot of it that is free to start (its address and UUID unused). */
+async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cacheDir: string): Promise<WarmChoice> {
+  const { libvirt } = options;
+  const key = await warmStateKey({
+    goldenImage: base.golden,
+    emulator: EMULATOR,
+    accel: options.accel.accel,
+    vm: options.profile.document.vm,
+    host: base.identity.host,
+    egressMode: options.egress.spec.mode,
+    templates: vmTemplates(options, base),
   });
+  const state = await findWarmState(cacheDir, key);
+  if (!state) return { cacheDir, key, state: undefined };
+  const used = [...(await libvirt.usedSubnets()), ...(options.subnetsInUse ?? [])];
+  if (used.includes(state.meta.subnet.cidr)) return { cacheDir, key, state: undefined, why: `its network ${state.meta.subnet.cidr} is in use` };
+  if (await libvirt.hasDomain(state.meta.uuid)) return { cacheDir, key, state: undefined, why: "a VM started from it is still defined" };
+  return { cacheDir, key, state };
+}
 
-  const machine = await machineFor(outputs, { runner, log, libvirt, signal });
+/** The seed and domain this VM would get, with a fixed identity: what of them is the VM's shape. */
+function vmTemplates(options: ProvisionOptions, base: ProvisionBase): string {
+  const placeholder = "warm-state-key";
+  const spec = stackSpec({
+    identity: { ...base.identity, runId: placeholder, stamp: placeholder, createdAt: new Date(0) },
+    accel: options.accel.accel,
+    vm: options.profile.document.vm,
+    subnet: pickSubnet([], placeholder),
+    egress: options.egress.spec,
+    goldenImage: base.golden,
+    runDir: `/${placeholder}`,
+    ownerPid: 0,
+  });
+  const keys: SeedKeys = { clientPublicKey: placeholder, hostKeys: HOST_KEY_TYPES.map((type) => ({ type, privateKey: placeholder, publicKey: placeholder })) };
+  const seed = seedFiles(spec, keys);
+  return [seed.metaData, seed.userData, seed.networkConfig, domainXml(spec)].join("\n");
+}
 
+/** The stack of a VM booted from power-on: its own keys and address, its first boot saved when asked. */
+async function bootCold(options: ProvisionOptions, base: ProvisionBase, choice: WarmChoice | undefined): Promise<LiveRun> {
+  const { made, spec } = await makeStack(options, base, async () => ({
+    keys: await makeKeys(options.runner, base.runDir, base.identity.runId),
+    subnet: pickSubnet([...(await options.libvirt.usedSubnets()), ...(options.subnetsInUse ?? [])], base.identity.runId),
+  }));
+  const machine = await machineFor(made, { runner: options.runner, log: options.log, libvirt: options.libvirt, signal: options.signal });
   try {
-    return await bootAndWait(machine, { ...options, outputs, phases });
+    const live = await bootAndWait(machine, { ...options, outputs: made, phases: base.phases });
+    // A state kept busy by another VM is not saved again: only a VM with none saves its own.
+    if (!choice || choice.why !== undefined) return { ...live, firstBoot: { kind: "cold", ...(choice?.why ? { why: choice.why } : {}) } };
+    const saved = await options.log.timed(base.phases, "saving the first boot", () => saveFirstBoot(options, live, spec, choice));
+    return { ...live, firstBoot: { kind: "cold", ...(saved ? { saved } : {}) } };
   } catch (error) {
     // The caller tears the stack down; the master connection is this function's to end.
     await machine.closeConnection();
@@ -210,8 +287,123 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
   }
 }
 
+/** Saves the VM's state for the next VM of its shape; a failure to save is said, never the run's. */
+async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "firstBoot">, spec: StackSpec, choice: WarmChoice): Promise<string | undefined> {
+  const { machine, outputs } = live;
+  const bootId = await machine.bootId();
+  await machine.closeConnection();
+  const uuid = (await options.runner.run("virsh", ["-q", "-c", options.libvirt.uri, "domuuid", outputs.domain])).stdout.trim();
+  const result = await saveWarmState(
+    { runner: options.runner, uri: options.libvirt.uri, asRoot: options.egress.asRoot },
+    {
+      cacheDir: choice.cacheDir,
+      key: choice.key,
+      outputs,
+      uuid,
+      subnet: spec.network.subnet,
+      nvram: spec.nvram,
+      volumes: { pool: spec.pool.name, overlay: spec.volumes.overlay, seed: spec.volumes.seed },
+      bootId,
+    },
+  );
+  // The guest was stopped while its state was written: its clock is behind by that much.
+  await setGuestClock(machine);
+  if (!result.saved) {
+    options.log.warn(`the first boot was not saved for the next VM (${result.why}); this VM goes on`);
+    return undefined;
+  }
+  options.log.info(`first boot saved in ${result.dir}: the next VM of this shape starts from it in seconds`);
+  return result.dir;
+}
+
+/** The stack of a VM started from a saved first boot: the state's keys, address and identity. */
+async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: WarmState): Promise<LiveRun> {
+  const { log, timeouts } = options;
+  log.info(`starting from the first boot ${state.meta.fromRun} saved at ${state.meta.savedAt} (same image, VM and seed; --cold-boot boots instead)`);
+  const { made } = await makeStack(options, base, async () => {
+    const warmStart = await prepareWarmStart(state, { runDir: base.runDir, keysDir: join(base.runDir, "keys"), runner: options.runner });
+    return { keys: await pinKeys(base.runDir, base.identity.runId), subnet: state.meta.subnet, warm: { spec: warmStart, state } };
+  });
+  const machine = await machineFor(made, { runner: options.runner, log, libvirt: options.libvirt, signal: options.signal });
+  try {
+    const ready = await log.timed(base.phases, "SSH", () => machine.waitForSsh(timeouts.sshMs));
+    if (ready.bootId !== state.meta.bootId)
+      throw new HarnessError(`the restored VM has boot id ${ready.bootId}, not the saved first boot's ${state.meta.bootId}`);
+    await setGuestClock(machine);
+    await log.timed(base.phases, "cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
+    log.info(`started from the saved first boot: boot id ${ready.bootId.slice(0, 8)}…, its clock set to now`);
+    return {
+      outputs: made,
+      machine,
+      phases: base.phases,
+      boots: [ready],
+      resets: [],
+      firstBoot: { kind: "warm", from: state.meta.fromRun, savedAt: state.meta.savedAt },
+    };
+  } catch (error) {
+    await machine.closeConnection();
+    // A restored VM that does not answer as saved is taken down here (a failed restore, by the
+    // engine), so that the cold boot after it finds no stack of this run.
+    try {
+      await options.engine.destroy(made.runId);
+    } catch (destroyError) {
+      throw new AggregateError([error, destroyError], `${briefOf(error)}; taking the restored VM down failed too: ${briefOf(destroyError)}`);
+    }
+    throw error;
+  }
+}
+
+/** The saved state's clock is the moment it was saved: the guest has no network time to catch up with. */
+async function setGuestClock(machine: Machine): Promise<void> {
+  await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`);
+}
+
+/** Plans the stack (keys and subnet from `identityOf`) and lets the engine make it; its record written. */
+async function makeStack(
+  options: ProvisionOptions,
+  base: ProvisionBase,
+  identityOf: () => Promise<{ keys: SeedKeys; subnet: Subnet; warm?: { spec: WarmStartSpec; state: WarmState } }>,
+): Promise<{ made: StackOutputs; spec: StackSpec }> {
+  const { log, libvirt } = options;
+  return log.timed(base.phases, "provision", async () => {
+    const { keys, subnet, warm } = await identityOf();
+    // No await from the pick to the add: a VM provisioned beside this one sees the choice.
+    options.subnetsInUse?.add(subnet.cidr);
+    const ownerStart = processStart();
+    const spec = stackSpec({
+      identity: base.identity,
+      accel: options.accel.accel,
+      vm: options.profile.document.vm,
+      subnet,
+      egress: options.egress.spec,
+      hostAddresses: await libvirt.hostAddresses(),
+      goldenImage: base.golden,
+      runDir: base.runDir,
+      ownerPid: process.pid,
+      ...(ownerStart !== undefined ? { ownerStart } : {}),
+      ...(warm ? { warmStart: warm.spec } : {}),
+    });
+    if (warm)
+      await renameSaveImage(warm.state, { runId: base.identity.runId, runDir: base.runDir, saveImage: warm.spec.saveImage, domainXml: domainXml(spec) });
+    const plan = planStack(spec, keys, libvirt.uri, { asRoot: options.egress.asRoot });
+    log.info(
+      `stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${options.profile.document.image}, ${spec.accel.toUpperCase()}`,
+    );
+    const made = await options.engine.up(plan, {
+      signal: options.signal,
+      onEvent: (event) => {
+        if (event.state === "done") log.info(`${event.action}d ${event.resource} (${event.seconds?.toFixed(1)} s)`);
+        if (event.state === "failed") log.warn(`${event.action} ${event.resource} failed`);
+      },
+      onOutput: (line) => log.info(`  pulumi │ ${line}`),
+    });
+    await writeRunRecord(base.runDir, { ...made, engine: options.engine.name, ...options.record });
+    return { made, spec };
+  });
+}
+
 /** The first boot up to cloud-init done (with one power cycle for QEMU's TCG race or a firmware stall). */
-async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<LiveRun> {
+async function bootAndWait(machine: Machine, options: ProvisionOptions & { outputs: StackOutputs; phases: Phase[] }): Promise<Omit<LiveRun, "firstBoot">> {
   const { outputs, phases, log, libvirt, timeouts } = options;
   const timed = <T>(name: string, body: () => Promise<T>): Promise<T> => log.timed(phases, name, body);
   // The domain was started at the end of provisioning.

@@ -7,7 +7,7 @@ import type { EgressReport } from "./egress.ts";
 import { join } from "node:path";
 import { XMLBuilder } from "fast-xml-parser";
 import type { CheckResult } from "../guest/checks.ts";
-import type { Phase } from "./provision.ts";
+import type { FirstBoot, Phase } from "./provision.ts";
 import type { CertificateOutcome } from "../ansible/certs.ts";
 import type { SnapshotDiff } from "../guest/snapshot.ts";
 import type { HostKeyChange } from "../guest/host-keys.ts";
@@ -36,6 +36,8 @@ export interface ScenarioReport {
   guestBootSeconds: (number | null)[];
   /** Why the first boot was reset (QEMU TCG's text-patching race), if it was: at most once. */
   bootResets: string[];
+  /** Whether the VM booted from power-on (saving its first boot for the next VM) or started from a saved first boot. Null: no VM was made. */
+  firstBoot: FirstBoot | null;
   /** Per boot, shutdown + firmware + boot loader: power-on or reboot command until the kernel started. */
   beforeKernelSeconds: (number | null)[];
   /** `hostKeyChange`: the VM's SSH host keys a role removed or rotated, followed and re-pinned (see guest/host-keys.ts). */
@@ -191,6 +193,7 @@ export function emptyScenarioReport(scenario: { name: "red" | "green"; expect: "
     guestBootSeconds: [],
     beforeKernelSeconds: [],
     bootResets: [],
+    firstBoot: null,
     apply: null,
     certificate: null,
     snapshotDiff: null,

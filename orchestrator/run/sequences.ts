@@ -152,7 +152,7 @@ export async function bringUp(
       summary = { runId: outputs.runId, host: outputs.host, ip: outputs.ip, ssh: outputs.ssh, runDir: outputs.runDir };
       await writeFile(
         join(session.dir, "up.json"),
-        `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, ...(applied ? { apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate } : {}), harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
+        `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, firstBoot: session.report.firstBoot, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, ...(applied ? { apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate } : {}), harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
         { mode: 0o600 },
       );
       return { ok: true, outcome: `${outputs.host} is up as ${outputs.runId} at ${outputs.ip}` };

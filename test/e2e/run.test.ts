@@ -57,6 +57,13 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     const [red, green] = report.scenarios;
     assert.equal(red!.faithful, true);
+    // One first boot for both: RED's VM booted and saved it, GREEN's started from it (the
+    // sandbox gives the suite a fresh cache, and this is its first VM).
+    assert.equal(red!.firstBoot?.kind, "cold", JSON.stringify(red!.firstBoot));
+    assert.ok(red!.firstBoot?.kind === "cold" && red!.firstBoot.saved, "RED saved its first boot");
+    assert.deepEqual(green!.firstBoot?.kind === "warm" && green!.firstBoot.from, red!.stack, JSON.stringify(green!.firstBoot));
+    assert.ok(!green!.phases.some((phase) => phase.name === "DHCP lease"), "GREEN did not boot before its apply");
+    assert.match(result.stderr, /starting from the first boot boma-it-askari-\d{8}-\d{6} saved at/);
     assert.ok(
       red!.checks.filter((check) => check.stage === "pre-reboot").every((check) => check.ok),
       "RED passes before the reboot",

@@ -8,6 +8,8 @@
 # usage: test/e2e/sandbox.sh CMD [ARGS...]
 #   BOMA_IT_NETNS     namespace name (default boma-it-e2e)
 #   BOMA_IT_IMAGE     golden image to make sure of (default debian-13-local; "none" to skip)
+#   BOMA_IT_STATE_CACHE  saved first boots; default a fresh folder for this call, removed after
+#                        it (so a suite's first VM always boots, and the rest start from it)
 set -euo pipefail
 
 netns="${BOMA_IT_NETNS:-boma-it-e2e}"
@@ -59,4 +61,12 @@ if [ "$image" != none ]; then
 fi
 
 export BOMA_IT_SANDBOX="$netns"
-exec ip netns exec "$netns" "$@"
+if [ -n "${BOMA_IT_STATE_CACHE:-}" ]; then
+  exec ip netns exec "$netns" "$@"
+fi
+states="$(mktemp -d /tmp/boma-it-e2e-states.XXXXXX)"
+export BOMA_IT_STATE_CACHE="$states"
+trap 'rm -rf "$states"' EXIT
+set +e
+ip netns exec "$netns" "$@"
+exit $?

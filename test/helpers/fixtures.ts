@@ -2,14 +2,16 @@
 import { Writable } from "node:stream";
 import type { SeedKeys } from "../../infra/seed.ts";
 import { Log } from "../../orchestrator/log.ts";
-import { newRunIdentity, pickSubnet, stackSpec, type EgressSpec, type StackSpec } from "../../infra/spec.ts";
+import { newRunIdentity, pickSubnet, stackSpec, type EgressSpec, type StackSpec, type WarmStartSpec } from "../../infra/spec.ts";
 
 export const FIXED_IDENTITY = newRunIdentity("askari", new Date("2026-11-22T03:40:00Z"));
 
 /** The allowlist a fixed spec has unless told otherwise: a mirror, from two upstream resolvers. */
 export const FIXED_ALLOWLIST: EgressSpec = { mode: "allowlist", names: ["deb.debian.org", "security.debian.org"], upstreams: ["192.0.2.53", "192.0.2.54"] };
 
-export function fixedSpec(overrides: { egress?: EgressSpec; accel?: "kvm" | "tcg"; runDir?: string; dnsmasqDir?: string } = {}): StackSpec {
+export function fixedSpec(
+  overrides: { egress?: EgressSpec; accel?: "kvm" | "tcg"; runDir?: string; dnsmasqDir?: string; warmStart?: WarmStartSpec } = {},
+): StackSpec {
   return stackSpec({
     identity: FIXED_IDENTITY,
     accel: overrides.accel ?? "tcg",
@@ -22,6 +24,7 @@ export function fixedSpec(overrides: { egress?: EgressSpec; accel?: "kvm" | "tcg
     ...(overrides.dnsmasqDir ? { libvirtDnsmasqDir: overrides.dnsmasqDir } : {}),
     ownerPid: 4242,
     ownerStart: "4c1f7d2e-0b6a-4f3e-9d8c-2a5b6e7f8091/123456",
+    ...(overrides.warmStart ? { warmStart: overrides.warmStart } : {}),
   });
 }
 

@@ -103,3 +103,51 @@ describe("the plan's egress", () => {
     }
   });
 });
+
+describe("the plan of a warm start", () => {
+  const warmStart = {
+    uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b",
+    mac: "52:54:00:aa:bb:cc",
+    saveImage: "/home/op/integration-runs/20261122-034000-askari/.warm-start.save",
+    disk: "/home/op/.cache/boma-it/states/askari-0123/disk.qcow2",
+    seed: "/home/op/.cache/boma-it/states/askari-0123/seed.iso",
+    nvram: "/home/op/.cache/boma-it/states/askari-0123/VARS.fd",
+  };
+  const spec = fixedSpec({ warmStart });
+  const plan = planStack(spec, FIXED_KEYS, "qemu:///system", { asRoot: ["sudo", "-n"] });
+  const argvOf = (name: string, phase: "create" | "delete") =>
+    plan.resources.find((resource) => resource.name === name)![phase].map((command) => command.argv.join(" "));
+
+  it("defines the domain with the saved UUID and MAC and restores it instead of starting it, its copy of the state deleted after", () => {
+    assert.match(domainXml(spec), /<uuid>6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b<\/uuid>/);
+    assert.match(domainXml(spec), /<mac address="52:54:00:aa:bb:cc"\/>/);
+    assert.doesNotMatch(domainXml(fixedSpec()), /<uuid>/, "a cold VM gets libvirt's own UUID");
+    const create = argvOf("domain", "create");
+    assert.equal(create.length, 4);
+    assert.match(create[0]!, /virsh -q -c qemu:\/\/\/system define \/dev\/stdin$/);
+    assert.deepEqual(create.slice(1), [
+      `sudo -n install -m 0600 ${warmStart.nvram} ${spec.nvram}`,
+      `virsh -q -c qemu:///system restore ${warmStart.saveImage} --running`,
+      `rm -f ${warmStart.saveImage}`,
+    ]);
+    assert.ok(!create.some((argv) => / start /.test(argv)), "never booted");
+    const teardown = argvOf("domain", "delete");
+    assert.ok(teardown.includes(`rm -f ${warmStart.saveImage}`), "a copy left by a failed restore goes too");
+    assert.ok(teardown.includes(`sudo -n rm -f ${spec.nvram}`), "UEFI variables copied for a domain never defined go too");
+  });
+
+  it("uploads the saved disk and seed: no seed of its own is made, so no host key travels on stdin", () => {
+    assert.deepEqual(argvOf("overlay", "create").slice(1), [
+      `virsh -q -c qemu:///system vol-upload ${spec.volumes.overlay} ${warmStart.disk} --pool ${spec.pool.name}`,
+    ]);
+    const seed = plan.resources.find((resource) => resource.name === "seed")!;
+    assert.deepEqual(
+      seed.create.map((command) => command.argv.join(" ")),
+      [
+        `virsh -q -c qemu:///system vol-create-as ${spec.pool.name} ${spec.volumes.seed} ${spec.seedCapacityBytes} --format raw`,
+        `virsh -q -c qemu:///system vol-upload ${spec.volumes.seed} ${warmStart.seed} --pool ${spec.pool.name}`,
+      ],
+    );
+    assert.ok(seed.create.every((command) => command.stdin === undefined));
+  });
+});

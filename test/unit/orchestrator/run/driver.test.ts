@@ -108,7 +108,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
       const outputs = { runId: run.identity.runId, host: "askari", ip: "10.234.7.10", runDir: run.runDir } as StackOutputs;
       engine.stacks.set(run.identity.runId, outputs);
       const machine = { closeConnection: async () => void closed.push(run.identity.runId), target: { ip: "10.234.7.10" } } as unknown as Machine;
-      return { outputs, machine, phases: [{ name: "provision", seconds: 1 }], boots: [], resets: [] };
+      return { outputs, machine, phases: [{ name: "provision", seconds: 1 }], boots: [], resets: [], firstBoot: { kind: "cold" } };
     },
     collectDiagnostics: async (input) => {
       diagnosed.push(input.outputs.runId);

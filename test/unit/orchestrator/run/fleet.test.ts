@@ -47,6 +47,7 @@ function hostReport(host: string, runsDir: string, ok: boolean): RunReport {
         guestBootSeconds: [],
         beforeKernelSeconds: [],
         bootResets: [],
+        firstBoot: null,
         apply: null,
         certificate: null,
         snapshotDiff: null,

@@ -46,6 +46,7 @@ function around(machine: Machine, sshMs = 1000) {
     beforeKernelSeconds: [],
     guestBootSeconds: [],
     bootResets: [],
+    firstBoot: null,
     phases: [],
     checks: [],
     snapshotDiff: null,

@@ -188,6 +188,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
             guestBootSeconds: [],
             beforeKernelSeconds: [],
             bootResets: [],
+            firstBoot: null,
             apply: null,
             certificate: null,
             snapshotDiff: null,

@@ -1,0 +1,259 @@
+/**
+ * Saved first boots: a VM's whole state right after its first boot and cloud-init (memory and
+ * devices, disk, seed, UEFI variables, the keys it was made with), kept so that a later VM of the
+ * same shape starts from it in seconds instead of booting for minutes (a warm start). RED and
+ * GREEN of one run, and the next run of the same host, share one first boot that way.
+ *
+ * A state is reused only for exactly the VM it was: the key covers the golden image (path, size,
+ * time), the emulator binary, the acceleration, the VM's size, the host it impersonates, its
+ * egress mode and the text of the seed and the domain boma-it would write for it. The guest
+ * then starts where that first boot left it: the same boot id (the reboot's proof reads the
+ * "before" id after the restore, as after a boot), the same host keys (pinned as the saved run
+ * pinned them), the same instance id and address; its clock is set to now.
+ *
+ * Kept per user, private (they hold the saved guest's host keys and the login key), in
+ * `warmStateDir` (host/paths.ts); the newest few are kept. Deleting the folder is always safe: the next run boots cold.
+ */
+import { createHash } from "node:crypto";
+import { chmod, cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { StackOutputs } from "../../infra/plan.ts";
+import { readSaveImage, rewriteSaveImageXml } from "../../infra/save-image.ts";
+import { briefOf } from "../../infra/errors.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { bridgeFor, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
+
+/** How many saved first boots are kept (the newest; each is the guest's memory and disk in use, a few hundred MiB). */
+export const WARM_STATES_KEPT = 4;
+
+/** Bumped when what a state holds, or how it is restored, changes: older states are then never used. */
+const FORMAT = 1;
+
+/** What a saved first boot is of, and how to start from it. */
+export interface WarmStateMeta {
+  format: number;
+  key: string;
+  savedAt: string;
+  /** The run whose first boot it is (its names are renamed to the new run's on restore). */
+  fromRun: string;
+  fromRunDir: string;
+  host: string;
+  uuid: string;
+  mac: string;
+  subnet: Subnet;
+  /** The boot id of the saved boot. */
+  bootId: string;
+}
+
+/** A saved first boot found in the cache. */
+export interface WarmState {
+  dir: string;
+  meta: WarmStateMeta;
+}
+
+const FILES = { meta: "state.json", saveImage: "memory.save", disk: "disk.qcow2", seed: "seed.iso", nvram: "VARS.fd", keys: "keys" } as const;
+
+/** The inputs a state's key covers, in the words of {@link warmStateKey}. */
+export interface WarmStateKeyInputs {
+  goldenImage: string;
+  emulator: string;
+  accel: string;
+  vm: { vcpus: number; memoryMiB: number; diskGiB: number };
+  host: string;
+  egressMode: string;
+  /** The seed and domain XML boma-it would write for this VM with a fixed identity: any change of either is another VM. */
+  templates: string;
+}
+
+/** The key of the VM those inputs make: files' identities by path, size and modification time. */
+export async function warmStateKey(inputs: WarmStateKeyInputs): Promise<string> {
+  const identity = async (path: string) => {
+    const stats = await stat(path).catch(() => undefined);
+    return stats ? { path, size: stats.size, mtimeMs: Math.trunc(stats.mtimeMs) } : { path, missing: true };
+  };
+  const material = JSON.stringify({
+    format: FORMAT,
+    golden: await identity(inputs.goldenImage),
+    emulator: await identity(inputs.emulator),
+    accel: inputs.accel,
+    vm: inputs.vm,
+    host: inputs.host,
+    egress: inputs.egressMode,
+    templates: createHash("sha256").update(inputs.templates).digest("hex"),
+  });
+  return `${inputs.host}-${createHash("sha256").update(material).digest("hex").slice(0, 16)}`;
+}
+
+/** The saved first boot of that key, when there is a whole one. */
+export async function findWarmState(cacheDir: string, key: string): Promise<WarmState | undefined> {
+  const dir = join(cacheDir, key);
+  const meta = await readFile(join(dir, FILES.meta), "utf8")
+    .then((text) => JSON.parse(text) as WarmStateMeta)
+    .catch(() => undefined);
+  if (!meta || meta.format !== FORMAT || meta.key !== key) return undefined;
+  for (const file of [FILES.saveImage, FILES.disk, FILES.seed, FILES.nvram, FILES.keys]) {
+    if (!(await stat(join(dir, file)).catch(() => undefined))) return undefined;
+  }
+  return { dir, meta };
+}
+
+/** Deletes a saved first boot (one that could not be restored is never tried again). */
+export async function forgetWarmState(state: WarmState): Promise<void> {
+  await rm(state.dir, { recursive: true, force: true });
+}
+
+/** How the saving and the restoring reach libvirt and root. */
+export interface WarmStateContext {
+  runner: Runner;
+  uri: string;
+  /** The words before a command only root may run (`[]` as root, `["sudo", "-n"]` otherwise). */
+  asRoot: string[];
+}
+
+/**
+ * Saves a running VM's state as the first boot of `key`, then brings the VM back exactly where it
+ * was (its SSH connections do not survive: close them first). The domain is stopped between the
+ * two; whatever fails in the copying, it is restored, and only a failed restore is thrown. Returns
+ * whether the state was kept, and why not.
+ */
+export async function saveWarmState(
+  context: WarmStateContext,
+  target: {
+    cacheDir: string;
+    key: string;
+    outputs: StackOutputs;
+    uuid: string;
+    subnet: Subnet;
+    /** The domain's UEFI variables file. */
+    nvram: string;
+    volumes: { pool: string; overlay: string; seed: string };
+    bootId: string;
+  },
+): Promise<{ saved: true; dir: string } | { saved: false; why: string }> {
+  const { runner, uri, asRoot } = context;
+  const { outputs } = target;
+  const virsh = (args: string[], timeoutMs = 15 * 60_000) => runner.run("virsh", ["-q", "-c", uri, ...args], { timeoutMs });
+  await mkdir(target.cacheDir, { recursive: true, mode: 0o700 });
+  await chmod(target.cacheDir, 0o700);
+  const work = join(target.cacheDir, `.saving-${outputs.runId}`);
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { mode: 0o700 });
+  const saveImage = join(work, FILES.saveImage);
+  try {
+    await virsh(["save", outputs.domain, saveImage]);
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    // A failed save leaves the domain running (libvirt resumes it).
+    return { saved: false, why: `virsh save failed: ${briefOf(error)}` };
+  }
+  const kept = join(target.cacheDir, target.key);
+  try {
+    const owner = `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`;
+    const asRootRun = (argv: string[]) => runner.run([...asRoot, ...argv][0]!, [...asRoot, ...argv].slice(1), { timeoutMs: 5 * 60_000 });
+    // libvirt writes the save image as root; the UEFI variables live in root's folder.
+    await asRootRun(["chown", owner, saveImage]);
+    await asRootRun(["install", "-m", "0600", "-o", owner.split(":")[0]!, "-g", owner.split(":")[1]!, target.nvram, join(work, FILES.nvram)]);
+    await virsh(["vol-download", target.volumes.overlay, join(work, FILES.disk), "--pool", target.volumes.pool, "--sparse"]);
+    await virsh(["vol-download", target.volumes.seed, join(work, FILES.seed), "--pool", target.volumes.pool]);
+    await cp(join(outputs.runDir, "keys"), join(work, FILES.keys), { recursive: true, filter: (source) => !source.endsWith("known_hosts") });
+    const meta: WarmStateMeta = {
+      format: FORMAT,
+      key: target.key,
+      savedAt: new Date().toISOString(),
+      fromRun: outputs.runId,
+      fromRunDir: outputs.runDir,
+      host: outputs.host,
+      uuid: target.uuid,
+      mac: outputs.mac,
+      subnet: target.subnet,
+      bootId: target.bootId,
+    };
+    await writeFile(join(work, FILES.meta), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+  } catch (error) {
+    await restore(virsh, saveImage, work);
+    await rm(work, { recursive: true, force: true });
+    return { saved: false, why: `copying the state failed: ${briefOf(error)}` };
+  }
+  // Back where it was, from the very file the cache keeps (a restore only reads it).
+  await restore(virsh, saveImage, work);
+  await rm(kept, { recursive: true, force: true });
+  await rename(work, kept);
+  await pruneWarmStates(target.cacheDir, WARM_STATES_KEPT);
+  return { saved: true, dir: kept };
+}
+
+async function restore(virsh: (args: string[]) => Promise<unknown>, saveImage: string, work: string): Promise<void> {
+  try {
+    await virsh(["restore", saveImage, "--running"]);
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Keeps the newest `kept` states (and no half-saved one of a process that died). */
+export async function pruneWarmStates(cacheDir: string, kept: number): Promise<void> {
+  const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
+  const states: { path: string; at: number }[] = [];
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue;
+    const path = join(cacheDir, entry.name);
+    const at = (await stat(path)).mtimeMs;
+    // A half-saved state older than an hour is one whose saver died.
+    if (entry.name.startsWith(".saving-")) {
+      if (Date.now() - at > 3_600_000) await rm(path, { recursive: true, force: true });
+      continue;
+    }
+    states.push({ path, at });
+  }
+  states.sort((a, b) => b.at - a.at);
+  for (const old of states.slice(kept)) await rm(old.path, { recursive: true, force: true });
+}
+
+/**
+ * Makes this run's start from a state: its own copy of the save image (in the run dir; the plan
+ * deletes it once restored) and the key files the saved guest trusts, copied into the run's keys
+ * folder. {@link renameSaveImage} then makes the copy's domain this run's.
+ */
+export async function prepareWarmStart(state: WarmState, run: { runDir: string; keysDir: string; runner: Runner }): Promise<WarmStartSpec> {
+  const saveImage = join(run.runDir, ".warm-start.save");
+  await run.runner.run("cp", ["--sparse=always", "--reflink=auto", join(state.dir, FILES.saveImage), saveImage], { timeoutMs: 10 * 60_000 });
+  await chmod(saveImage, 0o600);
+  await mkdir(run.keysDir, { recursive: true, mode: 0o700 });
+  await cp(join(state.dir, FILES.keys), run.keysDir, { recursive: true });
+  return {
+    uuid: state.meta.uuid,
+    mac: state.meta.mac,
+    saveImage,
+    disk: join(state.dir, FILES.disk),
+    seed: join(state.dir, FILES.seed),
+    nvram: join(state.dir, FILES.nvram),
+  };
+}
+
+/**
+ * A saved domain's XML with the saved run's names (the domain, its pool and volumes, network,
+ * filter, bridge, NVRAM file, console log) made this run's, and its metadata element replaced.
+ */
+export function renameSavedDomain(xml: string, from: { runId: string; runDir: string }, to: { runId: string; runDir: string }, metadata: string): string {
+  return xml
+    .replace(/<metadata>[\s\S]*?<\/metadata>/, metadata)
+    .split(from.runDir)
+    .join(to.runDir)
+    .split(from.runId)
+    .join(to.runId)
+    .split(bridgeFor(from.runId))
+    .join(bridgeFor(to.runId));
+}
+
+/**
+ * Makes the domain of this run's copy of the save image this run's (see {@link renameSavedDomain}):
+ * `domainXml` is the domain this run defines, whose metadata (its owner, so the reaper judges the
+ * right process) the restored domain carries.
+ */
+export async function renameSaveImage(state: WarmState, to: { runId: string; runDir: string; saveImage: string; domainXml: string }): Promise<void> {
+  const metadata = /<metadata>[\s\S]*?<\/metadata>/.exec(to.domainXml)?.[0];
+  if (!metadata) throw new Error("the run's domain XML has no metadata element");
+  const { xml } = await readSaveImage(to.saveImage);
+  await rewriteSaveImageXml(to.saveImage, renameSavedDomain(xml, { runId: state.meta.fromRun, runDir: state.meta.fromRunDir }, to, metadata));
+}

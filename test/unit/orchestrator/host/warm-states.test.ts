@@ -1,0 +1,262 @@
+import assert from "node:assert/strict";
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it, type TestContext } from "node:test";
+import type { StackOutputs } from "../../../../infra/plan.ts";
+import { Runner } from "../../../../infra/runner.ts";
+import { bridgeFor } from "../../../../infra/spec.ts";
+import { readSaveImage } from "../../../../infra/save-image.ts";
+import {
+  findWarmState,
+  prepareWarmStart,
+  pruneWarmStates,
+  renameSaveImage,
+  renameSavedDomain,
+  saveWarmState,
+  warmStateKey,
+  type WarmStateKeyInputs,
+} from "../../../../orchestrator/host/warm-states.ts";
+import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+const FROM = { runId: "boma-it-askari-20261203-170620", runDir: "/tmp/e2e-a/runs/20261203-170620-askari/red" };
+const TO = { runId: "boma-it-askari-20261203-172110", runDir: "/tmp/e2e-a/runs/20261203-170620-askari/green" };
+
+/** A saved domain's XML as libvirt writes it into a save image (trimmed to what names the run). */
+const SAVED_XML = `<domain type='qemu'>
+  <name>${FROM.runId}</name>
+  <uuid>6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b</uuid>
+  <metadata>
+    <boma:run xmlns:boma="https://boma-it.dev/run" host="askari" created="2026-12-03T17:06:20.663Z" pid="111" runDir="${FROM.runDir}"/>
+  </metadata>
+  <os firmware='efi'><nvram>/var/lib/libvirt/qemu/nvram/${FROM.runId}_VARS.fd</nvram></os>
+  <devices>
+    <disk type='volume' device='disk'><source pool='${FROM.runId}' volume='${FROM.runId}-overlay.qcow2'/></disk>
+    <interface type='network'><source network='${FROM.runId}' bridge='${bridgeFor(FROM.runId)}'/><filterref filter='${FROM.runId}-isolation'/></interface>
+    <serial type='pty'><log file='${FROM.runDir}/console.log' append='on'/></serial>
+  </devices>
+</domain>
+`;
+
+function saveImageBytes(xml: string): Buffer {
+  const header = Buffer.alloc(92);
+  header.write("LibvirtQemudSave", 0, "latin1");
+  header.writeUInt32LE(2, 16);
+  header.writeUInt32LE(16384, 20);
+  header.writeUInt32LE(Buffer.byteLength(xml) + 1, 32);
+  const data = Buffer.alloc(16384);
+  data.write(`${xml}\0<cookie/>\0`, 0, "utf8");
+  return Buffer.concat([header, data, Buffer.from("QEVM stream")]);
+}
+
+async function tree(t: TestContext) {
+  const made = await tempTree();
+  t.after(made.remove);
+  return made.dir;
+}
+
+describe("saved first boots", () => {
+  const inputs = async (dir: string): Promise<WarmStateKeyInputs> => {
+    const golden = join(dir, "debian-13-local.qcow2");
+    await writeFile(golden, "golden");
+    return {
+      goldenImage: golden,
+      emulator: join(dir, "qemu"),
+      accel: "tcg",
+      vm: { vcpus: 2, memoryMiB: 2048, diskGiB: 20 },
+      host: "askari",
+      egressMode: "allowlist",
+      templates: "seed+domain",
+    };
+  };
+
+  it("keys a state by everything that shapes the VM up to cloud-init: the same inputs the same key, any change another", async (t) => {
+    const dir = await tree(t);
+    const base = await inputs(dir);
+    const key = await warmStateKey(base);
+    assert.match(key, /^askari-[0-9a-f]{16}$/);
+    assert.equal(await warmStateKey({ ...base }), key);
+    const others = [
+      { ...base, accel: "kvm" },
+      { ...base, vm: { ...base.vm, memoryMiB: 3072 } },
+      { ...base, host: "simba" },
+      { ...base, egressMode: "none" },
+      { ...base, templates: "seed+domain, one line more" },
+    ];
+    for (const other of others) assert.notEqual(await warmStateKey(other), key, JSON.stringify(other));
+    // A golden image made again is another image, even at the same path.
+    await utimes(base.goldenImage, new Date(), new Date(Date.now() + 60_000));
+    assert.notEqual(await warmStateKey(base), key, "a rebuilt golden image");
+  });
+
+  it("finds only a whole state of its key", async (t) => {
+    const dir = await tree(t);
+    const state = join(dir, "askari-0123456789abcdef");
+    await mkdir(join(state, "keys"), { recursive: true });
+    for (const file of ["memory.save", "disk.qcow2", "seed.iso"]) await writeFile(join(state, file), "x");
+    const meta = {
+      format: 1,
+      key: "askari-0123456789abcdef",
+      savedAt: "2026-12-03T17:10:00.000Z",
+      fromRun: FROM.runId,
+      fromRunDir: FROM.runDir,
+      host: "askari",
+      uuid: "u",
+      mac: "m",
+      subnet: {},
+      bootId: "b",
+    };
+    await writeFile(join(state, "state.json"), JSON.stringify(meta));
+    assert.equal(await findWarmState(dir, "askari-0123456789abcdef"), undefined, "no UEFI variables: not whole");
+    await writeFile(join(state, "VARS.fd"), "x");
+    assert.equal((await findWarmState(dir, "askari-0123456789abcdef"))?.meta.fromRun, FROM.runId);
+    assert.equal(await findWarmState(dir, "askari-fedcba9876543210"), undefined, "another key");
+    await writeFile(join(state, "state.json"), JSON.stringify({ ...meta, format: 0 }));
+    assert.equal(await findWarmState(dir, "askari-0123456789abcdef"), undefined, "an older format");
+  });
+
+  it("renames every object of the saved run to this run's and gives the domain this run's owner", () => {
+    const metadata = `<metadata><boma:run xmlns:boma="https://boma-it.dev/run" host="askari" created="2026-12-03T17:21:10.000Z" pid="222" runDir="${TO.runDir}"/></metadata>`;
+    const renamed = renameSavedDomain(SAVED_XML, FROM, TO, metadata);
+    assert.ok(!renamed.includes(FROM.runId) && !renamed.includes(FROM.runDir) && !renamed.includes(bridgeFor(FROM.runId)), renamed);
+    assert.match(renamed, new RegExp(`<name>${TO.runId}</name>`));
+    assert.match(renamed, new RegExp(`volume='${TO.runId}-overlay.qcow2'`));
+    assert.match(renamed, new RegExp(`<log file='${TO.runDir}/console.log'`));
+    assert.match(renamed, new RegExp(`bridge='${bridgeFor(TO.runId)}'`));
+    assert.match(renamed, /pid="222"/);
+    assert.doesNotMatch(renamed, /pid="111"/, "the reaper judges the new owner, never the saved run's");
+    assert.match(renamed, /<uuid>6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b<\/uuid>/, "the UUID stays: libvirt restores into no other");
+  });
+
+  it("saves a running VM's state and brings it back from the very file kept; the copies are private and named in state.json", async (t) => {
+    const dir = await tree(t);
+    const runDir = join(dir, "run");
+    await mkdir(join(runDir, "keys"), { recursive: true });
+    for (const file of ["id_ed25519", "id_ed25519.pub", "known_hosts"]) await writeFile(join(runDir, "keys", file), file);
+    const nvram = join(dir, "nvram", `${FROM.runId}_VARS.fd`);
+    await mkdir(join(dir, "nvram"));
+    await writeFile(nvram, "uefi variables");
+    const bin = join(dir, "bin");
+    const log = join(dir, "calls.log");
+    // virsh as libvirt answers: save writes the image, vol-download the volume's bytes.
+    await writeFake(
+      bin,
+      "virsh",
+      `case "$4" in
+  save) printf 'LibvirtQemudSave' > "$6" ;;
+  vol-download) printf 'volume %s' "$5" > "$6" ;;
+esac`,
+    );
+    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log } });
+    const cacheDir = join(dir, "states");
+    const outputs = { runId: FROM.runId, domain: FROM.runId, runDir, host: "askari", mac: "52:54:00:12:34:56" } as StackOutputs;
+    const result = await saveWarmState(
+      { runner, uri: "qemu:///system", asRoot: [] },
+      {
+        cacheDir,
+        key: "askari-0123456789abcdef",
+        outputs,
+        uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b",
+        subnet: { cidr: "10.234.77.0/24", gateway: "10.234.77.1", guestIp: "10.234.77.10", dhcpStart: "10.234.77.100", dhcpEnd: "10.234.77.200" } as never,
+        nvram,
+        volumes: { pool: FROM.runId, overlay: `${FROM.runId}-overlay.qcow2`, seed: `${FROM.runId}-seed.iso` },
+        bootId: "a89953a1",
+      },
+    );
+    const kept = join(cacheDir, "askari-0123456789abcdef");
+    assert.deepEqual(result, { saved: true, dir: kept });
+    const virsh = (await fakeCalls(log)).filter((call) => call[0] === "virsh").map((call) => call[4]);
+    assert.deepEqual(virsh, ["save", "vol-download", "vol-download", "restore"]);
+    const restore = (await fakeCalls(log)).find((call) => call[4] === "restore")!;
+    assert.equal(restore[5], join(kept, "memory.save").replace(kept, join(cacheDir, `.saving-${FROM.runId}`)), "restored before the folder is moved in place");
+    assert.deepEqual((await readdir(kept)).sort(), ["VARS.fd", "disk.qcow2", "keys", "memory.save", "seed.iso", "state.json"]);
+    assert.deepEqual((await readdir(join(kept, "keys"))).sort(), ["id_ed25519", "id_ed25519.pub"], "the saved run's known_hosts is not the state's");
+    assert.equal(await readFile(join(kept, "VARS.fd"), "utf8"), "uefi variables");
+    assert.equal((await stat(cacheDir)).mode & 0o777, 0o700);
+    const state = await findWarmState(cacheDir, "askari-0123456789abcdef");
+    assert.equal(state?.meta.bootId, "a89953a1");
+    assert.equal(state?.meta.subnet.cidr, "10.234.77.0/24");
+  });
+
+  it("restores the VM and keeps nothing when the copying fails, and says why", async (t) => {
+    const dir = await tree(t);
+    const bin = join(dir, "bin");
+    const log = join(dir, "calls.log");
+    await writeFake(bin, "virsh", `case "$4" in save) printf x > "$6" ;; vol-download) echo "error: no space left" >&2; exit 1 ;; esac`);
+    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: log } });
+    const cacheDir = join(dir, "states");
+    const nvram = join(dir, "VARS.fd");
+    await writeFile(nvram, "v");
+    const result = await saveWarmState(
+      { runner, uri: "qemu:///system", asRoot: [] },
+      {
+        cacheDir,
+        key: "askari-0123456789abcdef",
+        outputs: { runId: FROM.runId, domain: FROM.runId, runDir: join(dir, "run") } as StackOutputs,
+        uuid: "u",
+        subnet: {} as never,
+        nvram,
+        volumes: { pool: FROM.runId, overlay: "o", seed: "s" },
+        bootId: "b",
+      },
+    );
+    assert.equal(result.saved, false);
+    assert.match((result as { why: string }).why, /copying the state failed: .*no space left/);
+    assert.deepEqual(
+      (await fakeCalls(log)).map((call) => call[4]),
+      ["save", "vol-download", "restore"],
+      "the VM goes on",
+    );
+    assert.deepEqual(await readdir(cacheDir), [], "no half state");
+  });
+
+  it("prepares this run's own copy of the state, renamed, and the keys the saved guest trusts", async (t) => {
+    const dir = await tree(t);
+    const state = join(dir, "states", "askari-0123456789abcdef");
+    await mkdir(join(state, "keys"), { recursive: true });
+    await writeFile(join(state, "memory.save"), saveImageBytes(SAVED_XML));
+    await writeFile(join(state, "keys", "id_ed25519"), "the saved run's login key");
+    const runDir = join(dir, "run");
+    await mkdir(runDir);
+    const found = {
+      dir: state,
+      meta: {
+        format: 1,
+        key: "askari-0123456789abcdef",
+        savedAt: "s",
+        fromRun: FROM.runId,
+        fromRunDir: FROM.runDir,
+        host: "askari",
+        uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b",
+        mac: "52:54:00:12:34:56",
+        subnet: {} as never,
+        bootId: "b",
+      },
+    };
+    const spec = await prepareWarmStart(found, { runDir, keysDir: join(runDir, "keys"), runner: new Runner() });
+    assert.equal(spec.saveImage, join(runDir, ".warm-start.save"));
+    assert.equal((await stat(spec.saveImage)).mode & 0o777, 0o600);
+    assert.equal(await readFile(join(runDir, "keys", "id_ed25519"), "utf8"), "the saved run's login key");
+    const domainXml = `<domain><name>${TO.runId}</name><metadata><boma:run pid="222"/></metadata></domain>`;
+    await renameSaveImage(found, { runId: TO.runId, runDir: TO.runDir, saveImage: spec.saveImage, domainXml });
+    assert.match((await readSaveImage(spec.saveImage)).xml, new RegExp(`<name>${TO.runId}</name>[\\s\\S]*pid="222"`));
+    assert.equal((await readSaveImage(join(state, "memory.save"))).xml, SAVED_XML, "the kept state is never renamed");
+  });
+
+  it("keeps the newest states and drops a half-saved one whose saver died", async (t) => {
+    const dir = await tree(t);
+    for (const [name, hoursAgo] of [
+      ["a", 5],
+      ["b", 4],
+      ["c", 3],
+      [".saving-dead", 2],
+      [".saving-busy", 0],
+    ] as const) {
+      await mkdir(join(dir, name));
+      const at = new Date(Date.now() - hoursAgo * 3_600_000);
+      await utimes(join(dir, name), at, at);
+    }
+    await pruneWarmStates(dir, 2);
+    assert.deepEqual((await readdir(dir)).sort(), [".saving-busy", "b", "c"]);
+  });
+});
