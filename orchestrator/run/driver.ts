@@ -171,6 +171,9 @@ export class OpenRun {
     await this.#closeScenario(report, { ...opening, log }, live, failure, dir, timed).catch((closeError: unknown) => {
       error ??= asBomaError(closeError, signal);
     });
+    // Its network is gone with it, or kept, and then libvirt lists it: either way not the run's to hold
+    // (a later scenario may start from a first boot saved on that subnet).
+    if (live) this.#subnets.delete(live.outputs.subnet);
     if (error !== undefined) throw error;
     return report;
   }

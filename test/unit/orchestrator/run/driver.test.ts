@@ -98,14 +98,17 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
       const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
       return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2 };
     },
-    provision: async (_options, run) => {
+    provision: async (provisionOptions, run) => {
       if (options.provisionFails)
         throw new ProvisionError("creating domain failed; everything created so far was deleted again: virsh start exploded", {
           cause: new Error("virsh start exploded"),
           aborted: false,
           rolledBack: true,
         });
-      const outputs = { runId: run.identity.runId, host: "askari", ip: "10.234.7.10", runDir: run.runDir } as StackOutputs;
+      // As provisioning does: the subnet is the run's from its pick on.
+      const subnet = `subnet of ${run.identity.runId}`;
+      provisionOptions.subnetsInUse?.add(subnet);
+      const outputs = { runId: run.identity.runId, host: "askari", ip: "10.234.7.10", runDir: run.runDir, subnet } as StackOutputs;
       engine.stacks.set(run.identity.runId, outputs);
       const machine = { closeConnection: async () => void closed.push(run.identity.runId), target: { ip: "10.234.7.10" } } as unknown as Machine;
       return { outputs, machine, phases: [{ name: "provision", seconds: 1 }], boots: [], resets: [], firstBoot: { kind: "cold" } };
@@ -200,6 +203,39 @@ describe("run driver", () => {
       });
     }
   }
+
+  it("holds a scenario's subnet while its VM lives: GREEN after RED may take RED's (a first boot saved there), GREEN beside RED may not", async () => {
+    for (const sideBySide of [false, true]) {
+      const setup = await fixture();
+      try {
+        const held = new Map<string, string[]>();
+        let greenMade = () => {};
+        const greenProvisioned = new Promise<void>((resolve) => (greenMade = resolve));
+        const provision = setup.hooks.provision!;
+        setup.hooks.provision = async (options, run) => {
+          const name = run.runDir.endsWith("red") ? "red" : "green";
+          held.set(name, [...(options.subnetsInUse ?? [])]);
+          if (name === "green") greenMade();
+          return provision(options, run);
+        };
+        const { report } = await redAndGreen(
+          setup,
+          async (_context, session) => {
+            // Beside each other, RED's VM lives until GREEN's is made.
+            if (sideBySide && session.dir.endsWith("red")) await greenProvisioned;
+            return { ok: true, outcome: "done" };
+          },
+          sideBySide,
+        );
+        assert.equal(report.scenarios.length, 2);
+        assert.deepEqual(held.get("red"), []);
+        const red = report.scenarios[0]!.stack;
+        assert.deepEqual(held.get("green"), sideBySide ? [`subnet of ${red}`] : [], sideBySide ? "RED's VM still lives" : "RED's VM is gone");
+      } finally {
+        await setup.remove();
+      }
+    }
+  });
 
   it("RED→GREEN: a RED that is not faithful stops the run before GREEN; a faithful one goes on", async () => {
     for (const [redOk, scenarios] of [
