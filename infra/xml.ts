@@ -167,6 +167,10 @@ export function domainXml(spec: StackSpec): string {
       name: spec.identity.runId,
       // A warm start restores a state saved under this UUID: libvirt restores into no other.
       ...(spec.warmStart ? { uuid: spec.warmStart.uuid } : {}),
+      // A VM generation ID: libvirt gives a restored domain a new one, and the guest kernel then
+      // reseeds its random number generator, so VMs started from one saved state (RED and GREEN)
+      // never draw the same random numbers. A start (the reboot's) keeps it.
+      genid: "",
       metadata: {
         "boma:run": {
           "@xmlns:boma": METADATA_NAMESPACE,

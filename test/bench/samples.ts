@@ -4,6 +4,7 @@ import type { VmSample } from "./summary.ts";
 
 /** The parts of a scenario report (or up.json) a sample is made of. */
 export interface ReportedVm {
+  firstBoot?: { kind: "cold" | "warm" } | null;
   phases: { name: string; seconds: number }[];
   readyLagSeconds: (number | null)[];
   guestBootSeconds?: (number | null)[];
@@ -25,6 +26,7 @@ export function findingWaitSeconds(checks: readonly Pick<CheckResult, "stage" | 
 /** One VM's life from its report. */
 export function vmSample(report: ReportedVm): VmSample {
   return {
+    ...(report.firstBoot ? { firstBoot: report.firstBoot.kind } : {}),
     phases: report.phases,
     readyLagSeconds: report.readyLagSeconds,
     guestBootSeconds: report.guestBootSeconds ?? [],

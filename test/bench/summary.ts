@@ -7,11 +7,17 @@
  * its goal is under 5 % of the wall time.
  */
 
-/** The phases the benchmark reports, each the sum of these report phases. */
-export const BENCH_PHASES: readonly { name: string; from: readonly string[] }[] = [
-  { name: "provision", from: ["provision"] },
-  { name: "first boot to SSH", from: ["DHCP lease", "SSH"] },
+/**
+ * The phases the benchmark reports, each the sum of these report phases; `firstBoot` keeps a
+ * phase to the VMs that booted (cold) or started from a saved first boot (warm).
+ */
+export const BENCH_PHASES: readonly { name: string; from: readonly string[]; firstBoot?: FirstBootKind }[] = [
+  { name: "provision", from: ["provision"], firstBoot: "cold" },
+  { name: "first boot to SSH", from: ["DHCP lease", "SSH"], firstBoot: "cold" },
+  { name: "warm start: provision and restore", from: ["provision"], firstBoot: "warm" },
+  { name: "warm start: restore to SSH", from: ["SSH"], firstBoot: "warm" },
   { name: "cloud-init done", from: ["cloud-init"] },
+  { name: "saving the first boot", from: ["saving the first boot"] },
   { name: "apply", from: ["apply"] },
   { name: "pre-checks", from: ["checks before the reboot"] },
   { name: "reboot to SSH", from: ["reboot"] },
@@ -22,8 +28,13 @@ export const BENCH_PHASES: readonly { name: string; from: readonly string[] }[] 
   { name: "teardown", from: ["teardown"] },
 ];
 
+/** Whether a VM booted from power-on or started from a saved first boot. */
+export type FirstBootKind = "cold" | "warm";
+
 /** One VM's life as a report has it (a scenario of `run`, or `up`). */
 export interface VmSample {
+  /** Absent in reports made before warm starts: those VMs all booted. */
+  firstBoot?: FirstBootKind;
   phases: readonly { name: string; seconds: number }[];
   readyLagSeconds: readonly (number | null)[];
   guestBootSeconds: readonly (number | null)[];
@@ -62,6 +73,7 @@ export function stats(values: readonly number[]): Stats | null {
 
 /** Seconds of one benchmark phase in one VM's life, or null when it did not happen. */
 export function phaseSeconds(sample: VmSample, phase: (typeof BENCH_PHASES)[number]): number | null {
+  if (phase.firstBoot !== undefined && phase.firstBoot !== (sample.firstBoot ?? "cold")) return null;
   const parts = sample.phases.filter((entry) => phase.from.includes(entry.name));
   return parts.length === 0 ? null : round1(parts.reduce((sum, entry) => sum + entry.seconds, 0));
 }
@@ -110,7 +122,7 @@ export interface HarnessParts {
 const HARNESS_PARTS = {
   checks: ["pre-checks", "post-checks"],
   snapshots: ["snapshots"],
-  provisionAndTeardown: ["provision", "diagnostics", "teardown"],
+  provisionAndTeardown: ["provision", "warm start: provision and restore", "saving the first boot", "diagnostics", "teardown"],
 } as const;
 
 /** The keys of {@link HarnessParts}, in the order the table shows them. */

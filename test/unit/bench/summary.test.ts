@@ -112,6 +112,25 @@ describe("benchmark summary", () => {
     assert.match(table(summary), /^ {2}of it: checks\s+1\s+20\.00/m);
   });
 
+  it("keeps a booted VM's first boot and a warm start apart: neither's figures blur the other's", () => {
+    const warm = vm({
+      firstBoot: "warm",
+      phases: [
+        { name: "provision", seconds: 31 },
+        { name: "SSH", seconds: 4 },
+        { name: "cloud-init", seconds: 1 },
+      ],
+    });
+    const saving = vm({ phases: [...vm().phases, { name: "saving the first boot", seconds: 40 }] });
+    const summary = summarize([{ wallSeconds: 540, vms: [saving, warm], peakRssMiB: 120, verdict: "pass" }], [], [], []);
+    assert.deepEqual(summary.phases["first boot to SSH"], { n: 1, median: 55, min: 55, max: 55 });
+    assert.deepEqual(summary.phases["warm start: restore to SSH"], { n: 1, median: 4, min: 4, max: 4 });
+    assert.deepEqual(summary.phases["warm start: provision and restore"], { n: 1, median: 31, min: 31, max: 31 });
+    assert.deepEqual(summary.phases.provision?.n, 1, "the warm VM's provision is its restore's row");
+    assert.deepEqual(summary.phases["saving the first boot"], { n: 1, median: 40, min: 40, max: 40 });
+    assert.match(table(summary), /^warm start: restore to SSH\s+1\s+4\.00/m);
+  });
+
   it("reads the guest's boot time from systemd-analyze", () => {
     assert.equal(
       parseStartupFinished("Startup finished in 3.120s (kernel) + 41.034s (userspace) = 44.154s\ngraphical.target reached after 40.9s in userspace.\n"),

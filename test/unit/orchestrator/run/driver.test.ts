@@ -237,6 +237,27 @@ describe("run driver", () => {
     }
   });
 
+  it("gives each VM the user's saved first boots, none with --cold-boot, and reports how each VM began", async () => {
+    for (const coldBoot of [false, true]) {
+      const setup = await fixture();
+      try {
+        const given: (string | undefined)[] = [];
+        const provision = setup.hooks.provision!;
+        setup.hooks.provision = async (options, run) => {
+          given.push(options.warmStates);
+          return provision(options, run);
+        };
+        setup.request.env.BOMA_IT_STATE_CACHE = "/var/tmp/states-of-op";
+        if (coldBoot) setup.request.options.coldBoot = true;
+        const { report } = await oneScenario(setup, OUTCOMES.pass!);
+        assert.deepEqual(given, [coldBoot ? undefined : "/var/tmp/states-of-op"]);
+        assert.deepEqual(report.scenarios[0]!.firstBoot, { kind: "cold" }, "what provisioning said, in report.json");
+      } finally {
+        await setup.remove();
+      }
+    }
+  });
+
   it("RED→GREEN: a RED that is not faithful stops the run before GREEN; a faithful one goes on", async () => {
     for (const [redOk, scenarios] of [
       [false, ["red"]],
