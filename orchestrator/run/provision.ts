@@ -306,7 +306,9 @@ async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "fir
       bootId,
     },
   );
-  // The guest was stopped while its state was written: its clock is behind by that much.
+  // Back from the restore: its network port is new (the host learns its address again), and its
+  // clock is behind by the time the state took to write.
+  await machine.waitForSsh(options.timeouts.sshMs);
   await setGuestClock(machine);
   if (!result.saved) {
     options.log.warn(`the first boot was not saved for the next VM (${result.why}); this VM goes on`);
