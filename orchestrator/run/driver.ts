@@ -17,6 +17,7 @@ import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type Provisio
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
+import { writeReportPage } from "./report-page.ts";
 import { stacksDir, warmStateDir } from "../host/paths.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
@@ -319,7 +320,10 @@ export async function withRun(request: RunRequest, hooks: DriverHooks, body: (ru
       beforeClose: async () => {
         if (report) report.harness = { peakRssMiB: harnessPeakRssMiB() };
       },
-      write: (ended) => writeReport(ended, request.secrets.redact),
+      write: async (ended) => {
+        await writeReport(ended, request.secrets.redact);
+        await writeReportPage(ended, request.secrets.redact);
+      },
     },
     async ({ identity, dir, machinery }, opened) => {
       request.log.info(`run ${identity.runId} (${request.purpose} ${request.profile.name}); run dir ${dir}`);

@@ -192,6 +192,7 @@ describe("run driver", () => {
           const written = JSON.parse(await readFile(join(report.runDir, "report.json"), "utf8")) as RunReport;
           assert.equal(written.verdict, expected.verdict);
           assert.match(await readFile(join(report.runDir, "run.log"), "utf8"), /▸ GREEN/);
+          assert.match(await readFile(join(report.runDir, "report.html"), "utf8"), new RegExp(`<title>${expected.verdict.toUpperCase()}: askari</title>`));
           if (expected.verdict === "error") {
             assert.equal(written.error?.kind, name === "interrupted" ? "InterruptedError" : "HarnessError");
             if (name === "harness fault") assert.deepEqual(written.error?.causes, ["Error: virsh: domain is not running"]);
