@@ -8,7 +8,7 @@ import { access, readdir, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { CheckResult } from "../guest/checks.ts";
 import { revisionLabel } from "./past-runs.ts";
-import type { RunReport, ScenarioReport } from "./report.ts";
+import { redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** The files of each scenario's diagnostics folder, to link to (read when the page is written). */
 export type DiagnosticFiles = Record<string, string[]>;
@@ -23,10 +23,14 @@ export async function diagnosticFiles(report: RunReport): Promise<DiagnosticFile
   return files;
 }
 
-/** Writes report.html into the run dir (0600, redacted as report.json is). */
+/**
+ * Writes report.html into the run dir (0600). Redacted as report.json is, before it is rendered:
+ * HTML's escaping would turn a secret holding `"`, `<` or `&` into a form the redaction does not
+ * know, so the page is made from the redacted report.
+ */
 export async function writeReportPage(report: RunReport, redact: (text: string) => string = (text) => text): Promise<string> {
   const file = join(report.runDir, "report.html");
-  await writeFile(file, redact(reportPage(report, await diagnosticFiles(report))), { mode: 0o600 });
+  await writeFile(file, redact(reportPage(redactedReport(report, redact), await diagnosticFiles(report))), { mode: 0o600 });
   return file;
 }
 

@@ -122,7 +122,13 @@ export function harnessPeakRssMiB(): number {
  */
 export async function writeReport(report: RunReport, redact: (text: string) => string = (text) => text): Promise<void> {
   await writeFile(join(report.runDir, "report.json"), redact(`${JSON.stringify(report, null, 2)}\n`), { mode: 0o600 });
-  await writeFile(join(report.runDir, "junit.xml"), redact(junitXml(report)), { mode: 0o600 });
+  // Redacted before it is rendered: XML escaping (a quote as &quot;) would hide a secret from the redaction.
+  await writeFile(join(report.runDir, "junit.xml"), redact(junitXml(redactedReport(report, redact))), { mode: 0o600 });
+}
+
+/** The report with every secret its JSON holds, in any form the redaction knows, replaced. */
+export function redactedReport(report: RunReport, redact: (text: string) => string): RunReport {
+  return JSON.parse(redact(JSON.stringify(report))) as RunReport;
 }
 
 /** JUnit XML: a suite per scenario, a case per check and stage, plus the reboot proof. */

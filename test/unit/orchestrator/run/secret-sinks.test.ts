@@ -19,6 +19,7 @@ import { SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { Log } from "../../../../orchestrator/log.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
 import { planCerts } from "../../../../orchestrator/ansible/certs.ts";
+import { writeReportPage } from "../../../../orchestrator/run/report-page.ts";
 import { writeReport, type RunReport } from "../../../../orchestrator/run/report.ts";
 import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir } from "../../../../orchestrator/ansible/secrets.ts";
 import { startFakeVm } from "../../../helpers/fake-vm.ts";
@@ -54,7 +55,9 @@ function forbiddenForms(): string[] {
   return Object.values(SENTINELS).flatMap((value) =>
     [value, ...value.split("\n")].flatMap((piece) => {
       const json = JSON.stringify(piece).slice(1, -1);
-      return [piece, json, json.replace(/[\u0080-\uffff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`)];
+      // …and as the page (report.html) would show it, HTML-escaped.
+      const html = piece.replace(/[&<>"']/g, (char) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[char]!);
+      return [piece, json, json.replace(/[\u0080-\uffff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`), html];
     }),
   );
 }
@@ -197,6 +200,7 @@ describe("secrets never reach a sink", { timeout: 5 * 60_000 }, () => {
         ],
       };
       await writeReport(report, redactor.redact);
+      await writeReportPage(report, redactor.redact);
 
       assertClean(terminal, "the terminal log");
       assertClean(JSON.stringify(runner.history), "the runner's records");
