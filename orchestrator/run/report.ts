@@ -126,9 +126,15 @@ export async function writeReport(report: RunReport, redact: (text: string) => s
   await writeFile(join(report.runDir, "junit.xml"), redact(junitXml(redactedReport(report, redact))), { mode: 0o600 });
 }
 
-/** The report with every secret its JSON holds, in any form the redaction knows, replaced. */
+/** The report with every text in it redacted (a copy; keys and numbers as they are). */
 export function redactedReport(report: RunReport, redact: (text: string) => string): RunReport {
-  return JSON.parse(redact(JSON.stringify(report))) as RunReport;
+  const walk = (value: unknown): unknown => {
+    if (typeof value === "string") return redact(value);
+    if (Array.isArray(value)) return value.map(walk);
+    if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, walk(inner)]));
+    return value;
+  };
+  return walk(report) as RunReport;
 }
 
 /** JUnit XML: a suite per scenario, a case per check and stage, plus the reboot proof. */
