@@ -22,6 +22,7 @@ import { acquireLock, acquireRunLock, runLockHolder, type LockHolder } from "./l
 import { liveStacks } from "../../infra/engines/engine.ts";
 import { rootCommand, runAsRoot } from "./root.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
+import { WARM_START_COPY } from "./warm-states.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
@@ -320,6 +321,15 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     if (liveRunDirs.has(runDir) || tooYoung(runDir)) continue;
     if (holder && ((await stat(keysDir).catch(() => undefined))?.mtimeMs ?? Infinity) >= holder.since - 1000) continue;
     await act("keys", keysDir, () => rm(keysDir, { recursive: true, force: true }));
+    // A warm start's copy of a saved state (hundreds of MiB) that a killed run never restored.
+    const warmCopy = join(runDir, WARM_START_COPY);
+    if (
+      await stat(warmCopy).then(
+        () => true,
+        () => false,
+      )
+    )
+      await act("file", warmCopy, () => rm(warmCopy, { force: true }));
   }
 
   // 6. Golden images a killed maker left half made (gigabytes of a build's root file system).

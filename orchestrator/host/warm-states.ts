@@ -51,6 +51,9 @@ export interface WarmState {
   meta: WarmStateMeta;
 }
 
+/** This run's copy of a saved state, in its run dir until the restore (the plan deletes it then). */
+export const WARM_START_COPY = ".warm-start.save";
+
 const FILES = { meta: "state.json", saveImage: "memory.save", disk: "disk.qcow2", seed: "seed.iso", nvram: "VARS.fd", keys: "keys" } as const;
 
 /** The inputs a state's key covers, in the words of {@link warmStateKey}. */
@@ -169,6 +172,8 @@ export async function saveWarmState(
       bootId: target.bootId,
     };
     await writeFile(join(work, FILES.meta), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+    // The seed holds the guest's private host keys: every file the owner's alone.
+    for (const file of [FILES.saveImage, FILES.disk, FILES.seed, FILES.nvram]) await chmod(join(work, file), 0o600);
   } catch (error) {
     await restore(virsh, saveImage, work);
     await rm(work, { recursive: true, force: true });
@@ -216,11 +221,13 @@ export async function pruneWarmStates(cacheDir: string, kept: number): Promise<v
  * folder. {@link renameSaveImage} then makes the copy's domain this run's.
  */
 export async function prepareWarmStart(state: WarmState, run: { runDir: string; keysDir: string; runner: Runner }): Promise<WarmStartSpec> {
-  const saveImage = join(run.runDir, ".warm-start.save");
-  await run.runner.run("cp", ["--sparse=always", "--reflink=auto", join(state.dir, FILES.saveImage), saveImage], { timeoutMs: 10 * 60_000 });
-  await chmod(saveImage, 0o600);
+  // The keys first: a run dir with keys is one the reaper looks into, and it removes the copy
+  // below when the run died before the restore did.
   await mkdir(run.keysDir, { recursive: true, mode: 0o700 });
   await cp(join(state.dir, FILES.keys), run.keysDir, { recursive: true });
+  const saveImage = join(run.runDir, WARM_START_COPY);
+  await run.runner.run("cp", ["--sparse=always", "--reflink=auto", join(state.dir, FILES.saveImage), saveImage], { timeoutMs: 10 * 60_000 });
+  await chmod(saveImage, 0o600);
   return {
     uuid: state.meta.uuid,
     mac: state.meta.mac,

@@ -23,7 +23,16 @@ import { describePanic } from "../guest/console.ts";
 import { BootStallError, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
-import { findWarmState, forgetWarmState, prepareWarmStart, renameSaveImage, saveWarmState, warmStateKey, type WarmState } from "../host/warm-states.ts";
+import {
+  WARM_START_COPY,
+  findWarmState,
+  forgetWarmState,
+  prepareWarmStart,
+  renameSaveImage,
+  saveWarmState,
+  warmStateKey,
+  type WarmState,
+} from "../host/warm-states.ts";
 import type { EgressPlan } from "./egress.ts";
 import type { RunRecord } from "./live-runs.ts";
 
@@ -206,7 +215,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
       log.warn(`the saved first boot ${choice.state.meta.key} could not be started (${briefOf(error)}): forgetting it, booting from power-on`);
       await forgetWarmState(choice.state);
       await rm(join(run.runDir, "keys"), { recursive: true, force: true });
-      await rm(join(run.runDir, ".warm-start.save"), { force: true });
+      await rm(join(run.runDir, WARM_START_COPY), { force: true });
       return bootCold(options, base, { ...choice, state: undefined, why: "the saved first boot could not be started" });
     }
   }

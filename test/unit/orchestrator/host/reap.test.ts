@@ -98,6 +98,8 @@ describe("reap", () => {
       await writeFile(join(nvram, "other_VARS.fd"), "");
       const runs = join(tree.dir, "runs");
       await mkdir(join(runs, "20200101-000000-askari", "keys"), { recursive: true });
+      // Its warm start's copy of a saved state, never restored.
+      await writeFile(join(runs, "20200101-000000-askari", ".warm-start.save"), "LibvirtQemudSave");
       const items = await reap({
         engines: [new DirectEngine(runner, join(tree.dir, "stacks"))],
         libvirt,
@@ -124,14 +126,14 @@ describe("reap", () => {
       assert.deepEqual(await readdir(sockets), ["someone-elses"], "the dead run's SSH master is ended, nothing else");
       assert.deepEqual(await readdir(images), ["not-ours"]);
       assert.deepEqual(await readdir(nvram), ["other_VARS.fd"]);
-      assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys are gone");
+      assert.deepEqual(await readdir(join(runs, "20200101-000000-askari")), [], "the dead run's keys and its copy of a saved state are gone");
       assert.deepEqual(
         items.filter((item) => item.action !== "destroyed"),
         [],
       );
       assert.deepEqual(
         items.map((item) => item.kind).sort(),
-        ["domain", "file", "file", "keys", "network", "nwfilter", "pool", "ssh"],
+        ["domain", "file", "file", "file", "keys", "network", "nwfilter", "pool", "ssh"],
         "every object of the dead run is an item",
       );
     } finally {
