@@ -99,13 +99,10 @@ const SUBNET_BASE = [10, 234] as const;
  * place derived from `seed` so concurrent machines rarely collide.
  */
 export function pickSubnet(used: readonly string[], seed: string): Subnet {
-  const taken = used.map(parseCidr).filter((range): range is [number, number] => range !== undefined);
   const start = hashBytes(seed)[0]! % 254;
   for (let offset = 0; offset < 254; offset += 1) {
     const third = ((start + offset) % 254) + 1;
-    const low = ipToNumber(`${SUBNET_BASE[0]}.${SUBNET_BASE[1]}.${third}.0`);
-    const high = low + 255;
-    if (taken.some(([from, to]) => from <= high && low <= to)) continue;
+    if (overlapsAny(`${SUBNET_BASE[0]}.${SUBNET_BASE[1]}.${third}.0/24`, used)) continue;
     const prefix = `${SUBNET_BASE[0]}.${SUBNET_BASE[1]}.${third}`;
     return {
       cidr: `${prefix}.0/24`,
@@ -116,6 +113,14 @@ export function pickSubnet(used: readonly string[], seed: string): Subnet {
     };
   }
   throw new Error(`no free /24 left in ${SUBNET_BASE.join(".")}.0.0/16`);
+}
+
+/** Whether `cidr` shares an address with any of `used` (networks and routes, any prefix; an address's own network counts). */
+export function overlapsAny(cidr: string, used: readonly string[]): boolean {
+  const range = parseCidr(cidr);
+  if (!range) return false;
+  const [low, high] = range;
+  return used.map(parseCidr).some((taken) => taken !== undefined && taken[0] <= high && low <= taken[1]);
 }
 
 function parseCidr(cidr: string): [number, number] | undefined {

@@ -317,6 +317,20 @@ export class Machine {
   }
 
   /** The current boot id. */
+  /**
+   * Sets the guest's clock to the host's now, after a saved state was restored (its clock is the
+   * moment it was saved: the guest has no network time to catch up with). The active timers are
+   * stopped across the jump and started again after it: a calendar timer (apt-daily, logrotate)
+   * whose time the jump passed would otherwise fire at once, in the middle of the apply, where a
+   * boot at this time would have scheduled it hours ahead.
+   */
+  async setClockToNow(now: Date = new Date()): Promise<void> {
+    await this.succeed(
+      `timers=$(systemctl list-units --type=timer --state=active --plain --no-legend | awk '{print $1}'); ` +
+        `[ -z "$timers" ] || systemctl stop $timers; date -u -s @${Math.floor(now.getTime() / 1000)} >/dev/null; [ -z "$timers" ] || systemctl start $timers`,
+    );
+  }
+
   async bootId(): Promise<string> {
     return (await this.succeed("cat /proc/sys/kernel/random/boot_id")).trim();
   }

@@ -136,11 +136,15 @@ export async function saveWarmState(
   const { runner, uri, asRoot } = context;
   const { outputs } = target;
   const virsh = (args: string[], timeoutMs = 15 * 60_000) => runner.run("virsh", ["-q", "-c", uri, ...args], { timeoutMs });
-  await mkdir(target.cacheDir, { recursive: true, mode: 0o700 });
-  await chmod(target.cacheDir, 0o700);
   const work = join(target.cacheDir, `.saving-${outputs.runId}`);
-  await rm(work, { recursive: true, force: true });
-  await mkdir(work, { mode: 0o700 });
+  try {
+    await mkdir(target.cacheDir, { recursive: true, mode: 0o700 });
+    await chmod(target.cacheDir, 0o700);
+    await rm(work, { recursive: true, force: true });
+    await mkdir(work, { mode: 0o700 });
+  } catch (error) {
+    return { saved: false, why: `the cache ${target.cacheDir} cannot be written: ${briefOf(error)}` };
+  }
   const saveImage = join(work, FILES.saveImage);
   try {
     await virsh(["save", outputs.domain, saveImage]);
@@ -181,9 +185,14 @@ export async function saveWarmState(
   }
   // Back where it was, from the very file the cache keeps (a restore only reads it).
   await restore(virsh, saveImage, work);
-  await rm(kept, { recursive: true, force: true });
-  await rename(work, kept);
-  await pruneWarmStates(target.cacheDir, WARM_STATES_KEPT);
+  try {
+    await rm(kept, { recursive: true, force: true });
+    await rename(work, kept);
+    await pruneWarmStates(target.cacheDir, WARM_STATES_KEPT);
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    return { saved: false, why: `keeping the state in ${kept} failed: ${briefOf(error)}` };
+  }
   return { saved: true, dir: kept };
 }
 
@@ -203,7 +212,8 @@ export async function pruneWarmStates(cacheDir: string, kept: number): Promise<v
   for (const entry of entries) {
     if (!entry.isDirectory()) continue;
     const path = join(cacheDir, entry.name);
-    const at = (await stat(path)).mtimeMs;
+    const at = (await stat(path).catch(() => undefined))?.mtimeMs;
+    if (at === undefined) continue;
     // A half-saved state older than an hour is one whose saver died.
     if (entry.name.startsWith(".saving-")) {
       if (Date.now() - at > 3_600_000) await rm(path, { recursive: true, force: true });
@@ -243,14 +253,18 @@ export async function prepareWarmStart(state: WarmState, run: { runDir: string; 
  * filter, bridge, NVRAM file, console log) made this run's, and its metadata element replaced.
  */
 export function renameSavedDomain(xml: string, from: { runId: string; runDir: string }, to: { runId: string; runDir: string }, metadata: string): string {
-  return xml
-    .replace(/<metadata>[\s\S]*?<\/metadata>/, metadata)
-    .split(from.runDir)
-    .join(to.runDir)
-    .split(from.runId)
-    .join(to.runId)
-    .split(bridgeFor(from.runId))
-    .join(bridgeFor(to.runId));
+  const pairs: [string, string][] = [
+    // libvirt writes a path as XML text: a runs dir holding & or a quote appears escaped.
+    [escapeXml(from.runDir), escapeXml(to.runDir)],
+    [from.runDir, to.runDir],
+    [from.runId, to.runId],
+    [bridgeFor(from.runId), bridgeFor(to.runId)],
+  ];
+  return pairs.reduce((text, [old, now]) => text.split(old).join(now), xml.replace(/<metadata>[\s\S]*?<\/metadata>/, metadata));
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[&<>"']/g, (char) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[char]!);
 }
 
 /**

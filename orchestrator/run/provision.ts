@@ -9,12 +9,12 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { imageInfo, imagePath } from "../../infra/image/images.ts";
 import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { pickSubnet, stackSpec, type RunIdentity, type StackSpec, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
+import { overlapsAny, pickSubnet, stackSpec, type RunIdentity, type StackSpec, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
 import { HOST_KEY_TYPES, seedFiles, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
 import { domainXml } from "../../infra/xml.ts";
 import type { AccelDecision } from "../../infra/accel.ts";
 import { processStart } from "../../infra/process.ts";
-import { briefOf } from "../../infra/errors.ts";
+import { briefOf, ProvisionError } from "../../infra/errors.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
 import { imageFix } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
@@ -23,10 +23,13 @@ import { describePanic } from "../guest/console.ts";
 import { BootStallError, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
+import { rootCommand } from "../host/root.ts";
 import {
   WARM_START_COPY,
+  WARM_STATES_KEPT,
   findWarmState,
   forgetWarmState,
+  pruneWarmStates,
   prepareWarmStart,
   renameSaveImage,
   saveWarmState,
@@ -204,42 +207,68 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
 
   const base = { identity: run.identity, runDir: run.runDir, golden, phases };
   const choice = options.warmStates === undefined ? undefined : await chooseWarmStart(options, base, options.warmStates);
-  if (choice?.why) log.info(`a saved first boot of this VM exists, but ${choice.why}: booting from power-on`);
-  if (choice?.state) {
-    try {
-      return await startWarm(options, base, choice.state);
-    } catch (error) {
-      // Stopped, or the restored VM could not even be taken down: no second stack of this run.
-      if (options.signal.aborted || error instanceof AggregateError) throw error;
-      // Nothing of the warm stack is left (see startWarm); the state is not tried again.
-      log.warn(`the saved first boot ${choice.state.meta.key} could not be started (${briefOf(error)}): forgetting it, booting from power-on`);
-      await forgetWarmState(choice.state);
-      await rm(join(run.runDir, "keys"), { recursive: true, force: true });
-      await rm(join(run.runDir, WARM_START_COPY), { force: true });
-      return bootCold(options, base, { ...choice, state: undefined, why: "the saved first boot could not be started" });
+  if (choice?.why) log.info(`no saved first boot starts this VM: ${choice.why}; booting from power-on`);
+  try {
+    if (choice?.state) {
+      try {
+        return await startWarm(options, base, choice.state, choice.root!);
+      } catch (error) {
+        // Whatever of the warm start is in the run dir goes; its keys too before a cold boot makes its own.
+        await rm(join(run.runDir, WARM_START_COPY), { force: true });
+        options.subnetsInUse?.delete(choice.state.meta.subnet.cidr);
+        // Stopped, or something of the warm stack may be left (its rollback or teardown failed): no second stack of this run.
+        if (options.signal.aborted || error instanceof AggregateError || (error instanceof ProvisionError && !error.rolledBack)) throw error;
+        // Nothing of the warm stack is left (see startWarm); the state is not tried again.
+        log.warn(`the saved first boot ${choice.state.meta.key} could not be started (${briefOf(error)}): forgetting it, booting from power-on`);
+        await forgetWarmState(choice.state);
+        await rm(join(run.runDir, "keys"), { recursive: true, force: true });
+        return await bootCold(options, base, { ...choice, state: undefined, why: "the saved first boot could not be started" });
+      }
     }
+    return await bootCold(options, base, choice);
+  } finally {
+    if (choice) releaseWarmChoice(choice);
   }
-  return bootCold(options, base, choice);
 }
 
+/** Ends a VM's claim on its first boot's key (its start or its save is over). */
+export function releaseWarmChoice(choice: WarmChoice): void {
+  if (choice.claimed) BUSY_STATES.delete(choice.key);
+}
+
+/**
+ * Keys whose saved first boot a VM of this process is starting from or saving: another VM made
+ * beside it (RED and GREEN side by side) boots cold instead of taking the same state, address and
+ * UUID, or saving the same key at the same time.
+ */
+const BUSY_STATES = new Set<string>();
+
 /** What provisioning decided about a saved first boot: the key of this VM, the state to start from, or why none. */
-interface WarmChoice {
+export interface WarmChoice {
   cacheDir: string;
   key: string;
   state: WarmState | undefined;
-  /** Why no state starts this VM (absent: none was saved yet, so this VM saves one). */
+  /** How root-only commands run (the UEFI variables live in root's folder; libvirt saves as root). */
+  root?: string[];
+  /** Why no state starts this VM, and none is saved by it (absent: none was saved yet, so this VM saves one). */
   why?: string;
+  /** Whether this VM holds the key in {@link BUSY_STATES} (to start from it, or to save it). */
+  claimed?: boolean;
 }
 
-interface ProvisionBase {
+/** What a VM is before its stack exists. */
+export interface ProvisionBase {
   identity: RunIdentity;
   runDir: string;
   golden: string;
   phases: Phase[];
 }
 
-/** The VM's key, and a saved first boot of it that is free to start (its address and UUID unused). */
-async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cacheDir: string): Promise<WarmChoice> {
+/**
+ * The VM's key, and a saved first boot of it that is free to start (its address unused, its UUID
+ * undefined, no other VM of this process on it), claimed with its subnet before any further await.
+ */
+export async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cacheDir: string): Promise<WarmChoice> {
   const { libvirt } = options;
   const key = await warmStateKey({
     goldenImage: base.golden,
@@ -250,12 +279,25 @@ async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, c
     egressMode: options.egress.spec.mode,
     templates: vmTemplates(options, base),
   });
+  const root = await rootCommand(options.runner);
+  if (root === undefined) return { cacheDir, key, state: undefined, why: "saving or restoring a VM's state needs root or password-less sudo" };
+  await pruneWarmStates(cacheDir, WARM_STATES_KEPT);
   const state = await findWarmState(cacheDir, key);
-  if (!state) return { cacheDir, key, state: undefined };
-  const used = [...(await libvirt.usedSubnets()), ...(options.subnetsInUse ?? [])];
-  if (used.includes(state.meta.subnet.cidr)) return { cacheDir, key, state: undefined, why: `its network ${state.meta.subnet.cidr} is in use` };
-  if (await libvirt.hasDomain(state.meta.uuid)) return { cacheDir, key, state: undefined, why: "a VM started from it is still defined" };
-  return { cacheDir, key, state };
+  const used = state ? await libvirt.usedSubnets() : [];
+  const defined = state ? await libvirt.hasDomain(state.meta.uuid) : false;
+  // No await from here to the claim: a VM provisioned beside this one sees it.
+  if (BUSY_STATES.has(key)) return { cacheDir, key, state: undefined, why: "another VM of this run is starting from or saving the same first boot" };
+  BUSY_STATES.add(key);
+  if (!state) return { cacheDir, key, state: undefined, root, claimed: true };
+  const subnet = state.meta.subnet.cidr;
+  const why = overlapsAny(subnet, [...used, ...(options.subnetsInUse ?? [])])
+    ? `its network ${subnet} is in use`
+    : defined
+      ? "a VM started from it is still defined"
+      : undefined;
+  if (why) return { cacheDir, key, state: undefined, why, claimed: true };
+  options.subnetsInUse?.add(subnet);
+  return { cacheDir, key, state, root, claimed: true };
 }
 
 /** The seed and domain this VM would get, with a fixed identity: what of them is the VM's shape. */
@@ -303,7 +345,7 @@ async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "fir
   await machine.closeConnection();
   const uuid = (await options.runner.run("virsh", ["-q", "-c", options.libvirt.uri, "domuuid", outputs.domain])).stdout.trim();
   const result = await saveWarmState(
-    { runner: options.runner, uri: options.libvirt.uri, asRoot: options.egress.asRoot },
+    { runner: options.runner, uri: options.libvirt.uri, asRoot: choice.root ?? [] },
     {
       cacheDir: choice.cacheDir,
       key: choice.key,
@@ -318,7 +360,7 @@ async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "fir
   // Back from the restore: its network port is new (the host learns its address again), and its
   // clock is behind by the time the state took to write.
   await machine.waitForSsh(options.timeouts.sshMs);
-  await setGuestClock(machine);
+  await machine.setClockToNow();
   if (!result.saved) {
     options.log.warn(`the first boot was not saved for the next VM (${result.why}); this VM goes on`);
     return undefined;
@@ -328,19 +370,19 @@ async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "fir
 }
 
 /** The stack of a VM started from a saved first boot: the state's keys, address and identity. */
-async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: WarmState): Promise<LiveRun> {
+async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: WarmState, root: string[]): Promise<LiveRun> {
   const { log, timeouts } = options;
   log.info(`starting from the first boot ${state.meta.fromRun} saved at ${state.meta.savedAt} (same image, VM and seed; --cold-boot boots instead)`);
   const { made } = await makeStack(options, base, async () => {
     const warmStart = await prepareWarmStart(state, { runDir: base.runDir, keysDir: join(base.runDir, "keys"), runner: options.runner });
-    return { keys: await pinKeys(base.runDir, base.identity.runId), subnet: state.meta.subnet, warm: { spec: warmStart, state } };
+    return { keys: await pinKeys(base.runDir, base.identity.runId), subnet: state.meta.subnet, warm: { spec: warmStart, state, root } };
   });
   const machine = await machineFor(made, { runner: options.runner, log, libvirt: options.libvirt, signal: options.signal });
   try {
     const ready = await log.timed(base.phases, "SSH", () => machine.waitForSsh(timeouts.sshMs));
     if (ready.bootId !== state.meta.bootId)
       throw new HarnessError(`the restored VM has boot id ${ready.bootId}, not the saved first boot's ${state.meta.bootId}`);
-    await setGuestClock(machine);
+    await machine.setClockToNow();
     await log.timed(base.phases, "cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
     log.info(`started from the saved first boot: boot id ${ready.bootId.slice(0, 8)}…, its clock set to now`);
     return {
@@ -358,22 +400,19 @@ async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: 
     try {
       await options.engine.destroy(made.runId);
     } catch (destroyError) {
-      throw new AggregateError([error, destroyError], `${briefOf(error)}; taking the restored VM down failed too: ${briefOf(destroyError)}`);
+      throw new AggregateError([error, destroyError], `${briefOf(error)}; taking the restored VM down failed too: ${briefOf(destroyError)}`, {
+        cause: destroyError,
+      });
     }
     throw error;
   }
-}
-
-/** The saved state's clock is the moment it was saved: the guest has no network time to catch up with. */
-async function setGuestClock(machine: Machine): Promise<void> {
-  await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`);
 }
 
 /** Plans the stack (keys and subnet from `identityOf`) and lets the engine make it; its record written. */
 async function makeStack(
   options: ProvisionOptions,
   base: ProvisionBase,
-  identityOf: () => Promise<{ keys: SeedKeys; subnet: Subnet; warm?: { spec: WarmStartSpec; state: WarmState } }>,
+  identityOf: () => Promise<{ keys: SeedKeys; subnet: Subnet; warm?: { spec: WarmStartSpec; state: WarmState; root: string[] } }>,
 ): Promise<{ made: StackOutputs; spec: StackSpec }> {
   const { log, libvirt } = options;
   return log.timed(base.phases, "provision", async () => {
@@ -396,7 +435,8 @@ async function makeStack(
     });
     if (warm)
       await renameSaveImage(warm.state, { runId: base.identity.runId, runDir: base.runDir, saveImage: warm.spec.saveImage, domainXml: domainXml(spec) });
-    const plan = planStack(spec, keys, libvirt.uri, { asRoot: options.egress.asRoot });
+    // The allowlist's root commands and a warm start's are the same words where both exist.
+    const plan = planStack(spec, keys, libvirt.uri, { asRoot: warm?.root ?? options.egress.asRoot });
     log.info(
       `stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${options.profile.document.image}, ${spec.accel.toUpperCase()}`,
     );

@@ -78,8 +78,7 @@ export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.
   await pinSeedHostKeys(machine.target);
   const ready = await session.timed("SSH", () => machine.waitForSsh(steps.timeouts.sshMs));
-  // The saved state's clock is the snapshot's: the guest has no network time to catch up with.
-  await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`);
+  await machine.setClockToNow();
   const sameBoot = point.bootId === undefined || point.bootId === ready.bootId;
   return {
     ok: true,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { bridgeFor, macFor, newRunIdentity, pickSubnet, runDirName } from "../../../infra/spec.ts";
+import { bridgeFor, macFor, newRunIdentity, overlapsAny, pickSubnet, runDirName } from "../../../infra/spec.ts";
 
 describe("run identity and names", () => {
   it("names the stack boma-it-<host>-<yyyymmdd-hhmmss> and the run dir <stamp>-<host>", () => {
@@ -18,6 +18,15 @@ describe("run identity and names", () => {
   it("makes a stable locally administered MAC", () => {
     assert.equal(macFor("x"), macFor("x"));
     assert.match(macFor("x"), /^52:54:00(:[0-9a-f]{2}){3}$/);
+  });
+});
+
+describe("overlapsAny", () => {
+  it("sees a subnet taken by a network given as its gateway, a wider route or the same /24, and free beside them", () => {
+    assert.equal(overlapsAny("10.234.7.0/24", ["10.234.7.1/24"]), true, "a libvirt network as usedSubnets lists it");
+    assert.equal(overlapsAny("10.234.7.0/24", ["10.0.0.0/8"]), true, "a wider route");
+    assert.equal(overlapsAny("10.234.7.0/24", ["10.234.7.128/25"]), true, "a narrower one inside it");
+    assert.equal(overlapsAny("10.234.7.0/24", ["10.234.8.1/24", "192.168.1.20/24"]), false);
   });
 });
 

@@ -4,7 +4,7 @@
  * systemd says sshd became active. Timing is driven by a fake clock, so nothing here is timed.
  */
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -278,3 +278,38 @@ esac`,
   });
   return { machine, clock, consoleLog };
 }
+
+describe("the clock of a restored guest", () => {
+  it("is set to now with the active timers stopped across the jump and started after it: a calendar timer the jump passed does not fire", async () => {
+    const tree = await tempTree();
+    try {
+      const bin = join(tree.dir, "bin");
+      const trace = join(tree.dir, "trace");
+      // ssh runs the remote command here, in a shell whose sudo, systemctl and date are fakes that leave a trace.
+      await writeFake(bin, "ssh", `exec /bin/sh -c "\${@: -1}"`);
+      await writeFake(bin, "sudo", `while [ "$1" != "--" ]; do shift; done; shift; exec "$@"`);
+      await writeFake(
+        bin,
+        "systemctl",
+        `if [ "$1" = list-units ]; then printf 'apt-daily.timer loaded active waiting Daily apt download activities\\nlogrotate.timer loaded active waiting Daily rotation of log files\\n'; else echo "systemctl $*" >> "${trace}"; fi`,
+      );
+      await writeFake(bin, "date", `echo "date $*" >> "${trace}"`);
+      const machine = new Machine({
+        name: "askari",
+        target: { ip: "10.234.7.10", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "boma-it-askari" },
+        runner: new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }),
+        log: silentLog(),
+        consoleLog: join(tree.dir, "console.log"),
+        domainState: async () => "running (booted)",
+      });
+      await machine.setClockToNow(new Date("2026-12-03T19:00:00Z"));
+      assert.deepEqual((await readFile(trace, "utf8")).trim().split("\n"), [
+        "systemctl stop apt-daily.timer logrotate.timer",
+        `date -u -s @${Date.parse("2026-12-03T19:00:00Z") / 1000}`,
+        "systemctl start apt-daily.timer logrotate.timer",
+      ]);
+    } finally {
+      await tree.remove();
+    }
+  });
+});

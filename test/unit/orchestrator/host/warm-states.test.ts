@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import type { StackOutputs } from "../../../../infra/plan.ts";
 import { Runner } from "../../../../infra/runner.ts";
-import { bridgeFor } from "../../../../infra/spec.ts";
+import { bridgeFor, newRunIdentity } from "../../../../infra/spec.ts";
+import { chooseWarmStart, releaseWarmChoice, type ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import { readSaveImage } from "../../../../infra/save-image.ts";
 import {
   findWarmState,
@@ -126,6 +127,14 @@ describe("saved first boots", () => {
     assert.match(renamed, /pid="222"/);
     assert.doesNotMatch(renamed, /pid="111"/, "the reaper judges the new owner, never the saved run's");
     assert.match(renamed, /<uuid>6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b<\/uuid>/, "the UUID stays: libvirt restores into no other");
+  });
+
+  it("renames a runs dir libvirt wrote as XML text (an & in the path) too", () => {
+    const from = { runId: FROM.runId, runDir: "/srv/r&d/runs/20261203-170620-askari/red" };
+    const to = { runId: TO.runId, runDir: "/srv/r&d/runs/20261203-170620-askari/green" };
+    const xml = `<domain><name>${FROM.runId}</name><metadata/><serial><log file='/srv/r&amp;d/runs/20261203-170620-askari/red/console.log'/></serial></domain>`;
+    const renamed = renameSavedDomain(xml.replace("<metadata/>", "<metadata></metadata>"), from, to, "<metadata></metadata>");
+    assert.match(renamed, /<log file='\/srv\/r&amp;d\/runs\/20261203-170620-askari\/green\/console\.log'\/>/);
   });
 
   it("saves a running VM's state and brings it back from the very file kept; the copies are private and named in state.json", async (t) => {
@@ -258,5 +267,76 @@ esac`,
     }
     await pruneWarmStates(dir, 2);
     assert.deepEqual((await readdir(dir)).sort(), [".saving-busy", "b", "c"]);
+  });
+});
+
+describe("choosing a saved first boot", () => {
+  /** A state of askari's VM in `cacheDir` under the key `chooseWarmStart` computes, and what a provision needs to choose. */
+  async function setup(dir: string, libvirt: { used: string[]; defined: boolean }) {
+    const golden = join(dir, "debian-13-local.qcow2");
+    await writeFile(golden, "golden");
+    const options = {
+      profile: { document: { vm: { vcpus: 2, memoryMiB: 2048, diskGiB: 20 } } },
+      accel: { accel: "tcg" },
+      egress: { spec: { mode: "allowlist", names: [], upstreams: [] }, asRoot: [] },
+      runner: new Runner(),
+      libvirt: { usedSubnets: async () => libvirt.used, hasDomain: async () => libvirt.defined },
+      subnetsInUse: new Set<string>(),
+    } as unknown as ProvisionOptions;
+    const base = { identity: newRunIdentity("askari", new Date("2026-12-03T19:00:00Z")), runDir: join(dir, "run"), golden, phases: [] };
+    const cacheDir = join(dir, "states");
+    const probe = await chooseWarmStart(options, base, cacheDir);
+    releaseWarmChoice(probe);
+    const state = join(cacheDir, probe.key);
+    await mkdir(join(state, "keys"), { recursive: true });
+    for (const file of ["memory.save", "disk.qcow2", "seed.iso", "VARS.fd"]) await writeFile(join(state, file), "x");
+    const subnet = { cidr: "10.234.77.0/24", gateway: "10.234.77.1", guestIp: "10.234.77.10", dhcpStart: "10.234.77.100", dhcpEnd: "10.234.77.199" };
+    const meta = {
+      format: 1,
+      key: probe.key,
+      savedAt: "s",
+      fromRun: FROM.runId,
+      fromRunDir: FROM.runDir,
+      host: "askari",
+      uuid: "u",
+      mac: "m",
+      subnet,
+      bootId: "b",
+    };
+    await writeFile(join(state, "state.json"), JSON.stringify(meta));
+    return { options, base, cacheDir };
+  }
+
+  it("gives a state to one VM at a time: the VM made beside it boots cold and saves nothing; released, it is free again", async (t) => {
+    const dir = await tree(t);
+    const { options, base, cacheDir } = await setup(dir, { used: [], defined: false });
+    const [first, second] = await Promise.all([chooseWarmStart(options, base, cacheDir), chooseWarmStart(options, base, cacheDir)]);
+    assert.equal(first.state?.meta.subnet.cidr, "10.234.77.0/24");
+    assert.equal(second.state, undefined);
+    assert.match(second.why ?? "", /another VM of this run is starting from or saving the same first boot/);
+    assert.deepEqual([...options.subnetsInUse!], ["10.234.77.0/24"], "its subnet is the first VM's from the choice on");
+    releaseWarmChoice(first);
+    releaseWarmChoice(second);
+    options.subnetsInUse!.clear();
+    const third = await chooseWarmStart(options, base, cacheDir);
+    assert.ok(third.state, "free again");
+    releaseWarmChoice(third);
+  });
+
+  it("leaves a state whose network overlaps one in use, or whose UUID is defined, and says why", async (t) => {
+    const dir = await tree(t);
+    for (const [libvirt, why] of [
+      [{ used: ["10.234.77.1/24"], defined: false }, /its network 10\.234\.77\.0\/24 is in use/],
+      [{ used: ["10.234.0.0/16"], defined: false }, /its network 10\.234\.77\.0\/24 is in use/],
+      [{ used: [], defined: true }, /a VM started from it is still defined/],
+    ] as const) {
+      const case_ = join(dir, `case-${libvirt.used.length}-${libvirt.defined}-${libvirt.used.join("_").replace(/\//g, "-")}`);
+      await mkdir(case_);
+      const { options, base, cacheDir } = await setup(case_, { used: [...libvirt.used], defined: libvirt.defined });
+      const choice = await chooseWarmStart(options, base, cacheDir);
+      assert.equal(choice.state, undefined);
+      assert.match(choice.why ?? "", why);
+      releaseWarmChoice(choice);
+    }
   });
 });
