@@ -11,6 +11,7 @@ import { Writable } from "node:stream";
 import type { Engine, StackSummary } from "../../../../infra/engines/engine.ts";
 import { ProvisionError, TeardownError } from "../../../../infra/errors.ts";
 import type { StackOutputs } from "../../../../infra/plan.ts";
+import type { RunIdentity } from "../../../../infra/spec.ts";
 import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError, InterruptedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
@@ -19,6 +20,7 @@ import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
 import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
+import type { ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
 import { runRedGreen, type ScenarioVm, type StepContext, type Verdict } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
@@ -144,6 +146,15 @@ async function redAndGreen(
   );
 }
 
+/** Lets `watch` see what each scenario's provisioning is given, before the fake provisions. */
+function watchProvision(setup: Fixture, watch: (options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }) => void): void {
+  const provision = setup.hooks.provision!;
+  setup.hooks.provision = async (options, run) => {
+    watch(options, run);
+    return provision(options, run);
+  };
+}
+
 /** Resolves when `signal` says stop, as a boot wait does. */
 function untilStopped(signal: AbortSignal): Promise<unknown> {
   return new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
@@ -212,13 +223,11 @@ describe("run driver", () => {
         const held = new Map<string, string[]>();
         let greenMade = () => {};
         const greenProvisioned = new Promise<void>((resolve) => (greenMade = resolve));
-        const provision = setup.hooks.provision!;
-        setup.hooks.provision = async (options, run) => {
+        watchProvision(setup, (options, run) => {
           const name = run.runDir.endsWith("red") ? "red" : "green";
           held.set(name, [...(options.subnetsInUse ?? [])]);
           if (name === "green") greenMade();
-          return provision(options, run);
-        };
+        });
         const { report } = await redAndGreen(
           setup,
           async (_context, session) => {
@@ -243,11 +252,7 @@ describe("run driver", () => {
       const setup = await fixture();
       try {
         const given: (string | undefined)[] = [];
-        const provision = setup.hooks.provision!;
-        setup.hooks.provision = async (options, run) => {
-          given.push(options.warmStates);
-          return provision(options, run);
-        };
+        watchProvision(setup, (options) => given.push(options.warmStates));
         setup.request.env.BOMA_IT_STATE_CACHE = "/var/tmp/states-of-op";
         if (coldBoot) setup.request.options.coldBoot = true;
         const { report } = await oneScenario(setup, OUTCOMES.pass!);
