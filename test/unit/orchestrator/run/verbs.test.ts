@@ -228,7 +228,13 @@ describe("verbs on a kept VM", () => {
       for (const type of ["rsa", "ecdsa", "ed25519"]) await writeFile(join(keys, `ssh_host_${type}_key.pub`), `ssh-${type} AAAA${type} boma-it host\n`);
       await writeFile(join(keys, "known_hosts"), `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ed25519 AAAAed25519\n`);
       const target = { knownHostsFile: join(keys, "known_hosts"), alias: RUN };
-      const machine = { target, closeConnection: async () => undefined, waitForSsh: async () => ({ bootId: "first-boot" }), succeed: async () => "" };
+      let clockSet = false;
+      const machine = {
+        target,
+        closeConnection: async () => undefined,
+        waitForSsh: async () => ({ bootId: "first-boot" }),
+        setClockToNow: async () => void (clockSet = true),
+      };
       const outcome = await attachedReset({
         found: { runId: RUN, outputs, state: "running", engine: undefined, elsewhere: undefined, record: undefined },
         record: { ...outputs, engine: "direct", resetPoint: point },
@@ -240,6 +246,7 @@ describe("verbs on a kept VM", () => {
       });
       assert.equal(outcome.ok, true);
       assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
+      assert.ok(clockSet, "the restored guest's clock is set to now");
       assert.equal(
         await readFile(target.knownHostsFile, "utf8"),
         `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ecdsa AAAAecdsa\n${RUN} ssh-ed25519 AAAAed25519\n`,
