@@ -100,6 +100,40 @@ export async function findWarmState(cacheDir: string, key: string): Promise<Warm
   return { dir, meta };
 }
 
+/** A saved first boot as `image ls` lists it. */
+export interface ListedWarmState {
+  key: string;
+  dir: string;
+  meta: WarmStateMeta | undefined;
+  sizeBytes: number;
+}
+
+/** The saved first boots of a cache, newest first (a folder without a readable state.json too: `image prune` removes it). */
+export async function listWarmStates(cacheDir: string): Promise<ListedWarmState[]> {
+  const listed: (ListedWarmState & { at: number })[] = [];
+  for (const entry of await readdir(cacheDir, { withFileTypes: true }).catch(() => [])) {
+    if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
+    const dir = join(cacheDir, entry.name);
+    const meta = await readFile(join(dir, FILES.meta), "utf8")
+      .then((text) => JSON.parse(text) as WarmStateMeta)
+      .catch(() => undefined);
+    let sizeBytes = 0;
+    for (const file of await readdir(dir).catch(() => [] as string[])) sizeBytes += (await stat(join(dir, file)).catch(() => undefined))?.blocks ?? 0;
+    listed.push({ key: entry.name, dir, meta, sizeBytes: sizeBytes * 512, at: (await stat(dir).catch(() => undefined))?.mtimeMs ?? 0 });
+  }
+  return listed.sort((a, b) => b.at - a.at).map(({ at: _at, ...state }) => state);
+}
+
+/** Removes every saved first boot of a cache (the next VM of each shape boots and saves anew). */
+export async function pruneAllWarmStates(cacheDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const entry of await readdir(cacheDir).catch(() => [] as string[])) {
+    await rm(join(cacheDir, entry), { recursive: true, force: true });
+    removed.push(entry);
+  }
+  return removed;
+}
+
 /** Deletes a saved first boot (one that could not be restored is never tried again). */
 export async function forgetWarmState(state: WarmState): Promise<void> {
   await rm(state.dir, { recursive: true, force: true });

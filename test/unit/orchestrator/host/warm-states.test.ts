@@ -17,6 +17,7 @@ import {
   warmStateKey,
   type WarmStateKeyInputs,
 } from "../../../../orchestrator/host/warm-states.ts";
+import { runCli } from "../../../helpers/cli.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -310,7 +311,10 @@ describe("choosing a saved first boot", () => {
   it("gives a state to one VM at a time: the VM made beside it boots cold and saves nothing; released, it is free again", async (t) => {
     const dir = await tree(t);
     const { options, base, cacheDir } = await setup(dir, { used: [], defined: false });
-    const [first, second] = await Promise.all([chooseWarmStart(options, base, cacheDir), chooseWarmStart(options, base, cacheDir)]);
+    const both = await Promise.all([chooseWarmStart(options, base, cacheDir), chooseWarmStart(options, base, cacheDir)]);
+    // Whichever came first takes it.
+    const first = both.find((choice) => choice.state) ?? both[0];
+    const second = both.find((choice) => choice !== first)!;
     assert.equal(first.state?.meta.subnet.cidr, "10.234.77.0/24");
     assert.equal(second.state, undefined);
     assert.match(second.why ?? "", /another VM of this run is starting from or saving the same first boot/);
@@ -338,5 +342,47 @@ describe("choosing a saved first boot", () => {
       assert.match(choice.why ?? "", why);
       releaseWarmChoice(choice);
     }
+  });
+});
+
+describe("image ls and image prune", () => {
+  it("list the saved first boots with their size and origin, and prune removes them all, a half one too", async (t) => {
+    const dir = await tree(t);
+    const states = join(dir, "states");
+    const whole = join(states, "askari-0123456789abcdef");
+    await mkdir(join(whole, "keys"), { recursive: true });
+    await writeFile(join(whole, "memory.save"), Buffer.alloc(3 * 1024 * 1024, 1));
+    const meta = {
+      format: 1,
+      key: "askari-0123456789abcdef",
+      savedAt: "2026-12-03T19:12:53.305Z",
+      fromRun: FROM.runId,
+      fromRunDir: FROM.runDir,
+      host: "askari",
+      uuid: "u",
+      mac: "m",
+      subnet: {},
+      bootId: "b",
+    };
+    await writeFile(join(whole, "state.json"), JSON.stringify(meta));
+    await mkdir(join(states, "kazi-fedcba9876543210"));
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await utimes(whole, hourAgo, hourAgo);
+    const env = { BOMA_IT_STATE_CACHE: states, BOMA_IT_IMAGE_DIR: join(dir, "images") };
+    const ls = await runCli(["image", "ls"], env);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(
+      ls.stdout,
+      new RegExp(
+        // Newest first: the half one is the newer.
+        `saved first boots in ${states}:\\n  kazi-fedcba9876543210 +\\(not whole: \`image prune\` removes it\\)\\n  askari-0123456789abcdef +3 MiB  saved 2026-12-03T19:12:53.305Z by ${FROM.runId}`,
+      ),
+    );
+    const prune = await runCli(["image", "prune"], env);
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.match(prune.stdout, /removed 2 saved first boot\(s\)/);
+    assert.deepEqual(await readdir(states), []);
+    assert.match((await runCli(["image", "ls"], env)).stdout, /saved first boots in .*:\n {2}none \(the next VM of a shape saves one\)/);
+    assert.equal((await runCli(["image", "prune", "debian-13-local"], env)).code, 2, "prune takes no image name");
   });
 });
