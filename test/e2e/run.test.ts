@@ -99,6 +99,8 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
       assert.match(result.stderr, /^green │ {3}✓ reboot \(/m);
     } else assert.match(result.stderr, /scenarios one at a time: under software emulation 2 VMs of 2 vCPUs need 4 cores, and this machine has \d+/);
     assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]!.stack);
+    // The run's page is written with its report.
+    assert.match(await readFile(join(report.runDir, "report.html"), "utf8"), /<title>PASS: askari<\/title>[\s\S]*GREEN survived the reboot/);
     const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
     assert.match(junit, /<testsuite name="askari.red" tests="\d+" failures="0"/);
     // A case per check and stage, and the reboot's proof.
