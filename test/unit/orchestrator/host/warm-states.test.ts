@@ -16,6 +16,7 @@ import {
   saveWarmState,
   warmStateKey,
   type WarmStateKeyInputs,
+  type WarmStateMeta,
 } from "../../../../orchestrator/host/warm-states.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
@@ -39,6 +40,23 @@ const SAVED_XML = `<domain type='qemu'>
   </devices>
 </domain>
 `;
+
+/** A state.json as saving writes it, for askari's saved run. */
+function savedMeta(fields: Partial<WarmStateMeta> = {}): WarmStateMeta {
+  return {
+    format: 1,
+    key: "askari-0123456789abcdef",
+    savedAt: "s",
+    fromRun: FROM.runId,
+    fromRunDir: FROM.runDir,
+    host: "askari",
+    uuid: "u",
+    mac: "m",
+    subnet: {} as never,
+    bootId: "b",
+    ...fields,
+  };
+}
 
 function saveImageBytes(xml: string): Buffer {
   const header = Buffer.alloc(92);
@@ -96,18 +114,7 @@ describe("saved first boots", () => {
     const state = join(dir, "askari-0123456789abcdef");
     await mkdir(join(state, "keys"), { recursive: true });
     for (const file of ["memory.save", "disk.qcow2", "seed.iso"]) await writeFile(join(state, file), "x");
-    const meta = {
-      format: 1,
-      key: "askari-0123456789abcdef",
-      savedAt: "2026-12-03T17:10:00.000Z",
-      fromRun: FROM.runId,
-      fromRunDir: FROM.runDir,
-      host: "askari",
-      uuid: "u",
-      mac: "m",
-      subnet: {},
-      bootId: "b",
-    };
+    const meta = savedMeta({ savedAt: "2026-12-03T17:10:00.000Z" });
     await writeFile(join(state, "state.json"), JSON.stringify(meta));
     assert.equal(await findWarmState(dir, "askari-0123456789abcdef"), undefined, "no UEFI variables: not whole");
     await writeFile(join(state, "VARS.fd"), "x");
@@ -230,18 +237,7 @@ esac`,
     await mkdir(runDir);
     const found = {
       dir: state,
-      meta: {
-        format: 1,
-        key: "askari-0123456789abcdef",
-        savedAt: "s",
-        fromRun: FROM.runId,
-        fromRunDir: FROM.runDir,
-        host: "askari",
-        uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b",
-        mac: "52:54:00:12:34:56",
-        subnet: {} as never,
-        bootId: "b",
-      },
+      meta: savedMeta({ uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b", mac: "52:54:00:12:34:56" }),
     };
     const spec = await prepareWarmStart(found, { runDir, keysDir: join(runDir, "keys"), runner: new Runner() });
     assert.equal(spec.saveImage, join(runDir, ".warm-start.save"));
@@ -292,18 +288,7 @@ describe("choosing a saved first boot", () => {
     await mkdir(join(state, "keys"), { recursive: true });
     for (const file of ["memory.save", "disk.qcow2", "seed.iso", "VARS.fd"]) await writeFile(join(state, file), "x");
     const subnet = { cidr: "10.234.77.0/24", gateway: "10.234.77.1", guestIp: "10.234.77.10", dhcpStart: "10.234.77.100", dhcpEnd: "10.234.77.199" };
-    const meta = {
-      format: 1,
-      key: probe.key,
-      savedAt: "s",
-      fromRun: FROM.runId,
-      fromRunDir: FROM.runDir,
-      host: "askari",
-      uuid: "u",
-      mac: "m",
-      subnet,
-      bootId: "b",
-    };
+    const meta = savedMeta({ key: probe.key, subnet });
     await writeFile(join(state, "state.json"), JSON.stringify(meta));
     return { options, base, cacheDir };
   }
@@ -352,18 +337,7 @@ describe("image ls and image prune", () => {
     const whole = join(states, "askari-0123456789abcdef");
     await mkdir(join(whole, "keys"), { recursive: true });
     await writeFile(join(whole, "memory.save"), Buffer.alloc(3 * 1024 * 1024, 1));
-    const meta = {
-      format: 1,
-      key: "askari-0123456789abcdef",
-      savedAt: "2026-12-03T19:12:53.305Z",
-      fromRun: FROM.runId,
-      fromRunDir: FROM.runDir,
-      host: "askari",
-      uuid: "u",
-      mac: "m",
-      subnet: {},
-      bootId: "b",
-    };
+    const meta = savedMeta({ savedAt: "2026-12-03T19:12:53.305Z" });
     await writeFile(join(whole, "state.json"), JSON.stringify(meta));
     await mkdir(join(states, "kazi-fedcba9876543210"));
     const hourAgo = new Date(Date.now() - 3_600_000);
