@@ -22,9 +22,44 @@ import { readSaveImage, rewriteSaveImageXml } from "../../infra/save-image.ts";
 import { briefOf } from "../../infra/errors.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { bridgeFor, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
+import { BadInputError } from "../errors.ts";
+import { warmStateDir } from "./paths.ts";
 
 /** How many saved first boots are kept (the newest; each is the guest's memory and disk in use, a few hundred MiB). */
 export const WARM_STATES_KEPT = 4;
+
+/** The cache's size cap when `$BOMA_IT_STATE_CACHE_MAX_GIB` does not set one. */
+export const WARM_STATES_MAX_GIB = 8;
+
+/** Where saved first boots are kept, and how much of them: the newest first, while both limits hold. */
+export interface WarmStateCache {
+  dir: string;
+  /** At most this many states. */
+  kept: number;
+  /** At most this many bytes on disk, all states together. */
+  maxBytes: number;
+}
+
+/** The user's cache of saved first boots, as the environment sets it (see {@link warmStateCapBytes}). */
+export function warmStateCacheOf(env: NodeJS.ProcessEnv): WarmStateCache {
+  return { dir: warmStateDir(env), kept: WARM_STATES_KEPT, maxBytes: warmStateCapBytes(env) };
+}
+
+/**
+ * The cache's size cap in bytes: `$BOMA_IT_STATE_CACHE_MAX_GIB` (a number of GiB; 0 keeps
+ * nothing, so every VM boots), else {@link WARM_STATES_MAX_GIB}.
+ */
+export function warmStateCapBytes(env: NodeJS.ProcessEnv): number {
+  const raw = env.BOMA_IT_STATE_CACHE_MAX_GIB;
+  if (raw === undefined || raw.trim() === "") return WARM_STATES_MAX_GIB * 2 ** 30;
+  const gib = Number(raw);
+  if (!Number.isFinite(gib) || gib < 0)
+    throw new BadInputError({
+      path: "$BOMA_IT_STATE_CACHE_MAX_GIB",
+      message: `expected a number of GiB, 0 or more (e.g. 8 or 2.5), found ${JSON.stringify(raw)}`,
+    });
+  return Math.floor(gib * 2 ** 30);
+}
 
 /** Bumped when what a state holds, or how it is restored, changes: older states are then never used. */
 const FORMAT = 1;
@@ -117,11 +152,17 @@ export async function listWarmStates(cacheDir: string): Promise<ListedWarmState[
     const meta = await readFile(join(dir, FILES.meta), "utf8")
       .then((text) => JSON.parse(text) as WarmStateMeta)
       .catch(() => undefined);
-    let sizeBytes = 0;
-    for (const file of await readdir(dir).catch(() => [] as string[])) sizeBytes += (await stat(join(dir, file)).catch(() => undefined))?.blocks ?? 0;
-    listed.push({ key: entry.name, dir, meta, sizeBytes: sizeBytes * 512, at: (await stat(dir).catch(() => undefined))?.mtimeMs ?? 0 });
+    listed.push({ key: entry.name, dir, meta, sizeBytes: await diskUsage(dir), at: (await stat(dir).catch(() => undefined))?.mtimeMs ?? 0 });
   }
   return listed.sort((a, b) => b.at - a.at).map(({ at: _at, ...state }) => state);
+}
+
+/** The bytes a state's files take on disk (allocated blocks: the saved disk is sparse). */
+async function diskUsage(dir: string): Promise<number> {
+  let blocks = 0;
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []))
+    if (entry.isFile()) blocks += (await stat(join(entry.parentPath, entry.name)).catch(() => undefined))?.blocks ?? 0;
+  return blocks * 512;
 }
 
 /** Removes every saved first boot of a cache (the next VM of each shape boots and saves anew). */
@@ -156,7 +197,7 @@ export interface WarmStateContext {
 export async function saveWarmState(
   context: WarmStateContext,
   target: {
-    cacheDir: string;
+    cache: WarmStateCache;
     key: string;
     outputs: StackOutputs;
     uuid: string;
@@ -170,14 +211,14 @@ export async function saveWarmState(
   const { runner, uri, asRoot } = context;
   const { outputs } = target;
   const virsh = (args: string[], timeoutMs = 15 * 60_000) => runner.run("virsh", ["-q", "-c", uri, ...args], { timeoutMs });
-  const work = join(target.cacheDir, `.saving-${outputs.runId}`);
+  const work = join(target.cache.dir, `.saving-${outputs.runId}`);
   try {
-    await mkdir(target.cacheDir, { recursive: true, mode: 0o700 });
-    await chmod(target.cacheDir, 0o700);
+    await mkdir(target.cache.dir, { recursive: true, mode: 0o700 });
+    await chmod(target.cache.dir, 0o700);
     await rm(work, { recursive: true, force: true });
     await mkdir(work, { mode: 0o700 });
   } catch (error) {
-    return { saved: false, why: `the cache ${target.cacheDir} cannot be written: ${briefOf(error)}` };
+    return { saved: false, why: `the cache ${target.cache.dir} cannot be written: ${briefOf(error)}` };
   }
   const saveImage = join(work, FILES.saveImage);
   try {
@@ -187,7 +228,7 @@ export async function saveWarmState(
     // A failed save leaves the domain running (libvirt resumes it).
     return { saved: false, why: `virsh save failed: ${briefOf(error)}` };
   }
-  const kept = join(target.cacheDir, target.key);
+  const kept = join(target.cache.dir, target.key);
   try {
     const owner = `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`;
     const asRootRun = (argv: string[]) => runner.run([...asRoot, ...argv][0]!, [...asRoot, ...argv].slice(1), { timeoutMs: 5 * 60_000 });
@@ -222,7 +263,12 @@ export async function saveWarmState(
   try {
     await rm(kept, { recursive: true, force: true });
     await rename(work, kept);
-    await pruneWarmStates(target.cacheDir, WARM_STATES_KEPT);
+    if ((await pruneWarmStates(target.cache)).includes(target.key)) {
+      return {
+        saved: false,
+        why: `the state alone is larger than the cache's cap of ${(target.cache.maxBytes / 2 ** 30).toFixed(1)} GiB ($BOMA_IT_STATE_CACHE_MAX_GIB)`,
+      };
+    }
   } catch (error) {
     await rm(work, { recursive: true, force: true });
     return { saved: false, why: `keeping the state in ${kept} failed: ${briefOf(error)}` };
@@ -239,24 +285,45 @@ async function restore(virsh: (args: string[]) => Promise<unknown>, saveImage: s
   }
 }
 
-/** Keeps the newest `kept` states (and no half-saved one of a process that died). */
-export async function pruneWarmStates(cacheDir: string, kept: number): Promise<void> {
-  const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
-  const states: { path: string; at: number }[] = [];
+/**
+ * Keeps the newest states while both of the cache's limits hold (oldest out first: a state that
+ * would go past either is removed with every older one), and no half-saved one of a process that
+ * died. Returns the folders removed.
+ */
+export async function pruneWarmStates(cache: WarmStateCache): Promise<string[]> {
+  const entries = await readdir(cache.dir, { withFileTypes: true }).catch(() => []);
+  const states: { name: string; at: number }[] = [];
+  const removed: string[] = [];
   for (const entry of entries) {
     if (!entry.isDirectory()) continue;
-    const path = join(cacheDir, entry.name);
+    const path = join(cache.dir, entry.name);
     const at = (await stat(path).catch(() => undefined))?.mtimeMs;
     if (at === undefined) continue;
     // A half-saved state older than an hour is one whose saver died.
     if (entry.name.startsWith(".saving-")) {
-      if (Date.now() - at > 3_600_000) await rm(path, { recursive: true, force: true });
+      if (Date.now() - at > 3_600_000) {
+        await rm(path, { recursive: true, force: true });
+        removed.push(entry.name);
+      }
       continue;
     }
-    states.push({ path, at });
+    states.push({ name: entry.name, at });
   }
   states.sort((a, b) => b.at - a.at);
-  for (const old of states.slice(kept)) await rm(old.path, { recursive: true, force: true });
+  let total = 0;
+  let full = false;
+  for (const [index, state] of states.entries()) {
+    const path = join(cache.dir, state.name);
+    if (!full) {
+      total += await diskUsage(path);
+      full = index >= cache.kept || total > cache.maxBytes;
+    }
+    if (full) {
+      await rm(path, { recursive: true, force: true });
+      removed.push(state.name);
+    }
+  }
+  return removed;
 }
 
 /**

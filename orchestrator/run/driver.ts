@@ -18,7 +18,8 @@ import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, ty
 import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
 import { teardown } from "./live-runs.ts";
 import { writeReportPage } from "./report-page.ts";
-import { stacksDir, warmStateDir } from "../host/paths.ts";
+import { stacksDir } from "../host/paths.ts";
+import { warmStateCacheOf } from "../host/warm-states.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { describeBlocked, readBlocked, type EgressPlan } from "./egress.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
@@ -121,7 +122,7 @@ export class OpenRun {
           signal,
           timeouts: this.timeouts,
           subnetsInUse: this.#subnets,
-          ...(request.options.coldBoot ? {} : { warmStates: warmStateDir(request.env) }),
+          ...(request.options.coldBoot ? {} : { warmStates: warmStateCacheOf(request.env) }),
           record: {
             stacksDir: stacksDir(request.env),
             ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),

@@ -26,7 +26,6 @@ import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ss
 import { rootCommand } from "../host/root.ts";
 import {
   WARM_START_COPY,
-  WARM_STATES_KEPT,
   findWarmState,
   forgetWarmState,
   pruneWarmStates,
@@ -35,6 +34,7 @@ import {
   saveWarmState,
   warmStateKey,
   type WarmState,
+  type WarmStateCache,
 } from "../host/warm-states.ts";
 import type { EgressPlan } from "./egress.ts";
 import type { RunRecord } from "./live-runs.ts";
@@ -88,7 +88,7 @@ export interface ProvisionOptions {
    * Where saved first boots are kept (host/warm-states.ts): the VM starts from one of the same VM
    * when it is free, or boots and saves its own for the next. Absent: `--cold-boot`, neither.
    */
-  warmStates?: string;
+  warmStates?: WarmStateCache;
   /**
    * The subnets the run's other VMs were given (one made beside this one may not have its network
    * yet): never picked again; this VM's is added.
@@ -245,7 +245,7 @@ const BUSY_STATES = new Set<string>();
 
 /** What provisioning decided about a saved first boot: the key of this VM, the state to start from, or why none. */
 export interface WarmChoice {
-  cacheDir: string;
+  cache: WarmStateCache;
   key: string;
   state: WarmState | undefined;
   /** How root-only commands run (the UEFI variables live in root's folder; libvirt saves as root). */
@@ -268,7 +268,7 @@ export interface ProvisionBase {
  * The VM's key, and a saved first boot of it that is free to start (its address unused, its UUID
  * undefined, no other VM of this process on it), claimed with its subnet before any further await.
  */
-export async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cacheDir: string): Promise<WarmChoice> {
+export async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cache: WarmStateCache): Promise<WarmChoice> {
   const { libvirt } = options;
   const key = await warmStateKey({
     goldenImage: base.golden,
@@ -280,24 +280,24 @@ export async function chooseWarmStart(options: ProvisionOptions, base: Provision
     templates: vmTemplates(options, base),
   });
   const root = await rootCommand(options.runner);
-  if (root === undefined) return { cacheDir, key, state: undefined, why: "saving or restoring a VM's state needs root or password-less sudo" };
-  await pruneWarmStates(cacheDir, WARM_STATES_KEPT);
-  const state = await findWarmState(cacheDir, key);
+  if (root === undefined) return { cache, key, state: undefined, why: "saving or restoring a VM's state needs root or password-less sudo" };
+  await pruneWarmStates(cache);
+  const state = await findWarmState(cache.dir, key);
   const used = state ? await libvirt.usedSubnets() : [];
   const defined = state ? await libvirt.hasDomain(state.meta.uuid) : false;
   // No await from here to the claim: a VM provisioned beside this one sees it.
-  if (BUSY_STATES.has(key)) return { cacheDir, key, state: undefined, why: "another VM of this run is starting from or saving the same first boot" };
+  if (BUSY_STATES.has(key)) return { cache, key, state: undefined, why: "another VM of this run is starting from or saving the same first boot" };
   BUSY_STATES.add(key);
-  if (!state) return { cacheDir, key, state: undefined, root, claimed: true };
+  if (!state) return { cache, key, state: undefined, root, claimed: true };
   const subnet = state.meta.subnet.cidr;
   const why = overlapsAny(subnet, [...used, ...(options.subnetsInUse ?? [])])
     ? `its network ${subnet} is in use`
     : defined
       ? "a VM started from it is still defined"
       : undefined;
-  if (why) return { cacheDir, key, state: undefined, why, claimed: true };
+  if (why) return { cache, key, state: undefined, why, claimed: true };
   options.subnetsInUse?.add(subnet);
-  return { cacheDir, key, state, root, claimed: true };
+  return { cache, key, state, root, claimed: true };
 }
 
 /** The seed and domain this VM would get, with a fixed identity: what of them is the VM's shape. */
@@ -347,7 +347,7 @@ async function saveFirstBoot(options: ProvisionOptions, live: Omit<LiveRun, "fir
   const result = await saveWarmState(
     { runner: options.runner, uri: options.libvirt.uri, asRoot: choice.root ?? [] },
     {
-      cacheDir: choice.cacheDir,
+      cache: choice.cache,
       key: choice.key,
       outputs,
       uuid,
@@ -383,7 +383,7 @@ async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: 
     if (ready.bootId !== state.meta.bootId)
       throw new HarnessError(`the restored VM has boot id ${ready.bootId}, not the saved first boot's ${state.meta.bootId}`);
     await machine.setClockToNow();
-    await log.timed(base.phases, "cloud-init", () => waitForCloudInit(machine, log, timeouts.cloudInitMs));
+    await log.timed(base.phases, "cloud-init", () => confirmCloudInitDone(machine, log, timeouts.cloudInitMs));
     log.info(`started from the saved first boot: boot id ${ready.bootId.slice(0, 8)}…, its clock set to now`);
     return {
       outputs: made,
@@ -522,6 +522,18 @@ export async function withOneReset<T>(
     await options.reset();
     return { value: await boot(), resets: [reason] };
   }
+}
+
+/**
+ * cloud-init on a restored first boot: the state was saved only once it had finished, so its
+ * marker is there and nothing is waited for (`cloud-init status --wait` alone costs 12-15 s under
+ * TCG: Python loading cloud-init). A guest without the marker is waited for as after a boot.
+ */
+async function confirmCloudInitDone(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
+  const marker = await machine.execute("test -e /var/lib/cloud/instance/boot-finished", { timeoutMs: 30_000 });
+  if (marker.exitCode === 0) return;
+  log.warn("the restored first boot has no cloud-init boot-finished marker: waiting for cloud-init as after a boot");
+  await waitForCloudInit(machine, log, timeoutMs);
 }
 
 /**

@@ -105,6 +105,7 @@ describe("a throwaway VM, for real", { timeout: 30 * 60_000 }, () => {
     const hostname = await cli(["ssh", run.runId, "--", "hostname"], dirs.env);
     assert.equal(hostname.code, 0, hostname.stderr);
     assert.equal(hostname.stdout.trim(), "askari");
+    await assertGuestIdentity(run, upReport.firstBoot, dirs.env);
     // The VM as the image made it: what a role sees on Debian's genericcloud holds.
     await assertGenericcloudFacts(run.runId, dirs.env);
 
@@ -292,4 +293,43 @@ async function assertIsolated(runId: string, ip: string, env: Record<string, str
   );
   assert.equal(await vmReaches(runId, gateway, 53, env), "reached", "the VM reaches its gateway's DNS");
   assert.equal(await vmGetsDnsAnswer(runId, gateway, env), "dns-answer", "the VM gets DNS answers from its gateway");
+}
+
+/**
+ * What a VM started from a saved first boot must show, as one booted for the run does: its clock
+ * is now, it holds the run's address, it serves the host keys the run pinned, and cloud-init
+ * knows it as the instance it first booted as (the saved run's, on a warm start), so the reboot
+ * does not run its first-boot modules again and rotate those keys.
+ */
+async function assertGuestIdentity(run: { runId: string; ip: string; runDir: string }, firstBoot: FirstBoot, env: Record<string, string>): Promise<void> {
+  const asked = Date.now();
+  const facts = await cli(
+    [
+      "ssh",
+      run.runId,
+      "--",
+      "date +%s; ip -4 -o addr show scope global; cat /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id; cat /var/lib/cloud/data/instance-id",
+    ],
+    env,
+  );
+  const answered = Date.now();
+  assert.equal(facts.code, 0, facts.stderr);
+  const [clock = "", ...rest] = facts.stdout.trim().split("\n");
+  const guestNow = Number(clock) * 1000;
+  // The guest's second lies between the ask and the answer (a second of rounding either side).
+  assert.ok(
+    guestNow >= asked - 2000 && guestNow <= answered + 1000,
+    `the guest's clock is now: ${new Date(guestNow).toISOString()}, asked at ${new Date(asked).toISOString()}`,
+  );
+  const addresses = rest.filter((line) => / inet /.test(line));
+  assert.ok(
+    addresses.some((line) => line.includes(` inet ${run.ip}/`)),
+    `the run's address ${run.ip} is the guest's: ${addresses.join(" | ")}`,
+  );
+  const hostKey = rest.find((line) => line.startsWith("ssh-ed25519 "))!;
+  const pinned = (await readFile(join(run.runDir, "keys", "known_hosts"), "utf8")).split("\n").find((line) => line.includes(" ssh-ed25519 "))!;
+  assert.equal(hostKey.split(" ")[1], pinned.split(" ")[2], "the guest serves the ed25519 host key the run pinned");
+  const [machineId = "", instanceId = ""] = rest.slice(-2);
+  assert.match(machineId, /^[0-9a-f]{32}$/, "a machine id of its own first boot");
+  assert.equal(instanceId, firstBoot.kind === "warm" ? firstBoot.from : run.runId, "cloud-init's instance is the run whose first boot this is");
 }

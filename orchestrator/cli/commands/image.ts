@@ -6,9 +6,9 @@ import { expectPositionals, oneOf } from "../options.ts";
 import { BadInputError, ExitCode } from "../../errors.ts";
 import { imageAction, remakeImage, staleRecipe } from "../../host/golden.ts";
 import { libvirtFor } from "../../host/libvirt.ts";
-import { imageDir, runLockPath, warmStateDir } from "../../host/paths.ts";
+import { imageDir, runLockPath } from "../../host/paths.ts";
 import { underRunLock } from "../../host/lock.ts";
-import { listWarmStates, pruneAllWarmStates } from "../../host/warm-states.ts";
+import { listWarmStates, pruneAllWarmStates, warmStateCacheOf } from "../../host/warm-states.ts";
 
 export const imageCommand: CommandDefinition = {
   name: "image",
@@ -17,7 +17,8 @@ export const imageCommand: CommandDefinition = {
   details: `ls     the cache ($BOMA_IT_IMAGE_DIR, default /var/cache/boma-it/images) and what is in it;
        --json has a built image's manifest: its recipe and every package with its version; then
        your saved first boots ($BOMA_IT_STATE_CACHE, default ~/.cache/boma-it/states): the VM
-       states later VMs of the same shape start from (see the runbook's "warm starts")
+       states later VMs of the same shape start from (see the runbook's "warm starts"); the
+       newest four are kept within $BOMA_IT_STATE_CACHE_MAX_GIB (default 8), oldest out first
 prune  remove your saved first boots (under the run lock: never one a run is using); the next
        VM of each shape boots and saves anew
 pull   download Debian's genericcloud image ($BOMA_IT_DEBIAN_CLOUD_URL) and check it against
@@ -30,7 +31,8 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
     expectPositionals("image", args.positionals, 1, 2, "ls, pull or build, and at most one image name");
     const action = oneOf("image", args.positionals[0], ["ls", "pull", "build", "prune"] as const, "`boma-it image <action>`");
     const dir = imageDir(env);
-    const statesDir = warmStateDir(env);
+    const cache = warmStateCacheOf(env);
+    const statesDir = cache.dir;
     if (action === "prune") {
       expectPositionals("image prune", args.positionals, 1, 1, "no image name");
       const removed = await underRunLock(runLockPath(env), "image prune", undefined, () => pruneAllWarmStates(statesDir));
@@ -50,7 +52,7 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
             ? `  ${image.name.padEnd(24)} ${Math.round((image.sizeBytes ?? 0) / 1024 / 1024)} MiB  ${image.createdAt}  ${image.source ?? ""}${image.manifest ? `  ${Object.keys(image.manifest.packages).length} packages, recipe ${image.manifest.recipe} (--json lists them)` : ""}`
             : `  ${image.name.padEnd(24)} (missing: image ${imageAction(image.name)}, or made on first use by a run)`,
         ),
-        `saved first boots in ${statesDir}:`,
+        `saved first boots in ${statesDir} (the newest ${cache.kept} within ${(cache.maxBytes / 2 ** 30).toFixed(1)} GiB are kept):`,
         ...(states.length === 0
           ? ["  none (the next VM of a shape saves one)"]
           : states.map((state) =>
@@ -59,7 +61,11 @@ An image that exists is kept unless --force. Golden files are read-only; runs us
                 : `  ${state.key.padEnd(24)} (not whole: \`image prune\` removes it)`,
             )),
       ].join("\n");
-      return { exitCode: ExitCode.pass, json: images, text };
+      return {
+        exitCode: ExitCode.pass,
+        json: { images, states: { dir: statesDir, kept: cache.kept, maxBytes: cache.maxBytes, saved: states } },
+        text,
+      };
     }
     const expected = action === "pull" ? "debian-13-genericcloud" : "debian-13-local";
     const asked = args.positionals[1] ?? expected;

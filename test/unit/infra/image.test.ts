@@ -170,11 +170,14 @@ describe("a built image's manifest", () => {
       await writeFile(`${image}.json`, JSON.stringify({ source: "build (mmdebstrap trixie from x)", recipe: manifest.recipe, manifest }));
       const text = await runCli(["image", "ls"], { BOMA_IT_IMAGE_DIR: tree.dir });
       assert.match(text.stdout, /debian-13-local .* 2 packages, recipe 0123456789abcdef \(--json lists them\)/);
-      const json = JSON.parse((await runCli(["image", "ls", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir })).stdout) as {
-        name: string;
-        manifest?: typeof manifest;
-      }[];
-      assert.deepEqual(json.find((entry) => entry.name === "debian-13-local")?.manifest, manifest);
+      const json = JSON.parse(
+        (await runCli(["image", "ls", "--json"], { BOMA_IT_IMAGE_DIR: tree.dir, BOMA_IT_STATE_CACHE: join(tree.dir, "states") })).stdout,
+      ) as {
+        images: { name: string; manifest?: typeof manifest }[];
+        states: { dir: string; saved: unknown[] };
+      };
+      assert.deepEqual(json.images.find((entry) => entry.name === "debian-13-local")?.manifest, manifest);
+      assert.deepEqual(json.states.saved, [], "no saved first boot in an empty cache");
     } finally {
       await tree.remove();
     }

@@ -14,6 +14,7 @@ import {
   renameSaveImage,
   renameSavedDomain,
   saveWarmState,
+  warmStateCapBytes,
   warmStateKey,
   type WarmStateKeyInputs,
   type WarmStateMeta,
@@ -170,7 +171,7 @@ esac`,
     const result = await saveWarmState(
       { runner, uri: "qemu:///system", asRoot: [] },
       {
-        cacheDir,
+        cache: { dir: cacheDir, kept: 4, maxBytes: 2 ** 30 },
         key: "askari-0123456789abcdef",
         outputs,
         uuid: "6f1c2b7a-3d4e-4f50-8a9b-0c1d2e3f4a5b",
@@ -207,7 +208,7 @@ esac`,
     const result = await saveWarmState(
       { runner, uri: "qemu:///system", asRoot: [] },
       {
-        cacheDir,
+        cache: { dir: cacheDir, kept: 4, maxBytes: 2 ** 30 },
         key: "askari-0123456789abcdef",
         outputs: { runId: FROM.runId, domain: FROM.runId, runDir: join(dir, "run") } as StackOutputs,
         uuid: "u",
@@ -262,8 +263,69 @@ esac`,
       const at = new Date(Date.now() - hoursAgo * 3_600_000);
       await utimes(join(dir, name), at, at);
     }
-    await pruneWarmStates(dir, 2);
+    const removed = await pruneWarmStates({ dir, kept: 2, maxBytes: 2 ** 30 });
     assert.deepEqual((await readdir(dir)).sort(), [".saving-busy", "b", "c"]);
+    assert.deepEqual(removed.sort(), [".saving-dead", "a"]);
+  });
+
+  it("holds the cache under its size cap, oldest out first, and says when a state alone is over it", async (t) => {
+    const dir = await tree(t);
+    const mib = 1024 * 1024;
+    // Newest first: c (3 MiB), b (3 MiB), a (1 MiB). A 6.5 MiB cap holds c and b; a, the oldest, goes
+    // although it would fit, so that no older state outlives a newer one.
+    for (const [name, hoursAgo, size] of [
+      ["a", 5, 1],
+      ["b", 4, 3],
+      ["c", 3, 3],
+    ] as const) {
+      await mkdir(join(dir, name));
+      await writeFile(join(dir, name, "memory.save"), Buffer.alloc(size * mib, 1));
+      const at = new Date(Date.now() - hoursAgo * 3_600_000);
+      await utimes(join(dir, name), at, at);
+    }
+    assert.deepEqual(await pruneWarmStates({ dir, kept: 4, maxBytes: 6.5 * mib }), ["a"]);
+    assert.deepEqual((await readdir(dir)).sort(), ["b", "c"]);
+    assert.deepEqual(await pruneWarmStates({ dir, kept: 4, maxBytes: 2 * mib }), ["c", "b"], "even the newest, when it alone is over the cap");
+
+    assert.equal(warmStateCapBytes({}), 8 * 2 ** 30);
+    assert.equal(warmStateCapBytes({ BOMA_IT_STATE_CACHE_MAX_GIB: "2.5" }), 2.5 * 2 ** 30);
+    assert.equal(warmStateCapBytes({ BOMA_IT_STATE_CACHE_MAX_GIB: "0" }), 0);
+    assert.throws(
+      () => warmStateCapBytes({ BOMA_IT_STATE_CACHE_MAX_GIB: "8G" }),
+      (error: Error) => /\$BOMA_IT_STATE_CACHE_MAX_GIB: expected a number of GiB, 0 or more \(e\.g\. 8 or 2\.5\), found "8G"/.test(error.message),
+    );
+  });
+
+  it("keeps no state that alone is over the cap, and says so; the VM goes on", async (t) => {
+    const dir = await tree(t);
+    const bin = join(dir, "bin");
+    await writeFake(bin, "virsh", `case "$4" in save) head -c 2097152 /dev/zero | tr '\\0' x > "$6" ;; vol-download) printf v > "$6" ;; esac`);
+    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(dir, "calls.log") } });
+    const runDir = join(dir, "run");
+    await mkdir(join(runDir, "keys"), { recursive: true });
+    const nvram = join(dir, "VARS.fd");
+    await writeFile(nvram, "v");
+    const cacheDir = join(dir, "states");
+    const result = await saveWarmState(
+      { runner, uri: "qemu:///system", asRoot: [] },
+      {
+        cache: { dir: cacheDir, kept: 4, maxBytes: 1024 * 1024 },
+        key: "askari-0123456789abcdef",
+        outputs: { runId: FROM.runId, domain: FROM.runId, runDir } as StackOutputs,
+        uuid: "u",
+        subnet: {} as never,
+        nvram,
+        volumes: { pool: FROM.runId, overlay: "o", seed: "s" },
+        bootId: "b",
+      },
+    );
+    assert.deepEqual(result, { saved: false, why: "the state alone is larger than the cache's cap of 0.0 GiB ($BOMA_IT_STATE_CACHE_MAX_GIB)" });
+    assert.deepEqual(await readdir(cacheDir), []);
+    assert.deepEqual(
+      (await fakeCalls(join(dir, "calls.log"))).map((call) => call[4]),
+      ["save", "vol-download", "vol-download", "restore"],
+      "the VM goes on",
+    );
   });
 });
 
@@ -282,7 +344,8 @@ describe("choosing a saved first boot", () => {
     } as unknown as ProvisionOptions;
     const base = { identity: newRunIdentity("askari", new Date("2026-12-03T19:00:00Z")), runDir: join(dir, "run"), golden, phases: [] };
     const cacheDir = join(dir, "states");
-    const probe = await chooseWarmStart(options, base, cacheDir);
+    const cache = { dir: cacheDir, kept: 4, maxBytes: 2 ** 30 };
+    const probe = await chooseWarmStart(options, base, cache);
     releaseWarmChoice(probe);
     const state = join(cacheDir, probe.key);
     await mkdir(join(state, "keys"), { recursive: true });
@@ -290,13 +353,13 @@ describe("choosing a saved first boot", () => {
     const subnet = { cidr: "10.234.77.0/24", gateway: "10.234.77.1", guestIp: "10.234.77.10", dhcpStart: "10.234.77.100", dhcpEnd: "10.234.77.199" };
     const meta = savedMeta({ key: probe.key, subnet });
     await writeFile(join(state, "state.json"), JSON.stringify(meta));
-    return { options, base, cacheDir };
+    return { options, base, cache };
   }
 
   it("gives a state to one VM at a time: the VM made beside it boots cold and saves nothing; released, it is free again", async (t) => {
     const dir = await tree(t);
-    const { options, base, cacheDir } = await setup(dir, { used: [], defined: false });
-    const both = await Promise.all([chooseWarmStart(options, base, cacheDir), chooseWarmStart(options, base, cacheDir)]);
+    const { options, base, cache } = await setup(dir, { used: [], defined: false });
+    const both = await Promise.all([chooseWarmStart(options, base, cache), chooseWarmStart(options, base, cache)]);
     // Whichever came first takes it.
     const first = both.find((choice) => choice.state) ?? both[0];
     const second = both.find((choice) => choice !== first)!;
@@ -307,7 +370,7 @@ describe("choosing a saved first boot", () => {
     releaseWarmChoice(first);
     releaseWarmChoice(second);
     options.subnetsInUse!.clear();
-    const third = await chooseWarmStart(options, base, cacheDir);
+    const third = await chooseWarmStart(options, base, cache);
     assert.ok(third.state, "free again");
     releaseWarmChoice(third);
   });
@@ -321,8 +384,8 @@ describe("choosing a saved first boot", () => {
     ] as const) {
       const case_ = join(dir, `case-${libvirt.used.length}-${libvirt.defined}-${libvirt.used.join("_").replace(/\//g, "-")}`);
       await mkdir(case_);
-      const { options, base, cacheDir } = await setup(case_, { used: [...libvirt.used], defined: libvirt.defined });
-      const choice = await chooseWarmStart(options, base, cacheDir);
+      const { options, base, cache } = await setup(case_, { used: [...libvirt.used], defined: libvirt.defined });
+      const choice = await chooseWarmStart(options, base, cache);
       assert.equal(choice.state, undefined);
       assert.match(choice.why ?? "", why);
       releaseWarmChoice(choice);
@@ -349,7 +412,7 @@ describe("image ls and image prune", () => {
       ls.stdout,
       new RegExp(
         // Newest first: the half one is the newer.
-        `saved first boots in ${states}:\\n  kazi-fedcba9876543210 +\\(not whole: \`image prune\` removes it\\)\\n  askari-0123456789abcdef +3 MiB  saved 2026-12-03T19:12:53.305Z by ${FROM.runId}`,
+        `saved first boots in ${states} \\(the newest 4 within 8\\.0 GiB are kept\\):\\n  kazi-fedcba9876543210 +\\(not whole: \`image prune\` removes it\\)\\n  askari-0123456789abcdef +3 MiB  saved 2026-12-03T19:12:53.305Z by ${FROM.runId}`,
       ),
     );
     const prune = await runCli(["image", "prune"], env);

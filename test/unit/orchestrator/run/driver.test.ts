@@ -16,6 +16,7 @@ import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError, InterruptedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import type { WarmStateCache } from "../../../../orchestrator/host/warm-states.ts";
 import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
@@ -251,12 +252,13 @@ describe("run driver", () => {
     for (const coldBoot of [false, true]) {
       const setup = await fixture();
       try {
-        const given: (string | undefined)[] = [];
+        const given: (WarmStateCache | undefined)[] = [];
         watchProvision(setup, (options) => given.push(options.warmStates));
         setup.request.env.BOMA_IT_STATE_CACHE = "/var/tmp/states-of-op";
+        setup.request.env.BOMA_IT_STATE_CACHE_MAX_GIB = "3";
         if (coldBoot) setup.request.options.coldBoot = true;
         const { report } = await oneScenario(setup, OUTCOMES.pass!);
-        assert.deepEqual(given, [coldBoot ? undefined : "/var/tmp/states-of-op"]);
+        assert.deepEqual(given, [coldBoot ? undefined : { dir: "/var/tmp/states-of-op", kept: 4, maxBytes: 3 * 2 ** 30 }]);
         assert.deepEqual(report.scenarios[0]!.firstBoot, { kind: "cold" }, "what provisioning said, in report.json");
       } finally {
         await setup.remove();
