@@ -338,8 +338,9 @@ export class Machine {
   /**
    * Waits until SSH answers with the pinned key. sshd's banner is polled tightly (a TCP connect,
    * no login) so its start is noticed within a few hundred milliseconds; then one login reads the
-   * guest's uptime, and the uptime at the moment the banner arrived is that minus the harness-side
-   * time since (the login's own cost is not counted as lag). Fails fast when the domain is off
+   * guest's uptime, and the uptime at the moment the probe that got the banner connected is that
+   * minus the harness-side time since (neither sshd's greeting nor the login's own cost is counted
+   * as lag). Fails fast when the domain is off
    * and on timeout shows the console tail. `bootBeganAt` (this machine's clock) is when the VM was
    * powered on or told to reboot.
    */
@@ -354,8 +355,11 @@ export class Machine {
       timeoutMs,
       async () => {
         if (bannerAt === undefined) {
+          // sshd accepted the probe's connect within milliseconds of its start (a port nobody
+          // listens on refuses at once): that is when sshd was noticed, however long it then took to greet.
+          const probedAt = this.#clock.now();
           if (!(await (this.#options.banner ?? sshBanner)(this.#options.target.ip))) return { done: false, seen: await console() };
-          bannerAt = this.#clock.now();
+          bannerAt = probedAt;
         }
         // This login starts the boot's master connection, which the commands after it share.
         const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });

@@ -267,11 +267,14 @@ export function pinnedHostKeys(knownHosts: string): string[] {
 }
 
 /**
- * Whether sshd at `ip:port` sends its identification banner ("SSH-2.0-...") within `timeoutMs`.
- * A TCP connect and a read: far cheaper than a login (~0.1 s against ~1 s under TCG), so it can
- * be polled tightly to notice the moment sshd starts.
+ * Whether sshd at `ip:port` sends its identification banner ("SSH-2.0-..."). A TCP connect and a
+ * read: far cheaper than a login (~0.1 s against ~1 s under TCG), so it can be polled tightly to
+ * notice the moment sshd starts. The connect gets `connectMs` (a guest whose network is not up
+ * yet drops it); once sshd has accepted, its greeting gets `greetingMs`: right after a boot under
+ * TCG, sshd takes more than a second to start the per-connection process that greets, and a
+ * probe that gave up then and tried again noticed sshd seconds late.
  */
-export function sshBanner(ip: string, port = 22, timeoutMs = 1000): Promise<boolean> {
+export function sshBanner(ip: string, port = 22, connectMs = 1000, greetingMs = 15_000): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: ip, port });
     let received = "";
@@ -279,7 +282,8 @@ export function sshBanner(ip: string, port = 22, timeoutMs = 1000): Promise<bool
       socket.destroy();
       resolve(seen);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
+    socket.setTimeout(connectMs, () => done(false));
+    socket.once("connect", () => socket.setTimeout(greetingMs, () => done(false)));
     socket.on("data", (chunk: Buffer) => {
       received += chunk.toString("latin1");
       if (received.includes("\n")) done(received.startsWith("SSH-"));

@@ -446,7 +446,10 @@ export async function rebootStep(
   report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
   report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
   report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
-  context.log.info(`rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s`);
+  const lag = proof.ready.readyLagSeconds;
+  context.log.info(
+    `rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s${lag === undefined ? "" : `; sshd noticed ${lag.toFixed(1)} s after it became active`}`,
+  );
   await session.timed("system settled", () => waitSettled(machine, context.log));
   report.guestBootSeconds.push(await machine.guestBootSeconds());
   const post = await session.timed("checks after the reboot", async () => {

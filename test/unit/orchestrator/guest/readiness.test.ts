@@ -31,13 +31,43 @@ describe("SSH readiness", () => {
     const sshd = await listen((socket) => socket.end("SSH-2.0-OpenSSH_10.0p2 Debian-7\r\n"));
     const web = await listen((socket) => socket.end("HTTP/1.1 400 Bad Request\r\n\r\n"));
     const silent = await listen(() => undefined);
+    // sshd right after a boot under TCG: it accepts at once and greets 1.5 s later.
+    const slow = await listen((socket) => setTimeout(() => socket.end("SSH-2.0-OpenSSH_10.0p2 Debian-7\r\n"), 1500));
     try {
       assert.equal(await sshBanner("127.0.0.1", sshd.port), true);
       assert.equal(await sshBanner("127.0.0.1", web.port), false);
-      assert.equal(await sshBanner("127.0.0.1", silent.port, 300), false, "no banner within the timeout");
+      assert.equal(await sshBanner("127.0.0.1", silent.port, 1000, 300), false, "no banner within the greeting's time");
+      assert.equal(await sshBanner("127.0.0.1", slow.port, 1000), true, "a slow greeting after the connect is waited for, not retried");
       assert.equal(await sshBanner("127.0.0.1", 1), false, "nothing listens");
     } finally {
-      for (const { server } of [sshd, web, silent]) server.close();
+      for (const { server } of [sshd, web, silent, slow]) server.close();
+    }
+  });
+
+  it("sshd is noticed when the probe that got its banner connected, not when the greeting came", async () => {
+    const tree = await tempTree();
+    try {
+      let probes = 0;
+      // Two polls find nothing; the third connects and sshd greets 1.2 s later; the login takes 0.5 s.
+      const { machine, clock } = await fakeGuest(tree.dir, async () => {
+        probes += 1;
+        if (probes < 3) return false;
+        clock.advance(1200);
+        return true;
+      });
+      const runner = (machine as unknown as { execute: Machine["execute"] }).execute.bind(machine);
+      (machine as unknown as { execute: Machine["execute"] }).execute = async (command, options) => {
+        const result = await runner(command, options);
+        clock.advance(500);
+        return result;
+      };
+      const ready = await machine.waitForSsh(60_000);
+      assert.equal(probes, 3);
+      // Uptime 101.0 at the answer, 1.7 s after the probe connected: 99.3 then, 0.3 after sshd
+      // became active (counted from the greeting it would be 1.5).
+      assert.equal(ready.readyLagSeconds, 0.3);
+    } finally {
+      await tree.remove();
     }
   });
 
