@@ -4,8 +4,18 @@
  * StrictHostKeyChecking=no anywhere). Pure rendering; the plan writes and packs the files.
  * cloud-init reads YAML 1.1: the files are written for it (a MAC of digits only must stay a string).
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { stringifyForPython as stringify } from "./pyyaml.ts";
 import type { StackSpec } from "./spec.ts";
+
+/**
+ * Where the seed puts the Python that runs Ansible's modules on the VM (infra/guest/ansible_python.py):
+ * python3 with each module payload's code compiled once instead of at every task.
+ */
+export const GUEST_ANSIBLE_PYTHON = "/var/lib/boma-it/python3";
+
+const ANSIBLE_PYTHON_SOURCE = readFileSync(join(import.meta.dirname, "guest", "ansible_python.py"), "utf8");
 
 /** The SSH host key types a Debian host has (what cloud-init on genericcloud and the installer make). */
 export const HOST_KEY_TYPES = ["rsa", "ecdsa", "ed25519"] as const;
@@ -65,6 +75,8 @@ export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
     ),
     package_update: false,
     package_upgrade: false,
+    // Before sshd starts (cloud-init's network stage), so the first apply finds it.
+    write_files: [{ path: GUEST_ANSIBLE_PYTHON, owner: "root:root", permissions: "0755", content: ANSIBLE_PYTHON_SOURCE }],
   })}`;
   const networkConfig = stringify({
     version: 2,

@@ -40,6 +40,8 @@ export interface ApplyInput {
   signal: AbortSignal;
   /** More arguments for ansible-playbook (`--tags`, `--skip-tags`, `-e`, `--diff`, `-v`), after the harness's. */
   playbookArgs?: readonly string[];
+  /** The Python on the VM that runs Ansible's modules (default /usr/bin/python3). */
+  guestPython?: string;
 }
 
 /** Files of a transient inventory, and the confinement of the apply that uses it. */
@@ -52,7 +54,7 @@ export interface TransientInventory {
 /** Writes the transient inventory, the extra vars of one scenario and the apply's confinement. */
 export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
   const { profile, outputs } = input;
-  const confinement = await prepareConfinement(join(input.dir, "confine"), input.target, input.runner);
+  const confinement = await prepareConfinement(join(input.dir, "confine"), input.target, input.runner, input.guestPython);
   const inventoryFile = await writeHostInventory(
     profile,
     input.dir,

@@ -149,8 +149,9 @@ function optionVars(runner: Runner): Promise<Record<string, string[]>> {
  * Writes the apply's confined ssh (and the sftp/scp refusal) into `dir` and says how to route
  * Ansible through it. The jail's ssh joins the run's master connection through its gate, so the
  * target needs a master socket: without one, a jailed Ansible has no way to the VM at all.
+ * `guestPython` is the Python Ansible's modules run with on the VM.
  */
-export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner): Promise<Confinement> {
+export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner, guestPython = "/usr/bin/python3"): Promise<Confinement> {
   if (target.controlPath === undefined) {
     throw new HarnessError(
       "this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own",
@@ -187,7 +188,7 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   for (const [option, names] of Object.entries(await optionVars(runner))) for (const name of names) extraVars[name] = values[option];
   // The builtin plugin by its full name: a repo's connection_plugins/ssh.py cannot stand in for it.
   extraVars.ansible_connection = "ansible.builtin.ssh";
-  extraVars.ansible_python_interpreter = "/usr/bin/python3";
+  extraVars.ansible_python_interpreter = guestPython;
 
   const readLines = async (file: string): Promise<Record<string, unknown>[]> =>
     (await readFile(file, "utf8").catch(() => ""))

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
+import { GUEST_ANSIBLE_PYTHON } from "../../infra/seed.ts";
 import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
 import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
@@ -338,6 +339,16 @@ export async function baselineStep(context: StepContext, session: ScenarioVm, sc
 }
 
 /**
+ * The Python Ansible's modules run with: the seed's (infra/guest/ansible_python.py: python3 that
+ * compiles a module payload's code once, not at every task), or python3 on a VM made before the
+ * seed carried it.
+ */
+async function guestPythonOf(machine: Machine): Promise<string> {
+  const found = await machine.execute(`test -x ${GUEST_ANSIBLE_PYTHON}`, { timeoutMs: 60_000 });
+  return found.exitCode === 0 ? GUEST_ANSIBLE_PYTHON : "/usr/bin/python3";
+}
+
+/**
  * Applies the profile's playbook with a scenario's vars, after checking the transient inventory;
  * `folder` names the apply's folder in the session's (`ansible` unless said), `profile` the
  * profile it applies (the run's unless said: another ref's, say). For
@@ -365,6 +376,7 @@ export async function applyStep(
     log: context.log,
     signal: context.signal,
     playbookArgs: ansiblePlaybookArgs(context.ansible),
+    guestPython: await guestPythonOf(session.machine),
   };
   await mkdir(input.dir, { recursive: true, mode: 0o700 });
   const files = await writeTransientInventory(input);
