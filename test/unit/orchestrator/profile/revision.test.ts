@@ -7,7 +7,7 @@
  * baseline is applied first, through real Ansible against a fake VM, and its failure is its own.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -167,6 +167,11 @@ describe("revisions of the infrastructure repo", () => {
           knownHostsFile: outputs.knownHostsFile,
           alias: outputs.runId,
           controlPath: vm.controlPath,
+        },
+        // As the fake VM's ssh does: the command runs here (where no seed put the harness's python3).
+        execute: async (command: string) => {
+          const result = spawnSync("/bin/sh", ["-c", command], { encoding: "utf8" });
+          return { exitCode: result.status ?? 255, stdout: result.stdout, stderr: result.stderr };
         },
       } as unknown as Machine;
       const report = {} as ScenarioReport;
