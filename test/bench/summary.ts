@@ -16,6 +16,7 @@ export const BENCH_PHASES: readonly { name: string; from: readonly string[]; fir
   { name: "first boot to SSH", from: ["DHCP lease", "SSH"], firstBoot: "cold" },
   { name: "warm start: provision and restore", from: ["provision"], firstBoot: "warm" },
   { name: "warm start: restore to SSH", from: ["SSH"], firstBoot: "warm" },
+  { name: "warm start to command-ready", from: ["provision", "SSH", "cloud-init"], firstBoot: "warm" },
   { name: "cloud-init done", from: ["cloud-init"] },
   { name: "saving the first boot", from: ["saving the first boot"] },
   { name: "apply", from: ["apply"] },
@@ -218,17 +219,52 @@ export function summarize(
   };
 }
 
-/** The headline: the goal metric, in words. */
-export function headline(summary: BenchSummary): string {
-  const share = summary.harnessShare;
-  if (!share) return "harness share: - (no acceptance run)";
-  const percent = (value: number) => `${(value * 100).toFixed(1)} %`;
-  return `harness share: ${percent(share.median)} of the acceptance's wall time (goal under 5 %; ${share.n} run${share.n === 1 ? "" : "s"}, ${percent(share.min)}-${percent(share.max)}), ${summary.harnessShareSeconds?.median.toFixed(1)} s of ${summary.acceptanceWallSeconds?.median.toFixed(1)} s`;
+/** How an acceptance's VMs began: all booted from power-on, all from a saved first boot, or some of each. */
+export type AcceptanceStart = "cold" | "warm" | "mixed";
+
+/** How `sample`'s VMs began (a VM without `firstBoot` booted: reports before warm starts). */
+export function acceptanceStart(sample: AcceptanceSample): AcceptanceStart {
+  const kinds = new Set(sample.vms.map((vm) => vm.firstBoot ?? "cold"));
+  return kinds.size === 1 ? [...kinds][0]! : "mixed";
 }
 
-/** The short table printed at the end. */
-export function table(summary: BenchSummary): string {
-  const rows: [string, Stats | null, string][] = [
+/** One summary per way the acceptances began, each with the `up`s that began the same way. */
+export function summarizeByStart(
+  acceptance: readonly AcceptanceSample[],
+  ups: readonly VmSample[],
+  downs: readonly number[],
+  reaps: readonly number[],
+): Partial<Record<AcceptanceStart, BenchSummary>> {
+  const byStart: Partial<Record<AcceptanceStart, BenchSummary>> = {};
+  for (const start of ["cold", "warm", "mixed"] as const) {
+    const runs = acceptance.filter((sample) => acceptanceStart(sample) === start);
+    const sameUps = start === "mixed" ? [] : ups.filter((vm) => (vm.firstBoot ?? "cold") === start);
+    if (runs.length > 0 || sameUps.length > 0) byStart[start] = summarize(runs, sameUps, downs, reaps);
+  }
+  return byStart;
+}
+
+/** The speed goals (measured by the bench, never by a timed test) and where a warm acceptance stands. */
+export const GOALS = { warmAcceptanceSeconds: 420, warmStartToReadySeconds: 15, harnessShare: 0.05 } as const;
+
+/** The goals in words, each with the warm figure that judges it (or why there is none). */
+export function goalLines(warm: BenchSummary | undefined): string[] {
+  const judged = (what: string, value: number | undefined, goal: number, format: (value: number) => string) =>
+    value === undefined
+      ? `${what}: - (no warm acceptance measured)`
+      : `${what}: ${format(value)} (goal ${format(goal)} or less: ${value <= goal ? "met" : "not met"})`;
+  const seconds = (value: number) => `${value.toFixed(1)} s`;
+  const percent = (value: number) => `${(value * 100).toFixed(1)} %`;
+  return [
+    judged("askari RED→GREEN from saved first boots", warm?.acceptanceWallSeconds?.median, GOALS.warmAcceptanceSeconds, seconds),
+    judged("warm start to command-ready", warm?.phases["warm start to command-ready"]?.median, GOALS.warmStartToReadySeconds, seconds),
+    judged("the harness's share", warm?.harnessShare?.median, GOALS.harnessShare, percent),
+  ];
+}
+
+/** The table's rows for one summary (name, figures, unit). */
+function tableRows(summary: BenchSummary): [string, Stats | null, string][] {
+  return [
     ...BENCH_PHASES.map((phase) => [phase.name, summary.phases[phase.name] ?? null, "s"] as [string, Stats | null, string]),
     ["down (a kept run)", summary.downSeconds, "s"],
     ["reap (nothing left)", summary.reapSeconds, "s"],
@@ -248,8 +284,34 @@ export function table(summary: BenchSummary): string {
     ["  waits' slack, Ansible", summary.harnessParts.rest, "s"],
     ["harness peak RSS (MiB)", summary.peakRssMiB, "MiB"],
   ];
+}
+
+/** The summaries of {@link summarizeByStart} side by side: each row's median (and n) per way the VMs began. */
+export function sideBySide(byStart: Partial<Record<AcceptanceStart, BenchSummary>>): string {
+  const columns = (["cold", "warm", "mixed"] as const).filter((start) => byStart[start] !== undefined);
+  const rows = columns.map((start) => tableRows(byStart[start]!));
+  const cell = (value: Stats | null, unit: string) => (value ? `${format(value.median, unit).trim()} (${value.n})` : "-").padStart(14);
+  const lines = [`${"median (n), s unless noted".padEnd(28)}${columns.map((start) => start.padStart(14)).join("")}`];
+  for (const [index, [name, , unit]] of rows[0]!.entries()) {
+    const cells = rows.map((row) => row[index]![1]);
+    if (cells.every((value) => value === null)) continue;
+    lines.push(`${name.padEnd(28)}${cells.map((value) => cell(value, unit)).join("")}`);
+  }
+  return lines.join("\n");
+}
+
+/** The headline: the goal metric, in words. */
+export function headline(summary: BenchSummary): string {
+  const share = summary.harnessShare;
+  if (!share) return "harness share: - (no acceptance run)";
+  const percent = (value: number) => `${(value * 100).toFixed(1)} %`;
+  return `harness share: ${percent(share.median)} of the acceptance's wall time (goal under 5 %; ${share.n} run${share.n === 1 ? "" : "s"}, ${percent(share.min)}-${percent(share.max)}), ${summary.harnessShareSeconds?.median.toFixed(1)} s of ${summary.acceptanceWallSeconds?.median.toFixed(1)} s`;
+}
+
+/** The short table printed at the end. */
+export function table(summary: BenchSummary): string {
   const lines = [`${"seconds unless noted".padEnd(24)}${"n".padStart(3)}${"median".padStart(9)}${"min".padStart(9)}${"max".padStart(9)}`];
-  for (const [name, value, unit] of rows) {
+  for (const [name, value, unit] of tableRows(summary)) {
     if (!value) {
       lines.push(`${name.padEnd(24)}${"-".padStart(3)}`);
       continue;

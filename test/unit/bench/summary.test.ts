@@ -3,7 +3,19 @@ import { describe, it } from "node:test";
 import type { CheckResult } from "../../../orchestrator/guest/checks.ts";
 import { parseStartupFinished } from "../../../orchestrator/guest/machine.ts";
 import { findingWaitSeconds } from "../../bench/samples.ts";
-import { headline, overhead, stats, summarize, table, type AcceptanceSample, type VmSample } from "../../bench/summary.ts";
+import {
+  acceptanceStart,
+  goalLines,
+  headline,
+  overhead,
+  sideBySide,
+  stats,
+  summarize,
+  summarizeByStart,
+  table,
+  type AcceptanceSample,
+  type VmSample,
+} from "../../bench/summary.ts";
 
 const vm = (overrides: Partial<VmSample> = {}): VmSample => ({
   phases: [
@@ -129,6 +141,47 @@ describe("benchmark summary", () => {
     assert.deepEqual(summary.phases.provision?.n, 1, "the warm VM's provision is its restore's row");
     assert.deepEqual(summary.phases["saving the first boot"], { n: 1, median: 40, min: 40, max: 40 });
     assert.match(table(summary), /^warm start: restore to SSH\s+1\s+4\.00/m);
+  });
+
+  it("sets acceptances that booted beside those that started from saved first boots, and judges the goals by the warm ones", () => {
+    const warmVm = (provision: number) =>
+      vm({
+        firstBoot: "warm",
+        phases: [
+          { name: "provision", seconds: provision },
+          { name: "SSH", seconds: 6 },
+          { name: "cloud-init", seconds: 0.2 },
+          ...vm().phases.filter((phase) => !["provision", "DHCP lease", "SSH", "cloud-init"].includes(phase.name)),
+        ],
+        // A restored VM boots once: at the reboot.
+        guestBootSeconds: [48],
+        beforeKernelSeconds: [22],
+      });
+    const cold: AcceptanceSample = { wallSeconds: 700, vms: [vm(), vm()], peakRssMiB: 120, verdict: "pass" };
+    const warm: AcceptanceSample = { wallSeconds: 410, vms: [warmVm(4), warmVm(5)], peakRssMiB: 120, verdict: "pass" };
+    const mixed: AcceptanceSample = { wallSeconds: 560, vms: [vm(), warmVm(4)], peakRssMiB: 120, verdict: "pass" };
+    assert.deepEqual([cold, warm, mixed].map(acceptanceStart), ["cold", "warm", "mixed"]);
+    assert.equal(acceptanceStart({ ...cold, vms: [{ ...vm(), firstBoot: undefined }] }), "cold", "a report before warm starts booted");
+
+    const byStart = summarizeByStart([cold, warm], [warmVm(3)], [2.4], [0.9]);
+    assert.deepEqual(Object.keys(byStart), ["cold", "warm"], "no column for a kind that was not run");
+    assert.deepEqual(byStart.cold?.acceptanceWallSeconds, { n: 1, median: 700, min: 700, max: 700 });
+    assert.deepEqual(byStart.warm?.phases["warm start to command-ready"], { n: 3, median: 10.2, min: 9.2, max: 11.2 }, "the warm up counts with the warm VMs");
+    assert.equal(byStart.cold?.phases["warm start to command-ready"], null);
+
+    const goals = goalLines(byStart.warm);
+    assert.match(goals[0]!, /^askari RED→GREEN from saved first boots: 410\.0 s \(goal 420\.0 s or less: met\)$/);
+    assert.match(goals[1]!, /^warm start to command-ready: 10\.2 s \(goal 15\.0 s or less: met\)$/);
+    assert.match(goals[2]!, /^the harness's share: 26\.8 % \(goal 5\.0 % or less: not met\)$/);
+    assert.match(goalLines(summarizeByStart([{ ...warm, wallSeconds: 500 }], [], [], []).warm)[0]!, /500\.0 s \(goal 420\.0 s or less: not met\)/);
+    assert.deepEqual(goalLines(undefined)[0], "askari RED→GREEN from saved first boots: - (no warm acceptance measured)");
+
+    const text = sideBySide(byStart);
+    assert.match(text, /^median \(n\), s unless noted\s+cold\s+warm$/m);
+    assert.match(text, /^first boot to SSH\s+55\.00 \(2\)\s+-$/m);
+    assert.match(text, /^warm start to command-ready\s+-\s+10\.20 \(3\)$/m);
+    assert.match(text, /^askari RED→GREEN wall\s+700\.00 \(1\)\s+410\.00 \(1\)$/m);
+    assert.doesNotMatch(text, /^diagnostics/m, "a row neither kind has is left out");
   });
 
   it("reads the guest's boot time from systemd-analyze", () => {
