@@ -51,7 +51,10 @@ export interface MachineResult {
 /** What the harness saw when SSH first answered after a boot. */
 export interface SshReady {
   bootId: string;
-  /** Guest uptime when the harness first saw sshd's banner minus the monotonic time sshd became active. */
+  /**
+   * Guest uptime when the probe that got sshd's banner connected, minus the monotonic time the
+   * guest became ready for a login (sshd active and systemd-user-sessions done, the later).
+   */
   readyLagSeconds: number | undefined;
   /** Guest uptime (s) when the harness got in. */
   uptimeSeconds: number;
@@ -346,7 +349,10 @@ export class Machine {
    */
   async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number; restartAt?: number } = {}): Promise<SshReady> {
     const started = this.#clock.now();
-    const probe = "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service; cat /proc/sys/kernel/random/boot_id";
+    // A login as the harness's account is refused (pam_nologin) until systemd-user-sessions has
+    // run, so the guest is ready for it when both that and sshd are.
+    const probe =
+      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service systemd-user-sessions.service; cat /proc/sys/kernel/random/boot_id";
     let bannerAt: number | undefined;
     let rejectedSince: number | undefined;
     const console = this.#throttledConsoleLine();
@@ -362,7 +368,11 @@ export class Machine {
           bannerAt = probedAt;
         }
         // This login starts the boot's master connection, which the commands after it share.
-        const result = await this.execute(probe, { timeoutMs: 20_000, asUser: true });
+        // sshd has greeted: a login that is slow is the guest's load, not a guest that is not
+        // ready. Under TCG on a busy host the first login of a boot took 20 s and more (key
+        // exchange, then the session waiting for the account's user manager); one given up and
+        // tried again only came later.
+        const result = await this.execute(probe, { timeoutMs: 90_000, asUser: true });
         const answeredAt = this.#clock.now();
         if (result.exitCode !== 0 && HOST_KEY_REJECTED.test(result.stderr)) {
           rejectedSince ??= answeredAt;
@@ -380,7 +390,13 @@ export class Machine {
           await this.closeConnection();
           return { done: false, seen: lastLine(result.stderr) || (await console()) };
         }
-        const [uptimeLine = "", sshdActive = "", bootId = ""] = result.stdout.trim().split("\n");
+        const lines = result.stdout
+          .trim()
+          .split("\n")
+          .filter((line) => line.trim() !== "");
+        const [uptimeLine = ""] = lines;
+        const bootId = lines.at(-1) ?? "";
+        const loginsSince = lines.slice(1, -1).map((line) => Number(line.trim()));
         if (options.notBootId && bootId.trim() === options.notBootId) {
           // The old boot's sshd, still up while the reboot begins: its banner does not count, and
           // the master connection this login started dies with that boot.
@@ -389,7 +405,7 @@ export class Machine {
           return { done: false, seen: "still the old boot (reboot not started yet)" };
         }
         const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
-        const activeMicros = Number(sshdActive.trim());
+        const activeMicros = loginsSince.length > 0 && loginsSince.every(Number.isFinite) ? Math.max(...loginsSince) : NaN;
         const readyLagSeconds = Number.isFinite(activeMicros) && activeMicros > 0 ? Math.max(0, round2(uptimeAtBanner - activeMicros / 1e6)) : undefined;
         const uptimeSeconds = Number(uptimeLine.split(" ")[0]);
         const beforeKernelSeconds =

@@ -37,7 +37,7 @@ async function setup(dir: string) {
 describe("the Python that runs Ansible's modules on the VM", () => {
   it("is in the seed, root's and executable, where the confinement points Ansible", () => {
     const user = pyyamlLoad(seedFiles(fixedSpec(), FIXED_KEYS).userData) as { write_files: Record<string, string>[] };
-    const [file] = user.write_files;
+    const file = user.write_files.find((entry) => entry.path === GUEST_ANSIBLE_PYTHON);
     assert.equal(file?.path, GUEST_ANSIBLE_PYTHON);
     assert.equal(file?.owner, "root:root");
     assert.equal(file?.permissions, "0755");

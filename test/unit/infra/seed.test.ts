@@ -37,6 +37,11 @@ describe("cloud-init seed", () => {
       assert.equal(user.ssh_keys[`${key.type}_public`], key.publicKey.trim());
     }
     assert.equal(user.disable_root, true);
+    // The harness's account lingers: its user manager starts with each boot, not at the first login.
+    assert.deepEqual(
+      user.write_files.find((file: { path: string }) => file.path === `/var/lib/systemd/linger/${spec.guestUser}`),
+      { path: "/var/lib/systemd/linger/boma", owner: "root:root", permissions: "0644", content: "" },
+    );
   });
 
   it("gives the VM the host key types a Debian host has, all from the harness, so none is generated unpinned", () => {

@@ -44,6 +44,20 @@ describe("SSH readiness", () => {
     }
   });
 
+  it("the guest is ready when sshd is and logins are allowed (systemd-user-sessions): the later of the two counts", async () => {
+    const tree = await tempTree();
+    try {
+      // sshd active at 99.0 s, user sessions allowed only at 100.2 s: the probe's login at 101.0
+      // came 0.8 s after the guest would take it, not 2.0 s.
+      const { machine } = await fakeGuest(tree.dir, async () => true, { sshd: 99_000_000, sessions: 100_200_000 });
+      const ready = await machine.waitForSsh(60_000);
+      assert.equal(ready.readyLagSeconds, 0.8);
+      assert.equal(ready.bootId, "0f1e2d3c-aaaa-bbbb-cccc-000000000001", "the boot id is the last line, after both timestamps");
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("sshd is noticed when the probe that got its banner connected, not when the greeting came", async () => {
     const tree = await tempTree();
     try {
@@ -279,6 +293,8 @@ describe("the first boot under QEMU's text-patching race", () => {
 async function fakeGuest(
   dir: string,
   banner: () => Promise<boolean>,
+  /** When sshd and systemd-user-sessions became active (µs of uptime): sshd last unless told. */
+  active: { sshd: number; sessions: number } = { sshd: 99_000_000, sessions: 98_500_000 },
 ): Promise<{ machine: Machine; clock: Clock & { advance(ms: number): void }; consoleLog: string }> {
   await writeFile(join(dir, "boot"), "1\n");
   await writeFake(
@@ -289,7 +305,7 @@ id="0f1e2d3c-aaaa-bbbb-cccc-00000000000$boot"
 command="\${@: -1}"
 case "$command" in
   *"systemctl reboot"*) echo $((boot + 1)) > "${join(dir, "boot")}"; exit 255 ;;
-  *"cat /proc/uptime"*) printf "101.00 180.00\n99000000\n%s\n" "$id" ;;
+  *"cat /proc/uptime"*) printf "101.00 180.00\n${active.sshd}\n\n${active.sessions}\n%s\n" "$id" ;;
   *"random/boot_id"*) echo "$id" ;;
 esac`,
   );
