@@ -69,12 +69,7 @@ describe("SSH readiness", () => {
         clock.advance(1200);
         return true;
       });
-      const runner = (machine as unknown as { execute: Machine["execute"] }).execute.bind(machine);
-      (machine as unknown as { execute: Machine["execute"] }).execute = async (command, options) => {
-        const result = await runner(command, options);
-        clock.advance(500);
-        return result;
-      };
+      everyLoginTakes(machine, clock, 500);
       const ready = await machine.waitForSsh(60_000);
       assert.equal(probes, 3);
       // Uptime 101.0 at the answer, 1.7 s after the probe connected: 99.3 then, 0.3 after sshd
@@ -94,12 +89,7 @@ describe("SSH readiness", () => {
         probes += 1;
         return probes >= 4;
       });
-      const runner = (machine as unknown as { execute: Machine["execute"] }).execute.bind(machine);
-      (machine as unknown as { execute: Machine["execute"] }).execute = async (command, options) => {
-        const result = await runner(command, options);
-        clock.advance(1500);
-        return result;
-      };
+      everyLoginTakes(machine, clock, 1500);
       const ready = await machine.waitForSsh(60_000);
       assert.equal(probes, 4);
       assert.equal(ready.bootId, "0f1e2d3c-aaaa-bbbb-cccc-000000000001");
@@ -284,6 +274,16 @@ describe("the first boot under QEMU's text-patching race", () => {
     assert.equal(late.seen.resets, 0, "the boot could have written the disk: a reset would not be the same boot");
   });
 });
+
+/** Makes each of `machine`'s commands take `ms` on the fake clock (a login under TCG). */
+function everyLoginTakes(machine: Machine, clock: { advance(ms: number): void }, ms: number): void {
+  const execute = machine.execute.bind(machine);
+  machine.execute = async (command, options) => {
+    const result = await execute(command, options);
+    clock.advance(ms);
+    return result;
+  };
+}
 
 /**
  * A Machine whose `ssh` is a fake guest that answers like the real one: up 101.0 s, sshd active
