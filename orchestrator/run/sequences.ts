@@ -144,7 +144,13 @@ export async function bringUp(
       // Right after cloud-init, before anything of the profile: where `reset` goes back to.
       const bootId = await session.machine.bootId();
       await session.machine.closeConnection();
-      const point = await session.timed("reset point", () => takeResetPoint(run.machinery.libvirt, runner, session.outputs));
+      const point = await session.timed("reset point", async () => {
+        const taken = await takeResetPoint(run.machinery.libvirt, runner, session.outputs);
+        // The guest stood still while its state was written: its clock is behind by that long.
+        await session.machine.waitForSsh(run.stepContext.timeouts.sshMs);
+        await session.machine.setClockToNow();
+        return taken;
+      });
       const record = await readRunRecord(session.dir);
       if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
       const applied = keepAt === "boot" ? undefined : await applyForUp(run.stepContext, session, scenario, keepAt);
