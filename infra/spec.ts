@@ -146,6 +146,18 @@ export function macFor(runId: string): string {
   return ["52", "54", "00", ...[0, 1, 2].map((index) => bytes[index]!.toString(16).padStart(2, "0"))].join(":");
 }
 
+/**
+ * The MAC of a network's bridge, the guest's gateway, stable for its subnet. A VM started from a
+ * saved first boot comes back on a new network of the saved subnet with the gateway's MAC still
+ * in its neighbour table: were the bridge's MAC another (libvirt picks one at random), its
+ * packets to the gateway would go to an address nobody has until the host happened to ask for
+ * its address again (5-6 s under TCG).
+ */
+export function gatewayMacFor(subnet: Subnet): string {
+  const bytes = hashBytes(`gateway-mac:${subnet.cidr}`);
+  return ["52", "54", "00", ...[0, 1, 2].map((index) => bytes[index]!.toString(16).padStart(2, "0"))].join(":");
+}
+
 /** A bridge name (at most 15 characters) with the prefix, stable for a run id. */
 export function bridgeFor(runId: string): string {
   return `${PREFIX}${hashBytes(`bridge:${runId}`).toString("hex").slice(0, 6)}`;
@@ -169,6 +181,8 @@ export interface StackSpec {
     bridge: string;
     subnet: Subnet;
     mac: string;
+    /** The bridge's own MAC: the gateway's, as the guest's neighbour table has it (see {@link gatewayMacFor}). */
+    gatewayMac: string;
     /** What the VM may reach beyond its network (see {@link EgressSpec}). */
     egress: EgressSpec;
     /**
@@ -262,6 +276,7 @@ export function stackSpec(input: StackSpecInput): StackSpec {
       bridge: bridgeFor(name),
       subnet: input.subnet,
       mac: input.warmStart?.mac ?? macFor(name),
+      gatewayMac: gatewayMacFor(input.subnet),
       egress: input.egress,
       egressTable: name,
       dnsQueryLog: dnsQueryLogOf(name, input.libvirtDnsmasqDir),

@@ -55,6 +55,7 @@ export function networkXml(spec: StackSpec): string {
       name: network.name,
       ...(egress.mode === "none" ? {} : { forward: { "@mode": "nat" } }),
       bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
+      mac: { "@address": network.gatewayMac },
       dns: { "@enable": "yes" },
       ip: {
         "@address": network.subnet.gateway,

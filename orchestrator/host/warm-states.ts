@@ -62,7 +62,7 @@ export function warmStateCapBytes(env: NodeJS.ProcessEnv): number {
 }
 
 /** Bumped when what a state holds, or how it is restored, changes: older states are then never used. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 /** What a saved first boot is of, and how to start from it. */
 export interface WarmStateMeta {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { domainXml, egressTableNft, isolationFilterXml, networkXml, overlayVolumeXml } from "../../../infra/xml.ts";
 import { planStack } from "../../../infra/plan.ts";
 import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
+import { gatewayMacFor } from "../../../infra/spec.ts";
 
 const GOLDEN = join(import.meta.dirname, "golden");
 
@@ -16,6 +17,16 @@ async function assertGolden(name: string, actual: string): Promise<void> {
 }
 
 describe("libvirt XML", () => {
+  it("gives a network's bridge the gateway MAC of its subnet: a VM restored onto a new network of the saved subnet finds its gateway where it left it", () => {
+    const spec = fixedSpec();
+    // A later run restored from this one's first boot: its own names, the saved subnet.
+    const later = { ...spec.network.subnet };
+    assert.equal(gatewayMacFor(later), spec.network.gatewayMac, "the same subnet, the same gateway MAC");
+    assert.match(spec.network.gatewayMac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+    assert.notEqual(gatewayMacFor({ ...spec.network.subnet, cidr: "10.234.77.0/24" }), spec.network.gatewayMac);
+    assert.match(networkXml(spec), new RegExp(`<mac address="${spec.network.gatewayMac}"/>`));
+  });
+
   it("renders the NAT network for --egress open, with the VM's reserved address", async () => {
     const xml = networkXml(fixedSpec({ egress: { mode: "open" } }));
     assert.doesNotMatch(xml, /dnsmasq:options/, "the DNS forwards what it is asked, as libvirt's does");

@@ -45,7 +45,7 @@ const SAVED_XML = `<domain type='qemu'>
 /** A state.json as saving writes it, for askari's saved run. */
 function savedMeta(fields: Partial<WarmStateMeta> = {}): WarmStateMeta {
   return {
-    format: 1,
+    format: 2,
     key: "askari-0123456789abcdef",
     savedAt: "s",
     fromRun: FROM.runId,
