@@ -139,7 +139,8 @@ export class OpenRun {
       report.phases.push(...live.phases);
       report.bootResets.push(...live.resets);
       report.firstBoot = live.firstBoot;
-      report.readyLagSeconds.push(live.boots[0]?.readyLagSeconds ?? null);
+      // A warm start is no boot: its sshd became active in the saved run's boot, not in this run.
+      report.readyLagSeconds.push(live.firstBoot.kind === "warm" ? null : (live.boots[0]?.readyLagSeconds ?? null));
       report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
       const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed });
       report.ok = verdict.ok;

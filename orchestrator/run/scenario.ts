@@ -227,8 +227,9 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
     ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
   };
   report.certificate = applied.certificate;
-  // The first boot has long finished by now (the apply took minutes): its time is final.
-  report.guestBootSeconds.push(await session.machine.guestBootSeconds());
+  // The first boot has long finished by now (the apply took minutes): its time is final. A warm
+  // start's first boot is the saved run's, counted there.
+  report.guestBootSeconds.push(report.firstBoot?.kind === "warm" ? null : await session.machine.guestBootSeconds());
 
   const pre = await session.timed("checks before the reboot", () => checkStage(context, session, "pre-reboot"));
   report.checks.push(...pre);

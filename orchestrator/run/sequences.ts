@@ -187,8 +187,9 @@ async function applyForUp(
     ...(applied.hostKeyChange ? { hostKeyChange: applied.hostKeyChange } : {}),
   };
   session.report.certificate = applied.certificate;
-  // The first boot has long finished by now (the apply took minutes): its time is final.
-  session.report.guestBootSeconds.push(await session.machine.guestBootSeconds());
+  // The first boot has long finished by now (the apply took minutes): its time is final. A warm
+  // start's first boot is the saved run's, counted there.
+  session.report.guestBootSeconds.push(session.report.firstBoot?.kind === "warm" ? null : await session.machine.guestBootSeconds());
   if (keepAt === "reboot") {
     // Everything the reboot will lose is looked at and kept: the checks and the state now.
     const pre = await session.timed("checks before the reboot", () => checkStage(context, session, "pre-reboot"));

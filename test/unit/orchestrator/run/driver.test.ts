@@ -21,7 +21,7 @@ import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
 import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
-import type { ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
+import type { FirstBoot, ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
 import { runRedGreen, type ScenarioVm, type StepContext, type Verdict } from "../../../../orchestrator/run/scenario.ts";
 import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
@@ -260,6 +260,25 @@ describe("run driver", () => {
         const { report } = await oneScenario(setup, OUTCOMES.pass!);
         assert.deepEqual(given, [coldBoot ? undefined : { dir: "/var/tmp/states-of-op", kept: 4, maxBytes: 3 * 2 ** 30 }]);
         assert.deepEqual(report.scenarios[0]!.firstBoot, { kind: "cold" }, "what provisioning said, in report.json");
+      } finally {
+        await setup.remove();
+      }
+    }
+  });
+
+  it("counts no readiness lag for a warm start: its sshd became active in the saved run's boot", async () => {
+    for (const kind of ["cold", "warm"] as const) {
+      const setup = await fixture();
+      try {
+        const provision = setup.hooks.provision!;
+        setup.hooks.provision = async (options, run) => {
+          const live = await provision(options, run);
+          const ready = { bootId: "b", uptimeSeconds: 300, readyLagSeconds: kind === "warm" ? 41.2 : 0.3, waitedSeconds: 5, beforeKernelSeconds: undefined };
+          const firstBoot: FirstBoot = kind === "warm" ? { kind, from: "boma-it-askari-20261204-171445", savedAt: "2026-12-04T17:17:21Z" } : { kind };
+          return { ...live, boots: [ready], firstBoot };
+        };
+        const { report } = await oneScenario(setup, OUTCOMES.pass!);
+        assert.deepEqual(report.scenarios[0]!.readyLagSeconds, [kind === "warm" ? null : 0.3], kind);
       } finally {
         await setup.remove();
       }
