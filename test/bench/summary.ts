@@ -291,11 +291,11 @@ export function sideBySide(byStart: Partial<Record<AcceptanceStart, BenchSummary
   const columns = (["cold", "warm", "mixed"] as const).filter((start) => byStart[start] !== undefined);
   const rows = columns.map((start) => tableRows(byStart[start]!));
   const cell = (value: Stats | null, unit: string) => (value ? `${format(value.median, unit).trim()} (${value.n})` : "-").padStart(14);
-  const lines = [`${"median (n), s unless noted".padEnd(28)}${columns.map((start) => start.padStart(14)).join("")}`];
+  const lines = [`${"median (n), s unless noted".padEnd(36)}${columns.map((start) => start.padStart(14)).join("")}`];
   for (const [index, [name, , unit]] of rows[0]!.entries()) {
     const cells = rows.map((row) => row[index]![1]);
     if (cells.every((value) => value === null)) continue;
-    lines.push(`${name.padEnd(28)}${cells.map((value) => cell(value, unit)).join("")}`);
+    lines.push(`${name.padEnd(36)}${cells.map((value) => cell(value, unit)).join("")}`);
   }
   return lines.join("\n");
 }
