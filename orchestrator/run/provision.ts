@@ -379,10 +379,14 @@ async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: 
   });
   const machine = await machineFor(made, { runner: options.runner, log, libvirt: options.libvirt, signal: options.signal });
   try {
-    const ready = await log.timed(base.phases, "SSH", () => machine.waitForSsh(timeouts.sshMs));
-    if (ready.bootId !== state.meta.bootId)
-      throw new HarnessError(`the restored VM has boot id ${ready.bootId}, not the saved first boot's ${state.meta.bootId}`);
-    await machine.setClockToNow();
+    // Ready to be logged into with the right time: the clock is part of the wait a warm start has.
+    const ready = await log.timed(base.phases, "SSH", async () => {
+      const answered = await machine.waitForSsh(timeouts.sshMs);
+      if (answered.bootId !== state.meta.bootId)
+        throw new HarnessError(`the restored VM has boot id ${answered.bootId}, not the saved first boot's ${state.meta.bootId}`);
+      await machine.setClockToNow();
+      return answered;
+    });
     await log.timed(base.phases, "cloud-init", () => confirmCloudInitDone(machine, log, timeouts.cloudInitMs));
     log.info(`started from the saved first boot: boot id ${ready.bootId.slice(0, 8)}…, its clock set to now`);
     return {
