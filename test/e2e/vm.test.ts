@@ -308,7 +308,8 @@ async function assertGuestIdentity(run: { runId: string; ip: string; runDir: str
       "ssh",
       run.runId,
       "--",
-      "date +%s; ip -4 -o addr show scope global; cat /etc/ssh/ssh_host_ed25519_key.pub; cat /etc/machine-id; cat /var/lib/cloud/data/instance-id",
+      // One fact a line, each named: the key file ends without a newline.
+      'date +%s; ip -4 -o addr show scope global; echo "hostkey $(cat /etc/ssh/ssh_host_ed25519_key.pub)"; echo "machine-id $(cat /etc/machine-id)"; echo "instance-id $(cat /var/lib/cloud/data/instance-id)"',
     ],
     env,
   );
@@ -326,10 +327,11 @@ async function assertGuestIdentity(run: { runId: string; ip: string; runDir: str
     addresses.some((line) => line.includes(` inet ${run.ip}/`)),
     `the run's address ${run.ip} is the guest's: ${addresses.join(" | ")}`,
   );
-  const hostKey = rest.find((line) => line.startsWith("ssh-ed25519 "))!;
+  const fact = (name: string) => (rest.find((line) => line.startsWith(`${name} `)) ?? "").slice(name.length + 1).trim();
+  const hostKey = fact("hostkey");
   const pinned = (await readFile(join(run.runDir, "keys", "known_hosts"), "utf8")).split("\n").find((line) => line.includes(" ssh-ed25519 "))!;
   assert.equal(hostKey.split(" ")[1], pinned.split(" ")[2], "the guest serves the ed25519 host key the run pinned");
-  const [machineId = "", instanceId = ""] = rest.slice(-2);
+  const [machineId, instanceId] = [fact("machine-id"), fact("instance-id")];
   assert.match(machineId, /^[0-9a-f]{32}$/, "a machine id of its own first boot");
   assert.equal(instanceId, firstBoot.kind === "warm" ? firstBoot.from : run.runId, "cloud-init's instance is the run whose first boot this is");
 }
