@@ -142,7 +142,12 @@ function hashBytes(text: string): Buffer {
 
 /** A locally administered MAC in QEMU's 52:54:00 range, stable for a run id. */
 export function macFor(runId: string): string {
-  const bytes = hashBytes(`mac:${runId}`);
+  return qemuMacOf(`mac:${runId}`);
+}
+
+/** A MAC in QEMU's 52:54:00 range, from a hash of `text`. */
+function qemuMacOf(text: string): string {
+  const bytes = hashBytes(text);
   return ["52", "54", "00", ...[0, 1, 2].map((index) => bytes[index]!.toString(16).padStart(2, "0"))].join(":");
 }
 
@@ -154,8 +159,7 @@ export function macFor(runId: string): string {
  * its address again (5-6 s under TCG).
  */
 export function gatewayMacFor(subnet: Subnet): string {
-  const bytes = hashBytes(`gateway-mac:${subnet.cidr}`);
-  return ["52", "54", "00", ...[0, 1, 2].map((index) => bytes[index]!.toString(16).padStart(2, "0"))].join(":");
+  return qemuMacOf(`gateway-mac:${subnet.cidr}`);
 }
 
 /** A bridge name (at most 15 characters) with the prefix, stable for a run id. */
