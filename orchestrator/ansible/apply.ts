@@ -6,7 +6,7 @@
  * with Ansible itself before anything is applied. The real inventory is never written.
  */
 import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
-import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
@@ -128,13 +128,7 @@ async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promi
  * left out; nothing of it can make the apply fail.
  */
 async function learntSecrets(secrets: RunSecrets): Promise<{ file: string; take: () => void; cleanup: () => Promise<void> }> {
-  const base = (await stat("/dev/shm").then(
-    (stats) => stats.isDirectory(),
-    () => false,
-  ))
-    ? "/dev/shm"
-    : tmpdir();
-  const folder = await mkdtemp(join(base, "boma-it-learnt-"));
+  const folder = await mkdtemp(join(await privateBase(), "boma-it-learnt-"));
   const file = join(folder, "secrets.jsonl");
   await writeFile(file, "", { mode: 0o600 });
   let offset = 0;
@@ -170,6 +164,15 @@ async function learntSecrets(secrets: RunSecrets): Promise<{ file: string; take:
   return { file, take, cleanup: () => rm(folder, { recursive: true, force: true }) };
 }
 
+/** Memory-backed storage for files that may hold a secret for a moment: /dev/shm where there is one. */
+async function privateBase(): Promise<string> {
+  const shm = await stat("/dev/shm").then(
+    (stats) => stats.isDirectory(),
+    () => false,
+  );
+  return shm ? "/dev/shm" : tmpdir();
+}
+
 /**
  * `-e` arguments for the secrets (vault file, secret vars in a temp file), the paths a jail must
  * read for them; `cleanup` removes the file.
@@ -201,6 +204,8 @@ interface JailNeeds {
   settings?: Record<string, string>;
   /** The apply's confinement: its ssh first on PATH. */
   confinement?: Confinement;
+  /** Folders it may write (where the callback records each task). */
+  writable?: readonly string[];
 }
 
 /**
@@ -293,6 +298,7 @@ async function jailFor(input: Pick<ApplyInput, "profile" | "runner">, tool: stri
       ...(needs.readable ?? []),
     ],
     ...(needs.sockets ? { sockets: needs.sockets } : {}),
+    ...(needs.writable ? { writable: needs.writable } : {}),
     ...(client.stdinFile ? { stdinFile: client.stdinFile } : {}),
     env: needs.confinement ? { ...env, ...needs.confinement.env(env.PATH!) } : env,
   };
@@ -384,8 +390,8 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
 /**
  * What a run's apply would meet first, found before any boot (`validate`): the host's vars as
  * Ansible resolves them for the apply (the host's inventory, every group_vars/host_vars file it
- * reads, YAML and vaulted, the overlay's vars, the scenario's), then the playbook's syntax
- * (`--syntax-check`). Both in the jail, reaching no one (`debug` runs on this host). A failure is
+ * reads, YAML and vaulted, the overlay's vars, the scenario's), then the syntax of the playbook
+ * and of the verify playbook (`--syntax-check`). Both in the jail, reaching no one (`debug` runs on this host). A failure is
  * bad input naming the file and line Ansible names, with Ansible's own lines.
  */
 export async function checkBeforeBoot(input: Pick<ApplyInput, "profile" | "secrets" | "runner" | "log"> & { vars: Record<string, unknown> }): Promise<void> {
@@ -405,19 +411,21 @@ export async function checkBeforeBoot(input: Pick<ApplyInput, "profile" | "secre
     );
     if (vars.failed) throw ansibleProblem(`Ansible cannot resolve the vars of ${host}`, `${vars.stdout}\n${vars.stderr}`);
     input.log.info(`vars: Ansible resolves every var of ${host} (its group_vars and host_vars, the overlay's)`);
-    const syntax = await runJailed(
-      input.runner,
-      "ansible-playbook",
-      [...common, "--limit", host, "--syntax-check", input.profile.playbookFile],
-      await jailFor(input, "ansible-playbook", { readable: [dir, ...secret.readable] }),
-      { check: false, secretOutput: true },
-    );
-    if (syntax.failed)
-      throw ansibleProblem(
-        `the playbook ${input.profile.playbookFile} does not pass \`ansible-playbook --syntax-check\``,
-        `${syntax.stdout}\n${syntax.stderr}`,
+    for (const [what, file] of [
+      ["playbook", input.profile.playbookFile],
+      ["verify playbook", input.profile.verifyFile],
+    ] as const) {
+      if (file === undefined) continue;
+      const syntax = await runJailed(
+        input.runner,
+        "ansible-playbook",
+        [...common, "--limit", host, "--syntax-check", file],
+        await jailFor(input, "ansible-playbook", { readable: [dir, file, ...secret.readable] }),
+        { check: false, secretOutput: true },
       );
-    input.log.info(`playbook: ${input.profile.playbookFile} passes ansible-playbook --syntax-check`);
+      if (syntax.failed) throw ansibleProblem(`the ${what} ${file} does not pass \`ansible-playbook --syntax-check\``, `${syntax.stdout}\n${syntax.stderr}`);
+      input.log.info(`${what}: ${file} passes ansible-playbook --syntax-check`);
+    }
   } finally {
     await secret.cleanup();
     await rm(dir, { recursive: true, force: true });
@@ -442,6 +450,22 @@ export function ansibleProblem(what: string, output: string): BadInputError {
   });
 }
 
+/** How one task ended on the host, as boma-it's callback recorded it (callbacks/boma_it.py). */
+export interface TaskOutcome {
+  /** The task's name as Ansible prints it (`role : name`). */
+  task: string;
+  /** The module or action (`ansible.builtin.assert`, `command`). */
+  action: string;
+  handler: boolean;
+  status: "ok" | "changed" | "failed" | "skipped" | "unreachable";
+  /** A failure the play said to ignore (`ignore_errors`). */
+  ignored: boolean;
+  /** The result's message, redacted. */
+  msg: string;
+  /** An assert's failed condition, redacted. */
+  assertion?: string;
+}
+
 /** What an apply did. */
 export interface ApplyResult {
   ok: boolean;
@@ -451,15 +475,89 @@ export interface ApplyResult {
   recap: string;
   /** Seconds per task, in order (Ansible's own time, for the benchmark's overhead figure). */
   tasks: { name: string; seconds: number }[];
+  /** How each task ended, in order (what a second apply changed, what a verify playbook asserted). */
+  outcomes: TaskOutcome[];
+}
+
+/** A playbook run to its end, not yet judged: Ansible's exit, and the last line it printed about a failure. */
+export interface PlaybookRun extends ApplyResult {
+  failed: boolean;
+  /** The last `fatal:`/`failed:` line, or Ansible's last line. */
+  why: string;
 }
 
 /**
- * Runs the playbook against the VM with `--limit <host>`; fails as the system under test. The
- * apply's log (ansible.log) is what Ansible printed, redacted, line by line as it came. A
- * connection the confinement refused fails the apply (exit 1) naming what the repo asked for,
- * even when a play ignored the failure.
+ * Where boma-it's callback writes each task's outcome (a JSON line each), in a private folder of
+ * memory-backed storage (a message may hold a secret until it is redacted), never the run dir;
+ * `read` parses and redacts what was written.
+ */
+async function taskRecords(secrets: RunSecrets): Promise<{ folder: string; file: string; read: () => Promise<TaskOutcome[]>; cleanup: () => Promise<void> }> {
+  const folder = await mkdtemp(join(await privateBase(), "boma-it-tasks-"));
+  const file = join(folder, "tasks.jsonl");
+  await writeFile(file, "", { mode: 0o600 });
+  return {
+    folder,
+    file,
+    read: async () => parseTaskRecords(await readFile(file, "utf8").catch(() => ""), secrets.redact),
+    cleanup: () => rm(folder, { recursive: true, force: true }),
+  };
+}
+
+/** The JSON lines boma-it's callback wrote, each message redacted; a line that is not one is left out. */
+export function parseTaskRecords(text: string, redact: (text: string) => string): TaskOutcome[] {
+  const statuses = new Set(["ok", "changed", "failed", "skipped", "unreachable"]);
+  const outcomes: TaskOutcome[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (typeof entry.task !== "string" || typeof entry.status !== "string" || !statuses.has(entry.status)) continue;
+    outcomes.push({
+      task: redact(entry.task),
+      action: typeof entry.action === "string" ? entry.action : "",
+      handler: entry.handler === true,
+      status: entry.status as TaskOutcome["status"],
+      ignored: entry.ignored === true,
+      msg: redact(typeof entry.msg === "string" ? entry.msg : ""),
+      ...(typeof entry.assertion === "string" ? { assertion: redact(entry.assertion) } : {}),
+    });
+  }
+  return outcomes;
+}
+
+/**
+ * Applies the profile's playbook to the VM with `--limit <host>`; fails as the system under test
+ * (see {@link runPlaybook}).
  */
 export async function applyPlaybook(input: ApplyInput, files: TransientInventory): Promise<ApplyResult> {
+  const run = await runPlaybook(input, files, input.profile.playbookFile);
+  if (input.signal.aborted) return { ...resultOf(run), ok: false };
+  if (run.failed) {
+    const host = input.profile.document.host;
+    throw new SystemUnderTestError(
+      `applying ${input.profile.playbookFile} to ${host} failed: ${run.why}${jailHint(run.why)}\n  recap: ${run.recap}\n  log: ${run.logFile}`,
+    );
+  }
+  return resultOf(run);
+}
+
+function resultOf(run: PlaybookRun): ApplyResult {
+  return { ok: !run.failed, seconds: run.seconds, logFile: run.logFile, recap: run.recap, tasks: run.tasks, outcomes: run.outcomes };
+}
+
+/**
+ * Runs a playbook (the profile's, or its verify playbook) against the VM with `--limit <host>`,
+ * through the apply's confinement, and says how it ended without judging it. The log
+ * (ansible.log in the apply's folder) is what Ansible printed, redacted, line by line as it came.
+ * A connection the confinement refused is the system under test's failure (exit 1) naming what
+ * the repo asked for, even when a play ignored it; a VM Ansible could not reach is the harness's
+ * (exit 4).
+ */
+export async function runPlaybook(input: ApplyInput, files: TransientInventory, playbookFile: string): Promise<PlaybookRun> {
   const host = input.profile.document.host;
   const logFile = join(input.dir, "ansible.log");
   const tasks: { name: string; seconds: number }[] = [];
@@ -480,16 +578,19 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
   const keeping = new AbortController();
   const kept = keepMaster(input.runner, input.target, keeping.signal);
   const learnt = await learntSecrets(input.secrets);
+  const records = await taskRecords(input.secrets);
   let gate: Gate | undefined;
   let result: CommandResult;
+  let outcomes: TaskOutcome[];
   try {
     gate = await openGate(input.runner, input.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file });
     const jail = await jailFor(input, "ansible-playbook", {
-      readable: [input.dir, dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
+      readable: [input.dir, playbookFile, dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
+      writable: [records.folder],
       sockets: [gate.socket, gate.tellSocket],
       confinement: files.confinement,
       // Vaulted content the play reads anywhere (outside the repo too) is told as it is decrypted.
-      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_TELL: gate.tellSocket },
+      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_TELL: gate.tellSocket, BOMA_IT_TASK_RECORDS: records.file },
     });
     result = await runJailed(
       input.runner,
@@ -504,7 +605,7 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
         ...secret.args,
         ...(input.playbookArgs ?? []),
         ...lastWordVars(input.certs, files.confinement),
-        input.profile.playbookFile,
+        playbookFile,
       ],
       jail,
       {
@@ -537,6 +638,8 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
     await gate?.close();
     learnt.take();
     await learnt.cleanup();
+    outcomes = await records.read();
+    await records.cleanup();
     await secret.cleanup();
     await new Promise<void>((resolve) => log.end(resolve));
   }
@@ -551,15 +654,13 @@ export async function applyPlaybook(input: ApplyInput, files: TransientInventory
       `the infrastructure repo's configuration sends Ansible elsewhere than the VM: the confinement refused ${first.what} (${first.detail})${refused.length > 1 ? `, and ${refused.length - 1} more connection(s)` : ""}; nothing reached any other host\n  log: ${logFile}`,
     );
   }
-  if (input.signal.aborted) return { ok: false, seconds, logFile, recap, tasks };
-  if (result.failed) {
-    if (/unreachable=[1-9]/.test(recap) || /UNREACHABLE!/.test(result.stdout)) {
-      throw new HarnessError(`Ansible could not reach the VM: ${lastFatal || result.tail.split("\n").at(-1)}; log: ${logFile}`);
-    }
-    const why = lastFatal || result.tail.split("\n").at(-1) || "";
-    throw new SystemUnderTestError(`applying ${input.profile.playbookFile} to ${host} failed: ${why}${jailHint(why)}\n  recap: ${recap}\n  log: ${logFile}`);
+  if (result.failed && !input.signal.aborted && (/unreachable=[1-9]/.test(recap) || /UNREACHABLE!/.test(result.stdout))) {
+    throw new HarnessError(`Ansible could not reach the VM: ${lastFatal || result.tail.split("\n").at(-1)}; log: ${logFile}`);
   }
-  return { ok: true, seconds, logFile, recap, tasks };
+  // Without a failed task, Ansible's own complaint (a syntax error, a missing role) says why.
+  const complaint = /^(ERROR!|\[ERROR\]).*$/m.exec(`${result.stderr}\n${result.stdout}`)?.[0];
+  const why = lastFatal || complaint || result.tail.split("\n").at(-1) || "";
+  return { ok: !result.failed, failed: result.failed, why, seconds, logFile, recap, tasks, outcomes };
 }
 
 /**

@@ -2,12 +2,15 @@
  * Survival checks: what a host must still be after its reboot, derived from what it was right
  * before it (no profile needs to say it). Every TCP/UDP listener (address, port, owning unit) is
  * there again; every unit that was active is active; no unit failed that had not failed before;
- * every published container port that answered from the host answers again; the nftables ruleset
- * in force is the one that was (a difference is reported; it fails only with `survival: strict`).
+ * every published container port that answered from the host answers again; every port that
+ * answered a TLS handshake from the host (an https endpoint) answers one again; the nftables
+ * ruleset in force is the one that was (a difference is reported; it fails only with `survival:
+ * strict`).
  * Noise that changes across any boot is left out by rules that say why, and what was left out is
  * listed. After the reboot they are retried together, within their `within`, like written checks.
  */
 import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import type { CheckResult } from "./checks.ts";
 import type { Machine } from "./machine.ts";
 import { WaitError } from "../retry.ts";
@@ -43,10 +46,15 @@ export interface LeftOut {
 /** One derived check: its name (as report.json and junit show it) and whether a state satisfies it. */
 export interface DerivedCheck {
   name: string;
-  /** The check's verdict on a state (and the host's answer on published ports): ok and what was seen. */
-  holds(state: SurvivalState, answering: ReadonlySet<number>): { ok: boolean; detail: string };
+  /**
+   * The check's verdict on a state and the host's view of the VM (the TCP ports that accepted a
+   * connection, the ports that answered a TLS handshake): ok and what was seen.
+   */
+  holds(state: SurvivalState, answering: ReadonlySet<number>, speakingTls?: ReadonlySet<number>): { ok: boolean; detail: string };
   /** Published ports are probed from the harness host: which port this check needs answered. */
   port?: number;
+  /** An https endpoint: the port that must answer a TLS handshake from the harness host. */
+  tlsPort?: number;
 }
 
 /** The first port the kernel hands to a client (`net.ipv4.ip_local_port_range`'s usual start). */
@@ -122,7 +130,12 @@ function harnessOrBootUnit(unit: string): string | undefined {
  * The checks a state right before the reboot implies, and what was left out of them and why.
  * `answering`: the published ports that answered from the harness host then (only those must again).
  */
-export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlySet<number>, strict: boolean): { checks: DerivedCheck[]; leftOut: LeftOut[] } {
+export function deriveSurvivalChecks(
+  before: SurvivalState,
+  answering: ReadonlySet<number>,
+  strict: boolean,
+  speakingTls: ReadonlySet<number> = new Set(),
+): { checks: DerivedCheck[]; leftOut: LeftOut[] } {
   const checks: DerivedCheck[] = [];
   const leftOut: LeftOut[] = [];
   const describe = (listener: Listener) => `${listener.proto} ${listener.address}:${listener.port}${listener.unit ? ` (${listener.unit})` : ""}`;
@@ -201,6 +214,17 @@ export function deriveSurvivalChecks(before: SurvivalState, answering: ReadonlyS
           : { ok: false, detail: `TCP ${published.port} does not answer from the host` },
     });
   }
+  for (const port of [...speakingTls].sort((a, b) => a - b)) {
+    const owner = before.listeners.find((listener) => listener.proto === "tcp" && listener.port === port)?.unit;
+    checks.push({
+      name: `survives: TLS on port ${port}${owner ? ` (${owner})` : ""} answers from the host`,
+      tlsPort: port,
+      holds: (_state, _answering, now = new Set()) =>
+        now.has(port)
+          ? { ok: true, detail: `port ${port} answers a TLS handshake` }
+          : { ok: false, detail: `port ${port} does not answer a TLS handshake from the host (it did before the reboot)` },
+    });
+  }
   checks.push({
     name: `survives: the nftables ruleset in force${strict ? "" : " (reported, fails only with survival: strict)"}`,
     holds: (state) => {
@@ -244,6 +268,40 @@ export async function answeringPorts(ip: string, ports: readonly number[]): Prom
   return new Set(results.filter((port): port is number => port !== undefined));
 }
 
+/** Whether an address a listener is bound to can be reached from outside the VM (not a loopback one). */
+function reachableFromOutside(address: string): boolean {
+  return !/^(127\.|\[::1\]|::1$|\[::ffff:127\.)/.test(address);
+}
+
+/** The TCP ports of `state` that a client outside the VM could reach: where an https endpoint may listen. */
+export function tlsCandidates(state: SurvivalState): number[] {
+  const ports = state.listeners.filter(
+    (listener) => listener.proto === "tcp" && listener.port < EPHEMERAL_PORT_START && reachableFromOutside(listener.address),
+  );
+  return [...new Set(ports.map((listener) => listener.port))].sort((a, b) => a - b);
+}
+
+/**
+ * Which of `ports` on `ip` answer a TLS handshake now: it completes (whatever the certificate), or
+ * the server answers it with a TLS alert (a server that wants a name it was not given still speaks
+ * TLS). A plain-text answer, a reset or silence is not TLS.
+ */
+export async function tlsPortsAnswering(ip: string, ports: readonly number[], timeoutMs = 5000): Promise<Set<number>> {
+  const results = await Promise.all(
+    ports.map(
+      (port) =>
+        new Promise<number | undefined>((resolve) => {
+          const socket = tlsConnect({ host: ip, port, rejectUnauthorized: false, timeout: timeoutMs });
+          const done = (tls: boolean) => (socket.destroy(), resolve(tls ? port : undefined));
+          socket.once("secureConnect", () => done(true));
+          socket.once("timeout", () => done(false));
+          socket.once("error", (error: NodeJS.ErrnoException) => done(/^ERR_SSL_.*ALERT/.test(error.code ?? "")));
+        }),
+    ),
+  );
+  return new Set(results.filter((port): port is number => port !== undefined));
+}
+
 /**
  * Runs the derived checks after the reboot, all on one observation per try, until every one holds
  * or `withinMs` is up; each result says when it first held or what it last saw.
@@ -259,13 +317,14 @@ export async function runSurvivalChecks(
   const heldAt = new Map<string, number>();
   let last = new Map<string, { ok: boolean; detail: string }>();
   const ports = [...new Set(checks.map((check) => check.port).filter((port): port is number => port !== undefined))];
+  const tlsPorts = [...new Set(checks.map((check) => check.tlsPort).filter((port): port is number => port !== undefined))];
   try {
     await machine.waitFor(
       `${checks.length} survival checks to hold`,
       withinMs,
       async () => {
-        const [state, answering] = await Promise.all([observeSurvival(machine), answeringPorts(ip, ports)]);
-        last = new Map(checks.map((check) => [check.name, check.holds(state, answering)]));
+        const [state, answering, speakingTls] = await Promise.all([observeSurvival(machine), answeringPorts(ip, ports), tlsPortsAnswering(ip, tlsPorts)]);
+        last = new Map(checks.map((check) => [check.name, check.holds(state, answering, speakingTls)]));
         for (const [name, verdict] of last) if (verdict.ok && !heldAt.has(name)) heldAt.set(name, machine.now());
         const failing = [...last].filter(([, verdict]) => !verdict.ok);
         return failing.length === 0

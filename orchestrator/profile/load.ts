@@ -35,6 +35,8 @@ export interface LoadedProfile {
   repoDir: string;
   inventoryFile: string;
   playbookFile: string;
+  /** The repo's verify playbook (`verify:`), when the profile names one. */
+  verifyFile?: string;
   overlay: { file: string | undefined; document: OverlayDocument };
   /** The impersonated host as the real inventory defines it. */
   inventoryHost: InventoryHost;
@@ -173,7 +175,7 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
       message: `expected the infrastructure repo, found the root of the file system (${given} leads to /)`,
     });
 
-  const inside = async (field: "inventory" | "playbook", relative: string, kind: "inventory" | "file") => {
+  const inside = async (field: "inventory" | "playbook" | "verify", relative: string, kind: "inventory" | "file") => {
     const path = resolve(repoDir, relative);
     const real = await realpath(path).catch(() => undefined);
     const stats = real ? await stat(real).catch(() => undefined) : undefined;
@@ -189,6 +191,7 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
   };
   const inventoryFile = await inside("inventory", document.inventory, "inventory");
   const playbookFile = await inside("playbook", document.playbook, "file");
+  const verifyFile = document.verify === undefined ? undefined : await inside("verify", document.verify, "file");
 
   const overlayFile = document.overrides ? resolve(source.dir, document.overrides) : join(source.overridesDir, `${document.host}.yml`);
   const overlayStats = await stat(overlayFile).catch(() => undefined);
@@ -238,7 +241,18 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
     });
   }
 
-  return { name: source.name, file: source.file, document, repoDir, inventoryFile, playbookFile, overlay, inventoryHost, inventory };
+  return {
+    name: source.name,
+    file: source.file,
+    document,
+    repoDir,
+    inventoryFile,
+    playbookFile,
+    ...(verifyFile ? { verifyFile } : {}),
+    overlay,
+    inventoryHost,
+    inventory,
+  };
 }
 
 function positionOfField(yaml: YamlFile, field: string): Pick<InputProblem, "file" | "line" | "column"> {

@@ -183,8 +183,17 @@ const gitRevision = z
   .string()
   .min(1)
   .regex(/^[^\s]+$/, { error: "expected a git revision (no spaces)" });
+/** A second apply right after the first: `true` lists what it changed, `strict` fails the scenario on any change. */
+export const idempotenceSchema = z.union([z.boolean(), z.literal("strict")]);
+/** The name a verify playbook's task takes as a check (report, junit, `expectFailing`). */
+export const VERIFY_CHECK_PREFIX = "verify: ";
+/** The name of the check a strict idempotence adds. */
+export const IDEMPOTENCE_CHECK = "idempotence: a second apply changes nothing";
+
 const scenarioSchema = z.strictObject({
   vars: vars.default({}),
+  /** Overrides the profile's `idempotence` for this scenario. */
+  idempotence: idempotenceSchema.optional(),
   /** The repo at this revision (checked out read-only into the run dir) instead of as it is on disk. */
   ref: gitRevision.optional(),
   /** The upgrade path: this revision is applied first (what the live host runs), then the scenario's. */
@@ -246,6 +255,16 @@ export const profileSchema = z
      */
     survival: z.union([z.boolean(), z.literal("strict")]).default(false),
     /**
+     * The repo's own verify playbook (Molecule's habit), inside the repo: applied before and after
+     * the reboot through the apply's confinement; each assert and each failed task is a check.
+     */
+    verify: z
+      .string()
+      .regex(/^[^/].*\.ya?ml$/, { error: "expected a playbook in the repo (a relative .yml or .yaml path), such as molecule/default/verify.yml" })
+      .optional(),
+    /** A second apply right after the first: `true` lists the tasks it changed, `strict` fails on any change. */
+    idempotence: idempotenceSchema.default(false),
+    /**
      * Names the VM may reach besides what the cert tier needs and the Debian mirrors (their
      * subdomains included); everything else is refused and reported. `--egress` adds names,
      * `--egress open` lifts the allowlist for one run.
@@ -272,12 +291,15 @@ export const profileSchema = z
       }
     });
     const names = profile.checks.map((check) => check.name);
+    const strict = profile.idempotence === "strict" || profile.scenarios?.red?.idempotence === "strict";
     profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
-      if (!names.includes(name)) {
+      // A verify playbook's checks are named after its tasks, known once it runs.
+      const fromVerify = profile.verify !== undefined && name.startsWith(VERIFY_CHECK_PREFIX) && name.length > VERIFY_CHECK_PREFIX.length;
+      if (!names.includes(name) && !fromVerify && !(strict && name === IDEMPOTENCE_CHECK)) {
         ctx.addIssue({
           code: "custom",
           path: ["scenarios", "red", "expectFailing", index],
-          message: `expected the name of one of the checks (${names.join(", ")}), found ${JSON.stringify(name)}`,
+          message: `expected the name of one of the checks (${names.join(", ")})${profile.verify ? ` or "${VERIFY_CHECK_PREFIX}<a task of the verify playbook>"` : ""}, found ${JSON.stringify(name)}`,
         });
       }
     });

@@ -58,6 +58,8 @@ export interface ScenarioReport {
   survival?: { derived: string[]; leftOut: { item: string; why: string }[] } | null;
   /** RED only: the checks that must fail after the reboot, when the profile names them. */
   expectFailing?: string[];
+  /** With `idempotence`: a second apply right after the first, and the tasks it changed (strict: a check too). */
+  idempotence?: { mode: true | "strict"; changed: string[]; seconds: number } | null;
   /**
    * When the VM did not come back after the reboot although its new kernel ran (a finding, not a
    * fault): why the wait ended, and the console of that boot.

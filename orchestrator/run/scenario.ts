@@ -7,12 +7,13 @@
  * the harness or the infrastructure (exit 4), never a verdict.
  */
 import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { GUEST_ANSIBLE_PYTHON } from "../../infra/seed.ts";
-import { applyPlaybook, checkTransientInventory, writeTransientInventory, type ApplyResult } from "../ansible/apply.ts";
+import { applyPlaybook, checkTransientInventory, runPlaybook, writeTransientInventory, type ApplyInput, type ApplyResult } from "../ansible/apply.ts";
+import { changedTasks, verifyFindings } from "../ansible/verify.ts";
 import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { certCacheDir } from "../host/paths.ts";
@@ -20,12 +21,20 @@ import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
 import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
-import { answeringPorts, deriveSurvivalChecks, observeSurvival, runSurvivalChecks, type DerivedCheck } from "../guest/survival.ts";
+import {
+  answeringPorts,
+  deriveSurvivalChecks,
+  observeSurvival,
+  runSurvivalChecks,
+  tlsCandidates,
+  tlsPortsAnswering,
+  type DerivedCheck,
+} from "../guest/survival.ts";
 import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
-import type { Check } from "../profile/schema.ts";
+import { IDEMPOTENCE_CHECK, VERIFY_CHECK_PREFIX, type Check } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
@@ -69,15 +78,27 @@ export interface ScenarioSpec {
   revision?: ResolvedRevision;
   /** The upgrade path: the revision applied first (what the live host runs now). */
   baseline?: ResolvedRevision;
+  /** The scenario's own `idempotence`, over the profile's. */
+  idempotence?: boolean | "strict";
 }
 
 /** The scenarios a profile declares, as every command takes them: RED (the control) when declared, and GREEN. */
 export function declaredScenarios(profile: Pick<LoadedProfile, "document">): { red: ScenarioSpec | undefined; green: ScenarioSpec } {
   const declared = profile.document.scenarios;
   const red: ScenarioSpec | undefined = declared?.red
-    ? { name: "red", expect: "fail", vars: declared.red.vars ?? {}, ...(declared.red.expectFailing ? { expectFailing: declared.red.expectFailing } : {}) }
+    ? {
+        name: "red",
+        expect: "fail",
+        vars: declared.red.vars ?? {},
+        ...(declared.red.expectFailing ? { expectFailing: declared.red.expectFailing } : {}),
+        ...(declared.red.idempotence !== undefined ? { idempotence: declared.red.idempotence } : {}),
+      }
     : undefined;
-  return { red, green: { name: "green", expect: "pass", vars: declared?.green?.vars ?? {} } };
+  const greenIdempotence = declared?.green?.idempotence;
+  return {
+    red,
+    green: { name: "green", expect: "pass", vars: declared?.green?.vars ?? {}, ...(greenIdempotence !== undefined ? { idempotence: greenIdempotence } : {}) },
+  };
 }
 
 /**
@@ -231,7 +252,14 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
   // start's first boot is the saved run's, counted there.
   report.guestBootSeconds.push(report.firstBoot?.kind === "warm" ? null : await session.machine.guestBootSeconds());
 
-  const pre = await session.timed("checks before the reboot", () => checkStage(context, session, "pre-reboot"));
+  const idempotence = scenario.idempotence ?? profile.document.idempotence;
+  const secondApply = idempotence === false ? [] : await idempotenceStep(context, session, scenario.vars, { profile, strict: idempotence === "strict" });
+  const verify: VerifyPlan = { profile, vars: scenario.vars };
+  const pre = [
+    ...(await session.timed("checks before the reboot", () => checkStage(context, session, "pre-reboot"))),
+    ...(await verifyStage(context, session, "pre-reboot", verify)),
+    ...secondApply,
+  ];
   report.checks.push(...pre);
   if (!pre.every((check) => check.ok)) {
     // Decided before the reboot (GREEN failed, or RED proves nothing).
@@ -240,9 +268,102 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
   }
   // The change must survive: GREEN also checks what the host was right before the reboot.
   const survival = scenario.expect === "pass" && context.profile.document.survival !== false ? await deriveSurvival(context, session) : undefined;
-  const rebooted = await rebootStep(context, session, context.profile.document.checks, survival);
+  const rebooted = await rebootStep(context, session, context.profile.document.checks, survival, verify);
   report.checks.push(...rebooted.post);
   return judge(scenario.expect, pre, rebooted.post, scenario.expectFailing);
+}
+
+/** What a verify playbook runs with: the profile it comes from (a revision's, say) and the scenario's vars. */
+export interface VerifyPlan {
+  profile: LoadedProfile;
+  vars: Record<string, unknown>;
+}
+
+/**
+ * Idempotence (Molecule's step of that name): the playbook applied a second time right after the
+ * first, with the same vars; the tasks that changed are listed in the report. `strict` makes it a
+ * check before the reboot, failing on any change; otherwise there is no check, only the list.
+ */
+export async function idempotenceStep(
+  context: StepContext,
+  session: ScenarioVm,
+  vars: Record<string, unknown>,
+  options: { profile: LoadedProfile; strict: boolean },
+): Promise<CheckResult[]> {
+  const started = session.machine.now();
+  const applied = await session.timed("second apply (idempotence)", async () => {
+    try {
+      return await applyStep(context, session, vars, { folder: "ansible-idempotence", profile: options.profile });
+    } catch (error) {
+      if (!(error instanceof SystemUnderTestError)) throw error;
+      throw new SystemUnderTestError(`the second apply (idempotence) failed where the first passed: ${error.message}`);
+    }
+  });
+  const changed = changedTasks(applied.outcomes);
+  session.report.idempotence = { mode: options.strict ? "strict" : true, changed, seconds: applied.seconds };
+  const said = changed.length === 0 ? "nothing changed" : `${changed.length} task(s) changed: ${changed.join(", ")}`;
+  context.log[changed.length === 0 || !options.strict ? "info" : "warn"](`idempotence: a second apply: ${said}`);
+  if (!options.strict) return [];
+  const result: CheckResult = {
+    name: IDEMPOTENCE_CHECK,
+    stage: "pre-reboot",
+    ok: changed.length === 0,
+    detail:
+      changed.length === 0 ? "a second apply right after the first changed nothing" : `a second apply right after the first changed: ${changed.join(", ")}`,
+    seconds: Math.round((session.machine.now() - started) / 100) / 10,
+  };
+  context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`);
+  return [result];
+}
+
+/**
+ * The repo's verify playbook (the profile's `verify:`), applied now through the apply's
+ * confinement with the scenario's vars (and the command line's `-e` and `-v`, never its tags):
+ * each assert and each failed task is a check of this stage (see ansible/verify.ts). Nothing when
+ * the profile names none.
+ */
+export async function verifyStage(
+  context: StepContext,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "dir" | "timed">,
+  stage: CheckStage,
+  plan: VerifyPlan,
+): Promise<CheckResult[]> {
+  const file = plan.profile.verifyFile;
+  if (!file) return [];
+  const label = relative(plan.profile.repoDir, file);
+  return session.timed(`verify ${stage === "pre-reboot" ? "before" : "after"} the reboot`, async () => {
+    const started = session.machine.now();
+    const input = await applyInput(context, session, plan.vars, {
+      profile: plan.profile,
+      dir: await freshFolder(join(session.dir, `verify-${stage}`)),
+      playbookArgs: ansiblePlaybookArgs({ ...context.ansible, tags: undefined, skipTags: undefined, diff: false }),
+    });
+    const files = await writeTransientInventory(input);
+    await checkTransientInventory(input, files);
+    context.log.info(`verify: ${label}`);
+    const run = await runPlaybook(input, files, file);
+    context.signal.throwIfAborted();
+    // A role may have removed or rotated host keys: follow them before anything else logs in.
+    await followHostKeys(session.machine, context.log);
+    const seconds = Math.round((session.machine.now() - started) / 100) / 10;
+    return verifyFindings(run, label).map((finding) => {
+      context.log.info(`${finding.ok ? "pass" : "FAIL"} ${finding.name}: ${finding.detail}`);
+      return { ...finding, stage, seconds };
+    });
+  });
+}
+
+/** `base`, or `base-2`, `base-3`… : the first that does not exist yet, made (0700). */
+async function freshFolder(base: string): Promise<string> {
+  for (let attempt = 1; ; attempt += 1) {
+    const folder = attempt === 1 ? base : `${base}-${attempt}`;
+    try {
+      await mkdir(folder, { mode: 0o700 });
+      return folder;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+  }
 }
 
 /** Survival checks derived from the state now (right before the reboot), recorded with what was left out. */
@@ -253,7 +374,8 @@ export async function deriveSurvival(context: StepContext, session: ScenarioVm):
       session.outputs.ip,
       before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port),
     );
-    const { checks, leftOut } = deriveSurvivalChecks(before, answering, context.profile.document.survival === "strict");
+    const speakingTls = await tlsPortsAnswering(session.outputs.ip, tlsCandidates(before));
+    const { checks, leftOut } = deriveSurvivalChecks(before, answering, context.profile.document.survival === "strict", speakingTls);
     session.report.survival = { derived: checks.map((check) => check.name), leftOut };
     context.log.info(`survival: ${checks.length} checks derived from the state before the reboot, ${leftOut.length} item(s) left out (report.json says why)`);
     const withinMs = Math.max(60, ...context.profile.document.checks.map((check) => check.within)) * 1000;
@@ -365,20 +487,16 @@ export async function applyStep(
   const profile = options.profile ?? context.profile;
   const wildcard = context.certs.wildcard ? { ...context.certs.wildcard, machine: session.machine, secrets: context.secrets, log: context.log } : undefined;
   const before = wildcard ? await wildcardBeforeApply(wildcard) : undefined;
-  const input = {
-    profile,
-    outputs: session.outputs,
-    target: session.machine.target,
-    scenario: { name: "apply", vars: { ...vars, ...before?.vars } },
-    certs: context.certs,
-    secrets: context.secrets,
-    dir: join(session.dir, options.folder ?? "ansible"),
-    runner: context.runner,
-    log: context.log,
-    signal: context.signal,
-    playbookArgs: ansiblePlaybookArgs(context.ansible),
-    guestPython: await guestPythonOf(session.machine),
-  };
+  const input = await applyInput(
+    context,
+    session,
+    { ...vars, ...before?.vars },
+    {
+      profile,
+      dir: join(session.dir, options.folder ?? "ansible"),
+      playbookArgs: ansiblePlaybookArgs(context.ansible),
+    },
+  );
   await mkdir(input.dir, { recursive: true, mode: 0o700 });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);
@@ -403,6 +521,29 @@ export async function applyStep(
     };
   } else if (wildcard && result.ok) certificate = await wildcardAfterApply(wildcard);
   return { ...result, certificate, ...(hostKeyChange ? { hostKeyChange } : {}) };
+}
+
+/** What an Ansible run on the scenario's VM is given: its vars, the run's secrets and cert tier, the Python its modules run with. */
+async function applyInput(
+  context: StepContext,
+  session: Pick<ScenarioVm, "machine" | "outputs">,
+  vars: Record<string, unknown>,
+  options: { profile: LoadedProfile; dir: string; playbookArgs: string[] },
+): Promise<ApplyInput> {
+  return {
+    profile: options.profile,
+    outputs: session.outputs,
+    target: session.machine.target,
+    scenario: { name: "apply", vars },
+    certs: context.certs,
+    secrets: context.secrets,
+    dir: options.dir,
+    runner: context.runner,
+    log: context.log,
+    signal: context.signal,
+    playbookArgs: options.playbookArgs,
+    guestPython: await guestPythonOf(session.machine),
+  };
 }
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */
@@ -437,6 +578,7 @@ export async function rebootStep(
   session: ScenarioVm,
   checks: readonly Check[] = context.profile.document.checks,
   survival?: SurvivalPlan,
+  verify?: VerifyPlan,
 ): Promise<RebootOutcome> {
   const { machine, report } = session;
   const before = await session.timed("snapshot before the reboot", () => takeSnapshot(machine));
@@ -447,7 +589,9 @@ export async function rebootStep(
     const reason = await notBackReason(error, context, machine);
     context.log.warn(`the VM did not come back after the reboot: ${reason}`);
     report.notBack = { reason, console: await machine.currentBootConsole(20) };
-    const post = [...checks, ...(survival?.checks ?? [])].map((check) => ({
+    const verifyFile = verify?.profile.verifyFile;
+    const unverified = verifyFile ? [{ name: `${VERIFY_CHECK_PREFIX}${relative(verify.profile.repoDir, verifyFile)}` }] : [];
+    const post = [...checks, ...(survival?.checks ?? []), ...unverified].map((check) => ({
       name: check.name,
       stage: "post-reboot" as const,
       ok: false,
@@ -476,6 +620,7 @@ export async function rebootStep(
     ]);
     return [...written, ...derived];
   });
+  if (verify) post.push(...(await verifyStage(context, session, "post-reboot", verify)));
   const after = await session.timed("snapshot after the reboot", () => takeSnapshot(machine));
   report.snapshotDiff = diffSnapshots(before, after);
   return { post, proof, before, after };

@@ -3,11 +3,21 @@ import { RefusedError } from "../errors.ts";
 import { pinSeedHostKeys } from "../guest/host-keys.ts";
 import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
-import { applyStep, checkStage, deriveSurvival, rebootStep } from "./scenario.ts";
+import { applyStep, checkStage, deriveSurvival, rebootStep, verifyStage, type VerifyPlan } from "./scenario.ts";
+
+/** The vars of the scenario the kept VM was brought up with. */
+function scenarioVars(run: AttachedRun): Record<string, unknown> {
+  return run.stepContext.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
+}
+
+/** The profile's verify playbook with the run's scenario vars. */
+function verifyPlan(run: AttachedRun): VerifyPlan {
+  return { profile: run.stepContext.profile, vars: scenarioVars(run) };
+}
 
 /** Applies the run's profile again with its scenario's vars; the apply's failure is thrown (exit 1). */
 export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
-  const vars = run.stepContext.profile.document.scenarios?.[run.record.scenario ?? "green"]?.vars ?? {};
+  const vars = scenarioVars(run);
   const applied = await run.session.timed("apply", () => applyStep(run.stepContext, run.session, vars));
   const at = run.revision ? ` (${run.revision.ref} = ${run.revision.commit.slice(0, 12)})` : "";
   return {
@@ -22,9 +32,12 @@ export async function attachedApply(run: AttachedRun): Promise<VerbOutcome> {
   };
 }
 
-/** Runs the profile's checks now. */
+/** Runs the profile's checks (and its verify playbook) now. */
 export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
-  const checks = await run.session.timed("checks", () => checkStage(run.stepContext, run.session, "pre-reboot"));
+  const checks = [
+    ...(await run.session.timed("checks", () => checkStage(run.stepContext, run.session, "pre-reboot"))),
+    ...(await verifyStage(run.stepContext, run.session, "pre-reboot", verifyPlan(run))),
+  ];
   run.session.report.checks.push(...checks);
   const failed = checks.filter((check) => !check.ok);
   return {
@@ -39,7 +52,7 @@ export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
 /** The run's reboot: proof, settle, checks, before/after diff. */
 export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
   const survival = run.stepContext.profile.document.survival !== false ? await deriveSurvival(run.stepContext, run.session) : undefined;
-  const outcome = await rebootStep(run.stepContext, run.session, run.stepContext.profile.document.checks, survival);
+  const outcome = await rebootStep(run.stepContext, run.session, run.stepContext.profile.document.checks, survival, verifyPlan(run));
   run.session.report.checks.push(...outcome.post);
   const failed = outcome.post.filter((check) => !check.ok);
   const details = {

@@ -6,7 +6,6 @@
  * the failing detail asserted.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createSocket, type Socket } from "node:dgram";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer, type Server } from "node:http";
@@ -22,38 +21,12 @@ import { profileSchema, type Check } from "../../../../orchestrator/profile/sche
 import { writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
+import { makeCa } from "../../../helpers/tls.ts";
 
 /** A check as the profile's schema makes it (defaults filled in). */
 function check(fields: Record<string, unknown>): Check {
   const profile = profileSchema.parse({ host: "askari", repo: ".", inventory: "i", playbook: "p", checks: [{ name: "probe", ...fields }] });
   return profile.checks[0]!;
-}
-
-/** A CA of its own and a leaf for app.test.example it signed, valid one day. */
-function makeCa(dir: string): { caPem: string; key: string; cert: string } {
-  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.crt",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=Boma Test Local Authority",
-  ]);
-  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=app.test.example"]);
-  execFileSync("sh", ["-c", "printf 'subjectAltName=DNS:app.test.example\\n' > leaf.ext"], { cwd: dir });
-  run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.crt", "-days", "1", "-extfile", "leaf.ext"]);
-  const read = (name: string) => execFileSync("cat", [join(dir, name)]).toString();
-  return { caPem: read("ca.crt"), key: read("leaf.key"), cert: read("leaf.crt") };
 }
 
 /** Listens on loopback; returns the port. */

@@ -9,7 +9,18 @@ import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { deriveSurvivalChecks, OBSERVE_SURVIVAL, parseSurvival, type SurvivalState } from "../../../../orchestrator/guest/survival.ts";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createNetServer, type AddressInfo, type Server } from "node:net";
+import { createSecureContext, createServer as createTlsServer } from "node:tls";
+import {
+  deriveSurvivalChecks,
+  OBSERVE_SURVIVAL,
+  parseSurvival,
+  tlsCandidates,
+  tlsPortsAnswering,
+  type SurvivalState,
+} from "../../../../orchestrator/guest/survival.ts";
+import { makeCa } from "../../../helpers/tls.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -72,6 +83,12 @@ table inet filter {
 
 function names(checks: { name: string }[]): string[] {
   return checks.map((check) => check.name);
+}
+
+/** Listens on loopback; returns the port. */
+async function listenOnLoopback(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as AddressInfo).port;
 }
 
 describe("survival checks", () => {
@@ -212,5 +229,48 @@ describe("survival checks", () => {
     assert.ok(
       leftOut.some((entry) => entry.item.startsWith("published port 8080/tcp") && /did not answer from the host before the reboot either/.test(entry.why)),
     );
+  });
+
+  it("an https endpoint that answered a TLS handshake before the reboot must answer one after it; a server that wants a name still speaks TLS; plain HTTP, a closed port and loopback-only listeners are not endpoints", async () => {
+    const tree = await tempTree({ "pki/.keep": "" });
+    const ca = makeCa(join(tree.dir, "pki"));
+    const serving = createTlsServer({ key: ca.key, cert: ca.cert }, (socket) => socket.end());
+    // No certificate but for a name: a handshake without SNI gets an alert, as from Caddy.
+    const namesOnly = createTlsServer({ SNICallback: (_name, done) => done(null, createSecureContext({ key: ca.key, cert: ca.cert })) }, (socket) =>
+      socket.end(),
+    );
+    const plain = createHttpServer((_request, response) => response.end("plain"));
+    const closed = createNetServer();
+    try {
+      const [tls, sni, http, shut] = await Promise.all([serving, namesOnly, plain, closed].map((server) => listenOnLoopback(server)));
+      await new Promise<void>((resolve) => closed.close(() => resolve()));
+      assert.deepEqual([...(await tlsPortsAnswering("127.0.0.1", [tls!, sni!, http!, shut!]))].sort(), [tls!, sni!].sort());
+
+      const state: SurvivalState = {
+        ...before,
+        listeners: [
+          { proto: "tcp", address: "0.0.0.0", port: 443, unit: "caddy.service" },
+          { proto: "tcp", address: "[::]", port: 8443, unit: "" },
+          { proto: "tcp", address: "*", port: 22, unit: "ssh.service" },
+          { proto: "tcp", address: "127.0.0.1", port: 2019, unit: "caddy.service" },
+          { proto: "tcp", address: "[::1]", port: 631, unit: "cups.service" },
+          { proto: "tcp", address: "0.0.0.0", port: 40000, unit: "" },
+          { proto: "udp", address: "0.0.0.0", port: 51820, unit: "" },
+        ],
+      };
+      assert.deepEqual(tlsCandidates(state), [22, 443, 8443]);
+      const { checks } = deriveSurvivalChecks(state, new Set(), false, new Set([443]));
+      const endpoint = checks.find((check) => check.tlsPort === 443);
+      assert.equal(endpoint?.name, "survives: TLS on port 443 (caddy.service) answers from the host");
+      assert.deepEqual(endpoint.holds(state, new Set(), new Set([443])), { ok: true, detail: "port 443 answers a TLS handshake" });
+      assert.deepEqual(endpoint.holds(state, new Set([443]), new Set()), {
+        ok: false,
+        detail: "port 443 does not answer a TLS handshake from the host (it did before the reboot)",
+      });
+      assert.equal(checks.filter((check) => check.tlsPort !== undefined).length, 1, "only the ports that spoke TLS before");
+    } finally {
+      for (const server of [serving, namesOnly, plain]) server.close();
+      await tree.remove();
+    }
   });
 });

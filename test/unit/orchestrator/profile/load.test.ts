@@ -99,6 +99,34 @@ describe("loadProfile", () => {
     assert.match(both.error.message, /playbook: expected a playbook file inside repo, found nothing at .*none\.yml/);
   });
 
+  it("takes a verify playbook inside the repo and idempotence, a scenario's over the profile's; RED may expect a verify task to fail only when there is a verify playbook", async () => {
+    const withVerify = `${GOOD}verify: molecule/default/verify.yml
+idempotence: true
+scenarios:
+  red: { idempotence: strict, expectFailing: ["verify: the port answers", docker active, "idempotence: a second apply changes nothing"] }
+`;
+    const tree = await tempTree({ ...REPO, "repo/molecule/default/verify.yml": "- hosts: all\n  tasks: []\n", "p.yml": withVerify });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.equal(profile.verifyFile, join(tree.dir, "repo/molecule/default/verify.yml"));
+    assert.equal(profile.document.idempotence, true);
+    assert.equal(profile.document.scenarios?.red?.idempotence, "strict");
+
+    const missing = await problemsFor(withVerify);
+    assert.match(missing.error.message, /p\.yml:7:9: verify: expected a playbook file inside repo, found nothing at .*molecule\/default\/verify\.yml/);
+    const absolute = await problemsFor(withVerify.replace("verify: molecule/default/verify.yml", "verify: /etc/verify.yml"));
+    assert.match(absolute.error.message, /verify: expected a playbook in the repo \(a relative \.yml or \.yaml path\)/);
+    const noVerify = await problemsFor(withVerify.replace("verify: molecule/default/verify.yml\n", ""));
+    assert.match(
+      noVerify.error.message,
+      /scenarios\.red\.expectFailing\[0\]: expected the name of one of the checks \(docker active\), found "verify: the port answers"/,
+    );
+    const notStrict = await problemsFor(withVerify.replace("idempotence: strict, ", ""), { "repo/molecule/default/verify.yml": "- hosts: all\n  tasks: []\n" });
+    assert.match(notStrict.error.message, /expectFailing\[2\]: .*found "idempotence: a second apply changes nothing"/);
+    const wrong = await problemsFor(withVerify.replace("idempotence: true", "idempotence: always"), { "repo/molecule/default/verify.yml": "" });
+    assert.match(wrong.error.message, /idempotence: /);
+  });
+
   it("refuses an overlay that is not a mapping", async () => {
     const { error } = await problemsFor(`${GOOD}overrides: o.yml\n`, { "o.yml": "- just\n- a list\n" });
     assert.match(error.message, /o\.yml:1:1: expected a mapping, found a list of 2/);
