@@ -31,6 +31,9 @@ rm -f "$root"/etc/ssh/ssh_host_*
 # genericcloud's units: the network, resolved, sshd, timesyncd; the apt and maintenance timers
 # stay enabled as their packages leave them (a role that disables them must find them).
 chroot "$root" systemctl enable systemd-networkd systemd-resolved ssh systemd-timesyncd
+# Caddy is there for a role to configure and enable (the example's edge site), as a host that
+# installs it meets it; it does not serve Debian's placeholder page on every VM's port 80.
+chroot "$root" systemctl disable caddy.service
 ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
 # Work systemd would do on the first boot of every VM (ConditionNeedsUpdate: ldconfig, the

@@ -185,6 +185,9 @@ export const LOCAL_IMAGE_PACKAGES = [
   "procps",
   "e2fsprogs",
   "netcat-openbsd",
+  // the example's edge site (Caddy, its internal tier offline) and its mesh (WireGuard)
+  "caddy",
+  "wireguard-tools",
   // a repo's `synchronize` runs rsync on both ends
   "rsync",
 ] as const;

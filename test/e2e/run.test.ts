@@ -1,5 +1,6 @@
 /**
- * ADR-025 §4, the acceptance, for real: `npm run it -- askari` reproduces the 2026-06-17
+ * ADR-025 §4, the acceptance, for real: `npm run it -- askari-full` (askari with every kind of
+ * check, the repo's verify playbook, idempotence and survival checks) reproduces the 2026-06-17
  * incident (RED breaks after the reboot) and shows the fix surviving it (GREEN), side by side
  * where the cores allow, exit 0. Then a scenario that must fail: exit 1, the VM kept, a complete diagnostics bundle, and
  * `down`.
@@ -13,6 +14,7 @@ import { describe, it } from "node:test";
 import { parse } from "yaml";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/ansible/certs.ts";
+import { IDEMPOTENCE_CHECK } from "../../orchestrator/profile/schema.ts";
 import {
   cli,
   fullSuiteOnly,
@@ -34,8 +36,8 @@ import {
 describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () => {
   const dirs = suiteDirs();
 
-  it("askari: RED is faithful, GREEN survives the reboot, exit 0, nothing left", async () => {
-    const result = await cli(["run", "askari", "--json"], dirs.env);
+  it("askari (askari-full: written checks of every kind, the repo's verify playbook, idempotence, survival): RED is faithful exactly as expected, GREEN survives the reboot, exit 0, nothing left", async () => {
+    const result = await cli(["run", "askari-full", "--json"], dirs.env);
     assert.equal(result.code, 0, result.stderr.slice(-4000));
     const report = JSON.parse(result.stdout) as RunReport;
     assert.equal(report.verdict, "pass");
@@ -57,6 +59,9 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
 
     const [red, green] = report.scenarios;
     assert.equal(red!.faithful, true);
+    // RED breaks exactly where the forward-chain bug cuts: three written checks and two of the
+    // verify playbook's asserts; the site over TLS, the mesh and the rest hold.
+    assert.match(red!.outcome, /broke after it exactly as expected/, red!.outcome);
     // One first boot for both: RED's VM booted and saved it, GREEN's started from it (the
     // sandbox gives the suite a fresh cache, and this is its first VM).
     assert.equal(red!.firstBoot?.kind, "cold", JSON.stringify(red!.firstBoot));
@@ -78,10 +83,47 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     }
     assert.ok(
       green!.checks.every((check) => check.ok),
-      "GREEN passes every check before and after",
+      `GREEN passes every check before and after: ${JSON.stringify(green!.checks.filter((check) => !check.ok))}`,
     );
-    const written = (parse(await readFile(join(import.meta.dirname, "../../profiles/askari.yml"), "utf8")) as { checks: unknown[] }).checks.length;
-    assert.equal(green!.checks.length, 2 * written, "each of the profile's checks, before and after the reboot");
+    const written = (parse(await readFile(join(import.meta.dirname, "../../profiles/askari-full.yml"), "utf8")) as { checks: unknown[] }).checks.length;
+    const writtenResults = green!.checks.filter(
+      (check) => !check.name.startsWith("verify: ") && !check.name.startsWith("survives: ") && check.name !== IDEMPOTENCE_CHECK,
+    );
+    assert.equal(writtenResults.length, 2 * written, "each of the profile's checks, before and after the reboot");
+    // The cert tier asserted, not only configured: Caddy's internal CA, read from the VM, trusted.
+    const site = green!.checks.find((check) => check.name === "the site over TLS, its certificate from the internal tier" && check.stage === "post-reboot");
+    assert.match(
+      site!.detail,
+      /^GET https:\/\/app\.test\.boma-lab\.example:443\/ \(at [\d.]+\): HTTP 200 .*issuer .*Caddy Local Authority.*; valid \d+ h \d+ min more$/,
+      site!.detail,
+    );
+    // The verify playbook's asserts, before and after the reboot, each a check.
+    for (const stage of ["pre-reboot", "post-reboot"] as const) {
+      assert.deepEqual(
+        green!.checks.filter((check) => check.stage === stage && check.name.startsWith("verify: ")).map((check) => check.name),
+        [
+          "verify: the forward chain accepts Docker's bridge",
+          "verify: the containers reach each other",
+          "verify: Docker, Caddy and the mesh run",
+          "verify: the mesh listens on UDP 51820",
+        ],
+        stage,
+      );
+    }
+    const redVerify = red!.checks.filter((check) => check.stage === "post-reboot" && check.name.startsWith("verify: ") && !check.ok);
+    assert.match(
+      redVerify.find((check) => check.name === "verify: the forward chain accepts Docker's bridge")?.detail ?? "",
+      /^no accept for docker0 in the forward chain/,
+    );
+    // Idempotence: GREEN's second apply changed nothing (strict: a check); RED had none (its override).
+    assert.deepEqual({ ...green!.idempotence!, seconds: 0 }, { mode: "strict", changed: [], seconds: 0 });
+    assert.ok(green!.checks.some((check) => check.name === IDEMPOTENCE_CHECK && check.ok));
+    assert.equal(red!.idempotence ?? null, null);
+    // Survival took the https endpoint it found: Caddy's 443 answered a TLS handshake before and after.
+    assert.ok(
+      green!.checks.some((check) => check.name === "survives: TLS on port 443 (caddy.service) answers from the host" && check.ok),
+      JSON.stringify(green!.survival),
+    );
     // The reboot lost the live accept in RED: the ruleset diff shows it.
     assert.ok(
       red!.snapshotDiff!["nft ruleset"]!.removed.some((line) => /iifname "docker0" accept/.test(line)),
@@ -104,7 +146,8 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
     assert.match(junit, /<testsuite name="askari.red" tests="\d+" failures="0"/);
     // A case per check and stage, and the reboot's proof.
-    assert.match(junit, new RegExp(`<testsuite name="askari.green" tests="${2 * written + 1}" failures="0"`));
+    assert.match(junit, new RegExp(`<testsuite name="askari.green" tests="${green!.checks.length + 1}" failures="0"`));
+    assert.match(junit, /<testcase classname="askari\.green\.post-reboot" name="verify: the mesh listens on UDP 51820"/);
     process.stderr.write(
       `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}; readyLag ${report.readyLagSeconds.join(", ")}\n`,
     );

@@ -69,9 +69,12 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
       vm: profile.document.vm,
       checks: profile.document.checks.map((check) => check.name),
       survival: profile.document.survival,
+      verify: profile.verifyFile ?? null,
+      idempotence: Object.fromEntries(plan.map((scenario) => [scenario.name, scenario.idempotence ?? profile.document.idempotence])),
       scenarios: Object.keys(profile.document.scenarios ?? {}),
       revisions,
     };
+    const idempotence = Object.entries(summary.idempotence).filter(([, mode]) => mode !== false);
     const text = [
       `profile ${profile.name} is valid (${profile.file})`,
       `  host:      ${summary.host} (groups: ${summary.groups.join(", ")})`,
@@ -80,6 +83,12 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
       `  overlay:   ${summary.overlay ?? "(none)"}`,
       `  image:     ${summary.image}; certs: ${summary.certs}; vm: ${summary.vm.vcpus} vCPU, ${summary.vm.memoryMiB} MiB, ${summary.vm.diskGiB} GiB`,
       `  checks:    ${summary.checks.length}${summary.checks.length > 0 ? ` (${summary.checks.join("; ")})` : ""}${summary.survival !== false ? `; survival checks${summary.survival === "strict" ? " (strict)" : ""} derived from the state before the reboot` : ""}`,
+      ...(summary.verify ? [`  verify:    ${summary.verify} (before and after the reboot)`] : []),
+      ...(idempotence.length > 0
+        ? [
+            `  idempotence: a second apply in ${idempotence.map(([name, mode]) => `${name.toUpperCase()}${mode === "strict" ? " (strict: any change fails)" : ""}`).join(", ")}`,
+          ]
+        : []),
       `  scenarios: ${summary.scenarios.length > 0 ? summary.scenarios.join(" → ") : "green only"}`,
       ...revisions.map(
         (revision) =>
