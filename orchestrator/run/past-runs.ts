@@ -156,6 +156,12 @@ function scenarioLines(scenario: ScenarioReport): string[] {
   for (const check of failed) lines.push(`  FAIL ${check.stage === "pre-reboot" ? "before" : "after"} the reboot: ${check.name}: ${check.detail}`);
   const passed = scenario.checks.length - failed.length;
   if (scenario.checks.length > 0) lines.push(`  checks: ${passed} of ${scenario.checks.length} passed (before and after the reboot)`);
+  if (scenario.idempotence) {
+    const { changed, mode } = scenario.idempotence;
+    lines.push(
+      `  idempotence${mode === "strict" ? " (strict)" : ""}: a second apply ${changed.length === 0 ? "changed nothing" : `changed ${changed.length} task(s): ${changed.join(", ")}`}`,
+    );
+  }
   for (const [item, diff] of Object.entries(scenario.snapshotDiff ?? {})) {
     if (diff.added.length === 0 && diff.removed.length === 0) continue;
     lines.push(`  the reboot changed ${item}:`);

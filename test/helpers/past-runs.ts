@@ -92,6 +92,7 @@ export async function recordedRuns(runsDir: string) {
           "nft ruleset": { added: [], removed: ['iifname "docker0" accept', 'oifname "docker0" accept', "a", "b", "c", "d"] },
           containers: { added: [], removed: [] },
         },
+        idempotence: { mode: true, changed: ["Import the image (offline)"], seconds: 61.2 },
         diagnostics: join(runsDir, "20261202-100000-askari", "green", "diagnostics"),
       }),
     ],

@@ -70,6 +70,7 @@ describe("past runs", () => {
       assert.match(text, /^ {4}rebooted: boot id 68aeaa18… → b4a817f2…$/m);
       assert.match(text, /^ {4}FAIL after the reboot: web through the published port: GET http:\/\/10\.234\.7\.10:8080\/: no answer within 5 s$/m);
       assert.match(text, /^ {4}checks: 1 of 2 passed/m);
+      assert.match(text, /^ {4}idempotence: a second apply changed 1 task\(s\): Import the image \(offline\)$/m);
       assert.match(
         text,
         /^ {4}the reboot changed nft ruleset:\n {6}- iifname "docker0" accept\n {6}- oifname "docker0" accept\n {6}- a\n {6}- b\n {6}- … and 2 more$/m,
