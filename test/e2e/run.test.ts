@@ -142,11 +142,11 @@ describe("apply → reboot → assert, for real", { timeout: 60 * 60_000 }, () =
     } else assert.match(result.stderr, /scenarios one at a time: under software emulation 2 VMs of 2 vCPUs need 4 cores, and this machine has \d+/);
     assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]!.stack);
     // The run's page is written with its report.
-    assert.match(await readFile(join(report.runDir, "report.html"), "utf8"), /<title>PASS: askari<\/title>[\s\S]*GREEN survived the reboot/);
+    assert.match(await readFile(join(report.runDir, "report.html"), "utf8"), /<title>PASS: askari-full<\/title>[\s\S]*GREEN survived the reboot/);
     const junit = await readFile(join(report.runDir, "junit.xml"), "utf8");
-    assert.match(junit, /<testsuite name="askari.red" tests="\d+" failures="0"/);
+    assert.match(junit, /<testsuite name="askari-full\.red" tests="\d+" failures="0"/);
     // A case per check and stage, and the reboot's proof.
-    assert.match(junit, new RegExp(`<testsuite name="askari.green" tests="${green!.checks.length + 1}" failures="0"`));
+    assert.match(junit, new RegExp(`<testsuite name="askari-full\\.green" tests="${green!.checks.length + 1}" failures="0"`));
     assert.match(junit, /<testcase classname="askari\.green\.post-reboot" name="verify: the mesh listens on UDP 51820"/);
     process.stderr.write(
       `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}; readyLag ${report.readyLagSeconds.join(", ")}\n`,
