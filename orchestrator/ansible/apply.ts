@@ -6,7 +6,7 @@
  * with Ansible itself before anything is applied. The real inventory is never written.
  */
 import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, open, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
@@ -498,9 +498,35 @@ async function taskRecords(secrets: RunSecrets): Promise<{ folder: string; file:
   return {
     folder,
     file,
-    read: async () => parseTaskRecords(await readFile(file, "utf8").catch(() => ""), secrets.redact),
+    read: () => readTaskRecords(file, secrets.redact),
     cleanup: () => rm(folder, { recursive: true, force: true }),
   };
+}
+
+/** The most of the records file that is read: a play's records are kilobytes. */
+const TASK_RECORDS_LIMIT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The task outcomes in a records file, read only when it is still a regular file (the jail could
+ * write that folder: a FIFO would hang the harness, a link would point it elsewhere), and at most
+ * {@link TASK_RECORDS_LIMIT_BYTES}; redacted. The jail's processes are gone by then (bubblewrap
+ * ends them with the play).
+ */
+export async function readTaskRecords(file: string, redact: (text: string) => string): Promise<TaskOutcome[]> {
+  return parseTaskRecords(await readRecordsFile(file), redact);
+}
+
+async function readRecordsFile(file: string): Promise<string> {
+  const stats = await lstat(file).catch(() => undefined);
+  if (!stats?.isFile()) return "";
+  const handle = await open(file, "r");
+  try {
+    const buffer = Buffer.alloc(Math.min(stats.size, TASK_RECORDS_LIMIT_BYTES));
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, bytesRead).toString("utf8");
+  } finally {
+    await handle.close();
+  }
 }
 
 /** The JSON lines boma-it's callback wrote, each message redacted; a line that is not one is left out. */

@@ -4,12 +4,15 @@
  * behind a fake SSH master), then the rules on outcomes written out.
  */
 import assert from "node:assert/strict";
-import { readdir } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { readdir, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-import { parseTaskRecords, runPlaybook, writeTransientInventory, type TaskOutcome } from "../../../../orchestrator/ansible/apply.ts";
+import { parseTaskRecords, readTaskRecords, runPlaybook, writeTransientInventory, type TaskOutcome } from "../../../../orchestrator/ansible/apply.ts";
 import { REDACTED } from "../../../../orchestrator/ansible/secrets.ts";
 import { changedTasks, verifyFindings } from "../../../../orchestrator/ansible/verify.ts";
 import { applyFixture } from "../../../helpers/apply-fixture.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
 
 const INVENTORY = "all:\n  children:\n    docker_hosts:\n      hosts:\n        askari: { ansible_host: 10.20.0.11 }\n";
 const TOKEN = "verify-sentinel-token-4c1d9e0b7a";
@@ -148,5 +151,26 @@ describe("verify findings and changed tasks from outcomes", () => {
     ].join("\n");
     const outcomes = parseTaskRecords(text, (line) => line.replaceAll("s3cret-value-long", REDACTED));
     assert.deepEqual(outcomes, [{ task: "t", action: "assert", handler: false, status: "failed", ignored: true, msg: `bad ${REDACTED}`, assertion: "x" }]);
+  });
+});
+
+describe("the records file the jail could write", () => {
+  it("is read only while it is a regular file: a FIFO does not hang the harness, a link is not followed", async () => {
+    const tree = await tempTree({ "elsewhere.jsonl": `${JSON.stringify({ task: "forged", status: "ok" })}\n` });
+    try {
+      const record = `${JSON.stringify({ task: "real", action: "assert", status: "ok", msg: "fine" })}\n`;
+      await writeFile(join(tree.dir, "tasks.jsonl"), record);
+      assert.deepEqual(
+        (await readTaskRecords(join(tree.dir, "tasks.jsonl"), (text) => text)).map((entry) => entry.task),
+        ["real"],
+      );
+      execFileSync("mkfifo", [join(tree.dir, "fifo.jsonl")]);
+      assert.deepEqual(await readTaskRecords(join(tree.dir, "fifo.jsonl"), (text) => text), []);
+      await symlink(join(tree.dir, "elsewhere.jsonl"), join(tree.dir, "link.jsonl"));
+      assert.deepEqual(await readTaskRecords(join(tree.dir, "link.jsonl"), (text) => text), []);
+      assert.deepEqual(await readTaskRecords(join(tree.dir, "missing.jsonl"), (text) => text), []);
+    } finally {
+      await tree.remove();
+    }
   });
 });
