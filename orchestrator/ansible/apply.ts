@@ -6,7 +6,7 @@
  * with Ansible itself before anything is applied. The real inventory is never written.
  */
 import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, open, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
@@ -499,9 +499,33 @@ async function taskRecords(secrets: RunSecrets): Promise<{ folder: string; file:
     folder,
     file,
     read: () => readTaskRecords(file, secrets.redact),
-    cleanup: () => rm(folder, { recursive: true, force: true }),
+    cleanup: () => removeJailWritable(folder),
   };
 }
+
+/**
+ * Removes a folder the jail could write: when a plain removal fails (the jail made a folder in it
+ * unreadable), every folder in it is made the owner's again first (links are never followed).
+ */
+async function removeJailWritable(folder: string): Promise<void> {
+  try {
+    await rm(folder, { recursive: true, force: true });
+    return;
+  } catch {
+    // Below: give every folder its owner's rights back, then remove.
+  }
+  const reopen = async (path: string): Promise<void> => {
+    const stats = await lstat(path).catch(() => undefined);
+    if (!stats?.isDirectory()) return;
+    await chmod(path, 0o700);
+    for (const name of await readdir(path)) await reopen(join(path, name));
+  };
+  await reopen(folder);
+  await rm(folder, { recursive: true, force: true });
+}
+
+/** The most of a task's message (or name) kept: a check's detail is a line, a report is not a log. */
+const MESSAGE_LIMIT = 2000;
 
 /** The most of the records file that is read: a play's records are kilobytes. */
 const TASK_RECORDS_LIMIT_BYTES = 16 * 1024 * 1024;
@@ -532,6 +556,12 @@ async function readRecordsFile(file: string): Promise<string> {
 /** The JSON lines boma-it's callback wrote, each message redacted; a line that is not one is left out. */
 export function parseTaskRecords(text: string, redact: (text: string) => string): TaskOutcome[] {
   const statuses = new Set(["ok", "changed", "failed", "skipped", "unreachable"]);
+  // Redacted whole, then cut (a secret cut in two would escape redaction), on one line (a name
+  // or message with a newline must not forge a line of the run's log).
+  const clean = (value: string) => {
+    const one = [...redact(value)].map((char) => (char < " " || char === "\u007f" ? " " : char)).join("");
+    return one.length > MESSAGE_LIMIT ? `${one.slice(0, MESSAGE_LIMIT)}…` : one;
+  };
   const outcomes: TaskOutcome[] = [];
   for (const line of text.split("\n")) {
     if (!line.trim()) continue;
@@ -543,13 +573,13 @@ export function parseTaskRecords(text: string, redact: (text: string) => string)
     }
     if (typeof entry.task !== "string" || typeof entry.status !== "string" || !statuses.has(entry.status)) continue;
     outcomes.push({
-      task: redact(entry.task),
-      action: typeof entry.action === "string" ? entry.action : "",
+      task: clean(entry.task),
+      action: typeof entry.action === "string" ? clean(entry.action) : "",
       handler: entry.handler === true,
       status: entry.status as TaskOutcome["status"],
       ignored: entry.ignored === true,
-      msg: redact(typeof entry.msg === "string" ? entry.msg : ""),
-      ...(typeof entry.assertion === "string" ? { assertion: redact(entry.assertion) } : {}),
+      msg: typeof entry.msg === "string" ? clean(entry.msg) : "",
+      ...(typeof entry.assertion === "string" ? { assertion: clean(entry.assertion) } : {}),
     });
   }
   return outcomes;
@@ -607,7 +637,7 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
   const records = await taskRecords(input.secrets);
   let gate: Gate | undefined;
   let result: CommandResult;
-  let outcomes: TaskOutcome[];
+  let outcomes: TaskOutcome[] = [];
   try {
     gate = await openGate(input.runner, input.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file });
     const jail = await jailFor(input, "ansible-playbook", {
@@ -661,13 +691,19 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
   } finally {
     keeping.abort();
     await kept;
-    await gate?.close();
-    learnt.take();
-    await learnt.cleanup();
-    outcomes = await records.read();
-    await records.cleanup();
-    await secret.cleanup();
-    await new Promise<void>((resolve) => log.end(resolve));
+    // Each on its own: one that fails (the jail could make its folder unreadable) must not keep
+    // the next, the secrets' file above all, on disk.
+    const cleanups: [string, () => Promise<unknown>][] = [
+      ["closing the gate", async () => gate?.close()],
+      ["taking what the jail told", async () => (learnt.take(), learnt.cleanup())],
+      ["reading the task records", async () => (outcomes = await records.read())],
+      ["removing the task records", () => records.cleanup()],
+      ["removing the secret vars' file", () => secret.cleanup()],
+      ["closing the log", () => new Promise<void>((resolve) => log.end(resolve))],
+    ];
+    for (const [what, cleanup] of cleanups) {
+      await cleanup().catch((error: unknown) => input.log.warn(`after the play: ${what} failed: ${(error as Error).message}`));
+    }
   }
   finishTask();
   const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";

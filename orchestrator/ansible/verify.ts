@@ -59,8 +59,16 @@ export function verifyFindings(run: Pick<PlaybookRun, "failed" | "why" | "outcom
   return findings;
 }
 
-/** The tasks (and handlers) that reported a change, in the order they ran, each once. */
-export function changedTasks(outcomes: readonly TaskOutcome[]): string[] {
-  const names = outcomes.filter((outcome) => outcome.status === "changed").map((outcome) => (outcome.handler ? `handler ${outcome.task}` : outcome.task));
-  return [...new Set(names)];
+/**
+ * The tasks (and handlers) that reported a change, in the order they ran, each once. With the
+ * play's recap line, a change the recap counts but no record names (records lost) is still one:
+ * "nothing changed" is never said on missing evidence.
+ */
+export function changedTasks(outcomes: readonly TaskOutcome[], recap?: string): string[] {
+  const names = [
+    ...new Set(outcomes.filter((outcome) => outcome.status === "changed").map((outcome) => (outcome.handler ? `handler ${outcome.task}` : outcome.task))),
+  ];
+  const counted = Number(/\bchanged=(\d+)/.exec(recap ?? "")?.[1] ?? 0);
+  if (names.length === 0 && counted > 0) names.push(`${counted} task(s), by Ansible's recap (their names were not recorded)`);
+  return names;
 }

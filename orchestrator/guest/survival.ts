@@ -57,6 +57,9 @@ export interface DerivedCheck {
   tlsPort?: number;
 }
 
+/** sshd's port, which the harness itself logs in through. */
+const SSH_PORT = 22;
+
 /** The first port the kernel hands to a client (`net.ipv4.ip_local_port_range`'s usual start). */
 const EPHEMERAL_PORT_START = 32768;
 
@@ -275,8 +278,9 @@ function reachableFromOutside(address: string): boolean {
 
 /** The TCP ports of `state` that a client outside the VM could reach: where an https endpoint may listen. */
 export function tlsCandidates(state: SurvivalState): number[] {
+  // sshd is never an https endpoint, and a handshake it cannot read is a failed login to a ban list.
   const ports = state.listeners.filter(
-    (listener) => listener.proto === "tcp" && listener.port < EPHEMERAL_PORT_START && reachableFromOutside(listener.address),
+    (listener) => listener.proto === "tcp" && listener.port !== SSH_PORT && listener.port < EPHEMERAL_PORT_START && reachableFromOutside(listener.address),
   );
   return [...new Set(ports.map((listener) => listener.port))].sort((a, b) => a - b);
 }
@@ -291,11 +295,17 @@ export async function tlsPortsAnswering(ip: string, ports: readonly number[], ti
     ports.map(
       (port) =>
         new Promise<number | undefined>((resolve) => {
-          const socket = tlsConnect({ host: ip, port, rejectUnauthorized: false, timeout: timeoutMs });
-          const done = (tls: boolean) => (socket.destroy(), resolve(tls ? port : undefined));
+          const socket = tlsConnect({ host: ip, port, rejectUnauthorized: false });
+          // A deadline for the whole handshake: a server that drips bytes never times out idle.
+          const deadline = setTimeout(() => done(false), timeoutMs);
+          function done(tls: boolean) {
+            clearTimeout(deadline);
+            socket.destroy();
+            resolve(tls ? port : undefined);
+          }
           socket.once("secureConnect", () => done(true));
-          socket.once("timeout", () => done(false));
-          socket.once("error", (error: NodeJS.ErrnoException) => done(/^ERR_SSL_.*ALERT/.test(error.code ?? "")));
+          // An alert, or a refusal of the missing name (nginx's ssl_reject_handshake), is TLS speaking.
+          socket.on("error", (error: NodeJS.ErrnoException) => done(/^ERR_SSL_.*(ALERT|UNRECOGNIZED_NAME)/.test(error.code ?? "")));
         }),
     ),
   );

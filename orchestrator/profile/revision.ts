@@ -5,8 +5,8 @@
  * never touched) and applied from there, playbook, roles, inventory, group_vars/host_vars and the
  * repo's ansible.cfg alike. The profile itself is always read from disk.
  */
-import { chmod, mkdir, readdir, stat } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { chmod, mkdir, readdir, realpath, stat } from "node:fs/promises";
+import { dirname, join, relative, sep } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -137,18 +137,38 @@ async function makeFilesReadOnly(path: string): Promise<void> {
 
 /**
  * The profile as it applies at a revision: the same document (read from disk), with the repo,
- * inventory and playbook taken from the checkout, and the inventory read there.
+ * inventory and playbook taken from the checkout, and the inventory read there. The verify
+ * playbook is the revision's when it has one, else the one on disk: a baseline or an older ref
+ * usually predates the verify playbook that came with the fix, and what a healthy host is does
+ * not change with the revision under test.
  */
 export async function profileAtRevision(profile: LoadedProfile, repoDir: string, runner: Runner, log: Pick<Log, "info">): Promise<LoadedProfile> {
   const inventory = relative(profile.repoDir, profile.inventoryFile);
   const playbook = relative(profile.repoDir, profile.playbookFile);
   // The overlay is the profile's, from disk, as it was found; only the repo comes from the revision.
-  const document = { ...profile.document, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
+  const { verify, ...rest } = profile.document;
+  const document = { ...rest, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
   const atRevision = await resolveProfile(
     document,
     { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") },
     runner,
     { say: (line) => log.info(line) },
   );
-  return { ...atRevision, vaultRepoDir: profile.vaultRepoDir ?? profile.repoDir };
+  // Inside the checkout (links resolved), a file: what `verify:` must be on disk too.
+  const found = verify === undefined ? undefined : await realpath(join(repoDir, verify)).catch(() => undefined);
+  const inside =
+    found !== undefined &&
+    found.startsWith(`${atRevision.repoDir}${sep}`) &&
+    (await stat(found)
+      .then((stats) => stats.isFile())
+      .catch(() => false));
+  const verifyFile = inside ? found : profile.verifyFile;
+  if (verify !== undefined && verifyFile === profile.verifyFile)
+    log.info(`verify: ${verify} is not in this revision: the one on disk is used (${profile.verifyFile})`);
+  return {
+    ...atRevision,
+    document: { ...atRevision.document, ...(verify !== undefined ? { verify } : {}) },
+    ...(verifyFile ? { verifyFile } : {}),
+    vaultRepoDir: profile.vaultRepoDir ?? profile.repoDir,
+  };
 }

@@ -291,11 +291,10 @@ export const profileSchema = z
       }
     });
     const names = profile.checks.map((check) => check.name);
-    const strict = profile.idempotence === "strict" || profile.scenarios?.red?.idempotence === "strict";
     profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
       // A verify playbook's checks are named after its tasks, known once it runs.
       const fromVerify = profile.verify !== undefined && name.startsWith(VERIFY_CHECK_PREFIX) && name.length > VERIFY_CHECK_PREFIX.length;
-      if (!names.includes(name) && !fromVerify && !(strict && name === IDEMPOTENCE_CHECK)) {
+      if (!names.includes(name) && !fromVerify) {
         ctx.addIssue({
           code: "custom",
           path: ["scenarios", "red", "expectFailing", index],

@@ -299,7 +299,7 @@ export async function idempotenceStep(
       throw new SystemUnderTestError(`the second apply (idempotence) failed where the first passed: ${error.message}`);
     }
   });
-  const changed = changedTasks(applied.outcomes);
+  const changed = changedTasks(applied.outcomes, applied.recap);
   session.report.idempotence = { mode: options.strict ? "strict" : true, changed, seconds: applied.seconds };
   const said = changed.length === 0 ? "nothing changed" : `${changed.length} task(s) changed: ${changed.join(", ")}`;
   context.log[changed.length === 0 || !options.strict ? "info" : "warn"](`idempotence: a second apply: ${said}`);
@@ -728,7 +728,7 @@ export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post
       const extra = [...failed].filter((name) => !expectFailing.includes(name));
       if (missing.length > 0 || extra.length > 0) {
         const parts = [
-          ...(missing.length > 0 ? [`expected to fail but passed: ${missing.join(", ")}`] : []),
+          ...(missing.length > 0 ? [`expected to fail but did not (passed, or never ran): ${missing.join(", ")}`] : []),
           ...(extra.length > 0 ? [`failed but not expected to: ${extra.join(", ")}`] : []),
         ];
         return { ok: false, outcome: `RED broke after the reboot, but not as the incident did (${parts.join("; ")}): the harness is not faithful` };

@@ -24,9 +24,6 @@ DOCUMENTATION = """
     description: Enabled in place of every other callback; writes nothing unless BOMA_IT_TASK_RECORDS names a file.
 """
 
-# What of a result's message is kept: a check's detail is one line, a report is not a log.
-MESSAGE_LIMIT = 2000
-
 
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
@@ -50,10 +47,11 @@ class CallbackModule(CallbackBase):
             "host": result._host.get_name(),
             "status": status,
             "ignored": bool(ignored),
-            "msg": _text(outcome.get("msg", ""))[:MESSAGE_LIMIT],
+            # Whole: the harness redacts, then cuts (a secret cut here would escape redaction).
+            "msg": _text(outcome.get("msg", "")),
         }
         if "assertion" in outcome:
-            entry["assertion"] = _text(outcome["assertion"])[:MESSAGE_LIMIT]
+            entry["assertion"] = _text(outcome["assertion"])
         with open(self._records, "a", encoding="utf-8") as records:
             records.write(json.dumps(entry) + "\n")
 

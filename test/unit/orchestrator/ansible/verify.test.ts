@@ -132,6 +132,23 @@ describe("verify findings and changed tasks from outcomes", () => {
     assert.deepEqual(changedTasks([outcome("check", "ok"), outcome("fail", "failed")]), []);
   });
 
+  it("a change the recap counts but no record names is still a change: records lost never read as idempotent", () => {
+    assert.deepEqual(changedTasks([], "askari : ok=30 changed=2 unreachable=0 failed=0"), ["2 task(s), by Ansible's recap (their names were not recorded)"]);
+    assert.deepEqual(changedTasks([], "askari : ok=30 changed=0 unreachable=0 failed=0"), []);
+    assert.deepEqual(changedTasks([outcome("write", "changed")], "askari : ok=30 changed=1"), ["write"]);
+  });
+
+  it("a message is redacted whole before it is cut, and a name with a newline stays on one line", () => {
+    const secret = "s".repeat(20) + "-the-secret-value";
+    const message = `${"x".repeat(1990)}${secret} and more`;
+    const [entry] = parseTaskRecords(JSON.stringify({ task: "one\nFAIL forged line", status: "failed", msg: message }), (text) =>
+      text.replaceAll(secret, REDACTED),
+    );
+    assert.ok(!entry!.msg.includes("sssss"), "no piece of the secret survives the cut");
+    assert.ok(entry!.msg.startsWith("x".repeat(1990) + REDACTED));
+    assert.equal(entry!.task, "one FAIL forged line");
+  });
+
   it("records that are not the callback's are left out, and every message is redacted", () => {
     const text = [
       JSON.stringify({

@@ -258,7 +258,7 @@ describe("survival checks", () => {
           { proto: "udp", address: "0.0.0.0", port: 51820, unit: "" },
         ],
       };
-      assert.deepEqual(tlsCandidates(state), [22, 443, 8443]);
+      assert.deepEqual(tlsCandidates(state), [443, 8443], "sshd's port is no endpoint");
       const { checks } = deriveSurvivalChecks(state, new Set(), false, new Set([443]));
       const endpoint = checks.find((check) => check.tlsPort === 443);
       assert.equal(endpoint?.name, "survives: TLS on port 443 (caddy.service) answers from the host");

@@ -16,7 +16,7 @@ import { Runner } from "../../../../infra/runner.ts";
 import { BadInputError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { checkoutRevision, resolveRevision, worktreeRevision } from "../../../../orchestrator/profile/revision.ts";
+import { checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision } from "../../../../orchestrator/profile/revision.ts";
 import { profileAsApplied } from "../../../../orchestrator/run/attach.ts";
 import { planCerts } from "../../../../orchestrator/ansible/certs.ts";
 import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
@@ -109,6 +109,32 @@ describe("revisions of the infrastructure repo", () => {
       await checkoutRevision(revision, join(tree.dir, "run", "refs"), runner);
       assert.equal(hash(), before, "every file of the repository, .git's included, with its mode and time");
       await assert.rejects(stat(ran), "the fsmonitor the repository's config names never ran");
+    } finally {
+      await tree.remove();
+    }
+  });
+
+  it("a revision's verify playbook is its own when it has one, else the one on disk (a baseline that predates it still loads)", async () => {
+    const { tree, repo, infra } = await repository();
+    try {
+      await writeFile(
+        join(tree.dir, "p.yml"),
+        "host: askari\nrepo: repo/infra\ninventory: inventory/hosts.yml\nplaybook: site.yml\nverify: verify.yml\nchecks: [{ name: x, unit: y }]\n",
+      );
+      await writeFile(join(infra, "verify.yml"), PLAY("debug: { msg: on disk }"));
+      const runner = new Runner();
+      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
+      const older = await checkoutRevision(await resolveRevision(infra, "v1", runner, { file: "/p.yml", path: "ref" }), join(tree.dir, "run", "a"), runner);
+      const lines: string[] = [];
+      const atV1 = await profileAtRevision(profile, older, runner, { info: (line) => lines.push(line) });
+      assert.equal(atV1.verifyFile, join(infra, "verify.yml"), "v1 has none: the one on disk");
+      assert.equal(atV1.document.verify, "verify.yml");
+      assert.match(lines.join("\n"), /verify: verify\.yml is not in this revision: the one on disk is used/);
+      git(repo, "add", "infra/verify.yml");
+      git(repo, "commit", "-q", "-m", "v3 with verify");
+      const newer = await checkoutRevision(await resolveRevision(infra, "HEAD", runner, { file: "/p.yml", path: "ref" }), join(tree.dir, "run", "b"), runner);
+      const atV3 = await profileAtRevision(profile, newer, runner, { info: () => undefined });
+      assert.equal(atV3.verifyFile, join(newer, "verify.yml"), "the revision's own");
     } finally {
       await tree.remove();
     }

@@ -49,7 +49,8 @@ describe("RED with expectFailing", () => {
     const missing = judge("fail", pre, [fail("web", "post-reboot"), pass("docker", "post-reboot"), pass("containers", "post-reboot")], ["web", "containers"]);
     assert.deepEqual(missing, {
       ok: false,
-      outcome: "RED broke after the reboot, but not as the incident did (expected to fail but passed: containers): the harness is not faithful",
+      outcome:
+        "RED broke after the reboot, but not as the incident did (expected to fail but did not (passed, or never ran): containers): the harness is not faithful",
     });
   });
 });
