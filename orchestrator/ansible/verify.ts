@@ -4,7 +4,8 @@
  * idempotence step). Pure: the outcomes come from boma-it's callback (apply.ts).
  */
 import { VERIFY_CHECK_PREFIX } from "../profile/schema.ts";
-import type { PlaybookRun, TaskOutcome } from "./apply.ts";
+import type { PlaybookRun } from "./apply.ts";
+import type { TaskOutcome } from "./task-records.ts";
 
 /** One check a verify playbook made: named after its task. */
 export interface VerifyFinding {

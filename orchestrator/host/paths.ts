@@ -3,6 +3,7 @@
  * the image cache. One place, so that tests can point each of them elsewhere.
  */
 import { existsSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -51,4 +52,13 @@ export function warmStateDir(env: NodeJS.ProcessEnv = process.env): string {
 export function runLockPath(env: NodeJS.ProcessEnv = process.env): string {
   if (env.BOMA_IT_RUN_LOCK) return resolve(env.BOMA_IT_RUN_LOCK);
   return existsSync("/run/lock") ? "/run/lock/boma-it.lock" : join(tmpdir(), "boma-it.lock");
+}
+
+/** Where to put files that may hold a secret for a moment: /dev/shm where there is one. */
+export async function privateTempBase(): Promise<string> {
+  const shm = await stat("/dev/shm").then(
+    (stats) => stats.isDirectory(),
+    () => false,
+  );
+  return shm ? "/dev/shm" : tmpdir();
 }

@@ -187,8 +187,6 @@ const gitRevision = z
 export const idempotenceSchema = z.union([z.boolean(), z.literal("strict")]);
 /** The name a verify playbook's task takes as a check (report, junit, `expectFailing`). */
 export const VERIFY_CHECK_PREFIX = "verify: ";
-/** The name of the check a strict idempotence adds. */
-export const IDEMPOTENCE_CHECK = "idempotence: a second apply changes nothing";
 
 const scenarioSchema = z.strictObject({
   vars: vars.default({}),

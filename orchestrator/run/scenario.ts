@@ -12,7 +12,15 @@ import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { GUEST_ANSIBLE_PYTHON } from "../../infra/seed.ts";
-import { applyPlaybook, checkTransientInventory, runPlaybook, writeTransientInventory, type ApplyInput, type ApplyResult } from "../ansible/apply.ts";
+import {
+  applyPlaybook,
+  checkTransientInventory,
+  runPlaybook,
+  writeTransientInventory,
+  type ApplyInput,
+  type ApplyResult,
+  type TransientInventory,
+} from "../ansible/apply.ts";
 import { changedTasks, verifyFindings } from "../ansible/verify.ts";
 import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
@@ -34,7 +42,7 @@ import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
-import { IDEMPOTENCE_CHECK, VERIFY_CHECK_PREFIX, type Check } from "../profile/schema.ts";
+import { VERIFY_CHECK_PREFIX, type Check } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
@@ -273,6 +281,9 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
   return judge(scenario.expect, pre, rebooted.post, scenario.expectFailing);
 }
 
+/** The check a strict idempotence adds before the reboot. */
+export const IDEMPOTENCE_CHECK = "idempotence: a second apply changes nothing";
+
 /** What a verify playbook runs with: the profile it comes from (a revision's, say) and the scenario's vars. */
 export interface VerifyPlan {
   profile: LoadedProfile;
@@ -333,13 +344,11 @@ export async function verifyStage(
   const label = relative(plan.profile.repoDir, file);
   return session.timed(`verify ${stage === "pre-reboot" ? "before" : "after"} the reboot`, async () => {
     const started = session.machine.now();
-    const input = await applyInput(context, session, plan.vars, {
+    const { input, files } = await prepareAnsible(context, session, plan.vars, {
       profile: plan.profile,
       dir: await freshFolder(join(session.dir, `verify-${stage}`)),
       playbookArgs: ansiblePlaybookArgs({ ...context.ansible, tags: undefined, skipTags: undefined, diff: false }),
     });
-    const files = await writeTransientInventory(input);
-    await checkTransientInventory(input, files);
     context.log.info(`verify: ${label}`);
     const run = await runPlaybook(input, files, file);
     context.signal.throwIfAborted();
@@ -487,7 +496,7 @@ export async function applyStep(
   const profile = options.profile ?? context.profile;
   const wildcard = context.certs.wildcard ? { ...context.certs.wildcard, machine: session.machine, secrets: context.secrets, log: context.log } : undefined;
   const before = wildcard ? await wildcardBeforeApply(wildcard) : undefined;
-  const input = await applyInput(
+  const { input, files } = await prepareAnsible(
     context,
     session,
     { ...vars, ...before?.vars },
@@ -497,9 +506,6 @@ export async function applyStep(
       playbookArgs: ansiblePlaybookArgs(context.ansible),
     },
   );
-  await mkdir(input.dir, { recursive: true, mode: 0o700 });
-  const files = await writeTransientInventory(input);
-  await checkTransientInventory(input, files);
   let result: ApplyResult;
   try {
     result = await applyPlaybook(input, files);
@@ -523,14 +529,18 @@ export async function applyStep(
   return { ...result, certificate, ...(hostKeyChange ? { hostKeyChange } : {}) };
 }
 
-/** What an Ansible run on the scenario's VM is given: its vars, the run's secrets and cert tier, the Python its modules run with. */
-async function applyInput(
+/**
+ * An Ansible run on the scenario's VM made ready: what it is given (its vars, the run's secrets
+ * and cert tier, the Python its modules run with), its folder, and its transient inventory,
+ * written and checked with Ansible (safety invariant 1).
+ */
+async function prepareAnsible(
   context: StepContext,
   session: Pick<ScenarioVm, "machine" | "outputs">,
   vars: Record<string, unknown>,
   options: { profile: LoadedProfile; dir: string; playbookArgs: string[] },
-): Promise<ApplyInput> {
-  return {
+): Promise<{ input: ApplyInput; files: TransientInventory }> {
+  const input: ApplyInput = {
     profile: options.profile,
     outputs: session.outputs,
     target: session.machine.target,
@@ -544,6 +554,10 @@ async function applyInput(
     playbookArgs: options.playbookArgs,
     guestPython: await guestPythonOf(session.machine),
   };
+  await mkdir(input.dir, { recursive: true, mode: 0o700 });
+  const files = await writeTransientInventory(input);
+  await checkTransientInventory(input, files);
+  return { input, files };
 }
 
 /** Runs the profile's checks (or `checks`) now, each printed as it ends. */

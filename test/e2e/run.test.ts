@@ -14,7 +14,7 @@ import { describe, it } from "node:test";
 import { parse } from "yaml";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { WITHHELD_TOKEN } from "../../orchestrator/ansible/certs.ts";
-import { IDEMPOTENCE_CHECK } from "../../orchestrator/profile/schema.ts";
+import { IDEMPOTENCE_CHECK } from "../../orchestrator/run/scenario.ts";
 import {
   cli,
   fullSuiteOnly,
