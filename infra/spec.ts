@@ -20,8 +20,11 @@ export const RUN_OBJECT_SUFFIXES = {
   network: [""],
   nwfilter: ["-isolation"],
   pool: [""],
-  /** The overlay and the seed (the stack's), the reset point's top volume and saved memory. */
-  volume: ["-overlay.qcow2", "-seed.iso", "-top.qcow2", "-reset.mem"],
+  /**
+   * The overlay and the seed (the stack's), the reset point's top volume and saved memory, and
+   * the rewind point's disk and memory (the applied state each reboot kind starts from).
+   */
+  volume: ["-overlay.qcow2", "-seed.iso", "-top.qcow2", "-reset.mem", "-applied.qcow2", "-applied.mem"],
   /** The domain's UEFI variables, in libvirt's NVRAM folder. */
   nvram: ["_VARS.fd"],
   /** The run's SSH master socket, the jail's gate to it and the jail's teller. */

@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BadInputError } from "../errors.ts";
 import { closest } from "../did-you-mean.ts";
-import { CERT_TIERS, egressName, type CertTier } from "../profile/schema.ts";
+import { CERT_TIERS, egressName, REBOOT_KINDS, type CertTier, type RebootKind } from "../profile/schema.ts";
 import { ACCELS, ENGINES, KEEP_POLICIES, SCENARIOS, type AnsibleArgs, type RunOptions } from "../run/options.ts";
 
 type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
@@ -124,6 +124,17 @@ export function oneOf<const T extends readonly string[]>(option: string, value: 
 /** The cert tier from the command line, if given. */
 export function certTier(value: unknown): CertTier | undefined {
   return value === undefined ? undefined : oneOf("certs", value, CERT_TIERS);
+}
+
+/** `--kind clean,power-loss,soft`: reboot kinds in order, each at most once (undefined when not given). */
+export function rebootKindsOption(value: unknown): RebootKind[] | undefined {
+  if (value === undefined) return undefined;
+  const kinds = String(value)
+    .split(",")
+    .map((kind) => oneOf("kind", kind.trim(), REBOOT_KINDS));
+  const twice = kinds.find((kind, index) => kinds.indexOf(kind) !== index);
+  if (twice) throw new BadInputError({ message: `--kind: expected each kind at most once, found ${twice} twice` });
+  return kinds;
 }
 
 /** A positive whole number option such as `--min-free-ram 4096`. */

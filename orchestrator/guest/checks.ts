@@ -13,7 +13,7 @@ import { quoteArg } from "../../infra/runner.ts";
 import { SystemUnderTestError } from "../errors.ts";
 import { PROBE_TRY_MS, type Machine } from "./machine.ts";
 import { WaitError } from "../retry.ts";
-import type { CertTier, Check } from "../profile/schema.ts";
+import type { CertTier, Check, RebootKind } from "../profile/schema.ts";
 import { stagingRoots } from "../host/staging-roots.ts";
 import {
   dnsProbeFromController,
@@ -40,6 +40,8 @@ export interface CheckResult {
   detail: string;
   /** How long until it passed, or until it was given up. */
   seconds: number;
+  /** After which kind of reboot it ran (post-reboot, when the scenario's reboot is not one clean reboot). */
+  reboot?: RebootKind;
 }
 
 /** What some checks need beyond the machine: where `ca:` files and the cert tier's roots come from. */

@@ -10,6 +10,7 @@
 import { open, readFile, stat } from "node:fs/promises";
 import { quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
+import type { RebootKind } from "../profile/schema.ts";
 import { realClock, retry, WaitError, type Clock } from "../retry.ts";
 import { endMaster, masterAlive, sshBanner, sshCommandArgs, type SshTarget } from "../host/ssh.ts";
 import {
@@ -66,15 +67,24 @@ export interface SshReady {
    * when that began).
    */
   beforeKernelSeconds: number | undefined;
+  /** systemd's SoftRebootsCount, when the wait asked for it (a soft reboot's). */
+  softReboots?: number;
 }
 
 /** A proven reboot. */
 export interface RebootProof {
+  /** How it rebooted; each kind has its proof (see {@link Machine.reboot}, {@link Machine.powerLoss}, {@link Machine.softReboot}). */
+  kind: RebootKind;
   bootIdBefore: string;
+  /** A new one, but after a soft reboot (userspace only: the same kernel, the same boot id). */
   bootIdAfter: string;
-  /** From the reboot command to SSH answering with the new boot id. */
+  /** From the reboot command (or the power loss) to SSH answering from the new boot or userspace. */
   seconds: number;
   ready: SshReady;
+  /** power-loss: what the old boot's journal on the disk says of its end (a clean end there is no power loss: a fault). */
+  previousBootEnd?: "no clean shutdown in its journal" | "no journal of it on the disk";
+  /** soft: systemd's SoftRebootsCount before and after (it must have moved by one). */
+  softReboots?: [number, number];
 }
 
 /** How the machine reports progress (the CLI's Log implements it). */
@@ -126,6 +136,16 @@ const HOST_KEY_REJECTED_GRACE_MS = 60_000;
  * service's failure though it had not answered yet.
  */
 export const PROBE_TRY_MS = 60_000;
+
+/** How the readiness probe's line with systemd's SoftRebootsCount begins. */
+const SOFT_REBOOTS_LINE = "soft-reboots=";
+
+/**
+ * A clean end of a boot as its journal (`journalctl -o cat`) shows it: PID 1 reaching the target
+ * of a reboot, power-off, halt or kexec, or handing over to systemd-shutdown. A soft reboot's
+ * target is not one: the kernel runs on.
+ */
+const CLEAN_END_IN_JOURNAL = /^(Reached target (reboot|poweroff|halt|kexec)\.target\b.*|Shutting down\.)$/m;
 
 /** The SSH exit status meaning "could not connect", not "the command failed". */
 const SSH_CONNECTION_FAILED = 255;
@@ -347,12 +367,24 @@ export class Machine {
    * and on timeout shows the console tail. `bootBeganAt` (this machine's clock) is when the VM was
    * powered on or told to reboot.
    */
-  async waitForSsh(timeoutMs: number, options: { notBootId?: string; bootBeganAt?: number; restartAt?: number } = {}): Promise<SshReady> {
+  async waitForSsh(
+    timeoutMs: number,
+    options: {
+      notBootId?: string;
+      bootBeganAt?: number;
+      restartAt?: number;
+      /** A soft reboot's wait: the boot and userspace it began in, which do not count (a new boot id does, to be judged). */
+      softRebootOf?: { bootId: string; softReboots: number };
+      /** Told of every answer a login got (the boot id, and the soft reboots when asked for). */
+      onAnswer?: (answer: { bootId: string; softReboots: number | undefined }) => void;
+    } = {},
+  ): Promise<SshReady> {
     const started = this.#clock.now();
     // A login as the harness's account is refused (pam_nologin) until systemd-user-sessions has
     // run, so the guest is ready for it when both that and sshd are.
     const probe =
-      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service systemd-user-sessions.service; cat /proc/sys/kernel/random/boot_id";
+      "cat /proc/uptime; systemctl show -P ActiveEnterTimestampMonotonic ssh.service systemd-user-sessions.service; " +
+      `${options.softRebootOf === undefined ? "" : `echo "${SOFT_REBOOTS_LINE}$(systemctl show -P SoftRebootsCount)"; `}cat /proc/sys/kernel/random/boot_id`;
     let bannerAt: number | undefined;
     let rejectedSince: number | undefined;
     const console = this.#throttledConsoleLine();
@@ -390,19 +422,29 @@ export class Machine {
           await this.closeConnection();
           return { done: false, seen: lastLine(result.stderr) || (await console()) };
         }
-        const lines = result.stdout
+        const all = result.stdout
           .trim()
           .split("\n")
           .filter((line) => line.trim() !== "");
+        const softLine = all.find((line) => line.startsWith(SOFT_REBOOTS_LINE));
+        const softReboots = softLine === undefined ? undefined : parseCount(softLine.slice(SOFT_REBOOTS_LINE.length));
+        const lines = all.filter((line) => line !== softLine);
         const [uptimeLine = ""] = lines;
         const bootId = lines.at(-1) ?? "";
         const loginsSince = lines.slice(1, -1).map((line) => Number(line.trim()));
-        if (options.notBootId && bootId.trim() === options.notBootId) {
-          // The old boot's sshd, still up while the reboot begins: its banner does not count, and
-          // the master connection this login started dies with that boot.
+        options.onAnswer?.({ bootId: bootId.trim(), softReboots });
+        const oldBoot = options.notBootId !== undefined && bootId.trim() === options.notBootId;
+        const of = options.softRebootOf;
+        const oldUserspace = of !== undefined && bootId.trim() === of.bootId && (softReboots === undefined || softReboots <= of.softReboots);
+        if (oldBoot || oldUserspace) {
+          // The old boot's (or userspace's) sshd, still up while the reboot begins: its banner does
+          // not count, and the master connection this login started dies with it.
           bannerAt = undefined;
           await this.closeConnection();
-          return { done: false, seen: "still the old boot (reboot not started yet)" };
+          return {
+            done: false,
+            seen: oldBoot ? "still the old boot (reboot not started yet)" : `still the old userspace (soft reboots: ${softReboots ?? "unknown"})`,
+          };
         }
         const uptimeAtBanner = Number(uptimeLine.split(" ")[0]) - (answeredAt - bannerAt) / 1000;
         const activeMicros = loginsSince.length > 0 && loginsSince.every(Number.isFinite) ? Math.max(...loginsSince) : NaN;
@@ -412,7 +454,14 @@ export class Machine {
           options.bootBeganAt === undefined ? undefined : Math.max(0, round1((answeredAt - options.bootBeganAt) / 1000 - uptimeSeconds));
         return {
           done: true,
-          value: { bootId: bootId.trim(), uptimeSeconds, readyLagSeconds, waitedSeconds: round1((answeredAt - started) / 1000), beforeKernelSeconds },
+          value: {
+            bootId: bootId.trim(),
+            uptimeSeconds,
+            readyLagSeconds,
+            waitedSeconds: round1((answeredAt - started) / 1000),
+            beforeKernelSeconds,
+            ...(softReboots === undefined ? {} : { softReboots }),
+          },
         };
       },
       { intervalMs: 100, maxIntervalMs: 200, withConsole: true, stall: this.stallCheck(options.restartAt) },
@@ -486,7 +535,104 @@ export class Machine {
     );
     const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
     const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
-    return { bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+    return { kind: "clean", bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+  }
+
+  /**
+   * A power loss, and proves it: the domain goes off at once, with no shutdown (nothing is
+   * flushed but what the guest had written to its disk), and on again. Proven by a new boot id
+   * and, when the guest keeps its journal on the disk, by the old boot's journal lacking a clean
+   * end (one with a clean end was shut down, not powered off: a {@link RebootUnprovenError}).
+   * The harness's own power-off is the test; a domain already off as it begins was someone
+   * else's doing ({@link VmDownError}).
+   */
+  async powerLoss(timeoutMs: number, options: { bootIdBefore?: string } = {}): Promise<RebootProof> {
+    const power = this.#power();
+    const bootIdBefore = options.bootIdBefore ?? (await this.bootId());
+    const state = await this.domainState();
+    if (!state.startsWith("running"))
+      throw new VmDownError(`${this.name}: the VM is ${state || "gone"} as its power loss begins`, state || "gone (no such domain)");
+    const started = this.#clock.now();
+    this.#options.log.info(`${this.name}: power loss (boot id ${bootIdBefore.slice(0, 8)}…): off at once, no shutdown, then on`);
+    await this.markNewBoot();
+    await this.closeConnection();
+    await power.powerCycle();
+    const poweredOnAt = this.#clock.now();
+    const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
+    const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
+    const previousBootEnd = await this.endOfBoot(bootIdBefore);
+    return {
+      kind: "power-loss",
+      bootIdBefore,
+      bootIdAfter: ready.bootId,
+      seconds: round1((this.#clock.now() - started) / 1000),
+      ready,
+      previousBootEnd,
+    };
+  }
+
+  /** What boot `bootId`'s journal on the disk says of its end; throws when it ended cleanly (see {@link powerLoss}). */
+  async endOfBoot(bootId: string): Promise<NonNullable<RebootProof["previousBootEnd"]>> {
+    const journal = await this.execute(`journalctl -q -o cat --no-pager -n 400 -b ${bootId.replace(/-/g, "")}`, { timeoutMs: 60_000 });
+    if (journal.exitCode !== 0 || journal.stdout.trim() === "") return "no journal of it on the disk";
+    const end = CLEAN_END_IN_JOURNAL.exec(journal.stdout);
+    if (end) {
+      throw new RebootUnprovenError(
+        `${this.name}: the boot before the power loss (${bootId}) ends cleanly by its journal ("${end[0]}"): it was shut down, not powered off; that was no power loss`,
+      );
+    }
+    return "no clean shutdown in its journal";
+  }
+
+  /**
+   * A soft reboot (`systemctl soft-reboot`: every unit stops and the userspace starts again on the
+   * same kernel), and proves it by systemd's SoftRebootsCount moving by one with the same boot
+   * id. A userspace that answers throughout with the counter unmoved never soft-rebooted, and a
+   * new boot id is a full reboot: neither is a pass, both a {@link RebootUnprovenError}.
+   */
+  async softReboot(timeoutMs: number): Promise<RebootProof> {
+    const bootIdBefore = await this.bootId();
+    const counted = (await this.succeed("systemctl show -P SoftRebootsCount")).trim();
+    const before = parseCount(counted);
+    if (before === undefined) {
+      throw new RebootUnprovenError(
+        `${this.name}: the guest's systemd cannot prove a soft reboot: it has no SoftRebootsCount (systemd 256 or later has), found ${JSON.stringify(counted)}`,
+      );
+    }
+    const started = this.#clock.now();
+    this.#options.log.info(`${this.name}: soft reboot (userspace only; boot id ${bootIdBefore.slice(0, 8)}…, soft reboots so far: ${before})`);
+    await this.closeConnection();
+    // The connection may drop before ssh returns (255), or the command may be cut off: both fine.
+    const asked = await this.execute("systemctl soft-reboot", { timeoutMs: 30_000, multiplex: false });
+    if (asked.exitCode !== 0 && asked.exitCode !== SSH_CONNECTION_FAILED && !asked.timedOut) {
+      throw new RebootUnprovenError(`${this.name}: \`systemctl soft-reboot\` failed with exit ${asked.exitCode}: ${lastLine(asked.stderr || asked.stdout)}`);
+    }
+    let last: { bootId: string; softReboots: number | undefined } | undefined;
+    let ready: SshReady;
+    try {
+      ready = await this.waitForSsh(timeoutMs, { softRebootOf: { bootId: bootIdBefore, softReboots: before }, onAnswer: (answer) => (last = answer) });
+    } catch (error) {
+      if (last && last.bootId === bootIdBefore && last.softReboots === before) {
+        throw new RebootUnprovenError(
+          `${this.name}: the soft reboot never happened: the old userspace answered until the wait ended, its SoftRebootsCount still ${before}`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    if (ready.bootId !== bootIdBefore) {
+      throw new RebootUnprovenError(
+        `${this.name}: after \`systemctl soft-reboot\` the boot id changed (${bootIdBefore.slice(0, 8)}… → ${ready.bootId.slice(0, 8)}…): the kernel was rebooted, which a soft reboot never does`,
+      );
+    }
+    return {
+      kind: "soft",
+      bootIdBefore,
+      bootIdAfter: ready.bootId,
+      seconds: round1((this.#clock.now() - started) / 1000),
+      ready,
+      softReboots: [before, ready.softReboots ?? before],
+    };
   }
 
   /**
@@ -656,6 +802,11 @@ function lastLine(text: string): string {
   return text.trim().split("\n").at(-1) ?? "";
 }
 
+/** A count as a command prints it; undefined when it is none (empty: systemd does not know the property). */
+function parseCount(text: string): number | undefined {
+  return /^\d+$/.test(text.trim()) ? Number(text.trim()) : undefined;
+}
+
 function round2(value: number): number {
   return Math.round(value * 100) / 100;
 }
@@ -694,6 +845,18 @@ export class VmDownError extends HarnessError {
   /** Whether the guest itself powered off (as opposed to the host destroying it, or a crash). */
   get guestShutdown(): boolean {
     return /\(shutdown\)/.test(this.state);
+  }
+}
+
+/**
+ * A reboot's proof failed: it was not the kind of reboot the harness asked for (a soft reboot
+ * whose counter never moved, a power loss whose old boot ended cleanly). The harness's fault,
+ * never a verdict.
+ */
+export class RebootUnprovenError extends HarnessError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = "RebootUnprovenError";
   }
 }
 

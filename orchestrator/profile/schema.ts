@@ -188,10 +188,38 @@ export const idempotenceSchema = z.union([z.boolean(), z.literal("strict")]);
 /** The name a verify playbook's task takes as a check (report, junit, `expectFailing`). */
 export const VERIFY_CHECK_PREFIX = "verify: ";
 
+/**
+ * How the VM is rebooted: `clean` (the guest's own `systemctl reboot`), `power-loss` (the domain
+ * off without a shutdown, then on: nothing flushed but what the guest had written to its disk) or
+ * `soft` (`systemctl soft-reboot`: userspace only, the same kernel and boot id).
+ */
+export const REBOOT_KINDS = ["clean", "power-loss", "soft"] as const;
+/** One way of rebooting (see {@link REBOOT_KINDS}). */
+export type RebootKind = (typeof REBOOT_KINDS)[number];
+/**
+ * `reboot:`: one kind, or a list of kinds, each run from the same applied state; read as a list
+ * (one kind is a list of one), so that a wrong kind is named with its place in the list.
+ */
+export const rebootSchema = z.preprocess(
+  (value) => (typeof value === "string" ? [value] : value),
+  z
+    .array(z.enum(REBOOT_KINDS))
+    .min(1, { error: "expected at least one kind" })
+    .refine((kinds) => new Set(kinds).size === kinds.length, { error: "expected each kind at most once" }),
+);
+
+/** The kinds a `reboot:` value names, in order (none written: a clean reboot). */
+export function rebootKinds(value: RebootKind | readonly RebootKind[] | undefined): RebootKind[] {
+  if (value === undefined) return ["clean"];
+  return typeof value === "string" ? [value] : [...value];
+}
+
 const scenarioSchema = z.strictObject({
   vars: vars.default({}),
   /** Overrides the profile's `idempotence` for this scenario. */
   idempotence: idempotenceSchema.optional(),
+  /** Overrides the profile's `reboot` for this scenario. */
+  reboot: rebootSchema.optional(),
   /** The repo at this revision (checked out read-only into the run dir) instead of as it is on disk. */
   ref: gitRevision.optional(),
   /** The upgrade path: this revision is applied first (what the live host runs), then the scenario's. */
@@ -268,6 +296,8 @@ export const profileSchema = z
      * `--egress open` lifts the allowlist for one run.
      */
     egress: z.array(egressName).max(64).default([]),
+    /** How the VM is rebooted: one kind, or several, each from the same applied state (a scenario may override it). */
+    reboot: rebootSchema.default(["clean"]),
     scenarios: z
       .strictObject({
         red: redScenarioSchema.optional(),

@@ -8,7 +8,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { closest } from "../did-you-mean.ts";
 import { BadInputError } from "../errors.ts";
-import type { RunReport, ScenarioReport } from "./report.ts";
+import type { RebootEntry, RunReport, ScenarioReport } from "./report.ts";
 
 /** One past run, as `runs` lists it. */
 export interface PastRun {
@@ -143,6 +143,18 @@ export function revisionLabel(scenario: Pick<ScenarioReport, "ref" | "commit" | 
   return at || on ? ` (${at}${on})` : "";
 }
 
+/** One kind of reboot of a scenario in a line: how it was proven and whether it met the expectation. */
+export function rebootEntryLine(entry: RebootEntry): string {
+  const verdict = entry.ok ? "as expected" : "NOT as expected";
+  if (!entry.proof) return `${entry.kind}: did not come back: ${entry.notBack?.reason ?? "unknown"} (${verdict})`;
+  const [before, after] = entry.proof.bootIds;
+  const proven = entry.proof.softReboots
+    ? `userspace only, boot id ${after.slice(0, 8)}… unchanged, soft reboots ${entry.proof.softReboots.join(" → ")}`
+    : `boot id ${before.slice(0, 8)}… → ${after.slice(0, 8)}…${entry.proof.previousBootEnd ? `, the old boot's journal: ${entry.proof.previousBootEnd}` : ""}`;
+  const failed = entry.checks.filter((check) => !check.ok).length;
+  return `${entry.kind}: ${proven} in ${entry.proof.seconds} s; ${entry.checks.length - failed} of ${entry.checks.length} checks passed after it (${verdict})${entry.diagnostics ? `; diagnostics: ${entry.diagnostics}` : ""}`;
+}
+
 /** How many lines of a before/after difference are shown per side before "and N more". */
 const DIFF_LINES = 4;
 
@@ -152,8 +164,12 @@ function scenarioLines(scenario: ScenarioReport): string[] {
   const lines = [`${scenario.name.toUpperCase()} (${about.join("; ")}): ${scenario.ok ? "as expected" : "NOT as expected"}`];
   lines.push(`  ${scenario.outcome}`);
   if (scenario.bootIds.length === 2) lines.push(`  rebooted: boot id ${scenario.bootIds[0].slice(0, 8)}… → ${scenario.bootIds[1].slice(0, 8)}…`);
+  for (const entry of scenario.reboots ?? []) lines.push(`  ${rebootEntryLine(entry)}`);
   const failed = scenario.checks.filter((check) => !check.ok);
-  for (const check of failed) lines.push(`  FAIL ${check.stage === "pre-reboot" ? "before" : "after"} the reboot: ${check.name}: ${check.detail}`);
+  for (const check of failed) {
+    const after = check.reboot ? `after a ${check.reboot} reboot` : "after the reboot";
+    lines.push(`  FAIL ${check.stage === "pre-reboot" ? "before the reboot" : after}: ${check.name}: ${check.detail}`);
+  }
   const passed = scenario.checks.length - failed.length;
   if (scenario.checks.length > 0) lines.push(`  checks: ${passed} of ${scenario.checks.length} passed (before and after the reboot)`);
   if (scenario.idempotence) {

@@ -7,7 +7,7 @@
 import { access, readdir, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { CheckResult } from "../guest/checks.ts";
-import { revisionLabel } from "./past-runs.ts";
+import { rebootEntryLine, revisionLabel } from "./past-runs.ts";
 import { redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** The files of each scenario's diagnostics folder, to link to (read when the page is written). */
@@ -82,9 +82,11 @@ function scenarioSection(report: RunReport, scenario: ScenarioReport, files: str
     `<section class="scenario ${state}" id="${scenario.name}">`,
     `<h2>${escape(name)}${escape(revisionLabel(scenario))} <span class="expect">expects to ${scenario.expect === "fail" ? "pass before and fail after the reboot" : "pass before and after the reboot"}</span></h2>`,
     `<p class="outcome">${escape(scenario.outcome)}</p>`,
-    scenario.bootIds.length === 2
-      ? `<p class="boots">boot id ${escape(scenario.bootIds[0].slice(0, 8))}… → ${escape(scenario.bootIds[1].slice(0, 8))}…</p>`
-      : "",
+    scenario.reboots
+      ? `<ul class="boots">${scenario.reboots.map((entry) => `<li>${escape(rebootEntryLine(entry))}</li>`).join("")}</ul>`
+      : scenario.bootIds.length === 2
+        ? `<p class="boots">boot id ${escape(scenario.bootIds[0].slice(0, 8))}… → ${escape(scenario.bootIds[1].slice(0, 8))}…</p>`
+        : "",
     scenario.firstBoot?.kind === "warm" ? `<p class="boots">started from the first boot of ${escape(scenario.firstBoot.from)}</p>` : "",
     timeline(scenario),
     checksTable(scenario),
@@ -121,11 +123,15 @@ function checksTable(scenario: ScenarioReport): string {
     const expected = scenario.expect === "fail" && check.stage === "post-reboot" && !check.ok;
     return `<td class="${check.ok ? "pass" : expected ? "expected" : "fail"}"><b>${check.ok ? "pass" : expected ? "fail (expected)" : "FAIL"}</b> ${escape(check.detail)}</td>`;
   };
+  // A column after each kind of reboot when there were several kinds (or one that is not clean).
+  const kinds = scenario.reboots?.map((entry) => entry.kind) ?? [undefined];
   const rows = names.map((name) => {
-    const of = (stage: string) => scenario.checks.find((check) => check.name === name && check.stage === stage);
-    return `<tr><th scope="row">${escape(name)}</th>${cell(of("pre-reboot"))}${cell(of("post-reboot"))}</tr>`;
+    const of = (stage: string, kind?: string) =>
+      scenario.checks.find((check) => check.name === name && check.stage === stage && (stage === "pre-reboot" || check.reboot === kind));
+    return `<tr><th scope="row">${escape(name)}</th>${cell(of("pre-reboot"))}${kinds.map((kind) => cell(of("post-reboot", kind))).join("")}</tr>`;
   });
-  return `<h3>Checks</h3><table class="checks"><thead><tr><th>check</th><th>before the reboot</th><th>after the reboot</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+  const heads = kinds.map((kind) => `<th>after ${kind ? `a ${escape(kind)} reboot` : "the reboot"}</th>`).join("");
+  return `<h3>Checks</h3><table class="checks"><thead><tr><th>check</th><th>before the reboot</th>${heads}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
 }
 
 function diffSection(scenario: ScenarioReport): string {

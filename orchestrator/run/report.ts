@@ -11,6 +11,7 @@ import type { FirstBoot, Phase } from "./provision.ts";
 import type { CertificateOutcome } from "../ansible/certs.ts";
 import type { SnapshotDiff } from "../guest/snapshot.ts";
 import type { HostKeyChange } from "../guest/host-keys.ts";
+import type { RebootKind } from "../profile/schema.ts";
 
 /** One scenario of a run. */
 export interface ScenarioReport {
@@ -65,6 +66,33 @@ export interface ScenarioReport {
    * fault): why the wait ended, and the console of that boot.
    */
   notBack?: { reason: string; console: string[] };
+  /**
+   * Each kind of reboot, in order, when the scenario's `reboot` is not one clean reboot (several
+   * kinds each start from the same applied state). The scenario's `bootIds`, `snapshotDiff` and
+   * `notBack` are the last kind's.
+   */
+  reboots?: RebootEntry[];
+}
+
+/** One kind of reboot of a scenario: its proof, its checks after it and whether it met the scenario's expectation. */
+export interface RebootEntry {
+  kind: RebootKind;
+  ok: boolean;
+  /** Null when the VM did not come back. */
+  proof: {
+    bootIds: [string, string];
+    seconds: number;
+    /** power-loss: what the old boot's journal on the disk says of its end. */
+    previousBootEnd?: string;
+    /** soft: systemd's SoftRebootsCount before and after; the boot id stays. */
+    softReboots?: [number, number];
+    userspaceOnly?: true;
+  } | null;
+  checks: CheckResult[];
+  snapshotDiff: Record<string, SnapshotDiff> | null;
+  notBack?: { reason: string; console: string[] };
+  /** A failed kind's bundle, taken before the VM went back to the applied state (null: none, or the last kind: the scenario's). */
+  diagnostics: string | null;
 }
 
 /** What ended a command that was no verdict (exit 3, 4 or 130): the error and its causes. */
@@ -147,7 +175,7 @@ export function junitXml(report: RunReport): string {
       // RED expects its checks to fail after the reboot: a failure there is the expected outcome.
       const expectedFailure = scenario.expect === "fail" && check.stage === "post-reboot";
       const testcase: Record<string, unknown> = {
-        "@classname": `${report.host}.${scenario.name}.${check.stage}`,
+        "@classname": `${report.host}.${scenario.name}.${check.stage}${check.reboot ? `.${check.reboot}` : ""}`,
         "@name": check.name,
         "@time": check.seconds.toFixed(1),
       };
@@ -155,6 +183,16 @@ export function junitXml(report: RunReport): string {
       if (check.ok && expectedFailure) testcase["system-out"] = `passed after the reboot although RED expects a failure: ${check.detail}`;
       return testcase;
     });
+    // A case per kind of reboot: whether the scenario met its expectation under it.
+    for (const entry of scenario.reboots ?? []) {
+      const outcome = entry.notBack ? `did not come back: ${entry.notBack.reason}` : entry.ok ? "as expected" : "not as expected";
+      cases.push({
+        "@classname": `${report.host}.${scenario.name}.${entry.kind}`,
+        "@name": scenario.expect === "fail" ? `RED is faithful under a ${entry.kind} reboot` : `survives a ${entry.kind} reboot`,
+        "@time": (entry.proof?.seconds ?? 0).toFixed(1),
+        ...(entry.ok ? {} : { failure: { "@message": outcome, "#text": outcome } }),
+      });
+    }
     cases.push({
       "@classname": `${report.host}.${scenario.name}`,
       "@name": scenario.expect === "fail" ? "RED is faithful (passes before, fails after the reboot)" : "survives the reboot",

@@ -26,7 +26,9 @@ import { BadInputError, HarnessError, StoppedBesideError, SystemUnderTestError }
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { certCacheDir } from "../host/paths.ts";
 import { describePanic } from "../guest/console.ts";
-import { BootStallError, GuestPanicError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
+import { BootStallError, GuestPanicError, RebootUnprovenError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
+import { collectDiagnostics } from "../guest/diagnostics.ts";
+import { dropRewindPoint, rewind, takeRewindPoint } from "../host/rewind.ts";
 import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
 import {
@@ -42,11 +44,11 @@ import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
-import { VERIFY_CHECK_PREFIX, type Check } from "../profile/schema.ts";
+import { rebootKinds, VERIFY_CHECK_PREFIX, type Check, type RebootKind } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
-import type { ScenarioReport } from "./report.ts";
+import type { RebootEntry, ScenarioReport } from "./report.ts";
 import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
 
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
@@ -88,6 +90,8 @@ export interface ScenarioSpec {
   baseline?: ResolvedRevision;
   /** The scenario's own `idempotence`, over the profile's. */
   idempotence?: boolean | "strict";
+  /** The scenario's own `reboot` kinds, over the profile's. */
+  reboot?: RebootKind | RebootKind[];
 }
 
 /** The scenarios a profile declares, as every command takes them: RED (the control) when declared, and GREEN. */
@@ -100,12 +104,19 @@ export function declaredScenarios(profile: Pick<LoadedProfile, "document">): { r
         vars: declared.red.vars ?? {},
         ...(declared.red.expectFailing ? { expectFailing: declared.red.expectFailing } : {}),
         ...(declared.red.idempotence !== undefined ? { idempotence: declared.red.idempotence } : {}),
+        ...(declared.red.reboot !== undefined ? { reboot: declared.red.reboot } : {}),
       }
     : undefined;
-  const greenIdempotence = declared?.green?.idempotence;
+  const green = declared?.green;
   return {
     red,
-    green: { name: "green", expect: "pass", vars: declared?.green?.vars ?? {}, ...(greenIdempotence !== undefined ? { idempotence: greenIdempotence } : {}) },
+    green: {
+      name: "green",
+      expect: "pass",
+      vars: green?.vars ?? {},
+      ...(green?.idempotence !== undefined ? { idempotence: green.idempotence } : {}),
+      ...(green?.reboot !== undefined ? { reboot: green.reboot } : {}),
+    },
   };
 }
 
@@ -131,7 +142,7 @@ export function scenarioToBringUp(profile: Pick<LoadedProfile, "document" | "fil
   const { red, green } = declaredScenarios(profile);
   if (asked !== "red") return green;
   if (!red) throw new BadInputError({ file: profile.file, path: "scenarios.red", message: "--scenario red needs a RED scenario; found none in the profile" });
-  return { name: "red", expect: "pass", vars: red.vars };
+  return { name: "red", expect: "pass", vars: red.vars, ...(red.reboot !== undefined ? { reboot: red.reboot } : {}) };
 }
 
 /** What the steps need from the run. */
@@ -276,9 +287,155 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
   }
   // The change must survive: GREEN also checks what the host was right before the reboot.
   const survival = scenario.expect === "pass" && context.profile.document.survival !== false ? await deriveSurvival(context, session) : undefined;
-  const rebooted = await rebootStep(context, session, context.profile.document.checks, survival, verify);
-  report.checks.push(...rebooted.post);
-  return judge(scenario.expect, pre, rebooted.post, scenario.expectFailing);
+  const kinds = rebootKinds(scenario.reboot ?? profile.document.reboot);
+  const judgeKind = (kind: RebootKind, post: readonly CheckResult[]) => judge(scenario.expect, pre, post, scenario.expectFailing, kind);
+  const outcomes = await rebootByKinds(context, session, kinds, {
+    checks: context.profile.document.checks,
+    ...(survival ? { survival } : {}),
+    verify,
+    failed: (kind, post) => !judgeKind(kind, post).ok,
+  });
+  if (kinds.length === 1 && kinds[0] === "clean") return judge(scenario.expect, pre, outcomes[0]!.reboot.post, scenario.expectFailing);
+  return judgeKinds(
+    scenario,
+    outcomes.map(({ kind, reboot }) => ({ kind, verdict: judgeKind(kind, reboot.post) })),
+  );
+}
+
+/** A scenario's verdict over its reboot kinds: each judged on its own, the scenario ok when every one is. */
+export function judgeKinds(scenario: Pick<ScenarioSpec, "name" | "expect">, kinds: readonly { kind: RebootKind; verdict: Verdict }[]): Verdict {
+  if (kinds.length === 1) return kinds[0]!.verdict;
+  const failed = kinds.filter(({ verdict }) => !verdict.ok);
+  if (failed.length === 0) {
+    const names = kinds.map(({ kind }) => kind).join(", ");
+    return {
+      ok: true,
+      outcome:
+        scenario.expect === "pass"
+          ? `GREEN survived every kind of reboot (${names}): every check passed before and after each`
+          : `RED is faithful under every kind of reboot (${names}): it passed before each and broke after it`,
+    };
+  }
+  return { ok: false, outcome: failed.map(({ verdict }) => verdict.outcome).join("; ") };
+}
+
+/** What the reboot of a kind is called in what the run says. */
+export function rebootLabel(kind: RebootKind): string {
+  return { clean: "the reboot", "power-loss": "the power loss", soft: "the soft reboot" }[kind];
+}
+
+/** One reboot kind's result. */
+export interface KindOutcome {
+  kind: RebootKind;
+  reboot: RebootOutcome;
+}
+
+/**
+ * Reboots by each kind in turn, each from the same applied state: with more than one kind, the
+ * state right before the first reboot is saved once (a rewind point: memory and disk, see
+ * host/rewind.ts) and each kind after the first starts from it again, its clock set to now. Each
+ * kind runs the checks (and survival checks and verify playbook) after it; one whose result
+ * `failed` says is a failure gets its diagnostics into `diagnostics-<kind>/` before the VM goes
+ * back (the last kind's are the scenario's own). Each kind is recorded in the scenario's
+ * `reboots[]` (unless it is a single clean reboot), its checks tagged with it. The rewind point
+ * (its memory holds the run's secrets) is deleted on every exit path.
+ */
+export async function rebootByKinds(
+  context: StepContext,
+  session: ScenarioVm,
+  kinds: readonly RebootKind[],
+  plan: { checks: readonly Check[]; survival?: SurvivalPlan; verify?: VerifyPlan; failed: (kind: RebootKind, post: readonly CheckResult[]) => boolean },
+): Promise<KindOutcome[]> {
+  const { machine, report } = session;
+  const several = kinds.length > 1;
+  const tagged = !(kinds.length === 1 && kinds[0] === "clean");
+  const point = several
+    ? await session.timed("rewind point (the applied state each reboot kind starts from)", async () => {
+        context.log.info(`reboot kinds: ${kinds.join(", ")}, each from this applied state (saved now, restored before each kind after the first)`);
+        await machine.closeConnection();
+        const taken = await takeRewindPoint(context.libvirt, context.runner, session.outputs);
+        await afterRestore(context, machine);
+        return taken;
+      })
+    : undefined;
+  const outcomes: KindOutcome[] = [];
+  try {
+    for (const [index, kind] of kinds.entries()) {
+      if (index > 0 && point) {
+        await session.timed(`back to the applied state (before ${rebootLabel(kind)})`, async () => {
+          await machine.closeConnection();
+          await rewind(context.libvirt, context.runner, session.outputs, point);
+          await afterRestore(context, machine);
+        });
+      }
+      delete report.notBack;
+      const reboot = await rebootStep(context, session, plan.checks, plan.survival, plan.verify, kind);
+      outcomes.push({ kind, reboot });
+      const checks = tagged ? reboot.post.map((check) => ({ ...check, reboot: kind })) : reboot.post;
+      report.checks.push(...checks);
+      const failed = plan.failed(kind, reboot.post);
+      let diagnostics: string | null = null;
+      if (failed && index < kinds.length - 1) diagnostics = await kindDiagnostics(context, session, kind);
+      if (tagged) (report.reboots ??= []).push(rebootEntry(kind, reboot, checks, !failed, report, diagnostics));
+    }
+  } finally {
+    if (point) {
+      await dropRewindPoint(context.libvirt, context.runner, session.outputs, point).catch((error: Error) => context.log.warn(error.message.split("\n")[0]!));
+    }
+  }
+  return outcomes;
+}
+
+/** After a saved state was restored: SSH again (the old connections died with the old process), the clock set to now. */
+async function afterRestore(context: StepContext, machine: Machine): Promise<void> {
+  await machine.waitForSsh(context.timeouts.sshMs);
+  // The guest stood still while its state was written or read: its clock is behind by that long.
+  await machine.setClockToNow();
+}
+
+/** A failed kind's diagnostics, before the VM goes back to the applied state (never throws). */
+async function kindDiagnostics(context: StepContext, session: ScenarioVm, kind: RebootKind): Promise<string | null> {
+  const dir = join(session.dir, `diagnostics-${kind}`);
+  return session.timed(`diagnostics (${kind})`, async () => {
+    const items = await collectDiagnostics({
+      dir,
+      machine: session.machine,
+      outputs: session.outputs,
+      runner: context.runner,
+      libvirt: context.libvirt,
+      reason: `after ${rebootLabel(kind)}: ${session.report.notBack?.reason ?? "checks failed"}`,
+    });
+    context.log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${dir}`);
+    return dir;
+  });
+}
+
+/** The report's entry for one reboot kind. */
+function rebootEntry(
+  kind: RebootKind,
+  reboot: RebootOutcome,
+  checks: CheckResult[],
+  ok: boolean,
+  report: ScenarioReport,
+  diagnostics: string | null,
+): RebootEntry {
+  const proof = reboot.proof;
+  return {
+    kind,
+    ok,
+    proof: proof
+      ? {
+          bootIds: [proof.bootIdBefore, proof.bootIdAfter],
+          seconds: proof.seconds,
+          ...(proof.previousBootEnd ? { previousBootEnd: proof.previousBootEnd } : {}),
+          ...(proof.softReboots ? { softReboots: proof.softReboots, userspaceOnly: true } : {}),
+        }
+      : null,
+    checks,
+    snapshotDiff: reboot.after ? diffSnapshots(reboot.before, reboot.after) : null,
+    ...(report.notBack ? { notBack: report.notBack } : {}),
+    diagnostics,
+  };
 }
 
 /** The check a strict idempotence adds before the reboot. */
@@ -577,6 +734,8 @@ export async function checkStage(
 export interface RebootOutcome {
   post: CheckResult[];
   proof: RebootProof | undefined;
+  /** Why the VM did not come back (no proof). */
+  notBack?: string;
   before: Snapshot;
   after: Snapshot | undefined;
 }
@@ -593,15 +752,17 @@ export async function rebootStep(
   checks: readonly Check[] = context.profile.document.checks,
   survival?: SurvivalPlan,
   verify?: VerifyPlan,
+  kind: RebootKind = "clean",
 ): Promise<RebootOutcome> {
   const { machine, report } = session;
-  const before = await session.timed("snapshot before the reboot", () => takeSnapshot(machine));
+  const label = rebootLabel(kind);
+  const before = await session.timed(`snapshot before ${label}`, () => takeSnapshot(machine));
   let proof: RebootProof;
   try {
-    proof = await session.timed("reboot", () => rebootWithOneReset(context, session));
+    proof = await session.timed(kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss", () => rebootWithOneReset(context, session, kind));
   } catch (error) {
-    const reason = await notBackReason(error, context, machine);
-    context.log.warn(`the VM did not come back after the reboot: ${reason}`);
+    const reason = await notBackReason(error, context, machine, kind);
+    context.log.warn(`the VM did not come back after ${label}: ${reason}`);
     report.notBack = { reason, console: await machine.currentBootConsole(20) };
     const verifyFile = verify?.profile.verifyFile;
     const unverified = verifyFile ? [{ name: `${VERIFY_CHECK_PREFIX}${relative(verify.profile.repoDir, verifyFile)}` }] : [];
@@ -609,21 +770,20 @@ export async function rebootStep(
       name: check.name,
       stage: "post-reboot" as const,
       ok: false,
-      detail: `the VM did not come back after the reboot: ${reason}`,
+      detail: `the VM did not come back after ${label}: ${reason}`,
       seconds: 0,
     }));
-    return { post, proof: undefined, before, after: undefined };
+    return { post, proof: undefined, notBack: reason, before, after: undefined };
   }
   report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
   report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
   report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
   const lag = proof.ready.readyLagSeconds;
-  context.log.info(
-    `rebooted: boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}… in ${proof.seconds} s${lag === undefined ? "" : `; sshd noticed ${lag.toFixed(1)} s after it became active`}`,
-  );
+  context.log.info(`${provenAs(proof)}${lag === undefined ? "" : `; sshd noticed ${lag.toFixed(1)} s after it became active`}`);
   await session.timed("system settled", () => waitSettled(machine, context.log));
-  report.guestBootSeconds.push(await machine.guestBootSeconds());
-  const post = await session.timed("checks after the reboot", async () => {
+  // A soft reboot is no boot: systemd-analyze still tells of the kernel's.
+  report.guestBootSeconds.push(kind === "soft" ? null : await machine.guestBootSeconds());
+  const post = await session.timed(`checks after ${label}`, async () => {
     const [written, derived] = await Promise.all([
       checkStage(context, session, "post-reboot", checks),
       survival && survival.checks.length > 0
@@ -635,17 +795,31 @@ export async function rebootStep(
     return [...written, ...derived];
   });
   if (verify) post.push(...(await verifyStage(context, session, "post-reboot", verify)));
-  const after = await session.timed("snapshot after the reboot", () => takeSnapshot(machine));
+  const after = await session.timed(`snapshot after ${label}`, () => takeSnapshot(machine));
   report.snapshotDiff = diffSnapshots(before, after);
   return { post, proof, before, after };
+}
+
+/** How a reboot was proven, in a line of the log. */
+function provenAs(proof: RebootProof): string {
+  const ids = `boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}…`;
+  if (proof.kind === "soft") {
+    const [before, after] = proof.softReboots ?? [0, 0];
+    return `soft-rebooted (userspace only, the same kernel): boot id ${proof.bootIdAfter.slice(0, 8)}… unchanged, soft reboots ${before} → ${after}, in ${proof.seconds} s`;
+  }
+  if (proof.kind === "power-loss")
+    return `powered off without a shutdown and on again: ${ids} in ${proof.seconds} s; the old boot's end: ${proof.previousBootEnd ?? "not read"}`;
+  return `rebooted: ${ids} in ${proof.seconds} s`;
 }
 
 /**
  * Why the VM did not come back, when that is the change's doing; throws when it is not (the
  * harness or the infrastructure failed: exit 4, "run it again").
  */
-async function notBackReason(error: unknown, context: StepContext, machine: Machine): Promise<string> {
+async function notBackReason(error: unknown, context: StepContext, machine: Machine, kind: RebootKind): Promise<string> {
   if (!(error instanceof HarnessError) || context.signal.aborted) throw error;
+  // Not the kind of reboot asked for (a soft reboot that never happened, a power loss that was a shutdown).
+  if (error instanceof RebootUnprovenError) throw error;
   const race = tcgRaceOf(error, context.accel.accel);
   if (race) {
     // Not the finding: QEMU ran a stale kernel patch. Judging it would make RED "faithful" and
@@ -680,6 +854,9 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
       cause: error,
     });
   }
+  // A soft reboot has no new kernel to wait for: the old one ran on, and the new userspace never answered.
+  if (kind === "soft")
+    return `SSH never answered after the soft reboot (the kernel ran on; last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;
   // A wait that timed out: the change's finding only if the new boot's kernel ran.
   if (await machine.kernelStarted())
     return `its new kernel started but SSH never answered (last console line: ${(await machine.currentBootConsole(1))[0] ?? "none"})`;
@@ -694,11 +871,14 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
  * stalls before its kernel, the VM is powered off and on once and the same boot is waited for
  * again (recorded in `bootResets`).
  */
-async function rebootWithOneReset(context: StepContext, session: ScenarioVm): Promise<RebootProof> {
+async function rebootWithOneReset(context: StepContext, session: ScenarioVm, kind: RebootKind): Promise<RebootProof> {
   const { machine, report } = session;
+  // No boot, no firmware: nothing to reset.
+  if (kind === "soft") return machine.softReboot(context.timeouts.sshMs);
   const bootIdBefore = await machine.bootId();
   const started = machine.now();
-  let attempt = () => machine.reboot(context.timeouts.sshMs, { bootIdBefore });
+  let attempt = () =>
+    kind === "power-loss" ? machine.powerLoss(context.timeouts.sshMs, { bootIdBefore }) : machine.reboot(context.timeouts.sshMs, { bootIdBefore });
   const { value, resets } = await withOneReset(() => attempt(), {
     what: "the boot after the reboot",
     accel: context.accel.accel,
@@ -709,7 +889,10 @@ async function rebootWithOneReset(context: StepContext, session: ScenarioVm): Pr
       const resetAt = machine.now();
       attempt = async () => {
         const ready = await machine.waitForSsh(context.timeouts.sshMs, { notBootId: bootIdBefore, bootBeganAt: resetAt, restartAt: resetAt });
-        return { bootIdBefore, bootIdAfter: ready.bootId, seconds: Math.round((machine.now() - started) / 100) / 10, ready };
+        const seconds = Math.round((machine.now() - started) / 100) / 10;
+        if (kind === "power-loss")
+          return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready, previousBootEnd: await machine.endOfBoot(bootIdBefore) };
+        return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready };
       };
     },
   });
@@ -730,12 +913,19 @@ async function waitSettled(machine: Machine, log: Log): Promise<void> {
  * A scenario's verdict from its checks before and after the reboot (README, `run`; the runbook's "Read a report"). With
  * `expectFailing`, RED is faithful only when exactly those checks fail after the reboot.
  */
-export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post: readonly CheckResult[], expectFailing?: readonly string[]): Verdict {
+export function judge(
+  expect: "fail" | "pass",
+  pre: readonly CheckResult[],
+  post: readonly CheckResult[],
+  expectFailing?: readonly string[],
+  kind: RebootKind = "clean",
+): Verdict {
   const preOk = pre.every((check) => check.ok);
   const postOk = post.length > 0 && post.every((check) => check.ok);
+  const reboot = rebootLabel(kind);
   if (expect === "fail") {
     if (!preOk) return { ok: false, outcome: `RED failed before the reboot (${failedNames(pre)}): this is not a reboot bug, so RED proves nothing` };
-    if (postOk) return { ok: false, outcome: "RED passed after the reboot: the harness is not faithful (it does not reproduce the incident)" };
+    if (postOk) return { ok: false, outcome: `RED passed after ${reboot}: the harness is not faithful (it does not reproduce the incident)` };
     if (expectFailing && expectFailing.length > 0) {
       const failed = new Set(post.filter((check) => !check.ok).map((check) => check.name));
       const missing = expectFailing.filter((name) => !failed.has(name));
@@ -745,18 +935,18 @@ export function judge(expect: "fail" | "pass", pre: readonly CheckResult[], post
           ...(missing.length > 0 ? [`expected to fail but did not (passed, or never ran): ${missing.join(", ")}`] : []),
           ...(extra.length > 0 ? [`failed but not expected to: ${extra.join(", ")}`] : []),
         ];
-        return { ok: false, outcome: `RED broke after the reboot, but not as the incident did (${parts.join("; ")}): the harness is not faithful` };
+        return { ok: false, outcome: `RED broke after ${reboot}, but not as the incident did (${parts.join("; ")}): the harness is not faithful` };
       }
       return {
         ok: true,
-        outcome: `RED is faithful: it passed before the reboot and broke after it exactly as expected (${failedNames(post)}), every other check passed`,
+        outcome: `RED is faithful: it passed before ${reboot} and broke after it exactly as expected (${failedNames(post)}), every other check passed`,
       };
     }
-    return { ok: true, outcome: `RED is faithful: it passed before the reboot and broke after it (${failedNames(post)})` };
+    return { ok: true, outcome: `RED is faithful: it passed before ${reboot} and broke after it (${failedNames(post)})` };
   }
   if (!preOk) return { ok: false, outcome: `GREEN failed before the reboot: ${failedNames(pre)}` };
-  if (!postOk) return { ok: false, outcome: `GREEN broke after the reboot: ${failedNames(post)}` };
-  return { ok: true, outcome: "GREEN survived the reboot: every check passed before and after" };
+  if (!postOk) return { ok: false, outcome: `GREEN broke after ${reboot}: ${failedNames(post)}` };
+  return { ok: true, outcome: `GREEN survived ${reboot}: every check passed before and after` };
 }
 
 function failedNames(checks: readonly CheckResult[]): string {

@@ -3,7 +3,8 @@ import { RefusedError } from "../errors.ts";
 import { pinSeedHostKeys } from "../guest/host-keys.ts";
 import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
-import { applyStep, checkStage, deriveSurvival, rebootStep, verifyStage, type VerifyPlan } from "./scenario.ts";
+import { rebootKinds, type RebootKind } from "../profile/schema.ts";
+import { applyStep, checkStage, deriveSurvival, rebootByKinds, rebootLabel, verifyStage, type VerifyPlan } from "./scenario.ts";
 
 /** The vars of the scenario the kept VM was brought up with. */
 function scenarioVars(run: AttachedRun): Record<string, unknown> {
@@ -49,27 +50,40 @@ export async function attachedCheck(run: AttachedRun): Promise<VerbOutcome> {
   };
 }
 
-/** The run's reboot: proof, settle, checks, before/after diff. */
-export async function attachedReboot(run: AttachedRun): Promise<VerbOutcome> {
-  const survival = run.stepContext.profile.document.survival !== false ? await deriveSurvival(run.stepContext, run.session) : undefined;
-  const outcome = await rebootStep(run.stepContext, run.session, run.stepContext.profile.document.checks, survival, verifyPlan(run));
-  run.session.report.checks.push(...outcome.post);
-  const failed = outcome.post.filter((check) => !check.ok);
+/**
+ * The run's reboot by each kind asked for (`--kind`, else the profile's `reboot`): proof, settle,
+ * checks, before/after diff; several kinds each from the state the VM is in now.
+ */
+export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKind[]): Promise<VerbOutcome> {
+  const { stepContext, session } = run;
+  const kinds = asked ?? rebootKinds(stepContext.profile.document.reboot);
+  const survival = stepContext.profile.document.survival !== false ? await deriveSurvival(stepContext, session) : undefined;
+  const outcomes = await rebootByKinds(stepContext, session, kinds, {
+    checks: stepContext.profile.document.checks,
+    ...(survival ? { survival } : {}),
+    verify: verifyPlan(run),
+    failed: (_kind, post) => post.some((check) => !check.ok),
+  });
   const details = {
-    bootIds: run.session.report.bootIds,
-    snapshotDiff: run.session.report.snapshotDiff,
-    notBack: run.session.report.notBack ?? null,
-    bootResets: run.session.report.bootResets,
+    bootIds: session.report.bootIds,
+    snapshotDiff: session.report.snapshotDiff,
+    notBack: session.report.notBack ?? null,
+    bootResets: session.report.bootResets,
+    ...(session.report.reboots ? { reboots: session.report.reboots } : {}),
   };
-  if (!outcome.proof) return { ok: false, outcome: `the VM did not come back after the reboot: ${run.session.report.notBack?.reason ?? "unknown"}`, details };
-  return {
-    ok: failed.length === 0,
-    outcome:
-      failed.length === 0
-        ? `rebooted (boot id ${outcome.proof.bootIdBefore.slice(0, 8)}… → ${outcome.proof.bootIdAfter.slice(0, 8)}…) and every check passes`
-        : `rebooted, and ${failed.length} of ${outcome.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}`,
-    details,
-  };
+  const said = outcomes.map(({ kind, reboot }) => {
+    const label = rebootLabel(kind);
+    if (!reboot.proof) return { ok: false, text: `the VM did not come back after ${label}: ${reboot.notBack ?? "unknown"}` };
+    const failed = reboot.post.filter((check) => !check.ok);
+    const proven =
+      reboot.proof.kind === "soft"
+        ? `soft-rebooted (boot id ${reboot.proof.bootIdAfter.slice(0, 8)}… unchanged, soft reboots ${reboot.proof.softReboots?.join(" → ") ?? "?"})`
+        : `${kind === "power-loss" ? "powered off and on" : "rebooted"} (boot id ${reboot.proof.bootIdBefore.slice(0, 8)}… → ${reboot.proof.bootIdAfter.slice(0, 8)}…)`;
+    return failed.length === 0
+      ? { ok: true, text: `${proven} and every check passes` }
+      : { ok: false, text: `${proven}, and ${failed.length} of ${reboot.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}` };
+  });
+  return { ok: said.every((entry) => entry.ok), outcome: said.map((entry) => entry.text).join("; "), details };
 }
 
 /**

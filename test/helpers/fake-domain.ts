@@ -10,7 +10,12 @@
 import { appendFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Runner } from "../../infra/runner.ts";
+import { secretsOf } from "../../orchestrator/ansible/secrets.ts";
 import { Machine } from "../../orchestrator/guest/machine.ts";
+import type { Libvirt } from "../../orchestrator/host/libvirt.ts";
+import { NO_ANSIBLE_ARGS } from "../../orchestrator/run/options.ts";
+import type { ScenarioReport } from "../../orchestrator/run/report.ts";
+import type { ScenarioVm, StepContext } from "../../orchestrator/run/scenario.ts";
 import { writeFake } from "./fakes.ts";
 import { silentLog } from "./fixtures.ts";
 
@@ -36,6 +41,13 @@ export const PANICKED_BOOT = [
   "",
 ].join("\r\n");
 
+/**
+ * What `systemctl soft-reboot` does: the userspace restarts (SoftRebootsCount one up); nothing
+ * happens; the kernel reboots instead (a new boot id); the guest's systemd does not know soft
+ * reboots (no SoftRebootsCount); or the new userspace never answers SSH.
+ */
+export type SoftReboot = "restarts" | "nothing" | "new-boot" | "unsupported" | "no-answer";
+
 /** What the fake domain was told, in order ("power-off-on-reset", "start", "power-cycle"). */
 export interface FakeDomain {
   machine: Machine;
@@ -44,6 +56,8 @@ export interface FakeDomain {
   clock: { now(): number };
   /** libvirt's state now. */
   state(): string;
+  /** Sets libvirt's state (someone else's doing). */
+  setState(state: string): void;
 }
 
 const RESTART_LINES = "[  222.1] systemd-shutdown[1]: Rebooting.\r\n[  222.2] reboot: Restarting system\r\n[  222.2] reboot: machine restart\r\n";
@@ -68,6 +82,10 @@ export async function fakeDomain(
     starts?: BootStart[];
     console?: string;
     /** Someone destroys the domain just as the reboot begins. */ destroyedAtReboot?: boolean;
+    /** What `systemctl soft-reboot` does (default: the userspace restarts, SoftRebootsCount one up). */
+    soft?: SoftReboot;
+    /** What the journal holds of the boot before (default: it ends without a clean shutdown). */
+    journal?: "crash" | "clean" | "none";
   },
 ): Promise<FakeDomain> {
   await mkdir(dir, { recursive: true });
@@ -76,6 +94,21 @@ export async function fakeDomain(
   await writeFile(bootFile, "1\n");
   await writeFile(upFile, "yes\n");
   const rebootAsked = join(dir, "reboot-asked");
+  const softFile = join(dir, "soft-reboots");
+  await writeFile(softFile, script.soft === "unsupported" ? "\n" : "0\n");
+  const soft = script.soft ?? "restarts";
+  const onSoftReboot = {
+    restarts: `echo $(( $(cat "${softFile}") + 1 )) > "${softFile}"; exit 255`,
+    nothing: "exit 0",
+    "new-boot": `echo $(( boot + 1 )) > "${bootFile}"; exit 255`,
+    unsupported: "echo \"Unknown command verb 'soft-reboot'.\" >&2; exit 1",
+    "no-answer": `echo no > "${upFile}"; exit 255`,
+  }[soft];
+  const journal = {
+    crash: 'printf "Started kazi-web.service - kazi web site.\\nnftables: ruleset loaded\\n"',
+    clean: 'printf "Stopped kazi-web.service.\\nReached target reboot.target - System Reboot.\\nShutting down.\\n"',
+    none: 'echo "No journal files were found." >&2; exit 1',
+  }[script.journal ?? "crash"];
   await writeFake(
     join(dir, "bin"),
     "ssh",
@@ -85,7 +118,13 @@ command="\${@: -1}"
 [ "$(cat "${upFile}")" = yes ] || { echo "ssh: connect to host 10.234.7.10 port 22: No route to host" >&2; exit 255; }
 case "$command" in
   *"systemctl reboot"*) echo yes > "${rebootAsked}"; exit 255 ;;
-  *"cat /proc/uptime"*) printf "31.00 50.00\\n29000000\\n\\n28000000\\n%s\\n" "$id" ;;
+  *"systemctl soft-reboot"*) ${onSoftReboot} ;;
+  *"cat /proc/uptime"*)
+    printf "31.00 50.00\\n29000000\\n\\n28000000\\n"
+    case "$command" in *SoftRebootsCount*) echo "soft-reboots=$(cat "${softFile}")" ;; esac
+    echo "$id" ;;
+  *"SoftRebootsCount"*) cat "${softFile}" ;;
+  *"journalctl"*) ${journal} ;;
   *"random/boot_id"*) echo "$id" ;;
 esac`,
   );
@@ -184,5 +223,56 @@ esac`,
     clock,
     banner: async () => (await readFile(upFile, "utf8")) === "yes\n" && state.startsWith("running"),
   });
-  return { machine, consoleLog, calls, clock, state: () => state };
+  return {
+    machine,
+    consoleLog,
+    calls,
+    clock,
+    state: () => state,
+    setState: (next) => {
+      state = next;
+    },
+  };
+}
+
+/**
+ * A scenario's step context and session around a machine (real or played by a method-level
+ * fake): the profile has one check ("web"), `libvirt` and `runner` are the caller's when given.
+ */
+export function aroundMachine(
+  machine: Machine,
+  sshMs = 1000,
+  extra: { libvirt?: Libvirt; runner?: Runner; outputs?: Partial<ScenarioVm["outputs"]>; dir?: string } = {},
+) {
+  const report = {
+    bootIds: [],
+    readyLagSeconds: [],
+    beforeKernelSeconds: [],
+    guestBootSeconds: [],
+    bootResets: [],
+    firstBoot: null,
+    phases: [],
+    checks: [],
+    snapshotDiff: null,
+  } as unknown as ScenarioReport;
+  const session: ScenarioVm = {
+    machine,
+    outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10", ...extra.outputs } as ScenarioVm["outputs"],
+    report,
+    dir: extra.dir ?? "/nonexistent",
+    timed: (_name, body) => body(),
+  };
+  const context = {
+    profile: { document: { checks: [{ name: "web", tcp: { port: 8080 }, within: 1 }] } },
+    certs: { tier: "internal" },
+    secrets: secretsOf([]),
+    log: silentLog(),
+    signal: new AbortController().signal,
+    accel: { accel: "tcg", reason: "" },
+    libvirt: extra.libvirt ?? ({} as Libvirt),
+    ...(extra.runner ? { runner: extra.runner } : {}),
+    timeouts: { leaseMs: sshMs, sshMs, cloudInitMs: sshMs },
+    ansible: NO_ANSIBLE_ARGS,
+  } as unknown as StepContext;
+  return { session, context, report };
 }

@@ -7,6 +7,7 @@ import { hostTargets } from "../run-inputs.ts";
 import { oneOf, PROFILELESS_OPTIONS } from "../options.ts";
 import { SCENARIOS } from "../../run/options.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
+import { rebootKinds, type RebootKind } from "../../profile/schema.ts";
 import { declaredScenarios, resolveScenarioRevisions } from "../../run/scenario.ts";
 
 export const validateCommand: CommandDefinition = {
@@ -71,6 +72,7 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
       survival: profile.document.survival,
       verify: profile.verifyFile ?? null,
       idempotence: Object.fromEntries(plan.map((scenario) => [scenario.name, scenario.idempotence ?? profile.document.idempotence])),
+      reboot: Object.fromEntries(plan.map((scenario) => [scenario.name, rebootKinds(scenario.reboot ?? profile.document.reboot)])),
       scenarios: Object.keys(profile.document.scenarios ?? {}),
       revisions,
     };
@@ -89,6 +91,7 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
             `  idempotence: a second apply in ${idempotence.map(([name, mode]) => `${name.toUpperCase()}${mode === "strict" ? " (strict: any change fails)" : ""}`).join(", ")}`,
           ]
         : []),
+      ...rebootLines(summary.reboot),
       `  scenarios: ${summary.scenarios.length > 0 ? summary.scenarios.join(" → ") : "green only"}`,
       ...revisions.map(
         (revision) =>
@@ -98,3 +101,12 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
     return { exitCode: ExitCode.pass, json: { valid: true, ...summary }, text };
   },
 };
+
+/** What `validate` says of the reboot kinds: nothing for one clean reboot, one line when every scenario reboots alike. */
+function rebootLines(byScenario: Record<string, RebootKind[]>): string[] {
+  const said = (kinds: RebootKind[]) => `${kinds.join(", ")}${kinds.length > 1 ? " (each from the same applied state)" : ""}`;
+  const entries = Object.entries(byScenario);
+  if (entries.every(([, kinds]) => kinds.join() === "clean")) return [];
+  if (new Set(entries.map(([, kinds]) => kinds.join())).size === 1) return [`  reboot:    ${said(entries[0]![1])}`];
+  return entries.map(([name, kinds]) => `  reboot:    ${name.toUpperCase()}: ${said(kinds)}`);
+}

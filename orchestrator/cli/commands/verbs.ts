@@ -6,7 +6,7 @@
 import { attachedApply, attachedCheck, attachedReboot, attachedReset } from "../../run/verbs.ts";
 import { verbText, withAttachedRun, type VerbRequest } from "../../run/attach.ts";
 import type { CommandContext, CommandDefinition } from "../command.ts";
-import { ANSIBLE_OPTIONS, ANSIBLE_OPTIONS_HELP, ansibleArgs, expectPositionals } from "../options.ts";
+import { ANSIBLE_OPTIONS, ANSIBLE_OPTIONS_HELP, ansibleArgs, expectPositionals, rebootKindsOption } from "../options.ts";
 
 const RUN_ARGUMENT = `<run> is a run id as \`status\` lists it, its run dir name, or any unique part of it; any
 live run on this host, whichever checkout made it (without <run>: the only live one).`;
@@ -64,15 +64,25 @@ Exit 1 when one fails.`,
 export const rebootCommand: CommandDefinition = {
   name: "reboot",
   summary: "reboot a kept VM with proof, then its checks and what the reboot changed",
-  usage: "reboot [<run>] [--json]",
+  usage: "reboot [<run>] [--kind clean|power-loss|soft[,...]] [--json]",
   details: `${RUN_ARGUMENT}
-The run's reboot: proven by a new boot id, then systemd settles, the checks run again and the
-state before and after is compared (ruleset, listeners, containers, failed units). Exit 1 when a
-check fails after it or the VM does not come back (its new kernel ran); exit 4 when the boot
-stalled before its kernel or the domain went away from the host.`,
-  options: {},
+The run's reboot: proven, then systemd settles, the checks run again and the state before and
+after is compared (ruleset, listeners, containers, failed units). Exit 1 when a check fails after
+it or the VM does not come back (its new kernel ran); exit 4 when the boot stalled before its
+kernel, the domain went away from the host, or the reboot was not the kind asked for.
+Options:
+  --kind K[,K...]                  how (default: the profile's \`reboot\`, else clean):
+                                   clean       the guest's own \`systemctl reboot\` (a new boot id)
+                                   power-loss  off at once, no shutdown, then on (a new boot id;
+                                               the old boot's journal must lack a clean end)
+                                   soft        \`systemctl soft-reboot\`: userspace only (the same
+                                               boot id, systemd's SoftRebootsCount one up)
+                                   several: each from the state the VM is in now (saved once,
+                                   restored before each kind after the first)`,
+  options: { kind: { type: "string" } },
   async run(context) {
-    const result = await withAttachedRun(verbRequest("reboot", context), { needsProfile: true }, attachedReboot);
+    const kinds = rebootKindsOption(context.args.values.kind);
+    const result = await withAttachedRun(verbRequest("reboot", context), { needsProfile: true }, (run) => attachedReboot(run, kinds));
     return { exitCode: result.exitCode, json: result, text: verbText(result) };
   },
 };

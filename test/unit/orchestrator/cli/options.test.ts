@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ansibleArgs, oneOf } from "../../../../orchestrator/cli/options.ts";
+import { ansibleArgs, oneOf, rebootKindsOption } from "../../../../orchestrator/cli/options.ts";
 import { BadInputError } from "../../../../orchestrator/errors.ts";
 import { ansiblePlaybookArgs } from "../../../../orchestrator/run/options.ts";
 
@@ -42,6 +42,17 @@ describe("what reaches ansible-playbook", () => {
     refuses("1abc=x", /found "1abc=x"/);
     refuses('{"fix": tru}', /^-e: expected key=value or a JSON object, found .* \(/);
     refuses('{"bad-name": 1}', /"bad-name" is not an Ansible variable name/);
+  });
+
+  it("reads --kind as reboot kinds in order, each at most once", () => {
+    assert.equal(rebootKindsOption(undefined), undefined);
+    assert.deepEqual(rebootKindsOption("soft"), ["soft"]);
+    assert.deepEqual(rebootKindsOption("power-loss, clean"), ["power-loss", "clean"]);
+    assert.throws(
+      () => rebootKindsOption("clean,powerloss"),
+      /--kind: expected one of clean, power-loss, soft, found "powerloss" \(did you mean power-loss\?\)/,
+    );
+    assert.throws(() => rebootKindsOption("soft,soft"), /--kind: expected each kind at most once, found soft twice/);
   });
 
   it("names the allowed words and the closest one for a bad value", () => {

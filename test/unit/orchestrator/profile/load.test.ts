@@ -130,6 +130,25 @@ scenarios:
     assert.match(wrong.error.message, /idempotence: /);
   });
 
+  it("takes reboot kinds, one or a list, a scenario's over the profile's; an unknown kind or one twice is named with its place", async () => {
+    const tree = await tempTree({ ...REPO, "p.yml": `${GOOD}reboot: [clean, power-loss, soft]\nscenarios:\n  red: { reboot: power-loss }\n` });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.deepEqual(profile.document.reboot, ["clean", "power-loss", "soft"]);
+    assert.deepEqual(profile.document.scenarios?.red?.reboot, ["power-loss"]);
+    const plain = await tempTree({ ...REPO, "p.yml": GOOD });
+    after(() => plain.remove());
+    const defaults = await loadProfile(join(plain.dir, "p.yml"), { profilesDir: plain.dir, overridesDir: join(plain.dir, "overrides") }, new Runner());
+    assert.deepEqual(defaults.document.reboot, ["clean"]);
+
+    const unknown = await problemsFor(`${GOOD}reboot: [clean, power-cut]\n`);
+    assert.match(unknown.error.message, /p\.yml:7:\d+: reboot\[1\]: expected one of "clean", "power-loss", "soft", found "power-cut"/);
+    const scalar = await problemsFor(`${GOOD}reboot: hard\n`);
+    assert.match(scalar.error.message, /p\.yml:7:\d+: reboot(\[0\])?: expected one of "clean", "power-loss", "soft", found "hard"/);
+    const twice = await problemsFor(`${GOOD}reboot: [soft, soft]\n`);
+    assert.match(twice.error.message, /reboot: .*expected each kind at most once/);
+  });
+
   it("refuses an overlay that is not a mapping", async () => {
     const { error } = await problemsFor(`${GOOD}overrides: o.yml\n`, { "o.yml": "- just\n- a list\n" });
     assert.match(error.message, /o\.yml:1:1: expected a mapping, found a list of 2/);

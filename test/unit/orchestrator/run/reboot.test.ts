@@ -13,16 +13,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { BootStallError, GuestPanicError, VmDownError, type Machine, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
-import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
-import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
-import { rebootStep, type ScenarioVm, type StepContext } from "../../../../orchestrator/run/scenario.ts";
-import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
-import { fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
-import { silentLog } from "../../../helpers/fixtures.ts";
+import { rebootStep } from "../../../../orchestrator/run/scenario.ts";
+import { aroundMachine as around, fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const PROOF: RebootProof = {
+  kind: "clean",
   bootIdBefore: "aaaaaaaa-0000-0000-0000-000000000001",
   bootIdAfter: "bbbbbbbb-0000-0000-0000-000000000002",
   seconds: 50,
@@ -36,40 +32,6 @@ interface Guest {
   console?: string[];
   /** libvirt's word on the domain when the harness asks (default: running). */
   state?: string;
-}
-
-/** A scenario's step context and session around a machine (real or played by a method-level fake). */
-function around(machine: Machine, sshMs = 1000) {
-  const report = {
-    bootIds: [],
-    readyLagSeconds: [],
-    beforeKernelSeconds: [],
-    guestBootSeconds: [],
-    bootResets: [],
-    firstBoot: null,
-    phases: [],
-    checks: [],
-    snapshotDiff: null,
-  } as unknown as ScenarioReport;
-  const session: ScenarioVm = {
-    machine,
-    outputs: { domain: "boma-it-askari-x", ip: "10.234.7.10" } as ScenarioVm["outputs"],
-    report,
-    dir: "/nonexistent",
-    timed: (_name, body) => body(),
-  };
-  const context = {
-    profile: { document: { checks: [{ name: "web", tcp: { port: 8080 }, within: 1 }] } },
-    certs: { tier: "internal" },
-    secrets: secretsOf([]),
-    log: silentLog(),
-    signal: new AbortController().signal,
-    accel: { accel: "tcg", reason: "" },
-    libvirt: {} as Libvirt,
-    timeouts: { leaseMs: sshMs, sshMs, cloudInitMs: sshMs },
-    ansible: NO_ANSIBLE_ARGS,
-  } as unknown as StepContext;
-  return { session, context, report };
 }
 
 function setup(guest: Guest) {

@@ -123,5 +123,29 @@ describe("junit.xml", () => {
     assert.match(xml, /<testsuite name="askari.red" tests="3" failures="0"/);
     assert.match(xml, /<testsuite name="askari.green" tests="3" failures="2"/);
     assert.match(xml, /<failure message="GREEN broke after the reboot: web">/);
+
+    // Several kinds: a case per check and kind, and one per kind.
+    const green = report.scenarios[1]!;
+    green.checks = [pass("web", "pre-reboot"), { ...pass("web", "post-reboot"), reboot: "clean" }, { ...fail("web", "post-reboot"), reboot: "power-loss" }];
+    green.outcome = "GREEN broke after the power loss: web";
+    green.reboots = [
+      { kind: "clean", ok: true, proof: { bootIds: ["c", "d"], seconds: 90 }, checks: [green.checks[1]!], snapshotDiff: null, diagnostics: null },
+      {
+        kind: "power-loss",
+        ok: false,
+        proof: { bootIds: ["c", "e"], seconds: 80, previousBootEnd: "no clean shutdown in its journal" },
+        checks: [green.checks[2]!],
+        snapshotDiff: null,
+        diagnostics: "/runs/x/green/diagnostics-power-loss",
+      },
+    ];
+    const kinds = junitXml(report);
+    assert.match(kinds, /<testsuite name="askari.green" tests="6" failures="3"/);
+    assert.match(kinds, /<testcase classname="askari.green.post-reboot.power-loss" name="web"/);
+    assert.match(
+      kinds,
+      /<testcase classname="askari.green.clean" name="survives a clean reboot" time="90.0"><\/testcase>|<testcase classname="askari.green.clean" name="survives a clean reboot" time="90.0"\/>/,
+    );
+    assert.match(kinds, /<testcase classname="askari.green.power-loss" name="survives a power-loss reboot" time="80.0">\s*<failure message="not as expected">/);
   });
 });

@@ -1,0 +1,111 @@
+/**
+ * A rewind point: a running VM's memory and disk at one moment (after the apply and the checks
+ * before the reboot), to go back to before each reboot kind after the first, so that every kind
+ * starts from the same applied state. Made of libvirt's own pieces inside the run's pool, named
+ * after the run (`down` and `reap` remove them with it):
+ *
+ * - the memory and device state, saved by `virsh save` (`<run>-applied.mem`);
+ * - a copy of the VM's disk at that moment (`<run>-applied.qcow2`: the file, backing reference
+ *   and all, so the copy is as small as the writes since the golden image).
+ *
+ * Going back destroys the domain, copies the saved disk over the VM's and restores the saved
+ * state: the VM's disk keeps its name, so its definition, its reset point and a start from the
+ * host are untouched. The saved memory holds whatever the guest held, the run's secrets
+ * included: both files are 0600, and {@link dropRewindPoint} deletes them on every exit path.
+ */
+import { chmod, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { StackOutputs } from "../../infra/plan.ts";
+import type { Runner } from "../../infra/runner.ts";
+import { RUN_OBJECT_SUFFIXES } from "../../infra/spec.ts";
+import { HarnessError } from "../errors.ts";
+import type { Libvirt } from "./libvirt.ts";
+
+/** Where a rewind point is. */
+export interface RewindPoint {
+  /** The saved memory and device state. */
+  memory: string;
+  /** The VM's disk (what is rewound). */
+  disk: string;
+  /** Its copy at that moment. */
+  savedDisk: string;
+  /** When it was taken. */
+  at: string;
+}
+
+/** How long saving or restoring a VM's memory may take (GiBs under a loaded host). */
+const SAVE_MS = 15 * 60_000;
+/** How long copying a disk may take. */
+const COPY_MS = 15 * 60_000;
+
+/** The names of a run's rewind volumes (in its pool, so the reaper knows whose they are). */
+export function rewindVolumes(runId: string): { memory: string; disk: string } {
+  return { memory: `${runId}${RUN_OBJECT_SUFFIXES.volume[5]}`, disk: `${runId}${RUN_OBJECT_SUFFIXES.volume[4]}` };
+}
+
+/**
+ * The file of a domain's (one) disk, from `virsh domblklist --details` (the cdrom with the seed is
+ * not a disk); a domain with none or several is a harness fault.
+ */
+export function diskOfDomain(domblklist: string, domain: string): string {
+  const disks = domblklist
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length >= 4 && fields[0] === "file" && fields[1] === "disk")
+    .map((fields) => fields.slice(3).join(" "));
+  if (disks.length !== 1)
+    throw new HarnessError(`${domain}: expected one disk to rewind, found ${disks.length} (virsh domblklist: ${disks.join(", ") || "none"})`);
+  return disks[0]!;
+}
+
+/**
+ * Takes the rewind point of a running VM: saves its state (the domain stops), copies its disk,
+ * and brings it back from the saved state. The guest goes on where it was; its SSH connections do
+ * not (close them first), and its clock is behind by how long that took.
+ */
+export async function takeRewindPoint(libvirt: Libvirt, runner: Runner, outputs: StackOutputs): Promise<RewindPoint> {
+  const disk = diskOfDomain(await virsh(runner, libvirt, ["domblklist", "--details", outputs.domain]), outputs.domain);
+  const names = rewindVolumes(outputs.runId);
+  // The run's disk lives in its pool's folder: the rewind files go next to it.
+  const folder = dirname(disk);
+  const point: RewindPoint = { memory: join(folder, names.memory), disk, savedDisk: join(folder, names.disk), at: new Date().toISOString() };
+  await virsh(runner, libvirt, ["save", outputs.domain, point.memory], SAVE_MS);
+  try {
+    await copyDisk(runner, point.disk, point.savedDisk);
+    await chmod(point.savedDisk, 0o600);
+  } finally {
+    // Whatever the copy did, the VM runs on as it was.
+    await virsh(runner, libvirt, ["restore", point.memory, "--running"], SAVE_MS);
+  }
+  await chmod(point.memory, 0o600).catch(() => undefined);
+  // So that `down` and `reap` find them as the run's volumes.
+  await virsh(runner, libvirt, ["pool-refresh", outputs.runId], 60_000, true);
+  return point;
+}
+
+/** Back to the rewind point: the domain is destroyed, its disk replaced by the saved one, the saved state restored. */
+export async function rewind(libvirt: Libvirt, runner: Runner, outputs: StackOutputs, point: RewindPoint): Promise<void> {
+  await virsh(runner, libvirt, ["destroy", outputs.domain], 60_000, true);
+  await copyDisk(runner, point.savedDisk, point.disk);
+  await virsh(runner, libvirt, ["restore", point.memory, "--running"], SAVE_MS);
+}
+
+/** Deletes the rewind point's files (the saved memory holds the run's secrets); what could not be deleted is thrown. */
+export async function dropRewindPoint(libvirt: Libvirt, runner: Runner, outputs: StackOutputs, point: RewindPoint): Promise<void> {
+  const failures: string[] = [];
+  for (const file of [point.memory, point.savedDisk]) {
+    await rm(file, { force: true }).catch((error: Error) => failures.push(`${file}: ${error.message}`));
+  }
+  await virsh(runner, libvirt, ["pool-refresh", outputs.runId], 60_000, true);
+  if (failures.length > 0) throw new HarnessError(`the rewind point could not be deleted: ${failures.join("; ")} (\`npm run reap\` deletes it with the run)`);
+}
+
+/** A disk file copied as it is (sparse, and a reflink where the file system has them); onto an existing file, its owner and mode stay. */
+async function copyDisk(runner: Runner, from: string, to: string): Promise<void> {
+  await runner.run("cp", ["--sparse=always", "--reflink=auto", from, to], { timeoutMs: COPY_MS });
+}
+
+async function virsh(runner: Runner, libvirt: Libvirt, args: string[], timeoutMs = 60_000, mayFail = false): Promise<string> {
+  const result = await runner.run("virsh", ["-q", "-c", libvirt.uri, ...args], { timeoutMs, check: !mayFail });
+  return result.stdout;
+}

@@ -1,0 +1,247 @@
+/**
+ * Reboot kinds, each proven as its kind (a real Machine on a fake domain): a power loss pulls the
+ * plug with no shutdown and proves itself by a new boot id and an old boot without a clean end; a
+ * soft reboot restarts the userspace only and proves itself by systemd's SoftRebootsCount with
+ * the same boot id. A proof that fails is the harness's fault (exit 4), never a pass and never a
+ * verdict. Several kinds run each from one applied state: the VM is saved once and restored
+ * before each kind after the first, and the saved state is deleted on every exit path.
+ */
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { access, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Runner } from "../../../../infra/runner.ts";
+import { HarnessError } from "../../../../orchestrator/errors.ts";
+import { RebootUnprovenError, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
+import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { diskOfDomain } from "../../../../orchestrator/host/rewind.ts";
+import type { RebootKind } from "../../../../orchestrator/profile/schema.ts";
+import { judge, judgeKinds, rebootByKinds, rebootStep } from "../../../../orchestrator/run/scenario.ts";
+import { aroundMachine, fakeDomain, type SoftReboot } from "../../../helpers/fake-domain.ts";
+import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+/** One reboot of `kind` on a fake domain scripted by `script`; what came of it and what the guest was told. */
+async function rebootBy(kind: RebootKind, script: { soft?: SoftReboot; journal?: "crash" | "clean" | "none"; offBefore?: string } = {}, sshMs = 20_000) {
+  const tree = await tempTree();
+  try {
+    const domain = await fakeDomain(tree.dir, { ends: ["restart"], ...script });
+    if (script.offBefore) domain.setState(script.offBefore);
+    const { session, context, report } = aroundMachine(domain.machine, sshMs);
+    const outcome = await rebootStep(context, session, undefined, undefined, undefined, kind).catch((error: unknown) => error);
+    const told = (await fakeCalls(join(tree.dir, "log"))).map((call) => call.at(-1) ?? "");
+    return { outcome, report, domain, told };
+  } finally {
+    await tree.remove();
+  }
+}
+
+function proofOf(outcome: unknown): RebootProof {
+  assert.ok(!(outcome instanceof Error), String(outcome));
+  const proof = (outcome as { proof?: RebootProof }).proof;
+  assert.ok(proof, "proven");
+  return proof;
+}
+
+describe("a power loss", () => {
+  it("pulls the plug (no shutdown, nothing asked of the guest) and is proven by a new boot id and an old boot without a clean end", async () => {
+    const { outcome, domain, told } = await rebootBy("power-loss");
+    const proof = proofOf(outcome);
+    assert.deepEqual(domain.calls, ["power-cycle"], "off at once and on again: no power-off on reset, no guest reboot");
+    assert.ok(!told.some((command) => /systemctl (reboot|poweroff|soft-reboot)/.test(command)), "the guest was never told to shut down");
+    assert.equal(proof.kind, "power-loss");
+    assert.notEqual(proof.bootIdAfter, proof.bootIdBefore);
+    assert.equal(proof.previousBootEnd, "no clean shutdown in its journal");
+    assert.ok(told.some((command) => command.includes(`journalctl -q -o cat --no-pager -n 400 -b ${proof.bootIdBefore.replace(/-/g, "")}`)));
+  });
+
+  it("whose old boot ends cleanly by its journal was a shutdown, not a power loss: exit 4, never a pass", async () => {
+    const { outcome } = await rebootBy("power-loss", { journal: "clean" });
+    assert.ok(outcome instanceof RebootUnprovenError && outcome.exitCode === 4, String(outcome));
+    assert.match(outcome.message, /ends cleanly by its journal \("Reached target reboot\.target - System Reboot\."\).*that was no power loss/);
+  });
+
+  it("on a guest that keeps no journal on its disk is proven by the new boot id alone, and says so", async () => {
+    const proof = proofOf((await rebootBy("power-loss", { journal: "none" })).outcome);
+    assert.equal(proof.previousBootEnd, "no journal of it on the disk");
+  });
+
+  it("on a domain already off as it begins is someone else's doing: exit 4, and the harness pulls no plug", async () => {
+    const { outcome, domain } = await rebootBy("power-loss", { offBefore: "shut off (destroyed)" });
+    assert.ok(outcome instanceof HarnessError && outcome.exitCode === 4, String(outcome));
+    assert.match(outcome.message, /the domain was shut off \(destroyed\) from the host: that says nothing about the change under test/);
+    assert.deepEqual(domain.calls, []);
+  });
+});
+
+describe("a soft reboot", () => {
+  it("restarts the userspace only and is proven by SoftRebootsCount one up with the same boot id", async () => {
+    const { outcome, domain, told } = await rebootBy("soft");
+    const proof = proofOf(outcome);
+    assert.deepEqual(domain.calls, [], "the domain's power is not touched");
+    assert.ok(told.some((command) => command.includes("systemctl soft-reboot")));
+    assert.equal(proof.kind, "soft");
+    assert.equal(proof.bootIdAfter, proof.bootIdBefore);
+    assert.deepEqual(proof.softReboots, [0, 1]);
+  });
+
+  it("whose counter never moves never happened: a harness fault (exit 4), not a pass", async () => {
+    const { outcome } = await rebootBy("soft", { soft: "nothing" }, 5000);
+    assert.ok(outcome instanceof RebootUnprovenError && outcome.exitCode === 4, String(outcome));
+    assert.match(outcome.message, /the soft reboot never happened: the old userspace answered until the wait ended, its SoftRebootsCount still 0/);
+  });
+
+  it("that comes back with a new boot id was a full reboot: exit 4", async () => {
+    const { outcome } = await rebootBy("soft", { soft: "new-boot" });
+    assert.ok(outcome instanceof RebootUnprovenError, String(outcome));
+    assert.match(outcome.message, /the boot id changed .*a soft reboot never does/);
+  });
+
+  it("on a systemd without SoftRebootsCount cannot be proven: exit 4 before anything is asked of the guest", async () => {
+    const { outcome, told } = await rebootBy("soft", { soft: "unsupported" });
+    assert.ok(outcome instanceof RebootUnprovenError, String(outcome));
+    assert.match(outcome.message, /cannot prove a soft reboot: it has no SoftRebootsCount \(systemd 256 or later has\)/);
+    assert.ok(!told.some((command) => command.includes("systemctl soft-reboot")));
+  });
+
+  it("after which SSH never answers is the change's finding (the kernel ran on), every check failed", async () => {
+    const { outcome, report } = await rebootBy("soft", { soft: "no-answer" }, 5000);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    const post = (outcome as { post: { name: string; ok: boolean; detail: string }[] }).post;
+    assert.deepEqual(
+      post.map((check) => [check.name, check.ok]),
+      [["web", false]],
+    );
+    assert.match(report.notBack!.reason, /SSH never answered after the soft reboot \(the kernel ran on/);
+    assert.match(post[0]!.detail, /did not come back after the soft reboot/);
+  });
+});
+
+describe("several kinds from one applied state", () => {
+  /** A fake domain with a fake virsh that keeps a disk file in a pool folder. */
+  async function kindsOn(kinds: RebootKind[], script: { soft?: SoftReboot } = {}) {
+    const tree = await tempTree();
+    const pool = join(tree.dir, "pool");
+    await mkdir(pool);
+    const runId = "boma-it-askari-20261204-101010";
+    const disk = join(pool, `${runId}-overlay.qcow2`);
+    await writeFile(disk, "applied\n");
+    const domain = await fakeDomain(tree.dir, { ends: ["restart"], ...script });
+    const bin = join(tree.dir, "bin");
+    // virsh -q -c URI <command> ...: save writes the memory file; a restore onto a disk says what it found there.
+    await writeFake(
+      bin,
+      "virsh",
+      `case "$4" in
+  domblklist) printf ' file   disk    vda   %s\\n file   cdrom   sda   %s\\n' "${disk}" "${pool}/${runId}-seed.iso" ;;
+  save) echo memory > "$6" ;;
+  restore) echo "restored onto: $(cat "${disk}")" >> "${join(tree.dir, "restores")}" ;;
+esac`,
+    );
+    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text);
+    const { session, context, report } = aroundMachine(domain.machine, 5000, {
+      runner,
+      libvirt: new Libvirt(runner, "qemu:///system"),
+      outputs: { runId, domain: runId },
+    });
+    // Each kind writes to the disk, as a guest does: the next must not see it.
+    const failed = () => {
+      writeFileSync(disk, "written after a reboot\n");
+      return false;
+    };
+    const outcome = await rebootByKinds(context, session, kinds, { checks: [], failed }).catch((error: unknown) => error);
+    const virsh = (await fakeCalls(join(tree.dir, "log"))).filter((call) => call[0] === "virsh").map((call) => call[4]);
+    const restores = (await readFile(join(tree.dir, "restores"), "utf8").catch(() => "")).trim().split("\n");
+    const left = await Promise.all(
+      [`${runId}-applied.mem`, `${runId}-applied.qcow2`].map((name) =>
+        access(join(pool, name)).then(
+          () => name,
+          () => undefined,
+        ),
+      ),
+    );
+    await tree.remove();
+    return { outcome, report, virsh, restores, left: left.filter(Boolean), domain };
+  }
+
+  it("saves the applied state once, restores it (memory and disk) before each kind after the first, and deletes it at the end", async () => {
+    const { outcome, report, virsh, restores, left } = await kindsOn(["clean", "power-loss", "soft"]);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    assert.deepEqual(virsh, ["domblklist", "save", "restore", "pool-refresh", "destroy", "restore", "destroy", "restore", "pool-refresh"]);
+    assert.deepEqual(
+      restores,
+      ["restored onto: applied", "restored onto: applied", "restored onto: applied"],
+      "every restore finds the disk as it was when the state was saved, whatever the kind before wrote",
+    );
+    assert.deepEqual(left, [], "the saved memory (the run's secrets) and disk are gone");
+    assert.deepEqual(
+      report.reboots!.map((entry) => [entry.kind, entry.ok, entry.proof?.softReboots ?? null]),
+      [
+        ["clean", true, null],
+        ["power-loss", true, null],
+        ["soft", true, [0, 1]],
+      ],
+    );
+    assert.equal(report.reboots![1]!.proof!.previousBootEnd, "no clean shutdown in its journal");
+    assert.equal(report.reboots![2]!.proof!.userspaceOnly, true);
+  });
+
+  it("deletes the saved state when a kind ends the run (exit 4) too", async () => {
+    const { outcome, left } = await kindsOn(["clean", "soft"], { soft: "nothing" });
+    assert.ok(outcome instanceof RebootUnprovenError, String(outcome));
+    assert.deepEqual(left, []);
+  });
+
+  it("one kind alone saves nothing, and a single clean reboot is recorded as before (no reboots[])", async () => {
+    const clean = await kindsOn(["clean"]);
+    assert.deepEqual(clean.virsh, []);
+    assert.equal(clean.report.reboots, undefined);
+    const power = await kindsOn(["power-loss"]);
+    assert.deepEqual(power.virsh, []);
+    assert.deepEqual(
+      power.report.reboots!.map((entry) => entry.kind),
+      ["power-loss"],
+    );
+  });
+});
+
+describe("a verdict per kind", () => {
+  const pre = [{ name: "web", stage: "pre-reboot" as const, ok: true, detail: "", seconds: 1 }];
+  const broken = [{ name: "web", stage: "post-reboot" as const, ok: false, detail: "refused", seconds: 1 }];
+  const fine = [{ name: "web", stage: "post-reboot" as const, ok: true, detail: "", seconds: 1 }];
+
+  it("names the kind it judges, and the scenario is ok only when every kind is", () => {
+    assert.equal(judge("pass", pre, broken, undefined, "power-loss").outcome, "GREEN broke after the power loss: web");
+    assert.equal(judge("fail", pre, broken, undefined, "power-loss").outcome, "RED is faithful: it passed before the power loss and broke after it (web)");
+    assert.equal(judge("pass", pre, fine).outcome, "GREEN survived the reboot: every check passed before and after");
+    const green = judgeKinds({ name: "green", expect: "pass" }, [
+      { kind: "clean", verdict: judge("pass", pre, fine, undefined, "clean") },
+      { kind: "power-loss", verdict: judge("pass", pre, broken, undefined, "power-loss") },
+      { kind: "soft", verdict: judge("pass", pre, fine, undefined, "soft") },
+    ]);
+    assert.deepEqual(green, { ok: false, outcome: "GREEN broke after the power loss: web" });
+    const all = judgeKinds({ name: "green", expect: "pass" }, [
+      { kind: "clean", verdict: judge("pass", pre, fine, undefined, "clean") },
+      { kind: "soft", verdict: judge("pass", pre, fine, undefined, "soft") },
+    ]);
+    assert.deepEqual(all, { ok: true, outcome: "GREEN survived every kind of reboot (clean, soft): every check passed before and after each" });
+  });
+});
+
+describe("the disk a rewind point copies", () => {
+  it("is the domain's one disk, not its seed's cdrom; none or two is a harness fault", () => {
+    const listed = [
+      " Type   Device   Target   Source",
+      "-----------------------------------------------------------------------------",
+      " file   disk     vda      /var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-overlay.qcow2",
+      " file   cdrom    sda      /var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-seed.iso",
+    ].join("\n");
+    assert.equal(
+      diskOfDomain(listed, "boma-it-askari-20261204-101010"),
+      "/var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-overlay.qcow2",
+    );
+    assert.throws(() => diskOfDomain(" file   cdrom    sda   /x.iso", "d"), /expected one disk to rewind, found 0/);
+    assert.throws(() => diskOfDomain(" file disk vda /a.qcow2\n file disk vdb /b.qcow2", "d"), /found 2/);
+  });
+});
