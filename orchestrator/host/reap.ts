@@ -7,7 +7,7 @@
  * in a run's own pool, and in the runs dir only the keys of run and fleet folders. A name that
  * merely starts with the prefix (`boma-it-prod`) is someone else's. Each item has its own try.
  */
-import { readdir, rm, stat } from "node:fs/promises";
+import { lstat, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Engine } from "../../infra/engines/engine.ts";
 import { messageOf } from "../../infra/errors.ts";
@@ -23,6 +23,7 @@ import { liveStacks } from "../../infra/engines/engine.ts";
 import { rootCommand, runAsRoot } from "./root.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
 import { WARM_START_COPY } from "./warm-states.ts";
+import { privateTempBase } from "./paths.ts";
 
 /** One thing the reaper found and what it did with it. */
 export interface ReapItem {
@@ -62,6 +63,12 @@ export interface ReapOptions {
    * holds it, so then nothing there is in the making.
    */
   unfinishedImagesIn?: string;
+  /**
+   * Where Ansible runs keep their private folders (task records, learnt secrets: `boma-it-tasks-*`,
+   * `boma-it-learnt-*`), which a harness killed twice leaves behind. Give it only while this reap
+   * holds the run lock: every Ansible run on a VM runs under it, so then none is in use.
+   */
+  privateTempIn?: string;
   now?: Date;
   /** Whether a run's owner lives (pid and, when recorded, its start; replaceable in tests). */
   isAlive?: OwnerCheck;
@@ -92,7 +99,9 @@ function belongsTo(name: string, runId: string): boolean {
  * began during a long reap would make its network and volumes before its record exists, and the
  * sweep would take them for orphans. Holding it, it also clears `imageDir`'s half-made images.
  */
-export async function reapInTurn(options: Omit<ReapOptions, "runLock" | "unfinishedImagesIn"> & { runLock: string; imageDir: string }): Promise<ReapItem[]> {
+export async function reapInTurn(
+  options: Omit<ReapOptions, "runLock" | "unfinishedImagesIn" | "privateTempIn"> & { runLock: string; imageDir: string; privateTempDir?: string },
+): Promise<ReapItem[]> {
   const reapLock = `${options.runLock}.reap`;
   const other = await runLockHolder(reapLock);
   if (other) options.log.info(`waiting up to 600 s for another reap${other.pid > 0 ? ` (pid ${other.pid})` : ""} to finish`);
@@ -106,7 +115,8 @@ export async function reapInTurn(options: Omit<ReapOptions, "runLock" | "unfinis
         });
     try {
       // Held by a living run, the reap spares what that run made since it took it.
-      return await reap({ ...options, ...(holding ? { unfinishedImagesIn: options.imageDir } : {}) });
+      const privateTempIn = options.privateTempDir ?? (await privateTempBase());
+      return await reap({ ...options, ...(holding ? { unfinishedImagesIn: options.imageDir, privateTempIn } : {}) });
     } finally {
       await holding?.release();
     }
@@ -337,6 +347,19 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
     for (const entry of await readdir(options.unfinishedImagesIn).catch(() => [] as string[])) {
       if (!/^\.(build|pull)-/.test(entry)) continue;
       await act("file", join(options.unfinishedImagesIn, entry), () => rm(join(options.unfinishedImagesIn!, entry), { recursive: true, force: true }));
+    }
+  }
+
+  // 7. Private folders of Ansible runs (task records, learnt secrets) a harness killed twice left:
+  // this user's only (another's are theirs to sweep).
+  if (options.privateTempIn) {
+    const uid = process.getuid?.();
+    for (const entry of await readdir(options.privateTempIn).catch(() => [] as string[])) {
+      if (!/^boma-it-(tasks|learnt)-[A-Za-z0-9]{6}$/.test(entry)) continue;
+      const folder = join(options.privateTempIn, entry);
+      const stats = await lstat(folder).catch(() => undefined);
+      if (!stats?.isDirectory() || (uid !== undefined && stats.uid !== uid)) continue;
+      await act("file", folder, () => rm(folder, { recursive: true, force: true }));
     }
   }
   return items;

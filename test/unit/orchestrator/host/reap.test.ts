@@ -495,7 +495,7 @@ exit 0`;
     }
   });
 
-  it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images", async () => {
+  it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images and Ansible's private folders", async () => {
     const { tree, runner, places, libvirt } = await setup({ FAKE_NETWORKS: OLD });
     try {
       // Destroying the network takes a while: long enough to see who holds the run lock.
@@ -509,6 +509,12 @@ exit 0`;
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".build-Xy12Ab", "root"), { recursive: true });
       await writeFile(join(cache, "debian-13-local.qcow2"), "image");
+      // A harness killed twice left an apply's private folders; what is not boma-it's stays.
+      const shm = join(tree.dir, "shm");
+      for (const folder of ["boma-it-tasks-a1B2c3", "boma-it-learnt-Z9y8X7", "boma-it-tasks-elsewhere", "someone-else-x1y2z3"]) {
+        await mkdir(join(shm, folder), { recursive: true });
+      }
+      await writeFile(join(shm, "boma-it-learnt-Z9y8X7", "secrets.jsonl"), '["hunter2"]\n');
       const reaping = reapInTurn({
         engines: [],
         libvirt,
@@ -517,6 +523,7 @@ exit 0`;
         runsDir: join(tree.dir, "runs"),
         runLock: lock,
         imageDir: cache,
+        privateTempDir: shm,
         dryRun: false,
         olderThanSeconds: undefined,
         ...places,
@@ -534,17 +541,20 @@ exit 0`;
       );
       assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
       assert.deepEqual(await readdir(cache), ["debian-13-local.qcow2"], "the half-made image went, the image stayed");
+      assert.deepEqual((await readdir(shm)).sort(), ["boma-it-tasks-elsewhere", "someone-else-x1y2z3"], "the apply's private folders went, nothing else");
     } finally {
       await tree.remove();
     }
   });
 
-  it("leaves half-made images alone while a run holds the run lock (it may be making one)", async () => {
+  it("leaves half-made images and Ansible's private folders alone while a run holds the run lock (it may be using them)", async () => {
     const { tree, runner, places, libvirt } = await setup({});
     try {
       const lock = join(tree.dir, "run.lock");
       const cache = join(tree.dir, "cache");
       await mkdir(join(cache, ".pull-Ab12Cd"), { recursive: true });
+      const shm = join(tree.dir, "shm");
+      await mkdir(join(shm, "boma-it-tasks-a1B2c3"), { recursive: true });
       const run = await acquireRunLock(lock, "run");
       try {
         await reapInTurn({
@@ -555,6 +565,7 @@ exit 0`;
           runsDir: join(tree.dir, "runs"),
           runLock: lock,
           imageDir: cache,
+          privateTempDir: shm,
           dryRun: false,
           olderThanSeconds: undefined,
           ...places,
@@ -563,6 +574,7 @@ exit 0`;
         await run.release();
       }
       assert.deepEqual(await readdir(cache), [".pull-Ab12Cd"]);
+      assert.deepEqual(await readdir(shm), ["boma-it-tasks-a1B2c3"], "a running apply's task records stay");
     } finally {
       await tree.remove();
     }
