@@ -8,14 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
-import { access, mkdir, readFile, writeFile } from "node:fs/promises";
+import { access, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { RebootUnprovenError, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { diskOfDomain } from "../../../../orchestrator/host/rewind.ts";
+import { diskOfDomain, takeRewindPoint } from "../../../../orchestrator/host/rewind.ts";
 import type { RebootKind } from "../../../../orchestrator/profile/schema.ts";
 import { judge, judgeKinds, rebootByKinds, rebootStep } from "../../../../orchestrator/run/scenario.ts";
 import { aroundMachine, fakeDomain, type SoftReboot } from "../../../helpers/fake-domain.ts";
@@ -226,6 +226,38 @@ describe("a verdict per kind", () => {
       { kind: "soft", verdict: judge("pass", pre, fine, undefined, "soft") },
     ]);
     assert.deepEqual(all, { ok: true, outcome: "GREEN survived every kind of reboot (clean, soft): every check passed before and after each" });
+  });
+});
+
+describe("a rewind point that fails half way", () => {
+  it("brings the VM back from its saved state and leaves none of the point's files (the memory holds the run's secrets)", async () => {
+    const tree = await tempTree();
+    try {
+      const pool = join(tree.dir, "pool");
+      await mkdir(pool);
+      const runId = "boma-it-kazi-20261204-101010";
+      const disk = join(pool, `${runId}-overlay.qcow2`);
+      await writeFile(disk, "applied\n");
+      const bin = join(tree.dir, "bin");
+      await writeFake(
+        bin,
+        "virsh",
+        `case "$4" in
+  domblklist) printf ' file   disk    vda   %s\n' "${disk}" ;;
+  save) echo memory > "$6" ;;
+esac`,
+      );
+      // The copy runs out of space.
+      await writeFake(bin, "cp", 'echo "cp: error writing: No space left on device" >&2; exit 1');
+      const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text);
+      const outputs = { runId, domain: runId } as Parameters<typeof takeRewindPoint>[2];
+      await assert.rejects(takeRewindPoint(new Libvirt(runner, "qemu:///system"), runner, outputs), /No space left on device/);
+      const virsh = (await fakeCalls(join(tree.dir, "log"))).filter((call) => call[0] === "virsh").map((call) => call[4]);
+      assert.deepEqual(virsh, ["domblklist", "save", "restore"], "the VM runs again from what was saved");
+      assert.deepEqual(await readdir(pool), [`${runId}-overlay.qcow2`]);
+    } finally {
+      await tree.remove();
+    }
   });
 });
 
