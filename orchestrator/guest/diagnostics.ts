@@ -89,12 +89,7 @@ export async function collectDiagnostics(input: DiagnosticsInput): Promise<Diagn
  */
 async function journalFromDisk(input: DiagnosticsInput): Promise<string> {
   const { runner, libvirt, outputs } = input;
-  const disks = await runner.run("virsh", ["-q", "-c", libvirt.uri, "domblklist", outputs.domain, "--details"]);
-  const overlay = disks.stdout
-    .split("\n")
-    .map((line) => line.trim().split(/\s+/))
-    .find((fields) => fields[1] === "disk")?.[3];
-  if (!overlay) throw new Error("the domain has no disk");
+  const overlay = await libvirt.diskFile(outputs.domain);
   const work = await mkdtemp(join(input.dir, ".disk-"));
   try {
     const raw = join(work, "disk.raw");

@@ -137,6 +137,12 @@ const HOST_KEY_REJECTED_GRACE_MS = 60_000;
  */
 export const PROBE_TRY_MS = 60_000;
 
+/**
+ * A soft reboot's wait that ends with the old userspace's last answer at most this long before
+ * was waiting on a soft reboot that never began (a login takes up to 90 s on a loaded guest).
+ */
+const OLD_USERSPACE_LAST_WORD_MS = 120_000;
+
 /** How the readiness probe's line with systemd's SoftRebootsCount begins. */
 const SOFT_REBOOTS_LINE = "soft-reboots=";
 
@@ -573,7 +579,10 @@ export class Machine {
 
   /** What boot `bootId`'s journal on the disk says of its end; throws when it ended cleanly (see {@link powerLoss}). */
   async endOfBoot(bootId: string): Promise<NonNullable<RebootProof["previousBootEnd"]>> {
-    const journal = await this.execute(`journalctl -q -o cat --no-pager -n 400 -b ${bootId.replace(/-/g, "")}`, { timeoutMs: 60_000 });
+    // PID 1's own words only: a service that logs "Shutting down." is no clean end.
+    const command = `journalctl -q -o cat --no-pager -n 400 -b ${bootId.replace(/-/g, "")} _PID=1`;
+    const journal = await this.execute(command, { timeoutMs: 60_000 });
+    if (journal.exitCode === SSH_CONNECTION_FAILED || journal.exitCode === undefined) throw this.#sshFailure(command, journal.stderr);
     if (journal.exitCode !== 0 || journal.stdout.trim() === "") return "no journal of it on the disk";
     const end = CLEAN_END_IN_JOURNAL.exec(journal.stdout);
     if (end) {
@@ -607,12 +616,19 @@ export class Machine {
     if (asked.exitCode !== 0 && asked.exitCode !== SSH_CONNECTION_FAILED && !asked.timedOut) {
       throw new RebootUnprovenError(`${this.name}: \`systemctl soft-reboot\` failed with exit ${asked.exitCode}: ${lastLine(asked.stderr || asked.stdout)}`);
     }
-    let last: { bootId: string; softReboots: number | undefined } | undefined;
+    // When the old userspace last answered: until the wait's end, the soft reboot never began;
+    // long before it, it began and the new userspace never answered (the change's finding).
+    let oldAnsweredAt: number | undefined;
     let ready: SshReady;
     try {
-      ready = await this.waitForSsh(timeoutMs, { softRebootOf: { bootId: bootIdBefore, softReboots: before }, onAnswer: (answer) => (last = answer) });
+      ready = await this.waitForSsh(timeoutMs, {
+        softRebootOf: { bootId: bootIdBefore, softReboots: before },
+        onAnswer: (answer) => {
+          if (answer.bootId === bootIdBefore && answer.softReboots === before) oldAnsweredAt = this.#clock.now();
+        },
+      });
     } catch (error) {
-      if (last && last.bootId === bootIdBefore && last.softReboots === before) {
+      if (oldAnsweredAt !== undefined && this.#clock.now() - oldAnsweredAt <= OLD_USERSPACE_LAST_WORD_MS) {
         throw new RebootUnprovenError(
           `${this.name}: the soft reboot never happened: the old userspace answered until the wait ended, its SoftRebootsCount still ${before}`,
           { cause: error },

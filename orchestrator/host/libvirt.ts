@@ -142,6 +142,17 @@ export class Libvirt {
     return runDir === undefined ? undefined : runDir.replaceAll("&quot;", '"').replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&amp;", "&");
   }
 
+  /**
+   * The file of a domain's one disk (not its seed's cdrom): a pool volume's path as libvirt
+   * resolves it, or a file disk's. A domain with none or several is a harness fault.
+   */
+  async diskFile(domain: string): Promise<string> {
+    const xml = await this.#virsh(["dumpxml", domain]);
+    const disk = diskOfDomainXml(xml.stdout, domain);
+    if ("file" in disk) return disk.file;
+    return (await this.#virsh(["vol-path", disk.volume, "--pool", disk.pool])).stdout.trim();
+  }
+
   /** Subnets (CIDR) that libvirt networks and this namespace's interfaces and routes already use. */
   /** Whether a domain of that name or UUID is defined (running or not). */
   async hasDomain(nameOrUuid: string): Promise<boolean> {
@@ -190,4 +201,19 @@ function netmaskBits(netmask: string): number {
     .split(".")
     .map((part) => Number(part).toString(2).split("1").length - 1)
     .reduce((sum, bits) => sum + bits, 0);
+}
+
+/** A domain's one disk (device "disk") from its XML: a pool volume or a file. */
+export function diskOfDomainXml(xml: string, domain: string): { pool: string; volume: string } | { file: string } {
+  const parsed = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@" }).parse(xml) as {
+    domain?: { devices?: { disk?: unknown } };
+  };
+  type Disk = { "@type"?: string; "@device"?: string; source?: { "@pool"?: string; "@volume"?: string; "@file"?: string } };
+  const disks = ([parsed.domain?.devices?.disk].flat().filter(Boolean) as Disk[]).filter((disk) => (disk["@device"] ?? "disk") === "disk");
+  const source = disks.length === 1 ? disks[0]!.source : undefined;
+  if (source?.["@pool"] && source["@volume"]) return { pool: source["@pool"], volume: source["@volume"] };
+  if (source?.["@file"]) return { file: source["@file"] };
+  throw new HarnessError(
+    `${domain}: expected one disk (a pool volume or a file), found ${disks.length === 1 ? "one without a source" : disks.length} in its definition`,
+  );
 }

@@ -47,21 +47,6 @@ export function rewindVolumes(runId: string): { memory: string; disk: string } {
 }
 
 /**
- * The file of a domain's (one) disk, from `virsh domblklist --details` (the cdrom with the seed is
- * not a disk); a domain with none or several is a harness fault.
- */
-export function diskOfDomain(domblklist: string, domain: string): string {
-  const disks = domblklist
-    .split("\n")
-    .map((line) => line.trim().split(/\s+/))
-    .filter((fields) => fields.length >= 4 && fields[0] === "file" && fields[1] === "disk")
-    .map((fields) => fields.slice(3).join(" "));
-  if (disks.length !== 1)
-    throw new HarnessError(`${domain}: expected one disk to rewind, found ${disks.length} (virsh domblklist: ${disks.join(", ") || "none"})`);
-  return disks[0]!;
-}
-
-/**
  * Takes the rewind point of a running VM: saves its state (the domain stops), copies its disk,
  * and brings it back from the saved state. The guest goes on where it was; its SSH connections do
  * not (close them first), and its clock is behind by how long that took. Whatever fails half way,
@@ -75,7 +60,7 @@ export async function takeRewindPoint(libvirt: Libvirt, runner: Runner, outputs:
       "run as root, give the account password-less sudo, or name one reboot kind",
     );
   }
-  const disk = diskOfDomain(await virsh(runner, libvirt, ["domblklist", "--details", outputs.domain]), outputs.domain);
+  const disk = await libvirt.diskFile(outputs.domain);
   const names = rewindVolumes(outputs.runId);
   // The run's disk lives in its pool's folder: the rewind files go next to it.
   const folder = dirname(disk);

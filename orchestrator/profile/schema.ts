@@ -229,7 +229,27 @@ const scenarioSchema = z.strictObject({
  * RED may name the failure the incident looks like: then it is faithful only when exactly these
  * checks fail after the reboot and every other passes.
  */
-const redScenarioSchema = scenarioSchema.extend({ expectFailing: z.array(z.string().min(1)).min(1).optional() });
+const checkNames = z.array(z.string().min(1));
+/**
+ * RED's expectation per kind of reboot: the checks that must fail after it (exactly those), or
+ * none (`[]`): RED must survive that kind (a change that survives a clean reboot but not a power
+ * loss). A kind not named must break RED as usual.
+ */
+const expectFailingByKind = z.strictObject({ clean: checkNames.optional(), "power-loss": checkNames.optional(), soft: checkNames.optional() });
+/** RED's `expectFailing`: the checks that must fail after every kind of reboot, or per kind. */
+export type ExpectFailing = string[] | z.infer<typeof expectFailingByKind>;
+const redScenarioSchema = scenarioSchema.extend({ expectFailing: z.union([checkNames.min(1), expectFailingByKind]).optional() });
+
+/**
+ * What RED expects after one kind of reboot: `break` (with `exactly` the checks that must fail,
+ * when named) or `survive`.
+ */
+export function redExpectationAfter(kind: RebootKind, expectFailing: ExpectFailing | undefined): { after: "break"; exactly?: string[] } | { after: "survive" } {
+  if (expectFailing === undefined) return { after: "break" };
+  const named = Array.isArray(expectFailing) ? expectFailing : expectFailing[kind];
+  if (named === undefined) return { after: "break" };
+  return named.length === 0 ? { after: "survive" } : { after: "break", exactly: named };
+}
 
 /** Image name: a named golden image or `file:/absolute/path.qcow2`. */
 const imageSchema = z.string().refine((image) => (NAMED_IMAGES as readonly string[]).includes(image) || /^file:\/.+/.test(image), {
@@ -319,17 +339,37 @@ export const profileSchema = z
       }
     });
     const names = profile.checks.map((check) => check.name);
-    profile.scenarios?.red?.expectFailing?.forEach((name, index) => {
-      // A verify playbook's checks are named after its tasks, known once it runs.
-      const fromVerify = profile.verify !== undefined && name.startsWith(VERIFY_CHECK_PREFIX) && name.length > VERIFY_CHECK_PREFIX.length;
-      if (!names.includes(name) && !fromVerify) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["scenarios", "red", "expectFailing", index],
-          message: `expected the name of one of the checks (${names.join(", ")})${profile.verify ? ` or "${VERIFY_CHECK_PREFIX}<a task of the verify playbook>"` : ""}, found ${JSON.stringify(name)}`,
-        });
+    const red = profile.scenarios?.red;
+    const expectFailing = red?.expectFailing;
+    const lists: { path: (string | number)[]; names: string[] }[] = Array.isArray(expectFailing)
+      ? [{ path: ["scenarios", "red", "expectFailing"], names: expectFailing }]
+      : Object.entries(expectFailing ?? {}).map(([kind, listed]) => ({ path: ["scenarios", "red", "expectFailing", kind], names: listed ?? [] }));
+    for (const list of lists) {
+      list.names.forEach((name, index) => {
+        // A verify playbook's checks are named after its tasks, known once it runs.
+        const fromVerify = profile.verify !== undefined && name.startsWith(VERIFY_CHECK_PREFIX) && name.length > VERIFY_CHECK_PREFIX.length;
+        if (!names.includes(name) && !fromVerify) {
+          ctx.addIssue({
+            code: "custom",
+            path: [...list.path, index],
+            message: `expected the name of one of the checks (${names.join(", ")})${profile.verify ? ` or "${VERIFY_CHECK_PREFIX}<a task of the verify playbook>"` : ""}, found ${JSON.stringify(name)}`,
+          });
+        }
+      });
+    }
+    // Per kind: only the kinds RED reboots by.
+    if (expectFailing !== undefined && !Array.isArray(expectFailing)) {
+      const kinds = rebootKinds(red?.reboot ?? profile.reboot);
+      for (const kind of Object.keys(expectFailing) as RebootKind[]) {
+        if (!kinds.includes(kind)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["scenarios", "red", "expectFailing", kind],
+            message: `expected one of the kinds RED reboots by (${kinds.join(", ")}), found ${JSON.stringify(kind)}`,
+          });
+        }
       }
-    });
+    }
   });
 
 /** A profile as validated (defaults applied, paths still as written). */

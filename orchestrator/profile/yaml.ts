@@ -173,6 +173,24 @@ function problemsOf(issue: z.core.$ZodIssue, yaml: YamlFile, schema: z.ZodType):
     });
   }
   const found = "input" in issue ? issue.input : undefined;
+  if (issue.code === "invalid_union" && issue.errors.length > 0) {
+    // The one form whose shape the value has (a list where a list or a mapping may stand) says
+    // what is wrong inside it; when none has, each form is what was expected.
+    const atTop = (inner: z.core.$ZodIssue) => inner.path.length === 0 && (inner.code === "invalid_type" || inner.code === "invalid_value");
+    const shaped = issue.errors.filter((branch) => branch.length > 0 && !branch.some(atTop));
+    if (shaped.length === 1) return shaped[0]!.flatMap((inner) => problemsOf({ ...inner, path: [...path, ...inner.path] } as z.core.$ZodIssue, yaml, schema));
+    const forms = issue.errors.flatMap((branch) =>
+      branch
+        .filter(atTop)
+        .flatMap((inner) =>
+          inner.code === "invalid_type" ? [typeName(inner.expected)] : inner.code === "invalid_value" ? inner.values.map((value) => JSON.stringify(value)) : [],
+        ),
+    );
+    if (forms.length > 0) {
+      const message = `expected ${[...new Set(forms)].join(" or ")}, found ${describeValue(found)}`;
+      return [{ ...positionOf(yaml, path, false), path: formatPath(path) || undefined, message } as InputProblem];
+    }
+  }
   let message: string;
   switch (issue.code) {
     case "invalid_type":
@@ -244,6 +262,7 @@ interface ZodDefLike {
   element?: z.ZodType;
   innerType?: z.ZodType;
   in?: z.ZodType;
+  options?: z.ZodType[];
 }
 
 function defOf(schema: z.ZodType): ZodDefLike {
@@ -256,6 +275,9 @@ function unwrap(schema: z.ZodType): z.ZodType {
     const def = defOf(current);
     if (def.innerType) current = def.innerType;
     else if (def.type === "pipe" && def.in) current = def.in;
+    // A union whose one mapping is what has keys (a list or a mapping, say).
+    else if (def.type === "union" && def.options?.some((option) => defOf(unwrap(option)).type === "object"))
+      current = unwrap(def.options.find((option) => defOf(unwrap(option)).type === "object")!);
     else return current;
   }
 }

@@ -149,10 +149,10 @@ export function rebootEntryLine(entry: RebootEntry): string {
   if (!entry.proof) return `${entry.kind}: did not come back: ${entry.notBack?.reason ?? "unknown"} (${verdict})`;
   const [before, after] = entry.proof.bootIds;
   const proven = entry.proof.softReboots
-    ? `userspace only, boot id ${after.slice(0, 8)}… unchanged, soft reboots ${entry.proof.softReboots.join(" → ")}`
-    : `boot id ${before.slice(0, 8)}… → ${after.slice(0, 8)}…${entry.proof.previousBootEnd ? `, the old boot's journal: ${entry.proof.previousBootEnd}` : ""}`;
+    ? `userspace only, boot id ${after.slice(0, 8)}… unchanged, soft reboots ${entry.proof.softReboots.join(" → ")}, in ${entry.proof.seconds} s`
+    : `boot id ${before.slice(0, 8)}… → ${after.slice(0, 8)}… in ${entry.proof.seconds} s${entry.proof.previousBootEnd ? ` (the old boot: ${entry.proof.previousBootEnd})` : ""}`;
   const failed = entry.checks.filter((check) => !check.ok).length;
-  return `${entry.kind}: ${proven} in ${entry.proof.seconds} s; ${entry.checks.length - failed} of ${entry.checks.length} checks passed after it (${verdict})${entry.diagnostics ? `; diagnostics: ${entry.diagnostics}` : ""}`;
+  return `${entry.kind}: ${proven}; ${entry.checks.length - failed} of ${entry.checks.length} checks passed after it (${verdict})${entry.diagnostics ? `; diagnostics: ${entry.diagnostics}` : ""}`;
 }
 
 /** How many lines of a before/after difference are shown per side before "and N more". */
@@ -163,7 +163,9 @@ function scenarioLines(scenario: ScenarioReport): string[] {
   const about = [`expect: ${scenario.expect}`, ...(scenario.judged === false ? ["not judged"] : []), revisionLabel(scenario).slice(2, -1)].filter(Boolean);
   const lines = [`${scenario.name.toUpperCase()} (${about.join("; ")}): ${scenario.ok ? "as expected" : "NOT as expected"}`];
   lines.push(`  ${scenario.outcome}`);
-  if (scenario.bootIds.length === 2) lines.push(`  rebooted: boot id ${scenario.bootIds[0].slice(0, 8)}… → ${scenario.bootIds[1].slice(0, 8)}…`);
+  // Several kinds (or one that is not clean) are said a line each below.
+  if (scenario.bootIds.length === 2 && !scenario.reboots)
+    lines.push(`  rebooted: boot id ${scenario.bootIds[0].slice(0, 8)}… → ${scenario.bootIds[1].slice(0, 8)}…`);
   for (const entry of scenario.reboots ?? []) lines.push(`  ${rebootEntryLine(entry)}`);
   const failed = scenario.checks.filter((check) => !check.ok);
   for (const check of failed) {

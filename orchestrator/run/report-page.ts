@@ -8,7 +8,7 @@ import { access, readdir, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { CheckResult } from "../guest/checks.ts";
 import { rebootEntryLine, revisionLabel } from "./past-runs.ts";
-import { redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
+import { expectsFailureAfter, redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** The files of each scenario's diagnostics folder, to link to (read when the page is written). */
 export type DiagnosticFiles = Record<string, string[]>;
@@ -120,7 +120,7 @@ function checksTable(scenario: ScenarioReport): string {
   const names = [...new Set(scenario.checks.map((check) => check.name))];
   const cell = (check: CheckResult | undefined) => {
     if (!check) return `<td class="none">not run</td>`;
-    const expected = scenario.expect === "fail" && check.stage === "post-reboot" && !check.ok;
+    const expected = check.stage === "post-reboot" && !check.ok && expectsFailureAfter(scenario, check);
     return `<td class="${check.ok ? "pass" : expected ? "expected" : "fail"}"><b>${check.ok ? "pass" : expected ? "fail (expected)" : "FAIL"}</b> ${escape(check.detail)}</td>`;
   };
   // A column after each kind of reboot when there were several kinds (or one that is not clean).

@@ -77,6 +77,8 @@ export interface ScenarioReport {
 /** One kind of reboot of a scenario: its proof, its checks after it and whether it met the scenario's expectation. */
 export interface RebootEntry {
   kind: RebootKind;
+  /** What the checks after it are expected to do: GREEN's pass; RED's fail, or pass where RED must survive that kind. */
+  expect: "fail" | "pass";
   ok: boolean;
   /** Null when the VM did not come back. */
   proof: {
@@ -172,8 +174,9 @@ export function junitXml(report: RunReport): string {
   const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: "@", format: true, indentBy: "  " });
   const suites = report.scenarios.map((scenario) => {
     const cases: Record<string, unknown>[] = scenario.checks.map((check) => {
-      // RED expects its checks to fail after the reboot: a failure there is the expected outcome.
-      const expectedFailure = scenario.expect === "fail" && check.stage === "post-reboot";
+      // RED expects its checks to fail after the reboot (after each kind it must break under): a
+      // failure there is the expected outcome.
+      const expectedFailure = check.stage === "post-reboot" && expectsFailureAfter(scenario, check);
       const testcase: Record<string, unknown> = {
         "@classname": `${report.host}.${scenario.name}.${check.stage}${check.reboot ? `.${check.reboot}` : ""}`,
         "@name": check.name,
@@ -188,7 +191,7 @@ export function junitXml(report: RunReport): string {
       const outcome = entry.notBack ? `did not come back: ${entry.notBack.reason}` : entry.ok ? "as expected" : "not as expected";
       cases.push({
         "@classname": `${report.host}.${scenario.name}.${entry.kind}`,
-        "@name": scenario.expect === "fail" ? `RED is faithful under a ${entry.kind} reboot` : `survives a ${entry.kind} reboot`,
+        "@name": entry.expect === "fail" ? `RED is faithful under a ${entry.kind} reboot` : `survives a ${entry.kind} reboot`,
         "@time": (entry.proof?.seconds ?? 0).toFixed(1),
         ...(entry.ok ? {} : { failure: { "@message": outcome, "#text": outcome } }),
       });
@@ -227,6 +230,13 @@ export function junitXml(report: RunReport): string {
       testsuites: { "@name": `boma-it ${report.profile}`, "@time": report.wallSeconds.toFixed(1), testsuite: suites },
     }) as string
   }`;
+}
+
+/** Whether a scenario expects a check to fail after its reboot: RED does, but after a kind it must survive. */
+export function expectsFailureAfter(scenario: Pick<ScenarioReport, "expect" | "reboots">, check: Pick<CheckResult, "reboot">): boolean {
+  if (scenario.expect !== "fail") return false;
+  const entry = check.reboot ? scenario.reboots?.find((candidate) => candidate.kind === check.reboot) : undefined;
+  return entry ? entry.expect === "fail" : true;
 }
 
 /** A scenario's report before anything happened: every list empty, not ok, with `outcome` until it says otherwise. */

@@ -28,7 +28,7 @@ import { certCacheDir } from "../host/paths.ts";
 import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, RebootUnprovenError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
 import { collectDiagnostics } from "../guest/diagnostics.ts";
-import { dropRewindPoint, rewind, takeRewindPoint } from "../host/rewind.ts";
+import { dropRewindPoint, rewind, takeRewindPoint, type RewindPoint } from "../host/rewind.ts";
 import { followHostKeys, type HostKeyChange } from "../guest/host-keys.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
 import {
@@ -44,7 +44,7 @@ import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision, worktreeRevision, type ResolvedRevision } from "../profile/revision.ts";
-import { rebootKinds, VERIFY_CHECK_PREFIX, type Check, type RebootKind } from "../profile/schema.ts";
+import { rebootKinds, redExpectationAfter, VERIFY_CHECK_PREFIX, type Check, type ExpectFailing, type RebootKind } from "../profile/schema.ts";
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
@@ -82,8 +82,8 @@ export interface ScenarioSpec {
   name: "red" | "green";
   expect: "fail" | "pass";
   vars: Record<string, unknown>;
-  /** RED only: the checks that must fail after the reboot (and only those). */
-  expectFailing?: string[];
+  /** RED only: the checks that must fail after the reboot (and only those), for every kind or per kind. */
+  expectFailing?: ExpectFailing;
   /** The revision of the infrastructure repo it applies (absent: the repo as it is on disk). */
   revision?: ResolvedRevision;
   /** The upgrade path: the revision applied first (what the live host runs now). */
@@ -294,6 +294,7 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
     ...(survival ? { survival } : {}),
     verify,
     failed: (kind, post) => !judgeKind(kind, post).ok,
+    expectAfter: (kind) => (scenario.expect === "pass" || redExpectationAfter(kind, scenario.expectFailing).after === "survive" ? "pass" : "fail"),
   });
   if (kinds.length === 1 && kinds[0] === "clean") return judge(scenario.expect, pre, outcomes[0]!.reboot.post, scenario.expectFailing);
   return judgeKinds(
@@ -308,13 +309,9 @@ export function judgeKinds(scenario: Pick<ScenarioSpec, "name" | "expect">, kind
   const failed = kinds.filter(({ verdict }) => !verdict.ok);
   if (failed.length === 0) {
     const names = kinds.map(({ kind }) => kind).join(", ");
-    return {
-      ok: true,
-      outcome:
-        scenario.expect === "pass"
-          ? `GREEN survived every kind of reboot (${names}): every check passed before and after each`
-          : `RED is faithful under every kind of reboot (${names}): it passed before each and broke after it`,
-    };
+    if (scenario.expect === "pass") return { ok: true, outcome: `GREEN survived every kind of reboot (${names}): every check passed before and after each` };
+    // RED's per kind: broke as expected, or survived where it is expected to.
+    return { ok: true, outcome: `RED is faithful: ${kinds.map(({ verdict }) => verdict.outcome.replace(/^RED (is faithful: )?/, "")).join("; ")}` };
   }
   return { ok: false, outcome: failed.map(({ verdict }) => verdict.outcome).join("; ") };
 }
@@ -344,30 +341,32 @@ export async function rebootByKinds(
   context: StepContext,
   session: ScenarioVm,
   kinds: readonly RebootKind[],
-  plan: { checks: readonly Check[]; survival?: SurvivalPlan; verify?: VerifyPlan; failed: (kind: RebootKind, post: readonly CheckResult[]) => boolean },
+  plan: {
+    checks: readonly Check[];
+    survival?: SurvivalPlan;
+    verify?: VerifyPlan;
+    failed: (kind: RebootKind, post: readonly CheckResult[]) => boolean;
+    /** What the checks after a kind are expected to do (default: pass). */
+    expectAfter?: (kind: RebootKind) => "pass" | "fail";
+  },
 ): Promise<KindOutcome[]> {
   const { machine, report } = session;
   const several = kinds.length > 1;
   const tagged = !(kinds.length === 1 && kinds[0] === "clean");
-  const point = several
-    ? await session.timed("rewind point (the applied state each reboot kind starts from)", async () => {
+  const outcomes: KindOutcome[] = [];
+  let point: RewindPoint | undefined;
+  let failure: { error: unknown } | undefined;
+  try {
+    if (several) {
+      await session.timed("rewind point (the applied state each reboot kind starts from)", async () => {
         context.log.info(`reboot kinds: ${kinds.join(", ")}, each from this applied state (saved now, restored before each kind after the first)`);
         await machine.closeConnection();
-        const taken = await takeRewindPoint(context.libvirt, context.runner, session.outputs);
+        point = await takeRewindPoint(context.libvirt, context.runner, session.outputs);
         await afterRestore(context, machine);
-        return taken;
-      })
-    : undefined;
-  const outcomes: KindOutcome[] = [];
-  try {
+      });
+    }
     for (const [index, kind] of kinds.entries()) {
-      if (index > 0 && point) {
-        await session.timed(`back to the applied state (before ${rebootLabel(kind)})`, async () => {
-          await machine.closeConnection();
-          await rewind(context.libvirt, context.runner, session.outputs, point);
-          await afterRestore(context, machine);
-        });
-      }
+      if (index > 0 && point) await backToAppliedState(context, session, point, kind, plan.checks);
       delete report.notBack;
       const reboot = await rebootStep(context, session, plan.checks, plan.survival, plan.verify, kind);
       outcomes.push({ kind, reboot });
@@ -376,14 +375,46 @@ export async function rebootByKinds(
       const failed = plan.failed(kind, reboot.post);
       let diagnostics: string | null = null;
       if (failed && index < kinds.length - 1) diagnostics = await kindDiagnostics(context, session, kind);
-      if (tagged) (report.reboots ??= []).push(rebootEntry(kind, reboot, checks, !failed, report, diagnostics));
+      if (tagged) (report.reboots ??= []).push(rebootEntry(kind, plan.expectAfter?.(kind) ?? "pass", reboot, checks, !failed, report, diagnostics));
     }
+  } catch (error) {
+    failure = { error };
+    throw error;
   } finally {
+    // Its memory holds the run's secrets: gone on every exit path, and a run whose copy could not
+    // be deleted says so (the reaper deletes it with the run), unless it already ends on a fault.
     if (point) {
-      await dropRewindPoint(context.libvirt, context.runner, session.outputs, point).catch((error: Error) => context.log.warn(error.message.split("\n")[0]!));
+      await dropRewindPoint(context.libvirt, context.runner, session.outputs, point).catch((error: Error) => {
+        if (failure) context.log.warn(error.message.split("\n")[0]!);
+        else throw error;
+      });
     }
   }
   return outcomes;
+}
+
+/**
+ * Back to the applied state before a kind after the first: the rewind point restored, the clock
+ * set to now, and the checks before the reboot run again (recorded with the kind): they passed
+ * in that state, so one failing now says the state did not come back, the harness's fault.
+ */
+async function backToAppliedState(context: StepContext, session: ScenarioVm, point: RewindPoint, kind: RebootKind, checks: readonly Check[]): Promise<void> {
+  await session.timed(`back to the applied state (before ${rebootLabel(kind)})`, async () => {
+    await session.machine.closeConnection();
+    await rewind(context.libvirt, context.runner, session.outputs, point);
+    await afterRestore(context, session.machine);
+  });
+  const pre = (await session.timed(`checks before ${rebootLabel(kind)}`, () => checkStage(context, session, "pre-reboot", checks))).map((check) => ({
+    ...check,
+    reboot: kind,
+  }));
+  session.report.checks.push(...pre);
+  const failed = pre.filter((check) => !check.ok);
+  if (failed.length > 0) {
+    throw new HarnessError(
+      `back in the applied state (restored from ${point.at}) before ${rebootLabel(kind)}, checks that passed in it fail: ${failed.map((check) => check.name).join(", ")}: the state did not come back as it was saved; run it again`,
+    );
+  }
 }
 
 /** After a saved state was restored: SSH again (the old connections died with the old process), the clock set to now. */
@@ -413,6 +444,7 @@ async function kindDiagnostics(context: StepContext, session: ScenarioVm, kind: 
 /** The report's entry for one reboot kind. */
 function rebootEntry(
   kind: RebootKind,
+  expect: "pass" | "fail",
   reboot: RebootOutcome,
   checks: CheckResult[],
   ok: boolean,
@@ -422,6 +454,7 @@ function rebootEntry(
   const proof = reboot.proof;
   return {
     kind,
+    expect,
     ok,
     proof: proof
       ? {
@@ -917,15 +950,21 @@ export function judge(
   expect: "fail" | "pass",
   pre: readonly CheckResult[],
   post: readonly CheckResult[],
-  expectFailing?: readonly string[],
+  expectFailingAll?: ExpectFailing,
   kind: RebootKind = "clean",
 ): Verdict {
   const preOk = pre.every((check) => check.ok);
   const postOk = post.length > 0 && post.every((check) => check.ok);
   const reboot = rebootLabel(kind);
   if (expect === "fail") {
+    const expectation = redExpectationAfter(kind, expectFailingAll);
     if (!preOk) return { ok: false, outcome: `RED failed before the reboot (${failedNames(pre)}): this is not a reboot bug, so RED proves nothing` };
+    if (expectation.after === "survive") {
+      if (postOk) return { ok: true, outcome: `RED survived ${reboot}, as expected (every check passed before and after)` };
+      return { ok: false, outcome: `RED broke after ${reboot} where it is expected to survive it (${failedNames(post)}): the harness is not faithful` };
+    }
     if (postOk) return { ok: false, outcome: `RED passed after ${reboot}: the harness is not faithful (it does not reproduce the incident)` };
+    const expectFailing = expectation.exactly;
     if (expectFailing && expectFailing.length > 0) {
       const failed = new Set(post.filter((check) => !check.ok).map((check) => check.name));
       const missing = expectFailing.filter((name) => !failed.has(name));

@@ -44,9 +44,10 @@ export const PANICKED_BOOT = [
 /**
  * What `systemctl soft-reboot` does: the userspace restarts (SoftRebootsCount one up); nothing
  * happens; the kernel reboots instead (a new boot id); the guest's systemd does not know soft
- * reboots (no SoftRebootsCount); or the new userspace never answers SSH.
+ * reboots (no SoftRebootsCount); the new userspace never answers SSH, at once or after the old
+ * one answered one more login while it stopped.
  */
-export type SoftReboot = "restarts" | "nothing" | "new-boot" | "unsupported" | "no-answer";
+export type SoftReboot = "restarts" | "nothing" | "new-boot" | "unsupported" | "no-answer" | "old-once-then-no-answer";
 
 /** What the fake domain was told, in order ("power-off-on-reset", "start", "power-cycle"). */
 export interface FakeDomain {
@@ -103,6 +104,7 @@ export async function fakeDomain(
     "new-boot": `echo $(( boot + 1 )) > "${bootFile}"; exit 255`,
     unsupported: "echo \"Unknown command verb 'soft-reboot'.\" >&2; exit 1",
     "no-answer": `echo no > "${upFile}"; exit 255`,
+    "old-once-then-no-answer": `touch "${join(dir, "stopping")}"; exit 255`,
   }[soft];
   const journal = {
     crash: 'printf "Started kazi-web.service - kazi web site.\\nnftables: ruleset loaded\\n"',
@@ -120,6 +122,7 @@ case "$command" in
   *"systemctl reboot"*) echo yes > "${rebootAsked}"; exit 255 ;;
   *"systemctl soft-reboot"*) ${onSoftReboot} ;;
   *"cat /proc/uptime"*)
+    [ -e "${join(dir, "stopping")}" ] && { rm "${join(dir, "stopping")}"; echo no > "${upFile}"; }
     printf "31.00 50.00\\n29000000\\n\\n28000000\\n"
     case "$command" in *SoftRebootsCount*) echo "soft-reboots=$(cat "${softFile}")" ;; esac
     echo "$id" ;;

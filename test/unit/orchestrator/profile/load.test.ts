@@ -149,6 +149,28 @@ scenarios:
     assert.match(twice.error.message, /reboot: .*expected each kind at most once/);
   });
 
+  it("takes RED's expectFailing per kind of reboot (none: RED must survive it), naming only checks and kinds RED has", async () => {
+    const perKind = `${GOOD}scenarios:\n  red: { reboot: [clean, power-loss], expectFailing: { clean: [], power-loss: [docker active] } }\n`;
+    const tree = await tempTree({ ...REPO, "p.yml": perKind });
+    after(() => tree.remove());
+    const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+    assert.deepEqual(profile.document.scenarios?.red?.expectFailing, { clean: [], "power-loss": ["docker active"] });
+    const unknownCheck = await problemsFor(perKind.replace("power-loss: [docker active]", "power-loss: [dokcer active]"));
+    assert.match(
+      unknownCheck.error.message,
+      /scenarios\.red\.expectFailing\.power-loss\[0\]: expected the name of one of the checks \(docker active\), found "dokcer active"/,
+    );
+    const notRebooted = await problemsFor(perKind.replace("clean: []", "soft: []"));
+    assert.match(
+      notRebooted.error.message,
+      /scenarios\.red\.expectFailing\.soft: expected one of the kinds RED reboots by \(clean, power-loss\), found "soft"/,
+    );
+    const unknownKind = await problemsFor(perKind.replace("clean: []", "hard: []"));
+    assert.match(unknownKind.error.message, /scenarios\.red\.expectFailing\.hard: unknown key "hard"; expected one of clean, power-loss, soft/);
+    const wrongShape = await problemsFor(perKind.replace("expectFailing: { clean: [], power-loss: [docker active] }", "expectFailing: docker active"));
+    assert.match(wrongShape.error.message, /scenarios\.red\.expectFailing: expected a list or a mapping, found "docker active"/);
+  });
+
   it("refuses an overlay that is not a mapping", async () => {
     const { error } = await problemsFor(`${GOOD}overrides: o.yml\n`, { "o.yml": "- just\n- a list\n" });
     assert.match(error.message, /o\.yml:1:1: expected a mapping, found a list of 2/);

@@ -15,11 +15,14 @@ import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { RebootUnprovenError, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { diskOfDomain, takeRewindPoint } from "../../../../orchestrator/host/rewind.ts";
+import { domainXml } from "../../../../infra/xml.ts";
+import { diskOfDomainXml } from "../../../../orchestrator/host/libvirt.ts";
+import { takeRewindPoint } from "../../../../orchestrator/host/rewind.ts";
 import type { RebootKind } from "../../../../orchestrator/profile/schema.ts";
 import { judge, judgeKinds, rebootByKinds, rebootStep } from "../../../../orchestrator/run/scenario.ts";
 import { aroundMachine, fakeDomain, type SoftReboot } from "../../../helpers/fake-domain.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
+import { FIXED_IDENTITY, fixedSpec } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 /** One reboot of `kind` on a fake domain scripted by `script`; what came of it and what the guest was told. */
@@ -105,6 +108,12 @@ describe("a soft reboot", () => {
     assert.ok(!told.some((command) => command.includes("systemctl soft-reboot")));
   });
 
+  it("whose old userspace answered once more as it stopped, and whose new one never answers, is the change's finding, not a fault", async () => {
+    const { outcome, report } = await rebootBy("soft", { soft: "old-once-then-no-answer" }, 600_000);
+    assert.ok(!(outcome instanceof Error), String(outcome));
+    assert.match(report.notBack!.reason, /SSH never answered after the soft reboot/);
+  });
+
   it("after which SSH never answers is the change's finding (the kernel ran on), every check failed", async () => {
     const { outcome, report } = await rebootBy("soft", { soft: "no-answer" }, 5000);
     assert.ok(!(outcome instanceof Error), String(outcome));
@@ -124,17 +133,20 @@ describe("several kinds from one applied state", () => {
     const tree = await tempTree();
     const pool = join(tree.dir, "pool");
     await mkdir(pool);
-    const runId = "boma-it-askari-20261204-101010";
+    const runId = FIXED_IDENTITY.runId;
     const disk = join(pool, `${runId}-overlay.qcow2`);
     await writeFile(disk, "applied\n");
+    await writeFile(join(tree.dir, "domain.xml"), domainXml(fixedSpec()));
     const domain = await fakeDomain(tree.dir, { ends: ["restart"], ...script });
     const bin = join(tree.dir, "bin");
-    // virsh -q -c URI <command> ...: save writes the memory file; a restore onto a disk says what it found there.
+    // virsh -q -c URI <command> ...: the run's domain as boma-it defines it (its disk a pool
+    // volume), save writes the memory file, a restore onto a disk says what it found there.
     await writeFake(
       bin,
       "virsh",
       `case "$4" in
-  domblklist) printf ' file   disk    vda   %s\\n file   cdrom   sda   %s\\n' "${disk}" "${pool}/${runId}-seed.iso" ;;
+  dumpxml) cat "${join(tree.dir, "domain.xml")}" ;;
+  vol-path) echo "${pool}/$5" ;;
   save) echo memory > "$6" ;;
   restore) echo "restored onto: $(cat "${disk}")" >> "${join(tree.dir, "restores")}" ;;
 esac`,
@@ -168,7 +180,7 @@ esac`,
   it("saves the applied state once, restores it (memory and disk) before each kind after the first, and deletes it at the end", async () => {
     const { outcome, report, virsh, restores, left } = await kindsOn(["clean", "power-loss", "soft"]);
     assert.ok(!(outcome instanceof Error), String(outcome));
-    assert.deepEqual(virsh, ["domblklist", "save", "restore", "pool-refresh", "destroy", "restore", "destroy", "restore", "pool-refresh"]);
+    assert.deepEqual(virsh, ["dumpxml", "vol-path", "save", "restore", "pool-refresh", "destroy", "restore", "destroy", "restore", "pool-refresh"]);
     assert.deepEqual(
       restores,
       ["restored onto: applied", "restored onto: applied", "restored onto: applied"],
@@ -227,6 +239,34 @@ describe("a verdict per kind", () => {
     ]);
     assert.deepEqual(all, { ok: true, outcome: "GREEN survived every kind of reboot (clean, soft): every check passed before and after each" });
   });
+
+  it("RED per kind: it must break exactly as named after one kind, and survive a kind named with no checks", () => {
+    const expectFailing = { clean: [], "power-loss": ["web"] };
+    const survived = judge("fail", pre, fine, expectFailing, "clean");
+    assert.deepEqual(survived, { ok: true, outcome: "RED survived the reboot, as expected (every check passed before and after)" });
+    const broke = judge("fail", pre, broken, expectFailing, "power-loss");
+    assert.equal(broke.ok, true, broke.outcome);
+    assert.deepEqual(
+      judgeKinds({ name: "red", expect: "fail" }, [
+        { kind: "clean", verdict: survived },
+        { kind: "power-loss", verdict: broke },
+      ]),
+      {
+        ok: true,
+        outcome:
+          "RED is faithful: survived the reboot, as expected (every check passed before and after); it passed before the power loss and broke after it exactly as expected (web), every other check passed",
+      },
+    );
+    // Broken where it must survive, or surviving where it must break: not faithful.
+    assert.deepEqual(judge("fail", pre, broken, expectFailing, "clean"), {
+      ok: false,
+      outcome: "RED broke after the reboot where it is expected to survive it (web): the harness is not faithful",
+    });
+    assert.equal(judge("fail", pre, fine, expectFailing, "power-loss").ok, false);
+    // A kind not named breaks RED as usual.
+    assert.equal(judge("fail", pre, broken, expectFailing, "soft").ok, true);
+    assert.equal(judge("fail", pre, fine, expectFailing, "soft").ok, false);
+  });
 });
 
 describe("a rewind point that fails half way", () => {
@@ -235,15 +275,17 @@ describe("a rewind point that fails half way", () => {
     try {
       const pool = join(tree.dir, "pool");
       await mkdir(pool);
-      const runId = "boma-it-kazi-20261204-101010";
+      const runId = FIXED_IDENTITY.runId;
       const disk = join(pool, `${runId}-overlay.qcow2`);
       await writeFile(disk, "applied\n");
+      await writeFile(join(tree.dir, "domain.xml"), domainXml(fixedSpec()));
       const bin = join(tree.dir, "bin");
       await writeFake(
         bin,
         "virsh",
         `case "$4" in
-  domblklist) printf ' file   disk    vda   %s\n' "${disk}" ;;
+  dumpxml) cat "${join(tree.dir, "domain.xml")}" ;;
+  vol-path) echo "${pool}/$5" ;;
   save) echo memory > "$6" ;;
 esac`,
       );
@@ -253,7 +295,7 @@ esac`,
       const outputs = { runId, domain: runId } as Parameters<typeof takeRewindPoint>[2];
       await assert.rejects(takeRewindPoint(new Libvirt(runner, "qemu:///system"), runner, outputs), /No space left on device/);
       const virsh = (await fakeCalls(join(tree.dir, "log"))).filter((call) => call[0] === "virsh").map((call) => call[4]);
-      assert.deepEqual(virsh, ["domblklist", "save", "restore"], "the VM runs again from what was saved");
+      assert.deepEqual(virsh, ["dumpxml", "vol-path", "save", "restore"], "the VM runs again from what was saved");
       assert.deepEqual(await readdir(pool), [`${runId}-overlay.qcow2`]);
     } finally {
       await tree.remove();
@@ -262,18 +304,13 @@ esac`,
 });
 
 describe("the disk a rewind point copies", () => {
-  it("is the domain's one disk, not its seed's cdrom; none or two is a harness fault", () => {
-    const listed = [
-      " Type   Device   Target   Source",
-      "-----------------------------------------------------------------------------",
-      " file   disk     vda      /var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-overlay.qcow2",
-      " file   cdrom    sda      /var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-seed.iso",
-    ].join("\n");
-    assert.equal(
-      diskOfDomain(listed, "boma-it-askari-20261204-101010"),
-      "/var/lib/libvirt/images/boma-it-askari-20261204-101010/boma-it-askari-20261204-101010-overlay.qcow2",
-    );
-    assert.throws(() => diskOfDomain(" file   cdrom    sda   /x.iso", "d"), /expected one disk to rewind, found 0/);
-    assert.throws(() => diskOfDomain(" file disk vda /a.qcow2\n file disk vdb /b.qcow2", "d"), /found 2/);
+  it("is the domain's one disk as boma-it defines it (a volume of the run's pool), not its seed's cdrom; none or two is a harness fault", () => {
+    const spec = fixedSpec();
+    assert.deepEqual(diskOfDomainXml(domainXml(spec), spec.identity.runId), { pool: spec.pool.name, volume: spec.volumes.overlay });
+    const file = "<domain><devices><disk type='file' device='disk'><source file='/var/lib/libvirt/images/x.qcow2'/></disk></devices></domain>";
+    assert.deepEqual(diskOfDomainXml(file, "d"), { file: "/var/lib/libvirt/images/x.qcow2" });
+    assert.throws(() => diskOfDomainXml("<domain><devices><disk type='volume' device='cdrom'/></devices></domain>", "d"), /d: expected one disk .*found 0/);
+    const two = "<domain><devices><disk device='disk'><source file='/a'/></disk><disk device='disk'><source file='/b'/></disk></devices></domain>";
+    assert.throws(() => diskOfDomainXml(two, "d"), /found 2/);
   });
 });

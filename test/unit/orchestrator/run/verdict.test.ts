@@ -129,9 +129,18 @@ describe("junit.xml", () => {
     green.checks = [pass("web", "pre-reboot"), { ...pass("web", "post-reboot"), reboot: "clean" }, { ...fail("web", "post-reboot"), reboot: "power-loss" }];
     green.outcome = "GREEN broke after the power loss: web";
     green.reboots = [
-      { kind: "clean", ok: true, proof: { bootIds: ["c", "d"], seconds: 90 }, checks: [green.checks[1]!], snapshotDiff: null, diagnostics: null },
+      {
+        kind: "clean",
+        expect: "pass",
+        ok: true,
+        proof: { bootIds: ["c", "d"], seconds: 90 },
+        checks: [green.checks[1]!],
+        snapshotDiff: null,
+        diagnostics: null,
+      },
       {
         kind: "power-loss",
+        expect: "pass",
         ok: false,
         proof: { bootIds: ["c", "e"], seconds: 80, previousBootEnd: "no clean shutdown in its journal" },
         checks: [green.checks[2]!],
