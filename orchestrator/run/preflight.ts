@@ -13,6 +13,8 @@ import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { planCerts, type CertPlan } from "../ansible/certs.ts";
 import { chooseEngine } from "../host/engine-choice.ts";
+import { rootCommand } from "../host/root.ts";
+import { RefusedError } from "../errors.ts";
 import type { RunOptions } from "./options.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
 
@@ -29,6 +31,8 @@ export interface PreflightRequest {
   signal: AbortSignal;
   /** How many VMs the run would like to run at the same time (default 1): free RAM, disk and, under TCG, the cores decide. */
   vmsWanted?: number;
+  /** What of the run needs root (as root, or through password-less sudo), if anything: refused now when neither is there. */
+  needsRootFor?: string;
 }
 
 /** The machinery a run uses, decided once, and the run lock it holds (the lifecycle took it, and releases it). */
@@ -53,6 +57,12 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
   const { engine, reason } = await chooseEngine(request.options.engine, request.runner, stacksDir(request.env));
   const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
+  if (request.needsRootFor && !(await rootCommand(request.runner))) {
+    throw new RefusedError(
+      `${request.needsRootFor} needs root, and this account is not root and has no password-less sudo`,
+      "run as root, give the account password-less sudo, or change what needs it",
+    );
+  }
   const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
   const wanted = request.vmsWanted ?? 1;
   const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });

@@ -13,6 +13,7 @@ import { imageDir } from "../host/paths.ts";
 import { takeResetPoint } from "../host/reset-point.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
+import { rebootKinds } from "../profile/schema.ts";
 import { withRun, type RunRequest } from "./driver.ts";
 import { planEgress } from "./egress.ts";
 import { readRunRecord } from "./live-runs.ts";
@@ -97,6 +98,9 @@ async function runRequest(
     imageDir: imageDir(env),
     signal: context.signal,
     vmsWanted: scenariosAtOnce(scenarios.length, options, certs, log),
+    ...(scenarios.some((scenario) => rebootKinds(scenario.reboot ?? profile.document.reboot).length > 1)
+      ? { needsRootFor: "several reboot kinds from one applied state (the VM's disk is copied in libvirt's pool folder)" }
+      : {}),
   };
 }
 
