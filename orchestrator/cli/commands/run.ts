@@ -23,7 +23,9 @@ Each scenario gets a fresh VM from the golden image: apply (scenario vars), chec
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
 the reboot. RED (the control) must pass before and fail after the reboot (exactly its
 expectFailing checks, when the profile names them); otherwise the harness is not faithful
-(exit 1). A failing scenario keeps its VM (unless --keep never) and writes diagnostics/. A fault
+(exit 1). The profile's \`reboot:\` may name other kinds (power-loss, soft) or several, each from
+the same applied state and judged on its own; RED's expectFailing may be per kind (none: RED
+must survive that kind). A failing scenario keeps its VM (unless --keep never) and writes diagnostics/. A fault
 of the harness or the infrastructure (a stall before the kernel, a domain destroyed from the host,
 libvirt failing) is no verdict: exit 4, with its causes. Every exit writes report.json, junit.xml,
 run.log and commands.log in the run dir; --json prints the report.
