@@ -127,31 +127,39 @@ describe("a soft reboot", () => {
   });
 });
 
+/**
+ * A run's pool folder with its disk, and a fake virsh for it: the run's domain as boma-it defines
+ * it (its disk a pool volume), `save` writes the memory file, a restore says what it found on the
+ * disk (in `<dir>/restores`).
+ */
+async function fakePool(dir: string) {
+  const pool = join(dir, "pool");
+  await mkdir(pool);
+  const runId = FIXED_IDENTITY.runId;
+  const disk = join(pool, `${runId}-overlay.qcow2`);
+  await writeFile(disk, "applied\n");
+  await writeFile(join(dir, "domain.xml"), domainXml(fixedSpec()));
+  const bin = join(dir, "bin");
+  await writeFake(
+    bin,
+    "virsh",
+    `case "$4" in
+  dumpxml) cat "${join(dir, "domain.xml")}" ;;
+  vol-path) echo "${pool}/$5" ;;
+  save) echo memory > "$6" ;;
+  restore) echo "restored onto: $(cat "${disk}")" >> "${join(dir, "restores")}" ;;
+esac`,
+  );
+  const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(dir, "log") } }).withRedaction((text) => text);
+  return { pool, runId, disk, runner };
+}
+
 describe("several kinds from one applied state", () => {
   /** A fake domain with a fake virsh that keeps a disk file in a pool folder. */
   async function kindsOn(kinds: RebootKind[], script: { soft?: SoftReboot } = {}) {
     const tree = await tempTree();
-    const pool = join(tree.dir, "pool");
-    await mkdir(pool);
-    const runId = FIXED_IDENTITY.runId;
-    const disk = join(pool, `${runId}-overlay.qcow2`);
-    await writeFile(disk, "applied\n");
-    await writeFile(join(tree.dir, "domain.xml"), domainXml(fixedSpec()));
+    const { pool, runId, disk, runner } = await fakePool(tree.dir);
     const domain = await fakeDomain(tree.dir, { ends: ["restart"], ...script });
-    const bin = join(tree.dir, "bin");
-    // virsh -q -c URI <command> ...: the run's domain as boma-it defines it (its disk a pool
-    // volume), save writes the memory file, a restore onto a disk says what it found there.
-    await writeFake(
-      bin,
-      "virsh",
-      `case "$4" in
-  dumpxml) cat "${join(tree.dir, "domain.xml")}" ;;
-  vol-path) echo "${pool}/$5" ;;
-  save) echo memory > "$6" ;;
-  restore) echo "restored onto: $(cat "${disk}")" >> "${join(tree.dir, "restores")}" ;;
-esac`,
-    );
-    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text);
     const { session, context, report } = aroundMachine(domain.machine, 5000, {
       runner,
       libvirt: new Libvirt(runner, "qemu:///system"),
@@ -273,25 +281,9 @@ describe("a rewind point that fails half way", () => {
   it("brings the VM back from its saved state and leaves none of the point's files (the memory holds the run's secrets)", async () => {
     const tree = await tempTree();
     try {
-      const pool = join(tree.dir, "pool");
-      await mkdir(pool);
-      const runId = FIXED_IDENTITY.runId;
-      const disk = join(pool, `${runId}-overlay.qcow2`);
-      await writeFile(disk, "applied\n");
-      await writeFile(join(tree.dir, "domain.xml"), domainXml(fixedSpec()));
-      const bin = join(tree.dir, "bin");
-      await writeFake(
-        bin,
-        "virsh",
-        `case "$4" in
-  dumpxml) cat "${join(tree.dir, "domain.xml")}" ;;
-  vol-path) echo "${pool}/$5" ;;
-  save) echo memory > "$6" ;;
-esac`,
-      );
+      const { pool, runId, runner } = await fakePool(tree.dir);
       // The copy runs out of space.
-      await writeFake(bin, "cp", 'echo "cp: error writing: No space left on device" >&2; exit 1');
-      const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(tree.dir, "log") } }).withRedaction((text) => text);
+      await writeFake(join(tree.dir, "bin"), "cp", 'echo "cp: error writing: No space left on device" >&2; exit 1');
       const outputs = { runId, domain: runId } as Parameters<typeof takeRewindPoint>[2];
       await assert.rejects(takeRewindPoint(new Libvirt(runner, "qemu:///system"), runner, outputs), /No space left on device/);
       const virsh = (await fakeCalls(join(tree.dir, "log"))).filter((call) => call[0] === "virsh").map((call) => call[4]);
