@@ -217,3 +217,12 @@ export function diskOfDomainXml(xml: string, domain: string): { pool: string; vo
     `${domain}: expected one disk (a pool volume or a file), found ${disks.length === 1 ? "one without a source" : disks.length} in its definition`,
   );
 }
+
+/**
+ * A virsh command on `libvirt`'s connection through `runner`, for the saved states (reset and
+ * rewind points): its stdout; `mayFail` takes a failure as it comes (no throw).
+ */
+export async function virshOutput(runner: Runner, libvirt: Pick<Libvirt, "uri">, args: string[], timeoutMs = 60_000, mayFail = false): Promise<string> {
+  const result = await runner.run("virsh", ["-q", "-c", libvirt.uri, ...args], { timeoutMs, check: !mayFail });
+  return result.stdout;
+}

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { withPipedStdin, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { RUN_OBJECT_SUFFIXES } from "../../infra/spec.ts";
-import type { Libvirt } from "./libvirt.ts";
+import { virshOutput as virsh, type Libvirt } from "./libvirt.ts";
 
 /** Where a run's reset point is (run.json keeps it). */
 export interface ResetPoint {
@@ -100,9 +100,4 @@ async function poolDir(runner: Runner, libvirt: Libvirt, pool: string): Promise<
   const path = /<path>([^<]+)<\/path>/.exec(xml)?.[1];
   if (!path) throw new Error(`pool ${pool} has no target path`);
   return path;
-}
-
-async function virsh(runner: Runner, libvirt: Libvirt, args: string[], timeoutMs = 60_000, mayFail = false): Promise<string> {
-  const result = await runner.run("virsh", ["-q", "-c", libvirt.uri, ...args], { timeoutMs, check: !mayFail });
-  return result.stdout;
 }

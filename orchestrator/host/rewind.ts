@@ -19,7 +19,7 @@ import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { RUN_OBJECT_SUFFIXES } from "../../infra/spec.ts";
 import { HarnessError, RefusedError } from "../errors.ts";
-import type { Libvirt } from "./libvirt.ts";
+import { virshOutput as virsh, type Libvirt } from "./libvirt.ts";
 import { rootCommand, runAsRoot } from "./root.ts";
 
 /** Where a rewind point is. */
@@ -112,9 +112,4 @@ async function removePointFiles(runner: Runner, asRoot: readonly string[], point
 /** A disk file copied as it is (sparse, and a reflink where the file system has them); onto an existing file, its owner and mode stay. */
 async function copyDisk(runner: Runner, asRoot: readonly string[], from: string, to: string): Promise<void> {
   await runAsRoot(runner, asRoot, "cp", ["--sparse=always", "--reflink=auto", "--", from, to], { timeoutMs: COPY_MS });
-}
-
-async function virsh(runner: Runner, libvirt: Libvirt, args: string[], timeoutMs = 60_000, mayFail = false): Promise<string> {
-  const result = await runner.run("virsh", ["-q", "-c", libvirt.uri, ...args], { timeoutMs, check: !mayFail });
-  return result.stdout;
 }
