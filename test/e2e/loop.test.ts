@@ -45,7 +45,7 @@ describe("the dev loop on a kept VM, for real", { timeout: 60 * 60_000, skip: fu
     const broken = await cli(["reboot", run.runId, "--json"], dirs.env);
     assert.equal(broken.code, 1, broken.stderr.slice(-3000));
     const brokenResult = JSON.parse(broken.stdout) as VerbJson;
-    assert.match(brokenResult.message, /^rebooted, and \d+ of \d+ checks fail after it: .*web through the published port/);
+    assert.match(brokenResult.message, /^rebooted \(boot id \w{8}… → \w{8}…[^)]*\), and \d+ of \d+ checks fail after it: .*web through the published port/);
 
     const fixed = await cli(["apply", run.runId, "-e", "docker_host_forward_dropin=true", "--json"], dirs.env);
     assert.equal(fixed.code, 0, fixed.stderr.slice(-3000));
