@@ -28,6 +28,18 @@ import { warmStateDir } from "./paths.ts";
 /** How many saved first boots are kept (the newest; each is the guest's memory and disk in use, a few hundred MiB). */
 export const WARM_STATES_KEPT = 4;
 
+/**
+ * How many saved first boots one VM shape may have: one per VM of it that starts at the same
+ * time (RED and GREEN side by side), each with its own network, address and UUID. The first VM
+ * takes slot 1, a VM beside it slot 2; each slot is saved by the first VM that found it empty.
+ */
+export const WARM_STATE_SLOTS = 2;
+
+/** A slot's key: the shape's key (see {@link warmStateKey}) for slot 1, `<key>-<slot>` for the others. */
+export function warmStateSlotKey(key: string, slot: number): string {
+  return slot === 1 ? key : `${key}-${slot}`;
+}
+
 /** The cache's size cap when `$BOMA_IT_STATE_CACHE_MAX_GIB` does not set one. */
 export const WARM_STATES_MAX_GIB = 8;
 

@@ -28,6 +28,8 @@ import {
   WARM_START_COPY,
   findWarmState,
   forgetWarmState,
+  WARM_STATE_SLOTS,
+  warmStateSlotKey,
   pruneWarmStates,
   prepareWarmStart,
   renameSaveImage,
@@ -207,6 +209,7 @@ export async function provision(options: ProvisionOptions, run: { identity: RunI
 
   const base = { identity: run.identity, runDir: run.runDir, golden, phases };
   const choice = options.warmStates === undefined ? undefined : await chooseWarmStart(options, base, options.warmStates);
+  for (const passed of choice?.passedOver ?? []) log.info(`a saved first boot of this VM's shape is not free: ${passed}; trying the next slot`);
   if (choice?.why) log.info(`no saved first boot starts this VM: ${choice.why}; booting from power-on`);
   try {
     if (choice?.state) {
@@ -237,21 +240,24 @@ export function releaseWarmChoice(choice: WarmChoice): void {
 }
 
 /**
- * Keys whose saved first boot a VM of this process is starting from or saving: another VM made
- * beside it (RED and GREEN side by side) boots cold instead of taking the same state, address and
- * UUID, or saving the same key at the same time.
+ * Keys whose saved first boot a VM of this process is starting from or saving: a VM made beside
+ * it (RED and GREEN side by side) takes the shape's next slot (see {@link WARM_STATE_SLOTS})
+ * instead of the same state, address and UUID, or saving the same key at the same time.
  */
 const BUSY_STATES = new Set<string>();
 
 /** What provisioning decided about a saved first boot: the key of this VM, the state to start from, or why none. */
 export interface WarmChoice {
   cache: WarmStateCache;
+  /** The slot's key (see {@link warmStateSlotKey}): the state this VM starts from, or saves. */
   key: string;
   state: WarmState | undefined;
   /** How root-only commands run (the UEFI variables live in root's folder; libvirt saves as root). */
   root?: string[];
   /** Why no state starts this VM, and none is saved by it (absent: none was saved yet, so this VM saves one). */
   why?: string;
+  /** Saved first boots of this shape that were there but not free, and why (this VM took another slot). */
+  passedOver?: string[];
   /** Whether this VM holds the key in {@link BUSY_STATES} (to start from it, or to save it). */
   claimed?: boolean;
 }
@@ -265,8 +271,11 @@ export interface ProvisionBase {
 }
 
 /**
- * The VM's key, and a saved first boot of it that is free to start (its address unused, its UUID
- * undefined, no other VM of this process on it), claimed with its subnet before any further await.
+ * The VM's slot and a saved first boot in it that is free to start (its address unused, its UUID
+ * undefined, no other VM of this process on it). A slot is claimed before any await and a
+ * state's subnet reserved as soon as it is read, so a VM provisioned beside this one takes
+ * another slot and picks another network. With no state in the slot, this VM boots and saves
+ * one there; with every slot taken or unusable it boots and saves nothing.
  */
 export async function chooseWarmStart(options: ProvisionOptions, base: ProvisionBase, cache: WarmStateCache): Promise<WarmChoice> {
   const { libvirt } = options;
@@ -282,22 +291,30 @@ export async function chooseWarmStart(options: ProvisionOptions, base: Provision
   const root = await rootCommand(options.runner);
   if (root === undefined) return { cache, key, state: undefined, why: "saving or restoring a VM's state needs root or password-less sudo" };
   await pruneWarmStates(cache);
-  const state = await findWarmState(cache.dir, key);
-  const used = state ? await libvirt.usedSubnets() : [];
-  const defined = state ? await libvirt.hasDomain(state.meta.uuid) : false;
-  // No await from here to the claim: a VM provisioned beside this one sees it.
-  if (BUSY_STATES.has(key)) return { cache, key, state: undefined, why: "another VM of this run is starting from or saving the same first boot" };
-  BUSY_STATES.add(key);
-  if (!state) return { cache, key, state: undefined, root, claimed: true };
-  const subnet = state.meta.subnet.cidr;
-  const why = overlapsAny(subnet, [...used, ...(options.subnetsInUse ?? [])])
-    ? `its network ${subnet} is in use`
-    : defined
-      ? "a VM started from it is still defined"
-      : undefined;
-  if (why) return { cache, key, state: undefined, why, claimed: true };
-  options.subnetsInUse?.add(subnet);
-  return { cache, key, state, root, claimed: true };
+  const passedOver: string[] = [];
+  const reserved = options.subnetsInUse;
+  for (let slot = 1; slot <= WARM_STATE_SLOTS; slot += 1) {
+    const slotKey = warmStateSlotKey(key, slot);
+    if (BUSY_STATES.has(slotKey)) continue;
+    BUSY_STATES.add(slotKey);
+    const state = await findWarmState(cache.dir, slotKey);
+    if (!state) return { cache, key: slotKey, state: undefined, root, claimed: true, ...(passedOver.length > 0 ? { passedOver } : {}) };
+    const subnet = state.meta.subnet.cidr;
+    const takenBeside = overlapsAny(subnet, [...(reserved ?? [])]);
+    if (!takenBeside) reserved?.add(subnet);
+    const used = await libvirt.usedSubnets();
+    const defined = await libvirt.hasDomain(state.meta.uuid);
+    const why = takenBeside || overlapsAny(subnet, used) ? `its network ${subnet} is in use` : defined ? "a VM started from it is still defined" : undefined;
+    if (!why) return { cache, key: slotKey, state, root, claimed: true, ...(passedOver.length > 0 ? { passedOver } : {}) };
+    if (!takenBeside) reserved?.delete(subnet);
+    BUSY_STATES.delete(slotKey);
+    passedOver.push(`${slotKey}: ${why}`);
+  }
+  const why =
+    passedOver.length > 0
+      ? `no slot of this VM's shape is free (${passedOver.join("; ")}; the others are this run's VMs')`
+      : `another VM of this run is starting from or saving each of the ${WARM_STATE_SLOTS} first boots of this VM's shape`;
+  return { cache, key, state: undefined, why };
 }
 
 /** The seed and domain this VM would get, with a fixed identity: what of them is the VM's shape. */

@@ -16,6 +16,7 @@ import {
   saveWarmState,
   warmStateCapBytes,
   warmStateKey,
+  warmStateSlotKey,
   type WarmStateKeyInputs,
   type WarmStateMeta,
 } from "../../../../orchestrator/host/warm-states.ts";
@@ -330,8 +331,9 @@ esac`,
 });
 
 describe("choosing a saved first boot", () => {
-  /** A state of askari's VM in `cacheDir` under the key `chooseWarmStart` computes, and what a provision needs to choose. */
-  async function setup(dir: string, libvirt: { used: string[]; defined: boolean }) {
+  const SUBNETS = ["10.234.77.0/24", "10.234.78.0/24"];
+  /** States of askari's VM in `cacheDir` (one per slot given), under the keys `chooseWarmStart` computes, and what a provision needs to choose. */
+  async function setup(dir: string, libvirt: { used: string[]; defined: (uuid: string) => boolean }, slots: number[] = [1]) {
     const golden = join(dir, "debian-13-local.qcow2");
     await writeFile(golden, "golden");
     const options = {
@@ -339,7 +341,7 @@ describe("choosing a saved first boot", () => {
       accel: { accel: "tcg" },
       egress: { spec: { mode: "allowlist", names: [], upstreams: [] }, asRoot: [] },
       runner: new Runner(),
-      libvirt: { usedSubnets: async () => libvirt.used, hasDomain: async () => libvirt.defined },
+      libvirt: { usedSubnets: async () => libvirt.used, hasDomain: async (uuid: string) => libvirt.defined(uuid) },
       subnetsInUse: new Set<string>(),
     } as unknown as ProvisionOptions;
     const base = { identity: newRunIdentity("askari", new Date("2026-12-03T19:00:00Z")), runDir: join(dir, "run"), golden, phases: [] };
@@ -347,49 +349,77 @@ describe("choosing a saved first boot", () => {
     const cache = { dir: cacheDir, kept: 4, maxBytes: 2 ** 30 };
     const probe = await chooseWarmStart(options, base, cache);
     releaseWarmChoice(probe);
-    const state = join(cacheDir, probe.key);
-    await mkdir(join(state, "keys"), { recursive: true });
-    for (const file of ["memory.save", "disk.qcow2", "seed.iso", "VARS.fd"]) await writeFile(join(state, file), "x");
-    const subnet = { cidr: "10.234.77.0/24", gateway: "10.234.77.1", guestIp: "10.234.77.10", dhcpStart: "10.234.77.100", dhcpEnd: "10.234.77.199" };
-    const meta = savedMeta({ key: probe.key, subnet });
-    await writeFile(join(state, "state.json"), JSON.stringify(meta));
-    return { options, base, cache };
+    for (const slot of slots) {
+      const key = warmStateSlotKey(probe.key, slot);
+      const state = join(cacheDir, key);
+      await mkdir(join(state, "keys"), { recursive: true });
+      for (const file of ["memory.save", "disk.qcow2", "seed.iso", "VARS.fd"]) await writeFile(join(state, file), "x");
+      const cidr = SUBNETS[slot - 1]!;
+      const prefix = cidr.slice(0, -5);
+      const subnet = { cidr, gateway: `${prefix}.1`, guestIp: `${prefix}.10`, dhcpStart: `${prefix}.100`, dhcpEnd: `${prefix}.199` };
+      await writeFile(join(state, "state.json"), JSON.stringify(savedMeta({ key, subnet, uuid: `uuid-of-slot-${slot}` })));
+    }
+    return { options, base, cache, key: probe.key };
   }
+  const nothingDefined = () => false;
 
-  it("gives a state to one VM at a time: the VM made beside it boots cold and saves nothing; released, it is free again", async (t) => {
+  it("gives each VM made beside another a slot of its own: the first starts from slot 1, the next boots and saves slot 2, a third saves nothing; released, they are free again", async (t) => {
     const dir = await tree(t);
-    const { options, base, cache } = await setup(dir, { used: [], defined: false });
-    const both = await Promise.all([chooseWarmStart(options, base, cache), chooseWarmStart(options, base, cache)]);
-    // Whichever came first takes it.
-    const first = both.find((choice) => choice.state) ?? both[0];
-    const second = both.find((choice) => choice !== first)!;
-    assert.equal(first.state?.meta.subnet.cidr, "10.234.77.0/24");
-    assert.equal(second.state, undefined);
-    assert.match(second.why ?? "", /another VM of this run is starting from or saving the same first boot/);
-    assert.deepEqual([...options.subnetsInUse!], ["10.234.77.0/24"], "its subnet is the first VM's from the choice on");
-    releaseWarmChoice(first);
-    releaseWarmChoice(second);
+    const { options, base, cache, key } = await setup(dir, { used: [], defined: nothingDefined });
+    const [first, second, third] = await Promise.all([0, 1, 2].map(() => chooseWarmStart(options, base, cache)));
+    assert.equal(first!.key, key);
+    assert.equal(first!.state?.meta.subnet.cidr, "10.234.77.0/24");
+    assert.equal(second!.key, `${key}-2`, "the next slot");
+    assert.equal(second!.state, undefined);
+    assert.equal(second!.why, undefined, "it saves its first boot in slot 2");
+    assert.equal(second!.claimed, true);
+    assert.equal(third!.state, undefined);
+    assert.match(third!.why ?? "", /another VM of this run is starting from or saving each of the 2 first boots of this VM's shape/);
+    assert.deepEqual([...options.subnetsInUse!], ["10.234.77.0/24"], "slot 1's subnet is the first VM's from the choice on");
+    for (const choice of [first!, second!, third!]) releaseWarmChoice(choice);
     options.subnetsInUse!.clear();
-    const third = await chooseWarmStart(options, base, cache);
-    assert.ok(third.state, "free again");
-    releaseWarmChoice(third);
+    const again = await chooseWarmStart(options, base, cache);
+    assert.ok(again.state, "free again");
+    assert.equal(again.key, key);
+    releaseWarmChoice(again);
   });
 
-  it("leaves a state whose network overlaps one in use, or whose UUID is defined, and says why", async (t) => {
+  it("starts two VMs side by side from two slots, each on its own saved network", async (t) => {
+    const dir = await tree(t);
+    const { options, base, cache, key } = await setup(dir, { used: [], defined: nothingDefined }, [1, 2]);
+    const both = await Promise.all([chooseWarmStart(options, base, cache), chooseWarmStart(options, base, cache)]);
+    assert.deepEqual(both.map((choice) => choice.key).sort(), [key, `${key}-2`]);
+    assert.deepEqual(both.map((choice) => choice.state?.meta.subnet.cidr).sort(), SUBNETS);
+    assert.deepEqual([...options.subnetsInUse!].sort(), SUBNETS);
+    both.forEach(releaseWarmChoice);
+  });
+
+  it("passes over a state whose network overlaps one in use, or whose UUID is defined, says why, and takes the next slot", async (t) => {
     const dir = await tree(t);
     for (const [libvirt, why] of [
-      [{ used: ["10.234.77.1/24"], defined: false }, /its network 10\.234\.77\.0\/24 is in use/],
-      [{ used: ["10.234.0.0/16"], defined: false }, /its network 10\.234\.77\.0\/24 is in use/],
-      [{ used: [], defined: true }, /a VM started from it is still defined/],
+      [{ used: ["10.234.77.1/24"], defined: nothingDefined }, /its network 10\.234\.77\.0\/24 is in use/],
+      [{ used: [], defined: (uuid: string) => uuid === "uuid-of-slot-1" }, /a VM started from it is still defined/],
     ] as const) {
-      const case_ = join(dir, `case-${libvirt.used.length}-${libvirt.defined}-${libvirt.used.join("_").replace(/\//g, "-")}`);
+      const case_ = join(dir, `case-${libvirt.used.length}`);
       await mkdir(case_);
-      const { options, base, cache } = await setup(case_, { used: [...libvirt.used], defined: libvirt.defined });
+      const { options, base, cache, key } = await setup(case_, { used: [...libvirt.used], defined: libvirt.defined });
       const choice = await chooseWarmStart(options, base, cache);
       assert.equal(choice.state, undefined);
-      assert.match(choice.why ?? "", why);
+      assert.equal(choice.key, `${key}-2`, "slot 2, empty: this VM boots and saves it");
+      assert.equal(choice.why, undefined);
+      assert.match(choice.passedOver?.join("\n") ?? "", new RegExp(`^${key}: ${why.source}`));
+      assert.deepEqual([...options.subnetsInUse!], [], "the passed-over state's network is not held");
       releaseWarmChoice(choice);
     }
+  });
+
+  it("with every slot passed over, boots and saves nothing, and says why", async (t) => {
+    const dir = await tree(t);
+    const { options, base, cache } = await setup(dir, { used: ["10.234.0.0/16"], defined: nothingDefined }, [1, 2]);
+    const choice = await chooseWarmStart(options, base, cache);
+    assert.equal(choice.state, undefined);
+    assert.equal(choice.claimed, undefined, "no slot held");
+    assert.match(choice.why ?? "", /no slot of this VM's shape is free \(askari-[0-9a-f]{16}: its network 10\.234\.77\.0\/24 is in use; askari-[0-9a-f]{16}-2: its network 10\.234\.78\.0\/24 is in use/);
   });
 });
 
