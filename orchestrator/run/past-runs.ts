@@ -8,7 +8,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { closest } from "../did-you-mean.ts";
 import { BadInputError } from "../errors.ts";
-import type { RebootEntry, RunReport, ScenarioReport } from "./report.ts";
+import { provenInWords, type RebootEntry, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** One past run, as `runs` lists it. */
 export interface PastRun {
@@ -147,10 +147,7 @@ export function revisionLabel(scenario: Pick<ScenarioReport, "ref" | "commit" | 
 export function rebootEntryLine(entry: RebootEntry): string {
   const verdict = entry.ok ? "as expected" : "NOT as expected";
   if (!entry.proof) return `${entry.kind}: did not come back: ${entry.notBack?.reason ?? "unknown"} (${verdict})`;
-  const [before, after] = entry.proof.bootIds;
-  const proven = entry.proof.softReboots
-    ? `userspace only, boot id ${after.slice(0, 8)}… unchanged, soft reboots ${entry.proof.softReboots.join(" → ")}, in ${entry.proof.seconds} s`
-    : `boot id ${before.slice(0, 8)}… → ${after.slice(0, 8)}… in ${entry.proof.seconds} s${entry.proof.previousBootEnd ? ` (the old boot: ${entry.proof.previousBootEnd})` : ""}`;
+  const proven = provenInWords(entry.proof);
   const failed = entry.checks.filter((check) => !check.ok).length;
   return `${entry.kind}: ${proven}; ${entry.checks.length - failed} of ${entry.checks.length} checks passed after it (${verdict})${entry.diagnostics ? `; diagnostics: ${entry.diagnostics}` : ""}`;
 }

@@ -11,6 +11,7 @@ import type { FirstBoot, Phase } from "./provision.ts";
 import type { CertificateOutcome } from "../ansible/certs.ts";
 import type { SnapshotDiff } from "../guest/snapshot.ts";
 import type { HostKeyChange } from "../guest/host-keys.ts";
+import type { RebootProof } from "../guest/machine.ts";
 import type { RebootKind } from "../profile/schema.ts";
 
 /** One scenario of a run. */
@@ -74,6 +75,43 @@ export interface ScenarioReport {
   reboots?: RebootEntry[];
 }
 
+/** A reboot's proof as report.json keeps it. */
+export interface ReportedProof {
+  bootIds: [string, string];
+  seconds: number;
+  /** power-loss: what the old boot's journal on the disk says of its end. */
+  previousBootEnd?: string;
+  /** soft: systemd's SoftRebootsCount before and after; the boot id stays. */
+  softReboots?: [number, number];
+  userspaceOnly?: true;
+}
+
+/** A reboot's proof as the report keeps it (see {@link ReportedProof}). */
+export function reportedProof(proof: RebootProof): ReportedProof {
+  return {
+    bootIds: [proof.bootIdBefore, proof.bootIdAfter],
+    seconds: proof.seconds,
+    ...(proof.previousBootEnd ? { previousBootEnd: proof.previousBootEnd } : {}),
+    ...(proof.softReboots ? { softReboots: proof.softReboots, userspaceOnly: true } : {}),
+  };
+}
+
+/** What a kind of reboot did, as a verb: the log's and a verb's outcome begin with it. */
+export function rebootedAs(kind: RebootKind): string {
+  return kind === "soft" ? "soft-rebooted" : kind === "power-loss" ? "powered off without a shutdown and on again" : "rebooted";
+}
+
+/**
+ * How a reboot was proven, in the one wording the log, a verb's outcome and `report` share: the
+ * boot ids (a soft reboot's unchanged, with its counter), the seconds, and a power loss's old boot.
+ */
+export function provenInWords(proof: ReportedProof): string {
+  const [before, after] = proof.bootIds;
+  if (proof.softReboots) return `userspace only, boot id ${after.slice(0, 8)}… unchanged, soft reboots ${proof.softReboots.join(" → ")}, in ${proof.seconds} s`;
+  const ids = `boot id ${before.slice(0, 8)}… → ${after.slice(0, 8)}… in ${proof.seconds} s`;
+  return proof.previousBootEnd ? `${ids}; the old boot: ${proof.previousBootEnd}` : ids;
+}
+
 /** One kind of reboot of a scenario: its proof, its checks after it and whether it met the scenario's expectation. */
 export interface RebootEntry {
   kind: RebootKind;
@@ -81,15 +119,7 @@ export interface RebootEntry {
   expect: "fail" | "pass";
   ok: boolean;
   /** Null when the VM did not come back. */
-  proof: {
-    bootIds: [string, string];
-    seconds: number;
-    /** power-loss: what the old boot's journal on the disk says of its end. */
-    previousBootEnd?: string;
-    /** soft: systemd's SoftRebootsCount before and after; the boot id stays. */
-    softReboots?: [number, number];
-    userspaceOnly?: true;
-  } | null;
+  proof: ReportedProof | null;
   checks: CheckResult[];
   snapshotDiff: Record<string, SnapshotDiff> | null;
   notBack?: { reason: string; console: string[] };

@@ -48,7 +48,7 @@ import { rebootKinds, redExpectationAfter, VERIFY_CHECK_PREFIX, type Check, type
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome, type CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import { withOneReset, type BootTimeouts } from "./provision.ts";
-import type { RebootEntry, ScenarioReport } from "./report.ts";
+import { provenInWords, rebootedAs, reportedProof, type RebootEntry, type ScenarioReport } from "./report.ts";
 import { loadSecrets, type RunSecrets } from "../ansible/secrets.ts";
 
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
@@ -456,14 +456,7 @@ function rebootEntry(
     kind,
     expect,
     ok,
-    proof: proof
-      ? {
-          bootIds: [proof.bootIdBefore, proof.bootIdAfter],
-          seconds: proof.seconds,
-          ...(proof.previousBootEnd ? { previousBootEnd: proof.previousBootEnd } : {}),
-          ...(proof.softReboots ? { softReboots: proof.softReboots, userspaceOnly: true } : {}),
-        }
-      : null,
+    proof: proof ? reportedProof(proof) : null,
     checks,
     snapshotDiff: reboot.after ? diffSnapshots(reboot.before, reboot.after) : null,
     ...(report.notBack ? { notBack: report.notBack } : {}),
@@ -812,7 +805,9 @@ export async function rebootStep(
   report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
   report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
   const lag = proof.ready.readyLagSeconds;
-  context.log.info(`${provenAs(proof)}${lag === undefined ? "" : `; sshd noticed ${lag.toFixed(1)} s after it became active`}`);
+  context.log.info(
+    `${rebootedAs(proof.kind)}: ${provenInWords(reportedProof(proof))}${lag === undefined ? "" : `; sshd noticed ${lag.toFixed(1)} s after it became active`}`,
+  );
   await session.timed("system settled", () => waitSettled(machine, context.log));
   // A soft reboot is no boot: systemd-analyze still tells of the kernel's.
   report.guestBootSeconds.push(kind === "soft" ? null : await machine.guestBootSeconds());
@@ -831,18 +826,6 @@ export async function rebootStep(
   const after = await session.timed(`snapshot after ${label}`, () => takeSnapshot(machine));
   report.snapshotDiff = diffSnapshots(before, after);
   return { post, proof, before, after };
-}
-
-/** How a reboot was proven, in a line of the log. */
-function provenAs(proof: RebootProof): string {
-  const ids = `boot id ${proof.bootIdBefore.slice(0, 8)}… → ${proof.bootIdAfter.slice(0, 8)}…`;
-  if (proof.kind === "soft") {
-    const [before, after] = proof.softReboots ?? [0, 0];
-    return `soft-rebooted (userspace only, the same kernel): boot id ${proof.bootIdAfter.slice(0, 8)}… unchanged, soft reboots ${before} → ${after}, in ${proof.seconds} s`;
-  }
-  if (proof.kind === "power-loss")
-    return `powered off without a shutdown and on again: ${ids} in ${proof.seconds} s; the old boot's end: ${proof.previousBootEnd ?? "not read"}`;
-  return `rebooted: ${ids} in ${proof.seconds} s`;
 }
 
 /**

@@ -5,6 +5,7 @@ import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
 import { rebootKinds, type RebootKind } from "../profile/schema.ts";
 import { applyStep, checkStage, deriveSurvival, rebootByKinds, rebootLabel, verifyStage, type VerifyPlan } from "./scenario.ts";
+import { provenInWords, rebootedAs, reportedProof } from "./report.ts";
 
 /** The vars of the scenario the kept VM was brought up with. */
 function scenarioVars(run: AttachedRun): Record<string, unknown> {
@@ -75,10 +76,7 @@ export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKi
     const label = rebootLabel(kind);
     if (!reboot.proof) return { ok: false, text: `the VM did not come back after ${label}: ${reboot.notBack ?? "unknown"}` };
     const failed = reboot.post.filter((check) => !check.ok);
-    const proven =
-      reboot.proof.kind === "soft"
-        ? `soft-rebooted (boot id ${reboot.proof.bootIdAfter.slice(0, 8)}… unchanged, soft reboots ${reboot.proof.softReboots?.join(" → ") ?? "?"})`
-        : `${kind === "power-loss" ? "powered off and on" : "rebooted"} (boot id ${reboot.proof.bootIdBefore.slice(0, 8)}… → ${reboot.proof.bootIdAfter.slice(0, 8)}…)`;
+    const proven = `${rebootedAs(kind)} (${provenInWords(reportedProof(reboot.proof))})`;
     return failed.length === 0
       ? { ok: true, text: `${proven} and every check passes` }
       : { ok: false, text: `${proven}, and ${failed.length} of ${reboot.post.length} checks fail after it: ${failed.map((check) => check.name).join(", ")}` };

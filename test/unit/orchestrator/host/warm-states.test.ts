@@ -419,7 +419,10 @@ describe("choosing a saved first boot", () => {
     const choice = await chooseWarmStart(options, base, cache);
     assert.equal(choice.state, undefined);
     assert.equal(choice.claimed, undefined, "no slot held");
-    assert.match(choice.why ?? "", /no slot of this VM's shape is free \(askari-[0-9a-f]{16}: its network 10\.234\.77\.0\/24 is in use; askari-[0-9a-f]{16}-2: its network 10\.234\.78\.0\/24 is in use/);
+    assert.match(
+      choice.why ?? "",
+      /no slot of this VM's shape is free \(askari-[0-9a-f]{16}: its network 10\.234\.77\.0\/24 is in use; askari-[0-9a-f]{16}-2: its network 10\.234\.78\.0\/24 is in use/,
+    );
   });
 });
 

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BadInputError } from "../../../../orchestrator/errors.ts";
-import { listPastRuns, pastRunsTable, resolvePastRun, runReportText } from "../../../../orchestrator/run/past-runs.ts";
+import { listPastRuns, pastRunsTable, rebootEntryLine, resolvePastRun, runReportText } from "../../../../orchestrator/run/past-runs.ts";
+import { provenInWords, rebootedAs, reportedProof, type RebootEntry } from "../../../../orchestrator/run/report.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { recordedRuns } from "../../../helpers/past-runs.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -90,6 +91,42 @@ describe("past runs", () => {
     } finally {
       await tree.remove();
     }
+  });
+
+  it("put a reboot's proof in one wording per kind, the same for the log, a verb and `report`", () => {
+    const ids = ["68aeaa18-0000-0000-0000-000000000000", "b4a817f2-0000-0000-0000-000000000000"] as const;
+    const ready = { bootId: ids[1], readyLagSeconds: 0, uptimeSeconds: 40, waitedSeconds: 38, beforeKernelSeconds: 12 };
+    const clean = reportedProof({ kind: "clean", bootIdBefore: ids[0], bootIdAfter: ids[1], seconds: 99.1, ready });
+    const powerLoss = reportedProof({
+      kind: "power-loss",
+      bootIdBefore: ids[0],
+      bootIdAfter: ids[1],
+      seconds: 74,
+      ready,
+      previousBootEnd: "no clean shutdown in its journal",
+    });
+    const soft = reportedProof({ kind: "soft", bootIdBefore: ids[0], bootIdAfter: ids[0], seconds: 58, ready, softReboots: [0, 1] });
+    assert.deepEqual(soft, { bootIds: [ids[0], ids[0]], seconds: 58, softReboots: [0, 1], userspaceOnly: true });
+    assert.equal(`${rebootedAs("clean")}: ${provenInWords(clean)}`, "rebooted: boot id 68aeaa18… → b4a817f2… in 99.1 s");
+    assert.equal(
+      `${rebootedAs("power-loss")}: ${provenInWords(powerLoss)}`,
+      "powered off without a shutdown and on again: boot id 68aeaa18… → b4a817f2… in 74 s; the old boot: no clean shutdown in its journal",
+    );
+    assert.equal(`${rebootedAs("soft")}: ${provenInWords(soft)}`, "soft-rebooted: userspace only, boot id 68aeaa18… unchanged, soft reboots 0 → 1, in 58 s");
+    const entry = (kind: RebootEntry["kind"], proof: RebootEntry["proof"], ok: boolean): RebootEntry => ({
+      kind,
+      expect: "pass",
+      ok,
+      proof,
+      checks: [{ name: "web", stage: "post-reboot", ok, detail: ok ? "200" : "refused", seconds: 1 }],
+      snapshotDiff: null,
+      diagnostics: ok ? null : "diagnostics-soft",
+    });
+    assert.equal(
+      rebootEntryLine(entry("soft", soft, false)),
+      "soft: userspace only, boot id 68aeaa18… unchanged, soft reboots 0 → 1, in 58 s; 0 of 1 checks passed after it (NOT as expected); diagnostics: diagnostics-soft",
+    );
+    assert.equal(rebootEntryLine(entry("clean", clean, true)), "clean: boot id 68aeaa18… → b4a817f2… in 99.1 s; 1 of 1 checks passed after it (as expected)");
   });
 
   it("through the CLI: `runs` and `report <run>`, --json as report.json is", async () => {
