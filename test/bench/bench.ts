@@ -6,21 +6,26 @@
  * writes a JSON summary and prints the speed goals and the two acceptances' phases side by side.
  * Speed goals are judged by these numbers, never by timed tests.
  *
- * usage: npm run bench -- [--runs N] [--serial] [--no-cold] [--no-acceptance] [--no-updown] [--out FILE] [--json]
+ * `--vcpus N` runs them all with VMs of N vCPUs (a copy of askari's profile in the bench dir): under
+ * TCG it decides how many VMs run side by side on this machine's cores.
+ *
+ * usage: npm run bench -- [--runs N] [--serial] [--vcpus N] [--no-cold] [--no-acceptance] [--no-updown] [--out FILE] [--json]
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { PROJECT_ROOT, runsDir } from "../../orchestrator/host/paths.ts";
 import type { RunReport } from "../../orchestrator/run/report.ts";
 import { vmSample, type ReportedVm } from "./samples.ts";
 import { goalLines, headline, sideBySide, summarize, summarizeByStart, type AcceptanceSample, type VmSample } from "./summary.ts";
 
-const USAGE = `usage: npm run bench -- [--runs N] [--serial] [--no-cold] [--no-acceptance] [--no-updown] [--out FILE] [--json]
+const USAGE = `usage: npm run bench -- [--runs N] [--serial] [--vcpus N] [--no-cold] [--no-acceptance] [--no-updown] [--out FILE] [--json]
   --runs N           how many times each (default 1)
   --serial           the acceptances with RED, then GREEN (run --serial), to set beside side by side
+  --vcpus N          every VM with N vCPUs instead of the profile's (under TCG, VMs run side by side
+                     only where the cores hold all their vCPUs)
   --no-cold          skip the acceptance whose VMs boot from power-on (run askari --cold-boot)
   --no-acceptance    skip both askari acceptances (run askari, RED→GREEN)
   --no-updown        skip the plain up/down/reap (then the second acceptance's first VM boots and saves)
@@ -29,6 +34,7 @@ const USAGE = `usage: npm run bench -- [--runs N] [--serial] [--no-cold] [--no-a
 const OPTIONS = {
   runs: { type: "string", default: "1" },
   serial: { type: "boolean", default: false },
+  vcpus: { type: "string" },
   "no-cold": { type: "boolean", default: false },
   "no-acceptance": { type: "boolean", default: false },
   "no-updown": { type: "boolean", default: false },
@@ -52,6 +58,11 @@ if (!Number.isInteger(runs) || runs < 1) {
   process.stderr.write(`bench: --runs: expected a whole number of at least 1, found ${JSON.stringify(values.runs)}\n`);
   process.exit(2);
 }
+const vcpus = values.vcpus === undefined ? undefined : Number(values.vcpus);
+if (vcpus !== undefined && (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64)) {
+  process.stderr.write(`bench: --vcpus: expected a whole number from 1 to 64, found ${JSON.stringify(values.vcpus)}\n`);
+  process.exit(2);
+}
 if (!process.env.BOMA_IT_SANDBOX) {
   process.stderr.write("bench: needs the e2e sandbox (real libvirt in its network namespace): run it as `npm run bench` (as root)\n");
   process.exit(3);
@@ -61,6 +72,19 @@ const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").sl
 const benchDir = join(runsDir(undefined), `bench-${stamp}`);
 const env = { BOMA_IT_RUNS_DIR: join(benchDir, "runs"), BOMA_IT_STACKS_DIR: join(benchDir, "stacks") };
 await mkdir(env.BOMA_IT_RUNS_DIR, { recursive: true });
+/** What `run` and `up` are given: askari, or a copy of its profile with other vCPUs (its paths made absolute). */
+const profile = vcpus === undefined ? "askari" : await askariWithVcpus(vcpus);
+
+async function askariWithVcpus(count: number): Promise<string> {
+  const source = join(PROJECT_ROOT, "profiles", "askari.yml");
+  const text = (await readFile(source, "utf8"))
+    .replace(/^(repo|overrides): (.+)$/gm, (_line, key: string, path: string) => `${key}: ${resolve(dirname(source), path.trim())}`)
+    .replace(/^vm: \{ vcpus: \d+,/m, `vm: { vcpus: ${count},`);
+  if (!text.includes(`vm: { vcpus: ${count},`)) throw new Error(`bench: ${source} has no one-line vm: { vcpus: ... } to change`);
+  const copy = join(benchDir, `askari-${count}vcpu.yml`);
+  await writeFile(copy, text);
+  return copy;
+}
 
 /** Runs the CLI; its stderr goes to ours, prefixed, so a long bench shows progress. */
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; seconds: number }> {
@@ -87,8 +111,10 @@ const failures: string[] = [];
 let accel = "";
 /** One acceptance through the CLI, its sample kept (`label` names it in the progress and the failures). */
 async function runAcceptance(index: number, label: string, args: readonly string[]): Promise<void> {
-  process.stderr.write(`bench ${index}/${runs}: run askari ${label} (RED→GREEN${values.serial ? ", one at a time" : ""})\n`);
-  const result = await cli(["run", "askari", ...args, ...(values.serial ? ["--serial"] : []), "--json"]);
+  process.stderr.write(
+    `bench ${index}/${runs}: run askari ${label} (RED→GREEN${values.serial ? ", one at a time" : ""}${vcpus ? `, ${vcpus} vCPUs per VM` : ""})\n`,
+  );
+  const result = await cli(["run", profile, ...args, ...(values.serial ? ["--serial"] : []), "--json"]);
   const report = parseJson<RunReport>(result.stdout);
   if (!report) {
     failures.push(`run ${index} ${label}: exit ${result.code}, no report on stdout`);
@@ -103,7 +129,7 @@ for (let index = 1; index <= runs; index += 1) {
   if (!values["no-acceptance"] && !values["no-cold"]) await runAcceptance(index, "booting every VM", ["--cold-boot"]);
   if (!values["no-updown"]) {
     process.stderr.write(`bench ${index}/${runs}: up askari, down, reap (the up's first boot is saved, if none is yet)\n`);
-    const up = await cli(["up", "askari", "--json"]);
+    const up = await cli(["up", profile, "--json"]);
     if (up.code !== 0) {
       failures.push(`up ${index}: exit ${up.code}`);
       await cli(["reap"]);
@@ -131,6 +157,7 @@ const machine = {
   cores: cpus().length,
   memoryGiB: Math.round(totalmem() / 2 ** 30),
   accel,
+  vcpusPerVm: vcpus ?? "the profile's",
   commit: (() => {
     try {
       return execFileSync("git", ["-C", PROJECT_ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
@@ -156,7 +183,7 @@ await writeFile(out, `${JSON.stringify(document, null, 2)}\n`);
 if (values.json) process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
 else {
   process.stdout.write(
-    `${goals.join("\n")}\n${headline(summary)} (all runs)\n\n${sideBySide(byStart)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}; commit ${machine.commit}\nsummary: ${out}\n`,
+    `${goals.join("\n")}\n${headline(summary)} (all runs)\n\n${sideBySide(byStart)}\n\nmachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, accel ${accel}${vcpus ? `, ${vcpus} vCPUs per VM` : ""}; commit ${machine.commit}\nsummary: ${out}\n`,
   );
   if (failures.length > 0) process.stdout.write(`failures:\n${failures.map((line) => `  ${line}`).join("\n")}\n`);
 }
