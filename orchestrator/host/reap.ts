@@ -22,7 +22,7 @@ import { acquireLock, acquireRunLock, runLockHolder, type LockHolder } from "./l
 import { liveStacks } from "../../infra/engines/engine.ts";
 import { rootCommand, runAsRoot } from "./root.ts";
 import { controlSocketDir, endMaster } from "./ssh.ts";
-import { WARM_START_COPY } from "./warm-states.ts";
+import { WARM_START_COPY, WARM_STATE_SAVING_PREFIX } from "./warm-states.ts";
 import { privateTempBase } from "./paths.ts";
 
 /** One thing the reaper found and what it did with it. */
@@ -69,6 +69,12 @@ export interface ReapOptions {
    * holds the run lock: every Ansible run on a VM runs under it, so then none is in use.
    */
   privateTempIn?: string;
+  /**
+   * This user's cache of saved first boots (host/warm-states.ts), whose half-saved states
+   * (`.saving-<run id>`: a guest's memory, its secrets with it) a saver killed mid-save left.
+   * Give it only while this reap holds the run lock: every save runs under it.
+   */
+  unfinishedStatesIn?: string;
   now?: Date;
   /** Whether a run's owner lives (pid and, when recorded, its start; replaceable in tests). */
   isAlive?: OwnerCheck;
@@ -100,7 +106,13 @@ function belongsTo(name: string, runId: string): boolean {
  * sweep would take them for orphans. Holding it, it also clears `imageDir`'s half-made images.
  */
 export async function reapInTurn(
-  options: Omit<ReapOptions, "runLock" | "unfinishedImagesIn" | "privateTempIn"> & { runLock: string; imageDir: string; privateTempDir?: string },
+  options: Omit<ReapOptions, "runLock" | "unfinishedImagesIn" | "privateTempIn" | "unfinishedStatesIn"> & {
+    runLock: string;
+    imageDir: string;
+    privateTempDir?: string;
+    /** This user's saved first boots (see {@link ReapOptions.unfinishedStatesIn}). */
+    stateCacheDir?: string;
+  },
 ): Promise<ReapItem[]> {
   const reapLock = `${options.runLock}.reap`;
   const other = await runLockHolder(reapLock);
@@ -116,7 +128,10 @@ export async function reapInTurn(
     try {
       // Held by a living run, the reap spares what that run made since it took it.
       const privateTempIn = options.privateTempDir ?? (await privateTempBase());
-      return await reap({ ...options, ...(holding ? { unfinishedImagesIn: options.imageDir, privateTempIn } : {}) });
+      const held = holding
+        ? { unfinishedImagesIn: options.imageDir, privateTempIn, ...(options.stateCacheDir ? { unfinishedStatesIn: options.stateCacheDir } : {}) }
+        : {};
+      return await reap({ ...options, ...held });
     } finally {
       await holding?.release();
     }
@@ -359,6 +374,15 @@ export async function reap(options: ReapOptions): Promise<ReapItem[]> {
       const folder = join(options.privateTempIn, entry);
       const stats = await lstat(folder).catch(() => undefined);
       if (!stats?.isDirectory() || (uid !== undefined && stats.uid !== uid)) continue;
+      await act("file", folder, () => rm(folder, { recursive: true, force: true }));
+    }
+  }
+
+  // 8. Half-saved first boots of a killed saver (saved states are kept: `image prune` clears them).
+  if (options.unfinishedStatesIn) {
+    for (const entry of await readdir(options.unfinishedStatesIn).catch(() => [] as string[])) {
+      if (!entry.startsWith(WARM_STATE_SAVING_PREFIX)) continue;
+      const folder = join(options.unfinishedStatesIn, entry);
       await act("file", folder, () => rm(folder, { recursive: true, force: true }));
     }
   }

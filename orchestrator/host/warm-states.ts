@@ -98,6 +98,9 @@ export interface WarmState {
   meta: WarmStateMeta;
 }
 
+/** A state being saved, in the cache until it is whole: `<prefix><run id>` (`reap` sweeps a killed saver's). */
+export const WARM_STATE_SAVING_PREFIX = ".saving-";
+
 /** This run's copy of a saved state, in its run dir until the restore (the plan deletes it then). */
 export const WARM_START_COPY = ".warm-start.save";
 
@@ -223,7 +226,7 @@ export async function saveWarmState(
   const { runner, uri, asRoot } = context;
   const { outputs } = target;
   const virsh = (args: string[], timeoutMs = 15 * 60_000) => runner.run("virsh", ["-q", "-c", uri, ...args], { timeoutMs });
-  const work = join(target.cache.dir, `.saving-${outputs.runId}`);
+  const work = join(target.cache.dir, `${WARM_STATE_SAVING_PREFIX}${outputs.runId}`);
   try {
     await mkdir(target.cache.dir, { recursive: true, mode: 0o700 });
     await chmod(target.cache.dir, 0o700);
@@ -312,7 +315,7 @@ export async function pruneWarmStates(cache: WarmStateCache): Promise<string[]> 
     const at = (await stat(path).catch(() => undefined))?.mtimeMs;
     if (at === undefined) continue;
     // A half-saved state older than an hour is one whose saver died.
-    if (entry.name.startsWith(".saving-")) {
+    if (entry.name.startsWith(WARM_STATE_SAVING_PREFIX)) {
       if (Date.now() - at > 3_600_000) {
         await rm(path, { recursive: true, force: true });
         removed.push(entry.name);

@@ -4,7 +4,7 @@ import { duration, expectPositionals, REAP_OPTIONS } from "../options.ts";
 import { allEngines } from "../../host/engine-choice.ts";
 import { ExitCode } from "../../errors.ts";
 import { libvirtFor } from "../../host/libvirt.ts";
-import { imageDir, runLockPath, stacksDir } from "../../host/paths.ts";
+import { imageDir, runLockPath, stacksDir, warmStateDir } from "../../host/paths.ts";
 import { reapInTurn } from "../../host/reap.ts";
 
 export const reapCommand: CommandDefinition = {
@@ -17,7 +17,8 @@ named as boma-it names a run's (boma-it-<host>-<yyyymmdd-hhmmss>), the volumes o
 named after its run, the files they leave in /var/lib/libvirt, and the private keys (of run and
 fleet folders of the runs dir) and SSH master connections of runs that are not live. While no
 run holds the run lock, the reap holds it, and also removes golden images a killed
-\`image build\`/\`image pull\` left half made. A run whose harness is still alive is never
+\`image build\`/\`image pull\` left half made, and first boots a killed run left half saved
+(whole saved first boots stay: \`image prune\` removes them). A run whose harness is still alive is never
 reaped; a name that merely starts with boma-it- (boma-it-prod), a volume in another pool and any
 other folder are never touched.
 Options:
@@ -38,6 +39,7 @@ Exit 0 when everything found was reaped, 4 when something could not be (each ite
       runsDir,
       runLock: runLockPath(env),
       imageDir: imageDir(env),
+      stateCacheDir: warmStateDir(env),
       dryRun: args.values["dry-run"] === true,
       olderThanSeconds,
     });

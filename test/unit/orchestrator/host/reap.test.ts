@@ -495,7 +495,7 @@ exit 0`;
     }
   });
 
-  it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images and Ansible's private folders", async () => {
+  it("holds the run lock while it destroys, so a run cannot begin under the sweep, and then clears half-made images, half-saved first boots and Ansible's private folders", async () => {
     const { tree, runner, places, libvirt } = await setup({ FAKE_NETWORKS: OLD });
     try {
       // Destroying the network takes a while: long enough to see who holds the run lock.
@@ -515,6 +515,11 @@ exit 0`;
         await mkdir(join(shm, folder), { recursive: true });
       }
       await writeFile(join(shm, "boma-it-learnt-Z9y8X7", "secrets.jsonl"), '["hunter2"]\n');
+      // A run killed while saving its first boot left the guest's memory; a whole saved state stays.
+      const states = join(tree.dir, "states");
+      await mkdir(join(states, ".saving-boma-it-askari-20261205-010000"), { recursive: true });
+      await writeFile(join(states, ".saving-boma-it-askari-20261205-010000", "memory.save"), "guest memory");
+      await mkdir(join(states, "askari-0123456789abcdef"), { recursive: true });
       const reaping = reapInTurn({
         engines: [],
         libvirt,
@@ -524,6 +529,7 @@ exit 0`;
         runLock: lock,
         imageDir: cache,
         privateTempDir: shm,
+        stateCacheDir: states,
         dryRun: false,
         olderThanSeconds: undefined,
         ...places,
@@ -542,12 +548,13 @@ exit 0`;
       assert.equal(await runLockHolder(lock), undefined, "and lets go of it");
       assert.deepEqual(await readdir(cache), ["debian-13-local.qcow2"], "the half-made image went, the image stayed");
       assert.deepEqual((await readdir(shm)).sort(), ["boma-it-tasks-elsewhere", "someone-else-x1y2z3"], "the apply's private folders went, nothing else");
+      assert.deepEqual(await readdir(states), ["askari-0123456789abcdef"], "the half-saved first boot went, the saved one stayed");
     } finally {
       await tree.remove();
     }
   });
 
-  it("leaves half-made images and Ansible's private folders alone while a run holds the run lock (it may be using them)", async () => {
+  it("leaves half-made images, half-saved first boots and Ansible's private folders alone while a run holds the run lock (it may be using them)", async () => {
     const { tree, runner, places, libvirt } = await setup({});
     try {
       const lock = join(tree.dir, "run.lock");
@@ -555,6 +562,8 @@ exit 0`;
       await mkdir(join(cache, ".pull-Ab12Cd"), { recursive: true });
       const shm = join(tree.dir, "shm");
       await mkdir(join(shm, "boma-it-tasks-a1B2c3"), { recursive: true });
+      const states = join(tree.dir, "states");
+      await mkdir(join(states, ".saving-boma-it-askari-20261205-010000"), { recursive: true });
       const run = await acquireRunLock(lock, "run");
       try {
         await reapInTurn({
@@ -566,6 +575,7 @@ exit 0`;
           runLock: lock,
           imageDir: cache,
           privateTempDir: shm,
+          stateCacheDir: states,
           dryRun: false,
           olderThanSeconds: undefined,
           ...places,
@@ -573,6 +583,7 @@ exit 0`;
       } finally {
         await run.release();
       }
+      assert.deepEqual(await readdir(states), [".saving-boma-it-askari-20261205-010000"], "a first boot being saved stays");
       assert.deepEqual(await readdir(cache), [".pull-Ab12Cd"]);
       assert.deepEqual(await readdir(shm), ["boma-it-tasks-a1B2c3"], "a running apply's task records stay");
     } finally {
