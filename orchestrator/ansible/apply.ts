@@ -4,6 +4,12 @@
  * group_vars/host_vars in effect; stubs from the overlay, the cert tier's vars and the
  * scenario's vars as extra vars; every connection confined to the VM (confine.ts). It is checked
  * with Ansible itself before anything is applied. The real inventory is never written.
+ *
+ * Several hosts (a topology) are applied in one run of Ansible, as a real deploy is: the
+ * transient inventory then holds each of them, each reached on its own VM, and each host's
+ * overlay vars (stubs, secrets, its vault) are its own: included for that host alone by a play
+ * of boma-it's before the repo's playbook (`include_vars`, which only `set_fact`, role and
+ * include parameters and extra vars outrank), since an extra var would be every host's.
  */
 import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
@@ -18,7 +24,7 @@ import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "./certs.ts";
 import type { RunSecrets } from "./secrets.ts";
 import { ensureMaster, keepMaster, type SshTarget } from "../host/ssh.ts";
-import { prepareConfinement, type Confinement } from "./confine.ts";
+import { prepareConfinement, TOPOLOGY_HOST_VAR, type Confinement, type ConfinedVm } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
 import { jailEnv, NEEDS_NETWORK, programFolders, programFoldersOf, readableAsWhole, runJailed, type JailSpec } from "../host/jail.ts";
 import { ansiblePython, vaultClient, vaultPasswords } from "./vault.ts";
@@ -44,6 +50,26 @@ export interface ApplyInput {
   playbookArgs?: readonly string[];
   /** The Python on the VM that runs Ansible's modules (default /usr/bin/python3). */
   guestPython?: string;
+  /** The other hosts of a topology, applied with the profile's host in the same run of Ansible. */
+  peers?: readonly ApplyPeer[];
+}
+
+/** Another host of a topology: its VM, and its own overlay's vars (the profile's host's are the profile's and the run's secrets). */
+export interface ApplyPeer {
+  host: string;
+  outputs: StackOutputs;
+  target: SshTarget;
+  /** Its overlay's plain vars (stubs). */
+  vars: Record<string, unknown>;
+  /** Its overlay's secret vars (never written to the run dir). */
+  secretVars: Record<string, unknown>;
+  /** Its overlay's vault, if any. */
+  vaultFile?: string;
+}
+
+/** The hosts an apply reaches, the profile's first, each with its VM. */
+function appliedVms(input: Pick<ApplyInput, "profile" | "target" | "peers">): ConfinedVm[] {
+  return [{ host: input.profile.document.host, target: input.target }, ...(input.peers ?? []).map(({ host, target }) => ({ host, target }))];
 }
 
 /** Files of a transient inventory, and the confinement of the apply that uses it. */
@@ -51,55 +77,112 @@ export interface TransientInventory {
   inventoryFile: string;
   extraVarsFile: string;
   confinement: Confinement;
+  /** Several hosts: boma-it's play that gives each host its own overlay vars, run before the repo's playbook. */
+  overlayPlaybook?: string;
 }
+
+/** The play of a topology's apply that includes each host's overlay vars for that host alone (see the module's comment). */
+export const OVERLAY_PLAY_NAME = "boma-it: each host's own overlay vars";
+
+/** The extra var that lists, per host, the files its overlay vars are included from. */
+const OVERLAY_FILES_VAR = "__boma_it_overlay_files";
 
 /** Writes the transient inventory, the extra vars of one scenario and the apply's confinement. */
 export async function writeTransientInventory(input: ApplyInput): Promise<TransientInventory> {
   const { profile, outputs } = input;
-  const confinement = await prepareConfinement(join(input.dir, "confine"), input.target, input.runner, input.guestPython);
+  const vms = appliedVms(input);
+  const confinement = await prepareConfinement(join(input.dir, "confine"), vms, input.runner, input.guestPython);
   const inventoryFile = await writeHostInventory(
     profile,
+    vms.map((vm) => vm.host),
     input.dir,
-    `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`,
+    vms.length === 1
+      ? `Transient inventory of ${outputs.runId}: only the test VM, as ${profile.document.host}.`
+      : `Transient inventory of ${outputs.runId}: only the test VMs, as ${vms.map((vm) => vm.host).join(", ")}.`,
     new Set(Object.keys(confinement.extraVars)),
   );
   // Extra vars have the highest precedence, and the confinement's come last: nothing in the real
-  // vars, the overlay or a scenario can point Ansible elsewhere.
-  const extraVarsFile = await writeExtraVars(input.dir, { ...plainOverlayVars(input), ...input.certs.vars, ...input.scenario.vars, ...confinement.extraVars });
-  return { inventoryFile, extraVarsFile, confinement };
+  // vars, the overlay or a scenario can point Ansible elsewhere. One host's overlay is an extra
+  // var; several hosts' are each host's own (see the module's comment).
+  const overlay = vms.length === 1 ? plainOverlayVars(input) : {};
+  const extraVarsFile = await writeExtraVars(input.dir, { ...overlay, ...input.certs.vars, ...input.scenario.vars, ...confinement.extraVars });
+  return { inventoryFile, extraVarsFile, confinement, ...(vms.length > 1 ? { overlayPlaybook: await writeOverlayPlaybook(input.dir) } : {}) };
+}
+
+/** The play that includes each host's overlay files, listed per host in {@link OVERLAY_FILES_VAR}; it prints no value. */
+async function writeOverlayPlaybook(dir: string): Promise<string> {
+  const file = join(dir, "overlay-vars.yml");
+  const play = [
+    {
+      name: OVERLAY_PLAY_NAME,
+      hosts: "all",
+      gather_facts: false,
+      tasks: [
+        {
+          name: "boma-it: the overlay vars of {{ inventory_hostname }}",
+          "ansible.builtin.include_vars": { file: "{{ item }}" },
+          loop: `{{ ${OVERLAY_FILES_VAR}[inventory_hostname] | default([]) }}`,
+          no_log: true,
+        },
+      ],
+    },
+  ];
+  await writeFile(file, `# Made by boma-it; never edit.\n${stringifyForPython(play)}`, { mode: 0o600 });
+  return file;
 }
 
 /**
- * An inventory of the impersonated host alone, under its name and groups, with the real
- * inventory's inline group vars and host vars as Ansible read them (vaulted and unsafe values
- * kept as such), less the connection variables the confinement sets anyway (so the file shows
- * no real address); the real group_vars/host_vars linked in as they are (read, never written).
+ * An inventory of the impersonated hosts alone (one, or a topology's), under their names and
+ * groups, with the real inventory's inline group vars and host vars as Ansible read them
+ * (vaulted and unsafe values kept as such), less the connection variables the confinement sets
+ * anyway (so the file shows no real address); the real group_vars/host_vars linked in as they
+ * are (read, never written). Several hosts: each also names itself in {@link TOPOLOGY_HOST_VAR}.
  */
-async function writeHostInventory(profile: LoadedProfile, dir: string, title: string, forcedVars: ReadonlySet<string>): Promise<string> {
-  const host = profile.document.host;
+async function writeHostInventory(
+  profile: LoadedProfile,
+  hosts: readonly string[],
+  dir: string,
+  title: string,
+  forcedVars: ReadonlySet<string>,
+): Promise<string> {
   const inventoryDir = join(dir, "inventory");
   await mkdir(inventoryDir, { recursive: true });
 
-  const wanted = new Set(profile.inventoryHost.groups);
-  const inline = Object.fromEntries(
-    Object.entries(profile.inventory.hostVars.get(host) ?? {}).filter(([key]) => !forcedVars.has(key) && key !== "ansible_connection"),
-  );
-  // The host's inline vars are written once, under the first of its groups that lists it.
-  const listing = [...profile.inventoryHost.groups].find((group) => profile.inventory.groups.get(group)?.hosts.has(host));
+  const groupsOf = (host: string): string[] => {
+    const entry = profile.inventory.hosts.get(host);
+    if (!entry) throw new HarnessError(`${host} is not a host of ${profile.inventory.file}`);
+    return entry.groups;
+  };
+  // In the order of each host's groups (`all` first), the first host's before the next's.
+  const wanted = new Set(hosts.flatMap(groupsOf));
+  const inlineOf = (host: string): Record<string, unknown> => ({
+    ...Object.fromEntries(Object.entries(profile.inventory.hostVars.get(host) ?? {}).filter(([key]) => !forcedVars.has(key) && key !== "ansible_connection")),
+    ...(hosts.length > 1 ? { [TOPOLOGY_HOST_VAR]: host } : {}),
+  });
+  // Each host's inline vars are written once, under the first of its groups that lists it.
+  const listingOf = new Map(hosts.map((host) => [host, groupsOf(host).find((group) => profile.inventory.groups.get(group)?.hosts.has(host))]));
   const groupBody = (name: string): Record<string, unknown> => {
     const node = profile.inventory.groups.get(name);
     const body: Record<string, unknown> = {};
     if (node && Object.keys(node.vars).length > 0) body.vars = node.vars;
-    if (node?.hosts.has(host)) body.hosts = { [host]: name === listing && Object.keys(inline).length > 0 ? inline : null };
+    const listed = hosts.filter((host) => node?.hosts.has(host));
+    if (listed.length > 0) {
+      body.hosts = Object.fromEntries(
+        listed.map((host) => {
+          const inline = inlineOf(host);
+          return [host, name === listingOf.get(host) && Object.keys(inline).length > 0 ? inline : null];
+        }),
+      );
+    }
     const children = [...(node?.children ?? [])].filter((child) => wanted.has(child) && child !== "all");
     if (children.length > 0) body.children = Object.fromEntries(children.map((child) => [child, {}]));
     return body;
   };
   const all = groupBody("all");
-  // Every group of the host, each defined once under all (Ansible merges groups by name);
-  // each keeps only those of its children that lead to the host.
+  // Every group of the hosts, each defined once under all (Ansible merges groups by name);
+  // each keeps only those of its children that lead to one of the hosts.
   const children: Record<string, unknown> = {};
-  for (const group of profile.inventoryHost.groups) if (group !== "all") children[group] = groupBody(group);
+  for (const group of wanted) if (group !== "all") children[group] = groupBody(group);
   const inventory = { all: { ...all, children } };
   const inventoryFile = join(inventoryDir, "hosts.yml");
   // Read as Ansible reads it (YAML 1.1), written so that Ansible reads back the same values.
@@ -167,25 +250,56 @@ async function learntSecrets(secrets: RunSecrets): Promise<{ file: string; take:
 }
 
 /**
- * `-e` arguments for the secrets (vault file, secret vars in a temp file), the paths a jail must
- * read for them; `cleanup` removes the file.
+ * `-e` arguments for the overlay vars that are no extra var of the apply's (one host: the secrets,
+ * its vault file and the secret vars in a temp file; several hosts: the map of each host's
+ * overlay files, its plain and secret vars in temp files and its vault, that boma-it's overlay
+ * play includes), the paths a jail must read for them; `cleanup` removes the temp files.
  */
-async function secretExtraVars(secrets: RunSecrets): Promise<{ args: string[]; readable: string[]; cleanup: () => Promise<void> }> {
+async function overlayVarArgs(
+  input: Pick<ApplyInput, "profile" | "secrets" | "peers">,
+): Promise<{ args: string[]; readable: string[]; cleanup: () => Promise<void> }> {
   const args: string[] = [];
   const readable: string[] = [];
   let folder: string | undefined;
-  if (Object.keys(secrets.secretVars).length > 0) {
-    folder = await mkdtemp(join(tmpdir(), "boma-it-secrets-"));
-    const file = join(folder, "secret-vars.json");
-    await writeFile(file, JSON.stringify(secrets.secretVars), { mode: 0o600 });
-    args.push("-e", `@${file}`);
-    readable.push(folder);
+  const tempFile = async (name: string, vars: Record<string, unknown>): Promise<string> => {
+    folder ??= await mkdtemp(join(tmpdir(), "boma-it-secrets-"));
+    const file = join(folder, name);
+    await writeFile(file, JSON.stringify(vars), { mode: 0o600 });
+    return file;
+  };
+  try {
+    const { secrets } = input;
+    if (!input.peers || input.peers.length === 0) {
+      if (Object.keys(secrets.secretVars).length > 0) args.push("-e", `@${await tempFile("secret-vars.json", secrets.secretVars)}`);
+      if (secrets.vaultFile) {
+        args.push("-e", `@${secrets.vaultFile}`);
+        readable.push(secrets.vaultFile);
+      }
+    } else {
+      const hosts = [
+        { host: input.profile.document.host, vars: plainOverlayVars(input), secretVars: secrets.secretVars, vaultFile: secrets.vaultFile },
+        ...input.peers,
+      ];
+      const files: Record<string, string[]> = {};
+      for (const [index, { host, vars, secretVars, vaultFile }] of hosts.entries()) {
+        const own: string[] = [];
+        if (Object.keys(vars).length > 0) own.push(await tempFile(`vars-${index}.json`, vars));
+        if (Object.keys(secretVars).length > 0) own.push(await tempFile(`secret-vars-${index}.json`, secretVars));
+        if (vaultFile) {
+          own.push(vaultFile);
+          readable.push(vaultFile);
+        }
+        files[host] = own;
+      }
+      args.push("-e", JSON.stringify({ [OVERLAY_FILES_VAR]: files }));
+    }
+    if (folder) readable.push(folder);
+  } catch (error) {
+    if (folder) await rm(folder, { recursive: true, force: true });
+    throw error;
   }
-  if (secrets.vaultFile) {
-    args.push("-e", `@${secrets.vaultFile}`);
-    readable.push(secrets.vaultFile);
-  }
-  return { args, readable, cleanup: async () => (folder ? rm(folder, { recursive: true, force: true }) : undefined) };
+  const made = folder;
+  return { args, readable, cleanup: async () => (made ? rm(made, { recursive: true, force: true }) : undefined) };
 }
 
 /** What a jail needs beyond what every Ansible run of a profile reads. */
@@ -309,11 +423,11 @@ function lastWordVars(certs: CertPlan, confinement: Confinement): string[] {
 
 /**
  * Checks the transient inventory with Ansible before apply (safety invariant 1): it holds
- * exactly one host, the impersonated one. (Where that host's connections go is the confined
- * ssh's to decide, on every connection.)
+ * exactly the impersonated host (or a topology's hosts), no other. (Where their connections go
+ * is the confined ssh's to decide, on every connection.)
  */
 export async function checkTransientInventory(input: ApplyInput, files: Pick<TransientInventory, "inventoryFile">): Promise<void> {
-  const host = input.profile.document.host;
+  const expected = appliedVms(input).map((vm) => vm.host);
   // --graph: the hosts and groups, never a value (a listing with vars holds the decrypted vault).
   const listing = await runJailed(
     input.runner,
@@ -329,9 +443,9 @@ export async function checkTransientInventory(input: ApplyInput, files: Pick<Tra
       .map((line) => /^[\s|]*--([^@\s].*)$/.exec(line)?.[1]?.trim())
       .filter((name): name is string => name !== undefined),
   );
-  if (hosts.size !== 1 || !hosts.has(host)) {
+  if (hosts.size !== expected.length || !expected.every((host) => hosts.has(host))) {
     throw new RefusedError(
-      `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${host}: refusing to apply`,
+      `the transient inventory ${files.inventoryFile} holds ${[...hosts].join(", ") || "no host"}, not exactly ${expected.join(", ")}: refusing to apply`,
       "this is a bug of boma-it; nothing was applied",
     );
   }
@@ -350,10 +464,10 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
   if (!needsEgress(input.certs.tier) || !tokenVar) return;
   const host = input.profile.document.host;
   const dir = await mkdtemp(join(tmpdir(), "boma-it-token-"));
-  const secret = await secretExtraVars(input.secrets);
+  const secret = await overlayVarArgs(input);
   try {
     // `debug` runs on this host: no connection is made, so nothing needs confining here.
-    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for the DNS token check before a run.`, new Set());
+    const inventoryFile = await writeHostInventory(input.profile, [host], dir, `Inventory of ${host} for the DNS token check before a run.`, new Set());
     const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.certs.vars });
     const result = await runJailed(
       input.runner,
@@ -390,9 +504,9 @@ export async function learnDnsToken(input: Pick<ApplyInput, "profile" | "certs" 
 export async function checkBeforeBoot(input: Pick<ApplyInput, "profile" | "secrets" | "runner" | "log"> & { vars: Record<string, unknown> }): Promise<void> {
   const host = input.profile.document.host;
   const dir = await mkdtemp(join(tmpdir(), "boma-it-validate-"));
-  const secret = await secretExtraVars(input.secrets);
+  const secret = await overlayVarArgs(input);
   try {
-    const inventoryFile = await writeHostInventory(input.profile, dir, `Inventory of ${host} for validate: nothing connects.`, new Set());
+    const inventoryFile = await writeHostInventory(input.profile, [host], dir, `Inventory of ${host} for validate: nothing connects.`, new Set());
     const extraVarsFile = await writeExtraVars(dir, { ...plainOverlayVars(input), ...input.vars });
     const common = ["-i", inventoryFile, "-e", `@${extraVarsFile}`, ...secret.args];
     const vars = await runJailed(
@@ -492,7 +606,7 @@ function resultOf(run: PlaybookRun): ApplyResult {
  * (exit 4).
  */
 export async function runPlaybook(input: ApplyInput, files: TransientInventory, playbookFile: string): Promise<PlaybookRun> {
-  const host = input.profile.document.host;
+  const vms = appliedVms(input);
   const logFile = join(input.dir, "ansible.log");
   const tasks: { name: string; seconds: number }[] = [];
   let current: { name: string; started: number } | undefined;
@@ -502,29 +616,36 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
     current = undefined;
   };
   const started = performance.now();
-  const secret = await secretExtraVars(input.secrets);
+  const secret = await overlayVarArgs(input);
   const log = createWriteStream(logFile, { flags: "a", mode: 0o600 });
-  // The jail's one way out: the run's master (kept up while the play runs: a role may reboot the
-  // VM), through a gate that lets only commands on the VM pass; and the teller, where the jail
-  // tells what it decrypted (written down in memory-backed storage, never the run dir).
-  // It must answer before the play starts: the gate has no other way to the VM.
-  await ensureMaster(input.runner, input.target);
+  // The jail's one way out: the run's master to each VM (kept up while the play runs: a role may
+  // reboot the VM), through a gate that lets only commands on that VM pass; and the teller (the
+  // first VM's gate's), where the jail tells what it decrypted (written down in memory-backed
+  // storage, never the run dir). Each must answer before the play starts: a gate has no other way.
+  for (const vm of vms) await ensureMaster(input.runner, vm.target);
   const keeping = new AbortController();
-  const kept = keepMaster(input.runner, input.target, keeping.signal);
+  const kept = Promise.all(vms.map((vm) => keepMaster(input.runner, vm.target, keeping.signal)));
   const learnt = await learntSecrets(input.secrets);
   const records = await taskRecords(input.secrets);
-  let gate: Gate | undefined;
+  const gates: Gate[] = [];
   let result: CommandResult;
   let outcomes: TaskOutcome[] = [];
   try {
-    gate = await openGate(input.runner, input.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file });
+    for (const vm of vms) gates.push(await openGate(input.runner, vm.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file }));
+    const teller = gates[0]!.tellSocket;
     const jail = await jailFor(input, "ansible-playbook", {
-      readable: [input.dir, playbookFile, dirname(input.target.keyFile), dirname(input.target.knownHostsFile), ...secret.readable],
+      readable: [
+        input.dir,
+        playbookFile,
+        ...vms.flatMap((vm) => [dirname(vm.target.keyFile), dirname(vm.target.knownHostsFile)]),
+        ...(files.overlayPlaybook ? [files.overlayPlaybook] : []),
+        ...secret.readable,
+      ],
       writable: [records.folder],
-      sockets: [gate.socket, gate.tellSocket],
+      sockets: [...gates.map((gate) => gate.socket), teller],
       confinement: files.confinement,
       // Vaulted content the play reads anywhere (outside the repo too) is told as it is decrypted.
-      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_TELL: gate.tellSocket, BOMA_IT_TASK_RECORDS: records.file },
+      settings: { PYTHONPATH: join(import.meta.dirname, "learn"), BOMA_IT_TELL: teller, BOMA_IT_TASK_RECORDS: records.file },
     });
     result = await runJailed(
       input.runner,
@@ -533,12 +654,13 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
         "-i",
         files.inventoryFile,
         "--limit",
-        host,
+        vms.map((vm) => vm.host).join(","),
         "-e",
         `@${files.extraVarsFile}`,
         ...secret.args,
         ...(input.playbookArgs ?? []),
         ...lastWordVars(input.certs, files.confinement),
+        ...(files.overlayPlaybook ? [files.overlayPlaybook] : []),
         playbookFile,
       ],
       jail,
@@ -572,7 +694,7 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
     // Each on its own: one that fails (the jail could make its folder unreadable) must not keep
     // the next, the secrets' file above all, on disk.
     const cleanups: [string, () => Promise<unknown>][] = [
-      ["closing the gate", async () => gate?.close()],
+      ["closing the gates", async () => Promise.all(gates.map((gate) => gate.close()))],
       ["taking what the jail told", async () => (learnt.take(), learnt.cleanup())],
       ["reading the task records", async () => (outcomes = await records.read())],
       ["removing the task records", () => records.cleanup()],
@@ -584,7 +706,11 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
     }
   }
   finishTask();
-  const recap = new RegExp(`^${host}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " ") ?? "";
+  // Each host's PLAY RECAP line (a topology's joined by "; ").
+  const recap = vms
+    .map((vm) => new RegExp(`^${escapeRegExp(vm.host)}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " "))
+    .filter((line): line is string => line !== undefined)
+    .join("; ");
   const seconds = Math.round((performance.now() - started) / 100) / 10;
   for (const note of await files.confinement.notes()) input.log.warn(`the repo's ssh settings ask for ${note}`);
   const refused = await files.confinement.refusals();
@@ -621,4 +747,9 @@ async function isDirectory(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** `text` matched literally in a regular expression (a host name's dots are dots). */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

@@ -16,6 +16,14 @@
  *   Ansible's ssh connection that says where and how to connect (every name Ansible's own
  *   documentation gives it, `ansible_ssh_host` as well as `ansible_host`) is set for the VM as an
  *   extra var, which wins over every inventory, group_vars/host_vars and play source.
+ *
+ * An apply of several hosts (a topology) reaches each host's VM by its inventory name: the
+ * address and key vars are then templates over a map of the VMs (an extra var too), keyed by the
+ * host the connection is for. Ansible templates a delegated task's connection vars with the
+ * delegated host's vars but the task host's `inventory_hostname`, so the transient inventory
+ * gives each host its own name in {@link TOPOLOGY_HOST_VAR}: `delegate_to: kazi` reaches kazi's
+ * VM, and a task delegated to a host that is no VM (`localhost`, a real host) runs on the VM of
+ * the host it runs for, as with one host.
  */
 import { chmod, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -34,8 +42,8 @@ export interface Confinement {
   transferProgram: string;
   /** A folder with `ssh`, `scp` and `sftp` (the programs above), first on the jail's PATH. */
   binDir: string;
-  /** Where the jail's ssh joins the run's connection: the gate's socket (see gate.ts). */
-  gateSocket: string;
+  /** Where the jail's ssh joins each VM's connection: the gates' sockets (see gate.ts), in the order of the VMs. */
+  gateSockets: string[];
   /** Where the jail tells the harness (see gate.ts). */
   tellSocket: string;
   /**
@@ -58,6 +66,18 @@ export interface Confinement {
   connections(): Promise<string[][]>;
 }
 
+/** A VM an apply reaches: the inventory host it impersonates, and how (with a master connection). */
+export interface ConfinedVm {
+  host: string;
+  target: SshTarget;
+}
+
+/** The inventory var that names a topology's host to its own connection vars (see the module's comment). */
+export const TOPOLOGY_HOST_VAR = "__boma_it_host";
+
+/** The extra var that maps each host of a topology to its VM's address and key. */
+export const TOPOLOGY_VMS_VAR = "__boma_it_vms";
+
 /** A connection the guard refused. */
 export interface Refusal {
   what: string;
@@ -68,12 +88,15 @@ export interface Refusal {
  * The value each ssh connection option gets for the VM, by the option's name in Ansible's ssh
  * plugin. Empty strings switch an option off: no ssh_args of the repo's, no password (sshpass).
  */
-function forcedOptionValues(target: SshTarget, programs: { ssh: string; transfer: string }): Record<string, unknown> {
+function forcedOptionValues(vms: readonly ConfinedVm[], programs: { ssh: string; transfer: string }): Record<string, unknown> {
+  const only = vms.length === 1 ? vms[0]!.target : undefined;
+  // Several VMs: each connection's own, by the host it is for (see the module's comment).
+  const ofHost = (field: "ip" | "key") => `{{ ${TOPOLOGY_VMS_VAR}[${TOPOLOGY_HOST_VAR} | default(inventory_hostname)].${field} }}`;
   return {
-    host: target.ip,
+    host: only ? only.ip : ofHost("ip"),
     port: 22,
-    remote_user: target.user,
-    private_key_file: target.keyFile,
+    remote_user: vms[0]!.target.user,
+    private_key_file: only ? only.keyFile : ofHost("key"),
     password: "",
     sshpass_prompt: "",
     pkcs11_provider: "",
@@ -147,14 +170,22 @@ function optionVars(runner: Runner): Promise<Record<string, string[]>> {
 
 /**
  * Writes the apply's confined ssh (and the sftp/scp refusal) into `dir` and says how to route
- * Ansible through it. The jail's ssh joins the run's master connection through its gate, so the
- * target needs a master socket: without one, a jailed Ansible has no way to the VM at all.
- * `guestPython` is the Python Ansible's modules run with on the VM.
+ * Ansible through it to `vms` (the first is the run's own; an apply of several hosts has one VM
+ * per host). The jail's ssh joins each VM's master connection through its gate, so every target
+ * needs a master socket: without one, a jailed Ansible has no way to the VM at all.
+ * `guestPython` is the Python Ansible's modules run with on the VMs.
  */
-export async function prepareConfinement(dir: string, target: SshTarget, runner: Runner, guestPython = "/usr/bin/python3"): Promise<Confinement> {
-  if (target.controlPath === undefined) {
+export async function prepareConfinement(dir: string, vms: readonly ConfinedVm[], runner: Runner, guestPython = "/usr/bin/python3"): Promise<Confinement> {
+  const [lead] = vms;
+  if (!lead) throw new HarnessError("an apply without a VM: nothing to confine it to");
+  if (vms.some(({ target }) => target.controlPath === undefined)) {
     throw new HarnessError(
       "this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own",
+    );
+  }
+  if (vms.some(({ target }) => target.user !== lead.target.user) || new Set(vms.map(({ target }) => target.ip)).size !== vms.length) {
+    throw new HarnessError(
+      `the VMs of one apply must each have an address of their own and the same user: ${vms.map(({ host, target }) => `${host} ${target.user}@${target.ip}`).join(", ")}`,
     );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -163,13 +194,17 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   if (!realSsh) throw new HarnessError("ssh is not on PATH (apt-get install openssh-client): Ansible cannot reach the VM");
   const recordsFile = join(dir, "records.jsonl");
   const settingsFile = join(dir, "settings.json");
-  const gateSocket = gateSocketOf(target.controlPath);
-  const tellSocket = tellSocketOf(target.controlPath);
-  // Ansible's connections ride the run's master connection, through the jail's gate, as passengers.
-  const forcedOptions = confinedSshOptions({ ...target, controlPath: gateSocket }, { connectTimeoutSeconds: 10, multiplex: "join" });
+  // One teller for the apply: the run's own VM's.
+  const tellSocket = tellSocketOf(lead.target.controlPath!);
+  // Ansible's connections ride each VM's master connection, through the jail's gate to it, as passengers.
+  const targets = vms.map(({ host, target }) => {
+    const gateSocket = gateSocketOf(target.controlPath!);
+    const forcedOptions = confinedSshOptions({ ...target, controlPath: gateSocket }, { connectTimeoutSeconds: 10, multiplex: "join" });
+    return { host, ip: target.ip, keyFile: target.keyFile, alias: target.alias, controlPath: gateSocket, forcedOptions };
+  });
   await writeFile(
     settingsFile,
-    `${JSON.stringify({ realSsh, ip: target.ip, port: 22, user: target.user, keyFile: target.keyFile, alias: target.alias, controlPath: gateSocket, forcedOptions, tell: tellSocket, records: recordsFile }, null, 2)}\n`,
+    `${JSON.stringify({ realSsh, port: 22, user: lead.target.user, targets, tell: tellSocket, records: recordsFile }, null, 2)}\n`,
     { mode: 0o600 },
   );
   const python = await ansiblePython(runner);
@@ -183,8 +218,9 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
   await writeFile(transferProgram, `#!/bin/sh\n# boma-it: sftp and scp would bypass the confined ssh\n${confined} --refuse-transfer\n`, { mode: 0o700 });
   for (const name of ["scp", "sftp"]) await symlink(transferProgram, join(binDir, name));
 
-  const values = forcedOptionValues(target, { ssh: sshProgram, transfer: transferProgram });
+  const values = forcedOptionValues(vms, { ssh: sshProgram, transfer: transferProgram });
   const extraVars: Record<string, unknown> = {};
+  if (vms.length > 1) extraVars[TOPOLOGY_VMS_VAR] = Object.fromEntries(vms.map(({ host, target }) => [host, { ip: target.ip, key: target.keyFile }]));
   for (const [option, names] of Object.entries(await optionVars(runner))) for (const name of names) extraVars[name] = values[option];
   // The builtin plugin by its full name: a repo's connection_plugins/ssh.py cannot stand in for it.
   extraVars.ansible_connection = "ansible.builtin.ssh";
@@ -206,7 +242,7 @@ export async function prepareConfinement(dir: string, target: SshTarget, runner:
     sshProgram,
     transferProgram,
     binDir,
-    gateSocket,
+    gateSockets: targets.map((target) => target.controlPath),
     tellSocket,
     recordsFile,
     readable: [dir, import.meta.dirname, dirname(realSsh)],

@@ -1,11 +1,12 @@
-"""The only ssh Ansible runs during a boma-it apply: it reaches the test VM, or nothing.
+"""The only ssh Ansible runs during a boma-it apply: it reaches the test VMs, or nothing.
 
 confine.ts writes a small program per apply that runs this file with the apply's settings (a
-JSON file: the real ssh, the VM's address, port and user, the run's key, the pinning options).
+JSON file: the real ssh, the port and user, and for each VM of the apply its address, the run's
+key for it and the options that pin it; an apply of one host has one).
 Ansible's argv (its ssh_args, the repo's ansible.cfg, ANSIBLE_SSH_ARGS, connection variables)
 is judged as OpenSSH itself reads it (`ssh -G`, the user's ssh config left out):
 
-- a destination, port or user other than the VM's, a config file (-F), a control socket (-S), a
+- a destination, port or user other than a VM's, a config file (-F), a control socket (-S), a
   stdio forward (-W), another identity, or an option with a side effect of its own: refused before
   anything runs (exit 255, a line on stderr, and a refusal told to the harness's teller, outside
   the jail, which fails the apply);
@@ -13,9 +14,9 @@ is judged as OpenSSH itself reads it (`ssh -G`, the user's ssh config left out):
   the argv says (OpenSSH keeps the first value of an option, and these come first); what was
   overridden is noted for the run's log, and where each connection went is told too.
 
-Then the real ssh runs with the forced options in front of Ansible's own: it joins the run's
-connection through the jail's gate (never becoming a master itself: in the jail there is no
-network to connect with).
+Then the real ssh runs with the forced options of the VM asked for in front of Ansible's own: it
+joins that VM's connection through the jail's gate to it (never becoming a master itself: in the
+jail there is no network to connect with).
 """
 import json
 import os
@@ -141,8 +142,14 @@ def record(settings, entry):
         os.close(fd)
 
 
+def reachable(settings):
+    """The VMs an apply may reach, in words: `the test VM (ip:22 as boma)`, or each of several."""
+    addresses = ", ".join(f"{target['ip']}:{settings['port']}" for target in settings["targets"])
+    return f"the test VM{'s' if len(settings['targets']) > 1 else ''} ({addresses} as {settings['user']})"
+
+
 def refuse(settings, what, detail):
-    message = f"boma-it confinement: refused {what}: {detail}; only the test VM ({settings['ip']}:{settings['port']} as {settings['user']}) is reachable from a boma-it apply"
+    message = f"boma-it confinement: refused {what}: {detail}; only {reachable(settings)} {'are' if len(settings['targets']) > 1 else 'is'} reachable from a boma-it apply"
     record(settings, {"kind": "refusal", "what": what, "detail": detail})
     sys.stderr.write(message + "\n")
     sys.exit(255)
@@ -190,8 +197,10 @@ def main():
     if probe.returncode != 0:
         refuse(settings, "ssh arguments OpenSSH cannot read", (probe.stderr.strip().splitlines() or ["ssh -G failed"])[-1][:300])
     host, port, user = first(asked, "hostname"), first(asked, "port"), first(asked, "user")
+    # The VM asked for, by its address: its own key, pin and gate, never another VM's.
+    target = next((candidate for candidate in settings["targets"] if candidate["ip"] == host), None)
     wrong = []
-    if host != settings["ip"]:
+    if target is None:
         wrong.append(("hostname", "", f"host {host}"))
     if port != str(settings["port"]):
         wrong.append(("port", "p", f"port {port}"))
@@ -212,22 +221,22 @@ def main():
         record(settings, {"kind": "note", "note": note})
 
     # The forced options come first (OpenSSH keeps the first value of each), -F /dev/null among them.
-    final = [*settings["forcedOptions"], *args]
+    final = [*target["forcedOptions"], *args]
     forced, check = effective(real_ssh, final)
     expected = {
-        "hostname": settings["ip"],
+        "hostname": target["ip"],
         "port": str(settings["port"]),
         "user": settings["user"],
         "stricthostkeychecking": "true",
         "identitiesonly": "yes",
-        "hostkeyalias": settings["alias"],
+        "hostkeyalias": target["alias"],
         "controlmaster": "false",
-        "controlpath": settings["controlPath"],
+        "controlpath": target["controlPath"],
     }
     for keyword, value in expected.items():
         if check.returncode != 0 or first(forced, keyword) != value:
             refuse(settings, "an ssh call whose settings could not be pinned", f"{keyword} is {first(forced, keyword)!r}, expected {value!r}")
-    others = [value for value in forced.get("identityfile", []) if value != settings["keyFile"]]
+    others = [value for value in forced.get("identityfile", []) if value != target["keyFile"]]
     others += forced.get("certificatefile", [])
     if others:
         refuse(settings, f"ssh with the identity {others[0]}", "only the run's own key is offered to the VM (an IdentityFile or -i in Ansible's ssh arguments)")

@@ -4,11 +4,11 @@
  * the jail, with BOMA_FAKE_VM=1. For the confinement and escape tests.
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StackOutputs } from "../../infra/plan.ts";
 import { Runner } from "../../infra/runner.ts";
-import type { ApplyInput } from "../../orchestrator/ansible/apply.ts";
+import type { ApplyInput, ApplyPeer } from "../../orchestrator/ansible/apply.ts";
 import type { SshTarget } from "../../orchestrator/host/ssh.ts";
 import { loadProfile } from "../../orchestrator/profile/load.ts";
 import { planCerts } from "../../orchestrator/ansible/certs.ts";
@@ -33,12 +33,19 @@ export interface FixtureOptions {
   vault?: string[];
   /** The scenario's vars (vm_root, the fake VM's folder, is always there). */
   vars?: Record<string, unknown>;
+  /**
+   * Other hosts of a topology, each on a fake VM of its own (BOMA_FAKE_VM is the host's name
+   * there, and askari's VM's is "askari" then too), with its overlay's vars.
+   */
+  peers?: { host: string; ip: string; vars?: Record<string, unknown>; secretVars?: Record<string, unknown> }[];
 }
 
 export interface Fixture {
   dir: string;
   input: ApplyInput;
   target: SshTarget;
+  /** The peers' targets, by host. */
+  peerTargets: Map<string, SshTarget>;
   /** The ssh argv (program left out) of every connection the confined ssh let through. */
   connections: () => Promise<string[][]>;
   /** What ran on the (fake) VM. */
@@ -63,7 +70,44 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
   const vaultEnv = { ANSIBLE_VAULT_PASSWORD_FILE: join(tree.dir, "pw") };
   for (const file of [...(vaultThis ? [`repo/${vaultThis}`] : []), ...(options.vault ?? [])])
     execFileSync("ansible-vault", ["encrypt", join(tree.dir, file)], { env: { ...process.env, ...vaultEnv }, stdio: "ignore" });
-  const vm = await startFakeVm(tree.dir, RUN_ID);
+  const topology = (options.peers ?? []).length > 0;
+  const vm = await startFakeVm(tree.dir, RUN_ID, topology ? "askari" : "1");
+  const peerVms: FakeVm[] = [];
+  const peers: ApplyPeer[] = [];
+  const peerTargets = new Map<string, SshTarget>();
+  for (const peer of options.peers ?? []) {
+    const runId = RUN_ID.replace("askari", peer.host);
+    const keys = join(tree.dir, `run-${peer.host}`, "keys");
+    await mkdir(keys, { recursive: true });
+    await writeFile(join(keys, "id_ed25519"), "not a real key either\n");
+    await writeFile(join(keys, "known_hosts"), `${runId} ssh-ed25519 AAAB\n`);
+    const peerVm = await startFakeVm(tree.dir, runId, peer.host);
+    peerVms.push(peerVm);
+    const target: SshTarget = {
+      ip: peer.ip,
+      user: "boma",
+      keyFile: join(keys, "id_ed25519"),
+      knownHostsFile: join(keys, "known_hosts"),
+      alias: runId,
+      controlPath: peerVm.controlPath,
+    };
+    peerTargets.set(peer.host, target);
+    peers.push({
+      host: peer.host,
+      outputs: {
+        ...outputsOf(tree.dir, RUN_ID),
+        runId,
+        host: peer.host,
+        ip: peer.ip,
+        domain: runId,
+        keyFile: target.keyFile,
+        knownHostsFile: target.knownHostsFile,
+      },
+      target,
+      vars: peer.vars ?? {},
+      secretVars: peer.secretVars ?? {},
+    });
+  }
   const redactor = new Redactor();
   const runner = new Runner({
     env: {
@@ -75,24 +119,7 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
     redact: redactor.redact,
   });
   const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, runner);
-  const outputs: StackOutputs = {
-    runId: RUN_ID,
-    host: "askari",
-    ip: VM_IP,
-    user: "boma",
-    ssh: "",
-    runDir: join(tree.dir, "run"),
-    consoleLog: join(tree.dir, "run", "console.log"),
-    keyFile: join(tree.dir, "run", "keys", "id_ed25519"),
-    knownHostsFile: join(tree.dir, "run", "keys", "known_hosts"),
-    network: "n",
-    mac: "52:54:00:00:00:01",
-    subnet: "10.234.7.0/24",
-    domain: RUN_ID,
-    accel: "tcg",
-    createdAt: "2026-12-01T10:10:10Z",
-    ownerPid: process.pid,
-  };
+  const outputs = outputsOf(tree.dir, RUN_ID);
   const target: SshTarget = {
     ip: VM_IP,
     user: "boma",
@@ -114,6 +141,7 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
     runner,
     log: silentLog(),
     signal: new AbortController().signal,
+    ...(topology ? { peers } : {}),
   };
   const connections = async () =>
     (await readFile(join(dir, "confine", "records.jsonl"), "utf8").catch(() => ""))
@@ -128,9 +156,33 @@ export async function applyFixture(files: Record<string, string>, options: Fixtu
     target,
     connections,
     vm,
+    peerTargets,
     remove: async () => {
       await vm.stop();
+      for (const peerVm of peerVms) await peerVm.stop();
       await tree.remove();
     },
+  };
+}
+
+/** The stack outputs of the fixture's askari VM. */
+function outputsOf(dir: string, runId: string): StackOutputs {
+  return {
+    runId,
+    host: "askari",
+    ip: VM_IP,
+    user: "boma",
+    ssh: "",
+    runDir: join(dir, "run"),
+    consoleLog: join(dir, "run", "console.log"),
+    keyFile: join(dir, "run", "keys", "id_ed25519"),
+    knownHostsFile: join(dir, "run", "keys", "known_hosts"),
+    network: "n",
+    mac: "52:54:00:00:00:01",
+    subnet: "10.234.7.0/24",
+    domain: runId,
+    accel: "tcg",
+    createdAt: "2026-12-01T10:10:10Z",
+    ownerPid: process.pid,
   };
 }

@@ -56,13 +56,16 @@ export interface FakeVm {
   stop(): Promise<void>;
 }
 
-/** Starts a fake VM's master on `<dir>/sockets/<name>` (a short path: sockets hold 108 bytes). */
-export async function startFakeVm(dir: string, name = "boma-it-askari-20261201-101010"): Promise<FakeVm> {
+/**
+ * Starts a fake VM's master on `<dir>/sockets/<name>` (a short path: sockets hold 108 bytes).
+ * `marker` is what BOMA_FAKE_VM says on it (a test with several VMs tells them apart by it).
+ */
+export async function startFakeVm(dir: string, name = "boma-it-askari-20261201-101010", marker = "1"): Promise<FakeVm> {
   const sockets = join(dir, "sockets");
   await mkdir(sockets, { recursive: true, mode: 0o700 });
   const controlPath = join(sockets, name);
-  const log = join(dir, "fake-vm.jsonl");
-  const child = spawn("python3", [join(import.meta.dirname, "fake_master.py"), controlPath, log], { stdio: ["ignore", "pipe", "inherit"] });
+  const log = join(dir, marker === "1" ? "fake-vm.jsonl" : `fake-vm-${marker}.jsonl`);
+  const child = spawn("python3", [join(import.meta.dirname, "fake_master.py"), controlPath, log, marker], { stdio: ["ignore", "pipe", "inherit"] });
   await new Promise<void>((resolve, reject) => {
     child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("ready") && resolve());
     child.once("exit", (code) => reject(new Error(`fake master exited with ${code}`)));

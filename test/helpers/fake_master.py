@@ -2,12 +2,13 @@
 
 It listens on the run's control socket and speaks OpenSSH's multiplexing protocol to real ssh
 clients (PROTOCOL.mux): the hello, alive checks, and sessions, whose command it runs here with the
-stdin, stdout and stderr the client passed and BOMA_FAKE_VM=1 in its environment (so a task can
-tell it ran "on the VM"), then sends the exit status. Each session's command is appended to a log
+stdin, stdout and stderr the client passed and BOMA_FAKE_VM=1 (or the MARKER given: which VM, when
+a test has several) in its environment (so a task can tell it ran "on the VM"), then sends the
+exit status. Each session's command is appended to a log
 (one JSON line). Anything else is answered with a failure and logged too. A jailed Ansible's
 real ssh reaches it only through the jail's gate, as it would reach the VM.
 
-usage: fake_master.py CONTROL_SOCKET LOG_FILE
+usage: fake_master.py CONTROL_SOCKET LOG_FILE [MARKER]
 """
 import json
 import os
@@ -91,7 +92,7 @@ def serve(connection, log_path):
             send(connection, MUX_S_SESSION_OPENED, request_id, sessions)
             text = command.decode("utf-8", "replace")
             log(log_path, {"command": text})
-            process = subprocess.run(["/bin/sh", "-c", text], stdin=fds[0], stdout=fds[1], stderr=fds[2], env={**os.environ, "BOMA_FAKE_VM": "1"}, check=False)
+            process = subprocess.run(["/bin/sh", "-c", text], stdin=fds[0], stdout=fds[1], stderr=fds[2], env={**os.environ, "BOMA_FAKE_VM": MARKER}, check=False)
             for fd in fds:
                 os.close(fd)
             send(connection, MUX_S_EXIT_MESSAGE, sessions, process.returncode & 0xFF)
@@ -117,4 +118,6 @@ def main(control_path, log_path):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # What BOMA_FAKE_VM says "on the VM": which VM, when a test has several.
+    MARKER = sys.argv[3] if len(sys.argv) > 3 else "1"
     main(sys.argv[1], sys.argv[2])
