@@ -27,7 +27,7 @@ import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
 import { emptyScenarioReport, type CommandEnding, type RunReport } from "./report.ts";
-import type { ScenarioVm, StepContext } from "./scenario.ts";
+import type { ScenarioVm, StepContext } from "./stages.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
 import { loadSecrets, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";

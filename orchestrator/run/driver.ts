@@ -15,7 +15,8 @@ import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
-import type { KeepRule, ScenarioOpening, ScenarioVm, StepContext, Verdict } from "./scenario.ts";
+import type { KeepRule, ScenarioOpening } from "./scenario.ts";
+import type { ScenarioVm, StepContext, Verdict } from "./stages.ts";
 import { teardown } from "./live-runs.ts";
 import { writeReportPage } from "./report-page.ts";
 import { stacksDir } from "../host/paths.ts";

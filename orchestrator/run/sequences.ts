@@ -21,17 +21,8 @@ import type { RunOptions } from "./options.ts";
 import { planRunCerts, preflightRun } from "./preflight.ts";
 import { writeRunRecord } from "./provision.ts";
 import { harnessPeakRssMiB, type RunReport } from "./report.ts";
-import {
-  applyStep,
-  baselineStep,
-  checkStage,
-  profileAt,
-  resolveScenarioRevisions,
-  runRedGreen,
-  type ScenarioSpec,
-  type ScenarioVm,
-  type StepContext,
-} from "./scenario.ts";
+import { applyStep, baselineStep, profileAt, resolveScenarioRevisions, runRedGreen } from "./scenario.ts";
+import { checkStage, type ScenarioSpec, type ScenarioVm, type StepContext } from "./stages.ts";
 
 /** What a run is given once its profile is loaded: the options, the profile and its secrets. */
 export interface RunInputs {

@@ -4,7 +4,9 @@ import { pinSeedHostKeys } from "../guest/host-keys.ts";
 import { resetToPoint } from "../host/reset-point.ts";
 import type { AttachedRun, VerbOutcome } from "./attach.ts";
 import { rebootKinds, type RebootKind } from "../profile/schema.ts";
-import { applyStep, checkStage, deriveSurvival, rebootByKinds, rebootLabel, verifyStage, type VerifyPlan } from "./scenario.ts";
+import { rebootByKinds, rebootLabel } from "./reboots.ts";
+import { applyStep } from "./scenario.ts";
+import { checkStage, deriveSurvival, verifyStage, type VerifyPlan } from "./stages.ts";
 import { provenInWords, rebootedAs, reportedProof } from "./report.ts";
 
 /** The vars of the scenario the kept VM was brought up with. */

@@ -15,7 +15,7 @@ import { Machine } from "../../orchestrator/guest/machine.ts";
 import type { Libvirt } from "../../orchestrator/host/libvirt.ts";
 import { NO_ANSIBLE_ARGS } from "../../orchestrator/run/options.ts";
 import type { ScenarioReport } from "../../orchestrator/run/report.ts";
-import type { ScenarioVm, StepContext } from "../../orchestrator/run/scenario.ts";
+import type { ScenarioVm, StepContext } from "../../orchestrator/run/stages.ts";
 import { writeFake } from "./fakes.ts";
 import { silentLog } from "./fixtures.ts";
 

@@ -23,7 +23,8 @@ import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../
 import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
 import type { FirstBoot, ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
-import { runRedGreen, type ScenarioVm, type StepContext, type Verdict } from "../../../../orchestrator/run/scenario.ts";
+import { runRedGreen } from "../../../../orchestrator/run/scenario.ts";
+import type { ScenarioVm, StepContext, Verdict } from "../../../../orchestrator/run/stages.ts";
 import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 

@@ -19,7 +19,7 @@ import { domainXml } from "../../../../infra/xml.ts";
 import { diskOfDomainXml } from "../../../../orchestrator/host/libvirt.ts";
 import { takeRewindPoint } from "../../../../orchestrator/host/rewind.ts";
 import type { RebootKind } from "../../../../orchestrator/profile/schema.ts";
-import { judge, judgeKinds, rebootByKinds, rebootStep } from "../../../../orchestrator/run/scenario.ts";
+import { judge, judgeKinds, rebootByKinds, rebootStep } from "../../../../orchestrator/run/reboots.ts";
 import { aroundMachine, fakeDomain, type SoftReboot } from "../../../helpers/fake-domain.ts";
 import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { FIXED_IDENTITY, fixedSpec } from "../../../helpers/fixtures.ts";

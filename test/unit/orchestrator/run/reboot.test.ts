@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { HarnessError } from "../../../../orchestrator/errors.ts";
 import { BootStallError, GuestPanicError, VmDownError, type Machine, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
-import { rebootStep } from "../../../../orchestrator/run/scenario.ts";
+import { rebootStep } from "../../../../orchestrator/run/reboots.ts";
 import { aroundMachine as around, fakeDomain, type BootStart, type ShutdownEnd } from "../../../helpers/fake-domain.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 

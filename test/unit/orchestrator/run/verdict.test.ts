@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { CheckResult } from "../../../../orchestrator/guest/checks.ts";
 import { junitXml, type RunReport } from "../../../../orchestrator/run/report.ts";
-import { judge } from "../../../../orchestrator/run/scenario.ts";
+import { judge } from "../../../../orchestrator/run/reboots.ts";
 
 const pass = (name: string, stage: CheckResult["stage"]): CheckResult => ({ name, stage, ok: true, detail: "ok", seconds: 1 });
 const fail = (name: string, stage: CheckResult["stage"]): CheckResult => ({ name, stage, ok: false, detail: "HTTP timeout", seconds: 60 });
