@@ -72,7 +72,7 @@ export class OpenRun {
     return bootTimeouts(this.request.env, this.machinery.accel.accel === "tcg" ? this.machinery.vmsAtOnce : 1);
   }
 
-  /** What the scenario steps need (scenario.ts). */
+  /** What the scenario steps need (stages.ts). */
   get stepContext(): StepContext {
     const { request, machinery } = this;
     return {
