@@ -105,7 +105,9 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
   const files = runFiles(spec.runDir);
   const seed = seedFiles(spec, keys);
   const name = spec.identity.runId;
-  const allowlist = spec.network.egress.mode === "allowlist";
+  // The allowlist's table and the network are the stack's that owns the network (one VM, or a topology's first).
+  const owned = spec.network.owned;
+  const allowlist = owned && spec.network.egress.mode === "allowlist";
   const warm = spec.warmStart;
 
   const resources: PlanResource[] = [
@@ -125,15 +127,19 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
           },
         ]
       : []),
-    {
-      name: "network",
-      kind: "network",
-      id: spec.network.name,
-      // A transient network: it exists while started and disappears when destroyed.
-      create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: networkXml(spec) }],
-      delete: [{ argv: virsh("net-destroy", spec.network.name), ignoreAbsent: true }],
-      dependsOn: allowlist ? ["egress"] : [],
-    },
+    ...(owned
+      ? [
+          {
+            name: "network",
+            kind: "network" as const,
+            id: spec.network.name,
+            // A transient network: it exists while started and disappears when destroyed.
+            create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: networkXml(spec) }],
+            delete: [{ argv: virsh("net-destroy", spec.network.name), ignoreAbsent: true }],
+            dependsOn: allowlist ? ["egress"] : [],
+          },
+        ]
+      : []),
     {
       name: "isolation",
       kind: "nwfilter",
@@ -260,7 +266,8 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
             ]
           : []),
       ],
-      dependsOn: ["network", "isolation", "overlay", "seed"],
+      // A topology's other VMs join a network their stack does not make: the first VM's stack is made first.
+      dependsOn: [...(owned ? ["network"] : []), "isolation", "overlay", "seed"],
     },
   ];
 
@@ -270,7 +277,7 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
     outputs: {
       runId: name,
       host: spec.identity.host,
-      ip: spec.network.subnet.guestIp,
+      ip: spec.address,
       user: spec.guestUser,
       ssh: `npm run boma-it -- ssh ${name}`,
       runDir: spec.runDir,

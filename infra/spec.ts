@@ -88,7 +88,7 @@ export interface Subnet {
   /** e.g. `10.234.7.0/24` */
   cidr: string;
   gateway: string;
-  /** The address the VM always gets (a DHCP host entry for its MAC). */
+  /** The address the run's (first) VM always gets (a DHCP host entry for its MAC); a topology's others follow it (see {@link addressInSubnet}). */
   guestIp: string;
   dhcpStart: string;
   dhcpEnd: string;
@@ -116,6 +116,17 @@ export function pickSubnet(used: readonly string[], seed: string): Subnet {
     };
   }
   throw new Error(`no free /24 left in ${SUBNET_BASE.join(".")}.0.0/16`);
+}
+
+/** How many VMs one run's network holds at most (their fixed addresses are .10 to .(10 + this - 1), below the DHCP range). */
+export const MAX_VMS_PER_NETWORK = 64;
+
+/** The fixed address of the VM at `index` of a topology on `subnet` (0: the subnet's guest address, .10; then .11, ...). */
+export function addressInSubnet(subnet: Subnet, index: number): string {
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_VMS_PER_NETWORK)
+    throw new Error(`no fixed address for VM ${index} of a topology (0 to ${MAX_VMS_PER_NETWORK - 1})`);
+  const parts = subnet.guestIp.split(".").map(Number);
+  return [...parts.slice(0, 3), parts[3]! + index].join(".");
 }
 
 /** Whether `cidr` shares an address with any of `used` (networks and routes, any prefix; an address's own network counts). */
@@ -178,12 +189,36 @@ export function bridgeFor(runId: string): string {
  */
 export type EgressSpec = { mode: "none" } | { mode: "open" } | { mode: "allowlist"; names: string[]; upstreams: string[] };
 
+/** A VM on a run's network: the inventory host it impersonates, its MAC and its fixed address. */
+export interface NetworkMember {
+  host: string;
+  mac: string;
+  ip: string;
+}
+
+/**
+ * Several VMs on one network (a topology): every VM's stack names the same network, made by the
+ * first VM's stack (its run id names it, its filter and DNS log) and joined by the others'.
+ */
+export interface TopologyPlace {
+  /** The network's name: the first VM's run id. */
+  network: string;
+  /** Every VM on it, in the topology's order, this one included. */
+  members: NetworkMember[];
+}
+
 /** Everything needed to declare one run's libvirt objects. */
 export interface StackSpec {
   identity: RunIdentity;
   accel: Accel;
   vm: { vcpus: number; memoryMiB: number; diskGiB: number };
+  /** This VM's fixed address on its network. */
+  address: string;
   network: {
+    /** Whether this stack makes the network (one VM, or a topology's first) or joins one another stack made. */
+    owned: boolean;
+    /** Every VM on the network, each with a DHCP host entry (and, for several, a DNS name: its inventory host's). */
+    members: NetworkMember[];
     name: string;
     bridge: string;
     subnet: Subnet;
@@ -267,6 +302,14 @@ export interface StackSpecInput {
   libvirtDnsmasqDir?: string;
   /** Start from a saved first boot (its MAC replaces the run's own). */
   warmStart?: WarmStartSpec;
+  /** One VM of several on one network (see {@link TopologyPlace}); absent: the VM is alone on a network of its own. */
+  topology?: TopologyPlace;
+}
+
+/** The members of a topology of `hosts` (in order, the first's run id naming the network) whose VMs have these run ids. */
+export function topologyMembers(subnet: Subnet, vms: readonly { host: string; runId: string }[]): NetworkMember[] {
+  if (vms.length > MAX_VMS_PER_NETWORK) throw new Error(`a topology of ${vms.length} VMs: one network holds at most ${MAX_VMS_PER_NETWORK}`);
+  return vms.map((vm, index) => ({ host: vm.host, mac: macFor(vm.runId), ip: addressInSubnet(subnet, index) }));
 }
 
 /** Derives the whole stack spec of a run. */
@@ -274,19 +317,29 @@ export function stackSpec(input: StackSpecInput): StackSpec {
   const name = input.identity.runId;
   const imagesDir = input.libvirtImagesDir ?? "/var/lib/libvirt/images";
   const nvramDir = input.libvirtNvramDir ?? "/var/lib/libvirt/qemu/nvram";
+  const mac = input.warmStart?.mac ?? macFor(name);
+  const { topology } = input;
+  const self = topology?.members.find((member) => member.mac === mac);
+  if (topology && (!self || self.host !== input.identity.host))
+    throw new Error(`${name} (${input.identity.host}, MAC ${mac}) is no member of the topology on ${topology.network}`);
+  // The network's own names: this VM's alone, or the topology's first VM's.
+  const network = topology?.network ?? name;
   return {
     identity: input.identity,
     accel: input.accel,
     vm: input.vm,
+    address: self?.ip ?? input.subnet.guestIp,
     network: {
-      name,
-      bridge: bridgeFor(name),
+      owned: network === name,
+      members: topology?.members ?? [{ host: input.identity.host, mac, ip: input.subnet.guestIp }],
+      name: network,
+      bridge: bridgeFor(network),
       subnet: input.subnet,
-      mac: input.warmStart?.mac ?? macFor(name),
+      mac,
       gatewayMac: gatewayMacFor(input.subnet),
       egress: input.egress,
-      egressTable: name,
-      dnsQueryLog: dnsQueryLogOf(name, input.libvirtDnsmasqDir),
+      egressTable: network,
+      dnsQueryLog: dnsQueryLogOf(network, input.libvirtDnsmasqDir),
       hostAddresses: [...(input.hostAddresses ?? [])].sort(),
     },
     isolationFilter: `${name}${RUN_OBJECT_SUFFIXES.nwfilter[0]}`,

@@ -30,7 +30,9 @@ const DNSMASQ_NAMESPACE = "http://libvirt.org/schemas/network/dnsmasq/1.0";
  * through nothing else), reads no hosts file of the control host and writes every query to the
  * run's query log (refused names are read from there). `open`: NAT as it is. `none`: isolated,
  * with no forwarding at all and a DNS that answers only its own names (no upstream servers). The
- * VM's MAC gets a fixed address so the harness knows where to look before the lease.
+ * VM's MAC gets a fixed address so the harness knows where to look before the lease; a
+ * topology's VMs each get theirs, and the network's DNS answers each by its inventory host's
+ * name (a hosts file of the VM's own would be rewritten by cloud-init at each boot).
  */
 export function networkXml(spec: StackSpec): string {
   const { network } = spec;
@@ -56,13 +58,19 @@ export function networkXml(spec: StackSpec): string {
       ...(egress.mode === "none" ? {} : { forward: { "@mode": "nat" } }),
       bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
       mac: { "@address": network.gatewayMac },
-      dns: { "@enable": "yes" },
+      dns: {
+        "@enable": "yes",
+        ...(network.members.length > 1 ? { host: network.members.map((member) => ({ "@ip": member.ip, hostname: member.host })) } : {}),
+      },
       ip: {
         "@address": network.subnet.gateway,
         "@netmask": netmask,
         dhcp: {
           range: { "@start": network.subnet.dhcpStart, "@end": network.subnet.dhcpEnd },
-          host: { "@mac": network.mac, "@name": spec.identity.host, "@ip": network.subnet.guestIp },
+          host:
+            network.members.length === 1
+              ? { "@mac": network.mac, "@name": spec.identity.host, "@ip": network.subnet.guestIp }
+              : network.members.map((member) => ({ "@mac": member.mac, "@name": member.host, "@ip": member.ip })),
         },
       },
       ...(options.length > 0 ? { "dnsmasq:options": { "dnsmasq:option": options.map((value) => ({ "@value": value })) } } : {}),
