@@ -9,7 +9,10 @@
  * transient inventory then holds each of them, each reached on its own VM, and each host's
  * overlay vars (stubs, secrets, its vault) are its own: included for that host alone by a play
  * of boma-it's before the repo's playbook (`include_vars`, which only `set_fact`, role and
- * include parameters and extra vars outrank), since an extra var would be every host's.
+ * include parameters and extra vars outrank: unlike one host's overlay, a repo's `set_fact` of a
+ * stubbed name wins), since an extra var would be every host's. That play runs whatever
+ * `--tags` say (`always`; `--skip-tags always` is refused), and first checks that no source of
+ * the repo's renames a host for its connections (vars named `__boma_it_*` are boma-it's).
  */
 import { closeSync, createWriteStream, openSync, readSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
@@ -22,7 +25,7 @@ import { BadInputError, HarnessError, RefusedError, SystemUnderTestError } from 
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "./certs.ts";
-import type { RunSecrets } from "./secrets.ts";
+import { leaves, type RunSecrets } from "./secrets.ts";
 import { ensureMaster, keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, TOPOLOGY_HOST_VAR, type Confinement, type ConfinedVm } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
@@ -119,10 +122,20 @@ async function writeOverlayPlaybook(dir: string): Promise<string> {
       gather_facts: false,
       tasks: [
         {
+          name: "boma-it: each host is reached as itself",
+          "ansible.builtin.assert": {
+            that: [`${TOPOLOGY_HOST_VAR} == inventory_hostname`],
+            fail_msg: `boma-it: ${TOPOLOGY_HOST_VAR} of {{ inventory_hostname }} is {{ ${TOPOLOGY_HOST_VAR} }}: the repo sets a var of boma-it's (named __boma_it_*), which would send this host's tasks to another host's VM`,
+            quiet: true,
+          },
+          tags: ["always"],
+        },
+        {
           name: "boma-it: the overlay vars of {{ inventory_hostname }}",
           "ansible.builtin.include_vars": { file: "{{ item }}" },
           loop: `{{ ${OVERLAY_FILES_VAR}[inventory_hostname] | default([]) }}`,
           no_log: true,
+          tags: ["always"],
         },
       ],
     },
@@ -280,6 +293,8 @@ async function overlayVarArgs(
         { host: input.profile.document.host, vars: plainOverlayVars(input), secretVars: secrets.secretVars, vaultFile: secrets.vaultFile },
         ...input.peers,
       ];
+      // The other hosts' secrets are the run's too: redacted wherever they would appear.
+      for (const peer of input.peers) for (const value of leaves(peer.secretVars)) secrets.add(value);
       const files: Record<string, string[]> = {};
       for (const [index, { host, vars, secretVars, vaultFile }] of hosts.entries()) {
         const own: string[] = [];
@@ -622,6 +637,23 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
   // reboot the VM), through a gate that lets only commands on that VM pass; and the teller (the
   // first VM's gate's), where the jail tells what it decrypted (written down in memory-backed
   // storage, never the run dir). Each must answer before the play starts: a gate has no other way.
+  // boma-it's overlay play runs whatever the tags: only skipping `always` would skip it.
+  if (
+    vms.length > 1 &&
+    input.playbookArgs?.some(
+      (arg, index, args) =>
+        args[index - 1] === "--skip-tags" &&
+        arg
+          .split(",")
+          .map((tag) => tag.trim())
+          .includes("always"),
+    )
+  ) {
+    throw new RefusedError(
+      "--skip-tags always would skip the play that gives each host of a topology its own overlay vars",
+      "skip other tags; the overlay play tags its tasks `always`",
+    );
+  }
   for (const vm of vms) await ensureMaster(input.runner, vm.target);
   const keeping = new AbortController();
   const kept = Promise.all(vms.map((vm) => keepMaster(input.runner, vm.target, keeping.signal)));
@@ -631,7 +663,14 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
   let result: CommandResult;
   let outcomes: TaskOutcome[] = [];
   try {
-    for (const vm of vms) gates.push(await openGate(input.runner, vm.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file }));
+    for (const vm of vms) {
+      const opening = openGate(input.runner, vm.target.controlPath!, { records: files.confinement.recordsFile, secrets: learnt.file });
+      gates.push(
+        vms.length === 1
+          ? await opening
+          : await opening.catch((error: unknown) => Promise.reject(new HarnessError(`${vm.host}: ${(error as Error).message}`, { cause: error }))),
+      );
+    }
     const teller = gates[0]!.tellSocket;
     const jail = await jailFor(input, "ansible-playbook", {
       readable: [
@@ -706,9 +745,10 @@ export async function runPlaybook(input: ApplyInput, files: TransientInventory, 
     }
   }
   finishTask();
-  // Each host's PLAY RECAP line (a topology's joined by "; ").
+  // Each host's PLAY RECAP line (a topology's joined by "; "): the last, the repo's playbook's (a
+  // topology's overlay play has a recap of its own before it).
   const recap = vms
-    .map((vm) => new RegExp(`^${escapeRegExp(vm.host)}\\s+:.*$`, "m").exec(result.stdout)?.[0]?.replace(/\s+/g, " "))
+    .map((vm) => [...result.stdout.matchAll(new RegExp(`^${escapeRegExp(vm.host)}\\s+:.*$`, "gm"))].at(-1)?.[0]?.replace(/\s+/g, " "))
     .filter((line): line is string => line !== undefined)
     .join("; ");
   const seconds = Math.round((performance.now() - started) / 100) / 10;

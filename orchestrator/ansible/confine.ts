@@ -183,9 +183,13 @@ export async function prepareConfinement(dir: string, vms: readonly ConfinedVm[]
       "this run has no SSH master connection (no safe, short enough socket path), and a jailed Ansible reaches the VM only through one: set TMPDIR to a short folder of your own",
     );
   }
-  if (vms.some(({ target }) => target.user !== lead.target.user) || new Set(vms.map(({ target }) => target.ip)).size !== vms.length) {
+  if (
+    vms.some(({ target }) => target.user !== lead.target.user) ||
+    new Set(vms.map(({ target }) => target.ip)).size !== vms.length ||
+    new Set(vms.map(({ host }) => host)).size !== vms.length
+  ) {
     throw new HarnessError(
-      `the VMs of one apply must each have an address of their own and the same user: ${vms.map(({ host, target }) => `${host} ${target.user}@${target.ip}`).join(", ")}`,
+      `the VMs of one apply must each be another host's, with an address of its own and the same user: ${vms.map(({ host, target }) => `${host} ${target.user}@${target.ip}`).join(", ")}`,
     );
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });

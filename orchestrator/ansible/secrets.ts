@@ -219,7 +219,8 @@ export function secretsOf(
   };
 }
 
-function leaves(value: unknown): string[] {
+/** Every string (and number) a value holds, however deep: what of a secret var is redacted. */
+export function leaves(value: unknown): string[] {
   if (value === null || value === undefined) return [];
   if (typeof value === "string") return [value];
   if (typeof value === "number" || typeof value === "bigint") return [String(value)];

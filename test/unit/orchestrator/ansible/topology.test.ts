@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { applyPlaybook, checkTransientInventory, OVERLAY_PLAY_NAME, writeTransientInventory } from "../../../../orchestrator/ansible/apply.ts";
 import type { SshTarget } from "../../../../orchestrator/host/ssh.ts";
@@ -42,7 +43,7 @@ const PLAYBOOK = `- hosts: all
           {{ inventory_hostname }}: own {{ own.stdout }} localhost {{ to_localhost.stdout }}
           kazi {{ to_kazi.stdout | default('-') }} pwani {{ to_pwani.stdout | default('-') }}
           looped {{ looped.results | map(attribute='stdout', default='-') | join(',') }}
-          stub {{ stub }} only {{ only_kazi | default('-') }} secret {{ secret_of_host is defined }}
+          stub {{ stub }} only {{ only_kazi | default('-') }} secret {{ secret_of_host | default('none') }}
           kazi at {{ hostvars['kazi'].ansible_host }}
     - { debug: { msg: "once on {{ inventory_hostname }}" }, run_once: true }
 `;
@@ -95,23 +96,54 @@ describe("an apply of several hosts at once", { timeout: 10 * 60_000 }, () => {
 
       const applied = await applyPlaybook(setup.input, files);
       assert.equal(applied.ok, true);
-      assert.match(applied.recap, /^askari : ok=\d+ .*; kazi : ok=\d+ /);
+      // The recap of the repo's playbook, not of boma-it's overlay play before it (which changes nothing).
+      assert.match(applied.recap, /^askari : ok=\d+ changed=[1-9]\d* .*; kazi : ok=\d+ changed=[1-9]\d* /);
       const log = await readFile(applied.logFile, "utf8");
       assert.match(log, new RegExp(`PLAY \\[${OVERLAY_PLAY_NAME}\\]`));
-      assert.doesNotMatch(log, /kazi-secret-value/, "the included secret is never printed");
+      assert.doesNotMatch(log, /kazi-secret-value/, "another host's secret is the run's too: redacted where a task prints it");
       assert.match(
         log,
-        /"msg": "askari: own on=askari localhost on=askari kazi on=kazi pwani - looped -,- stub real only - secret False kazi at 10\.234\.7\.11"/,
+        /"msg": "askari: own on=askari localhost on=askari kazi on=kazi pwani - looped -,- stub real only - secret none kazi at 10\.234\.7\.11"/,
       );
       // pwani is a host of the real inventory but no VM: what is delegated to it runs on kazi's VM.
       assert.match(
         log,
-        /"msg": "kazi: own on=kazi localhost on=kazi kazi - pwani on=kazi looped on=askari,on=kazi stub kazi's only yes secret True kazi at 10\.234\.7\.11"/,
+        /"msg": "kazi: own on=kazi localhost on=kazi kazi - pwani on=kazi looped on=askari,on=kazi stub kazi's only yes secret \[redacted\] kazi at 10\.234\.7\.11"/,
       );
       assert.equal((log.match(/"msg": "once on /g) ?? []).length, 1, "run_once ran once");
       assertOnlyTheVms(await setup.connections(), [setup.target, setup.peerTargets.get("kazi")!]);
     } finally {
       await setup.remove();
+    }
+  });
+
+  it("gives each host its overlay whatever --tags say, refuses --skip-tags always, and a repo that renames a host for its connections", async () => {
+    const peers = [{ host: "kazi", ip: KAZI_IP, vars: { stub: "kazi's" } }];
+    const tagged = "- hosts: all\n  gather_facts: false\n  tasks:\n    - { debug: { msg: 'tagged {{ inventory_hostname }} stub {{ stub }}' }, tags: [t] }\n";
+    const files = { "inventory/hosts.yml": INVENTORY, "inventory/group_vars/all.yml": "stub: real\n" };
+    const setup = await applyFixture(files, { playbook: tagged, peers });
+    try {
+      const applied = await applyPlaybook({ ...setup.input, playbookArgs: ["--tags", "t"] }, await writeTransientInventory(setup.input));
+      assert.match(await readFile(applied.logFile, "utf8"), /"msg": "tagged kazi stub kazi's"/);
+      await assert.rejects(
+        applyPlaybook(
+          { ...setup.input, playbookArgs: ["--skip-tags", "x,always"] },
+          await writeTransientInventory({ ...setup.input, dir: join(setup.dir, "again") }),
+        ),
+        /--skip-tags always would skip the play that gives each host of a topology its own overlay vars/,
+      );
+    } finally {
+      await setup.remove();
+    }
+    const renamed = await applyFixture({ ...files, "inventory/host_vars/askari.yml": "__boma_it_host: kazi\n" }, { playbook: tagged, peers });
+    try {
+      await assert.rejects(
+        applyPlaybook(renamed.input, await writeTransientInventory(renamed.input)),
+        /__boma_it_host of askari is kazi: the repo sets a var of boma-it's/,
+      );
+      assert.deepEqual(await renamed.connections(), [], "nothing was applied");
+    } finally {
+      await renamed.remove();
     }
   });
 
