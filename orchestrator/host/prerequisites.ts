@@ -336,6 +336,21 @@ export function vmsTheCoresHold(accel: "kvm" | "tcg", cores: number, vcpusPerVm:
   return Math.max(1, Math.min(wanted, Math.floor(cores / Math.max(1, vcpusPerVm))));
 }
 
+/**
+ * Under software emulation, the vCPUs each of `wanted` VMs gets so that they all run side by side
+ * on `cores`: fewer than the profile's `vcpusPerVm`, one core each at least; undefined when the
+ * profile's already fit (or under KVM, where the cores are not the limit) and when even one
+ * each does not (one at a time then). Measured on 2 cores (2026-12-05, machine D, askari
+ * RED→GREEN, every VM booted): two 1-vCPU guests side by side took 822 s, where one 2-vCPU guest
+ * after the other took ~1350 s (2026-12-04): a second vCPU speeds a guest's boot, hardly its
+ * apply (one Python process at a time), and two guests overlap all of their work.
+ */
+export function vcpusSideBySide(accel: "kvm" | "tcg", cores: number, vcpusPerVm: number, wanted: number): number | undefined {
+  if (accel === "kvm" || wanted < 2) return undefined;
+  const each = Math.floor(cores / wanted);
+  return each >= 1 && each < vcpusPerVm ? each : undefined;
+}
+
 /** What each further VM at once needs beyond its memory: its QEMU (TCG's code buffer included) and its apply's processes. */
 export const RAM_PER_EXTRA_VM_MIB = 512;
 

@@ -13,6 +13,7 @@ import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../
 import { asBomaError, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
+import type { LoadedProfile } from "../profile/load.ts";
 import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening } from "./scenario.ts";
@@ -112,7 +113,7 @@ export class OpenRun {
     try {
       live = await (this.#hooks.provision ?? provision)(
         {
-          profile: request.profile,
+          profile: withVmShape(request.profile, machinery.vm),
           accel: machinery.accel,
           engine: machinery.engine,
           runner: request.runner,
@@ -358,6 +359,11 @@ async function freshRunDir(request: RunRequest, now: () => Date): Promise<{ iden
   throw new Error(`no free run dir name in ${request.runsDir}`);
 }
 
+/** The profile with the VM shape the run's preflight chose (the same profile when that is its own). */
+function withVmShape(profile: LoadedProfile, vm: RunMachinery["vm"]): LoadedProfile {
+  return profile.document.vm === vm ? profile : { ...profile, document: { ...profile.document, vm } };
+}
+
 function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: RunIdentity, dir: string): RunReport {
   return {
     runId: identity.runId,
@@ -365,6 +371,7 @@ function emptyRunReport(request: RunRequest, machinery: RunMachinery, identity: 
     host: request.profile.document.host,
     engine: machinery.engine.name,
     accel: machinery.accel.accel,
+    vm: machinery.vm,
     certs: request.certs.tier,
     egress: { mode: request.egress.spec.mode, allowed: request.egress.allowed, blocked: [] },
     verdict: "error",

@@ -8,7 +8,7 @@ import { ensureGoldenImage } from "../host/golden.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import type { RunLock } from "../host/lock.ts";
 import { certCacheDir, stacksDir } from "../host/paths.ts";
-import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB, vmsTheCoresHold } from "../host/prerequisites.ts";
+import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB, vcpusSideBySide, vmsTheCoresHold } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { planCerts, type CertPlan } from "../ansible/certs.ts";
@@ -44,7 +44,12 @@ export interface RunMachinery {
   lock: RunLock;
   /** How many VMs the run may run at the same time (1 unless it asked for more and the machine holds them). */
   vmsAtOnce: number;
+  /** The shape the run's VMs get: the profile's, or fewer vCPUs each to run side by side under TCG (see {@link vcpusSideBySide}). */
+  vm: VmShape;
 }
+
+/** A VM's size, as a profile's `vm:` gives it. */
+export type VmShape = LoadedProfile["document"]["vm"];
 
 /**
  * Under the run lock (taken by the lifecycle, named for the request's purpose): refuses early
@@ -68,12 +73,20 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
   const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });
   const accel = decideAccel(request.options.accel, await probeAccel());
   request.log.info(`accel: ${accel.accel} (${accel.reason})`);
-  const { vcpus } = request.profile.document.vm;
-  const byCores = vmsTheCoresHold(accel.accel, availableParallelism(), vcpus, wanted);
+  const asked = request.profile.document.vm;
+  const cores = availableParallelism();
+  // Where the RAM holds them side by side but the cores not with the profile's vCPUs, fewer each.
+  const fewer = byMemory >= wanted ? vcpusSideBySide(accel.accel, cores, asked.vcpus, wanted) : undefined;
+  const vm = fewer === undefined ? asked : { ...asked, vcpus: fewer };
+  const byCores = vmsTheCoresHold(accel.accel, cores, vm.vcpus, wanted);
   const vmsAtOnce = Math.min(byMemory, byCores);
-  if (byCores < wanted)
+  if (fewer !== undefined)
     request.log.info(
-      `scenarios one at a time: under software emulation ${wanted} VMs of ${vcpus} vCPUs need ${wanted * vcpus} cores, and this machine has ${availableParallelism()}`,
+      `side by side with ${fewer} vCPU${fewer === 1 ? "" : "s"} per VM instead of the profile's ${asked.vcpus}: under software emulation ${wanted} VMs of ${asked.vcpus} vCPUs need ${wanted * asked.vcpus} cores and this machine has ${cores}, and ${wanted} smaller guests side by side finish well before one after the other (--serial: one at a time, with the profile's ${asked.vcpus})`,
+    );
+  else if (byCores < wanted)
+    request.log.info(
+      `scenarios one at a time: under software emulation ${wanted} VMs of ${asked.vcpus} vCPUs need ${wanted * asked.vcpus} cores, and this machine has ${cores}`,
     );
   else if (byMemory < wanted)
     request.log.info(
@@ -82,7 +95,7 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
   request.log.info(reason);
   // Under the lock: two runs never make the same image at once.
   await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
-  return { libvirt, accel, engine, lock, vmsAtOnce };
+  return { libvirt, accel, engine, lock, vmsAtOnce, vm };
 }
 
 /**

@@ -158,6 +158,8 @@ export interface RunReport extends CommandEnding {
   host: string;
   engine: string;
   accel: string;
+  /** The size its VMs got: the profile's `vm`, or fewer vCPUs each where TCG ran them side by side (absent in reports made before it was recorded). */
+  vm?: { vcpus: number; memoryMiB: number; diskGiB: number };
   certs: string;
   /** What the VM was allowed to reach, and what the allowlist refused it (run/egress.ts). */
   egress: EgressReport;

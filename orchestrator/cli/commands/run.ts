@@ -15,10 +15,12 @@ export const runCommand: CommandDefinition = {
   usage: `run <profile> [<profile>...] | --host H --repo DIR | --group G --repo DIR
     [--scenario S] [--serial] [--ref REV] [--baseline REV] [--certs T] [--keep K] [--no-egress] [--min-free-ram MiB] [-e k=v] [--tags T] [--json]`,
   details: `${runOptionsHelp("run")}
-  --serial                         RED, then GREEN (only when RED was faithful); by default they
-                                   run side by side, each on its own VM and network, when the free
-                                   RAM holds both VMs and, under TCG, the cores hold all their
-                                   vCPUs (each line of the log then says whose it is)
+  --serial                         RED, then GREEN (only when RED was faithful), each with the
+                                   profile's vCPUs; by default they run side by side, each on its
+                                   own VM and network, when the free RAM holds both VMs (each line
+                                   of the log then says whose it is); under TCG with too few cores
+                                   for the profile's vCPUs, with fewer each (one core per VM at
+                                   least: on 2 cores, 1 vCPU each), said in one line
 Each scenario gets a fresh VM from the golden image: apply (scenario vars), checks, reboot
 (proven by a new boot id), checks again. GREEN passes when every check passes before and after
 the reboot. RED (the control) must pass before and fail after the reboot (exactly its

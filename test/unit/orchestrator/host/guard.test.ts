@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
-import { guardResources, vmsTheCoresHold } from "../../../../orchestrator/host/prerequisites.ts";
+import { guardResources, vcpusSideBySide, vmsTheCoresHold } from "../../../../orchestrator/host/prerequisites.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -87,5 +87,15 @@ describe("resource guard", () => {
     assert.equal(vmsTheCoresHold("tcg", 8, 2, 2), 2, "never more than wanted");
     assert.equal(vmsTheCoresHold("tcg", 1, 2, 2), 1, "at least one");
     assert.equal(vmsTheCoresHold("kvm", 2, 2, 2), 2);
+  });
+
+  it("under TCG gives VMs side by side fewer vCPUs where the cores hold them so, one core each at least", () => {
+    assert.equal(vcpusSideBySide("tcg", 2, 2, 2), 1, "RED and GREEN of 2 vCPUs on 2 cores: 1 each, side by side");
+    assert.equal(vcpusSideBySide("tcg", 6, 4, 2), 3);
+    assert.equal(vcpusSideBySide("tcg", 4, 2, 2), undefined, "the profile's already fit");
+    assert.equal(vcpusSideBySide("tcg", 1, 2, 2), undefined, "not even one core each: one at a time");
+    assert.equal(vcpusSideBySide("tcg", 2, 2, 1), undefined, "one VM keeps its shape");
+    assert.equal(vcpusSideBySide("kvm", 2, 2, 2), undefined, "under KVM the cores are no limit");
+    assert.equal(vmsTheCoresHold("tcg", 2, vcpusSideBySide("tcg", 2, 2, 2)!, 2), 2);
   });
 });

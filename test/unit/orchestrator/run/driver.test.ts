@@ -69,7 +69,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
   const profile = {
     name: "askari",
     file: join(tree.dir, "askari.yml"),
-    document: { host: "askari", vm: { memoryMiB: 512, vcpus: 1, diskGiB: 4 }, checks: [] },
+    document: { host: "askari", vm: { memoryMiB: 512, vcpus: 2, diskGiB: 4 }, checks: [] },
   } as unknown as LoadedProfile;
   const request: RunRequest = {
     purpose: "run",
@@ -100,7 +100,7 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
   const hooks: DriverHooks = {
     preflight: async (_request, lock) => {
       const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
-      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2 };
+      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2, vm: RUN_VM };
     },
     provision: async (provisionOptions, run) => {
       if (options.provisionFails)
@@ -147,6 +147,9 @@ async function redAndGreen(
     ),
   );
 }
+
+/** The VM shape the fake preflight chose: fewer vCPUs than the profile's 2, as side by side under TCG on 2 cores. */
+const RUN_VM = { memoryMiB: 512, vcpus: 1, diskGiB: 4 };
 
 /** Lets `watch` see what each scenario's provisioning is given, before the fake provisions. */
 function watchProvision(setup: Fixture, watch: (options: ProvisionOptions, run: { identity: RunIdentity; runDir: string }) => void): void {
@@ -314,9 +317,11 @@ describe("run driver", () => {
     }
   });
 
-  it("side by side: RED and GREEN at once, each line labelled, each its own VM, reported in order; an unfaithful RED fails the run and GREEN is not judged", async () => {
+  it("side by side: RED and GREEN at once, each line labelled, each its own VM of the shape chosen, reported in order; an unfaithful RED fails the run and GREEN is not judged", async () => {
     for (const redOk of [true, false]) {
       const setup = await fixture();
+      const shapes: unknown[] = [];
+      watchProvision(setup, (options) => shapes.push(options.profile.document.vm));
       try {
         // Each scenario waits until the other has started: only side by side do both finish.
         const started: string[] = [];
@@ -338,6 +343,8 @@ describe("run driver", () => {
           ["red", "green"],
         );
         assert.notEqual(report.scenarios[0]!.stack, report.scenarios[1]!.stack, "each scenario its own VM");
+        assert.deepEqual(shapes, [RUN_VM, RUN_VM], "each VM of the shape the preflight chose");
+        assert.deepEqual(report.vm, RUN_VM, "and the report says which");
         assert.match(setup.log(), /^red {3}│ {3}applying for red$/m);
         assert.match(setup.log(), /^green │ {3}applying for green$/m);
         assert.match(setup.log(), /^green │ ✓ GREEN \(expect: pass before and after the reboot\)/m);
