@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: where the time goes. Runs, N times, through the real CLI inside the e2e
- * sandbox: the askari acceptance (`run askari`) with every VM booted from power-on
- * (`--cold-boot`), a plain `up`/`down` (plus a `reap` with nothing left), which leaves a saved
- * first boot behind, and the acceptance again, its VMs started from that saved first boot. It
- * writes a JSON summary and prints the speed goals and the two acceptances' phases side by side.
- * Speed goals are judged by these numbers, never by timed tests.
+ * sandbox, each time on an empty cache of saved first boots: the askari acceptance (`run
+ * askari`) with every VM booted from power-on, each saving its first boot (RED's and GREEN's:
+ * side by side they are two), a plain `up`/`down` (plus a `reap` with nothing left), and the
+ * acceptance again, its VMs started from those saved first boots. It writes a JSON summary and
+ * prints the speed goals and the two acceptances' phases side by side. Speed goals are judged by
+ * these numbers, never by timed tests.
  *
  * `--vcpus N` runs them all with VMs of N vCPUs (a copy of askari's profile in the bench dir): under
  * TCG it decides how many VMs run side by side on this machine's cores.
@@ -26,7 +27,7 @@ const USAGE = `usage: npm run bench -- [--runs N] [--serial] [--vcpus N] [--no-c
   --serial           the acceptances with RED, then GREEN (run --serial), to set beside side by side
   --vcpus N          every VM with N vCPUs instead of the profile's (under TCG, VMs run side by side
                      only where the cores hold all their vCPUs)
-  --no-cold          skip the acceptance whose VMs boot from power-on (run askari --cold-boot)
+  --no-cold          skip the acceptance whose VMs boot from power-on (the next one then boots and saves)
   --no-acceptance    skip both askari acceptances (run askari, RED→GREEN)
   --no-updown        skip the plain up/down/reap (then the second acceptance's first VM boots and saves)
   --out FILE         where bench.json goes (default <runs dir>/bench-<stamp>/bench.json)
@@ -87,11 +88,11 @@ async function askariWithVcpus(count: number): Promise<string> {
 }
 
 /** Runs the CLI; its stderr goes to ours, prefixed, so a long bench shows progress. */
-function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; seconds: number }> {
+function cli(args: readonly string[], more: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; seconds: number }> {
   const started = performance.now();
   const child = spawn(process.execPath, [join(PROJECT_ROOT, "orchestrator/cli/main.ts"), ...args], {
     cwd: PROJECT_ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...env, ...more },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -110,11 +111,11 @@ const reaps: number[] = [];
 const failures: string[] = [];
 let accel = "";
 /** One acceptance through the CLI, its sample kept (`label` names it in the progress and the failures). */
-async function runAcceptance(index: number, label: string, args: readonly string[]): Promise<void> {
+async function runAcceptance(index: number, label: string, states: Record<string, string>): Promise<void> {
   process.stderr.write(
     `bench ${index}/${runs}: run askari ${label} (RED→GREEN${values.serial ? ", one at a time" : ""}${vcpus ? `, ${vcpus} vCPUs per VM` : ""})\n`,
   );
-  const result = await cli(["run", profile, ...args, ...(values.serial ? ["--serial"] : []), "--json"]);
+  const result = await cli(["run", profile, ...(values.serial ? ["--serial"] : []), "--json"], states);
   const report = parseJson<RunReport>(result.stdout);
   if (!report) {
     failures.push(`run ${index} ${label}: exit ${result.code}, no report on stdout`);
@@ -126,27 +127,31 @@ async function runAcceptance(index: number, label: string, args: readonly string
 }
 
 for (let index = 1; index <= runs; index += 1) {
-  if (!values["no-acceptance"] && !values["no-cold"]) await runAcceptance(index, "booting every VM", ["--cold-boot"]);
+  // Each round its own cache: its first acceptance boots every VM, its second starts from them.
+  const states = { BOMA_IT_STATE_CACHE: join(benchDir, `states-${index}`) };
+  if (!values["no-acceptance"] && !values["no-cold"]) await runAcceptance(index, "booting every VM, each saving its first boot", states);
   if (!values["no-updown"]) {
-    process.stderr.write(`bench ${index}/${runs}: up askari, down, reap (the up's first boot is saved, if none is yet)\n`);
-    const up = await cli(["up", profile, "--json"]);
+    process.stderr.write(
+      `bench ${index}/${runs}: up askari, down, reap (one VM, of the profile's shape: it starts from a saved first boot of that shape, or boots and saves one)\n`,
+    );
+    const up = await cli(["up", profile, "--json"], states);
     if (up.code !== 0) {
       failures.push(`up ${index}: exit ${up.code}`);
-      await cli(["reap"]);
+      await cli(["reap"], states);
     } else {
       const { runId, runDir } = JSON.parse(up.stdout) as { runId: string; runDir: string };
       const upReport = JSON.parse(await readFile(join(runDir, "up.json"), "utf8")) as ReportedVm & { accel: string; harness: { peakRssMiB: number } };
       accel = upReport.accel;
-      const down = await cli(["down", runId]);
+      const down = await cli(["down", runId], states);
       if (down.code !== 0) failures.push(`down ${index}: exit ${down.code}`);
       ups.push(vmSample({ ...upReport, phases: [...upReport.phases, { name: "teardown", seconds: down.seconds }] }));
       upRss.push(upReport.harness.peakRssMiB);
       downs.push(down.seconds);
-      const reap = await cli(["reap"]);
+      const reap = await cli(["reap"], states);
       reaps.push(reap.seconds);
     }
   }
-  if (!values["no-acceptance"]) await runAcceptance(index, "from saved first boots", []);
+  if (!values["no-acceptance"]) await runAcceptance(index, "from saved first boots", states);
 }
 
 const summary = summarize(acceptance, ups, downs, reaps, upRss);

@@ -69,6 +69,18 @@ describe("benchmark summary", () => {
     });
   });
 
+  it("side by side, sets the guests' work against each VM's own time, not one wall", () => {
+    // Two VMs of 261.5 s each side by side in a wall of 270 s: 8.5 s outside every VM's phases.
+    const run: AcceptanceSample = { wallSeconds: 270, vms: [vm(), vm()], peakRssMiB: 120, verdict: "pass" };
+    const machine = 2 * 261.5 + 8.5;
+    const seconds = machine - (45 + 48) * 2 - 160;
+    const result = overhead(run);
+    assert.equal(result.seconds, seconds);
+    assert.equal(result.ratio, Math.round((seconds / machine) * 1000) / 1000);
+    assert.equal(result.harnessParts.betweenPhases, 8.5);
+    assert.ok(result.harnessShare > 0 && result.harnessShare < 1, "a share, never below nothing");
+  });
+
   it("counts a failing check's wait for its within as the finding's time, not the harness's", () => {
     const red = vm({
       phases: vm().phases.map((phase) => (phase.name === "checks after the reboot" ? { ...phase, seconds: 22 } : phase)),
