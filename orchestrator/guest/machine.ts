@@ -613,8 +613,13 @@ export class Machine {
     await this.closeConnection();
     // The connection may drop before ssh returns (255), or the command may be cut off: both fine.
     const asked = await this.execute("systemctl soft-reboot", { timeoutMs: 30_000, multiplex: false });
+    // Refused as root on a guest that knows soft reboots (its counter was read above): the guest
+    // as the change left it will not soft-reboot (a masked target, a unit that conflicts), which
+    // the real host would refuse too: the change's finding, not the harness's.
     if (asked.exitCode !== 0 && asked.exitCode !== SSH_CONNECTION_FAILED && !asked.timedOut) {
-      throw new RebootUnprovenError(`${this.name}: \`systemctl soft-reboot\` failed with exit ${asked.exitCode}: ${lastLine(asked.stderr || asked.stdout)}`);
+      throw new SystemUnderTestError(
+        `${this.name}: the guest refused a soft reboot: \`systemctl soft-reboot\` failed with exit ${asked.exitCode}: ${lastLine(asked.stderr || asked.stdout)}`,
+      );
     }
     // When the old userspace last answered: until the wait's end, the soft reboot never began;
     // long before it, it began and the new userspace never answered (the change's finding).

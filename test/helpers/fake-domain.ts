@@ -45,9 +45,9 @@ export const PANICKED_BOOT = [
  * What `systemctl soft-reboot` does: the userspace restarts (SoftRebootsCount one up); nothing
  * happens; the kernel reboots instead (a new boot id); the guest's systemd does not know soft
  * reboots (no SoftRebootsCount); the new userspace never answers SSH, at once or after the old
- * one answered one more login while it stopped.
+ * one answered one more login while it stopped; the guest refuses it (a unit masks its target).
  */
-export type SoftReboot = "restarts" | "nothing" | "new-boot" | "unsupported" | "no-answer" | "old-once-then-no-answer";
+export type SoftReboot = "restarts" | "nothing" | "new-boot" | "unsupported" | "no-answer" | "old-once-then-no-answer" | "masked";
 
 /** What the fake domain was told, in order ("power-off-on-reset", "start", "power-cycle"). */
 export interface FakeDomain {
@@ -105,6 +105,7 @@ export async function fakeDomain(
     unsupported: "echo \"Unknown command verb 'soft-reboot'.\" >&2; exit 1",
     "no-answer": `echo no > "${upFile}"; exit 255`,
     "old-once-then-no-answer": `touch "${join(dir, "stopping")}"; exit 255`,
+    masked: "echo 'Failed to start soft-reboot.target: Unit soft-reboot.target is masked.' >&2; exit 1",
   }[soft];
   const journal = {
     crash: 'printf "Started kazi-web.service - kazi web site.\\nnftables: ruleset loaded\\n"',

@@ -12,7 +12,7 @@ import { access, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
-import { HarnessError } from "../../../../orchestrator/errors.ts";
+import { HarnessError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import { RebootUnprovenError, type RebootProof } from "../../../../orchestrator/guest/machine.ts";
 import { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { domainXml } from "../../../../infra/xml.ts";
@@ -99,6 +99,15 @@ describe("a soft reboot", () => {
     const { outcome } = await rebootBy("soft", { soft: "new-boot" });
     assert.ok(outcome instanceof RebootUnprovenError, String(outcome));
     assert.match(outcome.message, /the boot id changed .*a soft reboot never does/);
+  });
+
+  it("that the guest refuses (a unit masks its target) is the change's finding (exit 1), not a fault", async () => {
+    const { outcome } = await rebootBy("soft", { soft: "masked" });
+    assert.ok(outcome instanceof SystemUnderTestError && outcome.exitCode === 1, String(outcome));
+    assert.match(
+      outcome.message,
+      /the guest refused a soft reboot: `systemctl soft-reboot` failed with exit 1: Failed to start soft-reboot\.target: Unit soft-reboot\.target is masked\./,
+    );
   });
 
   it("on a systemd without SoftRebootsCount cannot be proven: exit 4 before anything is asked of the guest", async () => {
