@@ -198,11 +198,22 @@ function scenarioLines(scenario: ScenarioReport): string[] {
  * of it is what `report` prints: each scenario's failed checks with what they saw and what the
  * reboot changed.
  */
+/** The VMs' size and how many ran at once, in words (reports made before the size was recorded have none). */
+export function vmsInWords(report: Pick<RunReport, "vm" | "scenariosAtOnce">): string | undefined {
+  if (!report.vm) return undefined;
+  const { vcpus, memoryMiB } = report.vm;
+  return `VMs of ${vcpus} vCPU${vcpus === 1 ? "" : "s"} and ${memoryMiB} MiB${(report.scenariosAtOnce ?? 1) > 1 ? `, ${report.scenariosAtOnce} side by side` : ""}`;
+}
+
 export function runReportText(report: RunReport, options: { short: boolean; keptOnStderr?: (line: string) => void }): string {
   const head = `${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s${options.short ? "" : `, exit ${report.exitCode}, started ${report.startedAt.replace("T", " ").slice(0, 19)} UTC, run ${report.runId}`})`;
   const lines = [head];
   if (options.short) lines.push(...report.scenarios.map((scenario) => `  ${scenario.name.toUpperCase()}${revisionLabel(scenario)}: ${scenario.outcome}`));
-  else lines.push(...report.scenarios.flatMap((scenario) => scenarioLines(scenario).map((line) => `  ${line}`)));
+  else {
+    const vms = vmsInWords(report);
+    if (vms) lines.push(`  ${vms}`);
+    lines.push(...report.scenarios.flatMap((scenario) => scenarioLines(scenario).map((line) => `  ${line}`)));
+  }
   if (report.error) {
     lines.push(`  ${report.error.message.split("\n")[0]}`, ...report.error.causes.map((cause) => `    caused by: ${cause}`));
   }

@@ -7,7 +7,7 @@
 import { access, readdir, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { CheckResult } from "../guest/checks.ts";
-import { rebootEntryLine, revisionLabel } from "./past-runs.ts";
+import { rebootEntryLine, revisionLabel, vmsInWords } from "./past-runs.ts";
 import { expectsFailureAfter, redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** The files of each scenario's diagnostics folder, to link to (read when the page is written). */
@@ -51,7 +51,7 @@ export function reportPage(report: RunReport, diagnostics: DiagnosticFiles = {})
   const body = [
     `<header class="${report.verdict}"><h1>${escape(title)}</h1>`,
     `<p class="message">${escape(report.message)}</p>`,
-    `<p class="facts">exit ${report.exitCode} · ${report.wallSeconds} s · started ${escape(report.startedAt.replace("T", " ").slice(0, 19))} UTC · run ${escape(report.runId)} · ${escape(report.accel.toUpperCase())}, ${escape(report.engine)} engine, certs ${escape(report.certs)}</p></header>`,
+    `<p class="facts">exit ${report.exitCode} · ${report.wallSeconds} s · started ${escape(report.startedAt.replace("T", " ").slice(0, 19))} UTC · run ${escape(report.runId)} · ${escape(report.accel.toUpperCase())}, ${escape(report.engine)} engine, certs ${escape(report.certs)}${vmsInWords(report) ? ` · ${escape(vmsInWords(report)!)}` : ""}</p></header>`,
     report.error ? errorSection(report.error) : "",
     report.kept
       ? `<section id="kept"><h2>The VM is kept</h2><p>Get in with <code>${escape(report.kept.ssh)}</code>; clean up with <code>npm run boma-it -- down ${escape(report.kept.run)}</code>.</p></section>`

@@ -48,6 +48,8 @@ async function writeRun(dir: string, document: RunReport): Promise<void> {
 export async function recordedRuns(runsDir: string) {
   const passing = report(runsDir, "20261201-090000-askari", {
     message: "RED is faithful; GREEN survived the reboot",
+    vm: { vcpus: 1, memoryMiB: 3072, diskGiB: 20 },
+    scenariosAtOnce: 2,
     scenarios: [
       scenario("red", {
         ok: true,

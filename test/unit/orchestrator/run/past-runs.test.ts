@@ -80,6 +80,9 @@ describe("past runs", () => {
       assert.match(text, /^ {2}the allowlist refused: 0\.debian\.pool\.ntp\.org$/m);
       assert.match(text, /^ {2}the VM is kept: get in with `npm run boma-it -- ssh boma-it-askari-20261202-101500`$/m);
 
+      assert.doesNotMatch(text, /VMs of/, "a report made before the VMs' size was recorded says none");
+      assert.match(runReportText(passing, { short: false }), /^ {2}VMs of 1 vCPU and 3072 MiB, 2 side by side$/m);
+
       const faulted = runReportText(fault, { short: false });
       assert.match(faulted, /^ERROR: askari /);
       assert.match(faulted, /^ {2}after the reboot the VM stalled before its kernel started, twice\n {4}caused by: Error: no kernel within 150 s$/m);
