@@ -25,8 +25,12 @@ import { bridgeFor, type Subnet, type WarmStartSpec } from "../../infra/spec.ts"
 import { BadInputError } from "../errors.ts";
 import { warmStateDir } from "./paths.ts";
 
-/** How many saved first boots are kept (the newest; each is the guest's memory and disk in use, a few hundred MiB). */
-export const WARM_STATES_KEPT = 4;
+/**
+ * How many saved first boots are kept (the newest; each is the guest's memory and disk in use,
+ * about 1 GiB): a host has up to three (two slots of the shape it runs side by side in, one of
+ * the profile's for `up` and `--serial`), and a user works through a few hosts in turn.
+ */
+export const WARM_STATES_KEPT = 8;
 
 /**
  * How many saved first boots one VM shape may have: one per VM of it that starts at the same

@@ -193,11 +193,6 @@ function scenarioLines(scenario: ScenarioReport): string[] {
   return lines;
 }
 
-/**
- * A run's result as text. `short` is what `run` prints at its end (a line per scenario); the whole
- * of it is what `report` prints: each scenario's failed checks with what they saw and what the
- * reboot changed.
- */
 /** The VMs' size and how many ran at once, in words (reports made before the size was recorded have none). */
 export function vmsInWords(report: Pick<RunReport, "vm" | "scenariosAtOnce">): string | undefined {
   if (!report.vm) return undefined;
@@ -205,6 +200,11 @@ export function vmsInWords(report: Pick<RunReport, "vm" | "scenariosAtOnce">): s
   return `VMs of ${vcpus} vCPU${vcpus === 1 ? "" : "s"} and ${memoryMiB} MiB${(report.scenariosAtOnce ?? 1) > 1 ? `, ${report.scenariosAtOnce} side by side` : ""}`;
 }
 
+/**
+ * A run's result as text. `short` is what `run` prints at its end (a line per scenario); the whole
+ * of it is what `report` prints: each scenario's failed checks with what they saw and what the
+ * reboot changed.
+ */
 export function runReportText(report: RunReport, options: { short: boolean; keptOnStderr?: (line: string) => void }): string {
   const head = `${report.verdict.toUpperCase()}: ${report.profile} (${report.wallSeconds} s${options.short ? "" : `, exit ${report.exitCode}, started ${report.startedAt.replace("T", " ").slice(0, 19)} UTC, run ${report.runId}`})`;
   const lines = [head];

@@ -302,8 +302,17 @@ export async function chooseWarmStart(options: ProvisionOptions, base: Provision
     const subnet = state.meta.subnet.cidr;
     const takenBeside = overlapsAny(subnet, [...(reserved ?? [])]);
     if (!takenBeside) reserved?.add(subnet);
-    const used = await libvirt.usedSubnets();
-    const defined = await libvirt.hasDomain(state.meta.uuid);
+    let used: string[];
+    let defined: boolean;
+    try {
+      used = await libvirt.usedSubnets();
+      defined = await libvirt.hasDomain(state.meta.uuid);
+    } catch (error) {
+      // Not this VM's after all: the slot and its network are free for the next.
+      if (!takenBeside) reserved?.delete(subnet);
+      BUSY_STATES.delete(slotKey);
+      throw error;
+    }
     const why = takenBeside || overlapsAny(subnet, used) ? `its network ${subnet} is in use` : defined ? "a VM started from it is still defined" : undefined;
     if (!why) return { cache, key: slotKey, state, root, claimed: true, ...(passedOver.length > 0 ? { passedOver } : {}) };
     if (!takenBeside) reserved?.delete(subnet);
@@ -312,7 +321,7 @@ export async function chooseWarmStart(options: ProvisionOptions, base: Provision
   }
   const why =
     passedOver.length > 0
-      ? `no slot of this VM's shape is free (${passedOver.join("; ")}; the others are this run's VMs')`
+      ? `no slot of this VM's shape is free (${passedOver.join("; ")}${passedOver.length < WARM_STATE_SLOTS ? "; the others are this run's VMs'" : ""})`
       : `another VM of this run is starting from or saving each of the ${WARM_STATE_SLOTS} first boots of this VM's shape`;
   return { cache, key, state: undefined, why };
 }

@@ -18,7 +18,7 @@ export const imageCommand: CommandDefinition = {
        --json has a built image's manifest: its recipe and every package with its version; then
        your saved first boots ($BOMA_IT_STATE_CACHE, default ~/.cache/boma-it/states): the VM
        states later VMs of the same shape start from (see the runbook's "warm starts"); the
-       newest four are kept within $BOMA_IT_STATE_CACHE_MAX_GIB (default 8), oldest out first
+       newest eight are kept within $BOMA_IT_STATE_CACHE_MAX_GIB (default 8), oldest out first
 prune  remove your saved first boots (under the run lock: never one a run is using); the next
        VM of each shape boots and saves anew
 pull   download Debian's genericcloud image ($BOMA_IT_DEBIAN_CLOUD_URL) and check it against

@@ -413,6 +413,24 @@ describe("choosing a saved first boot", () => {
     }
   });
 
+  it("lets go of a slot and its network when asking libvirt about it fails", async (t) => {
+    const dir = await tree(t);
+    let failing = true;
+    const { options, base, cache, key } = await setup(dir, { used: [], defined: nothingDefined });
+    const libvirt = options.libvirt as unknown as { usedSubnets: () => Promise<string[]> };
+    libvirt.usedSubnets = async () => {
+      if (failing) throw new Error("libvirt went away");
+      return [];
+    };
+    await assert.rejects(chooseWarmStart(options, base, cache), /libvirt went away/);
+    assert.deepEqual([...options.subnetsInUse!], [], "the state's network is not held");
+    failing = false;
+    const again = await chooseWarmStart(options, base, cache);
+    assert.equal(again.key, key, "slot 1 is free again");
+    assert.ok(again.state);
+    releaseWarmChoice(again);
+  });
+
   it("with every slot passed over, boots and saves nothing, and says why", async (t) => {
     const dir = await tree(t);
     const { options, base, cache } = await setup(dir, { used: ["10.234.0.0/16"], defined: nothingDefined }, [1, 2]);
@@ -445,7 +463,7 @@ describe("image ls and image prune", () => {
       ls.stdout,
       new RegExp(
         // Newest first: the half one is the newer.
-        `saved first boots in ${states} \\(the newest 4 within 8\\.0 GiB are kept\\):\\n  kazi-fedcba9876543210 +\\(not whole: \`image prune\` removes it\\)\\n  askari-0123456789abcdef +3 MiB  saved 2026-12-03T19:12:53.305Z by ${FROM.runId}`,
+        `saved first boots in ${states} \\(the newest 8 within 8\\.0 GiB are kept\\):\\n  kazi-fedcba9876543210 +\\(not whole: \`image prune\` removes it\\)\\n  askari-0123456789abcdef +3 MiB  saved 2026-12-03T19:12:53.305Z by ${FROM.runId}`,
       ),
     );
     const prune = await runCli(["image", "prune"], env);
