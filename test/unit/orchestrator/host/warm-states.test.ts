@@ -366,10 +366,13 @@ describe("choosing a saved first boot", () => {
   it("gives each VM made beside another a slot of its own: the first starts from slot 1, the next boots and saves slot 2, a third saves nothing; released, they are free again", async (t) => {
     const dir = await tree(t);
     const { options, base, cache, key } = await setup(dir, { used: [], defined: nothingDefined });
-    const [first, second, third] = await Promise.all([0, 1, 2].map(() => chooseWarmStart(options, base, cache)));
-    assert.equal(first!.key, key);
+    const choices = await Promise.all([0, 1, 2].map(() => chooseWarmStart(options, base, cache)));
+    // Whichever claims first takes slot 1, the next slot 2.
+    const first = choices.find((choice) => choice.key === key);
+    const second = choices.find((choice) => choice.key === `${key}-2`);
+    const third = choices.find((choice) => choice !== first && choice !== second);
+    assert.ok(first && second && third, JSON.stringify(choices.map((choice) => choice.key)));
     assert.equal(first!.state?.meta.subnet.cidr, "10.234.77.0/24");
-    assert.equal(second!.key, `${key}-2`, "the next slot");
     assert.equal(second!.state, undefined);
     assert.equal(second!.why, undefined, "it saves its first boot in slot 2");
     assert.equal(second!.claimed, true);

@@ -262,7 +262,7 @@ describe("run driver", () => {
         setup.request.env.BOMA_IT_STATE_CACHE_MAX_GIB = "3";
         if (coldBoot) setup.request.options.coldBoot = true;
         const { report } = await oneScenario(setup, OUTCOMES.pass!);
-        assert.deepEqual(given, [coldBoot ? undefined : { dir: "/var/tmp/states-of-op", kept: 4, maxBytes: 3 * 2 ** 30 }]);
+        assert.deepEqual(given, [coldBoot ? undefined : { dir: "/var/tmp/states-of-op", kept: 8, maxBytes: 3 * 2 ** 30 }]);
         assert.deepEqual(report.scenarios[0]!.firstBoot, { kind: "cold" }, "what provisioning said, in report.json");
       } finally {
         await setup.remove();
