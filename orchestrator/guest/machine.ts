@@ -286,14 +286,29 @@ export class Machine {
   }
 
   /**
-   * Says that a new boot begins now (a reboot or a reset): from here on, waits look for a kernel
-   * panic only in the console output that follows, so a panic of the boot before does not count.
+   * Says that a new boot begins now (a reboot or a reset), or that the guest was restored from a
+   * saved state: from here on, waits look for a kernel panic only in the console output that
+   * follows, so a panic of a boot before does not count.
    */
   async markNewBoot(): Promise<void> {
     this.#bootConsoleStart = await stat(this.#options.consoleLog).then(
       (stats) => stats.size,
       () => 0,
     );
+  }
+
+  /**
+   * For a machine made for a VM that was running before it (a verb on a kept run): the current
+   * boot's output begins at the last kernel's first line on the console, so a panic of a boot
+   * before it (one the run already dealt with) does not count. A VM restored since shows its
+   * panics after that line too.
+   */
+  async markCurrentBoot(): Promise<void> {
+    const console = await readFile(this.#options.consoleLog).catch(() => Buffer.alloc(0));
+    const text = console.toString("latin1");
+    const banner = [...text.matchAll(new RegExp(KERNEL_BANNER.source, "g"))].at(-1);
+    // latin1 keeps one character per byte: the index is the byte offset; from its line's start.
+    this.#bootConsoleStart = banner ? text.lastIndexOf("\n", banner.index) + 1 : 0;
   }
 
   /** The domain's state as libvirt says it, with its reason (`shut off (destroyed)`); empty when libvirt cannot say. */

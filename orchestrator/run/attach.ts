@@ -245,6 +245,8 @@ export async function withAttachedRun(
           )
         : { tier, reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined };
       machine = await machineFor(found.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
+      // The VM ran before this command: a panic of a boot it already went past does not count.
+      await machine.markCurrentBoot();
       const stepContext: StepContext = {
         profile: profile!,
         certs,

@@ -141,6 +141,8 @@ async function backToAppliedState(context: StepContext, session: ScenarioVm, poi
 
 /** After a saved state was restored: SSH again (the old connections died with the old process), the clock set to now. */
 async function afterRestore(context: StepContext, machine: Machine): Promise<void> {
+  // A panic of a kind's boot before (one its reboot dealt with) is not the restored guest's.
+  await machine.markNewBoot();
   await machine.waitForSsh(context.timeouts.sshMs);
   // The guest stood still while its state was written or read: its clock is behind by that long.
   await machine.setClockToNow();

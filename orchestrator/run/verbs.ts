@@ -102,6 +102,8 @@ export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   const { machine, session, stepContext: steps } = run;
   await machine.closeConnection();
   await session.timed("reset", () => resetToPoint(run.libvirt, steps.runner, run.found.outputs, point));
+  // What the console showed before the restore is no longer the guest's.
+  await machine.markNewBoot();
   // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.
   await pinSeedHostKeys(machine.target);
   const ready = await session.timed("SSH", () => machine.waitForSsh(steps.timeouts.sshMs));

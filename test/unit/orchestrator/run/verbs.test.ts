@@ -229,10 +229,13 @@ describe("verbs on a kept VM", () => {
       await writeFile(join(keys, "known_hosts"), `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ed25519 AAAAed25519\n`);
       const target = { knownHostsFile: join(keys, "known_hosts"), alias: RUN };
       let clockSet = false;
+      const marks: string[] = [];
       const machine = {
         target,
         closeConnection: async () => undefined,
-        waitForSsh: async () => ({ bootId: "first-boot" }),
+        // What the console showed before the restore is not the restored guest's.
+        markNewBoot: async () => void marks.push("restored"),
+        waitForSsh: async () => (marks.push("waited"), { bootId: "first-boot" }),
         setClockToNow: async () => void (clockSet = true),
       };
       const outcome = await attachedReset({
@@ -247,6 +250,7 @@ describe("verbs on a kept VM", () => {
       assert.equal(outcome.ok, true);
       assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
       assert.ok(clockSet, "the restored guest's clock is set to now");
+      assert.deepEqual(marks, ["restored", "waited"], "the console is marked at the restore, before the wait reads it");
       assert.equal(
         await readFile(target.knownHostsFile, "utf8"),
         `${RUN} ssh-rsa AAAArsa\n${RUN} ssh-ecdsa AAAAecdsa\n${RUN} ssh-ed25519 AAAAed25519\n`,
