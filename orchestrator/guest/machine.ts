@@ -554,9 +554,25 @@ export class Machine {
     this.#options.log.info(
       `${this.name}: the old system shut down and restarted after ${round1((poweredOnAt - started) / 1000)} s; the VM powered off as told and is started afresh`,
     );
-    const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
-    const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
-    return { kind: "clean", bootIdBefore, bootIdAfter: ready.bootId, seconds: round1((this.#clock.now() - started) / 1000), ready };
+    return this.provenNewBoot("clean", { bootIdBefore, started, poweredOnAt }, Math.max(60_000, timeoutMs - (poweredOnAt - started)));
+  }
+
+  /**
+   * The proof of a reboot of `kind` begun at `started` whose new boot was powered on at
+   * `poweredOnAt`: SSH answers from a boot other than `bootIdBefore` within `timeoutMs`; for a
+   * power loss, the old boot's journal lacks a clean end (see {@link endOfBoot}). Also what proves
+   * a reboot whose first boot stalled and was powered off and on again (`bootBeganAt`: then).
+   */
+  async provenNewBoot(
+    kind: Exclude<RebootKind, "soft">,
+    boot: { bootIdBefore: string; started: number; poweredOnAt: number; bootBeganAt?: number },
+    timeoutMs: number,
+  ): Promise<RebootProof> {
+    const { bootIdBefore, started, poweredOnAt } = boot;
+    const ready = await this.waitForSsh(timeoutMs, { notBootId: bootIdBefore, bootBeganAt: boot.bootBeganAt ?? started, restartAt: poweredOnAt });
+    const seconds = round1((this.#clock.now() - started) / 1000);
+    if (kind === "clean") return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready };
+    return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready, previousBootEnd: await this.endOfBoot(bootIdBefore) };
   }
 
   /**
@@ -579,17 +595,7 @@ export class Machine {
     await this.closeConnection();
     await power.powerCycle();
     const poweredOnAt = this.#clock.now();
-    const left = Math.max(60_000, timeoutMs - (poweredOnAt - started));
-    const ready = await this.waitForSsh(left, { notBootId: bootIdBefore, bootBeganAt: started, restartAt: poweredOnAt });
-    const previousBootEnd = await this.endOfBoot(bootIdBefore);
-    return {
-      kind: "power-loss",
-      bootIdBefore,
-      bootIdAfter: ready.bootId,
-      seconds: round1((this.#clock.now() - started) / 1000),
-      ready,
-      previousBootEnd,
-    };
+    return this.provenNewBoot("power-loss", { bootIdBefore, started, poweredOnAt }, Math.max(60_000, timeoutMs - (poweredOnAt - started)));
   }
 
   /** What boot `bootId`'s journal on the disk says of its end; throws when it ended cleanly (see {@link powerLoss}). */

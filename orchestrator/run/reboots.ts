@@ -335,13 +335,7 @@ async function rebootWithOneReset(context: StepContext, session: ScenarioVm, kin
     reset: async () => {
       await machine.powerCycle();
       const resetAt = machine.now();
-      attempt = async () => {
-        const ready = await machine.waitForSsh(context.timeouts.sshMs, { notBootId: bootIdBefore, bootBeganAt: resetAt, restartAt: resetAt });
-        const seconds = Math.round((machine.now() - started) / 100) / 10;
-        if (kind === "power-loss")
-          return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready, previousBootEnd: await machine.endOfBoot(bootIdBefore) };
-        return { kind, bootIdBefore, bootIdAfter: ready.bootId, seconds, ready };
-      };
+      attempt = () => machine.provenNewBoot(kind, { bootIdBefore, started, poweredOnAt: resetAt, bootBeganAt: resetAt }, context.timeouts.sshMs);
     },
   });
   report.bootResets.push(...resets);

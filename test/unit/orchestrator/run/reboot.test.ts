@@ -45,7 +45,8 @@ function setup(guest: Guest) {
     markNewBoot: async () => undefined,
     powerCycle: async () => void resets.push("boma-it-askari-x"),
     reboot: async () => next(),
-    waitForSsh: async () => (await next()).ready,
+    // The boot after a power cycle, proven as the machine proves it.
+    provenNewBoot: async () => next(),
     execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
     guestBootSeconds: async () => 30,
     kernelStarted: async () => guest.kernelStarted ?? false,
