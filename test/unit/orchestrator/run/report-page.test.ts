@@ -112,6 +112,7 @@ describe("report.html, in a real browser", { timeout: 5 * 60_000, skip: browserM
     assert.match(shownPass.text, /^PASS: askari/);
     assert.match(shownPass.text, /RED is faithful: it passed before the reboot and broke after it/);
     assert.match(shownPass.text, /GREEN survived the reboot/);
+    assert.match(shownPass.text, /VMs of 1 vCPU and 3072 MiB, 2 side by side/, "the VMs' size, as the run gave them");
     assert.doesNotMatch(shownPass.text, /Ended without a verdict|The VM is kept/);
     fault.message = 'after the reboot the VM stalled <script>alert("x")</script>';
     const shownFault = await render(await pageOf(fault));
