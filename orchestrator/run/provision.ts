@@ -302,21 +302,23 @@ export async function chooseWarmStart(options: ProvisionOptions, base: Provision
     const subnet = state.meta.subnet.cidr;
     const takenBeside = overlapsAny(subnet, [...(reserved ?? [])]);
     if (!takenBeside) reserved?.add(subnet);
+    // Not this VM's after all: the slot and its network are free for the next.
+    const letGo = () => {
+      if (!takenBeside) reserved?.delete(subnet);
+      BUSY_STATES.delete(slotKey);
+    };
     let used: string[];
     let defined: boolean;
     try {
       used = await libvirt.usedSubnets();
       defined = await libvirt.hasDomain(state.meta.uuid);
     } catch (error) {
-      // Not this VM's after all: the slot and its network are free for the next.
-      if (!takenBeside) reserved?.delete(subnet);
-      BUSY_STATES.delete(slotKey);
+      letGo();
       throw error;
     }
     const why = takenBeside || overlapsAny(subnet, used) ? `its network ${subnet} is in use` : defined ? "a VM started from it is still defined" : undefined;
     if (!why) return { cache, key: slotKey, state, root, claimed: true, ...(passedOver.length > 0 ? { passedOver } : {}) };
-    if (!takenBeside) reserved?.delete(subnet);
-    BUSY_STATES.delete(slotKey);
+    letGo();
     passedOver.push(`${slotKey}: ${why}`);
   }
   const why =
