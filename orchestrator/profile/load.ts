@@ -7,7 +7,7 @@ import { basename, dirname, extname, join, resolve, sep } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
 import { isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
-import { overlaySchema, profileSchema, type OverlayDocument, type ProfileDocument } from "./schema.ts";
+import { MAX_TOPOLOGY_HOSTS, overlaySchema, profileSchema, topologyProblems, type OverlayDocument, type ProfileDocument, type ProfileInput, type VmShape } from "./schema.ts";
 import { closest } from "../did-you-mean.ts";
 import { kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
@@ -43,11 +43,39 @@ export interface LoadedProfile {
   /** The real inventory (read, never written). */
   inventory: Inventory;
   /**
+   * Several hosts (`hosts:`): each, in order, with its inventory host, its overlay and its VM's
+   * shape; the first is `document.host`, whose overlay and inventory host are the fields above.
+   * Absent: one host.
+   */
+  topology?: TopologyHost[];
+  /**
    * Where Ansible's vault password settings are read (ansible.cfg, a password file or script):
    * the user's own checkout when the profile is taken at a git revision, whose export holds no
    * untracked password file and whose scripts are not the user's current ones. Default: repoDir.
    */
   vaultRepoDir?: string;
+}
+
+/** One host of a topology (see {@link LoadedProfile.topology}). */
+export interface TopologyHost {
+  name: string;
+  inventoryHost: InventoryHost;
+  overlay: LoadedProfile["overlay"];
+  /** Its VM's shape: the profile's `vm:` with its `vmFor:` over it. */
+  vm: VmShape;
+}
+
+/**
+ * The profile as one host of its topology sees it: that host's name, inventory host, overlay and
+ * VM shape in the fields a one-host profile has them (its VM is provisioned, its secrets loaded
+ * and its vars checked as one host's are). A one-host profile is itself.
+ */
+export function profileForHost(profile: LoadedProfile, host: string): LoadedProfile {
+  if (!profile.topology) return profile;
+  const member = profile.topology.find((candidate) => candidate.name === host);
+  if (!member) throw new Error(`${host} is no host of the profile ${profile.name} (${profile.topology.map((candidate) => candidate.name).join(", ")})`);
+  const { topology: _topology, ...alone } = profile;
+  return { ...alone, document: { ...profile.document, host, vm: member.vm }, overlay: member.overlay, inventoryHost: member.inventoryHost };
 }
 
 /** Where to look for profiles and default overlays. */
@@ -156,7 +184,7 @@ export interface ProfileSource {
  * playbook inside it (symlinks resolved: the contract keeps them there), the overlay and its
  * vault regular files, a `file:` image present, and the host in the inventory as Ansible reads it.
  */
-export async function resolveProfile(document: ProfileDocument, source: ProfileSource, runner: Runner, options: LoadOptions = {}): Promise<LoadedProfile> {
+export async function resolveProfile(document: ProfileInput, source: ProfileSource, runner: Runner, options: LoadOptions = {}): Promise<LoadedProfile> {
   const where = (field: string) => (source.yaml ? positionOfField(source.yaml, field) : { file: source.file });
   const problems: InputProblem[] = [];
   const given = resolve(source.dir, document.repo);
@@ -193,12 +221,9 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
   const playbookFile = await inside("playbook", document.playbook, "file");
   const verifyFile = document.verify === undefined ? undefined : await inside("verify", document.verify, "file");
 
-  const overlayFile = document.overrides ? resolve(source.dir, document.overrides) : join(source.overridesDir, `${document.host}.yml`);
-  const overlayStats = await stat(overlayFile).catch(() => undefined);
-  if (document.overrides && !overlayStats)
-    problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found nothing at ${overlayFile}` });
-  else if (overlayStats && !overlayStats.isFile())
-    problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found ${kindOf(overlayStats)} at ${overlayFile}` });
+  // One host's overlay is found before its inventory is read (each problem of the profile at once);
+  // a topology's are each host's, known once its hosts are.
+  const lead = document.host === undefined ? undefined : await findOverlay(document.host, document.overrides, source, where, problems);
 
   if (document.image.startsWith("file:")) {
     const image = document.image.slice("file:".length);
@@ -208,51 +233,121 @@ export async function resolveProfile(document: ProfileDocument, source: ProfileS
   }
   if (problems.length > 0) throw new BadInputError(problems);
 
-  const overlay = overlayStats
-    ? { file: overlayFile, document: validateYaml(await readYamlFile(overlayFile, "overlay"), overlaySchema) }
-    : { file: undefined, document: overlaySchema.parse({}) };
-  if (overlay.document.vault) {
-    const vault = resolve(dirname(overlayFile), overlay.document.vault);
-    const stats = await stat(vault).catch(() => undefined);
-    if (!stats?.isFile())
-      throw new BadInputError({
-        file: overlayFile,
-        path: "vault",
-        message: `expected an Ansible vault file, found ${stats ? kindOf(stats) : "nothing"} at ${vault}`,
-      });
-  }
-
   if (await isInventoryScript(inventoryFile)) {
     options.say?.(
       `the inventory ${inventoryFile} is executable: Ansible runs it as an inventory script to list the hosts (as every ansible-playbook of this repo does)`,
     );
   }
   const inventory = await readInventory(inventoryFile, runner, repoDir);
-  const inventoryHost = inventory.hosts.get(document.host);
-  if (!inventoryHost) {
+  const hostNames = topologyHostNames(document, inventory, where);
+  const inventoryHosts = hostNames.map((name) => {
+    const found = inventory.hosts.get(name);
+    if (found) return found;
     const known = [...inventory.hosts.keys()].sort();
-    const hint = closest(document.host, known);
+    const hint = closest(name, known);
+    const field = document.host === undefined ? "hosts" : "host";
     throw new BadInputError({
-      ...where("host"),
-      path: "host",
-      message: `host ${JSON.stringify(document.host)} is not in the inventory ${inventoryFile}; expected one of ${
+      ...where(field),
+      path: field,
+      message: `host ${JSON.stringify(name)} is not in the inventory ${inventoryFile}; expected one of ${
         known.length > 0 ? known.join(", ") : "(it has no hosts)"
       }${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
     });
-  }
+  });
+  const loaded: ProfileDocument = { ...document, host: hostNames[0]! };
+  const topology =
+    hostNames.length === 1
+      ? undefined
+      : await Promise.all(
+          inventoryHosts.map(async (inventoryHost) => {
+            const found = await findOverlay(inventoryHost.name, undefined, source, where, problems);
+            return { name: inventoryHost.name, inventoryHost, overlayFile: found, vm: { ...document.vm, ...document.vmFor?.[inventoryHost.name] } };
+          }),
+        );
+  if (problems.length > 0) throw new BadInputError(problems);
+  const overlays = new Map<string, LoadedProfile["overlay"]>();
+  for (const { name, overlayFile } of topology ?? [{ name: loaded.host, overlayFile: lead }]) overlays.set(name, await readOverlay(overlayFile));
 
   return {
     name: source.name,
     file: source.file,
-    document,
+    document: loaded,
     repoDir,
     inventoryFile,
     playbookFile,
     ...(verifyFile ? { verifyFile } : {}),
-    overlay,
-    inventoryHost,
+    overlay: overlays.get(loaded.host)!,
+    inventoryHost: inventoryHosts[0]!,
     inventory,
+    ...(topology ? { topology: topology.map(({ name, inventoryHost, vm }) => ({ name, inventoryHost, overlay: overlays.get(name)!, vm })) } : {}),
   };
+}
+
+/**
+ * The hosts a profile names, in order: its `host:`, its `hosts:` list, or every host of the
+ * group `hosts: { group }` names (at least two); the group's checked as a list's is by the schema.
+ */
+function topologyHostNames(document: ProfileInput, inventory: Inventory, where: (field: string) => Pick<InputProblem, "file" | "line" | "column">): string[] {
+  if (document.host !== undefined) return [document.host];
+  if (Array.isArray(document.hosts)) return document.hosts;
+  const group = document.hosts!.group;
+  if (!inventory.groups.has(group)) {
+    const known = [...inventory.groups.keys()].filter((name) => name !== "all" && name !== "ungrouped").sort();
+    const hint = closest(group, known);
+    throw new BadInputError({
+      ...where("hosts"),
+      path: "hosts.group",
+      message: `group ${JSON.stringify(group)} is not in the inventory ${inventory.file}; expected one of ${known.join(", ") || "(it has no groups)"}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
+    });
+  }
+  const members = [...inventory.hosts.values()].filter((host) => host.groups.includes(group)).map((host) => host.name);
+  if (members.length < 2 || members.length > MAX_TOPOLOGY_HOSTS) {
+    throw new BadInputError({
+      ...where("hosts"),
+      path: "hosts.group",
+      message: `expected a group of 2 to ${MAX_TOPOLOGY_HOSTS} hosts (one host: host:), found ${members.length} in ${group}${members.length > 0 ? ` (${members.join(", ")})` : ""}`,
+    });
+  }
+  const problems = topologyProblems(document, members);
+  if (problems.length > 0) throw new BadInputError(problems.map((problem) => ({ ...where(String(problem.path[0])), path: formatFieldPath(problem.path), message: problem.message })));
+  return members;
+}
+
+/** A field's path as the profile's errors write it (`checks[2].from`). */
+function formatFieldPath(path: readonly (string | number)[]): string {
+  return path.map((part, index) => (typeof part === "number" ? `[${part}]` : `${index > 0 ? "." : ""}${part}`)).join("");
+}
+
+/**
+ * Where a host's overlay is: the profile's `overrides:` (which must exist) or `overrides/<host>.yml`
+ * when there is one; a problem is added when it is no file.
+ */
+async function findOverlay(
+  host: string,
+  overrides: string | undefined,
+  source: ProfileSource,
+  where: (field: string) => Pick<InputProblem, "file" | "line" | "column">,
+  problems: InputProblem[],
+): Promise<string | undefined> {
+  const file = overrides ? resolve(source.dir, overrides) : join(source.overridesDir, `${host}.yml`);
+  const stats = await stat(file).catch(() => undefined);
+  if (overrides && !stats) problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found nothing at ${file}` });
+  else if (stats && !stats.isFile())
+    problems.push({ ...where("overrides"), path: "overrides", message: `expected an overlay YAML file, found ${kindOf(stats)} at ${file}` });
+  return stats?.isFile() ? file : undefined;
+}
+
+/** An overlay read and validated, its vault a file (no overlay: an empty one). */
+async function readOverlay(file: string | undefined): Promise<LoadedProfile["overlay"]> {
+  if (file === undefined) return { file: undefined, document: overlaySchema.parse({}) };
+  const overlay = { file, document: validateYaml(await readYamlFile(file, "overlay"), overlaySchema) };
+  if (overlay.document.vault) {
+    const vault = resolve(dirname(file), overlay.document.vault);
+    const stats = await stat(vault).catch(() => undefined);
+    if (!stats?.isFile())
+      throw new BadInputError({ file, path: "vault", message: `expected an Ansible vault file, found ${stats ? kindOf(stats) : "nothing"} at ${vault}` });
+  }
+  return overlay;
 }
 
 function positionOfField(yaml: YamlFile, field: string): Pick<InputProblem, "file" | "line" | "column"> {

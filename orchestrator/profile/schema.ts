@@ -146,6 +146,8 @@ const checkSchema = z
      * inside for the rest.
      */
     from: z.string().min(1).optional(),
+    /** Several hosts (`hosts:`): the host the check is about (default: the first). */
+    on: z.string().min(1).optional(),
     // Seconds the check is retried before it counts as failed. A failing check always waits this
     // long, so it is the price of every finding: long for slow services, short where the subject
     // is ready once systemd says the system is running.
@@ -214,12 +216,33 @@ export function rebootKinds(value: RebootKind | readonly RebootKind[] | undefine
   return typeof value === "string" ? [value] : [...value];
 }
 
+/** An inventory hostname as a profile names it. */
+const hostName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+  error: "expected an inventory hostname (letters, digits, '.', '_', '-')",
+});
+
+/** How many hosts a topology may have: the VMs one network of a run holds (the RAM guard decides how many this machine runs). */
+export const MAX_TOPOLOGY_HOSTS = 16;
+
+/** The orders a topology's VMs may reboot in besides a list of hosts (see {@link RebootOrder}). */
+export const REBOOT_ORDERS = ["all", "rolling"] as const;
+/**
+ * In which order a topology's VMs reboot: `all` at the same time, `rolling` one after another in
+ * the topology's order (the others' checks run while each is down and after it is back), or a
+ * list: those hosts one after another in that order, the hosts not named staying up.
+ */
+export const rebootOrderSchema = z.union([z.enum(REBOOT_ORDERS), z.array(hostName).min(1, { error: "expected at least one host" })]);
+/** A `rebootOrder:` as validated. */
+export type RebootOrder = z.infer<typeof rebootOrderSchema>;
+
 const scenarioSchema = z.strictObject({
   vars: vars.default({}),
   /** Overrides the profile's `idempotence` for this scenario. */
   idempotence: idempotenceSchema.optional(),
   /** Overrides the profile's `reboot` for this scenario. */
   reboot: rebootSchema.optional(),
+  /** Overrides the profile's `rebootOrder` for this scenario (several hosts). */
+  rebootOrder: rebootOrderSchema.optional(),
   /** The repo at this revision (checked out read-only into the run dir) instead of as it is on disk. */
   ref: gitRevision.optional(),
   /** The upgrade path: this revision is applied first (what the live host runs), then the scenario's. */
@@ -251,6 +274,32 @@ export function redExpectationAfter(kind: RebootKind, expectFailing: ExpectFaili
   return named.length === 0 ? { after: "survive" } : { after: "break", exactly: named };
 }
 
+const vmFieldsSchema = z.strictObject({
+  vcpus: z.number().int().min(1).max(64),
+  memoryMiB: z.number().int().min(512).max(262144),
+  diskGiB: z.number().int().min(4).max(2048),
+});
+/** A VM's size when the profile does not say. */
+export const DEFAULT_VM = { vcpus: 2, memoryMiB: 3072, diskGiB: 20 };
+const vmSchema = z.strictObject({
+  vcpus: vmFieldsSchema.shape.vcpus.default(DEFAULT_VM.vcpus),
+  memoryMiB: vmFieldsSchema.shape.memoryMiB.default(DEFAULT_VM.memoryMiB),
+  diskGiB: vmFieldsSchema.shape.diskGiB.default(DEFAULT_VM.diskGiB),
+});
+
+/**
+ * `hosts:`: the inventory hosts of a topology, named (`[askari, kazi]`), or every host of an
+ * inventory group at once (`{ group: mesh }`, resolved when the inventory is read).
+ */
+export const topologyHostsSchema = z.union([
+  z
+    .array(hostName)
+    .min(2, { error: "expected at least two hosts (one host: host:)" })
+    .max(MAX_TOPOLOGY_HOSTS, { error: `expected at most ${MAX_TOPOLOGY_HOSTS} hosts` })
+    .refine((hosts) => new Set(hosts).size === hosts.length, { error: "expected each host at most once" }),
+  z.strictObject({ group: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, { error: "expected an inventory group name" }) }),
+]);
+
 /** Image name: a named golden image or `file:/absolute/path.qcow2`. */
 const imageSchema = z.string().refine((image) => (NAMED_IMAGES as readonly string[]).includes(image) || /^file:\/.+/.test(image), {
   error: `expected one of ${NAMED_IMAGES.join(", ")} or file:/absolute/path.qcow2`,
@@ -272,20 +321,19 @@ export const egressName = z
 /** The profile as written in YAML (before paths are resolved). */
 export const profileSchema = z
   .strictObject({
-    host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
-      error: "expected an inventory hostname (letters, digits, '.', '_', '-')",
-    }),
+    /** The inventory host the VM impersonates (or `hosts:` for several). */
+    host: hostName.optional(),
     repo: z.string().min(1),
     inventory: z.string().min(1),
     playbook: z.string().min(1),
     overrides: z.string().min(1).optional(),
-    vm: z
-      .strictObject({
-        vcpus: z.number().int().min(1).max(64).default(2),
-        memoryMiB: z.number().int().min(512).max(262144).default(3072),
-        diskGiB: z.number().int().min(4).max(2048).default(20),
-      })
-      .default({ vcpus: 2, memoryMiB: 3072, diskGiB: 20 }),
+    vm: vmSchema.default(DEFAULT_VM),
+    /** Several hosts: one VM each, on one network of the run, applied in one run of Ansible (see {@link topologyHostsSchema}). */
+    hosts: topologyHostsSchema.optional(),
+    /** Several hosts: a host's VM shape over `vm:`. */
+    vmFor: z.record(hostName, vmFieldsSchema.partial()).optional(),
+    /** Several hosts: in which order their VMs reboot (a scenario may override it; default all). */
+    rebootOrder: rebootOrderSchema.optional(),
     image: imageSchema.default("debian-13-genericcloud"),
     certs: z
       .enum(CERT_TIERS)
@@ -329,15 +377,19 @@ export const profileSchema = z
     if (profile.checks.length === 0 && profile.survival === false) {
       ctx.addIssue({ code: "custom", path: ["checks"], message: "expected at least one check (or survival: true), found none" });
     }
-    profile.checks.forEach((check, index) => {
-      if (check.from !== undefined && check.from !== "controller" && check.from !== profile.host) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["checks", index, "from"],
-          message: `expected "controller" or the host's name (${profile.host}), found ${JSON.stringify(check.from)}`,
-        });
-      }
-    });
+    if ((profile.host === undefined) === (profile.hosts === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [profile.host === undefined ? "host" : "hosts"],
+        message: `expected host (the inventory host the VM impersonates) or hosts (several, each on a VM of its own), found ${profile.host === undefined ? "neither" : "both"}`,
+      });
+    }
+    if (profile.hosts !== undefined && profile.overrides !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["overrides"], message: "expected no overrides with hosts: each host's overlay is overrides/<host>.yml" });
+    }
+    // A group's hosts are known once the inventory is read (load.ts asks again then).
+    const hosts = profile.host !== undefined ? [profile.host] : Array.isArray(profile.hosts) ? profile.hosts : undefined;
+    if (hosts) for (const problem of topologyProblems(profile, hosts)) ctx.addIssue({ code: "custom", ...problem });
     const names = profile.checks.map((check) => check.name);
     const red = profile.scenarios?.red;
     const expectFailing = red?.expectFailing;
@@ -372,8 +424,67 @@ export const profileSchema = z
     }
   });
 
-/** A profile as validated (defaults applied, paths still as written). */
-export type ProfileDocument = z.infer<typeof profileSchema>;
+/** Kinds a check may run on one host of a topology against another (`from: kazi`, `on: askari`): those that go to an address. */
+export const FROM_PEER_KINDS: readonly ProbeKind[] = ["http", "https", "tcp"];
+
+/**
+ * What a profile's host-naming fields say wrong, given its hosts (one, or a topology's, in
+ * order): checks `on:` and `from:` name them; `vmFor:` and `rebootOrder:` exist for several and
+ * name them only. Each problem with its path.
+ */
+export function topologyProblems(profile: ProfileInput, hosts: readonly string[]): { path: (string | number)[]; message: string }[] {
+  const problems: { path: (string | number)[]; message: string }[] = [];
+  const several = hosts.length > 1;
+  const named = several ? `one of the hosts (${hosts.join(", ")})` : `the host's name (${hosts[0]})`;
+  profile.checks.forEach((check, index) => {
+    if (check.on !== undefined && !hosts.includes(check.on)) {
+      problems.push({ path: ["checks", index, "on"], message: `expected ${named}, found ${JSON.stringify(check.on)}` });
+    }
+    if (check.from === undefined || check.from === "controller") return;
+    if (!hosts.includes(check.from)) {
+      problems.push({ path: ["checks", index, "from"], message: `expected "controller" or ${named}, found ${JSON.stringify(check.from)}` });
+      return;
+    }
+    const kind = PROBE_KINDS.find((probe) => check[probe] !== undefined);
+    const on = check.on ?? hosts[0];
+    if (kind !== undefined && check.from !== on && !FROM_PEER_KINDS.includes(kind)) {
+      problems.push({
+        path: ["checks", index, "from"],
+        message: `expected ${on} (a ${kind} check runs on the host it is about; from another host only ${FROM_PEER_KINDS.join(", ")}), found ${JSON.stringify(check.from)}`,
+      });
+    }
+  });
+  const onlySeveral = (path: (string | number)[], what: string) =>
+    problems.push({ path, message: `expected no ${what} with one host (it orders or sizes the VMs of hosts:), found one` });
+  const orders: { path: (string | number)[]; order: RebootOrder | undefined }[] = [
+    { path: ["rebootOrder"], order: profile.rebootOrder },
+    { path: ["scenarios", "red", "rebootOrder"], order: profile.scenarios?.red?.rebootOrder },
+    { path: ["scenarios", "green", "rebootOrder"], order: profile.scenarios?.green?.rebootOrder },
+  ];
+  for (const { path, order } of orders) {
+    if (order === undefined) continue;
+    if (!several) {
+      onlySeveral(path, "rebootOrder");
+      continue;
+    }
+    if (!Array.isArray(order)) continue;
+    order.forEach((host, index) => {
+      if (!hosts.includes(host)) problems.push({ path: [...path, index], message: `expected ${named}, found ${JSON.stringify(host)}` });
+      else if (order.indexOf(host) !== index) problems.push({ path: [...path, index], message: `expected each host at most once, found ${host} again` });
+    });
+  }
+  for (const host of Object.keys(profile.vmFor ?? {})) {
+    if (!several) onlySeveral(["vmFor"], "vmFor");
+    else if (!hosts.includes(host)) problems.push({ path: ["vmFor", host], message: `expected ${named}, found ${JSON.stringify(host)}` });
+    if (!several) break;
+  }
+  return problems;
+}
+
+/** A profile as written and validated (defaults applied, paths still as written; `host` absent where it names `hosts:`). */
+export type ProfileInput = z.infer<typeof profileSchema>;
+/** A profile as loaded: `host` is the host the run is named after, the first of a topology's (see load.ts). */
+export type ProfileDocument = ProfileInput & { host: string };
 /** One check of a profile. */
 export type Check = z.infer<typeof checkSchema>;
 
@@ -432,6 +543,9 @@ export const overlaySchema = z
       }
     });
   });
+
+/** A VM's size, as a profile's `vm:` gives it. */
+export type VmShape = z.infer<typeof vmSchema>;
 
 /** An overlay as validated. */
 export type OverlayDocument = z.infer<typeof overlaySchema>;

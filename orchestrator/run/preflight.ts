@@ -17,6 +17,7 @@ import { rootCommand } from "../host/root.ts";
 import { RefusedError } from "../errors.ts";
 import type { RunOptions } from "./options.ts";
 import type { RunSecrets } from "../ansible/secrets.ts";
+import type { VmShape } from "../profile/schema.ts";
 
 /** What a run's preflight is given: what the run is for, its profile and options, and the means to act. */
 export interface PreflightRequest {
@@ -47,9 +48,6 @@ export interface RunMachinery {
   /** The shape the run's VMs get: the profile's, or fewer vCPUs each to run side by side under TCG (see {@link vcpusSideBySide}). */
   vm: VmShape;
 }
-
-/** A VM's size, as a profile's `vm:` gives it. */
-export type VmShape = LoadedProfile["document"]["vm"];
 
 /**
  * Under the run lock (taken by the lifecycle, named for the request's purpose): refuses early
