@@ -25,7 +25,7 @@ import { BadInputError, HarnessError, RefusedError, SystemUnderTestError } from 
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { needsEgress, withheldVars, type CertPlan } from "./certs.ts";
-import { leaves, type RunSecrets } from "./secrets.ts";
+import { leaves, overlayPlainVars, type RunSecrets } from "./secrets.ts";
 import { ensureMaster, keepMaster, type SshTarget } from "../host/ssh.ts";
 import { prepareConfinement, TOPOLOGY_HOST_VAR, type Confinement, type ConfinedVm } from "./confine.ts";
 import { openGate, type Gate } from "./gate.ts";
@@ -209,7 +209,7 @@ async function writeHostInventory(
 
 /** The overlay's vars less the secret ones: those go to Ansible from a private temp file, never the run dir. */
 function plainOverlayVars({ profile, secrets }: Pick<ApplyInput, "profile" | "secrets">): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(profile.overlay.document.vars).filter(([name]) => !(name in secrets.secretVars)));
+  return overlayPlainVars(profile, secrets.secretVars);
 }
 
 async function writeExtraVars(dir: string, vars: Record<string, unknown>): Promise<string> {

@@ -151,10 +151,8 @@ export interface RunSecrets {
  * cannot read is bad input (exit 2, naming the file and never its content).
  */
 export async function loadSecrets(profile: LoadedProfile, runner: Runner, redactor: Redactor = new Redactor()): Promise<RunSecrets> {
-  const overlay = profile.overlay.document;
-  const secretVars = Object.fromEntries(overlay.secretVars.map((name) => [name, overlay.vars[name]]));
+  const { secretVars, vaultFile } = overlaySecrets(profile);
   redactor.add(...leaves(secretVars));
-  const vaultFile = overlay.vault ? resolve(dirname(profile.overlay.file!), overlay.vault) : undefined;
   // The vault passwords themselves: every jailed Ansible of the run is given them.
   const vaultRepoDir = profile.vaultRepoDir ?? profile.repoDir;
   redactor.add(...(await vaultPasswords(runner, vaultRepoDir)).passwords.map(({ password }) => password));
@@ -189,6 +187,20 @@ export async function loadSecrets(profile: LoadedProfile, runner: Runner, redact
     if (outcome && "values" in outcome) redactor.add(...outcome.values);
   }
   return secretsOf([], vaultFile, secretVars, redactor);
+}
+
+/** A profile's overlay's secrets: its secret vars by name, and its vault file (absolute), if any. */
+export function overlaySecrets(profile: Pick<LoadedProfile, "overlay">): { secretVars: Record<string, unknown>; vaultFile: string | undefined } {
+  const overlay = profile.overlay.document;
+  return {
+    secretVars: Object.fromEntries(overlay.secretVars.map((name) => [name, overlay.vars[name]])),
+    vaultFile: overlay.vault ? resolve(dirname(profile.overlay.file!), overlay.vault) : undefined,
+  };
+}
+
+/** A profile's overlay's vars that are not secret (the stubs, written to the run dir as extra vars). */
+export function overlayPlainVars(profile: Pick<LoadedProfile, "overlay">, secretVars: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(profile.overlay.document.vars).filter(([name]) => !(name in secretVars)));
 }
 
 function describeVaults(vaultFile: string | undefined, repoFiles: readonly string[]): string {

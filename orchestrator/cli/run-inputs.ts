@@ -4,8 +4,8 @@
  * `--group` of the inventory), the checked options, and each host's profile and secrets.
  */
 import { BadInputError } from "../errors.ts";
-import { readInventory } from "../profile/inventory.ts";
-import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
+import { groupMembers, readInventory } from "../profile/inventory.ts";
+import { loadProfile, profileForHost, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
 import { closest } from "../did-you-mean.ts";
 import { loadSecrets } from "../ansible/secrets.ts";
 import type { CommandContext } from "./command.ts";
@@ -83,10 +83,7 @@ async function groupHosts(group: string, repoDir: string, inventory: string, con
       message: `no group ${JSON.stringify(group)} in ${read.file}; expected one of ${[...read.groups.keys()].sort().join(", ")}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
     });
   }
-  const hosts = [...read.hosts.values()]
-    .filter((entry) => entry.groups.includes(group))
-    .map((entry) => entry.name)
-    .sort();
+  const hosts = groupMembers(read, group).sort();
   if (hosts.length === 0) throw new BadInputError({ path: "--group", message: `group ${JSON.stringify(group)} of ${read.file} has no hosts` });
   return hosts;
 }
@@ -96,5 +93,7 @@ export async function loadRunInputs(target: HostTarget, context: Pick<CommandCon
   const options = runCommandOptions(context.args.values);
   const profile = await target.load();
   const secrets = await loadSecrets(profile, context.runner, context.redactor);
+  // The other hosts' secrets are the run's too (their overlays, their vaulted inventory vars).
+  for (const host of profile.topology?.slice(1) ?? []) await loadSecrets(profileForHost(profile, host.name), context.runner, context.redactor);
   return { options, profile, secrets };
 }

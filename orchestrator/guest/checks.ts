@@ -108,7 +108,7 @@ async function trustOf(
 }
 
 /** Waits for one check through the machine; returns what it saw when it passed. */
-async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs: number, context: CheckContext | undefined): Promise<string> {
+async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs: number, context: CheckContext | undefined, via?: CheckVia): Promise<string> {
   if (check.unit) {
     await machine.waitForUnit(check.unit, withinMs);
     return `${check.unit} is active`;
@@ -122,16 +122,18 @@ async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs
   let trusted: Awaited<ReturnType<typeof trustOf>> | undefined;
   const attempt = async (): Promise<ProbeOutcome> => {
     // Asked again until found: the internal tier's CA appears once Caddy has started.
-    if (trusted === undefined || trusted.problem !== undefined) trusted = await trustOf(check, machine, context, !fromController);
+    // The trust is the host's the check is about; from another host, its CA goes as text.
+    if (trusted === undefined || trusted.problem !== undefined) trusted = await trustOf(check, machine, context, !fromController && via === undefined);
     const { trust, caFileOnVm, problem } = trusted;
     if (problem) return { ok: false, detail: problem };
+    if (via) return tryInside(via.machine, insideProbe(check, trust, undefined, { address: ip, from: via.host }), PROBE_TRY_MS);
     if (!fromController) return tryInside(machine, insideProbe(check, trust, caFileOnVm), PROBE_TRY_MS);
     if (check.http || check.https) return webProbeFromController(check, ip, trust);
     if (check.dns) return dnsProbeFromController(ip, check.dns.name, check.dns.address);
     return tcpProbeFromController(ip, check.tcp!.port);
   };
   return machine.waitFor(
-    describeCheck(check, ip),
+    via ? `${describeCheck(check, ip).replace(" (on the host itself)", "")} (from ${via.host})` : describeCheck(check, ip),
     withinMs,
     async () => {
       const outcome = await attempt();
@@ -141,13 +143,23 @@ async function waitForCheck(check: Check, machine: Machine, ip: string, withinMs
   );
 }
 
-/** Runs every check of a stage side by side; each waits until it passes or its `within` is up. */
+/** Another host of a topology that a check runs on, against the host the check is about (`from: <host>`). */
+export interface CheckVia {
+  host: string;
+  machine: Machine;
+}
+
+/**
+ * Runs every check of a stage side by side; each waits until it passes or its `within` is up.
+ * `machine` and `ip` are the host's the checks are about; with `via`, they run on that other
+ * host against `ip` (http, https, tcp: see FROM_PEER_KINDS).
+ */
 export async function runChecks(
   checks: readonly Check[],
   machine: Machine,
   ip: string,
   stage: CheckStage,
-  options: { onResult?: (result: CheckResult) => void; context?: CheckContext } = {},
+  options: { onResult?: (result: CheckResult) => void; context?: CheckContext; via?: CheckVia } = {},
 ): Promise<CheckResult[]> {
   return Promise.all(
     checks.map(async (check) => {
@@ -158,7 +170,7 @@ export async function runChecks(
         return result;
       };
       try {
-        return finish(true, await waitForCheck(check, machine, ip, check.within * 1000, options.context));
+        return finish(true, await waitForCheck(check, machine, ip, check.within * 1000, options.context, options.via));
       } catch (error) {
         // Given up on (what it last saw), or a unit that failed outright: the check failed.
         if (error instanceof WaitError && error.timedOut) return finish(false, error.lastSeen);

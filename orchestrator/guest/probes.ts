@@ -185,19 +185,21 @@ function resolvedTo(asked: string, addresses: string[], address: string | undefi
 }
 
 /**
- * A python3 program that makes one http(s) request to the host itself (127.0.0.1, the name as
+ * A python3 program that makes one http(s) request to the host itself (127.0.0.1), or to another
+ * host of a topology (its address), the name as
  * Host and SNI) and prints the status, then the body: every Ansible-managed host has python3,
  * not every one curl.
  */
-function webRequestProgram(check: Check, trust: Trust | undefined, caFileOnVm: string | undefined): string {
+function webRequestProgram(check: Check, trust: Trust | undefined, caFileOnVm: string | undefined, address: string): string {
   const tls = check.https !== undefined;
   const probe = (check.https ?? check.http)!;
   const settings = {
     tls,
     port: probe.port,
     path: probe.path,
-    host: probe.host ?? "127.0.0.1",
-    hostHeader: hostHeader(probe.host ?? "127.0.0.1", probe.port, tls),
+    host: probe.host ?? address,
+    address,
+    hostHeader: hostHeader(probe.host ?? address, probe.port, tls),
     trust: trust?.kind ?? "none",
     pem: trust?.kind === "pem" && !caFileOnVm ? trust.pem : null,
     cafile: caFileOnVm ?? null,
@@ -207,7 +209,7 @@ function webRequestProgram(check: Check, trust: Trust | undefined, caFileOnVm: s
 s = json.loads(${JSON.stringify(JSON.stringify(settings))})
 class Direct(http.client.HTTPSConnection):
     def connect(self):
-        raw = socket.create_connection(("127.0.0.1", s["port"]), 5)
+        raw = socket.create_connection((s["address"], s["port"]), 5)
         self.sock = self._context.wrap_socket(raw, server_hostname=s["host"])
 try:
     if s["tls"]:
@@ -221,7 +223,7 @@ try:
             context = ssl.create_default_context()
         connection = Direct(s["host"], s["port"], context=context, timeout=5)
     else:
-        connection = http.client.HTTPConnection("127.0.0.1", s["port"], timeout=5)
+        connection = http.client.HTTPConnection(s["address"], s["port"], timeout=5)
     connection.request("GET", s["path"], headers={"Host": s["hostHeader"], "Connection": "close"})
     response = connection.getresponse()
     print(response.status)
@@ -230,6 +232,12 @@ except Exception as error:
     print("error: %s" % (getattr(error, "reason", None) or error))
     sys.exit(2)
 `;
+}
+
+/** Where a probe run on another host of a topology goes: the address of the host it is about, and the host it runs on. */
+export interface PeerTarget {
+  address: string;
+  from: string;
 }
 
 /** The command and the reading of its output, for a probe that runs inside the VM. */
@@ -254,13 +262,15 @@ function lastLine(text: string): string {
  * How a check runs inside the VM (as root): its command and what its output means. `unit`,
  * `listen` and `run` keep their own waits on the Machine (checks.ts).
  */
-export function insideProbe(check: Check, trust: Trust | undefined, caFileOnVm: string | undefined): InsideProbe {
+export function insideProbe(check: Check, trust: Trust | undefined, caFileOnVm: string | undefined, peer?: PeerTarget): InsideProbe {
+  const address = peer?.address ?? "127.0.0.1";
+  const where = peer ? `(from ${peer.from})` : "(on the host itself)";
   if (check.http || check.https) {
     const probe = (check.https ?? check.http)!;
-    const url = `${check.https ? "https" : "http"}://${probe.host ?? "127.0.0.1"}:${probe.port}${probe.path} (on the host itself)`;
+    const url = `${check.https ? "https" : "http"}://${probe.host ?? address}:${probe.port}${probe.path} ${where}`;
     return {
       command: "python3 -",
-      input: webRequestProgram(check, trust, caFileOnVm),
+      input: webRequestProgram(check, trust, caFileOnVm, address),
       read: ({ exitCode, stdout, stderr }) => {
         const [first = "", ...rest] = stdout.split("\n");
         if (exitCode !== 0 || !/^\d{3}$/.test(first))
@@ -281,13 +291,13 @@ export function insideProbe(check: Check, trust: Trust | undefined, caFileOnVm: 
   if (check.tcp) {
     const { port } = check.tcp;
     return {
-      command: `timeout 5 bash -c ${quoteArg(`exec 3<>/dev/tcp/127.0.0.1/${port}`)}`,
+      command: `timeout 5 bash -c ${quoteArg(`exec 3<>/dev/tcp/${address}/${port}`)}`,
       read: ({ exitCode, stderr }) =>
         exitCode === 0
-          ? { ok: true, detail: `TCP 127.0.0.1:${port} accepts connections (on the host itself)` }
+          ? { ok: true, detail: `TCP ${address}:${port} accepts connections ${where}` }
           : {
               ok: false,
-              detail: `TCP 127.0.0.1:${port} (on the host itself): ${clip(lastLine(stderr).replace(/^bash: (line \d+: )?/, "")) || `exit ${exitCode}`}`,
+              detail: `TCP ${address}:${port} ${where}: ${clip(lastLine(stderr).replace(/^bash: (line \d+: )?/, "")) || `exit ${exitCode}`}`,
             },
     };
   }

@@ -359,7 +359,20 @@ export const RAM_PER_EXTRA_VM_MIB = 512;
  * then each further one's memory and {@link RAM_PER_EXTRA_VM_MIB}.
  */
 export function ramNeededMiB(options: { vmMemoryMiB: number; minFreeRamMiB: number | undefined }, vms: number): number {
-  return (options.minFreeRamMiB ?? options.vmMemoryMiB + RAM_MARGIN_MIB) + (vms - 1) * (options.vmMemoryMiB + RAM_PER_EXTRA_VM_MIB);
+  return topologyRamNeededMiB(
+    Array.from({ length: vms }, () => options.vmMemoryMiB),
+    options.minFreeRamMiB,
+  );
+}
+
+/**
+ * Free RAM a topology's VMs at once need, given each VM's memory in order: the first's and the
+ * margin (or `--min-free-ram`), then each further one's and {@link RAM_PER_EXTRA_VM_MIB}; the
+ * VMs of one size need what {@link ramNeededMiB} says.
+ */
+export function topologyRamNeededMiB(memories: readonly number[], minFreeRamMiB: number | undefined): number {
+  const [first = 0, ...others] = memories;
+  return (minFreeRamMiB ?? first + RAM_MARGIN_MIB) + others.reduce((sum, memory) => sum + memory + RAM_PER_EXTRA_VM_MIB, 0);
 }
 
 /** Disk a run's overlay may grow into (an apply with Docker images writes a few GiB). */

@@ -43,6 +43,11 @@ export interface GroupNode {
   vars: Record<string, unknown>;
 }
 
+/** The hosts of a group (directly or through its children), in the inventory's order. */
+export function groupMembers(inventory: Pick<Inventory, "hosts">, group: string): string[] {
+  return [...inventory.hosts.values()].filter((host) => host.groups.includes(group)).map((host) => host.name);
+}
+
 /** How long Ansible may take to read an inventory (a plugin may ask a cloud API). */
 const INVENTORY_TIMEOUT_MS = 120_000;
 

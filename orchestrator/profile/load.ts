@@ -6,8 +6,17 @@ import { readdir, realpath, stat } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve, sep } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
-import { isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
-import { MAX_TOPOLOGY_HOSTS, overlaySchema, profileSchema, topologyProblems, type OverlayDocument, type ProfileDocument, type ProfileInput, type VmShape } from "./schema.ts";
+import { groupMembers, isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
+import {
+  MAX_TOPOLOGY_HOSTS,
+  overlaySchema,
+  profileSchema,
+  topologyProblems,
+  type OverlayDocument,
+  type ProfileDocument,
+  type ProfileInput,
+  type VmShape,
+} from "./schema.ts";
 import { closest } from "../did-you-mean.ts";
 import { kindOf, readYamlFile, validateYaml, type YamlFile } from "./yaml.ts";
 
@@ -300,7 +309,7 @@ function topologyHostNames(document: ProfileInput, inventory: Inventory, where: 
       message: `group ${JSON.stringify(group)} is not in the inventory ${inventory.file}; expected one of ${known.join(", ") || "(it has no groups)"}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ""}`,
     });
   }
-  const members = [...inventory.hosts.values()].filter((host) => host.groups.includes(group)).map((host) => host.name);
+  const members = groupMembers(inventory, group);
   if (members.length < 2 || members.length > MAX_TOPOLOGY_HOSTS) {
     throw new BadInputError({
       ...where("hosts"),
@@ -309,7 +318,8 @@ function topologyHostNames(document: ProfileInput, inventory: Inventory, where: 
     });
   }
   const problems = topologyProblems(document, members);
-  if (problems.length > 0) throw new BadInputError(problems.map((problem) => ({ ...where(String(problem.path[0])), path: formatFieldPath(problem.path), message: problem.message })));
+  if (problems.length > 0)
+    throw new BadInputError(problems.map((problem) => ({ ...where(String(problem.path[0])), path: formatFieldPath(problem.path), message: problem.message })));
   return members;
 }
 

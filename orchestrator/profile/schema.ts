@@ -473,6 +473,19 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
       else if (order.indexOf(host) !== index) problems.push({ path: [...path, index], message: `expected each host at most once, found ${host} again` });
     });
   }
+  const kindLists: { path: (string | number)[]; kinds: readonly RebootKind[] | undefined }[] = [
+    { path: ["reboot"], kinds: profile.reboot },
+    { path: ["scenarios", "red", "reboot"], kinds: profile.scenarios?.red?.reboot },
+    { path: ["scenarios", "green", "reboot"], kinds: profile.scenarios?.green?.reboot },
+  ];
+  for (const { path, kinds } of kindLists) {
+    // Each kind from one applied state would be one rewind point per VM, restored together.
+    if (several && kinds !== undefined && kinds.length > 1)
+      problems.push({
+        path,
+        message: `expected one kind with several hosts (each kind from one applied state is built for one VM), found ${kinds.join(", ")}`,
+      });
+  }
   for (const host of Object.keys(profile.vmFor ?? {})) {
     if (!several) onlySeveral(["vmFor"], "vmFor");
     else if (!hosts.includes(host)) problems.push({ path: ["vmFor", host], message: `expected ${named}, found ${JSON.stringify(host)}` });

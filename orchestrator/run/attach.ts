@@ -124,9 +124,12 @@ export async function takeDown(request: Pick<VerbRequest, "reference" | "runner"
   if (!engine) {
     throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");
   }
-  await underRunLock(runLockPath(request.env), `down of ${found.runId}`, found.runId, () =>
-    teardown(engine, found.runId, found.outputs.runDir, request.log),
-  ).catch((error: unknown) => {
+  // A topology is one run: every VM of it goes, the first (whose stack holds the network) last.
+  const members = found.record?.topology ?? [{ runId: found.runId, runDir: found.outputs.runDir }];
+  await underRunLock(runLockPath(request.env), `down of ${found.runId}`, found.runId, async () => {
+    const live = new Set((await engine.list()).map((stack) => stack.stack));
+    for (const member of [...members].reverse()) if (live.has(member.runId)) await teardown(engine, member.runId, member.runDir, request.log);
+  }).catch((error: unknown) => {
     throw asBomaError(error, request.signal);
   });
   return found;

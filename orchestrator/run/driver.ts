@@ -9,11 +9,14 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { dnsQueryLogOf, newRunIdentity, runDirName, type RunIdentity } from "../../infra/spec.ts";
-import { asBomaError, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
+import { dnsQueryLogOf, newRunIdentity, pickSubnet, runDirName, topologyMembers, type RunIdentity } from "../../infra/spec.ts";
+import { briefOf } from "../../infra/errors.ts";
+import { asBomaError, ExitCode, HarnessError, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
-import type { LoadedProfile } from "../profile/load.ts";
+import { profileForHost, type LoadedProfile } from "../profile/load.ts";
+import type { VmShape } from "../profile/schema.ts";
+import type { Log } from "../log.ts";
 import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
 import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening } from "./scenario.ts";
@@ -99,52 +102,34 @@ export class OpenRun {
     const { request, machinery } = this;
     const log = opening.log ?? request.log;
     const signal = opening.signal ?? request.signal;
-    const identity = await this.#freshIdentity();
-    await machinery.lock.claim(identity.runId);
+    const hosts = request.profile.topology?.map((host) => host.name) ?? [request.profile.document.host];
+    const identities = await this.#freshIdentities(hosts);
+    for (const identity of identities) await machinery.lock.claim(identity.runId);
     const dir = opening.folder ? join(this.dir, opening.folder) : this.dir;
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const report = emptyScenarioReport(opening, identity.runId);
+    const report = emptyScenarioReport(opening, identities[0]!.runId);
     this.report.scenarios.push(report);
     const timed = <T>(name: string, step: () => Promise<T>): Promise<T> => log.timed(report.phases, name, step);
 
-    let live: LiveRun | undefined;
+    // The scenario's VMs as they become ready, the first (the run's host) first.
+    const lives: LiveRun[] = [];
     let failure: "sut" | "harness" | "interrupted" | undefined;
     let error: unknown;
     try {
-      live = await (this.#hooks.provision ?? provision)(
-        {
-          profile: withVmShape(request.profile, machinery.vm),
-          accel: machinery.accel,
-          engine: machinery.engine,
-          runner: request.runner,
-          libvirt: machinery.libvirt,
-          log,
-          imageDir: request.imageDir,
-          egress: request.egress,
-          signal,
-          timeouts: this.timeouts,
-          subnetsInUse: this.#subnets,
-          ...(request.options.coldBoot ? {} : { warmStates: warmStateCacheOf(request.env) }),
-          record: {
-            stacksDir: stacksDir(request.env),
-            ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),
-            purpose: request.purpose,
-            scenario: opening.name,
-            certs: request.certs.tier,
-            reportFile: join(this.dir, "report.json"),
-            ...(request.options.noEgress ? { noEgress: true } : {}),
-            egress: request.egress.spec.mode,
-          },
-        },
-        { identity, runDir: dir },
-      );
-      report.phases.push(...live.phases);
-      report.bootResets.push(...live.resets);
+      await this.#provisionVms(identities, { dir, log, signal, opening }, lives);
+      const live = lives[0]!;
+      for (const [index, each] of lives.entries()) {
+        // A topology's other VMs' phases carry their host's name.
+        report.phases.push(...(index === 0 ? each.phases : each.phases.map((phase) => ({ ...phase, name: `${each.outputs.host}: ${phase.name}` }))));
+        report.bootResets.push(...each.resets);
+      }
       report.firstBoot = live.firstBoot;
       // A warm start is no boot: its sshd became active in the saved run's boot, not in this run.
       report.readyLagSeconds.push(live.firstBoot.kind === "warm" ? null : (live.boots[0]?.readyLagSeconds ?? null));
       report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
-      const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed });
+      if (lives.length > 1) report.vms = lives.map((each) => ({ host: each.outputs.host, stack: each.outputs.runId, ip: each.outputs.ip, bootIds: [] }));
+      const peers = lives.slice(1).map((each) => ({ host: each.outputs.host, machine: each.machine, outputs: each.outputs }));
+      const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed, ...(peers.length > 0 ? { peers } : {}) });
       report.ok = verdict.ok;
       report.outcome = verdict.outcome;
       if (opening.expect === "fail") report.faithful = verdict.ok;
@@ -173,14 +158,102 @@ export class OpenRun {
     }
     log.info(`${opening.name}: ${report.outcome}`);
     this.report.readyLagSeconds.push(...report.readyLagSeconds);
-    await this.#closeScenario(report, { ...opening, log }, live, failure, dir, timed).catch((closeError: unknown) => {
+    await this.#closeScenario(report, { ...opening, log }, lives, identities, failure, dir, timed).catch((closeError: unknown) => {
       error ??= asBomaError(closeError, signal);
     });
     // Its network is gone with it, or kept, and then libvirt lists it: either way not the run's to hold
     // (a later scenario may start from a first boot saved on that subnet).
-    if (live) this.#subnets.delete(live.outputs.subnet);
+    for (const each of lives) this.#subnets.delete(each.outputs.subnet);
     if (error !== undefined) throw error;
     return report;
+  }
+
+  /**
+   * Makes a scenario's VMs and waits until each is ready, pushing each into `lives` as it is (so
+   * that the caller closes what was made when one fails). One host: its VM, warm where it may be.
+   * Several: one network for all, on a subnet picked once, made by the first VM's stack; every
+   * VM boots at the same time, none from a saved first boot (a topology assigns each its address
+   * and MAC); a failure of one is the scenario's once the others are ready or failed too.
+   */
+  async #provisionVms(
+    identities: readonly RunIdentity[],
+    scenario: { dir: string; log: Log; signal: AbortSignal; opening: ScenarioOpening },
+    lives: LiveRun[],
+  ): Promise<void> {
+    const { request, machinery } = this;
+    const provisionOne = this.#hooks.provision ?? provision;
+    const topology = request.profile.topology;
+    // A topology's first VM's files are the scenario's; each other's in a folder named after its host.
+    const vmDir = (identity: RunIdentity, index: number) => (index === 0 ? scenario.dir : join(scenario.dir, identity.host));
+    const options = (host: string): ProvisionOptions => ({
+      profile: withVmShape(profileForHost(request.profile, host), this.#shapeFor(host)),
+      accel: machinery.accel,
+      engine: machinery.engine,
+      runner: request.runner,
+      libvirt: machinery.libvirt,
+      log: scenario.log,
+      imageDir: request.imageDir,
+      egress: request.egress,
+      signal: scenario.signal,
+      timeouts: this.timeouts,
+      subnetsInUse: this.#subnets,
+      ...(request.options.coldBoot || topology ? {} : { warmStates: warmStateCacheOf(request.env) }),
+      record: {
+        stacksDir: stacksDir(request.env),
+        ...(request.profile.synthesized ? { synthesized: request.profile.synthesized } : { profile: request.profile.file }),
+        purpose: request.purpose,
+        scenario: scenario.opening.name,
+        certs: request.certs.tier,
+        reportFile: join(this.dir, "report.json"),
+        ...(request.options.noEgress ? { noEgress: true } : {}),
+        egress: request.egress.spec.mode,
+        ...(identities.length > 1 ? { topology: identities.map((identity, index) => ({ runId: identity.runId, runDir: vmDir(identity, index) })) } : {}),
+      },
+    });
+    if (identities.length === 1) {
+      lives.push(await provisionOne(options(identities[0]!.host), { identity: identities[0]!, runDir: scenario.dir }));
+      return;
+    }
+    const first = identities[0]!;
+    const subnet = pickSubnet([...(await machinery.libvirt.usedSubnets()), ...this.#subnets], first.runId);
+    this.#subnets.add(subnet.cidr);
+    const place = { network: first.runId, members: topologyMembers(subnet, identities) };
+    scenario.log.info(
+      `${identities.length} VMs on one network ${subnet.cidr}: ${place.members.map((member) => `${member.host} ${member.ip}`).join(", ")}, each resolving the others by name`,
+    );
+    let networkMade!: () => void;
+    let networkFailed!: (error: unknown) => void;
+    const network = new Promise<void>((resolve, reject) => {
+      networkMade = resolve;
+      networkFailed = reject;
+    });
+    // Told to the others' waits; the first VM's own error is its own.
+    network.catch(() => undefined);
+    const made: (LiveRun | undefined)[] = identities.map(() => undefined);
+    const settled = await Promise.allSettled(
+      identities.map(async (identity, index) => {
+        const runDir = vmDir(identity, index);
+        await mkdir(runDir, { recursive: true, mode: 0o700 });
+        const topologyOf = index === 0 ? { place, subnet, onNetworkMade: networkMade } : { place, subnet, network };
+        try {
+          made[index] = await provisionOne({ ...options(identity.host), topology: topologyOf }, { identity, runDir });
+        } catch (provisionError) {
+          if (index === 0) networkFailed(new HarnessError(`the network of ${first.runId} was not made: ${briefOf(provisionError)}`));
+          throw provisionError;
+        }
+      }),
+    );
+    lives.push(...made.filter((live): live is LiveRun => live !== undefined));
+    const failed = settled.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
+    // The first VM's failure, when it failed: the others' follow from it.
+    if (failed.length > 0) throw settled[0]!.status === "rejected" ? settled[0]!.reason : failed[0];
+  }
+
+  /** A host's VM shape: its own (`vm:` with its `vmFor:`), with no more vCPUs than the run's preflight gave the VMs. */
+  #shapeFor(host: string): VmShape {
+    const own = this.request.profile.topology?.find((member) => member.name === host)?.vm ?? this.request.profile.document.vm;
+    const given = this.machinery.vm;
+    return own === this.request.profile.document.vm ? given : { ...own, vcpus: Math.min(own.vcpus, given.vcpus) };
   }
 
   /**
@@ -191,7 +264,8 @@ export class OpenRun {
   async #closeScenario(
     report: ScenarioReport,
     opening: ScenarioOpening,
-    live: LiveRun | undefined,
+    lives: readonly LiveRun[],
+    identities: readonly RunIdentity[],
     failure: "sut" | "harness" | "interrupted" | undefined,
     dir: string,
     timed: ScenarioVm["timed"],
@@ -202,19 +276,24 @@ export class OpenRun {
     // still gets its diagnostics and its keep decision; only Ctrl-C cuts those short.
     const signal = this.request.signal;
     const { engine, libvirt } = this.machinery;
-    if (live && (failure === "sut" || failure === "harness")) {
+    if (lives.length > 0 && (failure === "sut" || failure === "harness")) {
       const diagnostics = join(dir, "diagnostics");
       try {
         await timed("diagnostics", async () => {
-          const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({
-            dir: diagnostics,
-            machine: live.machine,
-            outputs: live.outputs,
-            runner,
-            libvirt,
-            reason: report.outcome,
-          });
-          log.info(`collected ${items.filter((item) => item.ok).length} of ${items.length} items into ${diagnostics}`);
+          // A topology's each in a folder named after its host.
+          for (const live of lives) {
+            const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({
+              dir: identities.length === 1 ? diagnostics : join(diagnostics, live.outputs.host),
+              machine: live.machine,
+              outputs: live.outputs,
+              runner,
+              libvirt,
+              reason: report.outcome,
+            });
+            log.info(
+              `collected ${items.filter((item) => item.ok).length} of ${items.length} items${identities.length === 1 ? "" : ` of ${live.outputs.host}`} into ${diagnostics}`,
+            );
+          }
         });
         report.diagnostics = diagnostics;
         // RED's when both have some (each scenario's report names its own).
@@ -223,27 +302,37 @@ export class OpenRun {
         log.warn(`diagnostics could not be collected: ${(diagnosticsError as Error).message.split("\n")[0]}`);
       }
     }
-    // Kept or not, the harness is done with the VM: its SSH master connection goes now.
-    await live?.machine.closeConnection().catch(() => undefined);
-    if (live) await this.#egressOf(opening, live);
-    const stackExists = (await engine.list()).some((stack) => stack.stack === report.stack);
-    const keep = stackExists && keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
-    if (keep && live) {
+    // Kept or not, the harness is done with the VMs: their SSH master connections go now.
+    for (const live of lives) await live.machine.closeConnection().catch(() => undefined);
+    // The allowlist is the network's: the first VM's stack holds it.
+    if (lives[0]) await this.#egressOf(opening, lives[0]);
+    const stacks = new Set((await engine.list()).map((stack) => stack.stack));
+    const made = identities.filter((identity) => stacks.has(identity.runId));
+    const keep =
+      made.some((identity) => identity.runId === report.stack) &&
+      keepVm({ policy: this.request.options.keep, onPass: opening.keepOnPass ?? false }, failure, signal.aborted);
+    if (keep && lives.length > 0) {
       // Two scenarios side by side may both keep theirs: the report names RED's (the first
-      // declared), the log each.
+      // declared), the log each. A topology is kept and taken down as one run, its first VM's.
       const kept = { run: report.stack, ssh: `npm run boma-it -- ssh ${report.stack}`, reap: `npm run boma-it -- down ${report.stack}   # or: npm run reap` };
       if (this.report.kept) log.info(`kept too: ${report.stack} (get in with \`${kept.ssh}\`)`);
       if (!this.report.kept || opening.name === "red") this.report.kept = kept;
       return;
     }
-    if (!stackExists) return;
-    try {
-      await timed("teardown", () => teardown(engine, report.stack, dir, log));
-    } catch (teardownError) {
-      // Said here in full, once: the run's error repeats only its first line.
-      log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
-      throw teardownError;
+    // The first VM's stack last: the network the others are on is its.
+    const failures: unknown[] = [];
+    for (const identity of [...made].reverse()) {
+      try {
+        await timed(made.length === 1 ? "teardown" : `teardown ${identity.host}`, () =>
+          teardown(engine, identity.runId, identity !== identities[0] ? join(dir, identity.host) : dir, log),
+        );
+      } catch (teardownError) {
+        // Said here in full, once: the run's error repeats only its first line.
+        log.warn(`${(teardownError as Error).message}\nrun \`npm run reap\` to remove what is left`);
+        failures.push(teardownError);
+      }
     }
+    if (failures.length > 0) throw failures[0];
   }
 
   /**
@@ -265,19 +354,20 @@ export class OpenRun {
   }
 
   /**
-   * A run id no live libvirt object has (one run at a time holds the lock, but a kept VM or a
-   * leftover may carry this second's name): bumped a second at a time.
+   * Run ids no live libvirt object has, one per host, all of one second (a topology's VMs share
+   * their stamp): one run at a time holds the lock, but a kept VM or a leftover may carry this
+   * second's names, so the second is bumped until every name is free.
    */
-  async #freshIdentity(): Promise<RunIdentity> {
+  async #freshIdentities(hosts: readonly string[]): Promise<RunIdentity[]> {
     const { libvirt } = this.machinery;
     const taken = new Set([...(await libvirt.names("domain")), ...(await libvirt.names("network")), ...(await libvirt.names("pool"))]);
     const start = (this.#hooks.now ?? (() => new Date()))().getTime();
-    // From here to the return nothing awaits: a scenario started beside this one cannot pick the same name.
+    // From here to the return nothing awaits: a scenario started beside this one cannot pick the same names.
     for (let offset = 0; offset < 600; offset += 1) {
-      const identity = newRunIdentity(this.request.profile.document.host, new Date(start + offset * 1000));
-      if (!taken.has(identity.runId) && !this.#runIds.has(identity.runId)) {
-        this.#runIds.add(identity.runId);
-        return identity;
+      const identities = hosts.map((host) => newRunIdentity(host, new Date(start + offset * 1000)));
+      if (identities.every((identity) => !taken.has(identity.runId) && !this.#runIds.has(identity.runId))) {
+        for (const identity of identities) this.#runIds.add(identity.runId);
+        return identities;
       }
     }
     throw new Error("no free run id in ten minutes of names");

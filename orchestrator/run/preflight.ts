@@ -8,9 +8,19 @@ import { ensureGoldenImage } from "../host/golden.ts";
 import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import type { RunLock } from "../host/lock.ts";
 import { certCacheDir, stacksDir } from "../host/paths.ts";
-import { guardResources, MIN_FREE_DISK_GIB, ramNeededMiB, vcpusSideBySide, vmsTheCoresHold } from "../host/prerequisites.ts";
+import {
+  availableRamMiB,
+  guardResources,
+  MIN_FREE_DISK_GIB,
+  RAM_MARGIN_MIB,
+  RAM_PER_EXTRA_VM_MIB,
+  ramNeededMiB,
+  topologyRamNeededMiB,
+  vcpusSideBySide,
+  vmsTheCoresHold,
+} from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
-import type { LoadedProfile } from "../profile/load.ts";
+import type { LoadedProfile, TopologyHost } from "../profile/load.ts";
 import { planCerts, type CertPlan } from "../ansible/certs.ts";
 import { chooseEngine } from "../host/engine-choice.ts";
 import { rootCommand } from "../host/root.ts";
@@ -66,6 +76,30 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
       "run as root, give the account password-less sudo, or change what needs it",
     );
   }
+  const topology = request.profile.topology;
+  if (topology) {
+    const shapes = await guardTopology(libvirt, topology, request.options.minFreeRamMiB);
+    const accel = decideAccel(request.options.accel, await probeAccel());
+    request.log.info(`accel: ${accel.accel} (${accel.reason})`);
+    const cores = availableParallelism();
+    const most = Math.max(...shapes.map((shape) => shape.vcpus));
+    // All of a topology's VMs run at once: under TCG, as many cores each as there are (one at least).
+    const each = accel.accel === "tcg" ? Math.max(1, Math.min(most, Math.floor(cores / topology.length))) : most;
+    if (each < most)
+      request.log.info(
+        `${topology.length} VMs at once with ${each} vCPU${each === 1 ? "" : "s"} each at most: under software emulation each VM's vCPUs need cores of their own, and this machine has ${cores}${topology.length > cores ? " (fewer than the VMs: they share them, and every wait is longer)" : ""}`,
+      );
+    request.log.info(reason);
+    await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
+    return {
+      libvirt,
+      accel,
+      engine,
+      lock,
+      vmsAtOnce: topology.length,
+      vm: { ...request.profile.document.vm, vcpus: Math.min(request.profile.document.vm.vcpus, each) },
+    };
+  }
   const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };
   const wanted = request.vmsWanted ?? 1;
   const byMemory = await guardResources(libvirt, { ...memory, vms: wanted });
@@ -94,6 +128,26 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
   // Under the lock: two runs never make the same image at once.
   await ensureGoldenImage(request.imageDir, request.profile.document.image, request.options.imageFetch, request);
   return { libvirt, accel, engine, lock, vmsAtOnce, vm };
+}
+
+/**
+ * The resource guard of a topology: one test VM at a time (a run's own aside) as for one host,
+ * then free RAM for all of its VMs at once (see {@link topologyRamNeededMiB}), refused with the
+ * arithmetic. Returns each host's VM shape.
+ */
+async function guardTopology(libvirt: Libvirt, topology: readonly TopologyHost[], minFreeRamMiB: number | undefined): Promise<VmShape[]> {
+  const memories = topology.map((host) => host.vm.memoryMiB);
+  await guardResources(libvirt, { vmMemoryMiB: memories[0]!, minFreeRamMiB });
+  const needed = topologyRamNeededMiB(memories, minFreeRamMiB);
+  const available = await availableRamMiB();
+  if (available < needed) {
+    const each = topology.map((host) => `${host.name} ${host.vm.memoryMiB}`).join(" + ");
+    throw new RefusedError(
+      `only ${available} MiB of RAM is free; ${topology.length} VMs at once need ${needed} MiB (${each} MiB of VM memory, ${minFreeRamMiB ? `--min-free-ram ${minFreeRamMiB} MiB for the first` : `${RAM_MARGIN_MIB} MiB of margin`}, ${RAM_PER_EXTRA_VM_MIB} MiB for each further VM's emulator)`,
+      "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB (or vmFor) in the profile",
+    );
+  }
+  return topology.map((host) => host.vm);
 }
 
 /**

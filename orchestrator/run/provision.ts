@@ -9,7 +9,7 @@ import type { Engine } from "../../infra/engines/engine.ts";
 import { imageInfo, imagePath } from "../../infra/image/images.ts";
 import { planStack, runFiles, type StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
-import { overlapsAny, pickSubnet, stackSpec, type RunIdentity, type StackSpec, type Subnet, type WarmStartSpec } from "../../infra/spec.ts";
+import { overlapsAny, pickSubnet, stackSpec, type RunIdentity, type StackSpec, type Subnet, type TopologyPlace, type WarmStartSpec } from "../../infra/spec.ts";
 import { HOST_KEY_TYPES, seedFiles, type HostKeyPair, type HostKeyType, type SeedKeys } from "../../infra/seed.ts";
 import { domainXml } from "../../infra/xml.ts";
 import type { AccelDecision } from "../../infra/accel.ts";
@@ -96,6 +96,21 @@ export interface ProvisionOptions {
    * yet): never picked again; this VM's is added.
    */
   subnetsInUse?: Set<string>;
+  /** One VM of several on one network (see {@link TopologyProvision}); absent: a VM alone on a network of its own. */
+  topology?: TopologyProvision;
+}
+
+/**
+ * Where a VM of a topology stands: its place on the run's one network (every VM's fixed address
+ * and MAC, the network named after the first VM) and that network's subnet, picked once for all.
+ * The first VM's stack makes the network and says so (`onNetworkMade`); each other's waits for
+ * it (`network`) before it is made, and is never made when the first failed before.
+ */
+export interface TopologyProvision {
+  place: TopologyPlace;
+  subnet: Subnet;
+  network?: Promise<void>;
+  onNetworkMade?: () => void;
 }
 
 /**
@@ -350,7 +365,7 @@ function vmTemplates(options: ProvisionOptions, base: ProvisionBase): string {
 async function bootCold(options: ProvisionOptions, base: ProvisionBase, choice: WarmChoice | undefined): Promise<LiveRun> {
   const { made, spec } = await makeStack(options, base, async () => ({
     keys: await makeKeys(options.runner, base.runDir, base.identity.runId),
-    subnet: pickSubnet([...(await options.libvirt.usedSubnets()), ...(options.subnetsInUse ?? [])], base.identity.runId),
+    subnet: options.topology?.subnet ?? pickSubnet([...(await options.libvirt.usedSubnets()), ...(options.subnetsInUse ?? [])], base.identity.runId),
   }));
   const machine = await machineFor(made, { runner: options.runner, log: options.log, libvirt: options.libvirt, signal: options.signal });
   try {
@@ -464,6 +479,7 @@ async function makeStack(
       ownerPid: process.pid,
       ...(ownerStart !== undefined ? { ownerStart } : {}),
       ...(warm ? { warmStart: warm.spec } : {}),
+      ...(options.topology ? { topology: options.topology.place } : {}),
     });
     if (warm)
       await renameSaveImage(warm.state, { runId: base.identity.runId, runDir: base.runDir, saveImage: warm.spec.saveImage, domainXml: domainXml(spec) });
@@ -472,6 +488,8 @@ async function makeStack(
     log.info(
       `stack ${plan.stack}: network ${spec.network.subnet.cidr} (${{ allowlist: "NAT to the allowlist", open: "NAT", none: "no egress" }[spec.network.egress.mode]}), ${spec.vm.vcpus} vCPU, ${spec.vm.memoryMiB} MiB, ${spec.vm.diskGiB} GiB overlay on ${options.profile.document.image}, ${spec.accel.toUpperCase()}`,
     );
+    // A topology's VM joins the network its first VM's stack makes.
+    await options.topology?.network;
     const made = await options.engine.up(plan, {
       signal: options.signal,
       onEvent: (event) => {
@@ -481,6 +499,7 @@ async function makeStack(
       onOutput: (line) => log.info(`  pulumi │ ${line}`),
     });
     await writeRunRecord(base.runDir, { ...made, engine: options.engine.name, ...options.record });
+    options.topology?.onNetworkMade?.();
     return { made, spec };
   });
 }

@@ -17,10 +17,20 @@ import { dropRewindPoint, rewind, takeRewindPoint, type RewindPoint } from "../h
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
 import { runSurvivalChecks } from "../guest/survival.ts";
 import type { Log } from "../log.ts";
-import { redExpectationAfter, VERIFY_CHECK_PREFIX, type Check, type ExpectFailing, type RebootKind } from "../profile/schema.ts";
+import { redExpectationAfter, VERIFY_CHECK_PREFIX, type Check, type ExpectFailing, type RebootKind, type RebootOrder } from "../profile/schema.ts";
 import { withOneReset } from "./provision.ts";
 import { provenInWords, rebootedAs, reportedProof, type RebootEntry, type ScenarioReport } from "./report.ts";
-import { checkStage, verifyStage, type ScenarioSpec, type ScenarioVm, type StepContext, type SurvivalPlan, type Verdict, type VerifyPlan } from "./stages.ts";
+import {
+  checkStage,
+  scenarioVms,
+  verifyStage,
+  type ScenarioSpec,
+  type ScenarioVm,
+  type StepContext,
+  type SurvivalPlan,
+  type Verdict,
+  type VerifyPlan,
+} from "./stages.ts";
 
 /** How long systemd may take to report the system running after the reboot (slow units under TCG). */
 const SYSTEM_RUNNING_TIMEOUT_MS = 5 * 60_000;
@@ -70,11 +80,25 @@ export async function rebootByKinds(
     failed: (kind: RebootKind, post: readonly CheckResult[]) => boolean;
     /** What the checks after a kind are expected to do (default: pass). */
     expectAfter?: (kind: RebootKind) => "pass" | "fail";
+    /** Several hosts: in which order their VMs reboot (default all at once). */
+    order?: RebootOrder;
   },
 ): Promise<KindOutcome[]> {
   const { machine, report } = session;
   const several = kinds.length > 1;
   const tagged = !(kinds.length === 1 && kinds[0] === "clean");
+  if (session.peers && session.peers.length > 0) {
+    // One applied state per kind would be one rewind point per VM, restored together: one kind for several hosts.
+    if (several) throw new HarnessError(`several hosts reboot by one kind at a time; found ${kinds.join(", ")}`);
+    const reboot = await rebootTopology(context, session, kinds[0]!, plan.order ?? "all", plan);
+    const checks = tagged ? reboot.post.map((check) => ({ ...check, reboot: kinds[0]! })) : reboot.post;
+    report.checks.push(...checks);
+    if (tagged)
+      (report.reboots ??= []).push(
+        rebootEntry(kinds[0]!, plan.expectAfter?.(kinds[0]!) ?? "pass", reboot, checks, !plan.failed(kinds[0]!, reboot.post), report, null),
+      );
+    return [{ kind: kinds[0]!, reboot }];
+  }
   const outcomes: KindOutcome[] = [];
   let point: RewindPoint | undefined;
   let failure: { error: unknown } | undefined;
@@ -217,7 +241,9 @@ export async function rebootStep(
   const before = await session.timed(`snapshot before ${label}`, () => takeSnapshot(machine));
   let proof: RebootProof;
   try {
-    proof = await session.timed(kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss", () => rebootWithOneReset(context, session, kind));
+    proof = await session.timed(kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss", () =>
+      rebootWithOneReset(context, machine, report, kind),
+    );
   } catch (error) {
     const reason = await notBackReason(error, context, machine, kind);
     context.log.warn(`the VM did not come back after ${label}: ${reason}`);
@@ -258,6 +284,129 @@ export async function rebootStep(
   const after = await session.timed(`snapshot after ${label}`, () => takeSnapshot(machine));
   report.snapshotDiff = diffSnapshots(before, after);
   return { post, proof, before, after };
+}
+
+/** The VMs of a topology that reboot, in turns: all in one turn, or one per turn (rolling: every host in order; a list: those named). */
+export function rebootTurns(hosts: readonly string[], order: RebootOrder): string[][] {
+  if (order === "all") return [[...hosts]];
+  return (order === "rolling" ? hosts : order).map((host) => [host]);
+}
+
+/**
+ * A topology's reboot of one kind, in turns (see {@link rebootTurns}): each VM of a turn rebooted
+ * at the same time and proven by its own boot id (recorded in `vms[]`; the first host's is the
+ * scenario's `bootIds`). Rolling, the checks neither about nor from the host rebooting run while
+ * it reboots (named "while <host> reboots: <check>"). Then every VM settles and every check runs.
+ * A VM that does not come back (its new kernel ran) fails the checks about or from it; the
+ * others run. A fault of any VM's reboot is the run's (exit 4), as with one VM.
+ */
+async function rebootTopology(
+  context: StepContext,
+  session: ScenarioVm,
+  kind: RebootKind,
+  order: RebootOrder,
+  plan: { checks: readonly Check[]; survival?: SurvivalPlan; verify?: VerifyPlan },
+): Promise<RebootOutcome> {
+  const { report } = session;
+  const vms = scenarioVms(session);
+  const label = rebootLabel(kind);
+  const entryOf = (host: string) => report.vms?.find((entry) => entry.host === host);
+  const before = await session.timed(`snapshot before ${label}`, () => takeSnapshot(session.machine));
+  const notBack = new Map<string, string>();
+  const during: CheckResult[] = [];
+  const turns = rebootTurns(
+    vms.map((vm) => vm.host),
+    order,
+  );
+  for (const turn of turns) {
+    const rebooting = vms.filter((vm) => turn.includes(vm.host));
+    const name = `${turn.join(" and ")}: ${kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss"}`;
+    const reboots = session.timed(name, () =>
+      Promise.all(
+        rebooting.map(async (vm) => {
+          try {
+            const proof = await rebootWithOneReset(context, vm.machine, report, kind);
+            const entry = entryOf(vm.host);
+            if (entry) {
+              entry.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+              entry.proof = reportedProof(proof);
+            }
+            if (vm.machine === session.machine) {
+              report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+              report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
+              report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
+            }
+            context.log.info(`${vm.host} ${rebootedAs(proof.kind)}: ${provenInWords(reportedProof(proof))}`);
+          } catch (error) {
+            const reason = await notBackReason(error, context, vm.machine, kind);
+            context.log.warn(`${vm.host} did not come back after ${label}: ${reason}`);
+            notBack.set(vm.host, reason);
+            const entry = entryOf(vm.host);
+            if (entry) entry.notBack = reason;
+            report.notBack ??= { reason: `${vm.host}: ${reason}`, console: await vm.machine.currentBootConsole(20) };
+          }
+        }),
+      ),
+    );
+    // Rolling: what does not involve the hosts rebooting must hold meanwhile.
+    const meanwhile =
+      order === "all"
+        ? []
+        : plan.checks.filter((check) => !turn.includes(check.on ?? vms[0]!.host) && !(check.from !== undefined && turn.includes(check.from)));
+    const [, held] = await Promise.all([
+      reboots,
+      meanwhile.length === 0
+        ? Promise.resolve([])
+        : checkStage(
+            context,
+            session,
+            "post-reboot",
+            meanwhile.map((check) => ({ ...check, name: `while ${turn.join(" and ")} reboots: ${check.name}` })),
+          ),
+    ]);
+    during.push(...held);
+  }
+  const back = vms.filter((vm) => !notBack.has(vm.host));
+  await session.timed("system settled", () => Promise.all(back.map((vm) => waitSettled(vm.machine, context.log))));
+  report.guestBootSeconds.push(kind === "soft" || notBack.has(vms[0]!.host) ? null : await session.machine.guestBootSeconds());
+  const involves = (check: Check) => [check.on ?? vms[0]!.host, ...(check.from !== undefined && check.from !== "controller" ? [check.from] : [])];
+  const cannotRun = plan.checks.filter((check) => involves(check).some((host) => notBack.has(host)));
+  const post = await session.timed(`checks after ${label}`, async () => {
+    const [written, derived] = await Promise.all([
+      checkStage(
+        context,
+        session,
+        "post-reboot",
+        plan.checks.filter((check) => !cannotRun.includes(check)),
+      ),
+      plan.survival && plan.survival.checks.length > 0 && !notBack.has(vms[0]!.host)
+        ? runSurvivalChecks(plan.survival.checks, session.machine, session.outputs.ip, plan.survival.withinMs, (result) =>
+            context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`),
+          )
+        : Promise.resolve([]),
+    ]);
+    const failedOnes = cannotRun.map((check) => {
+      const host = involves(check).find((each) => notBack.has(each))!;
+      return {
+        name: check.name,
+        stage: "post-reboot" as const,
+        ok: false,
+        detail: `${host} did not come back after ${label}: ${notBack.get(host)!}`,
+        seconds: 0,
+      };
+    });
+    return [...during, ...written, ...failedOnes, ...derived];
+  });
+  if (plan.verify && notBack.size === 0) post.push(...(await verifyStage(context, session, "post-reboot", plan.verify)));
+  const after = notBack.has(vms[0]!.host) ? undefined : await session.timed(`snapshot after ${label}`, () => takeSnapshot(session.machine));
+  if (after) report.snapshotDiff = diffSnapshots(before, after);
+  return {
+    post,
+    proof: undefined,
+    ...(notBack.size > 0 ? { notBack: [...notBack].map(([host, reason]) => `${host}: ${reason}`).join("; ") } : {}),
+    before,
+    after,
+  };
 }
 
 /**
@@ -319,8 +468,7 @@ async function notBackReason(error: unknown, context: StepContext, machine: Mach
  * stalls before its kernel, the VM is powered off and on once and the same boot is waited for
  * again (recorded in `bootResets`).
  */
-async function rebootWithOneReset(context: StepContext, session: ScenarioVm, kind: RebootKind): Promise<RebootProof> {
-  const { machine, report } = session;
+async function rebootWithOneReset(context: StepContext, machine: Machine, report: Pick<ScenarioReport, "bootResets">, kind: RebootKind): Promise<RebootProof> {
   // No boot, no firmware: nothing to reset.
   if (kind === "soft") return machine.softReboot(context.timeouts.sshMs);
   const bootIdBefore = await machine.bootId();

@@ -73,6 +73,25 @@ export interface ScenarioReport {
    * `notBack` are the last kind's.
    */
   reboots?: RebootEntry[];
+  /**
+   * Several hosts: each VM of the scenario in the topology's order, the first being the
+   * scenario's own (`stack`, `bootIds`).
+   */
+  vms?: VmEntry[];
+}
+
+/** One VM of a topology's scenario, as report.json keeps it. */
+export interface VmEntry {
+  /** The inventory host it impersonates. */
+  host: string;
+  stack: string;
+  ip: string;
+  /** Before and after its reboot (empty: it did not reboot, or did not come back). */
+  bootIds: [string, string] | [];
+  /** Its reboot's proof, when it rebooted and came back. */
+  proof?: ReportedProof;
+  /** Why it did not come back after its reboot (a finding). */
+  notBack?: string;
 }
 
 /** A reboot's proof as report.json keeps it. */

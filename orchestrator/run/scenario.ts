@@ -67,6 +67,7 @@ export function declaredScenarios(profile: Pick<LoadedProfile, "document">): { r
         ...(declared.red.expectFailing ? { expectFailing: declared.red.expectFailing } : {}),
         ...(declared.red.idempotence !== undefined ? { idempotence: declared.red.idempotence } : {}),
         ...(declared.red.reboot !== undefined ? { reboot: declared.red.reboot } : {}),
+        ...(declared.red.rebootOrder !== undefined ? { rebootOrder: declared.red.rebootOrder } : {}),
       }
     : undefined;
   const green = declared?.green;
@@ -78,6 +79,7 @@ export function declaredScenarios(profile: Pick<LoadedProfile, "document">): { r
       vars: green?.vars ?? {},
       ...(green?.idempotence !== undefined ? { idempotence: green.idempotence } : {}),
       ...(green?.reboot !== undefined ? { reboot: green.reboot } : {}),
+      ...(green?.rebootOrder !== undefined ? { rebootOrder: green.rebootOrder } : {}),
     },
   };
 }
@@ -226,6 +228,7 @@ export async function redGreenSteps(context: StepContext, session: ScenarioVm, s
     verify,
     failed: (kind, post) => !judgeKind(kind, post).ok,
     expectAfter: (kind) => (scenario.expect === "pass" || redExpectationAfter(kind, scenario.expectFailing).after === "survive" ? "pass" : "fail"),
+    order: scenario.rebootOrder ?? profile.document.rebootOrder ?? "all",
   });
   if (kinds.length === 1 && kinds[0] === "clean") return judge(scenario.expect, pre, outcomes[0]!.reboot.post, scenario.expectFailing);
   return judgeKinds(

@@ -11,6 +11,7 @@ import type { RunSecrets } from "../ansible/secrets.ts";
 import { takeSnapshot } from "../guest/snapshot.ts";
 import { imageDir } from "../host/paths.ts";
 import { takeResetPoint } from "../host/reset-point.ts";
+import { BadInputError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { rebootKinds } from "../profile/schema.ts";
@@ -88,7 +89,7 @@ async function runRequest(
     runsDir: context.runsDir,
     imageDir: imageDir(env),
     signal: context.signal,
-    vmsWanted: scenariosAtOnce(scenarios.length, options, certs, log),
+    vmsWanted: profile.topology ? profile.topology.length : scenariosAtOnce(scenarios.length, options, certs, log),
     ...(scenarios.some((scenario) => rebootKinds(scenario.reboot ?? profile.document.reboot).length > 1)
       ? { needsRootFor: "several reboot kinds from one applied state (the VM's disk is copied in libvirt's pool folder)" }
       : {}),
@@ -114,7 +115,11 @@ export async function runScenarios(inputs: RunInputs, scenarios: ScenarioSpec[],
   const request = await runRequest("run", inputs, scenarios, inputs.options.scenario === "red" ? "red" : "green", context);
   const { report } = await withRun(request, { preflight: preflightRun }, async (run) => {
     context.log.info(`scenarios: ${scenarios.map((scenario) => scenario.name.toUpperCase()).join(" → ")}`);
-    await runRedGreen(run, scenarios, { sideBySide: run.machinery.vmsAtOnce >= scenarios.length });
+    const topology = inputs.profile.topology;
+    // A topology's scenario has a VM per host already: its scenarios run one at a time.
+    if (topology && scenarios.length > 1)
+      context.log.info(`scenarios one at a time: each has ${topology.length} VMs (${topology.map((host) => host.name).join(", ")})`);
+    await runRedGreen(run, scenarios, { sideBySide: !topology && run.machinery.vmsAtOnce >= scenarios.length });
   });
   return report;
 }
@@ -132,6 +137,12 @@ export async function bringUp(
   context: SequenceContext,
 ): Promise<{ report: RunReport; error: unknown; summary: UpSummary | undefined }> {
   const { runner } = context;
+  if (inputs.profile.topology)
+    throw new BadInputError({
+      file: inputs.profile.file,
+      path: "hosts",
+      message: `\`up\` brings up one host's VM to work on; found a profile of several hosts (${inputs.profile.topology.map((host) => host.name).join(", ")}): run it with \`run\` (with --keep always to keep its VMs), or name one host in a profile of its own`,
+    });
   const request = await runRequest("up", inputs, [scenario], scenario.name, context);
   let summary: UpSummary | undefined;
   const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {

@@ -11,7 +11,7 @@ import type { AccelDecision } from "../../infra/accel.ts";
 import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { GUEST_ANSIBLE_PYTHON } from "../../infra/seed.ts";
-import { checkTransientInventory, runPlaybook, writeTransientInventory, type ApplyInput, type TransientInventory } from "../ansible/apply.ts";
+import { checkTransientInventory, runPlaybook, writeTransientInventory, type ApplyInput, type ApplyPeer, type TransientInventory } from "../ansible/apply.ts";
 import { verifyFindings } from "../ansible/verify.ts";
 import { runChecks, type CheckResult, type CheckStage } from "../guest/checks.ts";
 import { certCacheDir } from "../host/paths.ts";
@@ -20,14 +20,14 @@ import { followHostKeys } from "../guest/host-keys.ts";
 import { answeringPorts, deriveSurvivalChecks, observeSurvival, tlsCandidates, tlsPortsAnswering, type DerivedCheck } from "../guest/survival.ts";
 import type { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
-import type { LoadedProfile } from "../profile/load.ts";
+import { profileForHost, type LoadedProfile } from "../profile/load.ts";
 import type { ResolvedRevision } from "../profile/revision.ts";
-import type { Check, ExpectFailing, RebootKind } from "../profile/schema.ts";
+import type { Check, ExpectFailing, RebootKind, RebootOrder } from "../profile/schema.ts";
 import type { CertPlan } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type AnsibleArgs } from "./options.ts";
 import type { BootTimeouts } from "./provision.ts";
 import type { ScenarioReport } from "./report.ts";
-import type { RunSecrets } from "../ansible/secrets.ts";
+import { overlayPlainVars, overlaySecrets, type RunSecrets } from "../ansible/secrets.ts";
 
 /** One scenario to run. */
 export interface ScenarioSpec {
@@ -44,6 +44,8 @@ export interface ScenarioSpec {
   idempotence?: boolean | "strict";
   /** The scenario's own `reboot` kinds, over the profile's. */
   reboot?: RebootKind | RebootKind[];
+  /** Several hosts: the scenario's own `rebootOrder`, over the profile's. */
+  rebootOrder?: RebootOrder;
 }
 
 /** What the steps need from the run. */
@@ -69,6 +71,20 @@ export interface ScenarioVm {
   dir: string;
   /** Runs a step, timed into the scenario's phases. */
   timed<T>(name: string, body: () => Promise<T>): Promise<T>;
+  /** Several hosts: the other hosts' VMs, in the topology's order (this one is the first host's). */
+  peers?: PeerVm[];
+}
+
+/** Another VM of a topology's scenario. */
+export interface PeerVm {
+  host: string;
+  machine: Machine;
+  outputs: StackOutputs;
+}
+
+/** Every VM of a scenario, the first host's first, each with its host. */
+export function scenarioVms(session: Pick<ScenarioVm, "machine" | "outputs" | "peers">): PeerVm[] {
+  return [{ host: session.outputs.host, machine: session.machine, outputs: session.outputs }, ...(session.peers ?? [])];
 }
 
 /** The verdict of a scenario. */
@@ -77,17 +93,49 @@ export interface Verdict {
   outcome: string;
 }
 
-/** Runs the profile's checks (or `checks`) now, each printed as it ends. */
+/**
+ * Runs the profile's checks (or `checks`) now, each printed as it ends. Several hosts: each check
+ * against the host it is `on` (the first by default), run where its `from` says (the controller,
+ * that host, or another host against it); the results in the checks' order.
+ */
 export async function checkStage(
   context: Pick<StepContext, "profile" | "log" | "certs">,
-  session: Pick<ScenarioVm, "machine" | "outputs">,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "peers">,
   stage: CheckStage,
   checks: readonly Check[] = context.profile.document.checks,
 ): Promise<CheckResult[]> {
-  return runChecks(checks, session.machine, session.outputs.ip, stage, {
-    onResult: (result) => context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
+  const vms = scenarioVms(session);
+  const options = {
+    onResult: (result: CheckResult) =>
+      context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}${result.ok ? "" : ` (after ${result.seconds} s)`}`),
     context: { repoDir: context.profile.repoDir, tier: context.certs.tier, certCacheDir: certCacheDir() },
-  });
+  };
+  if (vms.length === 1) return runChecks(checks, session.machine, session.outputs.ip, stage, options);
+  const vmOf = (host: string) => {
+    const found = vms.find((vm) => vm.host === host);
+    if (!found) throw new Error(`${host} is no host of this scenario (${vms.map((vm) => vm.host).join(", ")})`);
+    return found;
+  };
+  // One batch per host the checks are about and host they run on.
+  const batches = new Map<string, { on: PeerVm; via: PeerVm | undefined; checks: Check[] }>();
+  for (const check of checks) {
+    const on = vmOf(check.on ?? vms[0]!.host);
+    const via = check.from !== undefined && check.from !== "controller" && check.from !== on.host ? vmOf(check.from) : undefined;
+    const key = `${on.host} ${via?.host ?? ""}`;
+    if (!batches.has(key)) batches.set(key, { on, via, checks: [] });
+    batches.get(key)!.checks.push(check);
+  }
+  const results = await Promise.all(
+    [...batches.values()].map((batch) =>
+      runChecks(batch.checks, batch.on.machine, batch.on.outputs.ip, stage, {
+        ...options,
+        ...(batch.via ? { via: { host: batch.via.host, machine: batch.via.machine } } : {}),
+      }),
+    ),
+  );
+  const byCheck = new Map<Check, CheckResult>();
+  [...batches.values()].forEach((batch, index) => batch.checks.forEach((check, at) => byCheck.set(check, results[index]![at]!)));
+  return checks.map((check) => byCheck.get(check)!);
 }
 
 /** What a verify playbook runs with: the profile it comes from (a revision's, say) and the scenario's vars. */
@@ -151,7 +199,7 @@ async function freshFolder(base: string): Promise<string> {
  */
 export async function prepareAnsible(
   context: StepContext,
-  session: Pick<ScenarioVm, "machine" | "outputs">,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "peers">,
   vars: Record<string, unknown>,
   options: { profile: LoadedProfile; dir: string; playbookArgs: string[] },
 ): Promise<{ input: ApplyInput; files: TransientInventory }> {
@@ -168,11 +216,20 @@ export async function prepareAnsible(
     signal: context.signal,
     playbookArgs: options.playbookArgs,
     guestPython: await guestPythonOf(session.machine),
+    ...(session.peers && session.peers.length > 0 ? { peers: session.peers.map((peer) => applyPeer(options.profile, peer)) } : {}),
   };
   await mkdir(input.dir, { recursive: true, mode: 0o700 });
   const files = await writeTransientInventory(input);
   await checkTransientInventory(input, files);
   return { input, files };
+}
+
+/** Another host of the topology as its apply takes it: its VM, and its own overlay's plain and secret vars and vault. */
+function applyPeer(profile: LoadedProfile, peer: PeerVm): ApplyPeer {
+  const own = profileForHost(profile, peer.host);
+  const { secretVars, vaultFile } = overlaySecrets(own);
+  const vars = overlayPlainVars(own, secretVars);
+  return { host: peer.host, outputs: peer.outputs, target: peer.machine.target, vars, secretVars, ...(vaultFile ? { vaultFile } : {}) };
 }
 
 /**

@@ -6,6 +6,7 @@ import type { CommandDefinition } from "../command.ts";
 import { hostTargets } from "../run-inputs.ts";
 import { oneOf, PROFILELESS_OPTIONS } from "../options.ts";
 import { SCENARIOS } from "../../run/options.ts";
+import { profileForHost } from "../../profile/load.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
 import { rebootKinds, type RebootKind } from "../../profile/schema.ts";
 import { declaredScenarios, resolveScenarioRevisions } from "../../run/scenario.ts";
@@ -45,9 +46,13 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
     );
     // What the apply would meet first, as a run meets it: the vault passwords (exit 3 without
     // them), the host's vars as Ansible resolves them, the playbook's syntax (exit 2, file and line).
-    const secrets = await loadSecrets(profile, runner, redactor);
     const scenario = plan.find((entry) => entry.name === target) ?? green;
-    if (!scenario.revision) await checkBeforeBoot({ profile, secrets, runner, log, vars: scenario.vars });
+    // Several hosts: each as its own VM's apply would meet it.
+    for (const host of profile.topology?.map((member) => member.name) ?? [profile.document.host]) {
+      const view = profileForHost(profile, host);
+      const secrets = await loadSecrets(view, runner, redactor);
+      if (!scenario.revision) await checkBeforeBoot({ profile: view, secrets, runner, log, vars: scenario.vars });
+    }
     const worktree = await worktreeRevision(profile.repoDir, runner);
     const revisions = plan.map((scenario) => ({
       scenario: scenario.name,
@@ -68,6 +73,12 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
       image: profile.document.image,
       certs: profile.document.certs,
       vm: profile.document.vm,
+      ...(profile.topology
+        ? {
+            hosts: profile.topology.map((host) => ({ host: host.name, groups: host.inventoryHost.groups, overlay: host.overlay.file ?? null, vm: host.vm })),
+            rebootOrder: Object.fromEntries(plan.map((scenario) => [scenario.name, scenario.rebootOrder ?? profile.document.rebootOrder ?? "all"])),
+          }
+        : {}),
       checks: profile.document.checks.map((check) => check.name),
       survival: profile.document.survival,
       verify: profile.verifyFile ?? null,
@@ -79,10 +90,22 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
     const idempotence = Object.entries(summary.idempotence).filter(([, mode]) => mode !== false);
     const text = [
       `profile ${profile.name} is valid (${profile.file})`,
-      `  host:      ${summary.host} (groups: ${summary.groups.join(", ")})`,
+      ...(summary.hosts
+        ? summary.hosts.map(
+            (host, index) =>
+              `  ${index === 0 ? "hosts:    " : "          "} ${host.host} (groups: ${host.groups.join(", ")}; overlay: ${host.overlay ?? "(none)"}; ${host.vm.vcpus} vCPU, ${host.vm.memoryMiB} MiB)`,
+          )
+        : [`  host:      ${summary.host} (groups: ${summary.groups.join(", ")})`]),
+      ...(summary.rebootOrder
+        ? [
+            `  reboot order: ${Object.entries(summary.rebootOrder)
+              .map(([name, order]) => `${name.toUpperCase()} ${Array.isArray(order) ? order.join(" → ") : order}`)
+              .join(", ")}`,
+          ]
+        : []),
       `  repo:      ${summary.repo}`,
       `  playbook:  ${summary.playbook}`,
-      `  overlay:   ${summary.overlay ?? "(none)"}`,
+      ...(summary.hosts ? [] : [`  overlay:   ${summary.overlay ?? "(none)"}`]),
       `  image:     ${summary.image}; certs: ${summary.certs}; vm: ${summary.vm.vcpus} vCPU, ${summary.vm.memoryMiB} MiB, ${summary.vm.diskGiB} GiB`,
       `  checks:    ${summary.checks.length}${summary.checks.length > 0 ? ` (${summary.checks.join("; ")})` : ""}${summary.survival !== false ? `; survival checks${summary.survival === "strict" ? " (strict)" : ""} derived from the state before the reboot` : ""}`,
       ...(summary.verify ? [`  verify:    ${summary.verify} (before and after the reboot)`] : []),

@@ -86,8 +86,14 @@ describe("a profile of several hosts", () => {
   });
 
   it("refuses a group it does not have, or one of fewer than two hosts", async () => {
-    assert.match(await problemsOf(MESH.replace("hosts: [askari, kazi]", "hosts: { group: mesch }")), /hosts\.group: group "mesch" is not in the inventory .*\(did you mean "mesh"\?\)/);
-    assert.match(await problemsOf(MESH.replace("hosts: [askari, kazi]", "hosts: { group: lonely }")), /hosts\.group: expected a group of 2 to 16 hosts \(one host: host:\), found 1 in lonely \(askari\)/);
+    assert.match(
+      await problemsOf(MESH.replace("hosts: [askari, kazi]", "hosts: { group: mesch }")),
+      /hosts\.group: group "mesch" is not in the inventory .*\(did you mean "mesh"\?\)/,
+    );
+    assert.match(
+      await problemsOf(MESH.replace("hosts: [askari, kazi]", "hosts: { group: lonely }")),
+      /hosts\.group: expected a group of 2 to 16 hosts \(one host: host:\), found 1 in lonely \(askari\)/,
+    );
   });
 
   it("names host or hosts: one of them, never both or neither", async () => {
@@ -96,14 +102,23 @@ describe("a profile of several hosts", () => {
   });
 
   it("refuses a host the inventory lacks, a host named twice, and an overrides file for several", async () => {
-    assert.match(await problemsOf(MESH.replace("[askari, kazi]", "[askari, kazi, kazzi]")), /hosts: host "kazzi" is not in the inventory .*\(did you mean "kazi"\?\)/);
+    assert.match(
+      await problemsOf(MESH.replace("[askari, kazi]", "[askari, kazi, kazzi]")),
+      /hosts: host "kazzi" is not in the inventory .*\(did you mean "kazi"\?\)/,
+    );
     assert.match(await problemsOf(MESH.replace("[askari, kazi]", "[askari, askari]")), /hosts: expected each host at most once/);
     assert.match(await problemsOf(`${MESH}overrides: o.yml\n`), /overrides: expected no overrides with hosts: each host's overlay is overrides\/<host>\.yml/);
   });
 
   it("checks on: and from: against the hosts: from another host only for checks that go to an address", async () => {
-    assert.match(await problemsOf(MESH.replace("on: kazi, from: askari", "on: kazzi, from: askari")), /checks\[1\]\.on: expected one of the hosts \(askari, kazi\), found "kazzi"/);
-    assert.match(await problemsOf(MESH.replace("on: kazi, from: askari", "on: kazi, from: ubongo")), /checks\[1\]\.from: expected "controller" or one of the hosts \(askari, kazi\), found "ubongo"/);
+    assert.match(
+      await problemsOf(MESH.replace("on: kazi, from: askari", "on: kazzi, from: askari")),
+      /checks\[1\]\.on: expected one of the hosts \(askari, kazi\), found "kazzi"/,
+    );
+    assert.match(
+      await problemsOf(MESH.replace("on: kazi, from: askari", "on: kazi, from: ubongo")),
+      /checks\[1\]\.from: expected "controller" or one of the hosts \(askari, kazi\), found "ubongo"/,
+    );
     assert.match(
       await problemsOf(MESH.replace("on: kazi, tcp: { port: 8081 }", "on: kazi, from: askari, unit: kazi-web.service")),
       /checks\[2\]\.from: expected kazi \(a unit check runs on the host it is about; from another host only http, https, tcp\), found "askari"/,
@@ -122,7 +137,10 @@ describe("a profile of several hosts", () => {
     assert.match(await problemsOf(`${MESH}rebootOrder: [kazi, kazi]\n`), /rebootOrder\[1\]: expected each host at most once, found kazi again/);
     assert.match(await problemsOf(`${MESH}rebootOrder: [ubongo]\n`), /rebootOrder\[0\]: expected one of the hosts \(askari, kazi\), found "ubongo"/);
     assert.match(await problemsOf(`${MESH}rebootOrder: sometimes\n`), /rebootOrder/);
-    assert.match(await problemsOf(MESH.replace("vmFor: { kazi:", "vmFor: { kazzi:")), /vmFor\.kazzi: expected one of the hosts \(askari, kazi\), found "kazzi"/);
+    assert.match(
+      await problemsOf(MESH.replace("vmFor: { kazi:", "vmFor: { kazzi:")),
+      /vmFor\.kazzi: expected one of the hosts \(askari, kazi\), found "kazzi"/,
+    );
     const single = MESH.replace("hosts: [askari, kazi]", "host: askari").replace(/  - \{ name: kazi.*\n/g, "");
     assert.match(await problemsOf(single), /vmFor: expected no vmFor with one host/);
     assert.match(await problemsOf(`${single.replace(/vmFor.*\n/, "")}rebootOrder: all\n`), /rebootOrder: expected no rebootOrder with one host/);

@@ -1,0 +1,380 @@
+/**
+ * Several hosts at once, against a fake engine and fake machines: the driver makes one network
+ * for all (the first VM's stack), every VM at once, and takes them down the first last; a VM
+ * that fails before the network exists leaves no other made. The checks run on and from the
+ * hosts they name; the reboot orders reboot in turns, each VM proven by its own boot id, and a
+ * rolling reboot checks the others meanwhile.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { describe, it } from "node:test";
+import type { Engine, StackSummary } from "../../../../infra/engines/engine.ts";
+import { ProvisionError } from "../../../../infra/errors.ts";
+import type { StackOutputs } from "../../../../infra/plan.ts";
+import { Runner } from "../../../../infra/runner.ts";
+import type { Machine, RebootProof } from "../../../../orchestrator/guest/machine.ts";
+import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
+import { Log } from "../../../../orchestrator/log.ts";
+import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
+import type { Check } from "../../../../orchestrator/profile/schema.ts";
+import { WaitError } from "../../../../orchestrator/retry.ts";
+import { withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
+import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
+import type { ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
+import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
+import { rebootByKinds, rebootTurns } from "../../../../orchestrator/run/reboots.ts";
+import { runRedGreen } from "../../../../orchestrator/run/scenario.ts";
+import { checkStage, type ScenarioVm, type StepContext } from "../../../../orchestrator/run/stages.ts";
+import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
+import { silentLog } from "../../../helpers/fixtures.ts";
+import { tempTree } from "../../../helpers/tmp.ts";
+
+class FakeEngine implements Engine {
+  readonly name = "direct" as const;
+  readonly stacks = new Map<string, StackOutputs>();
+  readonly destroyed: string[] = [];
+  async up(): Promise<StackOutputs> {
+    throw new Error("the fake provision makes stacks itself");
+  }
+  async destroy(stack: string): Promise<void> {
+    this.stacks.delete(stack);
+    this.destroyed.push(stack);
+  }
+  async list(): Promise<StackSummary[]> {
+    return [...this.stacks.entries()].map(([stack, outputs]) => ({ stack, engine: "direct", state: "up", outputs }));
+  }
+}
+
+const HOSTS = ["askari", "kazi"];
+
+async function fixture(options: { failFirst?: boolean; keep?: "never" | "on-failure" } = {}) {
+  const tree = await tempTree();
+  const engine = new FakeEngine();
+  const made: { host: string; options: ProvisionOptions; runDir: string }[] = [];
+  const diagnosed: string[] = [];
+  let printed = "";
+  const log = new Log({ stream: new Writable({ write: (chunk, _encoding, done) => ((printed += String(chunk)), done()) }) });
+  const vm = { memoryMiB: 512, vcpus: 1, diskGiB: 4 };
+  const profile = {
+    name: "mesh",
+    file: join(tree.dir, "mesh.yml"),
+    document: { host: "askari", vm, checks: [] },
+    overlay: { file: undefined, document: { vars: {}, secretVars: [], certs: {} } },
+    topology: HOSTS.map((name) => ({
+      name,
+      inventoryHost: { name, groups: ["all", "mesh"] },
+      overlay: { file: undefined, document: { vars: {}, secretVars: [], certs: {} } },
+      vm,
+    })),
+  } as unknown as LoadedProfile;
+  const request: RunRequest = {
+    purpose: "run",
+    profile,
+    options: {
+      scenario: undefined,
+      certs: undefined,
+      keep: options.keep ?? "never",
+      noEgress: false,
+      egress: [],
+      egressOpen: true,
+      minFreeRamMiB: undefined,
+      engine: "direct",
+      accel: "tcg",
+      ansible: NO_ANSIBLE_ARGS,
+      imageFetch: true,
+    },
+    secrets: secretsOf([]),
+    certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
+    egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
+    runner: new Runner(),
+    log,
+    env: { BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") },
+    runsDir: join(tree.dir, "runs"),
+    imageDir: join(tree.dir, "images"),
+    signal: new AbortController().signal,
+  };
+  const hooks: DriverHooks = {
+    preflight: async (_request, lock) => {
+      const libvirt = { names: async () => [], usedSubnets: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
+      return { libvirt, accel: { accel: "tcg", reason: "test" }, engine, lock, vmsAtOnce: 2, vm };
+    },
+    provision: async (provisionOptions, run) => {
+      const host = run.identity.host;
+      const topology = provisionOptions.topology!;
+      if (host === "askari" && options.failFirst)
+        throw new ProvisionError("creating network failed; everything created so far was deleted again", {
+          cause: new Error("x"),
+          aborted: false,
+          rolledBack: true,
+        });
+      // As makeStack does: a VM that is not the first waits for the network before its stack.
+      await topology.network;
+      const ip = topology.place.members.find((member) => member.host === host)!.ip;
+      const outputs = { runId: run.identity.runId, host, ip, runDir: run.runDir, subnet: topology.subnet.cidr } as StackOutputs;
+      engine.stacks.set(run.identity.runId, outputs);
+      made.push({ host, options: provisionOptions, runDir: run.runDir });
+      topology.onNetworkMade?.();
+      const machine = { closeConnection: async () => undefined, target: { ip } } as unknown as Machine;
+      return { outputs, machine, phases: [{ name: "SSH", seconds: 1 }], boots: [], resets: [], firstBoot: { kind: "cold" } };
+    },
+    collectDiagnostics: async (input) => {
+      diagnosed.push(input.dir);
+      return [];
+    },
+  };
+  return { engine, request, hooks, made, diagnosed, printed: () => printed, dir: tree.dir, remove: tree.remove };
+}
+
+describe("a scenario of several hosts", () => {
+  it("makes one network for all, every VM at once on its fixed address, and takes them down the first last", async () => {
+    const setup = await fixture();
+    let seen: ScenarioVm | undefined;
+    const { report, error } = await withRun(setup.request, setup.hooks, (run) =>
+      runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], {
+        steps: async (_context, session) => {
+          seen = session;
+          return { ok: true, outcome: "GREEN survived the reboot" };
+        },
+      }),
+    );
+    assert.equal(error, undefined);
+    assert.deepEqual(
+      setup.made.map(({ host, options }) => [host, options.topology?.place.network, options.warmStates]),
+      [
+        ["askari", report.scenarios[0]!.stack, undefined],
+        ["kazi", report.scenarios[0]!.stack, undefined],
+      ],
+      "the network is named after the first VM; no VM of a topology starts from a saved first boot",
+    );
+    const members = setup.made[0]!.options.topology!.place.members;
+    assert.deepEqual(
+      members.map((member) => [member.host, member.ip.split(".").at(-1)]),
+      [
+        ["askari", "10"],
+        ["kazi", "11"],
+      ],
+    );
+    assert.equal(seen?.outputs.host, "askari");
+    assert.deepEqual(
+      seen?.peers?.map((peer) => [peer.host, peer.outputs.ip]),
+      [["kazi", members[1]!.ip]],
+    );
+    assert.equal(setup.made[1]!.runDir, join(setup.made[0]!.runDir, "kazi"), "each other VM's files are in a folder named after its host");
+    const stamps = setup.made.map(({ options }) => options.record?.topology?.map((member) => member.runId));
+    assert.deepEqual(stamps[0], stamps[1], "each VM's record names the topology, the first first");
+    assert.deepEqual(
+      setup.engine.destroyed.map((stack) => stack.replace(/-\d{8}-\d{6}$/, "")),
+      ["boma-it-kazi", "boma-it-askari"],
+      "the network's VM last",
+    );
+    assert.deepEqual(
+      report.scenarios[0]!.vms?.map((vm) => vm.host),
+      HOSTS,
+    );
+    await setup.remove();
+  });
+
+  it("makes no other VM when the first fails before the network exists, and says the first's error", async () => {
+    const setup = await fixture({ failFirst: true });
+    const { report, error } = await withRun(setup.request, setup.hooks, (run) =>
+      runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: async () => ({ ok: true, outcome: "" }) }),
+    );
+    assert.match(String(error), /creating network failed/);
+    assert.deepEqual(setup.made, [], "kazi waited for a network that was never made");
+    assert.equal(setup.engine.stacks.size, 0);
+    assert.equal(report.verdict, "error");
+    await setup.remove();
+  });
+
+  it("collects each VM's diagnostics into a folder named after its host, and keeps them all as one run", async () => {
+    const setup = await fixture({ keep: "on-failure" });
+    const { report } = await withRun(setup.request, setup.hooks, (run) =>
+      runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: async () => ({ ok: false, outcome: "GREEN broke after the reboot: mesh" }) }),
+    );
+    assert.deepEqual(
+      setup.diagnosed.map((dir) => dir.split("/").slice(-2).join("/")),
+      ["diagnostics/askari", "diagnostics/kazi"],
+    );
+    assert.equal(setup.engine.destroyed.length, 0, "both kept");
+    assert.equal(report.kept?.run, report.scenarios[0]!.stack, "kept as the first VM's run");
+    await setup.remove();
+  });
+});
+
+const proofOf = (host: string): RebootProof => ({
+  kind: "clean",
+  bootIdBefore: `${host}-before`,
+  bootIdAfter: `${host}-after`,
+  seconds: 40,
+  ready: { bootId: `${host}-after`, readyLagSeconds: 0.2, uptimeSeconds: 20, waitedSeconds: 40, beforeKernelSeconds: 5 },
+});
+
+/** A fake VM: its reboot (each event recorded), and a TCP port reachable from it on given addresses. */
+function fakeVm(host: string, ip: string, events: string[], reach: (command: string) => boolean, options: { notBack?: boolean } = {}): Machine {
+  return {
+    name: host,
+    target: { ip },
+    now: () => 0,
+    bootId: async () => `${host}-before`,
+    reboot: async () => {
+      events.push(`${host} reboots`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      events.push(`${host} is back`);
+      if (options.notBack) throw new (await import("../../../../orchestrator/errors.ts")).HarnessError(`timed out waiting for ${host}: SSH after the reboot`);
+      return proofOf(host);
+    },
+    kernelStarted: async () => true,
+    domainState: async () => "running (booted)",
+    currentBootConsole: async () => ["login:"],
+    guestBootSeconds: async () => 20,
+    execute: async (command: string) => {
+      if (command.includes("/dev/tcp/")) {
+        events.push(`${host}: ${command.replace(/^.*\/dev\/tcp\/([^']*)'.*$/, "tcp $1")}`);
+        return { exitCode: reach(command) ? 0 : 1, stdout: "", stderr: reach(command) ? "" : "bash: connect: Connection refused", durationMs: 1 };
+      }
+      return { exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 };
+    },
+    waitFor: async <T>(what: string, _ms: number, attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>) => {
+      const outcome = await attempt();
+      if (outcome.done) return outcome.value;
+      throw new WaitError(`gave up waiting for ${what}`, outcome.seen, true);
+    },
+  } as unknown as Machine;
+}
+
+function topologySession(machines: Record<string, Machine>) {
+  const [first, ...others] = Object.entries(machines);
+  const report = {
+    bootIds: [],
+    readyLagSeconds: [],
+    beforeKernelSeconds: [],
+    guestBootSeconds: [],
+    bootResets: [],
+    checks: [],
+    snapshotDiff: null,
+    vms: Object.entries(machines).map(([host, machine]) => ({ host, stack: `boma-it-${host}-x`, ip: (machine.target as { ip: string }).ip, bootIds: [] })),
+  } as unknown as ScenarioReport;
+  const outputsOf = (host: string, machine: Machine) => ({ host, ip: (machine.target as { ip: string }).ip, runId: `boma-it-${host}-x` }) as StackOutputs;
+  const session: ScenarioVm = {
+    machine: first![1],
+    outputs: outputsOf(first![0], first![1]),
+    report,
+    dir: "/nonexistent",
+    timed: (_name, body) => body(),
+    peers: others.map(([host, machine]) => ({ host, machine, outputs: outputsOf(host, machine) })),
+  };
+  const context = {
+    profile: { document: { checks: [] }, repoDir: "/nonexistent" },
+    certs: { tier: "internal" },
+    secrets: secretsOf([]),
+    log: silentLog(),
+    signal: new AbortController().signal,
+    accel: { accel: "tcg", reason: "" },
+    libvirt: {} as Libvirt,
+    timeouts: { leaseMs: 1000, sshMs: 1000, cloudInitMs: 1000 },
+    ansible: NO_ANSIBLE_ARGS,
+  } as unknown as StepContext;
+  return { session, context, report };
+}
+
+const check = (fields: Partial<Check>): Check => ({ within: 1, ...fields }) as Check;
+
+describe("checks and reboots of several hosts", () => {
+  it("runs a check from one host against another's address, on the host it runs from", async () => {
+    const events: string[] = [];
+    const machines = {
+      askari: fakeVm("askari", "10.234.7.10", events, () => true),
+      kazi: fakeVm("kazi", "10.234.7.11", events, (command) => command.includes("10.234.7.10/51821")),
+    };
+    const { session, context } = topologySession(machines);
+    const results = await checkStage(context, session, "pre-reboot", [
+      check({ name: "kazi reaches askari", from: "kazi", tcp: { port: 51821 } }),
+      check({ name: "askari reaches kazi's site", on: "kazi", from: "askari", tcp: { port: 8081 } }),
+      check({ name: "kazi's site on kazi", on: "kazi", from: "kazi", tcp: { port: 8081 } }),
+    ]);
+    assert.deepEqual(
+      results.map((result) => [result.name, result.ok]),
+      [
+        ["kazi reaches askari", true],
+        ["askari reaches kazi's site", true],
+        ["kazi's site on kazi", false],
+      ],
+      "in the checks' order",
+    );
+    assert.deepEqual(events.sort(), ["askari: tcp 10.234.7.11/8081", "kazi: tcp 10.234.7.10/51821", "kazi: tcp 127.0.0.1/8081"]);
+    assert.match(results[0]!.detail, /TCP 10\.234\.7\.10:51821 accepts connections \(from kazi\)/);
+  });
+
+  it("reboot orders: all in one turn, rolling one host at a time in order, a list those named", () => {
+    assert.deepEqual(rebootTurns(HOSTS, "all"), [HOSTS]);
+    assert.deepEqual(rebootTurns(HOSTS, "rolling"), [["askari"], ["kazi"]]);
+    assert.deepEqual(rebootTurns(HOSTS, ["kazi"]), [["kazi"]]);
+  });
+
+  it("reboots all at once, proving each VM by its own boot id", async () => {
+    const events: string[] = [];
+    const machines = { askari: fakeVm("askari", "10.234.7.10", events, () => true), kazi: fakeVm("kazi", "10.234.7.11", events, () => true) };
+    const { session, context, report } = topologySession(machines);
+    await rebootByKinds(context, session, ["clean"], { checks: [], failed: () => false, order: "all" });
+    assert.deepEqual(events.slice(0, 2).sort(), ["askari reboots", "kazi reboots"], "together");
+    assert.deepEqual(
+      report.vms?.map((vm) => vm.bootIds),
+      [
+        ["askari-before", "askari-after"],
+        ["kazi-before", "kazi-after"],
+      ],
+    );
+    assert.deepEqual(report.bootIds, ["askari-before", "askari-after"], "the first host's are the scenario's");
+  });
+
+  it("rolling: one at a time, the checks not involving the host rebooting run meanwhile, all checks after", async () => {
+    const events: string[] = [];
+    const machines = { askari: fakeVm("askari", "10.234.7.10", events, () => true), kazi: fakeVm("kazi", "10.234.7.11", events, () => true) };
+    const { session, context } = topologySession(machines);
+    const checks = [check({ name: "on askari", from: "askari", tcp: { port: 22 } }), check({ name: "on kazi", on: "kazi", from: "kazi", tcp: { port: 22 } })];
+    const [outcome] = await rebootByKinds(context, session, ["clean"], { checks, failed: () => false, order: "rolling" });
+    assert.deepEqual(
+      events.filter((event) => event.includes("reboot") || event.includes("back")),
+      ["askari reboots", "askari is back", "kazi reboots", "kazi is back"],
+    );
+    assert.deepEqual(
+      outcome!.reboot.post.map((result) => result.name),
+      ["while askari reboots: on kazi", "while kazi reboots: on askari", "on askari", "on kazi"],
+    );
+  });
+
+  it("a VM that does not come back fails the checks about or from it; the others run", async () => {
+    const events: string[] = [];
+    const machines = {
+      askari: fakeVm("askari", "10.234.7.10", events, () => true),
+      kazi: fakeVm("kazi", "10.234.7.11", events, () => true, { notBack: true }),
+    };
+    const { session, context, report } = topologySession(machines);
+    const checks = [check({ name: "on askari", from: "askari", tcp: { port: 22 } }), check({ name: "kazi reaches askari", from: "kazi", tcp: { port: 22 } })];
+    const [outcome] = await rebootByKinds(context, session, ["clean"], { checks, failed: () => true, order: "all" });
+    assert.deepEqual(
+      outcome!.reboot.post.map((result) => [result.name, result.ok]),
+      [
+        ["on askari", true],
+        ["kazi reaches askari", false],
+      ],
+    );
+    assert.match(outcome!.reboot.post[1]!.detail, /^kazi did not come back after the reboot: its new kernel started but SSH never answered/);
+    assert.match(report.vms![1]!.notBack!, /its new kernel started/);
+    assert.deepEqual(report.vms![1]!.bootIds, []);
+  });
+});
+
+describe("the RAM a topology needs", () => {
+  it("is the first VM's memory and the margin, then each other's memory and its emulator's share", async () => {
+    const { topologyRamNeededMiB, ramNeededMiB, RAM_MARGIN_MIB, RAM_PER_EXTRA_VM_MIB } = await import("../../../../orchestrator/host/prerequisites.ts");
+    assert.equal(topologyRamNeededMiB([3072, 2048], undefined), 3072 + RAM_MARGIN_MIB + 2048 + RAM_PER_EXTRA_VM_MIB);
+    assert.equal(topologyRamNeededMiB([3072, 2048], 8000), 8000 + 2048 + RAM_PER_EXTRA_VM_MIB, "--min-free-ram stands for the first");
+    assert.equal(
+      topologyRamNeededMiB([3072, 3072, 3072], undefined),
+      ramNeededMiB({ vmMemoryMiB: 3072, minFreeRamMiB: undefined }, 3),
+      "VMs of one size as side by side",
+    );
+  });
+});
