@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringifyForPython as stringify } from "./pyyaml.ts";
-import type { StackSpec } from "./spec.ts";
+import { TOPOLOGY_DOMAIN, type StackSpec } from "./spec.ts";
 
 /**
  * Where the seed puts the Python that runs Ansible's modules on the VM (infra/guest/ansible_python.py):
@@ -91,6 +91,9 @@ export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
         match: { macaddress: spec.network.mac },
         "set-name": "eth0",
         dhcp4: true,
+        // Several VMs: the others' inventory names resolve under the topology's domain (systemd-resolved
+        // sends a single-label name to DNS only with a search domain).
+        ...(spec.network.members.length > 1 ? { nameservers: { search: [TOPOLOGY_DOMAIN] } } : {}),
       },
     },
   });

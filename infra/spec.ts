@@ -306,6 +306,13 @@ export interface StackSpecInput {
   topology?: TopologyPlace;
 }
 
+/**
+ * The DNS domain of a topology's network: each VM's inventory name under it is answered by the
+ * network's DNS, and it is each VM's search domain, so a host resolves the others by their
+ * inventory names (`kazi` → `kazi.boma-it.test`). `.test` is reserved: never a real name.
+ */
+export const TOPOLOGY_DOMAIN = "boma-it.test";
+
 /** The members of a topology of `hosts` (in order, the first's run id naming the network) whose VMs have these run ids. */
 export function topologyMembers(subnet: Subnet, vms: readonly { host: string; runId: string }[]): NetworkMember[] {
   if (vms.length > MAX_VMS_PER_NETWORK) throw new Error(`a topology of ${vms.length} VMs: one network holds at most ${MAX_VMS_PER_NETWORK}`);

@@ -3,7 +3,7 @@
  * Pure functions of a {@link StackSpec}; golden-file tested.
  */
 import { XMLBuilder } from "fast-xml-parser";
-import type { StackSpec } from "./spec.ts";
+import { TOPOLOGY_DOMAIN, type StackSpec } from "./spec.ts";
 
 /** XML namespace of the metadata boma-it puts on its domains. */
 export const METADATA_NAMESPACE = "https://boma-it.invalid/run/1";
@@ -58,6 +58,8 @@ export function networkXml(spec: StackSpec): string {
       ...(egress.mode === "none" ? {} : { forward: { "@mode": "nat" } }),
       bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
       mac: { "@address": network.gatewayMac },
+      // Several VMs: their names under a domain only this network's DNS answers.
+      ...(network.members.length > 1 ? { domain: { "@name": TOPOLOGY_DOMAIN, "@localOnly": "yes" } } : {}),
       dns: {
         "@enable": "yes",
         ...(network.members.length > 1 ? { host: network.members.map((member) => ({ "@ip": member.ip, hostname: member.host })) } : {}),

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { planStack } from "../../../infra/plan.ts";
-import { addressInSubnet, macFor, newRunIdentity, pickSubnet, stackSpec, topologyMembers, type StackSpecInput } from "../../../infra/spec.ts";
+import { seedFiles } from "../../../infra/seed.ts";
+import { addressInSubnet, macFor, newRunIdentity, pickSubnet, stackSpec, TOPOLOGY_DOMAIN, topologyMembers, type StackSpecInput } from "../../../infra/spec.ts";
 import { networkXml } from "../../../infra/xml.ts";
 import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
 
@@ -64,8 +65,12 @@ describe("a topology of VMs on one network", () => {
     assert.match(domain, new RegExp(`<filterref filter="${kazi.runId}-isolation"/>`));
   });
 
-  it("gives every VM its DHCP host entry and every host its name in the network's DNS", () => {
+  it("gives every VM its DHCP host entry and every host its name in the network's DNS, under a domain each VM searches", () => {
     const xml = networkXml(stackSpec(base(askari)));
+    assert.match(xml, new RegExp(`<domain name="${TOPOLOGY_DOMAIN}" localOnly="yes"/>`));
+    for (const identity of [askari, kazi]) {
+      assert.match(seedFiles(stackSpec(base(identity)), FIXED_KEYS).networkConfig, new RegExp(`nameservers:\\s+search:\\s+- ${TOPOLOGY_DOMAIN.replace(".", "\\.")}`));
+    }
     for (const member of members) {
       assert.match(xml, new RegExp(`<host mac="${member.mac}" name="${member.host}" ip="${member.ip.replace(/\./g, "\\.")}"/>`));
       assert.match(xml, new RegExp(`<host ip="${member.ip.replace(/\./g, "\\.")}">\\s*<hostname>${member.host}</hostname>\\s*</host>`));
@@ -81,6 +86,7 @@ describe("a topology of VMs on one network", () => {
     assert.equal(alone.network.owned, true);
     assert.equal(alone.network.name, alone.identity.runId);
     assert.equal(alone.address, alone.network.subnet.guestIp);
-    assert.doesNotMatch(networkXml(alone), /<hostname>/);
+    assert.doesNotMatch(networkXml(alone), /<hostname>|<domain/);
+    assert.doesNotMatch(seedFiles(alone, FIXED_KEYS).networkConfig, /nameservers/);
   });
 });

@@ -1,0 +1,63 @@
+/**
+ * Several hosts at once, for real: `npm run it -- mesh`. askari and kazi, each on a 1-vCPU VM of
+ * its own on one network, applied in one run of Ansible (each one's WireGuard peer is the other,
+ * its public key read through hostvars, its endpoint the other VM's address). RED lets the mesh
+ * port in through the running ruleset only: after both reboot, each proven by its own boot id,
+ * kazi no longer reaches askari through the tunnel, and nothing else fails. GREEN writes the
+ * accept as a drop-in and survives. Checks run on kazi, and from askari against kazi; kazi
+ * resolves askari by its inventory name. Exit 0, nothing left. In the full suite: four VMs.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { RunReport } from "../../orchestrator/run/report.ts";
+import { cli, fullSuiteOnly, leftovers, suiteDirs } from "./helpers.ts";
+
+const MESH_CHECK = "kazi reaches askari through the mesh";
+
+describe("several hosts at once, for real", { timeout: 120 * 60_000, skip: fullSuiteOnly("two VMs per scenario, RED and GREEN") }, () => {
+  const dirs = suiteDirs();
+
+  it("mesh: RED's mesh accept is lost with the reboot of both hosts and only the tunnel breaks; GREEN survives; each VM proven; exit 0, nothing left", async () => {
+    const result = await cli(["run", "mesh", "--json"], dirs.env);
+    assert.equal(result.code, 0, result.stderr.slice(-4000));
+    const report = JSON.parse(result.stdout) as RunReport;
+    assert.equal(report.verdict, "pass");
+    const [red, green] = report.scenarios;
+
+    assert.equal(red!.ok, true, red!.outcome);
+    assert.match(red!.outcome, new RegExp(`RED is faithful: it passed before the reboot and broke after it exactly as expected \\(${MESH_CHECK}\\)`));
+    assert.deepEqual(
+      red!.checks.filter((check) => !check.ok).map((check) => [check.name, check.stage]),
+      [[MESH_CHECK, "post-reboot"]],
+    );
+    assert.equal(green!.ok, true, green!.outcome);
+    assert.ok(
+      green!.checks.every((check) => check.ok),
+      JSON.stringify(green!.checks.filter((check) => !check.ok)),
+    );
+
+    for (const scenario of [red!, green!]) {
+      // Each VM on the one network, each rebooted and proven by its own boot id.
+      assert.deepEqual(
+        scenario.vms?.map((vm) => vm.host),
+        ["askari", "kazi"],
+      );
+      const [askari, kazi] = scenario.vms!;
+      assert.equal(askari!.ip.split(".").slice(0, 3).join("."), kazi!.ip.split(".").slice(0, 3).join("."), "one subnet");
+      for (const vm of scenario.vms!) {
+        assert.equal(vm.bootIds.length, 2, `${scenario.name} ${vm.host} rebooted`);
+        assert.notEqual(vm.bootIds[0], vm.bootIds[1], `${scenario.name} ${vm.host}: a new boot`);
+      }
+      assert.deepEqual(scenario.bootIds, askari!.bootIds, "the scenario's boot ids are its first host's");
+      const from = scenario.checks.find((check) => check.name === "kazi's site from askari" && check.stage === "pre-reboot")!;
+      assert.match(from.detail, new RegExp(`GET http://${kazi!.ip.replace(/\./g, "\\.")}:8081/ \\(from askari\\)`));
+      const resolved = scenario.checks.find((check) => check.name === "kazi resolves askari by its inventory name" && check.stage === "post-reboot")!;
+      assert.ok(resolved.ok && resolved.detail.includes(askari!.ip), resolved.detail);
+    }
+    assert.equal(report.vm?.vcpus, 1, "two VMs on two cores: one vCPU each");
+    process.stderr.write(
+      `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}\n`,
+    );
+    assert.deepEqual(await leftovers(dirs.stacksDir), []);
+  });
+});
