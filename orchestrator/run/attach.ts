@@ -89,12 +89,15 @@ export interface VerbOutcome {
  */
 export async function findVerbRun(
   request: Pick<VerbRequest, "verb" | "reference" | "runner" | "env">,
-  options: { onlyMine?: boolean } = {},
+  options: { onlyMine?: boolean; host?: string } = {},
 ): Promise<{ found: FoundRun; libvirt: Libvirt }> {
   const libvirt = libvirtFor(request.runner, request.env);
   await libvirt.ensureReachable();
   const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
-  if (request.reference !== undefined || !options.onlyMine) return { found: resolveRun(runs, request.reference, request.verb), libvirt };
+  if (request.reference !== undefined || !options.onlyMine) {
+    const found = resolveRun(runs, request.reference, request.verb);
+    return { found: options.host === undefined ? found : topologyMember(runs, found, options.host, request.verb), libvirt };
+  }
   const uid = process.getuid?.();
   const owners = await Promise.all(
     runs.map((run) =>
@@ -114,6 +117,26 @@ export async function findVerbRun(
 }
 
 /**
+ * The VM of `host` in the topology a run belongs to (`--host kazi`): the run itself when it is
+ * that host's; bad input naming the topology's hosts when it has none of that name, or is one VM.
+ */
+function topologyMember(runs: readonly FoundRun[], found: FoundRun, host: string, verb: string): FoundRun {
+  if (found.outputs.host === host) return found;
+  const members = found.record?.topology ?? [];
+  const member = members.find((candidate) => candidate.host === host);
+  if (!member) {
+    throw new BadInputError({
+      path: "--host",
+      message:
+        members.length === 0
+          ? `${found.runId} is one VM, of ${found.outputs.host}; expected --host ${found.outputs.host} or none, found ${JSON.stringify(host)}`
+          : `expected one of the hosts of ${found.runId}'s run (${members.map((candidate) => candidate.host).join(", ")}), found ${JSON.stringify(host)}`,
+    });
+  }
+  return resolveRun(runs, member.runId, verb);
+}
+
+/**
  * `down`: destroys a live run's stack where it lives (domain with its NVRAM, volumes, pool,
  * network, the run's keys), under the run lock claimed for it; the run dir keeps its logs. Exit 3
  * when its stack is not where its record says, 4 when something could not be deleted.
@@ -125,7 +148,7 @@ export async function takeDown(request: Pick<VerbRequest, "reference" | "runner"
     throw new RefusedError(`${found.runId}'s stack is not where its record says (${found.elsewhere ?? "unknown"})`, "npm run reap removes it by its name");
   }
   // A topology is one run: every VM of it goes, the first (whose stack holds the network) last.
-  const members = found.record?.topology ?? [{ runId: found.runId, runDir: found.outputs.runDir }];
+  const members = found.record?.topology ?? [{ host: found.outputs.host, runId: found.runId, runDir: found.outputs.runDir }];
   await underRunLock(runLockPath(request.env), `down of ${found.runId}`, found.runId, async () => {
     const live = new Set((await engine.list()).map((stack) => stack.stack));
     for (const member of [...members].reverse()) if (live.has(member.runId)) await teardown(engine, member.runId, member.runDir, request.log);

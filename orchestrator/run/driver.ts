@@ -207,7 +207,9 @@ export class OpenRun {
         reportFile: join(this.dir, "report.json"),
         ...(request.options.noEgress ? { noEgress: true } : {}),
         egress: request.egress.spec.mode,
-        ...(identities.length > 1 ? { topology: identities.map((identity, index) => ({ runId: identity.runId, runDir: vmDir(identity, index) })) } : {}),
+        ...(identities.length > 1
+          ? { topology: identities.map((identity, index) => ({ host: identity.host, runId: identity.runId, runDir: vmDir(identity, index) })) }
+          : {}),
       },
     });
     if (identities.length === 1) {

@@ -39,7 +39,7 @@ export interface RunRecord extends StackOutputs {
   /** Where `reset` takes the VM back to (see host/reset-point.ts), when the run took one. */
   resetPoint?: ResetPoint;
   /** Several hosts: the scenario's VMs (run id, run dir), the first's (whose stack holds the network) first; kept and taken down as one run. */
-  topology?: { runId: string; runDir: string }[];
+  topology?: { host: string; runId: string; runDir: string }[];
 }
 
 /** A live run found on this host. */

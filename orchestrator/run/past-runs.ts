@@ -8,7 +8,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { closest } from "../did-you-mean.ts";
 import { BadInputError } from "../errors.ts";
-import { provenInWords, type RebootEntry, type RunReport, type ScenarioReport } from "./report.ts";
+import { provenInWords, vmEntryLine, type RebootEntry, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** One past run, as `runs` lists it. */
 export interface PastRun {
@@ -161,7 +161,8 @@ function scenarioLines(scenario: ScenarioReport): string[] {
   const lines = [`${scenario.name.toUpperCase()} (${about.join("; ")}): ${scenario.ok ? "as expected" : "NOT as expected"}`];
   lines.push(`  ${scenario.outcome}`);
   // Several kinds (or one that is not clean) are said a line each below.
-  if (scenario.bootIds.length === 2 && !scenario.reboots)
+  if (scenario.vms) for (const vm of scenario.vms) lines.push(`  ${vmEntryLine(vm)}`);
+  else if (scenario.bootIds.length === 2 && !scenario.reboots)
     lines.push(`  rebooted: boot id ${scenario.bootIds[0].slice(0, 8)}… → ${scenario.bootIds[1].slice(0, 8)}…`);
   for (const entry of scenario.reboots ?? []) lines.push(`  ${rebootEntryLine(entry)}`);
   const failed = scenario.checks.filter((check) => !check.ok);

@@ -8,7 +8,7 @@ import { access, readdir, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { CheckResult } from "../guest/checks.ts";
 import { rebootEntryLine, revisionLabel, vmsInWords } from "./past-runs.ts";
-import { expectsFailureAfter, redactedReport, type RunReport, type ScenarioReport } from "./report.ts";
+import { expectsFailureAfter, redactedReport, vmEntryLine, type RunReport, type ScenarioReport } from "./report.ts";
 
 /** The files of each scenario's diagnostics folder, to link to (read when the page is written). */
 export type DiagnosticFiles = Record<string, string[]>;
@@ -82,9 +82,10 @@ function scenarioSection(report: RunReport, scenario: ScenarioReport, files: str
     `<section class="scenario ${state}" id="${scenario.name}">`,
     `<h2>${escape(name)}${escape(revisionLabel(scenario))} <span class="expect">expects to ${scenario.expect === "fail" ? "pass before and fail after the reboot" : "pass before and after the reboot"}</span></h2>`,
     `<p class="outcome">${escape(scenario.outcome)}</p>`,
+    scenario.vms ? `<ul class="boots">${scenario.vms.map((vm) => `<li>${escape(vmEntryLine(vm))}</li>`).join("")}</ul>` : "",
     scenario.reboots
       ? `<ul class="boots">${scenario.reboots.map((entry) => `<li>${escape(rebootEntryLine(entry))}</li>`).join("")}</ul>`
-      : scenario.bootIds.length === 2
+      : scenario.bootIds.length === 2 && !scenario.vms
         ? `<p class="boots">boot id ${escape(scenario.bootIds[0].slice(0, 8))}… → ${escape(scenario.bootIds[1].slice(0, 8))}…</p>`
         : "",
     scenario.firstBoot?.kind === "warm" ? `<p class="boots">started from the first boot of ${escape(scenario.firstBoot.from)}</p>` : "",

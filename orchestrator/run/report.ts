@@ -105,6 +105,12 @@ export interface ReportedProof {
   userspaceOnly?: true;
 }
 
+/** What one VM of a topology's scenario came to, in one line: its host, address and reboot. */
+export function vmEntryLine(vm: VmEntry): string {
+  const reboot = vm.notBack ? `did not come back: ${vm.notBack}` : vm.proof ? provenInWords(vm.proof) : "not rebooted";
+  return `${vm.host} (${vm.ip}): ${reboot}`;
+}
+
 /** A reboot's proof as the report keeps it (see {@link ReportedProof}). */
 export function reportedProof(proof: RebootProof): ReportedProof {
   return {

@@ -25,6 +25,7 @@ import {
   checkStage,
   deriveSurvival,
   prepareAnsible,
+  scenarioVms,
   verifyStage,
   type ScenarioSpec,
   type ScenarioVm,
@@ -358,7 +359,7 @@ export async function baselineStep(context: StepContext, session: ScenarioVm, sc
  */
 export async function applyStep(
   context: StepContext,
-  session: Pick<ScenarioVm, "machine" | "outputs" | "dir">,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "dir" | "peers">,
   vars: Record<string, unknown>,
   options: { folder?: string; profile?: LoadedProfile } = {},
 ): Promise<ApplyResult & { certificate: CertificateOutcome | null; hostKeyChange?: HostKeyChange }> {
@@ -380,11 +381,13 @@ export async function applyStep(
     result = await applyPlaybook(input, files);
   } catch (error) {
     // A failed apply is the finding; its diagnostics still need a way in if keys changed first.
-    await followHostKeys(session.machine, context.log).catch(() => undefined);
+    for (const vm of scenarioVms(session)) await followHostKeys(vm.machine, context.log).catch(() => undefined);
     throw error;
   }
-  // A role may have removed or rotated host keys: follow them before anything else logs in.
+  // A role may have removed or rotated host keys: follow them before anything else logs in (each
+  // VM's; the report keeps the first host's).
   const hostKeyChange = await followHostKeys(session.machine, context.log);
+  for (const peer of session.peers ?? []) await followHostKeys(peer.machine, context.log);
   let certificate: CertificateOutcome | null = null;
   if (wildcard && before?.reused) {
     certificate = {

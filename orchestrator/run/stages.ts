@@ -152,7 +152,7 @@ export interface VerifyPlan {
  */
 export async function verifyStage(
   context: StepContext,
-  session: Pick<ScenarioVm, "machine" | "outputs" | "dir" | "timed">,
+  session: Pick<ScenarioVm, "machine" | "outputs" | "dir" | "timed" | "peers">,
   stage: CheckStage,
   plan: VerifyPlan,
 ): Promise<CheckResult[]> {
@@ -170,7 +170,7 @@ export async function verifyStage(
     const run = await runPlaybook(input, files, file);
     context.signal.throwIfAborted();
     // A role may have removed or rotated host keys: follow them before anything else logs in.
-    await followHostKeys(session.machine, context.log);
+    for (const vm of scenarioVms(session)) await followHostKeys(vm.machine, context.log);
     const seconds = Math.round((session.machine.now() - started) / 100) / 10;
     return verifyFindings(run, label).map((finding) => {
       context.log.info(`${finding.ok ? "pass" : "FAIL"} ${finding.name}: ${finding.detail}`);

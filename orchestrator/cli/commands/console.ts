@@ -9,18 +9,20 @@ import { expectPositionals } from "../options.ts";
 export const consoleCommand: CommandDefinition = {
   name: "console",
   summary: "the serial console of a run's current boot (--all: every boot; --follow: live)",
-  usage: "console [<run>] [--all] [--follow] [--json]",
+  usage: "console [<run>] [--host H] [--all] [--follow] [--json]",
   details: `<run> is a run id as \`status\` lists it, its run dir name, or any unique part of it (without it: the
 only live run). Reads the run's console log (virtlogd writes it across boots); a boot begins where
 the firmware loads the boot loader.
 Options:
   --all      every boot, each under a header
   --follow   print what the console writes from now on, until Ctrl-C
+  --host H   in a run of several hosts, the console of host H's VM (default: the run named)
 --json prints {runId, consoleLog, boots, lines}.`,
-  options: { all: { type: "boolean", default: false }, follow: { type: "boolean", default: false } },
+  options: { all: { type: "boolean", default: false }, follow: { type: "boolean", default: false }, host: { type: "string" } },
   async run({ args, runner, env, signal, stdout }) {
     expectPositionals("console", args.positionals, 0, 1, "at most one <run>");
-    const { found } = await findVerbRun({ verb: "read the console of", reference: args.positionals[0], runner, env });
+    const host = typeof args.values.host === "string" ? args.values.host : undefined;
+    const { found } = await findVerbRun({ verb: "read the console of", reference: args.positionals[0], runner, env }, host === undefined ? {} : { host });
     const file = found.outputs.consoleLog;
     const text = await readFile(file, "utf8").catch(() => "");
     const boots = consoleBoots(text);

@@ -37,7 +37,8 @@ export const statusCommand: CommandDefinition = {
 has (a run made from another checkout says where its stack lives). A run in state "creating" or
 "destroying" whose owner process is gone was interrupted: \`npm run reap\` removes it.
 --json prints a list of {runId, host, ip, ssh, runDir, engine, ageSeconds, state, owner,
-ownerAlive, lastAction, stackLives}.`,
+ownerAlive, lastAction, stackLives, and partOf for a VM of a run of several hosts: the run id
+that names it}.`,
   options: {},
   async run({ args, runner, env, log }) {
     expectPositionals("status", args.positionals, 0, 0, "no arguments");
@@ -65,6 +66,8 @@ ownerAlive, lastAction, stackLives}.`,
           ownerAlive: alive,
           lastAction: await lastAction(run),
           stackLives: run.elsewhere ?? "this checkout",
+          // Several hosts: the run (its first VM's) this VM is part of; `down` of it takes all.
+          ...(run.record?.topology ? { partOf: run.record.topology[0]!.runId } : {}),
         };
       }),
     );
@@ -74,7 +77,7 @@ ownerAlive, lastAction, stackLives}.`,
         : runs
             .map(
               (run) =>
-                `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}  ${run.owner}${run.state === "up" || run.state === "running" || run.ownerAlive ? "" : " (interrupted)"}\n    last: ${run.lastAction}\n    ${run.ssh}\n    run dir: ${run.runDir}${run.stackLives === "this checkout" ? "" : `\n    stack: ${run.stackLives}`}`,
+                `${run.runId}  ${run.engine}  ${run.host}  ${formatAge(run.ageSeconds)}  ${run.ip}  ${run.state}  ${run.owner}${run.state === "up" || run.state === "running" || run.ownerAlive ? "" : " (interrupted)"}\n    last: ${run.lastAction}\n    ${run.ssh}\n    run dir: ${run.runDir}${run.stackLives === "this checkout" ? "" : `\n    stack: ${run.stackLives}`}${run.partOf && run.partOf !== run.runId ? `\n    a VM of ${run.partOf} (several hosts: \`down ${run.partOf}\` takes all)` : ""}`,
             )
             .join("\n");
     return { exitCode: ExitCode.pass, json: runs, text };

@@ -69,7 +69,10 @@ describe("a topology of VMs on one network", () => {
     const xml = networkXml(stackSpec(base(askari)));
     assert.match(xml, new RegExp(`<domain name="${TOPOLOGY_DOMAIN}" localOnly="yes"/>`));
     for (const identity of [askari, kazi]) {
-      assert.match(seedFiles(stackSpec(base(identity)), FIXED_KEYS).networkConfig, new RegExp(`nameservers:\\s+search:\\s+- ${TOPOLOGY_DOMAIN.replace(".", "\\.")}`));
+      assert.match(
+        seedFiles(stackSpec(base(identity)), FIXED_KEYS).networkConfig,
+        new RegExp(`nameservers:\\s+search:\\s+- ${TOPOLOGY_DOMAIN.replace(".", "\\.")}`),
+      );
     }
     for (const member of members) {
       assert.match(xml, new RegExp(`<host mac="${member.mac}" name="${member.host}" ip="${member.ip.replace(/\./g, "\\.")}"/>`));

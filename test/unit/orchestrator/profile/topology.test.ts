@@ -141,7 +141,7 @@ describe("a profile of several hosts", () => {
       await problemsOf(MESH.replace("vmFor: { kazi:", "vmFor: { kazzi:")),
       /vmFor\.kazzi: expected one of the hosts \(askari, kazi\), found "kazzi"/,
     );
-    const single = MESH.replace("hosts: [askari, kazi]", "host: askari").replace(/  - \{ name: kazi.*\n/g, "");
+    const single = MESH.replace("hosts: [askari, kazi]", "host: askari").replace(/ {2}- \{ name: kazi.*\n/g, "");
     assert.match(await problemsOf(single), /vmFor: expected no vmFor with one host/);
     assert.match(await problemsOf(`${single.replace(/vmFor.*\n/, "")}rebootOrder: all\n`), /rebootOrder: expected no rebootOrder with one host/);
   });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BadInputError } from "../../../../orchestrator/errors.ts";
 import { listPastRuns, pastRunsTable, rebootEntryLine, resolvePastRun, runReportText } from "../../../../orchestrator/run/past-runs.ts";
-import { provenInWords, rebootedAs, reportedProof, type RebootEntry } from "../../../../orchestrator/run/report.ts";
+import { provenInWords, rebootedAs, reportedProof, vmEntryLine, type RebootEntry } from "../../../../orchestrator/run/report.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { recordedRuns } from "../../../helpers/past-runs.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -130,6 +130,15 @@ describe("past runs", () => {
       "soft: userspace only, boot id 68aeaa18… unchanged, soft reboots 0 → 1, in 58 s; 0 of 1 checks passed after it (NOT as expected); diagnostics: diagnostics-soft",
     );
     assert.equal(rebootEntryLine(entry("clean", clean, true)), "clean: boot id 68aeaa18… → b4a817f2… in 99.1 s; 1 of 1 checks passed after it (as expected)");
+    // Each VM of several hosts: the same words.
+    assert.equal(
+      vmEntryLine({ host: "kazi", stack: "s", ip: "10.234.7.11", bootIds: clean.bootIds, proof: clean }),
+      "kazi (10.234.7.11): boot id 68aeaa18… → b4a817f2… in 99.1 s",
+    );
+    assert.equal(
+      vmEntryLine({ host: "kazi", stack: "s", ip: "10.234.7.11", bootIds: [], notBack: "its kernel panicked" }),
+      "kazi (10.234.7.11): did not come back: its kernel panicked",
+    );
   });
 
   it("through the CLI: `runs` and `report <run>`, --json as report.json is", async () => {

@@ -187,6 +187,32 @@ describe("verbs on a kept VM", () => {
     },
   );
 
+  it("--host picks a VM of the run's topology: the run itself for its own host; a host it lacks, or a run of one VM, is bad input naming what it has", async () => {
+    const kazi = "boma-it-kazi-20261201-120000";
+    const topology = [
+      { host: "askari", runId: RUN, runDir: "/runs/a" },
+      { host: "kazi", runId: kazi, runDir: "/runs/a/kazi" },
+    ];
+    const { tree, request } = await setup("running (booted)", { topology });
+    const alone = await setup("running (booted)");
+    try {
+      assert.equal((await findVerbRun(request, { host: "askari" })).found.runId, RUN);
+      await assert.rejects(
+        findVerbRun(request, { host: "pwani" }),
+        /--host: expected one of the hosts of boma-it-askari-20261201-120000's run \(askari, kazi\), found "pwani"/,
+      );
+      // kazi is a host of the run; its VM is gone (the fake libvirt lists askari's alone).
+      await assert.rejects(findVerbRun(request, { host: "kazi" }), new RegExp(`no live run matches "${kazi}"`));
+      await assert.rejects(
+        findVerbRun(alone.request, { host: "kazi" }),
+        /--host: boma-it-askari-20261201-120000 is one VM, of askari; expected --host askari or none, found "kazi"/,
+      );
+    } finally {
+      await tree.remove();
+      await alone.tree.remove();
+    }
+  });
+
   it("refuse a run whose VM is not running (exit 3), naming what to do", async () => {
     const { tree, request } = await setup("shut off (shutdown)");
     try {
