@@ -42,6 +42,8 @@ export interface CheckResult {
   seconds: number;
   /** After which kind of reboot it ran (post-reboot, when the scenario's reboot is not one clean reboot). */
   reboot?: RebootKind;
+  /** Several hosts rebooting in turns: the host(s) rebooting while it ran (it is judged by its name as after the reboot). */
+  during?: string;
 }
 
 /** What some checks need beyond the machine: where `ca:` files and the cert tier's roots come from. */

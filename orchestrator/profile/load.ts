@@ -8,6 +8,7 @@ import type { Runner } from "../../infra/runner.ts";
 import { BadInputError, type InputProblem } from "../errors.ts";
 import { groupMembers, isInventoryScript, readInventory, type Inventory, type InventoryHost } from "./inventory.ts";
 import {
+  HOST_NAME,
   MAX_TOPOLOGY_HOSTS,
   overlaySchema,
   profileSchema,
@@ -80,7 +81,10 @@ export interface TopologyHost {
  * and its vars checked as one host's are). A one-host profile is itself.
  */
 export function profileForHost(profile: LoadedProfile, host: string): LoadedProfile {
-  if (!profile.topology) return profile;
+  if (!profile.topology) {
+    if (host === profile.document.host) return profile;
+    throw new Error(`${host} is no host of the profile ${profile.name} (it is ${profile.document.host}'s alone)`);
+  }
   const member = profile.topology.find((candidate) => candidate.name === host);
   if (!member) throw new Error(`${host} is no host of the profile ${profile.name} (${profile.topology.map((candidate) => candidate.name).join(", ")})`);
   const { topology: _topology, ...alone } = profile;
@@ -310,6 +314,15 @@ function topologyHostNames(document: ProfileInput, inventory: Inventory, where: 
     });
   }
   const members = groupMembers(inventory, group);
+  // Names from the inventory become VM and folder names: each must be one a profile may write.
+  const unnamed = members.filter((name) => !HOST_NAME.test(name));
+  if (unnamed.length > 0) {
+    throw new BadInputError({
+      ...where("hosts"),
+      path: "hosts.group",
+      message: `expected inventory hostnames of letters, digits, '.', '_' and '-' in group ${group}, found ${unnamed.map((name) => JSON.stringify(name)).join(", ")}`,
+    });
+  }
   if (members.length < 2 || members.length > MAX_TOPOLOGY_HOSTS) {
     throw new BadInputError({
       ...where("hosts"),

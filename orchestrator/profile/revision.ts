@@ -146,8 +146,11 @@ export async function profileAtRevision(profile: LoadedProfile, repoDir: string,
   const inventory = relative(profile.repoDir, profile.inventoryFile);
   const playbook = relative(profile.repoDir, profile.playbookFile);
   // The overlay is the profile's, from disk, as it was found; only the repo comes from the revision.
-  const { verify, ...rest } = profile.document;
-  const document = { ...rest, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
+  const { verify, host, ...rest } = profile.document;
+  // Several hosts: the same hosts (a group's as the profile found them), each with its overlay from disk (below).
+  const document = profile.topology
+    ? { ...rest, hosts: profile.topology.map((member) => member.name), repo: repoDir, inventory, playbook }
+    : { ...rest, host, repo: repoDir, inventory, playbook, ...(profile.overlay.file ? { overrides: profile.overlay.file } : {}) };
   const atRevision = await resolveProfile(
     document,
     { name: profile.name, file: profile.file, dir: dirname(profile.file), overridesDir: join(repoDir, ".no-default-overlay") },
@@ -165,8 +168,12 @@ export async function profileAtRevision(profile: LoadedProfile, repoDir: string,
   const verifyFile = inside ? found : profile.verifyFile;
   if (verify !== undefined && verifyFile === profile.verifyFile)
     log.info(`verify: ${verify} is not in this revision: the one on disk is used (${profile.verifyFile})`);
+  const overlayOf = (name: string) => profile.topology?.find((member) => member.name === name)?.overlay ?? profile.overlay;
   return {
     ...atRevision,
+    ...(atRevision.topology
+      ? { overlay: profile.overlay, topology: atRevision.topology.map((member) => ({ ...member, overlay: overlayOf(member.name) })) }
+      : {}),
     document: { ...atRevision.document, ...(verify !== undefined ? { verify } : {}) },
     ...(verifyFile ? { verifyFile } : {}),
     vaultRepoDir: profile.vaultRepoDir ?? profile.repoDir,

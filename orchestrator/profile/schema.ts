@@ -216,8 +216,10 @@ export function rebootKinds(value: RebootKind | readonly RebootKind[] | undefine
   return typeof value === "string" ? [value] : [...value];
 }
 
+/** What an inventory hostname a profile names may be made of (it names VMs and folders too). */
+export const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 /** An inventory hostname as a profile names it. */
-const hostName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+const hostName = z.string().regex(HOST_NAME, {
   error: "expected an inventory hostname (letters, digits, '.', '_', '-')",
 });
 

@@ -151,7 +151,11 @@ export async function takeDown(request: Pick<VerbRequest, "reference" | "runner"
   const members = found.record?.topology ?? [{ host: found.outputs.host, runId: found.runId, runDir: found.outputs.runDir }];
   await underRunLock(runLockPath(request.env), `down of ${found.runId}`, found.runId, async () => {
     const live = new Set((await engine.list()).map((stack) => stack.stack));
-    for (const member of [...members].reverse()) if (live.has(member.runId)) await teardown(engine, member.runId, member.runDir, request.log);
+    const failures: unknown[] = [];
+    for (const member of [...members].reverse()) {
+      if (live.has(member.runId)) await teardown(engine, member.runId, member.runDir, request.log).catch((error: unknown) => failures.push(error));
+    }
+    if (failures.length > 0) throw failures[0];
   }).catch((error: unknown) => {
     throw asBomaError(error, request.signal);
   });
@@ -202,6 +206,12 @@ export async function withAttachedRun(
 ): Promise<VerbResult> {
   const { found, libvirt } = await findVerbRun(request);
   const record = found.record ?? { ...found.outputs, engine: "direct" as const };
+  // A VM of several hosts is applied, checked and rebooted with the others, never as one host alone.
+  if (record.topology) {
+    throw new BadInputError({
+      message: `${found.runId} is a VM of a run of several hosts (${record.topology.map((member) => member.host).join(", ")}): \`${request.verb}\` works on one host's VM; reach its VMs with \`ssh ${record.topology[0]!.runId} --host <host>\`, read them with \`console --host\`, take them down with \`down ${record.topology[0]!.runId}\``,
+    });
+  }
   const state = await libvirt.domainState(found.outputs.domain);
   if (!state.startsWith("running")) {
     throw new RefusedError(

@@ -11,7 +11,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { dnsQueryLogOf, newRunIdentity, pickSubnet, runDirName, topologyMembers, type RunIdentity } from "../../infra/spec.ts";
 import { briefOf } from "../../infra/errors.ts";
-import { asBomaError, ExitCode, HarnessError, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
+import { asBomaError, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
 import type { PreflightRequest, RunMachinery } from "./preflight.ts";
 import { profileForHost, type LoadedProfile } from "../profile/load.ts";
@@ -183,8 +183,7 @@ export class OpenRun {
     const { request, machinery } = this;
     const provisionOne = this.#hooks.provision ?? provision;
     const topology = request.profile.topology;
-    // A topology's first VM's files are the scenario's; each other's in a folder named after its host.
-    const vmDir = (identity: RunIdentity, index: number) => (index === 0 ? scenario.dir : join(scenario.dir, identity.host));
+    const vmDir = (identity: RunIdentity, index: number) => (index === 0 ? scenario.dir : peerDir(scenario.dir, identity.host));
     const options = (host: string): ProvisionOptions => ({
       profile: withVmShape(profileForHost(request.profile, host), this.#shapeFor(host)),
       accel: machinery.accel,
@@ -232,30 +231,37 @@ export class OpenRun {
     // Told to the others' waits; the first VM's own error is its own.
     network.catch(() => undefined);
     const made: (LiveRun | undefined)[] = identities.map(() => undefined);
+    // One VM failing stops the others' waits: the scenario ends on its error, not minutes later.
+    const stop = new AbortController();
+    const signal = AbortSignal.any([scenario.signal, stop.signal]);
     const settled = await Promise.allSettled(
       identities.map(async (identity, index) => {
         const runDir = vmDir(identity, index);
         await mkdir(runDir, { recursive: true, mode: 0o700 });
         const topologyOf = index === 0 ? { place, subnet, onNetworkMade: networkMade } : { place, subnet, network };
         try {
-          made[index] = await provisionOne({ ...options(identity.host), topology: topologyOf }, { identity, runDir });
+          made[index] = await provisionOne({ ...options(identity.host), signal, topology: topologyOf }, { identity, runDir });
         } catch (provisionError) {
-          if (index === 0) networkFailed(new HarnessError(`the network of ${first.runId} was not made: ${briefOf(provisionError)}`));
+          if (index === 0) networkFailed(new StoppedBesideError(`stopped: the network of ${first.runId} was not made (${briefOf(provisionError)})`));
+          if (!stop.signal.aborted) stop.abort(new StoppedBesideError(`stopped: ${identity.host}'s VM failed (${briefOf(provisionError)})`));
           throw provisionError;
         }
       }),
     );
     lives.push(...made.filter((live): live is LiveRun => live !== undefined));
+    // No VM holds the subnet: the run may pick it again.
+    if (lives.length === 0) this.#subnets.delete(subnet.cidr);
     const failed = settled.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
-    // The first VM's failure, when it failed: the others' follow from it.
-    if (failed.length > 0) throw settled[0]!.status === "rejected" ? settled[0]!.reason : failed[0];
+    // The failure that stopped the others, not the stops it caused.
+    const cause = failed.find((error) => !(error instanceof StoppedBesideError));
+    if (failed.length > 0) throw cause ?? failed[0];
   }
 
   /** A host's VM shape: its own (`vm:` with its `vmFor:`), with no more vCPUs than the run's preflight gave the VMs. */
   #shapeFor(host: string): VmShape {
     const own = this.request.profile.topology?.find((member) => member.name === host)?.vm ?? this.request.profile.document.vm;
     const given = this.machinery.vm;
-    return own === this.request.profile.document.vm ? given : { ...own, vcpus: Math.min(own.vcpus, given.vcpus) };
+    return own === this.request.profile.document.vm ? given : { ...own, vcpus: Math.min(own.vcpus, this.machinery.vcpusEach ?? given.vcpus) };
   }
 
   /**
@@ -284,7 +290,7 @@ export class OpenRun {
         await timed("diagnostics", async () => {
           // A topology's each in a folder named after its host.
           for (const live of lives) {
-            const items = await (this.#hooks.collectDiagnostics ?? collectDiagnostics)({
+            const collect = (this.#hooks.collectDiagnostics ?? collectDiagnostics)({
               dir: identities.length === 1 ? diagnostics : join(diagnostics, live.outputs.host),
               machine: live.machine,
               outputs: live.outputs,
@@ -292,6 +298,14 @@ export class OpenRun {
               libvirt,
               reason: report.outcome,
             });
+            // One host's failing leaves the others' to collect.
+            const items =
+              identities.length === 1
+                ? await collect
+                : await collect.catch((collectError: unknown) => {
+                    log.warn(`diagnostics of ${live.outputs.host} could not be collected: ${briefOf(collectError)}`);
+                    return [];
+                  });
             log.info(
               `collected ${items.filter((item) => item.ok).length} of ${items.length} items${identities.length === 1 ? "" : ` of ${live.outputs.host}`} into ${diagnostics}`,
             );
@@ -307,7 +321,7 @@ export class OpenRun {
     // Kept or not, the harness is done with the VMs: their SSH master connections go now.
     for (const live of lives) await live.machine.closeConnection().catch(() => undefined);
     // The allowlist is the network's: the first VM's stack holds it.
-    if (lives[0]) await this.#egressOf(opening, lives[0]);
+    if (lives[0] && lives[0].outputs.runId === identities[0]!.runId) await this.#egressOf(opening, lives[0]);
     const stacks = new Set((await engine.list()).map((stack) => stack.stack));
     const made = identities.filter((identity) => stacks.has(identity.runId));
     const keep =
@@ -326,7 +340,7 @@ export class OpenRun {
     for (const identity of [...made].reverse()) {
       try {
         await timed(made.length === 1 ? "teardown" : `teardown ${identity.host}`, () =>
-          teardown(engine, identity.runId, identity !== identities[0] ? join(dir, identity.host) : dir, log),
+          teardown(engine, identity.runId, identity !== identities[0] ? peerDir(dir, identity.host) : dir, log),
         );
       } catch (teardownError) {
         // Said here in full, once: the run's error repeats only its first line.
@@ -374,6 +388,11 @@ export class OpenRun {
     }
     throw new Error("no free run id in ten minutes of names");
   }
+}
+
+/** Where a topology's VM after the first keeps its files (keys, console, record): the first's are the scenario's own. */
+function peerDir(scenarioDir: string, host: string): string {
+  return join(scenarioDir, "hosts", host);
 }
 
 /** The one keep decision: `always` keeps whatever happened; `on-failure` a failed system under test; `onPass` a passing one too. */

@@ -57,6 +57,8 @@ export interface RunMachinery {
   vmsAtOnce: number;
   /** The shape the run's VMs get: the profile's, or fewer vCPUs each to run side by side under TCG (see {@link vcpusSideBySide}). */
   vm: VmShape;
+  /** Several hosts: the most vCPUs each VM may have (its own shape's, or fewer under TCG). */
+  vcpusEach?: number;
 }
 
 /**
@@ -98,6 +100,7 @@ export async function preflightRun(request: PreflightRequest, lock: RunLock): Pr
       lock,
       vmsAtOnce: topology.length,
       vm: { ...request.profile.document.vm, vcpus: Math.min(request.profile.document.vm.vcpus, each) },
+      vcpusEach: each,
     };
   }
   const memory = { vmMemoryMiB: request.profile.document.vm.memoryMiB, minFreeRamMiB: request.options.minFreeRamMiB };

@@ -24,6 +24,7 @@ import {
   checkStage,
   scenarioVms,
   verifyStage,
+  type PeerVm,
   type ScenarioSpec,
   type ScenarioVm,
   type StepContext,
@@ -313,63 +314,60 @@ async function rebootTopology(
   const entryOf = (host: string) => report.vms?.find((entry) => entry.host === host);
   const before = await session.timed(`snapshot before ${label}`, () => takeSnapshot(session.machine));
   const notBack = new Map<string, string>();
+  let firstProof: RebootProof | undefined;
   const during: CheckResult[] = [];
-  const turns = rebootTurns(
+  const involves = (check: Check) => [check.on ?? vms[0]!.host, ...(check.from !== undefined && check.from !== "controller" ? [check.from] : [])];
+  const rebootOne = async (vm: PeerVm) => {
+    try {
+      const proof = await rebootWithOneReset(context, vm.machine, report, kind);
+      const entry = entryOf(vm.host);
+      if (entry) {
+        entry.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+        entry.proof = reportedProof(proof);
+      }
+      if (vm.machine === session.machine) {
+        firstProof = proof;
+        report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
+        report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
+        report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
+      }
+      context.log.info(`${vm.host} ${rebootedAs(proof.kind)}: ${provenInWords(reportedProof(proof))}`);
+    } catch (error) {
+      const reason = await notBackReason(error, context, vm.machine, kind);
+      context.log.warn(`${vm.host} did not come back after ${label}: ${reason}`);
+      notBack.set(vm.host, reason);
+      const entry = entryOf(vm.host);
+      if (entry) entry.notBack = reason;
+      report.notBack ??= { reason: `${vm.host}: ${reason}`, console: await vm.machine.currentBootConsole(20) };
+    }
+  };
+  for (const turn of rebootTurns(
     vms.map((vm) => vm.host),
     order,
-  );
-  for (const turn of turns) {
+  )) {
     const rebooting = vms.filter((vm) => turn.includes(vm.host));
-    const name = `${turn.join(" and ")}: ${kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss"}`;
-    const reboots = session.timed(name, () =>
-      Promise.all(
-        rebooting.map(async (vm) => {
-          try {
-            const proof = await rebootWithOneReset(context, vm.machine, report, kind);
-            const entry = entryOf(vm.host);
-            if (entry) {
-              entry.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
-              entry.proof = reportedProof(proof);
-            }
-            if (vm.machine === session.machine) {
-              report.bootIds = [proof.bootIdBefore, proof.bootIdAfter];
-              report.readyLagSeconds.push(proof.ready.readyLagSeconds ?? null);
-              report.beforeKernelSeconds.push(proof.ready.beforeKernelSeconds ?? null);
-            }
-            context.log.info(`${vm.host} ${rebootedAs(proof.kind)}: ${provenInWords(reportedProof(proof))}`);
-          } catch (error) {
-            const reason = await notBackReason(error, context, vm.machine, kind);
-            context.log.warn(`${vm.host} did not come back after ${label}: ${reason}`);
-            notBack.set(vm.host, reason);
-            const entry = entryOf(vm.host);
-            if (entry) entry.notBack = reason;
-            report.notBack ??= { reason: `${vm.host}: ${reason}`, console: await vm.machine.currentBootConsole(20) };
-          }
-        }),
-      ),
-    );
-    // Rolling: what does not involve the hosts rebooting must hold meanwhile.
-    const meanwhile =
-      order === "all"
-        ? []
-        : plan.checks.filter((check) => !turn.includes(check.on ?? vms[0]!.host) && !(check.from !== undefined && turn.includes(check.from)));
-    const [, held] = await Promise.all([
-      reboots,
-      meanwhile.length === 0
-        ? Promise.resolve([])
-        : checkStage(
-            context,
-            session,
-            "post-reboot",
-            meanwhile.map((check) => ({ ...check, name: `while ${turn.join(" and ")} reboots: ${check.name}` })),
-          ),
+    const verb = kind === "clean" ? "reboot" : kind === "soft" ? "soft reboot" : "power loss";
+    // Rolling: what involves neither the hosts rebooting nor runs from them must hold meanwhile.
+    const meanwhile = order === "all" ? [] : plan.checks.filter((check) => !involves(check).some((host) => turn.includes(host)));
+    // Every VM's reboot (and what runs meanwhile) ends before a fault of one ends the scenario:
+    // nothing of it goes on while the VMs are taken down.
+    const [rebooted, held] = await Promise.allSettled([
+      session.timed(`${turn.join(" and ")}: ${verb}`, async () => {
+        const settled = await Promise.allSettled(rebooting.map(rebootOne));
+        const fault = settled.find((result) => result.status === "rejected");
+        if (fault) throw fault.reason;
+        // Settled before the next turn: its checks meanwhile see these hosts' services up.
+        await Promise.all(rebooting.filter((vm) => !notBack.has(vm.host)).map((vm) => waitSettled(vm.machine, context.log)));
+      }),
+      meanwhile.length === 0 ? Promise.resolve([]) : checkStage(context, session, "post-reboot", meanwhile),
     ]);
-    during.push(...held);
+    if (rebooted.status === "rejected") throw rebooted.reason;
+    if (held.status === "rejected") throw held.reason;
+    during.push(...held.value.map((result) => ({ ...result, during: turn.join(" and "), detail: `while ${turn.join(" and ")} rebooted: ${result.detail}` })));
   }
   const back = vms.filter((vm) => !notBack.has(vm.host));
-  await session.timed("system settled", () => Promise.all(back.map((vm) => waitSettled(vm.machine, context.log))));
+  if (order === "all") await session.timed("system settled", () => Promise.all(back.map((vm) => waitSettled(vm.machine, context.log))));
   report.guestBootSeconds.push(kind === "soft" || notBack.has(vms[0]!.host) ? null : await session.machine.guestBootSeconds());
-  const involves = (check: Check) => [check.on ?? vms[0]!.host, ...(check.from !== undefined && check.from !== "controller" ? [check.from] : [])];
   const cannotRun = plan.checks.filter((check) => involves(check).some((host) => notBack.has(host)));
   const post = await session.timed(`checks after ${label}`, async () => {
     const [written, derived] = await Promise.all([
@@ -385,24 +383,22 @@ async function rebootTopology(
           )
         : Promise.resolve([]),
     ]);
-    const failedOnes = cannotRun.map((check) => {
+    const failed = (name: string, detail: string): CheckResult => ({ name, stage: "post-reboot", ok: false, detail, seconds: 0 });
+    // A VM not back is a finding even where no check is about it, as one VM's is.
+    const notBackChecks = [...notBack].map(([host, reason]) => failed(`${host} came back after ${label}`, reason));
+    const unrun = cannotRun.map((check) => {
       const host = involves(check).find((each) => notBack.has(each))!;
-      return {
-        name: check.name,
-        stage: "post-reboot" as const,
-        ok: false,
-        detail: `${host} did not come back after ${label}: ${notBack.get(host)!}`,
-        seconds: 0,
-      };
+      return failed(check.name, `${host} did not come back after ${label}: ${notBack.get(host)!}`);
     });
-    return [...during, ...written, ...failedOnes, ...derived];
+    return [...during, ...notBackChecks, ...written, ...unrun, ...derived];
   });
   if (plan.verify && notBack.size === 0) post.push(...(await verifyStage(context, session, "post-reboot", plan.verify)));
   const after = notBack.has(vms[0]!.host) ? undefined : await session.timed(`snapshot after ${label}`, () => takeSnapshot(session.machine));
   if (after) report.snapshotDiff = diffSnapshots(before, after);
   return {
     post,
-    proof: undefined,
+    // The first host's proof stands for the scenario's (each VM's is in `vms[]`).
+    proof: firstProof,
     ...(notBack.size > 0 ? { notBack: [...notBack].map(([host, reason]) => `${host}: ${reason}`).join("; ") } : {}),
     before,
     after,

@@ -146,3 +146,24 @@ describe("a profile of several hosts", () => {
     assert.match(await problemsOf(`${single.replace(/vmFor.*\n/, "")}rebootOrder: all\n`), /rebootOrder: expected no rebootOrder with one host/);
   });
 });
+
+describe("a profile of several hosts at a revision", () => {
+  it("keeps its hosts (a group's as found), each with its own overlay from disk; a host it lacks is no host of it", async () => {
+    const profile = await load(MESH.replace("hosts: [askari, kazi]", "hosts: { group: mesh }"), {
+      "overrides/askari.yml": "vars: { stub: askari's }\n",
+      "overrides/kazi.yml": "vars: { stub: kazi's }\n",
+    });
+    // The checkout of a revision: here the same files, elsewhere.
+    const { profileAtRevision } = await import("../../../../orchestrator/profile/revision.ts");
+    const atRevision = await profileAtRevision(profile, profile.repoDir, new Runner(), { info: () => undefined });
+    assert.deepEqual(
+      atRevision.topology?.map((host) => [host.name, host.overlay.document.vars.stub, host.vm.memoryMiB]),
+      [
+        ["askari", "askari's", 2048],
+        ["kazi", "kazi's", 1024],
+      ],
+    );
+    assert.equal(profileForHost(atRevision, "kazi").overlay.document.vars.stub, "kazi's");
+    assert.throws(() => profileForHost(profileForHost(profile, "askari"), "kazi"), /kazi is no host of the profile p \(it is askari's alone\)/);
+  });
+});

@@ -12,7 +12,6 @@ import type { Engine, StackSummary } from "../../../../infra/engines/engine.ts";
 import { ProvisionError, TeardownError } from "../../../../infra/errors.ts";
 import type { StackOutputs } from "../../../../infra/plan.ts";
 import type { RunIdentity } from "../../../../infra/spec.ts";
-import { Runner } from "../../../../infra/runner.ts";
 import { HarnessError, InterruptedError, SystemUnderTestError } from "../../../../orchestrator/errors.ts";
 import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
@@ -20,12 +19,12 @@ import type { WarmStateCache } from "../../../../orchestrator/host/warm-states.t
 import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import { keepVm, withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
-import { NO_ANSIBLE_ARGS, type KeepPolicy } from "../../../../orchestrator/run/options.ts";
+import type { KeepPolicy } from "../../../../orchestrator/run/options.ts";
 import type { FirstBoot, ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import type { RunReport } from "../../../../orchestrator/run/report.ts";
 import { runRedGreen } from "../../../../orchestrator/run/scenario.ts";
 import type { ScenarioVm, StepContext, Verdict } from "../../../../orchestrator/run/stages.ts";
-import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
+import { testRunRequest } from "../../../helpers/run-request.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 /** An engine that keeps its stacks in memory and can be told to fail a destroy. */
@@ -71,32 +70,8 @@ async function fixture(keep: KeepPolicy = "on-failure", options: { provisionFail
     file: join(tree.dir, "askari.yml"),
     document: { host: "askari", vm: { memoryMiB: 512, vcpus: 2, diskGiB: 4 }, checks: [] },
   } as unknown as LoadedProfile;
-  const request: RunRequest = {
-    purpose: "run",
-    profile,
-    options: {
-      scenario: undefined,
-      certs: undefined,
-      keep,
-      noEgress: false,
-      egress: [],
-      egressOpen: true,
-      minFreeRamMiB: undefined,
-      engine: "direct",
-      accel: "tcg",
-      ansible: NO_ANSIBLE_ARGS,
-      imageFetch: true,
-    },
-    secrets: secretsOf([]),
-    certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
-    egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
-    runner: new Runner(),
-    log,
-    env: { BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") },
-    runsDir: join(tree.dir, "runs"),
-    imageDir: join(tree.dir, "images"),
-    signal: controller.signal,
-  };
+  const request = testRunRequest(tree.dir, profile, log, controller.signal, keep);
+
   const hooks: DriverHooks = {
     preflight: async (_request, lock) => {
       const libvirt = { names: async () => [], uri: "qemu:///system" } as unknown as Libvirt;

@@ -12,22 +12,19 @@ import { describe, it } from "node:test";
 import type { Engine, StackSummary } from "../../../../infra/engines/engine.ts";
 import { ProvisionError } from "../../../../infra/errors.ts";
 import type { StackOutputs } from "../../../../infra/plan.ts";
-import { Runner } from "../../../../infra/runner.ts";
 import type { Machine, RebootProof } from "../../../../orchestrator/guest/machine.ts";
 import type { Libvirt } from "../../../../orchestrator/host/libvirt.ts";
 import { Log } from "../../../../orchestrator/log.ts";
 import type { LoadedProfile } from "../../../../orchestrator/profile/load.ts";
 import type { Check } from "../../../../orchestrator/profile/schema.ts";
 import { WaitError } from "../../../../orchestrator/retry.ts";
-import { withRun, type DriverHooks, type RunRequest } from "../../../../orchestrator/run/driver.ts";
-import { NO_ANSIBLE_ARGS } from "../../../../orchestrator/run/options.ts";
+import { withRun, type DriverHooks } from "../../../../orchestrator/run/driver.ts";
 import type { ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
-import type { ScenarioReport } from "../../../../orchestrator/run/report.ts";
 import { rebootByKinds, rebootTurns } from "../../../../orchestrator/run/reboots.ts";
 import { runRedGreen } from "../../../../orchestrator/run/scenario.ts";
-import { checkStage, type ScenarioVm, type StepContext } from "../../../../orchestrator/run/stages.ts";
-import { secretsOf } from "../../../../orchestrator/ansible/secrets.ts";
-import { silentLog } from "../../../helpers/fixtures.ts";
+import { checkStage, type ScenarioVm } from "../../../../orchestrator/run/stages.ts";
+import { aroundMachine } from "../../../helpers/fake-domain.ts";
+import { testRunRequest } from "../../../helpers/run-request.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 class FakeEngine implements Engine {
@@ -48,11 +45,12 @@ class FakeEngine implements Engine {
 
 const HOSTS = ["askari", "kazi"];
 
-async function fixture(options: { failFirst?: boolean; keep?: "never" | "on-failure" } = {}) {
+async function fixture(options: { failFirst?: boolean; failSecond?: boolean; keep?: "never" | "on-failure" } = {}) {
   const tree = await tempTree();
   const engine = new FakeEngine();
   const made: { host: string; options: ProvisionOptions; runDir: string }[] = [];
   const diagnosed: string[] = [];
+  const stopped: string[] = [];
   let printed = "";
   const log = new Log({ stream: new Writable({ write: (chunk, _encoding, done) => ((printed += String(chunk)), done()) }) });
   const vm = { memoryMiB: 512, vcpus: 1, diskGiB: 4 };
@@ -68,32 +66,8 @@ async function fixture(options: { failFirst?: boolean; keep?: "never" | "on-fail
       vm,
     })),
   } as unknown as LoadedProfile;
-  const request: RunRequest = {
-    purpose: "run",
-    profile,
-    options: {
-      scenario: undefined,
-      certs: undefined,
-      keep: options.keep ?? "never",
-      noEgress: false,
-      egress: [],
-      egressOpen: true,
-      minFreeRamMiB: undefined,
-      engine: "direct",
-      accel: "tcg",
-      ansible: NO_ANSIBLE_ARGS,
-      imageFetch: true,
-    },
-    secrets: secretsOf([]),
-    certs: { tier: "internal", reason: "", vars: {}, dnsTokenVar: undefined, wildcard: undefined },
-    egress: { spec: { mode: "open" }, allowed: [], reason: "", asRoot: [] },
-    runner: new Runner(),
-    log,
-    env: { BOMA_IT_RUN_LOCK: join(tree.dir, "run.lock") },
-    runsDir: join(tree.dir, "runs"),
-    imageDir: join(tree.dir, "images"),
-    signal: new AbortController().signal,
-  };
+  const request = testRunRequest(tree.dir, profile, log, new AbortController().signal, options.keep ?? "never");
+
   const hooks: DriverHooks = {
     preflight: async (_request, lock) => {
       const libvirt = { names: async () => [], usedSubnets: async () => [], uri: "qemu:///system" } as unknown as Libvirt;
@@ -110,11 +84,23 @@ async function fixture(options: { failFirst?: boolean; keep?: "never" | "on-fail
         });
       // As makeStack does: a VM that is not the first waits for the network before its stack.
       await topology.network;
+      if (host === "kazi" && options.failSecond)
+        throw new ProvisionError("creating domain failed; everything created so far was deleted again", {
+          cause: new Error("x"),
+          aborted: false,
+          rolledBack: true,
+        });
       const ip = topology.place.members.find((member) => member.host === host)!.ip;
       const outputs = { runId: run.identity.runId, host, ip, runDir: run.runDir, subnet: topology.subnet.cidr } as StackOutputs;
       engine.stacks.set(run.identity.runId, outputs);
       made.push({ host, options: provisionOptions, runDir: run.runDir });
       topology.onNetworkMade?.();
+      // askari's boot goes on until it is ready, or stopped.
+      if (options.failSecond && host === "askari") {
+        await new Promise((resolve) => provisionOptions.signal.addEventListener("abort", resolve, { once: true }));
+        stopped.push(`${host}: ${String(provisionOptions.signal.reason)}`);
+        throw provisionOptions.signal.reason;
+      }
       const machine = { closeConnection: async () => undefined, target: { ip } } as unknown as Machine;
       return { outputs, machine, phases: [{ name: "SSH", seconds: 1 }], boots: [], resets: [], firstBoot: { kind: "cold" } };
     },
@@ -123,7 +109,7 @@ async function fixture(options: { failFirst?: boolean; keep?: "never" | "on-fail
       return [];
     },
   };
-  return { engine, request, hooks, made, diagnosed, printed: () => printed, dir: tree.dir, remove: tree.remove };
+  return { engine, request, hooks, made, diagnosed, stopped, printed: () => printed, dir: tree.dir, remove: tree.remove };
 }
 
 describe("a scenario of several hosts", () => {
@@ -160,7 +146,7 @@ describe("a scenario of several hosts", () => {
       seen?.peers?.map((peer) => [peer.host, peer.outputs.ip]),
       [["kazi", members[1]!.ip]],
     );
-    assert.equal(setup.made[1]!.runDir, join(setup.made[0]!.runDir, "kazi"), "each other VM's files are in a folder named after its host");
+    assert.equal(setup.made[1]!.runDir, join(setup.made[0]!.runDir, "hosts", "kazi"), "each other VM's files are in a folder of its host's");
     const stamps = setup.made.map(({ options }) => options.record?.topology?.map((member) => member.runId));
     assert.deepEqual(stamps[0], stamps[1], "each VM's record names the topology, the first first");
     assert.deepEqual(
@@ -184,6 +170,19 @@ describe("a scenario of several hosts", () => {
     assert.deepEqual(setup.made, [], "kazi waited for a network that was never made");
     assert.equal(setup.engine.stacks.size, 0);
     assert.equal(report.verdict, "error");
+    await setup.remove();
+  });
+
+  it("stops the other VMs' boots when one fails, takes down what was made, and says the failure, not the stops", async () => {
+    const setup = await fixture({ failSecond: true });
+    const { error } = await withRun(setup.request, setup.hooks, (run) =>
+      runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: async () => ({ ok: true, outcome: "" }) }),
+    );
+    assert.match(String(error), /creating domain failed/);
+    assert.deepEqual(setup.stopped, [
+      "askari: StoppedBesideError: stopped: kazi's VM failed (creating domain failed; everything created so far was deleted again)",
+    ]);
+    assert.equal(setup.engine.stacks.size, 0, "askari's stack (the network's) taken down");
     await setup.remove();
   });
 
@@ -245,36 +244,11 @@ function fakeVm(host: string, ip: string, events: string[], reach: (command: str
 
 function topologySession(machines: Record<string, Machine>) {
   const [first, ...others] = Object.entries(machines);
-  const report = {
-    bootIds: [],
-    readyLagSeconds: [],
-    beforeKernelSeconds: [],
-    guestBootSeconds: [],
-    bootResets: [],
-    checks: [],
-    snapshotDiff: null,
-    vms: Object.entries(machines).map(([host, machine]) => ({ host, stack: `boma-it-${host}-x`, ip: (machine.target as { ip: string }).ip, bootIds: [] })),
-  } as unknown as ScenarioReport;
-  const outputsOf = (host: string, machine: Machine) => ({ host, ip: (machine.target as { ip: string }).ip, runId: `boma-it-${host}-x` }) as StackOutputs;
-  const session: ScenarioVm = {
-    machine: first![1],
-    outputs: outputsOf(first![0], first![1]),
-    report,
-    dir: "/nonexistent",
-    timed: (_name, body) => body(),
-    peers: others.map(([host, machine]) => ({ host, machine, outputs: outputsOf(host, machine) })),
-  };
-  const context = {
-    profile: { document: { checks: [] }, repoDir: "/nonexistent" },
-    certs: { tier: "internal" },
-    secrets: secretsOf([]),
-    log: silentLog(),
-    signal: new AbortController().signal,
-    accel: { accel: "tcg", reason: "" },
-    libvirt: {} as Libvirt,
-    timeouts: { leaseMs: 1000, sshMs: 1000, cloudInitMs: 1000 },
-    ansible: NO_ANSIBLE_ARGS,
-  } as unknown as StepContext;
+  const ipOf = (machine: Machine) => (machine.target as { ip: string }).ip;
+  const outputsOf = (host: string, machine: Machine) => ({ host, ip: ipOf(machine), runId: `boma-it-${host}-x` }) as StackOutputs;
+  const { session, context, report } = aroundMachine(first![1], 1000, { outputs: outputsOf(first![0], first![1]) });
+  session.peers = others.map(([host, machine]) => ({ host, machine, outputs: outputsOf(host, machine) }));
+  report.vms = Object.entries(machines).map(([host, machine]) => ({ host, stack: `boma-it-${host}-x`, ip: ipOf(machine), bootIds: [] }));
   return { session, context, report };
 }
 
@@ -339,12 +313,19 @@ describe("checks and reboots of several hosts", () => {
       ["askari reboots", "askari is back", "kazi reboots", "kazi is back"],
     );
     assert.deepEqual(
-      outcome!.reboot.post.map((result) => result.name),
-      ["while askari reboots: on kazi", "while kazi reboots: on askari", "on askari", "on kazi"],
+      outcome!.reboot.post.map((result) => [result.name, result.during]),
+      [
+        ["on kazi", "askari"],
+        ["on askari", "kazi"],
+        ["on askari", undefined],
+        ["on kazi", undefined],
+      ],
+      "each check meanwhile under its own name (RED's expectFailing names it so), saying which host was rebooting",
     );
+    assert.match(outcome!.reboot.post[0]!.detail, /^while askari rebooted: TCP 127\.0\.0\.1:22/);
   });
 
-  it("a VM that does not come back fails the checks about or from it; the others run", async () => {
+  it("a VM that does not come back is a failed check of its own and fails the checks about or from it; the others run", async () => {
     const events: string[] = [];
     const machines = {
       askari: fakeVm("askari", "10.234.7.10", events, () => true),
@@ -356,11 +337,13 @@ describe("checks and reboots of several hosts", () => {
     assert.deepEqual(
       outcome!.reboot.post.map((result) => [result.name, result.ok]),
       [
+        ["kazi came back after the reboot", false],
         ["on askari", true],
         ["kazi reaches askari", false],
       ],
+      "a VM not back fails the scenario even where no check is about it",
     );
-    assert.match(outcome!.reboot.post[1]!.detail, /^kazi did not come back after the reboot: its new kernel started but SSH never answered/);
+    assert.match(outcome!.reboot.post[2]!.detail, /^kazi did not come back after the reboot: its new kernel started but SSH never answered/);
     assert.match(report.vms![1]!.notBack!, /its new kernel started/);
     assert.deepEqual(report.vms![1]!.bootIds, []);
   });

@@ -203,6 +203,12 @@ describe("verbs on a kept VM", () => {
       );
       // kazi is a host of the run; its VM is gone (the fake libvirt lists askari's alone).
       await assert.rejects(findVerbRun(request, { host: "kazi" }), new RegExp(`no live run matches "${kazi}"`));
+      // The verbs that apply, check or reboot work on one host's VM: a VM of several is refused.
+      await assert.rejects(
+        withAttachedRun(request, { needsProfile: false }, async () => ({ ok: true, outcome: "" })),
+        (error: unknown) =>
+          error instanceof BadInputError && /is a VM of a run of several hosts \(askari, kazi\): `reset` works on one host's VM/.test(error.message),
+      );
       await assert.rejects(
         findVerbRun(alone.request, { host: "kazi" }),
         /--host: boma-it-askari-20261201-120000 is one VM, of askari; expected --host askari or none, found "kazi"/,
