@@ -97,12 +97,15 @@ export const EGRESS_BLOCKED_SET = "blocked";
 export function egressTableNft(spec: StackSpec): string {
   const { network } = spec;
   const bridge = JSON.stringify(network.bridge);
+  // Several VMs: what one sends another on the bridge is forwarded too (bridge netfilter), and
+  // is the topology's own traffic, never egress.
+  const peers = network.members.length > 1 ? `    iifname ${bridge} ip daddr ${network.subnet.cidr} accept\n` : "";
   return `table inet ${network.egressTable} {
   set ${EGRESS_ALLOWED_SET} { type ipv4_addr; flags timeout; timeout 1d; }
   set ${EGRESS_BLOCKED_SET} { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 7d; counter; }
   chain forward {
     type filter hook forward priority filter - 1; policy accept;
-    iifname ${bridge} ip daddr @${EGRESS_ALLOWED_SET} accept
+${peers}    iifname ${bridge} ip daddr @${EGRESS_ALLOWED_SET} accept
     iifname ${bridge} meta l4proto { tcp, udp } update @${EGRESS_BLOCKED_SET} { ip daddr . meta l4proto . th dport } drop
     iifname ${bridge} drop
   }

@@ -12,6 +12,7 @@ import type { StackOutputs } from "../../infra/plan.ts";
 import type { Runner } from "../../infra/runner.ts";
 import { dnsQueryLogOf, newRunIdentity } from "../../infra/spec.ts";
 import { decideAccel, probeAccel } from "../../infra/accel.ts";
+import { briefOf } from "../../infra/errors.ts";
 import { asBomaError, BadInputError, ExitCode, RefusedError } from "../errors.ts";
 import type { CheckResult } from "../guest/checks.ts";
 import type { Machine } from "../guest/machine.ts";
@@ -19,7 +20,7 @@ import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { underRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
-import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
+import { loadProfile, profileForHost, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { allEngines } from "../host/engine-choice.ts";
@@ -27,7 +28,7 @@ import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
 import { emptyScenarioReport, type CommandEnding, type RunReport } from "./report.ts";
-import type { ScenarioVm, StepContext } from "./stages.ts";
+import type { PeerVm, ScenarioVm, StepContext } from "./stages.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
 import { loadSecrets, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
@@ -114,6 +115,28 @@ export async function findVerbRun(
     });
   }
   return { found: resolveRun(mine, undefined, request.verb), libvirt };
+}
+
+/**
+ * The VMs of the run a found VM belongs to, its first (whose record and report are the run's)
+ * first: itself alone when it is one host's. A VM of it that is gone is refused, naming it.
+ */
+async function topologyMembers(named: FoundRun, request: Pick<VerbRequest, "verb" | "runner" | "env">): Promise<FoundRun[]> {
+  const topology = named.record?.topology;
+  if (!topology) return [named];
+  return Promise.all(
+    topology.map(async (member) => {
+      if (member.runId === named.runId) return named;
+      try {
+        return (await findVerbRun({ ...request, reference: member.runId })).found;
+      } catch (error) {
+        throw new RefusedError(
+          `${member.runId} (${member.host}'s VM of ${topology[0]!.runId}) is gone: ${briefOf(error)}`,
+          `\`${request.verb}\` works on the run's VMs together; take the rest down with \`npm run boma-it -- down ${topology[0]!.runId}\``,
+        );
+      }
+    }),
+  );
 }
 
 /**
@@ -204,13 +227,19 @@ export async function withAttachedRun(
   options: { needsProfile: boolean },
   body: (run: AttachedRun) => Promise<VerbOutcome>,
 ): Promise<VerbResult> {
-  const { found, libvirt } = await findVerbRun(request);
+  const { found: named, libvirt } = await findVerbRun(request);
+  // A VM of several hosts is applied, checked and rebooted with the others: the verb works on the
+  // run as a whole, through its first VM (whose record and report are the run's).
+  const members = await topologyMembers(named, request);
+  const found = members[0]!;
   const record = found.record ?? { ...found.outputs, engine: "direct" as const };
-  // A VM of several hosts is applied, checked and rebooted with the others, never as one host alone.
-  if (record.topology) {
-    throw new BadInputError({
-      message: `${found.runId} is a VM of a run of several hosts (${record.topology.map((member) => member.host).join(", ")}): \`${request.verb}\` works on one host's VM; reach its VMs with \`ssh ${record.topology[0]!.runId} --host <host>\`, read them with \`console --host\`, take them down with \`down ${record.topology[0]!.runId}\``,
-    });
+  for (const member of members.slice(1)) {
+    const memberState = await libvirt.domainState(member.outputs.domain);
+    if (!memberState.startsWith("running"))
+      throw new RefusedError(
+        `${member.runId} (${member.outputs.host}'s VM of ${found.runId}) is ${memberState}, not running: \`${request.verb}\` works on the run's VMs together`,
+        `take the run down with \`npm run boma-it -- down ${found.runId}\``,
+      );
   }
   const state = await libvirt.domainState(found.outputs.domain);
   if (!state.startsWith("running")) {
@@ -225,6 +254,7 @@ export async function withAttachedRun(
     });
   }
   let machine: Machine | undefined;
+  const peers: PeerVm[] = [];
   let secrets: RunSecrets = secretsOf([], undefined, {}, request.redactor);
   const report = emptyScenarioReport({ name: "green", expect: "pass" }, found.runId, "");
   const { result, error } = await withCommand(
@@ -253,7 +283,10 @@ export async function withAttachedRun(
       runner: request.runner,
       signal: request.signal,
       secrets: () => secrets,
-      beforeClose: async () => machine?.closeConnection(),
+      beforeClose: async () => {
+        await machine?.closeConnection();
+        for (const peer of peers) await peer.machine.closeConnection();
+      },
       // Each written on its own: the run's report gets its line even when result.json could not be written.
       write: async (result) => {
         await appendToReport(record, result, request.redactor).catch((appendError: unknown) =>
@@ -273,6 +306,8 @@ export async function withAttachedRun(
       const applied = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
       const profile = applied?.profile;
       if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
+      // The other hosts' secrets are the run's too.
+      for (const host of profile?.topology?.slice(1) ?? []) await loadSecrets(profileForHost(profile!, host.name), request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile
         ? await planRunCerts(
@@ -283,6 +318,11 @@ export async function withAttachedRun(
       machine = await machineFor(found.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
       // The VM ran before this command: a panic of a boot it already went past does not count.
       await machine.markCurrentBoot();
+      for (const member of members.slice(1)) {
+        const peer = await machineFor(member.outputs, { runner: request.runner, log: request.log, libvirt, signal: request.signal });
+        peers.push({ host: member.outputs.host, machine: peer, outputs: member.outputs });
+        await peer.markCurrentBoot();
+      }
       const stepContext: StepContext = {
         profile: profile!,
         certs,
@@ -295,7 +335,15 @@ export async function withAttachedRun(
         timeouts: bootTimeouts(request.env),
         ansible: request.ansible ?? NO_ANSIBLE_ARGS,
       };
-      const session: ScenarioVm = { machine, outputs: found.outputs, report, dir, timed: (name, step) => request.log.timed(report.phases, name, step) };
+      const session: ScenarioVm = {
+        machine,
+        outputs: found.outputs,
+        report,
+        dir,
+        timed: (name, step) => request.log.timed(report.phases, name, step),
+        ...(peers.length > 0 ? { peers } : {}),
+      };
+      if (peers.length > 0) report.vms = members.map((member) => ({ host: member.outputs.host, stack: member.runId, ip: member.outputs.ip, bootIds: [] }));
       const outcome = await body({ found, record, machine, libvirt, dir, stepContext, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
       result.details = outcome.details ?? {};
       const blocked = await blockedSoFar(record, found.outputs.runId, request);

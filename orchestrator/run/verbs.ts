@@ -66,6 +66,7 @@ export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKi
     ...(survival ? { survival } : {}),
     verify: verifyPlan(run),
     failed: (_kind, post) => post.some((check) => !check.ok),
+    order: stepContext.profile.document.scenarios?.[run.record.scenario ?? "green"]?.rebootOrder ?? stepContext.profile.document.rebootOrder ?? "all",
   });
   const details = {
     bootIds: session.report.bootIds,
@@ -73,10 +74,12 @@ export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKi
     notBack: session.report.notBack ?? null,
     bootResets: session.report.bootResets,
     ...(session.report.reboots ? { reboots: session.report.reboots } : {}),
+    ...(session.report.vms ? { vms: session.report.vms } : {}),
   };
   const said = outcomes.map(({ kind, reboot }) => {
     const label = rebootLabel(kind);
-    if (!reboot.proof) return { ok: false, text: `the VM did not come back after ${label}: ${reboot.notBack ?? "unknown"}` };
+    if (reboot.notBack) return { ok: false, text: `the VM did not come back after ${label}: ${reboot.notBack}` };
+    if (!reboot.proof) return { ok: false, text: `the VM did not come back after ${label}: unknown` };
     const failed = reboot.post.filter((check) => !check.ok);
     const proven = `${rebootedAs(kind)} (${provenInWords(reportedProof(reboot.proof))})`;
     return failed.length === 0
@@ -93,6 +96,12 @@ export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKi
  */
 export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
   const point = run.record.resetPoint;
+  if (run.session.peers) {
+    throw new RefusedError(
+      `${run.found.runId} is a run of several hosts: it has no reset point (\`up\`, which takes one, makes one host's VM)`,
+      "run the profile again (`npm run it -- <profile>`), or bring one host up with a profile of its own",
+    );
+  }
   if (!point) {
     throw new RefusedError(
       `${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`,

@@ -55,6 +55,12 @@ describe("several hosts at once, for real", { timeout: 120 * 60_000, skip: fullS
       assert.ok(resolved.ok && resolved.detail.includes(askari!.ip), resolved.detail);
     }
     assert.equal(report.vm?.vcpus, 1, "two VMs on two cores: one vCPU each");
+    // The VMs' traffic to each other is theirs, never egress the allowlist refuses.
+    const subnets = new Set(report.scenarios.flatMap((scenario) => scenario.vms!.map((vm) => vm.ip.split(".").slice(0, 3).join("."))));
+    assert.deepEqual(
+      report.egress.blocked.filter((attempt) => attempt.address !== undefined && subnets.has(attempt.address.split(".").slice(0, 3).join("."))),
+      [],
+    );
     process.stderr.write(
       `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}\n`,
     );

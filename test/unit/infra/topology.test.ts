@@ -9,7 +9,7 @@ import { describe, it } from "node:test";
 import { planStack } from "../../../infra/plan.ts";
 import { seedFiles } from "../../../infra/seed.ts";
 import { addressInSubnet, macFor, newRunIdentity, pickSubnet, stackSpec, TOPOLOGY_DOMAIN, topologyMembers, type StackSpecInput } from "../../../infra/spec.ts";
-import { networkXml } from "../../../infra/xml.ts";
+import { egressTableNft, networkXml } from "../../../infra/xml.ts";
 import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
 
 const AT = new Date("2026-12-05T02:00:00Z");
@@ -78,6 +78,17 @@ describe("a topology of VMs on one network", () => {
       assert.match(xml, new RegExp(`<host mac="${member.mac}" name="${member.host}" ip="${member.ip.replace(/\./g, "\\.")}"/>`));
       assert.match(xml, new RegExp(`<host ip="${member.ip.replace(/\./g, "\\.")}">\\s*<hostname>${member.host}</hostname>\\s*</host>`));
     }
+  });
+
+  it("lets the VMs reach each other through the allowlist's filter (bridged traffic is forwarded too); one VM's filter is as before", () => {
+    const nft = egressTableNft(stackSpec(base(askari)));
+    const bridge = stackSpec(base(askari)).network.bridge;
+    assert.ok(
+      nft.indexOf(`iifname "${bridge}" ip daddr ${subnet.cidr} accept`) > 0 &&
+        nft.indexOf(`iifname "${bridge}" ip daddr ${subnet.cidr} accept`) < nft.indexOf("update @blocked"),
+      nft,
+    );
+    assert.doesNotMatch(egressTableNft(fixedSpec()), /ip daddr \d/);
   });
 
   it("refuses a VM that is not among the topology's members", () => {

@@ -28,9 +28,9 @@ const FAKE_VIRSH = `
 args=(); for a in "$@"; do case "$a" in -q|-c|qemu:*) ;; *) args+=("$a") ;; esac; done
 case "\${args[0]}" in
   version) echo "Compiled against library: libvirt 9.0.0" ;;
-  list) echo ${RUN} ;;
+  list) echo ${RUN}; [ -n "$FAKE_PEER" ] && echo "$FAKE_PEER" ;;
   net-list|pool-list|nwfilter-list) ;;
-  metadata) echo "<run pid=\\"999999\\" runDir=\\"$FAKE_RUN_DIR\\"/>" ;;
+  metadata) if [ "\${args[1]}" = "$FAKE_PEER" ]; then echo "<run pid=\\"999999\\" runDir=\\"$FAKE_RUN_DIR/hosts/kazi\\"/>"; else echo "<run pid=\\"999999\\" runDir=\\"$FAKE_RUN_DIR\\"/>"; fi ;;
   domstate) echo "$FAKE_STATE" ;;
   vol-path) echo "/var/lib/libvirt/images/${RUN}/\${args[1]}" ;;
   vol-dumpxml) echo "<volume><capacity unit='bytes'>21474836480</capacity></volume>" ;;
@@ -193,7 +193,7 @@ describe("verbs on a kept VM", () => {
       { host: "askari", runId: RUN, runDir: "/runs/a" },
       { host: "kazi", runId: kazi, runDir: "/runs/a/kazi" },
     ];
-    const { tree, request } = await setup("running (booted)", { topology });
+    const { tree, request, outputs, runDir } = await setup("running (booted)", { topology });
     const alone = await setup("running (booted)");
     try {
       assert.equal((await findVerbRun(request, { host: "askari" })).found.runId, RUN);
@@ -203,12 +203,26 @@ describe("verbs on a kept VM", () => {
       );
       // kazi is a host of the run; its VM is gone (the fake libvirt lists askari's alone).
       await assert.rejects(findVerbRun(request, { host: "kazi" }), new RegExp(`no live run matches "${kazi}"`));
-      // The verbs that apply, check or reboot work on one host's VM: a VM of several is refused.
+      // The verbs work on a run of several hosts as a whole: one of its VMs gone is refused, naming it.
       await assert.rejects(
         withAttachedRun(request, { needsProfile: false }, async () => ({ ok: true, outcome: "" })),
         (error: unknown) =>
-          error instanceof BadInputError && /is a VM of a run of several hosts \(askari, kazi\): `reset` works on one host's VM/.test(error.message),
+          error instanceof RefusedError &&
+          /boma-it-kazi-20261201-120000 \(kazi's VM of boma-it-askari-20261201-120000\) is gone: .*fix: `reset` works on the run's VMs together; take the rest down with `npm run boma-it -- down boma-it-askari-20261201-120000`/s.test(
+            error.message,
+          ),
       );
+      // Both live: the verb gets the run as a whole, through its first VM, whichever VM was named.
+      const kaziDir = join(runDir, "hosts", "kazi");
+      await mkdir(kaziDir, { recursive: true });
+      const kaziOutputs = { ...outputs, runId: kazi, host: "kazi", ip: "10.234.7.11", domain: kazi, runDir: kaziDir };
+      await writeFile(join(kaziDir, "run.json"), JSON.stringify({ ...kaziOutputs, engine: "direct", stacksDir: join(tree.dir, "another-checkout"), topology }));
+      const both = { ...request, reference: kazi, env: { ...request.env, FAKE_PEER: kazi }, runner: new Runner({ env: { ...request.env, FAKE_PEER: kazi } }) };
+      const attached = await withAttachedRun(both, { needsProfile: false }, async (run) => ({
+        ok: true,
+        outcome: `${run.found.runId} with ${(run.session.peers ?? []).map((peer) => `${peer.host} at ${peer.outputs.ip}`).join(", ")}`,
+      }));
+      assert.equal(attached.message, `${RUN} with kazi at 10.234.7.11`);
       await assert.rejects(
         findVerbRun(alone.request, { host: "kazi" }),
         /--host: boma-it-askari-20261201-120000 is one VM, of askari; expected --host askari or none, found "kazi"/,
