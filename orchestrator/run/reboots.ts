@@ -15,7 +15,7 @@ import { BootStallError, GuestPanicError, RebootUnprovenError, tcgRaceOf, VmDown
 import { collectDiagnostics } from "../guest/diagnostics.ts";
 import { dropRewindPoint, rewind, takeRewindPoint, type RewindPoint } from "../host/rewind.ts";
 import { diffSnapshots, takeSnapshot, type Snapshot } from "../guest/snapshot.ts";
-import { runSurvivalChecks } from "../guest/survival.ts";
+import { runSurvivalChecks, type DerivedCheck } from "../guest/survival.ts";
 import type { Log } from "../log.ts";
 import { redExpectationAfter, VERIFY_CHECK_PREFIX, type Check, type ExpectFailing, type RebootKind, type RebootOrder } from "../profile/schema.ts";
 import { withOneReset } from "./provision.ts";
@@ -377,11 +377,16 @@ async function rebootTopology(
         "post-reboot",
         plan.checks.filter((check) => !cannotRun.includes(check)),
       ),
-      plan.survival && plan.survival.checks.length > 0 && !notBack.has(vms[0]!.host)
-        ? runSurvivalChecks(plan.survival.checks, session.machine, session.outputs.ip, plan.survival.withinMs, (result) =>
-            context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`),
-          )
-        : Promise.resolve([]),
+      // Each VM's survival checks on its own VM; a VM not back fails its own check instead (below).
+      Promise.all(
+        survivalByVm(vms, plan.survival)
+          .filter(({ vm, checks }) => checks.length > 0 && !notBack.has(vm.host))
+          .map(({ vm, checks }) =>
+            runSurvivalChecks(checks, vm.machine, vm.outputs.ip, plan.survival!.withinMs, (result) =>
+              context.log.info(`${result.ok ? "pass" : "FAIL"} ${result.name}: ${result.detail}`),
+            ),
+          ),
+      ).then((results) => results.flat()),
     ]);
     const failed = (name: string, detail: string): CheckResult => ({ name, stage: "post-reboot", ok: false, detail, seconds: 0 });
     // A VM not back is a finding even where no check is about it, as one VM's is.
@@ -403,6 +408,12 @@ async function rebootTopology(
     before,
     after,
   };
+}
+
+/** Each VM of a topology with its survival checks (none without a survival plan). */
+function survivalByVm(vms: readonly PeerVm[], survival: SurvivalPlan | undefined): { vm: PeerVm; checks: readonly DerivedCheck[] }[] {
+  if (!survival) return [];
+  return vms.map((vm, index) => ({ vm, checks: index === 0 ? survival.checks : (survival.peers?.find((peer) => peer.host === vm.host)?.checks ?? []) }));
 }
 
 /**

@@ -242,25 +242,50 @@ async function guestPythonOf(machine: Machine): Promise<string> {
   return found.exitCode === 0 ? GUEST_ANSIBLE_PYTHON : "/usr/bin/python3";
 }
 
-/** Survival checks derived from the state now (right before the reboot), recorded with what was left out. */
+/**
+ * Survival checks derived from the state now (right before the reboot), recorded with what was
+ * left out. Several hosts: each VM's own, named after its host (`kazi: survives: ...`) after the
+ * first's.
+ */
 export async function deriveSurvival(context: StepContext, session: ScenarioVm): Promise<SurvivalPlan> {
   return session.timed("survival state before the reboot", async () => {
-    const before = await observeSurvival(session.machine);
-    const answering = await answeringPorts(
-      session.outputs.ip,
-      before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port),
+    const strict = context.profile.document.survival === "strict";
+    const vms = scenarioVms(session);
+    const derived = await Promise.all(
+      vms.map(async (vm, index) => {
+        const before = await observeSurvival(vm.machine);
+        const answering = await answeringPorts(
+          vm.outputs.ip,
+          before.published.filter((entry) => entry.proto === "tcp").map((entry) => entry.port),
+        );
+        const speakingTls = await tlsPortsAnswering(vm.outputs.ip, tlsCandidates(before));
+        const { checks, leftOut } = deriveSurvivalChecks(before, answering, strict, speakingTls);
+        if (index === 0) return { host: vm.host, checks, leftOut };
+        const named = (name: string) => `${vm.host}: ${name}`;
+        return {
+          host: vm.host,
+          checks: checks.map((check) => ({ ...check, name: named(check.name) })),
+          leftOut: leftOut.map((item) => ({ ...item, item: named(item.item) })),
+        };
+      }),
     );
-    const speakingTls = await tlsPortsAnswering(session.outputs.ip, tlsCandidates(before));
-    const { checks, leftOut } = deriveSurvivalChecks(before, answering, context.profile.document.survival === "strict", speakingTls);
-    session.report.survival = { derived: checks.map((check) => check.name), leftOut };
-    context.log.info(`survival: ${checks.length} checks derived from the state before the reboot, ${leftOut.length} item(s) left out (report.json says why)`);
+    const [first, ...others] = derived;
+    session.report.survival = { derived: derived.flatMap((vm) => vm.checks.map((check) => check.name)), leftOut: derived.flatMap((vm) => vm.leftOut) };
+    const count = derived.reduce((sum, vm) => sum + vm.checks.length, 0);
+    const leftOutCount = derived.reduce((sum, vm) => sum + vm.leftOut.length, 0);
+    context.log.info(
+      `survival: ${count} checks derived from the state before the reboot${vms.length > 1 ? ` of ${vms.length} hosts` : ""}, ${leftOutCount} item(s) left out (report.json says why)`,
+    );
     const withinMs = Math.max(60, ...context.profile.document.checks.map((check) => check.within)) * 1000;
-    return { checks, withinMs };
+    return { checks: first!.checks, withinMs, ...(others.length > 0 ? { peers: others.map(({ host, checks }) => ({ host, checks })) } : {}) };
   });
 }
 
 /** Derived survival checks and how long they may take after the reboot. */
 export interface SurvivalPlan {
+  /** The first host's (the only one's). */
   checks: DerivedCheck[];
   withinMs: number;
+  /** Several hosts: each other VM's, by host. */
+  peers?: { host: string; checks: DerivedCheck[] }[];
 }

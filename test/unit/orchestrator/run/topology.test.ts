@@ -22,7 +22,7 @@ import { withRun, type DriverHooks } from "../../../../orchestrator/run/driver.t
 import type { ProvisionOptions } from "../../../../orchestrator/run/provision.ts";
 import { rebootByKinds, rebootTurns } from "../../../../orchestrator/run/reboots.ts";
 import { runRedGreen } from "../../../../orchestrator/run/scenario.ts";
-import { checkStage, type ScenarioVm } from "../../../../orchestrator/run/stages.ts";
+import { checkStage, deriveSurvival, type ScenarioVm } from "../../../../orchestrator/run/stages.ts";
 import { aroundMachine } from "../../../helpers/fake-domain.ts";
 import { testRunRequest } from "../../../helpers/run-request.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -210,7 +210,13 @@ const proofOf = (host: string): RebootProof => ({
 });
 
 /** A fake VM: its reboot (each event recorded), and a TCP port reachable from it on given addresses. */
-function fakeVm(host: string, ip: string, events: string[], reach: (command: string) => boolean, options: { notBack?: boolean } = {}): Machine {
+function fakeVm(
+  host: string,
+  ip: string,
+  events: string[],
+  reach: (command: string) => boolean,
+  options: { notBack?: boolean; units?: string[] } = {},
+): Machine {
   return {
     name: host,
     target: { ip },
@@ -231,6 +237,10 @@ function fakeVm(host: string, ip: string, events: string[], reach: (command: str
       if (command.includes("/dev/tcp/")) {
         events.push(`${host}: ${command.replace(/^.*\/dev\/tcp\/([^']*)'.*$/, "tcp $1")}`);
         return { exitCode: reach(command) ? 0 : 1, stdout: "", stderr: reach(command) ? "" : "bash: connect: Connection refused", durationMs: 1 };
+      }
+      if (command.includes("ruleset-begin")) {
+        events.push(`${host}: survival state`);
+        return { exitCode: 0, stdout: `${(options.units ?? []).map((unit) => `active|${unit}||`).join("\n")}\nruleset-begin\n`, stderr: "", durationMs: 1 };
       }
       return { exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 };
     },
@@ -359,5 +369,35 @@ describe("the RAM a topology needs", () => {
       ramNeededMiB({ vmMemoryMiB: 3072, minFreeRamMiB: undefined }, 3),
       "VMs of one size as side by side",
     );
+  });
+});
+
+describe("survival checks of several hosts", () => {
+  it("are derived on each VM, the others' named after their host, and run on each VM after the reboot", async () => {
+    const events: string[] = [];
+    const machines = {
+      askari: fakeVm("askari", "10.234.7.10", events, () => true, { units: ["docker.service"] }),
+      kazi: fakeVm("kazi", "10.234.7.11", events, () => true, { units: ["kazi-web.service"] }),
+    };
+    const { session, context, report } = topologySession(machines);
+    (context.profile.document as { survival?: boolean }).survival = true;
+    const survival = await deriveSurvival(context, session);
+    const units = (names: readonly string[] | undefined) => (names ?? []).filter((name) => name.endsWith("active"));
+    assert.deepEqual(units(report.survival?.derived), ["survives: docker.service active", "kazi: survives: kazi-web.service active"]);
+    assert.deepEqual(
+      survival.peers?.map((peer) => [peer.host, units(peer.checks.map((check) => check.name))]),
+      [["kazi", ["kazi: survives: kazi-web.service active"]]],
+    );
+    events.length = 0;
+    const [outcome] = await rebootByKinds(context, session, ["clean"], { checks: [], survival, failed: () => false, order: "all" });
+    assert.deepEqual(
+      outcome!.reboot.post.filter((result) => result.name.endsWith("active")).map((result) => [result.name, result.ok]),
+      [
+        ["survives: docker.service active", true],
+        ["kazi: survives: kazi-web.service active", true],
+      ],
+    );
+    assert.equal(outcome!.reboot.post.length, report.survival?.derived.length, "every VM's survival checks ran");
+    assert.ok(events.includes("kazi: survival state"), "kazi's checked on kazi's VM");
   });
 });
