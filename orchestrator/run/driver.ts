@@ -234,6 +234,7 @@ export class OpenRun {
     // One VM failing stops the others' waits: the scenario ends on its error, not minutes later.
     const stop = new AbortController();
     const signal = AbortSignal.any([scenario.signal, stop.signal]);
+    let cause: { error: unknown } | undefined;
     const settled = await Promise.allSettled(
       identities.map(async (identity, index) => {
         const runDir = vmDir(identity, index);
@@ -243,7 +244,10 @@ export class OpenRun {
           made[index] = await provisionOne({ ...options(identity.host), signal, topology: topologyOf }, { identity, runDir });
         } catch (provisionError) {
           if (index === 0) networkFailed(new StoppedBesideError(`stopped: the network of ${first.runId} was not made (${briefOf(provisionError)})`));
-          if (!stop.signal.aborted) stop.abort(new StoppedBesideError(`stopped: ${identity.host}'s VM failed (${briefOf(provisionError)})`));
+          if (!stop.signal.aborted) {
+            cause = { error: provisionError };
+            stop.abort(new StoppedBesideError(`stopped: ${identity.host}'s VM failed (${briefOf(provisionError)})`));
+          }
           throw provisionError;
         }
       }),
@@ -251,10 +255,9 @@ export class OpenRun {
     lives.push(...made.filter((live): live is LiveRun => live !== undefined));
     // No VM holds the subnet: the run may pick it again.
     if (lives.length === 0) this.#subnets.delete(subnet.cidr);
-    const failed = settled.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
-    // The failure that stopped the others, not the stops it caused.
-    const cause = failed.find((error) => !(error instanceof StoppedBesideError));
-    if (failed.length > 0) throw cause ?? failed[0];
+    // The failure that stopped the others, not what the stop made of them.
+    const failed = settled.find((result) => result.status === "rejected");
+    if (failed) throw cause ? cause.error : failed.reason;
   }
 
   /** A host's VM shape: its own (`vm:` with its `vmFor:`), with no more vCPUs than the run's preflight gave the VMs. */
