@@ -100,7 +100,11 @@ async function fixture(options: { failFirst?: boolean; failSecond?: boolean; kee
         await new Promise((resolve) => provisionOptions.signal.addEventListener("abort", resolve, { once: true }));
         stopped.push(`${host}: ${String(provisionOptions.signal.reason)}`);
         // As provisioning says a stopped wait: its own error, not the stop's.
-        throw new ProvisionError("gave up waiting for askari: DHCP lease: stopped", { cause: provisionOptions.signal.reason, aborted: true, rolledBack: false });
+        throw new ProvisionError("gave up waiting for askari: DHCP lease: stopped", {
+          cause: provisionOptions.signal.reason,
+          aborted: true,
+          rolledBack: false,
+        });
       }
       const machine = { closeConnection: async () => undefined, target: { ip } } as unknown as Machine;
       return { outputs, machine, phases: [{ name: "SSH", seconds: 1 }], boots: [], resets: [], firstBoot: { kind: "cold" } };
