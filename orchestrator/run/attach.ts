@@ -64,6 +64,8 @@ export interface AttachedRun {
   session: ScenarioVm;
   /** The revision of the infrastructure repo the profile was taken at (`--ref`, or the run's), if not the worktree. */
   revision?: { ref: string; commit: string };
+  /** The run's VMs as found (records included), the first `found`; several for a run of several hosts. */
+  members: FoundRun[];
 }
 
 /** What a verb did (result.json of its folder, and a line of the run's report): how it ended, as a run's report says it, and what it did. */
@@ -344,7 +346,17 @@ export async function withAttachedRun(
         ...(peers.length > 0 ? { peers } : {}),
       };
       if (peers.length > 0) report.vms = members.map((member) => ({ host: member.outputs.host, stack: member.runId, ip: member.outputs.ip, bootIds: [] }));
-      const outcome = await body({ found, record, machine, libvirt, dir, stepContext, session, ...(applied?.revision ? { revision: applied.revision } : {}) });
+      const outcome = await body({
+        found,
+        record,
+        machine,
+        libvirt,
+        dir,
+        stepContext,
+        session,
+        members,
+        ...(applied?.revision ? { revision: applied.revision } : {}),
+      });
       result.details = outcome.details ?? {};
       const blocked = await blockedSoFar(record, found.outputs.runId, request);
       if (blocked.length > 0) result.details = { ...result.details, egressBlocked: blocked };

@@ -11,7 +11,6 @@ import type { RunSecrets } from "../ansible/secrets.ts";
 import { takeSnapshot } from "../guest/snapshot.ts";
 import { imageDir } from "../host/paths.ts";
 import { takeResetPoint } from "../host/reset-point.ts";
-import { BadInputError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { rebootKinds } from "../profile/schema.ts";
@@ -23,7 +22,7 @@ import { planRunCerts, preflightRun } from "./preflight.ts";
 import { writeRunRecord } from "./provision.ts";
 import { harnessPeakRssMiB, type RunReport } from "./report.ts";
 import { applyStep, baselineStep, profileAt, resolveScenarioRevisions, runRedGreen } from "./scenario.ts";
-import { checkStage, type ScenarioSpec, type ScenarioVm, type StepContext } from "./stages.ts";
+import { checkStage, scenarioVms, type ScenarioSpec, type ScenarioVm, type StepContext } from "./stages.ts";
 
 /** What a run is given once its profile is loaded: the options, the profile and its secrets. */
 export interface RunInputs {
@@ -48,6 +47,8 @@ export interface UpSummary {
   ip: string;
   ssh: string;
   runDir: string;
+  /** Several hosts: each VM (the first is the run's own), how to reach it. */
+  vms?: { host: string; runId: string; ip: string; ssh: string }[];
 }
 
 /** Where `up` stops: right after the boot and the reset point, after the apply, or just before the reboot. */
@@ -137,37 +138,48 @@ export async function bringUp(
   context: SequenceContext,
 ): Promise<{ report: RunReport; error: unknown; summary: UpSummary | undefined }> {
   const { runner } = context;
-  if (inputs.profile.topology)
-    throw new BadInputError({
-      file: inputs.profile.file,
-      path: "hosts",
-      message: `\`up\` brings up one host's VM to work on; found a profile of several hosts (${inputs.profile.topology.map((host) => host.name).join(", ")}): run it with \`run\` (with --keep always to keep its VMs), or name one host in a profile of its own`,
-    });
   const request = await runRequest("up", inputs, [scenario], scenario.name, context);
   let summary: UpSummary | undefined;
   const { report, error } = await withRun(request, { preflight: preflightRun }, async (run) => {
     await run.scenario({ name: scenario.name, expect: "pass", keepOnPass: true }, async (session) => {
-      // Right after cloud-init, before anything of the profile: where `reset` goes back to.
-      const bootId = await session.machine.bootId();
-      await session.machine.closeConnection();
-      const point = await session.timed("reset point", async () => {
-        const taken = await takeResetPoint(run.machinery.libvirt, runner, session.outputs);
-        // The guest stood still while its state was written: its clock is behind by that long.
-        await session.machine.waitForSsh(run.stepContext.timeouts.sshMs);
-        await session.machine.setClockToNow();
-        return taken;
-      });
-      const record = await readRunRecord(session.dir);
-      if (record) await writeRunRecord(session.dir, { ...record, resetPoint: { ...point, bootId } });
+      // Right after cloud-init, before anything of the profile: where `reset` goes back to (each VM's, several hosts).
+      await session.timed("reset point", () =>
+        Promise.all(
+          scenarioVms(session).map(async (vm) => {
+            const bootId = await vm.machine.bootId();
+            await vm.machine.closeConnection();
+            const point = await takeResetPoint(run.machinery.libvirt, runner, vm.outputs);
+            // The guest stood still while its state was written: its clock is behind by that long.
+            await vm.machine.waitForSsh(run.stepContext.timeouts.sshMs);
+            await vm.machine.setClockToNow();
+            const record = await readRunRecord(vm.outputs.runDir);
+            if (record) await writeRunRecord(vm.outputs.runDir, { ...record, resetPoint: { ...point, bootId } });
+          }),
+        ),
+      );
       const applied = keepAt === "boot" ? undefined : await applyForUp(run.stepContext, session, scenario, keepAt);
       const { outputs } = session;
-      summary = { runId: outputs.runId, host: outputs.host, ip: outputs.ip, ssh: outputs.ssh, runDir: outputs.runDir };
+      summary = {
+        runId: outputs.runId,
+        host: outputs.host,
+        ip: outputs.ip,
+        ssh: outputs.ssh,
+        runDir: outputs.runDir,
+        ...(session.peers
+          ? { vms: scenarioVms(session).map((vm) => ({ host: vm.host, runId: vm.outputs.runId, ip: vm.outputs.ip, ssh: vm.outputs.ssh })) }
+          : {}),
+      };
       await writeFile(
         join(session.dir, "up.json"),
         `${JSON.stringify({ ...summary, engine: run.machinery.engine.name, accel: run.machinery.accel.accel, certs: request.certs.tier, phases: session.report.phases, firstBoot: session.report.firstBoot, readyLagSeconds: session.report.readyLagSeconds, guestBootSeconds: session.report.guestBootSeconds, beforeKernelSeconds: session.report.beforeKernelSeconds, bootResets: session.report.bootResets, ...(applied ? { apply: { seconds: applied.seconds, tasks: applied.tasks }, certificate: applied.certificate } : {}), harness: { peakRssMiB: harnessPeakRssMiB() } }, null, 2)}\n`,
         { mode: 0o600 },
       );
-      return { ok: true, outcome: `${outputs.host} is up as ${outputs.runId} at ${outputs.ip}` };
+      const who = session.peers
+        ? scenarioVms(session)
+            .map((vm) => `${vm.host} at ${vm.outputs.ip}`)
+            .join(", ")
+        : `${outputs.host} at ${outputs.ip}`;
+      return { ok: true, outcome: `${who}: up as ${outputs.runId}` };
     });
   });
   return { report, error, summary };

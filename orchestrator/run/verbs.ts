@@ -6,7 +6,7 @@ import type { AttachedRun, VerbOutcome } from "./attach.ts";
 import { rebootKinds, type RebootKind } from "../profile/schema.ts";
 import { rebootByKinds, rebootLabel } from "./reboots.ts";
 import { applyStep } from "./scenario.ts";
-import { checkStage, deriveSurvival, verifyStage, type VerifyPlan } from "./stages.ts";
+import { checkStage, deriveSurvival, scenarioVms, verifyStage, type VerifyPlan } from "./stages.ts";
 import { provenInWords, rebootedAs, reportedProof } from "./report.ts";
 
 /** The vars of the scenario the kept VM was brought up with. */
@@ -95,32 +95,47 @@ export async function attachedReboot(run: AttachedRun, asked?: readonly RebootKi
  * host key said as they are (the host key is the one pinned: the login proves it).
  */
 export async function attachedReset(run: AttachedRun): Promise<VerbOutcome> {
-  const point = run.record.resetPoint;
-  if (run.session.peers) {
+  const { session, stepContext: steps } = run;
+  const vms = scenarioVms(session).map((vm, index) => ({ ...vm, point: run.members[index]?.record?.resetPoint }));
+  const missing = vms.filter((vm) => !vm.point);
+  if (missing.length > 0) {
     throw new RefusedError(
-      `${run.found.runId} is a run of several hosts: it has no reset point (\`up\`, which takes one, makes one host's VM)`,
-      "run the profile again (`npm run it -- <profile>`), or bring one host up with a profile of its own",
-    );
-  }
-  if (!point) {
-    throw new RefusedError(
-      `${run.found.runId} has no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`,
+      `${missing.map((vm) => vm.outputs.runId).join(", ")} ${missing.length === 1 ? "has" : "have"} no reset point: only \`boma-it up\` takes one (right after cloud-init, before the apply)`,
       "make the VM with `npm run boma-it -- up <profile>`",
     );
   }
-  const { machine, session, stepContext: steps } = run;
-  await machine.closeConnection();
-  await session.timed("reset", () => resetToPoint(run.libvirt, steps.runner, run.found.outputs, point));
-  // What the console showed before the restore is no longer the guest's.
-  await machine.markNewBoot();
-  // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.
-  await pinSeedHostKeys(machine.target);
-  const ready = await session.timed("SSH", () => machine.waitForSsh(steps.timeouts.sshMs));
-  await machine.setClockToNow();
-  const sameBoot = point.bootId === undefined || point.bootId === ready.bootId;
+  // Several hosts: every VM back to its own point, together.
+  const readies = await session.timed("reset", () =>
+    Promise.all(
+      vms.map(async (vm) => {
+        await vm.machine.closeConnection();
+        await resetToPoint(run.libvirt, steps.runner, vm.outputs, vm.point!);
+        // What the console showed before the restore is no longer the guest's.
+        await vm.machine.markNewBoot();
+        // Back to the seed's host keys too: whatever an apply since removed or rotated is undone.
+        await pinSeedHostKeys(vm.machine.target);
+        const ready = await vm.machine.waitForSsh(steps.timeouts.sshMs);
+        await vm.machine.setClockToNow();
+        return { vm, ready, sameBoot: vm.point!.bootId === undefined || vm.point!.bootId === ready.bootId };
+      }),
+    ),
+  );
+  const said = readies.map(
+    ({ vm, ready, sameBoot }) =>
+      `${vms.length > 1 ? `${vm.host}: ` : ""}back to ${vm.point!.at} (right after cloud-init, before any apply): boot id ${ready.bootId}${sameBoot ? " (that boot's, no boot was needed)" : ""}, address ${vm.outputs.ip}, the pinned host key`,
+  );
+  const [first] = readies;
   return {
     ok: true,
-    outcome: `back to ${point.at} (right after cloud-init, before any apply): boot id ${ready.bootId}${sameBoot ? " (that boot's, no boot was needed)" : ""}, address ${run.found.outputs.ip}, the pinned host key`,
-    details: { at: point.at, bootId: ready.bootId, ip: run.found.outputs.ip, sameBoot },
+    outcome: said.join("; "),
+    details: {
+      at: first!.vm.point!.at,
+      bootId: first!.ready.bootId,
+      ip: first!.vm.outputs.ip,
+      sameBoot: first!.sameBoot,
+      ...(vms.length > 1
+        ? { vms: readies.map(({ vm, ready, sameBoot }) => ({ host: vm.host, at: vm.point!.at, bootId: ready.bootId, ip: vm.outputs.ip, sameBoot })) }
+        : {}),
+    },
   };
 }

@@ -24,7 +24,9 @@ On success the VM stays up: reach it with \`boma-it ssh <run>\`, work on it with
 \`reboot\`, \`reset\` and \`console\`, remove it with \`boma-it down <run>\`.
 If it fails to come up or to apply, what was created is removed again, unless --keep always, or
 --keep on-failure (the default) and the apply itself failed (exit 1); the serial console and the
-run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
+run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir} (and vms[], each
+{host, runId, ip, ssh}, for a profile of several hosts: one VM each, brought up, reset and taken
+down together through the first's run).`,
   options: { ...RUN_OPTIONS, "keep-at": { type: "string" } },
   async run({ args, log, runner, env, locations, runsDir, signal, redactor }) {
     const keepAt = args.values["keep-at"] === undefined ? "apply" : oneOf("keep-at", args.values["keep-at"], KEEP_AT);
@@ -44,6 +46,10 @@ run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir}.`,
     const text = [
       `${outputs.host} is up as ${outputs.runId} at ${outputs.ip}`,
       `  shell:    ${outputs.ssh}`,
+      // Several hosts: each other VM through the run's name.
+      ...(outputs.vms ?? [])
+        .slice(1)
+        .map((vm) => `  ${vm.host}:${" ".repeat(Math.max(1, 9 - vm.host.length))}${vm.ip}, shell: npm run boma-it -- ssh ${outputs.runId} --host ${vm.host}`),
       `  console:  ${join(outputs.runDir, "console.log")}`,
       `  remove:   npm run boma-it -- down ${outputs.runId}`,
     ].join("\n");

@@ -284,14 +284,17 @@ describe("verbs on a kept VM", () => {
         waitForSsh: async () => (marks.push("waited"), { bootId: "first-boot" }),
         setClockToNow: async () => void (clockSet = true),
       };
+      const record = { ...outputs, engine: "direct" as const, resetPoint: point };
+      const found = { runId: RUN, outputs, state: "running" as const, engine: undefined, elsewhere: undefined, record };
       const outcome = await attachedReset({
-        found: { runId: RUN, outputs, state: "running", engine: undefined, elsewhere: undefined, record: undefined },
-        record: { ...outputs, engine: "direct", resetPoint: point },
+        found,
+        record,
         machine: machine as never,
         libvirt: new Libvirt(runner, "qemu:///system"),
         dir: runDir,
         stepContext: { runner, timeouts: { sshMs: 1000 } } as never,
-        session: { timed: (_name: string, body: () => Promise<unknown>) => body() } as never,
+        session: { machine, outputs, timed: (_name: string, body: () => Promise<unknown>) => body() } as never,
+        members: [found],
       });
       assert.equal(outcome.ok, true);
       assert.match(outcome.outcome, /boot id first-boot \(that boot's, no boot was needed\)/);
@@ -315,6 +318,39 @@ describe("verbs on a kept VM", () => {
     } finally {
       await tree.remove();
     }
+  });
+
+  it("reset a run of several hosts only when every VM has its point, naming each that has none", async () => {
+    const kazi = "boma-it-kazi-20261201-120000";
+    const outputsOf = (runId: string, host: string) => ({ runId, host, ip: "10.234.7.10", runDir: `/runs/${host}` }) as StackOutputs;
+    const member = (runId: string, host: string, resetPoint?: object) => ({
+      runId,
+      outputs: outputsOf(runId, host),
+      state: "running" as const,
+      engine: undefined,
+      elsewhere: undefined,
+      record: { ...outputsOf(runId, host), engine: "direct" as const, ...(resetPoint ? { resetPoint } : {}) } as never,
+    });
+    const point = { memory: "m", base: "b", top: "t", at: "2026-12-01T12:03:00Z" };
+    const members = [member(RUN, "askari", point), member(kazi, "kazi")];
+    const machine = {} as never;
+    const refused = await attachedReset({
+      found: members[0]!,
+      record: members[0]!.record,
+      machine,
+      libvirt: {} as never,
+      dir: "/nonexistent",
+      stepContext: {} as never,
+      session: {
+        machine,
+        outputs: members[0]!.outputs,
+        peers: [{ host: "kazi", machine, outputs: members[1]!.outputs }],
+        timed: (_name: string, body: () => Promise<unknown>) => body(),
+      } as never,
+      members,
+    }).catch((error: unknown) => error);
+    assert.ok(refused instanceof RefusedError);
+    assert.match(refused.message, new RegExp(`^${kazi} has no reset point: only \`boma-it up\` takes one`));
   });
 
   it("resolve a run by any unique part, and suggest the closest one for a typo", () => {
