@@ -5,7 +5,9 @@
  * port in through the running ruleset only: after both reboot, each proven by its own boot id,
  * kazi no longer reaches askari through the tunnel, and nothing else fails. GREEN writes the
  * accept as a drop-in and survives. Checks run on kazi, and from askari against kazi; kazi
- * resolves askari by its inventory name. Exit 0, nothing left. In the full suite: four VMs.
+ * resolves askari by its inventory name. Exit 0, nothing left. Then the dev loop on both hosts as
+ * one run (up, reboot, apply, reboot, reset, check, ssh and console --host, down). In the full
+ * suite: six VMs.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -14,56 +16,115 @@ import { cli, fullSuiteOnly, leftovers, suiteDirs } from "./helpers.ts";
 
 const MESH_CHECK = "kazi reaches askari through the mesh";
 
-describe("several hosts at once, for real", { timeout: 120 * 60_000, skip: fullSuiteOnly("two VMs per scenario, RED and GREEN") }, () => {
-  const dirs = suiteDirs();
+describe(
+  "several hosts at once, for real",
+  { timeout: 150 * 60_000, skip: fullSuiteOnly("two VMs per scenario, RED and GREEN, and two for the dev loop") },
+  () => {
+    const dirs = suiteDirs();
 
-  it("mesh: RED's mesh accept is lost with the reboot of both hosts and only the tunnel breaks; GREEN survives; each VM proven; exit 0, nothing left", async () => {
-    const result = await cli(["run", "mesh", "--json"], dirs.env);
-    assert.equal(result.code, 0, result.stderr.slice(-4000));
-    const report = JSON.parse(result.stdout) as RunReport;
-    assert.equal(report.verdict, "pass");
-    const [red, green] = report.scenarios;
+    it("mesh: RED's mesh accept is lost with the reboot of both hosts and only the tunnel breaks; GREEN survives; each VM proven; exit 0, nothing left", async () => {
+      const result = await cli(["run", "mesh", "--json"], dirs.env);
+      assert.equal(result.code, 0, result.stderr.slice(-4000));
+      const report = JSON.parse(result.stdout) as RunReport;
+      assert.equal(report.verdict, "pass");
+      const [red, green] = report.scenarios;
 
-    assert.equal(red!.ok, true, red!.outcome);
-    assert.match(red!.outcome, new RegExp(`RED is faithful: it passed before the reboot and broke after it exactly as expected \\(${MESH_CHECK}\\)`));
-    assert.deepEqual(
-      red!.checks.filter((check) => !check.ok).map((check) => [check.name, check.stage]),
-      [[MESH_CHECK, "post-reboot"]],
-    );
-    assert.equal(green!.ok, true, green!.outcome);
-    assert.ok(
-      green!.checks.every((check) => check.ok),
-      JSON.stringify(green!.checks.filter((check) => !check.ok)),
-    );
-
-    for (const scenario of [red!, green!]) {
-      // Each VM on the one network, each rebooted and proven by its own boot id.
+      assert.equal(red!.ok, true, red!.outcome);
+      assert.match(red!.outcome, new RegExp(`RED is faithful: it passed before the reboot and broke after it exactly as expected \\(${MESH_CHECK}\\)`));
       assert.deepEqual(
-        scenario.vms?.map((vm) => vm.host),
+        red!.checks.filter((check) => !check.ok).map((check) => [check.name, check.stage]),
+        [[MESH_CHECK, "post-reboot"]],
+      );
+      assert.equal(green!.ok, true, green!.outcome);
+      assert.ok(
+        green!.checks.every((check) => check.ok),
+        JSON.stringify(green!.checks.filter((check) => !check.ok)),
+      );
+
+      for (const scenario of [red!, green!]) {
+        // Each VM on the one network, each rebooted and proven by its own boot id.
+        assert.deepEqual(
+          scenario.vms?.map((vm) => vm.host),
+          ["askari", "kazi"],
+        );
+        const [askari, kazi] = scenario.vms!;
+        assert.equal(askari!.ip.split(".").slice(0, 3).join("."), kazi!.ip.split(".").slice(0, 3).join("."), "one subnet");
+        for (const vm of scenario.vms!) {
+          assert.equal(vm.bootIds.length, 2, `${scenario.name} ${vm.host} rebooted`);
+          assert.notEqual(vm.bootIds[0], vm.bootIds[1], `${scenario.name} ${vm.host}: a new boot`);
+        }
+        assert.deepEqual(scenario.bootIds, askari!.bootIds, "the scenario's boot ids are its first host's");
+        const from = scenario.checks.find((check) => check.name === "kazi's site from askari" && check.stage === "pre-reboot")!;
+        assert.match(from.detail, new RegExp(`GET http://${kazi!.ip.replace(/\./g, "\\.")}:8081/ \\(from askari\\)`));
+        const resolved = scenario.checks.find((check) => check.name === "kazi resolves askari by its inventory name" && check.stage === "post-reboot")!;
+        assert.ok(resolved.ok && resolved.detail.includes(askari!.ip), resolved.detail);
+      }
+      assert.equal(report.vm?.vcpus, 1, "two VMs on two cores: one vCPU each");
+      // The VMs' traffic to each other is theirs, never egress the allowlist refuses.
+      const subnets = new Set(report.scenarios.flatMap((scenario) => scenario.vms!.map((vm) => vm.ip.split(".").slice(0, 3).join("."))));
+      assert.deepEqual(
+        report.egress.blocked.filter((attempt) => attempt.address !== undefined && subnets.has(attempt.address.split(".").slice(0, 3).join("."))),
+        [],
+      );
+      process.stderr.write(
+        `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}\n`,
+      );
+      assert.deepEqual(await leftovers(dirs.stacksDir), []);
+    });
+    it("the dev loop on both hosts as one run: up mesh (RED) → reboot breaks the mesh → apply the fix → reboot holds → reset → check → ssh and console --host → down, nothing left", async () => {
+      const up = await cli(["up", "mesh", "--scenario", "red", "--json"], dirs.env);
+      assert.equal(up.code, 0, up.stderr.slice(-3000));
+      const run = JSON.parse(up.stdout) as { runId: string; vms: { host: string; runId: string }[] };
+      assert.deepEqual(
+        run.vms.map((vm) => vm.host),
         ["askari", "kazi"],
       );
-      const [askari, kazi] = scenario.vms!;
-      assert.equal(askari!.ip.split(".").slice(0, 3).join("."), kazi!.ip.split(".").slice(0, 3).join("."), "one subnet");
-      for (const vm of scenario.vms!) {
-        assert.equal(vm.bootIds.length, 2, `${scenario.name} ${vm.host} rebooted`);
-        assert.notEqual(vm.bootIds[0], vm.bootIds[1], `${scenario.name} ${vm.host}: a new boot`);
-      }
-      assert.deepEqual(scenario.bootIds, askari!.bootIds, "the scenario's boot ids are its first host's");
-      const from = scenario.checks.find((check) => check.name === "kazi's site from askari" && check.stage === "pre-reboot")!;
-      assert.match(from.detail, new RegExp(`GET http://${kazi!.ip.replace(/\./g, "\\.")}:8081/ \\(from askari\\)`));
-      const resolved = scenario.checks.find((check) => check.name === "kazi resolves askari by its inventory name" && check.stage === "post-reboot")!;
-      assert.ok(resolved.ok && resolved.detail.includes(askari!.ip), resolved.detail);
-    }
-    assert.equal(report.vm?.vcpus, 1, "two VMs on two cores: one vCPU each");
-    // The VMs' traffic to each other is theirs, never egress the allowlist refuses.
-    const subnets = new Set(report.scenarios.flatMap((scenario) => scenario.vms!.map((vm) => vm.ip.split(".").slice(0, 3).join("."))));
-    assert.deepEqual(
-      report.egress.blocked.filter((attempt) => attempt.address !== undefined && subnets.has(attempt.address.split(".").slice(0, 3).join("."))),
-      [],
-    );
-    process.stderr.write(
-      `    measured: wall ${report.wallSeconds} s; ${report.scenarios.map((scenario) => `${scenario.name}: ${scenario.phases.map((phase) => `${phase.name} ${phase.seconds}`).join(", ")}`).join(" | ")}\n`,
-    );
-    assert.deepEqual(await leftovers(dirs.stacksDir), []);
-  });
-});
+      const kazi = run.vms[1]!.runId;
+      const hostname = await cli(["ssh", run.runId, "--host", "kazi", "--", "hostname"], dirs.env);
+      assert.equal(hostname.stdout.trim(), "kazi");
+      const status = JSON.parse((await cli(["status", "--json"], dirs.env)).stdout) as { runId: string; partOf?: string }[];
+      assert.deepEqual(
+        status.map((entry) => [entry.runId, entry.partOf]).sort(),
+        [
+          [run.runId, run.runId],
+          [kazi, run.runId],
+        ].sort(),
+      );
+
+      // Named by kazi's VM, the verb works on the run as a whole.
+      const broken = await cli(["reboot", kazi, "--json"], dirs.env);
+      assert.equal(broken.code, 1, broken.stderr.slice(-3000));
+      const brokenResult = JSON.parse(broken.stdout) as { message: string; details: { vms: { host: string; bootIds: string[] }[] } };
+      assert.match(brokenResult.message, new RegExp(`1 of \\d+ checks fail after it: ${MESH_CHECK}$`));
+      for (const vm of brokenResult.details.vms) assert.notEqual(vm.bootIds[0], vm.bootIds[1], `${vm.host} rebooted`);
+
+      const fixed = await cli(["apply", run.runId, "-e", "mesh_firewall=drop-in", "--json"], dirs.env);
+      assert.equal(fixed.code, 0, fixed.stderr.slice(-3000));
+      const survived = await cli(["reboot", run.runId, "--json"], dirs.env);
+      assert.equal(survived.code, 0, survived.stderr.slice(-3000));
+      assert.match((JSON.parse(survived.stdout) as { message: string }).message, /and every check passes/);
+
+      const reset = await cli(["reset", run.runId, "--json"], dirs.env);
+      assert.equal(reset.code, 0, reset.stderr.slice(-3000));
+      const resetResult = JSON.parse(reset.stdout) as { details: { vms: { host: string; sameBoot: boolean }[] } };
+      assert.deepEqual(
+        resetResult.details.vms.map((vm) => [vm.host, vm.sameBoot]),
+        [
+          ["askari", true],
+          ["kazi", true],
+        ],
+        "each VM back to its own first boot's state",
+      );
+      // Back before any apply: nothing of the mesh's interface is there.
+      const clean = await cli(["ssh", run.runId, "--host", "kazi", "--", "test -e /etc/wireguard/wg0.conf && echo applied || echo clean"], dirs.env);
+      assert.equal(clean.stdout.trim(), "clean");
+      const consoleOut = await cli(["console", run.runId, "--host", "kazi", "--json"], dirs.env);
+      assert.equal(consoleOut.code, 0, consoleOut.stderr.slice(-2000));
+      assert.match(consoleOut.stdout, new RegExp(kazi));
+
+      const down = await cli(["down", kazi], dirs.env);
+      assert.equal(down.code, 0, down.stderr.slice(-2000));
+      assert.deepEqual(await leftovers(dirs.stacksDir), []);
+    });
+  },
+);
