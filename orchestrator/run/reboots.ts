@@ -8,7 +8,7 @@
  * the infrastructure (exit 4), never a verdict.
  */
 import { join, relative } from "node:path";
-import { HarnessError } from "../errors.ts";
+import { BadInputError, HarnessError } from "../errors.ts";
 import type { CheckResult } from "../guest/checks.ts";
 import { describePanic } from "../guest/console.ts";
 import { BootStallError, GuestPanicError, RebootUnprovenError, tcgRaceOf, VmDownError, type Machine, type RebootProof } from "../guest/machine.ts";
@@ -90,7 +90,11 @@ export async function rebootByKinds(
   const tagged = !(kinds.length === 1 && kinds[0] === "clean");
   if (session.peers && session.peers.length > 0) {
     // One applied state per kind would be one rewind point per VM, restored together: one kind for several hosts.
-    if (several) throw new HarnessError(`several hosts reboot by one kind at a time; found ${kinds.join(", ")}`);
+    if (several)
+      throw new BadInputError({
+        path: "--kind",
+        message: `expected one kind for a run of several hosts (each kind from one applied state is built for one VM), found ${kinds.join(", ")}`,
+      });
     const reboot = await rebootTopology(context, session, kinds[0]!, plan.order ?? "all", plan);
     const checks = tagged ? reboot.post.map((check) => ({ ...check, reboot: kinds[0]! })) : reboot.post;
     report.checks.push(...checks);
