@@ -258,7 +258,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function freeGiB(path: string): Promise<number | undefined> {
+/** Where libvirt keeps the VMs' overlays (a run's pool is a folder of it). */
+export const OVERLAY_DIR = "/var/lib/libvirt/images";
+
+/** Free GiB of the file system a path lives (or will live) on; undefined when it cannot be told. */
+export async function freeGiB(path: string): Promise<number | undefined> {
   let current = path;
   // The nearest existing ancestor tells which file system the path will live on.
   for (;;) {
@@ -311,7 +315,7 @@ export async function guardResources(
       "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB in the profile",
     );
   }
-  const overlayDir = options.overlayDir ?? "/var/lib/libvirt/images";
+  const overlayDir = options.overlayDir ?? OVERLAY_DIR;
   const freeDisk = await freeGiB(overlayDir);
   if (freeDisk !== undefined && freeDisk < MIN_FREE_DISK_GIB) {
     throw new RefusedError(

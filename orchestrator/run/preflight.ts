@@ -18,6 +18,8 @@ import {
   topologyRamNeededMiB,
   vcpusSideBySide,
   vmsTheCoresHold,
+  freeGiB,
+  OVERLAY_DIR,
 } from "../host/prerequisites.ts";
 import type { Log } from "../log.ts";
 import type { LoadedProfile, TopologyHost } from "../profile/load.ts";
@@ -148,6 +150,14 @@ async function guardTopology(libvirt: Libvirt, topology: readonly TopologyHost[]
     throw new RefusedError(
       `only ${available} MiB of RAM is free; ${topology.length} VMs at once need ${needed} MiB (${each} MiB of VM memory, ${minFreeRamMiB ? `--min-free-ram ${minFreeRamMiB} MiB for the first` : `${RAM_MARGIN_MIB} MiB of margin`}, ${RAM_PER_EXTRA_VM_MIB} MiB for each further VM's emulator)`,
       "stop other VMs or heavy jobs (see `npm run boma-it -- status`), or lower vm.memoryMiB (or vmFor) in the profile",
+    );
+  }
+  // Each VM's overlay grows on its own (one VM's share was the guard's).
+  const freeDisk = await freeGiB(OVERLAY_DIR);
+  if (freeDisk !== undefined && freeDisk < topology.length * MIN_FREE_DISK_GIB) {
+    throw new RefusedError(
+      `only ${freeDisk.toFixed(1)} GiB of disk is free at ${OVERLAY_DIR}; ${topology.length} VMs need ${topology.length * MIN_FREE_DISK_GIB} GiB (${MIN_FREE_DISK_GIB} GiB for each overlay)`,
+      "free space there, or remove leftovers with `npm run reap`",
     );
   }
   return topology.map((host) => host.vm);
