@@ -98,7 +98,7 @@ export async function findVerbRun(
   await libvirt.ensureReachable();
   const runs = await findRuns(await allEngines(request.runner, stacksDir(request.env)), request.runner, libvirt, stacksDir(request.env));
   if (request.reference !== undefined || !options.onlyMine) {
-    const found = resolveRun(runs, request.reference, request.verb);
+    const found = request.reference === undefined ? onlyRun(runs, request.verb) : resolveRun(runs, request.reference, request.verb);
     return { found: options.host === undefined ? found : topologyMember(runs, found, options.host, request.verb), libvirt };
   }
   const uid = process.getuid?.();
@@ -116,7 +116,17 @@ export async function findVerbRun(
       message: `no live run of yours to ${request.verb}; ${runs.length === 1 ? "the one live run was" : `the ${runs.length} live runs were`} made by another user: ${runs.map((run) => run.runId).join(", ")}; name the one to ${request.verb}`,
     });
   }
-  return { found: resolveRun(mine, undefined, request.verb), libvirt };
+  return { found: onlyRun(mine, request.verb), libvirt };
+}
+
+/**
+ * The one live run when none is named: the only VM, or the first VM of the only run of several
+ * hosts (its VMs are one run); otherwise what {@link resolveRun} says of several.
+ */
+function onlyRun(runs: readonly FoundRun[], verb: string): FoundRun {
+  const firsts = new Set(runs.map((run) => run.record?.topology?.[0]?.runId ?? run.runId));
+  const first = firsts.size === 1 ? runs.find((run) => run.runId === [...firsts][0]) : undefined;
+  return first ?? resolveRun(runs, undefined, verb);
 }
 
 /**

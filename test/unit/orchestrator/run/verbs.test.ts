@@ -223,6 +223,8 @@ describe("verbs on a kept VM", () => {
         outcome: `${run.found.runId} with ${(run.session.peers ?? []).map((peer) => `${peer.host} at ${peer.outputs.ip}`).join(", ")}`,
       }));
       assert.equal(attached.message, `${RUN} with kazi at 10.234.7.11`);
+      // Its two VMs are one run: named by none, it is found by its first.
+      assert.equal((await findVerbRun({ ...both, reference: undefined })).found.runId, RUN);
       await assert.rejects(
         findVerbRun(alone.request, { host: "kazi" }),
         /--host: boma-it-askari-20261201-120000 is one VM, of askari; expected --host askari or none, found "kazi"/,
