@@ -25,7 +25,7 @@ On success the VM stays up: reach it with \`boma-it ssh <run>\`, work on it with
 If it fails to come up or to apply, what was created is removed again, unless --keep always, or
 --keep on-failure (the default) and the apply itself failed (exit 1); the serial console and the
 run's logs stay in the run dir. --json prints {runId, host, ip, ssh, runDir} (and vms[], each
-{host, runId, ip, ssh}, for a profile of several hosts: one VM each, brought up, reset and taken
+{host, runId, ip, ssh}, for a profile with hosts: one VM per host, brought up, reset and taken
 down together through the first's run).`,
   options: { ...RUN_OPTIONS, "keep-at": { type: "string" } },
   async run({ args, log, runner, env, locations, runsDir, signal, redactor }) {
