@@ -12,7 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Runner } from "../../infra/runner.ts";
 import { hostVaultFiles, readVaultedValues, vaultPasswords } from "./vault.ts";
 import { BadInputError, HarnessError, RefusedError } from "../errors.ts";
-import type { LoadedProfile } from "../profile/load.ts";
+import { profileForHost, type LoadedProfile } from "../profile/load.ts";
 import { CHECKOUTS_DIR } from "../profile/revision.ts";
 
 /** What replaces a secret. */
@@ -187,6 +187,17 @@ export async function loadSecrets(profile: LoadedProfile, runner: Runner, redact
     if (outcome && "values" in outcome) redactor.add(...outcome.values);
   }
   return secretsOf([], vaultFile, secretVars, redactor);
+}
+
+/**
+ * Every host's secrets of a profile into `redactor` (see {@link loadSecrets}): its host's, and
+ * with several hosts each other's too (their overlays, their vaulted inventory vars). Returns the
+ * first host's, which the run carries.
+ */
+export async function loadProfileSecrets(profile: LoadedProfile, runner: Runner, redactor: Redactor = new Redactor()): Promise<RunSecrets> {
+  const secrets = await loadSecrets(profile, runner, redactor);
+  for (const host of profile.topology?.slice(1) ?? []) await loadSecrets(profileForHost(profile, host.name), runner, redactor);
+  return secrets;
 }
 
 /** A profile's overlay's secrets: its secret vars by name, and its vault file (absolute), if any. */

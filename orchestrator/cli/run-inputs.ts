@@ -5,9 +5,9 @@
  */
 import { BadInputError } from "../errors.ts";
 import { groupMembers, readInventory } from "../profile/inventory.ts";
-import { loadProfile, profileForHost, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
+import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileArgs } from "../profile/load.ts";
 import { closest } from "../did-you-mean.ts";
-import { loadSecrets } from "../ansible/secrets.ts";
+import { loadProfileSecrets } from "../ansible/secrets.ts";
 import type { CommandContext } from "./command.ts";
 import { runCommandOptions } from "./options.ts";
 import { resolve } from "node:path";
@@ -92,8 +92,6 @@ async function groupHosts(group: string, repoDir: string, inventory: string, con
 export async function loadRunInputs(target: HostTarget, context: Pick<CommandContext, "args" | "runner" | "redactor">): Promise<RunInputs> {
   const options = runCommandOptions(context.args.values);
   const profile = await target.load();
-  const secrets = await loadSecrets(profile, context.runner, context.redactor);
-  // The other hosts' secrets are the run's too (their overlays, their vaulted inventory vars).
-  for (const host of profile.topology?.slice(1) ?? []) await loadSecrets(profileForHost(profile, host.name), context.runner, context.redactor);
+  const secrets = await loadProfileSecrets(profile, context.runner, context.redactor);
   return { options, profile, secrets };
 }

@@ -20,7 +20,7 @@ import { libvirtFor, type Libvirt } from "../host/libvirt.ts";
 import { underRunLock } from "../host/lock.ts";
 import { runLockPath, stacksDir } from "../host/paths.ts";
 import type { Log } from "../log.ts";
-import { loadProfile, profileForHost, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
+import { loadProfile, synthesizeProfile, type LoadedProfile, type ProfileLocations } from "../profile/load.ts";
 import { CHECKOUTS_DIR, checkoutRevision, profileAtRevision, resolveRevision } from "../profile/revision.ts";
 import { CERT_TIERS, type CertTier } from "../profile/schema.ts";
 import { allEngines } from "../host/engine-choice.ts";
@@ -31,7 +31,7 @@ import { emptyScenarioReport, type CommandEnding, type RunReport } from "./repor
 import type { PeerVm, ScenarioVm, StepContext } from "./stages.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
-import { loadSecrets, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
+import { loadProfileSecrets, secretsOf, type Redactor, type RunSecrets } from "../ansible/secrets.ts";
 import { findRuns, resolveRun, teardown, type FoundRun, type RunRecord } from "./live-runs.ts";
 import { withCommand } from "./lifecycle.ts";
 
@@ -317,9 +317,7 @@ export async function withAttachedRun(
           : await loadProfile(record.profile!, request.locations, request.runner, say);
       const applied = onDisk ? await profileAsApplied(onDisk, record, found.outputs, request) : undefined;
       const profile = applied?.profile;
-      if (profile) secrets = await loadSecrets(profile, request.runner, request.redactor);
-      // The other hosts' secrets are the run's too.
-      for (const host of profile?.topology?.slice(1) ?? []) await loadSecrets(profileForHost(profile!, host.name), request.runner, request.redactor);
+      if (profile) secrets = await loadProfileSecrets(profile, request.runner, request.redactor);
       const tier = CERT_TIERS.includes(record.certs as CertTier) ? (record.certs as CertTier) : "internal";
       const certs = profile
         ? await planRunCerts(

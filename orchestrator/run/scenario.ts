@@ -19,7 +19,7 @@ import { rebootKinds, redExpectationAfter, type RebootKind } from "../profile/sc
 import { wildcardAfterApply, wildcardBeforeApply, type CertificateOutcome } from "../ansible/certs.ts";
 import { ansiblePlaybookArgs, type RunOptions, type ScenarioChoice } from "./options.ts";
 import type { ScenarioReport } from "./report.ts";
-import { loadSecrets } from "../ansible/secrets.ts";
+import { loadProfileSecrets } from "../ansible/secrets.ts";
 import { judge, judgeKinds, rebootByKinds } from "./reboots.ts";
 import {
   checkStage,
@@ -328,7 +328,7 @@ export async function profileAt(
   const repoDir = await checkoutRevision(revision, join(session.dir, CHECKOUTS_DIR), context.runner);
   const profile = await profileAtRevision(context.profile, repoDir, context.runner, context.log);
   // The revision's own vaulted vars are its secrets too.
-  await loadSecrets(profile, context.runner, context.secrets.redactor);
+  await loadProfileSecrets(profile, context.runner, context.secrets.redactor);
   context.log.info(`${revision.ref} is ${revision.commit}: applied from ${repoDir}`);
   return profile;
 }
