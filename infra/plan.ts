@@ -6,8 +6,8 @@
  */
 import { join } from "node:path";
 import { seedFiles, type HostKeyType, type SeedKeys } from "./seed.ts";
-import type { StackSpec } from "./spec.ts";
-import { domainXml, egressTableNft, isolationFilterXml, networkXml, overlayVolumeXml } from "./xml.ts";
+import { linksOf, type StackSpec } from "./spec.ts";
+import { domainXml, egressTableNft, isolationFilterXml, linkFilterXml, linkNetworkXml, networkXml, overlayVolumeXml } from "./xml.ts";
 
 /** One command of a resource. */
 export interface PlanCommand {
@@ -54,12 +54,27 @@ export interface StackOutputs {
   mac: string;
   /** The network's subnet (CIDR): the only addresses a run's inventory may point at. */
   subnet: string;
+  /** A topology's extra links this VM is at (absent when none): each its network, the guest's interface, the host at its other end and both ends' addresses. */
+  links?: LinkOutput[];
   domain: string;
   accel: string;
   createdAt: string;
   ownerPid: number;
   /** When the owner started (see `processStart`); absent in stacks made before it was recorded. */
   ownerStart?: string;
+}
+
+/** One extra link of a topology as a VM at it sees it (see {@link StackOutputs.links}). */
+export interface LinkOutput {
+  network: string;
+  /** The link's interface in the guest (`link1`). */
+  interface: string;
+  /** The inventory host at the link's other end. */
+  peer: string;
+  /** This VM's address on the link. */
+  address: string;
+  /** The other end's. */
+  peerAddress: string;
 }
 
 /** A whole stack. */
@@ -137,6 +152,29 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
             create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: networkXml(spec) }],
             delete: [{ argv: virsh("net-destroy", spec.network.name), ignoreAbsent: true }],
             dependsOn: allowlist ? ["egress"] : [],
+          },
+        ]
+      : []),
+    // A topology's extra links are the network owner's too.
+    ...(owned
+      ? spec.network.links.map((link) => ({
+          name: link.interface,
+          kind: "network" as const,
+          id: link.network,
+          create: [{ argv: withPipedStdin(virsh("net-create", "/dev/stdin")), stdin: linkNetworkXml(link) }],
+          delete: [{ argv: virsh("net-destroy", link.network), ignoreAbsent: true }],
+          dependsOn: [],
+        }))
+      : []),
+    ...(spec.linkFilter !== undefined
+      ? [
+          {
+            name: "link-isolation",
+            kind: "nwfilter" as const,
+            id: spec.linkFilter,
+            create: [{ argv: withPipedStdin(virsh("nwfilter-define", "/dev/stdin")), stdin: linkFilterXml(spec) }],
+            delete: [{ argv: virsh("nwfilter-undefine", spec.linkFilter), ignoreAbsent: true }],
+            dependsOn: [],
           },
         ]
       : []),
@@ -267,7 +305,13 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
           : []),
       ],
       // A topology's other VMs join a network their stack does not make: the first VM's stack is made first.
-      dependsOn: [...(owned ? ["network"] : []), "isolation", "overlay", "seed"],
+      dependsOn: [
+        ...(owned ? ["network", ...spec.network.links.map((link) => link.interface)] : []),
+        "isolation",
+        ...(spec.linkFilter !== undefined ? ["link-isolation"] : []),
+        "overlay",
+        "seed",
+      ],
     },
   ];
 
@@ -287,6 +331,17 @@ export function planStack(spec: StackSpec, keys: SeedKeys, uri = DEFAULT_LIBVIRT
       network: spec.network.name,
       mac: spec.network.mac,
       subnet: spec.network.subnet.cidr,
+      ...(spec.linkFilter !== undefined
+        ? {
+            links: linksOf(spec).map(({ link, own, peer }) => ({
+              network: link.network,
+              interface: link.interface,
+              peer: peer.host,
+              address: own.ip,
+              peerAddress: peer.ip,
+            })),
+          }
+        : {}),
       domain: name,
       accel: spec.accel,
       createdAt: spec.identity.createdAt.toISOString(),

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringifyForPython as stringify } from "./pyyaml.ts";
-import { TOPOLOGY_DOMAIN, type StackSpec } from "./spec.ts";
+import { linksOf, TOPOLOGY_DOMAIN, type StackSpec } from "./spec.ts";
 
 /**
  * Where the seed puts the Python that runs Ansible's modules on the VM (infra/guest/ansible_python.py):
@@ -95,6 +95,13 @@ export function seedFiles(spec: StackSpec, keys: SeedKeys): SeedFiles {
         // sends a single-label name to DNS only with a search domain).
         ...(spec.network.members.length > 1 ? { nameservers: { search: [TOPOLOGY_DOMAIN] } } : {}),
       },
+      // A topology's extra links: a fixed address each, no route beyond the link.
+      ...Object.fromEntries(
+        linksOf(spec).map(({ link, own }) => [
+          link.interface,
+          { match: { macaddress: own.mac }, "set-name": link.interface, dhcp4: false, addresses: [`${own.ip}/${link.cidr.split("/")[1]}`] },
+        ]),
+      ),
     },
   });
   return { metaData, userData, networkConfig };

@@ -5,6 +5,19 @@
  */
 import { createHash } from "node:crypto";
 
+/** How many extra links (`links:`) one topology may have. */
+export const MAX_TOPOLOGY_LINKS = 8;
+
+/** The name of a topology's link at `index` (`link1` for the first): its interface in the guests, and its network's name's end. */
+export function linkName(index: number): string {
+  return `link${index + 1}`;
+}
+
+/** What a topology's link network's name adds to its network's: `-link1` for the first. */
+function linkSuffix(index: number): string {
+  return `-${linkName(index)}`;
+}
+
 /** The prefix of every libvirt object and file of a run (ADR-025 invariant 4). */
 export const PREFIX = "boma-it-";
 
@@ -17,8 +30,10 @@ const RUN_ID_SHAPE = String.raw`boma-it-[A-Za-z0-9][A-Za-z0-9._-]*-\d{8}-\d{6}`;
  */
 export const RUN_OBJECT_SUFFIXES = {
   domain: [""],
-  network: [""],
-  nwfilter: ["-isolation"],
+  /** The run's network, and a topology's extra links (see {@link TopologyLink}). */
+  network: ["", ...Array.from({ length: MAX_TOPOLOGY_LINKS }, (_unused, index) => linkSuffix(index))],
+  /** The VM's isolation filter, and its links' (see {@link linkFilterXml}). */
+  nwfilter: ["-isolation", "-links"],
   pool: [""],
   /**
    * The overlay and the seed (the stack's), the reset point's top volume and saved memory, and
@@ -205,6 +220,64 @@ export interface TopologyPlace {
   network: string;
   /** Every VM on it, in the topology's order, this one included. */
   members: NetworkMember[];
+  /** The topology's extra links between two of its VMs each (see {@link TopologyLink}); none when absent. */
+  links?: TopologyLink[];
+}
+
+/**
+ * An extra link of a topology (`links:`), as the NixOS test driver's vlans: a network of its own
+ * between two of its VMs, with no address of the control host on it, no forwarding, no DHCP and no
+ * DNS. Each end has a fixed address on the link's own subnet (its VM's place in the topology, as
+ * on the run's network), a MAC of its own and, in the guest, an interface named after the link.
+ * The first VM's stack makes it, as it makes the network.
+ */
+export interface TopologyLink {
+  /** `<network>-link<n>`: the topology's network's name and the link's number. */
+  network: string;
+  /** `link<n>`: the interface's name in each guest at the link. */
+  interface: string;
+  bridge: string;
+  /** The link's own /24, apart from the run's network's. */
+  cidr: string;
+  /** The two VMs at the link, in the topology's order. */
+  ends: [NetworkMember, NetworkMember];
+}
+
+/**
+ * The links of a topology whose network is `network` and whose VMs are `members`: one per pair of
+ * hosts, in order, each on its own subnet of `subnets` (as many as pairs).
+ */
+export function topologyLinks(
+  network: string,
+  members: readonly NetworkMember[],
+  pairs: readonly (readonly [string, string])[],
+  subnets: readonly Subnet[],
+): TopologyLink[] {
+  if (pairs.length > MAX_TOPOLOGY_LINKS) throw new Error(`${pairs.length} links: a topology has at most ${MAX_TOPOLOGY_LINKS}`);
+  if (subnets.length !== pairs.length) throw new Error(`${pairs.length} links need as many subnets, found ${subnets.length}`);
+  return pairs.map((pair, index) => {
+    const name = `${network}${linkSuffix(index)}`;
+    const ends = pair.map((host) => {
+      const at = members.findIndex((member) => member.host === host);
+      if (at < 0) throw new Error(`link ${index + 1}: ${host} is no VM of the topology on ${network}`);
+      return { host, mac: qemuMacOf(`link-mac:${name}:${host}`), ip: addressInSubnet(subnets[index]!, at) };
+    }) as [NetworkMember, NetworkMember];
+    if (ends[0].host === ends[1].host) throw new Error(`link ${index + 1}: a link joins two VMs, found ${ends[0].host} twice`);
+    return { network: name, interface: linkName(index), bridge: bridgeFor(name), cidr: subnets[index]!.cidr, ends };
+  });
+}
+
+/** The name the topology's DNS answers with `host`'s address on `link` (`kazi-link1`). */
+export function linkHostName(host: string, link: Pick<TopologyLink, "interface">): string {
+  return `${host}-${link.interface}`;
+}
+
+/** The links a VM is at, each with its own end and the other's. */
+export function linksOf(spec: Pick<StackSpec, "identity" | "network">): { link: TopologyLink; own: NetworkMember; peer: NetworkMember }[] {
+  return spec.network.links.flatMap((link) => {
+    const at = link.ends.findIndex((end) => end.host === spec.identity.host);
+    return at < 0 ? [] : [{ link, own: link.ends[at]!, peer: link.ends[1 - at]! }];
+  });
 }
 
 /** Everything needed to declare one run's libvirt objects. */
@@ -219,6 +292,8 @@ export interface StackSpec {
     owned: boolean;
     /** Every VM on the network, each with a DHCP host entry (and, for several, a DNS name: its inventory host's). */
     members: NetworkMember[];
+    /** A topology's extra links, all of them (the network's owner makes them; a VM joins those it is at). */
+    links: TopologyLink[];
     name: string;
     bridge: string;
     subnet: Subnet;
@@ -238,6 +313,8 @@ export interface StackSpec {
   };
   /** The libvirt network filter that keeps the VM off the LAN and the mesh. */
   isolationFilter: string;
+  /** The filter on the VM's ends of its links (see {@link TopologyLink}): only when it is at one. */
+  linkFilter?: string;
   /** A libvirt dir pool that holds the run's overlay and seed volumes. */
   pool: { name: string; dir: string };
   /** The golden image the overlay is backed by (never written). */
@@ -339,6 +416,7 @@ export function stackSpec(input: StackSpecInput): StackSpec {
     network: {
       owned: network === name,
       members: topology?.members ?? [{ host: input.identity.host, mac, ip: input.subnet.guestIp }],
+      links: topology?.links ?? [],
       name: network,
       bridge: bridgeFor(network),
       subnet: input.subnet,
@@ -350,6 +428,9 @@ export function stackSpec(input: StackSpecInput): StackSpec {
       hostAddresses: [...(input.hostAddresses ?? [])].sort(),
     },
     isolationFilter: `${name}${RUN_OBJECT_SUFFIXES.nwfilter[0]}`,
+    ...((topology?.links ?? []).some((link) => link.ends.some((end) => end.host === input.identity.host))
+      ? { linkFilter: `${name}${RUN_OBJECT_SUFFIXES.nwfilter[1]}` }
+      : {}),
     pool: { name, dir: `${imagesDir}/${name}` },
     goldenImage: input.goldenImage,
     volumes: { overlay: `${name}${RUN_OBJECT_SUFFIXES.volume[0]}`, seed: `${name}${RUN_OBJECT_SUFFIXES.volume[1]}` },

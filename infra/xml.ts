@@ -3,7 +3,7 @@
  * Pure functions of a {@link StackSpec}; golden-file tested.
  */
 import { XMLBuilder } from "fast-xml-parser";
-import { TOPOLOGY_DOMAIN, type StackSpec } from "./spec.ts";
+import { linkHostName, linksOf, TOPOLOGY_DOMAIN, type StackSpec, type TopologyLink } from "./spec.ts";
 
 /** XML namespace of the metadata boma-it puts on its domains. */
 export const METADATA_NAMESPACE = "https://boma-it.invalid/run/1";
@@ -62,7 +62,15 @@ export function networkXml(spec: StackSpec): string {
       ...(network.members.length > 1 ? { domain: { "@name": TOPOLOGY_DOMAIN, "@localOnly": "yes" } } : {}),
       dns: {
         "@enable": "yes",
-        ...(network.members.length > 1 ? { host: network.members.map((member) => ({ "@ip": member.ip, hostname: member.host })) } : {}),
+        ...(network.members.length > 1
+          ? {
+              host: [
+                ...network.members.map((member) => ({ "@ip": member.ip, hostname: member.host })),
+                // Each end of a link by its host's name and the link's (`kazi-link1`).
+                ...network.links.flatMap((link) => link.ends.map((end) => ({ "@ip": end.ip, hostname: linkHostName(end.host, link) }))),
+              ],
+            }
+          : {}),
       },
       ip: {
         "@address": network.subnet.gateway,
@@ -76,6 +84,20 @@ export function networkXml(spec: StackSpec): string {
         },
       },
       ...(options.length > 0 ? { "dnsmasq:options": { "dnsmasq:option": options.map((value) => ({ "@value": value })) } } : {}),
+    },
+  });
+}
+
+/**
+ * A topology's extra link (see {@link TopologyLink}): a bridge and nothing else. No `<ip>`, so
+ * the control host has no address on it and libvirt runs no DHCP or DNS there; no `<forward>`,
+ * so nothing leaves it; libvirt turns IPv6 off on a bridge without an IPv6 address.
+ */
+export function linkNetworkXml(link: TopologyLink): string {
+  return render({
+    network: {
+      name: link.network,
+      bridge: { "@name": link.bridge, "@stp": "on", "@delay": "0" },
     },
   });
 }
@@ -160,6 +182,35 @@ export function isolationFilterXml(spec: StackSpec): string {
   });
 }
 
+/**
+ * The filter on a VM's ends of its links: no IPv6, and IPv4 only to the subnets of the links it is
+ * at. A link's bridge has no address of the control host, but Linux may answer ARP on any
+ * interface for any of its addresses and take IPv4 sent to them there (the weak host model):
+ * this keeps a VM from reaching the control host, its gateway included, the LAN or another run
+ * over a link. ARP passes (the ends find each other by it).
+ */
+export function linkFilterXml(spec: StackSpec): string {
+  if (spec.linkFilter === undefined) throw new Error(`${spec.identity.runId} is at no link: it has no link filter`);
+  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({
+    "@action": action,
+    "@direction": direction,
+    "@priority": String(priority),
+    ...match,
+  });
+  return render({
+    filter: {
+      "@name": spec.linkFilter,
+      "@chain": "root",
+      "@priority": "-700",
+      rule: [
+        rule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
+        ...linksOf(spec).map(({ link }) => rule(200, "accept", "out", { ip: { "@dstipaddr": link.cidr.split("/")[0], "@dstipmask": "255.255.255.0" } })),
+        rule(300, "drop", "out", { ip: {} }),
+      ],
+    },
+  });
+}
+
 /** The qcow2 overlay backed by the golden image: every write of the run lands here. */
 export function overlayVolumeXml(spec: StackSpec): string {
   return render({
@@ -238,13 +289,23 @@ export function domainXml(spec: StackSpec): string {
             readonly: "",
           },
         ],
-        interface: {
-          "@type": "network",
-          source: { "@network": spec.network.name },
-          mac: { "@address": spec.network.mac },
-          model: { "@type": "virtio" },
-          filterref: { "@filter": spec.isolationFilter },
-        },
+        interface: [
+          {
+            "@type": "network",
+            source: { "@network": spec.network.name },
+            mac: { "@address": spec.network.mac },
+            model: { "@type": "virtio" },
+            filterref: { "@filter": spec.isolationFilter },
+          },
+          // A topology's extra links this VM is at, each on its own network.
+          ...linksOf(spec).map(({ link, own }) => ({
+            "@type": "network",
+            source: { "@network": link.network },
+            mac: { "@address": own.mac },
+            model: { "@type": "virtio" },
+            filterref: { "@filter": spec.linkFilter },
+          })),
+        ],
         // virtlogd writes the console to the run dir, across reboots (append).
         serial: {
           "@type": "pty",

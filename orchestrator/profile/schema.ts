@@ -5,6 +5,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
+import { MAX_TOPOLOGY_LINKS } from "../../infra/spec.ts";
 
 /** The cert tiers of ADR-025 §5. */
 export const CERT_TIERS = ["internal", "le-staging", "le-prod-wildcard"] as const;
@@ -121,6 +122,9 @@ export const FROM_CONTROLLER_KINDS: readonly ProbeKind[] = ["http", "https", "tc
 /** Kinds that run from the control host unless the check says `from: <host>`. */
 export const CONTROLLER_BY_DEFAULT: readonly ProbeKind[] = ["http", "https", "tcp"];
 
+/** What a check from one host to another goes over: the run's network (the default) or the link between them. */
+export const CHECK_PATHS = ["network", "link"] as const;
+
 /** How long a check may take to pass in a stage when the profile does not say (seconds). */
 export const DEFAULT_CHECK_WITHIN_SECONDS = 60;
 
@@ -148,6 +152,8 @@ const checkSchema = z
     from: z.string().min(1).optional(),
     /** Several hosts (`hosts:`): the host the check is about (default: the first). */
     on: z.string().min(1).optional(),
+    /** Several hosts: `link` sends a check from one host to another over the link between them (`links:`) instead of the run's network. */
+    over: z.enum(CHECK_PATHS).optional(),
     // Seconds the check is retried before it counts as failed. A failing check always waits this
     // long, so it is the price of every finding: long for slow services, short where the subject
     // is ready once systemd says the system is running.
@@ -334,6 +340,14 @@ export const profileSchema = z
     hosts: topologyHostsSchema.optional(),
     /** Several hosts: a host's VM shape over `vm:`. */
     vmFor: z.record(hostName, vmFieldsSchema.partial()).optional(),
+    /**
+     * Several hosts: extra links, each between two of them (`[[askari, kazi]]`): a network of its
+     * own with an address of its own for each, and nothing else on it.
+     */
+    links: z
+      .array(z.tuple([hostName, hostName]))
+      .max(MAX_TOPOLOGY_LINKS, { error: `expected at most ${MAX_TOPOLOGY_LINKS} links` })
+      .optional(),
     /** Several hosts: in which order their VMs reboot (a scenario may override it; default all). */
     rebootOrder: rebootOrderSchema.optional(),
     image: imageSchema.default("debian-13-genericcloud"),
@@ -439,6 +453,12 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
   const several = hosts.length > 1;
   const named = several ? `one of the hosts (${hosts.join(", ")})` : `the host's name (${hosts[0]})`;
   profile.checks.forEach((check, index) => {
+    if (check.over === "link" && (check.from === undefined || check.from === "controller" || check.from === (check.on ?? hosts[0]))) {
+      problems.push({
+        path: ["checks", index, "over"],
+        message: `expected over: link only from one host to another (from: <host>, on: <another>), found from: ${check.from ?? "(not set)"}`,
+      });
+    }
     if (check.on !== undefined && !hosts.includes(check.on)) {
       problems.push({ path: ["checks", index, "on"], message: `expected ${named}, found ${JSON.stringify(check.on)}` });
     }
@@ -449,6 +469,12 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
     }
     const kind = PROBE_KINDS.find((probe) => check[probe] !== undefined);
     const on = check.on ?? hosts[0];
+    if (check.over === "link" && check.from !== on && !linked(profile.links, check.from, on!)) {
+      problems.push({
+        path: ["checks", index, "over"],
+        message: `expected a link between ${check.from} and ${on} in links: (${(profile.links ?? []).map((pair) => pair.join("-")).join(", ") || "none"}), found none`,
+      });
+    }
     if (kind !== undefined && check.from !== on && !FROM_PEER_KINDS.includes(kind)) {
       problems.push({
         path: ["checks", index, "from"],
@@ -457,7 +483,7 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
     }
   });
   const onlySeveral = (path: (string | number)[], what: string) =>
-    problems.push({ path, message: `expected no ${what} with one host (it orders or sizes the VMs of hosts:), found one` });
+    problems.push({ path, message: `expected no ${what} with one host (it is for the VMs of hosts:), found one` });
   const orders: { path: (string | number)[]; order: RebootOrder | undefined }[] = [
     { path: ["rebootOrder"], order: profile.rebootOrder },
     { path: ["scenarios", "red", "rebootOrder"], order: profile.scenarios?.red?.rebootOrder },
@@ -488,12 +514,29 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
         message: `expected one kind with several hosts (each kind from one applied state is built for one VM), found ${kinds.join(", ")}`,
       });
   }
+  (profile.links ?? []).forEach((pair, index) => {
+    if (!several) {
+      onlySeveral(["links"], "links");
+      return;
+    }
+    pair.forEach((host, end) => {
+      if (!hosts.includes(host)) problems.push({ path: ["links", index, end], message: `expected ${named}, found ${JSON.stringify(host)}` });
+    });
+    if (pair[0] === pair[1]) problems.push({ path: ["links", index], message: `expected two hosts, found ${pair[0]} at both ends` });
+    else if (profile.links!.slice(0, index).some((earlier) => linked([earlier], pair[0], pair[1])))
+      problems.push({ path: ["links", index], message: `expected each pair of hosts at most once, found ${pair[0]} and ${pair[1]} again` });
+  });
   for (const host of Object.keys(profile.vmFor ?? {})) {
     if (!several) onlySeveral(["vmFor"], "vmFor");
     else if (!hosts.includes(host)) problems.push({ path: ["vmFor", host], message: `expected ${named}, found ${JSON.stringify(host)}` });
     if (!several) break;
   }
   return problems;
+}
+
+/** Whether `links` has one between `one` and `other` (either way round). */
+export function linked(links: readonly (readonly [string, string])[] | undefined, one: string, other: string): boolean {
+  return (links ?? []).some(([left, right]) => (left === one && right === other) || (left === other && right === one));
 }
 
 /** A profile as written and validated (defaults applied, paths still as written; `host` absent where it names `hosts:`). */

@@ -27,7 +27,7 @@ import { allEngines } from "../host/engine-choice.ts";
 import { NO_ANSIBLE_ARGS, type AnsibleArgs } from "./options.ts";
 import { planRunCerts } from "./preflight.ts";
 import { bootTimeouts, machineFor, type Phase } from "./provision.ts";
-import { emptyScenarioReport, type CommandEnding, type RunReport } from "./report.ts";
+import { emptyScenarioReport, vmEntryOf, type CommandEnding, type RunReport } from "./report.ts";
 import type { PeerVm, ScenarioVm, StepContext } from "./stages.ts";
 import { rootCommand } from "../host/root.ts";
 import { describeBlocked, readBlocked, type BlockedAttempt } from "./egress.ts";
@@ -353,7 +353,7 @@ export async function withAttachedRun(
         timed: (name, step) => request.log.timed(report.phases, name, step),
         ...(peers.length > 0 ? { peers } : {}),
       };
-      if (peers.length > 0) report.vms = members.map((member) => ({ host: member.outputs.host, stack: member.runId, ip: member.outputs.ip, bootIds: [] }));
+      if (peers.length > 0) report.vms = members.map((member) => vmEntryOf(member.outputs));
       const outcome = await body({
         found,
         record,

@@ -9,7 +9,18 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { dnsQueryLogOf, newRunIdentity, pickSubnet, runDirName, topologyMembers, type RunIdentity } from "../../infra/spec.ts";
+import {
+  dnsQueryLogOf,
+  linkHostName,
+  linkName,
+  newRunIdentity,
+  pickSubnet,
+  runDirName,
+  topologyLinks,
+  topologyMembers,
+  type RunIdentity,
+  type Subnet,
+} from "../../infra/spec.ts";
 import { briefOf } from "../../infra/errors.ts";
 import { asBomaError, ExitCode, InterruptedError, StoppedBesideError, SystemUnderTestError } from "../errors.ts";
 import { collectDiagnostics, type DiagnosticItem, type DiagnosticsInput } from "../guest/diagnostics.ts";
@@ -18,7 +29,7 @@ import { profileForHost, type LoadedProfile } from "../profile/load.ts";
 import type { VmShape } from "../profile/schema.ts";
 import type { Log } from "../log.ts";
 import { bootTimeouts, provision, type BootTimeouts, type LiveRun, type ProvisionOptions } from "./provision.ts";
-import { emptyScenarioReport, harnessPeakRssMiB, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
+import { emptyScenarioReport, harnessPeakRssMiB, vmEntryOf, writeReport, type RunReport, type ScenarioReport } from "./report.ts";
 import type { KeepRule, ScenarioOpening } from "./scenario.ts";
 import type { ScenarioVm, StepContext, Verdict } from "./stages.ts";
 import { teardown } from "./live-runs.ts";
@@ -127,7 +138,7 @@ export class OpenRun {
       // A warm start is no boot: its sshd became active in the saved run's boot, not in this run.
       report.readyLagSeconds.push(live.firstBoot.kind === "warm" ? null : (live.boots[0]?.readyLagSeconds ?? null));
       report.beforeKernelSeconds.push(live.boots[0]?.beforeKernelSeconds ?? null);
-      if (lives.length > 1) report.vms = lives.map((each) => ({ host: each.outputs.host, stack: each.outputs.runId, ip: each.outputs.ip, bootIds: [] }));
+      if (lives.length > 1) report.vms = lives.map((each) => vmEntryOf(each.outputs));
       const peers = lives.slice(1).map((each) => ({ host: each.outputs.host, machine: each.machine, outputs: each.outputs }));
       const verdict = await body({ machine: live.machine, outputs: live.outputs, report, dir, timed, ...(peers.length > 0 ? { peers } : {}) });
       report.ok = verdict.ok;
@@ -218,10 +229,21 @@ export class OpenRun {
     const first = identities[0]!;
     const subnet = pickSubnet([...(await machinery.libvirt.usedSubnets()), ...this.#subnets], first.runId);
     this.#subnets.add(subnet.cidr);
-    const place = { network: first.runId, members: topologyMembers(subnet, identities) };
-    scenario.log.info(
-      `${identities.length} VMs on one network ${subnet.cidr}: ${place.members.map((member) => `${member.host} ${member.ip}`).join(", ")}, each resolving the others by name`,
+    const members = topologyMembers(subnet, identities);
+    // A link's subnet is on no interface of the control host: it need only differ from the VMs' others.
+    const pairs = request.profile.document.links ?? [];
+    const linkSubnets = pairs.reduce<Subnet[]>(
+      (picked, _pair, index) => [...picked, pickSubnet([subnet.cidr, ...picked.map((each) => each.cidr)], `${first.runId}-${linkName(index)}`)],
+      [],
     );
+    const place = { network: first.runId, members, links: topologyLinks(first.runId, members, pairs, linkSubnets) };
+    scenario.log.info(
+      `${identities.length} VMs on one network ${subnet.cidr}: ${members.map((member) => `${member.host} ${member.ip}`).join(", ")}, each resolving the others by name`,
+    );
+    for (const link of place.links)
+      scenario.log.info(
+        `link ${link.interface} on ${link.cidr}: ${link.ends.map((end) => `${end.host} ${end.ip} (${linkHostName(end.host, link)})`).join(" and ")}, nothing else on it`,
+      );
     let networkMade!: () => void;
     let networkFailed!: (error: unknown) => void;
     const network = new Promise<void>((resolve, reject) => {

@@ -13,6 +13,7 @@ import type { SnapshotDiff } from "../guest/snapshot.ts";
 import type { HostKeyChange } from "../guest/host-keys.ts";
 import type { RebootProof } from "../guest/machine.ts";
 import type { RebootKind } from "../profile/schema.ts";
+import type { StackOutputs } from "../../infra/plan.ts";
 
 /** One scenario of a run. */
 export interface ScenarioReport {
@@ -92,6 +93,19 @@ export interface VmEntry {
   proof?: ReportedProof;
   /** Why it did not come back after its reboot (a finding). */
   notBack?: string;
+  /** The topology's extra links it is at: the guest's interface, the host at the other end, its address there. */
+  links?: { interface: string; peer: string; address: string }[];
+}
+
+/** A VM's entry before its reboot, from its stack's outputs. */
+export function vmEntryOf(outputs: StackOutputs): VmEntry {
+  return {
+    host: outputs.host,
+    stack: outputs.runId,
+    ip: outputs.ip,
+    bootIds: [],
+    ...(outputs.links ? { links: outputs.links.map((link) => ({ interface: link.interface, peer: link.peer, address: link.address })) } : {}),
+  };
 }
 
 /** A reboot's proof as report.json keeps it. */
@@ -108,7 +122,8 @@ export interface ReportedProof {
 /** What one VM of a topology's scenario came to, in one line: its host, address and reboot. */
 export function vmEntryLine(vm: VmEntry): string {
   const reboot = vm.notBack ? `did not come back: ${vm.notBack}` : vm.proof ? provenInWords(vm.proof) : "not rebooted";
-  return `${vm.host} (${vm.ip}): ${reboot}`;
+  const links = (vm.links ?? []).map((link) => `, ${link.interface} ${link.address} to ${link.peer}`).join("");
+  return `${vm.host} (${vm.ip}${links}): ${reboot}`;
 }
 
 /** A reboot's proof as the report keeps it (see {@link ReportedProof}). */

@@ -87,6 +87,13 @@ export function scenarioVms(session: Pick<ScenarioVm, "machine" | "outputs" | "p
   return [{ host: session.outputs.host, machine: session.machine, outputs: session.outputs }, ...(session.peers ?? [])];
 }
 
+/** `on`'s address on the link between it and `via` (`over: link`; the profile's validation made sure there is one). */
+function linkAddressOf(on: PeerVm, via: PeerVm): string {
+  const link = via.outputs.links?.find((each) => each.peer === on.host);
+  if (!link) throw new Error(`no link between ${via.host} and ${on.host} in this scenario's stacks`);
+  return link.peerAddress;
+}
+
 /** The verdict of a scenario. */
 export interface Verdict {
   ok: boolean;
@@ -116,18 +123,19 @@ export async function checkStage(
     if (!found) throw new Error(`${host} is no host of this scenario (${vms.map((vm) => vm.host).join(", ")})`);
     return found;
   };
-  // One batch per host the checks are about and host they run on.
-  const batches = new Map<string, { on: PeerVm; via: PeerVm | undefined; checks: Check[] }>();
+  // One batch per host the checks are about, host they run on and address they go to.
+  const batches = new Map<string, { on: PeerVm; via: PeerVm | undefined; address: string; checks: Check[] }>();
   for (const check of checks) {
     const on = vmOf(check.on ?? vms[0]!.host);
     const via = check.from !== undefined && check.from !== "controller" && check.from !== on.host ? vmOf(check.from) : undefined;
-    const key = `${on.host} ${via?.host ?? ""}`;
-    if (!batches.has(key)) batches.set(key, { on, via, checks: [] });
+    const address = via && check.over === "link" ? linkAddressOf(on, via) : on.outputs.ip;
+    const key = `${on.host} ${via?.host ?? ""} ${address}`;
+    if (!batches.has(key)) batches.set(key, { on, via, address, checks: [] });
     batches.get(key)!.checks.push(check);
   }
   const results = await Promise.all(
     [...batches.values()].map((batch) =>
-      runChecks(batch.checks, batch.on.machine, batch.on.outputs.ip, stage, {
+      runChecks(batch.checks, batch.on.machine, batch.address, stage, {
         ...options,
         ...(batch.via ? { via: { host: batch.via.host, machine: batch.via.machine } } : {}),
       }),

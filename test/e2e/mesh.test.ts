@@ -6,19 +6,24 @@
  * kazi no longer reaches askari through the tunnel, and nothing else fails. GREEN writes the
  * accept as a drop-in and survives. Checks run on kazi, and from askari against kazi; kazi
  * resolves askari by its inventory name. Exit 0, nothing left. Then the dev loop on both hosts as
- * one run (up, reboot, apply, reboot, reset, check, ssh and console --host, down). In the full
- * suite: six VMs.
+ * one run (up, reboot, apply, reboot, reset, check, ssh and console --host, down). Then an extra
+ * link between them (`links:`): each end's address, checks over it before and after a reboot,
+ * no way through it to the control host. In the full suite: eight VMs.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { cp, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RunReport } from "../../orchestrator/run/report.ts";
-import { cli, fullSuiteOnly, leftovers, suiteDirs } from "./helpers.ts";
+import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
+import { cli, fullSuiteOnly, httpServer, leftovers, suiteDirs, withListener } from "./helpers.ts";
 
 const MESH_CHECK = "kazi reaches askari through the mesh";
 
 describe(
   "several hosts at once, for real",
-  { timeout: 150 * 60_000, skip: fullSuiteOnly("two VMs per scenario, RED and GREEN, and two for the dev loop") },
+  { timeout: 150 * 60_000, skip: fullSuiteOnly("two VMs per scenario, RED and GREEN, two for the dev loop and two for the link") },
   () => {
     const dirs = suiteDirs();
 
@@ -123,6 +128,89 @@ describe(
       assert.match(consoleOut.stdout, new RegExp(kazi));
 
       const down = await cli(["down", kazi], dirs.env);
+      assert.equal(down.code, 0, down.stderr.slice(-2000));
+      assert.deepEqual(await leftovers(dirs.stacksDir), []);
+    });
+
+    it("an extra link between askari and kazi: an address of each on it, checks over it before and after a reboot, and no way through it to the control host", async () => {
+      // The example repo with a playbook that only reaches each host: the link is the subject.
+      const repo = join(dirs.runsDir, "links-repo");
+      await cp(join(PROJECT_ROOT, "examples", "boma-lab"), repo, { recursive: true });
+      await writeFile(join(repo, "links.yml"), "- hosts: mesh\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n");
+      const profile = join(dirs.runsDir, "links.yml");
+      await writeFile(
+        profile,
+        [
+          "hosts: [askari, kazi]",
+          `repo: ${repo}`,
+          "inventory: inventory/hosts.yml",
+          "playbook: links.yml",
+          "vm: { vcpus: 1, memoryMiB: 1536, diskGiB: 20 }",
+          "image: debian-13-local",
+          "links: [[askari, kazi]]",
+          "checks:",
+          "  - { name: kazi over the link from askari, on: kazi, from: askari, over: link, tcp: { port: 22 }, within: 30 }",
+          "  - { name: askari resolves kazi's end of the link, dns: { name: kazi-link1 }, within: 30 }",
+          "",
+        ].join("\n"),
+      );
+      const up = await cli(["up", profile, "--json"], dirs.env);
+      assert.equal(up.code, 0, up.stderr.slice(-3000));
+      const run = JSON.parse(up.stdout) as { runId: string; vms: { host: string; runId: string; ip: string }[] };
+      const [askari, kazi] = run.vms;
+      assert.match(
+        up.stderr,
+        /link link1 on 10\.234\.\d+\.0\/24: askari 10\.234\.\d+\.10 \(askari-link1\) and kazi 10\.234\.\d+\.11 \(kazi-link1\), nothing else on it/,
+      );
+      const linkPrefix = /link link1 on (10\.234\.\d+)\.0\/24/.exec(up.stderr)![1]!;
+      assert.notEqual(linkPrefix, askari!.ip.split(".").slice(0, 3).join("."), "the link's subnet is not the run network's");
+
+      // In the guest: the link's interface with its fixed address, the other end by its link name.
+      const inGuest = await cli(["ssh", run.runId, "--", "ip -4 -o addr show link1; getent hosts kazi-link1"], dirs.env);
+      assert.equal(inGuest.code, 0, inGuest.stderr);
+      assert.match(inGuest.stdout, new RegExp(`link1\\s+inet ${linkPrefix.replace(/\./g, "\\.")}\\.10/24`));
+      assert.match(inGuest.stdout, new RegExp(`^${linkPrefix.replace(/\./g, "\\.")}\\.11\\s+kazi-link1`, "m"));
+
+      const checked = await cli(["check", run.runId, "--json"], dirs.env);
+      assert.equal(checked.code, 0, checked.stdout + checked.stderr.slice(-3000));
+      assert.match((JSON.parse(checked.stdout) as { message: string }).message, /every check passes \(2\)/);
+
+      // Through the link to the control host: a route on askari sends a connection out link1 from
+      // its address on the run's network (so the control host's answer would come back). To kazi
+      // the same way connects (the way works); to an address of the control host it does not.
+      const probe = Buffer.from(
+        [
+          "import socket, subprocess, sys",
+          "target, port = sys.argv[1], int(sys.argv[2])",
+          "own = subprocess.run(['ip', '-4', '-o', 'addr', 'show', 'eth0'], capture_output=True, text=True, check=True).stdout.split()[3].split('/')[0]",
+          "subprocess.run(['ip', 'route', 'replace', target + '/32', 'dev', 'link1', 'src', own], check=True)",
+          "try:",
+          "    socket.create_connection((target, port), timeout=6).close()",
+          "    print('connected')",
+          "except OSError as error:",
+          "    print('no connection:', error)",
+          "finally:",
+          "    subprocess.run(['ip', 'route', 'del', target + '/32', 'dev', 'link1'])",
+        ].join("\n"),
+      ).toString("base64");
+      const through = (target: string, port: number) => cli(["ssh", run.runId, "--", `echo ${probe} | base64 -d | sudo python3 - ${target} ${port}`], dirs.env);
+      assert.equal((await through(`${linkPrefix}.11`, 22)).stdout.trim(), "connected", "the probe's way works to kazi");
+      const controlHost = "10.20.77.254";
+      execFileSync("ip", ["addr", "add", `${controlHost}/32`, "dev", "lo"]);
+      try {
+        await withListener(httpServer(controlHost, 8099), `http://${controlHost}:8099/`, async () => {
+          assert.match((await through(controlHost, 8099)).stdout.trim(), /^no connection: timed out/, "the link's filter drops it");
+        });
+      } finally {
+        execFileSync("ip", ["addr", "del", `${controlHost}/32`, "dev", "lo"]);
+      }
+
+      // The link comes back with each VM's boot: the checks over it pass after the reboot.
+      const rebooted = await cli(["reboot", run.runId, "--json"], dirs.env);
+      assert.equal(rebooted.code, 0, rebooted.stdout + rebooted.stderr.slice(-3000));
+      assert.match((JSON.parse(rebooted.stdout) as { message: string }).message, /and every check passes/);
+
+      const down = await cli(["down", kazi!.runId], dirs.env);
       assert.equal(down.code, 0, down.stderr.slice(-2000));
       assert.deepEqual(await leftovers(dirs.stacksDir), []);
     });

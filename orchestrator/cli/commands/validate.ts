@@ -10,6 +10,7 @@ import { profileForHost } from "../../profile/load.ts";
 import { worktreeRevision } from "../../profile/revision.ts";
 import { rebootKinds, type RebootKind } from "../../profile/schema.ts";
 import { declaredScenarios, resolveScenarioRevisions } from "../../run/scenario.ts";
+import { linkName } from "../../../infra/spec.ts";
 
 export const validateCommand: CommandDefinition = {
   name: "validate",
@@ -77,6 +78,7 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
         ? {
             hosts: profile.topology.map((host) => ({ host: host.name, groups: host.inventoryHost.groups, overlay: host.overlay.file ?? null, vm: host.vm })),
             rebootOrder: Object.fromEntries(plan.map((scenario) => [scenario.name, scenario.rebootOrder ?? profile.document.rebootOrder ?? "all"])),
+            links: profile.document.links ?? [],
           }
         : {}),
       checks: profile.document.checks.map((check) => check.name),
@@ -96,6 +98,9 @@ applies the repo as on disk). Exit 0 when all is well, 2 with one line per probl
               `  ${index === 0 ? "hosts:    " : "          "} ${host.host} (groups: ${host.groups.join(", ")}; overlay: ${host.overlay ?? "(none)"}; ${host.vm.vcpus} vCPU, ${host.vm.memoryMiB} MiB)`,
           )
         : [`  host:      ${summary.host} (groups: ${summary.groups.join(", ")})`]),
+      ...(summary.links && summary.links.length > 0
+        ? [`  links:     ${summary.links.map((pair, index) => `${linkName(index)} ${pair[0]} ↔ ${pair[1]}`).join(", ")} (each a network of its own)`]
+        : []),
       ...(summary.rebootOrder
         ? [
             `  reboot order: ${Object.entries(summary.rebootOrder)

@@ -75,7 +75,7 @@ describe("loadProfile", () => {
     const { error } = await problemsFor(GOOD.replace("unit: docker.service", "unit: docker.service, tiemout: 3"));
     assert.match(
       error.message,
-      /checks\[0\]\.tiemout: unknown key "tiemout"; expected one of name, http, https, tcp, unit, listen, run, udp, dns, command, file, sysctl, nft, container, from, on, within$/,
+      /checks\[0\]\.tiemout: unknown key "tiemout"; expected one of name, http, https, tcp, unit, listen, run, udp, dns, command, file, sysctl, nft, container, from, on, over, within$/,
     );
   });
 

@@ -145,6 +145,37 @@ describe("a profile of several hosts", () => {
     assert.match(await problemsOf(single), /vmFor: expected no vmFor with one host/);
     assert.match(await problemsOf(`${single.replace(/vmFor.*\n/, "")}rebootOrder: all\n`), /rebootOrder: expected no rebootOrder with one host/);
   });
+
+  it("takes links between two of its hosts each, each pair once, and checks over a link only from one end to the other", async () => {
+    const linked = await load(`${MESH.replace("from: askari, tcp", "from: askari, over: link, tcp")}links: [[askari, kazi]]\n`);
+    assert.deepEqual(linked.document.links, [["askari", "kazi"]]);
+    assert.equal(linked.document.checks[1]!.over, "link");
+    assert.match(await problemsOf(`${MESH}links: [[askari, kazzi]]\n`), /links\[0\]\[1\]: expected one of the hosts \(askari, kazi\), found "kazzi"/);
+    assert.match(await problemsOf(`${MESH}links: [[kazi, kazi]]\n`), /links\[0\]: expected two hosts, found kazi at both ends/);
+    assert.match(
+      await problemsOf(`${MESH}links: [[askari, kazi], [kazi, askari]]\n`),
+      /links\[1\]: expected each pair of hosts at most once, found kazi and askari again/,
+    );
+    assert.match(await problemsOf(`${MESH}links: [[askari]]\n`), /links\[0\]/);
+    assert.match(
+      await problemsOf(MESH.replace("from: askari, tcp", "from: askari, over: link, tcp")),
+      /checks\[1\]\.over: expected a link between askari and kazi in links: \(none\), found none/,
+    );
+    assert.match(
+      await problemsOf(`${MESH.replace("on: kazi, tcp", "on: kazi, over: link, tcp")}links: [[askari, kazi]]\n`),
+      /checks\[2\]\.over: expected over: link only from one host to another \(from: <host>, on: <another>\), found from: \(not set\)/,
+    );
+    assert.match(await problemsOf(MESH.replace("on: kazi, tcp", "on: kazi, over: wire, tcp")), /checks\[2\]\.over/);
+    const single = MESH.replace("hosts: [askari, kazi]", "host: askari")
+      .replace(/ {2}- \{ name: kazi.*\n/g, "")
+      .replace(/vmFor.*\n/, "");
+    assert.match(await problemsOf(`${single}links: [[askari, askari]]\n`), /links: expected no links with one host/);
+    // A group's hosts are known once the inventory is read: the same checks then.
+    assert.match(
+      await problemsOf(`${MESH.replace("hosts: [askari, kazi]", "hosts: { group: mesh }")}links: [[askari, ubongo]]\n`),
+      /links\[0\]\[1\]: expected one of the hosts \(askari, kazi\), found "ubongo"/,
+    );
+  });
 });
 
 describe("a profile of several hosts at a revision", () => {

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BadInputError } from "../../../../orchestrator/errors.ts";
 import { listPastRuns, pastRunsTable, rebootEntryLine, resolvePastRun, runReportText } from "../../../../orchestrator/run/past-runs.ts";
-import { provenInWords, rebootedAs, reportedProof, vmEntryLine, type RebootEntry } from "../../../../orchestrator/run/report.ts";
+import { provenInWords, rebootedAs, reportedProof, vmEntryLine, vmEntryOf, type RebootEntry } from "../../../../orchestrator/run/report.ts";
+import type { StackOutputs } from "../../../../infra/plan.ts";
 import { runCli } from "../../../helpers/cli.ts";
 import { recordedRuns } from "../../../helpers/past-runs.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -138,6 +139,18 @@ describe("past runs", () => {
     assert.equal(
       vmEntryLine({ host: "kazi", stack: "s", ip: "10.234.7.11", bootIds: [], notBack: "its kernel panicked" }),
       "kazi (10.234.7.11): did not come back: its kernel panicked",
+    );
+    // At an extra link: its address there, and to whom.
+    const linked = vmEntryOf({
+      host: "kazi",
+      runId: "boma-it-kazi-20261205-090000",
+      ip: "10.234.7.11",
+      links: [{ network: "boma-it-askari-20261205-090000-link1", interface: "link1", peer: "askari", address: "10.234.9.11", peerAddress: "10.234.9.10" }],
+    } as StackOutputs);
+    assert.deepEqual(linked.links, [{ interface: "link1", peer: "askari", address: "10.234.9.11" }]);
+    assert.equal(
+      vmEntryLine({ ...linked, bootIds: clean.bootIds, proof: clean }),
+      "kazi (10.234.7.11, link1 10.234.9.11 to askari): boot id 68aeaa18… → b4a817f2… in 99.1 s",
     );
   });
 

@@ -45,7 +45,7 @@ class FakeEngine implements Engine {
 
 const HOSTS = ["askari", "kazi"];
 
-async function fixture(options: { failFirst?: boolean; failSecond?: boolean; keep?: "never" | "on-failure" } = {}) {
+async function fixture(options: { failFirst?: boolean; failSecond?: boolean; keep?: "never" | "on-failure"; links?: [string, string][] } = {}) {
   const tree = await tempTree();
   const engine = new FakeEngine();
   const made: { host: string; options: ProvisionOptions; runDir: string }[] = [];
@@ -57,7 +57,7 @@ async function fixture(options: { failFirst?: boolean; failSecond?: boolean; kee
   const profile = {
     name: "mesh",
     file: join(tree.dir, "mesh.yml"),
-    document: { host: "askari", vm, checks: [] },
+    document: { host: "askari", vm, checks: [], ...(options.links ? { links: options.links } : {}) },
     overlay: { file: undefined, document: { vars: {}, secretVars: [], certs: {} } },
     topology: HOSTS.map((name) => ({
       name,
@@ -162,6 +162,34 @@ describe("a scenario of several hosts", () => {
     assert.deepEqual(
       report.scenarios[0]!.vms?.map((vm) => vm.host),
       HOSTS,
+    );
+    await setup.remove();
+  });
+
+  it("gives every VM the topology's links, each on a subnet of its own, and says where each end is", async () => {
+    const setup = await fixture({ links: [["kazi", "askari"]] });
+    const { error } = await withRun(setup.request, setup.hooks, (run) =>
+      runRedGreen(run, [{ name: "green", expect: "pass", vars: {} }], { steps: async () => ({ ok: true, outcome: "GREEN survived the reboot" }) }),
+    );
+    assert.equal(error, undefined);
+    const [first, second] = setup.made.map(({ options }) => options.topology!);
+    assert.deepEqual(second!.place.links, first!.place.links, "one topology, the same links for every VM");
+    const [link] = first!.place.links!;
+    assert.equal(link!.network, `${first!.place.network}-link1`);
+    assert.notEqual(link!.cidr, first!.subnet.cidr);
+    assert.deepEqual(
+      link!.ends.map((end) => [end.host, end.ip.split(".").at(-1)]),
+      [
+        ["kazi", "11"],
+        ["askari", "10"],
+      ],
+    );
+    const prefix = link!.cidr.split(".").slice(0, 3).join("\\.");
+    assert.match(
+      setup.printed(),
+      new RegExp(
+        `link link1 on ${link!.cidr.replace(/\./g, "\\.")}: kazi ${prefix}\\.11 \\(kazi-link1\\) and askari ${prefix}\\.10 \\(askari-link1\\), nothing else on it`,
+      ),
     );
     await setup.remove();
   });
@@ -293,6 +321,29 @@ describe("checks and reboots of several hosts", () => {
     );
     assert.deepEqual(events.sort(), ["askari: tcp 10.234.7.11/8081", "kazi: tcp 10.234.7.10/51821", "kazi: tcp 127.0.0.1/8081"]);
     assert.match(results[0]!.detail, /TCP 10\.234\.7\.10:51821 accepts connections \(from kazi\)/);
+  });
+
+  it("runs a check over the link between two hosts against the other's address on the link", async () => {
+    const events: string[] = [];
+    const machines = {
+      askari: fakeVm("askari", "10.234.7.10", events, (command) => command.includes("10.234.9.11/22")),
+      kazi: fakeVm("kazi", "10.234.7.11", events, () => true),
+    };
+    const { session, context } = topologySession(machines);
+    session.outputs.links = [{ network: "boma-it-askari-x-link1", interface: "link1", peer: "kazi", address: "10.234.9.10", peerAddress: "10.234.9.11" }];
+    const results = await checkStage(context, session, "pre-reboot", [
+      check({ name: "kazi over the link", on: "kazi", from: "askari", over: "link", tcp: { port: 22 } }),
+      check({ name: "kazi over the network", on: "kazi", from: "askari", tcp: { port: 22 } }),
+    ]);
+    assert.deepEqual(
+      results.map((result) => [result.name, result.ok]),
+      [
+        ["kazi over the link", true],
+        ["kazi over the network", false],
+      ],
+    );
+    assert.deepEqual(events.sort(), ["askari: tcp 10.234.7.11/22", "askari: tcp 10.234.9.11/22"]);
+    assert.match(results[0]!.detail, /TCP 10\.234\.9\.11:22 accepts connections \(from askari\)/);
   });
 
   it("reboot orders: all in one turn, rolling one host at a time in order, a list those named", () => {
