@@ -6,7 +6,17 @@ import { describe, it } from "node:test";
 import { Runner } from "../../../../infra/runner.ts";
 import { RefusedError } from "../../../../orchestrator/errors.ts";
 import { loadProfile } from "../../../../orchestrator/profile/load.ts";
-import { loadSecrets, makePrivate, Redactor, REDACTED, scrubDir, secretForms, secretsOf, unscrubbed } from "../../../../orchestrator/ansible/secrets.ts";
+import {
+  loadProfileSecrets,
+  loadSecrets,
+  makePrivate,
+  Redactor,
+  REDACTED,
+  scrubDir,
+  secretForms,
+  secretsOf,
+  unscrubbed,
+} from "../../../../orchestrator/ansible/secrets.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 const SENTINEL = "boma-sentinel-7f3a9c";
@@ -82,6 +92,26 @@ describe("secrets", () => {
     redactor.add(secret);
     const sink = `{"cmd": ${JSON.stringify(`curl -d 'token=${encodeURIComponent(secret)}' && echo ${`'${secret.replaceAll("'", `'"'"'`)}'`}`)}, "stdout": ${JSON.stringify(JSON.stringify({ value: secret }))}}`;
     assert.equal(redactor.redact(sink).includes("cret"), false, redactor.redact(sink));
+  });
+
+  it("of a profile of several hosts are every host's, from each one's overlay (what a run, a verb and a scenario at a revision all learn them by)", async () => {
+    const tree = await tempTree({
+      "repo/hosts.yml": "all:\n  hosts:\n    askari:\n    kazi:\n",
+      "repo/site.yml": "- hosts: all\n",
+      "p.yml": "hosts: [askari, kazi]\nrepo: repo\ninventory: hosts.yml\nplaybook: site.yml\nchecks: [{ name: x, unit: y }]\n",
+      "overrides/askari.yml": "vars: { askari_token: askari-secret-value-1 }\nsecretVars: [askari_token]\n",
+      "overrides/kazi.yml": "vars: { kazi_token: kazi-secret-value-2, region: eu }\nsecretVars: [kazi_token]\n",
+    });
+    try {
+      const profile = await loadProfile(join(tree.dir, "p.yml"), { profilesDir: tree.dir, overridesDir: join(tree.dir, "overrides") }, new Runner());
+      const redactor = new Redactor();
+      const secrets = await loadProfileSecrets(profile, new Runner(), redactor);
+      assert.deepEqual(secrets.secretVars, { askari_token: "askari-secret-value-1" }, "the run carries the first host's");
+      assert.deepEqual([...redactor.values].sort(), ["askari-secret-value-1", "kazi-secret-value-2"], "the redactor knows every host's");
+      assert.equal(redactor.redact("kazi-secret-value-2 in eu"), `${REDACTED} in eu`);
+    } finally {
+      await tree.remove();
+    }
   });
 
   it("refuses a secretVars name that is not among vars", async () => {
