@@ -135,6 +135,9 @@ ${peers}    iifname ${bridge} ip daddr @${EGRESS_ALLOWED_SET} accept
 `;
 }
 
+/** The ethertypes of VLAN-tagged frames: 802.1Q and 802.1ad (QinQ). */
+const VLAN_ETHERTYPES = ["0x8100", "0x88a8"] as const;
+
 /** Address ranges a test VM must never reach outside its own subnet: RFC 1918, CGNAT (the mesh), link-local. */
 export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
   ["10.0.0.0", "255.0.0.0"],
@@ -151,17 +154,15 @@ export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
  * tracks the connections); to every other address of the control host nothing; its own subnet
  * otherwise; every private, CGNAT and link-local range beyond it dropped; the rest (the internet,
  * through NAT) passes. Rules on `mac` and `ip` are matched on the bridge (ebtables), those on
- * `all`, `tcp` and `udp` by the connection tracker (iptables), each in priority order.
+ * `all`, `tcp` and `udp` by the connection tracker (iptables), each in priority order. No
+ * VLAN-tagged frame leaves the VM: no rule of an inner protocol matches one (ebtables sees the
+ * tag's type, and the connection tracker does not see such frames at all), and Linux takes a
+ * frame tagged with VLAN 0 that reaches the control host as an untagged one.
  */
 export function isolationFilterXml(spec: StackSpec): string {
   const own = spec.network.subnet.cidr.split("/")[0]!;
   const gateway = spec.network.subnet.gateway;
-  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({
-    "@action": action,
-    "@direction": direction,
-    "@priority": String(priority),
-    ...match,
-  });
+  const rule = filterRule;
   return render({
     filter: {
       "@name": spec.isolationFilter,
@@ -169,6 +170,7 @@ export function isolationFilterXml(spec: StackSpec): string {
       "@priority": "-700",
       rule: [
         rule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
+        ...VLAN_ETHERTYPES.map((type) => rule(60, "drop", "out", { mac: { "@protocolid": type } })),
         rule(90, "accept", "inout", { all: { "@state": "ESTABLISHED,RELATED" } }),
         rule(100, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
         rule(101, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
@@ -183,32 +185,40 @@ export function isolationFilterXml(spec: StackSpec): string {
 }
 
 /**
- * The filter on a VM's ends of its links: no IPv6, and IPv4 only to the subnets of the links it is
- * at. A link's bridge has no address of the control host, but Linux may answer ARP on any
- * interface for any of its addresses and take IPv4 sent to them there (the weak host model):
- * this keeps a VM from reaching the control host, its gateway included, the LAN or another run
- * over a link. ARP passes (the ends find each other by it).
+ * The filter on a VM's ends of its links: the only frames that leave the VM there are its ARP
+ * and its IPv4 to the other end, from its own MAC and address to the other end's; everything
+ * else is dropped (IPv6, broadcasts, VLAN-tagged frames, any other ethertype). A link's bridge
+ * has no address of the control host, but Linux answers ARP on any interface for any of its
+ * addresses and takes IPv4 sent to them there (the weak host model), and a VLAN-tagged frame
+ * passes any rule of its inner protocol: only a filter on what goes to the other end's MAC keeps
+ * a VM from reaching the control host, the LAN or another run over a link, whatever subnet the
+ * link has.
  */
 export function linkFilterXml(spec: StackSpec): string {
   if (spec.linkFilter === undefined) throw new Error(`${spec.identity.runId} is at no link: it has no link filter`);
-  const rule = (priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) => ({
-    "@action": action,
-    "@direction": direction,
-    "@priority": String(priority),
-    ...match,
-  });
+  const ends = linksOf(spec);
   return render({
     filter: {
       "@name": spec.linkFilter,
       "@chain": "root",
       "@priority": "-700",
       rule: [
-        rule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
-        ...linksOf(spec).map(({ link }) => rule(200, "accept", "out", { ip: { "@dstipaddr": link.cidr.split("/")[0], "@dstipmask": "255.255.255.0" } })),
-        rule(300, "drop", "out", { ip: {} }),
+        filterRule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
+        ...ends.map(({ own }) => filterRule(100, "accept", "out", { mac: { "@protocolid": "arp", "@srcmacaddr": own.mac } })),
+        ...ends.map(({ own, peer }) =>
+          filterRule(200, "accept", "out", {
+            ip: { "@srcmacaddr": own.mac, "@dstmacaddr": peer.mac, "@srcipaddr": own.ip, "@dstipaddr": peer.ip },
+          }),
+        ),
+        filterRule(900, "drop", "out", { mac: {} }),
       ],
     },
   });
+}
+
+/** One rule of a libvirt network filter: its action, direction, priority (lower first) and what it matches. */
+function filterRule(priority: number, action: "accept" | "drop", direction: "out" | "inout", match: Record<string, unknown>) {
+  return { "@action": action, "@direction": direction, "@priority": String(priority), ...match };
 }
 
 /** The qcow2 overlay backed by the golden image: every write of the run lands here. */

@@ -5,7 +5,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
-import { MAX_TOPOLOGY_LINKS } from "../../infra/spec.ts";
+import { linkHostName, linkName, MAX_TOPOLOGY_LINKS } from "../../infra/spec.ts";
 
 /** The cert tiers of ADR-025 §5. */
 export const CERT_TIERS = ["internal", "le-staging", "le-prod-wildcard"] as const;
@@ -454,9 +454,10 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
   const named = several ? `one of the hosts (${hosts.join(", ")})` : `the host's name (${hosts[0]})`;
   profile.checks.forEach((check, index) => {
     if (check.over === "link" && (check.from === undefined || check.from === "controller" || check.from === (check.on ?? hosts[0]))) {
+      const on = check.on === undefined ? `on: ${hosts[0]} (the first host, as on: is not set)` : `on: ${check.on}`;
       problems.push({
         path: ["checks", index, "over"],
-        message: `expected over: link only from one host to another (from: <host>, on: <another>), found from: ${check.from ?? "(not set)"}`,
+        message: `expected over: link only from one host to another (from: <host>, on: <another>), found from: ${check.from ?? "(not set)"} and ${on}`,
       });
     }
     if (check.on !== undefined && !hosts.includes(check.on)) {
@@ -469,7 +470,8 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
     }
     const kind = PROBE_KINDS.find((probe) => check[probe] !== undefined);
     const on = check.on ?? hosts[0];
-    if (check.over === "link" && check.from !== on && !linked(profile.links, check.from, on!)) {
+    // A link is looked for between two hosts of the profile only (an unknown on: is said above).
+    if (check.over === "link" && check.from !== on && hosts.includes(on!) && !linked(profile.links, check.from, on!)) {
       problems.push({
         path: ["checks", index, "over"],
         message: `expected a link between ${check.from} and ${on} in links: (${(profile.links ?? []).map((pair) => pair.join("-")).join(", ") || "none"}), found none`,
@@ -514,13 +516,14 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
         message: `expected one kind with several hosts (each kind from one applied state is built for one VM), found ${kinds.join(", ")}`,
       });
   }
-  (profile.links ?? []).forEach((pair, index) => {
-    if (!several) {
-      onlySeveral(["links"], "links");
-      return;
-    }
+  if (!several && profile.links !== undefined) onlySeveral(["links"], "links");
+  (several ? (profile.links ?? []) : []).forEach((pair, index) => {
     pair.forEach((host, end) => {
       if (!hosts.includes(host)) problems.push({ path: ["links", index, end], message: `expected ${named}, found ${JSON.stringify(host)}` });
+      // The run's DNS answers each end by host and link: a host of that name would be shadowed.
+      const endName = linkHostName(host, { interface: linkName(index) });
+      if (hosts.includes(endName))
+        problems.push({ path: ["links", index, end], message: `expected no host named ${endName} beside a link: the run's DNS names ${host}'s end of it so` });
     });
     if (pair[0] === pair[1]) problems.push({ path: ["links", index], message: `expected two hosts, found ${pair[0]} at both ends` });
     else if (profile.links!.slice(0, index).some((earlier) => linked([earlier], pair[0], pair[1])))

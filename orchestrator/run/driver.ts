@@ -227,13 +227,15 @@ export class OpenRun {
       return;
     }
     const first = identities[0]!;
-    const subnet = pickSubnet([...(await machinery.libvirt.usedSubnets()), ...this.#subnets], first.runId);
+    const used = [...(await machinery.libvirt.usedSubnets()), ...this.#subnets];
+    const subnet = pickSubnet(used, first.runId);
     this.#subnets.add(subnet.cidr);
     const members = topologyMembers(subnet, identities);
-    // A link's subnet is on no interface of the control host: it need only differ from the VMs' others.
+    // Each link on a /24 of its own, apart from what the control host routes (its filter keeps a
+    // VM to the other end whatever the subnet: this keeps the guests' routes unambiguous).
     const pairs = request.profile.document.links ?? [];
     const linkSubnets = pairs.reduce<Subnet[]>(
-      (picked, _pair, index) => [...picked, pickSubnet([subnet.cidr, ...picked.map((each) => each.cidr)], `${first.runId}-${linkName(index)}`)],
+      (picked, _pair, index) => [...picked, pickSubnet([...used, subnet.cidr, ...picked.map((each) => each.cidr)], `${first.runId}-${linkName(index)}`)],
       [],
     );
     const place = { network: first.runId, members, links: topologyLinks(first.runId, members, pairs, linkSubnets) };

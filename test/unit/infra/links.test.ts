@@ -117,7 +117,7 @@ describe("a topology's extra links", () => {
     for (const absent of ["<ip", "<forward", "<dhcp", "<dns"]) assert.ok(!xml.includes(absent), `${absent} in ${xml}`);
   });
 
-  it("gives each VM at a link a second interface on it, behind a filter that lets IPv4 through to the link's subnet only", () => {
+  it("gives each VM at a link a second interface on it, behind a filter that lets out its ARP and its IPv4 to the other end only", () => {
     const spec = stackSpec(input(kazi));
     assert.equal(spec.linkFilter, `${kazi.runId}-links`);
     const plan = planStack(spec, FIXED_KEYS);
@@ -134,10 +134,13 @@ describe("a topology's extra links", () => {
     const rules = [...filter.matchAll(/<rule action="(\w+)" direction="(\w+)" priority="(\d+)">\s*<(\w+)([^>]*)\/>/g)].map((match) =>
       [match[1], match[2], match[3], match[4], match[5]!.trim()].join(" "),
     );
+    const [own, peer] = links[0]!.ends;
+    // Its ARP, and IPv4 from its own MAC and address to the other end's alone; nothing else leaves.
     assert.deepEqual(rules, [
       'drop inout 50 mac protocolid="ipv6"',
-      `accept out 200 ip dstipaddr="${prefixOf(linkSubnet.cidr)}.0" dstipmask="255.255.255.0"`,
-      "drop out 300 ip ",
+      `accept out 100 mac protocolid="arp" srcmacaddr="${own.mac}"`,
+      `accept out 200 ip srcmacaddr="${own.mac}" dstmacaddr="${peer.mac}" srcipaddr="${own.ip}" dstipaddr="${peer.ip}"`,
+      "drop out 900 mac ",
     ]);
     // The stack says where the link goes, for checks over it.
     assert.deepEqual(plan.outputs.links, [

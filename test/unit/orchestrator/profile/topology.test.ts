@@ -163,13 +163,29 @@ describe("a profile of several hosts", () => {
     );
     assert.match(
       await problemsOf(`${MESH.replace("on: kazi, tcp", "on: kazi, over: link, tcp")}links: [[askari, kazi]]\n`),
-      /checks\[2\]\.over: expected over: link only from one host to another \(from: <host>, on: <another>\), found from: \(not set\)/,
+      /checks\[2\]\.over: expected over: link only from one host to another \(from: <host>, on: <another>\), found from: \(not set\) and on: kazi$/m,
+    );
+    assert.match(
+      await problemsOf(`${MESH.replace("{ name: mesh listens, udp", "{ name: mesh listens, from: askari, over: link, udp")}links: [[askari, kazi]]\n`),
+      /checks\[0\]\.over: .*found from: askari and on: askari \(the first host, as on: is not set\)/,
+    );
+    // An unknown on: is said once, not as a missing link too.
+    const unknownOn = await problemsOf(`${MESH.replace("on: kazi, from: askari, tcp", "on: kazzi, from: askari, over: link, tcp")}links: [[askari, kazi]]\n`);
+    assert.match(unknownOn, /checks\[1\]\.on: expected one of the hosts/);
+    assert.doesNotMatch(unknownOn, /expected a link between/);
+    // The run's DNS names kazi's end of link1 kazi-link1: no host of the profile may be named so.
+    const crowded = INVENTORY.replace("    mesh:\n", "        kazi-link1:\n          ansible_host: 10.0.0.3\n    mesh:\n");
+    assert.match(
+      await problemsOf(`${MESH.replace("[askari, kazi]", "[askari, kazi, kazi-link1]")}links: [[askari, kazi]]\n`, { "repo/inventory/hosts.yml": crowded }),
+      /links\[0\]\[1\]: expected no host named kazi-link1 beside a link: the run's DNS names kazi's end of it so/,
     );
     assert.match(await problemsOf(MESH.replace("on: kazi, tcp", "on: kazi, over: wire, tcp")), /checks\[2\]\.over/);
     const single = MESH.replace("hosts: [askari, kazi]", "host: askari")
       .replace(/ {2}- \{ name: kazi.*\n/g, "")
       .replace(/vmFor.*\n/, "");
-    assert.match(await problemsOf(`${single}links: [[askari, askari]]\n`), /links: expected no links with one host/);
+    const alone = await problemsOf(`${single}links: [[askari, askari], [askari, kazi]]\n`);
+    assert.match(alone, /links: expected no links with one host/);
+    assert.equal(alone.split("expected no links").length, 2, "said once");
     // A group's hosts are known once the inventory is read: the same checks then.
     assert.match(
       await problemsOf(`${MESH.replace("hosts: [askari, kazi]", "hosts: { group: mesh }")}links: [[askari, ubongo]]\n`),
