@@ -175,31 +175,49 @@ describe(
       assert.equal(checked.code, 0, checked.stdout + checked.stderr.slice(-3000));
       assert.match((JSON.parse(checked.stdout) as { message: string }).message, /every check passes \(2\)/);
 
-      // Through the link to the control host: a route on askari sends a connection out link1 from
-      // its address on the run's network (so the control host's answer would come back). To kazi
-      // the same way connects (the way works); to an address of the control host it does not.
+      // Around the filters to the control host: a route on askari sends a connection out of an
+      // interface from its address on the run's network (so the control host's answer would come
+      // back through it). Out of link1: to kazi it connects (the way works), to an address of the
+      // control host it does not. Out of a VLAN 0 interface on eth0, to the gateway's MAC: Linux
+      // would take such a frame as untagged, and no rule of an inner protocol matches it.
       const probe = Buffer.from(
         [
-          "import socket, subprocess, sys",
-          "target, port = sys.argv[1], int(sys.argv[2])",
-          "own = subprocess.run(['ip', '-4', '-o', 'addr', 'show', 'eth0'], capture_output=True, text=True, check=True).stdout.split()[3].split('/')[0]",
-          "subprocess.run(['ip', 'route', 'replace', target + '/32', 'dev', 'link1', 'src', own], check=True)",
+          "import json, socket, subprocess, sys",
+          "target, port, way = sys.argv[1], int(sys.argv[2]), sys.argv[3]",
+          "ip = lambda *words: subprocess.run(['ip', *words], capture_output=True, text=True, check=True).stdout",
+          "own = ip('-4', '-o', 'addr', 'show', 'eth0').split()[3].split('/')[0]",
+          "device = 'link1'",
+          "if way == 'vlan0':",
+          "    gateway = ip('-4', 'route', 'show', 'default').split()[2]",
+          "    gateway_mac = json.loads(ip('-j', 'neigh', 'show', gateway))[0]['lladdr']",
+          "    ip('link', 'add', 'link', 'eth0', 'name', 'vlan0', 'type', 'vlan', 'id', '0')",
+          "    ip('link', 'set', 'vlan0', 'up')",
+          "    device = 'vlan0'",
+          "ip('route', 'replace', target + '/32', 'dev', device, 'src', own)",
+          "if way == 'vlan0':",
+          "    ip('neigh', 'replace', target, 'lladdr', gateway_mac, 'dev', device)",
           "try:",
           "    socket.create_connection((target, port), timeout=6).close()",
           "    print('connected')",
           "except OSError as error:",
           "    print('no connection:', error)",
           "finally:",
-          "    subprocess.run(['ip', 'route', 'del', target + '/32', 'dev', 'link1'])",
+          "    subprocess.run(['ip', 'route', 'del', target + '/32', 'dev', device])",
+          "    if way == 'vlan0':",
+          "        subprocess.run(['ip', 'link', 'del', 'vlan0'])",
         ].join("\n"),
       ).toString("base64");
-      const through = (target: string, port: number) => cli(["ssh", run.runId, "--", `echo ${probe} | base64 -d | sudo python3 - ${target} ${port}`], dirs.env);
-      assert.equal((await through(`${linkPrefix}.11`, 22)).stdout.trim(), "connected", "the probe's way works to kazi");
+      const around = async (target: string, port: number, way: "link1" | "vlan0") => {
+        const result = await cli(["ssh", run.runId, "--", `echo ${probe} | base64 -d | sudo python3 - ${target} ${port} ${way}`], dirs.env);
+        return `${result.stdout.trim()}${result.code === 0 ? "" : ` (exit ${result.code}: ${result.stderr.trim().slice(-400)})`}`;
+      };
+      assert.equal(await around(`${linkPrefix}.11`, 22, "link1"), "connected", "the probe's way works to kazi");
       const controlHost = "10.20.77.254";
       execFileSync("ip", ["addr", "add", `${controlHost}/32`, "dev", "lo"]);
       try {
         await withListener(httpServer(controlHost, 8099), `http://${controlHost}:8099/`, async () => {
-          assert.match((await through(controlHost, 8099)).stdout.trim(), /^no connection: timed out/, "the link's filter drops it");
+          assert.match(await around(controlHost, 8099, "link1"), /^no connection: timed out$/, "the link's filter drops it");
+          assert.match(await around(controlHost, 8099, "vlan0"), /^no connection: timed out$/, "the isolation filter drops VLAN-tagged frames");
         });
       } finally {
         execFileSync("ip", ["addr", "del", `${controlHost}/32`, "dev", "lo"]);
