@@ -2,7 +2,18 @@
 import { Writable } from "node:stream";
 import type { SeedKeys } from "../../infra/seed.ts";
 import { Log } from "../../orchestrator/log.ts";
-import { newRunIdentity, pickSubnet, stackSpec, type EgressSpec, type StackSpec, type WarmStartSpec } from "../../infra/spec.ts";
+import {
+  newRunIdentity,
+  pickSubnet,
+  stackSpec,
+  type EgressSpec,
+  type RunIdentity,
+  type StackSpec,
+  type StackSpecInput,
+  type Subnet,
+  type TopologyPlace,
+  type WarmStartSpec,
+} from "../../infra/spec.ts";
 
 export const FIXED_IDENTITY = newRunIdentity("askari", new Date("2026-11-22T03:40:00Z"));
 
@@ -52,4 +63,19 @@ export const FIXED_KEYS: SeedKeys = {
 /** A Log that prints nothing (for code under test that logs progress). */
 export function silentLog(): Log {
   return new Log({ stream: new Writable({ write: (_chunk, _encoding, done) => done() }), enabled: false });
+}
+
+/** The stack inputs of one 1-vCPU VM of a topology on `place` (its files under `runsDir/<host>`). */
+export function topologyVmInput(identity: RunIdentity, subnet: Subnet, place: TopologyPlace, runsDir: string): StackSpecInput {
+  return {
+    identity,
+    accel: "tcg",
+    vm: { vcpus: 1, memoryMiB: 2048, diskGiB: 20 },
+    subnet,
+    egress: { mode: "allowlist", names: ["deb.debian.org"], upstreams: ["192.0.2.53"] },
+    goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
+    runDir: `${runsDir}/${identity.host}`,
+    ownerPid: 4242,
+    topology: place,
+  };
 }

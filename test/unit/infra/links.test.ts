@@ -9,18 +9,9 @@ import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { planStack } from "../../../infra/plan.ts";
 import { seedFiles } from "../../../infra/seed.ts";
-import {
-  newRunIdentity,
-  pickSubnet,
-  runIdOfObject,
-  stackSpec,
-  topologyLinks,
-  topologyMembers,
-  type StackSpecInput,
-  type TopologyPlace,
-} from "../../../infra/spec.ts";
+import { newRunIdentity, pickSubnet, runIdOfObject, stackSpec, topologyLinks, topologyMembers, type TopologyPlace } from "../../../infra/spec.ts";
 import { linkFilterXml, linkNetworkXml, networkXml } from "../../../infra/xml.ts";
-import { FIXED_KEYS } from "../../helpers/fixtures.ts";
+import { FIXED_KEYS, topologyVmInput } from "../../helpers/fixtures.ts";
 
 const AT = new Date("2026-12-05T09:00:00Z");
 const [askari, kazi, tatu] = ["askari", "kazi", "tatu"].map((host) => newRunIdentity(host, AT)) as [
@@ -36,17 +27,7 @@ const members = topologyMembers(
 );
 const links = topologyLinks(askari.runId, members, [["kazi", "askari"]], [linkSubnet]);
 const place: TopologyPlace = { network: askari.runId, members, links };
-const input = (identity: typeof askari): StackSpecInput => ({
-  identity,
-  accel: "tcg",
-  vm: { vcpus: 1, memoryMiB: 2048, diskGiB: 20 },
-  subnet,
-  egress: { mode: "allowlist", names: ["deb.debian.org"], upstreams: ["192.0.2.53"] },
-  goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
-  runDir: `/runs/20261205-090000-mesh/${identity.host}`,
-  ownerPid: 4242,
-  topology: place,
-});
+const input = (identity: typeof askari) => topologyVmInput(identity, subnet, place, "/runs/20261205-090000-mesh");
 const prefixOf = (cidr: string) => cidr.split(".").slice(0, 3).join(".");
 
 describe("a topology's extra links", () => {

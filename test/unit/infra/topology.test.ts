@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { planStack } from "../../../infra/plan.ts";
 import { seedFiles } from "../../../infra/seed.ts";
-import { addressInSubnet, macFor, newRunIdentity, pickSubnet, stackSpec, TOPOLOGY_DOMAIN, topologyMembers, type StackSpecInput } from "../../../infra/spec.ts";
+import { addressInSubnet, macFor, newRunIdentity, pickSubnet, stackSpec, TOPOLOGY_DOMAIN, topologyMembers } from "../../../infra/spec.ts";
 import { egressTableNft, networkXml } from "../../../infra/xml.ts";
-import { FIXED_KEYS, fixedSpec } from "../../helpers/fixtures.ts";
+import { FIXED_KEYS, fixedSpec, topologyVmInput } from "../../helpers/fixtures.ts";
 
 const AT = new Date("2026-12-05T02:00:00Z");
 const askari = newRunIdentity("askari", AT);
@@ -20,17 +20,7 @@ const members = topologyMembers(subnet, [
   { host: "askari", runId: askari.runId },
   { host: "kazi", runId: kazi.runId },
 ]);
-const base = (identity: typeof askari): StackSpecInput => ({
-  identity,
-  accel: "tcg",
-  vm: { vcpus: 1, memoryMiB: 2048, diskGiB: 20 },
-  subnet,
-  egress: { mode: "allowlist", names: ["deb.debian.org"], upstreams: ["192.0.2.53"] },
-  goldenImage: "/var/cache/boma-it/images/debian-13-local.qcow2",
-  runDir: `/runs/20261205-020000-mesh/${identity.host}`,
-  ownerPid: 4242,
-  topology: { network: askari.runId, members },
-});
+const base = (identity: typeof askari) => topologyVmInput(identity, subnet, { network: askari.runId, members }, "/runs/20261205-020000-mesh");
 
 describe("a topology of VMs on one network", () => {
   it("gives each VM a fixed address from .10 in order, and a MAC of its own run id", () => {
