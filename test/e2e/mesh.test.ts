@@ -175,52 +175,70 @@ describe(
       assert.equal(checked.code, 0, checked.stdout + checked.stderr.slice(-3000));
       assert.match((JSON.parse(checked.stdout) as { message: string }).message, /every check passes \(2\)/);
 
-      // Around the filters to the control host: a route on askari sends a connection out of an
-      // interface from its address on the run's network (so the control host's answer would come
-      // back through it). Out of link1: to kazi it connects (the way works), to an address of the
-      // control host it does not. Out of a VLAN 0 interface on eth0, to the gateway's MAC: Linux
-      // would take such a frame as untagged, and no rule of an inner protocol matches it.
+      // Around the filters to the control host, counted where the control host's IPv4 first sees
+      // a packet (prerouting; bridged packets pass there too): a route on askari sends a
+      // connection to an address of the control host out of link1 (the control host would answer
+      // ARP for it there), and out of a VLAN 0 interface on eth0 to the gateway's MAC (Linux takes
+      // such a frame as untagged). Neither may arrive; the same way to kazi does (the count works).
+      const controlHost = "10.20.77.254";
+      const counted = "e2e-link-probe";
       const probe = Buffer.from(
         [
           "import json, socket, subprocess, sys",
           "target, port, way = sys.argv[1], int(sys.argv[2]), sys.argv[3]",
           "ip = lambda *words: subprocess.run(['ip', *words], capture_output=True, text=True, check=True).stdout",
-          "own = ip('-4', '-o', 'addr', 'show', 'eth0').split()[3].split('/')[0]",
-          "device = 'link1'",
           "if way == 'vlan0':",
+          "    own = ip('-4', '-o', 'addr', 'show', 'eth0').split()[3].split('/')[0]",
           "    gateway = ip('-4', 'route', 'show', 'default').split()[2]",
           "    gateway_mac = json.loads(ip('-j', 'neigh', 'show', gateway))[0]['lladdr']",
           "    ip('link', 'add', 'link', 'eth0', 'name', 'vlan0', 'type', 'vlan', 'id', '0')",
           "    ip('link', 'set', 'vlan0', 'up')",
-          "    device = 'vlan0'",
-          "ip('route', 'replace', target + '/32', 'dev', device, 'src', own)",
-          "if way == 'vlan0':",
-          "    ip('neigh', 'replace', target, 'lladdr', gateway_mac, 'dev', device)",
+          "    ip('route', 'replace', target + '/32', 'dev', 'vlan0', 'src', own)",
+          "    ip('neigh', 'replace', target, 'lladdr', gateway_mac, 'dev', 'vlan0')",
+          "else:",
+          "    ip('route', 'replace', target + '/32', 'dev', 'link1')",
           "try:",
-          "    socket.create_connection((target, port), timeout=6).close()",
+          "    socket.create_connection((target, port), timeout=4).close()",
           "    print('connected')",
           "except OSError as error:",
           "    print('no connection:', error)",
           "finally:",
-          "    subprocess.run(['ip', 'route', 'del', target + '/32', 'dev', device])",
           "    if way == 'vlan0':",
           "        subprocess.run(['ip', 'link', 'del', 'vlan0'])",
+          "    else:",
+          "        subprocess.run(['ip', 'route', 'del', target + '/32', 'dev', 'link1'])",
         ].join("\n"),
       ).toString("base64");
       const around = async (target: string, port: number, way: "link1" | "vlan0") => {
         const result = await cli(["ssh", run.runId, "--", `echo ${probe} | base64 -d | sudo python3 - ${target} ${port} ${way}`], dirs.env);
         return `${result.stdout.trim()}${result.code === 0 ? "" : ` (exit ${result.code}: ${result.stderr.trim().slice(-400)})`}`;
       };
-      assert.equal(await around(`${linkPrefix}.11`, 22, "link1"), "connected", "the probe's way works to kazi");
-      const controlHost = "10.20.77.254";
+      const packets = (rule: string) => {
+        const listed = execFileSync("nft", ["list", "chain", "inet", counted, "prerouting"], { encoding: "utf8" });
+        return Number(new RegExp(`counter packets (\\d+) bytes \\d+ comment "${rule}"`).exec(listed)?.[1] ?? "-1");
+      };
+      execFileSync("nft", ["-f", "-"], {
+        input: `table inet ${counted} {
+  chain prerouting {
+    type filter hook prerouting priority -300; policy accept;
+    ip daddr ${linkPrefix}.11 tcp dport 22 counter comment "to-kazi"
+    iifname != "lo" ip daddr ${controlHost} counter comment "to-control-host"
+  }
+}
+`,
+      });
       execFileSync("ip", ["addr", "add", `${controlHost}/32`, "dev", "lo"]);
       try {
+        assert.equal(await around(`${linkPrefix}.11`, 22, "link1"), "connected", "the probe's way works to kazi");
+        assert.ok(packets("to-kazi") > 0, "the count sees what crosses the link");
         await withListener(httpServer(controlHost, 8099), `http://${controlHost}:8099/`, async () => {
-          assert.match(await around(controlHost, 8099, "link1"), /^no connection: timed out$/, "the link's filter drops it");
-          assert.match(await around(controlHost, 8099, "vlan0"), /^no connection: timed out$/, "the isolation filter drops VLAN-tagged frames");
+          assert.match(await around(controlHost, 8099, "link1"), /^no connection: timed out$/);
+          assert.match(await around(controlHost, 8099, "vlan0"), /^no connection: timed out$/);
         });
+        assert.equal(packets("to-control-host"), 0, "nothing reached the control host through the link or a VLAN");
       } finally {
         execFileSync("ip", ["addr", "del", `${controlHost}/32`, "dev", "lo"]);
+        execFileSync("nft", ["delete", "table", "inet", counted]);
       }
 
       // The link comes back with each VM's boot: the checks over it pass after the reboot.
