@@ -162,23 +162,24 @@ export const FORBIDDEN_RANGES: readonly (readonly [string, string])[] = [
 export function isolationFilterXml(spec: StackSpec): string {
   const own = spec.network.subnet.cidr.split("/")[0]!;
   const gateway = spec.network.subnet.gateway;
-  const rule = filterRule;
   return render({
     filter: {
       "@name": spec.isolationFilter,
       "@chain": "root",
       "@priority": "-700",
       rule: [
-        rule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
-        ...VLAN_ETHERTYPES.map((type) => rule(60, "drop", "out", { mac: { "@protocolid": type } })),
-        rule(90, "accept", "inout", { all: { "@state": "ESTABLISHED,RELATED" } }),
-        rule(100, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
-        rule(101, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
-        rule(102, "accept", "out", { tcp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
-        rule(110, "drop", "out", { all: { "@dstipaddr": gateway } }),
-        ...spec.network.hostAddresses.filter((address) => address !== gateway).map((address) => rule(120, "drop", "out", { ip: { "@dstipaddr": address } })),
-        rule(200, "accept", "out", { ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } }),
-        ...FORBIDDEN_RANGES.map(([address, mask]) => rule(300, "drop", "out", { ip: { "@dstipaddr": address, "@dstipmask": mask } })),
+        filterRule(50, "drop", "inout", { mac: { "@protocolid": "ipv6" } }),
+        ...VLAN_ETHERTYPES.map((type) => filterRule(60, "drop", "out", { mac: { "@protocolid": type } })),
+        filterRule(90, "accept", "inout", { all: { "@state": "ESTABLISHED,RELATED" } }),
+        filterRule(100, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "67" } }),
+        filterRule(101, "accept", "out", { udp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        filterRule(102, "accept", "out", { tcp: { "@dstipaddr": gateway, "@dstportstart": "53" } }),
+        filterRule(110, "drop", "out", { all: { "@dstipaddr": gateway } }),
+        ...spec.network.hostAddresses
+          .filter((address) => address !== gateway)
+          .map((address) => filterRule(120, "drop", "out", { ip: { "@dstipaddr": address } })),
+        filterRule(200, "accept", "out", { ip: { "@dstipaddr": own, "@dstipmask": "255.255.255.0" } }),
+        ...FORBIDDEN_RANGES.map(([address, mask]) => filterRule(300, "drop", "out", { ip: { "@dstipaddr": address, "@dstipmask": mask } })),
       ],
     },
   });
