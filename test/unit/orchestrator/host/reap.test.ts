@@ -214,6 +214,38 @@ describe("reap", () => {
     }
   });
 
+  it("takes a dead topology's link networks and link filters as its run's, and leaves names of any other shape", async () => {
+    const env = {
+      FAKE_DOMAINS: "",
+      FAKE_NETWORKS: `${OLD} ${OLD}-link1 ${OLD}-link8 ${OLD}-link9 ${OLD}-linkx`,
+      FAKE_POOLS: "",
+      FAKE_VOLS: "",
+      FAKE_META: "",
+      FAKE_FILTERS: `${OLD}-isolation ${OLD}-links ${OLD}-linked`,
+    };
+    const { tree, runner, places, libvirt, calls } = await setup(env);
+    try {
+      await reap({
+        engines: [new DirectEngine(runner, join(tree.dir, "stacks"))],
+        libvirt,
+        runner,
+        log: silent,
+        runsDir: join(tree.dir, "runs"),
+        dryRun: false,
+        olderThanSeconds: undefined,
+        ...places,
+        isAlive: () => false,
+      });
+      const changed = changes(await calls());
+      for (const name of [OLD, `${OLD}-link1`, `${OLD}-link8`]) assert.ok(changed.includes(`net-destroy ${name}`), `${name} destroyed: ${changed.join("; ")}`);
+      for (const name of [`${OLD}-isolation`, `${OLD}-links`]) assert.ok(changed.includes(`nwfilter-undefine ${name}`), `${name} undefined`);
+      for (const name of [`${OLD}-link9`, `${OLD}-linkx`, `${OLD}-linked`])
+        assert.ok(!changed.some((call) => call.endsWith(` ${name}`)), `${name} is nobody's to boma-it`);
+    } finally {
+      await tree.remove();
+    }
+  });
+
   it("a run's pool that holds a volume boma-it does not make is left, with that volume", async () => {
     const { tree, runner, places, libvirt, calls } = await setup({
       FAKE_DOMAINS: "",
