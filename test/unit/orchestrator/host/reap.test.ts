@@ -65,6 +65,22 @@ esac`,
   return { tree, runner, images, nvram, sockets, dnsmasq, places, libvirt: new Libvirt(runner, "qemu:///system"), calls: () => fakeCalls(log) };
 }
 
+/** A reap of every run whose owner is dead, in the places and runs folder of a test's setup; `overrides` over those defaults. */
+function reapDead(context: Awaited<ReturnType<typeof setup>>, overrides: Partial<Parameters<typeof reap>[0]> = {}) {
+  return reap({
+    engines: [],
+    libvirt: context.libvirt,
+    runner: context.runner,
+    log: silent,
+    runsDir: join(context.tree.dir, "runs"),
+    dryRun: false,
+    olderThanSeconds: undefined,
+    ...context.places,
+    isAlive: () => false,
+    ...overrides,
+  });
+}
+
 const OLD = "boma-it-askari-20200101-000000";
 const DECOYS = "default my-boma-it-vm boma-itx bomait-askari-20200101-000000";
 
@@ -223,19 +239,10 @@ describe("reap", () => {
       FAKE_META: "",
       FAKE_FILTERS: `${OLD}-isolation ${OLD}-links ${OLD}-linked`,
     };
-    const { tree, runner, places, libvirt, calls } = await setup(env);
+    const context = await setup(env);
+    const { tree, runner, calls } = context;
     try {
-      await reap({
-        engines: [new DirectEngine(runner, join(tree.dir, "stacks"))],
-        libvirt,
-        runner,
-        log: silent,
-        runsDir: join(tree.dir, "runs"),
-        dryRun: false,
-        olderThanSeconds: undefined,
-        ...places,
-        isAlive: () => false,
-      });
+      await reapDead(context, { engines: [new DirectEngine(runner, join(tree.dir, "stacks"))] });
       const changed = changes(await calls());
       for (const name of [OLD, `${OLD}-link1`, `${OLD}-link8`]) assert.ok(changed.includes(`net-destroy ${name}`), `${name} destroyed: ${changed.join("; ")}`);
       for (const name of [`${OLD}-isolation`, `${OLD}-links`]) assert.ok(changed.includes(`nwfilter-undefine ${name}`), `${name} undefined`);
@@ -247,25 +254,16 @@ describe("reap", () => {
   });
 
   it("a run's pool that holds a volume boma-it does not make is left, with that volume", async () => {
-    const { tree, runner, places, libvirt, calls } = await setup({
+    const context = await setup({
       FAKE_DOMAINS: "",
       FAKE_NETWORKS: "",
       FAKE_POOLS: OLD,
       FAKE_VOLS: `${OLD}:${OLD}-overlay.qcow2 ${OLD}:thesis.pdf`,
       FAKE_META: "",
     });
+    const { tree, calls } = context;
     try {
-      const items = await reap({
-        engines: [],
-        libvirt,
-        runner,
-        log: silent,
-        runsDir: join(tree.dir, "runs"),
-        dryRun: false,
-        olderThanSeconds: undefined,
-        ...places,
-        isAlive: () => false,
-      });
+      const items = await reapDead(context);
       assert.deepEqual(changes(await calls()), [`pool-refresh ${OLD}`, `vol-delete ${OLD}-overlay.qcow2 --pool ${OLD}`]);
       assert.match(items.find((item) => item.kind === "pool")!.detail, /it holds volumes boma-it does not make \(thesis\.pdf\)/);
     } finally {
@@ -274,27 +272,18 @@ describe("reap", () => {
   });
 
   it("lists without touching anything in a dry run", async () => {
-    const { tree, runner, images, sockets, places, libvirt, calls } = await setup({
+    const context = await setup({
       FAKE_DOMAINS: OLD,
       FAKE_NETWORKS: OLD,
       FAKE_POOLS: "",
       FAKE_VOLS: "",
       FAKE_META: `${OLD}=999999`,
     });
+    const { tree, images, sockets, calls } = context;
     try {
       await mkdir(join(images, OLD));
       await writeFile(join(sockets, OLD), "");
-      const items = await reap({
-        engines: [],
-        libvirt,
-        runner,
-        log: silent,
-        runsDir: join(tree.dir, "runs"),
-        dryRun: true,
-        olderThanSeconds: undefined,
-        ...places,
-        isAlive: () => false,
-      });
+      const items = await reapDead(context, { dryRun: true });
       assert.deepEqual(changes(await calls()), []);
       assert.deepEqual(
         items.map((item) => `${item.action} ${item.kind}`),
