@@ -538,7 +538,7 @@ export function topologyProblems(profile: ProfileInput, hosts: readonly string[]
 }
 
 /** Whether `links` has one between `one` and `other` (either way round). */
-export function linked(links: readonly (readonly [string, string])[] | undefined, one: string, other: string): boolean {
+function linked(links: readonly (readonly [string, string])[] | undefined, one: string, other: string): boolean {
   return (links ?? []).some(([left, right]) => (left === one && right === other) || (left === other && right === one));
 }
 
