@@ -17,6 +17,8 @@ import { PROBE_KINDS, CONTROLLER_BY_DEFAULT } from "../profile/schema.ts";
 export interface ProbeOutcome {
   ok: boolean;
   detail: string;
+  /** It failed for good (a unit that failed): no later try can pass. */
+  final?: true;
 }
 
 /** Where an https check's trust comes from, resolved: PEM text, the system's roots, or none. */
@@ -241,10 +243,10 @@ export interface PeerTarget {
 }
 
 /** The command and the reading of its output, for a probe that runs inside the VM. */
-interface InsideProbe {
+export interface InsideProbe {
   command: string;
   input?: string;
-  read: (result: MachineResult) => ProbeOutcome;
+  read: (result: Pick<MachineResult, "exitCode" | "stdout" | "stderr">) => ProbeOutcome;
 }
 
 /** The last non-empty line of some output. */
@@ -259,12 +261,45 @@ function lastLine(text: string): string {
 }
 
 /**
- * How a check runs inside the VM (as root): its command and what its output means. `unit`,
- * `listen` and `run` keep their own waits on the Machine (checks.ts).
+ * How a check runs inside the VM (as root): its command and what its output means.
  */
 export function insideProbe(check: Check, trust: Trust | undefined, caFileOnVm: string | undefined, peer?: PeerTarget): InsideProbe {
   const address = peer?.address ?? "127.0.0.1";
   const where = peer ? `(from ${peer.from})` : "(on the host itself)";
+  if (check.unit) {
+    const unit = check.unit;
+    return {
+      command: `systemctl is-active ${quoteArg(unit)}`,
+      read: ({ stdout, stderr }) => {
+        const state = stdout.trim() || lastLine(stderr);
+        if (state === "active") return { ok: true, detail: `${unit} is active` };
+        if (state === "failed") return { ok: false, detail: `unit ${unit} failed`, final: true };
+        return { ok: false, detail: `${unit} is ${state}` };
+      },
+    };
+  }
+  if (check.listen) {
+    const { port } = check.listen;
+    return {
+      command: `ss -Htln ${quoteArg(`sport = :${port}`)}`,
+      read: ({ exitCode, stdout }) => {
+        const line = stdout.trim().split("\n")[0] ?? "";
+        return exitCode === 0 && line !== ""
+          ? { ok: true, detail: `listening: ${line.replace(/\s+/g, " ")}` }
+          : { ok: false, detail: `nothing listens on TCP port ${port}` };
+      },
+    };
+  }
+  if (check.run) {
+    return {
+      command: check.run,
+      read: ({ exitCode, stdout, stderr }) => {
+        if (exitCode !== 0) return { ok: false, detail: `exit ${exitCode}: ${lastLine(stderr || stdout)}` };
+        const output = lastLine(stdout).slice(0, 200);
+        return { ok: true, detail: `exit 0${output ? `: ${output}` : ""}` };
+      },
+    };
+  }
   if (check.http || check.https) {
     const probe = (check.https ?? check.http)!;
     const url = `${check.https ? "https" : "http"}://${probe.host ?? address}:${probe.port}${probe.path} ${where}`;
@@ -429,9 +464,13 @@ export function insideProbe(check: Check, trust: Trust | undefined, caFileOnVm: 
   throw new Error(`no inside probe for a ${probeKind(check)} check`);
 }
 
-/** One try of a probe inside the VM; a try the harness cut off got no answer. */
-export async function tryInside(machine: Machine, probe: InsideProbe, tryMs: number): Promise<ProbeOutcome> {
-  const result = await machine.execute(probe.command, { timeoutMs: tryMs, ...(probe.input !== undefined ? { input: probe.input } : {}) });
+/** What one try of a probe inside the VM saw; a try the harness cut off got no answer. */
+export function readInside(probe: InsideProbe, result: MachineResult, tryMs: number): ProbeOutcome {
   if (result.timedOut) return { ok: false, detail: `no answer within ${Math.round(tryMs / 1000)} s` };
   return probe.read(result);
+}
+
+/** One try of a probe inside the VM. */
+export async function tryInside(machine: Machine, probe: InsideProbe, tryMs: number): Promise<ProbeOutcome> {
+  return readInside(probe, await machine.execute(probe.command, { timeoutMs: tryMs, ...(probe.input !== undefined ? { input: probe.input } : {}) }), tryMs);
 }

@@ -21,15 +21,19 @@ export interface SnapshotDiff {
   removed: string[];
 }
 
-/** Takes the picture; an item that cannot be read says so instead of failing the run. */
+/** Takes the picture (its items through one command in the guest); an item that cannot be read says so instead of failing the run. */
 export async function takeSnapshot(machine: Machine): Promise<Snapshot> {
-  const entries = await Promise.all(
-    Object.entries(SNAPSHOT_COMMANDS).map(async ([name, command]) => {
-      const result = await machine.execute(command, { timeoutMs: 60_000 });
-      return [name, result.exitCode === 0 ? result.stdout : `(could not read: exit ${result.exitCode}: ${result.stderr.trim()})`] as const;
-    }),
+  const items = Object.entries(SNAPSHOT_COMMANDS);
+  const results = await machine.executeEach(
+    items.map(([, command]) => ({ command })),
+    { timeoutMs: 60_000 },
   );
-  return Object.fromEntries(entries) as Snapshot;
+  return Object.fromEntries(
+    items.map(([name], index) => {
+      const result = results[index]!;
+      return [name, result.exitCode === 0 ? result.stdout : `(could not read: exit ${result.exitCode}: ${result.stderr.trim()})`];
+    }),
+  ) as Snapshot;
 }
 
 /** Line diff of each item (order-insensitive, blank lines ignored). */

@@ -12,7 +12,7 @@ import { Runner } from "../../../../infra/runner.ts";
 import { runChecks } from "../../../../orchestrator/guest/checks.ts";
 import { Machine, VmDownError } from "../../../../orchestrator/guest/machine.ts";
 import type { Check } from "../../../../orchestrator/profile/schema.ts";
-import { WaitError } from "../../../../orchestrator/retry.ts";
+import { insideProbe, tryInside } from "../../../../orchestrator/guest/probes.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
@@ -124,11 +124,8 @@ describe("runChecks", () => {
     try {
       const { machine } = await guest(tree.dir, ["active"]);
       await writeFake(join(tree.dir, "bin"), "ssh", "exec sleep 30");
-      await assert.rejects(machine.waitUntilSucceeds("docker exec probe true", 1000, 500), (error: unknown) => {
-        assert.ok(error instanceof WaitError);
-        assert.equal(error.lastSeen, "no answer within 1 s");
-        return true;
-      });
+      const outcome = await tryInside(machine, insideProbe({ name: "probe", run: "docker exec probe true", within: 1 }, undefined, undefined), 500);
+      assert.deepEqual(outcome, { ok: false, detail: "no answer within 1 s" });
     } finally {
       await tree.remove();
     }

@@ -48,6 +48,7 @@ function setup(guest: Guest) {
     // The boot after a power cycle, proven as the machine proves it.
     provenNewBoot: async () => next(),
     execute: async () => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 }),
+    executeEach: async (commands: unknown[]) => commands.map(() => ({ exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 })),
     guestBootSeconds: async () => 30,
     kernelStarted: async () => guest.kernelStarted ?? false,
     domainState: async () => guest.state ?? "running (booted)",

@@ -250,6 +250,17 @@ function fakeVm(
   reach: (command: string) => boolean,
   options: { notBack?: boolean; units?: string[] } = {},
 ): Machine {
+  const execute = async (command: string) => {
+    if (command.includes("/dev/tcp/")) {
+      events.push(`${host}: ${command.replace(/^.*\/dev\/tcp\/([^']*)'.*$/, "tcp $1")}`);
+      return { exitCode: reach(command) ? 0 : 1, stdout: "", stderr: reach(command) ? "" : "bash: connect: Connection refused", durationMs: 1 };
+    }
+    if (command.includes("ruleset-begin")) {
+      events.push(`${host}: survival state`);
+      return { exitCode: 0, stdout: `${(options.units ?? []).map((unit) => `active|${unit}||`).join("\n")}\nruleset-begin\n`, stderr: "", durationMs: 1 };
+    }
+    return { exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 };
+  };
   return {
     name: host,
     target: { ip },
@@ -266,17 +277,8 @@ function fakeVm(
     domainState: async () => "running (booted)",
     currentBootConsole: async () => ["login:"],
     guestBootSeconds: async () => 20,
-    execute: async (command: string) => {
-      if (command.includes("/dev/tcp/")) {
-        events.push(`${host}: ${command.replace(/^.*\/dev\/tcp\/([^']*)'.*$/, "tcp $1")}`);
-        return { exitCode: reach(command) ? 0 : 1, stdout: "", stderr: reach(command) ? "" : "bash: connect: Connection refused", durationMs: 1 };
-      }
-      if (command.includes("ruleset-begin")) {
-        events.push(`${host}: survival state`);
-        return { exitCode: 0, stdout: `${(options.units ?? []).map((unit) => `active|${unit}||`).join("\n")}\nruleset-begin\n`, stderr: "", durationMs: 1 };
-      }
-      return { exitCode: 0, stdout: "running\n", stderr: "", durationMs: 1 };
-    },
+    execute,
+    executeEach: async (commands: { command: string }[]) => Promise.all(commands.map((entry) => execute(entry.command))),
     waitFor: async <T>(what: string, _ms: number, attempt: () => Promise<{ done: true; value: T } | { done: false; seen: string }>) => {
       const outcome = await attempt();
       if (outcome.done) return outcome.value;
