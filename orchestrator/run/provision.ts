@@ -20,7 +20,7 @@ import { imageFix } from "../host/golden.ts";
 import { Libvirt } from "../host/libvirt.ts";
 import type { Log } from "../log.ts";
 import { describePanic } from "../guest/console.ts";
-import { BootStallError, Machine, tcgRaceOf, type SshReady } from "../guest/machine.ts";
+import { BootStallError, Machine, tcgRaceOf, type MachineResult, type SshReady } from "../guest/machine.ts";
 import type { LoadedProfile } from "../profile/load.ts";
 import { controlPathFor, pinHostKeys, prepareControlSocketDir } from "../host/ssh.ts";
 import { rootCommand } from "../host/root.ts";
@@ -422,15 +422,16 @@ async function startWarm(options: ProvisionOptions, base: ProvisionBase, state: 
   });
   const machine = await machineFor(made, { runner: options.runner, log, libvirt: options.libvirt, signal: options.signal });
   try {
-    // Ready to be logged into with the right time: the clock is part of the wait a warm start has.
-    const ready = await log.timed(base.phases, "SSH", async () => {
+    // Ready to be logged into with the right time: the clock is part of the wait a warm start has,
+    // and cloud-init's marker is looked for in the same command.
+    const { ready, marker } = await log.timed(base.phases, "SSH", async () => {
       const answered = await machine.waitForSsh(timeouts.sshMs);
       if (answered.bootId !== state.meta.bootId)
         throw new HarnessError(`the restored VM has boot id ${answered.bootId}, not the saved first boot's ${state.meta.bootId}`);
-      await machine.setClockToNow();
-      return answered;
+      const [found] = await machine.setClockToNow(new Date(), [{ command: CLOUD_INIT_FINISHED_TEST }]);
+      return { ready: answered, marker: found! };
     });
-    await log.timed(base.phases, "cloud-init", () => confirmCloudInitDone(machine, log, timeouts.cloudInitMs));
+    await log.timed(base.phases, "cloud-init", () => confirmCloudInitDone(machine, log, timeouts.cloudInitMs, marker));
     log.info(`started from the saved first boot: boot id ${ready.bootId.slice(0, 8)}…, its clock set to now`);
     return {
       outputs: made,
@@ -575,13 +576,15 @@ export async function withOneReset<T>(
   }
 }
 
+/** Exits 0 when cloud-init has finished its boot in the guest. */
+const CLOUD_INIT_FINISHED_TEST = "test -e /var/lib/cloud/instance/boot-finished";
+
 /**
  * cloud-init on a restored first boot: the state was saved only once it had finished, so its
  * marker is there and nothing is waited for (`cloud-init status --wait` alone costs 12-15 s under
  * TCG: Python loading cloud-init). A guest without the marker is waited for as after a boot.
  */
-async function confirmCloudInitDone(machine: Machine, log: Log, timeoutMs: number): Promise<void> {
-  const marker = await machine.execute("test -e /var/lib/cloud/instance/boot-finished", { timeoutMs: 30_000 });
+async function confirmCloudInitDone(machine: Machine, log: Log, timeoutMs: number, marker: MachineResult): Promise<void> {
   if (marker.exitCode === 0) return;
   log.warn("the restored first boot has no cloud-init boot-finished marker: waiting for cloud-init as after a boot");
   await waitForCloudInit(machine, log, timeoutMs);
