@@ -56,7 +56,7 @@ export function networkXml(spec: StackSpec): string {
       ...(options.length > 0 ? { "@xmlns:dnsmasq": DNSMASQ_NAMESPACE } : {}),
       name: network.name,
       ...(egress.mode === "none" ? {} : { forward: { "@mode": "nat" } }),
-      bridge: { "@name": network.bridge, "@stp": "on", "@delay": "0" },
+      bridge: bridgeWithoutSpanningTree(network.bridge),
       mac: { "@address": network.gatewayMac },
       // Several VMs: their names under a domain only this network's DNS answers.
       ...(network.members.length > 1 ? { domain: { "@name": TOPOLOGY_DOMAIN, "@localOnly": "yes" } } : {}),
@@ -89,6 +89,17 @@ export function networkXml(spec: StackSpec): string {
 }
 
 /**
+ * A run's bridge, without the spanning tree: with it on, Linux holds every new port (a VM
+ * started, restored or started again after a reboot) in listening and learning for twice its
+ * minimum forward delay of 2 s before anything passes, which a warm start waits out in full. Its
+ * bridges have no uplink and each VM's port lets out only its own frames (the filters), so there
+ * is no loop for it to break.
+ */
+function bridgeWithoutSpanningTree(bridge: string): Record<string, string> {
+  return { "@name": bridge, "@stp": "off", "@delay": "0" };
+}
+
+/**
  * A topology's extra link (see {@link TopologyLink}): a bridge and nothing else. No `<ip>`, so
  * the control host has no address on it and libvirt runs no DHCP or DNS there; no `<forward>`,
  * so nothing leaves it; libvirt turns IPv6 off on a bridge without an IPv6 address.
@@ -97,7 +108,7 @@ export function linkNetworkXml(link: TopologyLink): string {
   return render({
     network: {
       name: link.network,
-      bridge: { "@name": link.bridge, "@stp": "on", "@delay": "0" },
+      bridge: bridgeWithoutSpanningTree(link.bridge),
     },
   });
 }
