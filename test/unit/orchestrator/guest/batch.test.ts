@@ -32,6 +32,10 @@ describe("guestBatch", () => {
       { command: "true" },
       { command: "cat; echo read-nothing" },
       { command: "printf '\\n\\nblank lines around\\n\\n'" },
+      // As `sh -c` would run them: a syntax error fails that command alone, exec and exit end it.
+      { command: "if then fi (" },
+      { command: "exec sh -c 'echo replaced; exit 5'" },
+      { command: "echo first; exit 7; echo never" },
     ];
     const batch = guestBatch(commands, 10_000);
     const results = batch.read(await runScript(batch.script));
@@ -42,7 +46,11 @@ describe("guestBatch", () => {
       { exitCode: 0, stdout: "", stderr: "", timedOut: false },
       { exitCode: 0, stdout: "read-nothing\n", stderr: "", timedOut: false },
       { exitCode: 0, stdout: "\n\nblank lines around\n\n", stderr: "", timedOut: false },
+      { exitCode: 2, stdout: "", stderr: results?.[6]?.stderr ?? "", timedOut: false },
+      { exitCode: 5, stdout: "replaced\n", stderr: "", timedOut: false },
+      { exitCode: 7, stdout: "first\n", stderr: "", timedOut: false },
     ]);
+    assert.match(results?.[6]?.stderr ?? "", /Syntax error/);
   });
 
   it("runs the commands side by side, and cuts one off at its time limit without holding up the rest", async () => {
@@ -52,9 +60,9 @@ describe("guestBatch", () => {
     const seconds = (Date.now() - started) / 1000;
     assert.ok(seconds < 10, `the batch took ${seconds} s: the cut-off command was not cut off`);
     assert.deepEqual(results, [
-      { exitCode: 124, stdout: "", stderr: "", timedOut: true },
+      { exitCode: undefined, stdout: "", stderr: "", timedOut: true },
       { exitCode: 0, stdout: "late but in time\n", stderr: "", timedOut: false },
-      // A command's own 124 is its exit status, not a cut-off.
+      // A command's own 124 (timeout(1)'s word for a cut-off) is its exit status.
       { exitCode: 124, stdout: "", stderr: "", timedOut: false },
     ]);
   });
@@ -65,7 +73,7 @@ describe("guestBatch", () => {
     assert.equal(batch.read(whole)?.length, 2);
     // Cut before its end (the session died), or one command's answer missing.
     assert.equal(batch.read(whole.slice(0, whole.indexOf("@@boma-it-00aa end"))), undefined);
-    assert.equal(batch.read(whole.replace(/@@boma-it-00aa 1 out 0\ntwo\n\n/, "")), undefined);
+    assert.equal(batch.read(whole.replace(/\n@@boma-it-00aa 1 out 0\ntwo\n/, "")), undefined);
     assert.equal(batch.read("sudo: a password is required\n"), undefined);
     // A command that prints another batch's markers, or this batch's own script, is read as its output.
     const other = guestBatch([{ command: "printf '@@boma-it-bb11 0 out 0\\nfake\\n@@boma-it-bb11 end\\n'" }, { command: "cat" }], 10_000, "cc22");
