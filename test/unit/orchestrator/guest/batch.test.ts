@@ -10,11 +10,9 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, it } from "node:test";
-import { Runner } from "../../../../infra/runner.ts";
 import { guestBatch, type BatchCommand } from "../../../../orchestrator/guest/batch.ts";
-import { Machine } from "../../../../orchestrator/guest/machine.ts";
-import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
-import { silentLog } from "../../../helpers/fixtures.ts";
+import { fakeCalls } from "../../../helpers/fakes.ts";
+import { localGuest } from "../../../helpers/local-guest.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
 /** Runs a batch's script with sh, as the guest's sudo would; returns its stdout. */
@@ -84,26 +82,10 @@ describe("guestBatch", () => {
 });
 
 describe("Machine.executeEach", () => {
-  /** A Machine whose ssh runs the remote command right here (sudo drops its flags). */
-  async function localMachine(dir: string, ssh = `exec bash -c "\${@: -1}"`) {
-    const bin = join(dir, "bin");
-    await writeFake(bin, "ssh", ssh);
-    await writeFake(bin, "sudo", `while [ "$1" = -n ] || [ "$1" = -- ]; do shift; done; exec "$@"`);
-    const runner = new Runner({ env: { PATH: `${bin}:/usr/bin:/bin`, FAKE_LOG: join(dir, "calls.log"), HOME: dir } });
-    return new Machine({
-      name: "askari",
-      target: { ip: "127.0.0.1", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "a" },
-      runner,
-      log: silentLog(),
-      consoleLog: join(dir, "console.log"),
-      domainState: async () => "running (booted)",
-    });
-  }
-
   it("sends one command for the lot, and each result is what execute would say", async () => {
     const tree = await tempTree();
     try {
-      const machine = await localMachine(tree.dir);
+      const machine = await localGuest(tree.dir);
       const results = await machine.executeEach([{ command: "echo one" }, { command: "cat >&2; exit 2", input: "two" }], { timeoutMs: 10_000 });
       assert.deepEqual(
         results.map(({ exitCode, stdout, stderr, timedOut }) => ({ exitCode, stdout, stderr, timedOut })),
@@ -122,7 +104,7 @@ describe("Machine.executeEach", () => {
     const tree = await tempTree();
     try {
       // A guest whose shell mangles the batch (it answers only single commands).
-      const machine = await localMachine(tree.dir, `case "\${@: -1}" in *mktemp*) echo garbled; exit 0;; esac; exec bash -c "\${@: -1}"`);
+      const machine = await localGuest(tree.dir, { ssh: `case "\${@: -1}" in *mktemp*) echo garbled; exit 0;; esac; exec bash -c "\${@: -1}"` });
       const results = await machine.executeEach([{ command: "echo one" }, { command: "echo two; exit 1" }], { timeoutMs: 10_000 });
       assert.deepEqual(
         results.map(({ exitCode, stdout }) => [exitCode, stdout]),

@@ -13,13 +13,12 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Runner } from "../../../../infra/runner.ts";
 import { runChecks } from "../../../../orchestrator/guest/checks.ts";
-import { Machine } from "../../../../orchestrator/guest/machine.ts";
+import type { Machine } from "../../../../orchestrator/guest/machine.ts";
 import { dnsProbeFromController, insideProbe, tryInside, webProbeFromController } from "../../../../orchestrator/guest/probes.ts";
 import { profileSchema, type Check } from "../../../../orchestrator/profile/schema.ts";
 import { writeFake } from "../../../helpers/fakes.ts";
-import { silentLog } from "../../../helpers/fixtures.ts";
+import { localGuest } from "../../../helpers/local-guest.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 import { makeCa } from "../../../helpers/tls.ts";
 
@@ -63,14 +62,10 @@ async function dnsStub(records: Record<string, string>): Promise<{ socket: Socke
   return { socket, port: socket.address().port };
 }
 
-/**
- * A Machine whose ssh runs the remote command right here (sudo drops its flags), with fake nft
- * and docker that print what `nftRuleset` and `dockerState` hold.
- */
-async function localGuest(dir: string): Promise<Machine> {
+/** A guest that is this host (see local-guest.ts), with fake nft and docker that print what `ruleset` and `container-<name>` hold. */
+async function localGuestWithFakes(dir: string): Promise<Machine> {
+  const machine = await localGuest(dir);
   const bin = join(dir, "bin");
-  await writeFake(bin, "ssh", `exec bash -c "\${@: -1}"`);
-  await writeFake(bin, "sudo", `while [ "$1" = -n ] || [ "$1" = -- ]; do shift; done; exec "$@"`);
   await writeFake(
     bin,
     "nft",
@@ -83,15 +78,7 @@ cat "${join(dir, "ruleset")}"`,
     `name="\${@: -1}"; [ -f "${dir}/container-$name" ] || { echo "Error: No such object: $name" >&2; exit 1; }
 cat "${dir}/container-$name"`,
   );
-  const runner = new Runner({ env: { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`, FAKE_LOG: join(dir, "calls.log"), HOME: dir } });
-  return new Machine({
-    name: "askari",
-    target: { ip: "127.0.0.1", user: "boma", keyFile: "/k", knownHostsFile: "/kh", alias: "a" },
-    runner,
-    log: silentLog(),
-    consoleLog: join(dir, "console.log"),
-    domainState: async () => "running (booted)",
-  });
+  return machine;
 }
 
 describe("probes", () => {
@@ -114,7 +101,7 @@ describe("probes", () => {
     tlsPort = await listen(tls as unknown as Server);
     httpPort = await listen(http);
     servers.push(tls, http);
-    machine = await localGuest(tree.dir);
+    machine = await localGuestWithFakes(tree.dir);
   });
   after(async () => {
     for (const server of servers) server.close();
