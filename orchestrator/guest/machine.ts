@@ -236,7 +236,7 @@ export class Machine {
     if (batch.script.length > MAX_BATCH_SCRIPT_CHARS) return alone();
     // The guest cuts each command off itself; the session gets the time to say so.
     const result = await this.execute(batch.script, { timeoutMs: tryMs + 15_000 });
-    if (result.timedOut) return commands.map(() => ({ ...result }));
+    if (result.timedOut) return commands.map(() => ({ ...result, stdout: "" }));
     const results = batch.read(result.stdout);
     if (results === undefined) return alone();
     return results.map((entry) => ({ ...entry, durationMs: result.durationMs }));
