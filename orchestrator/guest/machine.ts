@@ -39,6 +39,8 @@ export interface ExecuteOptions {
   input?: string;
   /** The input or output holds a secret: never in a record's tail. */
   secretOutput?: boolean;
+  /** How long ssh waits for the connection and sshd's greeting (default 5 s). */
+  connectTimeoutSeconds?: number;
 }
 
 /** What a command on the machine did. */
@@ -212,7 +214,11 @@ export class Machine {
    */
   async execute(command: string, options: ExecuteOptions = {}): Promise<MachineResult> {
     const remote = options.asUser ? command : `sudo -n -- sh -c ${quoteArg(command)}`;
-    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote, { multiplex: options.multiplex ?? true }), {
+    const connection = {
+      multiplex: options.multiplex ?? true,
+      ...(options.connectTimeoutSeconds ? { connectTimeoutSeconds: options.connectTimeoutSeconds } : {}),
+    };
+    const result = await this.#options.runner.run("ssh", sshCommandArgs(this.#options.target, remote, connection), {
       check: false,
       timeoutMs: options.timeoutMs ?? 120_000,
       ...(options.input !== undefined ? { input: options.input } : {}),
@@ -419,8 +425,9 @@ export class Machine {
         // sshd has greeted: a login that is slow is the guest's load, not a guest that is not
         // ready. Under TCG on a busy host the first login of a boot took 20 s and more (key
         // exchange, then the session waiting for the account's user manager); one given up and
-        // tried again only came later.
-        const result = await this.execute(probe, { timeoutMs: 90_000, asUser: true });
+        // tried again only came later. ssh's own limit on sshd's greeting is as long: a loaded
+        // guest's sshd took over 5 s to greet the login after it had greeted the probe.
+        const result = await this.execute(probe, { timeoutMs: 90_000, asUser: true, connectTimeoutSeconds: 60 });
         const answeredAt = this.#clock.now();
         if (result.exitCode !== 0 && HOST_KEY_REJECTED.test(result.stderr)) {
           rejectedSince ??= answeredAt;

@@ -16,7 +16,7 @@ import { GuestPanicError, Machine } from "../../../../orchestrator/guest/machine
 import type { Clock } from "../../../../orchestrator/retry.ts";
 import { sshBanner } from "../../../../orchestrator/host/ssh.ts";
 import { fakeDomain, PANICKED_BOOT } from "../../../helpers/fake-domain.ts";
-import { writeFake } from "../../../helpers/fakes.ts";
+import { fakeCalls, writeFake } from "../../../helpers/fakes.ts";
 import { silentLog } from "../../../helpers/fixtures.ts";
 import { tempTree } from "../../../helpers/tmp.ts";
 
@@ -53,6 +53,9 @@ describe("SSH readiness", () => {
       const ready = await machine.waitForSsh(60_000);
       assert.equal(ready.readyLagSeconds, 0.8);
       assert.equal(ready.bootId, "0f1e2d3c-aaaa-bbbb-cccc-000000000001", "the boot id is the last line, after both timestamps");
+      // sshd greeted the probe: a loaded guest's slow greeting of the login is waited for, not given up after 5 s.
+      const [login] = (await fakeCalls(join(tree.dir, "log"))).filter(([program]) => program === "ssh");
+      assert.ok(login?.includes("ConnectTimeout=60"), `the login's ssh: ${login?.join(" ")}`);
     } finally {
       await tree.remove();
     }
