@@ -111,6 +111,11 @@ export function quoteArg(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
 }
 
+/** The last line of some output, blank lines and spaces at its end left out: what an error message quotes of it. */
+export function lastLine(text: string): string {
+  return text.trim().split("\n").at(-1) ?? "";
+}
+
 function lastLines(text: string, count: number): string {
   const lines = text.replace(/\n+$/, "").split("\n");
   return lines.slice(-count).join("\n");

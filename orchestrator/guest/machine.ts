@@ -9,7 +9,7 @@
  * it when done with the VM).
  */
 import { open, readFile, stat } from "node:fs/promises";
-import { quoteArg, type Runner } from "../../infra/runner.ts";
+import { lastLine, quoteArg, type Runner } from "../../infra/runner.ts";
 import { HarnessError, SystemUnderTestError } from "../errors.ts";
 import { guestBatch, MAX_BATCH_SCRIPT_CHARS, type BatchCommand } from "./batch.ts";
 import type { RebootKind } from "../profile/schema.ts";
@@ -840,10 +840,6 @@ export class Machine {
       throw new HarnessError(message, { cause: error });
     }
   }
-}
-
-function lastLine(text: string): string {
-  return text.trim().split("\n").at(-1) ?? "";
 }
 
 /** A count as a command prints it; undefined when it is none (empty: systemd does not know the property). */

@@ -8,7 +8,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { connect, isIP } from "node:net";
 import type { PeerCertificate, TLSSocket } from "node:tls";
-import { quoteArg } from "../../infra/runner.ts";
+import { lastLine, quoteArg } from "../../infra/runner.ts";
 import type { Check, ProbeKind } from "../profile/schema.ts";
 import type { Machine, MachineResult } from "./machine.ts";
 import { PROBE_KINDS, CONTROLLER_BY_DEFAULT } from "../profile/schema.ts";
@@ -247,17 +247,6 @@ export interface InsideProbe {
   command: string;
   input?: string;
   read: (result: Pick<MachineResult, "exitCode" | "stdout" | "stderr">) => ProbeOutcome;
-}
-
-/** The last non-empty line of some output. */
-function lastLine(text: string): string {
-  return (
-    text
-      .trim()
-      .split("\n")
-      .filter((line) => line.trim() !== "")
-      .at(-1) ?? ""
-  );
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CommandFailedError, Runner, type CommandRecord } from "../../../infra/runner.ts";
+import { CommandFailedError, lastLine, Runner, type CommandRecord } from "../../../infra/runner.ts";
 
 describe("Runner", () => {
   it("records argv, exit code, duration and output tail of each command", async () => {
@@ -58,5 +58,15 @@ describe("Runner", () => {
     const runner = new Runner({ env: { PATH: "/usr/bin:/bin" } });
     assert.equal(await runner.which("sh"), "/usr/bin/sh");
     assert.equal(await runner.which("no-such-program-boma"), undefined);
+  });
+});
+
+describe("lastLine", () => {
+  it("quotes the last line that says something, not the blank ones after it", () => {
+    assert.equal(lastLine("first\nsecond: failed\n\n  \n"), "second: failed");
+    assert.equal(lastLine("one line"), "one line");
+    assert.equal(lastLine("a\n\nb"), "b");
+    assert.equal(lastLine(" \n\n"), "");
+    assert.equal(lastLine(""), "");
   });
 });
