@@ -458,11 +458,22 @@ with open(${JSON.stringify(record)}, "a") as log:
             connection.close()
 `;
   const accepted = async () => (await readFile(record, "utf8").catch(() => "")).split("\n").filter(Boolean);
-  const ready = () =>
+  const connects = () =>
     new Promise<boolean>((resolve) => {
       const socket = createConnection({ host: host.address, port: ports[0]! }, () => (socket.destroy(), resolve(true)));
       socket.once("error", () => resolve(false));
     });
+  // The kernel completes a connection before the decoy accepts it and writes it down: the probe
+  // counts as ready once its own line is there, or a line written late would count as the run's.
+  const ready = async () => {
+    const seen = (await accepted()).length;
+    if (!(await connects())) return false;
+    for (let wait = 0; wait < 100; wait += 1) {
+      if ((await accepted()).length > seen) return true;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return false;
+  };
   return withNamespaceHost(host, ["python3", "-c", script], ready, async () => {
     const before = (await accepted()).length;
     return body(async () => (await accepted()).slice(before));
