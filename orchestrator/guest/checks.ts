@@ -3,10 +3,10 @@
  * the control host through the test network (as a client on the LAN would) or inside the VM as
  * root, as the check's `from` says. All checks of a stage run side by side (the first tries of
  * those inside a guest as one command there), each through the Machine's `waitFor` (the one
- * retry primitive, on the machine's clock) until it passes or its
- * `within` is up, so a slow service gets its chance but a broken one fails for sure. A check fails
- * on what it last saw; a VM that went down or panicked meanwhile is not a failed check but the
- * wait's own error, for the caller.
+ * retry primitive, on the machine's clock) until it passes or its `within` is up, so a slow
+ * service gets its chance but a broken one fails for sure. A check fails on what it last saw; a
+ * VM that went down or panicked meanwhile is not a failed check but the wait's own error, for the
+ * caller.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
