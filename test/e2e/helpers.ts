@@ -8,6 +8,7 @@ import { chmod, mkdtemp, readdir, readFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { execFileSync } from "node:child_process";
 import { after, afterEach, before } from "node:test";
 import { PROJECT_ROOT } from "../../orchestrator/host/paths.ts";
@@ -322,7 +323,7 @@ ip netns exec ${host.name} sh -c 'ip -6 addr add ${host.address6}/64 dev ${link}
     let answered = false;
     for (let attempt = 0; attempt < 20 && !answered; attempt += 1) {
       answered = await ready();
-      if (!answered) await new Promise((resolve) => setTimeout(resolve, 500));
+      if (!answered) await sleep(500);
     }
     assert.ok(answered, `${host.name} (${host.address}) answers the sandbox: the test is sound`);
     return await body();
@@ -426,7 +427,7 @@ export async function withListener<T>(server: readonly string[], url: string, bo
         (response) => response.status === 200,
         () => false,
       );
-      if (!answered) await new Promise((resolve) => setTimeout(resolve, 500));
+      if (!answered) await sleep(500);
     }
     assert.ok(answered, `${url} answers the sandbox: the test is sound`);
     return await body();
@@ -470,7 +471,7 @@ with open(${JSON.stringify(record)}, "a") as log:
     if (!(await connects())) return false;
     for (let wait = 0; wait < 100; wait += 1) {
       if ((await accepted()).length > seen) return true;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     }
     return false;
   };
